@@ -1,0 +1,47 @@
+# The README's commands. `make run` and `make test` are the quickstart; both create .venv on first use.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+export PATH := $(abspath $(BIN)):$(PATH)
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install run test test-all lint typecheck schemas bench retrain clean
+
+# torch first, by exact version: pip takes the local CPU wheel, and the pin in pyproject is then
+# satisfied, so no multi-GB CUDA wheels are pulled. constraints.txt pins everything else as tested.
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install  ## main job: generate + filter the default dataset (dvc repro)
+	dvc repro
+
+test: install  ## the fast suite (what CI runs)
+	python -m pytest -q
+
+test-all: install  ## everything, slow tests included
+	python -m pytest -q -m ''
+
+lint: install
+	ruff check .
+	ruff format --check .
+
+typecheck: install
+	mypy
+
+schemas: install  ## re-export JSON Schemas from the pydantic models
+	synthreg schema --out schemas
+
+bench: install  ## benchmarks print their figures; see benchmarks/README.md
+	python benchmarks/bench_generate.py
+
+retrain: install  ## rebuild the tiny-digits weights (normally frozen)
+	dvc repro --force --single-item train_generator
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

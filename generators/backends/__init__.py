@@ -1,0 +1,61 @@
+"""Generator backends: turn a batch of GenerationRequests into uint8 images and say what ran.
+
+A backend exposes ``spec`` (a GeneratorSpec: weights digest, pipeline class, scheduler ...),
+``device``, ``check(request)`` (refuse what it cannot make, before any image exists) and
+``generate(requests) -> list[np.ndarray]``. It never writes files or provenance: the generate runner
+does that, so every backend's records are alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from registry.errors import GeneratorError
+from registry.models import GenerationRequest, GeneratorRef, GeneratorSpec
+from registry.workspace import inside
+
+
+class Backend(Protocol):
+    spec: GeneratorSpec
+    device: str
+
+    def check(self, req: GenerationRequest) -> None: ...
+
+    def generate(self, requests: list[GenerationRequest]) -> list[np.ndarray]: ...
+
+
+def load_backend(ref: GeneratorRef, ws: Path, device: str = "cpu") -> Backend:
+    """Load the generator a recipe names; refuse a missing folder or weights that differ from the pin."""
+    folder = inside(ws, ref.path, "generator path")
+    if not folder.is_dir():
+        raise GeneratorError(
+            f"generator folder {ref.path} does not exist (resolved to {folder}); "
+            "fix generator.path in the recipe"
+        )
+    _quiet_diffusers()
+    if ref.backend == "tiny-digits":
+        from generators.backends.tiny_digits import TinyDigitsBackend
+
+        backend: Backend = TinyDigitsBackend(ref, folder, device)
+    elif ref.backend == "diffusers":
+        from generators.backends.diffusers_pipeline import DiffusersBackend
+
+        backend = DiffusersBackend(ref, folder, device)
+    else:  # the Recipe model's Literal makes this unreachable from YAML
+        raise GeneratorError(f"unknown backend {ref.backend!r}")
+    if ref.weights_digest and ref.weights_digest != backend.spec.weights_digest:
+        raise GeneratorError(
+            f"generator {ref.name}: weights in {ref.path} have digest {backend.spec.weights_digest}, "
+            f"but the recipe pins {ref.weights_digest}; restore the pinned weights or update the pin"
+        )
+    return backend
+
+
+def _quiet_diffusers() -> None:
+    # diffusers warns on every load that `accelerate` is absent; it is not needed for inference here.
+    from diffusers.utils import logging
+
+    logging.set_verbosity_error()

@@ -1,0 +1,63 @@
+"""Recipe -> GenerationRequests. Pure and deterministic: the plan is known before any image exists.
+
+Each identity gets ``images_per_identity`` samples; sample k takes attribute combination
+``k mod |grid|`` and prompt template ``(k div |grid|) mod |templates|``, so the grid is covered evenly.
+A sample's seed is a hash of (recipe seed, identity, k): adding an identity or raising the count leaves
+every existing sample's seed, and so its image, unchanged. Its id is readable (dataset, identity, k)
+and ends in a hash of everything that shapes the image, so two different requests never share an id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+
+from registry.digests import sha256_json
+from registry.models import GenerationRequest, Recipe
+
+
+def _slug(identity: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", identity)[:32]
+
+
+def derive_seed(base_seed: int, identity: str, k: int) -> int:
+    digest = hashlib.sha256(f"{base_seed}/{identity}/{k}".encode()).hexdigest()
+    return int(digest[:15], 16)  # 60 bits: fits int64 and torch.Generator.manual_seed
+
+
+def plan(recipe: Recipe) -> list[GenerationRequest]:
+    names = list(recipe.attributes)
+    grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*recipe.attributes.values())]
+    requests = []
+    for identity in recipe.identities:
+        for k in range(recipe.images_per_identity):
+            attrs = grid[k % len(grid)]
+            template = recipe.prompt_templates[(k // len(grid)) % len(recipe.prompt_templates)]
+            shaping = {
+                "generator": recipe.generator.name,
+                "identity": identity,
+                "attributes": attrs,
+                "prompt": template.format(identity=identity, **attrs),
+                "negative_prompt": recipe.negative_prompt,
+                "seed": derive_seed(recipe.seed, identity, k),
+                "steps": recipe.steps,
+                "guidance": recipe.guidance,
+                "size": recipe.size,
+            }
+            requests.append(
+                GenerationRequest(
+                    sample_id=f"{recipe.dataset}-{_slug(identity)}-{k:06d}-{sha256_json(shaping)[:8]}",
+                    index=len(requests),
+                    identity=identity,
+                    attributes=attrs,
+                    prompt=shaping["prompt"],
+                    negative_prompt=recipe.negative_prompt,
+                    seed=shaping["seed"],
+                    steps=recipe.steps,
+                    guidance=recipe.guidance,
+                    width=recipe.size,
+                    height=recipe.size,
+                )
+            )
+    return requests

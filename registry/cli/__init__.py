@@ -1,0 +1,5 @@
+"""The ``synthreg`` command line: thin typer commands over the library (see ``_app.py``)."""
+
+from registry.cli._app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,42 @@
+"""Every error synthreg raises on purpose. Only the CLI turns them into exit codes.
+
+SynthregError                  base: a message a person can act on
+├── ConfigError                a recipe, params file or other YAML input is malformed
+│   └── RecipeError            a recipe is malformed or asks for something impossible
+├── WorkspaceError             a path is missing, unreadable, or escapes the workspace
+├── GeneratorError             a generator cannot be loaded or cannot serve a request
+├── ManifestError              a manifest or shard is missing, corrupted or inconsistent
+└── ReproduceError             a sample cannot be regenerated from its record
+"""
+
+from __future__ import annotations
+
+
+class SynthregError(Exception):
+    """Base class: the message names the bad value and says what to do next."""
+
+    exit_code = 1
+
+
+class ConfigError(SynthregError):
+    pass
+
+
+class RecipeError(ConfigError):
+    pass
+
+
+class WorkspaceError(SynthregError):
+    pass
+
+
+class GeneratorError(SynthregError):
+    pass
+
+
+class ManifestError(SynthregError):
+    pass
+
+
+class ReproduceError(SynthregError):
+    pass

@@ -1,0 +1,125 @@
+"""Manifests: Parquet (zstd) with one SampleRecord per row, queried through DuckDB.
+
+The Arrow schema is derived from ``SampleRecord`` so the model stays the one source of schema.
+Reading a manifest validates its columns against that schema, never its rows one by one: a
+million-row manifest is queried in DuckDB, not loaded into Python objects.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from registry.errors import ManifestError
+from registry.fsio import atomic_path
+from registry.models import SampleRecord
+
+_SCALARS: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
+    """(arrow type, nullable) for a pydantic field annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _arrow_type(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _arrow_type(args[0])[0], True
+    if origin is typing.Literal:
+        return pa.string(), False
+    if origin is dict:
+        k, v = typing.get_args(annotation)
+        return pa.map_(_arrow_type(k)[0], _arrow_type(v)[0]), False
+    if annotation in _SCALARS:
+        return _SCALARS[annotation], False
+    raise TypeError(f"no Arrow type for {annotation!r}")
+
+
+def _schema() -> pa.Schema:
+    fields = []
+    for name, info in SampleRecord.model_fields.items():
+        typ, nullable = _arrow_type(info.annotation)
+        fields.append(pa.field(name, typ, nullable=nullable))
+    return pa.schema(fields)
+
+
+SCHEMA = _schema()
+
+
+def to_table(records: Iterable[SampleRecord | dict]) -> pa.Table:
+    rows = [r.model_dump() if isinstance(r, SampleRecord) else r for r in records]
+    for r in rows:
+        for k in ("attributes", "library_versions", "observed_attributes"):
+            if isinstance(r.get(k), dict):
+                r[k] = list(r[k].items())
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write atomically: a crash leaves the old manifest (or none), never half of a new one."""
+    if table.schema != SCHEMA:
+        table = table.cast(SCHEMA)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def write_manifest(records: Sequence[SampleRecord], path: Path) -> None:
+    write_table(to_table(records), path)
+
+
+def read_table(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ManifestError(f"manifest {path} is not a readable Parquet file ({e}); regenerate it") from e
+    missing = [n for n in SCHEMA.names if n not in table.schema.names]
+    if missing:
+        raise ManifestError(f"manifest {path} lacks columns {missing}; it was not written by synthreg")
+    return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+def records(table: pa.Table) -> list[SampleRecord]:
+    """Rows as validated records. For small tables (a shard, a lookup), not for whole manifests."""
+    out = []
+    for row in table.to_pylist():
+        for k in ("attributes", "library_versions", "observed_attributes"):
+            if row.get(k) is not None:
+                row[k] = dict(row[k])
+        out.append(SampleRecord.model_validate(row))
+    return out
+
+
+def connect(path: Path, view: str = "manifest"):
+    """A DuckDB connection with the manifest at ``path`` as a view named ``view``."""
+    import duckdb
+
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet(?)", [str(path)])
+    return con
+
+
+def find_sample(path: Path, sample_id: str) -> SampleRecord:
+    con = connect(path)
+    table = con.execute("SELECT * FROM manifest WHERE sample_id = ?", [sample_id]).fetch_arrow_table()
+    if table.num_rows == 0:
+        raise ManifestError(
+            f"sample {sample_id!r} is not in manifest {path}; check the id (query the manifest with DuckDB)"
+        )
+    return records(table.select(SCHEMA.names).cast(SCHEMA))[0]

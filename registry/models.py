@@ -1,0 +1,229 @@
+"""The records synthreg persists: the one source of schema (JSON Schema is exported from here).
+
+Every model reads strictly (``extra="forbid"``): a typo in a recipe is an error, not a silently
+ignored key. Field descriptions are what the exported JSON Schema and the dataset card show.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# A dataset name becomes a folder and a git tag prefix: no path separators, no dots at the start.
+DatasetName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+Identity = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceRef(Strict):
+    """A real data source used for conditioning, filtering, training, or training the generator."""
+
+    name: str = Field(min_length=1)
+    version: str | None = None
+    digest: str | None = Field(default=None, description="content digest, e.g. sha256 of the data")
+    licence: str = Field(min_length=1, description="licence id (SPDX where one exists)")
+    url: str | None = None
+    status: Literal["active", "withdrawn"] = "active"
+    role: Literal["conditioning", "filtering", "training", "generator-training", "evaluation"] = (
+        "conditioning"
+    )
+
+
+class GeneratorRef(Strict):
+    """The generator as a recipe names it: where its weights are and what we know of them."""
+
+    name: str = Field(min_length=1)
+    backend: Literal["tiny-digits", "diffusers"]
+    path: str = Field(min_length=1, description="local model folder, relative to the workspace")
+    hub_id: str | None = Field(default=None, description="where the weights came from, if a hub")
+    revision: str | None = None
+    licence: str = Field(min_length=1, description="licence id of the weights")
+    weights_digest: Sha256 | None = Field(
+        default=None, description="pin: refuse to run if the weights on disk differ"
+    )
+    intended_use: str = ""
+    training_sources: list[SourceRef] = Field(
+        default_factory=list, description="the real data the generator itself was trained on"
+    )
+
+
+class GeneratorSpec(Strict):
+    """A generator as loaded: what actually ran, recorded in every manifest."""
+
+    name: str
+    backend: str
+    source: str = Field(description="local path the weights were loaded from")
+    hub_id: str | None = None
+    revision: str | None = None
+    weights_digest: Sha256 = Field(description="sha256 over the weight files' sha256sum listing")
+    pipeline_class: str
+    scheduler: str
+    scheduler_config: dict = Field(default_factory=dict)
+    scheduler_config_digest: Sha256
+    licence: str
+    intended_use: str = ""
+    training_sources: list[SourceRef] = Field(default_factory=list)
+
+
+_PLACEHOLDER_FIELDS = string.Formatter()
+
+
+def template_fields(template: str) -> set[str]:
+    return {f for _, f, _, _ in _PLACEHOLDER_FIELDS.parse(template) if f}
+
+
+class Recipe(Strict):
+    """What to generate: identities x attribute grid x prompt templates, and with which settings."""
+
+    dataset: DatasetName
+    description: str = ""
+    generator: GeneratorRef
+    identities: list[Identity] = Field(min_length=1)
+    attributes: dict[str, list[str]] = Field(
+        default_factory=dict, description="attribute grid: name -> values; samples cycle through it"
+    )
+    prompt_templates: list[str] = Field(
+        min_length=1, description="Python format strings over {identity} and the attribute names"
+    )
+    negative_prompt: str = ""
+    images_per_identity: int = Field(gt=0, le=1_000_000)
+    seed: int = Field(ge=0, lt=2**63)
+    steps: int = Field(gt=0, le=1000)
+    guidance: float = Field(ge=0, le=100, description="classifier-free guidance scale; <= 1 is off")
+    size: int = Field(gt=0, le=4096, description="image width and height in pixels")
+    sources: list[SourceRef] = Field(default_factory=list)
+
+    @field_validator("identities")
+    @classmethod
+    def _unique_identities(cls, v: list[str]) -> list[str]:
+        dupes = sorted({i for i in v if v.count(i) > 1})
+        if dupes:
+            raise ValueError(f"identities listed more than once: {dupes}")
+        return v
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_values(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, values in v.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"attribute name {name!r} must be an identifier (letters, digits, _)")
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"attribute {name!r} needs one or more distinct values, got {values}")
+        return v
+
+    @model_validator(mode="after")
+    def _templates_use_known_fields(self) -> Recipe:
+        known = {"identity", *self.attributes}
+        for t in self.prompt_templates:
+            try:
+                unknown = template_fields(t) - known
+            except ValueError as e:
+                raise ValueError(f"prompt template {t!r} is not a valid format string: {e}") from e
+            if unknown:
+                raise ValueError(
+                    f"prompt template {t!r} uses {sorted(unknown)}, which is neither 'identity' "
+                    f"nor an attribute (known: {sorted(known)})"
+                )
+        return self
+
+
+class GenerationRequest(Strict):
+    """One image to make. Sample id and seed derive from the recipe alone, so the plan is known
+    before any image exists and a resumed run makes exactly the same requests."""
+
+    sample_id: str
+    index: int = Field(ge=0, description="position in the plan")
+    identity: str
+    attributes: dict[str, str]
+    prompt: str
+    negative_prompt: str
+    seed: int = Field(ge=0, lt=2**63)
+    steps: int
+    guidance: float
+    width: int
+    height: int
+
+
+class SampleRecord(Strict):
+    """One manifest row: the request, what made it, where it is, and (after filtering) the verdict."""
+
+    dataset: str
+    sample_id: str
+    index: int
+    identity: str
+    attributes: dict[str, str]
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    generator_name: str
+    generator_backend: str
+    generator_source: str = Field(description="model folder the weights were loaded from")
+    weights_digest: Sha256
+    generator_licence: str
+    pipeline_class: str
+    scheduler: str
+    scheduler_config_digest: Sha256
+    image_sha256: Sha256
+    phash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    shard: str = Field(description="shard file, relative to the workspace")
+    member: str = Field(description="member name inside the shard")
+    batch: int = Field(ge=0, description="plan batch the sample was generated in")
+    batch_size: int = Field(gt=0)
+    gen_seconds: float = Field(description="generation time per image (batch time / batch size)")
+    encode_seconds: float
+    library_versions: dict[str, str]
+    device: str
+    created_at: datetime
+    # Filled by the filter stage; empty on a candidate manifest.
+    identity_pred: str | None = None
+    identity_confidence: float | None = None
+    contrast: float | None = None
+    nn_distance: float | None = Field(default=None, description="distance to nearest real train image")
+    duplicate_of: str | None = None
+    observed_attributes: dict[str, str] | None = None
+    decision: Literal["accepted", "rejected"] | None = None
+    reason: str | None = None
+
+
+FILTER_FIELDS = (
+    "identity_pred",
+    "identity_confidence",
+    "contrast",
+    "nn_distance",
+    "duplicate_of",
+    "observed_attributes",
+    "decision",
+    "reason",
+)
+
+
+class GenerateParams(Strict):
+    batch_size: int = Field(default=128, gt=0, le=4096)
+    shard_size: int = Field(default=1000, gt=0, le=100_000)
+    device: str = "cpu"
+    threads: int | None = Field(default=None, gt=0, description="torch CPU threads; None = torch default")
+
+
+class FilterParams(Strict):
+    identity_threshold: float = Field(
+        default=0.7, ge=0, le=1, description="min classifier confidence in the intended identity"
+    )
+    min_contrast: float = Field(default=0.1, ge=0, le=1, description="min pixel std / 255 (blank images)")
+    duplicate_distance: int = Field(
+        default=0, ge=-1, le=64, description="max perceptual-hash Hamming distance for a near-duplicate"
+    )
+    memorised_distance: float = Field(
+        default=0.05, ge=0, description="max RMS pixel distance (0-1) to a real image for a memorised copy"
+    )

@@ -1,0 +1,34 @@
+"""JSON Schema for every persisted record, exported from the pydantic models (never written by hand)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from registry.config import Params
+from registry.fsio import atomic_write_text
+from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
+
+MODELS: dict[str, type[BaseModel]] = {
+    "recipe": Recipe,
+    "params": Params,
+    "generator-spec": GeneratorSpec,
+    "source-ref": SourceRef,
+    "generation-request": GenerationRequest,
+    "sample-record": SampleRecord,
+}
+
+
+def render(model: type[BaseModel]) -> str:
+    return json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def write_schemas(folder: Path) -> list[Path]:
+    out = []
+    for name, model in MODELS.items():
+        path = folder / f"{name}.schema.json"
+        atomic_write_text(path, render(model))
+        out.append(path)
+    return out
