@@ -28,15 +28,11 @@ class ReproduceResult:
 
 def find_manifest(ws: Path, sample_id: str) -> Path:
     """The first manifest under ``data/*/candidates`` or ``data/*/filtered`` holding ``sample_id``."""
-    import duckdb
-
     for path in sorted(ws.glob("data/*/candidates/manifest.parquet")) + sorted(
         ws.glob("data/*/filtered/manifest.parquet")
     ):
-        hit = duckdb.sql(
-            f"SELECT 1 FROM read_parquet('{path.as_posix()}') WHERE sample_id = $id LIMIT 1",
-            params={"id": sample_id},
-        ).fetchone()
+        con = mf.connect(path)
+        hit = con.execute("SELECT 1 FROM manifest WHERE sample_id = ? LIMIT 1", [sample_id]).fetchone()
         if hit:
             return path
     raise ReproduceError(

@@ -111,13 +111,14 @@ def connect(path: Path, view: str = "manifest"):
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")
     con = duckdb.connect()
-    con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet(?)", [str(path)])
+    literal = str(path).replace("'", "''")  # CREATE VIEW cannot take a prepared parameter
+    con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{literal}')")
     return con
 
 
 def find_sample(path: Path, sample_id: str) -> SampleRecord:
     con = connect(path)
-    table = con.execute("SELECT * FROM manifest WHERE sample_id = ?", [sample_id]).fetch_arrow_table()
+    table = con.sql("SELECT * FROM manifest WHERE sample_id = ?", params=[sample_id]).to_arrow_table()
     if table.num_rows == 0:
         raise ManifestError(
             f"sample {sample_id!r} is not in manifest {path}; check the id (query the manifest with DuckDB)"

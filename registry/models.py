@@ -14,8 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-# A dataset name becomes a folder and a git tag prefix: no path separators, no dots at the start.
-DatasetName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 Identity = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
@@ -83,7 +82,10 @@ def template_fields(template: str) -> set[str]:
 class Recipe(Strict):
     """What to generate: identities x attribute grid x prompt templates, and with which settings."""
 
-    dataset: DatasetName
+    dataset: str = Field(
+        description="lowercase letters, digits, - and _; becomes a folder and a tag",
+        json_schema_extra={"pattern": f"^{DATASET_NAME.pattern}$"},
+    )
     description: str = ""
     generator: GeneratorRef
     identities: list[Identity] = Field(min_length=1)
@@ -100,6 +102,17 @@ class Recipe(Strict):
     guidance: float = Field(ge=0, le=100, description="classifier-free guidance scale; <= 1 is off")
     size: int = Field(gt=0, le=4096, description="image width and height in pixels")
     sources: list[SourceRef] = Field(default_factory=list)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, v: str) -> str:
+        # The name becomes a folder and a git tag prefix: a path separator would escape data/.
+        if not DATASET_NAME.fullmatch(v):
+            raise ValueError(
+                f"dataset name {v!r} must be 1-64 lowercase letters, digits, '-' or '_', starting with "
+                "a letter or digit (it becomes a folder and a git tag); rename it"
+            )
+        return v
 
     @field_validator("identities")
     @classmethod

@@ -1,0 +1,84 @@
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from registry import manifest as mf
+from registry.errors import ManifestError
+from registry.fsio import atomic_write_text
+from registry.models import SampleRecord
+
+
+def record(i: int) -> SampleRecord:
+    return SampleRecord(
+        dataset="d",
+        sample_id=f"d-1-{i:06d}",
+        index=i,
+        identity="1",
+        attributes={"stroke": "thin"},
+        prompt="p",
+        negative_prompt="",
+        seed=i,
+        steps=8,
+        guidance=2.0,
+        width=16,
+        height=16,
+        generator_name="g",
+        generator_backend="tiny-digits",
+        generator_source="model",
+        weights_digest="a" * 64,
+        generator_licence="CC-BY-4.0",
+        pipeline_class="P",
+        scheduler="S",
+        scheduler_config_digest="b" * 64,
+        image_sha256=f"{i:064x}",
+        phash="0" * 16,
+        shard="s.tar",
+        member=f"{i}.png",
+        batch=0,
+        batch_size=2,
+        gen_seconds=0.1,
+        encode_seconds=0.0,
+        library_versions={"torch": "x"},
+        device="cpu",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_arrow_schema_has_every_model_field():
+    assert mf.SCHEMA.names == list(SampleRecord.model_fields)
+    assert mf.SCHEMA.field("decision").nullable and not mf.SCHEMA.field("seed").nullable
+
+
+def test_round_trip_and_duckdb_lookup(tmp_path: Path):
+    path = tmp_path / "m.parquet"
+    mf.write_manifest([record(0), record(1)], path)
+    assert pq.read_metadata(path).row_group(0).column(0).compression == "ZSTD"
+    assert mf.records(mf.read_table(path)) == [record(0), record(1)]
+    assert mf.find_sample(path, "d-1-000001") == record(1)
+    with pytest.raises(ManifestError, match="sample 'nope' is not in manifest"):
+        mf.find_sample(path, "nope")
+
+
+def test_missing_or_corrupted_manifest(tmp_path: Path):
+    with pytest.raises(ManifestError, match="does not exist; run `synthreg generate`"):
+        mf.read_table(tmp_path / "none.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ManifestError, match="is not a readable Parquet file"):
+        mf.read_table(tmp_path / "bad.parquet")
+
+
+def test_failed_write_keeps_the_old_file(tmp_path: Path):
+    path = tmp_path / "m.parquet"
+    mf.write_manifest([record(0)], path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):
+        mf.write_table("not a table", path)  # type: ignore[arg-type]
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]  # no temporary left behind
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path: Path):
+    atomic_write_text(tmp_path / "x.json", "{}")
+    assert (tmp_path / "x.json").stat().st_mode & 0o044  # readable by group/others, unlike mkstemp's 0600
