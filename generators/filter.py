@@ -22,6 +22,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -92,16 +93,19 @@ class DigitsDomain:
 DOMAINS = {"tiny-digits": DigitsDomain}
 
 
+@cache
+def load_domain(backend: str) -> DigitsDomain | None:
+    """The trained domain for a backend (trained once per process), or None if it has none."""
+    cls = DOMAINS.get(backend)
+    return cls() if cls else None
+
+
 @dataclass(frozen=True)
 class FilterResult:
     manifest: Path
     total: int
     accepted: int
     reasons: dict[str, int]
-
-
-def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.unpackbits((a[:, None, :] ^ b[None, :, :]), axis=2).sum(axis=2)
 
 
 def filter_manifest(
@@ -121,23 +125,23 @@ def filter_manifest(
     if table.num_rows == 0:
         raise ManifestError(f"manifest {in_path} has no rows; nothing to filter")
     backends = sorted(set(table["generator_backend"].to_pylist()))
-    domain_cls = DOMAINS.get(backends[0]) if len(backends) == 1 else None
-    domain = domain_cls() if domain_cls else None
+    domain = load_domain(backends[0]) if len(backends) == 1 else None
 
     cols = table.select(["sample_id", "shard", "member", "image_sha256"]).to_pylist()
     rows = [(r["sample_id"], r["shard"], r["member"], r["image_sha256"]) for r in cols]
-    pixels: list[np.ndarray] = []
-    for n, (_, png) in enumerate(iter_images(ws, rows), 1):
-        pixels.append(np.asarray(Image.open(io.BytesIO(png)).convert("L")))
+    # Images come back shard by shard; key them by sample id so a row always gets its own pixels.
+    pixels: dict[str, np.ndarray] = {}
+    for n, (sample_id, png) in enumerate(iter_images(ws, rows), 1):
+        pixels[sample_id] = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
         if progress and n % 256 == 0:
             progress(n, len(rows))
     if progress:
         progress(len(rows), len(rows))
-    images = np.stack(pixels)
+    ids = table["sample_id"].to_pylist()
+    images = np.stack([pixels[i] for i in ids])
     flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
     n = len(images)
     identities = table["identity"].to_pylist()
-    ids = table["sample_id"].to_pylist()
 
     contrast = flat.std(axis=1)
     pred: list[str | None] = [None] * n
@@ -172,24 +176,20 @@ def filter_manifest(
     # Near-duplicates among images that passed so far, per identity, in plan order: the first stays.
     duplicate_of: list[str | None] = [None] * n
     if params.duplicate_distance >= 0:
-        hashes = np.array([bytes.fromhex(h) for h in table["phash"].to_pylist()], dtype="S8")
-        bits = np.frombuffer(hashes.tobytes(), dtype=np.uint8).reshape(n, 8)
-        by_identity: dict[str, list[int]] = {}
+        bits = np.array([list(bytes.fromhex(h)) for h in table["phash"].to_pylist()], dtype=np.uint8)
+        kept: dict[str, list[int]] = {}
         for i in range(n):
-            if not reasons[i]:
-                by_identity.setdefault(identities[i], []).append(i)
-        for members in by_identity.values():
-            idx = np.array(members)
-            dist = _hamming(bits[idx], bits[idx])
-            kept: list[int] = []
-            for a in range(len(idx)):
-                close = [k for k in kept if dist[a, k] <= params.duplicate_distance]
-                if close:
-                    first = idx[close[0]]
-                    duplicate_of[idx[a]] = ids[first]
-                    reasons[idx[a]] = f"near_duplicate: of {ids[first]} (phash distance {dist[a, close[0]]})"
-                else:
-                    kept.append(a)
+            if reasons[i]:
+                continue
+            earlier = kept.setdefault(identities[i], [])
+            if earlier:
+                dist = np.unpackbits(bits[earlier] ^ bits[i], axis=1).sum(axis=1)
+                k = int(dist.argmin())
+                if dist[k] <= params.duplicate_distance:
+                    duplicate_of[i] = ids[earlier[k]]
+                    reasons[i] = f"near_duplicate: of {ids[earlier[k]]} (phash distance {dist[k]})"
+                    continue
+            earlier.append(i)
 
     decision = ["rejected" if r else "accepted" for r in reasons]
     reasons = [r or "ok: passed every check" for r in reasons]

@@ -49,7 +49,8 @@ def load_backend(ref: GeneratorRef, ws: Path, device: str = "cpu") -> Backend:
     if ref.weights_digest and ref.weights_digest != backend.spec.weights_digest:
         raise GeneratorError(
             f"generator {ref.name}: weights in {ref.path} have digest {backend.spec.weights_digest}, "
-            f"but the recipe pins {ref.weights_digest}; restore the pinned weights or update the pin"
+            f"but {ref.name} pins {ref.weights_digest} (in the recipe, or the record being reproduced); "
+            "restore the pinned weights or update the pin"
         )
     return backend
 

@@ -5,7 +5,6 @@ Heavy libraries (torch, diffusers, sklearn) are imported inside the commands, so
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +45,8 @@ def _errors() -> Iterator[None]:
 
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar (count, rate, elapsed, remaining), shown from the first update only, so
+    an input error raised before any work prints just its message."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -55,32 +56,30 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
         TimeRemainingColumn,
     )
 
-    class Rate(TextColumn):
-        def __init__(self) -> None:
-            super().__init__("")
-
-        def render(self, task):  # type: ignore[no-untyped-def]
-            from rich.text import Text
-
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:.1f} img/s" if speed else "")
-
-    with Progress(
+    bar = Progress(
         TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
-        Rate(),
+        TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        transient=not sys.stderr.isatty(),
-        console=None,
-    ) as bar:
-        task = bar.add_task(label, total=None)
+        transient=True,
+    )
+    task = None
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(label, total=total, rate="")
+        speed = bar.tasks[0].speed
+        bar.update(task, completed=done, total=total, rate=f"{speed:.1f} img/s" if speed else "")
 
+    try:
         yield update
+    finally:
+        if task is not None:
+            bar.stop()
 
 
 def _workspace(path: Path | None) -> Path:

@@ -73,7 +73,7 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path):
     path = tmp_path / "m.parquet"
     mf.write_manifest([record(0)], path)
     before = path.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         mf.write_table("not a table", path)  # type: ignore[arg-type]
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]  # no temporary left behind
