@@ -160,16 +160,15 @@ def filter_manifest(
 
     reasons: list[str] = []
     for i in range(n):
+        c, d = conf[i], nn[i]
         if contrast[i] < params.min_contrast:
             reasons.append(f"low_contrast: pixel std {contrast[i]:.3f} < {params.min_contrast}")
         elif pred[i] is not None and pred[i] != identities[i]:
             reasons.append(f"identity_mismatch: classifier says {pred[i]}, not {identities[i]}")
-        elif conf[i] is not None and conf[i] < params.identity_threshold:
-            reasons.append(f"low_confidence: {conf[i]:.3f} < {params.identity_threshold}")
-        elif nn[i] is not None and nn[i] < params.memorised_distance:
-            reasons.append(
-                f"memorised_copy: RMS {nn[i]:.4f} to a real train image < {params.memorised_distance}"
-            )
+        elif c is not None and c < params.identity_threshold:
+            reasons.append(f"low_confidence: {c:.3f} < {params.identity_threshold}")
+        elif d is not None and d < params.memorised_distance:
+            reasons.append(f"memorised_copy: RMS {d:.4f} to a real train image < {params.memorised_distance}")
         else:
             reasons.append("")
 
@@ -211,20 +210,21 @@ def filter_manifest(
     out_path = out_dir / "manifest.parquet"
     mf.write_table(table, out_path)
 
-    counts = Counter(r.split(":")[0] for r in reasons)
+    counts = dict(sorted(Counter(r.split(":")[0] for r in reasons).items()))
+    accepted = decision.count("accepted")
     summary = {
         "candidates": relative(ws, in_path),
         "candidates_sha256": sha256_file(in_path),
         "params": params.model_dump(),
         "total": n,
-        "accepted": decision.count("accepted"),
-        "rejected": decision.count("rejected"),
-        "accepted_share": round(decision.count("accepted") / n, 4),
-        "reasons": dict(sorted(counts.items())),
+        "accepted": accepted,
+        "rejected": n - accepted,
+        "accepted_share": round(accepted / n, 4),
+        "reasons": counts,
         "domain": domain.describe() if domain is not None else None,
         "not_checked": []
         if domain is not None
         else [f"identity and memorised-copy checks: no domain for backend(s) {backends}"],
     }
     atomic_write_text(out_dir / "filter.json", json.dumps(summary, indent=2) + "\n")
-    return FilterResult(out_path, n, summary["accepted"], summary["reasons"])
+    return FilterResult(out_path, n, accepted, counts)

@@ -29,7 +29,7 @@ def derive_seed(base_seed: int, identity: str, k: int) -> int:
 def plan(recipe: Recipe) -> list[GenerationRequest]:
     names = list(recipe.attributes)
     grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*recipe.attributes.values())]
-    requests = []
+    requests: list[GenerationRequest] = []
     for identity in recipe.identities:
         for k in range(recipe.images_per_identity):
             attrs = grid[k % len(grid)]

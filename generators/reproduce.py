@@ -47,7 +47,7 @@ def reproduce(
     rec = mf.find_sample(path, sample_id)
     ref = GeneratorRef(
         name=rec.generator_name,
-        backend=rec.generator_backend,  # type: ignore[arg-type]  # validated by GeneratorRef
+        backend=rec.generator_backend,  # a str; GeneratorRef validates it
         path=rec.generator_source,
         licence=rec.generator_licence,
         weights_digest=rec.weights_digest,  # refuse to "reproduce" with other weights
