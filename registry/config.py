@@ -8,7 +8,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from registry.errors import ConfigError, RecipeError
+from registry.errors import ConfigError, RecipeError, SynthregError
 from registry.models import FilterParams, GenerateParams, Recipe, Strict
 
 M = TypeVar("M", bound=BaseModel)
@@ -22,6 +22,14 @@ class TrainGeneratorParams(Strict):
     threads: int = Field(default=2, gt=0)
 
 
+class ValidateParams(Strict):
+    packs: list[str] = Field(
+        default_factory=lambda: ["policies/packs/default.yaml"], description="policy packs, workspace paths"
+    )
+    licences: str = Field(default="policies/licenses.yaml", description="licence knowledge base")
+    waivers: str = Field(default="waivers.yaml", description="waivers file (may be absent)")
+
+
 class Params(Strict):
     """``params.yaml``: every knob of the pipeline, one section per stage."""
 
@@ -29,6 +37,7 @@ class Params(Strict):
     train_generator: TrainGeneratorParams = TrainGeneratorParams()
     generate: GenerateParams = GenerateParams()
     filter: FilterParams = FilterParams()
+    validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
 
 
 def format_validation_error(e: ValidationError, source: str) -> str:
@@ -44,7 +53,7 @@ def format_validation_error(e: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_yaml_model(path: Path, model: type[M], what: str, error: type[ConfigError] = ConfigError) -> M:
+def load_yaml_model(path: Path, model: type[M], what: str, error: type[SynthregError] = ConfigError) -> M:
     if not path.is_file():
         raise error(f"{what} {path} does not exist; check the path")
     try:

@@ -11,6 +11,10 @@ SynthregError                  base: a message a person can act on
 
 from __future__ import annotations
 
+# `synthreg validate` exits with this when an error rule fails without a waiver: distinct from 1 (an
+# input error) and 2 (a usage error), so `dvc repro` and CI can tell a policy failure apart.
+POLICY_FAILED_EXIT = 3
+
 
 class SynthregError(Exception):
     """Base class: the message names the bad value and says what to do next."""
@@ -39,4 +43,8 @@ class ManifestError(SynthregError):
 
 
 class ReproduceError(SynthregError):
+    pass
+
+
+class PolicyError(SynthregError):
     pass

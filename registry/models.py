@@ -22,6 +22,33 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# What a dataset may be used for, and what a licence may forbid. Licences name restrictions in these
+# terms; the licence knowledge base says which purposes imply which (re-identification is biometric).
+UseCategory = Literal[
+    "commercial",
+    "research",
+    "education",
+    "training-a-model",
+    "training-a-competing-model",
+    "training-a-foundation-model",
+    "person-reidentification",
+    "biometric",
+    "surveillance",
+    "law-enforcement",
+    "military",
+    "medical",
+    "automated-legal-decisions",
+]
+
+
+class IntendedUse(Strict):
+    """What a dataset is declared to be for; licence rules check every licence against it."""
+
+    commercial: bool
+    purposes: list[UseCategory] = Field(min_length=1)
+    description: str = ""
+
+
 class SourceRef(Strict):
     """A real data source used for conditioning, filtering, training, or training the generator."""
 
@@ -102,6 +129,9 @@ class Recipe(Strict):
     guidance: float = Field(ge=0, le=100, description="classifier-free guidance scale; <= 1 is off")
     size: int = Field(gt=0, le=4096, description="image width and height in pixels")
     sources: list[SourceRef] = Field(default_factory=list)
+    intended_use: IntendedUse | None = Field(
+        default=None, description="what the dataset is for; the licence rules check it (required to validate)"
+    )
 
     @field_validator("dataset")
     @classmethod

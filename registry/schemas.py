@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from registry.config import Params
 from registry.fsio import atomic_write_text
 from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
+from registry.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
 
 MODELS: dict[str, type[BaseModel]] = {
     "recipe": Recipe,
@@ -18,6 +19,11 @@ MODELS: dict[str, type[BaseModel]] = {
     "source-ref": SourceRef,
     "generation-request": GenerationRequest,
     "sample-record": SampleRecord,
+    "policy-pack": PolicyPack,
+    "policy-report": PolicyReport,
+    "licence-base": LicenceBase,
+    "waivers": WaiverFile,
+    "withdrawn-list": WithdrawnList,
 }
 
 

@@ -158,6 +158,44 @@ def reproduce(
 
 
 @app.command()
+def validate(
+    filtered: Annotated[Path, typer.Argument(help="folder with the filtered manifest.parquet")],
+    recipe: Annotated[Path | None, typer.Option(help="recipe (default: params.yaml's recipe)")] = None,
+    pack: Annotated[
+        list[Path] | None, typer.Option(help="policy pack (repeat; default: params.yaml)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="report folder (default: ../policy beside filtered)")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: Workspace = None,
+) -> None:
+    """Check the policy packs on a filtered manifest; write report.json and report.md.
+
+    Exits 3 when an error rule fails without a valid waiver (1 for bad input)."""
+    with _errors():
+        from policies.engine import validate as run
+        from registry.config import load_params
+        from registry.errors import POLICY_FAILED_EXIT
+
+        ws = _workspace(workspace)
+        p = load_params(ws / params)
+        v = p.validate_
+        report = run(filtered, ws, recipe or p.recipe, pack or v.packs, v.waivers, v.licences, out)
+        for r in report.results:
+            if r.status != "pass":
+                typer.echo(f"  {r.status:6} {r.rule_id}: {r.message}")
+        counts = {s: sum(r.status == s for r in report.results) for s in ("pass", "fail", "warn", "waived")}
+        typer.echo(
+            f"{'PASSED' if report.passed else 'FAILED'}: "
+            + ", ".join(f"{n} {s}" for s, n in counts.items())
+            + f"; report {(out or filtered.parent / 'policy') / 'report.md'}"
+        )
+        if not report.passed:
+            raise typer.Exit(POLICY_FAILED_EXIT)
+
+
+@app.command()
 def schema(
     out: Annotated[Path, typer.Option(help="folder for the JSON Schema files")] = Path("schemas"),
 ) -> None:

@@ -1,0 +1,1 @@
+"""One module per kind of rule. Each check takes (rule, context) and returns an Outcome."""

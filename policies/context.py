@@ -1,0 +1,54 @@
+"""What a check sees: the filtered manifest (as a DuckDB view), the recipe, the licence knowledge base."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from registry.models import Recipe, SourceRef
+from registry.policy import Evidence, LicenceBase
+
+EVIDENCE_CAP = 20  # offending sample ids listed per rule; the count is always complete
+
+
+@dataclass
+class Outcome:
+    """A check's verdict before severity and waivers are applied."""
+
+    ok: bool
+    message: str
+    measured: int | float | str | None = None
+    threshold: int | float | str | None = None
+    evidence: Evidence = field(default_factory=Evidence)
+
+
+@dataclass
+class Context:
+    ws: Path
+    manifest: Path
+    recipe: Recipe
+    kb: LicenceBase
+    con: Any  # a DuckDB connection with the manifest as view ``manifest``
+
+    def generators(self) -> list[dict]:
+        """Generators that made the images, as recorded in the manifest, one row each."""
+        rows = self.con.sql(
+            "SELECT generator_name, generator_licence, weights_digest, count(*) AS n "
+            "FROM manifest GROUP BY ALL ORDER BY generator_name"
+        ).fetchall()
+        return [dict(name=r[0], licence=r[1], weights_digest=r[2], images=r[3]) for r in rows]
+
+    def sources(self, with_generator_training: bool = True) -> list[SourceRef]:
+        out = list(self.recipe.sources)
+        if with_generator_training:
+            out += self.recipe.generator.training_sources
+        return out
+
+    def sample_ids(self, where: str, params: list | None = None) -> Evidence:
+        """Evidence for the samples matching ``where``: the total count and the first ids."""
+        n = self.con.execute(f"SELECT count(*) FROM manifest WHERE {where}", params or []).fetchone()[0]
+        ids = self.con.execute(
+            f"SELECT sample_id FROM manifest WHERE {where} ORDER BY index LIMIT {EVIDENCE_CAP}", params or []
+        ).fetchall()
+        return Evidence(count=n, sample_ids=[r[0] for r in ids])

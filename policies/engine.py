@@ -1,0 +1,240 @@
+"""The policy engine: load packs, the licence knowledge base and waivers; evaluate; write the report.
+
+    report = validate(Path("data/digits/filtered"), ws)   # writes policy/report.json and report.md
+    report.passed                                         # False: an error rule failed, unwaived
+
+A rule's outcome becomes its status: pass; fail (error rule) or warn (warn rule) when not ok;
+waived when a failing error rule has a waiver for this dataset that has not expired.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from policies.checks import licence, prompt, provenance, quality, representation
+from policies.context import Context, Outcome
+from registry import manifest as mf
+from registry.config import format_validation_error, load_recipe, load_yaml_model
+from registry.digests import sha256_file
+from registry.errors import PolicyError
+from registry.fsio import atomic_write_text
+from registry.policy import LicenceBase, PolicyPack, PolicyReport, RuleResult, Waiver, WaiverFile
+from registry.workspace import inside, relative
+
+PACKAGE = Path(__file__).parent
+DEFAULT_PACKS = [PACKAGE / "packs" / "default.yaml"]
+DEFAULT_KB = PACKAGE / "licenses.yaml"
+
+CHECKS: dict[str, Callable[..., Outcome]] = {
+    "licence-use": licence.check_use,
+    "licence-known": licence.check_known,
+    "attribution": licence.check_attribution,
+    "source-withdrawn": licence.check_withdrawn,
+    "prompt-deny": prompt.check_deny,
+    "prompt-personal-data": prompt.check_personal_data,
+    "prompt-length": prompt.check_length,
+    "representation": representation.check,
+    "provenance": provenance.check,
+    "quality": quality.check,
+    "leakage": quality.check_leakage,
+}
+
+
+def load_pack(path: Path) -> PolicyPack:
+    """A pack, or a PolicyError naming the file, the rule and the problem."""
+    if not path.is_file():
+        raise PolicyError(f"policy pack {path} does not exist; check params.yaml's validate.packs")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise PolicyError(f"policy pack {path} is not valid YAML: {e}") from e
+    try:
+        return PolicyPack.model_validate(data)
+    except ValidationError as e:
+        rules = data.get("rules") if isinstance(data, dict) else None
+        lines = format_validation_error(e, f"policy pack {path}").splitlines()
+        named = [lines[0]]
+        for line, err in zip(lines[1:], e.errors(), strict=True):
+            loc = err["loc"]
+            if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and isinstance(rules, list):
+                rid = rules[loc[1]].get("id", "?") if isinstance(rules[loc[1]], dict) else "?"
+                line = f"  rule {rid!r} (rules[{loc[1]}]): " + line.split(": ", 1)[1]
+            named.append(line)
+        raise PolicyError("\n".join(named)) from None
+
+
+def load_packs(paths: list[Path]) -> list[tuple[Path, PolicyPack]]:
+    packs = [(p, load_pack(p)) for p in paths]
+    seen: dict[str, Path] = {}
+    for path, pack in packs:
+        for rule in pack.rules:
+            if rule.id in seen:
+                raise PolicyError(
+                    f"rule id {rule.id!r} is in both {seen[rule.id]} and {path}; ids must be unique"
+                )
+            seen[rule.id] = path
+    return packs
+
+
+def load_kb(path: Path = DEFAULT_KB) -> LicenceBase:
+    return load_yaml_model(path, LicenceBase, "licence knowledge base", PolicyError)
+
+
+def load_waivers(path: Path | None) -> list[Waiver]:
+    if path is None or not path.exists():
+        return []
+    return load_yaml_model(path, WaiverFile, "waivers file", PolicyError).waivers
+
+
+def _status(severity: str, outcome: Outcome, waiver: Waiver | None) -> str:
+    if outcome.ok:
+        return "pass"
+    if severity == "warn":
+        return "warn"
+    return "waived" if waiver else "fail"
+
+
+def evaluate(
+    ctx: Context,
+    packs: list[tuple[Path, PolicyPack]],
+    waivers: list[Waiver],
+    today: date,
+    evidence_dir: Path | None = None,
+) -> list[RuleResult]:
+    results = []
+    for _, pack in packs:
+        for rule in pack.rules:
+            check = CHECKS[rule.kind]
+            extra: dict[str, Any] = {"evidence_dir": evidence_dir} if rule.kind == "provenance" else {}
+            outcome = check(rule, ctx, **extra)
+            waiver = next(
+                (
+                    w
+                    for w in waivers
+                    if w.rule_id == rule.id and w.scope in (ctx.recipe.dataset, "*") and w.expires >= today
+                ),
+                None,
+            )
+            status = _status(rule.severity, outcome, waiver)
+            results.append(
+                RuleResult(
+                    rule_id=rule.id,
+                    pack=pack.id,
+                    kind=rule.kind,
+                    severity=rule.severity,
+                    status=status,
+                    message=outcome.message,
+                    measured=outcome.measured,
+                    threshold=outcome.threshold,
+                    evidence=outcome.evidence,
+                    waiver=waiver if status == "waived" else None,
+                )
+            )
+    return results
+
+
+def validate(
+    filtered: Path | str,
+    ws: Path,
+    recipe: Path | str,
+    packs: Sequence[Path | str] | None = None,
+    waivers: Path | str | None = None,
+    licences: Path | str | None = None,
+    out: Path | str | None = None,
+    today: date | None = None,
+) -> PolicyReport:
+    """Evaluate the packs on ``filtered/manifest.parquet``; write ``report.json`` and ``report.md``."""
+    in_dir = inside(ws, filtered, "filtered folder")
+    manifest_path = in_dir / "manifest.parquet"
+    recipe_model = load_recipe(inside(ws, recipe, "recipe"))
+    if recipe_model.intended_use is None:
+        raise PolicyError(
+            f"recipe {recipe} declares no intended_use; add one (commercial: true|false, purposes: [...]) "
+            "so the licence rules have something to check against"
+        )
+    pack_paths = [inside(ws, p, "policy pack") if not Path(p).is_absolute() else Path(p) for p in packs or []]
+    pack_paths = pack_paths or DEFAULT_PACKS
+    loaded = load_packs(pack_paths)
+    kb_path = inside(ws, licences, "licence knowledge base") if licences else DEFAULT_KB
+    kb = load_kb(kb_path)
+    waivers_path = inside(ws, waivers, "waivers file") if waivers else None
+    waiver_list = load_waivers(waivers_path)
+    out_dir = inside(ws, out, "output folder") if out else in_dir.parent / "policy"
+
+    con = mf.connect(manifest_path)
+    ctx = Context(ws=ws, manifest=manifest_path, recipe=recipe_model, kb=kb, con=con)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = evaluate(ctx, loaded, waiver_list, today or date.today(), evidence_dir=out_dir)
+    report = PolicyReport(
+        dataset=recipe_model.dataset,
+        manifest=relative(ws, manifest_path),
+        manifest_sha256=sha256_file(manifest_path),
+        packs={_name(ws, p): sha256_file(p) for p, _ in loaded},
+        licence_kb_sha256=sha256_file(kb_path),
+        waivers_sha256=sha256_file(waivers_path) if waivers_path and waivers_path.exists() else None,
+        intended_use=recipe_model.intended_use,
+        created_at=datetime.now(UTC),
+        results=results,
+        passed=not any(r.status == "fail" for r in results),
+    )
+    atomic_write_text(out_dir / "report.json", json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
+    atomic_write_text(out_dir / "report.md", render_markdown(report))
+    return report
+
+
+def _name(ws: Path, path: Path) -> str:
+    return (
+        relative(ws, path) if path.resolve().is_relative_to(ws) else f"synthreg:{path.relative_to(PACKAGE)}"
+    )
+
+
+STATUSES = ("pass", "fail", "warn", "waived")
+
+
+def render_markdown(report: PolicyReport) -> str:
+    icon = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "waived": "waived"}
+    use = report.intended_use
+    lines = [
+        f"# Policy report: {report.dataset}",
+        "",
+        f"**{'PASSED' if report.passed else 'FAILED'}**: "
+        + ", ".join(
+            f"{sum(r.status == s for r in report.results)} {s}" for s in ("pass", "fail", "warn", "waived")
+        ),
+        "",
+        f"- manifest `{report.manifest}` sha256 `{report.manifest_sha256}`",
+        f"- intended use: {'commercial' if use.commercial else 'non-commercial'}; {', '.join(use.purposes)}",
+        *(f"- pack `{name}` sha256 `{digest}`" for name, digest in report.packs.items()),
+        f"- licence knowledge base sha256 `{report.licence_kb_sha256}`",
+        f"- created {report.created_at.isoformat()}",
+        "",
+        "| rule | severity | status | measured | threshold | message |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report.results:
+        msg = r.message.replace("|", "\\|")
+        measured = "" if r.measured is None else r.measured
+        threshold = "" if r.threshold is None else r.threshold
+        lines.append(
+            f"| `{r.rule_id}` | {r.severity} | {icon[r.status]} | {measured} | {threshold} | {msg} |"
+        )
+    offending = [r for r in report.results if r.status != "pass" and (r.evidence.count or r.waiver)]
+    if offending:
+        lines += ["", "## Evidence", ""]
+        for r in offending:
+            lines.append(f"### `{r.rule_id}` ({r.status})")
+            if r.waiver:
+                w = r.waiver
+                lines.append(f"Waived by {w.approver} until {w.expires}: {w.reason}")
+            if r.evidence.sample_ids:
+                shown = ", ".join(f"`{s}`" for s in r.evidence.sample_ids)
+                lines.append(f"{r.evidence.count} samples; first {len(r.evidence.sample_ids)}: {shown}")
+            lines.append("")
+    return "\n".join(lines) + "\n"
