@@ -162,12 +162,8 @@ def main() -> None:
         print(f"provenance suite, {n_exp} expectations on {args.rows:,} rows:")
         print(f"  fetch columns to pandas (DuckDB)  {fetch:6.2f} s")
         print(f"  Great Expectations                {gx_seconds:6.2f} s")
-        print(
-            f"  same checks in plain DuckDB       {duck_seconds:6.2f} s   GX/DuckDB = {gx_seconds / duck_seconds:.1f}x"
-        )
-        print(
-            f"  same checks in plain pandas       {pandas_seconds:6.2f} s   GX/pandas = {gx_seconds / pandas_seconds:.1f}x"
-        )
+        for name, secs in (("DuckDB", duck_seconds), ("pandas", pandas_seconds)):
+            print(f"  same checks in plain {name:13}{secs:6.2f} s   GX/{name} = {gx_seconds / secs:.1f}x")
     finally:
         shutil.rmtree(ws)
 

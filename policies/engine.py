@@ -65,7 +65,8 @@ def load_pack(path: Path) -> PolicyPack:
             loc = err["loc"]
             if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and isinstance(rules, list):
                 rid = rules[loc[1]].get("id", "?") if isinstance(rules[loc[1]], dict) else "?"
-                line = f"  rule {rid!r} (rules[{loc[1]}]): " + line.split(": ", 1)[1]
+                field = ".".join(str(p) for p in loc[3:])  # loc is (rules, index, kind, field...)
+                line = f"  rule {rid!r} (rules[{loc[1]}]) {field or '(the rule)'}: " + line.split(": ", 1)[1]
             named.append(line)
         raise PolicyError("\n".join(named)) from None
 
@@ -159,8 +160,9 @@ def validate(
             f"recipe {recipe} declares no intended_use; add one (commercial: true|false, purposes: [...]) "
             "so the licence rules have something to check against"
         )
-    pack_paths = [inside(ws, p, "policy pack") if not Path(p).is_absolute() else Path(p) for p in packs or []]
-    pack_paths = pack_paths or DEFAULT_PACKS
+    # Packs a workspace names must live in it (they are reviewed and versioned with it); the packaged
+    # default is used only when none is named.
+    pack_paths = [inside(ws, p, "policy pack") for p in packs or []] or DEFAULT_PACKS
     loaded = load_packs(pack_paths)
     kb_path = inside(ws, licences, "licence knowledge base") if licences else DEFAULT_KB
     kb = load_kb(kb_path)

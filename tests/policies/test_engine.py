@@ -1,0 +1,615 @@
+"""The policy engine on hand-built filtered manifests (no generator run): a clean dataset passes every
+rule of the default pack; one planted violation fails exactly the rule meant to catch it, with
+evidence naming the offender; waivers, report files, malformed packs and the CLI's exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from policies.checks import provenance
+from policies.engine import DEFAULT_KB, DEFAULT_PACKS, load_pack, load_packs, validate
+from registry import manifest as mf
+from registry.cli import app
+from registry.errors import POLICY_FAILED_EXIT, PolicyError, WorkspaceError
+from registry.models import SampleRecord
+from registry.policy import PolicyReport, RuleResult
+from tests.conftest import REPO, write_yaml
+
+DATASET = "digits"
+IDENTITIES = ["0", "1", "2"]
+PER_IDENTITY = 20
+TEMPLATE = "a handwritten digit {identity} with a {stroke} stroke"
+FILTERED = "data/digits/filtered"
+MANIFEST = f"{FILTERED}/manifest.parquet"
+REPORT_DIR = "data/digits/policy"
+FLUX_DEV = "FLUX.1-dev-Non-Commercial-1.1.1"
+OPENRAIL_M = "CreativeML-OpenRAIL-M"
+TODAY = date(2026, 1, 15)
+
+runner = CliRunner()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sid(i: int) -> str:
+    return f"digits-{i:06d}"
+
+
+def row(i: int, identity: str, stroke: str) -> dict[str, Any]:
+    """One accepted, fully provenanced manifest row (a SampleRecord as a dict)."""
+    return SampleRecord(
+        dataset=DATASET,
+        sample_id=sid(i),
+        index=i,
+        identity=identity,
+        attributes={"stroke": stroke},
+        prompt=TEMPLATE.format(identity=identity, stroke=stroke),
+        negative_prompt="",
+        seed=20240607 + i,
+        steps=20,
+        guidance=2.0,
+        width=16,
+        height=16,
+        generator_name="tiny-digits",
+        generator_backend="tiny-digits",
+        generator_source="generators/tiny_digits/model",
+        weights_digest=hashlib.sha256(b"weights").hexdigest(),
+        generator_licence="CC-BY-4.0",
+        pipeline_class="TinyDigitsPipeline",
+        scheduler="DDIMScheduler",
+        scheduler_config_digest=hashlib.sha256(b"scheduler").hexdigest(),
+        image_sha256=hashlib.sha256(sid(i).encode()).hexdigest(),
+        phash=hashlib.sha256(sid(i).encode()).hexdigest()[:16],
+        shard="data/digits/candidates/shards/000000.tar",
+        member=f"{sid(i)}.png",
+        batch=i // 10,
+        batch_size=10,
+        gen_seconds=0.01,
+        encode_seconds=0.001,
+        library_versions={"torch": "2.5.0"},
+        device="cpu",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        identity_pred=identity,
+        identity_confidence=0.99,
+        contrast=0.4,
+        nn_distance=0.2,
+        duplicate_of=None,
+        observed_attributes={"stroke": stroke},
+        decision="accepted",
+        reason="ok: passed every check",
+    ).model_dump()
+
+
+def clean_rows() -> list[dict[str, Any]]:
+    """3 identities x 20 images, stroke alternating thin / bold, observed as requested."""
+    return [
+        row(k * PER_IDENTITY + j, identity, ("thin", "bold")[j % 2])
+        for k, identity in enumerate(IDENTITIES)
+        for j in range(PER_IDENTITY)
+    ]
+
+
+def clean_recipe() -> dict[str, Any]:
+    recipe = yaml.safe_load((REPO / "recipes" / "digits.yaml").read_text())
+    recipe.update(identities=list(IDENTITIES), images_per_identity=PER_IDENTITY)
+    return recipe
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """Valid rows through ``write_manifest``; rows a SampleRecord refuses (a null seed) through pyarrow
+    with that column made nullable, as a broken writer would leave them."""
+    if all(r["seed"] is not None for r in rows):
+        mf.write_manifest([SampleRecord.model_validate(r) for r in rows], path)
+        return
+    schema = mf.SCHEMA.set(mf.SCHEMA.get_field_index("seed"), mf.SCHEMA.field("seed").with_nullable(True))
+    converted = [{k: list(v.items()) if isinstance(v, dict) else v for k, v in r.items()} for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(converted, schema=schema), path, compression="zstd")
+
+
+@dataclass
+class Workspace:
+    root: Path
+    recipe: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    def write(self) -> Workspace:
+        write_yaml(self.root / "recipe.yaml", self.recipe)
+        write_rows(self.rows, self.manifest)
+        return self
+
+    def validate(self, **kwargs: Any) -> PolicyReport:
+        kwargs.setdefault("today", TODAY)
+        return validate(FILTERED, self.root, "recipe.yaml", **kwargs)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    """A clean workspace: recipe, filtered manifest, and the repo's policy files (so the deny list of
+    ``sources.not-withdrawn`` is real and the CLI's default params find the pack and the KB)."""
+    root = tmp_path.resolve()
+    for rel in ("policies/withdrawn.yaml", "policies/licenses.yaml", "policies/packs/default.yaml"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / rel, root / rel)
+    return Workspace(root, clean_recipe(), clean_rows()).write()
+
+
+def by_id(report: PolicyReport) -> dict[str, RuleResult]:
+    return {r.rule_id: r for r in report.results}
+
+
+def default_rule_ids() -> list[str]:
+    return [r.id for r in load_pack(DEFAULT_PACKS[0]).rules]
+
+
+def test_clean_dataset_passes_every_rule(ws: Workspace):
+    report = ws.validate()
+    assert [r.rule_id for r in report.results] == default_rule_ids()
+    assert {r.rule_id: r.status for r in report.results if r.status != "pass"} == {}
+    assert report.passed is True
+    results = by_id(report)
+    assert results["leakage.eval-split"].message.endswith("share no digest")  # not "nothing to leak into"
+    assert results["licence.attribution"].evidence.count == 4  # generator, 2 sources, training source
+
+
+# --- one planted violation at a time ------------------------------------------------------------------
+
+
+def plant_nc_source_in_commercial_dataset(w: Workspace) -> None:
+    w.recipe["intended_use"]["commercial"] = True
+    w.recipe["sources"].append({"name": "nc-digits", "licence": "CC-BY-NC-4.0", "role": "conditioning"})
+
+
+def plant_flux_dev_for_reidentification(w: Workspace) -> None:
+    w.recipe["generator"]["licence"] = FLUX_DEV
+    w.recipe["intended_use"]["purposes"] = ["person-reidentification"]
+    for r in w.rows:
+        r["generator_licence"] = FLUX_DEV
+
+
+def plant_openrail_for_law_enforcement(w: Workspace) -> None:
+    w.recipe["generator"]["licence"] = OPENRAIL_M
+    w.recipe["intended_use"]["purposes"] = ["law-enforcement"]
+    for r in w.rows:
+        r["generator_licence"] = OPENRAIL_M
+
+
+def plant_denied_source(w: Workspace) -> None:
+    w.recipe["sources"].append(
+        {"name": "DukeMTMC-reID", "licence": "CC-BY-NC-SA-4.0", "role": "conditioning"}
+    )
+
+
+def plant_source_marked_withdrawn(w: Workspace) -> None:
+    w.recipe["sources"].append(
+        {"name": "old-digits", "licence": "CC-BY-4.0", "role": "conditioning", "status": "withdrawn"}
+    )
+
+
+def plant_denied_generator_training_source(w: Workspace) -> None:
+    w.recipe["generator"]["training_sources"].append(
+        {"name": "DukeMTMC", "licence": "CC-BY-NC-SA-4.0", "role": "generator-training", "digest": "e" * 64}
+    )
+
+
+def plant_email_in_prompt(w: Workspace) -> None:
+    w.rows[7]["prompt"] += ", signed jane.doe@example.com"
+
+
+def plant_observed_collapse(w: Workspace) -> None:
+    # identity "0": requested 10 thin / 10 bold (balanced), observed 19 bold / 1 thin
+    for r in w.rows[:PER_IDENTITY][1:]:
+        r["observed_attributes"] = {"stroke": "bold"}
+
+
+def plant_observed_collapse_overall_balanced(w: Workspace) -> None:
+    # identity "0" observed 19 bold / 1 thin, identity "1" the mirror image: 30 / 30 overall
+    plant_observed_collapse(w)
+    for r in w.rows[PER_IDENTITY : 2 * PER_IDENTITY][:-1]:
+        r["observed_attributes"] = {"stroke": "thin"}
+
+
+def plant_null_seed(w: Workspace) -> None:
+    w.rows[42]["seed"] = None
+
+
+def plant_unknown_licence(w: Workspace) -> None:
+    w.recipe["sources"][0]["licence"] = "Some-Custom-Licence"
+
+
+def plant_eval_split_leak(w: Workspace) -> None:
+    training_digest = w.recipe["generator"]["training_sources"][0]["digest"]
+    evaluation = next(s for s in w.recipe["sources"] if s["role"] == "evaluation")
+    evaluation["digest"] = training_digest
+
+
+def conflicts(r: RuleResult) -> list[dict]:
+    return r.evidence.details["conflicts"]
+
+
+def ev_nc_source(r: RuleResult) -> None:
+    assert conflicts(r) == [
+        {
+            "subject": "source nc-digits",
+            "licence": "CC-BY-NC-4.0",
+            "use": "commercial",
+            "citation": "https://creativecommons.org/licenses/by-nc/4.0/legalcode §1(i), §2(a)(1)",
+        }
+    ]
+    assert "source nc-digits is licensed CC-BY-NC-4.0, which does not allow commercial" in r.message
+
+
+def ev_flux(r: RuleResult) -> None:
+    assert [(c["subject"], c["licence"], c["use"]) for c in conflicts(r)] == [
+        ("generator tiny-digits", FLUX_DEV, "biometric")
+    ]
+    assert "does not allow biometric" in r.message
+    assert "https://github.com/black-forest-labs/flux/blob/main/model_licenses/LICENSE-FLUX1-dev" in r.message
+    assert "§4(a)(iv)" in r.message
+
+
+def ev_openrail(r: RuleResult) -> None:
+    assert [(c["subject"], c["licence"], c["use"]) for c in conflicts(r)] == [
+        ("generator tiny-digits", OPENRAIL_M, "law-enforcement")
+    ]
+    assert "https://github.com/CompVis/stable-diffusion/blob/main/LICENSE" in r.message
+    assert "Attachment A, 11th item" in r.message
+
+
+def ev_withdrawn(name: str, why: str) -> Callable[[RuleResult], None]:
+    def check(r: RuleResult) -> None:
+        [hit] = r.evidence.details["withdrawn"]
+        assert hit["source"] == name and hit["why"].startswith(why)
+        assert f"withdrawn source used: {name}" in r.message
+
+    return check
+
+
+def ev_email(r: RuleResult) -> None:
+    assert r.evidence.count == 1 and r.evidence.sample_ids == [sid(7)]
+    assert list(r.evidence.details["prompts"].values()) == ["an e-mail address"]
+
+
+def ev_collapse(r: RuleResult) -> None:
+    assert r.evidence.details["groups"][0]["group"] == "0"
+    assert r.evidence.details["groups"][0]["shares"] == {"bold": 0.95, "thin": 0.05}
+    # evidence: identity 0's samples of the dominant observed value
+    assert r.evidence.count == 19 and r.evidence.sample_ids == [sid(i) for i in range(1, 20)]
+    assert "in identity 0" in r.message
+
+
+def ev_collapse_both(r: RuleResult) -> None:
+    assert [g["group"] for g in r.evidence.details["groups"]] == ["0", "1"]
+    assert r.evidence.sample_ids == [sid(i) for i in range(1, 20)]
+
+
+def ev_null_seed(r: RuleResult) -> None:
+    assert r.evidence.sample_ids == [sid(42)]
+    assert r.evidence.count == 1
+    assert r.evidence.details["failed_expectations"] == [
+        {"expectation": "expect_column_values_to_not_be_null", "column": "seed", "unexpected": 1}
+    ]
+
+
+def ev_unknown(r: RuleResult) -> None:
+    assert r.evidence.details == {"unknown": ["Some-Custom-Licence"]}
+    assert "source sklearn-digits: 'Some-Custom-Licence'" in r.message
+
+
+def ev_leak(r: RuleResult) -> None:
+    assert r.evidence.details["overlap"] == [
+        {
+            "generator_training": "sklearn-digits",
+            "evaluation": "sklearn-digits-held-out",
+            "digest": "9ef97b5cbe79bfd869bb71b082afc043696e8c2ccc12a473343f1b3889ced9aa",
+        }
+    ]
+
+
+VIOLATIONS = [
+    pytest.param(
+        plant_nc_source_in_commercial_dataset, "licence.intended-use", {}, ev_nc_source, id="nc-source"
+    ),
+    pytest.param(
+        plant_flux_dev_for_reidentification, "licence.intended-use", {}, ev_flux, id="flux-dev-reid"
+    ),
+    pytest.param(
+        plant_openrail_for_law_enforcement, "licence.intended-use", {}, ev_openrail, id="openrail-police"
+    ),
+    pytest.param(
+        plant_denied_source,
+        "sources.not-withdrawn",
+        {},
+        ev_withdrawn("DukeMTMC-reID", "on policies/withdrawn.yaml: DukeMTMC was taken down"),
+        id="deny-listed-source",
+    ),
+    pytest.param(
+        plant_source_marked_withdrawn,
+        "sources.not-withdrawn",
+        {},
+        ev_withdrawn("old-digits", "marked withdrawn in the recipe"),
+        id="source-marked-withdrawn",
+    ),
+    pytest.param(
+        plant_denied_generator_training_source,
+        "sources.not-withdrawn",
+        {},
+        ev_withdrawn("DukeMTMC", "on policies/withdrawn.yaml"),
+        id="deny-listed-generator-training-source",
+    ),
+    pytest.param(plant_email_in_prompt, "prompt.personal-data", {}, ev_email, id="email-in-prompt"),
+    # The overall observed balance drops to 21 thin / 39 bold = 0.54 < 0.8: the warn rule
+    # bias.observed-balance legitimately warns as well.
+    pytest.param(
+        plant_observed_collapse,
+        "bias.observed-collapse",
+        {"bias.observed-balance": "warn"},
+        ev_collapse,
+        id="observed-collapse",
+    ),
+    # Mirror-image collapses keep the overall balance at 30 / 30: only the per-identity rule sees them.
+    pytest.param(
+        plant_observed_collapse_overall_balanced,
+        "bias.observed-collapse",
+        {},
+        ev_collapse_both,
+        id="observed-collapse-overall-balanced",
+    ),
+    pytest.param(plant_null_seed, "provenance.complete", {}, ev_null_seed, id="null-seed"),
+    # licence.intended-use skips an id it cannot look up; licence.known is the rule that fails it.
+    pytest.param(plant_unknown_licence, "licence.known", {}, ev_unknown, id="unknown-licence"),
+    pytest.param(plant_eval_split_leak, "leakage.eval-split", {}, ev_leak, id="eval-split-leak"),
+]
+
+
+@pytest.mark.parametrize(("plant", "failing", "warnings", "evidence"), VIOLATIONS)
+def test_one_violation_fails_exactly_its_rule(
+    ws: Workspace,
+    plant: Callable[[Workspace], None],
+    failing: str,
+    warnings: dict[str, str],
+    evidence: Callable[[RuleResult], None],
+):
+    plant(ws)
+    report = ws.write().validate()
+    assert [r.rule_id for r in report.results] == default_rule_ids()
+    assert {r.rule_id: r.status for r in report.results if r.status != "pass"} == {
+        failing: "fail",
+        **warnings,
+    }
+    assert report.passed is False
+    evidence(by_id(report)[failing])
+
+
+def test_recipe_generator_licence_alone_is_not_what_licence_use_checks(ws: Workspace):
+    """The generator licence checked is the one the manifest records (what actually ran)."""
+    ws.recipe["generator"]["licence"] = FLUX_DEV
+    ws.recipe["intended_use"]["purposes"] = ["person-reidentification"]
+    report = ws.write().validate()
+    assert by_id(report)["licence.intended-use"].status == "pass"
+
+
+# --- waivers ---------------------------------------------------------------------------------------
+
+
+def waive(w: Workspace, scope: str = DATASET, expires: date = TODAY + timedelta(days=30)) -> str:
+    write_yaml(
+        w.root / "waivers.yaml",
+        {
+            "waivers": [
+                {
+                    "rule_id": "prompt.personal-data",
+                    "scope": scope,
+                    "reason": "the address is the synthetic signer's, not a person's",
+                    "approver": "dpo@example.org",
+                    "expires": expires.isoformat(),
+                }
+            ]
+        },
+    )
+    return "waivers.yaml"
+
+
+@pytest.fixture
+def emailed(ws: Workspace) -> Workspace:
+    plant_email_in_prompt(ws)
+    return ws.write()
+
+
+@pytest.mark.parametrize("scope", [DATASET, "*"])
+def test_valid_waiver_waives_a_failing_error_rule(emailed: Workspace, scope: str):
+    report = emailed.validate(waivers=waive(emailed, scope=scope))
+    result = by_id(report)["prompt.personal-data"]
+    assert result.status == "waived"
+    assert result.waiver is not None and result.waiver.approver == "dpo@example.org"
+    assert result.evidence.sample_ids == [sid(7)]  # the evidence stays on record
+    assert report.passed is True
+    assert report.waivers_sha256 == sha256(emailed.root / "waivers.yaml")
+    assert {r.status for r in report.results} == {"pass", "waived"}
+
+
+def test_waiver_is_valid_through_its_expiry_day(emailed: Workspace):
+    report = emailed.validate(waivers=waive(emailed, expires=TODAY))
+    assert by_id(report)["prompt.personal-data"].status == "waived" and report.passed
+
+
+def test_expired_waiver_does_not_apply(emailed: Workspace):
+    report = emailed.validate(waivers=waive(emailed, expires=TODAY - timedelta(days=1)))
+    result = by_id(report)["prompt.personal-data"]
+    assert result.status == "fail" and result.waiver is None
+    assert report.passed is False
+
+
+def test_waiver_for_another_dataset_does_not_apply(emailed: Workspace):
+    report = emailed.validate(waivers=waive(emailed, scope="faces"))
+    assert by_id(report)["prompt.personal-data"].status == "fail"
+    assert report.passed is False
+
+
+# --- report files ----------------------------------------------------------------------------------
+
+
+def test_report_files(emailed: Workspace):
+    report = emailed.validate()
+    out = emailed.root / REPORT_DIR
+    on_disk = PolicyReport.model_validate_json((out / "report.json").read_text())
+    assert on_disk == report
+    assert on_disk.dataset == DATASET and on_disk.manifest == MANIFEST
+    assert on_disk.manifest_sha256 == sha256(emailed.manifest)
+    assert on_disk.packs == {"synthreg:packs/default.yaml": sha256(DEFAULT_PACKS[0])}
+    assert on_disk.licence_kb_sha256 == sha256(DEFAULT_KB)
+    assert on_disk.waivers_sha256 is None
+    assert on_disk.intended_use.purposes == ["research", "education", "training-a-model"]
+    md = (out / "report.md").read_text()
+    assert "**FAILED**" in md
+    assert "| `prompt.personal-data` | error | **FAIL** |" in md
+    assert f"`{sid(7)}`" in md
+    gx = json.loads((out / "provenance.gx.json").read_text())
+    assert gx["success"] is True and len(gx["results"]) == len(provenance.suite().expectations)
+
+
+def test_workspace_pack_and_kb_are_recorded_by_workspace_path(ws: Workspace):
+    report = ws.validate(packs=["policies/packs/default.yaml"], licences="policies/licenses.yaml")
+    assert report.packs == {"policies/packs/default.yaml": sha256(DEFAULT_PACKS[0])}
+    assert report.licence_kb_sha256 == sha256(DEFAULT_KB)
+    assert report.passed
+
+
+def test_absolute_pack_outside_workspace_is_refused_or_recorded(
+    ws: Workspace, tmp_path_factory: pytest.TempPathFactory
+):
+    outside = tmp_path_factory.mktemp("elsewhere") / "pack.yaml"
+    shutil.copy(DEFAULT_PACKS[0], outside)
+    with pytest.raises(WorkspaceError, match=r"policy pack .* escapes the workspace"):
+        ws.validate(packs=[str(outside)])
+
+
+# --- malformed packs and recipes -------------------------------------------------------------------
+
+GOOD_RULE = {"id": "ok.rule", "kind": "licence-known", "severity": "error", "description": "fine"}
+
+
+def write_pack(path: Path, *rules: dict, pack_id: str = "my-pack") -> Path:
+    return write_yaml(path, {"id": pack_id, "description": "a test pack", "rules": [GOOD_RULE, *rules]})
+
+
+BAD_RULES = [
+    pytest.param(
+        {"id": "my.rule", "kind": "licence-known", "severty": "error", "description": "x"},
+        ["unknown key", "severty"],
+        id="unknown-key",
+    ),
+    pytest.param(
+        {"id": "my.rule", "kind": "telepathy", "severity": "error", "description": "x"},
+        ["'telepathy'", "does not match any of the expected tags", "'licence-use'"],
+        id="unknown-kind",
+    ),
+    pytest.param(
+        {
+            "id": "my.rule",
+            "kind": "representation",
+            "severity": "error",
+            "description": "x",
+            "attribute": "stroke",
+            "measured_on": "observed",
+            "min_ratio": "high",
+        },
+        ["valid number", "'high'", "min_ratio"],
+        id="wrong-type",
+    ),
+    pytest.param(
+        {"id": "my.rule", "kind": "prompt-deny", "severity": "error", "description": "x", "patterns": ["("]},
+        ["pattern '(' does not compile"],
+        id="bad-regex",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule", "problem"), BAD_RULES)
+def test_malformed_pack_is_refused_naming_file_rule_and_problem(
+    tmp_path: Path, rule: dict, problem: list[str]
+):
+    path = write_pack(tmp_path / "bad.yaml", rule)
+    with pytest.raises(PolicyError) as err:
+        load_pack(path)
+    message = str(err.value)
+    assert message.startswith(f"policy pack {path} is invalid:")
+    assert "rule 'my.rule' (rules[1])" in message
+    assert "ok.rule" not in message  # only the offending rule is named
+    for words in problem:
+        assert words in message
+
+
+def test_malformed_pack_stops_validate_before_any_report(ws: Workspace):
+    write_pack(ws.root / "bad.yaml", {**GOOD_RULE, "id": "my.rule", "kind": "telepathy"})
+    with pytest.raises(PolicyError, match=r"bad\.yaml is invalid:\n  rule 'my.rule' \(rules\[1\]\)"):
+        ws.validate(packs=["bad.yaml"])
+    assert not (ws.root / REPORT_DIR).exists()
+
+
+def test_duplicate_rule_id_across_packs_is_refused(tmp_path: Path):
+    first = write_pack(tmp_path / "first.yaml", pack_id="first")
+    second = write_pack(tmp_path / "second.yaml", pack_id="second")
+    with pytest.raises(PolicyError) as err:
+        load_packs([first, second])
+    assert str(err.value) == f"rule id 'ok.rule' is in both {first} and {second}; ids must be unique"
+    # a workspace pack may not reuse an id of the default pack
+    default = yaml.safe_load(DEFAULT_PACKS[0].read_text())
+    copy = write_yaml(tmp_path / "copy.yaml", {**default, "id": "copy", "rules": default["rules"][:1]})
+    with pytest.raises(PolicyError, match=r"rule id 'licence\.known' is in both"):
+        load_packs([DEFAULT_PACKS[0], copy])
+
+
+def test_recipe_without_intended_use_is_refused(ws: Workspace):
+    del ws.recipe["intended_use"]
+    ws.write()
+    with pytest.raises(PolicyError, match="declares no intended_use"):
+        ws.validate()
+    assert not (ws.root / REPORT_DIR).exists()
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+
+def cli(w: Workspace, *extra: str):
+    return runner.invoke(app, ["validate", FILTERED, "-w", str(w.root), "--recipe", "recipe.yaml", *extra])
+
+
+def test_cli_exit_codes(ws: Workspace):
+    n = len(default_rule_ids())
+    result = cli(ws)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"PASSED: {n} pass, 0 fail, 0 warn, 0 waived; report {REPORT_DIR}")
+
+    plant_eval_split_leak(ws)
+    ws.write()
+    result = cli(ws)
+    assert result.exit_code == POLICY_FAILED_EXIT == 3, result.output
+    assert "  fail   leakage.eval-split: the generator was trained on data" in result.output
+    assert f"FAILED: {n - 1} pass, 1 fail, 0 warn, 0 waived" in result.output
+
+    write_pack(ws.root / "bad.yaml", {**GOOD_RULE, "id": "my.rule", "severity": "fatal"})
+    result = cli(ws, "--pack", "bad.yaml")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: policy pack {ws.root / 'bad.yaml'} is invalid:")
+    assert "rule 'my.rule' (rules[1])" in result.output and "'fatal'" in result.output
+    assert "Traceback" not in result.output
