@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from registry.digests import sha256_json
+
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 Identity = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -20,6 +22,11 @@ Identity = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def repeated(items: list[str]) -> list[str]:
+    """The items listed more than once, sorted: for the 'unique ids' validators."""
+    return sorted({i for i in items if items.count(i) > 1})
 
 
 # What a dataset may be used for, and what a licence may forbid. Licences name restrictions in these
@@ -98,6 +105,32 @@ class GeneratorSpec(Strict):
     intended_use: str = ""
     training_sources: list[SourceRef] = Field(default_factory=list)
 
+    @classmethod
+    def loaded(
+        cls,
+        ref: GeneratorRef,
+        weights_digest: str,
+        pipeline_class: str,
+        scheduler: str,
+        scheduler_config: dict,
+    ) -> GeneratorSpec:
+        """The spec of a generator loaded from ``ref``: what the recipe said plus what was found."""
+        return cls(
+            name=ref.name,
+            backend=ref.backend,
+            source=ref.path,
+            hub_id=ref.hub_id,
+            revision=ref.revision,
+            weights_digest=weights_digest,
+            pipeline_class=pipeline_class,
+            scheduler=scheduler,
+            scheduler_config=scheduler_config,
+            scheduler_config_digest=sha256_json(scheduler_config),
+            licence=ref.licence,
+            intended_use=ref.intended_use,
+            training_sources=ref.training_sources,
+        )
+
 
 _PLACEHOLDER_FIELDS = string.Formatter()
 
@@ -147,7 +180,7 @@ class Recipe(Strict):
     @field_validator("identities")
     @classmethod
     def _unique_identities(cls, v: list[str]) -> list[str]:
-        dupes = sorted({i for i in v if v.count(i) > 1})
+        dupes = repeated(v)
         if dupes:
             raise ValueError(f"identities listed more than once: {dupes}")
         return v

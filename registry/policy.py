@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from registry.models import IntendedUse, Sha256, Strict, UseCategory
+from registry.models import IntendedUse, Sha256, Strict, UseCategory, repeated
 
 
 class Licence(Strict):
@@ -43,8 +43,7 @@ class LicenceBase(Strict):
     @field_validator("licences")
     @classmethod
     def _unique(cls, v: list[Licence]) -> list[Licence]:
-        ids = [lic.id for lic in v]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        dupes = repeated([lic.id for lic in v])
         if dupes:
             raise ValueError(f"licence ids listed more than once: {dupes}")
         return v
@@ -184,8 +183,7 @@ class PolicyPack(Strict):
     @field_validator("rules")
     @classmethod
     def _unique_ids(cls, v: list[Rule]) -> list[Rule]:
-        ids = [r.id for r in v]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        dupes = repeated([r.id for r in v])
         if dupes:
             raise ValueError(f"rule ids used more than once: {dupes}")
         return v

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.digests import sha256_json, weights_digest
+from registry.digests import weights_digest
 from registry.errors import GeneratorError
 from registry.models import GenerationRequest, GeneratorRef, GeneratorSpec
 
@@ -41,21 +41,8 @@ class DiffusersBackend:
         self.accepts = set(inspect.signature(pipe.__call__).parameters)
         self.vae_scale = int(getattr(pipe, "vae_scale_factor", 8) or 8)
         sched_cfg = dict(pipe.scheduler.config) if getattr(pipe, "scheduler", None) else {}
-        self.spec = GeneratorSpec(
-            name=ref.name,
-            backend=ref.backend,
-            source=ref.path,
-            hub_id=ref.hub_id,
-            revision=ref.revision,
-            weights_digest=digest,
-            pipeline_class=type(pipe).__name__,
-            scheduler=type(pipe.scheduler).__name__ if sched_cfg else "none",
-            scheduler_config=sched_cfg,
-            scheduler_config_digest=sha256_json(sched_cfg),
-            licence=ref.licence,
-            intended_use=ref.intended_use,
-            training_sources=ref.training_sources,
-        )
+        scheduler = type(pipe.scheduler).__name__ if sched_cfg else "none"
+        self.spec = GeneratorSpec.loaded(ref, digest, type(pipe).__name__, scheduler, sched_cfg)
 
     def check(self, req: GenerationRequest) -> None:
         if req.width % self.vae_scale or req.height % self.vae_scale:

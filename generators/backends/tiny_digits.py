@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.digests import sha256_json, weights_digest
+from registry.digests import weights_digest
 from registry.errors import GeneratorError
 from registry.models import GenerationRequest, GeneratorRef, GeneratorSpec
 
@@ -44,22 +44,8 @@ class TinyDigitsBackend:
             raise GeneratorError(f"cannot load tiny-digits weights from {folder}: {e}") from e
         self.device = device
         self.torch = torch
-        sched_cfg = dict(self.scheduler.config)
-        self.spec = GeneratorSpec(
-            name=ref.name,
-            backend=ref.backend,
-            source=ref.path,
-            hub_id=ref.hub_id,
-            revision=ref.revision,
-            weights_digest=digest,
-            pipeline_class=PIPELINE_CLASS,
-            scheduler=type(self.scheduler).__name__,
-            scheduler_config=sched_cfg,
-            scheduler_config_digest=sha256_json(sched_cfg),
-            licence=ref.licence,
-            intended_use=ref.intended_use,
-            training_sources=ref.training_sources,
-        )
+        scheduler = type(self.scheduler).__name__
+        self.spec = GeneratorSpec.loaded(ref, digest, PIPELINE_CLASS, scheduler, dict(self.scheduler.config))
         self.size = int(self.unet.config.sample_size)
         self.null_class = int(self.meta["null_class"])
         self.strokes = list(self.meta["attributes"]["stroke"])
