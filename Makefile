@@ -39,6 +39,7 @@ schemas: install  ## re-export JSON Schemas from the pydantic models
 
 bench: install  ## benchmarks print their figures; see benchmarks/README.md
 	python benchmarks/bench_generate.py
+	python benchmarks/bench_validate.py
 
 retrain: install  ## rebuild the tiny-digits weights (normally frozen)
 	dvc repro --force --single-item train_generator
