@@ -6,7 +6,12 @@ SynthregError                  base: a message a person can act on
 ├── WorkspaceError             a path is missing, unreadable, or escapes the workspace
 ├── GeneratorError             a generator cannot be loaded or cannot serve a request
 ├── ManifestError              a manifest or shard is missing, corrupted or inconsistent
-└── ReproduceError             a sample cannot be regenerated from its record
+├── ReproduceError             a sample cannot be regenerated from its record
+├── PolicyError                a policy pack, licence base or waiver file is malformed, or validate
+│                              cannot run (a failing rule is not an error: it is in the report, and
+│                              the CLI exits with POLICY_FAILED_EXIT)
+├── ReleaseError               a release is refused (gate, version, workspace) or cannot be read
+└── SigningError               no usable signing key, or a signature that does not verify
 """
 
 from __future__ import annotations
@@ -47,4 +52,12 @@ class ReproduceError(SynthregError):
 
 
 class PolicyError(SynthregError):
+    pass
+
+
+class ReleaseError(SynthregError):
+    pass
+
+
+class SigningError(SynthregError):
     pass

@@ -162,6 +162,9 @@ class Recipe(Strict):
     guidance: float = Field(ge=0, le=100, description="classifier-free guidance scale; <= 1 is off")
     size: int = Field(gt=0, le=4096, description="image width and height in pixels")
     sources: list[SourceRef] = Field(default_factory=list)
+    licence: str | None = Field(
+        default=None, description="licence the released dataset is published under (required to release)"
+    )
     intended_use: IntendedUse | None = Field(
         default=None, description="what the dataset is for; the licence rules check it (required to validate)"
     )

@@ -16,7 +16,9 @@ from registry.errors import GeneratorError, RecipeError, WorkspaceError
 from registry.models import GenerateParams
 from tests.conftest import small_recipe, write_yaml
 
-PARAMS = GenerateParams(batch_size=4, shard_size=8)  # 12 images -> 2 shards, 4 batches
+# 12 images -> 2 shards of 6, 6 batches of 2: every kill point below has batches after it, so the
+# process cannot finish before the test sees the marker and kills it.
+PARAMS = GenerateParams(batch_size=2, shard_size=6)
 
 
 def digest(path: Path) -> str:
@@ -94,7 +96,7 @@ def _run_cli_until(workspace: Path, out: str, marker: str) -> None:
 
 @pytest.mark.parametrize(
     "marker",
-    [".work/batches/batch-000000.parquet", ".work/parts/shard-00000.parquet", ".work/batches/batch-000002*"],
+    [".work/batches/batch-000000.parquet", ".work/parts/shard-00000.parquet", ".work/batches/batch-000004*"],
 )
 def test_sigkill_then_resume_equals_an_uninterrupted_run(workspace: Path, marker: str):
     generate(Path("recipe.yaml"), workspace, "data/clean", PARAMS)
