@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from registry import audit
 from registry import manifest as mf
 from registry.digests import sha256_file
 from registry.errors import ManifestError
@@ -227,4 +228,17 @@ def filter_manifest(
         else [f"identity and memorised-copy checks: no domain for backend(s) {backends}"],
     }
     atomic_write_text(out_dir / "filter.json", json.dumps(summary, indent=2) + "\n")
+    audit.append(
+        ws,
+        "filter",
+        relative(ws, out_dir),
+        {
+            "candidates_sha256": summary["candidates_sha256"],
+            "manifest_sha256": sha256_file(out_path),
+            "accepted": accepted,
+            "total": n,
+            "reasons": counts,
+            "params": summary["params"],
+        },
+    )
     return FilterResult(out_path, n, accepted, counts)

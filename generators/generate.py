@@ -35,9 +35,10 @@ import pyarrow.parquet as pq
 
 from generators.backends import Backend, load_backend
 from generators.plan import plan
+from registry import audit
 from registry import manifest as mf
 from registry.config import load_recipe
-from registry.digests import sha256_bytes, sha256_json
+from registry.digests import sha256_bytes, sha256_file, sha256_json
 from registry.errors import ManifestError
 from registry.fsio import atomic_path, atomic_write_text
 from registry.models import GenerateParams, GenerationRequest, Recipe, SampleRecord
@@ -225,6 +226,19 @@ def generate(
         + "\n",
     )
     shutil.rmtree(work)
+    audit.append(
+        ws,
+        "generate",
+        relative(ws, out_dir),
+        {
+            "images": len(requests),
+            "generated": generated,
+            "plan_digest": plan_digest,
+            "generator": spec.name,
+            "weights_digest": spec.weights_digest,
+            "manifest_sha256": sha256_file(manifest_path),
+        },
+    )
     return GenerateResult(
         out_dir,
         manifest_path,

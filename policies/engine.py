@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from policies.checks import licence, prompt, provenance, quality, representation
 from policies.context import Context, Outcome
+from registry import audit
 from registry import manifest as mf
 from registry.config import format_validation_error, load_recipe, load_yaml_model
 from registry.digests import sha256_file
@@ -188,6 +189,20 @@ def validate(
     )
     atomic_write_text(out_dir / "report.json", json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
     atomic_write_text(out_dir / "report.md", render_markdown(report))
+    for r in report.results:
+        if r.waiver:
+            audit.append(ws, "waiver", f"{report.dataset}:{r.rule_id}", r.waiver.model_dump(mode="json"))
+    audit.append(
+        ws,
+        "validate",
+        relative(ws, out_dir),
+        {
+            "manifest_sha256": report.manifest_sha256,
+            "report_sha256": sha256_file(out_dir / "report.json"),
+            "passed": report.passed,
+            "failed": [r.rule_id for r in report.results if r.status == "fail"],
+        },
+    )
     return report
 
 

@@ -10,6 +10,7 @@ SynthregError                  base: a message a person can act on
 ├── PolicyError                a policy pack, licence base or waiver file is malformed, or validate
 │                              cannot run (a failing rule is not an error: it is in the report, and
 │                              the CLI exits with POLICY_FAILED_EXIT)
+├── AuditError                 the audit log cannot be read or extended (damaged, edited)
 ├── ReleaseError               a release is refused (gate, version, workspace) or cannot be read
 └── SigningError               no usable signing key, or a signature that does not verify
 """
@@ -60,4 +61,8 @@ class ReleaseError(SynthregError):
 
 
 class SigningError(SynthregError):
+    pass
+
+
+class AuditError(SynthregError):
     pass

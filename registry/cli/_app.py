@@ -195,6 +195,161 @@ def validate(
             raise typer.Exit(POLICY_FAILED_EXIT)
 
 
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key", help="private signing key (default $SYNTHREG_SIGNING_KEY or ~/.config/synthreg/release.key)"
+    ),
+]
+
+
+@app.command()
+def keygen(
+    key: KeyOpt = None,
+    force: Annotated[bool, typer.Option(help="replace an existing private key")] = False,
+    workspace: Workspace = None,
+) -> None:
+    """Create an ed25519 release-signing key; the public key goes into the workspace (keys/)."""
+    with _errors():
+        from registry.signing import keygen as run
+
+        priv, pub = run(_workspace(workspace), key, force)
+        typer.echo(f"private key {priv} (keep it out of git)\npublic key  {pub} (commit it)")
+
+
+@app.command()
+def release(
+    name: Annotated[str, typer.Argument(help="dataset name")],
+    version: Annotated[str, typer.Option("--version", help="semantic version X.Y.Z")],
+    key: KeyOpt = None,
+    actor: Annotated[str | None, typer.Option(help="who releases (default: git user.name)")] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Release the filtered manifest of NAME as an immutable, signed version (commit + tag NAME@vX.Y.Z)."""
+    with _errors():
+        from registry.release import release as run
+
+        r = run(name, version, _workspace(workspace), key, actor)
+        typer.echo(
+            f"released {r.name}@{r.version}: {r.counts.accepted}/{r.counts.total} accepted, "
+            f"{len(r.shards)} shard(s), manifest sha256 {r.manifest_sha256}; tag {r.name}@v{r.version}"
+        )
+
+
+@app.command()
+def verify(
+    ref: Annotated[str, typer.Argument(help="NAME@X.Y.Z")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    workspace: Workspace = None,
+) -> None:
+    """Check a release's signature, manifest digest and every image in every shard (exit 1 if any fails)."""
+    with _errors():
+        import json
+
+        from registry.verify import verify as run
+
+        res = run(_workspace(workspace), ref)
+        if as_json:
+            typer.echo(json.dumps(res.to_json(), indent=2))
+        else:
+            for p in res.problems:
+                typer.echo(f"  problem: {p}")
+            for sid, what in sorted(res.bad_samples.items()):
+                typer.echo(f"  sample {sid}: {what}")
+            typer.echo(
+                f"{res.ref}: {'OK' if res.ok else 'FAILED'} ({res.samples} samples in {res.shards} shards)"
+            )
+        if not res.ok:
+            raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(workspace: Workspace = None) -> None:
+    """Released datasets and their versions."""
+    with _errors():
+        from registry.catalog import list_releases
+
+        found = list_releases(_workspace(workspace))
+        if not found:
+            typer.echo("no releases yet (see `synthreg release --help`)")
+        for name, vs in found.items():
+            typer.echo(f"{name}: {', '.join(vs)}")
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@X.Y.Z (default: the latest)")],
+    as_json: Annotated[bool, typer.Option("--json", help="the whole release record")] = False,
+    workspace: Workspace = None,
+) -> None:
+    """Show a release record."""
+    with _errors():
+        from registry.release import load_release
+
+        r = load_release(_workspace(workspace), ref)
+        if as_json:
+            typer.echo(r.model_dump_json(indent=2))
+            return
+        typer.echo(f"{r.name}@{r.version}  released {r.created_at:%Y-%m-%d %H:%M} UTC by {r.actor}")
+        typer.echo(
+            f"  manifest sha256 {r.manifest_sha256}; {len(r.shards)} shard(s); git {r.git_commit[:12]}"
+        )
+        typer.echo(f"  images {r.counts.accepted} accepted / {r.counts.total}; licence {r.dataset_licence}")
+        for g in r.generators:
+            typer.echo(
+                f"  generator {g.name} ({g.licence}) weights {g.weights_digest[:16]}...: {g.images} images"
+            )
+        for s in r.sources:
+            typer.echo(f"  source {s.name} [{s.role}, {s.status}] {s.licence}")
+        use = r.intended_use
+        kind = "commercial" if use.commercial else "non-commercial"
+        typer.echo(f"  intended use: {kind}; {', '.join(use.purposes)}")
+        bad = {k: v for k, v in r.policy_results.items() if v != "pass"}
+        typer.echo(f"  policy: {'passed' if r.policy_passed else 'FAILED'}" + (f" ({bad})" if bad else ""))
+
+
+@app.command()
+def diff(
+    a: Annotated[str, typer.Argument(help="NAME@A")],
+    b: Annotated[str, typer.Argument(help="NAME@B")],
+    workspace: Workspace = None,
+) -> None:
+    """Compare two releases: samples added and removed, counts, generators, sources, policy results."""
+    with _errors():
+        import json
+
+        from registry.catalog import diff as run
+
+        typer.echo(json.dumps(run(_workspace(workspace), a, b), indent=2))
+
+
+@app.command()
+def log(
+    check: Annotated[bool, typer.Option("--verify", help="check the hash chain (exit 1 if broken)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON event per line")] = False,
+    workspace: Workspace = None,
+) -> None:
+    """Show the append-only audit log (generate, filter, validate, waiver, release ...)."""
+    with _errors():
+        from registry import audit
+
+        ws = _workspace(workspace)
+        if check:
+            problems = audit.verify(ws)
+            for p in problems:
+                typer.echo(f"  {p}")
+            n = len(problems)
+            typer.echo(f"audit log: {'intact' if not n else f'{n} problem(s)'} ({ws / audit.LOG})")
+            if problems:
+                raise typer.Exit(1)
+            return
+        for e in audit.read(ws):
+            if as_json:
+                typer.echo(e.model_dump_json())
+            else:
+                typer.echo(f"{e.seq:5} {e.time:%Y-%m-%d %H:%M:%S} {e.kind:10} {e.subject}  by {e.actor}")
+
+
 @app.command()
 def schema(
     out: Annotated[Path, typer.Option(help="folder for the JSON Schema files")] = Path("schemas"),

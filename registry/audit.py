@@ -1,0 +1,193 @@
+"""The audit log: an append-only, hash-chained record of every generate, filter, validate, release,
+waiver, withdrawal and key generation.
+
+    append(ws, "release", "digits@1.0.0", {"manifest_sha256": ...})   # -> AuditEvent
+    verify(ws)                                                      # -> [] when intact
+
+``audit/events.jsonl`` holds one event per line in canonical JSON and is committed to git with the
+releases. Each event carries the sha256 of its own content (``hash``) and its predecessor's hash
+(``prev_hash``), so an edited, removed or reordered event breaks the chain where it happened. The
+chain shows tampering to anyone who checks it; it does not prevent it (the releases' signatures do
+that for what they sign).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import AwareDatetime, Field, ValidationError, field_validator
+
+from registry.digests import sha256_json
+from registry.errors import AuditError
+from registry.models import Sha256, Strict
+
+LOG = Path("audit") / "events.jsonl"
+GENESIS = "0" * 64  # prev_hash of the first event
+_CHUNK = 1 << 16
+_VERIFY = "run `synthreg log --verify` to see the damage; the log is never repaired automatically"
+
+EventKind = Literal["generate", "filter", "validate", "release", "waiver", "withdrawal", "keygen"]
+
+
+class AuditEvent(Strict):
+    """One line of ``audit/events.jsonl``."""
+
+    seq: int = Field(ge=0, description="position in the log, 0-based and consecutive")
+    kind: EventKind
+    time: AwareDatetime = Field(description="when the event was recorded, UTC")
+    actor: str = Field(min_length=1)
+    subject: str = Field(min_length=1, description='what it concerns, e.g. "digits@1.0.0" or a folder')
+    details: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: Sha256 = Field(description="the previous event's hash; 64 zeros for the first")
+    hash: Sha256 = Field(description="sha256 of this event's canonical JSON without `hash`")
+
+    @field_validator("time")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        if v.utcoffset():
+            raise ValueError(f"time must be UTC, got offset {v.utcoffset()}")
+        return v
+
+
+def _canonical(obj: dict[str, Any]) -> str:
+    # The same form sha256_json digests, so a line's hash can be recomputed from the line alone.
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def content_hash(body: dict[str, Any]) -> str:
+    """The hash an event's JSON object should carry: over everything but ``hash`` itself."""
+    return sha256_json({k: v for k, v in body.items() if k != "hash"})
+
+
+def actor_name(ws: Path) -> str:
+    if os.environ.get("SYNTHREG_ACTOR"):
+        return os.environ["SYNTHREG_ACTOR"]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        proc = subprocess.run(["git", "config", "user.name"], cwd=ws, capture_output=True, text=True)
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout.strip()
+    return getpass.getuser()
+
+
+@contextlib.contextmanager
+def _locked(path: Path, mode: str, lock: int) -> Iterator[IO[bytes]]:
+    # flock on the log itself: readers take it shared so they never see an append half done.
+    with open(path, mode) as f:
+        fcntl.flock(f, lock)
+        try:
+            yield f
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _last_line(f: IO[bytes]) -> bytes:
+    """The file's last line, read backwards from the end so a long log is not read whole."""
+    pos = os.fstat(f.fileno()).st_size
+    buf = b""
+    while pos > 0:
+        step = min(_CHUNK, pos)
+        pos -= step
+        buf = os.pread(f.fileno(), step, pos) + buf
+        cut = buf.rfind(b"\n", 0, len(buf) - 1)  # the newline before the last line, not after it
+        if cut >= 0:
+            return buf[cut + 1 :]
+    return buf
+
+
+def _parse(raw: bytes, line: int) -> AuditEvent:
+    if not raw.endswith(b"\n"):
+        raise AuditError(f"line {line} of the audit log is half-written (no trailing newline)")
+    try:
+        return AuditEvent.model_validate_json(raw)
+    except ValidationError as e:
+        raise AuditError(f"line {line} of the audit log is not a valid event: {e.errors()[0]['msg']}") from e
+
+
+def append(
+    ws: Path, kind: EventKind, subject: str, details: dict[str, Any], actor: str | None = None
+) -> AuditEvent:
+    """Append one event chained to the last; safe against concurrent appends from other processes."""
+    path = ws / LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    actor = actor or actor_name(ws)
+    # "a+b": O_APPEND, so the write lands at the end even if the file grew before the lock was taken.
+    with _locked(path, "a+b", fcntl.LOCK_EX) as f:
+        raw = _last_line(f)
+        prev: AuditEvent | None = None
+        if raw:
+            try:
+                prev = _parse(raw, 0)
+            except AuditError:
+                f.seek(0)
+                line = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(_CHUNK), b"")) + 1
+                raise AuditError(
+                    f"the last line (line {line}) of {path} is half-written or malformed; {_VERIFY}"
+                ) from None
+            # Chaining to an edited event would bury the edit under a valid-looking successor.
+            if content_hash(json.loads(raw)) != prev.hash:
+                raise AuditError(f"the last event (seq {prev.seq}) of {path} was edited; {_VERIFY}")
+        body = {
+            "seq": prev.seq + 1 if prev else 0,
+            "kind": kind,
+            "time": datetime.now(UTC),
+            "actor": actor,
+            "subject": subject,
+            "details": details,
+            "prev_hash": prev.hash if prev else GENESIS,
+            "hash": GENESIS,  # placeholder so the model validates; replaced below
+        }
+        body = AuditEvent.model_validate(body).model_dump(mode="json")
+        body["hash"] = content_hash(body)
+        event = AuditEvent.model_validate(body)
+        # One write of a whole line, then fsync: a crash leaves at most a torn last line, which the
+        # next append refuses to build on.
+        f.write((_canonical(body) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+    return event
+
+
+def _lines(ws: Path) -> list[bytes]:
+    path = ws / LOG
+    if not path.is_file():
+        return []
+    with _locked(path, "rb", fcntl.LOCK_SH) as f:
+        return f.readlines()
+
+
+def read(ws: Path) -> list[AuditEvent]:
+    """Every event, validated; [] when there is no log yet. Does not check the chain: see verify."""
+    return [_parse(raw, n) for n, raw in enumerate(_lines(ws), 1)]
+
+
+def verify(ws: Path) -> list[str]:
+    """Problems with the log, one message each, naming the event and line; [] when intact."""
+    problems: list[str] = []
+    expected_seq, prev_hash = 0, GENESIS
+    for n, raw in enumerate(_lines(ws), 1):
+        try:
+            event = _parse(raw, n)
+        except AuditError as e:
+            problems.append(f"{e} (crash mid-append, or edited?)")
+            continue
+        where = f"event {event.seq} (line {n})"
+        if content_hash(json.loads(raw)) != event.hash:
+            problems.append(f"{where}: hash does not match its content (edited?)")
+        if event.seq != expected_seq:
+            problems.append(f"{where}: seq is {event.seq}, expected {expected_seq} (removed or reordered?)")
+        if event.prev_hash != prev_hash:
+            problems.append(
+                f"{where}: prev_hash does not match the previous event's hash (removed or reordered?)"
+            )
+        # Go on from this event, so one fault is reported where it is rather than on every later line.
+        expected_seq, prev_hash = event.seq + 1, event.hash
+    return problems

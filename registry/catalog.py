@@ -1,0 +1,90 @@
+"""Reading the released versions: list them, show one, diff two (through DuckDB, not Python rows)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from registry.release import RELEASES, load_release, parse_ref, versions
+from registry.release_record import Release
+
+
+def list_releases(ws: Path) -> dict[str, list[str]]:
+    root = ws / RELEASES
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return {n: v for n in names if (v := versions(ws, n))}
+
+
+def diff(ws: Path, a: str, b: str) -> dict:
+    """Samples added and removed, counts per identity, changed generators, sources and policy results."""
+    import duckdb
+
+    ra, rb = load_release(ws, a), load_release(ws, b)
+    ma, mb = (_manifest(ws, r) for r in (ra, rb))
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW a AS SELECT * FROM read_parquet('{_sql(ma)}')")
+    con.execute(f"CREATE VIEW b AS SELECT * FROM read_parquet('{_sql(mb)}')")
+    added = con.execute("SELECT count(*) FROM b ANTI JOIN a USING (sample_id)").fetchall()[0][0]
+    removed = con.execute("SELECT count(*) FROM a ANTI JOIN b USING (sample_id)").fetchall()[0][0]
+    sample_added = [
+        r[0]
+        for r in con.execute(
+            "SELECT sample_id FROM b ANTI JOIN a USING (sample_id) ORDER BY sample_id LIMIT 20"
+        ).fetchall()
+    ]
+    sample_removed = [
+        r[0]
+        for r in con.execute(
+            "SELECT sample_id FROM a ANTI JOIN b USING (sample_id) ORDER BY sample_id LIMIT 20"
+        ).fetchall()
+    ]
+    identities = sorted(set(ra.counts.per_identity) | set(rb.counts.per_identity))
+    per_identity = {
+        i: {
+            "a": ra.counts.per_identity.get(i, {}).get("accepted", 0),
+            "b": rb.counts.per_identity.get(i, {}).get("accepted", 0),
+        }
+        for i in identities
+    }
+    gen = lambda r: {(g.name, g.weights_digest, g.licence) for g in r.generators}  # noqa: E731
+    src = lambda r: {(s.name, s.version, s.digest, s.licence, s.status) for s in r.sources}  # noqa: E731
+    policy = {
+        rule: {"a": ra.policy_results.get(rule), "b": rb.policy_results.get(rule)}
+        for rule in sorted(set(ra.policy_results) | set(rb.policy_results))
+        if ra.policy_results.get(rule) != rb.policy_results.get(rule)
+    }
+    return {
+        "a": f"{ra.name}@{ra.version}",
+        "b": f"{rb.name}@{rb.version}",
+        "samples": {
+            "added": added,
+            "removed": removed,
+            "first_added": sample_added,
+            "first_removed": sample_removed,
+        },
+        "accepted_per_identity": {i: c for i, c in per_identity.items() if c["a"] != c["b"]},
+        "generators": {
+            "added": sorted(map(list, gen(rb) - gen(ra))),
+            "removed": sorted(map(list, gen(ra) - gen(rb))),
+        },
+        "sources": {
+            "added": sorted(map(str, src(rb) - src(ra))),
+            "removed": sorted(map(str, src(ra) - src(rb))),
+        },
+        "policy": policy,
+    }
+
+
+def _manifest(ws: Path, r: Release) -> Path:
+    from registry.errors import ReleaseError
+
+    path = ws / RELEASES / r.name / r.version / "data" / "manifest.parquet"
+    if not path.is_file():
+        raise ReleaseError(f"{path} is missing; run `dvc checkout` (or `dvc pull`) to restore it")
+    return path
+
+
+def _sql(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+__all__ = ["diff", "list_releases", "load_release", "parse_ref"]

@@ -1,0 +1,340 @@
+"""Releasing a dataset version: gate on the policy report, copy content-addressed, sign, commit, tag.
+
+    release("digits", "1.0.0", ws)   # -> releases/digits/1.0.0/ + git tag digits@v1.0.0
+
+Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC tracks)::
+
+    release.json           the Release record
+    release.dsse.json      DSSE envelope: in-toto Statement v1, subjects = manifest + shards, signed
+    policy-report.json     the report the release was gated on
+    card.md  croissant.json  prov.json
+    data.dvc               DVC pointer to data/: manifest.parquet and shards/<sha256>.tar
+
+The manifest is released byte for byte as validated (its digest is the report's), and shards are
+stored under their own sha256, so a version names its content and two versions share identical
+shards. Releases are serialised by a lock on ``releases/.lock``; the version folder is assembled
+under a temporary name and renamed, then committed and tagged; on any failure it is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from registry import audit
+from registry import manifest as mf
+from registry.digests import sha256_file
+from registry.errors import ReleaseError
+from registry.fsio import atomic_write_text
+from registry.models import DATASET_NAME, Recipe, SourceRef
+from registry.policy import PolicyReport
+from registry.release_record import Counts, GeneratorUse, Release, ShardRef
+from registry.signing import load_signer, sign, statement
+
+RELEASES = Path("releases")
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """``name@X.Y.Z`` (or ``name@vX.Y.Z``, or ``name``) -> (name, version or None)."""
+    name, _, version = ref.partition("@")
+    return name, (version.removeprefix("v") or None)
+
+
+def versions(ws: Path, name: str) -> list[str]:
+    import semver
+
+    folder = ws / RELEASES / name
+    found = [p.name for p in folder.iterdir() if (p / "release.json").is_file()] if folder.is_dir() else []
+    return sorted(found, key=semver.Version.parse)
+
+
+def _git(ws: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=ws, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ReleaseError(f"`git {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+def _dvc(ws: Path, *args: str) -> None:
+    import sys
+
+    dvc = Path(sys.executable).with_name("dvc")
+    proc = subprocess.run(
+        [str(dvc) if dvc.exists() else "dvc", *args], cwd=ws, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise ReleaseError(f"`dvc {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+
+
+@contextlib.contextmanager
+def _lock(ws: Path) -> Iterator[None]:
+    path = ws / RELEASES / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -> PolicyReport:
+    if not manifest.is_file():
+        raise ReleaseError(f"no filtered manifest for {name} at {manifest}; run `dvc repro` first")
+    if not report_path.is_file():
+        raise ReleaseError(f"no policy report for {name} at {report_path}; run `synthreg validate` first")
+    report = PolicyReport.model_validate_json(report_path.read_text())
+    digest = sha256_file(manifest)
+    if report.manifest_sha256 != digest:
+        raise ReleaseError(
+            f"the policy report is stale: made for manifest {report.manifest_sha256[:12]}, "
+            f"but the manifest is {digest[:12]}; run `synthreg validate` again"
+        )
+    failing = [r.rule_id for r in report.results if r.status == "fail"]
+    if failing:
+        raise ReleaseError(
+            f"the policy report has failing error rules without a waiver: {', '.join(failing)}"
+        )
+    expired = [r.rule_id for r in report.results if r.waiver and r.waiver.expires < today]
+    if expired:
+        raise ReleaseError(
+            f"waivers for {', '.join(expired)} expired since validation; renew them and validate again"
+        )
+    return report
+
+
+# Recipe fields that declare things about the dataset without shaping any image: they may change
+# between generation and release (validate and release read them from the current recipe).
+DECLARATIONS = {"description", "licence", "intended_use"}
+
+
+def _current_recipe(ws: Path, name: str, generation: Path, recipe_path: Path | str | None) -> Recipe:
+    """The recipe file as it is now, refused if anything that shapes the images changed since generation."""
+    from registry.config import load_params, load_recipe
+    from registry.workspace import inside
+
+    if not generation.is_file():
+        raise ReleaseError(f"no generation record at {generation}; regenerate the dataset")
+    recorded = Recipe.model_validate(json.loads(generation.read_text())["recipe"])
+    current = load_recipe(inside(ws, recipe_path or load_params(ws / "params.yaml").recipe, "recipe"))
+    if current.dataset != name:
+        raise ReleaseError(f"the recipe is for dataset {current.dataset!r}, not {name!r}; pass --recipe")
+    changed = sorted(
+        k
+        for k in Recipe.model_fields
+        if k not in DECLARATIONS and getattr(current, k) != getattr(recorded, k)
+    )
+    if changed:
+        raise ReleaseError(
+            f"the recipe changed since the images were generated ({', '.join(changed)}); "
+            "run `dvc repro` to regenerate, filter and validate, then release"
+        )
+    return current
+
+
+def release(
+    name: str,
+    version: str,
+    ws: Path,
+    key: Path | str | None = None,
+    actor: str | None = None,
+    today: date | None = None,
+    recipe_path: Path | str | None = None,
+) -> Release:
+    import semver
+
+    if not DATASET_NAME.fullmatch(name):
+        raise ReleaseError(f"dataset name {name!r} is not valid (lowercase letters, digits, '-', '_')")
+    try:
+        semver.Version.parse(version)
+    except ValueError:
+        raise ReleaseError(f"version {version!r} is not semantic (X.Y.Z, e.g. 1.0.0)") from None
+    if not (ws / ".git").exists() or not (ws / ".dvc").is_dir():
+        raise ReleaseError(f"workspace {ws} must be a git repository with DVC initialised (`dvc init`)")
+    data = ws / "data" / name
+    manifest = data / "filtered" / "manifest.parquet"
+    report = _gate(ws, name, manifest, data / "policy" / "report.json", today or date.today())
+    recipe = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
+    if recipe.licence is None:
+        raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
+    signer = load_signer(key)  # before anything is written
+
+    with _lock(ws):
+        existing = versions(ws, name)
+        if version in existing:
+            raise ReleaseError(
+                f"{name}@{version} exists already and releases are immutable; pick a new version"
+            )
+        if existing and semver.Version.parse(version) <= semver.Version.parse(existing[-1]):
+            raise ReleaseError(f"version {version} is not greater than the latest, {name}@{existing[-1]}")
+        final = ws / RELEASES / name / version
+        staging = ws / RELEASES / name / f".{version}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            record = _assemble(ws, name, version, manifest, report, recipe, staging, actor)
+            subjects = {"data/manifest.parquet": record.manifest_sha256} | {
+                f"data/{s.path}": s.sha256 for s in record.shards
+            }
+            payload = record.model_dump(mode="json")
+            atomic_write_text(staging / "release.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
+            envelope = sign(statement(subjects, payload), signer)
+            atomic_write_text(staging / "release.dsse.json", json.dumps(envelope, indent=2) + "\n")
+            _write_exports(staging, record, report)
+            os.replace(staging, final)
+            rel = final.relative_to(ws).as_posix()
+            _dvc(ws, "add", "-q", f"{rel}/data")
+            audit.append(
+                ws,
+                "release",
+                f"{name}@{version}",
+                {
+                    "manifest_sha256": record.manifest_sha256,
+                    "policy_report_sha256": record.policy_report_sha256,
+                },
+            )
+            _git(ws, "add", rel, "audit/events.jsonl")
+            _git(ws, "commit", "-q", "-m", f"Release {name}@{version}", "--", rel, "audit/events.jsonl")
+            _git(ws, "tag", f"{name}@v{version}")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if final.exists() and not _tagged(ws, f"{name}@v{version}"):
+                shutil.rmtree(final, ignore_errors=True)
+                with contextlib.suppress(ReleaseError):
+                    _git(ws, "reset", "-q", "--", final.relative_to(ws).as_posix())
+            raise
+    return record
+
+
+def _tagged(ws: Path, tag: str) -> bool:
+    try:
+        return bool(_git(ws, "tag", "--list", tag))
+    except ReleaseError:
+        return False
+
+
+def _assemble(
+    ws: Path,
+    name: str,
+    version: str,
+    manifest: Path,
+    report: PolicyReport,
+    recipe: Recipe,
+    out: Path,
+    actor: str | None,
+) -> Release:
+    """Copy the manifest and content-addressed shards into ``out/data``; build the record."""
+    con = mf.connect(manifest)
+    (out / "data" / "shards").mkdir(parents=True)
+    shutil.copyfile(manifest, out / "data" / "manifest.parquet")
+    shards = []
+    for shard, members in con.execute(
+        "SELECT shard, count(*) FROM manifest GROUP BY shard ORDER BY shard"
+    ).fetchall():
+        src = ws / shard
+        if not src.is_file():
+            raise ReleaseError(f"shard {shard} is missing; restore it (`dvc checkout`) or regenerate")
+        digest = sha256_file(src)
+        dst = out / "data" / "shards" / f"{digest}.tar"
+        if not dst.exists():
+            shutil.copyfile(src, dst)
+        shards.append(
+            ShardRef(
+                path=f"shards/{digest}.tar",
+                source=shard,
+                sha256=digest,
+                size=src.stat().st_size,
+                members=members,
+            )
+        )
+    per_identity: dict[str, dict[str, int]] = {}
+    for identity, decision, n in con.execute(
+        "SELECT identity, coalesce(decision, 'unfiltered'), count(*) FROM manifest GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        per_identity.setdefault(identity, {})[decision] = n
+    reasons = Counter(
+        {
+            r: n
+            for r, n in con.execute(
+                "SELECT split_part(coalesce(reason, 'unfiltered'), ':', 1), count(*) FROM manifest GROUP BY 1"
+            ).fetchall()
+        }
+    )
+    total = sum(sum(d.values()) for d in per_identity.values())
+    accepted = sum(d.get("accepted", 0) for d in per_identity.values())
+    generators = [
+        GeneratorUse(
+            name=g, backend=b, weights_digest=w, licence=lic, pipeline_class=p, scheduler=s, images=n
+        )
+        for g, b, w, lic, p, s, n in con.execute(
+            "SELECT generator_name, generator_backend, weights_digest, generator_licence, pipeline_class, "
+            "scheduler, count(*) FROM manifest GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    ]
+    attribution: list[dict] = next(
+        (r.evidence.details.get("duties", []) for r in report.results if r.kind == "attribution"), []
+    )
+    sources: list[SourceRef] = list(recipe.sources) + list(recipe.generator.training_sources)
+    return Release(
+        name=name,
+        version=version,
+        manifest_sha256=sha256_file(manifest),
+        shards=shards,
+        counts=Counts(
+            total=total,
+            accepted=accepted,
+            rejected=total - accepted,
+            per_identity=per_identity,
+            reasons=dict(sorted(reasons.items())),
+        ),
+        generators=generators,
+        sources=sources,
+        prompt_templates=recipe.prompt_templates,
+        seed=recipe.seed,
+        policy_report_sha256=sha256_file(ws / "data" / name / "policy" / "report.json"),
+        policy_passed=report.passed,
+        policy_results={r.rule_id: r.status for r in report.results},
+        waivers=[r.waiver for r in report.results if r.waiver],
+        intended_use=report.intended_use,
+        dataset_licence=recipe.licence or "",
+        attribution=[d["text"] for d in attribution],
+        git_commit=_git(ws, "rev-parse", "HEAD") if _has_commits(ws) else "none",
+        created_at=datetime.now(UTC),
+        actor=actor or audit.actor_name(ws),
+    )
+
+
+def _has_commits(ws: Path) -> bool:
+    return (
+        subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=ws, capture_output=True).returncode
+        == 0
+    )
+
+
+def _write_exports(out: Path, record: Release, report: PolicyReport) -> None:
+    atomic_write_text(out / "policy-report.json", json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
+    from registry.exports import croissant_jsonld, prov_json, render_card
+
+    atomic_write_text(out / "card.md", render_card(record, report))
+    atomic_write_text(out / "croissant.json", json.dumps(croissant_jsonld(record, report), indent=2) + "\n")
+    atomic_write_text(out / "prov.json", prov_json(record) + "\n")
+
+
+def load_release(ws: Path, ref: str) -> Release:
+    name, version = parse_ref(ref)
+    if version is None:
+        found = versions(ws, name)
+        if not found:
+            raise ReleaseError(f"no releases of {name!r}; see `synthreg list`")
+        version = found[-1]
+    path = ws / RELEASES / name / version / "release.json"
+    if not path.is_file():
+        raise ReleaseError(f"{name}@{version} is not released; see `synthreg list`")
+    return Release.model_validate_json(path.read_text())

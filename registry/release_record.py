@@ -1,0 +1,69 @@
+"""The release record: what a signed, immutable dataset version says about itself.
+
+It lives in git at ``releases/<name>/<version>/release.json``, beside its DSSE envelope
+(``release.dsse.json``: an in-toto Statement v1 whose subjects are the manifest and every shard with
+their sha256 and whose predicate is this record), the dataset card, Croissant and PROV files.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from registry.models import IntendedUse, Sha256, SourceRef, Strict
+from registry.policy import Waiver
+
+SemVer = Annotated[str, StringConstraints(pattern=r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")]
+PREDICATE_TYPE = "https://synthreg.dev/attestations/release/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+
+
+class ShardRef(Strict):
+    path: str = Field(description="content-addressed file, relative to the release's data/ folder")
+    source: str = Field(description="the shard's path in the workspace when it was released")
+    sha256: Sha256
+    size: int
+    members: int
+
+
+class GeneratorUse(Strict):
+    name: str
+    backend: str
+    weights_digest: Sha256
+    licence: str
+    pipeline_class: str
+    scheduler: str
+    images: int
+
+
+class Counts(Strict):
+    total: int
+    accepted: int
+    rejected: int
+    per_identity: dict[str, dict[str, int]] = Field(description="identity -> decision -> count")
+    reasons: dict[str, int] = Field(description="reason code -> count")
+
+
+class Release(Strict):
+    name: str
+    version: SemVer
+    manifest_sha256: Sha256 = Field(description="content digest of the released manifest")
+    manifest_path: str = "data/manifest.parquet"
+    shards: list[ShardRef]
+    counts: Counts
+    generators: list[GeneratorUse]
+    sources: list[SourceRef] = Field(description="real sources, including the generators' training data")
+    prompt_templates: list[str]
+    seed: int
+    policy_report_sha256: Sha256
+    policy_passed: bool
+    policy_results: dict[str, str] = Field(description="rule id -> status at release")
+    waivers: list[Waiver] = Field(default_factory=list, description="waivers applied at release")
+    intended_use: IntendedUse
+    dataset_licence: str
+    attribution: list[str] = Field(default_factory=list, description="attribution duties, for the card")
+    git_commit: str = Field(description="the workspace commit the release was made from")
+    created_at: datetime
+    actor: str
