@@ -7,10 +7,12 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from registry.audit import AuditEvent
 from registry.config import Params
 from registry.fsio import atomic_write_text
 from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
 from registry.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
+from registry.release_record import Release
 
 MODELS: dict[str, type[BaseModel]] = {
     "recipe": Recipe,
@@ -24,6 +26,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "licence-base": LicenceBase,
     "waivers": WaiverFile,
     "withdrawn-list": WithdrawnList,
+    "release": Release,
+    "audit-event": AuditEvent,
 }
 
 
