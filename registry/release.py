@@ -12,8 +12,9 @@ Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC
 
 The manifest is released byte for byte as validated (its digest is the report's), and shards are
 stored under their own sha256, so a version names its content and two versions share identical
-shards. Releases are serialised by a lock on ``releases/.lock``; the version folder is assembled
-under a temporary name and renamed, then committed and tagged; on any failure it is removed.
+shards. Releases are serialised by a lock on ``.dvc/tmp/synthreg-release.lock`` (ignored by git); the
+version folder is assembled under a temporary name (``.X.Y.Z.tmp-<pid>``, which readers skip) and
+renamed, then committed and tagged; on any failure it is removed.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ def versions(ws: Path, name: str) -> list[str]:
     import semver
 
     folder = ws / RELEASES / name
-    found = [p.name for p in folder.iterdir() if (p / "release.json").is_file()] if folder.is_dir() else []
+    found = (
+        [p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / "release.json").is_file()]
+        if folder.is_dir()
+        else []
+    )
     return sorted(found, key=semver.Version.parse)
 
 
@@ -76,7 +81,7 @@ def _dvc(ws: Path, *args: str) -> None:
 
 @contextlib.contextmanager
 def _lock(ws: Path) -> Iterator[None]:
-    path = ws / RELEASES / ".lock"
+    path = ws / ".dvc" / "tmp" / "synthreg-release.lock"  # ignored by git (.dvc/.gitignore), unlike releases/
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -304,7 +309,7 @@ def _assemble(
         waivers=[r.waiver for r in report.results if r.waiver],
         intended_use=report.intended_use,
         dataset_licence=recipe.licence or "",
-        attribution=[d["text"] for d in attribution],
+        attribution=list(dict.fromkeys(d["text"] for d in attribution)),  # a source may serve two roles
         git_commit=_git(ws, "rev-parse", "HEAD") if _has_commits(ws) else "none",
         created_at=datetime.now(UTC),
         actor=actor or audit.actor_name(ws),
