@@ -12,7 +12,8 @@ SynthregError                  base: a message a person can act on
 │                              the CLI exits with POLICY_FAILED_EXIT)
 ├── AuditError                 the audit log cannot be read or extended (damaged, edited)
 ├── ReleaseError               a release is refused (gate, version, workspace) or cannot be read
-└── SigningError               no usable signing key, or a signature that does not verify
+├── SigningError               no usable signing key, or a signature that does not verify
+└── TrackingError              MLflow cannot be reached, or a run, model or version does not exist
 """
 
 from __future__ import annotations
@@ -65,4 +66,8 @@ class SigningError(SynthregError):
 
 
 class AuditError(SynthregError):
+    pass
+
+
+class TrackingError(SynthregError):
     pass

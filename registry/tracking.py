@@ -1,0 +1,53 @@
+"""How synthreg talks to MLflow: the one place that names tags, dataset inputs and the store.
+
+Conventions every run logged by ``synthreg train`` follows, and that ``trace`` and ``impact`` read:
+
+- dataset input: name ``NAME@X.Y.Z`` (or ``NAME@working`` for an unreleased filtered manifest),
+  digest = the version's content digest (the manifest's sha256, NOT MLflow's default digest, which
+  hashes only the first 10,000 rows), source = ``synthreg://releases/NAME/X.Y.Z?git=<commit>``,
+  context ``training``;
+- tags ``synthreg.dataset`` (= the input name), ``synthreg.manifest_sha256``,
+  ``synthreg.policy_report_sha256``, ``synthreg.git_commit``, ``synthreg.synthetic_share``;
+- the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it.
+
+MLflow is imported inside the functions, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from registry.errors import TrackingError
+
+TAG_DATASET = "synthreg.dataset"
+TAG_MANIFEST = "synthreg.manifest_sha256"
+TAG_POLICY = "synthreg.policy_report_sha256"
+TAG_GIT = "synthreg.git_commit"
+TAG_SHARE = "synthreg.synthetic_share"
+WORKING = "working"
+
+
+def tracking_uri(ws: Path) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        if "://" not in uri and not uri.startswith(("file:", "databricks")):
+            raise TrackingError(
+                f"MLFLOW_TRACKING_URI {uri!r} is not a URI; use e.g. sqlite:///mlflow.db or http://host:5000"
+            )
+        return uri
+    return f"sqlite:///{(ws / 'mlflow.db').resolve()}"
+
+
+def dataset_source(name: str, version: str, git_commit: str) -> str:
+    return f"synthreg://releases/{name}/{version}?git={git_commit}"
+
+
+def client(ws: Path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(ws)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
