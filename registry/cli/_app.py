@@ -223,13 +223,14 @@ def release(
     version: Annotated[str, typer.Option("--version", help="semantic version X.Y.Z")],
     key: KeyOpt = None,
     actor: Annotated[str | None, typer.Option(help="who releases (default: git user.name)")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="recipe (default: params.yaml's recipe)")] = None,
     workspace: Workspace = None,
 ) -> None:
     """Release the filtered manifest of NAME as an immutable, signed version (commit + tag NAME@vX.Y.Z)."""
     with _errors():
         from registry.release import release as run
 
-        r = run(name, version, _workspace(workspace), key, actor)
+        r = run(name, version, _workspace(workspace), key, actor, recipe_path=recipe)
         typer.echo(
             f"released {r.name}@{r.version}: {r.counts.accepted}/{r.counts.total} accepted, "
             f"{len(r.shards)} shard(s), manifest sha256 {r.manifest_sha256}; tag {r.name}@v{r.version}"
