@@ -30,6 +30,42 @@ class ValidateParams(Strict):
     waivers: str = Field(default="waivers.yaml", description="waivers file (may be absent)")
 
 
+class TrainParams(Strict):
+    """``synthreg train``: a small digit classifier on a real/synthetic mix, judged on held-out real digits.
+
+    ``n_synthetic = round(synthetic_share * train_size)`` images come from the dataset and
+    ``train_size - n_synthetic`` from a few-shot real pool of ``real_per_class`` train images per digit
+    (fewer when the pool is smaller; the run records the sizes it used). An epoch is ``train_size``
+    examples whatever the mix, so every mix gets the same number of gradient steps.
+    """
+
+    dataset: str = Field(
+        default="digits@working",
+        description="NAME@X.Y.Z (a release), NAME (its latest release), NAME@working or 'working' "
+        "(the current filtered manifest, data/NAME/filtered)",
+    )
+    synthetic_share: float = Field(default=0.5, ge=0, le=1, description="share of synthetic training images")
+    train_size: int = Field(default=1000, gt=0, description="training images in all (real + synthetic)")
+    real_per_class: int = Field(
+        default=5, ge=-1, description="real train images per digit in the real pool; -1 = all of them"
+    )
+    use_rejected: bool = Field(
+        default=False, description="draw synthetic images from every row, rejected ones included"
+    )
+    epochs: int = Field(default=10, gt=0, description="passes of train_size examples each")
+    batch_size: int = Field(default=64, gt=0)
+    lr: float = Field(default=2e-3, gt=0)
+    seed: int = Field(default=0, ge=0, description="picks the real and synthetic images; seeds torch")
+    threads: int = Field(default=2, gt=0, description="torch CPU threads")
+    experiment: str = Field(default="synthreg-train", min_length=1, description="MLflow experiment")
+    registered_model: str = Field(
+        default="digits-classifier", min_length=1, description="MLflow registered model name"
+    )
+    metrics: str | None = Field(
+        default=None, description="metrics JSON for `dvc metrics` (default data/NAME/train/metrics.json)"
+    )
+
+
 class Params(Strict):
     """``params.yaml``: every knob of the pipeline, one section per stage."""
 
@@ -38,6 +74,7 @@ class Params(Strict):
     generate: GenerateParams = GenerateParams()
     filter: FilterParams = FilterParams()
     validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    train: TrainParams = TrainParams()
 
 
 def format_validation_error(e: ValidationError, source: str) -> str:

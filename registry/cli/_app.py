@@ -195,6 +195,32 @@ def validate(
             raise typer.Exit(POLICY_FAILED_EXIT)
 
 
+@app.command()
+def train(
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="NAME@X.Y.Z, NAME or NAME@working (default: params.yaml's train.dataset)"),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: Workspace = None,
+) -> None:
+    """Train a digit classifier on the real/synthetic mix of params.yaml's `train`; log it to MLflow.
+
+    Evaluates on held-out real digits; registers the model; writes the metrics file for `dvc metrics`."""
+    with _errors():
+        from registry.config import load_params
+        from registry.train import train as run
+
+        ws = _workspace(workspace)
+        res = run(ws, load_params(ws / params).train, dataset)
+        m = res.metrics
+        typer.echo(
+            f"trained on {res.dataset}: {res.n_real} real + {res.n_synthetic} synthetic images; "
+            f"held-out accuracy {m['accuracy']:.4f}, worst-group gap {m['worst_group_gap']:.4f}"
+        )
+        typer.echo(f"MLflow run {res.run_id}; model version {res.model_version}; metrics {res.metrics_path}")
+
+
 KeyOpt = Annotated[
     Path | None,
     typer.Option(
@@ -322,6 +348,98 @@ def diff(
         from registry.catalog import diff as run
 
         typer.echo(json.dumps(run(_workspace(workspace), a, b), indent=2))
+
+
+trace_app = typer.Typer(
+    help="Trace an MLflow run, a registered model or an image back to its dataset version, generator "
+    "weights, prompts, seeds and sources.",
+    no_args_is_help=True,
+)
+app.add_typer(trace_app, name="trace")
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _emit(result: dict, as_json: bool, render: Callable[[dict], list[str]]) -> None:
+    import json
+
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        typer.echo("\n".join(render(result)))
+
+
+@trace_app.command("run")
+def trace_run(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id")],
+    as_json: JsonOpt = False,
+    workspace: Workspace = None,
+) -> None:
+    """A run's dataset versions -> generators (weights digest), prompts, seeds, sources, policy, withdrawn."""
+    with _errors():
+        from registry import lineage
+
+        _emit(lineage.trace_run(_workspace(workspace), run_id), as_json, lineage.format_trace)
+
+
+@trace_app.command("model")
+def trace_model(
+    ref: Annotated[str, typer.Argument(help="registered model NAME/VERSION")],
+    as_json: JsonOpt = False,
+    workspace: Workspace = None,
+) -> None:
+    """A registered model version -> its run -> everything `trace run` shows."""
+    with _errors():
+        from registry import lineage
+
+        _emit(lineage.trace_model(_workspace(workspace), ref), as_json, lineage.format_trace)
+
+
+@trace_app.command("image")
+def trace_image(
+    file: Annotated[Path, typer.Argument(help="image file")],
+    as_json: JsonOpt = False,
+    workspace: Workspace = None,
+) -> None:
+    """An image -> its sample record and every released version holding it (exact, else perceptual)."""
+    with _errors():
+        from registry import lineage
+
+        _emit(lineage.trace_image(_workspace(workspace), file), as_json, lineage.format_image)
+
+
+@app.command()
+def impact(
+    generator: Annotated[
+        str | None, typer.Option(help="generator name or weights digest prefix (8+ hex)")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="real data source name")] = None,
+    prompt: Annotated[str | None, typer.Option(help="regular expression over prompts")] = None,
+    sample: Annotated[str | None, typer.Option(help="sample id")] = None,
+    as_json: JsonOpt = False,
+    workspace: Workspace = None,
+) -> None:
+    """Every dataset version, MLflow run and registered model that a generator, source, prompt or sample
+    reached."""
+    with _errors():
+        from registry import lineage
+
+        res = lineage.impact(_workspace(workspace), generator, source, prompt, sample)
+        _emit(res, as_json, lineage.format_impact)
+
+
+@app.command()
+def withdraw(
+    ref: Annotated[str, typer.Argument(help="NAME@X.Y.Z")],
+    reason: Annotated[str, typer.Option(help="why it is withdrawn (recorded and committed)")],
+    actor: Annotated[str | None, typer.Option(help="who withdraws (default: git user.name)")] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Withdraw a release: withdrawal.json beside the signed record (left as is), audit event, git commit."""
+    with _errors():
+        from registry import lineage
+
+        w = lineage.withdraw(_workspace(workspace), ref, reason, actor)
+        typer.echo(f"withdrew {w['release']} ({w['time'][:19]} by {w['actor']}): {w['reason']}")
 
 
 @app.command()

@@ -1,0 +1,246 @@
+"""Time lineage on a 1,000,000-sample release: trace a registered model back to its generators, seeds and
+sources, and find everything a generator reached (impact).
+
+    python benchmarks/bench_lineage.py [--rows 1000000] [--repeats 3]
+
+Target (lineage issue): `trace_model` and `impact(generator=...)` each under 1 s (median of warm runs).
+The manifest is built column-wise with pyarrow by bench_validate's builder (not timed); a release.json
+is written for it by hand (real `Release` record, no signature); one MLflow run logs it as its input
+by the registry.tracking conventions and one model version is registered from that run, in a SQLite
+store in a temporary workspace that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_validate import build_manifest  # noqa: E402
+
+from registry import manifest as mf  # noqa: E402
+from registry import tracking  # noqa: E402
+from registry.digests import sha256_file  # noqa: E402
+from registry.models import IntendedUse, SourceRef  # noqa: E402
+from registry.release_record import Counts, GeneratorUse, Release  # noqa: E402
+
+WEIGHTS = "a" * 64  # what build_manifest writes for every row
+
+
+def write_release(ws: Path, rows: int) -> Release:
+    folder = ws / "releases" / "digits" / "1.0.0"
+    manifest = folder / "data" / "manifest.parquet"
+    build_manifest(rows, manifest)
+    con = mf.connect(manifest)
+    (total, accepted), *_ = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE decision = 'accepted') FROM manifest"
+    ).fetchall()
+    per_identity: dict[str, dict[str, int]] = {}
+    for identity, decision, n in con.execute(
+        "SELECT identity, decision, count(*) FROM manifest GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        per_identity.setdefault(identity, {})[decision] = n
+    record = Release(
+        name="digits",
+        version="1.0.0",
+        manifest_sha256=sha256_file(manifest),
+        shards=[],
+        counts=Counts(
+            total=total,
+            accepted=accepted,
+            rejected=total - accepted,
+            per_identity=per_identity,
+            reasons={"ok": accepted},
+        ),
+        generators=[
+            GeneratorUse(
+                name="tiny-digits",
+                backend="tiny-digits",
+                weights_digest=WEIGHTS,
+                licence="CC-BY-4.0",
+                pipeline_class="TinyDigits",
+                scheduler="DDIMScheduler",
+                images=total,
+            )
+        ],
+        sources=[
+            SourceRef(name="sklearn-digits", licence="CC-BY-4.0", role="filtering"),
+            SourceRef(name="sklearn-digits", licence="CC-BY-4.0", role="generator-training"),
+        ],
+        prompt_templates=["a handwritten digit {identity} with a {stroke} stroke"],
+        seed=20240607,
+        policy_report_sha256="0" * 64,
+        policy_passed=True,
+        policy_results={},
+        intended_use=IntendedUse(commercial=False, purposes=["research"]),
+        dataset_licence="CC-BY-4.0",
+        git_commit="0" * 40,
+        created_at=datetime.now(UTC),
+        actor="bench",
+    )
+    (folder / "release.json").write_text(json.dumps(record.model_dump(mode="json"), indent=2) + "\n")
+    return record
+
+
+def log_run(ws: Path, record: Release) -> str:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    c = tracking.client(ws)
+    exp = c.create_experiment("bench", artifact_location=(ws / "artifacts").as_uri())
+    name = f"{record.name}@{record.version}"
+    run = c.create_run(exp, tags={tracking.TAG_DATASET: name, tracking.TAG_MANIFEST: record.manifest_sha256})
+    source = tracking.dataset_source(record.name, record.version, record.git_commit)
+    # MLflow keeps at most 36 characters of a dataset digest; the full sha256 is in the tag.
+    ds = Dataset(name=name, digest=record.manifest_sha256[:36], source_type="synthreg", source=source)
+    c.log_inputs(run.info.run_id, [DatasetInput(ds, [InputTag("mlflow.data.context", "training")])])
+    c.set_terminated(run.info.run_id)
+    c.create_registered_model("bench-model")
+    c.create_model_version("bench-model", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    return run.info.run_id
+
+
+def image_or_none(ws: Path, image: Path) -> dict:
+    """trace_image of an image no version holds: both scans run (sha256, then phash distance)."""
+    from registry.errors import ReleaseError
+    from registry.lineage import trace_image
+
+    try:
+        return trace_image(ws, image)
+    except ReleaseError as e:
+        return {"error": str(e)}
+
+
+def describe_image(out: dict) -> str:
+    return (
+        "in no version (exact and perceptual scans)" if "error" in out else f"{len(out['images'])} image(s)"
+    )
+
+
+def timed(fn: Callable[[], dict], repeats: int) -> tuple[float, float, list[float], dict]:
+    t = time.perf_counter()
+    out = fn()
+    cold = time.perf_counter() - t
+    warm = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        warm.append(time.perf_counter() - t)
+    return cold, statistics.median(warm), warm, out
+
+
+def setup(ws: Path, rows: int) -> None:
+    """Build the release and the MLflow store (run in a child process, so the timed process starts cold)."""
+    t = time.perf_counter()
+    record = write_release(ws, rows)
+    manifest = ws / "releases/digits/1.0.0/data/manifest.parquet"
+    print(
+        f"built a {rows:,}-sample release in {time.perf_counter() - t:.1f} s "
+        f"(manifest {manifest.stat().st_size / 1e6:.1f} MB)"
+    )
+    t = time.perf_counter()
+    run_id = log_run(ws, record)
+    print(f"MLflow store, one run and one model version in {time.perf_counter() - t:.1f} s (not timed)")
+    print(run_id)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.setup:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{args.setup}/mlflow.db"
+        setup(args.setup, args.rows)
+        return
+    ws = Path(tempfile.mkdtemp(prefix="synthreg-bench-lineage-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{ws}/mlflow.db"
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--setup", str(ws), "--rows", str(args.rows)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            sys.exit(f"setup failed:\n{proc.stderr}")
+        *lines, run_id = proc.stdout.strip().splitlines()
+        print("\n".join(lines))
+
+        from registry.lineage import impact, trace_model
+
+        def check_trace(out: dict) -> str:
+            d = out["datasets"][0]
+            assert d["digest_matches"] and d["samples"]["count"] == args.rows, d["samples"]
+            assert d["generators"][0]["weights_digest"] == WEIGHTS
+            s = d["samples"]
+            return f"{s['count']:,} samples, seeds {s['seed_min']}..{s['seed_max']}"
+
+        def check_impact(out: dict) -> str:
+            c = out["counts"]
+            assert c["samples"] == args.rows and c["runs"] == 1 and c["model_versions"] == 1, c
+            n = c["model_versions"]
+            return f"{c['versions']} version, {c['samples']:,} samples, {c['runs']} run, {n} model version"
+
+        image = ws / "probe.png"
+        import numpy as np
+
+        from generators.generate import encode_png
+
+        noise = np.random.default_rng(1).integers(0, 256, (16, 16), dtype=np.uint8)
+        image.write_bytes(encode_png(noise))
+        cases: list[tuple[str, Callable[[], dict], Callable[[dict], str] | None]] = [
+            ("trace_model('bench-model/1')", lambda: trace_model(ws, "bench-model/1"), check_trace),
+            ("impact(generator='tiny-digits')", lambda: impact(ws, generator="tiny-digits"), check_impact),
+            ("impact(generator=digest prefix)", lambda: impact(ws, generator=WEIGHTS[:12]), check_impact),
+            ("impact(prompt=r'digit 7 .* thin')", lambda: impact(ws, prompt=r"digit 7 .* thin"), None),
+            ("impact(sample='digits-123456')", lambda: impact(ws, sample="digits-123456"), None),
+            ("impact(source='sklearn-digits')", lambda: impact(ws, source="sklearn-digits"), check_impact),
+            ("trace_image(unknown image)", lambda: image_or_none(ws, image), describe_image),
+        ]
+        print("\nin one process; the first call of the first row also imports MLflow and opens the store")
+        print(f"{'call':36} {'first s':>7} {'warm median s':>14}   warm runs")
+        for label, fn, check in cases:
+            cold, median, warm, out = timed(fn, args.repeats)
+            what = check(out) if check else f"{out['counts']['samples']:,} samples"
+            runs = ", ".join(f"{w:.3f}" for w in warm)
+            print(f"{label:36} {cold:7.3f} {median:14.3f}   [{runs}]  {what}")
+        print(
+            f"\nfresh process, end to end (Python start, imports, query, output), median of {args.repeats}:"
+        )
+        for cli in (
+            ["trace", "model", "bench-model/1"],
+            ["trace", "run", run_id],
+            ["impact", "--generator", "tiny-digits"],
+        ):
+            walls = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                proc = subprocess.run(
+                    [sys.executable, "-m", "registry.cli", *cli, "--json", "-w", str(ws)],
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                )
+                walls.append(time.perf_counter() - t)
+                assert proc.returncode == 0, proc.stderr
+            label = "synthreg " + " ".join(c if len(c) < 20 else c[:8] + "..." for c in cli)
+            print(f"  {label:44} {statistics.median(walls):6.2f} s")
+    finally:
+        shutil.rmtree(ws)
+
+
+if __name__ == "__main__":
+    main()

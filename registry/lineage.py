@@ -1,0 +1,923 @@
+"""Lineage: trace a run, model or image back to what made it; find everything a generator, source,
+prompt or sample reached; withdraw a release.
+
+    trace_run(ws, run_id)            MLflow run -> dataset versions -> generators, prompts, seeds, sources
+    trace_model(ws, "NAME/VERSION")  registered model version -> its run -> trace_run
+    trace_image(ws, path)            image file -> its sample record and every version holding it
+    impact(ws, generator=...)        generator | source | prompt regex | sample -> versions, runs, models
+    withdraw(ws, "NAME@X.Y.Z", why)  mark a release withdrawn (withdrawal.json + audit event + git commit)
+
+Runs are read through the conventions of :mod:`registry.tracking` (dataset input ``NAME@X.Y.Z`` with
+digest = the manifest's sha256, or its first 32+ hex: MLflow keeps 36 characters of a dataset digest;
+tag ``synthreg.manifest_sha256`` = the whole sha256). Manifests are queried in DuckDB, all released
+ones at once (``read_parquet([...], filename=true)``), never loaded row by row into Python.
+
+A withdrawal never touches the signed ``release.json``: it is a separate file beside it,
+``releases/NAME/X.Y.Z/withdrawal.json``, so the release still verifies and every trace can say that
+it was withdrawn, when, by whom and why. MLflow is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from pydantic import AwareDatetime, Field
+
+from registry import audit, tracking
+from registry.errors import ManifestError, ReleaseError, SynthregError, TrackingError, WorkspaceError
+from registry.models import DATASET_NAME, Sha256, Strict
+from registry.release import RELEASES, load_release, parse_ref, versions
+from registry.release_record import Release
+
+WITHDRAWAL = "withdrawal.json"
+PHASH_DISTANCE = 4  # max Hamming distance (of 64 bits) for a perceptual match
+MAX_IMAGES = 50  # distinct images listed by trace_image
+HEX_PREFIX = re.compile(r"[0-9a-f]{8,64}")
+# MLflow stores at most 36 characters of a dataset digest (mlflow.utils.validation.MAX_DATASET_DIGEST_SIZE),
+# so a run can log only a prefix of the manifest's sha256 as its input digest (the full one goes in the
+# synthreg.manifest_sha256 tag). A prefix this long or longer counts as the digest.
+MIN_DIGEST_PREFIX = 32
+SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
+GENERATOR_NOTE = (
+    "the generator's own training sources (role generator-training) are part of this provenance: "
+    "a model trained on these images learns partly from them, so any downstream gain comes partly "
+    "from that real data and inherits its licence and status"
+)
+
+
+class Withdrawal(Strict):
+    """``releases/NAME/X.Y.Z/withdrawal.json``: the release stays signed and verifiable, but withdrawn."""
+
+    release: str = Field(description="NAME@X.Y.Z")
+    reason: str = Field(min_length=1)
+    time: AwareDatetime
+    actor: str = Field(min_length=1)
+    manifest_sha256: Sha256 = Field(description="the withdrawn version's content digest")
+
+
+# ---------------------------------------------------------------------------------------------------
+# withdrawal
+
+
+def _folder(ws: Path, name: str, version: str) -> Path:
+    return ws / RELEASES / name / version
+
+
+def is_withdrawn(ws: Path, name: str, version: str) -> dict | None:
+    """The withdrawal record of ``name@version`` as a dict, or None if it is not withdrawn."""
+    path = _folder(ws, name, version) / WITHDRAWAL
+    if not path.is_file():
+        return None
+    try:
+        return Withdrawal.model_validate_json(path.read_text()).model_dump(mode="json")
+    except ValueError as e:
+        raise ReleaseError(f"{path} is not a valid withdrawal record ({e}); restore it from git") from e
+
+
+def withdraw(ws: Path, ref: str, reason: str, actor: str | None = None) -> dict:
+    """Withdraw a released version: write ``withdrawal.json`` beside the (untouched) signed record,
+    append a ``withdrawal`` audit event and commit both. A version is withdrawn once."""
+    from registry.fsio import atomic_write_text
+    from registry.release import _git, _lock
+
+    name, version = parse_ref(ref)
+    if version is None or not SEMVER.fullmatch(version) or not DATASET_NAME.fullmatch(name):
+        raise ReleaseError(f"{ref!r} is not NAME@X.Y.Z; name the version to withdraw, e.g. {name}@1.0.0")
+    if not reason.strip():
+        raise ReleaseError("give a reason for the withdrawal (--reason)")
+    record = load_release(ws, f"{name}@{version}")
+    if not (ws / ".git").exists():
+        raise ReleaseError(f"workspace {ws} is not a git repository; a withdrawal is committed to git")
+    subject = f"{name}@{version}"
+    path = _folder(ws, name, version) / WITHDRAWAL
+    with _lock(ws):
+        earlier = is_withdrawn(ws, name, version)
+        if earlier:
+            raise ReleaseError(
+                f"{subject} was already withdrawn on {earlier['time'][:10]} by {earlier['actor']}: "
+                f"{earlier['reason']}"
+            )
+        actor = actor or audit.actor_name(ws)
+        w = Withdrawal(
+            release=subject,
+            reason=reason.strip(),
+            time=datetime.now(UTC),
+            actor=actor,
+            manifest_sha256=record.manifest_sha256,
+        )
+        atomic_write_text(path, json.dumps(w.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+        rel = path.relative_to(ws).as_posix()
+        try:
+            audit.append(
+                ws,
+                "withdrawal",
+                subject,
+                {"reason": w.reason, "manifest_sha256": w.manifest_sha256, "record": rel},
+                actor,
+            )
+        except BaseException:
+            path.unlink(missing_ok=True)  # no withdrawal without its audit event
+            raise
+        try:
+            _git(ws, "add", rel, audit.LOG.as_posix())
+            _git(ws, "commit", "-q", "-m", f"Withdraw {subject}: {w.reason}", "--", rel, audit.LOG.as_posix())
+        except ReleaseError as e:
+            # The withdrawal is in force (file + audit event), only the commit is missing: safer than undoing.
+            raise ReleaseError(
+                f"{subject} is withdrawn ({rel} written, audit event appended) but the git commit failed: "
+                f"{e}; commit {rel} and {audit.LOG.as_posix()} by hand"
+            ) from e
+    return w.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------------
+# releases and manifests
+
+
+def _all_releases(ws: Path) -> list[Release]:
+    from registry.catalog import list_releases
+
+    return [load_release(ws, f"{n}@{v}") for n, vs in list_releases(ws).items() for v in vs]
+
+
+def _ref(r: Release) -> str:
+    return f"{r.name}@{r.version}"
+
+
+def _manifests(ws: Path, releases: list[Release]) -> tuple[dict[str, str], list[str]]:
+    """({manifest path: release ref} for those on disk, [warnings for those missing])."""
+    found, missing = {}, []
+    for r in releases:
+        path = _folder(ws, r.name, r.version) / r.manifest_path
+        if path.is_file():
+            found[str(path)] = _ref(r)
+        else:
+            missing.append(
+                f"the manifest of {_ref(r)} is not on disk ({path.relative_to(ws)}); "
+                "run `dvc checkout` (or `dvc pull`) to include it"
+            )
+    return found, missing
+
+
+def _query(paths: dict[str, str], select: str, where: str = "", params: dict | None = None) -> list[tuple]:
+    """One query over every manifest in ``paths``, with ``filename`` naming each row's file.
+    ``params`` are named (``$name``); ``$files`` is taken."""
+    if not paths:
+        return []
+    import duckdb
+
+    con = duckdb.connect()
+    sql = f"SELECT {select} FROM read_parquet($files, filename=true, union_by_name=true) {where}"
+    try:
+        return con.execute(sql, {"files": list(paths), **(params or {})}).fetchall()
+    except duckdb.Error as e:
+        raise ManifestError(f"cannot query the release manifests: {e}") from e
+    finally:
+        con.close()
+
+
+def _deny_list(ws: Path) -> dict[str, str]:
+    """Sources withdrawn since (workspace ``policies/withdrawn.yaml``): name -> reason."""
+    path = ws / "policies" / "withdrawn.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return {str(w["name"]): str(w.get("reason", "")) for w in data.get("withdrawn", [])}
+    except (yaml.YAMLError, TypeError, KeyError, AttributeError):
+        return {}  # the validate stage reports a malformed list; lineage only reads it
+
+
+def _release_info(ws: Path, r: Release, stats: dict | None, deny: dict[str, str]) -> dict:
+    """Everything a trace says about one release (without the MLflow side)."""
+    withdrawn = is_withdrawn(ws, r.name, r.version)
+    sources = [
+        {
+            "name": s.name,
+            "version": s.version,
+            "digest": s.digest,
+            "licence": s.licence,
+            "role": s.role,
+            "status": s.status,
+            "url": s.url,
+            "withdrawn_since": deny.get(s.name) if s.status != "withdrawn" else None,
+        }
+        for s in r.sources
+    ]
+    warnings = []
+    if withdrawn:
+        warnings.append(
+            f"WITHDRAWN: {_ref(r)} was withdrawn on {withdrawn['time'][:10]} by {withdrawn['actor']}: "
+            f"{withdrawn['reason']}"
+        )
+    for s in sources:
+        if s["status"] == "withdrawn":
+            warnings.append(f"source {s['name']} ({s['role']}) was marked withdrawn at release")
+        elif s["withdrawn_since"] is not None:
+            warnings.append(
+                f"source {s['name']} ({s['role']}) is now on the withdrawn list "
+                f"(policies/withdrawn.yaml): {s['withdrawn_since']}"
+            )
+    training = [s.name for s in r.sources if s.role == "generator-training"]
+    return {
+        "release": _ref(r),
+        "released": True,
+        "manifest_sha256": r.manifest_sha256,
+        "git_commit": r.git_commit,
+        "created_at": r.created_at.isoformat(),
+        "actor": r.actor,
+        "dataset_licence": r.dataset_licence,
+        "intended_use": r.intended_use.model_dump(mode="json"),
+        "withdrawn": withdrawn,
+        "generators": [
+            {
+                "name": g.name,
+                "backend": g.backend,
+                "weights_digest": g.weights_digest,
+                "licence": g.licence,
+                "pipeline_class": g.pipeline_class,
+                "scheduler": g.scheduler,
+                "images": g.images,
+            }
+            for g in r.generators
+        ],
+        "generator_training_sources": training,
+        "prompt_templates": list(r.prompt_templates),
+        "recipe_seed": r.seed,
+        "samples": stats,
+        "sources": sources,
+        "filter": {
+            "total": r.counts.total,
+            "accepted": r.counts.accepted,
+            "rejected": r.counts.rejected,
+            "reasons": dict(r.counts.reasons),
+        },
+        "policy": {
+            "passed": r.policy_passed,
+            "report_sha256": r.policy_report_sha256,
+            "results": dict(r.policy_results),
+            "waivers": [w.model_dump(mode="json") for w in r.waivers],
+        },
+        "warnings": warnings,
+        "notes": [
+            f"{GENERATOR_NOTE} ({', '.join(training)})"
+            if training
+            else f"{GENERATOR_NOTE}; this release records none, so that part of its provenance is unknown"
+        ],
+    }
+
+
+def _sample_stats(ws: Path, releases: list[Release]) -> tuple[dict[str, dict], list[str]]:
+    paths, missing = _manifests(ws, releases)
+    rows = _query(
+        paths,
+        "filename, count(*), count(*) FILTER (WHERE decision = 'accepted'), min(seed), max(seed)",
+        "GROUP BY filename",
+    )
+    return {
+        paths[f]: {"count": n, "accepted": a, "seed_min": lo, "seed_max": hi} for f, n, a, lo, hi in rows
+    }, missing
+
+
+# ---------------------------------------------------------------------------------------------------
+# MLflow
+
+
+@contextlib.contextmanager
+def _mlflow_errors(uri: str) -> Iterator[None]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as e:
+        raise TrackingError(f"MLflow at {uri}: {e.message.strip()}") from e
+
+
+def digest_matches(logged: str | None, manifest_sha256: str) -> bool:
+    """The logged dataset digest names this manifest: the full sha256, or a prefix of 32+ hex of it."""
+    if not logged:
+        return False
+    logged = logged.lower()
+    return logged == manifest_sha256 or (
+        len(logged) >= MIN_DIGEST_PREFIX and manifest_sha256.startswith(logged)
+    )
+
+
+def _not_found(e: Exception) -> bool:
+    return getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _source_url(source: str) -> str:
+    """A dataset source as logged: the raw ``synthreg://`` string, or a DatasetSource's JSON."""
+    with contextlib.suppress(ValueError, TypeError):
+        data = json.loads(source)
+        if isinstance(data, dict):
+            for key in ("url", "uri", "path", "source"):
+                if isinstance(data.get(key), str):
+                    return data[key]
+    return source
+
+
+def _dataset_entry(
+    ws: Path,
+    name: str,
+    digest: str | None,
+    source: str,
+    context: str | None,
+    tags: dict[str, str],
+    releases: dict[str, Release],
+    stats: dict[str, dict],
+    deny: dict[str, str],
+) -> dict:
+    url = _source_url(source)
+    parsed = urlparse(url)
+    entry: dict[str, Any] = {
+        "name": name,
+        "digest": digest,
+        "source": source,
+        "source_url": url,
+        "source_git_commit": parse_qs(parsed.query).get("git", [None])[0]
+        if parsed.scheme == "synthreg"
+        else None,
+        "context": context,
+    }
+    dataset, sep, version = name.partition("@")
+    version = version.removeprefix("v")
+    if not sep or not version:
+        return entry | {
+            "released": False,
+            "warnings": [],
+            "notes": [f"{name} is not a synthreg dataset (its name is not NAME@X.Y.Z); not traced"],
+        }
+    if version == tracking.WORKING:
+        return entry | {
+            "released": False,
+            "warnings": [
+                f"UNRELEASED: {name} is a working manifest, not a release: there is no immutable record, "
+                "so its images, generators and sources cannot be traced beyond the logged digest"
+            ],
+            "notes": [],
+        }
+    ref = f"{dataset}@{version}"
+    r = releases.get(ref)
+    if r is None:
+        return entry | {
+            "released": False,
+            "warnings": [f"{ref} is not released in workspace {ws}; cannot trace it (see `synthreg list`)"],
+            "notes": [],
+        }
+    info = _release_info(ws, r, stats.get(ref), deny)
+    matches = digest_matches(digest, r.manifest_sha256)
+    info["digest_matches"] = matches
+    info["digest_compared"] = (
+        "full sha256" if digest == r.manifest_sha256 else f"first {len(digest or '')} hex of the sha256"
+    )
+    if not matches:
+        info["warnings"].insert(
+            0,
+            f"DIGEST MISMATCH: the run logged {name} with digest {digest}, but the release's manifest "
+            f"sha256 is {r.manifest_sha256}: the run did not train on this version as released",
+        )
+    tagged = tags.get(tracking.TAG_MANIFEST)
+    if tags.get(tracking.TAG_DATASET) == name and tagged and tagged != r.manifest_sha256:
+        info["warnings"].insert(
+            0,
+            f"DIGEST MISMATCH: tag {tracking.TAG_MANIFEST} is {tagged}, but the release's manifest "
+            f"sha256 is {r.manifest_sha256}",
+        )
+    return entry | info
+
+
+def _trace(ws: Path, run: Any, uri: str) -> dict:
+    tags = dict(run.data.tags)
+    inputs = [
+        (
+            di.dataset.name,
+            di.dataset.digest,
+            di.dataset.source,
+            next((t.value for t in di.tags if t.key == "mlflow.data.context"), None),
+        )
+        for di in run.inputs.dataset_inputs
+    ]
+    if not inputs and tags.get(tracking.TAG_DATASET):  # tags only: still follow the convention
+        inputs = [(tags[tracking.TAG_DATASET], tags.get(tracking.TAG_MANIFEST), "", None)]
+    wanted: dict[str, Release] = {}
+    for name, *_ in inputs:
+        dataset, _, version = name.partition("@")
+        version = version.removeprefix("v")
+        if DATASET_NAME.fullmatch(dataset) and SEMVER.fullmatch(version) and version in versions(ws, dataset):
+            wanted[f"{dataset}@{version}"] = load_release(ws, f"{dataset}@{version}")
+    stats, missing = _sample_stats(ws, list(wanted.values()))
+    deny = _deny_list(ws)
+    datasets = [
+        _dataset_entry(ws, name, digest, source, context, tags, wanted, stats, deny)
+        for name, digest, source, context in inputs
+    ]
+    warnings = [w for d in datasets for w in d["warnings"]] + missing
+    if not datasets:
+        warnings.append(f"run {run.info.run_id} logged no dataset input and no {tracking.TAG_DATASET} tag")
+    return {
+        "tracking_uri": uri,
+        "run": {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "experiment_id": run.info.experiment_id,
+            "status": run.info.status,
+            "lifecycle_stage": run.info.lifecycle_stage,
+            "start_time": run.info.start_time,
+            "tags": tags,
+            "params": dict(run.data.params),
+            "metrics": dict(run.data.metrics),
+        },
+        "datasets": datasets,
+        "warnings": warnings,
+    }
+
+
+def trace_run(ws: Path, run_id: str) -> dict:
+    """An MLflow run's dataset inputs traced to releases, generators, prompts, seeds and sources."""
+    uri = tracking.tracking_uri(ws)
+    with _mlflow_errors(uri):
+        from mlflow.exceptions import MlflowException
+
+        c = tracking.client(ws)
+        try:
+            run = c.get_run(run_id)
+        except MlflowException as e:
+            if _not_found(e):
+                raise TrackingError(f"run {run_id} not found in {uri}") from None
+            raise
+    return _trace(ws, run, uri)
+
+
+def _model_ref(ref: str) -> tuple[str, str]:
+    name, sep, version = ref.removeprefix("models:/").rpartition("/")
+    if not sep or not name or not version:
+        raise TrackingError(f"model {ref!r} is not NAME/VERSION (e.g. digits-classifier/1)")
+    return name, version
+
+
+def trace_model(ws: Path, ref: str) -> dict:
+    """A registered model version (``NAME/VERSION``) -> its run -> :func:`trace_run`."""
+    name, version = _model_ref(ref)
+    uri = tracking.tracking_uri(ws)
+    with _mlflow_errors(uri):
+        from mlflow.exceptions import MlflowException
+
+        c = tracking.client(ws)
+        try:
+            c.get_registered_model(name)
+        except MlflowException as e:
+            if not _not_found(e):
+                raise
+            known = sorted(m.name for m in c.search_registered_models(max_results=100))
+            listed = f"; registered models: {', '.join(known)}" if known else "; no model is registered"
+            raise TrackingError(f"model {name!r} not found in {uri}{listed}") from None
+        try:
+            mv = c.get_model_version(name, version)
+        except MlflowException as e:
+            if not _not_found(e):
+                raise
+            known = sorted(
+                (m.version for m in c.search_model_versions(f"name = '{_q(name)}'")), key=lambda v: int(v)
+            )
+            raise TrackingError(
+                f"model {name!r} has no version {version!r} in {uri}; "
+                f"known versions: {', '.join(map(str, known)) or 'none'}"
+            ) from None
+        run_id = mv.run_id
+        model_id = getattr(mv, "model_id", None)
+        if not run_id and model_id:  # MLflow 3: a version of a logged model names its source run there
+            run_id = c.get_logged_model(model_id).source_run_id
+    if not run_id:
+        raise TrackingError(f"model {name}/{version} names no run in {uri}, so it cannot be traced")
+    out = trace_run(ws, run_id)
+    out["model"] = {
+        "name": name,
+        "version": str(mv.version),
+        "run_id": run_id,
+        "source": mv.source,
+        "status": mv.status,
+        "aliases": list(getattr(mv, "aliases", []) or []),
+        "tags": dict(mv.tags or {}),
+    }
+    return out
+
+
+def _q(s: str) -> str:
+    return s.replace("'", "\\'")
+
+
+def _runs_using(c: Any, refs: list[str]) -> list[Any]:
+    """Every run, in every experiment, whose dataset input (or synthreg.dataset tag) is one of ``refs``."""
+    from mlflow.entities import ViewType
+
+    exp_ids, token = [], None
+    while True:
+        page = c.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+        exp_ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            break
+    filters = [
+        "datasets.name IN (" + ", ".join(f"'{_q(r)}'" for r in refs[i : i + 50]) + ")"
+        for i in range(0, len(refs), 50)
+    ] + [f"tags.`{tracking.TAG_DATASET}` = '{_q(r)}'" for r in refs]
+    runs: dict[str, Any] = {}
+    for i in range(0, len(exp_ids), 100):
+        for f in filters:
+            token = None
+            while True:
+                page = c.search_runs(
+                    exp_ids[i : i + 100], f, run_view_type=ViewType.ALL, max_results=1000, page_token=token
+                )
+                runs.update((r.info.run_id, r) for r in page)
+                token = page.token
+                if not token:
+                    break
+    return list(runs.values())
+
+
+def _models_of(c: Any, run_ids: list[str]) -> list[Any]:
+    out = []
+    for i in range(0, len(run_ids), 50):
+        chunk = ", ".join(f"'{_q(r)}'" for r in run_ids[i : i + 50])
+        token = None
+        while True:
+            page = c.search_model_versions(f"run_id IN ({chunk})", page_token=token)
+            out += list(page)
+            token = page.token
+            if not token:
+                break
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# images
+
+
+def trace_image(ws: Path, path: Path | str) -> dict:
+    """An image file -> its sample record(s), the sources of their releases, and every version holding it.
+
+    Exact match on the file's sha256 first; else a perceptual match (phash Hamming distance <= 4)."""
+    file = Path(path)
+    if not file.is_file():
+        raise WorkspaceError(f"image {file} does not exist; pass an image file")
+    data = file.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    releases = _all_releases(ws)
+    by_ref = {_ref(r): r for r in releases}
+    paths, missing = _manifests(ws, releases)
+    cols = (
+        "filename, sample_id, image_sha256, phash, dataset, identity, prompt, negative_prompt, seed, "
+        "steps, guidance, width, height, generator_name, weights_digest, generator_licence, scheduler, "
+        "shard, member, decision, reason"
+    )
+    # The MAX_IMAGES closest distinct images, with every row (version) of each; `matched` counts all rows.
+    first = f"QUALIFY dense_rank() OVER (ORDER BY distance, image_sha256) <= {MAX_IMAGES}"
+    rows = _query(
+        paths,
+        f"{cols}, 0 AS distance, count(*) OVER () AS matched",
+        f"WHERE image_sha256 = $sha {first} ORDER BY sample_id",
+        {"sha": sha},
+    )
+    match, phash = "exact", None
+    if not rows:
+        from generators.generate import perceptual_hash
+
+        try:
+            phash = perceptual_hash(data)
+        except Exception as e:  # PIL raises several types for bytes that are not an image
+            raise ReleaseError(f"{file} is not a readable image ({e}); it is in no released version") from e
+        match = "perceptual"
+        dist = "bit_count(xor(('0x' || phash)::UBIGINT, $phash::UBIGINT))"
+        rows = _query(
+            paths,
+            f"{cols}, {dist} AS distance, count(*) OVER () AS matched",
+            f"WHERE {dist} <= {PHASH_DISTANCE} {first} ORDER BY distance, sample_id",
+            {"phash": int(phash, 16)},
+        )
+    if not rows:
+        where = f"{len(paths)} released version(s)" + (
+            f"; {len(missing)} manifest(s) not on disk" if missing else ""
+        )
+        raise ReleaseError(
+            f"image {file} (sha256 {sha[:16]}..., phash {phash}) is in no released version: no exact "
+            f"copy and nothing within perceptual distance {PHASH_DISTANCE} in {where}"
+        )
+    names = [*cols.split(", ")[1:], "distance"]
+    images: dict[tuple[str, str], dict] = {}
+    deny = _deny_list(ws)
+    info: dict[str, dict] = {}
+    for row in rows:
+        ref = paths[row[0]]
+        rec = dict(zip(names, row[1:-1], strict=True))
+        key = (rec["sample_id"], rec["image_sha256"])
+        if key not in images:
+            images[key] = {k: v for k, v in rec.items() if k not in ("decision", "reason")} | {"versions": []}
+        if ref not in info:
+            info[ref] = _release_info(ws, by_ref[ref], None, deny)
+        images[key]["versions"].append(
+            {
+                "release": ref,
+                "decision": rec["decision"],
+                "reason": rec["reason"],
+                "withdrawn": info[ref]["withdrawn"],
+                "sources": info[ref]["sources"],
+            }
+        )
+    found = list(images.values())
+    refs = sorted({v["release"] for im in found for v in im["versions"]})
+    warnings = [
+        f"WITHDRAWN: {v['release']} (holding {im['sample_id']}) was withdrawn: {v['withdrawn']['reason']}"
+        for im in found
+        for v in im["versions"]
+        if v["withdrawn"]
+    ] + missing
+    return {
+        "file": str(file),
+        "sha256": sha,
+        "phash": phash,
+        "match": match,
+        "images": found,
+        "versions": refs,
+        "matched_rows": rows[0][-1],
+        "images_listed_max": MAX_IMAGES,
+        "warnings": list(dict.fromkeys(warnings)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# impact
+
+
+def impact(
+    ws: Path,
+    generator: str | None = None,
+    source: str | None = None,
+    prompt: str | None = None,
+    sample: str | None = None,
+) -> dict:
+    """Every dataset version, MLflow run and registered model version that a generator (name or weights
+    digest prefix of 8+ hex), a source (by name), a prompt pattern (regex) or a sample id reached."""
+    given = {
+        k: v
+        for k, v in {"generator": generator, "source": source, "prompt": prompt, "sample": sample}.items()
+        if v is not None
+    }
+    if len(given) != 1:
+        raise SynthregError(
+            "give exactly one of --generator, --source, --prompt, --sample"
+            + (f" (got {', '.join('--' + k for k in given)})" if given else "")
+        )
+    ((kind, value),) = given.items()
+    uri = tracking.tracking_uri(ws)  # a malformed URI is an error even when nothing matches
+    releases = _all_releases(ws)
+    hits: dict[str, tuple[int, int]] = {}
+    missing: list[str] = []
+    if kind == "source":
+        key = value.casefold()
+        for r in releases:
+            if any(s.name.casefold() == key for s in r.sources):
+                hits[_ref(r)] = (r.counts.total, r.counts.accepted)
+    else:
+        if kind == "generator":
+            digest = value.lower() if HEX_PREFIX.fullmatch(value.lower()) else None
+            releases = [
+                r
+                for r in releases
+                if any(
+                    g.name == value or (digest and g.weights_digest.startswith(digest)) for g in r.generators
+                )
+            ]
+            where = "WHERE generator_name = $v OR starts_with(weights_digest, $digest)"
+            params = {"v": value, "digest": digest or "-"}
+        elif kind == "prompt":
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise SynthregError(f"--prompt {value!r} is not a valid regular expression: {e}") from None
+            where, params = "WHERE regexp_matches(prompt, $v)", {"v": value}
+        else:
+            where, params = "WHERE sample_id = $v", {"v": value}
+        paths, missing = _manifests(ws, releases)
+        for f, n, a in _query(
+            paths,
+            "filename, count(*), count(*) FILTER (WHERE decision = 'accepted')",
+            f"{where} GROUP BY filename",
+            params,
+        ):
+            hits[paths[f]] = (n, a)
+    by_ref = {_ref(r): r for r in releases}
+    found: list[dict[str, Any]] = [
+        {
+            "release": ref,
+            "samples": n,
+            "accepted": a,
+            "manifest_sha256": by_ref[ref].manifest_sha256,
+            "withdrawn": is_withdrawn(ws, *ref.split("@")),
+        }
+        for ref, (n, a) in sorted(hits.items())
+    ]
+    runs: list[dict[str, Any]] = []
+    models: list[dict[str, Any]] = []
+    if found:
+        with _mlflow_errors(uri):
+            c = tracking.client(ws)
+            refs = sorted(hits)
+            for run in sorted(_runs_using(c, refs), key=lambda r: (r.info.experiment_id, r.info.start_time)):
+                used = {
+                    di.dataset.name.replace("@v", "@"): di.dataset.digest
+                    for di in run.inputs.dataset_inputs
+                    if di.dataset.name.replace("@v", "@") in hits
+                }
+                tag = run.data.tags.get(tracking.TAG_DATASET)
+                if not used and tag in hits:
+                    used[tag] = run.data.tags.get(tracking.TAG_MANIFEST)
+                runs.append(
+                    {
+                        "run_id": run.info.run_id,
+                        "run_name": run.info.run_name,
+                        "experiment_id": run.info.experiment_id,
+                        "status": run.info.status,
+                        "lifecycle_stage": run.info.lifecycle_stage,
+                        "datasets": sorted(used),
+                        "digest_matches": all(
+                            digest_matches(d, by_ref[ref].manifest_sha256) for ref, d in used.items()
+                        ),
+                    }
+                )
+            models = [
+                {
+                    "name": mv.name,
+                    "version": str(mv.version),
+                    "run_id": mv.run_id,
+                    "status": mv.status,
+                    "source": mv.source,
+                }
+                for mv in sorted(
+                    _models_of(c, [r["run_id"] for r in runs]), key=lambda m: (m.name, int(m.version))
+                )
+            ]
+    warnings = (
+        [
+            f"WITHDRAWN: {v['release']} was withdrawn: {v['withdrawn']['reason']}"
+            for v in found
+            if v["withdrawn"]
+        ]
+        + [
+            f"DIGEST MISMATCH: run {r['run_id']} logged {', '.join(r['datasets'])} with a digest that is "
+            "not the release's manifest sha256"
+            for r in runs
+            if not r["digest_matches"]
+        ]
+        + missing
+    )
+    return {
+        "selector": {kind: value},
+        "tracking_uri": uri,
+        "versions": found,
+        "runs": runs,
+        "model_versions": models,
+        "counts": {
+            "versions": len(found),
+            "samples": sum(v["samples"] for v in found),
+            "accepted": sum(v["accepted"] for v in found),
+            "runs": len(runs),
+            "model_versions": len(models),
+        },
+        "warnings": warnings,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# human-readable summaries (the CLI prints these; --json prints the dicts)
+
+
+def _short(d: str | None, n: int = 16) -> str:
+    return f"{d[:n]}..." if d and len(d) > n else str(d)
+
+
+def format_trace(t: dict) -> list[str]:
+    lines = []
+    if "model" in t:
+        m = t["model"]
+        lines.append(f"model {m['name']}/{m['version']} ({m['status']}) <- run {m['run_id']}")
+    run = t["run"]
+    lines.append(
+        f"run {run['run_id']} ({run['run_name']}) in experiment {run['experiment_id']}, {run['status']}"
+        f"  [{t['tracking_uri']}]"
+    )
+    share = run["tags"].get(tracking.TAG_SHARE)
+    if share is not None:
+        lines.append(f"  synthetic share {share}")
+    for d in t["datasets"]:
+        lines.append("")
+        head = f"dataset {d['name']}" + (f" ({d['context']})" if d.get("context") else "")
+        if d.get("withdrawn"):
+            head += "  ** WITHDRAWN **"
+        lines.append(head)
+        lines.append(f"  logged digest {d['digest']}  source {d['source_url'] or '-'}")
+        for w in d["warnings"]:
+            lines.append(f"  !! {w}")
+        if not d.get("released"):
+            lines += [f"  note: {n}" for n in d["notes"]]
+            continue
+        if d["digest_matches"]:
+            lines.append(f"  digest matches the release's manifest sha256 ({d['digest_compared']})")
+        else:
+            lines.append("  digest DOES NOT MATCH the release's manifest sha256")
+        lines.append(
+            f"  released {d['created_at'][:16]} by {d['actor']} from git {d['git_commit'][:12]}; "
+            f"licence {d['dataset_licence']}"
+        )
+        s, f = d["samples"], d["filter"]
+        if s:
+            lines.append(
+                f"  samples {s['count']} ({s['accepted']} accepted); seeds {s['seed_min']}..{s['seed_max']} "
+                f"(recipe seed {d['recipe_seed']})"
+            )
+        reasons = ", ".join(f"{k} {v}" for k, v in f["reasons"].items())
+        lines.append(f"  filter: {f['accepted']} accepted / {f['rejected']} rejected ({reasons})")
+        for g in d["generators"]:
+            lines.append(
+                f"  generator {g['name']} [{g['backend']}, {g['licence']}] weights {g['weights_digest']}"
+                f" ({g['images']} images)"
+            )
+        for p in d["prompt_templates"]:
+            lines.append(f"  prompt template {p!r}")
+        for src in d["sources"]:
+            status = src["status"] + (
+                ", now on the withdrawn list" if src["withdrawn_since"] is not None else ""
+            )
+            lines.append(f"  source {src['name']} [{src['role']}, {status}] {src['licence']}")
+        pol = d["policy"]
+        bad = {k: v for k, v in pol["results"].items() if v != "pass"}
+        lines.append(f"  policy {'passed' if pol['passed'] else 'FAILED'}" + (f" ({bad})" if bad else ""))
+        for w in pol["waivers"]:
+            lines.append(f"  waiver {w['rule_id']} by {w['approver']} until {w['expires']}: {w['reason']}")
+        lines += [f"  note: {n}" for n in d["notes"]]
+    shown = {w for d in t["datasets"] for w in d["warnings"]}
+    rest = [w for w in t["warnings"] if w not in shown]
+    if rest:
+        lines.append("")
+        lines += [f"warning: {w}" for w in rest]
+    return lines
+
+
+def format_image(t: dict) -> list[str]:
+    how = "exact sha256" if t["match"] == "exact" else f"perceptual hash (phash {t['phash']})"
+    lines = [f"{t['file']}: {len(t['images'])} sample(s) by {how}, in {', '.join(t['versions'])}"]
+    for im in t["images"]:
+        lines.append("")
+        dist = f", distance {im['distance']}" if t["match"] != "exact" else ""
+        lines.append(f"sample {im['sample_id']} (identity {im['identity']}{dist})")
+        lines.append(
+            f"  generator {im['generator_name']} [{im['generator_licence']}] weights {im['weights_digest']}"
+        )
+        lines.append(f"  prompt {im['prompt']!r}  negative {im['negative_prompt']!r}")
+        lines.append(
+            f"  seed {im['seed']}, {im['steps']} steps, guidance {im['guidance']}, "
+            f"{im['width']}x{im['height']}"
+        )
+        lines.append(f"  image sha256 {im['image_sha256']}  in {im['shard']}:{im['member']}")
+        for v in im["versions"]:
+            flag = "  ** WITHDRAWN **" if v["withdrawn"] else ""
+            lines.append(f"  in {v['release']}: {v['decision']} ({v['reason']}){flag}")
+        for src in im["versions"][0]["sources"]:
+            lines.append(f"  source {src['name']} [{src['role']}, {src['status']}] {src['licence']}")
+    if t["warnings"]:
+        lines.append("")
+        lines += [f"warning: {w}" for w in t["warnings"]]
+    return lines
+
+
+def format_impact(t: dict) -> list[str]:
+    ((kind, value),) = t["selector"].items()
+    c = t["counts"]
+    lines = [
+        f"{kind} {value!r}: {c['versions']} version(s), {c['samples']} sample(s) ({c['accepted']} accepted), "
+        f"{c['runs']} run(s), {c['model_versions']} model version(s)"
+    ]
+    for v in t["versions"]:
+        flag = "  ** WITHDRAWN **" if v["withdrawn"] else ""
+        lines.append(f"  version {v['release']}: {v['samples']} samples ({v['accepted']} accepted){flag}")
+    for r in t["runs"]:
+        lines.append(
+            f"  run {r['run_id']} ({r['run_name']}, experiment {r['experiment_id']}, {r['status']}) "
+            f"used {', '.join(r['datasets'])}"
+        )
+    for m in t["model_versions"]:
+        lines.append(f"  model {m['name']}/{m['version']} ({m['status']}) from run {m['run_id']}")
+    lines += [f"warning: {w}" for w in t["warnings"]]
+    return lines

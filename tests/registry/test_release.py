@@ -1,0 +1,614 @@
+"""Releases end to end in a real temporary git + DVC workspace: a tiny digits dataset generated, filtered
+and validated by the library (no `dvc repro`), released, signed, verified byte by byte, tampered with,
+raced, diffed, and read back through the CLI.
+
+The expensive parts (generation, the first release) are built once per module; a test that changes
+anything works on its own copy of the workspace (``.git`` and ``.dvc`` copy fine).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from registry import audit
+from registry import manifest as mf
+from registry.catalog import diff, list_releases
+from registry.cli import app
+from registry.errors import ReleaseError
+from registry.policy import PolicyReport
+from registry.release import load_release, release
+from registry.release_record import Release
+from registry.signing import keygen
+from registry.verify import verify
+from tests.conftest import REPO, small_recipe, write_yaml
+
+DVC = str(Path(sys.executable).parent / "dvc")
+RECIPE = "recipes/digits.yaml"
+CANDIDATES = "data/digits/candidates"
+FILTERED = "data/digits/filtered"
+POLICY = "data/digits/policy"
+ACTOR = "Release Tester"
+# Error rules a 12-image toy set fails (too few images for balance and consistency); waived, not a bug.
+WAIVED = ["bias.requested-balance", "bias.observed-collapse", "quality.identity-consistency"]
+# Fails only once a stricter filter rejects half the set (the 1.1.0 release in the diff test).
+WAIVED_LATER = ["quality.accepted-share"]
+EXPIRES = date(2099, 12, 31)
+RELEASE_FILES = [
+    "card.md",
+    "croissant.json",
+    "data.dvc",
+    "policy-report.json",
+    "prov.json",
+    "release.dsse.json",
+    "release.json",
+]
+
+runner = CliRunner()
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout.strip()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def clone(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def folder(ws: Path, version: str) -> Path:
+    return ws / "releases" / "digits" / version
+
+
+def tags(ws: Path) -> list[str]:
+    return sh(ws, "git", "tag", "--list").split()
+
+
+def strays(ws: Path) -> list[str]:
+    root = ws / "releases" / "digits"
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(".")) if root.is_dir() else []
+
+
+def tree_digests(path: Path) -> dict[str, str]:
+    return {p.relative_to(path).as_posix(): sha256(p) for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def validate_ws(ws: Path, waivers: str | None = "waivers.yaml") -> PolicyReport:
+    from policies.engine import validate
+
+    return validate(FILTERED, ws, RECIPE, waivers=waivers, out=POLICY)
+
+
+def commit_all(ws: Path, message: str) -> None:
+    sh(ws, "git", "add", "-A")
+    sh(ws, "git", "commit", "-q", "-m", message)
+
+
+@dataclass(frozen=True)
+class Built:
+    ws: Path
+    key: Path
+    record: Release | None = None
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """A git + DVC workspace holding a generated, filtered and validated (waivers applied) 12-image
+    set in 2 shards, everything committed, a signing key made. Not released."""
+    from generators.filter import filter_manifest
+    from generators.generate import generate
+    from registry.models import GenerateParams
+
+    top = tmp_path_factory.mktemp("release")
+    ws = top / "base"
+    ws.mkdir()
+    sh(ws, "git", "init", "-q")
+    for k, v in {
+        "user.name": ACTOR,
+        "user.email": "release-tester@example.org",
+        "commit.gpgsign": "false",
+        "tag.gpgsign": "false",
+    }.items():
+        sh(ws, "git", "config", k, v)
+    sh(ws, DVC, "init", "-q")
+    sh(ws, DVC, "config", "core.analytics", "false")
+
+    shutil.copytree(REPO / "generators/tiny_digits/model", ws / "generators/tiny_digits/model")
+    for cache in ws.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    recipe = small_recipe()
+    recipe["generator"]["path"] = "generators/tiny_digits/model"
+    write_yaml(ws / RECIPE, recipe)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["recipe"] = RECIPE
+    write_yaml(ws / "params.yaml", params)
+    write_yaml(
+        ws / "waivers.yaml",
+        {
+            "waivers": [
+                {
+                    "rule_id": rule,
+                    "scope": "digits",
+                    "reason": "12 toy images are too few for this rule",
+                    "approver": "qa@example.org",
+                    "expires": EXPIRES.isoformat(),
+                }
+                for rule in WAIVED + WAIVED_LATER
+            ]
+        },
+    )
+
+    res = generate(Path(RECIPE), ws, CANDIDATES, GenerateParams(batch_size=6, shard_size=6, threads=1))
+    assert (res.images, res.shards) == (12, 2)
+    filter_manifest(CANDIDATES, ws, FILTERED)
+    report = validate_ws(ws)
+    waived = [r.rule_id for r in report.results if r.status == "waived"]
+    assert report.passed and waived == WAIVED, [(r.rule_id, r.status, r.message) for r in report.results]
+
+    key = top / "key.pem"
+    keygen(ws, key)
+    commit_all(ws, "Tiny digits, validated")
+    return Built(ws, key)
+
+
+@pytest.fixture(scope="module")
+def released(base: Built, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """``base`` with digits 1.0.0 released. Shared: tests must not change it (use ``released_copy``)."""
+    ws = clone(base.ws, tmp_path_factory.mktemp("released") / "ws")
+    record = release("digits", "1.0.0", ws, key=base.key)
+    return Built(ws, base.key, record)
+
+
+@pytest.fixture
+def fresh(base: Built, tmp_path: Path) -> Path:
+    return clone(base.ws, tmp_path / "ws")
+
+
+@pytest.fixture
+def released_copy(released: Built, tmp_path: Path) -> Path:
+    return clone(released.ws, tmp_path / "ws")
+
+
+# --- a release and what it leaves behind ----------------------------------------------------------------
+
+
+def test_release_writes_signs_commits_tags_and_verifies(released: Built):
+    ws, record = released.ws, released.record
+    assert record is not None
+    out = folder(ws, "1.0.0")
+    assert sorted(p.name for p in out.iterdir() if p.is_file() and p.name != ".gitignore") == RELEASE_FILES
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["manifest.parquet", "shards"]
+    assert sorted(p.name for p in (out / "data" / "shards").iterdir()) == sorted(
+        f"{s.sha256}.tar" for s in record.shards
+    )
+
+    # data/ is DVC's, not git's: ignored by git, tracked by a data.dvc whose content is in the cache
+    assert (out / ".gitignore").read_text().splitlines() == ["/data"]
+    sh(ws, "git", "check-ignore", "-q", "releases/digits/1.0.0/data/manifest.parquet")
+    [dvc_out] = yaml.safe_load((out / "data.dvc").read_text())["outs"]
+    assert dvc_out["path"] == "data" and dvc_out["nfiles"] == 3 and dvc_out["md5"].endswith(".dir")
+    md5 = dvc_out["md5"]
+    assert (ws / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).is_file()
+    committed = sh(ws, "git", "ls-files", "releases").splitlines()
+    assert committed == [f"releases/digits/1.0.0/{f}" for f in sorted([".gitignore", *RELEASE_FILES])]
+
+    assert tags(ws) == ["digits@v1.0.0"]
+    assert sh(ws, "git", "rev-parse", "digits@v1.0.0^{commit}") == sh(ws, "git", "rev-parse", "HEAD")
+    assert sh(ws, "git", "log", "-1", "--format=%s") == "Release digits@1.0.0"
+    assert sh(ws, "git", "status", "--porcelain", "--untracked-files=all") == ""
+    assert record.git_commit == sh(ws, "git", "rev-parse", "HEAD~1")  # what it was released from
+
+    report = PolicyReport.model_validate_json((ws / POLICY / "report.json").read_text())
+    assert record.manifest_sha256 == report.manifest_sha256 == sha256(out / "data/manifest.parquet")
+    assert record.policy_report_sha256 == sha256(ws / POLICY / "report.json")
+    assert (out / "policy-report.json").read_text() == (ws / POLICY / "report.json").read_text()
+    assert [w.rule_id for w in record.waivers] == WAIVED
+    assert {w.expires for w in record.waivers} == {EXPIRES}
+    assert (record.counts.total, len(record.shards), record.actor) == (12, 2, ACTOR)
+    assert json.loads((out / "release.json").read_text()) == record.model_dump(mode="json")
+
+    envelope = json.loads((out / "release.dsse.json").read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]} == {
+        "data/manifest.parquet": record.manifest_sha256
+    } | {f"data/shards/{s.sha256}.tar": s.sha256 for s in record.shards}
+    assert statement["predicate"] == record.model_dump(mode="json")
+
+    result = verify(ws, "digits@1.0.0")
+    assert (result.ok, result.problems, result.bad_samples) == (True, [], {})
+    assert (result.samples, result.shards) == (12, 2)
+    assert list_releases(ws) == {"digits": ["1.0.0"]}
+    assert load_release(ws, "digits") == load_release(ws, "digits@v1.0.0") == record
+
+    events = audit.read(ws)
+    assert events[-1].kind == "release" and events[-1].subject == "digits@1.0.0"
+    assert events[-1].details == {
+        "manifest_sha256": record.manifest_sha256,
+        "policy_report_sha256": record.policy_report_sha256,
+    }
+    assert [e.kind for e in events].count("release") == 1
+    assert audit.verify(ws) == []
+
+
+def test_a_released_version_is_immutable(released_copy: Path, released: Built):
+    ws = released_copy
+    before = tree_digests(folder(ws, "1.0.0"))
+    head, log = sh(ws, "git", "rev-parse", "HEAD"), (ws / audit.LOG).read_bytes()
+    with pytest.raises(ReleaseError) as e:
+        release("digits", "1.0.0", ws, key=released.key)
+    assert str(e.value) == "digits@1.0.0 exists already and releases are immutable; pick a new version"
+    with pytest.raises(ReleaseError) as e:
+        release("digits", "0.9.0", ws, key=released.key)
+    assert str(e.value) == "version 0.9.0 is not greater than the latest, digits@1.0.0"
+    with pytest.raises(ReleaseError) as e:
+        release("digits", "1.0", ws, key=released.key)
+    assert str(e.value) == "version '1.0' is not semantic (X.Y.Z, e.g. 1.0.0)"
+
+    assert tree_digests(folder(ws, "1.0.0")) == before
+    assert sorted(p.name for p in (ws / "releases/digits").iterdir()) == ["1.0.0"]
+    assert tags(ws) == ["digits@v1.0.0"]
+    assert sh(ws, "git", "rev-parse", "HEAD") == head
+    assert (ws / audit.LOG).read_bytes() == log
+    assert sh(ws, "git", "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_a_crashed_releases_staging_folder_is_not_a_version(released_copy: Path):
+    # A SIGKILLed release leaves .X.Y.Z.tmp-<pid>/ with a release.json in it; readers must skip it.
+    ws = released_copy
+    stray = ws / "releases/digits/.1.1.0.tmp-99999"
+    stray.mkdir()
+    shutil.copy(folder(ws, "1.0.0") / "release.json", stray / "release.json")
+    assert list_releases(ws) == {"digits": ["1.0.0"]}
+    assert load_release(ws, "digits").version == "1.0.0"
+    result = runner.invoke(app, ["list", "-w", str(ws)])
+    assert (result.exit_code, result.output) == (0, "digits: 1.0.0\n")
+
+
+# --- the gate --------------------------------------------------------------------------------------------
+
+
+def assert_nothing_released(ws: Path) -> None:
+    assert not (ws / "releases/digits").exists() or not any((ws / "releases/digits").iterdir())
+    assert tags(ws) == []
+    assert [e.kind for e in audit.read(ws)].count("release") == 0
+
+
+def test_gate_refuses_without_a_policy_report(fresh: Path, base: Built):
+    (fresh / POLICY / "report.json").unlink()
+    with pytest.raises(ReleaseError) as e:
+        release("digits", "1.0.0", fresh, key=base.key)
+    assert str(e.value) == (
+        f"no policy report for digits at {fresh / POLICY / 'report.json'}; run `synthreg validate` first"
+    )
+    assert_nothing_released(fresh)
+
+
+def test_gate_refuses_a_stale_report(fresh: Path, base: Built):
+    path = fresh / FILTERED / "manifest.parquet"
+    validated = sha256(path)
+    table = mf.read_table(path)
+    reasons = table.column("reason").to_pylist()
+    reasons[0] = reasons[0] + " (edited)"
+    mf.write_table(
+        table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reasons)), path
+    )
+    with pytest.raises(ReleaseError) as e:
+        release("digits", "1.0.0", fresh, key=base.key)
+    assert str(e.value) == (
+        f"the policy report is stale: made for manifest {validated[:12]}, but the manifest is "
+        f"{sha256(path)[:12]}; run `synthreg validate` again"
+    )
+    assert_nothing_released(fresh)
+
+
+def test_gate_refuses_a_report_with_failing_error_rules(fresh: Path, base: Built):
+    report = validate_ws(fresh, waivers=None)
+    failing = [r.rule_id for r in report.results if r.status == "fail"]
+    assert failing == WAIVED and not report.passed
+    with pytest.raises(ReleaseError) as e:
+        release("digits", "1.0.0", fresh, key=base.key)
+    assert str(e.value) == f"the policy report has failing error rules without a waiver: {', '.join(WAIVED)}"
+    assert_nothing_released(fresh)
+
+
+def test_gate_refuses_when_a_waiver_expired_since_validation(fresh: Path, base: Built):
+    with pytest.raises(ReleaseError) as e:
+        release("digits", "1.0.0", fresh, key=base.key, today=date(2100, 1, 1))
+    assert str(e.value) == (
+        f"waivers for {', '.join(WAIVED)} expired since validation; renew them and validate again"
+    )
+    assert_nothing_released(fresh)
+    # ... and on its expiry day it still holds
+    assert release("digits", "1.0.0", fresh, key=base.key, today=EXPIRES).version == "1.0.0"
+
+
+# --- verify: image bytes, shards, record, signature, key ------------------------------------------------
+
+
+def writable_private_copy(path: Path) -> None:
+    """DVC may leave a released file read-only, or as a link into its cache: make it a private, writable
+    file first, so damaging it cannot damage the cache."""
+    if path.is_symlink() or path.stat().st_nlink > 1:
+        data = path.read_bytes()
+        path.unlink()
+        path.write_bytes(data)
+    path.chmod(0o644)
+
+
+def sample_of(ws: Path, record: Release, shard_sha: str, member: str) -> str:
+    source = next(s.source for s in record.shards if s.sha256 == shard_sha)
+    con = mf.connect(folder(ws, record.version) / "data/manifest.parquet")
+    [(sid,)] = con.execute(
+        "SELECT sample_id FROM manifest WHERE shard = ? AND member = ?", [source, member]
+    ).fetchall()
+    return sid
+
+
+def test_one_flipped_byte_in_one_image_names_that_sample(released_copy: Path, released: Built):
+    ws, record = released_copy, released.record
+    assert record is not None
+    shard = folder(ws, "1.0.0") / "data" / record.shards[1].path
+    with tarfile.open(shard) as tar:
+        member = [m for m in tar.getmembers() if m.isfile()][2]
+    sid = sample_of(ws, record, record.shards[1].sha256, member.name)
+    writable_private_copy(shard)
+    data = bytearray(shard.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+
+    result = verify(ws, "digits@1.0.0")
+    assert not result.ok
+    assert result.bad_samples == {
+        sid: f"corrupted: image bytes in {shard.name} do not match the recorded sha256"
+    }
+    assert result.problems == [f"shard {shard.name} does not match its signed sha256"]
+    assert (result.samples, result.shards) == (12, 2)
+
+    cli = runner.invoke(app, ["verify", "digits@1.0.0", "-w", str(ws)])
+    assert cli.exit_code == 1
+    lines = cli.stdout.splitlines()
+    assert f"  sample {sid}: corrupted: image bytes in {shard.name} do not match the recorded sha256" in lines
+    assert lines[-1] == "digits@1.0.0: FAILED (12 samples in 2 shards)"
+    cli = runner.invoke(app, ["verify", "digits@1.0.0", "--json", "-w", str(ws)])
+    assert cli.exit_code == 1
+    doc = json.loads(cli.stdout)
+    assert doc["ok"] is False and list(doc["bad_samples"]) == [sid]
+    assert (doc["samples_checked"], doc["shards_checked"]) == (12, 2)
+    # the cache still holds the good bytes: checking out restores the release
+    sh(ws, DVC, "checkout", "-q", "--force", "releases/digits/1.0.0/data.dvc")
+    assert verify(ws, "digits@1.0.0").ok
+
+
+def test_a_deleted_shard_reports_every_sample_in_it_missing(released_copy: Path, released: Built):
+    ws, record = released_copy, released.record
+    assert record is not None
+    ref = record.shards[0]
+    shard = folder(ws, "1.0.0") / "data" / ref.path
+    shard.unlink()
+    con = mf.connect(folder(ws, "1.0.0") / "data/manifest.parquet")
+    sids = [
+        r[0] for r in con.execute("SELECT sample_id FROM manifest WHERE shard = ?", [ref.source]).fetchall()
+    ]
+    assert len(sids) == ref.members == 6
+    result = verify(ws, "digits@1.0.0")
+    assert result.problems == [f"shard {shard.name} is missing"]
+    assert result.bad_samples == {sid: f"missing: shard {shard.name} is missing" for sid in sids}
+
+
+def test_an_edited_record_is_caught(released_copy: Path):
+    path = folder(released_copy, "1.0.0") / "release.json"
+    doc = json.loads(path.read_text())
+    doc["actor"] = "Mallory"
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    result = verify(released_copy, "digits@1.0.0")
+    assert result.problems == ["release.json differs from the signed record (edited after signing)"]
+    assert result.bad_samples == {}
+
+
+def _tamper_payload(env: dict) -> None:
+    statement = json.loads(base64.b64decode(env["payload"]))
+    statement["predicate"]["actor"] = "Mallory"
+    env["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+
+
+def _tamper_signature(env: dict) -> None:
+    sig = bytearray(base64.b64decode(env["signatures"][0]["sig"]))
+    sig[0] ^= 0x01
+    env["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+
+
+@pytest.mark.parametrize("tamper", [_tamper_payload, _tamper_signature], ids=["payload", "signature"])
+def test_a_tampered_envelope_does_not_verify(released_copy: Path, tamper):
+    path = folder(released_copy, "1.0.0") / "release.dsse.json"
+    env = json.loads(path.read_text())
+    tamper(env)
+    path.write_text(json.dumps(env, indent=2) + "\n")
+    result = verify(released_copy, "digits@1.0.0")
+    assert not result.ok and len(result.problems) == 1
+    assert result.problems[0].startswith("the release signature does not verify: ")
+
+
+def test_another_workspace_key_does_not_verify(released_copy: Path, tmp_path: Path):
+    keygen(released_copy, tmp_path / "other.pem")  # rewrites keys/release.pub.json
+    result = verify(released_copy, "digits@1.0.0")
+    assert not result.ok and len(result.problems) == 1
+    assert result.problems[0].startswith("the release signature does not verify: ")
+
+
+# --- the audit log through the CLI -------------------------------------------------------------------------
+
+
+def _edit(lines: list[bytes]) -> list[bytes]:
+    event = json.loads(lines[1])
+    event["actor"] = "Mallory"
+    return [lines[0], json.dumps(event, sort_keys=True, separators=(",", ":")).encode() + b"\n", *lines[2:]]
+
+
+SEQ = "event {0} (line {1}): seq is {0}, expected {2} (removed or reordered?)"
+PREV = "event {0} (line {1}): prev_hash does not match the previous event's hash (removed or reordered?)"
+
+
+@pytest.mark.parametrize(
+    ("damage", "problems"),
+    [
+        (_edit, ["event 1 (line 2): hash does not match its content (edited?)"]),
+        (lambda ls: [ls[0], *ls[2:]], [SEQ.format(2, 2, 1), PREV.format(2, 2)]),
+        (
+            lambda ls: [ls[0], ls[2], ls[1], *ls[3:]],
+            [
+                SEQ.format(2, 2, 1),
+                PREV.format(2, 2),
+                SEQ.format(1, 3, 3),
+                PREV.format(1, 3),
+                SEQ.format(3, 4, 2),
+                PREV.format(3, 4),
+            ],
+        ),
+    ],
+    ids=["edited", "dropped", "reordered"],
+)
+def test_a_damaged_audit_log_fails_log_verify(released_copy: Path, damage, problems: list[str]):
+    ws = released_copy
+    ok = runner.invoke(app, ["log", "--verify", "-w", str(ws)])
+    assert ok.exit_code == 0 and ok.stdout.startswith("audit log: intact"), ok.output
+    path = ws / audit.LOG
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) >= 4
+    path.write_bytes(b"".join(damage(lines)))
+    result = runner.invoke(app, ["log", "--verify", "-w", str(ws)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        *(f"  {p}" for p in problems),
+        f"audit log: {len(problems)} problem(s) ({path})",
+    ]
+
+
+# --- two releases at once -----------------------------------------------------------------------------------
+
+
+def test_two_releases_started_together_end_consistent(fresh: Path, base: Built):
+    ws = fresh
+    env = os.environ | {"SYNTHREG_SIGNING_KEY": str(base.key), "SYNTHREG_ACTOR": ACTOR}
+    cmd = [sys.executable, "-m", "registry.cli", "release", "digits", "-w", str(ws), "--version"]
+    procs = {
+        v: subprocess.Popen(
+            [*cmd, v], cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for v in ("1.0.0", "1.1.0")
+    }
+    done = {v: (*p.communicate(timeout=120), p.returncode) for v, p in procs.items()}
+    done = {v: (rc, out, err) for v, (out, err, rc) in done.items()}
+    ok = sorted(v for v, (rc, _, _) in done.items() if rc == 0)
+    print("concurrent releases succeeded:", ok)
+
+    if ok == ["1.0.0", "1.1.0"]:  # 1.0.0 took the lock first: both released, in order
+        pass
+    else:  # 1.1.0 took it first: 1.0.0 is refused cleanly, and leaves nothing behind
+        assert ok == ["1.1.0"], done
+        rc, out, err = done["1.0.0"]
+        assert (rc, out, err) == (
+            1,
+            "",
+            "error: version 1.0.0 is not greater than the latest, digits@1.1.0\n",
+        )
+        assert not folder(ws, "1.0.0").exists()
+    for v in ok:
+        assert done[v][1].startswith(f"released digits@{v}: ")
+        assert verify(ws, f"digits@{v}").ok
+    assert tags(ws) == [f"digits@v{v}" for v in ok]
+    assert list_releases(ws) == {"digits": ok}
+    assert strays(ws) == []
+    assert sorted(p.name for p in (ws / "releases/digits").iterdir()) == ok
+    assert sh(ws, "git", "status", "--porcelain", "--untracked-files=all") == ""
+    assert [e.subject for e in audit.read(ws) if e.kind == "release"] == [f"digits@{v}" for v in ok]
+    assert audit.verify(ws) == []
+    # the two versions name the same content: identical shards
+    if len(ok) == 2:
+        a, b = (load_release(ws, f"digits@{v}") for v in ok)
+        assert [s.sha256 for s in a.shards] == [s.sha256 for s in b.shards]
+
+
+# --- diff, show, list ----------------------------------------------------------------------------------
+
+
+def test_diff_after_a_stricter_filter(released_copy: Path, released: Built):
+    from generators.filter import filter_manifest
+    from registry.models import FilterParams
+
+    ws = released_copy
+    filter_manifest(CANDIDATES, ws, FILTERED, FilterParams(identity_threshold=0.9))
+    report = validate_ws(ws)
+    assert report.passed
+    commit_all(ws, "Stricter identity threshold")
+    release("digits", "1.1.0", ws, key=released.key)
+
+    a, b = (str(folder(ws, v) / "data/manifest.parquet") for v in ("1.0.0", "1.1.0"))
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW a AS SELECT * FROM read_parquet('{a}')")
+    con.execute(f"CREATE VIEW b AS SELECT * FROM read_parquet('{b}')")
+    [(added, removed)] = con.execute(
+        "SELECT (SELECT count(*) FROM b WHERE sample_id NOT IN (SELECT sample_id FROM a)),"
+        "       (SELECT count(*) FROM a WHERE sample_id NOT IN (SELECT sample_id FROM b))"
+    ).fetchall()
+    accepted = {
+        i: {"a": na, "b": nb}
+        for i, na, nb in con.execute(
+            "SELECT identity, count(*) FILTER (WHERE a.decision = 'accepted'),"
+            "       count(*) FILTER (WHERE b.decision = 'accepted')"
+            " FROM a JOIN b USING (sample_id, identity) GROUP BY identity ORDER BY identity"
+        ).fetchall()
+        if na != nb
+    }
+    assert accepted, "a stricter threshold should have rejected something"
+    assert all(c["b"] < c["a"] for c in accepted.values())
+
+    d = diff(ws, "digits@1.0.0", "digits@1.1.0")
+    assert (d["a"], d["b"]) == ("digits@1.0.0", "digits@1.1.0")
+    assert (d["samples"]["added"], d["samples"]["removed"]) == (added, removed) == (0, 0)  # rows are kept
+    assert d["accepted_per_identity"] == accepted
+    assert d["generators"] == {"added": [], "removed": []}
+    assert d["sources"] == {"added": [], "removed": []}
+    assert d["policy"]["quality.accepted-share"] == {"a": "pass", "b": "waived"}
+
+    cli = runner.invoke(app, ["diff", "digits@1.0.0", "digits@1.1.0", "-w", str(ws)])
+    assert cli.exit_code == 0 and json.loads(cli.stdout) == d
+
+
+def test_show_and_list(released: Built):
+    ws, r = released.ws, released.record
+    assert r is not None
+    result = runner.invoke(app, ["show", "digits@1.0.0", "-w", str(ws)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"digits@1.0.0  released {r.created_at:%Y-%m-%d %H:%M} UTC by {ACTOR}")
+    [g] = r.generators
+    assert f"  generator tiny-digits (CC-BY-4.0) weights {g.weights_digest[:16]}...: 12 images" in lines
+    assert [ln for ln in lines if ln.startswith("  source ")] == [
+        "  source sklearn-digits [filtering, active] CC-BY-4.0",
+        "  source sklearn-digits-held-out [evaluation, active] CC-BY-4.0",
+        "  source sklearn-digits [generator-training, active] CC-BY-4.0",
+    ]
+    assert lines[-1].startswith("  policy: passed (")
+    result = runner.invoke(app, ["list", "-w", str(ws)])
+    assert (result.exit_code, result.stdout) == (0, "digits: 1.0.0\n")
