@@ -1,14 +1,14 @@
 """Verifying a release byte by byte: signature, record, manifest, every shard and every image.
 
-Shards are hashed once each: the file is read into memory, its sha256 checked against the signed
-subject, and the tar parsed from the same bytes to check every member against the manifest's
-``image_sha256``. Shards are verified on a thread pool (hashlib releases the GIL), so on two cores
-the whole check keeps pace with ``sha256sum`` over the same files while doing more.
+Shards are read once each: the file's sha256 is checked against the signed subject, and the tar is
+parsed from the same bytes (plain ustar headers by hand, ``registry.shards.members_from_bytes``) to
+check every member against the manifest's ``image_sha256``. Measured on 100,000 small images in 100
+shards: 0.87x the throughput of ``sha256sum`` over the same files (benchmarks/bench_verify.py), which
+only hashes each file once and checks nothing inside it.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tarfile
@@ -20,6 +20,7 @@ from registry import manifest as mf
 from registry.digests import sha256_bytes, sha256_file
 from registry.errors import ReleaseError, SigningError
 from registry.release import RELEASES, load_release, parse_ref
+from registry.shards import members_from_bytes, sha256_hex
 from registry.signing import load_public_key, open_envelope
 
 
@@ -59,19 +60,15 @@ def _check_shard(
     if sha256_bytes(data) != expected_sha:
         problems.append(f"shard {path.name} does not match its signed sha256")
     bad: dict[str, str] = {}
-    found: dict[str, bytes] = {}
+    found: dict[str, bytes | memoryview] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for m in tar:
-                if m.isfile():
-                    f = tar.extractfile(m)
-                    found[m.name] = f.read() if f else b""
+        found = members_from_bytes(data)
     except (tarfile.TarError, EOFError) as e:
         problems.append(f"shard {path.name} cannot be read as tar ({e})")
     for member, (sid, sha) in members.items():
         if member not in found:
             bad[sid] = f"missing from shard {path.name}"
-        elif sha256_bytes(found[member]) != sha:
+        elif sha256_hex(found[member]) != sha:
             bad[sid] = f"corrupted: image bytes in {path.name} do not match the recorded sha256"
     return problems, bad
 
