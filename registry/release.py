@@ -32,12 +32,13 @@ from pathlib import Path
 
 from registry import audit
 from registry import manifest as mf
-from registry.digests import sha256_file
+from registry.digests import sha256_bytes, sha256_file
 from registry.errors import ReleaseError
 from registry.fsio import atomic_write_text
 from registry.models import DATASET_NAME, Recipe, SourceRef
 from registry.policy import PolicyReport
 from registry.release_record import Counts, GeneratorUse, Release, ShardRef
+from registry.shards import members_from_bytes, sha256_hex
 from registry.signing import load_signer, sign, statement
 
 RELEASES = Path("releases")
@@ -235,27 +236,53 @@ def _assemble(
     out: Path,
     actor: str | None,
 ) -> Release:
-    """Copy the manifest and content-addressed shards into ``out/data``; build the record."""
-    con = mf.connect(manifest)
+    """Copy the manifest and content-addressed shards into ``out/data``; build the record.
+
+    Everything is checked on the copies, under the release lock: the manifest copy must be the one the
+    policy report validated (a filter run since the gate would change it), and every image in every
+    copied shard must match its recorded sha256, so a corrupt workspace shard is never signed.
+    """
     (out / "data" / "shards").mkdir(parents=True)
-    shutil.copyfile(manifest, out / "data" / "manifest.parquet")
-    shards = []
-    for shard, members in con.execute(
-        "SELECT shard, count(*) FROM manifest GROUP BY shard ORDER BY shard"
+    released = out / "data" / "manifest.parquet"
+    shutil.copyfile(manifest, released)
+    manifest_sha256 = sha256_file(released)
+    if manifest_sha256 != report.manifest_sha256:
+        raise ReleaseError("the filtered manifest changed after validation; run `synthreg validate` again")
+    con = mf.connect(released)
+    expected: dict[str, dict[str, tuple[str, str]]] = {}
+    for sid, shard, member, sha in con.execute(
+        "SELECT sample_id, shard, member, image_sha256 FROM manifest"
     ).fetchall():
+        expected.setdefault(shard, {})[member] = (sid, sha)
+    shards = []
+    for shard in sorted(expected):
         src = ws / shard
         if not src.is_file():
             raise ReleaseError(f"shard {shard} is missing; restore it (`dvc checkout`) or regenerate")
-        digest = sha256_file(src)
+        tmp = out / "data" / "shards" / ".incoming.tar"
+        shutil.copyfile(src, tmp)
+        data = tmp.read_bytes()
+        digest = sha256_bytes(data)
+        found = members_from_bytes(data)
+        bad = [
+            sid
+            for member, (sid, sha) in expected[shard].items()
+            if member not in found or sha256_hex(found[member]) != sha
+        ]
+        if bad:
+            raise ReleaseError(
+                f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]}; "
+                "restore the shard (`dvc checkout`) or regenerate"
+            )
+        members = len(expected[shard])
         dst = out / "data" / "shards" / f"{digest}.tar"
-        if not dst.exists():
-            shutil.copyfile(src, dst)
+        os.replace(tmp, dst)
         shards.append(
             ShardRef(
                 path=f"shards/{digest}.tar",
                 source=shard,
                 sha256=digest,
-                size=src.stat().st_size,
+                size=len(data),
                 members=members,
             )
         )
@@ -290,7 +317,7 @@ def _assemble(
     return Release(
         name=name,
         version=version,
-        manifest_sha256=sha256_file(manifest),
+        manifest_sha256=manifest_sha256,
         shards=shards,
         counts=Counts(
             total=total,
@@ -342,4 +369,7 @@ def load_release(ws: Path, ref: str) -> Release:
     path = ws / RELEASES / name / version / "release.json"
     if not path.is_file():
         raise ReleaseError(f"{name}@{version} is not released; see `synthreg list`")
-    return Release.model_validate_json(path.read_text())
+    try:
+        return Release.model_validate_json(path.read_text())
+    except ValueError as e:  # pydantic's ValidationError is a ValueError
+        raise ReleaseError(f"{path} is not a valid release record ({e}); restore it from git") from None

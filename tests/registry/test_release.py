@@ -612,3 +612,20 @@ def test_show_and_list(released: Built):
     assert lines[-1].startswith("  policy: passed (")
     result = runner.invoke(app, ["list", "-w", str(ws)])
     assert (result.exit_code, result.stdout) == (0, "digits: 1.0.0\n")
+
+
+def test_a_corrupt_workspace_shard_is_never_signed(fresh: Path, base: Built):
+    """The images are checked on the copies made under the release lock, not only by verify later."""
+    shard = sorted((fresh / "data/digits/candidates/shards").glob("*.tar"))[0]
+    with tarfile.open(shard) as tar:
+        first = next(m for m in tar if m.isfile())
+    data = bytearray(shard.read_bytes())
+    data[first.offset_data + 20] ^= 0xFF
+    writable_private_copy(shard)
+    shard.write_bytes(bytes(data))
+    with pytest.raises(
+        ReleaseError, match=r"does not hold the recorded images for 1 sample\(s\), first digits-"
+    ):
+        release("digits", "1.0.0", fresh, key=base.key)
+    assert_nothing_released(fresh)
+    assert strays(fresh) == []
