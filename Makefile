@@ -40,6 +40,8 @@ schemas: install  ## re-export JSON Schemas from the pydantic models
 bench: install  ## benchmarks print their figures; see benchmarks/README.md
 	python benchmarks/bench_generate.py
 	python benchmarks/bench_validate.py
+	python benchmarks/bench_verify.py
+	python benchmarks/bench_lineage.py
 
 retrain: install  ## rebuild the tiny-digits weights (normally frozen)
 	dvc repro --force --single-item train_generator

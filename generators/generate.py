@@ -38,7 +38,7 @@ from generators.plan import plan
 from registry import audit
 from registry import manifest as mf
 from registry.config import load_recipe
-from registry.digests import sha256_bytes, sha256_file, sha256_json
+from registry.digests import perceptual_hash, sha256_bytes, sha256_file, sha256_json
 from registry.errors import ManifestError
 from registry.fsio import atomic_path, atomic_write_text
 from registry.models import GenerateParams, GenerationRequest, Recipe, SampleRecord
@@ -76,13 +76,6 @@ def encode_png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image, mode="L" if image.ndim == 2 else "RGB").save(buf, format="PNG")
     return buf.getvalue()
-
-
-def perceptual_hash(png: bytes) -> str:
-    import imagehash
-    from PIL import Image
-
-    return str(imagehash.phash(Image.open(io.BytesIO(png))))
 
 
 def default_out_dir(recipe: Recipe) -> str:

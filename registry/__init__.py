@@ -39,6 +39,13 @@ _EXPORTS = {
     "diff": "registry.catalog",
     "open_release": "registry.loader",
     "keygen": "registry.signing",
+    # downstream runs and lineage
+    "train": "registry.train",
+    "trace_run": "registry.lineage",
+    "trace_model": "registry.lineage",
+    "trace_image": "registry.lineage",
+    "impact": "registry.lineage",
+    "withdraw": "registry.lineage",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,11 @@ def weights_digest(folder: Path) -> str:
         except OSError as e:
             raise GeneratorError(f"cannot read weight file {f}: {e.strerror}; check its permissions") from e
     return sha256_bytes("".join(lines).encode())
+
+
+def perceptual_hash(png: bytes) -> str:
+    """64-bit DCT perceptual hash (imagehash.phash) of an encoded image, as 16 hex characters."""
+    import imagehash
+    from PIL import Image
+
+    return str(imagehash.phash(Image.open(io.BytesIO(png))))

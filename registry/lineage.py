@@ -593,7 +593,7 @@ def trace_image(ws: Path, path: Path | str) -> dict:
     )
     match, phash = "exact", None
     if not rows:
-        from generators.generate import perceptual_hash
+        from registry.digests import perceptual_hash
 
         try:
             phash = perceptual_hash(data)

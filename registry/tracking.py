@@ -3,9 +3,10 @@
 Conventions every run logged by ``synthreg train`` follows, and that ``trace`` and ``impact`` read:
 
 - dataset input: name ``NAME@X.Y.Z`` (or ``NAME@working`` for an unreleased filtered manifest),
-  digest = the version's content digest (the manifest's sha256, NOT MLflow's default digest, which
-  hashes only the first 10,000 rows), source = ``synthreg://releases/NAME/X.Y.Z?git=<commit>``,
-  context ``training``;
+  digest = the first 36 hex characters of the manifest's sha256 (MLflow stores at most 36 characters
+  for a dataset digest, ``MAX_DATASET_DIGEST_SIZE``; its default digest would hash only the first
+  10,000 rows), with the full sha256 in the input's profile and in the ``synthreg.manifest_sha256``
+  tag; source = ``synthreg://releases/NAME/X.Y.Z?git=<commit>``, context ``training``;
 - tags ``synthreg.dataset`` (= the input name), ``synthreg.manifest_sha256``,
   ``synthreg.policy_report_sha256``, ``synthreg.git_commit``, ``synthreg.synthetic_share``;
 - the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it.

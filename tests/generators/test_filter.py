@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 from generators.filter import filter_manifest, load_domain
-from generators.generate import encode_png, generate, perceptual_hash
+from generators.generate import encode_png, generate
 from generators.tiny_digits import data
 from registry import manifest as mf
-from registry.digests import sha256_bytes, sha256_file
+from registry.digests import perceptual_hash, sha256_bytes, sha256_file
 from registry.errors import ManifestError
 from registry.models import FilterParams, GenerateParams
 from registry.shards import read_members
