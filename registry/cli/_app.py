@@ -376,9 +376,9 @@ def trace_run(
 ) -> None:
     """A run's dataset versions -> generators (weights digest), prompts, seeds, sources, policy, withdrawn."""
     with _errors():
-        from registry import lineage
+        from registry import lineage, lineage_text
 
-        _emit(lineage.trace_run(_workspace(workspace), run_id), as_json, lineage.format_trace)
+        _emit(lineage.trace_run(_workspace(workspace), run_id), as_json, lineage_text.format_trace)
 
 
 @trace_app.command("model")
@@ -389,9 +389,9 @@ def trace_model(
 ) -> None:
     """A registered model version -> its run -> everything `trace run` shows."""
     with _errors():
-        from registry import lineage
+        from registry import lineage, lineage_text
 
-        _emit(lineage.trace_model(_workspace(workspace), ref), as_json, lineage.format_trace)
+        _emit(lineage.trace_model(_workspace(workspace), ref), as_json, lineage_text.format_trace)
 
 
 @trace_app.command("image")
@@ -402,9 +402,9 @@ def trace_image(
 ) -> None:
     """An image -> its sample record and every released version holding it (exact, else perceptual)."""
     with _errors():
-        from registry import lineage
+        from registry import lineage, lineage_text
 
-        _emit(lineage.trace_image(_workspace(workspace), file), as_json, lineage.format_image)
+        _emit(lineage.trace_image(_workspace(workspace), file), as_json, lineage_text.format_image)
 
 
 @app.command()
@@ -421,10 +421,10 @@ def impact(
     """Every dataset version, MLflow run and registered model that a generator, source, prompt or sample
     reached."""
     with _errors():
-        from registry import lineage
+        from registry import lineage, lineage_text
 
         res = lineage.impact(_workspace(workspace), generator, source, prompt, sample)
-        _emit(res, as_json, lineage.format_impact)
+        _emit(res, as_json, lineage_text.format_impact)
 
 
 @app.command()
