@@ -38,7 +38,7 @@ from registry.fsio import atomic_write_text
 from registry.models import DATASET_NAME, Recipe, SourceRef
 from registry.policy import PolicyReport
 from registry.release_record import Counts, GeneratorUse, Release, ShardRef
-from registry.shards import members_from_bytes, sha256_hex
+from registry.shards import check_members
 from registry.signing import load_signer, sign, statement
 
 RELEASES = Path("releases")
@@ -263,13 +263,11 @@ def _assemble(
         shutil.copyfile(src, tmp)
         data = tmp.read_bytes()
         digest = sha256_bytes(data)
-        found = members_from_bytes(data)
-        bad = [
-            sid
-            for member, (sid, sha) in expected[shard].items()
-            if member not in found or sha256_hex(found[member]) != sha
-        ]
-        if bad:
+        problems, bad_samples = check_members(data, expected[shard], shard)
+        if problems:  # e.g. a truncated tar
+            raise ReleaseError(f"{problems[0]}; restore the shard (`dvc checkout`) or regenerate")
+        if bad_samples:
+            bad = sorted(bad_samples)
             raise ReleaseError(
                 f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]}; "
                 "restore the shard (`dvc checkout`) or regenerate"

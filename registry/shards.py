@@ -66,6 +66,28 @@ def sha256_hex(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_members(
+    data: bytes, expected: dict[str, tuple[str, str]], name: str
+) -> tuple[list[str], dict[str, str]]:
+    """Check the tar in ``data`` against ``expected`` (member -> (sample id, image sha256)).
+
+    Returns (problems with the shard as a whole, sample id -> what is wrong with its image).
+    """
+    problems: list[str] = []
+    found: dict[str, bytes | memoryview] = {}
+    try:
+        found = members_from_bytes(data)
+    except (tarfile.TarError, EOFError) as e:
+        problems.append(f"shard {name} cannot be read as tar ({e})")
+    bad: dict[str, str] = {}
+    for member, (sid, sha) in expected.items():
+        if member not in found:
+            bad[sid] = f"missing from shard {name}"
+        elif sha256_hex(found[member]) != sha:
+            bad[sid] = f"corrupted: image bytes in {name} do not match the recorded sha256"
+    return problems, bad
+
+
 def read_members(path: Path) -> dict[str, bytes]:
     """Every regular member of shard ``path`` by name."""
     if not path.is_file():
@@ -73,14 +95,7 @@ def read_members(path: Path) -> dict[str, bytes]:
             f"shard {path} is missing; restore it (`dvc pull` / `dvc checkout`) or regenerate"
         )
     try:
-        with tarfile.open(path, "r:") as tar:
-            out = {}
-            for m in tar:
-                if m.isfile():
-                    f = tar.extractfile(m)
-                    assert f is not None  # isfile() members always have a file object
-                    out[m.name] = f.read()
-            return out
+        return {name: bytes(data) for name, data in members_from_bytes(path.read_bytes()).items()}
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ManifestError(f"shard {path} is corrupted ({e}); restore it or regenerate it") from e
 

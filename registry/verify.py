@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from registry import manifest as mf
 from registry.digests import sha256_bytes, sha256_file
 from registry.errors import ReleaseError, SigningError
 from registry.release import RELEASES, load_release, parse_ref
-from registry.shards import members_from_bytes, sha256_hex
+from registry.shards import check_members
 from registry.signing import load_public_key, open_envelope
 
 
@@ -59,18 +58,8 @@ def _check_shard(
     problems = []
     if sha256_bytes(data) != expected_sha:
         problems.append(f"shard {path.name} does not match its signed sha256")
-    bad: dict[str, str] = {}
-    found: dict[str, bytes | memoryview] = {}
-    try:
-        found = members_from_bytes(data)
-    except (tarfile.TarError, EOFError) as e:
-        problems.append(f"shard {path.name} cannot be read as tar ({e})")
-    for member, (sid, sha) in members.items():
-        if member not in found:
-            bad[sid] = f"missing from shard {path.name}"
-        elif sha256_hex(found[member]) != sha:
-            bad[sid] = f"corrupted: image bytes in {path.name} do not match the recorded sha256"
-    return problems, bad
+    shard_problems, bad = check_members(data, members, path.name)
+    return problems + shard_problems, bad
 
 
 def verify(ws: Path, ref: str, threads: int | None = None) -> VerifyResult:

@@ -667,3 +667,14 @@ def test_generate_filter_validate_release_train_trace_impact(released_copy: Path
 
     hit = json.dumps(impact(released_copy, generator=weights[:12]), default=str)
     assert "digits@1.0.0" in hit and result.run_id in hit and "digits-classifier" in hit
+
+
+def test_a_truncated_workspace_shard_is_a_clear_refusal(fresh: Path, base: Built):
+    shard = sorted((fresh / "data/digits/candidates/shards").glob("*.tar"))[0]
+    data = shard.read_bytes()
+    writable_private_copy(shard)
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ReleaseError, match=r"shard-00000.tar .*; restore the shard \(`dvc checkout`\)"):
+        release("digits", "1.0.0", fresh, key=base.key)
+    assert_nothing_released(fresh)
+    assert strays(fresh) == []
