@@ -22,7 +22,6 @@ import io
 import json
 import platform
 import shutil
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from registry.digests import perceptual_hash, sha256_bytes, sha256_file, sha256_
 from registry.errors import ManifestError
 from registry.fsio import atomic_path, atomic_write_text
 from registry.models import GenerateParams, GenerationRequest, Recipe, SampleRecord
+from registry.shards import write_shard
 from registry.workspace import inside, relative
 
 Progress = Callable[[int, int], None]
@@ -92,20 +92,6 @@ def _batches(n: int, shard_size: int, batch_size: int) -> list[tuple[int, int, i
             for s in range(shard_start, shard_stop, batch_size)
         ]
     return out
-
-
-def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info, io.BytesIO(data)
-
-
-def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
-    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members:
-            tar.addfile(*_tar_member(name, data))
 
 
 def generate(

@@ -9,7 +9,6 @@ waived when a failing error rule has a waiver for this dataset that has not expi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from registry.config import format_validation_error, load_recipe, load_yaml_mode
 from registry.digests import sha256_file
 from registry.errors import PolicyError
 from registry.fsio import atomic_write_text
+from registry.models import Recipe
 from registry.policy import LicenceBase, PolicyPack, PolicyReport, RuleResult, Waiver, WaiverFile
 from registry.workspace import inside, relative
 
@@ -142,6 +142,72 @@ def evaluate(
     return results
 
 
+def check(
+    ws: Path,
+    manifest_path: Path,
+    recipe: Recipe,
+    packs: Sequence[Path | str] | None = None,
+    waivers: Path | str | None = None,
+    licences: Path | str | None = None,
+    evidence_dir: Path | None = None,
+    today: date | None = None,
+    manifest_name: str | None = None,
+) -> PolicyReport:
+    """Evaluate the packs on the manifest at ``manifest_path``; the report, written nowhere.
+
+    ``manifest_name`` is what the report calls the manifest (default: its path in the workspace).
+    """
+    if recipe.intended_use is None:
+        raise PolicyError(
+            f"recipe for {recipe.dataset} declares no intended_use; add one (commercial: true|false, "
+            "purposes: [...]) so the licence rules have something to check against"
+        )
+    # Packs a workspace names must live in it (they are reviewed and versioned with it); the packaged
+    # default is used only when none is named.
+    pack_paths = [inside(ws, p, "policy pack") for p in packs or []] or DEFAULT_PACKS
+    loaded = load_packs(pack_paths)
+    kb_path = inside(ws, licences, "licence knowledge base") if licences else DEFAULT_KB
+    kb = load_kb(kb_path)
+    waivers_path = inside(ws, waivers, "waivers file") if waivers else None
+    waiver_list = load_waivers(waivers_path)
+
+    con = mf.connect(manifest_path)
+    ctx = Context(ws=ws, manifest=manifest_path, recipe=recipe, kb=kb, con=con)
+    if evidence_dir is not None:  # only now: bad input above leaves no folder behind
+        evidence_dir.mkdir(parents=True, exist_ok=True)
+    results = evaluate(ctx, loaded, waiver_list, today or date.today(), evidence_dir=evidence_dir)
+    return PolicyReport(
+        dataset=recipe.dataset,
+        manifest=manifest_name or relative(ws, manifest_path),
+        manifest_sha256=sha256_file(manifest_path),
+        packs={_name(ws, p): sha256_file(p) for p, _ in loaded},
+        licence_kb_sha256=sha256_file(kb_path),
+        waivers_sha256=sha256_file(waivers_path) if waivers_path and waivers_path.exists() else None,
+        intended_use=recipe.intended_use,
+        created_at=datetime.now(UTC),
+        results=results,
+        passed=not any(r.status == "fail" for r in results),
+    )
+
+
+def audit_report(ws: Path, report: PolicyReport, subject: str, report_sha256: str) -> None:
+    """The audit events of a validation: each waiver applied, then the verdict."""
+    for r in report.results:
+        if r.waiver:
+            audit.append(ws, "waiver", f"{report.dataset}:{r.rule_id}", r.waiver.model_dump(mode="json"))
+    audit.append(
+        ws,
+        "validate",
+        subject,
+        {
+            "manifest_sha256": report.manifest_sha256,
+            "report_sha256": report_sha256,
+            "passed": report.passed,
+            "failed": [r.rule_id for r in report.results if r.status == "fail"],
+        },
+    )
+
+
 def validate(
     filtered: Path | str,
     ws: Path,
@@ -156,53 +222,11 @@ def validate(
     in_dir = inside(ws, filtered, "filtered folder")
     manifest_path = in_dir / "manifest.parquet"
     recipe_model = load_recipe(inside(ws, recipe, "recipe"))
-    if recipe_model.intended_use is None:
-        raise PolicyError(
-            f"recipe {recipe} declares no intended_use; add one (commercial: true|false, purposes: [...]) "
-            "so the licence rules have something to check against"
-        )
-    # Packs a workspace names must live in it (they are reviewed and versioned with it); the packaged
-    # default is used only when none is named.
-    pack_paths = [inside(ws, p, "policy pack") for p in packs or []] or DEFAULT_PACKS
-    loaded = load_packs(pack_paths)
-    kb_path = inside(ws, licences, "licence knowledge base") if licences else DEFAULT_KB
-    kb = load_kb(kb_path)
-    waivers_path = inside(ws, waivers, "waivers file") if waivers else None
-    waiver_list = load_waivers(waivers_path)
     out_dir = inside(ws, out, "output folder") if out else in_dir.parent / "policy"
-
-    con = mf.connect(manifest_path)
-    ctx = Context(ws=ws, manifest=manifest_path, recipe=recipe_model, kb=kb, con=con)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = evaluate(ctx, loaded, waiver_list, today or date.today(), evidence_dir=out_dir)
-    report = PolicyReport(
-        dataset=recipe_model.dataset,
-        manifest=relative(ws, manifest_path),
-        manifest_sha256=sha256_file(manifest_path),
-        packs={_name(ws, p): sha256_file(p) for p, _ in loaded},
-        licence_kb_sha256=sha256_file(kb_path),
-        waivers_sha256=sha256_file(waivers_path) if waivers_path and waivers_path.exists() else None,
-        intended_use=recipe_model.intended_use,
-        created_at=datetime.now(UTC),
-        results=results,
-        passed=not any(r.status == "fail" for r in results),
-    )
-    atomic_write_text(out_dir / "report.json", json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
+    report = check(ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today)
+    atomic_write_text(out_dir / "report.json", report.to_json())
     atomic_write_text(out_dir / "report.md", render_markdown(report))
-    for r in report.results:
-        if r.waiver:
-            audit.append(ws, "waiver", f"{report.dataset}:{r.rule_id}", r.waiver.model_dump(mode="json"))
-    audit.append(
-        ws,
-        "validate",
-        relative(ws, out_dir),
-        {
-            "manifest_sha256": report.manifest_sha256,
-            "report_sha256": sha256_file(out_dir / "report.json"),
-            "passed": report.passed,
-            "failed": [r.rule_id for r in report.results if r.status == "fail"],
-        },
-    )
+    audit_report(ws, report, relative(ws, out_dir), sha256_file(out_dir / "report.json"))
     return report
 
 

@@ -1,5 +1,5 @@
 """The audit log: an append-only, hash-chained record of every generate, filter, validate, release,
-waiver, withdrawal and key generation.
+derivation, waiver, withdrawal and key generation.
 
     append(ws, "release", "digits@1.0.0", {"manifest_sha256": ...})   # -> AuditEvent
     verify(ws)                                                      # -> [] when intact
@@ -35,7 +35,7 @@ GENESIS = "0" * 64  # prev_hash of the first event
 _CHUNK = 1 << 16
 _VERIFY = "run `synthreg log --verify` to see the damage; the log is never repaired automatically"
 
-EventKind = Literal["generate", "filter", "validate", "release", "waiver", "withdrawal", "keygen"]
+EventKind = Literal["generate", "filter", "validate", "release", "derive", "waiver", "withdrawal", "keygen"]
 
 
 class AuditEvent(Strict):

@@ -211,6 +211,7 @@ def _release_info(ws: Path, r: Release, stats: dict | None, deny: dict[str, str]
             "status": s.status,
             "url": s.url,
             "withdrawn_since": deny.get(s.name) if s.status != "withdrawn" else None,
+            "identities": s.identities,  # None: every identity
         }
         for s in r.sources
     ]
@@ -239,6 +240,7 @@ def _release_info(ws: Path, r: Release, stats: dict | None, deny: dict[str, str]
         "dataset_licence": r.dataset_licence,
         "intended_use": r.intended_use.model_dump(mode="json"),
         "withdrawn": withdrawn,
+        "derived_from": r.derived_from.model_dump(mode="json") if r.derived_from else None,
         "generators": [
             {
                 "name": g.name,
@@ -686,10 +688,26 @@ def impact(
     hits: dict[str, tuple[int, int]] = {}
     missing: list[str] = []
     if kind == "source":
+        # Every sample of a version depends on a source it lists, except a conditioning source that
+        # names its identities: then only those identities' samples do.
         key = value.casefold()
         for r in releases:
-            if any(s.name.casefold() == key for s in r.sources):
+            named = [s for s in r.sources if s.name.casefold() == key]
+            if not named:
+                continue
+            if any(s.identities is None for s in named):
                 hits[_ref(r)] = (r.counts.total, r.counts.accepted)
+                continue
+            paths, gone = _manifests(ws, [r])
+            missing += gone
+            identities = sorted({i for s in named for i in s.identities or []})
+            for _, n, a in _query(
+                paths,
+                "filename, count(*), count(*) FILTER (WHERE decision = 'accepted')",
+                "WHERE list_contains($ids, identity) GROUP BY filename",
+                {"ids": identities},
+            ):
+                hits[_ref(r)] = (n, a)
     else:
         if kind == "generator":
             digest = value.lower() if HEX_PREFIX.fullmatch(value.lower()) else None

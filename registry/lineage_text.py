@@ -42,6 +42,12 @@ def format_trace(t: dict) -> list[str]:
             f"  released {d['created_at'][:16]} by {d['actor']} from git {d['git_commit'][:12]}; "
             f"licence {d['dataset_licence']}"
         )
+        if d.get("derived_from"):
+            x = d["derived_from"]
+            lines.append(
+                f"  derived from {x['parent']} without {x['removed']} sample(s): {x['reason']}"
+                + (f" (sources {', '.join(x['excluded_sources'])})" if x["excluded_sources"] else "")
+            )
         s, f = d["samples"], d["filter"]
         if s:
             lines.append(
@@ -61,7 +67,8 @@ def format_trace(t: dict) -> list[str]:
             status = src["status"] + (
                 ", now on the withdrawn list" if src["withdrawn_since"] is not None else ""
             )
-            lines.append(f"  source {src['name']} [{src['role']}, {status}] {src['licence']}")
+            only = f" (identities {', '.join(src['identities'])})" if src.get("identities") else ""
+            lines.append(f"  source {src['name']} [{src['role']}, {status}] {src['licence']}{only}")
         pol = d["policy"]
         bad = {k: v for k, v in pol["results"].items() if v != "pass"}
         lines.append(f"  policy {'passed' if pol['passed'] else 'FAILED'}" + (f" ({bad})" if bad else ""))

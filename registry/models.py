@@ -68,6 +68,22 @@ class SourceRef(Strict):
     role: Literal["conditioning", "filtering", "training", "generator-training", "evaluation"] = (
         "conditioning"
     )
+    identities: list[Identity] | None = Field(
+        default=None,
+        description="conditioning sources only: the identities whose images were conditioned on this "
+        "source (None: every identity). `synthreg derive --exclude-source` removes exactly their samples",
+    )
+
+    @model_validator(mode="after")
+    def _identities_only_for_conditioning(self) -> SourceRef:
+        if self.identities is not None and self.role != "conditioning":
+            raise ValueError(
+                f"source {self.name!r} has role {self.role!r} but lists identities; only a conditioning "
+                "source is tied to identities (drop `identities` or set role: conditioning)"
+            )
+        if self.identities is not None and not self.identities:
+            raise ValueError(f"source {self.name!r} lists no identities; omit `identities` to mean all")
+        return self
 
 
 class GeneratorRef(Strict):
@@ -197,6 +213,17 @@ class Recipe(Strict):
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"attribute {name!r} needs one or more distinct values, got {values}")
         return v
+
+    @model_validator(mode="after")
+    def _sources_name_known_identities(self) -> Recipe:
+        for s in self.sources:
+            unknown = sorted(set(s.identities or []) - set(self.identities))
+            if unknown:
+                raise ValueError(
+                    f"source {s.name!r} names identities {unknown} that the recipe does not generate "
+                    f"(identities: {self.identities})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _templates_use_known_fields(self) -> Recipe:

@@ -7,6 +7,7 @@ of the wrong type is an error naming the rule.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime
 from typing import Annotated, Literal
@@ -242,3 +243,7 @@ class PolicyReport(Strict):
     created_at: datetime
     results: list[RuleResult]
     passed: bool = Field(description="no error rule failed without a valid waiver")
+
+    def to_json(self) -> str:
+        """The report file's text: what validate writes, a release copies and both digest."""
+        return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"

@@ -26,9 +26,10 @@ import os
 import shutil
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from registry import audit
 from registry import manifest as mf
@@ -37,7 +38,7 @@ from registry.errors import ReleaseError
 from registry.fsio import atomic_write_text
 from registry.models import DATASET_NAME, Recipe, SourceRef
 from registry.policy import PolicyReport
-from registry.release_record import Counts, GeneratorUse, Release, ShardRef
+from registry.release_record import Counts, Derivation, GeneratorUse, Release, ShardRef
 from registry.shards import check_members
 from registry.signing import load_signer, sign, statement
 
@@ -155,6 +156,25 @@ def release(
     today: date | None = None,
     recipe_path: Path | str | None = None,
 ) -> Release:
+    check_new_version(ws, name, version)
+    data = ws / "data" / name
+    manifest = data / "filtered" / "manifest.parquet"
+    report = _gate(ws, name, manifest, data / "policy" / "report.json", today or date.today())
+    recipe = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
+    if recipe.licence is None:
+        raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
+    signer = load_signer(key)  # before anything is written
+
+    def build(staging: Path) -> tuple[Release, PolicyReport]:
+        record = assemble(ws, name, version, manifest, report, recipe, staging, actor, _workspace_shard(ws))
+        return record, report
+
+    return publish(ws, name, version, signer, build, f"Release {name}@{version}")
+
+
+def check_new_version(ws: Path, name: str, version: str) -> None:
+    """Refuse a bad name or version, a workspace without git and DVC, and a version that exists or is
+    not above the latest (checked first, and again under the lock in ``publish``)."""
     import semver
 
     if not DATASET_NAME.fullmatch(name):
@@ -165,27 +185,31 @@ def release(
         raise ReleaseError(f"version {version!r} is not semantic (X.Y.Z, e.g. 1.0.0)") from None
     if not (ws / ".git").exists() or not (ws / ".dvc").is_dir():
         raise ReleaseError(f"workspace {ws} must be a git repository with DVC initialised (`dvc init`)")
-    data = ws / "data" / name
-    manifest = data / "filtered" / "manifest.parquet"
-    report = _gate(ws, name, manifest, data / "policy" / "report.json", today or date.today())
-    recipe = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
-    if recipe.licence is None:
-        raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
-    signer = load_signer(key)  # before anything is written
+    existing = versions(ws, name)
+    if version in existing:
+        raise ReleaseError(f"{name}@{version} exists already and releases are immutable; pick a new version")
+    if existing and semver.Version.parse(version) <= semver.Version.parse(existing[-1]):
+        raise ReleaseError(f"version {version} is not greater than the latest, {name}@{existing[-1]}")
 
+
+def publish(
+    ws: Path,
+    name: str,
+    version: str,
+    signer: Any,
+    build: Callable[[Path], tuple[Release, PolicyReport]],
+    message: str,
+) -> Release:
+    """Make ``releases/NAME/VERSION`` under the release lock: ``build(staging)`` writes the data and
+    returns the record; then sign, write the exports, rename into place, ``dvc add``, audit, commit, tag.
+    On any failure nothing of the version is left behind."""
     with _lock(ws):
-        existing = versions(ws, name)
-        if version in existing:
-            raise ReleaseError(
-                f"{name}@{version} exists already and releases are immutable; pick a new version"
-            )
-        if existing and semver.Version.parse(version) <= semver.Version.parse(existing[-1]):
-            raise ReleaseError(f"version {version} is not greater than the latest, {name}@{existing[-1]}")
+        check_new_version(ws, name, version)
         final = ws / RELEASES / name / version
         staging = ws / RELEASES / name / f".{version}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            record = _assemble(ws, name, version, manifest, report, recipe, staging, actor)
+            record, report = build(staging)
             subjects = {"data/manifest.parquet": record.manifest_sha256} | {
                 f"data/{s.path}": s.sha256 for s in record.shards
             }
@@ -197,17 +221,15 @@ def release(
             os.replace(staging, final)
             rel = final.relative_to(ws).as_posix()
             _dvc(ws, "add", "-q", f"{rel}/data")
-            audit.append(
-                ws,
-                "release",
-                f"{name}@{version}",
-                {
-                    "manifest_sha256": record.manifest_sha256,
-                    "policy_report_sha256": record.policy_report_sha256,
-                },
-            )
+            details: dict[str, Any] = {
+                "manifest_sha256": record.manifest_sha256,
+                "policy_report_sha256": record.policy_report_sha256,
+            }
+            if record.derived_from:
+                details["derived_from"] = record.derived_from.model_dump(mode="json")
+            audit.append(ws, "derive" if record.derived_from else "release", f"{name}@{version}", details)
             _git(ws, "add", rel, "audit/events.jsonl")
-            _git(ws, "commit", "-q", "-m", f"Release {name}@{version}", "--", rel, "audit/events.jsonl")
+            _git(ws, "commit", "-q", "-m", message, "--", rel, "audit/events.jsonl")
             _git(ws, "tag", f"{name}@v{version}")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -226,7 +248,7 @@ def _tagged(ws: Path, tag: str) -> bool:
         return False
 
 
-def _assemble(
+def assemble(
     ws: Path,
     name: str,
     version: str,
@@ -235,12 +257,15 @@ def _assemble(
     recipe: Recipe,
     out: Path,
     actor: str | None,
+    read_shard: ShardReader,
+    derivation: Derivation | None = None,
 ) -> Release:
     """Copy the manifest and content-addressed shards into ``out/data``; build the record.
 
-    Everything is checked on the copies, under the release lock: the manifest copy must be the one the
-    policy report validated (a filter run since the gate would change it), and every image in every
-    copied shard must match its recorded sha256, so a corrupt workspace shard is never signed.
+    ``read_shard(shard, members)`` gives the bytes of the tar the manifest calls ``shard``, holding the
+    ``members`` it names. Everything is checked on the copies, under the release lock: the manifest copy
+    must be the one the policy report validated (a filter run since the gate would change it), and every
+    image in every copied shard must match its recorded sha256, so a corrupt shard is never signed.
     """
     (out / "data" / "shards").mkdir(parents=True)
     released = out / "data" / "manifest.parquet"
@@ -256,12 +281,7 @@ def _assemble(
         expected.setdefault(shard, {})[member] = (sid, sha)
     shards = []
     for shard in sorted(expected):
-        src = ws / shard
-        if not src.is_file():
-            raise ReleaseError(f"shard {shard} is missing; restore it (`dvc checkout`) or regenerate")
-        tmp = out / "data" / "shards" / ".incoming.tar"
-        shutil.copyfile(src, tmp)
-        data = tmp.read_bytes()
+        data = read_shard(shard, set(expected[shard]))
         digest = sha256_bytes(data)
         problems, bad_samples = check_members(data, expected[shard], shard)
         if problems:  # e.g. a truncated tar
@@ -273,8 +293,7 @@ def _assemble(
                 "restore the shard (`dvc checkout`) or regenerate"
             )
         members = len(expected[shard])
-        dst = out / "data" / "shards" / f"{digest}.tar"
-        os.replace(tmp, dst)
+        (out / "data" / "shards" / f"{digest}.tar").write_bytes(data)  # in staging: renamed whole
         shards.append(
             ShardRef(
                 path=f"shards/{digest}.tar",
@@ -328,7 +347,7 @@ def _assemble(
         sources=sources,
         prompt_templates=recipe.prompt_templates,
         seed=recipe.seed,
-        policy_report_sha256=sha256_file(ws / "data" / name / "policy" / "report.json"),
+        policy_report_sha256=sha256_bytes(report.to_json().encode()),
         policy_passed=report.passed,
         policy_results={r.rule_id: r.status for r in report.results},
         waivers=[r.waiver for r in report.results if r.waiver],
@@ -338,7 +357,22 @@ def _assemble(
         git_commit=_git(ws, "rev-parse", "HEAD") if _has_commits(ws) else "none",
         created_at=datetime.now(UTC),
         actor=actor or audit.actor_name(ws),
+        recipe=recipe,
+        derived_from=derivation,
     )
+
+
+ShardReader = Callable[[str, set[str]], bytes]
+
+
+def _workspace_shard(ws: Path) -> ShardReader:
+    def read(shard: str, members: set[str]) -> bytes:
+        src = ws / shard
+        if not src.is_file():
+            raise ReleaseError(f"shard {shard} is missing; restore it (`dvc checkout`) or regenerate")
+        return src.read_bytes()
+
+    return read
 
 
 def _has_commits(ws: Path) -> bool:
@@ -349,7 +383,7 @@ def _has_commits(ws: Path) -> bool:
 
 
 def _write_exports(out: Path, record: Release, report: PolicyReport) -> None:
-    atomic_write_text(out / "policy-report.json", json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
+    atomic_write_text(out / "policy-report.json", report.to_json())
     from registry.exports import croissant_jsonld, prov_json, render_card
 
     atomic_write_text(out / "card.md", render_card(record, report))

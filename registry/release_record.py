@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from registry.models import IntendedUse, Sha256, SourceRef, Strict
+from registry.models import IntendedUse, Recipe, Sha256, SourceRef, Strict
 from registry.policy import Waiver
 
 SemVer = Annotated[str, StringConstraints(pattern=r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")]
@@ -46,6 +46,20 @@ class Counts(Strict):
     reasons: dict[str, int] = Field(description="reason code -> count")
 
 
+class Derivation(Strict):
+    """How a derived version was made from its parent (``synthreg derive``): what was left out and why."""
+
+    parent: str = Field(description="NAME@X.Y.Z the version was derived from")
+    parent_manifest_sha256: Sha256
+    excluded_sample_ids: list[str] = Field(description="samples excluded by id")
+    excluded_sources: list[str] = Field(
+        description="sources excluded, with every sample conditioned on them (names)"
+    )
+    removed: int = Field(description="manifest rows left out, accepted and rejected")
+    removed_accepted: int
+    reason: str
+
+
 class Release(Strict):
     name: str
     version: SemVer
@@ -67,3 +81,9 @@ class Release(Strict):
     git_commit: str = Field(description="the workspace commit the release was made from")
     created_at: datetime
     actor: str
+    recipe: Recipe | None = Field(
+        default=None,
+        description="the recipe the images were made from, with its declarations (licence, intended use) "
+        "as at release; a derived version's lacks the sources it excluded",
+    )
+    derived_from: Derivation | None = Field(default=None, description="set on a derived version")

@@ -1,4 +1,4 @@
-"""Reading images back out of tar shards, without unpacking them to loose files."""
+"""Tar shards of images: written deterministically, read back without unpacking to loose files."""
 
 from __future__ import annotations
 
@@ -10,9 +10,34 @@ from pathlib import Path
 
 from registry.digests import sha256_bytes
 from registry.errors import ManifestError
+from registry.fsio import atomic_path
 
 _BLOCK = 512
 _END = bytes(_BLOCK)
+
+
+def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info, io.BytesIO(data)
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A tar of ``members`` (name, bytes) in that order. No timestamps or owners: the same members
+    give the same bytes, so a resumed or repeated run gives identical shards."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            tar.addfile(*_tar_member(name, data))
+    return buf.getvalue()
+
+
+def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
+    """``tar_bytes(members)`` written atomically to ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(tar_bytes(members))
 
 
 def _plain_ustar(data: bytes) -> dict[str, memoryview] | None:

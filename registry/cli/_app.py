@@ -264,6 +264,51 @@ def release(
 
 
 @app.command()
+def derive(
+    ref: Annotated[str, typer.Argument(help="the parent version, NAME@X.Y.Z")],
+    version: Annotated[str, typer.Option("--version", help="the new version X.Y.Z")],
+    reason: Annotated[str, typer.Option(help="why (kept in the record, the audit log and the commit)")],
+    exclude_sample: Annotated[
+        list[str] | None, typer.Option("--exclude-sample", help="a sample id to leave out (repeat)")
+    ] = None,
+    exclude_samples: Annotated[
+        Path | None, typer.Option("--exclude-samples", help="a file of sample ids to leave out, one a line")
+    ] = None,
+    exclude_source: Annotated[
+        list[str] | None,
+        typer.Option("--exclude-source", help="leave out every sample conditioned on this source (repeat)"),
+    ] = None,
+    key: KeyOpt = None,
+    actor: Annotated[str | None, typer.Option(help="who derives (default: git user.name)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    workspace: Workspace = None,
+) -> None:
+    """Release a new version of a released one without some samples, or without a source's samples.
+
+    Made from the parent's released files; checked again by params.yaml's policy packs; signed and tagged."""
+    with _errors():
+        from registry.derive import derive as run
+        from registry.errors import ConfigError
+        from registry.workspace import inside
+
+        ws = _workspace(workspace)
+        ids = list(exclude_sample or [])
+        if exclude_samples is not None:
+            path = inside(ws, exclude_samples, "sample id file")
+            if not path.is_file():
+                raise ConfigError(f"sample id file {exclude_samples} does not exist; give one id a line")
+            ids += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        r = run(ws, ref, version, reason, ids, exclude_source, key, actor, params)
+        d = r.derived_from
+        assert d is not None
+        typer.echo(
+            f"derived {r.name}@{r.version} from {d.parent}: {d.removed} sample(s) left out "
+            f"({d.removed_accepted} accepted), {r.counts.accepted}/{r.counts.total} accepted remain, "
+            f"{len(r.shards)} shard(s); tag {r.name}@v{r.version}"
+        )
+
+
+@app.command()
 def verify(
     ref: Annotated[str, typer.Argument(help="NAME@X.Y.Z")],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,

@@ -96,6 +96,17 @@ def _summary(release: Release, report: PolicyReport) -> list[str]:
     ]
     if release.intended_use.description:
         lines += [release.intended_use.description, ""]
+    d = release.derived_from
+    if d:
+        left_out = ", ".join(
+            [f"{len(d.excluded_sample_ids)} sample(s) by id"] * bool(d.excluded_sample_ids)
+            + [f"every sample conditioned on source `{s}`" for s in d.excluded_sources]
+        )
+        lines += [
+            f"This version was derived from `{d.parent}` by leaving out {left_out}: {d.removed} "
+            f"image(s), {d.removed_accepted} of them accepted. Reason: {d.reason}",
+            "",
+        ]
     status = "passed" if release.policy_passed else "did not pass"
     lines.append(
         f"The release was gated on a policy report that {status}: {len(report.results)} rules, "

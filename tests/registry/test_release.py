@@ -1,9 +1,7 @@
 """Releases end to end in a real temporary git + DVC workspace: a tiny digits dataset generated, filtered
 and validated by the library (no `dvc repro`), released, signed, verified byte by byte, tampered with,
-raced, diffed, and read back through the CLI.
-
-The expensive parts (generation, the first release) are built once per module; a test that changes
-anything works on its own copy of the workspace (``.git`` and ``.dvc`` copy fine).
+raced, diffed, and read back through the CLI. The workspaces (fixtures ``base``, ``released``, ``fresh``,
+``released_copy``) are built in tests/registry/conftest.py.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -36,158 +33,27 @@ from registry.release import load_release, release
 from registry.release_record import Release
 from registry.signing import keygen
 from registry.verify import verify
-from tests.conftest import REPO, small_recipe, write_yaml
-
-DVC = str(Path(sys.executable).parent / "dvc")
-RECIPE = "recipes/digits.yaml"
-CANDIDATES = "data/digits/candidates"
-FILTERED = "data/digits/filtered"
-POLICY = "data/digits/policy"
-ACTOR = "Release Tester"
-# Error rules a 12-image toy set fails (too few images for balance and consistency); waived, not a bug.
-WAIVED = ["bias.requested-balance", "bias.observed-collapse", "quality.identity-consistency"]
-# Fails only once a stricter filter rejects half the set (the 1.1.0 release in the diff test).
-WAIVED_LATER = ["quality.accepted-share"]
-EXPIRES = date(2099, 12, 31)
-RELEASE_FILES = [
-    "card.md",
-    "croissant.json",
-    "data.dvc",
-    "policy-report.json",
-    "prov.json",
-    "release.dsse.json",
-    "release.json",
-]
+from tests.registry.conftest import (
+    ACTOR,
+    CANDIDATES,
+    DVC,
+    EXPIRES,
+    FILTERED,
+    POLICY,
+    RELEASE_FILES,
+    WAIVED,
+    Built,
+    commit_all,
+    folder,
+    sh,
+    sha256,
+    strays,
+    tags,
+    tree_digests,
+    validate_ws,
+)
 
 runner = CliRunner()
-
-
-def sh(cwd: Path, *cmd: str) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout.strip()
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def clone(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, symlinks=True)
-    return dst
-
-
-def folder(ws: Path, version: str) -> Path:
-    return ws / "releases" / "digits" / version
-
-
-def tags(ws: Path) -> list[str]:
-    return sh(ws, "git", "tag", "--list").split()
-
-
-def strays(ws: Path) -> list[str]:
-    root = ws / "releases" / "digits"
-    return sorted(p.name for p in root.iterdir() if p.name.startswith(".")) if root.is_dir() else []
-
-
-def tree_digests(path: Path) -> dict[str, str]:
-    return {p.relative_to(path).as_posix(): sha256(p) for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def validate_ws(ws: Path, waivers: str | None = "waivers.yaml") -> PolicyReport:
-    from policies.engine import validate
-
-    return validate(FILTERED, ws, RECIPE, waivers=waivers, out=POLICY)
-
-
-def commit_all(ws: Path, message: str) -> None:
-    sh(ws, "git", "add", "-A")
-    sh(ws, "git", "commit", "-q", "-m", message)
-
-
-@dataclass(frozen=True)
-class Built:
-    ws: Path
-    key: Path
-    record: Release | None = None
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """A git + DVC workspace holding a generated, filtered and validated (waivers applied) 12-image
-    set in 2 shards, everything committed, a signing key made. Not released."""
-    from generators.filter import filter_manifest
-    from generators.generate import generate
-    from registry.models import GenerateParams
-
-    top = tmp_path_factory.mktemp("release")
-    ws = top / "base"
-    ws.mkdir()
-    sh(ws, "git", "init", "-q")
-    for k, v in {
-        "user.name": ACTOR,
-        "user.email": "release-tester@example.org",
-        "commit.gpgsign": "false",
-        "tag.gpgsign": "false",
-    }.items():
-        sh(ws, "git", "config", k, v)
-    sh(ws, DVC, "init", "-q")
-    sh(ws, DVC, "config", "core.analytics", "false")
-
-    shutil.copytree(REPO / "generators/tiny_digits/model", ws / "generators/tiny_digits/model")
-    for cache in ws.rglob("__pycache__"):
-        shutil.rmtree(cache)
-    recipe = small_recipe()
-    recipe["generator"]["path"] = "generators/tiny_digits/model"
-    write_yaml(ws / RECIPE, recipe)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["recipe"] = RECIPE
-    write_yaml(ws / "params.yaml", params)
-    write_yaml(
-        ws / "waivers.yaml",
-        {
-            "waivers": [
-                {
-                    "rule_id": rule,
-                    "scope": "digits",
-                    "reason": "12 toy images are too few for this rule",
-                    "approver": "qa@example.org",
-                    "expires": EXPIRES.isoformat(),
-                }
-                for rule in WAIVED + WAIVED_LATER
-            ]
-        },
-    )
-
-    res = generate(Path(RECIPE), ws, CANDIDATES, GenerateParams(batch_size=6, shard_size=6, threads=1))
-    assert (res.images, res.shards) == (12, 2)
-    filter_manifest(CANDIDATES, ws, FILTERED)
-    report = validate_ws(ws)
-    waived = [r.rule_id for r in report.results if r.status == "waived"]
-    assert report.passed and waived == WAIVED, [(r.rule_id, r.status, r.message) for r in report.results]
-
-    key = top / "key.pem"
-    keygen(ws, key)
-    commit_all(ws, "Tiny digits, validated")
-    return Built(ws, key)
-
-
-@pytest.fixture(scope="module")
-def released(base: Built, tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """``base`` with digits 1.0.0 released. Shared: tests must not change it (use ``released_copy``)."""
-    ws = clone(base.ws, tmp_path_factory.mktemp("released") / "ws")
-    record = release("digits", "1.0.0", ws, key=base.key)
-    return Built(ws, base.key, record)
-
-
-@pytest.fixture
-def fresh(base: Built, tmp_path: Path) -> Path:
-    return clone(base.ws, tmp_path / "ws")
-
-
-@pytest.fixture
-def released_copy(released: Built, tmp_path: Path) -> Path:
-    return clone(released.ws, tmp_path / "ws")
 
 
 # --- a release and what it leaves behind ----------------------------------------------------------------

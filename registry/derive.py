@@ -1,0 +1,231 @@
+"""Deriving a version that leaves out given samples, or every sample conditioned on a given source.
+
+    derive(ws, "digits@1.0.0", "1.1.0", exclude_samples=["digits-7-000003-..."], reason="subject request")
+
+The new version is a release like any other (``registry.release``: signed, committed, tagged, DVC), made
+from the parent's released files, not from the workspace: its manifest is the parent's without the
+excluded rows (accepted and rejected alike), its shards are the parent's (a shard that lost members is
+rewritten without them, the others are shared byte for byte), and its recipe is the parent's without the
+excluded sources. The policy packs of ``params.yaml`` are checked again on the new manifest (removing
+samples can unbalance it); a failing error rule stops the derivation and nothing is written. The record
+names its parent, what was excluded, how many rows that removed, and why (``Release.derived_from``).
+
+A sample depends on a source when the source conditioned its identity (a ``conditioning`` source with
+``identities``). A source that conditioned every identity, or trained the generator, underlies every
+image: excluding it would leave nothing, which is refused with what to do instead. Filtering, training and
+evaluation sources made no image, so excluding one removes nothing and is refused too.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from registry import manifest as mf
+from registry.digests import sha256_file
+from registry.errors import ReleaseError
+from registry.models import Recipe
+from registry.policy import PolicyReport
+from registry.release import (
+    RELEASES,
+    ShardReader,
+    assemble,
+    check_new_version,
+    load_release,
+    publish,
+)
+from registry.release_record import Derivation, Release
+from registry.shards import members_from_bytes, tar_bytes
+from registry.signing import load_signer
+
+
+def excluded_identities(recipe: Recipe, source: str, ref: str) -> set[str]:
+    """The identities whose images depend on ``source`` (by name), or a ReleaseError saying why
+    excluding it cannot work."""
+    key = source.casefold()
+    named = [s for s in recipe.sources if s.name.casefold() == key]
+    trained = [s for s in recipe.generator.training_sources if s.name.casefold() == key]
+    if trained:
+        raise ReleaseError(
+            f"source {source!r} trained generator {recipe.generator.name}, which made every image of {ref}; "
+            "nothing would be left. Withdraw the version (`synthreg withdraw`) and generate again with a "
+            "generator trained without it"
+        )
+    conditioning = [s for s in named if s.role == "conditioning"]
+    if any(s.identities is None for s in conditioning):
+        raise ReleaseError(
+            f"source {source!r} conditioned every identity of {ref}; nothing would be left. Withdraw the "
+            "version (`synthreg withdraw`), or list the identities it conditioned in the recipe's source"
+        )
+    if not named:
+        known = sorted({s.name for s in [*recipe.sources, *recipe.generator.training_sources]})
+        raise ReleaseError(f"{ref} has no source {source!r}; its sources are {', '.join(known) or 'none'}")
+    if not conditioning:
+        roles = ", ".join(sorted({s.role for s in named}))
+        raise ReleaseError(
+            f"source {source!r} ({roles}) made no image of {ref}, so excluding it removes no sample; "
+            "to stop using it, change the recipe and release a new version"
+        )
+    return {i for s in conditioning for i in s.identities or []}
+
+
+def _parent_shards(parent_dir: Path, parent: Release) -> ShardReader:
+    """Read the parent's content-addressed shard that the manifest calls ``shard``; when some of its
+    members were excluded, a new tar of the members kept, in their order."""
+    by_source = {s.source: parent_dir / "data" / s.path for s in parent.shards}
+    ref = f"{parent.name}@{parent.version}"
+
+    def read(shard: str, members: set[str]) -> bytes:
+        path = by_source.get(shard)
+        if path is None or not path.is_file():
+            raise ReleaseError(
+                f"shard {shard} of {ref} is missing; run `dvc checkout` (or `dvc pull`), then "
+                f"`synthreg verify {ref}`"
+            )
+        data = path.read_bytes()
+        try:
+            found = members_from_bytes(data)
+        except (tarfile.TarError, EOFError) as e:
+            raise ReleaseError(
+                f"shard {shard} of {ref} cannot be read ({e}); run `synthreg verify {ref}`"
+            ) from e
+        if set(found) == members:
+            return data
+        return tar_bytes([(m, bytes(found[m])) for m in found if m in members])
+
+    return read
+
+
+def derive(
+    ws: Path,
+    ref: str,
+    version: str,
+    reason: str,
+    exclude_samples: list[str] | None = None,
+    exclude_sources: list[str] | None = None,
+    key: Path | str | None = None,
+    actor: str | None = None,
+    params_path: Path | str = "params.yaml",
+    today: date | None = None,
+) -> Release:
+    """Release ``NAME@version``: the version ``ref`` without the excluded samples and sources."""
+    from policies.engine import check
+    from registry.config import load_params
+
+    samples = sorted(set(exclude_samples or []))
+    sources = list(dict.fromkeys(exclude_sources or []))
+    if not samples and not sources:
+        raise ReleaseError(
+            "nothing to exclude; give --exclude-sample ID (or --exclude-samples FILE) or --exclude-source"
+        )
+    if not reason.strip():
+        raise ReleaseError(
+            "say why the samples are excluded (--reason); the record and the audit log keep it"
+        )
+    parent = load_release(ws, ref)
+    parent_ref = f"{parent.name}@{parent.version}"
+    if parent.recipe is None:
+        raise ReleaseError(
+            f"{parent_ref} was released before releases kept their recipe, which deriving needs; "
+            "release the dataset again from the workspace (`synthreg release`)"
+        )
+    name = parent.name
+    check_new_version(ws, name, version)
+    identities: set[str] = set()
+    for s in sources:
+        identities |= excluded_identities(parent.recipe, s, parent_ref)
+    validate = load_params(ws / params_path).validate_
+    signer = load_signer(key)  # before anything is written
+
+    parent_dir = ws / RELEASES / name / parent.version
+    parent_manifest = parent_dir / parent.manifest_path
+    if not parent_manifest.is_file():
+        raise ReleaseError(f"{parent_manifest} is missing; run `dvc checkout` (or `dvc pull`) to restore it")
+    if sha256_file(parent_manifest) != parent.manifest_sha256:
+        raise ReleaseError(
+            f"the manifest of {parent_ref} does not match its record; run `synthreg verify {parent_ref}`"
+        )
+    table = mf.read_table(parent_manifest)
+    unknown = sorted(set(samples) - set(table["sample_id"].to_pylist()))
+    if unknown:
+        raise ReleaseError(
+            f"{len(unknown)} sample(s) to exclude are not in {parent_ref}, first {unknown[0]!r}; "
+            f"check the ids (`synthreg impact --sample ID` finds the versions that hold one)"
+        )
+    drop = pc.or_(
+        pc.is_in(table["sample_id"], value_set=pa.array(samples, pa.string())),
+        pc.is_in(table["identity"], value_set=pa.array(sorted(identities), pa.string())),
+    )
+    removed = table.filter(drop)
+    kept = table.filter(pc.invert(drop))
+    removed_accepted = pc.sum(pc.equal(removed["decision"], "accepted")).as_py() or 0
+    if pc.sum(pc.equal(kept["decision"], "accepted")).as_py() in (None, 0):
+        raise ReleaseError(
+            f"excluding {removed.num_rows} sample(s) leaves no accepted sample of {parent_ref}; "
+            "withdraw the version (`synthreg withdraw`) instead"
+        )
+    recipe = parent.recipe.model_copy(
+        update={
+            "sources": [
+                s
+                for s in parent.recipe.sources
+                if not (s.role == "conditioning" and s.name.casefold() in {x.casefold() for x in sources})
+            ]
+        }
+    )
+    derivation = Derivation(
+        parent=parent_ref,
+        parent_manifest_sha256=parent.manifest_sha256,
+        excluded_sample_ids=samples,
+        excluded_sources=sources,
+        removed=removed.num_rows,
+        removed_accepted=removed_accepted,
+        reason=reason.strip(),
+    )
+
+    tmp_root = ws / ".dvc" / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="synthreg-derive-", dir=tmp_root) as tmp:
+        manifest = Path(tmp) / "manifest.parquet"
+        mf.write_table(kept, manifest)
+        report = check(
+            ws,
+            manifest,
+            recipe,
+            validate.packs,
+            validate.waivers,
+            validate.licences,
+            today=today,
+            manifest_name=(RELEASES / name / version / parent.manifest_path).as_posix(),
+        )
+        failing = [r for r in report.results if r.status == "fail"]
+        if failing:
+            raise ReleaseError(
+                f"{name}@{version} would fail error rules without a waiver: "
+                + "; ".join(f"{r.rule_id}: {r.message}" for r in failing)
+                + ". Exclude less, or waive the rule in the waivers file, then derive again"
+            )
+
+        def build(staging: Path) -> tuple[Release, PolicyReport]:
+            record = assemble(
+                ws,
+                name,
+                version,
+                manifest,
+                report,
+                recipe,
+                staging,
+                actor,
+                _parent_shards(parent_dir, parent),
+                derivation,
+            )
+            return record, report
+
+        return publish(
+            ws, name, version, signer, build, f"Derive {name}@{version} from {parent_ref}: {reason.strip()}"
+        )
