@@ -371,8 +371,12 @@ def show(
             typer.echo(
                 f"  generator {g.name} ({g.licence}) weights {g.weights_digest[:16]}...: {g.images} images"
             )
+        if r.derived_from:
+            d = r.derived_from
+            typer.echo(f"  derived from {d.parent} without {d.removed} sample(s): {d.reason}")
         for s in r.sources:
-            typer.echo(f"  source {s.name} [{s.role}, {s.status}] {s.licence}")
+            only = f" (identities {', '.join(s.identities)})" if s.identities else ""
+            typer.echo(f"  source {s.name} [{s.role}, {s.status}] {s.licence}{only}")
         use = r.intended_use
         kind = "commercial" if use.commercial else "non-commercial"
         typer.echo(f"  intended use: {kind}; {', '.join(use.purposes)}")

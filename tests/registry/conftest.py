@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from registry.config import load_params
 from registry.policy import PolicyReport
 from registry.release import release
 from registry.release_record import Release
@@ -34,6 +35,13 @@ WAIVED = ["bias.requested-balance", "bias.observed-collapse", "quality.identity-
 # Fails only once a stricter filter rejects half the set (the 1.1.0 release in the diff test).
 WAIVED_LATER = ["quality.accepted-share"]
 EXPIRES = date(2099, 12, 31)
+CONDITIONING = {
+    "name": "volunteer-sevens",
+    "version": "2026-10",
+    "licence": "CC-BY-4.0",
+    "role": "conditioning",
+    "identities": ["7"],
+}
 RELEASE_FILES = [
     "card.md",
     "croissant.json",
@@ -80,7 +88,8 @@ def tree_digests(path: Path) -> dict[str, str]:
 def validate_ws(ws: Path, waivers: str | None = "waivers.yaml") -> PolicyReport:
     from policies.engine import validate
 
-    return validate(FILTERED, ws, RECIPE, waivers=waivers, out=POLICY)
+    v = load_params(ws / "params.yaml").validate_
+    return validate(FILTERED, ws, RECIPE, v.packs, waivers=waivers, licences=v.licences, out=POLICY)
 
 
 def commit_all(ws: Path, message: str) -> None:
@@ -118,10 +127,16 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Built:
     sh(ws, DVC, "config", "core.analytics", "false")
 
     shutil.copytree(REPO / "generators/tiny_digits/model", ws / "generators/tiny_digits/model")
+    for part in ("policies/packs/default.yaml", "policies/licenses.yaml"):  # as params.yaml names them
+        (ws / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / part, ws / part)
     for cache in ws.rglob("__pycache__"):
         shutil.rmtree(cache)
     recipe = small_recipe()
     recipe["generator"]["path"] = "generators/tiny_digits/model"
+    # Declared, not used by tiny-digits: a source that conditioned one identity, for `derive
+    # --exclude-source` and `impact --source` to find exactly that identity's samples.
+    recipe["sources"].append(CONDITIONING)
     write_yaml(ws / RECIPE, recipe)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["recipe"] = RECIPE

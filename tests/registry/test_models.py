@@ -25,6 +25,18 @@ def test_default_recipe_and_params_load():
         ({"identities": ["1", "1"]}, "  identities: Value error, identities listed more than once: ['1']"),
         ({"prompt_templates": ["a {colour} digit"]}, "uses ['colour'], which is neither 'identity'"),
         ({"attributes": {"stroke": []}}, "attribute 'stroke' needs one or more distinct values"),
+        (
+            {"sources": [{"name": "s", "licence": "MIT", "role": "conditioning", "identities": ["9"]}]},
+            "source 's' names identities ['9'] that the recipe does not generate",
+        ),
+        (
+            {"sources": [{"name": "s", "licence": "MIT", "role": "filtering", "identities": ["1"]}]},
+            "source 's' has role 'filtering' but lists identities",
+        ),
+        (
+            {"sources": [{"name": "s", "licence": "MIT", "identities": []}]},
+            "source 's' lists no identities; omit `identities` to mean all",
+        ),
     ],
 )
 def test_malformed_recipe_names_the_problem(tmp_path: Path, change: dict, expected: str):

@@ -473,6 +473,7 @@ def test_show_and_list(released: Built):
     assert [ln for ln in lines if ln.startswith("  source ")] == [
         "  source sklearn-digits [filtering, active] CC-BY-4.0",
         "  source sklearn-digits-held-out [evaluation, active] CC-BY-4.0",
+        "  source volunteer-sevens [conditioning, active] CC-BY-4.0 (identities 7)",
         "  source sklearn-digits [generator-training, active] CC-BY-4.0",
     ]
     assert lines[-1].startswith("  policy: passed (")

@@ -1,0 +1,244 @@
+"""Deriving a version without some samples, or without a source's samples, from a released one: in a real
+temporary git + DVC workspace (fixtures in tests/registry/conftest.py), signed, verified, traced; and every
+refusal leaves the workspace exactly as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from registry import audit
+from registry import manifest as mf
+from registry.cli import app
+from registry.derive import derive
+from registry.errors import ReleaseError
+from registry.lineage import impact
+from registry.loader import open_release
+from registry.policy import PolicyReport
+from registry.release import load_release
+from registry.verify import verify
+from tests.conftest import write_yaml
+from tests.registry.conftest import CONDITIONING, Built, folder, sh, sha256, strays, tags, tree_digests
+
+runner = CliRunner()
+REASON = "subject asked for removal (ticket 42)"
+
+
+def parent_rows(ws: Path) -> list[dict]:
+    table = mf.read_table(folder(ws, "1.0.0") / "data" / "manifest.parquet")
+    return table.select(["sample_id", "identity", "shard", "member", "decision"]).to_pylist()
+
+
+def snapshot(ws: Path) -> tuple:
+    """Everything a refused derive must leave as it was."""
+    return (
+        tree_digests(ws / "releases"),
+        sh(ws, "git", "rev-parse", "HEAD"),
+        tags(ws),
+        (ws / audit.LOG).read_bytes(),
+        sh(ws, "git", "status", "--porcelain", "--untracked-files=all"),
+    )
+
+
+def test_derive_without_samples_shares_untouched_shards(released_copy: Path, released: Built):
+    ws, parent = released_copy, released.record
+    assert parent is not None
+    rows = parent_rows(ws)
+    first_shard = rows[0]["shard"]
+    gone = [r["sample_id"] for r in rows if r["shard"] == first_shard][:2]
+
+    record = derive(ws, "digits@1.0.0", "1.0.1", REASON, exclude_samples=gone, key=released.key)
+
+    d = record.derived_from
+    assert d is not None
+    assert (d.parent, d.parent_manifest_sha256) == ("digits@1.0.0", parent.manifest_sha256)
+    assert (d.excluded_sample_ids, d.excluded_sources, d.removed, d.reason) == (sorted(gone), [], 2, REASON)
+    assert d.removed_accepted == sum(r["decision"] == "accepted" for r in rows if r["sample_id"] in gone)
+    assert record.counts.total == 10 and record.recipe == parent.recipe
+    assert record.sources == parent.sources
+
+    out = folder(ws, "1.0.1")
+    kept = mf.read_table(out / "data" / "manifest.parquet").to_pylist()
+    assert [r["sample_id"] for r in kept] == [r["sample_id"] for r in rows if r["sample_id"] not in gone]
+    # the shard that lost two members is rewritten without them; the other is the parent's, byte for byte
+    by_source = {s.source: s for s in record.shards}
+    parent_by_source = {s.source: s for s in parent.shards}
+    assert by_source.keys() == parent_by_source.keys()
+    for shard, ref in by_source.items():
+        if shard == first_shard:
+            assert ref.sha256 != parent_by_source[shard].sha256 and ref.members == 4
+        else:
+            assert ref == parent_by_source[shard]
+        assert sha256(out / "data" / ref.path) == ref.sha256
+
+    result = verify(ws, "digits@1.0.1")
+    assert (result.ok, result.problems, result.samples, result.shards) == (True, [], 10, 2)
+    assert verify(ws, "digits@1.0.0").ok  # the parent is untouched
+    reader = open_release(ws, "digits@1.0.1", accepted_only=False)
+    assert len(reader) == 10 and not set(gone) & set(reader.table["sample_id"].to_pylist())
+
+    report = PolicyReport.model_validate_json((out / "policy-report.json").read_text())
+    assert report.manifest == "releases/digits/1.0.1/data/manifest.parquet"
+    assert report.manifest_sha256 == record.manifest_sha256 and report.passed
+    assert record.policy_report_sha256 == sha256(out / "policy-report.json")
+    card = (out / "card.md").read_text()
+    assert "derived from `digits@1.0.0` by leaving out 2 sample(s) by id: 2 image(s)" in card
+    assert REASON in card
+
+    assert tags(ws) == ["digits@v1.0.0", "digits@v1.0.1"]
+    assert sh(ws, "git", "log", "-1", "--format=%s") == f"Derive digits@1.0.1 from digits@1.0.0: {REASON}"
+    assert sh(ws, "git", "status", "--porcelain", "--untracked-files=all") == ""
+    event = audit.read(ws)[-1]
+    assert (event.kind, event.subject) == ("derive", "digits@1.0.1")
+    assert event.details["derived_from"] == d.model_dump(mode="json")
+    assert audit.verify(ws) == []
+
+    # impact of an excluded sample reaches the parent only; of a kept one, both versions
+    assert [v["release"] for v in impact(ws, sample=gone[0])["versions"]] == ["digits@1.0.0"]
+    assert [v["release"] for v in impact(ws, sample=kept[0]["sample_id"])["versions"]] == [
+        "digits@1.0.0",
+        "digits@1.0.1",
+    ]
+
+
+def test_derive_without_a_source_drops_its_identities_samples(released_copy: Path, released: Built):
+    ws = released_copy
+    rows = parent_rows(ws)
+    sevens = [r for r in rows if r["identity"] in CONDITIONING["identities"]]
+    assert 0 < len(sevens) < len(rows)
+
+    # before: the source reaches only the sevens of 1.0.0
+    [hit] = impact(ws, source="volunteer-sevens")["versions"]
+    assert (hit["release"], hit["samples"]) == ("digits@1.0.0", len(sevens))
+
+    record = derive(
+        ws, "digits@1.0.0", "1.1.0", "licence revoked", exclude_sources=["volunteer-sevens"], key=released.key
+    )
+    d = record.derived_from
+    assert d is not None and (d.excluded_sources, d.excluded_sample_ids, d.removed) == (
+        ["volunteer-sevens"],
+        [],
+        len(sevens),
+    )
+    assert "7" not in record.counts.per_identity and record.counts.total == len(rows) - len(sevens)
+    assert "volunteer-sevens" not in {s.name for s in record.sources}
+    assert record.recipe is not None and "volunteer-sevens" not in {s.name for s in record.recipe.sources}
+    assert verify(ws, "digits@1.1.0").ok
+    # after: the new version does not depend on it
+    assert [v["release"] for v in impact(ws, source="volunteer-sevens")["versions"]] == ["digits@1.0.0"]
+    assert [v["release"] for v in impact(ws, source="sklearn-digits")["versions"]] == [
+        "digits@1.0.0",
+        "digits@1.1.0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"exclude_samples": ["digits-9-000000-deadbeef"]},
+            "1 sample(s) to exclude are not in digits@1.0.0, first 'digits-9-000000-deadbeef'",
+        ),
+        ({"exclude_sources": ["no-such-source"]}, "digits@1.0.0 has no source 'no-such-source'"),
+        (
+            {"exclude_sources": ["sklearn-digits"]},
+            "source 'sklearn-digits' trained generator tiny-digits, which made every image of digits@1.0.0",
+        ),
+        (
+            {"exclude_sources": ["sklearn-digits-held-out"]},
+            "source 'sklearn-digits-held-out' (evaluation) made no image of digits@1.0.0",
+        ),
+        ({}, "nothing to exclude"),
+        ({"exclude_samples": ["x"], "reason": "  "}, "say why the samples are excluded"),
+        ({"version": "1.0.0", "exclude_sources": ["volunteer-sevens"]}, "digits@1.0.0 exists already"),
+        ({"version": "0.9.0", "exclude_sources": ["volunteer-sevens"]}, "version 0.9.0 is not greater"),
+        ({"ref": "digits@3.0.0", "exclude_sources": ["volunteer-sevens"]}, "digits@3.0.0 is not released"),
+        ({"exclude_samples": "ALL"}, "leaves no accepted sample of digits@1.0.0"),
+    ],
+    ids=[
+        "unknown-sample",
+        "unknown-source",
+        "generator-training-source",
+        "evaluation-source",
+        "nothing",
+        "no-reason",
+        "existing-version",
+        "lower-version",
+        "unknown-parent",
+        "everything",
+    ],
+)
+def test_refusals_name_the_problem_and_write_nothing(
+    released_copy: Path, released: Built, kwargs: dict, message: str
+):
+    ws = released_copy
+    if kwargs.get("exclude_samples") == "ALL":
+        kwargs = {"exclude_samples": [r["sample_id"] for r in parent_rows(ws)]}
+    args = {"ref": "digits@1.0.0", "version": "1.1.0", "reason": REASON} | kwargs
+    before = snapshot(ws)
+    with pytest.raises(ReleaseError) as e:
+        derive(ws, args.pop("ref"), args.pop("version"), args.pop("reason"), key=released.key, **args)
+    assert message in str(e.value)
+    assert snapshot(ws) == before and strays(ws) == []
+
+
+def test_a_derived_version_is_checked_by_the_policy_packs_again(released_copy: Path, released: Built):
+    ws = released_copy
+    write_yaml(ws / "waivers.yaml", {"waivers": []})  # the toy set fails three error rules unwaived
+    sh(ws, "git", "commit", "-q", "-am", "No waivers")
+    before = snapshot(ws)
+    [gone] = [r["sample_id"] for r in parent_rows(ws)][:1]
+    with pytest.raises(ReleaseError) as e:
+        derive(ws, "digits@1.0.0", "1.1.0", REASON, exclude_samples=[gone], key=released.key)
+    assert str(e.value).startswith(
+        "digits@1.1.0 would fail error rules without a waiver: bias.requested-balance"
+    )
+    assert str(e.value).endswith("Exclude less, or waive the rule in the waivers file, then derive again")
+    assert snapshot(ws) == before and strays(ws) == []
+
+
+def test_a_corrupt_parent_image_is_never_signed_into_the_new_version(released_copy: Path, released: Built):
+    ws, parent = released_copy, released.record
+    assert parent is not None
+    rows = parent_rows(ws)
+    gone, victim = rows[0]["sample_id"], rows[1]
+    shard = folder(ws, "1.0.0") / "data" / next(s.path for s in parent.shards if s.source == victim["shard"])
+    data = bytearray(shard.read_bytes())
+    at = data.index(b"IDAT", data.index(victim["member"].encode()))  # the kept image's pixel data
+    data[at + 8] ^= 0xFF
+    shard.chmod(0o644)
+    shard.write_bytes(bytes(data))
+    before = snapshot(ws)
+    with pytest.raises(ReleaseError) as e:
+        derive(ws, "digits@1.0.0", "1.1.0", REASON, exclude_samples=[gone], key=released.key)
+    assert f"does not hold the recorded images for 1 sample(s), first {victim['sample_id']}" in str(e.value)
+    assert snapshot(ws) == before and strays(ws) == []
+
+
+def test_cli_derive_from_a_file_of_ids_then_show_and_trace_text(released_copy: Path, released: Built):
+    ws = released_copy
+    rows = parent_rows(ws)
+    ids = ws / "excluded.txt"
+    ids.write_text("\n".join(r["sample_id"] for r in rows[-3:]) + "\n\n")
+    common = ["--reason", REASON, "--key", str(released.key), "-w", str(ws)]
+    result = runner.invoke(
+        app,
+        ["derive", "digits@1.0.0", "--version", "1.0.1", "--exclude-samples", "excluded.txt", *common],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("derived digits@1.0.1 from digits@1.0.0: 3 sample(s) left out")
+    record = load_release(ws, "digits@1.0.1")
+    assert record.derived_from is not None and len(record.derived_from.excluded_sample_ids) == 3
+    shown = runner.invoke(app, ["show", "digits@1.0.1", "-w", str(ws)])
+    assert f"  derived from digits@1.0.0 without 3 sample(s): {REASON}" in shown.stdout.splitlines()
+
+    missing = runner.invoke(
+        app,
+        ["derive", "digits@1.0.1", "--version", "1.0.2", "--exclude-samples", "nope.txt", *common],
+    )
+    assert missing.exit_code == 1
+    assert "sample id file nope.txt does not exist" in missing.output
+    assert json.loads((folder(ws, "1.0.1") / "release.json").read_text())["derived_from"]["removed"] == 3
