@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "mix.png")
     args = ap.parse_args()
 
-    from generators.tiny_digits.data import load_splits
+    from registry.real_digits import load_splits
     from registry.train import train
 
     base = load_params((args.workspace or REPO) / "params.yaml").train

@@ -47,6 +47,7 @@ from registry.digests import sha256_file
 from registry.errors import ConfigError, ManifestError, ReleaseError, TrackingError
 from registry.fsio import atomic_write_text
 from registry.models import DATASET_NAME
+from registry.real_digits import IMAGE_SIZE
 from registry.workspace import inside
 
 CLASSES = [str(d) for d in range(10)]  # identity of a digit image = the digit
@@ -56,7 +57,7 @@ SOURCE_TYPE = "synthreg"  # MLflow dataset source type of the inputs logged here
 # input's digest is the manifest sha256's first 36 hex characters (144 bits); the whole sha256 is in the
 # input's profile ({"manifest_sha256": ...}) and in the tag synthreg.manifest_sha256.
 MLFLOW_DIGEST_CHARS = 36
-_SIZE = 16
+_SIZE = IMAGE_SIZE  # the real digits' size; synthetic images must match
 
 
 @dataclass(frozen=True)
@@ -442,7 +443,7 @@ def train(ws: Path, params: TrainParams, dataset: str | None = None) -> TrainRes
     """
     import torch
 
-    from generators.tiny_digits.data import load_splits
+    from registry.real_digits import load_splits
 
     ds = _resolve(ws, dataset or params.dataset)
     metrics_path = inside(ws, params.metrics or f"data/{ds.name}/train/metrics.json", "metrics file")
