@@ -1,5 +1,7 @@
-"""The real `dvc` on the real dvc.yaml, in a temporary git repo: repro, no-op repro, param change."""
+"""The real `dvc` on the real dvc.yaml, in a temporary git repo: repro, no-op repro, param change, a failing
+policy stopping the pipeline, and `dvc exp run -S` sweeping the synthetic share of the train stage."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,16 +14,16 @@ import yaml
 from tests.conftest import REPO, small_recipe, write_yaml
 
 
-def run(cmd: list[str], cwd: Path) -> str:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    path = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=os.environ | path | (env or {}), capture_output=True, text=True)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    for item in ("dvc.yaml", "generators", "policies"):
+    for item in ("dvc.yaml", "generators", "policies", "registry"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
     for cache in tmp_path.rglob("__pycache__"):
@@ -70,3 +72,52 @@ def test_a_failing_policy_stops_dvc_repro_at_validate(repo: Path):
     assert "exited with 3" in out, out  # POLICY_FAILED_EXIT, as DVC reports it
     # The report is written even though the stage failed: the evidence is there to read.
     assert (repo / "data/digits/policy/report.json").is_file()
+
+
+def test_dvc_exp_run_sweeps_the_synthetic_share(repo: Path):
+    # The toy recipe fails rules a real dataset passes (too few images); waive them, as a team would.
+    toy = ["bias.requested-balance", "bias.observed-collapse", "quality.identity-consistency"]
+    waivers = [
+        {"rule_id": r, "scope": "digits", "reason": "12 toy images", "approver": "qa@example.org"}
+        | {"expires": "2099-12-31"}
+        for r in toy
+    ]
+    write_yaml(repo / "waivers.yaml", {"waivers": waivers})
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(train_size=40, epochs=1, real_per_class=2)
+    write_yaml(repo / "params.yaml", params)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+    (repo / ".gitignore").write_text("mlflow.db\nmlruns/\n")
+    run(["git", "add", "-A"], repo)
+    who = ["-c", "user.name=t", "-c", "user.email=t@example.org"]
+    run(["git", *who, "commit", "-q", "-m", "pipeline"], repo)
+
+    metrics = repo / "data/digits/train/metrics.json"
+    out = run(["dvc", "exp", "run", "-S", "train.synthetic_share=0"], repo, env)
+    assert "Running stage 'generate'" in out and "Running stage 'train'" in out
+    real_only = json.loads(metrics.read_text())
+    assert (real_only["synthetic_share"], real_only["n_synthetic"], real_only["n_real"]) == (0.0, 0, 20)
+
+    sweep = ["-S", "train.synthetic_share=1", "-S", "train.use_rejected=true"]
+    out = run(["dvc", "exp", "run", *sweep], repo, env)
+    assert "Running stage 'train'" in out and "Running stage 'generate'" not in out  # only train reruns
+    synthetic = json.loads(metrics.read_text())
+    assert (synthetic["synthetic_share"], synthetic["n_synthetic"], synthetic["n_real"]) == (1.0, 12, 0)
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))  # [workspace, baseline commit]
+    found = {}
+    for exp in [e for base in shown for e in base["experiments"] or []]:
+        for rev in exp["revs"]:
+            data = rev["data"]
+            share = data["params"]["params.yaml"]["data"]["train"]["synthetic_share"]
+            found[share] = data["metrics"]["data/digits/train/metrics.json"]["data"]["run_id"]
+    assert found == {0: real_only["run_id"], 1: synthetic["run_id"]}
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("synthreg-train").experiment_id])
+    assert {r.info.run_id: r.data.tags["synthreg.synthetic_share"] for r in runs} == {
+        real_only["run_id"]: "0.0",
+        synthetic["run_id"]: "1.0",
+    }
