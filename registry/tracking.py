@@ -9,7 +9,10 @@ Conventions every run logged by ``synthreg train`` follows, and that ``trace`` a
   tag; source = ``synthreg://releases/NAME/X.Y.Z?git=<commit>``, context ``training``;
 - tags ``synthreg.dataset`` (= the input name), ``synthreg.manifest_sha256``,
   ``synthreg.policy_report_sha256``, ``synthreg.git_commit``, ``synthreg.synthetic_share``;
-- the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it.
+- the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it;
+- for an http(s) server, MLflow's retries are capped (``HTTP_RETRIES``) unless the environment sets
+  ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``: MLflow's own defaults
+  (7 retries, backoff factor 2) keep a command waiting for minutes on a server that is down.
 
 MLflow is imported inside the functions, so the CLI starts fast.
 """
@@ -27,6 +30,7 @@ TAG_POLICY = "synthreg.policy_report_sha256"
 TAG_GIT = "synthreg.git_commit"
 TAG_SHARE = "synthreg.synthetic_share"
 WORKING = "working"
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def tracking_uri(ws: Path) -> str:
@@ -49,6 +53,9 @@ def client(ws: Path):
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(ws)
+    if uri.startswith(("http://", "https://")):
+        for k, v in HTTP_RETRIES.items():
+            os.environ.setdefault(k, v)  # read by MLflow at each request
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
+import socket
 import subprocess
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -472,3 +474,24 @@ def test_cli_bad_input(world: World, ws: Path, tmp_path: Path, monkeypatch: pyte
     ):
         result = runner.invoke(app, [*args, *w])
         assert result.exit_code == 1 and error_lines(result) == [bad_uri], args
+
+
+def test_a_server_that_is_down_is_an_error_naming_it(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLflow's retries are capped (tracking.HTTP_RETRIES), so this takes seconds, not minutes.
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for k in tracking.HTTP_RETRIES:
+        monkeypatch.delenv(k, raising=False)
+    try:
+        with pytest.raises(TrackingError) as e:
+            trace_run(ws, "0123456789abcdef")
+        request = f"API request to {uri}/api/2.0/mlflow/runs/get failed"
+        assert str(e.value).startswith(f"MLflow at {uri}: {request}")
+        assert "Connection refused" in str(e.value)
+        assert {k: os.environ[k] for k in tracking.HTTP_RETRIES} == tracking.HTTP_RETRIES
+    finally:
+        for k in tracking.HTTP_RETRIES:
+            os.environ.pop(k, None)
