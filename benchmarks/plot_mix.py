@@ -1,7 +1,7 @@
 """Held-out real accuracy against the synthetic share: the mix sweep of issue 5, as a table and a PNG.
 
     python benchmarks/plot_mix.py [--workspace WS] [--dataset digits@working] [--seeds 0 1 2 3 4]
-                                  [--out benchmarks/mix.png]
+                                  [--out benchmarks/mix.png] [--dvc]
 
 Runs ``registry.train.train`` with the ``train`` section of the workspace's params.yaml (defaults when
 absent) for synthetic_share 0, 0.25, 0.5, 0.75 and 1, plus two references: "all real" (every real
@@ -13,6 +13,11 @@ Without ``--workspace`` it builds one under the system temp folder: the default 
 about 40 s on 2 cores) generated and filtered by the library. With ``--workspace`` it copies that
 workspace's ``data/NAME`` (and ``releases/NAME``) into a temporary one, so nothing in the original is
 written. Runs go to a temporary MLflow SQLite store; the temporary folder is removed at the end.
+
+With ``--dvc`` every point is a DVC experiment instead: ``dvc exp run --temp -S train.synthetic_share=...
+-S train.seed=... ...`` in the workspace (default: this repository, after ``make run``), which is left as
+it was; the runs go to its MLflow store, the experiments stay in ``dvc exp show``, and the table and plot
+are read back from ``dvc exp show --json``. Same numbers, about 10 s of DVC overhead more per point.
 """
 
 from __future__ import annotations
@@ -109,39 +114,98 @@ def plot(results: list[dict], base: TrainParams, dataset: str, out: Path) -> Non
     plt.close(fig)
 
 
+def in_process(ws: Path, name: str, dataset: str):
+    """Run one point with ``registry.train.train`` in this process -> (metrics, n_real, n_synthetic)."""
+    from registry.train import train
+
+    def run(params: TrainParams) -> tuple[dict, int, int]:
+        p = params.model_copy(update={"metrics": f"data/{name}/train/{params.seed}.json"})
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow's "Created version N" lines
+            res = train(ws, p, dataset)
+        return res.metrics, res.n_real, res.n_synthetic
+
+    return run
+
+
+def through_dvc(ws: Path):
+    """Run one point as ``dvc exp run --temp -S ...`` in workspace ``ws`` (left untouched; the runs go to
+    its MLflow store unless MLFLOW_TRACKING_URI is set) -> (metrics, n_real, n_synthetic)."""
+    import json
+    import re
+    import subprocess
+
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ws.resolve() / 'mlflow.db'}")
+
+    def run(params: TrainParams) -> tuple[dict, int, int]:
+        sets = {
+            "synthetic_share": params.synthetic_share,
+            "seed": params.seed,
+            "real_per_class": params.real_per_class,
+            "train_size": params.train_size,
+            "use_rejected": str(params.use_rejected).lower(),
+        }
+        cmd = [dvc, "exp", "run", "--temp", *[a for k, v in sets.items() for a in ("-S", f"train.{k}={v}")]]
+        proc = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True)
+        found = re.search(r"Ran experiment\(s\): (\S+)", proc.stdout)
+        if proc.returncode != 0 or not found:
+            raise SystemExit(f"{' '.join(cmd[1:])} failed:\n{proc.stdout}\n{proc.stderr}")
+        show = [dvc, "exp", "show", "--json"]
+        shown = subprocess.run(show, cwd=ws, env=env, capture_output=True, text=True)
+        for exp in [e for base in json.loads(shown.stdout) for e in base["experiments"] or []]:
+            for rev in exp["revs"]:
+                if rev["name"] == found.group(1):
+                    m = rev["data"]["metrics"][params.metrics]["data"]
+                    return m, m["n_real"], m["n_synthetic"]
+        raise SystemExit(f"experiment {found.group(1)} is not in `dvc exp show --json`")
+
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workspace", type=Path, help="workspace with a filtered manifest (default: build one)")
     ap.add_argument("--dataset", default=None, help="dataset ref (default: params.yaml's train.dataset)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "mix.png")
+    ap.add_argument(
+        "--dvc",
+        action="store_true",
+        help="run every point as `dvc exp run --temp -S train....` in --workspace (default: this repo, "
+        "after `make run`); the experiments stay listed by `dvc exp show`",
+    )
     args = ap.parse_args()
 
     from registry.real_digits import load_splits
-    from registry.train import train
 
-    base = load_params((args.workspace or REPO) / "params.yaml").train
+    source = (args.workspace or REPO).resolve()
+    base = load_params(source / "params.yaml").train
     dataset = args.dataset or base.dataset
+    if args.dvc and args.dataset:
+        raise SystemExit("--dvc trains on params.yaml's train.dataset; change it there, not with --dataset")
     name = parse_ref(dataset)[0] if dataset != "working" else "digits"
     real_train = len(load_splits()[0].labels)
     with tempfile.TemporaryDirectory(prefix="synthreg-mix-") as tmp:
-        ws = Path(tmp)
-        if args.workspace:
-            copy_workspace(args.workspace.resolve(), ws, name)
+        if args.dvc:
+            run = through_dvc(source)
         else:
-            build_workspace(ws)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{ws / 'mlflow.db'}"
+            ws = Path(tmp)
+            if args.workspace:
+                copy_workspace(source, ws, name)
+            else:
+                build_workspace(ws)
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{ws / 'mlflow.db'}"
+            run = in_process(ws, name, dataset)
         results = []
         for label, x, params in configs(base, real_train):
             accs, gaps, sizes = [], [], ""
             started = time.perf_counter()
             for seed in args.seeds:
-                p = params.model_copy(update={"seed": seed, "metrics": f"data/{name}/train/{seed}.json"})
-                with contextlib.redirect_stderr(io.StringIO()):  # MLflow's "Created version N" lines
-                    res = train(ws, p, dataset)
-                accs.append(res.metrics["accuracy"])
-                gaps.append(res.metrics["worst_group_gap"])
-                sizes = f"{res.n_real} + {res.n_synthetic}"
+                metrics, n_real, n_synthetic = run(params.model_copy(update={"seed": seed}))
+                accs.append(metrics["accuracy"])
+                gaps.append(metrics["worst_group_gap"])
+                sizes = f"{n_real} + {n_synthetic}"
             row = {
                 "label": label,
                 "x": x,
@@ -159,7 +223,8 @@ def main() -> None:
                 flush=True,
             )
 
-    print(f"\n{dataset}; epochs {base.epochs} x {base.train_size} examples; seeds {args.seeds}\n")
+    how = "dvc exp run --temp" if args.dvc else "in process"
+    print(f"\n{dataset}; epochs {base.epochs} x {base.train_size} examples; seeds {args.seeds}; {how}\n")
     print("| mix | real + synthetic | accuracy (mean) | min-max | worst-group gap (mean) |")
     print("|---|---:|---:|---:|---:|")
     for r in results:
