@@ -192,6 +192,26 @@ def prov_document(release: Release) -> ProvDocument:
     doc.derivation(version, manifest, release_)
     for key, _, _ in c.derived_sources(release):
         doc.derivation(version, sources[key][0])
+    d = release.derived_from
+    if d:  # synthreg derive: a revision of the parent, which also holds the rows left out
+        parent = doc.entity(
+            f"synthreg:{_local(d.parent)}",
+            {
+                "prov:type": S["DatasetVersion"],
+                "prov:label": d.parent,
+                **_attrs(manifest_sha256=d.parent_manifest_sha256),
+            },
+        )
+        doc.revision(
+            version,
+            parent,
+            other_attributes=_attrs(
+                removed=d.removed,
+                excluded_samples=len(d.excluded_sample_ids),
+                excluded_sources=", ".join(d.excluded_sources) or "none",
+                reason=d.reason,
+            ),
+        )
     return doc
 
 

@@ -15,6 +15,7 @@ from registry import manifest as mf
 from registry.cli import app
 from registry.derive import derive
 from registry.errors import ReleaseError
+from registry.exports.prov import prov_document
 from registry.lineage import impact
 from registry.loader import open_release
 from registry.policy import PolicyReport
@@ -87,6 +88,16 @@ def test_derive_without_samples_shares_untouched_shards(released_copy: Path, rel
     card = (out / "card.md").read_text()
     assert "derived from `digits@1.0.0` by leaving out 2 sample(s) by id: 2 image(s)" in card
     assert REASON in card
+    prov = json.loads((out / "prov.json").read_text())
+    [revision] = [
+        r for r in prov["wasDerivedFrom"].values() if r.get("prov:type", {}).get("$") == "prov:Revision"
+    ]
+    assert prov["entity"][revision["prov:usedEntity"]]["prov:label"] == "digits@1.0.0"
+    assert revision["synthreg:removed"]["$"] == "2" and revision["synthreg:reason"] == REASON
+    from prov.model import ProvDocument
+
+    text = (out / "prov.json").read_text()
+    assert ProvDocument.deserialize(content=text, format="json") == prov_document(record)
 
     assert tags(ws) == ["digits@v1.0.0", "digits@v1.0.1"]
     assert sh(ws, "git", "log", "-1", "--format=%s") == f"Derive digits@1.0.1 from digits@1.0.0: {REASON}"
