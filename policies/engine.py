@@ -190,24 +190,6 @@ def check(
     )
 
 
-def audit_report(ws: Path, report: PolicyReport, subject: str, report_sha256: str) -> None:
-    """The audit events of a validation: each waiver applied, then the verdict."""
-    for r in report.results:
-        if r.waiver:
-            audit.append(ws, "waiver", f"{report.dataset}:{r.rule_id}", r.waiver.model_dump(mode="json"))
-    audit.append(
-        ws,
-        "validate",
-        subject,
-        {
-            "manifest_sha256": report.manifest_sha256,
-            "report_sha256": report_sha256,
-            "passed": report.passed,
-            "failed": [r.rule_id for r in report.results if r.status == "fail"],
-        },
-    )
-
-
 def validate(
     filtered: Path | str,
     ws: Path,
@@ -226,7 +208,7 @@ def validate(
     report = check(ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today)
     atomic_write_text(out_dir / "report.json", report.to_json())
     atomic_write_text(out_dir / "report.md", render_markdown(report))
-    audit_report(ws, report, relative(ws, out_dir), sha256_file(out_dir / "report.json"))
+    audit.append_validation(ws, report, relative(ws, out_dir), sha256_file(out_dir / "report.json"))
     return report
 
 

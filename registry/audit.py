@@ -29,6 +29,7 @@ from pydantic import AwareDatetime, Field, ValidationError, field_validator
 from registry.digests import sha256_json
 from registry.errors import AuditError
 from registry.models import Sha256, Strict
+from registry.policy import PolicyReport
 
 LOG = Path("audit") / "events.jsonl"
 GENESIS = "0" * 64  # prev_hash of the first event
@@ -191,3 +192,21 @@ def verify(ws: Path) -> list[str]:
         # Go on from this event, so one fault is reported where it is rather than on every later line.
         expected_seq, prev_hash = event.seq + 1, event.hash
     return problems
+
+
+def append_validation(ws: Path, report: PolicyReport, subject: str, report_sha256: str) -> None:
+    """The events of one policy validation: each waiver applied, then the verdict."""
+    for r in report.results:
+        if r.waiver:
+            append(ws, "waiver", f"{report.dataset}:{r.rule_id}", r.waiver.model_dump(mode="json"))
+    append(
+        ws,
+        "validate",
+        subject,
+        {
+            "manifest_sha256": report.manifest_sha256,
+            "report_sha256": report_sha256,
+            "passed": report.passed,
+            "failed": [r.rule_id for r in report.results if r.status == "fail"],
+        },
+    )

@@ -11,9 +11,11 @@ samples can unbalance it); a failing error rule stops the derivation and nothing
 names its parent, what was excluded, how many rows that removed, and why (``Release.derived_from``).
 
 A sample depends on a source when the source conditioned its identity (a ``conditioning`` source with
-``identities``). A source that conditioned every identity, or trained the generator, underlies every
-image: excluding it would leave nothing, which is refused with what to do instead. Filtering, training and
-evaluation sources made no image, so excluding one removes nothing and is refused too.
+``identities``). A source that conditioned every identity, trained the generator or is training data
+underlies every image: excluding it would leave nothing, which is refused with what to do instead.
+Filtering and evaluation sources made no image, so excluding one removes nothing and is refused too; and
+a source that conditioned some identities but has another role (filtering, say) is refused, because the
+new version would still depend on it. The parent is verified first (signature, record, every image).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from registry import manifest as mf
-from registry.digests import sha256_file
 from registry.errors import ReleaseError
 from registry.models import Recipe
 from registry.policy import PolicyReport
@@ -42,36 +43,50 @@ from registry.release import (
 from registry.release_record import Derivation, Release
 from registry.shards import members_from_bytes, tar_bytes
 from registry.signing import load_signer
+from registry.verify import verify
 
 
 def excluded_identities(recipe: Recipe, source: str, ref: str) -> set[str]:
-    """The identities whose images depend on ``source`` (by name), or a ReleaseError saying why
-    excluding it cannot work."""
+    """The identities whose images depend on ``source`` (by name, any case), or a ReleaseError saying
+    why excluding it cannot work. Only a source that conditioned named identities, and has no other role
+    in the version, can be excluded: any other use would leave the new version depending on it."""
     key = source.casefold()
-    named = [s for s in recipe.sources if s.name.casefold() == key]
-    trained = [s for s in recipe.generator.training_sources if s.name.casefold() == key]
-    if trained:
-        raise ReleaseError(
-            f"source {source!r} trained generator {recipe.generator.name}, which made every image of {ref}; "
-            "nothing would be left. Withdraw the version (`synthreg withdraw`) and generate again with a "
-            "generator trained without it"
-        )
-    conditioning = [s for s in named if s.role == "conditioning"]
-    if any(s.identities is None for s in conditioning):
-        raise ReleaseError(
-            f"source {source!r} conditioned every identity of {ref}; nothing would be left. Withdraw the "
-            "version (`synthreg withdraw`), or list the identities it conditioned in the recipe's source"
-        )
+    named = [s for s in [*recipe.sources, *recipe.generator.training_sources] if s.name.casefold() == key]
     if not named:
         known = sorted({s.name for s in [*recipe.sources, *recipe.generator.training_sources]})
         raise ReleaseError(f"{ref} has no source {source!r}; its sources are {', '.join(known) or 'none'}")
-    if not conditioning:
-        roles = ", ".join(sorted({s.role for s in named}))
+    source = named[0].name  # as the recipe spells it
+    roles = sorted({s.role for s in named})
+    everything = [
+        s
+        for s in named
+        if s.role in ("generator-training", "training") or (s.role == "conditioning" and s.identities is None)
+    ]
+    if everything:
+        what = {
+            "generator-training": f"trained generator {recipe.generator.name}",
+            "training": "is training data behind",
+            "conditioning": "conditioned every identity of",
+        }[everything[0].role]
+        made = f"{what}, which made every image of" if everything[0].role == "generator-training" else what
         raise ReleaseError(
-            f"source {source!r} ({roles}) made no image of {ref}, so excluding it removes no sample; "
-            "to stop using it, change the recipe and release a new version"
+            f"source {source!r} {made} {ref}; nothing would be left. Withdraw the version "
+            "(`synthreg withdraw`) and generate again without it"
         )
-    return {i for s in conditioning for i in s.identities or []}
+    conditioned = {i for s in named if s.role == "conditioning" for i in s.identities or []}
+    others = [r for r in roles if r != "conditioning"]
+    if not conditioned:
+        raise ReleaseError(
+            f"source {source!r} ({', '.join(roles)}) made no image of {ref}, so excluding it removes no "
+            "sample; to stop using it, change the recipe and release a new version"
+        )
+    if others:
+        raise ReleaseError(
+            f"source {source!r} conditioned identities {sorted(conditioned)} of {ref} but is also used for "
+            f"{', '.join(others)} by every sample, so a version without those identities would still depend "
+            "on it; withdraw the version and generate again without it"
+        )
+    return conditioned
 
 
 def _parent_shards(parent_dir: Path, parent: Release) -> ShardReader:
@@ -118,7 +133,7 @@ def derive(
     from registry.config import load_params
 
     samples = sorted(set(exclude_samples or []))
-    sources = list(dict.fromkeys(exclude_sources or []))
+    sources = list({s.casefold(): s for s in exclude_sources or []}.values())
     if not samples and not sources:
         raise ReleaseError(
             "nothing to exclude; give --exclude-sample ID (or --exclude-samples FILE) or --exclude-source"
@@ -144,12 +159,10 @@ def derive(
 
     parent_dir = ws / RELEASES / name / parent.version
     parent_manifest = parent_dir / parent.manifest_path
-    if not parent_manifest.is_file():
-        raise ReleaseError(f"{parent_manifest} is missing; run `dvc checkout` (or `dvc pull`) to restore it")
-    if sha256_file(parent_manifest) != parent.manifest_sha256:
-        raise ReleaseError(
-            f"the manifest of {parent_ref} does not match its record; run `synthreg verify {parent_ref}`"
-        )
+    checked = verify(ws, parent_ref)  # signature, record, manifest, every image: nothing unsigned is copied
+    if not checked.ok:
+        first = [*(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items())), *checked.problems][0]
+        raise ReleaseError(f"{parent_ref} does not verify ({first}); run `synthreg verify {parent_ref}`")
     table = mf.read_table(parent_manifest)
     unknown = sorted(set(samples) - set(table["sample_id"].to_pylist()))
     if unknown:
@@ -164,6 +177,11 @@ def derive(
     removed = table.filter(drop)
     kept = table.filter(pc.invert(drop))
     removed_accepted = pc.sum(pc.equal(removed["decision"], "accepted")).as_py() or 0
+    if removed.num_rows == 0:
+        raise ReleaseError(
+            f"{parent_ref} holds no sample of identities {sorted(identities)}, so there is nothing to leave "
+            "out; check the source (`synthreg impact --source NAME`)"
+        )
     if pc.sum(pc.equal(kept["decision"], "accepted")).as_py() in (None, 0):
         raise ReleaseError(
             f"excluding {removed.num_rows} sample(s) leaves no accepted sample of {parent_ref}; "
@@ -211,20 +229,23 @@ def derive(
                 + ". Exclude less, or waive the rule in the waivers file, then derive again"
             )
 
-        def build(staging: Path) -> tuple[Release, PolicyReport]:
+        report_text = report.to_json()
+
+        def build(staging: Path) -> tuple[Release, PolicyReport, str]:
             record = assemble(
                 ws,
                 name,
                 version,
                 manifest,
                 report,
+                report_text,
                 recipe,
                 staging,
                 actor,
                 _parent_shards(parent_dir, parent),
                 derivation,
             )
-            return record, report
+            return record, report, report_text
 
         return publish(
             ws, name, version, signer, build, f"Derive {name}@{version} from {parent_ref}: {reason.strip()}"

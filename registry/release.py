@@ -93,12 +93,14 @@ def _lock(ws: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -> PolicyReport:
+def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -> tuple[PolicyReport, str]:
+    """The policy report the release is gated on, and its text as written (released byte for byte)."""
     if not manifest.is_file():
         raise ReleaseError(f"no filtered manifest for {name} at {manifest}; run `dvc repro` first")
     if not report_path.is_file():
         raise ReleaseError(f"no policy report for {name} at {report_path}; run `synthreg validate` first")
-    report = PolicyReport.model_validate_json(report_path.read_text())
+    text = report_path.read_text()
+    report = PolicyReport.model_validate_json(text)
     digest = sha256_file(manifest)
     if report.manifest_sha256 != digest:
         raise ReleaseError(
@@ -115,7 +117,7 @@ def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -
         raise ReleaseError(
             f"waivers for {', '.join(expired)} expired since validation; renew them and validate again"
         )
-    return report
+    return report, text
 
 
 # Recipe fields that declare things about the dataset without shaping any image: they may change
@@ -159,15 +161,17 @@ def release(
     check_new_version(ws, name, version)
     data = ws / "data" / name
     manifest = data / "filtered" / "manifest.parquet"
-    report = _gate(ws, name, manifest, data / "policy" / "report.json", today or date.today())
+    report, report_text = _gate(ws, name, manifest, data / "policy" / "report.json", today or date.today())
     recipe = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
     if recipe.licence is None:
         raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
     signer = load_signer(key)  # before anything is written
 
-    def build(staging: Path) -> tuple[Release, PolicyReport]:
-        record = assemble(ws, name, version, manifest, report, recipe, staging, actor, _workspace_shard(ws))
-        return record, report
+    def build(staging: Path) -> tuple[Release, PolicyReport, str]:
+        record = assemble(
+            ws, name, version, manifest, report, report_text, recipe, staging, actor, _workspace_shard(ws)
+        )
+        return record, report, report_text
 
     return publish(ws, name, version, signer, build, f"Release {name}@{version}")
 
@@ -197,19 +201,21 @@ def publish(
     name: str,
     version: str,
     signer: Any,
-    build: Callable[[Path], tuple[Release, PolicyReport]],
+    build: Callable[[Path], tuple[Release, PolicyReport, str]],
     message: str,
 ) -> Release:
     """Make ``releases/NAME/VERSION`` under the release lock: ``build(staging)`` writes the data and
-    returns the record; then sign, write the exports, rename into place, ``dvc add``, audit, commit, tag.
-    On any failure nothing of the version is left behind."""
+    returns the record, the policy report and its text; then sign, write the exports, rename into place,
+    ``dvc add``, audit, commit, tag. On a failure the version's folder is removed and unstaged; the audit
+    log is append-only, so an event appended before a failed commit or tag stays (its subject names a
+    version that was not made)."""
     with _lock(ws):
         check_new_version(ws, name, version)
         final = ws / RELEASES / name / version
         staging = ws / RELEASES / name / f".{version}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            record, report = build(staging)
+            record, report, report_text = build(staging)
             subjects = {"data/manifest.parquet": record.manifest_sha256} | {
                 f"data/{s.path}": s.sha256 for s in record.shards
             }
@@ -217,7 +223,7 @@ def publish(
             atomic_write_text(staging / "release.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
             envelope = sign(statement(subjects, payload), signer)
             atomic_write_text(staging / "release.dsse.json", json.dumps(envelope, indent=2) + "\n")
-            _write_exports(staging, record, report)
+            _write_exports(staging, record, report, report_text)
             os.replace(staging, final)
             rel = final.relative_to(ws).as_posix()
             _dvc(ws, "add", "-q", f"{rel}/data")
@@ -225,7 +231,8 @@ def publish(
                 "manifest_sha256": record.manifest_sha256,
                 "policy_report_sha256": record.policy_report_sha256,
             }
-            if record.derived_from:
+            if record.derived_from:  # validated by derive itself, not by a validate stage
+                audit.append_validation(ws, report, f"{name}@{version}", record.policy_report_sha256)
                 details["derived_from"] = record.derived_from.model_dump(mode="json")
             audit.append(ws, "derive" if record.derived_from else "release", f"{name}@{version}", details)
             _git(ws, "add", rel, "audit/events.jsonl")
@@ -254,6 +261,7 @@ def assemble(
     version: str,
     manifest: Path,
     report: PolicyReport,
+    report_text: str,
     recipe: Recipe,
     out: Path,
     actor: str | None,
@@ -347,7 +355,7 @@ def assemble(
         sources=sources,
         prompt_templates=recipe.prompt_templates,
         seed=recipe.seed,
-        policy_report_sha256=sha256_bytes(report.to_json().encode()),
+        policy_report_sha256=sha256_bytes(report_text.encode()),
         policy_passed=report.passed,
         policy_results={r.rule_id: r.status for r in report.results},
         waivers=[r.waiver for r in report.results if r.waiver],
@@ -382,8 +390,8 @@ def _has_commits(ws: Path) -> bool:
     )
 
 
-def _write_exports(out: Path, record: Release, report: PolicyReport) -> None:
-    atomic_write_text(out / "policy-report.json", report.to_json())
+def _write_exports(out: Path, record: Release, report: PolicyReport, report_text: str) -> None:
+    atomic_write_text(out / "policy-report.json", report_text)
     from registry.exports import croissant_jsonld, prov_json, render_card
 
     atomic_write_text(out / "card.md", render_card(record, report))

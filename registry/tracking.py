@@ -12,7 +12,8 @@ Conventions every run logged by ``synthreg train`` follows, and that ``trace`` a
 - the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it;
 - for an http(s) server, MLflow's retries are capped (``HTTP_RETRIES``) unless the environment sets
   ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``: MLflow's own defaults
-  (7 retries, backoff factor 2) keep a command waiting for minutes on a server that is down.
+  (7 retries, backoff factor 2) keep a command waiting for minutes on a server that is down. They are
+  set in ``os.environ`` (MLflow reads them there at each request), so they hold for the whole process.
 
 MLflow is imported inside the functions, so the CLI starts fast.
 """

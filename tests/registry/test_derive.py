@@ -22,7 +22,17 @@ from registry.policy import PolicyReport
 from registry.release import load_release
 from registry.verify import verify
 from tests.conftest import write_yaml
-from tests.registry.conftest import CONDITIONING, Built, folder, sh, sha256, strays, tags, tree_digests
+from tests.registry.conftest import (
+    CONDITIONING,
+    WAIVED,
+    Built,
+    folder,
+    sh,
+    sha256,
+    strays,
+    tags,
+    tree_digests,
+)
 
 runner = CliRunner()
 REASON = "subject asked for removal (ticket 42)"
@@ -211,6 +221,49 @@ def test_a_derived_version_is_checked_by_the_policy_packs_again(released_copy: P
     assert snapshot(ws) == before and strays(ws) == []
 
 
+def test_an_edited_parent_record_is_refused(released_copy: Path, released: Built):
+    ws = released_copy
+    record = folder(ws, "1.0.0") / "release.json"
+    data = json.loads(record.read_text())
+    data["recipe"]["generator"]["training_sources"] = []  # hide what trained the generator
+    record.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    before = snapshot(ws)
+    with pytest.raises(ReleaseError) as e:
+        derive(ws, "digits@1.0.0", "1.1.0", REASON, exclude_sources=["volunteer-sevens"], key=released.key)
+    assert str(e.value) == (
+        "digits@1.0.0 does not verify (release.json differs from the signed record (edited after signing)); "
+        "run `synthreg verify digits@1.0.0`"
+    )
+    assert snapshot(ws) == before and strays(ws) == []
+
+
+def test_a_derived_version_can_be_derived_from_and_shares_shards(released_copy: Path, released: Built):
+    ws = released_copy
+    rows = parent_rows(ws)
+    sevens = [r["sample_id"] for r in rows if r["identity"] == "7"]
+    one = next(r["sample_id"] for r in rows if r["identity"] == "1")
+    first = derive(ws, "digits@1.0.0", "1.0.1", REASON, exclude_samples=sevens, key=released.key)
+    # every seven is gone already: excluding their source now would remove nothing
+    with pytest.raises(ReleaseError, match=r"^digits@1\.0\.1 holds no sample of identities \['7'\]"):
+        derive(ws, "digits@1.0.1", "1.0.2", REASON, exclude_sources=["VOLUNTEER-sevens"], key=released.key)
+    second = derive(ws, "digits@1.0.1", "1.0.2", REASON, exclude_samples=[one], key=released.key)
+    assert second.derived_from is not None and second.derived_from.parent == "digits@1.0.1"
+    assert second.counts.total == first.counts.total - 1 == len(rows) - len(sevens) - 1
+    shared = {s.sha256 for s in first.shards} & {s.sha256 for s in second.shards}
+    assert shared  # the shard that lost nothing this time is the same file
+    assert verify(ws, "digits@1.0.2").ok and verify(ws, "digits@1.0.1").ok
+    # the waivers the re-check applied, its verdict, then the derivation
+    waived = [w.rule_id for w in second.waivers]
+    assert waived == WAIVED
+    tail = audit.read(ws)[-(len(waived) + 2) :]
+    assert [(e.kind, e.subject) for e in tail] == [("waiver", f"digits:{r}") for r in waived] + [
+        ("validate", "digits@1.0.2"),
+        ("derive", "digits@1.0.2"),
+    ]
+    assert tail[-2].details["report_sha256"] == second.policy_report_sha256
+    assert audit.verify(ws) == []
+
+
 def test_a_corrupt_parent_image_is_never_signed_into_the_new_version(released_copy: Path, released: Built):
     ws, parent = released_copy, released.record
     assert parent is not None
@@ -225,7 +278,7 @@ def test_a_corrupt_parent_image_is_never_signed_into_the_new_version(released_co
     before = snapshot(ws)
     with pytest.raises(ReleaseError) as e:
         derive(ws, "digits@1.0.0", "1.1.0", REASON, exclude_samples=[gone], key=released.key)
-    assert f"does not hold the recorded images for 1 sample(s), first {victim['sample_id']}" in str(e.value)
+    assert str(e.value).startswith(f"digits@1.0.0 does not verify (sample {victim['sample_id']}: corrupted")
     assert snapshot(ws) == before and strays(ws) == []
 
 
@@ -237,7 +290,7 @@ def test_cli_derive_from_a_file_of_ids_then_show_and_trace_text(released_copy: P
     common = ["--reason", REASON, "--key", str(released.key), "-w", str(ws)]
     result = runner.invoke(
         app,
-        ["derive", "digits@1.0.0", "--version", "1.0.1", "--exclude-samples", "excluded.txt", *common],
+        ["derive", "digits@1.0.0", "--version", "1.0.1", "--exclude-samples", str(ids), *common],
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("derived digits@1.0.1 from digits@1.0.0: 3 sample(s) left out")
@@ -253,3 +306,32 @@ def test_cli_derive_from_a_file_of_ids_then_show_and_trace_text(released_copy: P
     assert missing.exit_code == 1
     assert "sample id file nope.txt does not exist" in missing.output
     assert json.loads((folder(ws, "1.0.1") / "release.json").read_text())["derived_from"]["removed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        ([{"role": "training"}], "source 'x' is training data behind digits@1.0.0; nothing would be left"),
+        ([{"role": "conditioning"}], "source 'x' conditioned every identity of digits@1.0.0; nothing would"),
+        (
+            [{"role": "conditioning", "identities": ["7"]}, {"role": "filtering"}],
+            "source 'x' conditioned identities ['7'] of digits@1.0.0 but is also used for filtering by every",
+        ),
+        ([{"role": "filtering"}, {"role": "evaluation"}], "source 'x' (evaluation, filtering) made no image"),
+    ],
+    ids=["training", "conditioning-all", "conditioning-and-filtering", "filtering-and-evaluation"],
+)
+def test_which_sources_can_be_excluded(sources: list[dict], message: str):
+    from registry.derive import excluded_identities
+    from registry.models import Recipe
+    from tests.conftest import small_recipe
+
+    recipe = Recipe.model_validate(
+        small_recipe(sources=[{"name": "x", "licence": "MIT"} | s for s in sources])
+    )
+    with pytest.raises(ReleaseError) as e:
+        excluded_identities(recipe, "X", "digits@1.0.0")
+    assert str(e.value).startswith(message)
+    ones_and_sevens = {"name": "x", "licence": "MIT", "role": "conditioning", "identities": ["1", "7"]}
+    ok = Recipe.model_validate(small_recipe(sources=[ones_and_sevens]))
+    assert excluded_identities(ok, "x", "digits@1.0.0") == {"1", "7"}
