@@ -64,13 +64,12 @@ def excluded_identities(recipe: Recipe, source: str, ref: str) -> set[str]:
     ]
     if everything:
         what = {
-            "generator-training": f"trained generator {recipe.generator.name}",
+            "generator-training": f"trained generator {recipe.generator.name}, which made every image of",
             "training": "is training data behind",
             "conditioning": "conditioned every identity of",
         }[everything[0].role]
-        made = f"{what}, which made every image of" if everything[0].role == "generator-training" else what
         raise ReleaseError(
-            f"source {source!r} {made} {ref}; nothing would be left. Withdraw the version "
+            f"source {source!r} {what} {ref}; nothing would be left. Withdraw the version "
             "(`synthreg withdraw`) and generate again without it"
         )
     conditioned = {i for s in named if s.role == "conditioning" for i in s.identities or []}

@@ -663,6 +663,9 @@ def trace_image(ws: Path, path: Path | str) -> dict:
 # impact
 
 
+_COUNTS = "filename, count(*), count(*) FILTER (WHERE decision = 'accepted')"  # per manifest file
+
+
 def impact(
     ws: Path,
     generator: str | None = None,
@@ -703,7 +706,7 @@ def impact(
             identities = sorted({i for s in named for i in s.identities or []})
             for _, n, a in _query(
                 paths,
-                "filename, count(*), count(*) FILTER (WHERE decision = 'accepted')",
+                _COUNTS,
                 "WHERE list_contains($ids, identity) GROUP BY filename",
                 {"ids": identities},
             ):
@@ -731,7 +734,7 @@ def impact(
         paths, missing = _manifests(ws, releases)
         for f, n, a in _query(
             paths,
-            "filename, count(*), count(*) FILTER (WHERE decision = 'accepted')",
+            _COUNTS,
             f"{where} GROUP BY filename",
             params,
         ):
