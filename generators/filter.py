@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from registry import audit
 from registry import manifest as mf
@@ -45,6 +46,7 @@ class DigitsDomain:
     """Identity classifier and real references for tiny-digits, from the real train split only."""
 
     name = "tiny-digits"
+    identities = frozenset(str(d) for d in range(10))  # what its classifier and stroke medians know
 
     def __init__(self) -> None:
         from sklearn.calibration import CalibratedClassifierCV
@@ -141,6 +143,14 @@ def filter_manifest(
         raise ManifestError(f"manifest {in_path} has no rows; nothing to filter")
     backends = sorted(set(table["generator_backend"].to_pylist()))
     domain = load_domain(backends[0]) if len(backends) == 1 else None
+    if domain is not None:  # an edited manifest may name identities the generator never makes
+        unknown = sorted(set(pc.unique(table["identity"]).to_pylist()) - domain.identities, key=str)
+        if unknown:
+            first = table["sample_id"][pc.index(table["identity"], unknown[0]).as_py()].as_py()
+            raise ManifestError(
+                f"manifest {in_path}: sample {shown(first)} has identity {shown(unknown[0])}, which "
+                f"{domain.name} does not make ({len(unknown)} unknown identities); regenerate it"
+            )
 
     cols = table.select(["sample_id", "shard", "member", "image_sha256"]).to_pylist()
     rows = [(r["sample_id"], r["shard"], r["member"], r["image_sha256"]) for r in cols]

@@ -88,6 +88,8 @@ def _sql_problem() -> str:
             THEN 'shard path is not a relative path of safe names (no ''..'', no leading ''/'')'
         WHEN image_sha256 IS NULL OR NOT regexp_full_match(image_sha256, '[0-9a-f]{{64}}')
             THEN 'image_sha256 is missing or not a sha256 (64 hex digits)'
+        WHEN phash IS NULL OR NOT regexp_full_match(phash, '[0-9a-f]{{16}}')
+            THEN 'phash is missing or not a perceptual hash (16 hex digits)'
         END"""
 
 
@@ -110,7 +112,7 @@ def check_manifest(con: Any, what: str, view: str = "manifest") -> None:
     if n:
         sid, problem = first[0]
         raise ManifestError(
-            f"{what}: sample {shown(sid)}: {problem} ({n} row(s) with unsafe names); "
+            f"{what}: sample {shown(sid)}: {problem} ({n} row(s) with unsafe names or digests); "
             "it was not written by synthreg or was edited since: regenerate it"
         )
 

@@ -88,7 +88,7 @@ def verify(ws: Path, ref: str, threads: int | None = None) -> VerifyResult:
     con = mf.connect(manifest)
     n_unsafe, unsafe = unsafe_rows(con)
     if n_unsafe:  # signed or not, a name that extraction would place outside its folder is a failure
-        result.problems.append(f"{n_unsafe} sample(s) have unsafe names in the manifest")
+        result.problems.append(f"{n_unsafe} sample(s) have unsafe names or digests in the manifest")
         result.bad_samples.update({shown(sid): problem for sid, problem in unsafe})
     by_source = {s.source: s for s in record.shards}
     members: dict[str, dict[str, tuple[str, str]]] = {}

@@ -92,7 +92,7 @@ def test_filter_refuses_a_hostile_name(fresh: Path, case: str):
         f"error: manifest {fresh / CANDIDATES / 'manifest.parquet'}: sample {shown(sid)}: {CASES[case][2]}"
         + result.output.splitlines()[0].split(CASES[case][2], 1)[1]
     )
-    assert "(1 row(s) with unsafe names); it was not written by synthreg" in result.output
+    assert "(1 row(s) with unsafe names or digests); it was not written by synthreg" in result.output
     assert sha256_file(fresh / FILTERED / "manifest.parquet") == before  # nothing written
 
 
@@ -178,7 +178,7 @@ def test_verify_and_the_loader_refuse_a_hostile_release(
     result = runner.invoke(app, ["verify", "digits@1.0.0", "-w", str(fresh)])
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
-    assert "  problem: 1 sample(s) have unsafe names in the manifest" in lines
+    assert "  problem: 1 sample(s) have unsafe names or digests in the manifest" in lines
     assert f"  sample {shown(sid)}: {CASES[case][2]}" in "\n".join(lines)
     assert lines[-1].startswith("digits@1.0.0: FAILED")
     assert not any(line.startswith("FORGED") for line in lines)
