@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from registry import audit
 from registry import manifest as mf
@@ -34,6 +35,7 @@ from registry.digests import sha256_file
 from registry.errors import ManifestError
 from registry.fsio import atomic_write_text
 from registry.models import FilterParams
+from registry.names import check_table, shown
 from registry.shards import iter_images
 from registry.workspace import inside, relative
 
@@ -44,6 +46,7 @@ class DigitsDomain:
     """Identity classifier and real references for tiny-digits, from the real train split only."""
 
     name = "tiny-digits"
+    identities = frozenset(str(d) for d in range(10))  # what its classifier and stroke medians know
 
     def __init__(self) -> None:
         from sklearn.calibration import CalibratedClassifierCV
@@ -94,6 +97,18 @@ class DigitsDomain:
 DOMAINS = {"tiny-digits": DigitsDomain}
 
 
+def _pixels(sample_id: str, png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        return np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # its digest matched: an edited record
+        raise ManifestError(
+            f"sample {shown(sample_id)}: its image is not a readable image ({type(e).__name__}); "
+            "regenerate it"
+        ) from None
+
+
 @cache
 def load_domain(backend: str) -> DigitsDomain | None:
     """The trained domain for a backend (trained once per process), or None if it has none."""
@@ -117,28 +132,44 @@ def filter_manifest(
     progress: Progress | None = None,
 ) -> FilterResult:
     """Score ``candidates/manifest.parquet``; write ``out/manifest.parquet`` and ``out/filter.json``."""
-    from PIL import Image
 
     params = params or FilterParams()
     in_dir, out_dir = inside(ws, candidates, "candidates folder"), inside(ws, out, "output folder")
     in_path = in_dir / "manifest.parquet"
+    audit.log_path(ws)  # refused before anything is written
     table = mf.read_table(in_path)
+    check_table(table, f"manifest {in_path}")  # before any name becomes a path
     if table.num_rows == 0:
         raise ManifestError(f"manifest {in_path} has no rows; nothing to filter")
     backends = sorted(set(table["generator_backend"].to_pylist()))
     domain = load_domain(backends[0]) if len(backends) == 1 else None
+    if domain is not None:  # an edited manifest may name identities the generator never makes
+        unknown = sorted(set(pc.unique(table["identity"]).to_pylist()) - domain.identities, key=str)
+        if unknown:
+            first = table["sample_id"][pc.index(table["identity"], unknown[0]).as_py()].as_py()
+            raise ManifestError(
+                f"manifest {in_path}: sample {shown(first)} has identity {shown(unknown[0])}, which "
+                f"{domain.name} does not make ({len(unknown)} unknown identities); regenerate it"
+            )
 
     cols = table.select(["sample_id", "shard", "member", "image_sha256"]).to_pylist()
     rows = [(r["sample_id"], r["shard"], r["member"], r["image_sha256"]) for r in cols]
     # Images come back shard by shard; key them by sample id so a row always gets its own pixels.
     pixels: dict[str, np.ndarray] = {}
     for n, (sample_id, png) in enumerate(iter_images(ws, rows), 1):
-        pixels[sample_id] = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+        pixels[sample_id] = _pixels(sample_id, png)
         if progress and n % 256 == 0:
             progress(n, len(rows))
     if progress:
         progress(len(rows), len(rows))
     ids = table["sample_id"].to_pylist()
+    shape = pixels[ids[0]].shape
+    odd = next((i for i in ids if pixels[i].shape != shape), None)
+    if odd is not None:
+        raise ManifestError(
+            f"sample {shown(odd)}: its image is {pixels[odd].shape}, not {shape} like {shown(ids[0])}; "
+            "a manifest holds one image size (regenerate it)"
+        )
     images = np.stack([pixels[i] for i in ids])
     flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
     n = len(images)

@@ -105,6 +105,7 @@ def generate(
     params = params or GenerateParams()
     recipe = load_recipe(inside(ws, recipe_path, "recipe"))
     out_dir = inside(ws, out or default_out_dir(recipe), "output folder")
+    audit.log_path(ws)  # refused before anything is written
     if params.threads:
         import torch
 

@@ -14,18 +14,18 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from policies.checks import licence, prompt, provenance, quality, representation
 from policies.context import Context, Outcome
-from registry import audit
+from registry import audit, yamlio
 from registry import manifest as mf
 from registry.config import format_validation_error, load_recipe, load_yaml_model
 from registry.digests import sha256_file
 from registry.errors import PolicyError
 from registry.fsio import atomic_write_text
 from registry.models import Recipe
+from registry.names import shown
 from registry.policy import LicenceBase, PolicyPack, PolicyReport, RuleResult, Waiver, WaiverFile
 from registry.workspace import inside, relative
 
@@ -52,10 +52,7 @@ def load_pack(path: Path) -> PolicyPack:
     """A pack, or a PolicyError naming the file, the rule and the problem."""
     if not path.is_file():
         raise PolicyError(f"policy pack {path} does not exist; check params.yaml's validate.packs")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise PolicyError(f"policy pack {path} is not valid YAML: {e}") from e
+    data = yamlio.load_file(path, "policy pack", PolicyError)
     try:
         return PolicyPack.model_validate(data)
     except ValidationError as e:
@@ -66,8 +63,9 @@ def load_pack(path: Path) -> PolicyPack:
             loc = err["loc"]
             if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and isinstance(rules, list):
                 rid = rules[loc[1]].get("id", "?") if isinstance(rules[loc[1]], dict) else "?"
-                field = ".".join(str(p) for p in loc[3:])  # loc is (rules, index, kind, field...)
-                line = f"  rule {rid!r} (rules[{loc[1]}]) {field or '(the rule)'}: " + line.split(": ", 1)[1]
+                field = ".".join(shown(p)[1:-1] if isinstance(p, str) else str(p) for p in loc[3:])
+                rid = shown(rid) if isinstance(rid, str) else "?"
+                line = f"  rule {rid} (rules[{loc[1]}]) {field or '(the rule)'}: " + line.split(": ", 1)[-1]
             named.append(line)
         raise PolicyError("\n".join(named)) from None
 
@@ -204,7 +202,8 @@ def validate(
     in_dir = inside(ws, filtered, "filtered folder")
     manifest_path = in_dir / "manifest.parquet"
     recipe_model = load_recipe(inside(ws, recipe, "recipe"))
-    out_dir = inside(ws, out, "output folder") if out else in_dir.parent / "policy"
+    out_dir = inside(ws, out or in_dir.parent / "policy", "report folder")  # symlinks included
+    audit.log_path(ws)  # refused before anything is written
     report = check(ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today)
     atomic_write_text(out_dir / "report.json", report.to_json())
     atomic_write_text(out_dir / "report.md", render_markdown(report))

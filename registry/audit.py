@@ -30,6 +30,7 @@ from registry.digests import sha256_json
 from registry.errors import AuditError
 from registry.models import Sha256, Strict
 from registry.policy import PolicyReport
+from registry.workspace import inside
 
 LOG = Path("audit") / "events.jsonl"
 GENESIS = "0" * 64  # prev_hash of the first event
@@ -113,11 +114,17 @@ def _parse(raw: bytes, line: int) -> AuditEvent:
         raise AuditError(f"line {line} of the audit log is not a valid event: {e.errors()[0]['msg']}") from e
 
 
+def log_path(ws: Path) -> Path:
+    """The audit log's path, refused if it (or ``audit/``) is a symlink out of the workspace. Stages call
+    it before writing their outputs, so a refused log leaves nothing half done."""
+    return inside(ws, LOG, "audit log")
+
+
 def append(
     ws: Path, kind: EventKind, subject: str, details: dict[str, Any], actor: str | None = None
 ) -> AuditEvent:
     """Append one event chained to the last; safe against concurrent appends from other processes."""
-    path = ws / LOG
+    path = log_path(ws)
     path.parent.mkdir(parents=True, exist_ok=True)
     actor = actor or actor_name(ws)
     # "a+b": O_APPEND, so the write lands at the end even if the file grew before the lock was taken.
@@ -158,7 +165,7 @@ def append(
 
 
 def _lines(ws: Path) -> list[bytes]:
-    path = ws / LOG
+    path = log_path(ws)
     if not path.is_file():
         return []
     with _locked(path, "rb", fcntl.LOCK_SH) as f:

@@ -5,21 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from registry import yamlio
 from registry.errors import ConfigError, RecipeError, SynthregError
 from registry.models import FilterParams, GenerateParams, Recipe, Strict
+from registry.names import shown
+from registry.workspace import inside
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class TrainGeneratorParams(Strict):
-    epochs: int = Field(default=20, gt=0)
-    batch_size: int = Field(default=64, gt=0)
-    lr: float = Field(default=2e-3, gt=0)
-    seed: int = Field(default=0, ge=0)
-    threads: int = Field(default=2, gt=0)
+    epochs: int = Field(default=20, gt=0, le=100_000)
+    batch_size: int = Field(default=64, gt=0, le=65_536)
+    lr: float = Field(default=2e-3, gt=0, le=10)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    threads: int = Field(default=2, gt=0, le=1024)
 
 
 class ValidateParams(Strict):
@@ -45,18 +47,25 @@ class TrainParams(Strict):
         "(the current filtered manifest, data/NAME/filtered)",
     )
     synthetic_share: float = Field(default=0.5, ge=0, le=1, description="share of synthetic training images")
-    train_size: int = Field(default=1000, gt=0, description="training images in all (real + synthetic)")
+    train_size: int = Field(
+        default=1000, gt=0, le=100_000_000, description="training images in all (real + synthetic)"
+    )
     real_per_class: int = Field(
-        default=5, ge=-1, description="real train images per digit in the real pool; -1 = all of them"
+        default=5,
+        ge=-1,
+        le=1_000_000,
+        description="real train images per digit in the real pool; -1 = all of them",
     )
     use_rejected: bool = Field(
         default=False, description="draw synthetic images from every row, rejected ones included"
     )
-    epochs: int = Field(default=10, gt=0, description="passes of train_size examples each")
-    batch_size: int = Field(default=64, gt=0)
-    lr: float = Field(default=2e-3, gt=0)
-    seed: int = Field(default=0, ge=0, description="picks the real and synthetic images; seeds torch")
-    threads: int = Field(default=2, gt=0, description="torch CPU threads")
+    epochs: int = Field(default=10, gt=0, le=100_000, description="passes of train_size examples each")
+    batch_size: int = Field(default=64, gt=0, le=65_536)
+    lr: float = Field(default=2e-3, gt=0, le=10)
+    seed: int = Field(
+        default=0, ge=0, lt=2**63, description="picks the real and synthetic images; seeds torch"
+    )
+    threads: int = Field(default=2, gt=0, le=1024, description="torch CPU threads")
     experiment: str = Field(default="synthreg-train", min_length=1, description="MLflow experiment")
     registered_model: str = Field(
         default="digits-classifier", min_length=1, description="MLflow registered model name"
@@ -78,14 +87,18 @@ class Params(Strict):
 
 
 def format_validation_error(e: ValidationError, source: str) -> str:
+    """One line per error: keys and values are shown escaped and cut short (a key may hold a newline,
+    a value may be a whole file's worth of text)."""
     lines = [f"{source} is invalid:"]
     for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        where = (
+            ".".join(shown(p)[1:-1] if isinstance(p, str) else str(p) for p in err["loc"]) or "(top level)"
+        )
+        msg = " ".join(err["msg"].split("\n"))
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling; see the JSON schema in schemas/)"
         elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {shown(err['input'])})"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 
@@ -93,12 +106,7 @@ def format_validation_error(e: ValidationError, source: str) -> str:
 def load_yaml_model(path: Path, model: type[M], what: str, error: type[SynthregError] = ConfigError) -> M:
     if not path.is_file():
         raise error(f"{what} {path} does not exist; check the path")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise error(f"{what} {path} is not valid YAML: {e}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise error(f"{what} {path} cannot be read: {e}") from e
+    data = yamlio.load_file(path, what, error)
     if not isinstance(data, dict):
         raise error(f"{what} {path} must be a YAML mapping, got {type(data).__name__}")
     try:
@@ -111,8 +119,11 @@ def load_recipe(path: Path) -> Recipe:
     return load_yaml_model(path, Recipe, "recipe", RecipeError)
 
 
-def load_params(path: Path) -> Params:
-    """``params.yaml`` if present, else every default."""
+def load_params(path: Path, ws: Path | None = None) -> Params:
+    """``params.yaml`` if present, else every default. With ``ws``, a path that leads out of the
+    workspace (symlinks included) is refused."""
+    if ws is not None:
+        path = inside(ws, path, "params file")
     if not path.exists():
         return Params()
     return load_yaml_model(path, Params, "params file")

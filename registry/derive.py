@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from registry import manifest as mf
 from registry.errors import ReleaseError
 from registry.models import Recipe
+from registry.names import read_id_file, shown
 from registry.policy import PolicyReport
 from registry.release import (
     RELEASES,
@@ -126,12 +127,17 @@ def derive(
     actor: str | None = None,
     params_path: Path | str = "params.yaml",
     today: date | None = None,
+    exclude_file: Path | None = None,
 ) -> Release:
-    """Release ``NAME@version``: the version ``ref`` without the excluded samples and sources."""
+    """Release ``NAME@version``: the version ``ref`` without the excluded samples and sources.
+
+    ``exclude_file`` is a file of sample ids, one a line, read only and possibly outside the workspace:
+    no message repeats its content."""
     from policies.engine import check
     from registry.config import load_params
 
-    samples = sorted(set(exclude_samples or []))
+    from_file = set(read_id_file(exclude_file)) if exclude_file is not None else set()
+    samples = sorted(set(exclude_samples or []) | from_file)
     sources = list({s.casefold(): s for s in exclude_sources or []}.values())
     if not samples and not sources:
         raise ReleaseError(
@@ -153,7 +159,7 @@ def derive(
     identities: set[str] = set()
     for s in sources:
         identities |= excluded_identities(parent.recipe, s, parent_ref)
-    validate = load_params(ws / params_path).validate_
+    validate = load_params(ws / params_path, ws).validate_
     signer = load_signer(key)  # before anything is written
 
     parent_dir = ws / RELEASES / name / parent.version
@@ -166,7 +172,8 @@ def derive(
     unknown = sorted(set(samples) - set(table["sample_id"].to_pylist()))
     if unknown:
         raise ReleaseError(
-            f"{len(unknown)} sample(s) to exclude are not in {parent_ref}, first {unknown[0]!r}; "
+            f"{len(unknown)} sample(s) to exclude are not in {parent_ref}, first "
+            f"{'one from ' + str(exclude_file) if unknown[0] in from_file else shown(unknown[0])}; "
             f"check the ids (`synthreg impact --sample ID` finds the versions that hold one)"
         )
     drop = pc.or_(

@@ -14,6 +14,10 @@ SynthregError                  base: a message a person can act on
 ├── ReleaseError               a release is refused (gate, version, workspace) or cannot be read
 ├── SigningError               no usable signing key, or a signature that does not verify
 └── TrackingError              MLflow cannot be reached, or a run, model or version does not exist
+
+Exit codes: 0 done; 1 a SynthregError (bad input, refused); 2 a usage error (typer); 3 a failing policy
+(POLICY_FAILED_EXIT); 70 an internal error (INTERNAL_ERROR_EXIT): any other exception, reported as one
+line with the path of its saved traceback (registry/crash.py), never as a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 # `synthreg validate` exits with this when an error rule fails without a waiver: distinct from 1 (an
 # input error) and 2 (a usage error), so `dvc repro` and CI can tell a policy failure apart.
 POLICY_FAILED_EXIT = 3
+# Any exception that is not a SynthregError: a bug. EX_SOFTWARE in BSD sysexits.h.
+INTERNAL_ERROR_EXIT = 70
 
 
 class SynthregError(Exception):

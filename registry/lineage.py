@@ -189,12 +189,12 @@ def _deny_list(ws: Path) -> dict[str, str]:
     path = ws / "policies" / "withdrawn.yaml"
     if not path.is_file():
         return {}
-    import yaml
+    from registry import yamlio
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yamlio.load_file(path, "withdrawn-sources list") or {}
         return {str(w["name"]): str(w.get("reason", "")) for w in data.get("withdrawn", [])}
-    except (yaml.YAMLError, TypeError, KeyError, AttributeError):
+    except (SynthregError, TypeError, KeyError, AttributeError):
         return {}  # the validate stage reports a malformed list; lineage only reads it
 
 

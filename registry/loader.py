@@ -19,6 +19,7 @@ from typing import Any
 from registry import manifest as mf
 from registry.digests import sha256_bytes
 from registry.errors import ManifestError, ReleaseError
+from registry.names import check_manifest
 from registry.release import RELEASES, load_release
 from registry.release_record import Release
 
@@ -32,6 +33,7 @@ class ReleaseReader:
             raise ReleaseError(f"{manifest} is missing; run `dvc checkout` (or `dvc pull`) to restore it")
         where = "WHERE decision = 'accepted'" if accepted_only else ""
         con = mf.connect(manifest)
+        check_manifest(con, f"manifest of {self.release.name}@{self.release.version}")
         self.table = con.sql(f"SELECT * FROM manifest {where} ORDER BY index").to_arrow_table()
         self.files = {s.source: folder / s.path for s in self.release.shards}
         self.check_digests = check_digests

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from registry.errors import ManifestError
 from registry.fsio import atomic_path
 from registry.models import SampleRecord
+from registry.names import shown
 
 _SCALARS: dict[Any, pa.DataType] = {
     str: pa.string(),
@@ -57,6 +58,7 @@ def _schema() -> pa.Schema:
 
 
 SCHEMA = _schema()
+_NULLABLE = pa.schema([f.with_nullable(True) for f in SCHEMA])
 
 
 def to_table(records: Iterable[SampleRecord | dict]) -> pa.Table:
@@ -90,7 +92,25 @@ def read_table(path: Path) -> pa.Table:
     missing = [n for n in SCHEMA.names if n not in table.schema.names]
     if missing:
         raise ManifestError(f"manifest {path} lacks columns {missing}; it was not written by synthreg")
-    return table.select(SCHEMA.names).cast(SCHEMA)
+    try:
+        table = table.select(SCHEMA.names).cast(_NULLABLE)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        bad = [f.name for f in SCHEMA if not table.schema.field(f.name).type.equals(f.type)]
+        raise ManifestError(
+            f"manifest {path} has columns of the wrong type ({', '.join(bad[:5])}); it was not written by "
+            "synthreg: regenerate it"
+        ) from e
+    for f in SCHEMA:  # columnar null counts: cheap on a million rows
+        column = table[f.name]
+        if not f.nullable and column.null_count:
+            import pyarrow.compute as pc
+
+            first = pc.index(pc.is_null(column), True).as_py()
+            raise ManifestError(
+                f"manifest {path}: sample {shown(table['sample_id'][first].as_py())} has no {f.name} "
+                f"({column.null_count} row(s) lack it); it was not written by synthreg: regenerate it"
+            )
+    return table.cast(SCHEMA)
 
 
 def records(table: pa.Table) -> list[SampleRecord]:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from registry.digests import sha256_json
+from registry.names import check_sample_id, member_problem, shard_problem, shown
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -247,6 +248,8 @@ class GenerationRequest(Strict):
 
     sample_id: str
     index: int = Field(ge=0, description="position in the plan")
+
+    _safe_sample_id = field_validator("sample_id")(check_sample_id)
     identity: str
     attributes: dict[str, str]
     prompt: str
@@ -302,6 +305,17 @@ class SampleRecord(Strict):
     decision: Literal["accepted", "rejected"] | None = None
     reason: str | None = None
 
+    # Names become paths when a shard is extracted: checked here and again over whole manifests
+    # (registry/names.py), since a manifest is a file anyone with write access can edit.
+    _safe_sample_id = field_validator("sample_id")(check_sample_id)
+
+    @model_validator(mode="after")
+    def _safe_member_and_shard(self) -> SampleRecord:
+        problem = member_problem(self.member, self.sample_id) or shard_problem(self.shard)
+        if problem:
+            raise ValueError(f"sample {shown(self.sample_id)}: {problem}")
+        return self
+
 
 FILTER_FIELDS = (
     "identity_pred",
@@ -318,8 +332,14 @@ FILTER_FIELDS = (
 class GenerateParams(Strict):
     batch_size: int = Field(default=128, gt=0, le=4096)
     shard_size: int = Field(default=1000, gt=0, le=100_000)
-    device: str = "cpu"
-    threads: int | None = Field(default=None, gt=0, description="torch CPU threads; None = torch default")
+    device: str = Field(
+        default="cpu",
+        pattern=r"^(cpu|mps|cuda(:[0-9]{1,2})?)$",
+        description="torch device: cpu, mps, cuda or cuda:N (checked against the hardware before a run)",
+    )
+    threads: int | None = Field(
+        default=None, gt=0, le=1024, description="torch CPU threads; None = torch default"
+    )
 
 
 class FilterParams(Strict):

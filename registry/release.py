@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -37,18 +38,28 @@ from registry.digests import sha256_bytes, sha256_file
 from registry.errors import ReleaseError
 from registry.fsio import atomic_write_text
 from registry.models import DATASET_NAME, Recipe, SourceRef
+from registry.names import check_manifest, shown
 from registry.policy import PolicyReport
-from registry.release_record import Counts, Derivation, GeneratorUse, Release, ShardRef
+from registry.release_record import SEMVER, Counts, Derivation, GeneratorUse, Release, ShardRef
 from registry.shards import check_members
 from registry.signing import load_signer, sign, statement
+from registry.workspace import inside
 
 RELEASES = Path("releases")
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
-    """``name@X.Y.Z`` (or ``name@vX.Y.Z``, or ``name``) -> (name, version or None)."""
+    """``name@X.Y.Z`` (or ``name@vX.Y.Z``, or ``name``) -> (name, version or None).
+
+    Both parts become path components under releases/, so anything else is refused here."""
     name, _, version = ref.partition("@")
-    return name, (version.removeprefix("v") or None)
+    version = version.removeprefix("v")
+    if not DATASET_NAME.fullmatch(name) or (version and not re.fullmatch(SEMVER, version)):
+        raise ReleaseError(
+            f"{shown(ref)} is not a release reference: give NAME@X.Y.Z (a dataset name of lowercase "
+            "letters, digits, '-', '_'; version components below 10^9)"
+        )
+    return name, (version or None)
 
 
 def versions(ws: Path, name: str) -> list[str]:
@@ -56,7 +67,7 @@ def versions(ws: Path, name: str) -> list[str]:
 
     folder = ws / RELEASES / name
     found = (
-        [p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / "release.json").is_file()]
+        [p.name for p in folder.iterdir() if re.fullmatch(SEMVER, p.name) and (p / "release.json").is_file()]
         if folder.is_dir()
         else []
     )
@@ -133,7 +144,7 @@ def _current_recipe(ws: Path, name: str, generation: Path, recipe_path: Path | s
     if not generation.is_file():
         raise ReleaseError(f"no generation record at {generation}; regenerate the dataset")
     recorded = Recipe.model_validate(json.loads(generation.read_text())["recipe"])
-    current = load_recipe(inside(ws, recipe_path or load_params(ws / "params.yaml").recipe, "recipe"))
+    current = load_recipe(inside(ws, recipe_path or load_params(ws / "params.yaml", ws).recipe, "recipe"))
     if current.dataset != name:
         raise ReleaseError(f"the recipe is for dataset {current.dataset!r}, not {name!r}; pass --recipe")
     changed = sorted(
@@ -183,10 +194,11 @@ def check_new_version(ws: Path, name: str, version: str) -> None:
 
     if not DATASET_NAME.fullmatch(name):
         raise ReleaseError(f"dataset name {name!r} is not valid (lowercase letters, digits, '-', '_')")
-    try:
-        semver.Version.parse(version)
-    except ValueError:
-        raise ReleaseError(f"version {version!r} is not semantic (X.Y.Z, e.g. 1.0.0)") from None
+    if not re.fullmatch(SEMVER, version):
+        raise ReleaseError(
+            f"version {shown(version)} is not semantic (X.Y.Z, e.g. 1.0.0, each number below 10^9)"
+        )
+    inside(ws, RELEASES / name, "releases folder")  # a symlink out of the workspace is refused
     if not (ws / ".git").exists() or not (ws / ".dvc").is_dir():
         raise ReleaseError(f"workspace {ws} must be a git repository with DVC initialised (`dvc init`)")
     existing = versions(ws, name)
@@ -282,6 +294,7 @@ def assemble(
     if manifest_sha256 != report.manifest_sha256:
         raise ReleaseError("the filtered manifest changed after validation; run `synthreg validate` again")
     con = mf.connect(released)
+    check_manifest(con, f"manifest {manifest}")  # no unsafe name is signed
     expected: dict[str, dict[str, tuple[str, str]]] = {}
     for sid, shard, member, sha in con.execute(
         "SELECT sample_id, shard, member, image_sha256 FROM manifest"
@@ -375,7 +388,7 @@ ShardReader = Callable[[str, set[str]], bytes]
 
 def _workspace_shard(ws: Path) -> ShardReader:
     def read(shard: str, members: set[str]) -> bytes:
-        src = ws / shard
+        src = inside(ws, shard, "shard")  # symlinks included
         if not src.is_file():
             raise ReleaseError(f"shard {shard} is missing; restore it (`dvc checkout`) or regenerate")
         return src.read_bytes()

@@ -12,16 +12,21 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from registry.models import IntendedUse, Recipe, Sha256, SourceRef, Strict
+from registry.models import DATASET_NAME, IntendedUse, Recipe, Sha256, SourceRef, Strict
 from registry.policy import Waiver
 
-SemVer = Annotated[str, StringConstraints(pattern=r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")]
+# Components below 10^9: a version such as 99999999999999999999999.0.0 would block every later one.
+SEMVER = r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})"
+SemVer = Annotated[str, StringConstraints(pattern=f"^{SEMVER}$")]
 PREDICATE_TYPE = "https://synthreg.dev/attestations/release/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
 
 class ShardRef(Strict):
-    path: str = Field(description="content-addressed file, relative to the release's data/ folder")
+    path: str = Field(
+        pattern=r"^shards/[0-9a-f]{64}\.tar$",
+        description="content-addressed file, relative to the release's data/ folder",
+    )
     source: str = Field(description="the shard's path in the workspace when it was released")
     sha256: Sha256
     size: int
@@ -61,10 +66,10 @@ class Derivation(Strict):
 
 
 class Release(Strict):
-    name: str
+    name: str = Field(pattern=f"^{DATASET_NAME.pattern}$")
     version: SemVer
     manifest_sha256: Sha256 = Field(description="content digest of the released manifest")
-    manifest_path: str = "data/manifest.parquet"
+    manifest_path: str = Field(default="data/manifest.parquet", pattern=r"^data/manifest\.parquet$")
     shards: list[ShardRef]
     counts: Counts
     generators: list[GeneratorUse]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,11 @@ from pathlib import Path
 from registry.digests import sha256_bytes
 from registry.errors import ManifestError
 from registry.fsio import atomic_path
+from registry.names import MEMBER, shown
+from registry.workspace import inside
 
 _BLOCK = 512
+_MEMBER = re.compile(MEMBER)
 _END = bytes(_BLOCK)
 
 
@@ -75,16 +79,30 @@ def _plain_ustar(data: bytes) -> dict[str, memoryview] | None:
 
 def members_from_bytes(data: bytes) -> dict[str, bytes | memoryview]:
     """Every regular member of the tar held in ``data`` by name (raises tarfile.TarError if unreadable)."""
+    return scan(data)[0]
+
+
+def scan(data: bytes) -> tuple[dict[str, bytes | memoryview], list[str]]:
+    """(every regular member by name, the names of members that extracting the tar could not place
+    safely: a link, device or folder, or a name that is not ``<sample id>.<extension>``, such as
+    ``../../evil.png`` or an absolute path). Raises tarfile.TarError if unreadable."""
     fast = _plain_ustar(data)
     if fast is not None:
-        return dict(fast)
+        return dict(fast), [n for n in fast if not _safe_member(n)]
     found: dict[str, bytes | memoryview] = {}
+    unsafe: list[str] = []
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         for m in tar:
+            if not m.isfile() or not _safe_member(m.name):
+                unsafe.append(m.name)
             if m.isfile():
                 f = tar.extractfile(m)
                 found[m.name] = f.read() if f else b""
-    return found
+    return found, unsafe
+
+
+def _safe_member(name: str) -> bool:
+    return bool(_MEMBER.fullmatch(name)) and ".." not in name
 
 
 def sha256_hex(data: bytes | memoryview) -> str:
@@ -101,7 +119,12 @@ def check_members(
     problems: list[str] = []
     found: dict[str, bytes | memoryview] = {}
     try:
-        found = members_from_bytes(data)
+        found, unsafe = scan(data)
+        if unsafe:  # never signed or verified: `tar -x` of the shard would write where the name says
+            problems.append(
+                f"shard {name} holds {len(unsafe)} member(s) that are not plain <sample id>.<extension> "
+                f"files, first {shown(unsafe[0])}; extracting it could write outside its folder"
+            )
     except (tarfile.TarError, EOFError) as e:
         problems.append(f"shard {name} cannot be read as tar ({e})")
     bad: dict[str, str] = {}
@@ -136,7 +159,7 @@ def iter_images(
     for sample_id, shard, member, digest in rows:
         by_shard.setdefault(shard, []).append((sample_id, member, digest))
     for shard, items in by_shard.items():
-        members = read_members(ws / shard)
+        members = read_members(inside(ws, shard, "shard"))  # a shard column may not lead out
         for sample_id, member, digest in items:
             data = members.get(member)
             if data is None:

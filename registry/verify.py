@@ -18,6 +18,7 @@ from pathlib import Path
 from registry import manifest as mf
 from registry.digests import sha256_bytes, sha256_file
 from registry.errors import ReleaseError, SigningError
+from registry.names import shown, unsafe_rows
 from registry.release import RELEASES, load_release, parse_ref
 from registry.shards import check_members
 from registry.signing import load_public_key, open_envelope
@@ -85,6 +86,10 @@ def verify(ws: Path, ref: str, threads: int | None = None) -> VerifyResult:
         result.problems.append("data/manifest.parquet does not match its signed sha256")
         return result
     con = mf.connect(manifest)
+    n_unsafe, unsafe = unsafe_rows(con)
+    if n_unsafe:  # signed or not, a name that extraction would place outside its folder is a failure
+        result.problems.append(f"{n_unsafe} sample(s) have unsafe names or digests in the manifest")
+        result.bad_samples.update({shown(sid): problem for sid, problem in unsafe})
     by_source = {s.source: s for s in record.shards}
     members: dict[str, dict[str, tuple[str, str]]] = {}
     for sid, shard, member, sha in con.execute(

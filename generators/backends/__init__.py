@@ -29,6 +29,7 @@ class Backend(Protocol):
 
 def load_backend(ref: GeneratorRef, ws: Path, device: str = "cpu") -> Backend:
     """Load the generator a recipe names; refuse a missing folder or weights that differ from the pin."""
+    check_device(device)
     folder = inside(ws, ref.path, "generator path")
     if not folder.is_dir():
         raise GeneratorError(
@@ -53,6 +54,28 @@ def load_backend(ref: GeneratorRef, ws: Path, device: str = "cpu") -> Backend:
             "restore the pinned weights or update the pin"
         )
     return backend
+
+
+def check_device(device: str) -> None:
+    """Refuse a torch device this machine does not have, before any model is loaded (torch would
+    fail deep inside the first ``.to()`` with an AssertionError or a RuntimeError)."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and (index == "" or index.isdigit()):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= n:
+            raise GeneratorError(
+                f"device {device!r} is not available: this machine has {n} CUDA device(s); "
+                "set generate.device in params.yaml (or --device) to cpu or an existing cuda:N"
+            )
+    elif kind == "mps" and not index:
+        if not torch.backends.mps.is_available():
+            raise GeneratorError(f"device {device!r} is not available on this machine; use cpu")
+    elif device != "cpu":
+        raise GeneratorError(
+            f"device {device[:40]!r} is not a torch device synthreg knows: use cpu, cuda:N or mps"
+        )
 
 
 def _quiet_diffusers() -> None:

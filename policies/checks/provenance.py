@@ -14,6 +14,7 @@ from pathlib import Path
 
 from policies.context import EVIDENCE_CAP, Context, Outcome
 from registry.fsio import atomic_write_text
+from registry.names import SQL_PROBLEM
 from registry.policy import Evidence, ProvenanceRule
 
 HEX64 = r"^[0-9a-f]{64}$"
@@ -55,6 +56,9 @@ def suite():
     ):
         s.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=col))
     s.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="sample_id"))
+    # registry/names.py's verdict per row (one DuckDB expression): ids, members and shards that
+    # extraction would turn into paths outside their folder.
+    s.add_expectation(gxe.ExpectColumnValuesToBeNull(column="name_problem"))
     s.add_expectation(gxe.ExpectColumnValuesToMatchRegex(column="weights_digest", regex=HEX64))
     s.add_expectation(gxe.ExpectColumnValuesToMatchRegex(column="image_sha256", regex=HEX64))
     s.add_expectation(gxe.ExpectColumnValuesToMatchRegex(column="phash", regex=r"^[0-9a-f]{16}$"))
@@ -95,7 +99,7 @@ def check(rule: ProvenanceRule, ctx: Context, evidence_dir: Path | None = None) 
         return Outcome(
             False, f"manifest lacks provenance columns {missing}", measured=len(missing), threshold=0
         )
-    df = ctx.con.sql(f"SELECT {', '.join(COLUMNS)} FROM manifest").df()
+    df = ctx.con.sql(f"SELECT {', '.join(COLUMNS)}, {SQL_PROBLEM} AS name_problem FROM manifest").df()
     result = validate(df)
     failed: list[dict] = []
     ids: list[str] = []

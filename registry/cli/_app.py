@@ -41,6 +41,17 @@ def _errors() -> Iterator[None]:
         yield
     except SynthregError as e:
         _fail(str(e), e.exit_code)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as e:  # a bug: one line and a saved traceback, never a traceback (registry/crash.py)
+        _internal(e)
+
+
+def _internal(e: BaseException) -> None:
+    from registry.crash import internal_error_message
+    from registry.errors import INTERNAL_ERROR_EXIT
+
+    _fail(internal_error_message(e), INTERNAL_ERROR_EXIT)
 
 
 @contextmanager
@@ -103,7 +114,7 @@ def generate(
         from registry.config import load_params
 
         ws = _workspace(workspace)
-        p = load_params(ws / params)
+        p = load_params(ws / params, ws)
         with _progress("generate") as progress:
             res = run(Path(recipe or p.recipe), ws, out, p.generate, progress)
         done = (
@@ -130,7 +141,7 @@ def filter_(
         from registry.config import load_params
 
         ws = _workspace(workspace)
-        p = load_params(ws / params)
+        p = load_params(ws / params, ws)
         with _progress("filter") as progress:
             res = filter_manifest(candidates, ws, out or candidates.parent / "filtered", p.filter, progress)
         typer.echo(f"{res.accepted}/{res.total} accepted; manifest {res.manifest}")
@@ -179,7 +190,7 @@ def validate(
         from registry.errors import POLICY_FAILED_EXIT
 
         ws = _workspace(workspace)
-        p = load_params(ws / params)
+        p = load_params(ws / params, ws)
         v = p.validate_
         report = run(filtered, ws, recipe or p.recipe, pack or v.packs, v.waivers, v.licences, out)
         for r in report.results:
@@ -212,7 +223,7 @@ def train(
         from registry.train import train as run
 
         ws = _workspace(workspace)
-        res = run(ws, load_params(ws / params).train, dataset)
+        res = run(ws, load_params(ws / params, ws).train, dataset)
         m = res.metrics
         typer.echo(
             f"trained on {res.dataset}: {res.n_real} real + {res.n_synthetic} synthetic images; "
@@ -288,15 +299,13 @@ def derive(
     Made from the parent's released files; checked again by params.yaml's policy packs; signed and tagged."""
     with _errors():
         from registry.derive import derive as run
-        from registry.errors import ConfigError
 
         ws = _workspace(workspace)
         ids = list(exclude_sample or [])
-        if exclude_samples is not None:  # read only, so it may be anywhere (a list of ids is often personal)
-            if not exclude_samples.is_file():
-                raise ConfigError(f"sample id file {exclude_samples} does not exist; give one id a line")
-            ids += [line.strip() for line in exclude_samples.read_text().splitlines() if line.strip()]
-        r = run(ws, ref, version, reason, ids, exclude_source, key, actor, params)
+        # --exclude-samples is read only, so it may be anywhere (a list of ids is often personal)
+        r = run(
+            ws, ref, version, reason, ids, exclude_source, key, actor, params, exclude_file=exclude_samples
+        )
         d = r.derived_from
         assert d is not None
         typer.echo(
@@ -529,4 +538,17 @@ def schema(
 
 
 def main() -> None:
-    app()
+    import click
+
+    try:
+        app()
+    except (SystemExit, click.exceptions.Exit):
+        raise
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as e:  # outside any command's _errors(): still one line, never a traceback
+        try:
+            _internal(e)
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None

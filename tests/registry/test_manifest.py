@@ -35,7 +35,7 @@ def record(i: int) -> SampleRecord:
         image_sha256=f"{i:064x}",
         phash="0" * 16,
         shard="s.tar",
-        member=f"{i}.png",
+        member=f"d-1-{i:06d}.png",
         batch=0,
         batch_size=2,
         gen_seconds=0.1,

@@ -129,7 +129,7 @@ def test_a_released_version_is_immutable(released_copy: Path, released: Built):
     assert str(e.value) == "version 0.9.0 is not greater than the latest, digits@1.0.0"
     with pytest.raises(ReleaseError) as e:
         release("digits", "1.0", ws, key=released.key)
-    assert str(e.value) == "version '1.0' is not semantic (X.Y.Z, e.g. 1.0.0)"
+    assert str(e.value) == "version '1.0' is not semantic (X.Y.Z, e.g. 1.0.0, each number below 10^9)"
 
     assert tree_digests(folder(ws, "1.0.0")) == before
     assert sorted(p.name for p in (ws / "releases/digits").iterdir()) == ["1.0.0"]
