@@ -78,6 +78,8 @@ OPERATIONS = {
     "derive": "registry.release:PUBLISH",
     "withdraw": "registry.lineage:WITHDRAW",
 }
+# NAME@X.Y.Z, with semver's optional pre-release and build parts
+SUBJECT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}@\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 _STAGING = re.compile(r"\.(?P<version>.+)\.tmp-(?P<pid>\d+)")
 _DERIVE_TMP = re.compile(re.escape(DERIVE_TMP_PREFIX) + r"(?P<pid>\d+)-.*")
 _LEGACY_TMP_AGE = 3600.0  # a derive temp folder without a pid (made before pids were in its name)
@@ -218,14 +220,30 @@ def is_unfinished(ws: Path, op: str, subject: str) -> bool:
 
 
 def read_entry(ws: Path, op: str, subject: str) -> Entry:
+    """The entry, refused unless every path and tag it names is the one its subject implies: recovery
+    removes and commits what an entry names, so a planted or edited entry must not point elsewhere."""
     path = _path(ws, op, subject)
     try:
-        return Entry.model_validate_json(path.read_text())
+        entry = Entry.model_validate_json(path.read_text())
     except (OSError, ValueError) as e:
         raise ReleaseError(
             f"journal entry {path} cannot be read ({e}); inspect it, then delete it and run "
             "`synthreg doctor` to see what it left"
         ) from None
+    name, _, version = entry.subject.partition("@")
+    expected = {
+        "final": f"{RELEASES.as_posix()}/{name}/{version}",
+        "staging": f"{RELEASES.as_posix()}/{name}/.{version}.tmp-{entry.pid}",
+        "record": f"{RELEASES.as_posix()}/{name}/{version}/withdrawal.json",
+        "tag": f"{name}@v{version}",
+    }
+    wrong = sorted(k for k, v in expected.items() if k in entry.state and entry.state[k] != v)
+    if (entry.op, entry.subject) != (op, subject) or not SUBJECT.fullmatch(subject) or wrong:
+        raise ReleaseError(
+            f"journal entry {path} does not match its name or names other paths "
+            f"({', '.join(wrong) or 'op or subject'}); synthreg did not write it: inspect it and delete it"
+        )
+    return entry
 
 
 def operation(op: str) -> Operation:
@@ -421,6 +439,8 @@ def doctor(ws: Path, repair: bool = False) -> DoctorReport:
     from registry.release import _git, _has_commits
 
     report = DoctorReport()
+    if not (ws / ".dvc").is_dir():
+        return report  # not a DVC workspace: nothing was ever published here
     with lock(ws):
         for op, subject in pending(ws):
             f = Finding("journal", f"unfinished {op} of {subject}")

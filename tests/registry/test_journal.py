@@ -226,3 +226,37 @@ def test_readers_remove_stale_temporary_folders(released: Built, tmp_path: Path)
         p.mkdir(parents=True)
     assert runner.invoke(app, ["list", "-w", str(ws)]).output == "digits: 1.0.0\n"
     assert [p.exists() for p in stale] == [False, False] and live.exists()
+
+
+def test_a_planted_journal_entry_cannot_make_recovery_remove_anything_else(released: Built, tmp_path: Path):
+    ws = clone(released.ws, tmp_path / "ws")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    planted = journal.Entry(
+        op="release",
+        subject="digits@2.0.0",
+        pid=99999999,
+        started="2026-01-01T00:00:00Z",  # type: ignore[arg-type]
+        steps=list(PUBLISH_STEPS),
+        state={
+            "final": "../../victim",
+            "staging": "../../victim",
+            "tag": "digits@v1.0.0",
+            "tag_existed": False,
+        },
+    )
+    path = ws / journal.JOURNAL / "release--digits@2.0.0.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(planted.model_dump_json())
+
+    assert runner.invoke(app, ["list", "-w", str(ws)]).output == "digits: 1.0.0\n"  # a reader goes on
+    result = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == (
+        f"  journal: unfinished release of digits@2.0.0 (journal entry {path} does not match its name or "
+        "names other paths (final, staging, tag); synthreg did not write it: inspect it and delete it)"
+    )
+    assert victim.is_dir() and tags(ws) == ["digits@v1.0.0"]
+    refused = cli(ws, released.key, ["release", "digits", "--version", "3.0.0"])
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: an interrupted release of digits@2.0.0 cannot be recovered: ")
