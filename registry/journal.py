@@ -351,6 +351,20 @@ def transaction(ws: Path, op: str, subject: str, state: dict[str, Any]) -> Itera
         ) from e
 
 
+def adopt(ws: Path, op: str, subject: str, steps: list[str], done: list[str], state: dict[str, Any]) -> None:
+    """Write an entry for work done without one (``doctor --repair``), for recovery to finish."""
+    entry = Entry(
+        op=op,
+        subject=subject,
+        pid=os.getpid(),
+        started=datetime.now(UTC),
+        steps=steps,
+        done=done,
+        state=state,
+    )
+    _save(ws, entry)
+
+
 # ---------------------------------------------------------------------------------------------------
 # recovery
 
@@ -474,17 +488,20 @@ def doctor(ws: Path, repair: bool = False) -> DoctorReport:
                 tag = f"{dataset.name}@v{folder.name}"
                 seen_tags.add(tag)
                 rel = folder.relative_to(ws).as_posix()
-                hint = f"finish it by hand (dvc add, commit, tag {tag}) or remove {rel}"
+                found = []
                 if f"{rel}/release.json" not in tracked:
-                    report.findings.append(Finding("untracked", f"{rel} is not committed to git", hint=hint))
+                    found.append(Finding("untracked", f"{rel} is not committed to git"))
                 if tag not in tags:
-                    report.findings.append(Finding("untagged", f"{subject} has no tag {tag}", hint=hint))
+                    found.append(Finding("untagged", f"{subject} has no tag {tag}"))
                 if ("release", subject) not in events and ("derive", subject) not in events:
-                    report.findings.append(
-                        Finding(
-                            "no-audit-event", f"{subject} has no release or derive audit event", hint=hint
-                        )
-                    )
+                    found.append(Finding("no-audit-event", f"{subject} has no release or derive audit event"))
+                if found and repair:
+                    _finish_orphan(ws, dataset.name, folder.name, found)
+                elif found:
+                    hint = f"`synthreg doctor --repair` finishes it if it verifies; else remove {rel}"
+                    for f in found:
+                        f.hint = hint
+                report.findings += found
         for tag in sorted(tags - seen_tags):
             name, _, version = tag.partition("@v")
             if (ws / RELEASES / name / version / "release.json").is_file():
@@ -497,6 +514,26 @@ def doctor(ws: Path, repair: bool = False) -> DoctorReport:
                 )
             )
     return report
+
+
+def _finish_orphan(ws: Path, name: str, version: str, found: list[Finding]) -> None:
+    """Finish a version folder no journal explains, if it verifies; otherwise leave it as it was."""
+    from registry.release import adopt
+
+    subject = f"{name}@{version}"
+    try:
+        op = adopt(ws, name, version)
+        try:
+            recover_one(ws, op, subject)
+        except BaseException:
+            _path(ws, op, subject).unlink(missing_ok=True)  # as it was: reported, not hidden
+            raise
+    except SynthregError as e:
+        for f in found:
+            f.hint = str(e)
+        return
+    for f in found:
+        f.repaired, f.hint = True, "finished"
 
 
 def recover_one(ws: Path, op: str, subject: str) -> Recovered:

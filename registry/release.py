@@ -326,14 +326,16 @@ def _step_commit(ws: Path, entry: journal.Entry) -> None:
 
 
 def _committed(ws: Path, rel: str) -> bool:
-    """``rel`` is in HEAD exactly as in the index (a commit made it, nothing of it left to commit)."""
+    """``rel`` and the audit log are in HEAD exactly as in the index (nothing of them left to commit)."""
     if not _has_commits(ws):
         return False
     in_head = subprocess.run(
         ["git", "cat-file", "-e", f"HEAD:{rel}/release.json"], cwd=ws, capture_output=True
     )
     clean = subprocess.run(
-        ["git", "diff", "--cached", "--quiet", "HEAD", "--", rel], cwd=ws, capture_output=True
+        ["git", "diff", "--cached", "--quiet", "HEAD", "--", rel, audit.LOG.as_posix()],
+        cwd=ws,
+        capture_output=True,
     )
     return in_head.returncode == 0 and clean.returncode == 0
 
@@ -370,6 +372,39 @@ def _undo_publish(ws: Path, entry: journal.Entry) -> None:
         shutil.rmtree(final, ignore_errors=True)
         with contextlib.suppress(ReleaseError):
             _git(ws, "reset", "-q", "--", s["final"])
+
+
+def adopt(ws: Path, name: str, version: str) -> str:
+    """Journal a version folder that no journal explains (made by hand, or by synthreg before the
+    journal existed) as a publication whose record is complete, so recovery finishes it: only when the
+    version verifies (signature, record, every image). The caller holds the release lock."""
+    from registry.verify import verify
+
+    ref = f"{name}@{version}"
+    checked = verify(ws, ref)
+    if not checked.ok:
+        first = [*checked.problems, *(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items()))][0]
+        raise ReleaseError(f"{ref} does not verify ({first}); it is not finished: restore or remove it")
+    final = ws / RELEASES / name / version
+    record = load_release(ws, ref)
+    if (record.name, record.version) != (name, version):  # a signed folder copied under another name
+        raise ReleaseError(f"{final} holds the record of {record.name}@{record.version}; remove it")
+    report = PolicyReport.model_validate_json((final / "policy-report.json").read_text())
+    tag = f"{name}@v{version}"
+    state = {
+        "staging": f"{RELEASES.as_posix()}/{name}/.{version}.tmp-{os.getpid()}",
+        "final": final.relative_to(ws).as_posix(),
+        "tag": tag,
+        "tag_existed": _tagged(ws, tag),
+        "message": f"{'Derive' if record.derived_from else 'Release'} {ref} (finished by synthreg doctor)",
+        "head": _git(ws, "rev-parse", "HEAD") if _has_commits(ws) else None,
+        "actor": audit.actor_name(ws),
+        "audit_from": 0,  # any earlier event for it counts: none is appended twice
+        "events": _events(record, report, name, version),
+    }
+    op = "derive" if record.derived_from else "release"
+    journal.adopt(ws, op, ref, list(PUBLISH_STEPS), ["stage"], state)
+    return op
 
 
 PUBLISH = journal.Operation(

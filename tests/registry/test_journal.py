@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,22 +201,64 @@ def test_a_failed_commit_after_the_audit_event_is_finished_by_doctor(base: Built
     assert_consistent(ws, ["1.0.0"], [])
 
 
-def test_doctor_reports_versions_no_journal_explains(released: Built, tmp_path: Path):
+def test_doctor_reports_versions_no_journal_explains_and_finishes_those_that_verify(
+    released: Built, tmp_path: Path
+):
     ws = clone(released.ws, tmp_path / "ws")
     sh(ws, "git", "tag", "-d", "digits@v1.0.0")
     sh(ws, "git", "tag", "digits@v9.9.9")
     (ws / ".dvc/tmp/synthreg-derive-99999999-x").mkdir(parents=True)
-    result = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
+    copied = folder(ws, "2.0.0")  # an insider's copy of a signed folder under another version
+    shutil.copytree(folder(ws, "1.0.0"), copied, ignore=shutil.ignore_patterns("data"))
+    hint = "`synthreg doctor --repair` finishes it if it verifies; else remove releases/digits/"
+    result = runner.invoke(app, ["doctor", "-w", str(ws)])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
-        "  temporary: .dvc/tmp/synthreg-derive-99999999-x (its process is gone) (repaired)",
-        "  untagged: digits@1.0.0 has no tag digits@v1.0.0 (finish it by hand (dvc add, commit, tag "
-        "digits@v1.0.0) or remove releases/digits/1.0.0)",
+        "  temporary: .dvc/tmp/synthreg-derive-99999999-x (its process is gone)",
+        f"  untagged: digits@1.0.0 has no tag digits@v1.0.0 ({hint}1.0.0)",
+        f"  untracked: releases/digits/2.0.0 is not committed to git ({hint}2.0.0)",
+        f"  untagged: digits@2.0.0 has no tag digits@v2.0.0 ({hint}2.0.0)",
+        f"  no-audit-event: digits@2.0.0 has no release or derive audit event ({hint}2.0.0)",
         "  tag-without-folder: tag digits@v9.9.9 has no releases/digits/9.9.9 (restore the folder "
         "(`git checkout digits@v9.9.9 -- releases/digits/9.9.9`))",
-        "doctor: 3 problem(s), 2 left",
+        "doctor: 6 problem(s), 6 left; run `synthreg doctor --repair`",
     ]
+    result = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[:2] == [
+        "  temporary: .dvc/tmp/synthreg-derive-99999999-x (its process is gone) (repaired)",
+        "  untagged: digits@1.0.0 has no tag digits@v1.0.0 (repaired: finished)",
+    ]
+    assert lines[2].startswith(
+        "  untracked: releases/digits/2.0.0 is not committed to git (digits@2.0.0 does "
+    )
+    assert lines[-1] == "doctor: 6 problem(s), 4 left"
     assert not (ws / ".dvc/tmp/synthreg-derive-99999999-x").exists()
+    assert tags(ws) == ["digits@v1.0.0", "digits@v9.9.9"] and copied.is_dir()
+    assert [e.subject for e in audit.read(ws) if e.kind == "release"] == ["digits@1.0.0"]
+
+
+def test_doctor_finishes_a_release_killed_before_its_commit_by_a_synthreg_without_journal(
+    released: Built, tmp_path: Path
+):
+    # What a kill between the audit event and the commit left before the journal existed.
+    ws = clone(released.ws, tmp_path / "ws")
+    sh(ws, "git", "tag", "-d", "digits@v1.0.0")
+    sh(ws, "git", "reset", "-q", "--soft", "HEAD~1")
+    sh(ws, "git", "reset", "-q")
+    assert versions(ws, "digits") == ["1.0.0"]  # shown: nothing says it is unfinished
+    result = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
+    assert (result.exit_code, result.output.splitlines()) == (
+        0,
+        [
+            "  untracked: releases/digits/1.0.0 is not committed to git (repaired: finished)",
+            "  untagged: digits@1.0.0 has no tag digits@v1.0.0 (repaired: finished)",
+            "doctor: 2 problem(s), 0 left",
+        ],
+    )
+    assert sh(ws, "git", "log", "-1", "--format=%s") == "Release digits@1.0.0 (finished by synthreg doctor)"
+    assert_consistent(ws, ["1.0.0"], [])  # one release event: the one already logged
 
 
 def test_readers_remove_stale_temporary_folders(released: Built, tmp_path: Path):
