@@ -34,6 +34,7 @@ from registry import manifest as mf
 from registry.digests import sha256_file
 from registry.errors import ManifestError
 from registry.fsio import atomic_write_text
+from registry.locks import folder_lock
 from registry.models import FilterParams
 from registry.names import check_table, shown
 from registry.shards import iter_images
@@ -132,7 +133,6 @@ def filter_manifest(
     progress: Progress | None = None,
 ) -> FilterResult:
     """Score ``candidates/manifest.parquet``; write ``out/manifest.parquet`` and ``out/filter.json``."""
-
     params = params or FilterParams()
     in_dir, out_dir = inside(ws, candidates, "candidates folder"), inside(ws, out, "output folder")
     in_path = in_dir / "manifest.parquet"
@@ -141,6 +141,20 @@ def filter_manifest(
     check_table(table, f"manifest {in_path}")  # before any name becomes a path
     if table.num_rows == 0:
         raise ManifestError(f"manifest {in_path} has no rows; nothing to filter")
+    with folder_lock(ws, out_dir, "filter"):  # a second run into out_dir refuses (registry.locks)
+        return _filter(ws, table, in_path, out_dir, params, progress)
+
+
+def _filter(
+    ws: Path,
+    table: pa.Table,
+    in_path: Path,
+    out_dir: Path,
+    params: FilterParams,
+    progress: Progress | None,
+) -> FilterResult:
+    from PIL import Image
+
     backends = sorted(set(table["generator_backend"].to_pylist()))
     domain = load_domain(backends[0]) if len(backends) == 1 else None
     if domain is not None:  # an edited manifest may name identities the generator never makes

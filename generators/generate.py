@@ -40,6 +40,7 @@ from registry.config import load_recipe
 from registry.digests import perceptual_hash, sha256_bytes, sha256_file, sha256_json
 from registry.errors import ManifestError
 from registry.fsio import atomic_path, atomic_write_text
+from registry.locks import folder_lock
 from registry.models import GenerateParams, GenerationRequest, Recipe, SampleRecord
 from registry.shards import write_shard
 from registry.workspace import inside, relative
@@ -114,7 +115,19 @@ def generate(
     requests = plan(recipe)
     for req in requests:
         backend.check(req)
+    with folder_lock(ws, out_dir, "generate"):  # a second run into out_dir refuses (registry.locks)
+        return _generate(ws, recipe, out_dir, params, backend, requests, progress)
 
+
+def _generate(
+    ws: Path,
+    recipe: Recipe,
+    out_dir: Path,
+    params: GenerateParams,
+    backend: Backend,
+    requests: list[GenerationRequest],
+    progress: Progress | None,
+) -> GenerateResult:
     spec = backend.spec
     batches = _batches(len(requests), params.shard_size, params.batch_size)
     n_shards = batches[-1][0] + 1

@@ -201,19 +201,47 @@ def verify(ws: Path) -> list[str]:
     return problems
 
 
+def validation_events(report: PolicyReport, subject: str, report_sha256: str) -> list[dict[str, Any]]:
+    """The events of one policy validation (kind, subject, details): each waiver applied, then the verdict."""
+    events: list[dict[str, Any]] = [
+        {
+            "kind": "waiver",
+            "subject": f"{report.dataset}:{r.rule_id}",
+            "details": r.waiver.model_dump(mode="json"),
+        }
+        for r in report.results
+        if r.waiver
+    ]
+    verdict = {
+        "manifest_sha256": report.manifest_sha256,
+        "report_sha256": report_sha256,
+        "passed": report.passed,
+        "failed": [r.rule_id for r in report.results if r.status == "fail"],
+    }
+    return [*events, {"kind": "validate", "subject": subject, "details": verdict}]
+
+
 def append_validation(ws: Path, report: PolicyReport, subject: str, report_sha256: str) -> None:
     """The events of one policy validation: each waiver applied, then the verdict."""
-    for r in report.results:
-        if r.waiver:
-            append(ws, "waiver", f"{report.dataset}:{r.rule_id}", r.waiver.model_dump(mode="json"))
-    append(
-        ws,
-        "validate",
-        subject,
-        {
-            "manifest_sha256": report.manifest_sha256,
-            "report_sha256": report_sha256,
-            "passed": report.passed,
-            "failed": [r.rule_id for r in report.results if r.status == "fail"],
-        },
-    )
+    for e in validation_events(report, subject, report_sha256):
+        append(ws, e["kind"], e["subject"], e["details"])
+
+
+def unlogged(ws: Path, events: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:
+    """Those of ``events`` (kind, subject, details), in order, that the log does not hold from event
+    ``start`` on: what an interrupted run still has to append."""
+    i = 0
+    for e in read(ws)[start:]:
+        if i < len(events) and (e.kind, e.subject, e.details) == (
+            events[i]["kind"],
+            events[i]["subject"],
+            json.loads(_canonical(events[i]["details"])),
+        ):
+            i += 1
+    return events[i:]
+
+
+def append_missing(ws: Path, events: list[dict[str, Any]], start: int, actor: str | None = None) -> None:
+    """Append ``unlogged(ws, events, start)``: an interrupted run is finished without a duplicate."""
+    for e in unlogged(ws, events, start):
+        append(ws, e["kind"], e["subject"], e["details"], actor)

@@ -9,6 +9,10 @@ from registry.release_record import Release
 
 
 def list_releases(ws: Path) -> dict[str, list[str]]:
+    """Released versions by dataset, after recovering interrupted operations when nothing else runs."""
+    from registry.journal import recover_if_idle
+
+    recover_if_idle(ws)
     root = ws / RELEASES
     names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     return {n: v for n in names if (v := versions(ws, n))}

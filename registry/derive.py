@@ -20,6 +20,7 @@ new version would still depend on it. The parent is verified first (signature, r
 
 from __future__ import annotations
 
+import os
 import tarfile
 import tempfile
 from datetime import date
@@ -30,6 +31,7 @@ import pyarrow.compute as pc
 
 from registry import manifest as mf
 from registry.errors import ReleaseError
+from registry.journal import DERIVE_TMP_PREFIX
 from registry.models import Recipe
 from registry.names import read_id_file, shown
 from registry.policy import PolicyReport
@@ -40,6 +42,7 @@ from registry.release import (
     check_new_version,
     load_release,
     publish,
+    resumed,
 )
 from registry.release_record import Derivation, Release
 from registry.shards import members_from_bytes, tar_bytes
@@ -155,6 +158,8 @@ def derive(
             "release the dataset again from the workspace (`synthreg release`)"
         )
     name = parent.name
+    if (finished := resumed(ws, ("derive",), name, version)) is not None:
+        return finished
     check_new_version(ws, name, version)
     identities: set[str] = set()
     for s in sources:
@@ -214,7 +219,7 @@ def derive(
 
     tmp_root = ws / ".dvc" / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="synthreg-derive-", dir=tmp_root) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{DERIVE_TMP_PREFIX}{os.getpid()}-", dir=tmp_root) as tmp:
         manifest = Path(tmp) / "manifest.parquet"
         mf.write_table(kept, manifest)
         report = check(
@@ -254,5 +259,11 @@ def derive(
             return record, report, report_text
 
         return publish(
-            ws, name, version, signer, build, f"Derive {name}@{version} from {parent_ref}: {reason.strip()}"
+            ws,
+            name,
+            version,
+            signer,
+            build,
+            f"Derive {name}@{version} from {parent_ref}: {reason.strip()}",
+            op="derive",
         )

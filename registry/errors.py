@@ -4,6 +4,7 @@ SynthregError                  base: a message a person can act on
 ├── ConfigError                a recipe, params file or other YAML input is malformed
 │   └── RecipeError            a recipe is malformed or asks for something impossible
 ├── WorkspaceError             a path is missing, unreadable, or escapes the workspace
+│   └── FolderBusyError        another generate or filter run is writing into the same folder
 ├── GeneratorError             a generator cannot be loaded or cannot serve a request
 ├── ManifestError              a manifest or shard is missing, corrupted or inconsistent
 ├── ReproduceError             a sample cannot be regenerated from its record
@@ -44,6 +45,10 @@ class RecipeError(ConfigError):
 
 
 class WorkspaceError(SynthregError):
+    pass
+
+
+class FolderBusyError(WorkspaceError):
     pass
 
 

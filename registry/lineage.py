@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from urllib.parse import parse_qs, urlparse
 
 from pydantic import AwareDatetime, Field
 
-from registry import audit, tracking
+from registry import audit, journal, tracking
 from registry.errors import ManifestError, ReleaseError, SynthregError, TrackingError, WorkspaceError
 from registry.models import DATASET_NAME, Sha256, Strict
 from registry.release import RELEASES, load_release, parse_ref, versions
@@ -72,9 +73,10 @@ def _folder(ws: Path, name: str, version: str) -> Path:
 
 
 def is_withdrawn(ws: Path, name: str, version: str) -> dict | None:
-    """The withdrawal record of ``name@version`` as a dict, or None if it is not withdrawn."""
+    """The withdrawal record of ``name@version`` as a dict, or None if it is not withdrawn (an
+    unfinished withdrawal is not one until recovery finishes it)."""
     path = _folder(ws, name, version) / WITHDRAWAL
-    if not path.is_file():
+    if not path.is_file() or journal.is_unfinished(ws, "withdraw", f"{name}@{version}"):
         return None
     try:
         return Withdrawal.model_validate_json(path.read_text()).model_dump(mode="json")
@@ -84,22 +86,26 @@ def is_withdrawn(ws: Path, name: str, version: str) -> dict | None:
 
 def withdraw(ws: Path, ref: str, reason: str, actor: str | None = None) -> dict:
     """Withdraw a released version: write ``withdrawal.json`` beside the (untouched) signed record,
-    append a ``withdrawal`` audit event and commit both. A version is withdrawn once."""
-    from registry.fsio import atomic_write_text
-    from registry.release import _git, _lock
+    append a ``withdrawal`` audit event and commit both, as a journalled transaction (``WITHDRAW``:
+    record, audit, commit; a kill before the audit event is appended undoes the record, after it the
+    next command commits). A version is withdrawn once; re-running a killed withdrawal that recovery
+    has just finished reports it."""
+    from registry.release import _git, _has_commits, _lock
 
     name, version = parse_ref(ref)
     if version is None or not SEMVER.fullmatch(version) or not DATASET_NAME.fullmatch(name):
         raise ReleaseError(f"{ref!r} is not NAME@X.Y.Z; name the version to withdraw, e.g. {name}@1.0.0")
     if not reason.strip():
         raise ReleaseError("give a reason for the withdrawal (--reason)")
-    record = load_release(ws, f"{name}@{version}")
+    subject = f"{name}@{version}"
+    record = load_release(ws, subject)
     if not (ws / ".git").exists():
         raise ReleaseError(f"workspace {ws} is not a git repository; a withdrawal is committed to git")
-    subject = f"{name}@{version}"
     path = _folder(ws, name, version) / WITHDRAWAL
     with _lock(ws):
         earlier = is_withdrawn(ws, name, version)
+        if earlier and journal.finished_here(ws, ("withdraw",), subject):
+            return earlier
         if earlier:
             raise ReleaseError(
                 f"{subject} was already withdrawn on {earlier['time'][:10]} by {earlier['actor']}: "
@@ -113,29 +119,74 @@ def withdraw(ws: Path, ref: str, reason: str, actor: str | None = None) -> dict:
             actor=actor,
             manifest_sha256=record.manifest_sha256,
         )
-        atomic_write_text(path, json.dumps(w.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
         rel = path.relative_to(ws).as_posix()
-        try:
-            audit.append(
-                ws,
-                "withdrawal",
-                subject,
-                {"reason": w.reason, "manifest_sha256": w.manifest_sha256, "record": rel},
-                actor,
-            )
-        except BaseException:
-            path.unlink(missing_ok=True)  # no withdrawal without its audit event
-            raise
-        try:
-            _git(ws, "add", rel, audit.LOG.as_posix())
-            _git(ws, "commit", "-q", "-m", f"Withdraw {subject}: {w.reason}", "--", rel, audit.LOG.as_posix())
-        except ReleaseError as e:
-            # The withdrawal is in force (file + audit event), only the commit is missing: safer than undoing.
-            raise ReleaseError(
-                f"{subject} is withdrawn ({rel} written, audit event appended) but the git commit failed: "
-                f"{e}; commit {rel} and {audit.LOG.as_posix()} by hand"
-            ) from e
+        state = {
+            "record": rel,
+            "text": json.dumps(w.model_dump(mode="json"), indent=2, sort_keys=True) + "\n",
+            "events": [
+                {
+                    "kind": "withdrawal",
+                    "subject": subject,
+                    "details": {"reason": w.reason, "manifest_sha256": w.manifest_sha256, "record": rel},
+                }
+            ],
+            "actor": actor,
+            "audit_from": len(audit.read(ws)),
+            "message": f"Withdraw {subject}: {w.reason}",
+            "head": _git(ws, "rev-parse", "HEAD") if _has_commits(ws) else None,
+        }
+        with journal.transaction(ws, "withdraw", subject, state):
+            pass  # every step is a forward step: the transaction runs them
     return w.model_dump(mode="json")
+
+
+def _step_record(ws: Path, entry: journal.Entry) -> None:
+    from registry.fsio import atomic_write_text
+
+    path = ws / entry.state["record"]
+    if not path.is_file() or path.read_text() != entry.state["text"]:
+        atomic_write_text(path, entry.state["text"])
+
+
+def _step_audit(ws: Path, entry: journal.Entry) -> None:
+    audit.append_missing(ws, entry.state["events"], entry.state["audit_from"], entry.state["actor"])
+
+
+def _step_commit(ws: Path, entry: journal.Entry) -> None:
+    from registry.release import _git
+
+    rel, log = entry.state["record"], audit.LOG.as_posix()
+    _git(ws, "add", rel, log)
+    clean = subprocess.run(
+        ["git", "diff", "--cached", "--quiet", "HEAD", "--", rel], cwd=ws, capture_output=True
+    )
+    in_head = subprocess.run(["git", "cat-file", "-e", f"HEAD:{rel}"], cwd=ws, capture_output=True)
+    if in_head.returncode == 0 and clean.returncode == 0:
+        return
+    _git(ws, "commit", "-q", "-m", entry.state["message"], "--", rel, log)
+
+
+def _undo_withdraw(ws: Path, entry: journal.Entry) -> None:
+    """Before its audit event there is no withdrawal: remove the record (never one already committed)."""
+    from registry.release import _git
+
+    rel = entry.state["record"]
+    path = ws / rel
+    in_head = subprocess.run(["git", "cat-file", "-e", f"HEAD:{rel}"], cwd=ws, capture_output=True)
+    if path.is_file() and in_head.returncode != 0:
+        path.unlink()
+        with contextlib.suppress(ReleaseError):
+            _git(ws, "reset", "-q", "--", rel)
+
+
+# Rolled forward once its audit event is in the log (the withdrawal is then on record), back before.
+WITHDRAW = journal.Operation(
+    steps=("record", "audit", "commit"),
+    forward={"record": _step_record, "audit": _step_audit, "commit": _step_commit},
+    undo=_undo_withdraw,
+    roll_forward=journal.logged,
+    public=journal.logged,
+)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,13 +14,14 @@ The manifest is released byte for byte as validated (its digest is the report's)
 stored under their own sha256, so a version names its content and two versions share identical
 shards. Releases are serialised by a lock on ``.dvc/tmp/synthreg-release.lock`` (ignored by git); the
 version folder is assembled under a temporary name (``.X.Y.Z.tmp-<pid>``, which readers skip) and
-renamed, then committed and tagged; on any failure it is removed.
+renamed, then committed and tagged. ``publish`` is a journalled transaction (``registry.journal``): a
+kill at any step leaves a version that no reader treats as released until the next command finishes
+it (the signed record was complete) or removes it (it was not).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -32,7 +33,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from registry import audit
+from registry import audit, journal
 from registry import manifest as mf
 from registry.digests import sha256_bytes, sha256_file
 from registry.errors import ReleaseError
@@ -63,11 +64,17 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 
 def versions(ws: Path, name: str) -> list[str]:
+    """Released versions of ``name``, oldest first; one an unfinished operation is making is not one."""
     import semver
 
     folder = ws / RELEASES / name
+    unfinished = journal.unfinished_versions(ws, name)
     found = (
-        [p.name for p in folder.iterdir() if re.fullmatch(SEMVER, p.name) and (p / "release.json").is_file()]
+        [
+            p.name
+            for p in folder.iterdir()
+            if re.fullmatch(SEMVER, p.name) and (p / "release.json").is_file() and p.name not in unfinished
+        ]
         if folder.is_dir()
         else []
     )
@@ -94,14 +101,10 @@ def _dvc(ws: Path, *args: str) -> None:
 
 @contextlib.contextmanager
 def _lock(ws: Path) -> Iterator[None]:
-    path = ws / ".dvc" / "tmp" / "synthreg-release.lock"  # ignored by git (.dvc/.gitignore), unlike releases/
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """The release lock (``registry.journal.lock``), then recovery of any interrupted operation."""
+    with journal.lock(ws):
+        journal.recover(ws)
+        yield
 
 
 def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -> tuple[PolicyReport, str]:
@@ -169,6 +172,8 @@ def release(
     today: date | None = None,
     recipe_path: Path | str | None = None,
 ) -> Release:
+    if (finished := resumed(ws, ("release",), name, version)) is not None:
+        return finished
     check_new_version(ws, name, version)
     data = ws / "data" / name
     manifest = data / "filtered" / "manifest.parquet"
@@ -208,6 +213,15 @@ def check_new_version(ws: Path, name: str, version: str) -> None:
         raise ReleaseError(f"version {version} is not greater than the latest, {name}@{existing[-1]}")
 
 
+def resumed(ws: Path, ops: tuple[str, ...], name: str, version: str) -> Release | None:
+    """The record of ``name@version`` when recovery in this process just finished an interrupted
+    ``ops`` operation making it: re-running the killed command then reports it instead of refusing it."""
+    journal.recover_if_idle(ws)
+    if journal.finished_here(ws, ops, f"{name}@{version}"):
+        return load_release(ws, f"{name}@{version}")
+    return None
+
+
 def publish(
     ws: Path,
     name: str,
@@ -215,18 +229,39 @@ def publish(
     signer: Any,
     build: Callable[[Path], tuple[Release, PolicyReport, str]],
     message: str,
+    op: str = "release",
 ) -> Release:
-    """Make ``releases/NAME/VERSION`` under the release lock: ``build(staging)`` writes the data and
-    returns the record, the policy report and its text; then sign, write the exports, rename into place,
-    ``dvc add``, audit, commit, tag. On a failure the version's folder is removed and unstaged; the audit
-    log is append-only, so an event appended before a failed commit or tag stays (its subject names a
-    version that was not made)."""
+    """Make ``releases/NAME/VERSION`` under the release lock, as a journalled transaction
+    (``registry.journal``) of the steps in ``PUBLISH_STEPS``:
+
+    1. stage: ``build(staging)`` writes the data and returns the record, the policy report and its text;
+       sign, write the exports (all in ``.VERSION.tmp-PID``, fsynced). From here recovery finishes.
+    2. rename: the staging folder into place.         5. commit: the folder and the audit log.
+    3. dvc-add: ``data/`` to DVC.                      6. tag: ``NAME@vVERSION`` on that commit.
+    4. audit: the events (for a derivation, the validation first), each appended once.
+
+    A failure before ``audit`` removes the folder and unstages it; later, the journal stays and the next
+    command finishes the release. The audit log is append-only, so an event appended before a failure
+    the live process undid stays (its subject names a version that was not made)."""
     with _lock(ws):
+        if journal.finished_here(ws, (op,), f"{name}@{version}"):
+            return load_release(ws, f"{name}@{version}")
         check_new_version(ws, name, version)
         final = ws / RELEASES / name / version
         staging = ws / RELEASES / name / f".{version}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        try:
+        tag = f"{name}@v{version}"
+        state = {
+            "staging": staging.relative_to(ws).as_posix(),
+            "final": final.relative_to(ws).as_posix(),
+            "tag": tag,
+            "tag_existed": _tagged(ws, tag),
+            "message": message,
+            "head": _git(ws, "rev-parse", "HEAD") if _has_commits(ws) else None,
+            "actor": audit.actor_name(ws),
+            "audit_from": len(audit.read(ws)),
+        }
+        with journal.transaction(ws, op, f"{name}@{version}", state) as txn, txn.step("stage"):
             record, report, report_text = build(staging)
             subjects = {"data/manifest.parquet": record.manifest_sha256} | {
                 f"data/{s.path}": s.sha256 for s in record.shards
@@ -236,28 +271,167 @@ def publish(
             envelope = sign(statement(subjects, payload), signer)
             atomic_write_text(staging / "release.dsse.json", json.dumps(envelope, indent=2) + "\n")
             _write_exports(staging, record, report, report_text)
-            os.replace(staging, final)
-            rel = final.relative_to(ws).as_posix()
-            _dvc(ws, "add", "-q", f"{rel}/data")
-            details: dict[str, Any] = {
-                "manifest_sha256": record.manifest_sha256,
-                "policy_report_sha256": record.policy_report_sha256,
-            }
-            if record.derived_from:  # validated by derive itself, not by a validate stage
-                audit.append_validation(ws, report, f"{name}@{version}", record.policy_report_sha256)
-                details["derived_from"] = record.derived_from.model_dump(mode="json")
-            audit.append(ws, "derive" if record.derived_from else "release", f"{name}@{version}", details)
-            _git(ws, "add", rel, "audit/events.jsonl")
-            _git(ws, "commit", "-q", "-m", message, "--", rel, "audit/events.jsonl")
-            _git(ws, "tag", f"{name}@v{version}")
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            if final.exists() and not _tagged(ws, f"{name}@v{version}"):
-                shutil.rmtree(final, ignore_errors=True)
-                with contextlib.suppress(ReleaseError):
-                    _git(ws, "reset", "-q", "--", final.relative_to(ws).as_posix())
-            raise
+            _fsync_tree(staging)
+            txn.update(events=_events(record, report, name, version))
     return record
+
+
+PUBLISH_STEPS = ("stage", "rename", "dvc-add", "audit", "commit", "tag")
+
+
+def _events(record: Release, report: PolicyReport, name: str, version: str) -> list[dict[str, Any]]:
+    """The audit events a publication appends, in order: kind, subject, details."""
+    subject = f"{name}@{version}"
+    details: dict[str, Any] = {
+        "manifest_sha256": record.manifest_sha256,
+        "policy_report_sha256": record.policy_report_sha256,
+    }
+    events = []
+    if record.derived_from:  # validated by derive itself, not by a validate stage
+        events += audit.validation_events(report, subject, record.policy_report_sha256)
+        details["derived_from"] = record.derived_from.model_dump(mode="json")
+    kind = "derive" if record.derived_from else "release"
+    return [*events, {"kind": kind, "subject": subject, "details": details}]
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Everything staged reaches the disk before the journal says the record is complete."""
+    for p in sorted(folder.rglob("*"), reverse=True):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _step_rename(ws: Path, entry: journal.Entry) -> None:
+    staging, final = ws / entry.state["staging"], ws / entry.state["final"]
+    if staging.is_dir():
+        if final.exists():
+            raise ReleaseError(f"both {staging} and {final} exist; remove the one that is not the release")
+        os.replace(staging, final)
+    elif not (final / "release.json").is_file():
+        raise ReleaseError(f"neither {staging} nor {final} holds the release; it is lost, remove the entry")
+
+
+def _step_dvc_add(ws: Path, entry: journal.Entry) -> None:
+    data = ws / entry.state["final"] / "data"
+    record = Release.model_validate_json((ws / entry.state["final"] / "release.json").read_text())
+    missing = [s.path for s in record.shards if not (data / s.path).is_file()]
+    if missing or not (data / "manifest.parquet").is_file():  # never track a version short of a shard
+        raise ReleaseError(
+            f"{data} lacks {', '.join(missing) or 'manifest.parquet'}; restore it, `dvc checkout`"
+        )
+    _dvc(ws, "add", "-q", f"{entry.state['final']}/data")
+
+
+def _step_audit(ws: Path, entry: journal.Entry) -> None:
+    audit.append_missing(ws, entry.state["events"], entry.state["audit_from"], entry.state["actor"])
+
+
+def _step_commit(ws: Path, entry: journal.Entry) -> None:
+    rel, log = entry.state["final"], audit.LOG.as_posix()
+    _git(ws, "add", rel, log)
+    if _committed(ws, rel):
+        return
+    _git(ws, "commit", "-q", "-m", entry.state["message"], "--", rel, log)
+
+
+def _committed(ws: Path, rel: str) -> bool:
+    """``rel`` and the audit log are in HEAD exactly as in the index (nothing of them left to commit)."""
+    if not _has_commits(ws):
+        return False
+    in_head = subprocess.run(
+        ["git", "cat-file", "-e", f"HEAD:{rel}/release.json"], cwd=ws, capture_output=True
+    )
+    clean = subprocess.run(
+        ["git", "diff", "--cached", "--quiet", "HEAD", "--", rel, audit.LOG.as_posix()],
+        cwd=ws,
+        capture_output=True,
+    )
+    return in_head.returncode == 0 and clean.returncode == 0
+
+
+def _step_tag(ws: Path, entry: journal.Entry) -> None:
+    tag, rel = entry.state["tag"], entry.state["final"]
+    commit = _git(ws, "rev-list", "-1", "HEAD", "--", f"{rel}/release.json")
+    if _tagged(ws, tag):
+        if _git(ws, "rev-parse", f"{tag}^{{commit}}") != commit:
+            raise ReleaseError(f"tag {tag} exists and points elsewhere than {commit[:12]}; delete or move it")
+        return
+    _git(ws, "tag", tag, commit)
+
+
+def _undo_publish(ws: Path, entry: journal.Entry) -> None:
+    """Remove what this publication made: its tag and commit only when it made them and nothing came
+    after (HEAD is still that commit), then the folder and its staging; unstage it."""
+    s = entry.state
+    shutil.rmtree(ws / s["staging"], ignore_errors=True)
+    final = ws / s["final"]
+    if not s["tag_existed"] and _tagged(ws, s["tag"]):
+        _git(ws, "tag", "-d", s["tag"])
+    if _has_commits(ws) and _git(ws, "rev-parse", "HEAD") != s["head"]:
+        added = _git(ws, "rev-list", "-1", "HEAD", "--", f"{s['final']}/release.json")
+        if (
+            added == _git(ws, "rev-parse", "HEAD")
+            and _git(ws, "log", "-1", "--format=%B").strip() == s["message"]
+        ):
+            if s["head"]:
+                _git(ws, "reset", "-q", "--soft", "HEAD~1")
+            else:  # it was the first commit
+                _git(ws, "update-ref", "-d", "HEAD")
+    if final.exists():
+        shutil.rmtree(final, ignore_errors=True)
+        with contextlib.suppress(ReleaseError):
+            _git(ws, "reset", "-q", "--", s["final"])
+
+
+def adopt(ws: Path, name: str, version: str) -> str:
+    """Journal a version folder that no journal explains (made by hand, or by synthreg before the
+    journal existed) as a publication whose record is complete, so recovery finishes it: only when the
+    version verifies (signature, record, every image). The caller holds the release lock."""
+    from registry.verify import verify
+
+    ref = f"{name}@{version}"
+    checked = verify(ws, ref)
+    if not checked.ok:
+        first = [*checked.problems, *(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items()))][0]
+        raise ReleaseError(f"{ref} does not verify ({first}); it is not finished: restore or remove it")
+    final = ws / RELEASES / name / version
+    record = load_release(ws, ref)
+    if (record.name, record.version) != (name, version):  # a signed folder copied under another name
+        raise ReleaseError(f"{final} holds the record of {record.name}@{record.version}; remove it")
+    report = PolicyReport.model_validate_json((final / "policy-report.json").read_text())
+    tag = f"{name}@v{version}"
+    state = {
+        "staging": f"{RELEASES.as_posix()}/{name}/.{version}.tmp-{os.getpid()}",
+        "final": final.relative_to(ws).as_posix(),
+        "tag": tag,
+        "tag_existed": _tagged(ws, tag),
+        "message": f"{'Derive' if record.derived_from else 'Release'} {ref} (finished by synthreg doctor)",
+        "head": _git(ws, "rev-parse", "HEAD") if _has_commits(ws) else None,
+        "actor": audit.actor_name(ws),
+        "audit_from": 0,  # any earlier event for it counts: none is appended twice
+        "events": _events(record, report, name, version),
+    }
+    op = "derive" if record.derived_from else "release"
+    journal.adopt(ws, op, ref, list(PUBLISH_STEPS), ["stage"], state)
+    return op
+
+
+PUBLISH = journal.Operation(
+    steps=PUBLISH_STEPS,
+    forward={
+        "rename": _step_rename,
+        "dvc-add": _step_dvc_add,
+        "audit": _step_audit,
+        "commit": _step_commit,
+        "tag": _step_tag,
+    },
+    undo=_undo_publish,
+    roll_forward=lambda ws, entry: "stage" in entry.done,  # the signed record is complete
+    public=journal.logged,
+)
 
 
 def _tagged(ws: Path, tag: str) -> bool:
@@ -413,7 +587,15 @@ def _write_exports(out: Path, record: Release, report: PolicyReport, report_text
 
 
 def load_release(ws: Path, ref: str) -> Release:
+    """The record of ``NAME@X.Y.Z`` (or of the latest version of ``NAME``), after recovering any
+    interrupted operation when the release lock is free; a version still being made is not released."""
+    journal.recover_if_idle(ws)
     name, version = parse_ref(ref)
+    if version is not None and version in journal.unfinished_versions(ws, name):
+        raise ReleaseError(
+            f"{name}@{version} is not released: an interrupted operation on it has not finished; "
+            "run `synthreg doctor --repair`"
+        )
     if version is None:
         found = versions(ws, name)
         if not found:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from registry.audit import AuditEvent
 from registry.config import Params
 from registry.fsio import atomic_write_text
+from registry.journal import Entry
 from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
 from registry.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
 from registry.release_record import Release
@@ -28,6 +29,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "withdrawn-list": WithdrawnList,
     "release": Release,
     "audit-event": AuditEvent,
+    "journal-entry": Entry,
 }
 
 

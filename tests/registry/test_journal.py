@@ -1,0 +1,305 @@
+"""Transactional publishing (registry/journal.py): SIGKILL at every step of release, derive and withdraw,
+then the version is fully there or not at all, readers agree, and re-running the command succeeds;
+`synthreg doctor` reports and repairs leftovers.
+
+The crash test runs the real CLI in a subprocess with the test hook ``SYNTHREG_CRASH_AT=before:STEP`` or
+``after:STEP`` (registry.journal.crashpoint), which SIGKILLs the process there. Every point is run under
+``-m slow``; the default run keeps a subset that covers roll-back, roll-forward and an audit event
+appended but not yet journalled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from registry import audit, journal
+from registry.cli import app
+from registry.errors import ReleaseError
+from registry.lineage import is_withdrawn
+from registry.release import PUBLISH_STEPS, versions
+from tests.registry.conftest import ACTOR, Built, clone, folder, sh, strays, tags
+
+runner = CliRunner()
+WITHDRAW_STEPS = ("record", "audit", "commit")
+# Run by default: roll back (stage not journalled), roll forward past a logged-but-unjournalled audit
+# event, a rename and a tag left to do; a withdrawal killed before and after its audit event.
+FAST = {
+    "release": {"after:stage", "after:audit", "before:tag"},
+    "derive": {"after:rename"},
+    "withdraw": {"after:record", "after:audit"},
+}
+COMMANDS = {
+    "release": ["release", "digits", "--version", "1.0.0"],
+    "derive": ["derive", "digits@1.0.0", "--version", "1.1.0", "--reason", "licence revoked",
+               "--exclude-source", "volunteer-sevens"],
+    "withdraw": ["withdraw", "digits@1.0.0", "--reason", "source withdrawn by its owner"],
+}  # fmt: skip
+
+
+def cli(ws: Path, key: Path, args: list[str], crash: str | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"SYNTHREG_SIGNING_KEY": str(key), "SYNTHREG_ACTOR": ACTOR}
+    env.pop(journal.CRASH_ENV, None)
+    if crash:
+        env[journal.CRASH_ENV] = crash
+    return subprocess.run(
+        [sys.executable, "-m", "registry.cli", *args, "-w", str(ws)],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def points(op: str, steps: tuple[str, ...]) -> list:
+    return [
+        pytest.param(op, p, id=f"{op}-{p}", marks=() if p in FAST[op] else pytest.mark.slow)
+        for s in steps
+        for p in (f"before:{s}", f"after:{s}")
+    ]
+
+
+def leftovers(ws: Path) -> list[str]:
+    tmp = ws / ".dvc" / "tmp"
+    return [
+        *strays(ws),
+        *journal.pending(ws),  # type: ignore[list-item]
+        *(p.name for p in tmp.glob(f"{journal.DERIVE_TMP_PREFIX}*")),
+    ]
+
+
+def assert_consistent(ws: Path, released: list[str], withdrawn: list[str]) -> None:
+    """list, verify, log --verify, doctor, git, tags and the audit log all tell the same story."""
+    listed = runner.invoke(app, ["list", "-w", str(ws)])
+    assert (listed.exit_code, listed.output) == (0, f"digits: {', '.join(released)}\n")
+    for v in released:
+        checked = runner.invoke(app, ["verify", f"digits@{v}", "-w", str(ws)])
+        assert checked.exit_code == 0, checked.output
+        assert (folder(ws, v) / "data.dvc").is_file()
+        assert bool(is_withdrawn(ws, "digits", v)) == (v in withdrawn)
+    log = runner.invoke(app, ["log", "--verify", "-w", str(ws)])
+    assert log.exit_code == 0 and log.output.startswith("audit log: intact"), log.output
+    doc = runner.invoke(app, ["doctor", "-w", str(ws)])
+    assert (doc.exit_code, doc.output) == (0, "doctor: nothing to repair\n")
+    assert tags(ws) == [f"digits@v{v}" for v in released]
+    assert sh(ws, "git", "status", "--porcelain", "--untracked-files=all") == ""
+    events = audit.read(ws)
+    made = [e.subject for e in events if e.kind in ("release", "derive")]
+    assert made == [f"digits@{v}" for v in released]  # each once: no duplicate after a roll-forward
+    assert [e.subject for e in events if e.kind == "withdrawal"] == [f"digits@{v}" for v in withdrawn]
+    assert leftovers(ws) == []
+
+
+@pytest.mark.parametrize(
+    ("op", "point"),
+    points("release", PUBLISH_STEPS) + points("derive", PUBLISH_STEPS) + points("withdraw", WITHDRAW_STEPS),
+)
+def test_a_kill_at_any_step_leaves_all_or_nothing_and_a_rerun_succeeds(
+    op: str, point: str, base: Built, released: Built, tmp_path: Path
+):
+    ws = clone((base if op == "release" else released).ws, tmp_path / "ws")
+    before = {"release": [], "derive": ["1.0.0"], "withdraw": ["1.0.0"]}[op]
+
+    killed = cli(ws, base.key, COMMANDS[op], crash=point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    # Before any recovery, nothing unfinished counts: the version (or the withdrawal) is not there.
+    assert versions(ws, "digits") == before
+    assert is_withdrawn(ws, "digits", "1.0.0") is None
+    assert journal.pending(ws) != []
+
+    again = cli(ws, base.key, COMMANDS[op])
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith({"release": "released", "derive": "derived", "withdraw": "withdrew"}[op])
+    after = {"release": ["1.0.0"], "derive": ["1.0.0", "1.1.0"], "withdraw": ["1.0.0"]}[op]
+    assert_consistent(ws, after, ["1.0.0"] if op == "withdraw" else [])
+
+
+def test_a_reader_finishes_a_release_killed_after_its_commit(base: Built, tmp_path: Path):
+    ws = clone(base.ws, tmp_path / "ws")
+    assert cli(ws, base.key, COMMANDS["release"], crash="after:commit").returncode == -signal.SIGKILL
+    assert versions(ws, "digits") == [] and tags(ws) == []
+    assert_consistent(ws, ["1.0.0"], [])  # `list` recovered first: the signed record was complete
+    rerun = cli(ws, base.key, COMMANDS["release"])
+    assert (rerun.returncode, rerun.stderr) == (
+        1,
+        "error: digits@1.0.0 exists already and releases are immutable; pick a new version\n",
+    )
+
+
+def test_doctor_reports_then_rolls_back_a_release_killed_before_its_record_was_complete(
+    base: Built, tmp_path: Path
+):
+    ws = clone(base.ws, tmp_path / "ws")
+    killed = cli(ws, base.key, COMMANDS["release"], crash="after:stage")
+    assert killed.returncode == -signal.SIGKILL
+    (staging,) = strays(ws)
+    assert re.fullmatch(r"\.1\.0\.0\.tmp-\d+", staging)
+    with pytest.raises(ReleaseError) as e:
+        runner_load(ws, "digits@1.0.0")
+    assert str(e.value) == (
+        "digits@1.0.0 is not released: an interrupted operation on it has not finished; "
+        "run `synthreg doctor --repair`"
+    )
+
+    report = runner.invoke(app, ["doctor", "-w", str(ws)])
+    assert report.exit_code == 1
+    assert report.output.splitlines() == [
+        "  journal: unfinished release of digits@1.0.0",
+        f"  temporary: releases/digits/{staging} (its process is gone)",
+        "doctor: 2 problem(s), 2 left; run `synthreg doctor --repair`",
+    ]
+    repaired = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
+    assert repaired.exit_code == 0, repaired.output
+    assert (
+        repaired.output.splitlines()[0]
+        == "  journal: unfinished release of digits@1.0.0 (repaired: rolled back)"
+    )
+    assert not (ws / "releases/digits").exists() or not any((ws / "releases/digits").iterdir())
+    assert tags(ws) == [] and leftovers(ws) == []
+    assert [e.kind for e in audit.read(ws)].count("release") == 0
+
+
+def runner_load(ws: Path, ref: str) -> None:
+    from registry.release import load_release
+
+    # another process holds the lock, so load_release cannot recover and must refuse
+    with journal.lock(ws):
+        load_release(ws, ref)
+
+
+def test_a_failed_commit_after_the_audit_event_is_finished_by_doctor(base: Built, tmp_path: Path):
+    ws = clone(base.ws, tmp_path / "ws")
+    hook = ws / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho 'commits are frozen today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    failed = cli(ws, base.key, COMMANDS["release"])
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(
+        "error: release of digits@1.0.0 stopped at step commit: `git commit -q -m Release digits@1.0.0 -- "
+        "releases/digits/1.0.0 audit/events.jsonl` failed: commits are frozen today. It is recorded in "
+        ".dvc/tmp/synthreg-journal/release--digits@1.0.0.json and will be finished by the next synthreg "
+        "command; fix the cause and run `synthreg doctor --repair`"
+    ), failed.stderr
+    assert versions(ws, "digits") == []
+    doc = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
+    assert doc.exit_code == 1  # the hook still refuses: reported, not repaired
+    assert "cannot be recovered" not in doc.output and "commits are frozen today" in doc.output
+    hook.unlink()
+    doc = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
+    assert doc.exit_code == 0, doc.output
+    assert doc.output.splitlines()[0] == "  journal: unfinished release of digits@1.0.0 (repaired: finished)"
+    assert_consistent(ws, ["1.0.0"], [])
+
+
+def test_doctor_reports_versions_no_journal_explains_and_finishes_those_that_verify(
+    released: Built, tmp_path: Path
+):
+    ws = clone(released.ws, tmp_path / "ws")
+    sh(ws, "git", "tag", "-d", "digits@v1.0.0")
+    sh(ws, "git", "tag", "digits@v9.9.9")
+    (ws / ".dvc/tmp/synthreg-derive-99999999-x").mkdir(parents=True)
+    copied = folder(ws, "2.0.0")  # an insider's copy of a signed folder under another version
+    shutil.copytree(folder(ws, "1.0.0"), copied, ignore=shutil.ignore_patterns("data"))
+    hint = "`synthreg doctor --repair` finishes it if it verifies; else remove releases/digits/"
+    result = runner.invoke(app, ["doctor", "-w", str(ws)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "  temporary: .dvc/tmp/synthreg-derive-99999999-x (its process is gone)",
+        f"  untagged: digits@1.0.0 has no tag digits@v1.0.0 ({hint}1.0.0)",
+        f"  untracked: releases/digits/2.0.0 is not committed to git ({hint}2.0.0)",
+        f"  untagged: digits@2.0.0 has no tag digits@v2.0.0 ({hint}2.0.0)",
+        f"  no-audit-event: digits@2.0.0 has no release or derive audit event ({hint}2.0.0)",
+        "  tag-without-folder: tag digits@v9.9.9 has no releases/digits/9.9.9 (restore the folder "
+        "(`git checkout digits@v9.9.9 -- releases/digits/9.9.9`))",
+        "doctor: 6 problem(s), 6 left; run `synthreg doctor --repair`",
+    ]
+    result = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[:2] == [
+        "  temporary: .dvc/tmp/synthreg-derive-99999999-x (its process is gone) (repaired)",
+        "  untagged: digits@1.0.0 has no tag digits@v1.0.0 (repaired: finished)",
+    ]
+    assert lines[2].startswith(
+        "  untracked: releases/digits/2.0.0 is not committed to git (digits@2.0.0 does "
+    )
+    assert lines[-1] == "doctor: 6 problem(s), 4 left"
+    assert not (ws / ".dvc/tmp/synthreg-derive-99999999-x").exists()
+    assert tags(ws) == ["digits@v1.0.0", "digits@v9.9.9"] and copied.is_dir()
+    assert [e.subject for e in audit.read(ws) if e.kind == "release"] == ["digits@1.0.0"]
+
+
+def test_doctor_finishes_a_release_killed_before_its_commit_by_a_synthreg_without_journal(
+    released: Built, tmp_path: Path
+):
+    # What a kill between the audit event and the commit left before the journal existed.
+    ws = clone(released.ws, tmp_path / "ws")
+    sh(ws, "git", "tag", "-d", "digits@v1.0.0")
+    sh(ws, "git", "reset", "-q", "--soft", "HEAD~1")
+    sh(ws, "git", "reset", "-q")
+    assert versions(ws, "digits") == ["1.0.0"]  # shown: nothing says it is unfinished
+    result = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
+    assert (result.exit_code, result.output.splitlines()) == (
+        0,
+        [
+            "  untracked: releases/digits/1.0.0 is not committed to git (repaired: finished)",
+            "  untagged: digits@1.0.0 has no tag digits@v1.0.0 (repaired: finished)",
+            "doctor: 2 problem(s), 0 left",
+        ],
+    )
+    assert sh(ws, "git", "log", "-1", "--format=%s") == "Release digits@1.0.0 (finished by synthreg doctor)"
+    assert_consistent(ws, ["1.0.0"], [])  # one release event: the one already logged
+
+
+def test_readers_remove_stale_temporary_folders(released: Built, tmp_path: Path):
+    ws = clone(released.ws, tmp_path / "ws")
+    stale = [ws / "releases/digits/.1.1.0.tmp-99999999", ws / ".dvc/tmp/synthreg-derive-99999999-abc"]
+    live = ws / f"releases/digits/.1.2.0.tmp-{os.getpid()}"  # this process is alive: not stale
+    for p in [*stale, live]:
+        p.mkdir(parents=True)
+    assert runner.invoke(app, ["list", "-w", str(ws)]).output == "digits: 1.0.0\n"
+    assert [p.exists() for p in stale] == [False, False] and live.exists()
+
+
+def test_a_planted_journal_entry_cannot_make_recovery_remove_anything_else(released: Built, tmp_path: Path):
+    ws = clone(released.ws, tmp_path / "ws")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    planted = journal.Entry(
+        op="release",
+        subject="digits@2.0.0",
+        pid=99999999,
+        started="2026-01-01T00:00:00Z",  # type: ignore[arg-type]
+        steps=list(PUBLISH_STEPS),
+        state={
+            "final": "../../victim",
+            "staging": "../../victim",
+            "tag": "digits@v1.0.0",
+            "tag_existed": False,
+        },
+    )
+    path = ws / journal.JOURNAL / "release--digits@2.0.0.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(planted.model_dump_json())
+
+    assert runner.invoke(app, ["list", "-w", str(ws)]).output == "digits: 1.0.0\n"  # a reader goes on
+    result = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == (
+        f"  journal: unfinished release of digits@2.0.0 (journal entry {path} does not match its name or "
+        "names other paths (final, staging, tag); synthreg did not write it: inspect it and delete it)"
+    )
+    assert victim.is_dir() and tags(ws) == ["digits@v1.0.0"]
+    refused = cli(ws, released.key, ["release", "digits", "--version", "3.0.0"])
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: an interrupted release of digits@2.0.0 cannot be recovered: ")
