@@ -13,6 +13,10 @@ SynthregError                  base: a message a person can act on
 ├── AuditError                 the audit log cannot be read or extended (damaged, edited)
 ├── ReleaseError               a release is refused (gate, version, workspace) or cannot be read
 ├── SigningError               no usable signing key, or a signature that does not verify
+│   ├── TrustError             the trust root is missing, malformed, inside the workspace, or a key
+│   │                          may not sign what it is asked to (unknown, retired, lacks the role)
+│   └── UntrustedSignerError   a record carries a signature by a key the trust root does not trust
+│                              (unknown, revoked, wrong role, outside its window): exit UNTRUSTED_EXIT
 └── TrackingError              MLflow cannot be reached, or a run, model or version does not exist
 """
 
@@ -21,6 +25,9 @@ from __future__ import annotations
 # `synthreg validate` exits with this when an error rule fails without a waiver: distinct from 1 (an
 # input error) and 2 (a usage error), so `dvc repro` and CI can tell a policy failure apart.
 POLICY_FAILED_EXIT = 3
+# `synthreg verify` (and the loader, train, log --verify) exit with this when a signature comes from a key
+# the pinned trust root does not trust or has revoked: a forgery or a compromise, not a damaged file.
+UNTRUSTED_EXIT = 5
 
 
 class SynthregError(Exception):
@@ -63,6 +70,14 @@ class ReleaseError(SynthregError):
 
 class SigningError(SynthregError):
     pass
+
+
+class TrustError(SigningError):
+    pass
+
+
+class UntrustedSignerError(SigningError):
+    exit_code = UNTRUSTED_EXIT
 
 
 class AuditError(SynthregError):

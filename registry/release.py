@@ -6,6 +6,8 @@ Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC
 
     release.json           the Release record
     release.dsse.json      DSSE envelope: in-toto Statement v1, subjects = manifest + shards, signed
+                           by the releaser and every approver (registry.approval)
+    signoffs.json          one signed sign-off per signer: who, roles, when, audit log checkpoint
     policy-report.json     the report the release was gated on
     card.md  croissant.json  prov.json
     data.dvc               DVC pointer to data/: manifest.parquet and shards/<sha256>.tar
@@ -41,6 +43,7 @@ from registry.policy import PolicyReport
 from registry.release_record import Counts, Derivation, GeneratorUse, Release, ShardRef
 from registry.shards import check_members
 from registry.signing import load_signer, sign, statement
+from registry.trust import Trust
 
 RELEASES = Path("releases")
 
@@ -157,6 +160,7 @@ def release(
     actor: str | None = None,
     today: date | None = None,
     recipe_path: Path | str | None = None,
+    trust: Path | str | None = None,
 ) -> Release:
     check_new_version(ws, name, version)
     data = ws / "data" / name
@@ -165,7 +169,12 @@ def release(
     recipe = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
     if recipe.licence is None:
         raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
-    signer = load_signer(key)  # before anything is written
+    from registry.trust import load_trust
+
+    signer = load_signer(key)  # before anything is written, and before the slower re-check
+    trusted = load_trust(ws, trust)
+    trusted.signing_key(signer.public_key.keyid, "releaser")
+    _recheck(ws, manifest, recipe, report, today or date.today())
 
     def build(staging: Path) -> tuple[Release, PolicyReport, str]:
         record = assemble(
@@ -173,7 +182,28 @@ def release(
         )
         return record, report, report_text
 
-    return publish(ws, name, version, signer, build, f"Release {name}@{version}")
+    return publish(ws, name, version, signer, build, f"Release {name}@{version}", trusted)
+
+
+def _recheck(ws: Path, manifest: Path, recipe: Recipe, report: PolicyReport, today: date) -> None:
+    """Run the policy check again on the manifest and refuse when ``report.json`` says otherwise: the
+    report is a file anyone with write access can edit, the check is not."""
+    from policies.engine import check
+    from registry.config import load_params
+
+    v = load_params(ws / "params.yaml").validate_
+    fresh = check(ws, manifest, recipe, v.packs, v.waivers, v.licences, today=today)
+    said = {r.rule_id: (r.status, r.waiver) for r in report.results}
+    found = {r.rule_id: (r.status, r.waiver) for r in fresh.results}
+    for rule in sorted(set(said) | set(found)):
+        if said.get(rule) != found.get(rule):
+            s, f = said.get(rule, ("absent", None)), found.get(rule, ("absent", None))
+            how = f"{s[0]}" + (f" (waived by {s[1].approver})" if s[1] else "")
+            raise ReleaseError(
+                f"report.json says rule {rule} is {how}, but checking the manifest again gives {f[0]}"
+                + (f" (waived by {f[1].approver})" if f[1] else "")
+                + "; the report was edited or is out of date: run `synthreg validate` again"
+            )
 
 
 def check_new_version(ws: Path, name: str, version: str) -> None:
@@ -203,12 +233,24 @@ def publish(
     signer: Any,
     build: Callable[[Path], tuple[Release, PolicyReport, str]],
     message: str,
+    trust: Trust | Path | str | None = None,
 ) -> Release:
     """Make ``releases/NAME/VERSION`` under the release lock: ``build(staging)`` writes the data and
     returns the record, the policy report and its text; then sign, write the exports, rename into place,
     ``dvc add``, audit, commit, tag. On a failure the version's folder is removed and unstaged; the audit
     log is append-only, so an event appended before a failed commit or tag stays (its subject names a
-    version that was not made)."""
+    version that was not made).
+
+    Signing: the releaser's key must be an ed25519 key the pinned trust root lists as ``releaser``
+    (checked before anything is written). The release is made a *candidate* (committed, no tag) unless
+    the releaser's sign-off alone meets the thresholds (solo mode), when it is *final* and tagged."""
+    from registry.approval import ENVELOPE, SIGNOFFS, approval_state, make_signoff, releaser_roles
+    from registry.signing import payload_of
+    from registry.trust import load_trust
+
+    trust = trust if isinstance(trust, Trust) else load_trust(ws, trust)
+    entry = trust.signing_key(signer.public_key.keyid, "releaser")
+    ref = f"{name}@{version}"
     with _lock(ws):
         check_new_version(ws, name, version)
         final = ws / RELEASES / name / version
@@ -222,7 +264,13 @@ def publish(
             payload = record.model_dump(mode="json")
             atomic_write_text(staging / "release.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
             envelope = sign(statement(subjects, payload), signer)
-            atomic_write_text(staging / "release.dsse.json", json.dumps(envelope, indent=2) + "\n")
+            # Step: sign as releaser. The sign-off (who, roles, when, audit checkpoint) is signed too.
+            signoffs = [
+                make_signoff(ws, ref, payload_of(envelope), signer, entry, releaser_roles(trust, entry))
+            ]
+            state = approval_state(trust, ref, envelope, signoffs)
+            atomic_write_text(staging / ENVELOPE, json.dumps(envelope, indent=2) + "\n")
+            atomic_write_text(staging / SIGNOFFS, json.dumps(signoffs, indent=2) + "\n")
             _write_exports(staging, record, report, report_text)
             os.replace(staging, final)
             rel = final.relative_to(ws).as_posix()
@@ -230,6 +278,8 @@ def publish(
             details: dict[str, Any] = {
                 "manifest_sha256": record.manifest_sha256,
                 "policy_report_sha256": record.policy_report_sha256,
+                "status": state.status,
+                "signer": {"keyid": entry.keyid, "name": entry.name},
             }
             if record.derived_from:  # validated by derive itself, not by a validate stage
                 audit.append_validation(ws, report, f"{name}@{version}", record.policy_report_sha256)
@@ -237,7 +287,9 @@ def publish(
             audit.append(ws, "derive" if record.derived_from else "release", f"{name}@{version}", details)
             _git(ws, "add", rel, "audit/events.jsonl")
             _git(ws, "commit", "-q", "-m", message, "--", rel, "audit/events.jsonl")
-            _git(ws, "tag", f"{name}@v{version}")
+            # Step: final only when the thresholds are met; a candidate waits for `synthreg approve`.
+            if state.met:
+                _git(ws, "tag", f"{name}@v{version}")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             if final.exists() and not _tagged(ws, f"{name}@v{version}"):

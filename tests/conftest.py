@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,32 @@ def workspace(tmp_path: Path) -> Path:
     shutil.copytree(MODEL, tmp_path / "model")
     write_yaml(tmp_path / "recipe.yaml", small_recipe())
     return tmp_path
+
+
+@dataclass(frozen=True)
+class TrustSetup:
+    key: Path  # private key, outside every workspace
+    trust: Path  # the pinned trust root
+    keyid: str
+    public: Path  # keys/<keyid>.pub.json as keygen wrote it
+
+
+@pytest.fixture(scope="session", autouse=True)
+def solo_trust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSetup]:
+    """A pinned trust root outside every workspace, in solo mode, holding one ed25519 key with both roles,
+    set as $SYNTHREG_TRUST and $SYNTHREG_SIGNING_KEY for the session (CLI subprocesses inherit them), so
+    tests that do not care about approvals release in one step. Trust tests pass --trust/trust= their own."""
+    from registry.signing import keygen
+
+    top = tmp_path_factory.mktemp("trust")
+    r = keygen(top / "pub", top / "solo.pem", name="Solo Tester", trust=top / "trust.yaml")
+    assert r.trust is not None
+    saved = {k: os.environ.get(k) for k in ("SYNTHREG_TRUST", "SYNTHREG_SIGNING_KEY")}
+    os.environ["SYNTHREG_TRUST"] = str(r.trust)
+    os.environ["SYNTHREG_SIGNING_KEY"] = str(r.private)
+    yield TrustSetup(r.private, r.trust, r.keyid, r.public)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
