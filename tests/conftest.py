@@ -67,3 +67,35 @@ def solo_trust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSetup]
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
+
+
+def sign_by_hand(ws: Path, folder: Path, key: Path) -> None:
+    """Sign a release folder laid out by hand (``release.json`` and ``data/``) as `synthreg release` does in
+    solo mode: envelope and sign-off by ``key`` under the session's trust root; committed and tagged."""
+    import json
+    import subprocess
+
+    from registry.approval import ENVELOPE, SIGNOFFS, make_signoff, releaser_roles
+    from registry.release_record import Release
+    from registry.signing import load_signer, payload_of, sign, statement
+    from registry.trust import load_trust
+
+    record = Release.model_validate_json((folder / "release.json").read_text())
+    subjects = {"data/manifest.parquet": record.manifest_sha256} | {
+        f"data/{s.path}": s.sha256 for s in record.shards
+    }
+    signer = load_signer(key)
+    trust = load_trust(ws)
+    entry = trust.signing_key(signer.public_key.keyid, "releaser")
+    env = sign(statement(subjects, record.model_dump(mode="json")), signer)
+    ref = f"{record.name}@{record.version}"
+    signoffs = [make_signoff(ws, ref, payload_of(env), signer, entry, releaser_roles(trust, entry))]
+    (folder / ENVELOPE).write_text(json.dumps(env, indent=2) + "\n")
+    (folder / SIGNOFFS).write_text(json.dumps(signoffs, indent=2) + "\n")
+    rel = folder.relative_to(ws).as_posix()
+    for cmd in (["add", "-f", rel], ["commit", "-q", "-m", f"Release {ref}", "--", rel]):
+        subprocess.run([*GIT, *cmd], cwd=ws, check=True, capture_output=True)
+    subprocess.run([*GIT, "tag", f"{record.name}@v{record.version}"], cwd=ws, check=True)

@@ -543,13 +543,16 @@ def withdraw(
     ref: Annotated[str, typer.Argument(help="NAME@X.Y.Z")],
     reason: Annotated[str, typer.Option(help="why it is withdrawn (recorded and committed)")],
     actor: Annotated[str | None, typer.Option(help="who withdraws (default: git user.name)")] = None,
+    key: KeyOpt = None,
+    trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Withdraw a release: withdrawal.json beside the signed record (left as is), audit event, git commit."""
+    """Withdraw a release: a signed withdrawal.dsse.json beside the signed record (left as is), audit
+    event, git commit. The key must be a releaser's or an approver's in the trust root."""
     with _errors():
         from registry import lineage
 
-        w = lineage.withdraw(_workspace(workspace), ref, reason, actor)
+        w = lineage.withdraw(_workspace(workspace), ref, reason, actor, key, trust)
         typer.echo(f"withdrew {w['release']} ({w['time'][:19]} by {w['actor']}): {w['reason']}")
 
 
