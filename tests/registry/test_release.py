@@ -192,6 +192,7 @@ def test_gate_refuses_a_stale_report(fresh: Path, base: Built):
 
 
 def test_gate_refuses_a_report_with_failing_error_rules(fresh: Path, base: Built):
+    shutil.rmtree(fresh / "waivers")  # the signed waivers
     report = validate_ws(fresh, waivers=None)
     failing = [r.rule_id for r in report.results if r.status == "fail"]
     assert failing == WAIVED and not report.passed
