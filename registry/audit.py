@@ -197,6 +197,11 @@ def _lines(ws: Path) -> list[bytes]:
         return f.readlines()
 
 
+def lines(ws: Path) -> list[bytes]:
+    """The log's raw lines, read under a shared lock."""
+    return _lines(ws)
+
+
 def read(ws: Path) -> list[AuditEvent]:
     """Every event, validated; [] when there is no log yet. Does not check the chain: see verify."""
     return [_parse(raw, n) for n, raw in enumerate(_lines(ws), 1)]

@@ -558,21 +558,34 @@ def withdraw(
 
 @app.command()
 def log(
-    check: Annotated[bool, typer.Option("--verify", help="check the hash chain (exit 1 if broken)")] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--verify", help="check the hash chain and every signed checkpoint (exit 1 if broken)"),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON event per line")] = False,
+    trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Show the append-only audit log (generate, filter, validate, waiver, release ...)."""
+    """Show the append-only audit log (generate, filter, validate, waiver, release ...).
+
+    --verify also checks that the log still holds every checkpoint signed into a release sign-off,
+    waiver or withdrawal (needs the trust root), so a rewrite, truncation or fork is named."""
     with _errors():
         from registry import audit
 
         ws = _workspace(workspace)
         if check:
-            problems = audit.verify(ws)
+            from registry.approval import check_checkpoints
+
+            checked, anchored = check_checkpoints(ws, _load_trust(ws, trust))
+            problems = audit.verify(ws) + anchored
             for p in problems:
                 typer.echo(f"  {p}")
             n = len(problems)
-            typer.echo(f"audit log: {'intact' if not n else f'{n} problem(s)'} ({ws / audit.LOG})")
+            typer.echo(
+                f"audit log: {'intact' if not n else f'{n} problem(s)'} ({ws / audit.LOG}); "
+                f"{checked} signed checkpoint(s) checked"
+            )
             if problems:
                 raise typer.Exit(1)
             return
@@ -580,7 +593,15 @@ def log(
             if as_json:
                 typer.echo(e.model_dump_json())
             else:
-                typer.echo(f"{e.seq:5} {e.time:%Y-%m-%d %H:%M:%S} {e.kind:10} {e.subject}  by {e.actor}")
+                signed = ""
+                if e.kind in ("waiver", "approval", "withdrawal") and e.details.get("keyid"):
+                    who = e.details.get("approver") or e.details.get("name") or e.details.get("signer")
+                    signed = f"  signed by {who} key {str(e.details['keyid'])[:16]}"
+                elif e.kind == "waiver" and e.details.get("approver_keyid"):
+                    signed = f"  approver {e.details['approver']} key {e.details['approver_keyid'][:16]}"
+                typer.echo(
+                    f"{e.seq:5} {e.time:%Y-%m-%d %H:%M:%S} {e.kind:10} {e.subject}  by {e.actor}{signed}"
+                )
 
 
 @app.command()
