@@ -153,7 +153,6 @@ def _filter(
     params: FilterParams,
     progress: Progress | None,
 ) -> FilterResult:
-    from PIL import Image
 
     backends = sorted(set(table["generator_backend"].to_pylist()))
     domain = load_domain(backends[0]) if len(backends) == 1 else None

@@ -26,7 +26,15 @@ from registry.errors import PolicyError
 from registry.fsio import atomic_write_text
 from registry.models import Recipe
 from registry.names import shown
-from registry.policy import LicenceBase, PolicyPack, PolicyReport, RuleResult, Waiver, WaiverFile
+from registry.policy import (
+    IgnoredWaiver,
+    LicenceBase,
+    PolicyPack,
+    PolicyReport,
+    RuleResult,
+    Waiver,
+    WaiverFile,
+)
 from registry.workspace import inside, relative
 
 PACKAGE = Path(__file__).parent
@@ -167,13 +175,29 @@ def check(
     kb_path = inside(ws, licences, "licence knowledge base") if licences else DEFAULT_KB
     kb = load_kb(kb_path)
     waivers_path = inside(ws, waivers, "waivers file") if waivers else None
-    waiver_list = load_waivers(waivers_path)
+    # Only waivers signed by a trusted approver count (registry.waivers); plain entries are reported.
+    from registry.waivers import load_signed
+
+    known = {r.id for _, pack in loaded for r in pack.rules}
+    signed, ignored = load_signed(ws, known, today or date.today())
+    plain = load_waivers(waivers_path)
+    ignored = [
+        IgnoredWaiver(
+            rule_id=w.rule_id,
+            scope=w.scope,
+            approver=w.approver,
+            source=relative(ws, waivers_path) if waivers_path else "?",
+            why="unsigned (a waivers file entry): only waivers signed by a trusted approver count; "
+            "sign it with `synthreg waive`",
+        )
+        for w in plain
+    ] + ignored
 
     con = mf.connect(manifest_path)
     ctx = Context(ws=ws, manifest=manifest_path, recipe=recipe, kb=kb, con=con)
     if evidence_dir is not None:  # only now: bad input above leaves no folder behind
         evidence_dir.mkdir(parents=True, exist_ok=True)
-    results = evaluate(ctx, loaded, waiver_list, today or date.today(), evidence_dir=evidence_dir)
+    results = evaluate(ctx, loaded, signed, today or date.today(), evidence_dir=evidence_dir)
     return PolicyReport(
         dataset=recipe.dataset,
         manifest=manifest_name or relative(ws, manifest_path),
@@ -184,6 +208,7 @@ def check(
         intended_use=recipe.intended_use,
         created_at=datetime.now(UTC),
         results=results,
+        ignored_waivers=ignored,
         passed=not any(r.status == "fail" for r in results),
     )
 
@@ -254,9 +279,16 @@ def render_markdown(report: PolicyReport) -> str:
             lines.append(f"### `{r.rule_id}` ({r.status})")
             if r.waiver:
                 w = r.waiver
-                lines.append(f"Waived by {w.approver} until {w.expires}: {w.reason}")
+                key = f" (key {w.approver_keyid[:16]})" if w.approver_keyid else ""
+                lines.append(f"Waived by {w.approver}{key} until {w.expires}: {w.reason}")
             if r.evidence.sample_ids:
                 shown = ", ".join(f"`{s}`" for s in r.evidence.sample_ids)
                 lines.append(f"{r.evidence.count} samples; first {len(r.evidence.sample_ids)}: {shown}")
             lines.append("")
+    if report.ignored_waivers:
+        lines += ["", "## Waivers ignored", ""]
+        for iw in report.ignored_waivers:
+            who = f" by {iw.approver}" if iw.approver else ""
+            who += f" (key {iw.approver_keyid[:16]})" if iw.approver_keyid else ""
+            lines.append(f"- `{iw.rule_id or '?'}` for {iw.scope or '?'}{who} in `{iw.source}`: {iw.why}")
     return "\n".join(lines) + "\n"

@@ -37,7 +37,18 @@ GENESIS = "0" * 64  # prev_hash of the first event
 _CHUNK = 1 << 16
 _VERIFY = "run `synthreg log --verify` to see the damage; the log is never repaired automatically"
 
-EventKind = Literal["generate", "filter", "validate", "release", "derive", "waiver", "withdrawal", "keygen"]
+EventKind = Literal[
+    "generate",
+    "filter",
+    "validate",
+    "release",
+    "derive",
+    "waiver",
+    "withdrawal",
+    "keygen",
+    "approval",
+    "allow-withdrawn",
+]
 
 
 class AuditEvent(Strict):
@@ -164,12 +175,38 @@ def append(
     return event
 
 
+class Checkpoint(Strict):
+    """The log's head as a signed record saw it: a later log must still hold this event (RFC 6962's
+    signed tree head, for a hash chain)."""
+
+    seq: int = Field(ge=0)
+    hash: Sha256
+
+
+def head(ws: Path) -> Checkpoint | None:
+    """The last event's seq and hash, or None for an empty log."""
+    path = ws / LOG
+    if not path.is_file():
+        return None
+    with _locked(path, "rb", fcntl.LOCK_SH) as f:
+        raw = _last_line(f)
+    if not raw:
+        return None
+    event = _parse(raw, 0)
+    return Checkpoint(seq=event.seq, hash=event.hash)
+
+
 def _lines(ws: Path) -> list[bytes]:
     path = log_path(ws)
     if not path.is_file():
         return []
     with _locked(path, "rb", fcntl.LOCK_SH) as f:
         return f.readlines()
+
+
+def lines(ws: Path) -> list[bytes]:
+    """The log's raw lines, read under a shared lock."""
+    return _lines(ws)
 
 
 def read(ws: Path) -> list[AuditEvent]:

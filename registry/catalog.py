@@ -18,6 +18,43 @@ def list_releases(ws: Path) -> dict[str, list[str]]:
     return {n: v for n in names if (v := versions(ws, n))}
 
 
+def release_status(ws: Path, name: str, version: str, trust=None) -> str:
+    """``final``, ``solo``, ``candidate``, or what is wrong (``UNTRUSTED: ...``, ``INVALID: ...``);
+    with ``withdrawn`` added when a withdrawal is recorded. Checks signatures and binding, not shards."""
+    import json
+
+    from registry.approval import approval_state, binding_problems, read_signed
+    from registry.errors import SynthregError
+    from registry.lineage import is_withdrawn
+    from registry.signing import payload_of
+    from registry.trust import load_trust
+
+    trust = trust or load_trust(ws)
+    ref = f"{name}@{version}"
+    try:
+        envelope, signoffs = read_signed(ws / RELEASES / name / version)
+        state = approval_state(trust, ref, envelope, signoffs)
+        problems = state.problems + binding_problems(ws, name, version, json.loads(payload_of(envelope)), state)
+        withdrawn = is_withdrawn(ws, name, version)
+    except (SynthregError, ValueError) as e:
+        return f"INVALID: {e}"
+    if state.untrusted:
+        return f"UNTRUSTED: {state.untrusted[0].why_untrusted}"
+    if problems:
+        return f"INVALID: {problems[0]}"
+    status = state.status if state.met else f"candidate, {state.summary()}"
+    return f"{status}, withdrawn" if withdrawn else status
+
+
+def list_status(ws: Path, trust_file: Path | str | None = None) -> dict[str, list[tuple[str, str]]]:
+    """Every version of every dataset with its status (see ``release_status``)."""
+    from registry.trust import load_trust
+
+    found = list_releases(ws)
+    trust = load_trust(ws, trust_file) if found else None
+    return {n: [(v, release_status(ws, n, v, trust)) for v in vs] for n, vs in found.items()}
+
+
 def diff(ws: Path, a: str, b: str) -> dict:
     """Samples added and removed, counts per identity, changed generators, sources and policy results."""
     import duckdb
@@ -91,4 +128,4 @@ def _sql(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-__all__ = ["diff", "list_releases", "load_release", "parse_ref"]
+__all__ = ["diff", "list_releases", "list_status", "load_release", "parse_ref", "release_status"]

@@ -237,7 +237,7 @@ def derive(
             raise ReleaseError(
                 f"{name}@{version} would fail error rules without a waiver: "
                 + "; ".join(f"{r.rule_id}: {r.message}" for r in failing)
-                + ". Exclude less, or waive the rule in the waivers file, then derive again"
+                + ". Exclude less, or waive the rule (`synthreg waive`), then derive again"
             )
 
         report_text = report.to_json()

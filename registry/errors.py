@@ -14,11 +14,16 @@ SynthregError                  base: a message a person can act on
 ├── AuditError                 the audit log cannot be read or extended (damaged, edited)
 ├── ReleaseError               a release is refused (gate, version, workspace) or cannot be read
 ├── SigningError               no usable signing key, or a signature that does not verify
+│   ├── TrustError             the trust root is missing, malformed, inside the workspace, or a key
+│   │                          may not sign what it is asked to (unknown, retired, lacks the role)
+│   └── UntrustedSignerError   a record carries a signature by a key the trust root does not trust
+│                              (unknown, revoked, wrong role, outside its window): exit UNTRUSTED_EXIT
 └── TrackingError              MLflow cannot be reached, or a run, model or version does not exist
 
 Exit codes: 0 done; 1 a SynthregError (bad input, refused); 2 a usage error (typer); 3 a failing policy
-(POLICY_FAILED_EXIT); 70 an internal error (INTERNAL_ERROR_EXIT): any other exception, reported as one
-line with the path of its saved traceback (registry/crash.py), never as a traceback.
+(POLICY_FAILED_EXIT); 5 a signer the pinned trust root does not trust (UNTRUSTED_EXIT); 70 an internal
+error (INTERNAL_ERROR_EXIT): any other exception, reported as one line with the path of its saved
+traceback (registry/crash.py), never as a traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from __future__ import annotations
 POLICY_FAILED_EXIT = 3
 # Any exception that is not a SynthregError: a bug. EX_SOFTWARE in BSD sysexits.h.
 INTERNAL_ERROR_EXIT = 70
+# `synthreg verify` (and the loader, train, log --verify) exit with this when a signature comes from a key
+# the pinned trust root does not trust or has revoked: a forgery or a compromise, not a damaged file.
+UNTRUSTED_EXIT = 5
 
 
 class SynthregError(Exception):
@@ -74,6 +82,14 @@ class ReleaseError(SynthregError):
 
 class SigningError(SynthregError):
     pass
+
+
+class TrustError(SigningError):
+    pass
+
+
+class UntrustedSignerError(SigningError):
+    exit_code = UNTRUSTED_EXIT
 
 
 class AuditError(SynthregError):

@@ -27,7 +27,7 @@ import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlparse
 
 from pydantic import AwareDatetime, Field
@@ -38,7 +38,8 @@ from registry.models import DATASET_NAME, Sha256, Strict
 from registry.release import RELEASES, load_release, parse_ref, versions
 from registry.release_record import Release
 
-WITHDRAWAL = "withdrawal.json"
+WITHDRAWAL = "withdrawal.dsse.json"  # DSSE envelope, payload a Withdrawal
+WITHDRAWAL_TYPE = "application/vnd.synthreg.withdrawal+json"
 PHASH_DISTANCE = 4  # max Hamming distance (of 64 bits) for a perceptual match
 MAX_IMAGES = 50  # distinct images listed by trace_image
 HEX_PREFIX = re.compile(r"[0-9a-f]{8,64}")
@@ -55,13 +56,18 @@ GENERATOR_NOTE = (
 
 
 class Withdrawal(Strict):
-    """``releases/NAME/X.Y.Z/withdrawal.json``: the release stays signed and verifiable, but withdrawn."""
+    """The payload of ``releases/NAME/X.Y.Z/withdrawal.dsse.json``, signed by a releaser or approver of
+    the trust root: the release stays signed and verifiable, but withdrawn."""
 
     release: str = Field(description="NAME@X.Y.Z")
     reason: str = Field(min_length=1)
     time: AwareDatetime
-    actor: str = Field(min_length=1)
+    actor: str = Field(min_length=1, description="who withdrew it (--actor, default git user.name)")
+    signer: str = Field(min_length=1, description="the signing key's holder, by the trust root")
     manifest_sha256: Sha256 = Field(description="the withdrawn version's content digest")
+    keyid: Sha256
+    role: Literal["releaser", "approver"]
+    checkpoint: audit.Checkpoint | None = Field(description="the audit log's head when this was signed")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -73,24 +79,84 @@ def _folder(ws: Path, name: str, version: str) -> Path:
 
 
 def is_withdrawn(ws: Path, name: str, version: str) -> dict | None:
-    """The withdrawal record of ``name@version`` as a dict, or None if it is not withdrawn (an
-    unfinished withdrawal is not one until recovery finishes it)."""
-    path = _folder(ws, name, version) / WITHDRAWAL
-    if not path.is_file() or journal.is_unfinished(ws, "withdraw", f"{name}@{version}"):
+    """The withdrawal of ``name@version`` as a dict (with ``trusted`` and ``why_untrusted``), or None.
+
+    A withdrawal that cannot be trusted still counts as one (refusing a release wrongly is the safe
+    side) and says why: a signature the trust root does not accept, an unsigned ``withdrawal.json``, a
+    record copied from another version, or a record deleted while the audit log still holds its event.
+    """
+    from registry.errors import SigningError
+    from registry.signing import payload_of
+
+    subject = f"{name}@{version}"
+    if journal.is_unfinished(ws, "withdraw", subject):  # not one until recovery finishes it
         return None
+    folder = _folder(ws, name, version)
+    path = folder / WITHDRAWAL
+    if path.is_file():
+        try:
+            envelope = json.loads(path.read_text())
+            w = Withdrawal.model_validate_json(payload_of(envelope, WITHDRAWAL_TYPE))
+        except (ValueError, SigningError) as e:
+            raise ReleaseError(f"{path} is not a valid withdrawal record ({e}); restore it from git") from e
+        out = w.model_dump(mode="json") | {"trusted": True, "why_untrusted": None}
+        why = _untrusted_withdrawal(ws, envelope, w, subject)
+        return out | {"trusted": why is None, "why_untrusted": why}
+    if (folder / "withdrawal.json").is_file():
+        old = json.loads((folder / "withdrawal.json").read_text())
+        return old | {"trusted": False, "why_untrusted": "an unsigned withdrawal.json; withdraw again to sign"}
+    event = next(
+        (e for e in reversed(audit.read(ws)) if e.kind == "withdrawal" and e.subject == subject), None
+    )
+    if event is None:
+        return None
+    return {
+        "release": subject,
+        "reason": str(event.details.get("reason", "")),
+        "time": event.time.isoformat(),
+        "actor": event.actor,
+        "trusted": False,
+        "why_untrusted": f"the withdrawal record {path.relative_to(ws)} was deleted, but the audit log records "
+        f"the withdrawal (seq {event.seq}); restore it from git",
+    }
+
+
+def _untrusted_withdrawal(ws: Path, envelope: dict, w: Withdrawal, subject: str) -> str | None:
+    from registry.errors import TrustError
+    from registry.signing import signature_verifies
+    from registry.trust import load_trust
+
+    if w.release != subject:
+        return f"the signed withdrawal is for {w.release}, not {subject} (copied from another version)"
     try:
-        return Withdrawal.model_validate_json(path.read_text()).model_dump(mode="json")
-    except ValueError as e:
-        raise ReleaseError(f"{path} is not a valid withdrawal record ({e}); restore it from git") from e
+        trust = load_trust(ws)
+    except TrustError as e:
+        return f"cannot be checked: {e}"
+    key, why = trust.check_signer(w.keyid, w.role, w.time)
+    if why or key is None:
+        return why or "unknown key"
+    if not signature_verifies(envelope, w.keyid, key.sslib_key()):
+        return f"its signature by key {w.keyid[:16]} ({key.name}) does not verify (forged or edited)"
+    return None
 
 
-def withdraw(ws: Path, ref: str, reason: str, actor: str | None = None) -> dict:
-    """Withdraw a released version: write ``withdrawal.json`` beside the (untouched) signed record,
-    append a ``withdrawal`` audit event and commit both, as a journalled transaction (``WITHDRAW``:
-    record, audit, commit; a kill before the audit event is appended undoes the record, after it the
-    next command commits). A version is withdrawn once; re-running a killed withdrawal that recovery
-    has just finished reports it."""
+def withdraw(
+    ws: Path,
+    ref: str,
+    reason: str,
+    actor: str | None = None,
+    key: Path | str | None = None,
+    trust: Path | str | None = None,
+) -> dict:
+    """Withdraw a released version: write the signed ``withdrawal.dsse.json`` beside the (untouched)
+    signed record, append a ``withdrawal`` audit event and commit both, as a journalled transaction
+    (``WITHDRAW``: record, audit, commit; a kill before the audit event is appended undoes the record,
+    after it the next command commits). A version is withdrawn once; re-running a killed withdrawal that
+    recovery has just finished reports it. The key must be a releaser's or an approver's in the trust
+    root; ``actor`` is who asked (default git user.name), the signer is the key's holder there."""
     from registry.release import _git, _has_commits, _lock
+    from registry.signing import load_signer, sign
+    from registry.trust import load_trust
 
     name, version = parse_ref(ref)
     if version is None or not SEMVER.fullmatch(version) or not DATASET_NAME.fullmatch(name):
@@ -102,6 +168,12 @@ def withdraw(ws: Path, ref: str, reason: str, actor: str | None = None) -> dict:
     if not (ws / ".git").exists():
         raise ReleaseError(f"workspace {ws} is not a git repository; a withdrawal is committed to git")
     path = _folder(ws, name, version) / WITHDRAWAL
+    signer = load_signer(key)
+    trusted = load_trust(ws, trust)
+    keyid = signer.public_key.keyid
+    entry = trusted.root.key(keyid)
+    role: Literal["releaser", "approver"] = "releaser" if entry and "releaser" in entry.roles else "approver"
+    entry = trusted.signing_key(keyid, role)
     with _lock(ws):
         earlier = is_withdrawn(ws, name, version)
         if earlier and journal.finished_here(ws, ("withdraw",), subject):
@@ -117,17 +189,29 @@ def withdraw(ws: Path, ref: str, reason: str, actor: str | None = None) -> dict:
             reason=reason.strip(),
             time=datetime.now(UTC),
             actor=actor,
+            signer=entry.name,
             manifest_sha256=record.manifest_sha256,
+            keyid=keyid,
+            role=role,
+            checkpoint=audit.head(ws),
         )
+        payload = json.dumps(w.model_dump(mode="json"), sort_keys=True).encode()
         rel = path.relative_to(ws).as_posix()
         state = {
             "record": rel,
-            "text": json.dumps(w.model_dump(mode="json"), indent=2, sort_keys=True) + "\n",
+            "text": json.dumps(sign(payload, signer, WITHDRAWAL_TYPE), indent=2) + "\n",
             "events": [
                 {
                     "kind": "withdrawal",
                     "subject": subject,
-                    "details": {"reason": w.reason, "manifest_sha256": w.manifest_sha256, "record": rel},
+                    "details": {
+                        "reason": w.reason,
+                        "manifest_sha256": w.manifest_sha256,
+                        "record": rel,
+                        "keyid": keyid,
+                        "signer": entry.name,
+                        "role": role,
+                    },
                 }
             ],
             "actor": actor,
@@ -137,7 +221,7 @@ def withdraw(ws: Path, ref: str, reason: str, actor: str | None = None) -> dict:
         }
         with journal.transaction(ws, "withdraw", subject, state):
             pass  # every step is a forward step: the transaction runs them
-    return w.model_dump(mode="json")
+    return w.model_dump(mode="json") | {"trusted": True, "why_untrusted": None}
 
 
 def _step_record(ws: Path, entry: journal.Entry) -> None:
@@ -268,10 +352,20 @@ def _release_info(ws: Path, r: Release, stats: dict | None, deny: dict[str, str]
     ]
     warnings = []
     if withdrawn:
+        signed = (
+            f" (signed by {withdrawn['signer']}, {withdrawn['role']} key {withdrawn['keyid'][:16]})"
+            if withdrawn.get("trusted")
+            else f" (NOT TRUSTED: {withdrawn.get('why_untrusted')})"
+        )
         warnings.append(
             f"WITHDRAWN: {_ref(r)} was withdrawn on {withdrawn['time'][:10]} by {withdrawn['actor']}: "
-            f"{withdrawn['reason']}"
+            f"{withdrawn['reason']}{signed}"
         )
+        derived = [
+            _ref(d) for d in _all_releases(ws) if d.derived_from and d.derived_from.parent == _ref(r)
+        ]
+        if derived:
+            warnings.append(f"derived from the withdrawn {_ref(r)}: {', '.join(derived)}")
     for s in sources:
         if s["status"] == "withdrawn":
             warnings.append(f"source {s['name']} ({s['role']}) was marked withdrawn at release")

@@ -6,6 +6,10 @@
 
 Each shard's member offsets are read once from its tar headers; an image is then one seek and one
 read, so a torch DataLoader can fetch samples in any order (each worker opens its own file handles).
+
+Nothing is served before ``admit`` passes (signatures against the pinned trust root, thresholds met,
+statement bound to the version and tag, not withdrawn) and the manifest matches its signed sha256; each
+shard is hashed against its signed sha256 when it is first opened.
 """
 
 from __future__ import annotations
@@ -17,20 +21,81 @@ from pathlib import Path
 from typing import Any
 
 from registry import manifest as mf
-from registry.digests import sha256_bytes
+from registry.digests import sha256_bytes, sha256_file
 from registry.errors import ManifestError, ReleaseError
 from registry.names import check_manifest
-from registry.release import RELEASES, load_release
+from registry.release import RELEASES, load_release, parse_ref
 from registry.release_record import Release
 
 
+def admit(
+    ws: Path, ref: str, allow_withdrawn: bool = False, trust: Path | str | None = None
+) -> tuple[Release, dict[str, str], dict | None]:
+    """Whether ``ref`` may be read, before a single image is served: its signatures trusted by the pinned
+    trust root and meeting the thresholds (final, not a candidate), the signed statement naming this
+    version, the tag on a commit holding this record, and no withdrawal unless ``allow_withdrawn``.
+    Returns the record, the signed subjects (path -> sha256) and the withdrawal (or None)."""
+    import json
+
+    from registry.approval import approval_state, binding_problems, read_signed, require_untrusted_free
+    from registry.lineage import is_withdrawn
+    from registry.signing import payload_of
+    from registry.trust import load_trust
+
+    record = load_release(ws, ref)
+    name, version = record.name, record.version
+    asked_name, asked_version = parse_ref(ref)
+    if asked_name != name or asked_version not in (None, version):
+        raise ReleaseError(f"{ref} resolved to {name}@{version}; refusing to serve another version")
+    at = f"{name}@{version}"
+    folder = ws / RELEASES / name / version
+    envelope, signoffs = read_signed(folder)
+    statement = json.loads(payload_of(envelope))
+    state = approval_state(load_trust(ws, trust), at, envelope, signoffs)
+    require_untrusted_free(state)
+    if statement.get("predicate") != record.model_dump(mode="json"):
+        raise ReleaseError(f"{at}: release.json differs from the signed record; run `synthreg verify {at}`")
+    problems = state.problems + binding_problems(ws, name, version, statement, state)
+    if problems:
+        raise ReleaseError(f"{at} cannot be read: {problems[0]}; run `synthreg verify {at}`")
+    if not state.met:
+        raise ReleaseError(
+            f"{at} is a candidate, not a final release ({state.summary()}); it is read only once "
+            f"approved: `synthreg approve {at}`"
+        )
+    withdrawn = is_withdrawn(ws, name, version)
+    if withdrawn and not allow_withdrawn:
+        raise ReleaseError(
+            f"{at} was withdrawn on {withdrawn['time'][:10]} by {withdrawn['actor']}: {withdrawn['reason']}; "
+            "pass allow_withdrawn=True (`--allow-withdrawn`) to use it anyway (recorded in MLflow and the "
+            "audit log)"
+        )
+    subjects = {s["name"]: s["digest"]["sha256"] for s in statement.get("subject", [])}
+    return record, subjects, withdrawn
+
+
 class ReleaseReader:
-    def __init__(self, ws: Path, ref: str, accepted_only: bool = True, check_digests: bool = True) -> None:
-        self.release: Release = load_release(ws, ref)
+    def __init__(
+        self,
+        ws: Path,
+        ref: str,
+        accepted_only: bool = True,
+        check_digests: bool = True,
+        allow_withdrawn: bool = False,
+        trust: Path | str | None = None,
+    ) -> None:
+        self.release, subjects, self.withdrawn = admit(ws, ref, allow_withdrawn, trust)
         folder = ws / RELEASES / self.release.name / self.release.version / "data"
         manifest = folder / "manifest.parquet"
         if not manifest.is_file():
             raise ReleaseError(f"{manifest} is missing; run `dvc checkout` (or `dvc pull`) to restore it")
+        signed = subjects.get(f"{self.release.manifest_path}")
+        if sha256_file(manifest) != signed:  # before a single row is read
+            raise ManifestError(
+                f"{manifest} does not match the sha256 in the signed record of "
+                f"{self.release.name}@{self.release.version} (edited after release?); run `synthreg verify`"
+            )
+        self._signed = {s.source: subjects.get(f"data/{s.path}") for s in self.release.shards}
         where = "WHERE decision = 'accepted'" if accepted_only else ""
         con = mf.connect(manifest)
         check_manifest(con, f"manifest of {self.release.name}@{self.release.version}")
@@ -55,6 +120,11 @@ class ReleaseReader:
                 raise ManifestError(
                     f"shard {shard} of {self.release.name}@{self.release.version} is missing; "
                     "run `dvc checkout`"
+                )
+            if self._signed.get(shard) != sha256_file(path):  # once per shard, before any image of it
+                raise ManifestError(
+                    f"shard {shard} of {self.release.name}@{self.release.version} does not match its "
+                    f"signed sha256; run `synthreg verify {self.release.name}@{self.release.version}`"
                 )
             with tarfile.open(path, "r:") as tar:
                 self._offsets[shard] = {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
@@ -121,5 +191,13 @@ class ReleaseReader:
         return ReleaseDataset()
 
 
-def open_release(ws: Path, ref: str, accepted_only: bool = True, check_digests: bool = True) -> ReleaseReader:
-    return ReleaseReader(ws, ref, accepted_only, check_digests)
+def open_release(
+    ws: Path,
+    ref: str,
+    accepted_only: bool = True,
+    check_digests: bool = True,
+    allow_withdrawn: bool = False,
+    trust: Path | str | None = None,
+) -> ReleaseReader:
+    """A reader of a final, trusted, not withdrawn release (see ``admit``)."""
+    return ReleaseReader(ws, ref, accepted_only, check_digests, allow_withdrawn, trust)

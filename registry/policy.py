@@ -207,6 +207,21 @@ class Waiver(Strict):
     reason: str = Field(min_length=1)
     approver: str = Field(min_length=1)
     expires: date
+    approver_keyid: str | None = Field(
+        default=None, description="the approver's key in the trust root (set on a signed waiver, the only kind applied)"
+    )
+    source: str | None = Field(default=None, description="the signed waiver file, in the workspace")
+
+
+class IgnoredWaiver(Strict):
+    """A waiver that was found but not applied, and why (unsigned, untrusted, forged, expired, unknown rule)."""
+
+    rule_id: str | None = None
+    scope: str | None = None
+    approver: str | None = None
+    approver_keyid: str | None = None
+    source: str = Field(description="where it was found")
+    why: str
 
 
 class WaiverFile(Strict):
@@ -242,6 +257,7 @@ class PolicyReport(Strict):
     intended_use: IntendedUse
     created_at: datetime
     results: list[RuleResult]
+    ignored_waivers: list[IgnoredWaiver] = Field(default_factory=list, description="found but not applied")
     passed: bool = Field(description="no error rule failed without a valid waiver")
 
     def to_json(self) -> str:

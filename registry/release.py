@@ -6,6 +6,8 @@ Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC
 
     release.json           the Release record
     release.dsse.json      DSSE envelope: in-toto Statement v1, subjects = manifest + shards, signed
+                           by the releaser and every approver (registry.approval)
+    signoffs.json          one signed sign-off per signer: who, roles, when, audit log checkpoint
     policy-report.json     the report the release was gated on
     card.md  croissant.json  prov.json
     data.dvc               DVC pointer to data/: manifest.parquet and shards/<sha256>.tar
@@ -44,6 +46,7 @@ from registry.policy import PolicyReport
 from registry.release_record import SEMVER, Counts, Derivation, GeneratorUse, Release, ShardRef
 from registry.shards import check_members
 from registry.signing import load_signer, sign, statement
+from registry.trust import Trust
 from registry.workspace import inside
 
 RELEASES = Path("releases")
@@ -171,6 +174,7 @@ def release(
     actor: str | None = None,
     today: date | None = None,
     recipe_path: Path | str | None = None,
+    trust: Path | str | None = None,
 ) -> Release:
     if (finished := resumed(ws, ("release",), name, version)) is not None:
         return finished
@@ -181,7 +185,12 @@ def release(
     recipe = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
     if recipe.licence is None:
         raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
-    signer = load_signer(key)  # before anything is written
+    from registry.trust import load_trust
+
+    signer = load_signer(key)  # before anything is written, and before the slower re-check
+    trusted = load_trust(ws, trust)
+    trusted.signing_key(signer.public_key.keyid, "releaser")
+    _recheck(ws, manifest, recipe, report, today or date.today())
 
     def build(staging: Path) -> tuple[Release, PolicyReport, str]:
         record = assemble(
@@ -189,7 +198,28 @@ def release(
         )
         return record, report, report_text
 
-    return publish(ws, name, version, signer, build, f"Release {name}@{version}")
+    return publish(ws, name, version, signer, build, f"Release {name}@{version}", trust=trusted)
+
+
+def _recheck(ws: Path, manifest: Path, recipe: Recipe, report: PolicyReport, today: date) -> None:
+    """Run the policy check again on the manifest and refuse when ``report.json`` says otherwise: the
+    report is a file anyone with write access can edit, the check is not."""
+    from policies.engine import check
+    from registry.config import load_params
+
+    v = load_params(ws / "params.yaml").validate_
+    fresh = check(ws, manifest, recipe, v.packs, v.waivers, v.licences, today=today)
+    said = {r.rule_id: (r.status, r.waiver) for r in report.results}
+    found = {r.rule_id: (r.status, r.waiver) for r in fresh.results}
+    for rule in sorted(set(said) | set(found)):
+        if said.get(rule) != found.get(rule):
+            s, f = said.get(rule, ("absent", None)), found.get(rule, ("absent", None))
+            how = f"{s[0]}" + (f" (waived by {s[1].approver})" if s[1] else "")
+            raise ReleaseError(
+                f"report.json says rule {rule} is {how}, but checking the manifest again gives {f[0]}"
+                + (f" (waived by {f[1].approver})" if f[1] else "")
+                + "; the report was edited or is out of date: run `synthreg validate` again"
+            )
 
 
 def check_new_version(ws: Path, name: str, version: str) -> None:
@@ -230,22 +260,35 @@ def publish(
     build: Callable[[Path], tuple[Release, PolicyReport, str]],
     message: str,
     op: str = "release",
+    trust: Trust | Path | str | None = None,
 ) -> Release:
     """Make ``releases/NAME/VERSION`` under the release lock, as a journalled transaction
     (``registry.journal``) of the steps in ``PUBLISH_STEPS``:
 
     1. stage: ``build(staging)`` writes the data and returns the record, the policy report and its text;
-       sign, write the exports (all in ``.VERSION.tmp-PID``, fsynced). From here recovery finishes.
+       sign as releaser (envelope + sign-off), write the exports (all in ``.VERSION.tmp-PID``, fsynced).
+       From here recovery finishes.
     2. rename: the staging folder into place.         5. commit: the folder and the audit log.
-    3. dvc-add: ``data/`` to DVC.                      6. tag: ``NAME@vVERSION`` on that commit.
-    4. audit: the events (for a derivation, the validation first), each appended once.
+    3. dvc-add: ``data/`` to DVC.                      6. tag: ``NAME@vVERSION`` on that commit, only
+    4. audit: the events (for a derivation, the           when the sign-offs meet the trust root's
+       validation first), each appended once.             thresholds (solo mode); else a candidate.
+
+    Signing: the releaser's key must be an ed25519 key the pinned trust root lists as ``releaser``
+    (checked before anything is written). A candidate waits for ``synthreg approve``.
 
     A failure before ``audit`` removes the folder and unstages it; later, the journal stays and the next
     command finishes the release. The audit log is append-only, so an event appended before a failure
     the live process undid stays (its subject names a version that was not made)."""
+    from registry.approval import ENVELOPE, SIGNOFFS, approval_state, make_signoff, releaser_roles
+    from registry.signing import payload_of
+    from registry.trust import load_trust
+
+    trust = trust if isinstance(trust, Trust) else load_trust(ws, trust)
+    entry = trust.signing_key(signer.public_key.keyid, "releaser")
+    ref = f"{name}@{version}"
     with _lock(ws):
-        if journal.finished_here(ws, (op,), f"{name}@{version}"):
-            return load_release(ws, f"{name}@{version}")
+        if journal.finished_here(ws, (op,), ref):
+            return load_release(ws, ref)
         check_new_version(ws, name, version)
         final = ws / RELEASES / name / version
         staging = ws / RELEASES / name / f".{version}.tmp-{os.getpid()}"
@@ -261,7 +304,7 @@ def publish(
             "actor": audit.actor_name(ws),
             "audit_from": len(audit.read(ws)),
         }
-        with journal.transaction(ws, op, f"{name}@{version}", state) as txn, txn.step("stage"):
+        with journal.transaction(ws, op, ref, state) as txn, txn.step("stage"):
             record, report, report_text = build(staging)
             subjects = {"data/manifest.parquet": record.manifest_sha256} | {
                 f"data/{s.path}": s.sha256 for s in record.shards
@@ -269,22 +312,34 @@ def publish(
             payload = record.model_dump(mode="json")
             atomic_write_text(staging / "release.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
             envelope = sign(statement(subjects, payload), signer)
-            atomic_write_text(staging / "release.dsse.json", json.dumps(envelope, indent=2) + "\n")
+            # Sign as releaser. The sign-off (who, roles, when, audit checkpoint) is signed too.
+            signoffs = [
+                make_signoff(ws, ref, payload_of(envelope), signer, entry, releaser_roles(trust, entry))
+            ]
+            approval = approval_state(trust, ref, envelope, signoffs)
+            atomic_write_text(staging / ENVELOPE, json.dumps(envelope, indent=2) + "\n")
+            atomic_write_text(staging / SIGNOFFS, json.dumps(signoffs, indent=2) + "\n")
             _write_exports(staging, record, report, report_text)
             _fsync_tree(staging)
-            txn.update(events=_events(record, report, name, version))
+            signer_details = {"status": approval.status, "signer": {"keyid": entry.keyid, "name": entry.name}}
+            # Final only when the thresholds are met; a candidate waits for `synthreg approve`.
+            txn.update(events=_events(record, report, name, version, signer_details), tag_now=approval.met)
     return record
 
 
 PUBLISH_STEPS = ("stage", "rename", "dvc-add", "audit", "commit", "tag")
 
 
-def _events(record: Release, report: PolicyReport, name: str, version: str) -> list[dict[str, Any]]:
-    """The audit events a publication appends, in order: kind, subject, details."""
+def _events(
+    record: Release, report: PolicyReport, name: str, version: str, signing: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The audit events a publication appends, in order: kind, subject, details (``signing``: the
+    approval status and the releaser's key, merged into the release event's details)."""
     subject = f"{name}@{version}"
     details: dict[str, Any] = {
         "manifest_sha256": record.manifest_sha256,
         "policy_report_sha256": record.policy_report_sha256,
+        **(signing or {}),
     }
     events = []
     if record.derived_from:  # validated by derive itself, not by a validate stage
@@ -353,6 +408,8 @@ def _committed(ws: Path, rel: str) -> bool:
 
 
 def _step_tag(ws: Path, entry: journal.Entry) -> None:
+    if not entry.state.get("tag_now", True):  # a candidate: `synthreg approve` tags it at its threshold
+        return
     tag, rel = entry.state["tag"], entry.state["final"]
     commit = _git(ws, "rev-list", "-1", "HEAD", "--", f"{rel}/release.json")
     if _tagged(ws, tag):

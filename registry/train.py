@@ -182,14 +182,16 @@ def _nested_pick(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _synthetic(
-    ws: Path, ds: _Dataset, use_rejected: bool, n: int, seed: int
+    ws: Path, ds: _Dataset, use_rejected: bool, n: int, seed: int, allow_withdrawn: bool = False
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(images uint8 (k, 16, 16), labels, pool size): ``n`` rows (at most the pool) drawn by ``seed``."""
     rng = np.random.default_rng([seed, 2])
     if ds.release_ref is not None:
         from registry.loader import open_release
 
-        reader = open_release(ws, ds.release_ref, accepted_only=not use_rejected)
+        reader = open_release(
+            ws, ds.release_ref, accepted_only=not use_rejected, allow_withdrawn=allow_withdrawn
+        )
         pool = len(reader)
         pick = _nested_pick(pool, n, rng)
         ids = reader.table["sample_id"].to_pylist()
@@ -436,21 +438,32 @@ def _log_run(
 # --- the whole run ---------------------------------------------------------------------------------------
 
 
-def train(ws: Path, params: TrainParams, dataset: str | None = None) -> TrainResult:
+def train(
+    ws: Path, params: TrainParams, dataset: str | None = None, allow_withdrawn: bool = False
+) -> TrainResult:
     """Train on the mix ``params`` describes, evaluate on held-out real digits, log and register the model.
 
     ``dataset`` overrides ``params.dataset``. Writes the metrics JSON (``params.metrics``) for DVC.
+    A release must be final and trusted; a withdrawn one is refused unless ``allow_withdrawn``, which
+    is then recorded as the run's tag ``synthreg.allow_withdrawn`` and an audit event.
     """
     import torch
 
     from registry.real_digits import load_splits
 
     ds = _resolve(ws, dataset or params.dataset)
+    withdrawn = None
+    if ds.release_ref is not None:  # trust, approval and withdrawal, before any work
+        from registry.loader import admit
+
+        withdrawn = admit(ws, ds.release_ref, allow_withdrawn)[2]
     metrics_path = inside(ws, params.metrics or f"data/{ds.name}/train/metrics.json", "metrics file")
     tracking.tracking_uri(ws)  # a malformed MLFLOW_TRACKING_URI fails before any work
 
     want_syn = round(params.synthetic_share * params.train_size)
-    syn_x, syn_y, syn_pool = _synthetic(ws, ds, params.use_rejected, want_syn, params.seed)
+    syn_x, syn_y, syn_pool = _synthetic(
+        ws, ds, params.use_rejected, want_syn, params.seed, allow_withdrawn
+    )
     train_split, held_out = load_splits()  # held_out: never seen by the generator
     real_x, real_y, real_pool = _real(
         train_split, params.real_per_class, params.train_size - want_syn, params.seed
@@ -494,6 +507,13 @@ def train(ws: Path, params: TrainParams, dataset: str | None = None) -> TrainRes
         "model": "cnn2-conv16-conv32-linear",
     }
     run_id, version = _log_run(ws, params, ds, run_params, metrics, model)
+    if withdrawn:  # trained on a withdrawn release, knowingly: say so where auditors look
+        from registry import audit
+
+        tracking.client(ws).set_tag(run_id, "synthreg.allow_withdrawn", withdrawn["reason"][:500])
+        audit.append(
+            ws, "allow-withdrawn", ds.input_name, {"run_id": run_id, "withdrawal": withdrawn["reason"]}
+        )
     summary = {
         "dataset": ds.input_name,
         "manifest_sha256": ds.manifest_sha256,

@@ -17,11 +17,13 @@ from pathlib import Path
 
 from registry import manifest as mf
 from registry.digests import sha256_bytes, sha256_file
+from registry.approval import ApprovalState, approval_state, binding_problems, read_signed
 from registry.errors import ReleaseError, SigningError
 from registry.names import shown, unsafe_rows
 from registry.release import RELEASES, load_release, parse_ref
 from registry.shards import check_members
-from registry.signing import load_public_key, open_envelope
+from registry.signing import payload_of
+from registry.trust import load_trust
 
 
 @dataclass
@@ -31,10 +33,16 @@ class VerifyResult:
     bad_samples: dict[str, str] = field(default_factory=dict)  # sample id -> what is wrong
     samples: int = 0
     shards: int = 0
+    approval: ApprovalState | None = None
+    withdrawn: dict | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.bad_samples
+        return not self.problems and not self.bad_samples and not self.untrusted
+
+    @property
+    def untrusted(self) -> bool:
+        return bool(self.approval and self.approval.untrusted)
 
     def to_json(self) -> dict:
         return {
@@ -44,6 +52,8 @@ class VerifyResult:
             "bad_samples": self.bad_samples,
             "samples_checked": self.samples,
             "shards_checked": self.shards,
+            "approval": self.approval.to_json() if self.approval else None,
+            "withdrawn": self.withdrawn,
         }
 
 
@@ -63,20 +73,36 @@ def _check_shard(
     return problems + shard_problems, bad
 
 
-def verify(ws: Path, ref: str, threads: int | None = None) -> VerifyResult:
+def verify(
+    ws: Path, ref: str, threads: int | None = None, trust: Path | str | None = None
+) -> VerifyResult:
+    """Every signature against the pinned trust root, the binding of the signed statement to the
+    reference and the tag, then the manifest and every image. A candidate (approvals short of the
+    thresholds) verifies its content but is reported as not final; it fails only on a problem."""
     name, version = parse_ref(ref)
     if version is None:
         raise ReleaseError(f"give a version to verify: {name}@X.Y.Z")
+    trusted = load_trust(ws, trust)
     result = VerifyResult(ref=f"{name}@{version}")
     record = load_release(ws, ref)
     folder = ws / RELEASES / name / version
     try:
-        st = open_envelope(json.loads((folder / "release.dsse.json").read_text()), load_public_key(ws))
+        envelope, signoffs = read_signed(folder)
+        st = json.loads(payload_of(envelope))
+        state = approval_state(trusted, result.ref, envelope, signoffs)
     except (SigningError, OSError, ValueError) as e:
-        result.problems.append(str(e))
+        result.problems.append(f"the release signature does not verify: {e}")
         return result
+    result.approval = state
+    result.problems += state.problems
+    if not state.signers and not state.problems:
+        result.problems.append("the release signature does not verify: no sign-off by any key")
+    from registry.lineage import is_withdrawn
+
+    result.withdrawn = is_withdrawn(ws, name, version)
     if st["predicate"] != json.loads((folder / "release.json").read_text()):
         result.problems.append("release.json differs from the signed record (edited after signing)")
+    result.problems += binding_problems(ws, name, version, st, state)
     subjects = {s["name"]: s["digest"]["sha256"] for s in st["subject"]}
     manifest = folder / "data" / "manifest.parquet"
     if not manifest.is_file():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,64 @@ def workspace(tmp_path: Path) -> Path:
     shutil.copytree(MODEL, tmp_path / "model")
     write_yaml(tmp_path / "recipe.yaml", small_recipe())
     return tmp_path
+
+
+@dataclass(frozen=True)
+class TrustSetup:
+    key: Path  # private key, outside every workspace
+    trust: Path  # the pinned trust root
+    keyid: str
+    public: Path  # keys/<keyid>.pub.json as keygen wrote it
+
+
+@pytest.fixture(scope="session", autouse=True)
+def solo_trust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSetup]:
+    """A pinned trust root outside every workspace, in solo mode, holding one ed25519 key with both roles,
+    set as $SYNTHREG_TRUST and $SYNTHREG_SIGNING_KEY for the session (CLI subprocesses inherit them), so
+    tests that do not care about approvals release in one step. Trust tests pass --trust/trust= their own."""
+    from registry.signing import keygen
+
+    top = tmp_path_factory.mktemp("trust")
+    r = keygen(top / "pub", top / "solo.pem", name="Solo Tester", trust=top / "trust.yaml")
+    assert r.trust is not None
+    saved = {k: os.environ.get(k) for k in ("SYNTHREG_TRUST", "SYNTHREG_SIGNING_KEY")}
+    os.environ["SYNTHREG_TRUST"] = str(r.trust)
+    os.environ["SYNTHREG_SIGNING_KEY"] = str(r.private)
+    yield TrustSetup(r.private, r.trust, r.keyid, r.public)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
+
+
+def sign_by_hand(ws: Path, folder: Path, key: Path) -> None:
+    """Sign a release folder laid out by hand (``release.json`` and ``data/``) as `synthreg release` does in
+    solo mode: envelope and sign-off by ``key`` under the session's trust root; committed and tagged."""
+    import json
+    import subprocess
+
+    from registry.approval import ENVELOPE, SIGNOFFS, make_signoff, releaser_roles
+    from registry.release_record import Release
+    from registry.signing import load_signer, payload_of, sign, statement
+    from registry.trust import load_trust
+
+    record = Release.model_validate_json((folder / "release.json").read_text())
+    subjects = {"data/manifest.parquet": record.manifest_sha256} | {
+        f"data/{s.path}": s.sha256 for s in record.shards
+    }
+    signer = load_signer(key)
+    trust = load_trust(ws)
+    entry = trust.signing_key(signer.public_key.keyid, "releaser")
+    env = sign(statement(subjects, record.model_dump(mode="json")), signer)
+    ref = f"{record.name}@{record.version}"
+    signoffs = [make_signoff(ws, ref, payload_of(env), signer, entry, releaser_roles(trust, entry))]
+    (folder / ENVELOPE).write_text(json.dumps(env, indent=2) + "\n")
+    (folder / SIGNOFFS).write_text(json.dumps(signoffs, indent=2) + "\n")
+    rel = folder.relative_to(ws).as_posix()
+    for cmd in (["add", "-f", rel], ["commit", "-q", "-m", f"Release {ref}", "--", rel]):
+        subprocess.run([*GIT, *cmd], cwd=ws, check=True, capture_output=True)
+    subprocess.run([*GIT, "tag", f"{record.name}@v{record.version}"], cwd=ws, check=True)

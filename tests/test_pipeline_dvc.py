@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -77,12 +78,12 @@ def test_a_failing_policy_stops_dvc_repro_at_validate(repo: Path):
 def test_dvc_exp_run_sweeps_the_synthetic_share(repo: Path):
     # The toy recipe fails rules a real dataset passes (too few images); waive them, as a team would.
     toy = ["bias.requested-balance", "bias.observed-collapse", "quality.identity-consistency"]
-    waivers = [
-        {"rule_id": r, "scope": "digits", "reason": "12 toy images", "approver": "qa@example.org"}
-        | {"expires": "2099-12-31"}
-        for r in toy
-    ]
-    write_yaml(repo / "waivers.yaml", {"waivers": waivers})
+    from registry.waivers import waive
+
+    for k, v in {"user.name": "t", "user.email": "t@example.org", "commit.gpgsign": "false"}.items():
+        run(["git", "config", k, v], repo)  # waive commits the signed waiver
+    for r in toy:  # signed by the session's solo key, an approver of the pinned trust root
+        waive(repo, r, "digits", "12 toy images", date(2099, 12, 31))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"].update(train_size=40, epochs=1, real_per_class=2)
     write_yaml(repo / "params.yaml", params)

@@ -1,6 +1,9 @@
 """The ``synthreg`` command line: thin typer commands over the library (see ``_app.py``)."""
 
-from registry.cli import _txn  # noqa: F401  (registers `doctor`)
+from registry.cli import (
+    _trust,  # noqa: F401  (registers approve, waive)
+    _txn,  # noqa: F401  (registers `doctor`)
+)
 from registry.cli._app import app, main
 
 __all__ = ["app", "main"]

@@ -212,6 +212,9 @@ def train(
         str | None,
         typer.Option(help="NAME@X.Y.Z, NAME or NAME@working (default: params.yaml's train.dataset)"),
     ] = None,
+    allow_withdrawn: Annotated[
+        bool, typer.Option(help="train on a withdrawn release anyway (recorded in MLflow and the audit log)")
+    ] = False,
     params: ParamsOpt = Path("params.yaml"),
     workspace: Workspace = None,
 ) -> None:
@@ -223,7 +226,7 @@ def train(
         from registry.train import train as run
 
         ws = _workspace(workspace)
-        res = run(ws, load_params(ws / params, ws).train, dataset)
+        res = run(ws, load_params(ws / params, ws).train, dataset, allow_withdrawn)
         m = res.metrics
         typer.echo(
             f"trained on {res.dataset}: {res.n_real} real + {res.n_synthetic} synthetic images; "
@@ -240,18 +243,37 @@ KeyOpt = Annotated[
 ]
 
 
+TrustOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--trust", help="trust root outside the workspace (default $SYNTHREG_TRUST or ~/.config/synthreg/trust.yaml)"
+    ),
+]
+
+
 @app.command()
 def keygen(
     key: KeyOpt = None,
     force: Annotated[bool, typer.Option(help="replace an existing private key")] = False,
+    name: Annotated[
+        str | None, typer.Option(help="your name: also add the key to the trust root (--trust) under it")
+    ] = None,
+    role: Annotated[
+        list[str] | None, typer.Option(help="role in the trust root: releaser, approver (repeat; default both)")
+    ] = None,
+    trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Create an ed25519 release-signing key; the public key goes into the workspace (keys/)."""
+    """Create an ed25519 signing key outside the workspace; its public key goes to keys/<keyid>.pub.json.
+
+    With --name, the key is added to the trust root (made solo when new and holding both roles)."""
     with _errors():
         from registry.signing import keygen as run
 
-        priv, pub = run(_workspace(workspace), key, force)
-        typer.echo(f"private key {priv} (keep it out of git)\npublic key  {pub} (commit it)")
+        r = run(_workspace(workspace), key, force, name, role, trust)
+        typer.echo(f"private key {r.private} (mode 0600; never commit it)\npublic key  {r.public} (commit it)")
+        if r.trust:
+            typer.echo(f"trust root  {r.trust}: key {r.keyid[:16]} added for {name}")
 
 
 @app.command()
@@ -261,17 +283,33 @@ def release(
     key: KeyOpt = None,
     actor: Annotated[str | None, typer.Option(help="who releases (default: git user.name)")] = None,
     recipe: Annotated[Path | None, typer.Option(help="recipe (default: params.yaml's recipe)")] = None,
+    trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Release the filtered manifest of NAME as an immutable, signed version (commit + tag NAME@vX.Y.Z)."""
+    """Release the filtered manifest of NAME as an immutable, signed version: a candidate until approved
+    (`synthreg approve`), final (tag NAME@vX.Y.Z) at once in solo mode."""
     with _errors():
+        from registry.catalog import release_status
         from registry.release import release as run
 
-        r = run(name, version, _workspace(workspace), key, actor, recipe_path=recipe)
+        ws = _workspace(workspace)
+        r = run(name, version, ws, key, actor, recipe_path=recipe, trust=trust)
+        status = release_status(ws, r.name, r.version, _load_trust(ws, trust))
+        what = (
+            f"tag {r.name}@v{r.version} ({status})"
+            if not status.startswith("candidate")
+            else f"a {status}; approve it with `synthreg approve {r.name}@{r.version}`"
+        )
         typer.echo(
             f"released {r.name}@{r.version}: {r.counts.accepted}/{r.counts.total} accepted, "
-            f"{len(r.shards)} shard(s), manifest sha256 {r.manifest_sha256}; tag {r.name}@v{r.version}"
+            f"{len(r.shards)} shard(s), manifest sha256 {r.manifest_sha256}; {what}"
         )
+
+
+def _load_trust(ws: Path, trust: Path | None):
+    from registry.trust import load_trust
+
+    return load_trust(ws, trust)
 
 
 @app.command()
@@ -319,57 +357,83 @@ def derive(
 def verify(
     ref: Annotated[str, typer.Argument(help="NAME@X.Y.Z")],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Check a release's signature, manifest digest and every image in every shard (exit 1 if any fails)."""
+    """Check who signed a release (against the pinned trust root), that it is the version asked for,
+    its manifest digest and every image in every shard.
+
+    Exits 1 if anything fails, 5 (UNTRUSTED_EXIT) when a signer is unknown, revoked or out of role."""
     with _errors():
         import json
 
+        from registry.errors import UNTRUSTED_EXIT
         from registry.verify import verify as run
 
-        res = run(_workspace(workspace), ref)
+        res = run(_workspace(workspace), ref, trust=trust)
         if as_json:
             typer.echo(json.dumps(res.to_json(), indent=2))
         else:
+            if res.approval:
+                typer.echo(f"{res.ref}: {res.approval.summary()}")
+                for s in res.approval.signers:
+                    typer.echo(f"  signed by {s.line()}")
+            if res.withdrawn:
+                w = res.withdrawn
+                typer.echo(f"  WITHDRAWN on {w['time'][:10]} by {w['actor']}: {w['reason']}")
             for p in res.problems:
                 typer.echo(f"  problem: {p}")
             for sid, what in sorted(res.bad_samples.items()):
                 typer.echo(f"  sample {sid}: {what}")
+            final = res.approval is not None and res.approval.met
             typer.echo(
                 f"{res.ref}: {'OK' if res.ok else 'FAILED'} ({res.samples} samples in {res.shards} shards)"
+                + ("" if final or not res.ok else "; a CANDIDATE, not final: approvals missing")
             )
+        if res.untrusted:
+            raise typer.Exit(UNTRUSTED_EXIT)
         if not res.ok:
             raise typer.Exit(1)
 
 
 @app.command("list")
-def list_(workspace: Workspace = None) -> None:
-    """Released datasets and their versions."""
+def list_(trust: TrustOpt = None, workspace: Workspace = None) -> None:
+    """Released datasets and their versions, each with its status (final, solo, candidate, withdrawn)."""
     with _errors():
-        from registry.catalog import list_releases
+        from registry.catalog import list_status
 
-        found = list_releases(_workspace(workspace))
+        found = list_status(_workspace(workspace), trust)
         if not found:
             typer.echo("no releases yet (see `synthreg release --help`)")
         for name, vs in found.items():
-            typer.echo(f"{name}: {', '.join(vs)}")
+            typer.echo(f"{name}: {', '.join(f'{v} ({status})' for v, status in vs)}")
 
 
 @app.command()
 def show(
     ref: Annotated[str, typer.Argument(help="NAME or NAME@X.Y.Z (default: the latest)")],
     as_json: Annotated[bool, typer.Option("--json", help="the whole release record")] = False,
+    trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Show a release record."""
+    """Show a release record, its status and who signed it."""
     with _errors():
+        from registry.approval import signers_of
+        from registry.catalog import release_status
         from registry.release import load_release
 
-        r = load_release(_workspace(workspace), ref)
+        ws = _workspace(workspace)
+        r = load_release(ws, ref)
         if as_json:
             typer.echo(r.model_dump_json(indent=2))
             return
+        trusted = _load_trust(ws, trust)
         typer.echo(f"{r.name}@{r.version}  released {r.created_at:%Y-%m-%d %H:%M} UTC by {r.actor}")
+        typer.echo(f"  status: {release_status(ws, r.name, r.version, trusted)}")
+        state = signers_of(ws, r.name, r.version, trusted)
+        typer.echo(f"  {state.summary()}")
+        for s in state.signers:
+            typer.echo(f"  signed by {s.line()}")
         typer.echo(
             f"  manifest sha256 {r.manifest_sha256}; {len(r.shards)} shard(s); git {r.git_commit[:12]}"
         )
@@ -488,33 +552,49 @@ def withdraw(
     ref: Annotated[str, typer.Argument(help="NAME@X.Y.Z")],
     reason: Annotated[str, typer.Option(help="why it is withdrawn (recorded and committed)")],
     actor: Annotated[str | None, typer.Option(help="who withdraws (default: git user.name)")] = None,
+    key: KeyOpt = None,
+    trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Withdraw a release: withdrawal.json beside the signed record (left as is), audit event, git commit."""
+    """Withdraw a release: a signed withdrawal.dsse.json beside the signed record (left as is), audit
+    event, git commit. The key must be a releaser's or an approver's in the trust root."""
     with _errors():
         from registry import lineage
 
-        w = lineage.withdraw(_workspace(workspace), ref, reason, actor)
+        w = lineage.withdraw(_workspace(workspace), ref, reason, actor, key, trust)
         typer.echo(f"withdrew {w['release']} ({w['time'][:19]} by {w['actor']}): {w['reason']}")
 
 
 @app.command()
 def log(
-    check: Annotated[bool, typer.Option("--verify", help="check the hash chain (exit 1 if broken)")] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--verify", help="check the hash chain and every signed checkpoint (exit 1 if broken)"),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON event per line")] = False,
+    trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Show the append-only audit log (generate, filter, validate, waiver, release ...)."""
+    """Show the append-only audit log (generate, filter, validate, waiver, release ...).
+
+    --verify also checks that the log still holds every checkpoint signed into a release sign-off,
+    waiver or withdrawal (needs the trust root), so a rewrite, truncation or fork is named."""
     with _errors():
         from registry import audit
 
         ws = _workspace(workspace)
         if check:
-            problems = audit.verify(ws)
+            from registry.approval import check_checkpoints
+
+            checked, anchored = check_checkpoints(ws, _load_trust(ws, trust))
+            problems = audit.verify(ws) + anchored
             for p in problems:
                 typer.echo(f"  {p}")
             n = len(problems)
-            typer.echo(f"audit log: {'intact' if not n else f'{n} problem(s)'} ({ws / audit.LOG})")
+            typer.echo(
+                f"audit log: {'intact' if not n else f'{n} problem(s)'} ({ws / audit.LOG}); "
+                f"{checked} signed checkpoint(s) checked"
+            )
             if problems:
                 raise typer.Exit(1)
             return
@@ -522,7 +602,15 @@ def log(
             if as_json:
                 typer.echo(e.model_dump_json())
             else:
-                typer.echo(f"{e.seq:5} {e.time:%Y-%m-%d %H:%M:%S} {e.kind:10} {e.subject}  by {e.actor}")
+                signed = ""
+                if e.kind in ("waiver", "approval", "withdrawal") and e.details.get("keyid"):
+                    who = e.details.get("approver") or e.details.get("name") or e.details.get("signer")
+                    signed = f"  signed by {who} key {str(e.details['keyid'])[:16]}"
+                elif e.kind == "waiver" and e.details.get("approver_keyid"):
+                    signed = f"  approver {e.details['approver']} key {e.details['approver_keyid'][:16]}"
+                typer.echo(
+                    f"{e.seq:5} {e.time:%Y-%m-%d %H:%M:%S} {e.kind:10} {e.subject}  by {e.actor}{signed}"
+                )
 
 
 @app.command()

@@ -257,7 +257,16 @@ def _risks(release: Release, report: PolicyReport) -> list[str]:
     if release.waivers:
         lines += _table(
             ["rule", "scope", "reason", "approver", "expires"],
-            [[f"`{w.rule_id}`", w.scope, w.reason, w.approver, w.expires] for w in release.waivers],
+            [
+                [
+                    f"`{w.rule_id}`",
+                    w.scope,
+                    w.reason,
+                    w.approver + (f" (key {w.approver_keyid[:16]})" if w.approver_keyid else ""),
+                    w.expires,
+                ]
+                for w in release.waivers
+            ],
         )
     else:
         lines.append("No rule was waived.")

@@ -26,7 +26,7 @@ from registry.cli import app
 from registry.errors import POLICY_FAILED_EXIT, PolicyError, WorkspaceError
 from registry.models import SampleRecord
 from registry.policy import PolicyReport, RuleResult
-from tests.conftest import REPO, write_yaml
+from tests.conftest import REPO, TrustSetup, write_yaml
 
 DATASET = "digits"
 IDENTITIES = ["0", "1", "2"]
@@ -411,22 +411,26 @@ def test_recipe_generator_licence_alone_is_not_what_licence_use_checks(ws: Works
 # --- waivers ---------------------------------------------------------------------------------------
 
 
-def waive(w: Workspace, scope: str = DATASET, expires: date = TODAY + timedelta(days=30)) -> str:
-    write_yaml(
-        w.root / "waivers.yaml",
-        {
-            "waivers": [
-                {
-                    "rule_id": "prompt.personal-data",
-                    "scope": scope,
-                    "reason": "the address is the synthetic signer's, not a person's",
-                    "approver": "dpo@example.org",
-                    "expires": expires.isoformat(),
-                }
-            ]
-        },
+PLAIN_WAIVER = {
+    "rule_id": "prompt.personal-data",
+    "reason": "the address is the synthetic signer's, not a person's",
+    "approver": "dpo@example.org",
+}
+
+
+def waive(w: Workspace, scope: str = DATASET, expires: date = TODAY + timedelta(days=30)) -> None:
+    """A waiver signed by the session's solo key (an approver in the pinned trust root)."""
+    from registry.waivers import waive as sign_waiver
+
+    sign_waiver(
+        w.root,
+        "prompt.personal-data",
+        scope,
+        PLAIN_WAIVER["reason"],
+        expires,
+        known_rules={"prompt.personal-data"},
+        today=min(expires, TODAY),
     )
-    return "waivers.yaml"
 
 
 @pytest.fixture
@@ -436,33 +440,59 @@ def emailed(ws: Workspace) -> Workspace:
 
 
 @pytest.mark.parametrize("scope", [DATASET, "*"])
-def test_valid_waiver_waives_a_failing_error_rule(emailed: Workspace, scope: str):
-    report = emailed.validate(waivers=waive(emailed, scope=scope))
+def test_valid_waiver_waives_a_failing_error_rule(emailed: Workspace, scope: str, solo_trust: TrustSetup):
+    waive(emailed, scope=scope)
+    report = emailed.validate()
     result = by_id(report)["prompt.personal-data"]
     assert result.status == "waived"
-    assert result.waiver is not None and result.waiver.approver == "dpo@example.org"
+    assert result.waiver is not None
+    assert (result.waiver.approver, result.waiver.approver_keyid) == ("Solo Tester", solo_trust.keyid)
     assert result.evidence.sample_ids == [sid(7)]  # the evidence stays on record
-    assert report.passed is True
-    assert report.waivers_sha256 == sha256(emailed.root / "waivers.yaml")
+    assert report.passed is True and report.ignored_waivers == []
     assert {r.status for r in report.results} == {"pass", "waived"}
+    md = (emailed.root / REPORT_DIR / "report.md").read_text()
+    assert f"Waived by Solo Tester (key {solo_trust.keyid[:16]}) until" in md
 
 
 def test_waiver_is_valid_through_its_expiry_day(emailed: Workspace):
-    report = emailed.validate(waivers=waive(emailed, expires=TODAY))
+    waive(emailed, expires=TODAY)
+    report = emailed.validate()
     assert by_id(report)["prompt.personal-data"].status == "waived" and report.passed
 
 
-def test_expired_waiver_does_not_apply(emailed: Workspace):
-    report = emailed.validate(waivers=waive(emailed, expires=TODAY - timedelta(days=1)))
+def test_expired_waiver_does_not_apply_and_is_listed(emailed: Workspace):
+    waive(emailed, expires=TODAY - timedelta(days=1))
+    report = emailed.validate()
     result = by_id(report)["prompt.personal-data"]
     assert result.status == "fail" and result.waiver is None
     assert report.passed is False
+    [ignored] = report.ignored_waivers
+    assert ignored.why == f"expired on {TODAY - timedelta(days=1)}"
 
 
 def test_waiver_for_another_dataset_does_not_apply(emailed: Workspace):
-    report = emailed.validate(waivers=waive(emailed, scope="faces"))
+    waive(emailed, scope="faces")
+    report = emailed.validate()
     assert by_id(report)["prompt.personal-data"].status == "fail"
     assert report.passed is False
+
+
+def test_an_unsigned_waiver_is_ignored_and_listed(emailed: Workspace):
+    write_yaml(
+        emailed.root / "waivers.yaml",
+        {"waivers": [PLAIN_WAIVER | {"scope": DATASET, "expires": (TODAY + timedelta(days=9)).isoformat()}]},
+    )
+    report = emailed.validate(waivers="waivers.yaml")
+    assert by_id(report)["prompt.personal-data"].status == "fail" and not report.passed
+    [ignored] = report.ignored_waivers
+    assert (ignored.rule_id, ignored.approver, ignored.source) == (
+        "prompt.personal-data",
+        "dpo@example.org",
+        "waivers.yaml",
+    )
+    assert ignored.why.startswith("unsigned (a waivers file entry): only waivers signed by a trusted approver")
+    md = (emailed.root / REPORT_DIR / "report.md").read_text()
+    assert "## Waivers ignored" in md
 
 
 # --- report files ----------------------------------------------------------------------------------

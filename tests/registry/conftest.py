@@ -21,8 +21,8 @@ from registry.config import load_params
 from registry.policy import PolicyReport
 from registry.release import release
 from registry.release_record import Release
-from registry.signing import keygen
-from tests.conftest import REPO, small_recipe, write_yaml
+from registry.waivers import waive
+from tests.conftest import REPO, TrustSetup, small_recipe, write_yaml
 
 DVC = str(Path(sys.executable).parent / "dvc")
 RECIPE = "recipes/digits.yaml"
@@ -50,6 +50,7 @@ RELEASE_FILES = [
     "prov.json",
     "release.dsse.json",
     "release.json",
+    "signoffs.json",
 ]
 
 
@@ -105,9 +106,9 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Built:
+def base(tmp_path_factory: pytest.TempPathFactory, solo_trust: TrustSetup) -> Built:
     """A git + DVC workspace holding a generated, filtered and validated (waivers applied) 12-image
-    set in 2 shards, everything committed, a signing key made. Not released."""
+    set in 2 shards, everything committed, the session's solo key's public half in keys/. Not released."""
     from generators.filter import filter_manifest
     from generators.generate import generate
     from registry.models import GenerateParams
@@ -141,21 +142,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Built:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["recipe"] = RECIPE
     write_yaml(ws / "params.yaml", params)
-    write_yaml(
-        ws / "waivers.yaml",
-        {
-            "waivers": [
-                {
-                    "rule_id": rule,
-                    "scope": "digits",
-                    "reason": "12 toy images are too few for this rule",
-                    "approver": "qa@example.org",
-                    "expires": EXPIRES.isoformat(),
-                }
-                for rule in WAIVED + WAIVED_LATER
-            ]
-        },
-    )
+    for rule in WAIVED + WAIVED_LATER:  # signed by the session's solo key (an approver too)
+        waive(ws, rule, "digits", "12 toy images are too few for this rule", EXPIRES, key=solo_trust.key)
 
     res = generate(Path(RECIPE), ws, CANDIDATES, GenerateParams(batch_size=6, shard_size=6, threads=1))
     assert (res.images, res.shards) == (12, 2)
@@ -164,8 +152,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Built:
     waived = [r.rule_id for r in report.results if r.status == "waived"]
     assert report.passed and waived == WAIVED, [(r.rule_id, r.status, r.message) for r in report.results]
 
-    key = top / "key.pem"
-    keygen(ws, key)
+    key = solo_trust.key
+    (ws / "keys").mkdir()
+    shutil.copy(solo_trust.public, ws / "keys" / solo_trust.public.name)
     commit_all(ws, "Tiny digits, validated")
     return Built(ws, key)
 

@@ -23,7 +23,7 @@ from registry.cli import app
 from registry.config import TrainParams
 from registry.errors import ReleaseError, TrackingError
 from registry.train import MLFLOW_DIGEST_CHARS, SOURCE_TYPE, train
-from tests.conftest import MODEL, small_recipe, write_yaml
+from tests.conftest import MODEL, TrustSetup, sign_by_hand, small_recipe, write_yaml
 
 CANDIDATES = "data/digits/candidates"
 FILTERED = "data/digits/filtered"
@@ -97,7 +97,7 @@ def _fake_release(ws: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+def built(tmp_path_factory: pytest.TempPathFactory, solo_trust: TrustSetup) -> Built:
     """3 digits x 8 images in 2 shards, generated and filtered; a git commit; digits@1.0.0 released."""
     from generators.filter import filter_manifest
     from generators.generate import generate
@@ -112,8 +112,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
     subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], cwd=ws, check=True)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, check=True, capture_output=True, text=True)
     _fake_release(ws)
+    sign_by_hand(ws, ws / "releases/digits/1.0.0", solo_trust.key)  # commits: HEAD is the release commit
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, check=True, capture_output=True, text=True)
     return Built(ws, res.total, res.accepted, head.stdout.strip())
 
 
