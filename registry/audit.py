@@ -1,5 +1,5 @@
 """The audit log: an append-only, hash-chained record of every generate, filter, validate, release,
-derivation, waiver, withdrawal and key generation.
+derivation, waiver, withdrawal, key generation and training run.
 
     append(ws, "release", "digits@1.0.0", {"manifest_sha256": ...})   # -> AuditEvent
     verify(ws)                                                      # -> [] when intact
@@ -36,7 +36,9 @@ GENESIS = "0" * 64  # prev_hash of the first event
 _CHUNK = 1 << 16
 _VERIFY = "run `synthreg log --verify` to see the damage; the log is never repaired automatically"
 
-EventKind = Literal["generate", "filter", "validate", "release", "derive", "waiver", "withdrawal", "keygen"]
+EventKind = Literal[
+    "generate", "filter", "validate", "release", "derive", "waiver", "withdrawal", "keygen", "train"
+]
 
 
 class AuditEvent(Strict):

@@ -13,6 +13,7 @@ from registry.fsio import atomic_write_text
 from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
 from registry.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
 from registry.release_record import Release
+from registry.track import DatasetProfile
 
 MODELS: dict[str, type[BaseModel]] = {
     "recipe": Recipe,
@@ -28,6 +29,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "withdrawn-list": WithdrawnList,
     "release": Release,
     "audit-event": AuditEvent,
+    "mlflow-dataset-profile": DatasetProfile,
 }
 
 
