@@ -149,11 +149,10 @@ def manifest_facts(manifest: Path) -> dict[str, Any]:
             )
         decision = "decision" if "decision" in cols else "NULL"
         reason = "reason" if "reason" in cols else "NULL"
-        row = con.execute(
+        (row,) = con.execute(  # fetchall: fetchone leaves the result open (DuckDB 2.0)
             f"SELECT count(*), count(*) FILTER (WHERE {decision} = 'accepted'), min(seed), max(seed) "
             "FROM manifest"
-        ).fetchone()
-        assert row is not None
+        ).fetchall()
         reasons = dict(
             con.execute(
                 f"SELECT split_part(coalesce({reason}, 'unfiltered'), ':', 1), count(*) FROM manifest "
