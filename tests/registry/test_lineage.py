@@ -326,9 +326,8 @@ def test_impact_of_a_generator_reaches_versions_runs_and_models(world: World, ws
     # The run on a working manifest that is nowhere is listed, with why, never dropped.
     (u,) = res["unresolved_runs"]
     assert (u["run_id"], u["dataset"]) == (world.runs["working"], "digits@working")
-    assert f"UNRESOLVED: run {world.runs['working']} trained on digits@working, but its manifest resolves " in (
-        "\n".join(res["warnings"])
-    )
+    said = f"UNRESOLVED: run {world.runs['working']} trained on digits@working, but its manifest resolves "
+    assert said in "\n".join(res["warnings"])
 
     by_digest = impact(ws, generator=SD[:12])
     assert [v["release"] for v in by_digest["versions"]] == ["digits@2.0.0"]

@@ -172,9 +172,10 @@ def test_a_run_follows_the_tracking_conventions(built: Built, store: str):
         "synthreg.samples.digits.working": run.data.tags["synthreg.samples.digits.working"],
     }
     # The 16 synthetic ids it drew, as an artifact whose count and sha256 the tag carries.
-    drawn = _client(store).download_artifacts(res.run_id, "synthreg/samples/digits/working.txt", str(ws / "dl"))
-    text = Path(drawn).read_text()
-    assert run.data.tags["synthreg.samples.digits.working"] == f"16 {hashlib.sha256(text.encode()).hexdigest()}"
+    artifact = "synthreg/samples/digits/working.txt"
+    text = Path(_client(store).download_artifacts(res.run_id, artifact, str(ws / "dl"))).read_text()
+    tag = run.data.tags["synthreg.samples.digits.working"]
+    assert tag == f"16 {hashlib.sha256(text.encode()).hexdigest()}"
     ids = text.split()
     assert len(ids) == 16 and ids == sorted(ids) and all(i.startswith("digits-") for i in ids)
 
