@@ -711,8 +711,8 @@ def impact(
     prompt: str | None = None,
     sample: str | None = None,
 ) -> dict:
-    """See :func:`registry.impact.impact` (its own room: it reaches unreleased data too)."""
-    from registry.impact import impact as run
+    """See :func:`registry.impact_search.impact` (its own room: it reaches unreleased data too)."""
+    from registry.impact_search import impact as run
 
     return run(ws, generator, source, prompt, sample)
 
