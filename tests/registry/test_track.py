@@ -207,7 +207,8 @@ def test_a_run_without_a_synthreg_dataset_is_an_error(world: World, ws: Path) ->
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
         f"error: run {run.info.run_id} logged no synthreg dataset input (inputs: none; no synthreg.dataset "
-        "tag), so it cannot be traced; log its data with registry.log_dataset(ws, 'NAME@X.Y.Z') inside the run"
+        "tag), so it cannot be traced; log its data with registry.log_dataset(ws, 'NAME@X.Y.Z') "
+        "inside the run"
     )
 
 
