@@ -45,9 +45,19 @@ class Context:
             out += self.recipe.generator.training_sources
         return out
 
+    def one(self, sql: str, params: list | None = None) -> tuple:
+        """The single row of ``sql``, fetched to the end. ``execute(...).fetchone()`` would leave the
+        result open on the shared connection, and DuckDB (2.0) then refuses the next check's query
+        with ResourceInUseException (issue 11: a diffusers-made manifest, whose representation check
+        returns right after one such fetchone, crashed the provenance check's DESCRIBE)."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        if len(rows) != 1:
+            raise ValueError(f"expected one row, got {len(rows)}: {sql}")
+        return rows[0]
+
     def sample_ids(self, where: str, params: list | None = None) -> Evidence:
         """Evidence for the samples matching ``where``: the total count and the first ids."""
-        n = self.con.execute(f"SELECT count(*) FROM manifest WHERE {where}", params or []).fetchone()[0]
+        n = self.one(f"SELECT count(*) FROM manifest WHERE {where}", params)[0]
         ids = self.con.execute(
             f"SELECT sample_id FROM manifest WHERE {where} ORDER BY index LIMIT {EVIDENCE_CAP}", params or []
         ).fetchall()

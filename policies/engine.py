@@ -227,6 +227,7 @@ def validate(
     in_dir = inside(ws, filtered, "filtered folder")
     manifest_path = in_dir / "manifest.parquet"
     recipe_model = load_recipe(inside(ws, recipe, "recipe"))
+    _same_dataset(manifest_path, recipe_model, recipe)
     out_dir = inside(ws, out or in_dir.parent / "policy", "report folder")  # symlinks included
     audit.log_path(ws)  # refused before anything is written
     report = check(ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today)
@@ -234,6 +235,21 @@ def validate(
     atomic_write_text(out_dir / "report.md", render_markdown(report))
     audit.append_validation(ws, report, relative(ws, out_dir), sha256_file(out_dir / "report.json"))
     return report
+
+
+def _same_dataset(manifest_path: Path, recipe: Recipe, recipe_path: Path | str) -> None:
+    """Refuse to check a manifest against another dataset's recipe (its title and intended use would be
+    the wrong ones): without --recipe, params.yaml's recipe is used, whatever the manifest holds."""
+    con = mf.connect(manifest_path)
+    try:
+        found = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM manifest ORDER BY 1").fetchall()]
+    finally:
+        con.close()
+    if found != [recipe.dataset]:
+        raise PolicyError(
+            f"manifest {manifest_path} holds dataset {', '.join(map(repr, found)) or '(none)'}, but recipe "
+            f"{recipe_path} is for {recipe.dataset!r}; pass --recipe with the recipe that made it"
+        )
 
 
 def _name(ws: Path, path: Path) -> str:

@@ -41,6 +41,9 @@ _EXPORTS = {
     "keygen": "registry.signing",
     # downstream runs and lineage
     "train": "registry.train",
+    "log_dataset": "registry.track",
+    "DatasetProfile": "registry.track",
+    "list_models": "registry.model_index",
     "trace_run": "registry.lineage",
     "trace_model": "registry.lineage",
     "trace_image": "registry.lineage",

@@ -1,5 +1,5 @@
 """The audit log: an append-only, hash-chained record of every generate, filter, validate, release,
-derivation, waiver, withdrawal and key generation.
+derivation, waiver, withdrawal, key generation and training run.
 
     append(ws, "release", "digits@1.0.0", {"manifest_sha256": ...})   # -> AuditEvent
     verify(ws)                                                      # -> [] when intact
@@ -48,6 +48,7 @@ EventKind = Literal[
     "keygen",
     "approval",
     "allow-withdrawn",
+    "train",
 ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -33,7 +33,7 @@ class ValidateParams(Strict):
 
 
 class TrainParams(Strict):
-    """``synthreg train``: a small digit classifier on a real/synthetic mix, judged on held-out real digits.
+    """``synthreg train``: a small classifier on a real/synthetic mix, judged on held-out data.
 
     ``n_synthetic = round(synthetic_share * train_size)`` images come from the dataset and
     ``train_size - n_synthetic`` from a few-shot real pool of ``real_per_class`` train images per digit
@@ -67,8 +67,25 @@ class TrainParams(Strict):
     )
     threads: int = Field(default=2, gt=0, le=1024, description="torch CPU threads")
     experiment: str = Field(default="synthreg-train", min_length=1, description="MLflow experiment")
-    registered_model: str = Field(
-        default="digits-classifier", min_length=1, description="MLflow registered model name"
+    registered_model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="MLflow registered model name (default NAME-classifier, after the dataset trained on)",
+    )
+    image_size: int = Field(
+        default=16, ge=4, le=512, description="images are turned grey and resized to this"
+    )
+    real_source: Literal["auto", "sklearn-digits", "none"] = Field(
+        default="auto",
+        description="real images to mix in and evaluate on: sklearn-digits (digits datasets), none "
+        "(synthetic only, evaluated on a held-out synthetic split), or auto (sklearn-digits when every "
+        "identity is a digit 0-9, else none)",
+    )
+    holdout_share: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="share of the synthetic pool held out for evaluation (no real source)",
     )
     metrics: str | None = Field(
         default=None, description="metrics JSON for `dvc metrics` (default data/NAME/train/metrics.json)"

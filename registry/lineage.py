@@ -38,6 +38,8 @@ from registry.models import DATASET_NAME, Sha256, Strict
 from registry.release import RELEASES, load_release, parse_ref, versions
 from registry.release_record import Release
 
+SOURCE_TYPE = "synthreg"  # registry.mlflow_source.SOURCE_TYPE (that module imports MLflow at the top)
+
 WITHDRAWAL = "withdrawal.dsse.json"  # DSSE envelope, payload a Withdrawal
 WITHDRAWAL_TYPE = "application/vnd.synthreg.withdrawal+json"
 PHASH_DISTANCE = 4  # max Hamming distance (of 64 bits) for a perceptual match
@@ -485,6 +487,7 @@ def _dataset_entry(
     releases: dict[str, Release],
     stats: dict[str, dict],
     deny: dict[str, str],
+    profile: dict | None = None,
 ) -> dict:
     url = _source_url(source)
     parsed = urlparse(url)
@@ -507,14 +510,9 @@ def _dataset_entry(
             "notes": [f"{name} is not a synthreg dataset (its name is not NAME@X.Y.Z); not traced"],
         }
     if version == tracking.WORKING:
-        return entry | {
-            "released": False,
-            "warnings": [
-                f"UNRELEASED: {name} is a working manifest, not a release: there is no immutable record, "
-                "so its images, generators and sources cannot be traced beyond the logged digest"
-            ],
-            "notes": [],
-        }
+        from registry import lineage_working
+
+        return entry | lineage_working.entry(ws, name, digest, profile or {}, tags, deny)
     ref = f"{dataset}@{version}"
     r = releases.get(ref)
     if r is None:
@@ -545,7 +543,31 @@ def _dataset_entry(
     return entry | info
 
 
+def _is_synthreg(name: str, source_type: str | None, tags: dict[str, str]) -> bool:
+    dataset, sep, version = name.partition("@")
+    return bool(sep and DATASET_NAME.fullmatch(dataset) and version) and (
+        source_type == SOURCE_TYPE or tags.get(tracking.TAG_DATASET) == name or source_type is None
+    )
+
+
+def _drawn(name: str, tags: dict[str, str]) -> dict | None:
+    """What the run recorded of the samples it drew from input ``name``: count, artifact, sha256."""
+    from registry.track import samples_artifact, samples_tag
+
+    recorded = tags.get(samples_tag(name))
+    if not recorded:
+        return None
+    count, _, sha = recorded.partition(" ")
+    return {
+        "count": int(count) if count.isdigit() else None,
+        "sha256": sha,
+        "artifact": samples_artifact(name),
+    }
+
+
 def _trace(ws: Path, run: Any, uri: str) -> dict:
+    from registry.lineage_working import profile_of
+
     tags = dict(run.data.tags)
     inputs = [
         (
@@ -553,11 +575,20 @@ def _trace(ws: Path, run: Any, uri: str) -> dict:
             di.dataset.digest,
             di.dataset.source,
             next((t.value for t in di.tags if t.key == "mlflow.data.context"), None),
+            profile_of(di.dataset.profile),
+            di.dataset.source_type,
         )
         for di in run.inputs.dataset_inputs
     ]
     if not inputs and tags.get(tracking.TAG_DATASET):  # tags only: still follow the convention
-        inputs = [(tags[tracking.TAG_DATASET], tags.get(tracking.TAG_MANIFEST), "", None)]
+        inputs = [(tags[tracking.TAG_DATASET], tags.get(tracking.TAG_MANIFEST), "", None, {}, None)]
+    if not any(_is_synthreg(name, st, tags) for name, *_, st in inputs):
+        logged = ", ".join(f"{n} ({st})" for n, *_, st in inputs) or "none"
+        raise TrackingError(
+            f"run {run.info.run_id} logged no synthreg dataset input (inputs: {logged}; no "
+            f"{tracking.TAG_DATASET} tag), so it cannot be traced; log its data with "
+            "registry.log_dataset(ws, 'NAME@X.Y.Z') inside the run"
+        )
     wanted: dict[str, Release] = {}
     for name, *_ in inputs:
         dataset, _, version = name.partition("@")
@@ -566,13 +597,17 @@ def _trace(ws: Path, run: Any, uri: str) -> dict:
             wanted[f"{dataset}@{version}"] = load_release(ws, f"{dataset}@{version}")
     stats, missing = _sample_stats(ws, list(wanted.values()))
     deny = _deny_list(ws)
-    datasets = [
-        _dataset_entry(ws, name, digest, source, context, tags, wanted, stats, deny)
-        for name, digest, source, context in inputs
-    ]
+    datasets = []
+    for name, digest, source, context, profile, _ in inputs:
+        d = _dataset_entry(ws, name, digest, source, context, tags, wanted, stats, deny, profile)
+        d["drawn"] = _drawn(name, tags)
+        datasets.append(d)
     warnings = [w for d in datasets for w in d["warnings"]] + missing
-    if not datasets:
-        warnings.append(f"run {run.info.run_id} logged no dataset input and no {tracking.TAG_DATASET} tag")
+    unresolved = [
+        {"dataset": d["name"], "manifest_sha256": d.get("manifest_sha256"), "looked": d["looked"]}
+        for d in datasets
+        if d.get("unreleased") and not d.get("resolved")
+    ]
     return {
         "tracking_uri": uri,
         "run": {
@@ -587,6 +622,7 @@ def _trace(ws: Path, run: Any, uri: str) -> dict:
             "metrics": dict(run.data.metrics),
         },
         "datasets": datasets,
+        "unresolved": unresolved,
         "warnings": warnings,
     }
 
@@ -608,15 +644,60 @@ def trace_run(ws: Path, run_id: str) -> dict:
 
 
 def _model_ref(ref: str) -> tuple[str, str]:
-    name, sep, version = ref.removeprefix("models:/").rpartition("/")
-    if not sep or not name or not version:
-        raise TrackingError(f"model {ref!r} is not NAME/VERSION (e.g. digits-classifier/1)")
+    """``NAME/VERSION``, ``NAME/latest`` or ``NAME@ALIAS`` (``models:/`` prefix allowed) -> (name, selector);
+    the selector is a version number, ``latest`` or ``@ALIAS``."""
+    bare = ref.removeprefix("models:/")
+    name, sep, version = bare.rpartition("/")
+    if not sep:
+        name, sep, alias = bare.rpartition("@")
+        if sep and name and alias:
+            return name, f"@{alias}"
+    if not sep or not name or not version or not (version.isdigit() or version == "latest"):
+        raise TrackingError(
+            f"model {ref!r} is not NAME/VERSION, NAME/latest or NAME@ALIAS (e.g. digits-classifier/1); "
+            "see `synthreg models`"
+        )
     return name, version
 
 
+def _model_version(c: Any, name: str, selector: str, uri: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    if selector == "latest":
+        found = list(c.search_model_versions(f"name = '{_q(name)}'"))
+        if not found:
+            raise TrackingError(f"model {name!r} has no version in {uri}")
+        return max(found, key=lambda v: int(v.version))
+    if selector.startswith("@"):
+        alias = selector[1:]
+        try:
+            return c.get_model_version_by_alias(name, alias)
+        except MlflowException as e:
+            if not _not_found(e) and getattr(e, "error_code", "") != "INVALID_PARAMETER_VALUE":
+                raise
+            known = sorted(c.get_registered_model(name).aliases or {})
+            raise TrackingError(
+                f"model {name!r} has no alias {alias!r} in {uri}; aliases: {', '.join(known) or 'none'} "
+                f"(set one with MlflowClient().set_registered_model_alias)"
+            ) from None
+    try:
+        return c.get_model_version(name, selector)
+    except MlflowException as e:
+        if not _not_found(e):
+            raise
+        known = sorted(
+            (m.version for m in c.search_model_versions(f"name = '{_q(name)}'")), key=lambda v: int(v)
+        )
+        raise TrackingError(
+            f"model {name!r} has no version {selector!r} in {uri}; "
+            f"known versions: {', '.join(map(str, known)) or 'none'}"
+        ) from None
+
+
 def trace_model(ws: Path, ref: str) -> dict:
-    """A registered model version (``NAME/VERSION``) -> its run -> :func:`trace_run`."""
-    name, version = _model_ref(ref)
+    """A registered model version (``NAME/VERSION``, ``NAME/latest``, ``NAME@ALIAS``) -> its run ->
+    :func:`trace_run`."""
+    name, selector = _model_ref(ref)
     uri = tracking.tracking_uri(ws)
     with _mlflow_errors(uri):
         from mlflow.exceptions import MlflowException
@@ -630,28 +711,18 @@ def trace_model(ws: Path, ref: str) -> dict:
             known = sorted(m.name for m in c.search_registered_models(max_results=100))
             listed = f"; registered models: {', '.join(known)}" if known else "; no model is registered"
             raise TrackingError(f"model {name!r} not found in {uri}{listed}") from None
-        try:
-            mv = c.get_model_version(name, version)
-        except MlflowException as e:
-            if not _not_found(e):
-                raise
-            known = sorted(
-                (m.version for m in c.search_model_versions(f"name = '{_q(name)}'")), key=lambda v: int(v)
-            )
-            raise TrackingError(
-                f"model {name!r} has no version {version!r} in {uri}; "
-                f"known versions: {', '.join(map(str, known)) or 'none'}"
-            ) from None
+        mv = _model_version(c, name, selector, uri)
         run_id = mv.run_id
         model_id = getattr(mv, "model_id", None)
         if not run_id and model_id:  # MLflow 3: a version of a logged model names its source run there
             run_id = c.get_logged_model(model_id).source_run_id
     if not run_id:
-        raise TrackingError(f"model {name}/{version} names no run in {uri}, so it cannot be traced")
+        raise TrackingError(f"model {name}/{mv.version} names no run in {uri}, so it cannot be traced")
     out = trace_run(ws, run_id)
     out["model"] = {
         "name": name,
         "version": str(mv.version),
+        "asked": ref,
         "run_id": run_id,
         "source": mv.source,
         "status": mv.status,
@@ -663,36 +734,6 @@ def trace_model(ws: Path, ref: str) -> dict:
 
 def _q(s: str) -> str:
     return s.replace("'", "\\'")
-
-
-def _runs_using(c: Any, refs: list[str]) -> list[Any]:
-    """Every run, in every experiment, whose dataset input (or synthreg.dataset tag) is one of ``refs``."""
-    from mlflow.entities import ViewType
-
-    exp_ids, token = [], None
-    while True:
-        page = c.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
-        exp_ids += [e.experiment_id for e in page]
-        token = page.token
-        if not token:
-            break
-    filters = [
-        "datasets.name IN (" + ", ".join(f"'{_q(r)}'" for r in refs[i : i + 50]) + ")"
-        for i in range(0, len(refs), 50)
-    ] + [f"tags.`{tracking.TAG_DATASET}` = '{_q(r)}'" for r in refs]
-    runs: dict[str, Any] = {}
-    for i in range(0, len(exp_ids), 100):
-        for f in filters:
-            token = None
-            while True:
-                page = c.search_runs(
-                    exp_ids[i : i + 100], f, run_view_type=ViewType.ALL, max_results=1000, page_token=token
-                )
-                runs.update((r.info.run_id, r) for r in page)
-                token = page.token
-                if not token:
-                    break
-    return list(runs.values())
 
 
 def _models_of(c: Any, run_ids: list[str]) -> list[Any]:
@@ -808,9 +849,6 @@ def trace_image(ws: Path, path: Path | str) -> dict:
 # impact
 
 
-_COUNTS = "filename, count(*), count(*) FILTER (WHERE decision = 'accepted')"  # per manifest file
-
-
 def impact(
     ws: Path,
     generator: str | None = None,
@@ -818,152 +856,10 @@ def impact(
     prompt: str | None = None,
     sample: str | None = None,
 ) -> dict:
-    """Every dataset version, MLflow run and registered model version that a generator (name or weights
-    digest prefix of 8+ hex), a source (by name), a prompt pattern (regex) or a sample id reached."""
-    given = {
-        k: v
-        for k, v in {"generator": generator, "source": source, "prompt": prompt, "sample": sample}.items()
-        if v is not None
-    }
-    if len(given) != 1:
-        raise SynthregError(
-            "give exactly one of --generator, --source, --prompt, --sample"
-            + (f" (got {', '.join('--' + k for k in given)})" if given else "")
-        )
-    ((kind, value),) = given.items()
-    uri = tracking.tracking_uri(ws)  # a malformed URI is an error even when nothing matches
-    releases = _all_releases(ws)
-    hits: dict[str, tuple[int, int]] = {}
-    missing: list[str] = []
-    if kind == "source":
-        # Every sample of a version depends on a source it lists, except a conditioning source that
-        # names its identities: then only those identities' samples do.
-        key = value.casefold()
-        for r in releases:
-            named = [s for s in r.sources if s.name.casefold() == key]
-            if not named:
-                continue
-            if any(s.identities is None for s in named):
-                hits[_ref(r)] = (r.counts.total, r.counts.accepted)
-                continue
-            paths, gone = _manifests(ws, [r])
-            missing += gone
-            identities = sorted({i for s in named for i in s.identities or []})
-            for _, n, a in _query(
-                paths,
-                _COUNTS,
-                "WHERE list_contains($ids, identity) GROUP BY filename",
-                {"ids": identities},
-            ):
-                hits[_ref(r)] = (n, a)
-    else:
-        if kind == "generator":
-            digest = value.lower() if HEX_PREFIX.fullmatch(value.lower()) else None
-            releases = [
-                r
-                for r in releases
-                if any(
-                    g.name == value or (digest and g.weights_digest.startswith(digest)) for g in r.generators
-                )
-            ]
-            where = "WHERE generator_name = $v OR starts_with(weights_digest, $digest)"
-            params = {"v": value, "digest": digest or "-"}
-        elif kind == "prompt":
-            try:
-                re.compile(value)
-            except re.error as e:
-                raise SynthregError(f"--prompt {value!r} is not a valid regular expression: {e}") from None
-            where, params = "WHERE regexp_matches(prompt, $v)", {"v": value}
-        else:
-            where, params = "WHERE sample_id = $v", {"v": value}
-        paths, missing = _manifests(ws, releases)
-        for f, n, a in _query(
-            paths,
-            _COUNTS,
-            f"{where} GROUP BY filename",
-            params,
-        ):
-            hits[paths[f]] = (n, a)
-    by_ref = {_ref(r): r for r in releases}
-    found: list[dict[str, Any]] = [
-        {
-            "release": ref,
-            "samples": n,
-            "accepted": a,
-            "manifest_sha256": by_ref[ref].manifest_sha256,
-            "withdrawn": is_withdrawn(ws, *ref.split("@")),
-        }
-        for ref, (n, a) in sorted(hits.items())
-    ]
-    runs: list[dict[str, Any]] = []
-    models: list[dict[str, Any]] = []
-    if found:
-        with _mlflow_errors(uri):
-            c = tracking.client(ws)
-            refs = sorted(hits)
-            for run in sorted(_runs_using(c, refs), key=lambda r: (r.info.experiment_id, r.info.start_time)):
-                used = {
-                    di.dataset.name.replace("@v", "@"): di.dataset.digest
-                    for di in run.inputs.dataset_inputs
-                    if di.dataset.name.replace("@v", "@") in hits
-                }
-                tag = run.data.tags.get(tracking.TAG_DATASET)
-                if not used and tag in hits:
-                    used[tag] = run.data.tags.get(tracking.TAG_MANIFEST)
-                runs.append(
-                    {
-                        "run_id": run.info.run_id,
-                        "run_name": run.info.run_name,
-                        "experiment_id": run.info.experiment_id,
-                        "status": run.info.status,
-                        "lifecycle_stage": run.info.lifecycle_stage,
-                        "datasets": sorted(used),
-                        "digest_matches": all(
-                            digest_matches(d, by_ref[ref].manifest_sha256) for ref, d in used.items()
-                        ),
-                    }
-                )
-            models = [
-                {
-                    "name": mv.name,
-                    "version": str(mv.version),
-                    "run_id": mv.run_id,
-                    "status": mv.status,
-                    "source": mv.source,
-                }
-                for mv in sorted(
-                    _models_of(c, [r["run_id"] for r in runs]), key=lambda m: (m.name, int(m.version))
-                )
-            ]
-    warnings = (
-        [
-            f"WITHDRAWN: {v['release']} was withdrawn: {v['withdrawn']['reason']}"
-            for v in found
-            if v["withdrawn"]
-        ]
-        + [
-            f"DIGEST MISMATCH: run {r['run_id']} logged {', '.join(r['datasets'])} with a digest that is "
-            "not the release's manifest sha256"
-            for r in runs
-            if not r["digest_matches"]
-        ]
-        + missing
-    )
-    return {
-        "selector": {kind: value},
-        "tracking_uri": uri,
-        "versions": found,
-        "runs": runs,
-        "model_versions": models,
-        "counts": {
-            "versions": len(found),
-            "samples": sum(v["samples"] for v in found),
-            "accepted": sum(v["accepted"] for v in found),
-            "runs": len(runs),
-            "model_versions": len(models),
-        },
-        "warnings": warnings,
-    }
+    """See :func:`registry.impact_search.impact` (its own room: it reaches unreleased data too)."""
+    from registry.impact_search import impact as run
+
+    return run(ws, generator, source, prompt, sample)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -31,6 +31,15 @@ def format_trace(t: dict) -> list[str]:
         lines.append(f"  logged digest {d['digest']}  source {d['source_url'] or '-'}")
         for w in d["warnings"]:
             lines.append(f"  !! {w}")
+        if d.get("drawn"):
+            x = d["drawn"]
+            lines.append(
+                f"  drew {x['count']} sample(s), listed in artifact {x['artifact']} "
+                f"(sha256 {_short(x['sha256'])})"
+            )
+        if d.get("unreleased"):
+            lines += _unreleased(d)
+            continue
         if not d.get("released"):
             lines += [f"  note: {n}" for n in d["notes"]]
             continue
@@ -83,6 +92,39 @@ def format_trace(t: dict) -> list[str]:
     return lines
 
 
+def _unreleased(d: dict) -> list[str]:
+    """A working input: what its manifest (when found) and the run's logged profile say."""
+    lines = [
+        f"  UNRELEASED manifest sha256 {d['manifest_sha256']}  DVC md5 {d['dvc_md5'] or '-'}",
+        f"  found in {d['resolved_from']}"
+        if d["resolved"]
+        else f"  NOT FOUND; looked in {'; '.join(d['looked'])}",
+    ]
+    s, f = d["samples"], d["filter"]
+    if s:
+        lines.append(
+            f"  samples {s['count']} ({s['accepted']} accepted); seeds {s['seed_min']}..{s['seed_max']} "
+            f"(recipe seed {d['recipe_seed']}, recipe sha256 {_short(d['recipe_sha256'])})"
+        )
+        reasons = ", ".join(f"{k} {v}" for k, v in f["reasons"].items())
+        lines.append(f"  filter: {f['accepted']} accepted / {f['rejected']} rejected ({reasons})")
+    for g in d["generators"]:
+        lines.append(
+            f"  generator {g['name']} [{g['backend']}, {g['licence']}] weights {g['weights_digest']}"
+            f" ({g['images']} images)"
+        )
+    for p in d["prompt_templates"]:
+        lines.append(f"  prompt template {p!r}")
+    for src in d["sources"]:
+        status = src["status"] + (", now on the withdrawn list" if src["withdrawn_since"] is not None else "")
+        lines.append(f"  source {src['name']} [{src['role']}, {status}] {src['licence']}")
+    pol = d["policy"]
+    verdict = {True: "passed", False: "FAILED", None: "never validated"}[pol["passed"]]
+    lines.append(f"  policy (as logged) {verdict}")
+    lines += [f"  note: {n}" for n in d["notes"]]
+    return lines
+
+
 def format_image(t: dict) -> list[str]:
     how = "exact sha256" if t["match"] == "exact" else f"perceptual hash (phash {t['phash']})"
     lines = [f"{t['file']}: {len(t['images'])} sample(s) by {how}, in {', '.join(t['versions'])}"]
@@ -119,12 +161,17 @@ def format_impact(t: dict) -> list[str]:
     ]
     for v in t["versions"]:
         flag = "  ** WITHDRAWN **" if v["withdrawn"] else ""
+        if v.get("unreleased"):
+            flag = f"  ** UNRELEASED ** (manifest {_short(v['manifest_sha256'])} in {v['resolved_from']})"
         lines.append(f"  version {v['release']}: {v['samples']} samples ({v['accepted']} accepted){flag}")
     for r in t["runs"]:
+        drew = {True: "; drew it", False: "", None: ""}[r.get("drew")] if "sample" in t["selector"] else ""
         lines.append(
             f"  run {r['run_id']} ({r['run_name']}, experiment {r['experiment_id']}, {r['status']}) "
-            f"used {', '.join(r['datasets'])}"
+            f"used {', '.join(r['datasets'])}" + (" [UNRELEASED]" if r.get("unreleased") else "") + drew
         )
+    for u in t.get("unresolved_runs", []):
+        lines.append(f"  run {u['run_id']} on {u['dataset']}: UNRESOLVED ({u['why']})")
     for m in t["model_versions"]:
         lines.append(f"  model {m['name']}/{m['version']} ({m['status']}) from run {m['run_id']}")
     lines += [f"warning: {w}" for w in t["warnings"]]

@@ -14,6 +14,7 @@ from registry.journal import Entry
 from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
 from registry.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
 from registry.release_record import Release
+from registry.track import DatasetProfile
 
 MODELS: dict[str, type[BaseModel]] = {
     "recipe": Recipe,
@@ -30,6 +31,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "release": Release,
     "audit-event": AuditEvent,
     "journal-entry": Entry,
+    "mlflow-dataset-profile": DatasetProfile,
 }
 
 

@@ -7,8 +7,12 @@ Conventions every run logged by ``synthreg train`` follows, and that ``trace`` a
   for a dataset digest, ``MAX_DATASET_DIGEST_SIZE``; its default digest would hash only the first
   10,000 rows), with the full sha256 in the input's profile and in the ``synthreg.manifest_sha256``
   tag; source = ``synthreg://releases/NAME/X.Y.Z?git=<commit>``, context ``training``;
-- tags ``synthreg.dataset`` (= the input name), ``synthreg.manifest_sha256``,
-  ``synthreg.policy_report_sha256``, ``synthreg.git_commit``, ``synthreg.synthetic_share``;
+- the input's profile (``registry.track.DatasetProfile``): the whole sha256, the DVC md5, generators,
+  recipe digest, sources and policy status, so a working manifest can be found again by content;
+- tags ``synthreg.dataset`` (= the input name), ``synthreg.manifest_sha256``, ``synthreg.dvc_md5``,
+  ``synthreg.policy_report_sha256``, ``synthreg.git_commit``, ``synthreg.synthetic_share`` (the share
+  used) and ``synthreg.synthetic_share_asked``; ``synthreg.samples.NAME.VERSION`` with the artifact
+  ``synthreg/samples/NAME/VERSION.txt`` listing the sample ids drawn (``registry.track``);
 - the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it;
 - for an http(s) server, MLflow's retries are capped (``HTTP_RETRIES``) unless the environment sets
   ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``: MLflow's own defaults
@@ -29,7 +33,9 @@ TAG_DATASET = "synthreg.dataset"
 TAG_MANIFEST = "synthreg.manifest_sha256"
 TAG_POLICY = "synthreg.policy_report_sha256"
 TAG_GIT = "synthreg.git_commit"
-TAG_SHARE = "synthreg.synthetic_share"
+TAG_SHARE = "synthreg.synthetic_share"  # the share the run really used
+TAG_SHARE_ASKED = "synthreg.synthetic_share_asked"
+TAG_DVC_MD5 = "synthreg.dvc_md5"  # md5 of the manifest: its name in the DVC cache and remote
 WORKING = "working"
 HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 

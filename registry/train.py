@@ -1,4 +1,4 @@
-"""Training a downstream classifier on a real/synthetic mix, judged on held-out real digits, logged to MLflow.
+"""Training a downstream classifier on a real/synthetic mix, judged on held-out data, logged to MLflow.
 
     result = train(ws, TrainParams(synthetic_share=0.5), "digits@1.0.0")
     result.metrics["accuracy"], result.run_id, result.model_version
@@ -19,22 +19,32 @@ judged by downstream results on real data the generator never saw.
 - an epoch is ``train_size`` examples (a smaller actual set is cycled), so every mix gets the same number
   of gradient steps and a real-only run is not simply under-trained;
 - evaluation: the held-out real split (360 images, never seen by the generator): accuracy, accuracy per
-  identity, and the worst-group gap (max - min per-identity accuracy).
+  identity, and the worst-group gap (max - min per-identity accuracy);
+- any dataset: the classes are the dataset's identities and every image is turned grey and resized to
+  ``image_size``. The real source is the sklearn digits (``real_source: auto`` picks it when every
+  identity is a digit); a dataset without one trains on synthetic images alone and is evaluated on a
+  seeded held-out synthetic split (``holdout_share``), which the run, the metrics file and the CLI say;
+- the share really used (``n_synthetic / (n_real + n_synthetic)``) is logged beside the one asked
+  (param, metric and tag), and ``TrainResult.notes`` says when they differ.
 
 The run is logged by the conventions in ``registry.tracking``: a dataset input named ``NAME@X.Y.Z`` (or
 ``NAME@working``) whose digest is the manifest's sha256 (as much of it as MLflow stores: see
-``MLFLOW_DIGEST_CHARS``), the ``synthreg.*`` tags, and the model
-(``torch.export`` format, so loading it needs no synthreg code) registered under ``registered_model``.
-torch and MLflow are imported inside the functions.
+``MLFLOW_DIGEST_CHARS``) and whose profile says what the data was (``registry.track``), the sample
+ids drawn (training and held-out synthetic evaluation) as an artifact, the ``synthreg.*`` tags, and the
+model (``torch.export`` format, so loading it needs no synthreg code) registered under
+``registered_model`` or, by default, ``NAME-classifier`` after the dataset. The run is also appended to
+the audit log (kind ``train``). torch and MLflow are imported inside the functions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
 import subprocess
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,29 +57,28 @@ from registry.digests import sha256_file
 from registry.errors import ConfigError, ManifestError, ReleaseError, TrackingError
 from registry.fsio import atomic_write_text
 from registry.models import DATASET_NAME
-from registry.real_digits import IMAGE_SIZE
+from registry.track import MLFLOW_DIGEST_CHARS as MLFLOW_DIGEST_CHARS  # re-exported
 from registry.workspace import inside
 
 CLASSES = [str(d) for d in range(10)]  # identity of a digit image = the digit
-SOURCE_TYPE = "synthreg"  # MLflow dataset source type of the inputs logged here
-# MLflow stores a dataset digest in 36 characters at most (mlflow/utils/validation.py
-# MAX_DATASET_DIGEST_SIZE, the datasets.digest VARCHAR(36) column): a sha256 (64 hex) does not fit. The
-# input's digest is the manifest sha256's first 36 hex characters (144 bits); the whole sha256 is in the
-# input's profile ({"manifest_sha256": ...}) and in the tag synthreg.manifest_sha256.
-MLFLOW_DIGEST_CHARS = 36
-_SIZE = IMAGE_SIZE  # the real digits' size; synthetic images must match
+REAL_DIGITS = "sklearn-digits"  # the default domain's real source
+SOURCE_TYPE = "synthreg"  # MLflow dataset source type of the inputs logged here (registry.mlflow_source)
 
 
 @dataclass(frozen=True)
 class TrainResult:
     run_id: str
+    model_name: str
     model_version: str
     dataset: str  # the dataset input's name: NAME@X.Y.Z or NAME@working
     manifest_sha256: str
     n_real: int
     n_synthetic: int
+    synthetic_share_used: float
+    evaluation: str  # what the metrics were measured on, in words
     metrics: dict[str, float]
     metrics_path: Path
+    notes: list[str]  # said to the user: a share that differs from the one asked, synthetic-only training
 
 
 @dataclass(frozen=True)
@@ -154,26 +163,37 @@ def _resolve(ws: Path, ref: str) -> _Dataset:
 # --- data ------------------------------------------------------------------------------------------------
 
 
-def _labels(identities: list[str], where: str) -> np.ndarray:
-    unknown = sorted(set(identities) - set(CLASSES))
+def _labels(identities: list[str], classes: list[str], where: str) -> np.ndarray:
+    unknown = sorted(set(identities) - set(classes))
     if unknown:
         raise ManifestError(
-            f"{where} has identities {unknown[:5]} that are not digits 0-9; "
-            "synthreg train evaluates on real digits and trains digit datasets only"
+            f"{where} has identities {unknown[:5]} that the real source sklearn-digits does not have "
+            "(digits 0-9); set train.real_source: none to train on the synthetic images alone"
         )
-    return np.array([CLASSES.index(i) for i in identities], dtype=np.int64)
+    return np.array([classes.index(i) for i in identities], dtype=np.int64)
 
 
-def _decode(png: bytes, sample_id: str) -> np.ndarray:
+def _decode(png: bytes, sample_id: str, size: int) -> np.ndarray:
+    """A grey ``size`` x ``size`` array: every dataset, whatever its image size, trains the same model."""
     from PIL import Image
 
-    img = Image.open(io.BytesIO(png)).convert("L")
-    if img.size != (_SIZE, _SIZE):
-        raise ManifestError(
-            f"sample {sample_id} is {img.size[0]}x{img.size[1]}; synthreg train needs {_SIZE}x{_SIZE} "
-            "images like the real digits"
-        )
+    try:
+        img = Image.open(io.BytesIO(png)).convert("L")
+    except Exception as e:  # PIL raises several types for bytes that are not an image
+        raise ManifestError(f"sample {sample_id} is not a readable image ({e}); run `synthreg verify`") from e
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
+
+
+def _resized(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[1:] == (size, size):
+        return images
+    from PIL import Image
+
+    return np.stack(
+        [np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BILINEAR)) for i in images]
+    )
 
 
 def _nested_pick(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -181,49 +201,60 @@ def _nested_pick(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.permutation(pool)[: min(n, pool)])
 
 
-def _synthetic(
-    ws: Path, ds: _Dataset, use_rejected: bool, n: int, seed: int, allow_withdrawn: bool = False
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(images uint8 (k, 16, 16), labels, pool size): ``n`` rows (at most the pool) drawn by ``seed``."""
-    rng = np.random.default_rng([seed, 2])
+@dataclass(frozen=True)
+class _Pool:
+    """The synthetic rows a run may draw from, in the release reader's order (by plan index), so a
+    release and the working manifest it was made from give the same draw for the same seed."""
+
+    ids: list[str]
+    identities: list[str]
+    read: Callable[[list[int]], list[bytes]]
+
+    def images(self, pick: np.ndarray, size: int) -> np.ndarray:
+        idx = [int(i) for i in pick]
+        data = self.read(idx)
+        if not idx:
+            return np.zeros((0, size, size), np.uint8)
+        return np.stack([_decode(png, self.ids[i], size) for i, png in zip(idx, data, strict=True)])
+
+
+def _pool(ws: Path, ds: _Dataset, use_rejected: bool, allow_withdrawn: bool = False) -> _Pool:
     if ds.release_ref is not None:
         from registry.loader import open_release
 
         reader = open_release(
             ws, ds.release_ref, accepted_only=not use_rejected, allow_withdrawn=allow_withdrawn
         )
-        pool = len(reader)
-        pick = _nested_pick(pool, n, rng)
-        ids = reader.table["sample_id"].to_pylist()
-        images = [_decode(reader.image_bytes(int(i)), ids[i]) for i in pick]
-        identities = reader.table["identity"].to_pylist()
-    else:
-        from registry import manifest as mf
-        from registry.shards import iter_images
+        return _Pool(
+            reader.table["sample_id"].to_pylist(),
+            reader.table["identity"].to_pylist(),
+            lambda idx: [reader.image_bytes(i) for i in idx],
+        )
+    from registry import manifest as mf
+    from registry.shards import iter_images
 
-        where = "" if use_rejected else "WHERE decision = 'accepted'"
-        # The release reader's order (by plan index), so a release and the working manifest it was
-        # made from give the same draw for the same seed.
-        table = (
-            mf.connect(ds.manifest)
-            .sql(
+    where = "" if use_rejected else "WHERE decision = 'accepted'"
+    con = mf.connect(ds.manifest)
+    try:
+        cols = (
+            con.sql(
                 "SELECT sample_id, identity, shard, member, image_sha256 "
                 f"FROM manifest {where} ORDER BY index"
             )
             .to_arrow_table()
+            .to_pydict()
         )
-        pool = table.num_rows
-        pick = _nested_pick(pool, n, rng)
-        cols = table.to_pydict()
+    finally:
+        con.close()
+
+    def read(idx: list[int]) -> list[bytes]:
         rows = [
-            (cols["sample_id"][i], cols["shard"][i], cols["member"][i], cols["image_sha256"][i]) for i in pick
+            (cols["sample_id"][i], cols["shard"][i], cols["member"][i], cols["image_sha256"][i]) for i in idx
         ]
-        pixels = {sid: _decode(png, sid) for sid, png in iter_images(ws, rows)}
-        images = [pixels[r[0]] for r in rows]
-        identities = cols["identity"]
-    labels = _labels([identities[i] for i in pick], ds.input_name)
-    stacked = np.stack(images) if images else np.zeros((0, _SIZE, _SIZE), np.uint8)
-    return stacked, labels, pool
+        found = dict(iter_images(ws, rows))
+        return [found[r[0]] for r in rows]
+
+    return _Pool(cols["sample_id"], cols["identity"], read)
 
 
 def _real(split: Any, real_per_class: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -241,8 +272,8 @@ def _real(split: Any, real_per_class: int, n: int, seed: int) -> tuple[np.ndarra
 # --- model -----------------------------------------------------------------------------------------------
 
 
-def _cnn():
-    """Two conv layers and a linear head: 16x16 grey -> 10 digits (about 10K parameters)."""
+def _cnn(size: int, n_classes: int):
+    """Two conv layers and a linear head: size x size grey -> n_classes (about 10K parameters at 16 px)."""
     from torch import nn
 
     return nn.Sequential(
@@ -253,7 +284,7 @@ def _cnn():
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(32 * (_SIZE // 4) ** 2, len(CLASSES)),
+        nn.Linear(32 * (size // 4) ** 2, n_classes),
     )
 
 
@@ -263,11 +294,11 @@ def _tensor(images: np.ndarray):
     return torch.from_numpy(images.astype(np.float32)[:, None] / 255.0)
 
 
-def _fit(images: np.ndarray, labels: np.ndarray, params: TrainParams) -> tuple[Any, float]:
+def _fit(images: np.ndarray, labels: np.ndarray, params: TrainParams, n_classes: int) -> tuple[Any, float]:
     import torch
 
     torch.manual_seed(params.seed)
-    model = _cnn()
+    model = _cnn(params.image_size, n_classes)
     opt = torch.optim.Adam(model.parameters(), lr=params.lr)
     x, y = _tensor(images), torch.from_numpy(labels)
     gen = torch.Generator().manual_seed(params.seed)
@@ -286,12 +317,14 @@ def _fit(images: np.ndarray, labels: np.ndarray, params: TrainParams) -> tuple[A
     return model, loss.detach().item()
 
 
-def _evaluate(model: Any, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def _evaluate(model: Any, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
     import torch
 
     with torch.no_grad():
         pred = model(_tensor(images)).argmax(dim=1).numpy()
-    per = {CLASSES[d]: float((pred[labels == d] == d).mean()) for d in range(len(CLASSES))}
+    per = {
+        classes[d]: float((pred[labels == d] == d).mean()) for d in range(len(classes)) if (labels == d).any()
+    }
     return {
         "accuracy": float((pred == labels).mean()),
         "worst_group_gap": max(per.values()) - min(per.values()),
@@ -301,74 +334,19 @@ def _evaluate(model: Any, images: np.ndarray, labels: np.ndarray) -> dict[str, f
 
 # --- MLflow ----------------------------------------------------------------------------------------------
 
-_source_class: Any = None
-
 
 def mlflow_source(uri: str):
-    """An MLflow DatasetSource for ``synthreg://releases/...`` (type ``synthreg``, JSON ``{"uri": ...}``).
+    """An MLflow DatasetSource for ``synthreg://releases/...`` (see :mod:`registry.mlflow_source`, which
+    MLflow finds by its ``mlflow.dataset_source`` entry point in any process)."""
+    from registry.mlflow_source import SynthregDatasetSource
 
-    MLflow's HTTPDatasetSource would accept the string but claim type ``http`` and try to download it
-    on ``load()``; a release is opened with ``registry.open_release`` instead. The class is registered
-    with MLflow, so ``mlflow.data.get_source(dataset_input)`` parses it back in this process.
-    """
-    global _source_class
-    if _source_class is None:
-        from mlflow.data.dataset_source import DatasetSource
-        from mlflow.data.dataset_source_registry import register_dataset_source
-
-        class SynthregDatasetSource(DatasetSource):
-            def __init__(self, uri: str) -> None:
-                self.uri = uri
-
-            @staticmethod
-            def _get_source_type() -> str:
-                return SOURCE_TYPE
-
-            def load(self) -> str:
-                raise TrackingError(
-                    f"{self.uri} is a synthreg release; read it with registry.open_release(ws, 'NAME@X.Y.Z')"
-                )
-
-            @staticmethod
-            def _can_resolve(raw_source: Any) -> bool:
-                return isinstance(raw_source, str) and raw_source.startswith(f"{SOURCE_TYPE}://")
-
-            @classmethod
-            def _resolve(cls, raw_source: Any) -> SynthregDatasetSource:
-                return cls(raw_source)
-
-            def to_dict(self) -> dict[str, Any]:
-                return {"uri": self.uri}
-
-            @classmethod
-            def from_dict(cls, source_dict: dict[Any, Any]) -> SynthregDatasetSource:
-                return cls(source_dict["uri"])
-
-        # MLflow annotates the argument as an instance, but registers (and needs) the class.
-        register_dataset_source(SynthregDatasetSource)  # type: ignore[arg-type]
-        _source_class = SynthregDatasetSource
-    return _source_class(uri)
+    return SynthregDatasetSource(uri)
 
 
-def _input(ds: _Dataset, source: Any):
-    """The run's dataset input: metadata only (MetaDataset), digest and profile as said at the top.
-
-    MLflow keeps one row per (experiment, name, digest), so the profile holds facts of the dataset only,
-    never of the run (which images it drew are run params).
-    """
-    from mlflow.data.meta_dataset import MetaDataset
-
-    profile = {"manifest_sha256": ds.manifest_sha256}
-
-    class ReleaseInput(MetaDataset):
-        @property
-        def profile(self) -> dict[str, Any]:
-            return profile
-
-        def to_dict(self) -> dict[str, str]:
-            return super().to_dict() | {"profile": json.dumps(profile, sort_keys=True)}
-
-    return ReleaseInput(source, name=ds.input_name, digest=ds.manifest_sha256[:MLFLOW_DIGEST_CHARS])
+def model_name(params: TrainParams, dataset: str) -> str:
+    """The registered model: ``params.registered_model``, else ``NAME-classifier`` after the dataset, so
+    training another dataset never becomes the latest version of this one's model."""
+    return params.registered_model or f"{dataset}-classifier"
 
 
 def _log_run(
@@ -378,10 +356,14 @@ def _log_run(
     run_params: dict[str, Any],
     metrics: dict[str, float],
     model: Any,
+    samples: list[str],
+    share_used: float,
 ) -> tuple[str, str]:
     """Log one run by the ``registry.tracking`` conventions; register the model. -> (run id, version)."""
     import mlflow
     import torch
+
+    from registry import track
 
     with warnings.catch_warnings():
         # Noise about MLflow's own chat-agent types, raised once on importing mlflow.pyfunc (mlflow 3.17).
@@ -391,16 +373,17 @@ def _log_run(
     from mlflow.models import infer_signature
 
     uri = tracking.tracking_uri(ws)
-    source = tracking.dataset_source(ds.name, ds.version, ds.git_commit)
+    name = model_name(params, ds.name)
+    profile = track.describe(ws, ds.name, ds.version, ds.manifest, ds.git_commit)
     tags = {
-        tracking.TAG_DATASET: ds.input_name,
-        tracking.TAG_MANIFEST: ds.manifest_sha256,
         tracking.TAG_GIT: _head(ws),
-        tracking.TAG_SHARE: str(params.synthetic_share),
+        tracking.TAG_SHARE: str(share_used),
+        tracking.TAG_SHARE_ASKED: str(params.synthetic_share),
     }
     if ds.policy_report_sha256:
         tags[tracking.TAG_POLICY] = ds.policy_report_sha256
-    example = np.zeros((2, 1, _SIZE, _SIZE), dtype=np.float32)  # batch 2: exported with a dynamic batch
+    size = params.image_size
+    example = np.zeros((2, 1, size, size), dtype=np.float32)  # batch 2: exported with a dynamic batch
     with torch.no_grad():
         signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
     try:
@@ -409,11 +392,11 @@ def _log_run(
         with mlflow.start_run() as run:
             mlflow.log_params(run_params)
             mlflow.set_tags(tags)
-            mlflow.log_input(_input(ds, mlflow_source(source)), context="training")
+            track.log_profile(profile, "training", samples)
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
-                registered_model_name=params.registered_model,
+                registered_model_name=name,
                 signature=signature,
                 input_example=example,
                 # Explicit, so MLflow never infers requirements (it would import and probe packages).
@@ -429,29 +412,41 @@ def _log_run(
         raise TrackingError(f"MLflow store {uri} cannot be written: {e}; check MLFLOW_TRACKING_URI") from e
     version = info.registered_model_version
     if version is None:
-        raise TrackingError(
-            f"MLflow did not register model {params.registered_model!r} for run {run.info.run_id}"
-        )
+        raise TrackingError(f"MLflow did not register model {name!r} for run {run.info.run_id}")
     return run.info.run_id, str(version)
 
 
 # --- the whole run ---------------------------------------------------------------------------------------
 
 
+def _real_source(params: TrainParams, identities: list[str]) -> str:
+    if params.real_source != "auto":
+        return params.real_source
+    return REAL_DIGITS if identities and set(identities) <= set(CLASSES) else "none"
+
+
 def train(
     ws: Path, params: TrainParams, dataset: str | None = None, allow_withdrawn: bool = False
 ) -> TrainResult:
-    """Train on the mix ``params`` describes, evaluate on held-out real digits, log and register the model.
+    """Train on the mix ``params`` describes, evaluate on held-out data, log and register the model.
 
-    ``dataset`` overrides ``params.dataset``. Writes the metrics JSON (``params.metrics``) for DVC.
+    With a real source (the sklearn digits for a digits dataset) the mix is real + synthetic and the
+    model is judged on held-out real images; without one it trains on synthetic images alone and is
+    judged on a held-out synthetic split, and says so. ``dataset`` overrides ``params.dataset``.
+    Writes the metrics JSON (``params.metrics``) for DVC and appends a ``train`` audit event.
     A release must be final and trusted; a withdrawn one is refused unless ``allow_withdrawn``, which
     is then recorded as the run's tag ``synthreg.allow_withdrawn`` and an audit event.
     """
     import torch
 
-    from registry.real_digits import load_splits
+    from registry import audit
 
     ds = _resolve(ws, dataset or params.dataset)
+    withdrawn = None
+    if ds.release_ref is not None:  # trust, approval and withdrawal, before any work
+        from registry.loader import admit
+
+        withdrawn = admit(ws, ds.release_ref, allow_withdrawn)[2]
     withdrawn = None
     if ds.release_ref is not None:  # trust, approval and withdrawal, before any work
         from registry.loader import admit
@@ -460,14 +455,55 @@ def train(
     metrics_path = inside(ws, params.metrics or f"data/{ds.name}/train/metrics.json", "metrics file")
     tracking.tracking_uri(ws)  # a malformed MLFLOW_TRACKING_URI fails before any work
 
+    pool = _pool(ws, ds, params.use_rejected, allow_withdrawn)
+    found = sorted(set(pool.identities))
+    real_source = _real_source(params, found)
+    size = params.image_size
+    notes: list[str] = []
     want_syn = round(params.synthetic_share * params.train_size)
-    syn_x, syn_y, syn_pool = _synthetic(
-        ws, ds, params.use_rejected, want_syn, params.seed, allow_withdrawn
-    )
-    train_split, held_out = load_splits()  # held_out: never seen by the generator
-    real_x, real_y, real_pool = _real(
-        train_split, params.real_per_class, params.train_size - want_syn, params.seed
-    )
+    if real_source == REAL_DIGITS:
+        from registry.real_digits import load_splits
+
+        classes = list(CLASSES)
+        labels = _labels(pool.identities, classes, ds.input_name)
+        train_idx = np.arange(len(pool.ids))
+        train_split, held_out = load_splits()  # held_out: never seen by the generator
+        real_x, real_y, real_pool = _real(
+            train_split, params.real_per_class, params.train_size - want_syn, params.seed
+        )
+        real_x = _resized(real_x, size)
+        eval_x, eval_y = _resized(held_out.images, size), held_out.labels
+        eval_ids: list[str] = []
+        evaluation = (
+            f"held-out real digits (sklearn-digits, {len(eval_y)} images never seen by the generator)"
+        )
+        eval_params = {"real_train_sha256": train_split.digest, "eval_sha256": held_out.digest}
+    else:
+        classes = found
+        if len(classes) < 2:
+            raise ConfigError(
+                f"{ds.input_name} has {len(classes)} identity ({', '.join(classes) or 'none'}); "
+                "a classifier needs at least two"
+            )
+        labels = np.array([classes.index(i) for i in pool.identities], dtype=np.int64)
+        # A seeded held-out split of the synthetic pool, independent of the share (so mixes compare).
+        order = np.random.default_rng([params.seed, 3]).permutation(len(pool.ids))
+        n_eval = max(1, round(params.holdout_share * len(pool.ids)))
+        eval_idx, train_idx = np.sort(order[:n_eval]), np.sort(order[n_eval:])
+        eval_x, eval_y = pool.images(eval_idx, size), labels[eval_idx]
+        eval_ids = [pool.ids[i] for i in eval_idx]
+        real_x, real_y, real_pool = np.zeros((0, size, size), np.uint8), np.zeros(0, np.int64), 0
+        evaluation = (
+            f"held-out synthetic split ({len(eval_y)} images of {ds.input_name}, not used for training): "
+            "not real data, so this says how well the model fits the generator, not the real world"
+        )
+        eval_params = {"eval_sha256": hashlib.sha256("\n".join(eval_ids).encode()).hexdigest()}
+        notes.append(f"no real source for {ds.input_name}: trained on synthetic images only")
+        if params.synthetic_share < 1:
+            want_syn = params.train_size  # nothing real to mix in
+    pick = train_idx[_nested_pick(len(train_idx), want_syn, np.random.default_rng([params.seed, 2]))]
+    syn_x, syn_y = pool.images(pick, size), labels[pick]
+    syn_pool = len(train_idx)
     if len(syn_x) + len(real_x) == 0:
         raise ConfigError(
             f"nothing to train on: {want_syn} synthetic images asked of {ds.input_name} "
@@ -475,23 +511,32 @@ def train(
             "raise train.real_per_class or train.synthetic_share"
         )
     x, y = np.concatenate([real_x, syn_x]), np.concatenate([real_y, syn_y])
+    share_used = round(len(syn_x) / len(x), 4)
+    if abs(share_used - params.synthetic_share) > 1e-9:
+        notes.append(
+            f"synthetic share used {share_used} differs from the {params.synthetic_share} asked: "
+            f"{len(syn_x)} synthetic (pool {syn_pool}) + {len(real_x)} real (pool {real_pool}) images"
+        )
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(params.threads)
     torch.use_deterministic_algorithms(True)
     try:
-        model, last_loss = _fit(x, y, params)
-        metrics = _evaluate(model, held_out.images, held_out.labels)
+        model, last_loss = _fit(x, y, params, len(classes))
+        metrics = _evaluate(model, eval_x, eval_y, classes)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
     metrics["train_loss"] = last_loss
+    metrics["synthetic_share_used"] = share_used
 
     run_params = {
         "dataset": ds.input_name,
         "synthetic_share": params.synthetic_share,
+        "synthetic_share_used": share_used,
         "train_size": params.train_size,
         "real_per_class": params.real_per_class,
+        "real_source": real_source,
         "use_rejected": params.use_rejected,
         "n_real": len(real_x),
         "n_synthetic": len(syn_x),
@@ -501,37 +546,59 @@ def train(
         "batch_size": params.batch_size,
         "lr": params.lr,
         "seed": params.seed,
-        "real_train_sha256": train_split.digest,
-        "eval_sha256": held_out.digest,
-        "eval_images": len(held_out.labels),
+        "image_size": size,
+        "classes": ",".join(classes)[:500],
+        "evaluation": evaluation[:500],
+        "eval_images": len(eval_y),
         "model": "cnn2-conv16-conv32-linear",
+        **eval_params,
     }
-    run_id, version = _log_run(ws, params, ds, run_params, metrics, model)
+    drawn = [pool.ids[i] for i in pick] + eval_ids
+    run_id, version = _log_run(ws, params, ds, run_params, metrics, model, drawn, share_used)
+    name = model_name(params, ds.name)
     if withdrawn:  # trained on a withdrawn release, knowingly: say so where auditors look
-        from registry import audit
-
         tracking.client(ws).set_tag(run_id, "synthreg.allow_withdrawn", withdrawn["reason"][:500])
         audit.append(
             ws, "allow-withdrawn", ds.input_name, {"run_id": run_id, "withdrawal": withdrawn["reason"]}
         )
+    audit.append(
+        ws,
+        "train",
+        f"{name}/{version}",
+        {
+            "run_id": run_id,
+            "dataset": ds.input_name,
+            "manifest_sha256": ds.manifest_sha256,
+            "model": name,
+            "model_version": version,
+            "synthetic_share": params.synthetic_share,
+            "synthetic_share_used": share_used,
+        },
+    )
     summary = {
         "dataset": ds.input_name,
         "manifest_sha256": ds.manifest_sha256,
         "run_id": run_id,
+        "model": name,
         "model_version": version,
         "n_real": len(real_x),
         "n_synthetic": len(syn_x),
         "synthetic_share": params.synthetic_share,
+        "evaluation": evaluation,
         **metrics,
     }
     atomic_write_text(metrics_path, json.dumps(summary, indent=2) + "\n")
     return TrainResult(
         run_id=run_id,
+        model_name=name,
         model_version=version,
         dataset=ds.input_name,
         manifest_sha256=ds.manifest_sha256,
         n_real=len(real_x),
         n_synthetic=len(syn_x),
+        synthetic_share_used=share_used,
+        evaluation=evaluation,
         metrics=metrics,
         metrics_path=metrics_path,
+        notes=notes,
     )

@@ -23,9 +23,9 @@ _METRICS = {
 
 def check(rule: QualityRule, ctx: Context) -> Outcome:
     num, den, cite = _METRICS[rule.metric]
-    hits, total = ctx.con.execute(
+    hits, total = ctx.one(
         f"SELECT count(*) FILTER (WHERE {num}), count(*) FILTER (WHERE {den}) FROM manifest"
-    ).fetchone()
+    )
     bounds = " and ".join(
         b
         for b in (

@@ -14,9 +14,9 @@ from registry.policy import Evidence, RepresentationRule
 def check(rule: RepresentationRule, ctx: Context) -> Outcome:
     column = "attributes" if rule.measured_on == "requested" else "observed_attributes"
     kept = "decision = 'accepted' OR decision IS NULL"
-    measured = ctx.con.execute(
+    measured = ctx.one(
         f"SELECT count(*) FROM manifest WHERE ({kept}) AND {column}[?] IS NOT NULL", [rule.attribute]
-    ).fetchone()[0]
+    )[0]
     if measured == 0:
         return Outcome(
             False,

@@ -4,6 +4,7 @@ from registry.cli import (
     _trust,  # noqa: F401  (registers approve, waive)
     _txn,  # noqa: F401  (registers `doctor`)
 )
+from registry.cli import _trace  # noqa: F401  (registers its commands)
 from registry.cli._app import app, main
 
 __all__ = ["app", "main"]

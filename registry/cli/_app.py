@@ -215,24 +215,36 @@ def train(
     allow_withdrawn: Annotated[
         bool, typer.Option(help="train on a withdrawn release anyway (recorded in MLflow and the audit log)")
     ] = False,
+    model_name: Annotated[
+        str | None, typer.Option(help="registered model name (default: NAME-classifier after the dataset)")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     workspace: Workspace = None,
 ) -> None:
-    """Train a digit classifier on the real/synthetic mix of params.yaml's `train`; log it to MLflow.
+    """Train a small classifier on the real/synthetic mix of params.yaml's `train`; log it to MLflow.
 
-    Evaluates on held-out real digits; registers the model; writes the metrics file for `dvc metrics`."""
+    Evaluates on held-out real data (synthetic-only with a held-out synthetic split when the dataset has
+    no real source); registers the model; writes the metrics file for `dvc metrics`."""
     with _errors():
         from registry.config import load_params
         from registry.train import train as run
 
         ws = _workspace(workspace)
-        res = run(ws, load_params(ws / params, ws).train, dataset, allow_withdrawn)
+        p = load_params(ws / params, ws).train
+        if model_name is not None:
+            p = p.model_copy(update={"registered_model": model_name})
+        res = run(ws, p, dataset, allow_withdrawn)
         m = res.metrics
+        for note in res.notes:
+            typer.echo(f"warning: {note}", err=True)
         typer.echo(
             f"trained on {res.dataset}: {res.n_real} real + {res.n_synthetic} synthetic images; "
             f"held-out accuracy {m['accuracy']:.4f}, worst-group gap {m['worst_group_gap']:.4f}"
         )
-        typer.echo(f"MLflow run {res.run_id}; model version {res.model_version}; metrics {res.metrics_path}")
+        typer.echo(f"evaluated on {res.evaluation}")
+        typer.echo(
+            f"MLflow run {res.run_id}; model {res.model_name}/{res.model_version}; metrics {res.metrics_path}"
+        )
 
 
 KeyOpt = Annotated[
@@ -488,30 +500,44 @@ def _emit(result: dict, as_json: bool, render: Callable[[dict], list[str]]) -> N
         typer.echo("\n".join(render(result)))
 
 
+def _emit_trace(result: dict, as_json: bool, render: Callable[[dict], list[str]]) -> None:
+    """Print a trace; then fail when part of it resolves nowhere (the output says where it looked)."""
+    _emit(result, as_json, render)
+    gone = result.get("unresolved") or []
+    if gone:
+        u = gone[0]
+        _fail(
+            f"{u['dataset']} (manifest sha256 {u['manifest_sha256']}) resolves nowhere; looked in "
+            f"{'; '.join(u['looked'])}; restore it (git/dvc checkout, dvc pull) to trace its images"
+        )
+
+
 @trace_app.command("run")
 def trace_run(
     run_id: Annotated[str, typer.Argument(help="MLflow run id")],
     as_json: JsonOpt = False,
     workspace: Workspace = None,
 ) -> None:
-    """A run's dataset versions -> generators (weights digest), prompts, seeds, sources, policy, withdrawn."""
+    """A run's dataset versions -> generators (weights digest), prompts, seeds, sources, policy, withdrawn.
+
+    Exits 1 after printing when a working manifest the run trained on resolves nowhere."""
     with _errors():
         from registry import lineage, lineage_text
 
-        _emit(lineage.trace_run(_workspace(workspace), run_id), as_json, lineage_text.format_trace)
+        _emit_trace(lineage.trace_run(_workspace(workspace), run_id), as_json, lineage_text.format_trace)
 
 
 @trace_app.command("model")
 def trace_model(
-    ref: Annotated[str, typer.Argument(help="registered model NAME/VERSION")],
+    ref: Annotated[str, typer.Argument(help="registered model NAME/VERSION, NAME/latest or NAME@ALIAS")],
     as_json: JsonOpt = False,
     workspace: Workspace = None,
 ) -> None:
-    """A registered model version -> its run -> everything `trace run` shows."""
+    """A registered model version -> its run -> everything `trace run` shows (exit 1 as `trace run`)."""
     with _errors():
         from registry import lineage, lineage_text
 
-        _emit(lineage.trace_model(_workspace(workspace), ref), as_json, lineage_text.format_trace)
+        _emit_trace(lineage.trace_model(_workspace(workspace), ref), as_json, lineage_text.format_trace)
 
 
 @trace_app.command("image")

@@ -643,3 +643,70 @@ def test_cli_exit_codes(ws: Workspace):
     assert result.output.startswith(f"error: policy pack {ws.root / 'bad.yaml'} is invalid:")
     assert "rule 'my.rule' (rules[1])" in result.output and "'fatal'" in result.output
     assert "Traceback" not in result.output
+
+
+# --- issue 11: a manifest the diffusers backend made; a manifest of another dataset --------------------
+
+
+def test_a_manifest_without_observed_attributes_validates(ws: Workspace):
+    """Regression (issue 11): a backend with no domain leaves observed_attributes empty; the
+    representation check then returned after a `fetchone()` that left its DuckDB result open, and the
+    provenance check's DESCRIBE crashed with ResourceInUseException."""
+    ws.rows = [r | {"observed_attributes": None} for r in ws.rows]
+    report = ws.write().validate()
+    results = by_id(report)
+    assert results["provenance.complete"].status == "pass"
+    assert results["bias.observed-balance"].message.startswith("attribute 'stroke' is not observed")
+
+
+@pytest.mark.slow
+def test_a_manifest_made_by_the_diffusers_backend_validates(tmp_path: Path):
+    """The same, end to end: 4 images from the tiny Stable Diffusion pipeline of tests/generators."""
+    from generators.generate import generate
+    from registry.models import GenerateParams
+    from tests.generators.tiny_sd import save_tiny_sd_pipeline
+
+    root = tmp_path.resolve()
+    save_tiny_sd_pipeline(root / "models" / "tiny-sd")
+    recipe = {
+        "dataset": "pets",
+        "generator": {
+            "name": "tiny-sd",
+            "backend": "diffusers",
+            "path": "models/tiny-sd",
+            "licence": OPENRAIL_M,
+        },
+        "identities": ["cat", "dog"],
+        "attributes": {"colour": ["black", "white"]},
+        "prompt_templates": ["a photo of a {colour} {identity}"],
+        "images_per_identity": 2,
+        "seed": 1,
+        "steps": 2,
+        "guidance": 1.0,
+        "size": 32,
+        "licence": "CC-BY-4.0",
+        "intended_use": {"commercial": False, "purposes": ["research"]},
+    }
+    write_yaml(root / "recipe.yaml", recipe)
+    generate(Path("recipe.yaml"), root, "data/pets/candidates", GenerateParams(batch_size=4, threads=1))
+    report = validate("data/pets/candidates", root, "recipe.yaml", today=TODAY)
+    assert by_id(report)["provenance.complete"].status == "pass"
+    assert (root / "data/pets/policy/report.json").is_file()
+
+
+def test_a_manifest_of_another_dataset_is_refused(ws: Workspace):
+    other = ws.recipe | {"dataset": "faces"}
+    write_yaml(ws.root / "faces.yaml", other)
+    message = (
+        f"manifest {ws.manifest} holds dataset 'digits', but recipe faces.yaml is for 'faces'; "
+        "pass --recipe with the recipe that made it"
+    )
+    with pytest.raises(PolicyError) as e:
+        validate(FILTERED, ws.root, "faces.yaml", today=TODAY)
+    assert str(e.value) == message
+    assert not (ws.root / REPORT_DIR).exists()  # nothing written
+    # Without --recipe, params.yaml's recipe (here: faces) is not silently applied either.
+    write_yaml(ws.root / "params.yaml", {"recipe": "faces.yaml"})
+    result = runner.invoke(app, ["validate", FILTERED, "-w", str(ws.root)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == f"error: {message}"

@@ -277,7 +277,15 @@ def test_trace_flags_a_digest_mismatch_and_an_unreleased_input(world: World, ws:
     assert d["warnings"][0].startswith("DIGEST MISMATCH")
     w = trace_run(ws, world.runs["working"])
     assert w["datasets"][0]["released"] is False
-    assert w["warnings"][0].startswith("UNRELEASED: digits@working is a working manifest")
+    # Its manifest is nowhere (no such file, and no DVC md5 logged): trace says where it looked.
+    assert w["warnings"][0] == (
+        f"UNRELEASED: digits@working (manifest sha256 {'1' * 64}) resolves nowhere: looked in the "
+        "workspace (0 manifest(s) under data/); not the DVC cache or remote: the run logged no DVC md5 "
+        "(synthreg.dvc_md5). It was deleted or changed after training; shown is what the run logged"
+    )
+    assert w["unresolved"] == [
+        {"dataset": "digits@working", "manifest_sha256": "1" * 64, "looked": w["datasets"][0]["looked"]}
+    ]
 
 
 def test_trace_errors_name_what_is_missing(world: World, ws: Path) -> None:
@@ -305,8 +313,21 @@ def test_impact_of_a_generator_reaches_versions_runs_and_models(world: World, ws
         ("digit-clf", "1"),
         ("digit-clf", "2"),
     }
-    assert res["counts"] == {"versions": 2, "samples": 11, "accepted": 10, "runs": 3, "model_versions": 2}
+    assert res["counts"] == {
+        "versions": 2,
+        "samples": 11,
+        "accepted": 10,
+        "runs": 3,
+        "model_versions": 2,
+        "unresolved_runs": 1,
+        "runs_without_the_sample": 0,
+    }
     assert any(w.startswith("DIGEST MISMATCH") and world.runs["wrong"] in w for w in res["warnings"])
+    # The run on a working manifest that is nowhere is listed, with why, never dropped.
+    (u,) = res["unresolved_runs"]
+    assert (u["run_id"], u["dataset"]) == (world.runs["working"], "digits@working")
+    said = f"UNRESOLVED: run {world.runs['working']} trained on digits@working, but its manifest resolves "
+    assert said in "\n".join(res["warnings"])
 
     by_digest = impact(ws, generator=SD[:12])
     assert [v["release"] for v in by_digest["versions"]] == ["digits@2.0.0"]

@@ -22,6 +22,7 @@ from registry import tracking
 from registry.cli import app
 from registry.config import TrainParams
 from registry.errors import ReleaseError, TrackingError
+from registry.track import DatasetProfile
 from registry.train import MLFLOW_DIGEST_CHARS, SOURCE_TYPE, train
 from tests.conftest import MODEL, TrustSetup, sign_by_hand, small_recipe, write_yaml
 
@@ -167,14 +168,28 @@ def test_a_run_follows_the_tracking_conventions(built: Built, store: str):
         tracking.TAG_POLICY: policy,
         tracking.TAG_GIT: built.head,
         tracking.TAG_SHARE: "0.5",
+        tracking.TAG_SHARE_ASKED: "0.5",
+        tracking.TAG_DVC_MD5: hashlib.md5((ws / MANIFEST).read_bytes()).hexdigest(),
+        "synthreg.samples.digits.working": run.data.tags["synthreg.samples.digits.working"],
     }
+    # The 16 synthetic ids it drew, as an artifact whose count and sha256 the tag carries.
+    artifact = "synthreg/samples/digits/working.txt"
+    text = Path(_client(store).download_artifacts(res.run_id, artifact, str(ws / "dl"))).read_text()
+    tag = run.data.tags["synthreg.samples.digits.working"]
+    assert tag == f"16 {hashlib.sha256(text.encode()).hexdigest()}"
+    ids = text.split()
+    assert len(ids) == 16 and ids == sorted(ids) and all(i.startswith("digits-") for i in ids)
 
     (inp,) = run.inputs.dataset_inputs
     ds = inp.dataset
     assert ds.name == "digits@working"
     # MLflow keeps 36 characters of a digest: the manifest sha256's prefix, never MLflow's own digest.
     assert ds.digest == digest[:MLFLOW_DIGEST_CHARS] and len(ds.digest) == 36
-    assert json.loads(ds.profile) == {"manifest_sha256": digest}
+    profile = DatasetProfile.model_validate_json(ds.profile)
+    assert (profile.manifest_sha256, profile.version, profile.released) == (digest, "working", False)
+    assert profile.dvc_md5 == hashlib.md5((ws / MANIFEST).read_bytes()).hexdigest()
+    assert [(g.name, g.images) for g in profile.generators] == [("tiny-digits", built.total)]
+    assert profile.policy.report_sha256 == policy and profile.recipe_sha256 is not None
     assert ds.source_type == SOURCE_TYPE
     assert json.loads(ds.source) == {"uri": tracking.dataset_source("digits", "working", built.head)}
     assert {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "training"}
@@ -283,5 +298,6 @@ def test_the_cli_prints_accuracy_gap_run_and_version(built: Built, store: str, t
     assert lines == [
         f"trained on digits@1.0.0: 16 real + 16 synthetic images; held-out accuracy "
         f"{written['accuracy']:.4f}, worst-group gap {written['worst_group_gap']:.4f}",
-        f"MLflow run {written['run_id']}; model version 1; metrics {built.ws / 'data/digits/train/cli.json'}",
+        f"MLflow run {written['run_id']}; model digits-classifier/1; "
+        f"metrics {built.ws / 'data/digits/train/cli.json'}",
     ]

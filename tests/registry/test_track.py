@@ -1,0 +1,282 @@
+"""Runs logged with the public API (``registry.log_dataset``), from plain MLflow code: a working manifest
+is traced from the workspace, the DVC cache or the DVC remote, or said to resolve nowhere; impact
+reaches unreleased runs and names only the runs that drew a sample; model references by latest and
+alias; ``synthreg models``; the ``mlflow.dataset_source`` entry point in a fresh process.
+
+The world (the released 12-image digits workspace of conftest.py, three runs, one registered model) is
+built once per module; a test that deletes anything works on a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+import registry
+from registry import tracking
+from registry.cli import app
+from registry.errors import TrackingError
+from registry.lineage import trace_model, trace_run
+from registry.track import DatasetProfile, md5_file
+from tests.registry.conftest import DVC, Built, clone, sh
+
+runner = CliRunner()
+MANIFEST = "data/digits/filtered/manifest.parquet"
+MODEL = "digits-classifier"
+
+
+@dataclass
+class World:
+    ws: Path
+    uri: str
+    exp: str
+    runs: dict[str, str]
+    ids: list[str]  # sample ids of the working manifest, in order
+    md5: str
+    sha: str
+
+
+def log_plain(ws: Path, exp: str, ref: str, samples: list[str] | None) -> str:
+    """What a user's own training script does: a plain MLflow run that logs its synthreg dataset."""
+    import mlflow
+
+    with mlflow.start_run(experiment_id=exp) as run:
+        registry.log_dataset(ws, ref, samples=samples)
+        mlflow.log_metric("accuracy", 0.5)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def world(released: Built, tmp_path_factory: pytest.TempPathFactory) -> World:
+    top = tmp_path_factory.mktemp("track")
+    ws = clone(released.ws, top / "ws")
+    uri = f"sqlite:///{top}/mlflow.db"
+    con = duckdb.connect()
+    ids = [r[0] for r in con.execute(f"SELECT sample_id FROM '{ws / MANIFEST}' ORDER BY index").fetchall()]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        c = tracking.client(ws)
+        exp = c.create_experiment("plain", artifact_location=(top / "artifacts").as_uri())
+        runs = {
+            "drew": log_plain(ws, exp, "digits@working", ids[:2]),
+            "unrecorded": log_plain(ws, exp, "digits@working", None),
+            "released": log_plain(ws, exp, "digits@1.0.0", [ids[5]]),
+        }
+        c.create_registered_model(MODEL)
+        for key in ("drew", "released"):
+            c.create_model_version(MODEL, f"runs:/{runs[key]}/model", run_id=runs[key])
+        c.set_registered_model_alias(MODEL, "champion", "1")
+    manifest = ws / MANIFEST
+    return World(ws, uri, exp, runs, ids, md5_file(manifest), registry.track.sha256_file(manifest))
+
+
+@pytest.fixture
+def ws(world: World, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.uri)
+    return world.ws
+
+
+@pytest.fixture
+def copy(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the workspace (same MLflow store: nothing here writes to it)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.uri)
+    return clone(world.ws, tmp_path / "ws")
+
+
+def cached(ws: Path, md5: str) -> Path:
+    return ws / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+# --- what a run logs -----------------------------------------------------------------------------------
+
+
+def test_the_profile_names_the_manifest_by_content(world: World, ws: Path) -> None:
+    run = tracking.client(ws).get_run(world.runs["drew"])
+    (inp,) = run.inputs.dataset_inputs
+    p = DatasetProfile.model_validate_json(inp.dataset.profile)
+    assert (inp.dataset.name, inp.dataset.digest) == ("digits@working", world.sha[:36])
+    assert (p.manifest_sha256, p.dvc_md5, p.manifest_path) == (world.sha, world.md5, MANIFEST)
+    assert [g.name for g in p.generators] == ["tiny-digits"] and p.rows == 12
+    assert p.recipe_sha256 and p.policy.passed is True  # the report made for this very manifest
+    assert {s.name for s in p.sources} >= {"sklearn-digits", "volunteer-sevens"}
+    assert run.data.tags[tracking.TAG_DVC_MD5] == world.md5
+    assert run.data.tags["synthreg.samples.digits.working"].startswith("2 ")
+
+
+def test_log_dataset_needs_an_active_run(ws: Path) -> None:
+    with pytest.raises(TrackingError, match=r"^no active MLflow run; call log_dataset inside"):
+        registry.log_dataset(ws, "digits@working")
+
+
+def test_get_source_works_in_a_fresh_process(world: World, ws: Path) -> None:
+    """The entry point, not `synthreg train`, registers the source: a new interpreter that never
+    imported synthreg's training code parses the input back."""
+    code = (
+        "import sys, mlflow; from mlflow import MlflowClient\n"
+        "c = MlflowClient(tracking_uri=sys.argv[1])\n"
+        "s = mlflow.data.get_source(c.get_run(sys.argv[2]).inputs.dataset_inputs[0])\n"
+        "print(type(s).__name__, s.uri)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, world.uri, world.runs["released"]], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    commit = registry.load_release(ws, "digits@1.0.0").git_commit
+    assert out.stdout.split() == ["SynthregDatasetSource", tracking.dataset_source("digits", "1.0.0", commit)]
+
+
+# --- trace of a working manifest -----------------------------------------------------------------------
+
+
+def test_a_working_run_traces_to_generators_seeds_and_sources(world: World, ws: Path) -> None:
+    t = trace_run(ws, world.runs["drew"])
+    (d,) = t["datasets"]
+    assert d["unreleased"] and d["resolved"] and d["resolved_from"] == f"workspace {MANIFEST}"
+    assert [(g["name"], g["images"]) for g in d["generators"]] == [("tiny-digits", 12)]
+    assert len(d["generators"][0]["weights_digest"]) == 64
+    assert d["samples"]["count"] == 12 and d["samples"]["seed_min"] is not None
+    assert d["prompt_templates"] == ["a handwritten digit {identity} with a {stroke} stroke"]
+    assert {s["name"] for s in d["sources"]} >= {"sklearn-digits", "volunteer-sevens"}
+    assert d["drawn"]["count"] == 2
+    assert t["unresolved"] == []
+    assert t["warnings"][0] == (
+        f"UNRELEASED: digits@working is a working manifest, not a release; found by content in workspace "
+        f"{MANIFEST}"
+    )
+
+
+def test_a_deleted_working_manifest_is_found_in_the_dvc_cache(world: World, copy: Path) -> None:
+    (copy / MANIFEST).unlink()
+    assert cached(copy, world.md5).is_file()  # released content is in the cache under its md5
+    d = trace_run(copy, world.runs["drew"])["datasets"][0]
+    assert d["resolved_from"] == f"DVC cache .dvc/cache/files/md5/{world.md5[:2]}/{world.md5[2:]}"
+    assert d["samples"]["count"] == 12
+
+
+def test_then_in_the_dvc_remote(world: World, copy: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    sh(copy, DVC, "remote", "add", "-q", "-d", "store", str(remote))
+    sh(copy, DVC, "push", "-q")
+    (copy / MANIFEST).unlink()
+    cached(copy, world.md5).unlink()
+    d = trace_run(copy, world.runs["drew"])["datasets"][0]
+    assert d["resolved_from"] == f"DVC remote store ({remote}/files/md5), fetched into the DVC cache"
+    assert cached(copy, world.md5).is_file()  # fetched as `dvc fetch` would
+
+
+def test_a_manifest_found_nowhere_is_an_error_after_what_the_run_logged(world: World, copy: Path) -> None:
+    (copy / MANIFEST).unlink()
+    cached(copy, world.md5).unlink()
+    t = trace_run(copy, world.runs["drew"])
+    (d,) = t["datasets"]
+    assert not d["resolved"] and [g["name"] for g in d["generators"]] == ["tiny-digits"]  # as logged
+    looked = [
+        "the workspace (1 manifest(s) under data/)",
+        f"the DVC cache (.dvc/cache/files/md5/{world.md5[:2]}/{world.md5[2:]})",
+        "no DVC remote (none is configured as default)",
+    ]
+    assert d["looked"] == looked
+
+    result = runner.invoke(app, ["trace", "run", world.runs["drew"], "-w", str(copy)])
+    assert result.exit_code == 1
+    out = result.output.splitlines()
+    assert any(line.startswith("  generator tiny-digits [tiny-digits, CC-BY-4.0] weights ") for line in out)
+    assert out[-1] == (
+        f"error: digits@working (manifest sha256 {world.sha}) resolves nowhere; looked in "
+        f"{'; '.join(looked)}; restore it (git/dvc checkout, dvc pull) to trace its images"
+    )
+
+    res = registry.impact(copy, generator="tiny-digits")
+    assert {u["run_id"] for u in res["unresolved_runs"]} == {world.runs["drew"], world.runs["unrecorded"]}
+    assert [v["release"] for v in res["versions"]] == ["digits@1.0.0"]
+
+
+def test_a_run_without_a_synthreg_dataset_is_an_error(world: World, ws: Path) -> None:
+    import mlflow
+
+    with mlflow.start_run(experiment_id=world.exp) as run:
+        mlflow.log_param("lr", 0.1)
+    result = runner.invoke(app, ["trace", "run", run.info.run_id, "-w", str(ws)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"error: run {run.info.run_id} logged no synthreg dataset input (inputs: none; no synthreg.dataset "
+        "tag), so it cannot be traced; log its data with registry.log_dataset(ws, 'NAME@X.Y.Z') "
+        "inside the run"
+    )
+
+
+# --- impact --------------------------------------------------------------------------------------------
+
+
+def test_impact_of_the_generator_reaches_unreleased_runs_and_models(world: World, ws: Path) -> None:
+    res = registry.impact(ws, generator="tiny-digits")
+    assert [(v["release"], v["unreleased"], v["samples"]) for v in res["versions"]] == [
+        ("digits@1.0.0", False, 12),
+        ("digits@working", True, 12),
+    ]
+    assert {r["run_id"]: r["unreleased"] for r in res["runs"]} == {
+        world.runs["released"]: False,
+        world.runs["drew"]: True,
+        world.runs["unrecorded"]: True,
+    }
+    assert {(m["name"], m["version"]) for m in res["model_versions"]} == {(MODEL, "1"), (MODEL, "2")}
+    assert res["unresolved_runs"] == []
+    result = runner.invoke(app, ["impact", "--generator", "tiny-digits", "-w", str(ws)])
+    assert result.exit_code == 0
+    assert f"  run {world.runs['drew']} " in result.output and "[UNRELEASED]" in result.output
+
+
+def test_impact_of_a_sample_names_only_the_runs_that_drew_it(world: World, ws: Path) -> None:
+    res = registry.impact(ws, sample=world.ids[0])
+    assert {r["run_id"]: r["drew"] for r in res["runs"]} == {
+        world.runs["drew"]: True,
+        world.runs["unrecorded"]: None,  # recorded no ids: listed, and warned about
+    }
+    assert res["counts"]["runs_without_the_sample"] == 1  # the released run drew another sample
+    assert [m["version"] for m in res["model_versions"]] == ["1"]
+    assert any(w.startswith(f"UNKNOWN DRAW: run {world.runs['unrecorded']} ") for w in res["warnings"])
+
+    drawn = registry.impact(ws, sample=world.ids[5])
+    assert {r["run_id"] for r in drawn["runs"]} == {world.runs["released"], world.runs["unrecorded"]}
+
+
+# --- model references and `synthreg models` ------------------------------------------------------------
+
+
+def test_latest_and_alias_name_a_version(world: World, ws: Path) -> None:
+    assert trace_model(ws, f"{MODEL}/latest")["model"]["version"] == "2"
+    champion = trace_model(ws, f"{MODEL}@champion")
+    assert (champion["model"]["version"], champion["model"]["run_id"]) == ("1", world.runs["drew"])
+    result = runner.invoke(app, ["trace", "model", f"{MODEL}@nope", "-w", str(ws)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"error: model '{MODEL}' has no alias 'nope' in {world.uri}; aliases: champion "
+        "(set one with MlflowClient().set_registered_model_alias)"
+    )
+    with pytest.raises(TrackingError, match=r"is not NAME/VERSION, NAME/latest or NAME@ALIAS"):
+        trace_model(ws, MODEL)
+
+
+def test_models_lists_versions_with_their_datasets(world: World, ws: Path) -> None:
+    result = runner.invoke(app, ["models", "--json", "-w", str(ws)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["models"]
+    assert [(r["name"], r["version"], r["dataset"], r["aliases"], r["unreleased"]) for r in rows] == [
+        (MODEL, "2", "digits@1.0.0", [], False),
+        (MODEL, "1", "digits@working", ["champion"], True),
+    ]
+    text = runner.invoke(app, ["models", "-w", str(ws)]).output.splitlines()
+    assert text[1].startswith(f"{MODEL}/1 @champion  digits@working [UNRELEASED]  share -  accuracy 0.5")
+
+
+def test_models_says_when_there_are_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty.db")
+    result = runner.invoke(app, ["models", "-w", str(tmp_path)])
+    assert (result.exit_code, result.stdout) == (0, "no registered models (train one: `synthreg train`)\n")
