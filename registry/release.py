@@ -6,7 +6,7 @@ Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC
 
     release.json           the Release record
     release.dsse.json      DSSE envelope: in-toto Statement v1, subjects = manifest + shards, signed
-    policy-report.json     the report the release was gated on
+    policy-report.json     the report the release was gated on (and policy-report.md, to read)
     card.md  croissant.json  prov.json
     report.html            the HTML audit report as at release (registry.exports.report_html)
     data.dvc               DVC pointer to data/: manifest.parquet and shards/<sha256>.tar
@@ -393,8 +393,9 @@ def _has_commits(ws: Path) -> bool:
 
 def _write_exports(out: Path, record: Release, report: PolicyReport, report_text: str) -> None:
     atomic_write_text(out / "policy-report.json", report_text)
-    from registry.exports import croissant_jsonld, prov_json, release_html, render_card
+    from registry.exports import croissant_jsonld, prov_json, release_html, render_card, render_markdown
 
+    atomic_write_text(out / "policy-report.md", render_markdown(report))  # the same report, for people
     atomic_write_text(out / "card.md", render_card(record, report))
     atomic_write_text(out / "croissant.json", json.dumps(croissant_jsonld(record, report), indent=2) + "\n")
     atomic_write_text(out / "prov.json", prov_json(record) + "\n")

@@ -47,6 +47,7 @@ RELEASE_FILES = [
     "croissant.json",
     "data.dvc",
     "policy-report.json",
+    "policy-report.md",
     "prov.json",
     "release.dsse.json",
     "release.json",

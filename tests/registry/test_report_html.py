@@ -63,6 +63,9 @@ def test_release_writes_the_report_with_every_section(released: Built) -> None:
     assert page.count("qa@example.org") == len(WAIVED)  # the approver of every waiver
     assert "<h3>The generators' own training data</h3><table>" in page  # a table, not "none declared"
     assert "<script" not in page  # nothing runs, nothing is fetched
+    # and the Markdown policy report travels with the release, the same as validate wrote it
+    released_md = (folder(released.ws, "1.0.0") / "policy-report.md").read_text()
+    assert released_md == (released.ws / "data/digits/policy/report.md").read_text()
     assert "http://" not in page.split("<body>")[1].split("licences")[0]  # no remote resource before links
 
 
