@@ -8,8 +8,9 @@ Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC
     release.dsse.json      DSSE envelope: in-toto Statement v1, subjects = manifest + shards, signed
                            by the releaser and every approver (registry.approval)
     signoffs.json          one signed sign-off per signer: who, roles, when, audit log checkpoint
-    policy-report.json     the report the release was gated on
+    policy-report.json     the report the release was gated on (and policy-report.md, to read)
     card.md  croissant.json  prov.json
+    report.html            the HTML audit report as at release (registry.exports.report_html)
     data.dvc               DVC pointer to data/: manifest.parquet and shards/<sha256>.tar
 
 The manifest is released byte for byte as validated (its digest is the report's), and shards are
@@ -636,11 +637,13 @@ def _has_commits(ws: Path) -> bool:
 
 def _write_exports(out: Path, record: Release, report: PolicyReport, report_text: str) -> None:
     atomic_write_text(out / "policy-report.json", report_text)
-    from registry.exports import croissant_jsonld, prov_json, render_card
+    from registry.exports import croissant_jsonld, prov_json, release_html, render_card, render_markdown
 
+    atomic_write_text(out / "policy-report.md", render_markdown(report))  # the same report, for people
     atomic_write_text(out / "card.md", render_card(record, report))
     atomic_write_text(out / "croissant.json", json.dumps(croissant_jsonld(record, report), indent=2) + "\n")
     atomic_write_text(out / "prov.json", prov_json(record) + "\n")
+    atomic_write_text(out / "report.html", release_html(out, record, report))
 
 
 def load_release(ws: Path, ref: str) -> Release:

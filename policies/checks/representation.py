@@ -41,43 +41,75 @@ def check(rule: RepresentationRule, ctx: Context) -> Outcome:
         total = sum(c.values())
         shares = {v: c.get(v, 0) / total for v in universe}
         ratio = min(shares.values()) / max(shares.values())
-        worst_ratio = min(worst_ratio, ratio)
-        worst_share = min(worst_share, *shares.values())
-        low = [v for v, s in shares.items() if s < rule.min_share]
-        if ratio < rule.min_ratio or low:
-            top = max(shares, key=lambda v: shares[v])
+        smallest = min(shares.values())
+        worst_ratio, worst_share = min(worst_ratio, ratio), min(worst_share, smallest)
+        if ratio < rule.min_ratio or smallest < rule.min_share:
             offending.append(
                 {
                     "group": g,
                     "shares": {v: round(s, 4) for v, s in shares.items()},
                     "ratio": round(ratio, 4),
-                    "dominant": top,
+                    "smallest_share": round(smallest, 4),
+                    "dominant": max(shares, key=lambda v: shares[v]),
                 }
             )
     scope = "per identity" if rule.per_identity else "overall"
     # Report the quantity the rule bounds: the min/max ratio, or the smallest share when only that is set.
-    by_share = rule.min_share > 0 and rule.min_ratio == 0
+    # When it fails, the quantity that broke its bound (the ratio first), so measured < threshold always.
+    by_share = (rule.min_share > 0 and rule.min_ratio == 0) or (
+        worst_ratio >= rule.min_ratio and worst_share < rule.min_share
+    )
     measured = round(worst_share if by_share else worst_ratio, 4)
     threshold = rule.min_share if by_share else rule.min_ratio
+    bounds = " and ".join(
+        b
+        for b in (
+            f"min/max ratio >= {rule.min_ratio}" if rule.min_ratio else "",
+            f"every share >= {rule.min_share}" if rule.min_share else "",
+        )
+        if b
+    )
+    worst = f"worst min/max ratio {worst_ratio:.4f}, smallest share {worst_share:.4f}"
     if not offending:
         return Outcome(
             True,
-            f"{rule.measured_on} {rule.attribute} is within bounds {scope} (worst min/max ratio "
-            f"{worst_ratio:.2f}, smallest share {worst_share:.2f})",
+            f"{rule.measured_on} {rule.attribute} is within bounds {scope} ({worst}; required {bounds})",
             measured=measured,
             threshold=threshold,
         )
+    # One message for every offending group (issue 12: it used to quote one group's shares as if they
+    # were all): which groups, the worst of them, the bound; evidence = the dominant value's samples in
+    # every offending group, the images that tip the balance.
+    offending.sort(key=lambda o: (o["smallest_share"] if by_share else o["ratio"], str(o["group"])))
     first = offending[0]
-    where = f"identity {first['group']}" if rule.per_identity else "the dataset"
-    sample_where = f"({kept}) AND {column}[?] = ?" + (" AND identity = ?" if rule.per_identity else "")
-    params = [rule.attribute, first["dominant"]] + ([first["group"]] if rule.per_identity else [])
-    ev = ctx.sample_ids(sample_where, params)
+    broken = " and ".join(
+        b
+        for b in (
+            f"min/max ratio {worst_ratio:.4f} < {rule.min_ratio}" if worst_ratio < rule.min_ratio else "",
+            f"smallest share {worst_share:.4f} < {rule.min_share}" if worst_share < rule.min_share else "",
+        )
+        if b
+    )
+    names = [str(o["group"]) for o in offending]
+    groups = (
+        f"{len(offending)} of {len(counts)} identities ({', '.join(names[:10])}"
+        + (", ..." if len(names) > 10 else "")
+        + ")"
+        if rule.per_identity
+        else "the dataset"
+    )
+    worst_group = f"identity {first['group']}" if rule.per_identity else "the dataset"
+    clauses = [
+        f"({column}[?] = ?" + (" AND identity = ?)" if rule.per_identity else ")") for _ in offending[:100]
+    ]
+    params: list = [rule.attribute]
+    for o in offending[:100]:
+        params += [rule.attribute, o["dominant"]] + ([o["group"]] if rule.per_identity else [])
+    ev = ctx.sample_ids(f"({kept}) AND {column}[?] IS NOT NULL AND ({' OR '.join(clauses)})", params)
     return Outcome(
         False,
-        f"{rule.measured_on} {rule.attribute} is unbalanced {scope}: in {where} the shares are "
-        f"{first['shares']} (min/max {first['ratio']:.2f} < {rule.min_ratio}"
-        + (f", or a share < {rule.min_share}" if rule.min_share else "")
-        + f"); {len(offending)} group(s) offend",
+        f"{rule.measured_on} {rule.attribute} is unbalanced {scope}: {broken}, in "
+        f"{groups}; worst is {worst_group} with shares {first['shares']}",
         measured=measured,
         threshold=threshold,
         evidence=Evidence(count=ev.count, sample_ids=ev.sample_ids, details={"groups": offending[:20]}),

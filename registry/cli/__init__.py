@@ -5,6 +5,7 @@ from registry.cli import (
     _txn,  # noqa: F401  (registers `doctor`)
 )
 from registry.cli import _trace  # noqa: F401  (registers its commands)
+from registry.cli import _people  # noqa: F401  (registers `report`)
 from registry.cli._app import app, main
 
 __all__ = ["app", "main"]

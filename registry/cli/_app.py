@@ -428,7 +428,7 @@ def show(
     trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Show a release record, its status and who signed it."""
+    """Show a release record, its status and who signed it (tables; --json for the whole record)."""
     with _errors():
         from registry.approval import signers_of
         from registry.catalog import release_status
@@ -439,38 +439,24 @@ def show(
         if as_json:
             typer.echo(r.model_dump_json(indent=2))
             return
+        from registry.cli._people import render_show
+        from registry.lineage import is_withdrawn
+
         trusted = _load_trust(ws, trust)
-        typer.echo(f"{r.name}@{r.version}  released {r.created_at:%Y-%m-%d %H:%M} UTC by {r.actor}")
-        typer.echo(f"  status: {release_status(ws, r.name, r.version, trusted)}")
         state = signers_of(ws, r.name, r.version, trusted)
-        typer.echo(f"  {state.summary()}")
-        for s in state.signers:
-            typer.echo(f"  signed by {s.line()}")
-        typer.echo(
-            f"  manifest sha256 {r.manifest_sha256}; {len(r.shards)} shard(s); git {r.git_commit[:12]}"
+        render_show(
+            r,
+            is_withdrawn(ws, r.name, r.version),
+            status=release_status(ws, r.name, r.version, trusted),
+            signatures=[state.summary(), *(f"signed by {s.line()}" for s in state.signers)],
         )
-        typer.echo(f"  images {r.counts.accepted} accepted / {r.counts.total}; licence {r.dataset_licence}")
-        for g in r.generators:
-            typer.echo(
-                f"  generator {g.name} ({g.licence}) weights {g.weights_digest[:16]}...: {g.images} images"
-            )
-        if r.derived_from:
-            d = r.derived_from
-            typer.echo(f"  derived from {d.parent} without {d.removed} sample(s): {d.reason}")
-        for s in r.sources:
-            only = f" (identities {', '.join(s.identities)})" if s.identities else ""
-            typer.echo(f"  source {s.name} [{s.role}, {s.status}] {s.licence}{only}")
-        use = r.intended_use
-        kind = "commercial" if use.commercial else "non-commercial"
-        typer.echo(f"  intended use: {kind}; {', '.join(use.purposes)}")
-        bad = {k: v for k, v in r.policy_results.items() if v != "pass"}
-        typer.echo(f"  policy: {'passed' if r.policy_passed else 'FAILED'}" + (f" ({bad})" if bad else ""))
 
 
 @app.command()
 def diff(
     a: Annotated[str, typer.Argument(help="NAME@A")],
     b: Annotated[str, typer.Argument(help="NAME@B")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     workspace: Workspace = None,
 ) -> None:
     """Compare two releases: samples added and removed, counts, generators, sources, policy results."""
@@ -478,8 +464,13 @@ def diff(
         import json
 
         from registry.catalog import diff as run
+        from registry.cli._people import render_diff
 
-        typer.echo(json.dumps(run(_workspace(workspace), a, b), indent=2))
+        d = run(_workspace(workspace), a, b)
+        if as_json:
+            typer.echo(json.dumps(d, indent=2))
+        else:
+            render_diff(d)
 
 
 trace_app = typer.Typer(

@@ -6,6 +6,17 @@ the files (``registry.release`` puts them beside ``release.json``).
 
 from registry.exports.card import render_card
 from registry.exports.croissant import croissant_jsonld
+from registry.exports.policy_md import render_markdown
 from registry.exports.prov import prov_document, prov_json
+from registry.exports.report_html import dataset_html, model_html, release_html
 
-__all__ = ["croissant_jsonld", "prov_document", "prov_json", "render_card"]
+__all__ = [
+    "croissant_jsonld",
+    "dataset_html",
+    "model_html",
+    "prov_document",
+    "prov_json",
+    "release_html",
+    "render_card",
+    "render_markdown",
+]

@@ -51,6 +51,14 @@ def _cell(value: object) -> str:
     return c.fmt(value).replace("\n", " ").replace("|", "\\|")
 
 
+def _digest(value: str | None) -> str:
+    """A digest that wraps on a narrow page (issue 12: 64 hex overflowed it) and still copies whole:
+    ``<wbr>`` break hints every 16 characters inside ``<code>`` (the hub renders card HTML)."""
+    if not value:
+        return "-"
+    return "<code>" + "<wbr>".join(value[i : i + 16] for i in range(0, len(value), 16)) + "</code>"
+
+
 def _table(header: list[str], rows: list[list[object]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
@@ -135,10 +143,10 @@ def _structure(release: Release) -> list[str]:
     lines += _table(["column", "type", "description"], rows)
     lines += ["", "### Data Files", ""]
     file_rows: list[list[object]] = [
-        [f"`{release.manifest_path}`", f"`{release.manifest_sha256}`", "-", "-", "manifest"]
+        [f"`{release.manifest_path}`", _digest(release.manifest_sha256), "-", "-", "manifest"]
     ]
     file_rows += [
-        [f"`data/{s.path}`", f"`{s.sha256}`", s.size, s.members, f"shard (was `{s.source}`)"]
+        [f"`data/{s.path}`", _digest(s.sha256), s.size, s.members, f"shard (was `{s.source}`)"]
         for s in release.shards
     ]
     lines += _table(["file", "sha256", "bytes", "images", "what"], file_rows)
@@ -165,7 +173,7 @@ def _creation(release: Release) -> list[str]:
     lines.append("")
     lines += _table(
         ["source", "version", "role", "licence", "url", "status", "digest"],
-        [[s.name, s.version, s.role, s.licence, s.url, s.status, s.digest] for s in release.sources],
+        [[s.name, s.version, s.role, s.licence, s.url, s.status, _digest(s.digest)] for s in release.sources],
     )
     trained = c.training_sources(release)
     lines.append("")
@@ -186,7 +194,7 @@ def _creation(release: Release) -> list[str]:
     lines += _table(
         ["generator", "backend", "weights digest", "licence", "pipeline class", "scheduler", "images"],
         [
-            [g.name, g.backend, f"`{g.weights_digest}`", g.licence, g.pipeline_class, g.scheduler, g.images]
+            [g.name, g.backend, _digest(g.weights_digest), g.licence, g.pipeline_class, g.scheduler, g.images]
             for g in release.generators
         ],
     )
@@ -294,9 +302,9 @@ def _provenance(release: Release) -> list[str]:
         ["", ""],
         [
             ["dataset", f"`{c.ref(release)}`"],
-            ["manifest sha256", f"`{release.manifest_sha256}`"],
-            ["policy report sha256", f"`{release.policy_report_sha256}`"],
-            ["git commit", f"`{release.git_commit}`"],
+            ["manifest sha256", _digest(release.manifest_sha256)],
+            ["policy report sha256", _digest(release.policy_report_sha256)],
+            ["git commit", _digest(release.git_commit)],
             ["released", release.created_at.isoformat()],
             ["released by", release.actor],
             ["signature", "`release.dsse.json` (DSSE envelope over an in-toto Statement v1)"],
@@ -318,12 +326,13 @@ def render_card(release: Release, report: PolicyReport) -> str:
         "",
         f"# Dataset Card for {c.ref(release)}",
         "",
+        # What a reader decides on first (issue 12): summary, uses, licences, bias and waivers; how it
+        # was made next; the 39-row schema last.
         *_summary(release, report),
-        *_structure(release),
-        *_creation(release),
         *_uses(release, report),
-        *_risks(release, report),
         *_licensing(release),
+        *_risks(release, report),
+        *_creation(release),
         "## Citation",
         "",
         "```bibtex",
@@ -331,5 +340,6 @@ def render_card(release: Release, report: PolicyReport) -> str:
         "```",
         "",
         *_provenance(release),
+        *_structure(release),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -294,12 +294,19 @@ def ev_collapse(r: RuleResult) -> None:
     assert r.evidence.details["groups"][0]["shares"] == {"bold": 0.95, "thin": 0.05}
     # evidence: identity 0's samples of the dominant observed value
     assert r.evidence.count == 19 and r.evidence.sample_ids == [sid(i) for i in range(1, 20)]
-    assert "in identity 0" in r.message
+    assert r.message == (
+        "observed stroke is unbalanced per identity: smallest share 0.0500 < 0.1, in 1 of 3 identities (0); "
+        "worst is identity 0 with shares {'bold': 0.95, 'thin': 0.05}"
+    )
+    assert (r.measured, r.threshold) == (0.05, 0.1)  # the bounded quantity, below its bound
 
 
 def ev_collapse_both(r: RuleResult) -> None:
     assert [g["group"] for g in r.evidence.details["groups"]] == ["0", "1"]
-    assert r.evidence.sample_ids == [sid(i) for i in range(1, 20)]
+    # issue 12: the evidence covers every offending group (each one's dominant value), not the first only
+    assert r.evidence.count == 38
+    assert r.evidence.sample_ids == [sid(i) for i in range(1, 21)]  # capped at 20, by index
+    assert "in 2 of 3 identities (0, 1);" in r.message
 
 
 def ev_null_seed(r: RuleResult) -> None:

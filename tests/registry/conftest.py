@@ -47,11 +47,19 @@ RELEASE_FILES = [
     "croissant.json",
     "data.dvc",
     "policy-report.json",
+    "policy-report.md",
     "prov.json",
     "release.dsse.json",
     "release.json",
     "signoffs.json",
+    "report.html",
 ]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the rich tables in a command's output, as lists of stripped cells (a cell
+    folded over two lines gives two rows)."""
+    return [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
 
 
 def sh(cwd: Path, *cmd: str) -> str:

@@ -30,6 +30,7 @@ from tests.registry.conftest import (
     sh,
     sha256,
     strays,
+    table_rows,
     tags,
     tree_digests,
 )
@@ -297,7 +298,7 @@ def test_cli_derive_from_a_file_of_ids_then_show_and_trace_text(released_copy: P
     record = load_release(ws, "digits@1.0.1")
     assert record.derived_from is not None and len(record.derived_from.excluded_sample_ids) == 3
     shown = runner.invoke(app, ["show", "digits@1.0.1", "-w", str(ws)])
-    assert f"  derived from digits@1.0.0 without 3 sample(s): {REASON}" in shown.stdout.splitlines()
+    assert ["derived from", f"digits@1.0.0 without 3 sample(s): {REASON}"] in table_rows(shown.stdout)
 
     missing = runner.invoke(
         app,

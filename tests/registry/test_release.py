@@ -49,6 +49,7 @@ from tests.registry.conftest import (
     sh,
     sha256,
     strays,
+    table_rows,
     tags,
     tree_digests,
     validate_ws,
@@ -465,8 +466,15 @@ def test_diff_after_a_stricter_filter(released_copy: Path, released: Built):
     assert d["sources"] == {"added": [], "removed": []}
     assert d["policy"]["quality.accepted-share"] == {"a": "pass", "b": "waived"}
 
-    cli = runner.invoke(app, ["diff", "digits@1.0.0", "digits@1.1.0", "-w", str(ws)])
+    cli = runner.invoke(app, ["diff", "digits@1.0.0", "digits@1.1.0", "--json", "-w", str(ws)])
     assert cli.exit_code == 0 and json.loads(cli.stdout) == d
+    cli = runner.invoke(app, ["diff", "digits@1.0.0", "digits@1.1.0", "-w", str(ws)])
+    assert cli.exit_code == 0, cli.output
+    rows = table_rows(cli.stdout)
+    assert ["added", "0", ""] in rows and ["removed", "0", ""] in rows
+    assert ["quality.accepted-share", "pass", "waived"] in rows
+    changed = [[i, str(c["a"]), str(c["b"])] for i, c in accepted.items()]
+    assert changed == [row for row in rows if row[0] in accepted]
 
 
 def test_show_and_list(released: Built):
@@ -474,17 +482,28 @@ def test_show_and_list(released: Built):
     assert r is not None
     result = runner.invoke(app, ["show", "digits@1.0.0", "-w", str(ws)])
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"digits@1.0.0  released {r.created_at:%Y-%m-%d %H:%M} UTC by {ACTOR}")
+    rows = table_rows(result.stdout)
+    assert result.stdout.startswith("digits@1.0.0")
+    assert ["released", f"{r.created_at:%Y-%m-%d %H:%M} UTC by {ACTOR}"] in rows
+    assert ["manifest sha256", r.manifest_sha256] in rows  # whole, not cut
     [g] = r.generators
-    assert f"  generator tiny-digits (CC-BY-4.0) weights {g.weights_digest[:16]}...: 12 images" in lines
-    assert [ln for ln in lines if ln.startswith("  source ")] == [
-        "  source sklearn-digits [filtering, active] CC-BY-4.0",
-        "  source sklearn-digits-held-out [evaluation, active] CC-BY-4.0",
-        "  source volunteer-sevens [conditioning, active] CC-BY-4.0 (identities 7)",
-        "  source sklearn-digits [generator-training, active] CC-BY-4.0",
+    assert ["tiny-digits", "CC-BY-4.0", g.weights_digest, "12"] in rows
+    assert [row for row in rows if len(row) == 5] == [
+        ["sklearn-digits", "filtering", "active", "CC-BY-4.0", "all"],
+        ["sklearn-digits-held-out", "evaluation", "active", "CC-BY-4.0", "all"],
+        ["volunteer-sevens", "conditioning", "active", "CC-BY-4.0", "7"],
+        ["sklearn-digits", "generator-training", "active", "CC-BY-4.0", "all"],
     ]
-    assert lines[-1].startswith("  policy: passed (")
+    assert ["policy", "passed"] in rows and ["bias.observed-collapse", "waived"] in rows
+    waiver = [
+        "bias.requested-balance",
+        "qa@example.org",
+        "2099-12-31",
+        "12 toy images are too few for this rule",
+    ]
+    assert waiver in rows
+    shown = runner.invoke(app, ["show", "digits@1.0.0", "--json", "-w", str(ws)])
+    assert json.loads(shown.stdout) == r.model_dump(mode="json")
     result = runner.invoke(app, ["list", "-w", str(ws)])
     assert (result.exit_code, result.stdout) == (0, "digits: 1.0.0 (solo)\n")
 

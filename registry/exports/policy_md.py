@@ -1,0 +1,61 @@
+"""The policy report as Markdown: what ``validate`` writes beside report.json (``report.md``) and what
+a release carries beside its policy-report.json (``policy-report.md``), for people who read it.
+
+Here, not in ``policies``, because a release renders it too and ``registry`` does not import
+``policies`` (CONTRIBUTING.md); ``policies.engine`` imports it from here.
+"""
+
+from __future__ import annotations
+
+from registry.policy import PolicyReport
+
+STATUSES = ("pass", "fail", "warn", "waived")
+
+
+def render_markdown(report: PolicyReport) -> str:
+    icon = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "waived": "waived"}
+    use = report.intended_use
+    lines = [
+        f"# Policy report: {report.dataset}",
+        "",
+        f"**{'PASSED' if report.passed else 'FAILED'}**: "
+        + ", ".join(
+            f"{sum(r.status == s for r in report.results)} {s}" for s in ("pass", "fail", "warn", "waived")
+        ),
+        "",
+        f"- manifest `{report.manifest}` sha256 `{report.manifest_sha256}`",
+        f"- intended use: {'commercial' if use.commercial else 'non-commercial'}; {', '.join(use.purposes)}",
+        *(f"- pack `{name}` sha256 `{digest}`" for name, digest in report.packs.items()),
+        f"- licence knowledge base sha256 `{report.licence_kb_sha256}`",
+        f"- created {report.created_at.isoformat()}",
+        "",
+        "| rule | severity | status | measured | threshold | message |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report.results:
+        msg = r.message.replace("|", "\\|")
+        measured = "" if r.measured is None else r.measured
+        threshold = "" if r.threshold is None else r.threshold
+        lines.append(
+            f"| `{r.rule_id}` | {r.severity} | {icon[r.status]} | {measured} | {threshold} | {msg} |"
+        )
+    offending = [r for r in report.results if r.status != "pass" and (r.evidence.count or r.waiver)]
+    if offending:
+        lines += ["", "## Evidence", ""]
+        for r in offending:
+            lines.append(f"### `{r.rule_id}` ({r.status})")
+            if r.waiver:
+                w = r.waiver
+                key = f" (key {w.approver_keyid[:16]})" if w.approver_keyid else ""
+                lines.append(f"Waived by {w.approver}{key} until {w.expires}: {w.reason}")
+            if r.evidence.sample_ids:
+                shown = ", ".join(f"`{s}`" for s in r.evidence.sample_ids)
+                lines.append(f"{r.evidence.count} samples; first {len(r.evidence.sample_ids)}: {shown}")
+            lines.append("")
+    if report.ignored_waivers:
+        lines += ["", "## Waivers ignored", ""]
+        for iw in report.ignored_waivers:
+            who = f" by {iw.approver}" if iw.approver else ""
+            who += f" (key {iw.approver_keyid[:16]})" if iw.approver_keyid else ""
+            lines.append(f"- `{iw.rule_id or '?'}` for {iw.scope or '?'}{who} in `{iw.source}`: {iw.why}")
+    return "\n".join(lines) + "\n"

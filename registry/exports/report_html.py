@@ -1,0 +1,671 @@
+"""The HTML audit report: one self-contained file a reviewer opens offline in any browser.
+
+    dataset_html(ws, "digits@1.0.0")        # a released version as it stands now (withdrawn or not)
+    model_html(ws, "digits-classifier/1")   # a registered model, its metrics per group and its data
+    write_report(ws, out, ref=...)          # render first, then write atomically: nothing on bad input
+
+A dataset report has, in order: a status banner (passed, passed with waivers, withdrawn), the policy
+results, representation charts (requested against observed, per attribute and per identity), contact
+sheets of accepted and rejected samples per identity with their reasons, the generator and licence chain
+(with the generator's own training data), waivers with approver and expiry, the audit timeline and a
+lineage graph from sources through generators and dataset versions to models. Images and charts are
+PNG data: URIs (charts drawn by matplotlib, ``_charts``); there is no script, so nothing runs and
+nothing is fetched. Every value from a record is HTML-escaped: prompts, reasons and names are data.
+
+``release`` writes ``report.html`` into the version's folder (``release_html``: no MLflow query, the
+version has no model yet); ``synthreg report`` renders it again with what happened since (withdrawal,
+models trained on it, later versions).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+import tarfile
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from registry.errors import ReleaseError
+from registry.policy import PolicyReport
+from registry.release_record import Release
+
+THUMBS_PER_GROUP = 6  # samples shown per identity and decision: enough to see, bounded in size
+THUMB_MAX = 128  # larger images are scaled down for the contact sheet (the shards keep the originals)
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#222}
+h1{margin-bottom:.2rem} section{margin:2rem 0} h2{border-bottom:1px solid #ccc;padding-bottom:.2rem}
+table{border-collapse:collapse;width:100%;margin:.5rem 0;font-size:.9rem}
+th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f4f4f4} code{word-break:break-all;overflow-wrap:anywhere;font-size:.85em}
+.banner{padding:1rem;border-radius:.4rem;font-size:1.2rem;font-weight:600;margin:1rem 0}
+.passed{background:#e3f4e8;border:2px solid #2e7d32}.waived{background:#fff4e0;border:2px solid #ef6c00}
+.withdrawn,.failed{background:#fde7e7;border:2px solid #c62828}
+.st-pass{color:#2e7d32}.st-fail{color:#c62828;font-weight:700}.st-warn,.st-waived{color:#ef6c00}
+.sheet{display:flex;flex-wrap:wrap;gap:.5rem;margin:.3rem 0 1rem}
+figure{margin:0;width:8rem;font-size:.7rem;text-align:center}
+figure img{width:6rem;height:6rem;image-rendering:pixelated;object-fit:contain;border:1px solid #ccc}
+.chart{max-width:100%;height:auto} .note{color:#555;font-style:italic}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _img(data: bytes, alt: str, cls: str = "chart") -> str:
+    return f'<img class="{cls}" alt="{_e(alt)}" src="{_png_uri(data)}">'
+
+
+def _table(head: list[str], rows: Iterable[Iterable[str]]) -> str:
+    """Cells of ``rows`` are HTML already (escape values with ``_e`` before)."""
+    out = ["<table><tr>", *(f"<th>{_e(h)}</th>" for h in head), "</tr>"]
+    for row in rows:
+        out += ["<tr>", *(f"<td>{cell}</td>" for cell in row), "</tr>"]
+    out.append("</table>")
+    return "".join(out)
+
+
+def _section(sid: str, title: str, body: str) -> str:
+    return f'<section id="{sid}"><h2>{_e(title)}</h2>{body}</section>'
+
+
+def _page(title: str, sections: list[str]) -> str:
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{_e(title)}</h1><p class='note'>synthreg audit report, made {made}</p>"
+        + "".join(sections)
+        + "</body></html>\n"
+    )
+
+
+# --- the sections ------------------------------------------------------------------------------------
+
+
+def _banner(record: Release, withdrawal: dict | None) -> str:
+    if withdrawal:
+        cls, text = (
+            "withdrawn",
+            f"WITHDRAWN on {withdrawal['time'][:10]} by {withdrawal['actor']}: {withdrawal['reason']}",
+        )
+    elif not record.policy_passed:
+        cls, text = "failed", "policy FAILED"
+    elif record.waivers:
+        cls, text = "waived", f"passed with {len(record.waivers)} waiver(s)"
+    else:
+        cls, text = "passed", "passed every policy rule"
+    derived = (
+        f"<p>Derived from {_e(record.derived_from.parent)} without {record.derived_from.removed} "
+        f"sample(s): {_e(record.derived_from.reason)}</p>"
+        if record.derived_from
+        else ""
+    )
+    facts = _table(
+        ["released", "by", "images", "licence", "intended use", "manifest sha256"],
+        [
+            [
+                _e(f"{record.created_at:%Y-%m-%d %H:%M} UTC"),
+                _e(record.actor),
+                _e(f"{record.counts.accepted} accepted / {record.counts.total}"),
+                _e(record.dataset_licence),
+                _e(
+                    ("commercial" if record.intended_use.commercial else "non-commercial")
+                    + "; "
+                    + ", ".join(record.intended_use.purposes)
+                ),
+                f"<code>{_e(record.manifest_sha256)}</code>",
+            ]
+        ],
+    )
+    return _section(
+        "status", "Status", f'<div class="banner {cls}" data-status="{cls}">{_e(text)}</div>{derived}{facts}'
+    )
+
+
+def _policy(report: PolicyReport | None, record: Release) -> str:
+    if report is None:
+        rows = [[f"<code>{_e(k)}</code>", "", f'<span class="st-{_e(v)}">{_e(v)}</span>', "", "", "", ""]
+                for k, v in record.policy_results.items()]  # fmt: skip
+        note = "<p class='note'>policy-report.json is missing; statuses from the release record.</p>"
+    else:
+        rows = [
+            [
+                f"<code>{_e(r.rule_id)}</code>",
+                _e(r.severity),
+                f'<span class="st-{_e(r.status)}">{_e(r.status)}</span>',
+                _e("" if r.measured is None else r.measured),
+                _e("" if r.threshold is None else r.threshold),
+                _e(r.message),
+                _e(r.evidence.count or ""),
+            ]
+            for r in report.results
+        ]
+        note = (
+            f"<p>Report of {_e(report.created_at.isoformat())} on manifest "
+            f"<code>{_e(report.manifest_sha256)}</code>; policy report sha256 "
+            f"<code>{_e(record.policy_report_sha256)}</code></p>"
+        )
+    head = ["rule", "severity", "status", "measured", "threshold", "message", "offending"]
+    return _section("policy", "Policy results", note + _table(head, rows))
+
+
+def _manifest(folder: Path) -> Any | None:
+    from registry import manifest as mf
+
+    path = folder / "data" / "manifest.parquet"
+    return mf.connect(path) if path.is_file() else None
+
+
+_NO_DATA = (
+    "<p class='note'>The released manifest and shards are not in this workspace (DVC data): "
+    "run <code>dvc pull</code> and make the report again to see this section.</p>"
+)
+
+
+def _representation(con: Any, record: Release) -> str:
+    from registry.exports import _charts
+
+    if con is None:
+        return _section("representation", "Representation", _NO_DATA)
+    order = list(record.recipe.identities) if record.recipe else []
+    found = [r[0] for r in con.execute("SELECT DISTINCT identity FROM manifest ORDER BY 1").fetchall()]
+    identities = [i for i in order if i in found] + [i for i in found if i not in order]
+    counts = {
+        (kind, key): n
+        for kind, key, n in con.execute(
+            "SELECT 'requested', identity, count(*) FROM manifest GROUP BY ALL UNION ALL "
+            "SELECT 'observed', identity_pred, count(*) FROM manifest WHERE identity_pred IS NOT NULL "
+            "GROUP BY ALL UNION ALL "
+            "SELECT 'accepted', identity, count(*) FROM manifest WHERE decision = 'accepted' GROUP BY ALL"
+        ).fetchall()
+    }
+    series = {
+        label: [float(counts.get((kind, i), 0)) for i in identities]
+        for kind, label in (
+            ("requested", "requested (prompt)"),
+            ("observed", "observed (classifier)"),
+            ("accepted", "accepted"),
+        )
+    }
+    body = [
+        "<p>Requested: what the prompts asked for, over all generated images. Observed: what a "
+        "classifier trained on real data or the attribute measure saw in the images.</p>",
+        _img(_charts.grouped_bars("Images per identity", identities, series, "images"), "identity chart"),
+    ]
+    attributes = list(record.recipe.attributes) if record.recipe else []
+    for name in attributes:
+        rows = con.execute(
+            "SELECT 'requested' AS kind, map_extract(attributes, $a)[1] AS v, count(*) FROM manifest "
+            "GROUP BY ALL "
+            "UNION ALL SELECT 'observed', map_extract(observed_attributes, $a)[1], count(*) FROM manifest "
+            "WHERE observed_attributes IS NOT NULL AND len(map_extract(observed_attributes, $a)) > 0 "
+            "GROUP BY ALL",
+            {"a": name},
+        ).fetchall()
+        totals = {k: sum(n for kk, _, n in rows if kk == k) for k in ("requested", "observed")}
+        values = list(record.recipe.attributes[name]) if record.recipe else []
+        values += sorted({str(v) for _, v, _ in rows if v is not None and v not in values})
+        shares = {
+            kind: [
+                sum(n for k, v, n in rows if k == kind and v == value) / totals[kind] if totals[kind] else 0.0
+                for value in values
+            ]
+            for kind in ("requested", "observed")
+        }
+        body.append(_img(_charts.grouped_bars(f"Attribute {name}", values, shares, "share"), f"{name} chart"))
+        if not totals["observed"]:
+            body.append(f"<p class='note'>attribute {_e(name)} was not measured on the images.</p>")
+    return _section("representation", "Representation: requested against observed", "".join(body))
+
+
+def _thumbnail(data: bytes) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        if max(im.size) <= THUMB_MAX:
+            return data
+        im.thumbnail((THUMB_MAX, THUMB_MAX))
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return buf.getvalue()
+
+
+def _contact_sheets(con: Any, record: Release, folder: Path) -> str:
+    if con is None:
+        return _section("samples", "Samples", _NO_DATA)
+    rows = con.execute(
+        "SELECT identity, coalesce(decision, 'unfiltered'), sample_id, shard, member, coalesce(reason, '') "
+        "FROM (SELECT *, row_number() OVER (PARTITION BY identity, decision ORDER BY sample_id) AS n "
+        "FROM manifest) WHERE n <= $k ORDER BY identity, 2, sample_id",
+        {"k": THUMBS_PER_GROUP},
+    ).fetchall()
+    shard_file = {s.source: folder / "data" / s.path for s in record.shards}
+    wanted: dict[str, set[str]] = {}
+    for _, _, _, shard, member, _ in rows:
+        wanted.setdefault(shard, set()).add(member)
+    images: dict[tuple[str, str], bytes] = {}
+    missing = []
+    for shard, members in wanted.items():
+        path = shard_file.get(shard)
+        if path is None or not path.is_file():
+            missing.append(shard)
+            continue
+        with tarfile.open(path) as tar:
+            for info in tar:
+                if info.name in members and info.isfile():
+                    f = tar.extractfile(info)
+                    if f is not None:
+                        images[(shard, info.name)] = _thumbnail(f.read())
+    order = list(record.recipe.identities) if record.recipe else []
+    by_identity: dict[str, dict[str, list[str]]] = {}
+    for identity, decision, sid, shard, member, reason in rows:
+        data = images.get((shard, member))
+        picture = _img(data, sid, "thumb") if data else "<span class='note'>(shard missing)</span>"
+        by_identity.setdefault(identity, {}).setdefault(decision, []).append(
+            f"<figure>{picture}<figcaption><code>{_e(sid)}</code><br>{_e(reason)}</figcaption></figure>"
+        )
+    body = [
+        f"<p>Up to {THUMBS_PER_GROUP} samples per identity and decision (first by sample id), "
+        "with the filter's reason.</p>"
+    ]
+    if missing:
+        body.append(f"<p class='note'>shards not in this workspace: {_e(', '.join(sorted(missing)))}</p>")
+    for identity in sorted(by_identity, key=lambda i: (order.index(i) if i in order else len(order), i)):
+        per = record.counts.per_identity.get(identity, {})
+        body.append(f"<h3>identity {_e(identity)}</h3>")
+        for decision, figures in sorted(by_identity[identity].items()):
+            n = per.get(decision, len(figures))
+            body.append(f"<h4>{_e(decision)} ({n})</h4><div class='sheet'>{''.join(figures)}</div>")
+    return _section("samples", "Contact sheets: accepted and rejected samples", "".join(body))
+
+
+def _licence_facts(ws: Path | None) -> dict[str, Any]:
+    """Licence id -> knowledge-base entry, from the workspace's licence base (empty when unreadable:
+    the report then shows ids only)."""
+    if ws is None:
+        return {}
+    try:
+        import yaml
+
+        from registry.config import load_params
+        from registry.policy import LicenceBase
+
+        path = ws / load_params(ws / "params.yaml").validate_.licences
+        kb = LicenceBase.model_validate(yaml.safe_load(path.read_text()))
+    except Exception:  # the report must not fail for want of licence details
+        return {}
+    return {lic.id: lic for lic in kb.licences}
+
+
+def _licence_cell(lic_id: str, facts: dict[str, Any]) -> str:
+    lic = facts.get(lic_id)
+    if lic is None:
+        return _e(lic_id)
+    terms = ["commercial use allowed" if lic.commercial_use else "no commercial use"]
+    if lic.restricted_uses:
+        terms.append("forbids " + ", ".join(lic.restricted_uses))
+    if lic.attribution:
+        terms.append("attribution required")
+    return f'<a href="{_e(lic.url)}">{_e(lic_id)}</a><br><small>{_e("; ".join(terms))}</small>'
+
+
+def _licences(records: list[Release], facts: dict[str, Any]) -> str:
+    gens = {(g.name, g.weights_digest): g for r in records for g in r.generators}
+    sources = {(s.name, s.role): s for r in records for s in r.sources}
+    gen_rows = [
+        [
+            _e(g.name),
+            _e(f"{g.backend}, {g.pipeline_class}, {g.scheduler}"),
+            f"<code>{_e(g.weights_digest)}</code>",
+            _licence_cell(g.licence, facts),
+            _e(g.images),
+        ]
+        for g in gens.values()
+    ]
+    training = [s for s in sources.values() if s.role == "generator-training"]
+    other = [s for s in sources.values() if s.role != "generator-training"]
+
+    def src_rows(items: list[Any]) -> list[list[str]]:
+        return [
+            [
+                _e(s.name),
+                _e(s.role),
+                _e(s.version or ""),
+                f"<code>{_e(s.digest or '')}</code>",
+                _licence_cell(s.licence, facts),
+                ("<b>WITHDRAWN</b>" if s.status == "withdrawn" else "active"),
+                _e(", ".join(s.identities) if s.identities else "all"),
+            ]
+            for s in items
+        ]
+
+    src_head = ["source", "role", "version", "digest", "licence", "status", "identities"]
+    last = records[-1]
+    duties = "".join(f"<li>{_e(a)}</li>" for a in last.attribution)
+    body = [
+        "<h3>Generators</h3>",
+        _table(["generator", "what ran", "weights sha256", "licence", "images"], gen_rows),
+        "<h3>The generators' own training data</h3>",
+        _table(src_head, src_rows(training)) if training else "<p class='note'>none declared</p>",
+        "<h3>Other real sources</h3>",
+        _table(src_head, src_rows(other)) if other else "<p class='note'>none</p>",
+        f"<h3>Dataset licence</h3><p>{_licence_cell(last.dataset_licence, facts)}</p>",
+        f"<h3>Attribution duties</h3><ul>{duties}</ul>" if duties else "",
+    ]
+    return _section("licences", "Generator and licence chain", "".join(body))
+
+
+def _waivers(waivers: list[Any], today: date) -> str:
+    if not waivers:
+        return _section("waivers", "Waivers", "<p>No waiver was applied.</p>")
+    rows = [
+        [
+            f"<code>{_e(w.rule_id)}</code>",
+            _e(w.scope),
+            _e(w.approver),
+            _e(w.expires) + (" <b>(expired)</b>" if w.expires < today else ""),
+            _e(w.reason),
+        ]
+        for w in waivers
+    ]
+    return _section("waivers", "Waivers", _table(["rule", "scope", "approver", "expires", "reason"], rows))
+
+
+def _timeline(ws: Path | None, names: set[str], extra: list[tuple[str, str, str, str]]) -> str:
+    """Audit events about the datasets ``names`` (their data folders and versions), oldest first."""
+    events: list[tuple[str, str, str, str]] = list(extra)
+    note = ""
+    if ws is not None and (ws / "audit" / "events.jsonl").is_file():
+        from registry import audit
+
+        try:
+            for ev in audit.read(ws):
+                if any(ev.subject.startswith((f"{n}@", f"data/{n}/")) for n in names):
+                    what = ", ".join(
+                        f"{k} {v}" for k, v in ev.details.items() if isinstance(v, str | int | float)
+                    )
+                    events.append((ev.time.isoformat()[:19], ev.kind, ev.subject, f"{ev.actor}; {what}"))
+        except Exception as e:  # a damaged log is itself a finding: show it, do not hide the report
+            note = f"<p class='banner failed'>The audit log cannot be read: {_e(e)}</p>"
+    events.sort()
+    rows = [[_e(t), _e(k), f"<code>{_e(s)}</code>", _e(d)] for t, k, s, d in events]
+    return _section(
+        "timeline", "Audit timeline", note + _table(["time (UTC)", "event", "subject", "details"], rows)
+    )
+
+
+def _label(text: str, n: int = 26) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _lineage(versions: list[tuple[Release, bool]], models: list[dict], note: str = "") -> str:
+    from registry.exports import _charts
+
+    sources: dict[str, tuple[str, str, str]] = {}
+    generators: dict[str, tuple[str, str, str]] = {}
+    edges: list[tuple[str, str]] = []
+    version_nodes = []
+    for r, withdrawn in versions:
+        vid = f"v:{r.name}@{r.version}"
+        version_nodes.append(
+            (vid, f"{r.name}@{r.version}" + (" (withdrawn)" if withdrawn else ""), "version")
+        )
+        for g in r.generators:
+            gid = f"g:{g.name}:{g.weights_digest}"
+            generators[gid] = (gid, f"{_label(g.name, 18)} {g.weights_digest[:8]}", "generator")
+            edges.append((gid, vid))
+        for s in r.sources:
+            if s.role == "evaluation":  # compared against, not made from
+                continue
+            sid = f"s:{s.name}:{s.role}"
+            sources[sid] = (sid, _label(f"{s.name} ({s.role})"), "source")
+            if s.role == "generator-training":
+                edges += [(sid, gid) for gid in generators if gid.startswith("g:")]
+            else:
+                edges.append((sid, vid))
+        if r.derived_from:
+            edges.append((f"v:{r.derived_from.parent}", vid))
+    model_nodes = []
+    for m in models:
+        mid = f"m:{m['name']}/{m['version']}"
+        model_nodes.append((mid, _label(f"{m['name']}/{m['version']}"), "model"))
+        edges += [(f"v:{d}", mid) for d in m["datasets"]]
+    layers = [list(sources.values()), list(generators.values()), version_nodes, model_nodes]
+    layers = [layer for layer in layers if layer] or [[("none", "nothing to show", "source")]]
+    chart = _img(_charts.lineage_graph(layers, sorted(set(edges))), "lineage graph")
+    rows = [
+        [_e(f"{m['name']}/{m['version']}"), f"<code>{_e(m['run_id'])}</code>", _e(", ".join(m["datasets"]))]
+        for m in models
+    ]
+    table = (
+        _table(["model", "MLflow run", "trained on"], rows) if rows else "<p>No model is known to use it.</p>"
+    )
+    return _section("lineage", "Lineage: sources, generators, versions, models", chart + note + table)
+
+
+def _models_using(ws: Path, refs: set[str]) -> tuple[list[dict], str]:
+    """Registered model versions whose run logged one of ``refs`` as its dataset (by the tag that
+    ``registry.tracking`` names), and a note when MLflow could not be asked."""
+    import os
+
+    from registry import tracking
+
+    if "MLFLOW_TRACKING_URI" not in os.environ and not (ws / "mlflow.db").is_file():
+        return [], "<p class='note'>No MLflow store in this workspace: no model is known.</p>"
+    try:
+        c = tracking.client(ws)
+        names = sorted({ref.partition("@")[0] for ref in refs})
+        exps = [e.experiment_id for e in c.search_experiments()]
+        runs: dict[str, str] = {}
+        for name in names:
+            for run in c.search_runs(
+                exps, f"tags.`{tracking.TAG_DATASET}` LIKE '{name}@%'", max_results=1000
+            ):
+                ref = run.data.tags.get(tracking.TAG_DATASET, "")
+                if ref in refs:
+                    runs[run.info.run_id] = ref
+        models = []
+        for rid, ref in runs.items():
+            for mv in c.search_model_versions(f"run_id = '{rid}'"):
+                models.append({"name": mv.name, "version": str(mv.version), "run_id": rid, "datasets": [ref]})
+    except Exception as e:  # the report still shows everything else, and says what it could not ask
+        return [], f"<p class='note'>MLflow ({_e(tracking.tracking_uri(ws))}) could not be read: {_e(e)}</p>"
+    return sorted(models, key=lambda m: (m["name"], int(m["version"]))), ""
+
+
+# --- whole reports -------------------------------------------------------------------------------------
+
+
+def _read_report(folder: Path) -> PolicyReport | None:
+    path = folder / "policy-report.json"
+    return PolicyReport.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def _dataset_page(
+    ws: Path | None,
+    folder: Path,
+    record: Release,
+    report: PolicyReport | None,
+    withdrawal: dict | None,
+    others: list[tuple[Release, bool]],
+    models: list[dict],
+    models_note: str,
+    extra_events: list[tuple[str, str, str, str]],
+) -> str:
+    con = _manifest(folder)
+    versions = sorted(
+        [*others, (record, withdrawal is not None)],
+        key=lambda rv: tuple(int(x) for x in rv[0].version.split(".")),
+    )
+    events = list(extra_events)
+    if withdrawal:
+        events.append((withdrawal["time"][:19], "withdrawal", withdrawal["release"], withdrawal["reason"]))
+    sections = [
+        _banner(record, withdrawal),
+        _policy(report, record),
+        _representation(con, record),
+        _contact_sheets(con, record, folder),
+        _licences([record], _licence_facts(ws)),
+        _waivers(record.waivers, date.today()),
+        _timeline(ws, {record.name}, events),
+        _lineage(versions, models, models_note),
+    ]
+    return _page(f"{record.name}@{record.version}", sections)
+
+
+def release_html(folder: Path, record: Release, report: PolicyReport) -> str:
+    """The report ``release`` writes into the version's folder (``folder`` may be its staging name,
+    ``releases/NAME/.X.Y.Z.tmp-PID``): as at release, so no withdrawal and no model yet."""
+    from registry.release import load_release, versions
+
+    ws = folder.parents[2]  # releases/NAME/<folder>
+    others = [(load_release(ws, f"{record.name}@{v}"), False) for v in versions(ws, record.name)]
+    pending = [
+        (record.created_at.isoformat()[:19], "release", f"{record.name}@{record.version}", "this release")
+    ]
+    return _dataset_page(ws, folder, record, report, None, others, [], "", pending)
+
+
+def dataset_html(ws: Path, ref: str) -> str:
+    """The report of a released version as it stands now: withdrawal, later versions, models."""
+    from registry.lineage import is_withdrawn
+    from registry.release import RELEASES, load_release, versions
+
+    record = load_release(ws, ref)
+    folder = ws / RELEASES / record.name / record.version
+    try:
+        report = _read_report(folder)
+    except ValueError as e:
+        raise ReleaseError(
+            f"{folder / 'policy-report.json'} is not a valid policy report ({e}); restore it from git"
+        ) from None
+    others = [
+        (load_release(ws, f"{record.name}@{v}"), is_withdrawn(ws, record.name, v) is not None)
+        for v in versions(ws, record.name)
+        if v != record.version
+    ]
+    refs = {f"{r.name}@{r.version}" for r, _ in others} | {f"{record.name}@{record.version}"}
+    models, note = _models_using(ws, refs)
+    withdrawal = is_withdrawn(ws, record.name, record.version)
+    return _dataset_page(ws, folder, record, report, withdrawal, others, models, note, [])
+
+
+def model_html(ws: Path, ref: str) -> str:
+    """A registered model version (NAME/VERSION): its metrics overall and per group, the dataset
+    versions it was trained on (status, policy, waivers, withdrawal), their licence chain and lineage."""
+    from registry.exports import _charts
+    from registry.lineage import is_withdrawn, trace_model
+    from registry.release import load_release
+
+    t = trace_model(ws, ref)
+    m, run = t["model"], t["run"]
+    released: list[tuple[Release, bool]] = []
+    for d in t["datasets"]:
+        if d.get("released"):
+            r = load_release(ws, d["release"])
+            released.append((r, is_withdrawn(ws, r.name, r.version) is not None))
+    withdrawn = [f"{r.name}@{r.version}" for r, w in released if w]
+    mismatched = [d["name"] for d in t["datasets"] if d.get("released") and not d["digest_matches"]]
+    if withdrawn:
+        cls, text = "withdrawn", f"trained on WITHDRAWN data: {', '.join(withdrawn)}"
+    elif mismatched or not released:
+        cls, text = (
+            "failed",
+            "training data not traced to a release"
+            + (f" (digest mismatch: {', '.join(mismatched)})" if mismatched else ""),
+        )
+    elif any(r.waivers for r, _ in released):
+        cls, text = "waived", "trained on released data that passed policy with waivers"
+    else:
+        cls, text = "passed", "trained on released data that passed every policy rule"
+    status = _section(
+        "status",
+        "Status",
+        f'<div class="banner {cls}" data-status="{cls}">{_e(text)}</div>'
+        + _table(
+            ["model", "status", "MLflow run", "experiment", "synthetic share"],
+            [
+                [
+                    _e(f"{m['name']}/{m['version']}"),
+                    _e(m["status"]),
+                    f"<code>{_e(run['run_id'])}</code>",
+                    _e(run["experiment_id"]),
+                    _e(run["tags"].get("synthreg.synthetic_share", "")),
+                ]
+            ],
+        ),
+    )
+    metrics = run["metrics"]
+    groups = {k.split(".identity_", 1)[1]: v for k, v in sorted(metrics.items()) if ".identity_" in k}
+    body = _table(["metric", "value"], [[_e(k), _e(f"{v:.4f}")] for k, v in sorted(metrics.items())])
+    if groups:
+        chart = _charts.grouped_bars(
+            "Accuracy per group (identity)", list(groups), {"accuracy": list(groups.values())}, "accuracy"
+        )
+        body = _img(chart, "metrics per group") + body
+    else:
+        body = "<p class='note'>The run logged no per-group metric (accuracy.identity_*).</p>" + body
+    data_rows = [
+        [
+            _e(d["name"]),
+            _e("yes" if d.get("released") else "no"),
+            _e("matches" if d.get("digest_matches") else "DOES NOT MATCH") if d.get("released") else "",
+            _e(("passed" if d["policy"]["passed"] else "FAILED") if d.get("policy") else ""),
+            _e("WITHDRAWN" if d.get("withdrawn") else ""),
+            _e("; ".join(d["warnings"] + d["notes"])),
+        ]
+        for d in t["datasets"]
+    ]
+    records = [r for r, _ in released]
+    names = {r.name for r in records}
+    sections = [
+        status,
+        _section("metrics", "Metrics, overall and per group", body),
+        _section(
+            "training-data",
+            "Training data",
+            _table(["dataset", "released", "digest", "policy", "withdrawn", "notes"], data_rows),
+        ),
+        _licences(records, _licence_facts(ws))
+        if records
+        else _section("licences", "Generator and licence chain", "<p>No released data.</p>"),
+        _waivers([w for r in records for w in r.waivers], date.today()),
+        _timeline(ws, names, []),
+        _lineage(released, [{**m, "datasets": [f"{r.name}@{r.version}" for r in records]}]),
+    ]
+    return _page(f"model {m['name']}/{m['version']}", sections)
+
+
+def write_report(ws: Path, out: Path, ref: str | None = None, model: str | None = None) -> Path:
+    """Render the report of ``ref`` (NAME@X.Y.Z) or ``model`` (NAME/VERSION) and write it to ``out``.
+    Rendered in full before anything is written, and written atomically."""
+    from registry.errors import SynthregError
+    from registry.fsio import atomic_write_text
+
+    if (ref is None) == (model is None):
+        raise SynthregError("give a dataset version NAME@X.Y.Z or --model NAME/VERSION, not both or neither")
+    if ref is not None and "@" not in ref:
+        raise ReleaseError(f"{ref!r} names no version; give NAME@X.Y.Z (see `synthreg list`)")
+    text = dataset_html(ws, ref) if ref is not None else model_html(ws, str(model))
+    atomic_write_text(out, text)
+    return out
+
+
+def default_out(ws: Path, ref: str | None, model: str | None) -> Path:
+    """``reports/NAME@X.Y.Z.html`` or ``reports/model-NAME-VERSION.html`` in the workspace; any character
+    outside letters, digits, ``@._-`` becomes ``_``, so a hostile name cannot leave ``reports/``."""
+    name = ref if ref is not None else f"model-{model}"
+    return ws / "reports" / (re.sub(r"[^A-Za-z0-9@._-]", "_", name).lstrip(".") + ".html")
+
+
+__all__ = ["dataset_html", "default_out", "model_html", "release_html", "write_report"]

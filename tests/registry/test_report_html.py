@@ -1,0 +1,179 @@
+"""The HTML audit report: written by release, made again by `synthreg report` (after a withdrawal it
+shows it), for a model with its metrics per group; bad input writes nothing. What a browser makes of
+the page is in test_report_browser.py."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from registry import tracking
+from registry.cli import app
+from registry.exports.report_html import dataset_html, model_html
+from registry.lineage import withdraw
+from tests.registry.conftest import WAIVED, Built, folder
+
+runner = CliRunner()
+DATASET_SECTIONS = [
+    "status",
+    "policy",
+    "representation",
+    "samples",
+    "licences",
+    "waivers",
+    "timeline",
+    "lineage",
+]
+MODEL_SECTIONS = ["status", "metrics", "training-data", "licences", "waivers", "timeline", "lineage"]
+
+
+def sections(page: str) -> list[str]:
+    return re.findall(r'<section id="([a-z-]+)">', page)
+
+
+def images(page: str) -> list[Image.Image]:
+    """Every embedded image, decoded (a broken one raises)."""
+    found = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    return [Image.open(io.BytesIO(base64.b64decode(b))) for b in found]
+
+
+def banner(page: str) -> str:
+    m = re.search(r'<div class="banner [a-z]+" data-status="([a-z]+)">([^<]*)</div>', page)
+    assert m, "no status banner"
+    return f"{m.group(1)}: {m.group(2)}"
+
+
+def test_release_writes_the_report_with_every_section(released: Built) -> None:
+    page = (folder(released.ws, "1.0.0") / "report.html").read_text()
+    assert sections(page) == DATASET_SECTIONS
+    assert banner(page) == f"waived: passed with {len(WAIVED)} waiver(s)"
+    # charts of identities and of the stroke attribute, 12 thumbnails (all 12 images), the lineage graph
+    pics = images(page)
+    assert len(pics) == 1 + 1 + 12 + 1, len(pics)  # identity chart, attribute chart, samples, lineage
+    assert all(p.size[0] > 0 for p in pics)
+    for rule in WAIVED:
+        assert f"<code>{rule}</code>" in page
+    assert page.count("qa@example.org") == len(WAIVED)  # the approver of every waiver
+    assert "<h3>The generators' own training data</h3><table>" in page  # a table, not "none declared"
+    assert "<script" not in page  # nothing runs, nothing is fetched
+    # and the Markdown policy report travels with the release, the same as validate wrote it
+    released_md = (folder(released.ws, "1.0.0") / "policy-report.md").read_text()
+    assert released_md == (released.ws / "data/digits/policy/report.md").read_text()
+    assert "http://" not in page.split("<body>")[1].split("licences")[0]  # no remote resource before links
+
+
+def test_report_after_withdrawal_shows_it(released_copy: Path, tmp_path: Path) -> None:
+    withdraw(released_copy, "digits@1.0.0", "consent of a source revoked", "Auditor")
+    out = tmp_path / "after.html"
+    res = runner.invoke(app, ["report", "digits@1.0.0", "--out", str(out), "-w", str(released_copy)])
+    assert res.exit_code == 0, res.output
+    assert res.output == f"report {out}\n"
+    page = out.read_text()
+    assert banner(page).startswith("withdrawn: WITHDRAWN on ")
+    assert banner(page).endswith("by Auditor: consent of a source revoked")
+    assert sections(page) == DATASET_SECTIONS
+    # the timeline holds generate, filter, validate, release and the withdrawal, oldest first
+    kinds = re.findall(r"<tr><td>[0-9T:-]+</td><td>([a-z]+)</td>", page)
+    assert kinds[0] == "generate" and kinds[-1] == "withdrawal" and "release" in kinds, kinds
+
+
+def test_report_default_path_and_hostile_text_is_escaped(released_copy: Path) -> None:
+    path = folder(released_copy, "1.0.0") / "release.json"
+    record = json.loads(path.read_text())
+    record["actor"] = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    path.write_text(json.dumps(record))
+    res = runner.invoke(app, ["report", "digits@1.0.0", "-w", str(released_copy)])
+    assert res.exit_code == 0, res.output
+    page = (released_copy / "reports" / "digits@1.0.0.html").read_text()
+    assert "<script" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+def test_report_of_an_unknown_version_writes_nothing(released: Built, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", "digits@9.9.9", "--out", str(out), "-w", str(released.ws)])
+    assert res.exit_code == 1
+    assert res.output == "error: digits@9.9.9 is not released; see `synthreg list`\n"
+    assert not out.exists()
+    res = runner.invoke(app, ["report", "digits", "--out", str(out), "-w", str(released.ws)])
+    assert (res.exit_code, res.output) == (
+        1,
+        "error: 'digits' names no version; give NAME@X.Y.Z (see `synthreg list`)\n",
+    )
+    res = runner.invoke(app, ["report", "--out", str(out), "-w", str(released.ws)])
+    assert res.exit_code == 1 and "give a dataset version NAME@X.Y.Z or --model" in res.output
+    assert not out.exists()
+
+
+def log_model(ws: Path, metrics: dict[str, float]) -> str:
+    """A run that trained on digits@1.0.0 by registry.tracking's conventions, registered as a model
+    (what `synthreg train` logs, without training)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from registry.release import load_release
+
+    r = load_release(ws, "digits@1.0.0")
+    c = tracking.client(ws)
+    exp = c.create_experiment("report", artifact_location=(ws / "artifacts").as_uri())
+    run = c.create_run(
+        exp,
+        run_name="mix",
+        tags={
+            tracking.TAG_DATASET: "digits@1.0.0",
+            tracking.TAG_MANIFEST: r.manifest_sha256,
+            tracking.TAG_SHARE: "0.5",
+        },
+    )
+    ds = Dataset(
+        name="digits@1.0.0",
+        digest=r.manifest_sha256[:36],
+        source_type="synthreg",
+        source=tracking.dataset_source("digits", "1.0.0", r.git_commit),
+    )
+    c.log_inputs(run.info.run_id, [DatasetInput(ds, [InputTag("mlflow.data.context", "training")])])
+    for k, v in metrics.items():
+        c.log_metric(run.info.run_id, k, v)
+    c.set_terminated(run.info.run_id)
+    c.create_registered_model("digit-clf")
+    c.create_model_version("digit-clf", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    return run.info.run_id
+
+
+def test_model_report_has_metrics_per_group_and_its_data(
+    released_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    per_group = {f"accuracy.identity_{d}": 0.5 + d / 20 for d in range(10)}
+    run_id = log_model(released_copy, {"accuracy": 0.81, "worst_group_gap": 0.45, **per_group})
+    page = model_html(released_copy, "digit-clf/1")
+    assert sections(page) == MODEL_SECTIONS
+    assert banner(page) == "waived: trained on released data that passed policy with waivers"
+    assert run_id in page and "<td>accuracy.identity_7</td><td>0.8500</td>" in page
+    assert len(images(page)) == 2  # metrics per group, lineage
+    # the dataset report now knows the model
+    assert "digit-clf/1" in dataset_html(released_copy, "digits@1.0.0")
+    withdraw(released_copy, "digits@1.0.0", "bad source", "Auditor")
+    assert (
+        banner(model_html(released_copy, "digit-clf/1"))
+        == "withdrawn: trained on WITHDRAWN data: digits@1.0.0"
+    )
+
+
+def test_report_of_an_unknown_model_writes_nothing(
+    released: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = tmp_path / "m.html"
+    res = runner.invoke(app, ["report", "--model", "nope/1", "--out", str(out), "-w", str(released.ws)])
+    assert res.exit_code == 1
+    # (MLflow logs its table creation to stderr first)
+    assert res.output.splitlines()[-1] == f"error: model 'nope' not found in {uri}; no model is registered"
+    assert not out.exists()
