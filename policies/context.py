@@ -47,7 +47,7 @@ class Context:
 
     def sample_ids(self, where: str, params: list | None = None) -> Evidence:
         """Evidence for the samples matching ``where``: the total count and the first ids."""
-        n = self.con.execute(f"SELECT count(*) FROM manifest WHERE {where}", params or []).fetchone()[0]
+        n = self.con.execute(f"SELECT count(*) FROM manifest WHERE {where}", params or []).fetchall()[0][0]
         ids = self.con.execute(
             f"SELECT sample_id FROM manifest WHERE {where} ORDER BY index LIMIT {EVIDENCE_CAP}", params or []
         ).fetchall()

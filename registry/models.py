@@ -86,11 +86,19 @@ class SourceRef(Strict):
         return self
 
 
+# The load-test backend's images are patterns, not data; the card and `validate` say so in these words.
+LOAD_TEST_BACKEND = "synthetic-pattern"
+LOAD_TEST_WARNING = (
+    "LOAD TEST ONLY: made by the synthetic-pattern backend (LoadTestPattern): test patterns, not data. "
+    "Do not train on, publish or evaluate with these images."
+)
+
+
 class GeneratorRef(Strict):
     """The generator as a recipe names it: where its weights are and what we know of them."""
 
     name: str = Field(min_length=1)
-    backend: Literal["tiny-digits", "diffusers"]
+    backend: Literal["tiny-digits", "diffusers", "synthetic-pattern"]
     path: str = Field(min_length=1, description="local model folder, relative to the workspace")
     hub_id: str | None = Field(default=None, description="where the weights came from, if a hub")
     revision: str | None = None

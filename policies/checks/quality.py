@@ -25,7 +25,7 @@ def check(rule: QualityRule, ctx: Context) -> Outcome:
     num, den, cite = _METRICS[rule.metric]
     hits, total = ctx.con.execute(
         f"SELECT count(*) FILTER (WHERE {num}), count(*) FILTER (WHERE {den}) FROM manifest"
-    ).fetchone()
+    ).fetchall()[0]  # fetchall: duckdb 2 keeps a fetchone() result open
     bounds = " and ".join(
         b
         for b in (

@@ -16,7 +16,7 @@ def check(rule: RepresentationRule, ctx: Context) -> Outcome:
     kept = "decision = 'accepted' OR decision IS NULL"
     measured = ctx.con.execute(
         f"SELECT count(*) FROM manifest WHERE ({kept}) AND {column}[?] IS NOT NULL", [rule.attribute]
-    ).fetchone()[0]
+    ).fetchall()[0][0]  # fetchall: duckdb 2 keeps a fetchone() result open
     if measured == 0:
         return Outcome(
             False,

@@ -101,6 +101,7 @@ def generate(
     with _errors():
         from generators.generate import generate as run
         from registry.config import load_params
+        from registry.models import LOAD_TEST_BACKEND, LOAD_TEST_WARNING
 
         ws = _workspace(workspace)
         p = load_params(ws / params)
@@ -113,6 +114,8 @@ def generate(
         )
         typer.echo(f"{res.images} images in {res.shards} shard(s) ({done}); manifest {res.manifest}")
         typer.echo(f"generator weights sha256 {res.weights_digest}")
+        if res.backend == LOAD_TEST_BACKEND:
+            typer.echo(f"warning: {LOAD_TEST_WARNING}")
 
 
 @app.command("filter")
@@ -175,13 +178,16 @@ def validate(
     Exits 3 when an error rule fails without a valid waiver (1 for bad input)."""
     with _errors():
         from policies.engine import validate as run
-        from registry.config import load_params
+        from registry.config import load_params, load_recipe
         from registry.errors import POLICY_FAILED_EXIT
+        from registry.models import LOAD_TEST_BACKEND, LOAD_TEST_WARNING
 
         ws = _workspace(workspace)
         p = load_params(ws / params)
         v = p.validate_
         report = run(filtered, ws, recipe or p.recipe, pack or v.packs, v.waivers, v.licences, out)
+        if load_recipe(ws / (recipe or p.recipe)).generator.backend == LOAD_TEST_BACKEND:
+            typer.echo(f"warning: {LOAD_TEST_WARNING}")
         for r in report.results:
             if r.status != "pass":
                 typer.echo(f"  {r.status:6} {r.rule_id}: {r.message}")
