@@ -188,6 +188,12 @@ def generate(
                 out_dir, manifest_path, job.images, job.shards, 0, 0.0, spec.weights_digest, spec.backend
             )
 
+    pool = None
+    if params.executor == "ray":  # reach the cluster and start the workers before anything is written
+        from generators.ray_executor import ShardPool
+
+        pool = ShardPool(job, params)
+
     work = job.work
     plan_file = work / "plan.json"
     if plan_file.is_file() and json.loads(plan_file.read_text()).get("plan_digest") != job.plan_digest:
@@ -200,7 +206,7 @@ def generate(
     atomic_write_text(plan_file, json.dumps({"plan_digest": job.plan_digest, "images": job.images}))
 
     started = time.perf_counter()
-    generated = _run_local(job, backend, progress)
+    generated = pool.run(progress) if pool else _run_local(job, backend, progress)
     shard_rel = [job.shard_rel(j) for j in range(job.shards)]
     _write_manifest(job, manifest_path)
     for stale in (out_dir / "shards").glob("shard-*.tar"):

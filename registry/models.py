@@ -328,6 +328,22 @@ class GenerateParams(Strict):
     shard_size: int = Field(default=1000, gt=0, le=100_000)
     device: str = "cpu"
     threads: int | None = Field(default=None, gt=0, description="torch CPU threads; None = torch default")
+    executor: Literal["local", "ray"] = Field(
+        default="local", description="who makes the shards: this process, or a Ray actor pool"
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster: None starts a local Ray, 'auto' joins the one on this machine, "
+        "'ray://HOST:10001' a remote head (the workspace must be at the same path on every node)",
+    )
+    workers: int | None = Field(
+        default=None, gt=0, description="Ray actors; None = as many as the cluster fits"
+    )
+    cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs a Ray actor reserves")
+    gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs a Ray actor reserves (device 'cuda')")
+    max_retries: int = Field(
+        default=2, ge=0, description="times Ray restarts a dead worker and retries its shard"
+    )
 
 
 class FilterParams(Strict):
