@@ -14,10 +14,16 @@ a part's presence marks its shard done. A restarted run skips done shards and do
 recomputes the rest; as every image depends only on its request and the weights, the result equals an
 uninterrupted run's (same ids, same image digests, byte-identical shards: tar members carry fixed
 metadata). A different plan (recipe, weights, batch or shard size changed) discards ``.work``.
+
+Executors. :func:`make_shard` is the whole of a shard's work; the local executor calls it shard after
+shard, the Ray executor (generators/ray_executor.py) from an actor pool, so both write the same bytes.
+Memory stays flat in the plan's size: requests are rebuilt shard by shard (``iter_plan``), the plan
+digest is streamed, and the manifest is written part by part.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import platform
@@ -33,15 +39,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from generators.backends import Backend, load_backend
-from generators.plan import plan
+from generators.plan import iter_plan, plan_size
 from registry import audit
 from registry import manifest as mf
 from registry.config import load_recipe
-from registry.digests import perceptual_hash, sha256_bytes, sha256_file, sha256_json
+from registry.digests import perceptual_hash, sha256_bytes, sha256_file
 from registry.errors import ManifestError
 from registry.fsio import atomic_path, atomic_write_text
 from registry.locks import folder_lock
-from registry.models import GenerateParams, GenerationRequest, Recipe, SampleRecord
+from registry.models import LOAD_TEST_BACKEND, GenerateParams, GenerationRequest, Recipe, SampleRecord
 from registry.shards import write_shard
 from registry.workspace import inside, relative
 
@@ -57,6 +63,7 @@ class GenerateResult:
     generated: int  # images made by this run (the rest were already done)
     seconds: float
     weights_digest: str
+    backend: str = ""
 
 
 def library_versions() -> dict[str, str]:
@@ -83,16 +90,71 @@ def default_out_dir(recipe: Recipe) -> str:
     return f"data/{recipe.dataset}/candidates"
 
 
-def _batches(n: int, shard_size: int, batch_size: int) -> list[tuple[int, int, int]]:
-    """(shard, start, stop) for every batch; batches never straddle a shard boundary."""
-    out = []
-    for shard_start in range(0, n, shard_size):
-        shard_stop = min(shard_start + shard_size, n)
-        out += [
-            (shard_start // shard_size, s, min(s + batch_size, shard_stop))
-            for s in range(shard_start, shard_stop, batch_size)
+@dataclass(frozen=True)
+class Job:
+    """A checked plan, small enough to send to a worker: requests are rebuilt shard by shard."""
+
+    ws: Path
+    out_dir: Path
+    recipe: Recipe
+    images: int
+    batch_size: int
+    shard_size: int
+    weights_digest: str
+    plan_digest: str
+
+    @property
+    def work(self) -> Path:
+        return self.out_dir / ".work"
+
+    @property
+    def shards(self) -> int:
+        return -(-self.images // self.shard_size)
+
+    def shard_rel(self, j: int) -> str:
+        return relative(self.ws, self.out_dir / "shards" / f"shard-{j:05d}.tar")
+
+    def shard_batches(self, j: int) -> list[tuple[int, int, int]]:
+        """(batch, start, stop) of shard ``j``; batches never straddle a shard boundary."""
+        start, stop = j * self.shard_size, min((j + 1) * self.shard_size, self.images)
+        first = j * -(-self.shard_size // self.batch_size)
+        return [
+            (first + i, s, min(s + self.batch_size, stop))
+            for i, s in enumerate(range(start, stop, self.batch_size))
         ]
-    return out
+
+    def part(self, j: int) -> Path:
+        return self.work / "parts" / f"shard-{j:05d}.parquet"
+
+
+def plan_job(ws: Path, out_dir: Path, recipe: Recipe, params: GenerateParams, backend: Backend) -> Job:
+    """Check every request with the backend and digest the plan, one request at a time.
+
+    The digest is ``sha256_json({"requests": [...], "weights": ..., ...})`` of the whole plan, as before
+    streaming (so an older interrupted run still resumes), built without holding the plan in memory."""
+    spec = backend.spec
+    h = hashlib.sha256()
+    h.update(b'{"batch_size":' + _canon(params.batch_size) + b',"requests":[')
+    for req in iter_plan(recipe):
+        backend.check(req)
+        h.update((b"," if req.index else b"") + _canon(req.model_dump()))
+    h.update(b'],"scheduler":' + _canon(spec.scheduler_config_digest))
+    h.update(b',"shard_size":' + _canon(params.shard_size) + b',"weights":' + _canon(spec.weights_digest))
+    h.update(b"}")
+    return Job(
+        ws,
+        out_dir,
+        recipe,
+        plan_size(recipe),
+        params.batch_size,
+        params.shard_size,
+        spec.weights_digest,
+        h.hexdigest(),
+    )
+
+
+def _canon(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def generate(
@@ -102,21 +164,22 @@ def generate(
     params: GenerateParams | None = None,
     progress: Progress | None = None,
 ) -> GenerateResult:
-    """Run (or resume) the recipe at ``recipe_path``; everything is validated before anything is written."""
+    """Run (or resume) the recipe at ``recipe_path``; everything is validated before anything is written.
+
+    ``params.executor`` picks who makes the shards: this process (``local``) or a Ray actor pool
+    (``ray``, generators/ray_executor.py); the output is the same bytes either way."""
     params = params or GenerateParams()
     recipe = load_recipe(inside(ws, recipe_path, "recipe"))
     out_dir = inside(ws, out or default_out_dir(recipe), "output folder")
     audit.log_path(ws)  # refused before anything is written
-    if params.threads:
+    if params.threads and recipe.generator.backend != LOAD_TEST_BACKEND:
         import torch
 
         torch.set_num_threads(params.threads)
     backend = load_backend(recipe.generator, ws, params.device)
-    requests = plan(recipe)
-    for req in requests:
-        backend.check(req)
+    job = plan_job(ws, out_dir, recipe, params, backend)
     with folder_lock(ws, out_dir, "generate"):  # a second run into out_dir refuses (registry.locks)
-        return _generate(ws, recipe, out_dir, params, backend, requests, progress)
+        return _generate(ws, recipe, out_dir, params, backend, job, progress)
 
 
 def _generate(
@@ -125,93 +188,56 @@ def _generate(
     out_dir: Path,
     params: GenerateParams,
     backend: Backend,
-    requests: list[GenerationRequest],
+    job: Job,
     progress: Progress | None,
 ) -> GenerateResult:
     spec = backend.spec
-    batches = _batches(len(requests), params.shard_size, params.batch_size)
-    n_shards = batches[-1][0] + 1
-    plan_digest = sha256_json(
-        {
-            "requests": [r.model_dump() for r in requests],
-            "weights": spec.weights_digest,
-            "scheduler": spec.scheduler_config_digest,
-            "batch_size": params.batch_size,
-            "shard_size": params.shard_size,
-        }
-    )
     manifest_path = out_dir / "manifest.parquet"
     summary_path = out_dir / "generation.json"
     if manifest_path.is_file() and summary_path.is_file():
         done = json.loads(summary_path.read_text())
-        if done.get("plan_digest") == plan_digest:
+        if done.get("plan_digest") == job.plan_digest:
             if progress:
-                progress(len(requests), len(requests))
+                progress(job.images, job.images)
             return GenerateResult(
-                out_dir, manifest_path, len(requests), n_shards, 0, 0.0, spec.weights_digest
+                out_dir, manifest_path, job.images, job.shards, 0, 0.0, spec.weights_digest, spec.backend
             )
 
-    work = out_dir / ".work"
+    pool = None
+    if params.executor == "ray":  # reach the cluster and start the workers before anything is written
+        from generators.ray_executor import ShardPool
+
+        pool = ShardPool(job, params)
+
+    work = job.work
     plan_file = work / "plan.json"
-    if plan_file.is_file() and json.loads(plan_file.read_text()).get("plan_digest") != plan_digest:
+    if plan_file.is_file() and json.loads(plan_file.read_text()).get("plan_digest") != job.plan_digest:
         shutil.rmtree(work)
     # A new plan replaces the old output: its manifest would no longer match the shards.
     manifest_path.unlink(missing_ok=True)
     summary_path.unlink(missing_ok=True)
     (work / "batches").mkdir(parents=True, exist_ok=True)
     (work / "parts").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(plan_file, json.dumps({"plan_digest": plan_digest, "images": len(requests)}))
+    atomic_write_text(plan_file, json.dumps({"plan_digest": job.plan_digest, "images": job.images}))
 
     started = time.perf_counter()
-    versions = library_versions()
-    shard_rel = [relative(ws, out_dir / "shards" / f"shard-{j:05d}.tar") for j in range(n_shards)]
-    generated, done_images = 0, 0
-    for j in range(n_shards):
-        part = work / "parts" / f"shard-{j:05d}.parquet"
-        shard_batches = [(b, s, e) for b, (sj, s, e) in enumerate(batches) if sj == j]
-        if part.is_file():
-            done_images += sum(e - s for _, s, e in shard_batches)
-            if progress:
-                progress(done_images, len(requests))
-            continue
-        tables = []
-        for b, s, e in shard_batches:
-            batch_file = work / "batches" / f"batch-{b:06d}.parquet"
-            if not batch_file.is_file():
-                table = _run_batch(backend, requests[s:e], b, recipe, shard_rel[j], versions)
-                with atomic_path(batch_file) as tmp:
-                    pq.write_table(table, tmp, compression="zstd")
-                generated += e - s
-            tables.append(pq.read_table(batch_file))
-            done_images += e - s
-            if progress:
-                progress(done_images, len(requests))
-        shard_table = pa.concat_tables(tables)
-        write_shard(
-            ws / shard_rel[j],
-            list(zip(shard_table["member"].to_pylist(), shard_table["png"].to_pylist(), strict=True)),
-        )
-        mf.write_table(shard_table.drop_columns(["png"]), part)
-        for b, _, _ in shard_batches:
-            (work / "batches" / f"batch-{b:06d}.parquet").unlink(missing_ok=True)
-
-    parts = [pq.read_table(work / "parts" / f"shard-{j:05d}.parquet") for j in range(n_shards)]
-    table = pa.concat_tables(parts)
-    if table.num_rows != len(requests) or table["sample_id"].to_pylist() != [r.sample_id for r in requests]:
-        raise ManifestError(f"{work} holds a partial run that does not match the plan; delete it and rerun")
+    generated = pool.run(progress) if pool else _run_local(job, backend, progress)
+    shard_rel = [job.shard_rel(j) for j in range(job.shards)]
+    _write_manifest(job, manifest_path)
     for stale in (out_dir / "shards").glob("shard-*.tar"):
         if relative(ws, stale) not in shard_rel:
             stale.unlink()
-    mf.write_table(table, manifest_path)
+    for tmp in (out_dir / "shards").glob(".shard-*.tmp"):  # left by a writer killed mid-write
+        tmp.unlink()
     atomic_write_text(
         summary_path,
         json.dumps(
             {
-                "plan_digest": plan_digest,
+                "plan_digest": job.plan_digest,
                 "recipe": recipe.model_dump(mode="json"),
                 "generator": spec.model_dump(mode="json"),
                 "params": params.model_dump(mode="json"),
-                "images": len(requests),
+                "images": job.images,
                 "shards": shard_rel,
             },
             indent=2,
@@ -224,9 +250,9 @@ def _generate(
         "generate",
         relative(ws, out_dir),
         {
-            "images": len(requests),
+            "images": job.images,
             "generated": generated,
-            "plan_digest": plan_digest,
+            "plan_digest": job.plan_digest,
             "generator": spec.name,
             "weights_digest": spec.weights_digest,
             "manifest_sha256": sha256_file(manifest_path),
@@ -235,12 +261,80 @@ def _generate(
     return GenerateResult(
         out_dir,
         manifest_path,
-        len(requests),
-        n_shards,
+        job.images,
+        job.shards,
         generated,
         time.perf_counter() - started,
         spec.weights_digest,
+        spec.backend,
     )
+
+
+def make_shard(
+    job: Job,
+    backend: Backend,
+    j: int,
+    versions: dict[str, str],
+    on_images: Callable[[int], None] | None = None,
+) -> int:
+    """Make shard ``j`` (or finish it from its checkpointed batches); return the images generated.
+
+    Both executors call this, so a shard is the same bytes whoever makes it. ``on_images`` hears of
+    every batch done (of the whole shard at once when it was already done)."""
+    batches = job.shard_batches(j)
+    if job.part(j).is_file():
+        if on_images:
+            on_images(batches[-1][2] - batches[0][1])
+        return 0
+    generated, tables = 0, []
+    for b, s, e in batches:
+        batch_file = job.work / "batches" / f"batch-{b:06d}.parquet"
+        if not batch_file.is_file():
+            requests = list(iter_plan(job.recipe, s, e))
+            table = _run_batch(backend, requests, b, job.recipe, job.shard_rel(j), versions)
+            with atomic_path(batch_file) as tmp:
+                pq.write_table(table, tmp, compression="zstd")
+            generated += e - s
+        tables.append(pq.read_table(batch_file))
+        if on_images:
+            on_images(e - s)
+    shard_table = pa.concat_tables(tables)
+    write_shard(
+        job.ws / job.shard_rel(j),
+        list(zip(shard_table["member"].to_pylist(), shard_table["png"].to_pylist(), strict=True)),
+    )
+    mf.write_table(shard_table.drop_columns(["png"]), job.part(j))
+    for b, _, _ in batches:
+        (job.work / "batches" / f"batch-{b:06d}.parquet").unlink(missing_ok=True)
+    return generated
+
+
+def _run_local(job: Job, backend: Backend, progress: Progress | None) -> int:
+    versions = library_versions()
+    done = 0
+
+    def on_images(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress:
+            progress(done, job.images)
+
+    return sum(make_shard(job, backend, j, versions, on_images) for j in range(job.shards))
+
+
+def _write_manifest(job: Job, path: Path) -> None:
+    """Stream the parts into one manifest, a row group per shard, checking each against the plan."""
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
+        for j in range(job.shards):
+            batches = job.shard_batches(j)
+            expected = list(range(batches[0][1], batches[-1][2]))
+            part = pq.read_table(job.part(j)) if job.part(j).is_file() else None
+            if part is None or part["index"].to_pylist() != expected:
+                raise ManifestError(
+                    f"{job.work} holds a partial run that does not match the plan (shard {j}); "
+                    "delete it and rerun"
+                )
+            writer.write_table(part.cast(mf.SCHEMA))
 
 
 def _run_batch(

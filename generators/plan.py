@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from collections.abc import Iterator
 
 from registry.digests import sha256_json
 from registry.models import GenerationRequest, Recipe
@@ -26,38 +27,54 @@ def derive_seed(base_seed: int, identity: str, k: int) -> int:
     return int(digest[:15], 16)  # 60 bits: fits int64 and torch.Generator.manual_seed
 
 
-def plan(recipe: Recipe) -> list[GenerationRequest]:
+def _grid(recipe: Recipe) -> list[dict[str, str]]:
     names = list(recipe.attributes)
-    grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*recipe.attributes.values())]
-    requests: list[GenerationRequest] = []
-    for identity in recipe.identities:
-        for k in range(recipe.images_per_identity):
-            attrs = grid[k % len(grid)]
-            template = recipe.prompt_templates[(k // len(grid)) % len(recipe.prompt_templates)]
-            shaping = {
-                "generator": recipe.generator.name,
-                "identity": identity,
-                "attributes": attrs,
-                "prompt": template.format(identity=identity, **attrs),
-                "negative_prompt": recipe.negative_prompt,
-                "seed": derive_seed(recipe.seed, identity, k),
-                "steps": recipe.steps,
-                "guidance": recipe.guidance,
-                "size": recipe.size,
-            }
-            requests.append(
-                GenerationRequest(
-                    sample_id=f"{recipe.dataset}-{_slug(identity)}-{k:06d}-{sha256_json(shaping)[:8]}",
-                    index=len(requests),
-                    identity=identity,
-                    attributes=attrs,
-                    prompt=shaping["prompt"],
-                    negative_prompt=recipe.negative_prompt,
-                    seed=shaping["seed"],
-                    steps=recipe.steps,
-                    guidance=recipe.guidance,
-                    width=recipe.size,
-                    height=recipe.size,
-                )
-            )
-    return requests
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*recipe.attributes.values())]
+
+
+def plan_size(recipe: Recipe) -> int:
+    return len(recipe.identities) * recipe.images_per_identity
+
+
+def request_at(recipe: Recipe, index: int, grid: list[dict[str, str]] | None = None) -> GenerationRequest:
+    """Plan entry ``index`` alone, without building the others (identity-major order, as ``plan``)."""
+    grid = grid if grid is not None else _grid(recipe)
+    identity = recipe.identities[index // recipe.images_per_identity]
+    k = index % recipe.images_per_identity
+    attrs = grid[k % len(grid)]
+    template = recipe.prompt_templates[(k // len(grid)) % len(recipe.prompt_templates)]
+    shaping = {
+        "generator": recipe.generator.name,
+        "identity": identity,
+        "attributes": attrs,
+        "prompt": template.format(identity=identity, **attrs),
+        "negative_prompt": recipe.negative_prompt,
+        "seed": derive_seed(recipe.seed, identity, k),
+        "steps": recipe.steps,
+        "guidance": recipe.guidance,
+        "size": recipe.size,
+    }
+    return GenerationRequest(
+        sample_id=f"{recipe.dataset}-{_slug(identity)}-{k:06d}-{sha256_json(shaping)[:8]}",
+        index=index,
+        identity=identity,
+        attributes=attrs,
+        prompt=shaping["prompt"],
+        negative_prompt=recipe.negative_prompt,
+        seed=shaping["seed"],
+        steps=recipe.steps,
+        guidance=recipe.guidance,
+        width=recipe.size,
+        height=recipe.size,
+    )
+
+
+def iter_plan(recipe: Recipe, start: int = 0, stop: int | None = None) -> Iterator[GenerationRequest]:
+    """Plan entries ``start`` to ``stop`` one at a time: a million-image plan never sits in memory."""
+    grid = _grid(recipe)
+    for index in range(start, plan_size(recipe) if stop is None else stop):
+        yield request_at(recipe, index, grid)
+
+
+def plan(recipe: Recipe) -> list[GenerationRequest]:
+    return list(iter_plan(recipe))

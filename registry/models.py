@@ -87,11 +87,19 @@ class SourceRef(Strict):
         return self
 
 
+# The load-test backend's images are patterns, not data; the card and `validate` say so in these words.
+LOAD_TEST_BACKEND = "synthetic-pattern"
+LOAD_TEST_WARNING = (
+    "LOAD TEST ONLY: made by the synthetic-pattern backend (LoadTestPattern): test patterns, not data. "
+    "Do not train on, publish or evaluate with these images."
+)
+
+
 class GeneratorRef(Strict):
     """The generator as a recipe names it: where its weights are and what we know of them."""
 
     name: str = Field(min_length=1)
-    backend: Literal["tiny-digits", "diffusers"]
+    backend: Literal["tiny-digits", "diffusers", "synthetic-pattern"]
     path: str = Field(min_length=1, description="local model folder, relative to the workspace")
     hub_id: str | None = Field(default=None, description="where the weights came from, if a hub")
     revision: str | None = None
@@ -339,6 +347,22 @@ class GenerateParams(Strict):
     )
     threads: int | None = Field(
         default=None, gt=0, le=1024, description="torch CPU threads; None = torch default"
+    )
+    executor: Literal["local", "ray"] = Field(
+        default="local", description="who makes the shards: this process, or a Ray actor pool"
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster: None starts a local Ray, 'auto' joins the one on this machine, "
+        "'ray://HOST:10001' a remote head (the workspace must be at the same path on every node)",
+    )
+    workers: int | None = Field(
+        default=None, gt=0, le=10_000, description="Ray actors; None = as many as the cluster fits"
+    )
+    cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs a Ray actor reserves")
+    gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs a Ray actor reserves (device 'cuda')")
+    max_retries: int = Field(
+        default=2, ge=0, le=100, description="times Ray restarts a dead worker and retries its shard"
     )
 
 

@@ -36,12 +36,18 @@ def load_backend(ref: GeneratorRef, ws: Path, device: str = "cpu") -> Backend:
             f"generator folder {ref.path} does not exist (resolved to {folder}); "
             "fix generator.path in the recipe"
         )
-    _quiet_diffusers()
-    if ref.backend == "tiny-digits":
+    backend: Backend
+    if ref.backend == "synthetic-pattern":  # no model, no diffusers import: a load test starts at once
+        from generators.backends.synthetic_pattern import SyntheticPatternBackend
+
+        backend = SyntheticPatternBackend(ref, folder, device)
+    elif ref.backend == "tiny-digits":
+        _quiet_diffusers()
         from generators.backends.tiny_digits import TinyDigitsBackend
 
-        backend: Backend = TinyDigitsBackend(ref, folder, device)
+        backend = TinyDigitsBackend(ref, folder, device)
     elif ref.backend == "diffusers":
+        _quiet_diffusers()
         from generators.backends.diffusers_pipeline import DiffusersBackend
 
         backend = DiffusersBackend(ref, folder, device)

@@ -8,11 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from registry.errors import SynthregError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+T = TypeVar("T", bound="BaseModel")
 
 app = typer.Typer(
     help="synthreg: a governed registry for synthetic image datasets made with diffusion models.",
@@ -28,6 +33,30 @@ Workspace = Annotated[
     ),
 ]
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file, relative to the workspace")]
+
+
+ExecutorOpt = Annotated[
+    str | None, typer.Option(help="local or ray (default: params.yaml generate.executor)")
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Ray cluster for --executor ray: auto, HOST:PORT or ray://HOST:PORT (default: a local Ray)"
+    ),
+]
+
+
+def _executor(params: T, executor: str | None, address: str | None) -> T:
+    """``params`` with the command line's --executor/--address over params.yaml's, validated again."""
+    from pydantic import ValidationError
+
+    from registry.errors import ConfigError
+
+    update = {k: v for k, v in (("executor", executor), ("ray_address", address)) if v is not None}
+    try:
+        return type(params).model_validate({**params.model_dump(), **update}) if update else params
+    except ValidationError:
+        raise ConfigError(f"--executor {executor!r} is not one of: local, ray") from None
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -107,16 +136,19 @@ def generate(
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     workspace: Workspace = None,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """Generate a recipe's images into tar shards and a Parquet manifest (resumes an interrupted run)."""
     with _errors():
         from generators.generate import generate as run
         from registry.config import load_params
+        from registry.models import LOAD_TEST_BACKEND, LOAD_TEST_WARNING
 
         ws = _workspace(workspace)
         p = load_params(ws / params, ws)
         with _progress("generate") as progress:
-            res = run(Path(recipe or p.recipe), ws, out, p.generate, progress)
+            res = run(Path(recipe or p.recipe), ws, out, _executor(p.generate, executor, address), progress)
         done = (
             "already complete"
             if res.generated == 0 and res.seconds == 0
@@ -124,6 +156,8 @@ def generate(
         )
         typer.echo(f"{res.images} images in {res.shards} shard(s) ({done}); manifest {res.manifest}")
         typer.echo(f"generator weights sha256 {res.weights_digest}")
+        if res.backend == LOAD_TEST_BACKEND:
+            typer.echo(f"warning: {LOAD_TEST_WARNING}")
 
 
 @app.command("filter")
@@ -186,13 +220,16 @@ def validate(
     Exits 3 when an error rule fails without a valid waiver (1 for bad input)."""
     with _errors():
         from policies.engine import validate as run
-        from registry.config import load_params
+        from registry.config import load_params, load_recipe
         from registry.errors import POLICY_FAILED_EXIT
+        from registry.models import LOAD_TEST_BACKEND, LOAD_TEST_WARNING
 
         ws = _workspace(workspace)
         p = load_params(ws / params, ws)
         v = p.validate_
         report = run(filtered, ws, recipe or p.recipe, pack or v.packs, v.waivers, v.licences, out)
+        if load_recipe(ws / (recipe or p.recipe)).generator.backend == LOAD_TEST_BACKEND:
+            typer.echo(f"warning: {LOAD_TEST_WARNING}")
         for r in report.results:
             if r.status != "pass":
                 typer.echo(f"  {r.status:6} {r.rule_id}: {r.message}")

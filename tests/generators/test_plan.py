@@ -38,3 +38,35 @@ def test_templates_cycle_after_the_grid():
     recipe = Recipe.model_validate(small_recipe(prompt_templates=["a {identity}", "b {stroke}"]))
     prompts = [r.prompt for r in plan(recipe) if r.identity == "1"]
     assert prompts == ["a 1", "a 1", "b thin", "b bold"]
+
+
+def test_request_at_and_the_streamed_plan_digest_match_the_whole_plan(tmp_path):
+    """A plan is rebuilt shard by shard on workers and digested without being held in memory:
+    both must equal what the whole list gives, or a resumed run would not recognise its own plan."""
+    from types import SimpleNamespace
+
+    from generators.generate import plan_job
+    from generators.plan import iter_plan, request_at
+    from registry.digests import sha256_json
+    from registry.models import GenerateParams
+
+    recipe = Recipe.model_validate(small_recipe())
+    whole = plan(recipe)
+    assert [request_at(recipe, i) for i in range(len(whole))] == whole
+    assert list(iter_plan(recipe, 5, 9)) == whole[5:9]
+
+    # plan_job asks the backend only for its digests and check()
+    spec = SimpleNamespace(weights_digest="a" * 64, scheduler_config_digest="b" * 64)
+    backend = SimpleNamespace(spec=spec, check=lambda req: None)
+    params = GenerateParams(batch_size=3, shard_size=7)
+    job = plan_job(tmp_path, tmp_path / "out", recipe, params, backend)
+    assert job.plan_digest == sha256_json(
+        {
+            "requests": [r.model_dump() for r in whole],
+            "weights": "a" * 64,
+            "scheduler": "b" * 64,
+            "batch_size": 3,
+            "shard_size": 7,
+        }
+    )
+    assert job.shards == 2 and job.shard_batches(1) == [(3, 7, 10), (4, 10, 12)]

@@ -1,0 +1,162 @@
+"""The Ray executor: the generate stage's shards made by an actor pool, one shard per task.
+
+Each actor loads the pipeline once (``num_gpus = gpus_per_worker``, ``num_cpus = cpus_per_worker``
+from params.yaml) and calls :func:`generators.generate.make_shard`, the very function the local executor
+calls, so records, image digests and shard bytes are the same whoever runs them. A worker writes its
+shard and manifest part straight into the output folder: on a cluster the workspace must be on a
+shared filesystem at the same path on every node (NFS, a mounted bucket).
+
+Faults. A worker process that dies is restarted by Ray and its shard retried (``max_retries``); the
+shard's checkpointed batches make the retry resume mid-shard. A shard that fails on every try stops the
+run with the shard named; what was written is only finished shards (atomic writes), never a manifest,
+and a rerun resumes. Progress is counted in the driver as shards come back from every worker.
+
+Ray is imported only here, and only when ``executor: ray`` is asked for (``pip install synthreg[ray]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from generators.generate import Job, make_shard
+from registry.errors import GeneratorError
+from registry.models import GenerateParams
+
+Progress = Callable[[int, int], None]
+CONNECT_TIMEOUT_S = 5.0
+
+
+def connect(address: str | None) -> Any:
+    """The ``ray`` module, initialised: a local Ray (None), the one on this machine ('auto'), a head
+    node's GCS (HOST:PORT) or a Ray client server (ray://HOST:PORT). Refuses an unreachable address
+    within seconds rather than Ray's minute of retries."""
+    try:
+        import ray
+    except ImportError as e:
+        raise GeneratorError("executor 'ray' needs Ray: pip install 'synthreg[ray]'") from e
+    if address and address != "auto":
+        hostport = address.removeprefix("ray://")
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise GeneratorError(
+                f"Ray address {address!r} is not HOST:PORT, ray://HOST:PORT or 'auto'; fix --address"
+            )
+        try:
+            socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as e:
+            raise GeneratorError(
+                f"cannot reach Ray at {address} ({e.strerror or e}); start the cluster "
+                "(`ray start --head`) or fix --address"
+            ) from e
+    if ray.is_initialized():  # a caller (a test, a notebook) already chose the cluster
+        return ray
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise GeneratorError(
+            f"cannot start or join Ray at {address or 'a new local instance'}: {e}; "
+            "start the cluster (`ray start --head`) or fix --address"
+        ) from e
+    return ray
+
+
+class ShardWorker:
+    """One Ray actor: the backend loaded once, then any number of shards."""
+
+    def __init__(self, job: Job, params: GenerateParams) -> None:
+        from generators.backends import load_backend
+        from generators.generate import library_versions
+
+        if params.threads and job.recipe.generator.backend != "synthetic-pattern":
+            import torch
+
+            torch.set_num_threads(params.threads)
+        self.job = job
+        self.backend = load_backend(job.recipe.generator, job.ws, params.device)
+        if self.backend.spec.weights_digest != job.weights_digest:
+            # a node with other weights (or other code, for synthetic-pattern) would mix two generators
+            raise GeneratorError(
+                f"worker on {socket.gethostname()} loaded weights {self.backend.spec.weights_digest}, "
+                f"not the planned {job.weights_digest}; give every node the same generator folder"
+            )
+        self.versions = library_versions()
+
+    def shard(self, j: int) -> int:
+        return make_shard(self.job, self.backend, j, self.versions)
+
+
+class ShardPool:
+    """The actor pool for one job; created before anything is written, so a bad address writes nothing."""
+
+    def __init__(self, job: Job, params: GenerateParams) -> None:
+        self.ray = ray = connect(params.ray_address)
+        self.job, self.params = job, params
+        resources = ray.cluster_resources()
+        if params.gpus_per_worker:
+            fits = int(resources.get("GPU", 0) // params.gpus_per_worker)
+            if fits == 0:
+                raise GeneratorError(
+                    f"gpus_per_worker is {params.gpus_per_worker} but the Ray cluster has "
+                    f"{resources.get('GPU', 0)} GPU(s); lower generate.gpus_per_worker or add GPU nodes"
+                )
+        else:
+            fits = max(1, int(resources.get("CPU", 1) // params.cpus_per_worker))
+        self.size = min(params.workers or fits, job.shards)
+        actor = ray.remote(ShardWorker).options(
+            num_cpus=params.cpus_per_worker,
+            num_gpus=params.gpus_per_worker,
+            max_restarts=params.max_retries,
+            max_task_retries=params.max_retries,
+        )
+        self.actors = [actor.remote(job, params) for _ in range(self.size)]
+
+    def run(self, progress: Progress | None = None) -> int:
+        """Make every shard not yet done; return the images generated."""
+        ray, job = self.ray, self.job
+        todo = [j for j in range(job.shards) if not job.part(j).is_file()]
+        done = sum(_shard_len(job, j) for j in range(job.shards)) - sum(_shard_len(job, j) for j in todo)
+        if progress:
+            progress(done, job.images)
+        pending: dict[Any, tuple[int, Any]] = {}
+        idle = list(self.actors)
+        generated = 0
+        try:
+            while todo or pending:
+                while todo and idle:
+                    actor, j = idle.pop(), todo.pop(0)
+                    pending[actor.shard.remote(j)] = (j, actor)
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                j, actor = pending.pop(ref)
+                try:
+                    generated += ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    raise GeneratorError(
+                        f"shard {j} ({job.shard_rel(j)}) failed on every try "
+                        f"({self.params.max_retries + 1}): {_cause(ray, e)}; finished shards are kept, "
+                        "rerun to resume"
+                    ) from e
+                idle.append(actor)
+                done += _shard_len(job, j)
+                if progress:
+                    progress(done, job.images)
+        finally:
+            for actor in self.actors:
+                ray.kill(actor)
+        return generated
+
+
+def _shard_len(job: Job, j: int) -> int:
+    batches = job.shard_batches(j)
+    return batches[-1][2] - batches[0][1]
+
+
+def _cause(ray: Any, e: Exception) -> str:
+    """What went wrong in the worker in one line, not Ray's page of advice."""
+    if isinstance(e, ray.exceptions.RayActorError):
+        return "its worker process died (killed, out of memory or crashed)"
+    cause = getattr(e, "cause", None)
+    text = str(cause if cause is not None else e).strip().splitlines()
+    return text[-1] if text else type(e).__name__

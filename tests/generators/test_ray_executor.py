@@ -1,0 +1,172 @@
+"""The Ray executor: the same records and shard bytes as the local executor, resume after a killed run
+or a killed worker, a clear stop when a shard's worker dies on every try, a fast refusal of an
+unreachable address. A local Ray (2 CPUs) takes ~10 s to start here, so the pool tests are slow."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from generators.generate import generate
+from registry.cli import app
+from registry.errors import GeneratorError
+from registry.models import GenerateParams
+from tests.conftest import REPO, write_yaml
+from tests.generators.test_generate import contents
+from tests.generators.test_synthetic_pattern import load_test_recipe
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'synthreg[ray]'")
+
+LOCAL = GenerateParams(batch_size=1, shard_size=3, threads=1)  # 12 images: 4 shards of 3 batches
+RAY = LOCAL.model_copy(update={"executor": "ray", "workers": 2})
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def same(a: Path, b: Path) -> bool:
+    """The same ids, image digests, members and shard bytes (the shard column names its own folder)."""
+    ca, cb = contents(a), contents(b)
+    rows = [(i, sha, m) for i, sha, _, m in ca["rows"]] == [(i, sha, m) for i, sha, _, m in cb["rows"]]
+    return rows and ca["shards"] == cb["shards"]
+
+
+def workers(method: str = "") -> list[int]:
+    """Pids of the pool's worker processes (Ray titles them ray::ShardWorker[.method])."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if title.startswith("ray::ShardWorker") and (not method or title.endswith(f".{method}")):
+            pids.append(int(proc.name))
+    return pids
+
+
+def kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_unreachable_address_is_refused_within_seconds_and_writes_nothing(workspace: Path):
+    write_yaml(workspace / "params.yaml", {"recipe": "recipe.yaml"})
+    started = time.monotonic()
+    res = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "-w",
+            str(workspace),
+            "--out",
+            "data/r",
+            "--executor",
+            "ray",
+            "--address",
+            "127.0.0.1:9",
+        ],
+    )
+    assert res.exit_code == 1
+    assert res.output.strip() == (
+        "error: cannot reach Ray at 127.0.0.1:9 (Connection refused); start the cluster "
+        "(`ray start --head`) or fix --address"
+    )
+    assert time.monotonic() - started < 30  # most of it is loading the model, not waiting on Ray
+    assert not (workspace / "data/r").exists()
+    bad = CliRunner().invoke(app, ["generate", "-w", str(workspace), "--executor", "spark"])
+    assert (bad.exit_code, bad.output.strip()) == (1, "error: --executor 'spark' is not one of: local, ray")
+
+
+@pytest.mark.slow
+def test_ray_writes_the_same_records_and_shards_as_local(workspace: Path, local_ray):
+    seen: list[int] = []
+    generate(Path("recipe.yaml"), workspace, "data/local", LOCAL)
+    res = generate(Path("recipe.yaml"), workspace, "data/ray", RAY, lambda done, total: seen.append(done))
+    assert (res.images, res.shards, res.generated) == (12, 4, 12)
+    assert same(workspace / "data/ray", workspace / "data/local")  # records and byte-identical tars
+    assert seen[0] == 0 and seen[-1] == 12 and seen == sorted(seen)  # progress over both workers
+
+
+@pytest.mark.slow
+def test_resume_after_a_killed_worker_and_after_a_killed_run(workspace: Path, local_ray):
+    generate(Path("recipe.yaml"), workspace, "data/local", LOCAL)
+
+    killed: list[int] = []
+
+    def kill_a_busy_worker(done: int, total: int) -> None:
+        if 0 < done < total and not killed:  # a shard is back; the other worker is mid-shard
+            killed.extend(workers("shard") or workers())
+            kill(killed[:1])
+
+    generate(Path("recipe.yaml"), workspace, "data/ray", RAY, kill_a_busy_worker)
+    assert killed, "no worker was found to kill"
+    assert same(workspace / "data/ray", workspace / "data/local")
+
+    # A run stopped after two shards (its .work kept), then resumed: the same output again.
+    shutil.rmtree(workspace / "data/ray")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two_shards(done: int, total: int) -> None:
+        if done >= 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        generate(Path("recipe.yaml"), workspace, "data/ray", RAY, stop_after_two_shards)
+    assert not (workspace / "data/ray/manifest.parquet").exists()
+    res = generate(Path("recipe.yaml"), workspace, "data/ray", RAY)
+    assert res.generated < 12
+    assert same(workspace / "data/ray", workspace / "data/local")
+
+
+@pytest.mark.slow
+def test_a_worker_dying_on_every_try_stops_the_run_naming_the_shard(tmp_path: Path, local_ray):
+    shutil.copytree(REPO / "generators/synthetic_pattern", tmp_path / "generators/synthetic_pattern")
+    write_yaml(tmp_path / "recipe.yaml", load_test_recipe(images_per_identity=400))
+    params = GenerateParams(batch_size=50, shard_size=200, executor="ray", workers=2, max_retries=1)
+    stop = threading.Event()
+
+    def killer() -> None:  # every worker that starts a shard dies, on every try
+        while not stop.is_set():
+            kill(workers("shard"))
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(GeneratorError) as err:
+            generate(Path("recipe.yaml"), tmp_path, "data/k", params)
+    finally:
+        stop.set()
+        thread.join()
+    assert re.fullmatch(
+        r"shard (\d+) \(data/k/shards/shard-0*\1\.tar\) failed on every try \(2\): its worker process "
+        r"died \(killed, out of memory or crashed\); "
+        r"finished shards are kept, rerun to resume",
+        str(err.value),
+    ), str(err.value)
+    out = tmp_path / "data/k"
+    assert not (out / "manifest.parquet").exists() and not (out / "generation.json").exists()
+    # Whatever shard tars exist are whole (atomic writes): nothing half-written looks done.
+    for tar in (out / "shards").glob("shard-*.tar"):
+        with tarfile.open(tar) as f:
+            assert len(f.getnames()) == 200, tar
+    res = generate(Path("recipe.yaml"), tmp_path, "data/k", params)  # resumes once the fault is gone
+    assert res.images == 800 and (out / "manifest.parquet").is_file()
+    assert not list((out / "shards").glob(".*.tmp"))
