@@ -484,7 +484,7 @@ def show(
         render_show(
             r,
             is_withdrawn(ws, r.name, r.version),
-            status=release_status(ws, r.name, r.version, trusted),
+            release_status=release_status(ws, r.name, r.version, trusted),
             signatures=[state.summary(), *(f"signed by {s.line()}" for s in state.signers)],
         )
 

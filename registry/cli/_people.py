@@ -55,7 +55,10 @@ def _status(value: str | None) -> str:
 
 
 def render_show(
-    record: Release, withdrawal: dict | None, status: str | None = None, signatures: list[str] | None = None
+    record: Release,
+    withdrawal: dict | None,
+    release_status: str | None = None,
+    signatures: list[str] | None = None,
 ) -> None:
     """`synthreg show`: what the version is (status and who signed it, when given), then its generators,
     sources, policy and waivers."""
@@ -69,8 +72,8 @@ def render_show(
     if withdrawal:
         head.add_row("status", f"[bold red]WITHDRAWN[/] {escape(withdrawal['time'][:10])} by "
                      f"{escape(withdrawal['actor'])}: {escape(withdrawal['reason'])}")  # fmt: skip
-    if status:
-        head.add_row("release status", escape(status))
+    if release_status:
+        head.add_row("release status", escape(release_status))
     for line in signatures or []:
         head.add_row("signatures", escape(line))
     head.add_row("released", f"{r.created_at:%Y-%m-%d %H:%M} UTC by {escape(r.actor)}")
