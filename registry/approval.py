@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import AwareDatetime, Field, ValidationError
 
-from registry import audit
+from registry import audit, journal
 from registry.digests import sha256_bytes
 from registry.errors import ReleaseError, SigningError, UntrustedSignerError
 from registry.models import Sha256, Strict
@@ -273,7 +273,6 @@ def approve(
     Refused, with nothing written, for an unknown or already final version, a key the trust root does
     not allow in ``role``, a key that signed already, and (unless solo) a releaser approving their own.
     """
-    from registry.fsio import atomic_write_text
     from registry.release import RELEASES, _git, _lock, parse_ref
     from registry.signing import PAYLOAD_TYPE, add_signature, load_signer, payload_of
     from registry.trust import load_trust
@@ -310,28 +309,39 @@ def approve(
         new_env = add_signature(envelope, signer)
         new_signoffs = [*signoffs, make_signoff(ws, ref, payload, signer, entry, [role])]
         after = approval_state(trust, ref, new_env, new_signoffs)
-        old = {p: p.read_bytes() for p in (folder / ENVELOPE, folder / SIGNOFFS) if p.is_file()}
         rel = folder.relative_to(ws).as_posix()
-        try:
-            atomic_write_text(folder / ENVELOPE, json.dumps(new_env, indent=2) + "\n")
-            atomic_write_text(folder / SIGNOFFS, json.dumps(new_signoffs, indent=2) + "\n")
-            audit.append(
-                ws,
-                "approval",
-                ref,
-                {"keyid": entry.keyid, "name": entry.name, "role": role, "status": after.status},
-            )
-            files = [f"{rel}/{ENVELOPE}", f"{rel}/{SIGNOFFS}", audit.LOG.as_posix()]
-            _git(ws, "add", *files)
-            _git(ws, "commit", "-q", "-m", f"Approve {ref} ({role} {entry.name})", "--", *files)
-        except BaseException:
-            for p, data in old.items():
-                atomic_write_text(p, data.decode())
-            if folder / SIGNOFFS not in old:
-                (folder / SIGNOFFS).unlink(missing_ok=True)
-            raise
-        if after.met:
-            _git(ws, "tag", tag_name(name, version))
+        tag = tag_name(name, version)
+        state = {
+            "folder": rel,
+            "files": {
+                f"{rel}/{ENVELOPE}": json.dumps(new_env, indent=2) + "\n",
+                f"{rel}/{SIGNOFFS}": json.dumps(new_signoffs, indent=2) + "\n",
+            },
+            "old": {
+                f"{rel}/{n}": (folder / n).read_text() if (folder / n).is_file() else None
+                for n in (ENVELOPE, SIGNOFFS)
+            },
+            "events": [
+                {
+                    "kind": "approval",
+                    "subject": ref,
+                    "details": {
+                        "keyid": entry.keyid,
+                        "name": entry.name,
+                        "role": role,
+                        "status": after.status,
+                    },
+                }
+            ],
+            "actor": audit.actor_name(ws),
+            "audit_from": len(audit.read(ws)),
+            "message": f"Approve {ref} ({role} {entry.name})",
+            "tag": tag,
+            "tag_now": after.met,
+            "tag_existed": bool(_git(ws, "tag", "--list", tag)),
+        }
+        with journal.transaction(ws, "approve", ref, state):
+            pass  # every step is a forward step: the transaction runs them
     return after
 
 
@@ -403,3 +413,63 @@ def check_checkpoints(ws: Path, trust: Trust) -> tuple[int, list[str]]:
                 f"{hashes[cp.seq][:16]}, but {what} checkpoints {cp.hash[:16]}"
             )
     return len(checkpoints), problems
+
+
+# ---------------------------------------------------------------------------------------------------
+# approve as a journalled transaction (registry.journal): write, audit, commit, tag
+
+
+def _step_write(ws: Path, entry: journal.Entry) -> None:
+    from registry.fsio import atomic_write_text
+
+    for rel, text in entry.state["files"].items():
+        path = ws / rel
+        if not path.is_file() or path.read_text() != text:
+            atomic_write_text(path, text)
+
+
+def _step_audit(ws: Path, entry: journal.Entry) -> None:
+    audit.append_missing(ws, entry.state["events"], entry.state["audit_from"], entry.state["actor"])
+
+
+def _step_commit(ws: Path, entry: journal.Entry) -> None:
+    from registry.release import _git
+
+    files = [*entry.state["files"], audit.LOG.as_posix()]
+    _git(ws, "add", *files)
+    staged = subprocess.run(["git", "diff", "--cached", "--quiet", "HEAD", "--", *files], cwd=ws)
+    if staged.returncode == 0:  # committed already (a recovery after the commit)
+        return
+    _git(ws, "commit", "-q", "-m", entry.state["message"], "--", *files)
+
+
+def _step_tag(ws: Path, entry: journal.Entry) -> None:
+    from registry.release import _git
+
+    tag = entry.state["tag"]
+    if not entry.state["tag_now"] or _git(ws, "tag", "--list", tag):
+        return
+    rel = f"{entry.state['folder']}/{SIGNOFFS}"
+    _git(ws, "tag", tag, _git(ws, "rev-list", "-1", "HEAD", "--", rel))
+
+
+def _undo_approve(ws: Path, entry: journal.Entry) -> None:
+    """Before its audit event there is no approval: put the envelope and sign-offs back as they were."""
+    from registry.fsio import atomic_write_text
+
+    for rel, text in entry.state["old"].items():
+        path = ws / rel
+        if text is None:
+            path.unlink(missing_ok=True)
+        elif not path.is_file() or path.read_text() != text:
+            atomic_write_text(path, text)
+
+
+# Rolled forward once its audit event is in the log (the approval is then on record), back before.
+APPROVE = journal.Operation(
+    steps=("write", "audit", "commit", "tag"),
+    forward={"write": _step_write, "audit": _step_audit, "commit": _step_commit, "tag": _step_tag},
+    undo=_undo_approve,
+    roll_forward=journal.logged,
+    public=journal.logged,
+)

@@ -77,6 +77,7 @@ OPERATIONS = {
     "release": "registry.release:PUBLISH",
     "derive": "registry.release:PUBLISH",
     "withdraw": "registry.lineage:WITHDRAW",
+    "approve": "registry.approval:APPROVE",
 }
 # NAME@X.Y.Z, with semver's optional pre-release and build parts
 SUBJECT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}@\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
@@ -234,10 +235,13 @@ def read_entry(ws: Path, op: str, subject: str) -> Entry:
     expected = {
         "final": f"{RELEASES.as_posix()}/{name}/{version}",
         "staging": f"{RELEASES.as_posix()}/{name}/.{version}.tmp-{entry.pid}",
-        "record": f"{RELEASES.as_posix()}/{name}/{version}/withdrawal.json",
+        "record": f"{RELEASES.as_posix()}/{name}/{version}/withdrawal.dsse.json",
+        "folder": f"{RELEASES.as_posix()}/{name}/{version}",
         "tag": f"{name}@v{version}",
     }
     wrong = sorted(k for k, v in expected.items() if k in entry.state and entry.state[k] != v)
+    signed = {f"{expected['final']}/{n}" for n in ("release.dsse.json", "signoffs.json")}  # approve's files
+    wrong += sorted(k for k in ("files", "old") if k in entry.state and not set(entry.state[k]) <= signed)
     if (entry.op, entry.subject) != (op, subject) or not SUBJECT.fullmatch(subject) or wrong:
         raise ReleaseError(
             f"journal entry {path} does not match its name or names other paths "

@@ -38,6 +38,7 @@ def _holder(fd: int) -> dict:
 @contextlib.contextmanager
 def folder_lock(ws: Path, folder: Path, command: str) -> Iterator[None]:
     """Hold ``folder``'s lock while writing into it; a FolderBusyError when another run holds it."""
+    made = not folder.exists()  # removed again if the run leaves it empty: a refused run writes nothing
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     while True:
@@ -65,5 +66,8 @@ def folder_lock(ws: Path, folder: Path, command: str) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)  # while still locked, so nobody takes a file about to vanish
+        if made:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something, keep it
+                folder.rmdir()
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
