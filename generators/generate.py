@@ -148,7 +148,7 @@ def generate(
     (work / "parts").mkdir(parents=True, exist_ok=True)
     atomic_write_text(plan_file, json.dumps({"plan_digest": plan_digest, "images": len(requests)}))
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), datetime.now(UTC)
     versions = library_versions()
     shard_rel = [relative(ws, out_dir / "shards" / f"shard-{j:05d}.tar") for j in range(n_shards)]
     generated, done_images = 0, 0
@@ -216,6 +216,11 @@ def generate(
             "generator": spec.name,
             "weights_digest": spec.weights_digest,
             "manifest_sha256": sha256_file(manifest_path),
+            # Run-specific facts live here, not in the manifest (a DVC output must be reproducible).
+            "started_at": started_at.isoformat(),
+            "seconds": round(time.perf_counter() - started, 3),
+            "host": platform.node(),
+            "device": backend.device,
         },
     )
     return GenerateResult(
@@ -238,14 +243,10 @@ def _run_batch(
     versions: dict[str, str],
 ) -> pa.Table:
     """Generate one batch; return its manifest rows plus a ``png`` column of encoded images."""
-    t0 = time.perf_counter()
     images = backend.generate(requests)
-    gen_seconds = (time.perf_counter() - t0) / len(requests)
-    created = datetime.now(UTC)
     spec = backend.spec
     rows, pngs = [], []
     for req, image in zip(requests, images, strict=True):
-        t1 = time.perf_counter()
         png = encode_png(image)
         phash = perceptual_hash(png)
         digest = sha256_bytes(png)
@@ -266,11 +267,8 @@ def _run_batch(
             member=f"{req.sample_id}.png",
             batch=batch,
             batch_size=len(requests),
-            gen_seconds=gen_seconds,
-            encode_seconds=time.perf_counter() - t1,
             library_versions=versions,
             device=backend.device,
-            created_at=created,
         )
         rows.append(rec)
         pngs.append(png)

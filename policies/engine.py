@@ -10,7 +10,7 @@ waived when a failing error rule has a waiver for this dataset that has not expi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +184,6 @@ def check(
         licence_kb_sha256=sha256_file(kb_path),
         waivers_sha256=sha256_file(waivers_path) if waivers_path and waivers_path.exists() else None,
         intended_use=recipe.intended_use,
-        created_at=datetime.now(UTC),
         results=results,
         passed=not any(r.status == "fail" for r in results),
     )
@@ -236,7 +235,6 @@ def render_markdown(report: PolicyReport) -> str:
         f"- intended use: {'commercial' if use.commercial else 'non-commercial'}; {', '.join(use.purposes)}",
         *(f"- pack `{name}` sha256 `{digest}`" for name, digest in report.packs.items()),
         f"- licence knowledge base sha256 `{report.licence_kb_sha256}`",
-        f"- created {report.created_at.isoformat()}",
         "",
         "| rule | severity | status | measured | threshold | message |",
         "|---|---|---|---|---|---|",
