@@ -13,6 +13,8 @@ SynthregError                  base: a message a person can act on
 ├── AuditError                 the audit log cannot be read or extended (damaged, edited)
 ├── ReleaseError               a release is refused (gate, version, workspace) or cannot be read
 ├── SigningError               no usable signing key, or a signature that does not verify
+├── RemoteError                no DVC remote configured, or one that is unreachable, refuses the
+│                              credentials, or lacks or damages an object a release needs
 └── TrackingError              MLflow cannot be reached, or a run, model or version does not exist
 """
 
@@ -62,6 +64,10 @@ class ReleaseError(SynthregError):
 
 
 class SigningError(SynthregError):
+    pass
+
+
+class RemoteError(SynthregError):
     pass
 
 

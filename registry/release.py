@@ -40,7 +40,14 @@ from registry.models import DATASET_NAME, Recipe, SourceRef
 from registry.policy import PolicyReport
 from registry.release_record import Counts, Derivation, GeneratorUse, Release, ShardRef
 from registry.shards import check_members
-from registry.signing import load_signer, sign, statement
+from registry.signing import (
+    PUBLIC_KEY,
+    check_public_key,
+    load_signer,
+    sign,
+    statement,
+    write_public_key,
+)
 
 RELEASES = Path("releases")
 
@@ -125,15 +132,21 @@ def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -
 DECLARATIONS = {"description", "licence", "intended_use"}
 
 
+def _recipe_file(ws: Path, recipe_path: Path | str | None) -> Path:
+    from registry.config import load_params
+    from registry.workspace import inside
+
+    return inside(ws, recipe_path or load_params(ws / "params.yaml").recipe, "recipe")
+
+
 def _current_recipe(ws: Path, name: str, generation: Path, recipe_path: Path | str | None) -> Recipe:
     """The recipe file as it is now, refused if anything that shapes the images changed since generation."""
-    from registry.config import load_params, load_recipe
-    from registry.workspace import inside
+    from registry.config import load_recipe
 
     if not generation.is_file():
         raise ReleaseError(f"no generation record at {generation}; regenerate the dataset")
     recorded = Recipe.model_validate(json.loads(generation.read_text())["recipe"])
-    current = load_recipe(inside(ws, recipe_path or load_params(ws / "params.yaml").recipe, "recipe"))
+    current = load_recipe(_recipe_file(ws, recipe_path))
     if current.dataset != name:
         raise ReleaseError(f"the recipe is for dataset {current.dataset!r}, not {name!r}; pass --recipe")
     changed = sorted(
@@ -157,7 +170,13 @@ def release(
     actor: str | None = None,
     today: date | None = None,
     recipe_path: Path | str | None = None,
+    no_push: bool = False,
 ) -> Release:
+    """Release ``data/<name>/filtered`` as ``name@version``. Refused, before anything is written, when a
+    file it depends on is not committed (``registry.source``), when the signing key's public key differs
+    from the workspace's, and when there is no DVC remote to push to unless ``no_push``."""
+    from registry import remote, source
+
     check_new_version(ws, name, version)
     data = ws / "data" / name
     manifest = data / "filtered" / "manifest.parquet"
@@ -165,12 +184,16 @@ def release(
     recipe = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
     if recipe.licence is None:
         raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
+    source.require_committed(ws, source.dependencies(ws, _recipe_file(ws, recipe_path)))
+    source.require_manifest_recorded(ws, manifest)
     signer = load_signer(key)  # before anything is written
+    check_public_key(ws, signer)
+    pushed_to = remote.require(ws, no_push)
 
     def build(staging: Path) -> tuple[Release, PolicyReport, str]:
         record = assemble(
             ws, name, version, manifest, report, report_text, recipe, staging, actor, _workspace_shard(ws)
-        )
+        ).model_copy(update={"remote": pushed_to, "no_push": no_push})
         return record, report, report_text
 
     return publish(ws, name, version, signer, build, f"Release {name}@{version}")
@@ -209,8 +232,11 @@ def publish(
     ``dvc add``, audit, commit, tag. On a failure the version's folder is removed and unstaged; the audit
     log is append-only, so an event appended before a failed commit or tag stays (its subject names a
     version that was not made)."""
+    from registry import remote
+
     with _lock(ws):
         check_new_version(ws, name, version)
+        new_key: Path | bool = False
         final = ws / RELEASES / name / version
         staging = ws / RELEASES / name / f".{version}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
@@ -227,25 +253,43 @@ def publish(
             os.replace(staging, final)
             rel = final.relative_to(ws).as_posix()
             _dvc(ws, "add", "-q", f"{rel}/data")
+            if record.remote is not None:  # pushed before the audit event and the commit: no half release
+                remote.push_release(ws, record, record.remote)
             details: dict[str, Any] = {
                 "manifest_sha256": record.manifest_sha256,
                 "policy_report_sha256": record.policy_report_sha256,
+                "remote": record.remote,
+                "no_push": record.no_push,
             }
             if record.derived_from:  # validated by derive itself, not by a validate stage
                 audit.append_validation(ws, report, f"{name}@{version}", record.policy_report_sha256)
                 details["derived_from"] = record.derived_from.model_dump(mode="json")
             audit.append(ws, "derive" if record.derived_from else "release", f"{name}@{version}", details)
-            _git(ws, "add", rel, "audit/events.jsonl")
-            _git(ws, "commit", "-q", "-m", message, "--", rel, "audit/events.jsonl")
+            new_key = check_public_key(ws, signer) and write_public_key(ws, signer)
+            committed = [rel, "audit/events.jsonl", PUBLIC_KEY.as_posix()]  # self-sufficient (issue 9)
+            _git(ws, "add", *committed)
+            _git(ws, "commit", "-q", "-m", message, "--", *committed)
             _git(ws, "tag", f"{name}@v{version}")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if not _tagged(ws, f"{name}@v{version}"):
+                with contextlib.suppress(ReleaseError):
+                    _git(ws, "reset", "-q", "--", PUBLIC_KEY.as_posix())
+                if new_key:
+                    (ws / PUBLIC_KEY).unlink(missing_ok=True)
             if final.exists() and not _tagged(ws, f"{name}@v{version}"):
                 shutil.rmtree(final, ignore_errors=True)
                 with contextlib.suppress(ReleaseError):
                     _git(ws, "reset", "-q", "--", final.relative_to(ws).as_posix())
             raise
     return record
+
+
+def tag_commit(ws: Path, name: str, version: str) -> str | None:
+    """The commit the tag ``name@vX.Y.Z`` points at (the release commit), or None without the tag."""
+    tag = f"refs/tags/{name}@v{version}"
+    proc = subprocess.run(["git", "rev-list", "-n", "1", tag, "--"], cwd=ws, capture_output=True, text=True)
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
 def _tagged(ws: Path, tag: str) -> bool:

@@ -39,11 +39,37 @@ def keygen(ws: Path, private: Path | str | None = None, force: bool = False) -> 
     priv.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(priv, signer.private_bytes)
     os.chmod(priv, 0o600)
+    return priv, write_public_key(ws, signer)
+
+
+def _public_json(signer) -> str:
+    return json.dumps({"keyid": signer.public_key.keyid, **signer.public_key.to_dict()}, indent=2) + "\n"
+
+
+def check_public_key(ws: Path, signer) -> bool:
+    """Whether the workspace lacks the signer's public key (a release then adds and commits it).
+    A different public key there is refused: replacing it would leave older releases unverifiable."""
     pub = ws / PUBLIC_KEY
-    atomic_write_text(
-        pub, json.dumps({"keyid": signer.public_key.keyid, **signer.public_key.to_dict()}, indent=2) + "\n"
-    )
-    return priv, pub
+    if not pub.is_file():
+        return True
+    try:
+        found = json.loads(pub.read_text())
+        keyid = found.get("keyid")
+    except (ValueError, AttributeError):
+        found = keyid = None
+    if found != json.loads(_public_json(signer)):
+        raise SigningError(
+            f"{PUBLIC_KEY} holds key {str(keyid)[:16]}, not the signing key {signer.public_key.keyid[:16]}; "
+            "sign with the matching private key (--key or SYNTHREG_SIGNING_KEY), or restore the public key "
+            "from git"
+        )
+    return False
+
+
+def write_public_key(ws: Path, signer) -> Path:
+    pub = ws / PUBLIC_KEY
+    atomic_write_text(pub, _public_json(signer))
+    return pub
 
 
 def load_signer(private: Path | str | None = None):

@@ -243,6 +243,14 @@ def keygen(
         typer.echo(f"private key {priv} (keep it out of git)\npublic key  {pub} (commit it)")
 
 
+NoPushOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-push", help="keep the data in this workspace's DVC cache only (recorded in the release)"
+    ),
+]
+
+
 @app.command()
 def release(
     name: Annotated[str, typer.Argument(help="dataset name")],
@@ -250,13 +258,15 @@ def release(
     key: KeyOpt = None,
     actor: Annotated[str | None, typer.Option(help="who releases (default: git user.name)")] = None,
     recipe: Annotated[Path | None, typer.Option(help="recipe (default: params.yaml's recipe)")] = None,
+    no_push: NoPushOpt = False,
     workspace: Workspace = None,
 ) -> None:
-    """Release the filtered manifest of NAME as an immutable, signed version (commit + tag NAME@vX.Y.Z)."""
+    """Release the filtered manifest of NAME as an immutable, signed version (commit + tag NAME@vX.Y.Z),
+    and push its data to the workspace's default DVC remote."""
     with _errors():
         from registry.release import release as run
 
-        r = run(name, version, _workspace(workspace), key, actor, recipe_path=recipe)
+        r = run(name, version, _workspace(workspace), key, actor, recipe_path=recipe, no_push=no_push)
         typer.echo(
             f"released {r.name}@{r.version}: {r.counts.accepted}/{r.counts.total} accepted, "
             f"{len(r.shards)} shard(s), manifest sha256 {r.manifest_sha256}; tag {r.name}@v{r.version}"
@@ -280,6 +290,7 @@ def derive(
     ] = None,
     key: KeyOpt = None,
     actor: Annotated[str | None, typer.Option(help="who derives (default: git user.name)")] = None,
+    no_push: NoPushOpt = False,
     params: ParamsOpt = Path("params.yaml"),
     workspace: Workspace = None,
 ) -> None:
@@ -296,7 +307,7 @@ def derive(
             if not exclude_samples.is_file():
                 raise ConfigError(f"sample id file {exclude_samples} does not exist; give one id a line")
             ids += [line.strip() for line in exclude_samples.read_text().splitlines() if line.strip()]
-        r = run(ws, ref, version, reason, ids, exclude_source, key, actor, params)
+        r = run(ws, ref, version, reason, ids, exclude_source, key, actor, params, no_push=no_push)
         d = r.derived_from
         assert d is not None
         typer.echo(
@@ -354,16 +365,22 @@ def show(
 ) -> None:
     """Show a release record."""
     with _errors():
-        from registry.release import load_release
+        from registry.release import load_release, tag_commit
 
-        r = load_release(_workspace(workspace), ref)
+        ws = _workspace(workspace)
+        r = load_release(ws, ref)
         if as_json:
             typer.echo(r.model_dump_json(indent=2))
             return
         typer.echo(f"{r.name}@{r.version}  released {r.created_at:%Y-%m-%d %H:%M} UTC by {r.actor}")
+        typer.echo(f"  manifest sha256 {r.manifest_sha256}; {len(r.shards)} shard(s)")
+        tagged = tag_commit(ws, r.name, r.version)
         typer.echo(
-            f"  manifest sha256 {r.manifest_sha256}; {len(r.shards)} shard(s); git {r.git_commit[:12]}"
+            f"  git: released from commit {r.git_commit[:12]}; tag {r.name}@v{r.version} -> "
+            + (tagged[:12] if tagged else "missing (fetch the tags: `git fetch --tags`)")
         )
+        where = "not pushed (--no-push)" if r.no_push else r.remote or "not recorded"
+        typer.echo(f"  data remote: {where}")
         typer.echo(f"  images {r.counts.accepted} accepted / {r.counts.total}; licence {r.dataset_licence}")
         for g in r.generators:
             typer.echo(

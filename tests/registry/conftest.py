@@ -107,7 +107,8 @@ class Built:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """A git + DVC workspace holding a generated, filtered and validated (waivers applied) 12-image
-    set in 2 shards, everything committed, a signing key made. Not released."""
+    set in 2 shards, everything committed (the DVC remote ``storage`` too), a signing key made. Not
+    released."""
     from generators.filter import filter_manifest
     from generators.generate import generate
     from registry.models import GenerateParams
@@ -125,6 +126,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Built:
         sh(ws, "git", "config", k, v)
     sh(ws, DVC, "init", "-q")
     sh(ws, DVC, "config", "core.analytics", "false")
+    # Releases push to the default remote (issue 9): a local folder, shared by every copy of this
+    # workspace (content-addressed, so they never clash). tests/registry/test_remote.py uses its own.
+    sh(ws, DVC, "remote", "add", "-q", "-d", "storage", str(top / "remote"))
 
     shutil.copytree(REPO / "generators/tiny_digits/model", ws / "generators/tiny_digits/model")
     for part in ("policies/packs/default.yaml", "policies/licenses.yaml"):  # as params.yaml names them
