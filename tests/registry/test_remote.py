@@ -137,6 +137,34 @@ def test_a_release_travels_through_a_local_folder_remote(base: Built, tmp_path: 
     damage_then_pull(a, tmp_path / "c", lambda oid: path(oid).unlink(), corrupt)
 
 
+def test_a_corrupt_object_alone_is_pulled_then_caught_and_removed(base: Built, tmp_path: Path):
+    """DVC does not re-hash what a local remote sends, so the pull itself succeeds; verify catches the
+    shard, which is removed from the workspace and the cache, and a verify afterwards names it."""
+    a = clone(base.ws, tmp_path / "a")
+    remote = tmp_path / "remote"
+    set_remote(a, str(remote))
+    release_in(a, base.key)
+    record = Release.model_validate_json((folder(a, "1.0.0") / "release.json").read_text())
+    bad = record.shards[0].path
+    oid = objects(a)[bad]
+    obj = remote / "files" / "md5" / oid[:2] / oid[2:]
+    obj.chmod(0o644)
+    obj.write_bytes(flip(obj.read_bytes()))
+    c = git_clone(a, tmp_path / "c")
+    code, out = cli("pull", "digits@1.0.0", "-w", str(c))
+    assert code == 1
+    assert error_line(out) == (
+        f"error: digits@1.0.0 did not verify after the pull: shard {Path(bad).name} does not match its "
+        "signed sha256 (removed 1 bad file(s) from the workspace and the DVC cache); push it again from a "
+        "workspace where `synthreg verify digits@1.0.0` passes (`dvc push releases/digits/1.0.0/data.dvc`), "
+        "then pull again"
+    )
+    assert not (folder(c, "1.0.0") / "data" / bad).exists()
+    assert not (c / ".dvc/cache/files/md5" / oid[:2] / oid[2:]).exists()
+    code, out = cli("verify", "digits@1.0.0", "-w", str(c))
+    assert code == 1 and f"problem: shard {Path(bad).name} is missing" in out
+
+
 # --- S3 (dvc-s3) against moto's server on 127.0.0.1 ----------------------------------------------------
 
 
