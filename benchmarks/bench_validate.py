@@ -72,13 +72,8 @@ def build_manifest(n: int, path: Path) -> None:
         "member": pa.array(np.char.add(np.char.add("digits-", idx.astype(str)), ".png")),
         "batch": pa.array(idx // 128),
         "batch_size": pa.array(np.full(n, 128)),
-        "gen_seconds": pa.array(np.full(n, 0.03)),
-        "encode_seconds": pa.array(np.full(n, 0.0002)),
         "library_versions": _map(["torch"], np.repeat("2.13.0", n)),
         "device": pa.array(np.repeat("cpu", n)),
-        "created_at": pa.array(np.full(n, np.datetime64("2026-11-22T00:00:00", "us"))).cast(
-            pa.timestamp("us", tz="UTC")
-        ),
         "identity_pred": pa.array(identity),
         "identity_confidence": pa.array(np.full(n, 0.99)),
         "contrast": pa.array(np.full(n, 0.4)),

@@ -220,7 +220,7 @@ def _generate(
     (work / "parts").mkdir(parents=True, exist_ok=True)
     atomic_write_text(plan_file, json.dumps({"plan_digest": job.plan_digest, "images": job.images}))
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), datetime.now(UTC)
     generated = pool.run(progress) if pool else _run_local(job, backend, progress)
     shard_rel = [job.shard_rel(j) for j in range(job.shards)]
     _write_manifest(job, manifest_path)
@@ -256,6 +256,11 @@ def _generate(
             "generator": spec.name,
             "weights_digest": spec.weights_digest,
             "manifest_sha256": sha256_file(manifest_path),
+            # Run-specific facts live here, not in the manifest (a DVC output must be reproducible).
+            "started_at": started_at.isoformat(),
+            "seconds": round(time.perf_counter() - started, 3),
+            "host": platform.node(),
+            "device": backend.device,
         },
     )
     return GenerateResult(
@@ -346,14 +351,10 @@ def _run_batch(
     versions: dict[str, str],
 ) -> pa.Table:
     """Generate one batch; return its manifest rows plus a ``png`` column of encoded images."""
-    t0 = time.perf_counter()
     images = backend.generate(requests)
-    gen_seconds = (time.perf_counter() - t0) / len(requests)
-    created = datetime.now(UTC)
     spec = backend.spec
     rows, pngs = [], []
     for req, image in zip(requests, images, strict=True):
-        t1 = time.perf_counter()
         png = encode_png(image)
         phash = perceptual_hash(png)
         digest = sha256_bytes(png)
@@ -374,11 +375,8 @@ def _run_batch(
             member=f"{req.sample_id}.png",
             batch=batch,
             batch_size=len(requests),
-            gen_seconds=gen_seconds,
-            encode_seconds=time.perf_counter() - t1,
             library_versions=versions,
             device=backend.device,
-            created_at=created,
         )
         rows.append(rec)
         pngs.append(png)

@@ -10,7 +10,7 @@ waived when a failing error rule has a waiver for this dataset that has not expi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +207,6 @@ def check(
         licence_kb_sha256=sha256_file(kb_path),
         waivers_sha256=sha256_file(waivers_path) if waivers_path and waivers_path.exists() else None,
         intended_use=recipe.intended_use,
-        created_at=datetime.now(UTC),
         results=results,
         ignored_waivers=ignored,
         passed=not any(r.status == "fail" for r in results),

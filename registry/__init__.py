@@ -39,6 +39,7 @@ _EXPORTS = {
     "diff": "registry.catalog",
     "open_release": "registry.loader",
     "keygen": "registry.signing",
+    "pull": "registry.remote",
     # downstream runs and lineage
     "train": "registry.train",
     "log_dataset": "registry.track",

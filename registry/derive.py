@@ -46,7 +46,7 @@ from registry.release import (
 )
 from registry.release_record import Derivation, Release
 from registry.shards import members_from_bytes, tar_bytes
-from registry.signing import load_signer
+from registry.signing import check_public_key, load_signer
 from registry.verify import verify
 
 
@@ -131,12 +131,15 @@ def derive(
     params_path: Path | str = "params.yaml",
     today: date | None = None,
     exclude_file: Path | None = None,
+    no_push: bool = False,
 ) -> Release:
     """Release ``NAME@version``: the version ``ref`` without the excluded samples and sources.
 
     ``exclude_file`` is a file of sample ids, one a line, read only and possibly outside the workspace:
-    no message repeats its content."""
+    no message repeats its content. Refused, like a release, while params.yaml, the policy packs or
+    waivers are not committed, and with no DVC remote to push to unless ``no_push``."""
     from policies.engine import check
+    from registry import remote, source
     from registry.config import load_params
 
     from_file = set(read_id_file(exclude_file)) if exclude_file is not None else set()
@@ -165,7 +168,10 @@ def derive(
     for s in sources:
         identities |= excluded_identities(parent.recipe, s, parent_ref)
     validate = load_params(ws / params_path, ws).validate_
+    source.require_committed(ws, source.dependencies(ws, None, str(params_path)))
     signer = load_signer(key)  # before anything is written
+    check_public_key(ws, signer)
+    pushed_to = remote.require(ws, no_push)
 
     parent_dir = ws / RELEASES / name / parent.version
     parent_manifest = parent_dir / parent.manifest_path
@@ -255,7 +261,7 @@ def derive(
                 actor,
                 _parent_shards(parent_dir, parent),
                 derivation,
-            )
+            ).model_copy(update={"remote": pushed_to, "no_push": no_push})
             return record, report, report_text
 
         return publish(

@@ -18,6 +18,8 @@ SynthregError                  base: a message a person can act on
 │   │                          may not sign what it is asked to (unknown, retired, lacks the role)
 │   └── UntrustedSignerError   a record carries a signature by a key the trust root does not trust
 │                              (unknown, revoked, wrong role, outside its window): exit UNTRUSTED_EXIT
+├── RemoteError                no DVC remote configured, or one that is unreachable, refuses the
+│                              credentials, or lacks or damages an object a release needs
 └── TrackingError              MLflow cannot be reached, or a run, model or version does not exist
 
 Exit codes: 0 done; 1 a SynthregError (bad input, refused); 2 a usage error (typer); 3 a failing policy
@@ -90,6 +92,10 @@ class TrustError(SigningError):
 
 class UntrustedSignerError(SigningError):
     exit_code = UNTRUSTED_EXIT
+
+
+class RemoteError(SynthregError):
+    pass
 
 
 class AuditError(SynthregError):

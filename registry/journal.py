@@ -242,6 +242,11 @@ def read_entry(ws: Path, op: str, subject: str) -> Entry:
     wrong = sorted(k for k, v in expected.items() if k in entry.state and entry.state[k] != v)
     signed = {f"{expected['final']}/{n}" for n in ("release.dsse.json", "signoffs.json")}  # approve's files
     wrong += sorted(k for k in ("files", "old") if k in entry.state and not set(entry.state[k]) <= signed)
+    pub = entry.state.get("pubkey")  # publish writes it: only ever a public key file under keys/
+    if pub is not None and not (
+        isinstance(pub, dict) and re.fullmatch(r"keys/[0-9a-f]{64}\.pub\.json", str(pub.get("path")))
+    ):
+        wrong.append("pubkey")
     if (entry.op, entry.subject) != (op, subject) or not SUBJECT.fullmatch(subject) or wrong:
         raise ReleaseError(
             f"journal entry {path} does not match its name or names other paths "

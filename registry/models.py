@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import string
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -298,11 +297,11 @@ class SampleRecord(Strict):
     member: str = Field(description="member name inside the shard")
     batch: int = Field(ge=0, description="plan batch the sample was generated in")
     batch_size: int = Field(gt=0)
-    gen_seconds: float = Field(description="generation time per image (batch time / batch size)")
-    encode_seconds: float
+    # Run-specific facts (timings, times, host) are not here: the manifest is a DVC output, and its bytes
+    # must depend only on what made the images, so another machine's `dvc repro` reproduces them (issue
+    # 9). They are in the generate stage's audit event.
     library_versions: dict[str, str]
     device: str
-    created_at: datetime
     # Filled by the filter stage; empty on a candidate manifest.
     identity_pred: str | None = None
     identity_confidence: float | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -255,7 +255,8 @@ class PolicyReport(Strict):
     licence_kb_sha256: Sha256
     waivers_sha256: Sha256 | None = None
     intended_use: IntendedUse
-    created_at: datetime
+    # No creation time: report.json is a pipeline output whose bytes must depend only on what was
+    # checked (issue 9); when it ran is in the validate audit event.
     results: list[RuleResult]
     ignored_waivers: list[IgnoredWaiver] = Field(default_factory=list, description="found but not applied")
     passed: bool = Field(description="no error rule failed without a valid waiver")

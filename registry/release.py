@@ -46,7 +46,7 @@ from registry.names import check_manifest, shown
 from registry.policy import PolicyReport
 from registry.release_record import SEMVER, Counts, Derivation, GeneratorUse, Release, ShardRef
 from registry.shards import check_members
-from registry.signing import load_signer, sign, statement
+from registry.signing import load_signer, public_key_file, sign, statement
 from registry.trust import Trust
 from registry.workspace import inside
 
@@ -143,15 +143,21 @@ def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -
 DECLARATIONS = {"description", "licence", "intended_use"}
 
 
+def _recipe_file(ws: Path, recipe_path: Path | str | None) -> Path:
+    from registry.config import load_params
+    from registry.workspace import inside
+
+    return inside(ws, recipe_path or load_params(ws / "params.yaml", ws).recipe, "recipe")
+
+
 def _current_recipe(ws: Path, name: str, generation: Path, recipe_path: Path | str | None) -> Recipe:
     """The recipe file as it is now, refused if anything that shapes the images changed since generation."""
-    from registry.config import load_params, load_recipe
-    from registry.workspace import inside
+    from registry.config import load_recipe
 
     if not generation.is_file():
         raise ReleaseError(f"no generation record at {generation}; regenerate the dataset")
     recorded = Recipe.model_validate(json.loads(generation.read_text())["recipe"])
-    current = load_recipe(inside(ws, recipe_path or load_params(ws / "params.yaml", ws).recipe, "recipe"))
+    current = load_recipe(_recipe_file(ws, recipe_path))
     if current.dataset != name:
         raise ReleaseError(f"the recipe is for dataset {current.dataset!r}, not {name!r}; pass --recipe")
     changed = sorted(
@@ -176,7 +182,15 @@ def release(
     today: date | None = None,
     recipe_path: Path | str | None = None,
     trust: Path | str | None = None,
+    no_push: bool = False,
 ) -> Release:
+    """Release ``data/<name>/filtered`` as ``name@version``. Refused, before anything is written, when a
+    file it depends on is not committed (``registry.source``), when the key is not a releaser's in the
+    pinned trust root, when report.json disagrees with a fresh check of the manifest, and when there is
+    no DVC remote to push to unless ``no_push``."""
+    from registry import remote, source
+    from registry.trust import load_trust
+
     if (finished := resumed(ws, ("release",), name, version)) is not None:
         return finished
     check_new_version(ws, name, version)
@@ -186,17 +200,18 @@ def release(
     recipe = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
     if recipe.licence is None:
         raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
-    from registry.trust import load_trust
-
+    source.require_committed(ws, source.dependencies(ws, _recipe_file(ws, recipe_path)))
+    source.require_manifest_recorded(ws, manifest)
     signer = load_signer(key)  # before anything is written, and before the slower re-check
     trusted = load_trust(ws, trust)
     trusted.signing_key(signer.public_key.keyid, "releaser")
+    pushed_to = remote.require(ws, no_push)
     _recheck(ws, manifest, recipe, report, today or date.today())
 
     def build(staging: Path) -> tuple[Release, PolicyReport, str]:
         record = assemble(
             ws, name, version, manifest, report, report_text, recipe, staging, actor, _workspace_shard(ws)
-        )
+        ).model_copy(update={"remote": pushed_to, "no_push": no_push})
         return record, report, report_text
 
     return publish(ws, name, version, signer, build, f"Release {name}@{version}", trust=trusted)
@@ -291,6 +306,7 @@ def publish(
         if journal.finished_here(ws, (op,), ref):
             return load_release(ws, ref)
         check_new_version(ws, name, version)
+        new_key: Path | bool = False
         final = ws / RELEASES / name / version
         staging = ws / RELEASES / name / f".{version}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
@@ -323,12 +339,18 @@ def publish(
             _write_exports(staging, record, report, report_text)
             _fsync_tree(staging)
             signer_details = {"status": approval.status, "signer": {"keyid": entry.keyid, "name": entry.name}}
-            # Final only when the thresholds are met; a candidate waits for `synthreg approve`.
-            txn.update(events=_events(record, report, name, version, signer_details), tag_now=approval.met)
+            # Final only when the thresholds are met; a candidate waits for `synthreg approve`. The commit
+            # holds the signer's public key (a convenience copy; trust comes from the pinned root).
+            txn.update(
+                events=_events(record, report, name, version, signer_details),
+                tag_now=approval.met,
+                remote=record.remote,
+                pubkey=public_key_file(signer),
+            )
     return record
 
 
-PUBLISH_STEPS = ("stage", "rename", "dvc-add", "audit", "commit", "tag")
+PUBLISH_STEPS = ("stage", "rename", "dvc-add", "push", "audit", "commit", "tag")
 
 
 def _events(
@@ -340,6 +362,8 @@ def _events(
     details: dict[str, Any] = {
         "manifest_sha256": record.manifest_sha256,
         "policy_report_sha256": record.policy_report_sha256,
+        "remote": record.remote,
+        "no_push": record.no_push,
         **(signing or {}),
     }
     events = []
@@ -381,27 +405,45 @@ def _step_dvc_add(ws: Path, entry: journal.Entry) -> None:
     _dvc(ws, "add", "-q", f"{entry.state['final']}/data")
 
 
+def _step_push(ws: Path, entry: journal.Entry) -> None:
+    """Push the release's data to the remote it names, before the audit event and the commit: a version
+    others can see is one they can pull (``registry.remote``; pushing twice sends nothing new)."""
+    from registry import remote
+
+    if entry.state.get("remote") is None:  # --no-push, recorded in the record and the audit event
+        return
+    record = Release.model_validate_json((ws / entry.state["final"] / "release.json").read_text())
+    remote.push_release(ws, record, entry.state["remote"])
+
+
 def _step_audit(ws: Path, entry: journal.Entry) -> None:
     audit.append_missing(ws, entry.state["events"], entry.state["audit_from"], entry.state["actor"])
 
 
 def _step_commit(ws: Path, entry: journal.Entry) -> None:
     rel, log = entry.state["final"], audit.LOG.as_posix()
-    _git(ws, "add", rel, log)
-    if _committed(ws, rel):
+    files = [rel, log]
+    pub = entry.state.get("pubkey")
+    if pub:  # the signer's public key travels with the release commit (self-sufficient, issue 9)
+        path = ws / pub["path"]
+        if not path.is_file():
+            atomic_write_text(path, pub["text"])
+        files.append(pub["path"])
+    _git(ws, "add", *files)
+    if _committed(ws, rel, files):
         return
-    _git(ws, "commit", "-q", "-m", entry.state["message"], "--", rel, log)
+    _git(ws, "commit", "-q", "-m", entry.state["message"], "--", *files)
 
 
-def _committed(ws: Path, rel: str) -> bool:
-    """``rel`` and the audit log are in HEAD exactly as in the index (nothing of them left to commit)."""
+def _committed(ws: Path, rel: str, files: list[str]) -> bool:
+    """``rel`` and the other ``files`` are in HEAD exactly as in the index (nothing left to commit)."""
     if not _has_commits(ws):
         return False
     in_head = subprocess.run(
         ["git", "cat-file", "-e", f"HEAD:{rel}/release.json"], cwd=ws, capture_output=True
     )
     clean = subprocess.run(
-        ["git", "diff", "--cached", "--quiet", "HEAD", "--", rel, audit.LOG.as_posix()],
+        ["git", "diff", "--cached", "--quiet", "HEAD", "--", *files],
         cwd=ws,
         capture_output=True,
     )
@@ -482,6 +524,7 @@ PUBLISH = journal.Operation(
     forward={
         "rename": _step_rename,
         "dvc-add": _step_dvc_add,
+        "push": _step_push,
         "audit": _step_audit,
         "commit": _step_commit,
         "tag": _step_tag,
@@ -490,6 +533,13 @@ PUBLISH = journal.Operation(
     roll_forward=lambda ws, entry: "stage" in entry.done,  # the signed record is complete
     public=journal.logged,
 )
+
+
+def tag_commit(ws: Path, name: str, version: str) -> str | None:
+    """The commit the tag ``name@vX.Y.Z`` points at (the release commit), or None without the tag."""
+    tag = f"refs/tags/{name}@v{version}"
+    proc = subprocess.run(["git", "rev-list", "-n", "1", tag, "--"], cwd=ws, capture_output=True, text=True)
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
 def _tagged(ws: Path, tag: str) -> bool:

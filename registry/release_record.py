@@ -83,7 +83,11 @@ class Release(Strict):
     intended_use: IntendedUse
     dataset_licence: str
     attribution: list[str] = Field(default_factory=list, description="attribution duties, for the card")
-    git_commit: str = Field(description="the workspace commit the release was made from")
+    git_commit: str = Field(
+        description="the source commit: HEAD when released, holding the dvc.lock, params.yaml, recipe, "
+        "waivers and policy packs of the state released (the release commit, which the tag points at, "
+        "is its child)"
+    )
     created_at: datetime
     actor: str
     recipe: Recipe | None = Field(
@@ -92,3 +96,9 @@ class Release(Strict):
         "as at release; a derived version's lacks the sources it excluded",
     )
     derived_from: Derivation | None = Field(default=None, description="set on a derived version")
+    remote: str | None = Field(
+        default=None, description="the DVC remote (name and URL) the data was pushed to at release"
+    )
+    no_push: bool = Field(
+        default=False, description="released with --no-push: the data was left in the releaser's DVC cache"
+    )

@@ -77,10 +77,18 @@ def keygen(
         )
     _write_private(priv, signer.private_bytes)
     pub = ws / KEYS / f"{keyid}.pub.json"
-    atomic_write_text(pub, json.dumps({"keyid": keyid, **signer.public_key.to_dict()}, indent=2) + "\n")
+    atomic_write_text(pub, public_key_file(signer)["text"])
     if entry is not None and tfile is not None:
         add_key(tfile, entry, solo=len(entry.roles) == 2 if not tfile.exists() else None)
     return KeygenResult(priv, pub, keyid, tfile)
+
+
+def public_key_file(signer) -> dict[str, str]:
+    """The signer's public key file as a release commits it (issue 9: a release commit holds the key that
+    signed it): ``{"path": "keys/<keyid>.pub.json", "text": ...}``. A convenience copy, never trusted."""
+    keyid = signer.public_key.keyid
+    text = json.dumps({"keyid": keyid, **signer.public_key.to_dict()}, indent=2) + "\n"
+    return {"path": (KEYS / f"{keyid}.pub.json").as_posix(), "text": text}
 
 
 def _write_private(path: Path, data: bytes) -> None:

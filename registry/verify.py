@@ -31,6 +31,8 @@ class VerifyResult:
     ref: str
     problems: list[str] = field(default_factory=list)
     bad_samples: dict[str, str] = field(default_factory=dict)  # sample id -> what is wrong
+    # files (relative to the release folder) missing or unlike their signed sha256: what a pull discards
+    damaged: list[str] = field(default_factory=list)
     samples: int = 0
     shards: int = 0
     approval: ApprovalState | None = None
@@ -107,9 +109,11 @@ def verify(
     manifest = folder / "data" / "manifest.parquet"
     if not manifest.is_file():
         result.problems.append("data/manifest.parquet is missing; run `dvc checkout` or `dvc pull`")
+        result.damaged.append("data/manifest.parquet")
         return result
     if sha256_file(manifest) != subjects.get("data/manifest.parquet"):
         result.problems.append("data/manifest.parquet does not match its signed sha256")
+        result.damaged.append("data/manifest.parquet")
         return result
     con = mf.connect(manifest)
     n_unsafe, unsafe = unsafe_rows(con)
@@ -131,8 +135,10 @@ def verify(
             continue
         jobs.append((folder / "data" / ref_.path, ref_.sha256, ms))
     with ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1)) as pool:
-        for problems, bad in pool.map(lambda j: _check_shard(*j), jobs):
+        for job, (problems, bad) in zip(jobs, pool.map(lambda j: _check_shard(*j), jobs), strict=True):
             result.problems += problems
             result.bad_samples.update(bad)
+            if problems:
+                result.damaged.append(job[0].relative_to(folder).as_posix())
     result.shards = len(jobs)
     return result

@@ -6,6 +6,7 @@ from registry.cli import (
 )
 from registry.cli import _trace  # noqa: F401  (registers its commands)
 from registry.cli import _people  # noqa: F401  (registers `report`)
+from registry.cli import _travel  # noqa: F401  (registers its commands on `app`)
 from registry.cli._app import app, main
 
 __all__ = ["app", "main"]

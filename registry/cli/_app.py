@@ -325,6 +325,14 @@ def keygen(
             typer.echo(f"trust root  {r.trust}: key {r.keyid[:16]} added for {name}")
 
 
+NoPushOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-push", help="keep the data in this workspace's DVC cache only (recorded in the release)"
+    ),
+]
+
+
 @app.command()
 def release(
     name: Annotated[str, typer.Argument(help="dataset name")],
@@ -333,16 +341,18 @@ def release(
     actor: Annotated[str | None, typer.Option(help="who releases (default: git user.name)")] = None,
     recipe: Annotated[Path | None, typer.Option(help="recipe (default: params.yaml's recipe)")] = None,
     trust: TrustOpt = None,
+    no_push: NoPushOpt = False,
     workspace: Workspace = None,
 ) -> None:
-    """Release the filtered manifest of NAME as an immutable, signed version: a candidate until approved
-    (`synthreg approve`), final (tag NAME@vX.Y.Z) at once in solo mode."""
+    """Release the filtered manifest of NAME as an immutable, signed version and push its data to the
+    workspace's default DVC remote: a candidate until approved (`synthreg approve`), final (tag
+    NAME@vX.Y.Z) at once in solo mode."""
     with _errors():
         from registry.catalog import release_status
         from registry.release import release as run
 
         ws = _workspace(workspace)
-        r = run(name, version, ws, key, actor, recipe_path=recipe, trust=trust)
+        r = run(name, version, ws, key, actor, recipe_path=recipe, trust=trust, no_push=no_push)
         status = release_status(ws, r.name, r.version, _load_trust(ws, trust))
         what = (
             f"tag {r.name}@v{r.version} ({status})"
@@ -378,6 +388,7 @@ def derive(
     ] = None,
     key: KeyOpt = None,
     actor: Annotated[str | None, typer.Option(help="who derives (default: git user.name)")] = None,
+    no_push: NoPushOpt = False,
     params: ParamsOpt = Path("params.yaml"),
     workspace: Workspace = None,
 ) -> None:
@@ -391,7 +402,17 @@ def derive(
         ids = list(exclude_sample or [])
         # --exclude-samples is read only, so it may be anywhere (a list of ids is often personal)
         r = run(
-            ws, ref, version, reason, ids, exclude_source, key, actor, params, exclude_file=exclude_samples
+            ws,
+            ref,
+            version,
+            reason,
+            ids,
+            exclude_source,
+            key,
+            actor,
+            params,
+            exclude_file=exclude_samples,
+            no_push=no_push,
         )
         d = r.derived_from
         assert d is not None
@@ -469,7 +490,7 @@ def show(
     with _errors():
         from registry.approval import signers_of
         from registry.catalog import release_status
-        from registry.release import load_release
+        from registry.release import load_release, tag_commit
 
         ws = _workspace(workspace)
         r = load_release(ws, ref)
@@ -481,11 +502,20 @@ def show(
 
         trusted = _load_trust(ws, trust)
         state = signers_of(ws, r.name, r.version, trusted)
+        tagged = tag_commit(ws, r.name, r.version)
         render_show(
             r,
             is_withdrawn(ws, r.name, r.version),
             release_status=release_status(ws, r.name, r.version, trusted),
             signatures=[state.summary(), *(f"signed by {s.line()}" for s in state.signers)],
+            git_rows=[
+                ("released from commit", r.git_commit),
+                (
+                    f"tag {r.name}@v{r.version}",
+                    tagged or "missing (a candidate, or fetch the tags: `git fetch --tags`)",
+                ),
+                ("data remote", "not pushed (--no-push)" if r.no_push else r.remote or "not recorded"),
+            ],
         )
 
 

@@ -59,6 +59,7 @@ def render_show(
     withdrawal: dict | None,
     release_status: str | None = None,
     signatures: list[str] | None = None,
+    git_rows: list[tuple[str, str]] | None = None,
 ) -> None:
     """`synthreg show`: what the version is (status and who signed it, when given), then its generators,
     sources, policy and waivers."""
@@ -85,7 +86,8 @@ def render_show(
     head.add_row("policy", "passed" if r.policy_passed else "[bold red]FAILED[/]")
     head.add_row("manifest sha256", r.manifest_sha256)
     head.add_row("shards", str(len(r.shards)))
-    head.add_row("git commit", r.git_commit)
+    for label, value in git_rows or [("git commit", r.git_commit)]:
+        head.add_row(escape(label), escape(value))
     if r.derived_from:
         d = r.derived_from
         head.add_row("derived from", escape(f"{d.parent} without {d.removed} sample(s): {d.reason}"))

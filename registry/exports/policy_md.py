@@ -27,7 +27,6 @@ def render_markdown(report: PolicyReport) -> str:
         f"- intended use: {'commercial' if use.commercial else 'non-commercial'}; {', '.join(use.purposes)}",
         *(f"- pack `{name}` sha256 `{digest}`" for name, digest in report.packs.items()),
         f"- licence knowledge base sha256 `{report.licence_kb_sha256}`",
-        f"- created {report.created_at.isoformat()}",
         "",
         "| rule | severity | status | measured | threshold | message |",
         "|---|---|---|---|---|---|",

@@ -9,7 +9,7 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +79,8 @@ def row(i: int, identity: str, stroke: str) -> dict[str, Any]:
         member=f"{sid(i)}.png",
         batch=i // 10,
         batch_size=10,
-        gen_seconds=0.01,
-        encode_seconds=0.001,
         library_versions={"torch": "2.5.0"},
         device="cpu",
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
         identity_pred=identity,
         identity_confidence=0.99,
         contrast=0.4,

@@ -116,7 +116,8 @@ class Built:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory, solo_trust: TrustSetup) -> Built:
     """A git + DVC workspace holding a generated, filtered and validated (waivers applied) 12-image
-    set in 2 shards, everything committed, the session's solo key's public half in keys/. Not released."""
+    set in 2 shards, everything committed (the DVC remote ``storage`` too), the session's solo key's public
+    half in keys/. Not released."""
     from generators.filter import filter_manifest
     from generators.generate import generate
     from registry.models import GenerateParams
@@ -134,6 +135,9 @@ def base(tmp_path_factory: pytest.TempPathFactory, solo_trust: TrustSetup) -> Bu
         sh(ws, "git", "config", k, v)
     sh(ws, DVC, "init", "-q")
     sh(ws, DVC, "config", "core.analytics", "false")
+    # Releases push to the default remote (issue 9): a local folder, shared by every copy of this
+    # workspace (content-addressed, so they never clash). tests/registry/test_remote.py uses its own.
+    sh(ws, DVC, "remote", "add", "-q", "-d", "storage", str(top / "remote"))
 
     shutil.copytree(REPO / "generators/tiny_digits/model", ws / "generators/tiny_digits/model")
     for part in ("policies/packs/default.yaml", "policies/licenses.yaml"):  # as params.yaml names them

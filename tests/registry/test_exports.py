@@ -125,7 +125,6 @@ def make_report(extra: list[RuleResult] | None = None) -> PolicyReport:
         },
         licence_kb_sha256="44c9c4b5b93fe78abd82173542ee827f26c378f49eb3fe2766e1788cb442dbf0",
         intended_use=INTENDED,
-        created_at=datetime(2026, 11, 22, 5, 12, 21, tzinfo=UTC),
         results=results,
         passed=True,
     )
@@ -421,11 +420,8 @@ def _release_folder(tmp_path: Path) -> tuple[Release, PolicyReport]:
                         member=member,
                         batch=0,
                         batch_size=4,
-                        gen_seconds=0.01,
-                        encode_seconds=0.001,
                         library_versions={"torch": "2.13.0"},
                         device="cpu",
-                        created_at=datetime(2026, 11, 22, 5, 0, tzinfo=UTC),
                         decision="accepted" if i < 3 else "rejected",
                         reason="ok: passed every check" if i < 3 else "low_contrast: pixel std 0.000 < 0.1",
                     )

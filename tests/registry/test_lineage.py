@@ -89,11 +89,8 @@ def row(i: int, generator: str, image: bytes | None = None, decision: str = "acc
         "member": f"digits-{generator}-{i:05d}.png",
         "batch": 0,
         "batch_size": 16,
-        "gen_seconds": 0.01,
-        "encode_seconds": 0.001,
         "library_versions": {"torch": "2.13.0"},
         "device": "cpu",
-        "created_at": datetime(2026, 11, 1, tzinfo=UTC),
         "decision": decision,
         "reason": "ok: passed every check" if decision == "accepted" else "identity: predicted 3",
     }

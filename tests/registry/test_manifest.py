@@ -1,4 +1,3 @@
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -38,11 +37,8 @@ def record(i: int) -> SampleRecord:
         member=f"d-1-{i:06d}.png",
         batch=0,
         batch_size=2,
-        gen_seconds=0.1,
-        encode_seconds=0.0,
         library_versions={"torch": "x"},
         device="cpu",
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
 

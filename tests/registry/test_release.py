@@ -114,9 +114,12 @@ def test_release_writes_signs_commits_tags_and_verifies(released: Built, solo_tr
     assert events[-1].details == {
         "manifest_sha256": record.manifest_sha256,
         "policy_report_sha256": record.policy_report_sha256,
+        "remote": record.remote,
+        "no_push": False,
         "status": "solo",
         "signer": {"keyid": solo_trust.keyid, "name": "Solo Tester"},
     }
+    assert record.remote is not None and record.remote.startswith("storage /") and not record.no_push
     assert [e.kind for e in events].count("release") == 1
     assert audit.verify(ws) == []
 

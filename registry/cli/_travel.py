@@ -1,0 +1,25 @@
+"""Commands that move releases between clones: ``synthreg pull`` (library: ``registry.remote``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from registry.cli._app import Workspace, _errors, _workspace, app
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="NAME@X.Y.Z, as `synthreg list` shows it")],
+    workspace: Workspace = None,
+) -> None:
+    """Fetch exactly one release's data from the default DVC remote into this clone, then verify every
+    image (exit 1, with the missing or damaged files removed, if anything is wrong)."""
+    with _errors():
+        from registry.remote import pull as run
+
+        res = run(_workspace(workspace), ref)
+        typer.echo(
+            f"pulled {res.ref} from {res.remote}: {res.samples} samples in {res.shards} shards, verified"
+        )
