@@ -46,7 +46,7 @@ from registry.release import (
 )
 from registry.release_record import Derivation, Release
 from registry.shards import members_from_bytes, tar_bytes
-from registry.signing import check_public_key, load_signer
+from registry.signing import load_signer
 from registry.verify import verify
 
 
@@ -170,7 +170,6 @@ def derive(
     validate = load_params(ws / params_path, ws).validate_
     source.require_committed(ws, source.dependencies(ws, None, str(params_path)))
     signer = load_signer(key)  # before anything is written
-    check_public_key(ws, signer)
     pushed_to = remote.require(ws, no_push)
 
     parent_dir = ws / RELEASES / name / parent.version

@@ -306,7 +306,6 @@ def publish(
         if journal.finished_here(ws, (op,), ref):
             return load_release(ws, ref)
         check_new_version(ws, name, version)
-        new_key: Path | bool = False
         final = ws / RELEASES / name / version
         staging = ws / RELEASES / name / f".{version}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)

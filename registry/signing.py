@@ -162,7 +162,6 @@ def sign(payload: bytes, signer, payload_type: str = PAYLOAD_TYPE) -> dict:
 
 def add_signature(envelope: dict, signer) -> dict:
     """The envelope with one more signature over the same payload (PAE binds the payload type too)."""
-    from securesystemslib.dsse import Envelope
 
     env = _envelope(envelope)
     env.sign(signer)
@@ -171,7 +170,6 @@ def add_signature(envelope: dict, signer) -> dict:
 
 def payload_of(envelope: dict, payload_type: str = PAYLOAD_TYPE) -> bytes:
     """The envelope's payload bytes, refused when its type is not ``payload_type``."""
-    from securesystemslib.dsse import Envelope
 
     try:
         env = _envelope(envelope)
@@ -184,7 +182,6 @@ def payload_of(envelope: dict, payload_type: str = PAYLOAD_TYPE) -> bytes:
 
 def signature_verifies(envelope: dict, keyid: str, key) -> bool:
     """Whether the envelope carries a valid signature by ``key`` (its keyid hint must name it)."""
-    from securesystemslib.dsse import Envelope
     from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
 
     env = _envelope(envelope)

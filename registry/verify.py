@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry import manifest as mf
-from registry.digests import sha256_bytes, sha256_file
 from registry.approval import ApprovalState, approval_state, binding_problems, read_signed
+from registry.digests import sha256_bytes, sha256_file
 from registry.errors import ReleaseError, SigningError
 from registry.names import shown, unsafe_rows
 from registry.release import RELEASES, load_release, parse_ref

@@ -151,7 +151,7 @@ def _policy(report: PolicyReport | None, record: Release) -> str:
             for r in report.results
         ]
         note = (
-            f"<p>Report of {_e(report.created_at.isoformat())} on manifest "
+            "<p>Report on manifest "
             f"<code>{_e(report.manifest_sha256)}</code>; policy report sha256 "
             f"<code>{_e(record.policy_report_sha256)}</code></p>"
         )
