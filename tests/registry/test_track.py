@@ -10,6 +10,7 @@ built once per module; a test that deletes anything works on a copy.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -280,3 +281,35 @@ def test_models_says_when_there_are_none(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty.db")
     result = runner.invoke(app, ["models", "-w", str(tmp_path)])
     assert (result.exit_code, result.stdout) == (0, "no registered models (train one: `synthreg train`)\n")
+
+
+# --- the README's plain-PyTorch script -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_plain_pytorch_script_is_traced_and_reached(world: World, copy: Path, tmp_path: Path) -> None:
+    """examples/train_plain.py trains with its own loop and logs with registry.log_dataset; trace and
+    impact then find its model like any `synthreg train` model."""
+    from tests.conftest import REPO
+
+    uri = f"sqlite:///{tmp_path}/plain.db"
+    # MLflow's set_registry_uri in this process also set $MLFLOW_REGISTRY_URI (to the world's store).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= {"MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples/train_plain.py"), "--dataset", "digits@1.0.0", "--epochs", "1"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_id = proc.stdout.split()[1].rstrip(";")
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # restored by the `copy` fixture's monkeypatch
+    t = trace_model(copy, "digits-plain/latest")
+    assert t["run"]["run_id"] == run_id
+    (d,) = t["datasets"]
+    assert d["release"] == "digits@1.0.0" and d["digest_matches"] and d["drawn"]["count"] > 0
+    res = registry.impact(copy, generator="tiny-digits")
+    assert [r["run_id"] for r in res["runs"]] == [run_id]
+    assert [(m["name"], m["version"]) for m in res["model_versions"]] == [("digits-plain", "1")]
