@@ -248,6 +248,19 @@ def test_impact_of_a_sample_names_only_the_runs_that_drew_it(world: World, ws: P
     assert {r["run_id"] for r in drawn["runs"]} == {world.runs["released"], world.runs["unrecorded"]}
 
 
+def test_impact_of_a_conditioning_source_reaches_only_its_identities_unreleased_too(
+    world: World, ws: Path
+) -> None:
+    """volunteer-sevens conditioned identity 7 only: 4 of the 12 images, in the release and in the
+    working manifest (whose sources come from what its runs logged)."""
+    res = registry.impact(ws, source="volunteer-sevens")
+    assert [(v["release"], v["unreleased"], v["samples"]) for v in res["versions"]] == [
+        ("digits@1.0.0", False, 4),
+        ("digits@working", True, 4),
+    ]
+    assert len(res["runs"]) == 3
+
+
 # --- model references and `synthreg models` ------------------------------------------------------------
 
 
