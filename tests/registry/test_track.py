@@ -261,6 +261,29 @@ def test_impact_of_a_conditioning_source_reaches_only_its_identities_unreleased_
     assert len(res["runs"]) == 3
 
 
+def test_a_run_that_logged_only_a_digest_prefix_is_reached_with_the_others(
+    world: World, copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-logged input with MLflow's 36-character digest only (no profile, no tag) names the same
+    working manifest as a run logged with the whole sha256: one version, both runs."""
+    from mlflow.entities import Dataset, DatasetInput
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/prefix.db")
+    c = tracking.client(copy)
+    exp = c.create_experiment("prefix", artifact_location=(tmp_path / "artifacts").as_uri())
+    full = log_plain(copy, exp, "digits@working", None)
+    run = c.create_run(exp)
+    ds = Dataset(name="digits@working", digest=world.sha[:36], source_type="synthreg", source="synthreg://x")
+    c.log_inputs(run.info.run_id, [DatasetInput(ds, [])])
+    res = registry.impact(copy, generator="tiny-digits")
+    assert [(v["release"], v["manifest_sha256"]) for v in res["versions"]] == [
+        ("digits@1.0.0", world.sha),
+        ("digits@working", world.sha),
+    ]
+    assert {r["run_id"] for r in res["runs"]} == {full, run.info.run_id}
+    assert res["unresolved_runs"] == []
+
+
 # --- model references and `synthreg models` ------------------------------------------------------------
 
 
