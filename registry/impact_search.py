@@ -139,8 +139,17 @@ def impact(
         c = tracking.client(ws)
         exp_ids = _experiments(c)
         working, unresolved = lineage_working.working_manifests(ws, lineage_working.working_runs(c, exp_ids))
-    # Working manifests found by content: path -> sha256 (their label in hits is NAME@working:sha).
-    wpaths = {str(wm.found.path): sha for sha, wm in working.items() if wm.found and wm.found.path}
+    # Working manifests found by content, one per file: runs that logged a prefix of the digest and runs
+    # that logged the whole sha256 of the same manifest are merged (the whole digest is kept).
+    by_path: dict[str, lineage_working.WorkingManifest] = {}
+    for _, wm in sorted(working.items(), key=lambda kv: -len(kv[0])):
+        if wm.found and wm.found.path:
+            if str(wm.found.path) in by_path:
+                by_path[str(wm.found.path)].runs += wm.runs
+            else:
+                by_path[str(wm.found.path)] = wm
+    working = {wm.sha256: wm for wm in by_path.values()}
+    wpaths = {path: wm.sha256 for path, wm in by_path.items()}  # path -> sha256
     hits: dict[str, tuple[int, int]] = {}  # release ref -> (samples, accepted)
     whits: dict[str, tuple[int, int]] = {}  # working sha256 -> (samples, accepted)
     missing: list[str] = []

@@ -737,13 +737,23 @@ def _q(s: str) -> str:
 
 
 def _models_of(c: Any, run_ids: list[str]) -> list[Any]:
+    """The registered model versions made by ``run_ids``. Many runs: every version, read once and
+    filtered here (MLflow parses each `run_id IN (...)` filter slowly: 20 chunks of 50 took 1.1 s of a
+    3 s impact over 1,000 runs); a few runs: by chunks of ids."""
+    wanted = set(run_ids)
+    if len(wanted) <= 100:
+        filters = [
+            "run_id IN (" + ", ".join(f"'{_q(r)}'" for r in run_ids[i : i + 50]) + ")"
+            for i in range(0, len(run_ids), 50)
+        ]
+    else:
+        filters = [""]
     out = []
-    for i in range(0, len(run_ids), 50):
-        chunk = ", ".join(f"'{_q(r)}'" for r in run_ids[i : i + 50])
+    for f in filters:
         token = None
         while True:
-            page = c.search_model_versions(f"run_id IN ({chunk})", page_token=token)
-            out += list(page)
+            page = c.search_model_versions(f or None, max_results=10000, page_token=token)
+            out += [mv for mv in page if mv.run_id in wanted]
             token = page.token
             if not token:
                 break

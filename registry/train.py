@@ -54,7 +54,7 @@ import numpy as np
 from registry import tracking
 from registry.config import TrainParams
 from registry.digests import sha256_file
-from registry.errors import ConfigError, ManifestError, ReleaseError, TrackingError
+from registry.errors import AuditError, ConfigError, ManifestError, ReleaseError, TrackingError
 from registry.fsio import atomic_write_text
 from registry.models import DATASET_NAME
 from registry.track import MLFLOW_DIGEST_CHARS as MLFLOW_DIGEST_CHARS  # re-exported
@@ -561,20 +561,26 @@ def train(
         audit.append(
             ws, "allow-withdrawn", ds.input_name, {"run_id": run_id, "withdrawal": withdrawn["reason"]}
         )
-    audit.append(
-        ws,
-        "train",
-        f"{name}/{version}",
-        {
-            "run_id": run_id,
-            "dataset": ds.input_name,
-            "manifest_sha256": ds.manifest_sha256,
-            "model": name,
-            "model_version": version,
-            "synthetic_share": params.synthetic_share,
-            "synthetic_share_used": share_used,
-        },
-    )
+    try:
+        audit.append(
+            ws,
+            "train",
+            f"{name}/{version}",
+            {
+                "run_id": run_id,
+                "dataset": ds.input_name,
+                "manifest_sha256": ds.manifest_sha256,
+                "model": name,
+                "model_version": version,
+                "synthetic_share": params.synthetic_share,
+                "synthetic_share_used": share_used,
+            },
+        )
+    except AuditError as e:  # the run exists in MLflow: say so rather than leave it unmentioned
+        raise AuditError(
+            f"run {run_id} (model {name}/{version}) is logged in MLflow, but its train event could not be "
+            f"appended to the audit log: {e}"
+        ) from e
     summary = {
         "dataset": ds.input_name,
         "manifest_sha256": ds.manifest_sha256,

@@ -10,6 +10,7 @@ built once per module; a test that deletes anything works on a copy.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -247,6 +248,42 @@ def test_impact_of_a_sample_names_only_the_runs_that_drew_it(world: World, ws: P
     assert {r["run_id"] for r in drawn["runs"]} == {world.runs["released"], world.runs["unrecorded"]}
 
 
+def test_impact_of_a_conditioning_source_reaches_only_its_identities_unreleased_too(
+    world: World, ws: Path
+) -> None:
+    """volunteer-sevens conditioned identity 7 only: 4 of the 12 images, in the release and in the
+    working manifest (whose sources come from what its runs logged)."""
+    res = registry.impact(ws, source="volunteer-sevens")
+    assert [(v["release"], v["unreleased"], v["samples"]) for v in res["versions"]] == [
+        ("digits@1.0.0", False, 4),
+        ("digits@working", True, 4),
+    ]
+    assert len(res["runs"]) == 3
+
+
+def test_a_run_that_logged_only_a_digest_prefix_is_reached_with_the_others(
+    world: World, copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-logged input with MLflow's 36-character digest only (no profile, no tag) names the same
+    working manifest as a run logged with the whole sha256: one version, both runs."""
+    from mlflow.entities import Dataset, DatasetInput
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/prefix.db")
+    c = tracking.client(copy)
+    exp = c.create_experiment("prefix", artifact_location=(tmp_path / "artifacts").as_uri())
+    full = log_plain(copy, exp, "digits@working", None)
+    run = c.create_run(exp)
+    ds = Dataset(name="digits@working", digest=world.sha[:36], source_type="synthreg", source="synthreg://x")
+    c.log_inputs(run.info.run_id, [DatasetInput(ds, [])])
+    res = registry.impact(copy, generator="tiny-digits")
+    assert [(v["release"], v["manifest_sha256"]) for v in res["versions"]] == [
+        ("digits@1.0.0", world.sha),
+        ("digits@working", world.sha),
+    ]
+    assert {r["run_id"] for r in res["runs"]} == {full, run.info.run_id}
+    assert res["unresolved_runs"] == []
+
+
 # --- model references and `synthreg models` ------------------------------------------------------------
 
 
@@ -280,3 +317,35 @@ def test_models_says_when_there_are_none(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty.db")
     result = runner.invoke(app, ["models", "-w", str(tmp_path)])
     assert (result.exit_code, result.stdout) == (0, "no registered models (train one: `synthreg train`)\n")
+
+
+# --- the README's plain-PyTorch script -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_plain_pytorch_script_is_traced_and_reached(world: World, copy: Path, tmp_path: Path) -> None:
+    """examples/train_plain.py trains with its own loop and logs with registry.log_dataset; trace and
+    impact then find its model like any `synthreg train` model."""
+    from tests.conftest import REPO
+
+    uri = f"sqlite:///{tmp_path}/plain.db"
+    # MLflow's set_registry_uri in this process also set $MLFLOW_REGISTRY_URI (to the world's store).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= {"MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples/train_plain.py"), "--dataset", "digits@1.0.0", "--epochs", "1"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_id = proc.stdout.split()[1].rstrip(";")
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # restored by the `copy` fixture's monkeypatch
+    t = trace_model(copy, "digits-plain/latest")
+    assert t["run"]["run_id"] == run_id
+    (d,) = t["datasets"]
+    assert d["release"] == "digits@1.0.0" and d["digest_matches"] and d["drawn"]["count"] > 0
+    res = registry.impact(copy, generator="tiny-digits")
+    assert [r["run_id"] for r in res["runs"]] == [run_id]
+    assert [(m["name"], m["version"]) for m in res["model_versions"]] == [("digits-plain", "1")]

@@ -301,3 +301,63 @@ def test_the_cli_prints_accuracy_gap_run_and_version(built: Built, store: str, t
         f"MLflow run {written['run_id']}; model digits-classifier/1; "
         f"metrics {built.ws / 'data/digits/train/cli.json'}",
     ]
+
+
+def test_the_share_really_used_is_logged_and_said(built: Built, store: str):
+    """0.75 of 32 asked: 24 synthetic images, but the release holds fewer accepted ones; all are used, the
+    real part fills up, and the share really used (below 0.75) is logged beside the one asked, and said."""
+    res = train(built.ws, SMALL.model_copy(update={"synthetic_share": 0.75}), "digits@1.0.0")
+    used = round(res.n_synthetic / (res.n_synthetic + res.n_real), 4)
+    assert res.n_synthetic == built.accepted < 24 and res.synthetic_share_used == used < 0.75
+    assert res.notes == [
+        f"synthetic share used {used} differs from the 0.75 asked: {built.accepted} synthetic "
+        f"(pool {built.accepted}) + {res.n_real} real (pool 20) images"
+    ]
+    run = _client(store).get_run(res.run_id)
+    assert run.data.params["synthetic_share"] == "0.75"
+    assert run.data.params["synthetic_share_used"] == str(used) == run.data.tags[tracking.TAG_SHARE]
+    assert run.data.metrics["synthetic_share_used"] == used
+    assert run.data.tags[tracking.TAG_SHARE_ASKED] == "0.75"
+
+    from registry import audit
+
+    event = audit.read(built.ws)[-1]
+    assert (event.kind, event.subject) == ("train", f"digits-classifier/{res.model_version}")
+    assert event.details["run_id"] == res.run_id and event.details["dataset"] == "digits@1.0.0"
+    assert event.details["manifest_sha256"] == res.manifest_sha256
+
+
+def test_the_model_name_follows_the_dataset_or_the_option(built: Built, store: str, tmp_path: Path):
+    write_yaml(built.ws / "name-params.yaml", {"train": SMALL.model_dump() | {"dataset": "digits@1.0.0"}})
+    result = runner.invoke(
+        app,
+        ["train", "--params", "name-params.yaml", "--model-name", "digits-experiment", "-w", str(built.ws)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "model digits-experiment/1;" in result.stdout
+    assert [m.name for m in _client(store).search_registered_models()] == ["digits-experiment"]
+
+
+def test_the_default_run_on_the_working_manifest_traces_to_generator_prompts_seeds_and_sources(
+    built: Built, store: str
+):
+    """What `make run` does (train on digits@working), then trace and impact: the unreleased manifest is
+    found in the workspace by content and traced like a release, marked UNRELEASED."""
+    from registry.lineage import impact, trace_model
+
+    res = train(built.ws, SMALL, "digits@working")
+    t = trace_model(built.ws, "digits-classifier/latest")
+    assert t["run"]["run_id"] == res.run_id
+    (d,) = t["datasets"]
+    assert d["unreleased"] and d["resolved_from"] == f"workspace {MANIFEST}"
+    (g,) = d["generators"]
+    assert (g["name"], g["images"], len(g["weights_digest"])) == ("tiny-digits", built.total, 64)
+    assert d["prompt_templates"] == ["a handwritten digit {identity} with a {stroke} stroke"]
+    assert d["samples"]["count"] == built.total and d["samples"]["seed_min"] is not None
+    assert {s["name"] for s in d["sources"]} >= {"sklearn-digits"}
+    assert d["drawn"]["count"] == res.n_synthetic
+    found = impact(built.ws, generator="tiny-digits")
+    assert res.run_id in {r["run_id"] for r in found["runs"] if r["unreleased"]}
+    assert ("digits-classifier", res.model_version) in {
+        (m["name"], m["version"]) for m in found["model_versions"]
+    }
