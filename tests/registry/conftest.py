@@ -51,8 +51,8 @@ RELEASE_FILES = [
     "prov.json",
     "release.dsse.json",
     "release.json",
-    "signoffs.json",
     "report.html",
+    "signoffs.json",
 ]
 
 
