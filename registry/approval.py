@@ -94,7 +94,9 @@ class ApprovalState:
 
     @property
     def met(self) -> bool:
-        return not self.problems and all(len(self.counted.get(r, [])) >= n for r, n in self.thresholds.items())
+        return not self.problems and all(
+            len(self.counted.get(r, [])) >= n for r, n in self.thresholds.items()
+        )
 
     @property
     def solo(self) -> bool:

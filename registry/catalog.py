@@ -30,7 +30,8 @@ def release_status(ws: Path, name: str, version: str, trust=None) -> str:
     try:
         envelope, signoffs = read_signed(ws / RELEASES / name / version)
         state = approval_state(trust, ref, envelope, signoffs)
-        problems = state.problems + binding_problems(ws, name, version, json.loads(payload_of(envelope)), state)
+        statement = json.loads(payload_of(envelope))
+        problems = binding_problems(ws, name, version, statement, state) + state.problems
         withdrawn = is_withdrawn(ws, name, version)
     except (SynthregError, ValueError) as e:
         return f"INVALID: {e}"

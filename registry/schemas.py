@@ -7,12 +7,16 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from registry.approval import SignOff
 from registry.audit import AuditEvent
 from registry.config import Params
 from registry.fsio import atomic_write_text
+from registry.lineage import Withdrawal
 from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
 from registry.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
 from registry.release_record import Release
+from registry.trust import ReleasePolicy, TrustRoot
+from registry.waivers import SignedWaiver
 
 MODELS: dict[str, type[BaseModel]] = {
     "recipe": Recipe,
@@ -28,6 +32,11 @@ MODELS: dict[str, type[BaseModel]] = {
     "withdrawn-list": WithdrawnList,
     "release": Release,
     "audit-event": AuditEvent,
+    "trust-root": TrustRoot,
+    "release-policy": ReleasePolicy,
+    "sign-off": SignOff,
+    "signed-waiver": SignedWaiver,
+    "withdrawal": Withdrawal,
 }
 
 

@@ -65,6 +65,9 @@ def keygen(
     tfile = trust_path(trust) if name else None
     if tfile is not None and tfile.resolve().is_relative_to(ws.resolve()):
         raise SigningError(f"trust root {tfile} is inside the workspace; keep it outside (pass --trust)")
+    unknown = sorted(set(roles or []) - {"releaser", "approver"})
+    if unknown:
+        raise SigningError(f"unknown role(s) {', '.join(unknown)}: a key may be releaser and/or approver")
     signer = CryptoSigner.generate_ed25519()
     keyid = signer.public_key.keyid
     entry = None
@@ -72,7 +75,7 @@ def keygen(
         entry = TrustedKey(
             keyid=keyid,
             name=name,
-            roles=list(dict.fromkeys(roles or ["releaser", "approver"])),  # type: ignore[arg-type]
+            roles=list(dict.fromkeys(roles or ["releaser", "approver"])),
             public=signer.public_key.keyval["public"],
         )
     _write_private(priv, signer.private_bytes)
@@ -154,7 +157,6 @@ def sign(payload: bytes, signer, payload_type: str = PAYLOAD_TYPE) -> dict:
 
 def add_signature(envelope: dict, signer) -> dict:
     """The envelope with one more signature over the same payload (PAE binds the payload type too)."""
-    from securesystemslib.dsse import Envelope
 
     env = _envelope(envelope)
     env.sign(signer)
@@ -163,7 +165,6 @@ def add_signature(envelope: dict, signer) -> dict:
 
 def payload_of(envelope: dict, payload_type: str = PAYLOAD_TYPE) -> bytes:
     """The envelope's payload bytes, refused when its type is not ``payload_type``."""
-    from securesystemslib.dsse import Envelope
 
     try:
         env = _envelope(envelope)
@@ -176,7 +177,6 @@ def payload_of(envelope: dict, payload_type: str = PAYLOAD_TYPE) -> bytes:
 
 def signature_verifies(envelope: dict, keyid: str, key) -> bool:
     """Whether the envelope carries a valid signature by ``key`` (its keyid hint must name it)."""
-    from securesystemslib.dsse import Envelope
     from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
 
     env = _envelope(envelope)

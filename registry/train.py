@@ -461,9 +461,7 @@ def train(
     tracking.tracking_uri(ws)  # a malformed MLFLOW_TRACKING_URI fails before any work
 
     want_syn = round(params.synthetic_share * params.train_size)
-    syn_x, syn_y, syn_pool = _synthetic(
-        ws, ds, params.use_rejected, want_syn, params.seed, allow_withdrawn
-    )
+    syn_x, syn_y, syn_pool = _synthetic(ws, ds, params.use_rejected, want_syn, params.seed, allow_withdrawn)
     train_split, held_out = load_splits()  # held_out: never seen by the generator
     real_x, real_y, real_pool = _real(
         train_split, params.real_per_class, params.train_size - want_syn, params.seed

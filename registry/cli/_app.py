@@ -235,7 +235,8 @@ KeyOpt = Annotated[
 TrustOpt = Annotated[
     Path | None,
     typer.Option(
-        "--trust", help="trust root outside the workspace (default $SYNTHREG_TRUST or ~/.config/synthreg/trust.yaml)"
+        "--trust",
+        help="trust root outside the workspace (default $SYNTHREG_TRUST or ~/.config/synthreg/trust.yaml)",
     ),
 ]
 
@@ -248,7 +249,8 @@ def keygen(
         str | None, typer.Option(help="your name: also add the key to the trust root (--trust) under it")
     ] = None,
     role: Annotated[
-        list[str] | None, typer.Option(help="role in the trust root: releaser, approver (repeat; default both)")
+        list[str] | None,
+        typer.Option(help="role in the trust root: releaser, approver (repeat; default both)"),
     ] = None,
     trust: TrustOpt = None,
     workspace: Workspace = None,
@@ -260,7 +262,9 @@ def keygen(
         from registry.signing import keygen as run
 
         r = run(_workspace(workspace), key, force, name, role, trust)
-        typer.echo(f"private key {r.private} (mode 0600; never commit it)\npublic key  {r.public} (commit it)")
+        typer.echo(
+            f"private key {r.private} (mode 0600; never commit it)\npublic key  {r.public} (commit it)"
+        )
         if r.trust:
             typer.echo(f"trust root  {r.trust}: key {r.keyid[:16]} added for {name}")
 
@@ -423,8 +427,8 @@ def show(
         typer.echo(f"  status: {release_status(ws, r.name, r.version, trusted)}")
         state = signers_of(ws, r.name, r.version, trusted)
         typer.echo(f"  {state.summary()}")
-        for s in state.signers:
-            typer.echo(f"  signed by {s.line()}")
+        for signer in state.signers:
+            typer.echo(f"  signed by {signer.line()}")
         typer.echo(
             f"  manifest sha256 {r.manifest_sha256}; {len(r.shards)} shard(s); git {r.git_commit[:12]}"
         )

@@ -21,7 +21,6 @@ from registry.loader import open_release
 from registry.policy import PolicyReport
 from registry.release import load_release
 from registry.verify import verify
-from tests.conftest import write_yaml
 from tests.registry.conftest import (
     CONDITIONING,
     WAIVED,
