@@ -301,7 +301,8 @@ def test_copying_a_signed_release_over_another_version_or_name_is_caught(release
     show = runner.invoke(app, ["show", "letters@1.0.0", "-w", str(ws)])
     assert show.exit_code == 1
     assert show.stderr.startswith(
-        f"error: {ws / 'releases/letters/1.0.0/release.json'} is the record of digits@1.0.0, not letters@1.0.0"
+        f"error: {ws / 'releases/letters/1.0.0/release.json'} is the record of digits@1.0.0, "
+        "not letters@1.0.0"
     )
 
 
