@@ -272,7 +272,8 @@ def main() -> None:
         extra = best[3] / best[1] - 1
         print(
             f"verify with 3 signatures {best[3]:.3f} s vs 1 signature {best[1]:.3f} s "
-            f"(best of {args.rounds}): {extra:+.1%} (target within 2%): {'met' if extra <= 0.02 else 'MISSED'}"
+            f"(best of {args.rounds}): {extra:+.1%} (target within 2%): "
+            + ("met" if extra <= 0.02 else "MISSED")
         )
     finally:
         shutil.rmtree(ws)
