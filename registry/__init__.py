@@ -39,6 +39,12 @@ _EXPORTS = {
     "diff": "registry.catalog",
     "open_release": "registry.loader",
     "keygen": "registry.signing",
+    # trust: who may sign what (a separate block to ease merging)
+    "TrustRoot": "registry.trust",
+    "load_trust": "registry.trust",
+    "approve": "registry.approval",
+    "waive": "registry.waivers",
+    "list_status": "registry.catalog",
     # downstream runs and lineage
     "train": "registry.train",
     "trace_run": "registry.lineage",

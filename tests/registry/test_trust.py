@@ -22,7 +22,15 @@ import yaml
 from typer.testing import CliRunner
 
 from registry import audit
-from registry.approval import ENVELOPE, SIGNOFFS, approve, check_checkpoints, make_signoff
+from registry.approval import (
+    ENVELOPE,
+    SIGNOFFS,
+    approval_state,
+    approve,
+    check_checkpoints,
+    make_signoff,
+    read_signed,
+)
 from registry.catalog import list_status
 from registry.cli import app
 from registry.errors import ManifestError, PolicyError, ReleaseError, SigningError, TrustError
@@ -113,7 +121,11 @@ def test_a_release_is_a_candidate_until_another_key_approves(fresh: Path, team: 
         approve(ws, "digits@1.0.0", team.alice)
     assert clean(ws) == before
 
-    state = approve(ws, "digits@1.0.0", team.bob)
+    cli = runner.invoke(app, ["approve", "digits@1.0.0", "--key", str(team.bob), "-w", str(ws)])
+    assert cli.exit_code == 0, cli.output
+    assert cli.stdout.splitlines()[0] == "digits@1.0.0: approved by 2 of 2 (releaser 1/1, approver 1/1)"
+    assert cli.stdout.splitlines()[-1] == "final: tag digits@v1.0.0"
+    state = approval_state(load_trust(ws), "digits@1.0.0", *read_signed(folder(ws, "1.0.0")))
     assert state.met and state.status == "final"
     assert tags(ws) == ["digits@v1.0.0"]
     assert [(s.name, s.roles, s.trusted) for s in state.signers] == [
@@ -324,6 +336,13 @@ def test_replaying_an_approval_onto_another_release_is_caught(released_copy: Pat
         "approves digits@1.0.0, not digits@1.1.0 (replayed from another release)"
     )
 
+    # and once the parent is withdrawn, trace names what was derived from it
+    from registry.lineage import _release_info
+
+    withdraw(ws, "digits@1.0.0", "consent withdrawn")
+    info = _release_info(ws, load_release(ws, "digits@1.0.0"), None, {})
+    assert "derived from the withdrawn digits@1.0.0: digits@1.1.0" in info["warnings"]
+
 
 def test_an_edited_report_is_not_released(fresh: Path, base: Built):
     ws = fresh
@@ -412,7 +431,18 @@ def test_forged_self_approved_and_unknown_rule_waivers_are_ignored_with_why(
     assert why["bias.observed-collapse"].endswith("(Alice) does not hold the role approver in the trust root")
     assert why["no.such-rule"] == "rule 'no.such-rule' is in none of the loaded policy packs"
     # an honest one counts, and the log shows who signed it
-    waive(ws, "bias.observed-collapse", "digits", "toy set", date(2099, 1, 1), key=team.bob)
+    cli = runner.invoke(
+        app,
+        [
+            *("waive", "bias.observed-collapse", "--scope", "digits", "--reason", "toy set"),
+            *("--expires", "2099-01-01", "--key", str(team.bob), "-w", str(ws)),
+        ],
+    )
+    assert cli.exit_code == 0, cli.output
+    assert cli.stdout.startswith(
+        "waived bias.observed-collapse for digits until 2099-01-01, signed by Bob "
+        f"(approver key {team.ids['Bob'][:16]})"
+    )
     report = validate_ws(ws, waivers=None)
     [r] = [r for r in report.results if r.rule_id == "bias.observed-collapse"]
     assert r.status == "waived" and r.waiver is not None and r.waiver.approver_keyid == team.ids["Bob"]
