@@ -280,6 +280,21 @@ def test_replacing_the_public_key_and_resigning_an_edited_release_is_untrusted(
     assert list_status(ws)["digits"][0][1].startswith("UNTRUSTED: key ")
 
 
+def test_an_edited_record_with_the_tag_moved_to_it_is_still_caught(released_copy: Path):
+    ws = released_copy
+    path = folder(ws, "1.0.0") / "release.json"
+    record = json.loads(path.read_text())
+    record["counts"]["accepted"] += 5  # "1,000 accepted" where the signed record says 995
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    sh(ws, "git", "commit", "-q", "-am", "fix counts")
+    sh(ws, "git", "tag", "-f", "digits@v1.0.0")  # the insider moves the tag too
+    expected = "release.json differs from the signed record (edited after signing)"
+    assert verify(ws, "digits@1.0.0").problems == [expected]
+    assert list_status(ws) == {"digits": [("1.0.0", f"INVALID: {expected}")]}
+    with pytest.raises(ReleaseError, match=r"release\.json differs from the signed record"):
+        open_release(ws, "digits@1.0.0")
+
+
 def test_a_rogue_signature_added_to_the_envelope_is_named(released_copy: Path, tmp_path: Path):
     ws = released_copy
     keygen(tmp_path / "pub", tmp_path / "rogue.pem")
