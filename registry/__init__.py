@@ -40,6 +40,12 @@ _EXPORTS = {
     "open_release": "registry.loader",
     "keygen": "registry.signing",
     "pull": "registry.remote",
+    # trust: who may sign what (a separate block to ease merging)
+    "TrustRoot": "registry.trust",
+    "load_trust": "registry.trust",
+    "approve": "registry.approval",
+    "waive": "registry.waivers",
+    "list_status": "registry.catalog",
     # downstream runs and lineage
     "train": "registry.train",
     "log_dataset": "registry.track",

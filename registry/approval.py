@@ -94,7 +94,9 @@ class ApprovalState:
 
     @property
     def met(self) -> bool:
-        return not self.problems and all(len(self.counted.get(r, [])) >= n for r, n in self.thresholds.items())
+        return not self.problems and all(
+            len(self.counted.get(r, [])) >= n for r, n in self.thresholds.items()
+        )
 
     @property
     def solo(self) -> bool:
@@ -293,6 +295,11 @@ def approve(
         envelope, signoffs = read_signed(folder)
         before = approval_state(trust, ref, envelope, signoffs)
         if before.met:
+            from registry.release import _tagged
+
+            if not _tagged(ws, tag_name(name, version)):  # approved, but a crash came before the tag
+                _git(ws, "tag", tag_name(name, version))
+                return before
             raise ReleaseError(f"{ref} is final already ({before.summary()}); nothing to approve")
         require_untrusted_free(before)
         if before.problems:

@@ -34,7 +34,11 @@ def release_status(ws: Path, name: str, version: str, trust=None) -> str:
     try:
         envelope, signoffs = read_signed(ws / RELEASES / name / version)
         state = approval_state(trust, ref, envelope, signoffs)
-        problems = state.problems + binding_problems(ws, name, version, json.loads(payload_of(envelope)), state)
+        statement = json.loads(payload_of(envelope))
+        problems = binding_problems(ws, name, version, statement, state) + state.problems
+        record = json.loads((ws / RELEASES / name / version / "release.json").read_text())
+        if statement.get("predicate") != record:
+            problems.insert(0, "release.json differs from the signed record (edited after signing)")
         withdrawn = is_withdrawn(ws, name, version)
     except (SynthregError, ValueError) as e:
         return f"INVALID: {e}"

@@ -106,7 +106,10 @@ def is_withdrawn(ws: Path, name: str, version: str) -> dict | None:
         return out | {"trusted": why is None, "why_untrusted": why}
     if (folder / "withdrawal.json").is_file():
         old = json.loads((folder / "withdrawal.json").read_text())
-        return old | {"trusted": False, "why_untrusted": "an unsigned withdrawal.json; withdraw again to sign"}
+        return old | {
+            "trusted": False,
+            "why_untrusted": "an unsigned withdrawal.json; withdraw again to sign",
+        }
     event = next(
         (e for e in reversed(audit.read(ws)) if e.kind == "withdrawal" and e.subject == subject), None
     )
@@ -118,8 +121,8 @@ def is_withdrawn(ws: Path, name: str, version: str) -> dict | None:
         "time": event.time.isoformat(),
         "actor": event.actor,
         "trusted": False,
-        "why_untrusted": f"the withdrawal record {path.relative_to(ws)} was deleted, but the audit log records "
-        f"the withdrawal (seq {event.seq}); restore it from git",
+        "why_untrusted": f"the withdrawal record {path.relative_to(ws)} was deleted, but the audit log "
+        f"records the withdrawal (seq {event.seq}); restore it from git",
     }
 
 
@@ -363,9 +366,7 @@ def _release_info(ws: Path, r: Release, stats: dict | None, deny: dict[str, str]
             f"WITHDRAWN: {_ref(r)} was withdrawn on {withdrawn['time'][:10]} by {withdrawn['actor']}: "
             f"{withdrawn['reason']}{signed}"
         )
-        derived = [
-            _ref(d) for d in _all_releases(ws) if d.derived_from and d.derived_from.parent == _ref(r)
-        ]
+        derived = [_ref(d) for d in _all_releases(ws) if d.derived_from and d.derived_from.parent == _ref(r)]
         if derived:
             warnings.append(f"derived from the withdrawn {_ref(r)}: {', '.join(derived)}")
     for s in sources:

@@ -208,13 +208,14 @@ class Waiver(Strict):
     approver: str = Field(min_length=1)
     expires: date
     approver_keyid: str | None = Field(
-        default=None, description="the approver's key in the trust root (set on a signed waiver, the only kind applied)"
+        default=None,
+        description="the approver's key in the trust root (set on a signed waiver, the only kind applied)",
     )
     source: str | None = Field(default=None, description="the signed waiver file, in the workspace")
 
 
 class IgnoredWaiver(Strict):
-    """A waiver that was found but not applied, and why (unsigned, untrusted, forged, expired, unknown rule)."""
+    """A waiver found but not applied, and why (unsigned, untrusted, forged, expired, unknown rule)."""
 
     rule_id: str | None = None
     scope: str | None = None

@@ -695,9 +695,11 @@ def _write_exports(out: Path, record: Release, report: PolicyReport, report_text
     atomic_write_text(out / "report.html", release_html(out, record, report))
 
 
-def load_release(ws: Path, ref: str) -> Release:
+def load_release(ws: Path, ref: str, bound: bool = True) -> Release:
     """The record of ``NAME@X.Y.Z`` (or of the latest version of ``NAME``), after recovering any
-    interrupted operation when the release lock is free; a version still being made is not released."""
+    interrupted operation when the release lock is free; a version still being made is not released.
+    With ``bound``, a record whose own name and version are not its folder's (a signed release copied
+    over another) is refused."""
     journal.recover_if_idle(ws)
     name, version = parse_ref(ref)
     if version is not None and version in journal.unfinished_versions(ws, name):
@@ -714,6 +716,12 @@ def load_release(ws: Path, ref: str) -> Release:
     if not path.is_file():
         raise ReleaseError(f"{name}@{version} is not released; see `synthreg list`")
     try:
-        return Release.model_validate_json(path.read_text())
+        record = Release.model_validate_json(path.read_text())
     except ValueError as e:  # pydantic's ValidationError is a ValueError
         raise ReleaseError(f"{path} is not a valid release record ({e}); restore it from git") from None
+    if bound and (record.name, record.version) != (name, version):
+        raise ReleaseError(
+            f"{path} is the record of {record.name}@{record.version}, not {name}@{version} (a release "
+            f"copied over another?); run `synthreg verify {name}@{version}` and restore it from git"
+        )
+    return record

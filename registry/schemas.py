@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from registry.approval import SignOff
 from registry.audit import AuditEvent
 from registry.config import Params
 from registry.fsio import atomic_write_text
@@ -15,6 +16,12 @@ from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleReco
 from registry.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
 from registry.release_record import Release
 from registry.track import DatasetProfile
+from registry.lineage import Withdrawal
+from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
+from registry.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
+from registry.release_record import Release
+from registry.trust import ReleasePolicy, TrustRoot
+from registry.waivers import SignedWaiver
 
 MODELS: dict[str, type[BaseModel]] = {
     "recipe": Recipe,
@@ -32,6 +39,11 @@ MODELS: dict[str, type[BaseModel]] = {
     "audit-event": AuditEvent,
     "journal-entry": Entry,
     "mlflow-dataset-profile": DatasetProfile,
+    "trust-root": TrustRoot,
+    "release-policy": ReleasePolicy,
+    "sign-off": SignOff,
+    "signed-waiver": SignedWaiver,
+    "withdrawal": Withdrawal,
 }
 
 

@@ -65,6 +65,9 @@ def keygen(
     tfile = trust_path(trust) if name else None
     if tfile is not None and tfile.resolve().is_relative_to(ws.resolve()):
         raise SigningError(f"trust root {tfile} is inside the workspace; keep it outside (pass --trust)")
+    unknown = sorted(set(roles or []) - {"releaser", "approver"})
+    if unknown:
+        raise SigningError(f"unknown role(s) {', '.join(unknown)}: a key may be releaser and/or approver")
     signer = CryptoSigner.generate_ed25519()
     keyid = signer.public_key.keyid
     entry = None
@@ -72,7 +75,7 @@ def keygen(
         entry = TrustedKey(
             keyid=keyid,
             name=name,
-            roles=list(dict.fromkeys(roles or ["releaser", "approver"])),  # type: ignore[arg-type]
+            roles=list(dict.fromkeys(roles or ["releaser", "approver"])),
             public=signer.public_key.keyval["public"],
         )
     _write_private(priv, signer.private_bytes)

@@ -116,7 +116,7 @@ class ReleasePolicy(Strict):
 class Trust:
     """A loaded trust root, where it was read from, and the thresholds in force for a workspace."""
 
-    def __init__(self, root: TrustRoot, path: Path, thresholds: dict[Role, int]) -> None:
+    def __init__(self, root: TrustRoot, path: Path, thresholds: dict[str, int]) -> None:
         self.root, self.path, self.thresholds = root, path, thresholds
 
     @property
@@ -166,7 +166,7 @@ def load_trust(ws: Path | None, path: Path | str | None = None) -> Trust:
             "--role approver` (solo) or pass --trust FILE / set SYNTHREG_TRUST"
         )
     root = load_yaml_model(file, TrustRoot, "trust root", TrustError)
-    thresholds: dict[Role, int] = dict(root.thresholds.model_dump())
+    thresholds: dict[str, int] = dict(root.thresholds.model_dump())
     policy = ws / RELEASE_POLICY if ws is not None else None
     if policy is not None and policy.is_file():
         raised = load_yaml_model(policy, ReleasePolicy, "release policy", TrustError).thresholds
@@ -175,7 +175,7 @@ def load_trust(ws: Path | None, path: Path | str | None = None) -> Trust:
     return Trust(root, file, thresholds)
 
 
-def _reachable(root: TrustRoot, thresholds: dict[Role, int], file: Path, policy: Path | None) -> None:
+def _reachable(root: TrustRoot, thresholds: dict[str, int], file: Path, policy: Path | None) -> None:
     """A threshold no set of valid keys could meet is an error naming it."""
     now = datetime.now(UTC)
     live = [k for k in root.keys if not k.revoked and not (k.valid_until and k.valid_until < now)]

@@ -75,9 +75,7 @@ def _check_shard(
     return problems + shard_problems, bad
 
 
-def verify(
-    ws: Path, ref: str, threads: int | None = None, trust: Path | str | None = None
-) -> VerifyResult:
+def verify(ws: Path, ref: str, threads: int | None = None, trust: Path | str | None = None) -> VerifyResult:
     """Every signature against the pinned trust root, the binding of the signed statement to the
     reference and the tag, then the manifest and every image. A candidate (approvals short of the
     thresholds) verifies its content but is reported as not final; it fails only on a problem."""
@@ -86,7 +84,7 @@ def verify(
         raise ReleaseError(f"give a version to verify: {name}@X.Y.Z")
     trusted = load_trust(ws, trust)
     result = VerifyResult(ref=f"{name}@{version}")
-    record = load_release(ws, ref)
+    record = load_release(ws, ref, bound=False)  # the binding is checked below, as a problem
     folder = ws / RELEASES / name / version
     try:
         envelope, signoffs = read_signed(folder)
@@ -102,6 +100,10 @@ def verify(
     from registry.lineage import is_withdrawn
 
     result.withdrawn = is_withdrawn(ws, name, version)
+    if result.withdrawn and not result.withdrawn.get("trusted"):
+        result.problems.append(
+            f"withdrawn, but the withdrawal cannot be trusted: {result.withdrawn['why_untrusted']}"
+        )
     if st["predicate"] != json.loads((folder / "release.json").read_text()):
         result.problems.append("release.json differs from the signed record (edited after signing)")
     result.problems += binding_problems(ws, name, version, st, state)

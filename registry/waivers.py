@@ -90,7 +90,10 @@ def waive(
     rel = path.relative_to(ws).as_posix()
     try:
         audit.append(
-            ws, "waiver", f"{scope}:{rule_id}", w.model_dump(mode="json", exclude={"checkpoint"}) | {"file": rel}
+            ws,
+            "waiver",
+            f"{scope}:{rule_id}",
+            w.model_dump(mode="json", exclude={"checkpoint"}) | {"file": rel},
         )
     except BaseException:
         path.unlink(missing_ok=True)  # no waiver without its audit event
@@ -99,7 +102,16 @@ def waive(
         from registry.release import _git
 
         _git(ws, "add", rel, audit.LOG.as_posix())
-        _git(ws, "commit", "-q", "-m", f"Waive {rule_id} for {scope} until {expires}", "--", rel, audit.LOG.as_posix())
+        _git(
+            ws,
+            "commit",
+            "-q",
+            "-m",
+            f"Waive {rule_id} for {scope} until {expires}",
+            "--",
+            rel,
+            audit.LOG.as_posix(),
+        )
     return path, w
 
 

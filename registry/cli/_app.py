@@ -295,7 +295,8 @@ KeyOpt = Annotated[
 TrustOpt = Annotated[
     Path | None,
     typer.Option(
-        "--trust", help="trust root outside the workspace (default $SYNTHREG_TRUST or ~/.config/synthreg/trust.yaml)"
+        "--trust",
+        help="trust root outside the workspace (default $SYNTHREG_TRUST or ~/.config/synthreg/trust.yaml)",
     ),
 ]
 
@@ -308,7 +309,8 @@ def keygen(
         str | None, typer.Option(help="your name: also add the key to the trust root (--trust) under it")
     ] = None,
     role: Annotated[
-        list[str] | None, typer.Option(help="role in the trust root: releaser, approver (repeat; default both)")
+        list[str] | None,
+        typer.Option(help="role in the trust root: releaser, approver (repeat; default both)"),
     ] = None,
     trust: TrustOpt = None,
     workspace: Workspace = None,
@@ -320,7 +322,9 @@ def keygen(
         from registry.signing import keygen as run
 
         r = run(_workspace(workspace), key, force, name, role, trust)
-        typer.echo(f"private key {r.private} (mode 0600; never commit it)\npublic key  {r.public} (commit it)")
+        typer.echo(
+            f"private key {r.private} (mode 0600; never commit it)\npublic key  {r.public} (commit it)"
+        )
         if r.trust:
             typer.echo(f"trust root  {r.trust}: key {r.keyid[:16]} added for {name}")
 

@@ -13,7 +13,9 @@ from registry.cli._app import KeyOpt, TrustOpt, Workspace, _errors, _workspace, 
 def approve(
     ref: Annotated[str, typer.Argument(help="the candidate release, NAME@X.Y.Z")],
     key: KeyOpt = None,
-    role: Annotated[str, typer.Option(help="the role you sign in: approver (default) or releaser")] = "approver",
+    role: Annotated[
+        str, typer.Option(help="the role you sign in: approver (default) or releaser")
+    ] = "approver",
     trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
@@ -26,7 +28,9 @@ def approve(
         for s in state.signers:
             typer.echo(f"  signed by {s.line()}")
         name, _, version = state.ref.partition("@")
-        typer.echo(f"final: tag {name}@v{version}" if state.met else "still a candidate: more approvals needed")
+        typer.echo(
+            f"final: tag {name}@v{version}" if state.met else "still a candidate: more approvals needed"
+        )
 
 
 @app.command()

@@ -494,7 +494,9 @@ def test_an_unsigned_waiver_is_ignored_and_listed(emailed: Workspace):
         "dpo@example.org",
         "waivers.yaml",
     )
-    assert ignored.why.startswith("unsigned (a waivers file entry): only waivers signed by a trusted approver")
+    assert ignored.why.startswith(
+        "unsigned (a waivers file entry): only waivers signed by a trusted approver"
+    )
     md = (emailed.root / REPORT_DIR / "report.md").read_text()
     assert "## Waivers ignored" in md
 

@@ -377,7 +377,7 @@ def test_a_damaged_audit_log_fails_log_verify(released_copy: Path, damage, probl
     assert result.exit_code == 1
     out = result.stdout.splitlines()
     assert out[: len(problems)] == [f"  {p}" for p in problems]
-    # and the checkpoints signed after the damaged event no longer lie on the chain (tests/registry/test_trust.py)
+    # and the checkpoints signed after the damaged event no longer lie on the chain (see test_trust.py)
     assert all(" checkpoints " in line for line in out[len(problems) : -1])
     assert out[-1].startswith(f"audit log: {len(out) - 1} problem(s) ({path}); ")
 

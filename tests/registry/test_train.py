@@ -260,6 +260,31 @@ def test_a_release_whose_manifest_changed_is_refused(built: Built, store: str):
         shutil.rmtree(bad)
 
 
+def test_a_withdrawn_release_is_trained_on_only_when_allowed_and_that_is_recorded(
+    built: Built, store: str, tmp_path: Path
+):
+    from registry import audit
+    from registry.lineage import withdraw
+
+    ws = tmp_path / "ws"
+    shutil.copytree(built.ws, ws, symlinks=True)
+    for k, v in {"user.name": "t", "user.email": "t@example.org", "commit.gpgsign": "false"}.items():
+        subprocess.run(["git", "config", k, v], cwd=ws, check=True)
+    withdraw(ws, "digits@1.0.0", "consent withdrawn")
+    with pytest.raises(ReleaseError, match=r"^digits@1\.0\.0 was withdrawn on .*: consent withdrawn; pass"):
+        train(ws, SMALL, "digits@1.0.0")
+    result = runner.invoke(app, ["train", "--dataset", "digits@1.0.0", "-w", str(ws)])
+    assert result.exit_code == 1 and "`--allow-withdrawn`" in result.stderr
+    res = train(ws, SMALL.model_copy(update={"epochs": 1}), "digits@1.0.0", allow_withdrawn=True)
+    assert _client(store).get_run(res.run_id).data.tags["synthreg.allow_withdrawn"] == "consent withdrawn"
+    event = audit.read(ws)[-1]
+    assert (event.kind, event.subject, event.details["run_id"]) == (
+        "allow-withdrawn",
+        "digits@1.0.0",
+        res.run_id,
+    )
+
+
 def test_a_malformed_tracking_uri_is_a_clear_error(built: Built, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "mlflow.db")
     with pytest.raises(TrackingError, match=r"MLFLOW_TRACKING_URI 'mlflow.db' is not a URI; use e\.g\."):
