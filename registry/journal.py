@@ -438,7 +438,7 @@ def recover_if_idle(ws: Path) -> None:
     subjects stay hidden). A failure is left for ``synthreg doctor`` to report."""
     if not (ws / ".dvc").is_dir() or not needs_recovery(ws):
         return
-    with lock(ws, wait=False) as got, contextlib.suppress(SynthregError, OSError):
+    with contextlib.suppress(SynthregError, OSError), lock(ws, wait=False) as got:
         if got:
             recover(ws)
 
