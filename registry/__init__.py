@@ -39,6 +39,7 @@ _EXPORTS = {
     "diff": "registry.catalog",
     "open_release": "registry.loader",
     "keygen": "registry.signing",
+    "doctor": "registry.doctor",
     # downstream runs and lineage
     "train": "registry.train",
     "trace_run": "registry.lineage",

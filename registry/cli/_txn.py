@@ -24,7 +24,7 @@ def doctor(
     with _errors():
         import json
 
-        from registry.journal import doctor as run
+        from registry.doctor import doctor as run
 
         res = run(_workspace(workspace), repair)
         if as_json:
