@@ -46,6 +46,7 @@ _EXPORTS = {
     "approve": "registry.approval",
     "waive": "registry.waivers",
     "list_status": "registry.catalog",
+    "doctor": "registry.doctor",
     # downstream runs and lineage
     "train": "registry.train",
     "log_dataset": "registry.track",

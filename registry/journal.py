@@ -15,7 +15,7 @@ and rewrites it before and after every step. A SIGKILL at any point leaves the e
   free (``recover_if_idle``): a reader never waits for a release in progress, it just hides it;
 - temporary folders of dead processes (``releases/NAME/.X.Y.Z.tmp-PID``,
   ``.dvc/tmp/synthreg-derive-PID-*``) are removed by recovery;
-- ``synthreg doctor`` (``doctor()``) reports all of this, and leftovers no journal explains.
+- ``synthreg doctor`` (``registry.doctor``) reports all of this, and leftovers no journal explains.
 
 How an operation uses it (``registry.release.publish`` and ``registry.lineage.withdraw`` are the two
 users; ``approve`` at merge adds a third the same way):
@@ -54,7 +54,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,29 +120,6 @@ class Recovered:
     outcome: str  # "finished" or "rolled back"
 
 
-@dataclass
-class Finding:
-    kind: str  # journal, temporary, untracked, untagged, no-audit-event, tag-without-folder
-    what: str
-    repaired: bool = False
-    hint: str = ""
-
-
-@dataclass
-class DoctorReport:
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def unrepaired(self) -> list[Finding]:
-        return [f for f in self.findings if not f.repaired]
-
-    def to_json(self) -> dict:
-        return {
-            "ok": not self.unrepaired,
-            "findings": [f.__dict__ for f in self.findings],
-        }
-
-
 # ---------------------------------------------------------------------------------------------------
 # the test hook, the lock, the files
 
@@ -171,12 +148,12 @@ def lock(ws: Path, wait: bool = True) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _path(ws: Path, op: str, subject: str) -> Path:
+def entry_path(ws: Path, op: str, subject: str) -> Path:
     return ws / JOURNAL / f"{op}--{subject}.json"
 
 
 def _save(ws: Path, entry: Entry) -> None:
-    path = _path(ws, entry.op, entry.subject)
+    path = entry_path(ws, entry.op, entry.subject)
     atomic_write_text(path, entry.model_dump_json(indent=2) + "\n")
     _fsync_dir(path.parent)
 
@@ -190,7 +167,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _remove(ws: Path, entry: Entry) -> None:
-    path = _path(ws, entry.op, entry.subject)
+    path = entry_path(ws, entry.op, entry.subject)
     path.unlink(missing_ok=True)
     if path.parent.is_dir():
         _fsync_dir(path.parent)
@@ -223,7 +200,7 @@ def is_unfinished(ws: Path, op: str, subject: str) -> bool:
 def read_entry(ws: Path, op: str, subject: str) -> Entry:
     """The entry, refused unless every path and tag it names is the one its subject implies: recovery
     removes and commits what an entry names, so a planted or edited entry must not point elsewhere."""
-    path = _path(ws, op, subject)
+    path = entry_path(ws, op, subject)
     try:
         entry = Entry.model_validate_json(path.read_text())
     except (OSError, ValueError) as e:
@@ -355,8 +332,8 @@ def transaction(ws: Path, op: str, subject: str, state: dict[str, Any]) -> Itera
             raise
         raise ReleaseError(
             f"{op} of {subject} stopped at step {entry.doing or '?'}: {e}. It is recorded in "
-            f"{_path(ws, op, subject).relative_to(ws)} and will be finished by the next synthreg command; "
-            "fix the cause and run `synthreg doctor --repair`"
+            f"{entry_path(ws, op, subject).relative_to(ws)} and will be finished by the next synthreg "
+            "command; fix the cause and run `synthreg doctor --repair`"
         ) from e
 
 
@@ -447,102 +424,9 @@ def recover_if_idle(ws: Path) -> None:
     subjects stay hidden). A failure is left for ``synthreg doctor`` to report."""
     if not (ws / ".dvc").is_dir() or not needs_recovery(ws):
         return
-    with lock(ws, wait=False) as got, contextlib.suppress(SynthregError, OSError):
+    with contextlib.suppress(SynthregError, OSError), lock(ws, wait=False) as got:
         if got:
             recover(ws)
-
-
-# ---------------------------------------------------------------------------------------------------
-# doctor
-
-
-def doctor(ws: Path, repair: bool = False) -> DoctorReport:
-    """Leftovers of interrupted or hand-made operations; with ``repair``, recover what can be."""
-    from registry import audit
-    from registry.release import _git, _has_commits
-
-    report = DoctorReport()
-    if not (ws / ".dvc").is_dir():
-        return report  # not a DVC workspace: nothing was ever published here
-    with lock(ws):
-        for op, subject in pending(ws):
-            f = Finding("journal", f"unfinished {op} of {subject}")
-            if repair:
-                try:
-                    f.repaired, f.hint = True, recover_one(ws, op, subject).outcome
-                except SynthregError as e:
-                    f.hint = str(e)
-            report.findings.append(f)
-        for p in stale_temporaries(ws):
-            f = Finding("temporary", f"{p.relative_to(ws)} (its process is gone)")
-            if repair:
-                shutil.rmtree(p, ignore_errors=True)
-                f.repaired = True
-            report.findings.append(f)
-        if not (ws / ".git").exists():
-            return report
-        tags = set(_git(ws, "tag", "--list", "*@v*").split())
-        tracked = (
-            set(_git(ws, "ls-files", "--", RELEASES.as_posix()).splitlines()) if _has_commits(ws) else set()
-        )
-        events = {(e.kind, e.subject) for e in audit.read(ws)}
-        hidden = set(pending(ws))
-        seen_tags = set()
-        root = ws / RELEASES
-        for dataset in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-            for folder in sorted(p for p in dataset.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                subject = f"{dataset.name}@{folder.name}"
-                if not (folder / "release.json").is_file() or any(s == subject for _, s in hidden):
-                    continue
-                tag = f"{dataset.name}@v{folder.name}"
-                seen_tags.add(tag)
-                rel = folder.relative_to(ws).as_posix()
-                found = []
-                if f"{rel}/release.json" not in tracked:
-                    found.append(Finding("untracked", f"{rel} is not committed to git"))
-                if tag not in tags:
-                    found.append(Finding("untagged", f"{subject} has no tag {tag}"))
-                if ("release", subject) not in events and ("derive", subject) not in events:
-                    found.append(Finding("no-audit-event", f"{subject} has no release or derive audit event"))
-                if found and repair:
-                    _finish_orphan(ws, dataset.name, folder.name, found)
-                elif found:
-                    hint = f"`synthreg doctor --repair` finishes it if it verifies; else remove {rel}"
-                    for f in found:
-                        f.hint = hint
-                report.findings += found
-        for tag in sorted(tags - seen_tags):
-            name, _, version = tag.partition("@v")
-            if (ws / RELEASES / name / version / "release.json").is_file():
-                continue
-            report.findings.append(
-                Finding(
-                    "tag-without-folder",
-                    f"tag {tag} has no releases/{name}/{version}",
-                    hint=f"restore the folder (`git checkout {tag} -- releases/{name}/{version}`)",
-                )
-            )
-    return report
-
-
-def _finish_orphan(ws: Path, name: str, version: str, found: list[Finding]) -> None:
-    """Finish a version folder no journal explains, if it verifies; otherwise leave it as it was."""
-    from registry.release import adopt
-
-    subject = f"{name}@{version}"
-    try:
-        op = adopt(ws, name, version)
-        try:
-            recover_one(ws, op, subject)
-        except BaseException:
-            _path(ws, op, subject).unlink(missing_ok=True)  # as it was: reported, not hidden
-            raise
-    except SynthregError as e:
-        for f in found:
-            f.hint = str(e)
-        return
-    for f in found:
-        f.repaired, f.hint = True, "finished"
 
 
 def recover_one(ws: Path, op: str, subject: str) -> Recovered:

@@ -37,12 +37,20 @@ def _holder(fd: int) -> dict:
 
 @contextlib.contextmanager
 def folder_lock(ws: Path, folder: Path, command: str) -> Iterator[None]:
-    """Hold ``folder``'s lock while writing into it; a FolderBusyError when another run holds it."""
-    made = not folder.exists()  # removed again if the run leaves it empty: a refused run writes nothing
-    folder.mkdir(parents=True, exist_ok=True)
+    """Hold ``folder``'s lock while writing into it; a FolderBusyError when another run holds it. Folders
+    it had to create are removed again if the run left them empty (a refused input writes nothing)."""
+    created = []
+    p = folder
+    while not p.exists():
+        created.append(p)
+        p = p.parent
     path = folder / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a finishing run removed the empty folder just now
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -66,8 +74,10 @@ def folder_lock(ws: Path, folder: Path, command: str) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)  # while still locked, so nobody takes a file about to vanish
-        if made:
-            with contextlib.suppress(OSError):  # not empty: the run wrote something, keep it
-                folder.rmdir()
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+        for p in created:  # deepest first; stops at the first that is not empty
+            try:
+                p.rmdir()
+            except OSError:
+                break

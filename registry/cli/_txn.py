@@ -14,7 +14,9 @@ def doctor(
     repair: Annotated[
         bool,
         typer.Option(
-            "--repair", help="finish or roll back interrupted operations, remove stale temp folders"
+            "--repair",
+            help="finish or roll back interrupted operations, finish half-made versions that verify, "
+            "remove stale temp folders",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -24,7 +26,7 @@ def doctor(
     with _errors():
         import json
 
-        from registry.journal import doctor as run
+        from registry.doctor import doctor as run
 
         res = run(_workspace(workspace), repair)
         if as_json:

@@ -10,6 +10,7 @@ appended but not yet journalled.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -158,6 +159,10 @@ def test_doctor_reports_then_rolls_back_a_release_killed_before_its_record_was_c
         f"  temporary: releases/digits/{staging} (its process is gone)",
         "doctor: 2 problem(s), 2 left; run `synthreg doctor --repair`",
     ]
+    as_json = json.loads(runner.invoke(app, ["doctor", "--json", "-w", str(ws)]).output)
+    assert as_json["ok"] is False
+    kinds = [(f["kind"], f["repaired"]) for f in as_json["findings"]]
+    assert kinds == [("journal", False), ("temporary", False)]
     repaired = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
     assert repaired.exit_code == 0, repaired.output
     assert (
