@@ -12,14 +12,11 @@ from registry.audit import AuditEvent
 from registry.config import Params
 from registry.fsio import atomic_write_text
 from registry.journal import Entry
-from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
-from registry.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
-from registry.release_record import Release
-from registry.track import DatasetProfile
 from registry.lineage import Withdrawal
 from registry.models import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
 from registry.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
 from registry.release_record import Release
+from registry.track import DatasetProfile
 from registry.trust import ReleasePolicy, TrustRoot
 from registry.waivers import SignedWaiver
 
