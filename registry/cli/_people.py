@@ -120,10 +120,11 @@ def render_show(
     console.print(pol)
     if r.waivers:
         wt = Table(title="waivers", title_justify="left")
-        for col in ("rule", "approver", "expires", "reason"):
+        for col in ("rule", "approver", "key", "expires", "reason"):
             wt.add_column(col, overflow="fold")
         for w in r.waivers:
-            wt.add_row(escape(w.rule_id), escape(w.approver), str(w.expires), escape(w.reason))
+            key = (w.approver_keyid or "unsigned")[:16]
+            wt.add_row(escape(w.rule_id), escape(w.approver), key, str(w.expires), escape(w.reason))
         console.print(wt)
 
 

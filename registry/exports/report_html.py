@@ -372,7 +372,7 @@ def _waivers(waivers: list[Any], today: date) -> str:
         [
             f"<code>{_e(w.rule_id)}</code>",
             _e(w.scope),
-            _e(w.approver),
+            _e(w.approver) + (f" (key <code>{_e(w.approver_keyid[:16])}</code>)" if w.approver_keyid else ""),
             _e(w.expires) + (" <b>(expired)</b>" if w.expires < today else ""),
             _e(w.reason),
         ]
