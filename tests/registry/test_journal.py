@@ -81,7 +81,9 @@ def leftovers(ws: Path) -> list[str]:
 def assert_consistent(ws: Path, released: list[str], withdrawn: list[str]) -> None:
     """list, verify, log --verify, doctor, git, tags and the audit log all tell the same story."""
     listed = runner.invoke(app, ["list", "-w", str(ws)])
-    assert (listed.exit_code, listed.output) == (0, f"digits: {', '.join(released)}\n")
+    status = {v: "solo, withdrawn" if v in withdrawn else "solo" for v in released}  # the solo trust root
+    shown = ", ".join(f"{v} ({status[v]})" for v in released)
+    assert (listed.exit_code, listed.output) == (0, f"digits: {shown}\n")
     for v in released:
         checked = runner.invoke(app, ["verify", f"digits@{v}", "-w", str(ws)])
         assert checked.exit_code == 0, checked.output
