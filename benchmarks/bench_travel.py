@@ -148,7 +148,9 @@ def main() -> None:
                 return push, timed(lambda: remote.pull(b, "bench@1.0.0"))
 
             def theirs(q: Path = q) -> tuple[float, float]:
-                return timed(lambda: sh(p, dvc, "push")), timed(lambda: sh(q, dvc, "pull"))
+                return timed(lambda: sh(p, dvc, "push", "shards.dvc")), timed(
+                    lambda: sh(q, dvc, "pull", "shards.dvc")
+                )
 
             if i % 2:
                 (dp, dl), (sp, sl) = theirs(), ours()

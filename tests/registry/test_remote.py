@@ -278,6 +278,29 @@ def test_no_remote_is_refused_with_the_two_lines_to_add_one(base: Built, tmp_pat
     assert "  data remote: not pushed (--no-push)" in out.splitlines()
 
 
+def test_derive_pushes_too_or_says_no_push(released_copy: Path, released: Built):
+    ws = released_copy
+    sh(ws, DVC, "remote", "remove", "storage")
+    commit_all(ws, "no remote")
+    record = Release.model_validate_json((folder(ws, "1.0.0") / "release.json").read_text())
+    sample = duckdb_first_sample(folder(ws, "1.0.0") / "data/manifest.parquet")
+    args = ["derive", "digits@1.0.0", "--version", "1.0.1", "--exclude-sample", sample, "--reason", "asked"]
+    args += ["--key", str(released.key), "-w", str(ws)]
+    code, out = cli(*args)
+    assert code == 1 and "has no default DVC remote to push the release to" in error_line(out)
+    assert not folder(ws, "1.0.1").exists() and tags(ws) == ["digits@v1.0.0"]
+    code, out = cli(*args, "--no-push")
+    assert code == 0, out
+    derived = Release.model_validate_json((folder(ws, "1.0.1") / "release.json").read_text())
+    assert derived.no_push and derived.remote is None and record.remote is not None
+
+
+def duckdb_first_sample(manifest: Path) -> str:
+    import duckdb
+
+    return duckdb.sql(f"SELECT min(sample_id) FROM '{manifest}'").fetchall()[0][0]
+
+
 def test_pull_of_an_unknown_version(released: Built):
     code, out = cli("pull", "digits@9.9.9", "-w", str(released.ws))
     assert code == 1
