@@ -3,6 +3,7 @@ acceptances; not the kill, key or lock attacks, which other branches own) and pr
 
     python benchmarks/attacks.py            # about two minutes on 2 cores
     python benchmarks/attacks.py -v         # one line per attack
+    python benchmarks/attacks.py --names-rows 1000000   # the names check's cost on a big manifest
 
 Each attack runs the real CLI (in process, typer's CliRunner) on a fresh copy of a small released
 workspace (git + DVC, 12 images, digits 1.0.0), with a sentinel folder beside it, and is classified:
@@ -59,6 +60,7 @@ class Attack:
     name: str
     setup: Callable[[Path], list[str]]  # prepares the copy; returns the CLI arguments (without -w)
     hostile: bool = True  # True: it must be refused; False: it must succeed
+    leak: str | None = None  # text of a file given to it that no message may repeat
 
 
 def sh(cwd: Path, *cmd: str) -> None:
@@ -235,8 +237,10 @@ def other_attacks(key: Path) -> list[Attack]:
     vargs = ["validate", FILTERED, "--out", POLICY]
     ref = ["derive", "digits@1.0.0", "--version", "1.0.1", "--reason", "r", "--key", str(key)]
 
-    def a(name: str, fn: Callable[[Path], list[str]], hostile: bool = True) -> Attack:
-        return Attack(name, fn, hostile)
+    def a(
+        name: str, fn: Callable[[Path], list[str]], hostile: bool = True, leak: str | None = None
+    ) -> Attack:
+        return Attack(name, fn, hostile, leak)
 
     def tar_extra(ws: Path) -> list[str]:
         shard = ws / CANDIDATES / "shards/shard-00000.tar"
@@ -392,8 +396,16 @@ def other_attacks(key: Path) -> list[Attack]:
         a("validate: non-UTF-8 pack", pack(b"id: p\n\xff\xfe\n")),
         a("validate: pack key with a newline", pack(newline_key)),
         a("derive: non-UTF-8 --exclude-samples", exclude_file(b"\xff\xfe\n")),
-        a("derive: --exclude-samples is a password file", exclude_file(b"root:x:0:0:root:/root:/bin/bash\n")),
-        a("derive: --exclude-samples with a secret id", exclude_file(b"private-person-name\n")),
+        a(
+            "derive: --exclude-samples is a password file",
+            exclude_file(b"root:x:0:0:root:/root:/bin/bash\n"),
+            leak="root:x",
+        ),
+        a(
+            "derive: --exclude-samples with a secret id",
+            exclude_file(b"private-person-name\n"),
+            leak="private-person-name",
+        ),
         a("generate: device cuda:7", params("generate", {"device": "cuda:7"}, ["generate"])),
         a("generate: threads 1000000", params("generate", {"threads": 1000000}, ["generate"])),
         a("generate: batch_size 10^9", params("generate", {"batch_size": 10**9}, ["generate"])),
@@ -441,8 +453,8 @@ def run(attack: Attack, source: Path, top: Path) -> tuple[str, str]:
         verdict = "traceback"
     elif _outside(ws) != before or any(p.name.endswith(".tmp") or ".tmp-" in p.name for p in ws.rglob("*")):
         verdict = "inconsistent state"
-    elif attack.hostile and result.exit_code == 0:
-        verdict = "silent acceptance"
+    elif (attack.hostile and result.exit_code == 0) or (attack.leak and attack.leak in result.output):
+        verdict = "silent acceptance"  # accepted, or refused but repeating the file it was given
     elif not attack.hostile:
         verdict = "correct" if result.exit_code == 0 else "inconsistent state"
     elif first.startswith("error: ") or (result.exit_code in (1, 3) and "FAIL" in result.output):
@@ -453,10 +465,46 @@ def run(attack: Attack, source: Path, top: Path) -> tuple[str, str]:
     return verdict, (first if result.exit_code != 3 else out[-1])[:160]
 
 
+def time_names(rows: int) -> None:
+    """The names check over a ``rows``-row manifest (bench_validate.py's), against reading the manifest
+    with pyarrow in the same run (best of 3 each)."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_validate import build_manifest
+
+    from registry.names import unsafe_rows
+
+    def best(fn: Callable[[], object]) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "manifest.parquet"
+        build_manifest(rows, path)
+        con = mf.connect(path)
+        check = best(lambda: unsafe_rows(con))
+        read = best(lambda: pq.read_table(path))
+    print(
+        f"names check over {rows:,} rows: {check:.2f} s; pyarrow read of the manifest {read:.2f} s; ratio "
+        f"{check / read:.2f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--names-rows", type=int, help="only time the names check on a manifest of this size")
     args = ap.parse_args()
+    if args.names_rows:
+        time_names(args.names_rows)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         top = Path(tmp)
         os.environ["SYNTHREG_CRASH_DIR"] = str(top / "crashes")
