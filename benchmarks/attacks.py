@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty
 from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,10 +219,12 @@ def _symlink_out(ws: Path, rel: str) -> None:
     src.symlink_to(target)
 
 
-def _bomb() -> str:
+def _bomb(key: str) -> str:
+    """A "billion laughs" (9**9 values once expanded) as the value of ``key``, which the model validates
+    (and, on main, quoted back in its error message, expanding every alias)."""
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + f"\n{key}: *a8\n"
 
 
 def _write(ws: Path, rel: str, text: str | bytes) -> None:
@@ -276,9 +281,9 @@ def other_attacks(key: Path) -> list[Attack]:
 
         return fn
 
-    def recipe_text(text: str, cmd: str = "validate") -> Callable[[Path], list[str]]:
-        def fn(ws: Path) -> list[str]:
-            _write(ws, "fz/recipe.yaml", text)
+    def recipe_text(text: str, cmd: str = "validate", append: bool = False) -> Callable[[Path], list[str]]:
+        def fn(ws: Path) -> list[str]:  # append: after the real recipe (a later key wins in PyYAML)
+            _write(ws, "fz/recipe.yaml", ((ws / RECIPE).read_text() if append else "") + text)
             return (
                 ["generate", "fz/recipe.yaml"]
                 if cmd == "generate"
@@ -309,8 +314,10 @@ def other_attacks(key: Path) -> list[Attack]:
         return fn
 
     def outside_params(cmd: list[str]) -> Callable[[Path], list[str]]:
-        def fn(ws: Path) -> list[str]:
-            return [*cmd, "--params", "/etc/hostname"]
+        def fn(ws: Path) -> list[str]:  # a well-formed params file, but outside the workspace
+            outside = ws.parent / "outside-params.yaml"
+            shutil.copy(ws / "params.yaml", outside)
+            return [*cmd, "--params", str(outside)]
 
         return fn
 
@@ -384,11 +391,11 @@ def other_attacks(key: Path) -> list[Attack]:
         a("filter: --params outside", outside_params(["filter", CANDIDATES])),
         a("validate: --params outside", outside_params(vargs)),
         a("train: --params outside", outside_params(["train"])),
-        a("generate: recipe alias bomb", recipe_text(_bomb(), "generate")),
-        a("validate: recipe alias bomb", recipe_text(_bomb())),
-        a("validate: pack alias bomb", pack(_bomb())),
-        a("validate: waivers alias bomb", waivers(_bomb())),
-        a("validate: params alias bomb", params_file(_bomb())),
+        a("generate: recipe alias bomb", recipe_text(_bomb("identities"), "generate", append=True)),
+        a("validate: recipe alias bomb", recipe_text(_bomb("prompt_templates"), append=True)),
+        a("validate: pack alias bomb", pack(_bomb("rules"))),
+        a("validate: waivers alias bomb", waivers(_bomb("waivers"))),
+        a("validate: params alias bomb", params_file(_bomb("generate"))),
         a("validate: recursive alias", recipe_text("a: &a [*a]\n")),
         a("validate: nesting 500 deep", recipe_text("x: " + "[" * 500 + "]" * 500 + "\n")),
         a("validate: 5,000-digit integer", recipe_text("seed: 1" + "0" * 5000 + "\n")),
@@ -435,7 +442,34 @@ def _outside(ws: Path) -> dict[str, str]:
     }
 
 
+LIMIT_S = 120  # an attack still running after this is counted as a traceback (a hang)
+MEMORY = 8 << 30  # address space of the child running an attack: a bomb fails fast, the machine is shared
+
+
 def run(attack: Attack, source: Path, top: Path) -> tuple[str, str]:
+    """``attempt`` in a forked child, so an attack that kills or hangs its process is counted too."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+        queue.put(attempt(attack, source, top))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    try:
+        return queue.get(timeout=LIMIT_S)
+    except Empty:
+        return (
+            "traceback",
+            f"no result: the process {'hung' if proc.is_alive() else 'died'} ({proc.exitcode})",
+        )
+    finally:
+        proc.kill()
+        proc.join()
+
+
+def attempt(attack: Attack, source: Path, top: Path) -> tuple[str, str]:
     case = Path(tempfile.mkdtemp(dir=top))
     ws = case / "ws"
     shutil.copytree(source, ws, symlinks=True)
