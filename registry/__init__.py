@@ -31,6 +31,7 @@ _EXPORTS = {
     # manifests
     "read_table": "registry.manifest",
     "find_sample": "registry.manifest",
+    "check_manifest": "registry.names",
     # releases
     "release": "registry.release",
     "load_release": "registry.release",

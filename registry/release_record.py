@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from registry.models import DATASET_NAME, IntendedUse, Recipe, Sha256, SourceRef, Strict
+from registry.models import IntendedUse, Recipe, Sha256, SourceRef, Strict
 from registry.policy import Waiver
 
 # Components below 10^9: a version such as 99999999999999999999999.0.0 would block every later one.
@@ -66,7 +66,7 @@ class Derivation(Strict):
 
 
 class Release(Strict):
-    name: str = Field(pattern=f"^{DATASET_NAME.pattern}$")
+    name: str
     version: SemVer
     manifest_sha256: Sha256 = Field(description="content digest of the released manifest")
     manifest_path: str = Field(default="data/manifest.parquet", pattern=r"^data/manifest\.parquet$")

@@ -129,11 +129,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = p.parse_args()
-    import yaml
+    from registry.config import load_params
+    from registry.errors import SynthregError
 
-    cfg = {"epochs": 20, "batch_size": 64, "lr": 2e-3, "seed": 0, "threads": 2}
-    if a.params.exists():
-        cfg.update((yaml.safe_load(a.params.read_text()) or {}).get("train_generator", {}))
+    try:  # params.yaml's train_generator section, bounded and validated like every other YAML input
+        cfg = load_params(a.params).train_generator.model_dump()
+    except SynthregError as e:
+        raise SystemExit(f"error: {e}") from None
     meta = train(a.out, **cfg)
     print(json.dumps(meta["training"], indent=2))
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
+import click
 import typer
 
 from registry.errors import SynthregError
@@ -70,7 +71,7 @@ def _errors() -> Iterator[None]:
         yield
     except SynthregError as e:
         _fail(str(e), e.exit_code)
-    except (typer.Exit, typer.Abort):
+    except (typer.Exit, typer.Abort, click.ClickException):
         raise
     except Exception as e:  # a bug: one line and a saved traceback, never a traceback (registry/crash.py)
         _internal(e)
@@ -714,8 +715,6 @@ def schema(
 
 
 def main() -> None:
-    import click
-
     try:
         app()
     except (SystemExit, click.exceptions.Exit):
