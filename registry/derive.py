@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -126,6 +127,7 @@ def derive(
     actor: str | None = None,
     params_path: Path | str = "params.yaml",
     today: date | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> Release:
     """Release ``NAME@version``: the version ``ref`` without the excluded samples and sources."""
     from policies.engine import check
@@ -243,6 +245,7 @@ def derive(
                 actor,
                 _parent_shards(parent_dir, parent),
                 derivation,
+                progress=progress,
             )
             return record, report, report_text
 

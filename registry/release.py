@@ -158,6 +158,7 @@ def release(
     actor: str | None = None,
     today: date | None = None,
     recipe_path: Path | str | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> Release:
     check_new_version(ws, name, version)
     data = ws / "data" / name
@@ -170,7 +171,17 @@ def release(
 
     def build(staging: Path) -> tuple[Release, PolicyReport, str]:
         record = assemble(
-            ws, name, version, manifest, report, report_text, recipe, staging, actor, _workspace_shard(ws)
+            ws,
+            name,
+            version,
+            manifest,
+            report,
+            report_text,
+            recipe,
+            staging,
+            actor,
+            _workspace_shard(ws),
+            progress=progress,
         )
         return record, report, report_text
 
@@ -268,6 +279,7 @@ def assemble(
     actor: str | None,
     read_shard: ShardReader,
     derivation: Derivation | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> Release:
     """Copy the manifest and content-addressed shards into ``out/data``; build the record.
 
@@ -289,7 +301,9 @@ def assemble(
     ).fetchall():
         expected.setdefault(shard, {})[member] = (sid, sha)
     shards = []
-    for shard in sorted(expected):
+    for i, shard in enumerate(sorted(expected)):
+        if progress:  # (shards copied and checked, shards)
+            progress(i, len(expected))
         data = read_shard(shard, set(expected[shard]))
         digest = sha256_bytes(data)
         problems, bad_samples = check_members(data, expected[shard], shard)
@@ -312,6 +326,8 @@ def assemble(
                 members=members,
             )
         )
+    if progress:
+        progress(len(expected), len(expected))
     per_identity: dict[str, dict[str, int]] = {}
     for identity, decision, n in con.execute(
         "SELECT identity, coalesce(decision, 'unfiltered'), count(*) FROM manifest GROUP BY ALL ORDER BY ALL"

@@ -35,6 +35,7 @@ import json
 import math
 import subprocess
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,7 +262,9 @@ def _tensor(images: np.ndarray):
     return torch.from_numpy(images.astype(np.float32)[:, None] / 255.0)
 
 
-def _fit(images: np.ndarray, labels: np.ndarray, params: TrainParams) -> tuple[Any, float]:
+def _fit(
+    images: np.ndarray, labels: np.ndarray, params: TrainParams, progress: Callable[..., None] | None = None
+) -> tuple[Any, float]:
     import torch
 
     torch.manual_seed(params.seed)
@@ -272,7 +275,9 @@ def _fit(images: np.ndarray, labels: np.ndarray, params: TrainParams) -> tuple[A
     reps = math.ceil(params.train_size / len(x))
     loss = torch.tensor(float("nan"))
     model.train()
-    for _ in range(params.epochs):
+    for epoch in range(params.epochs):
+        if progress:
+            progress(epoch, params.epochs, f"loss {loss.item():.4f}" if epoch else "")
         order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(reps)])[: params.train_size]
         for start in range(0, len(order), params.batch_size):
             batch = order[start : start + params.batch_size]
@@ -280,6 +285,8 @@ def _fit(images: np.ndarray, labels: np.ndarray, params: TrainParams) -> tuple[A
             loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
             opt.step()
+    if progress:
+        progress(params.epochs, params.epochs, f"loss {loss.item():.4f}")
     model.eval()
     return model, loss.detach().item()
 
@@ -436,7 +443,9 @@ def _log_run(
 # --- the whole run ---------------------------------------------------------------------------------------
 
 
-def train(ws: Path, params: TrainParams, dataset: str | None = None) -> TrainResult:
+def train(
+    ws: Path, params: TrainParams, dataset: str | None = None, progress: Callable[..., None] | None = None
+) -> TrainResult:
     """Train on the mix ``params`` describes, evaluate on held-out real digits, log and register the model.
 
     ``dataset`` overrides ``params.dataset``. Writes the metrics JSON (``params.metrics``) for DVC.
@@ -467,7 +476,7 @@ def train(ws: Path, params: TrainParams, dataset: str | None = None) -> TrainRes
     torch.set_num_threads(params.threads)
     torch.use_deterministic_algorithms(True)
     try:
-        model, last_loss = _fit(x, y, params)
+        model, last_loss = _fit(x, y, params, progress)  # progress(epoch, epochs, "loss ...")
         metrics = _evaluate(model, held_out.images, held_out.labels)
     finally:
         torch.set_num_threads(threads)

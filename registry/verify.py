@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,10 @@ def _check_shard(
     return problems + shard_problems, bad
 
 
-def verify(ws: Path, ref: str, threads: int | None = None) -> VerifyResult:
+def verify(
+    ws: Path, ref: str, threads: int | None = None, progress: Callable[..., None] | None = None
+) -> VerifyResult:
+    """Signature, record, manifest and every image; ``progress(images checked, images)`` per shard."""
     name, version = parse_ref(ref)
     if version is None:
         raise ReleaseError(f"give a version to verify: {name}@X.Y.Z")
@@ -100,8 +104,12 @@ def verify(ws: Path, ref: str, threads: int | None = None) -> VerifyResult:
             continue
         jobs.append((folder / "data" / ref_.path, ref_.sha256, ms))
     with ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1)) as pool:
-        for problems, bad in pool.map(lambda j: _check_shard(*j), jobs):
+        checked = 0
+        for (_, _, ms), (problems, bad) in zip(jobs, pool.map(lambda j: _check_shard(*j), jobs), strict=True):
             result.problems += problems
             result.bad_samples.update(bad)
+            checked += len(ms)
+            if progress:
+                progress(checked, result.samples)
     result.shards = len(jobs)
     return result

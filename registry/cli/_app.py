@@ -44,9 +44,23 @@ def _errors() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar (count, rate, elapsed, remaining), shown from the first update only, so
-    an input error raised before any work prints just its message."""
+def _progress(label: str, unit: str = "img") -> Iterator[Callable[..., None]]:
+    """``update(done, total, what="")`` for the library to call: on a terminal a rich progress bar
+    (count, rate, elapsed, remaining), shown from the first update only, so an input error raised
+    before any work prints just its message; elsewhere (a pipe, DVC, CI) plain lines on stderr
+    (``registry.cli._people.PlainProgress``). Progress goes to stderr, results to stdout."""
+    import sys
+
+    from registry.cli._people import PlainProgress
+
+    if not sys.stderr.isatty():
+        plain = PlainProgress(label, unit)
+        try:
+            yield plain.update
+        finally:
+            plain.close()
+        return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -60,20 +74,22 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
         TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[rate]} {task.fields[what]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=True,
+        console=Console(stderr=True),
     )
     task = None
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int, what: str = "") -> None:
         nonlocal task
         if task is None:
             bar.start()
-            task = bar.add_task(label, total=total, rate="")
+            task = bar.add_task(label, total=total, rate="", what="")
         speed = bar.tasks[0].speed
-        bar.update(task, completed=done, total=total, rate=f"{speed:.1f} img/s" if speed else "")
+        rate = f"{speed:.1f} {unit}/s" if speed else ""
+        bar.update(task, completed=done, total=total, rate=rate, what=what)
 
     try:
         yield update
@@ -181,7 +197,9 @@ def validate(
         ws = _workspace(workspace)
         p = load_params(ws / params)
         v = p.validate_
-        report = run(filtered, ws, recipe or p.recipe, pack or v.packs, v.waivers, v.licences, out)
+        with _progress("validate", "rule") as progress:
+            recipe_, packs = recipe or p.recipe, pack or v.packs
+            report = run(filtered, ws, recipe_, packs, v.waivers, v.licences, out, None, progress)
         for r in report.results:
             if r.status != "pass":
                 typer.echo(f"  {r.status:6} {r.rule_id}: {r.message}")
@@ -212,7 +230,8 @@ def train(
         from registry.train import train as run
 
         ws = _workspace(workspace)
-        res = run(ws, load_params(ws / params).train, dataset)
+        with _progress("train", "epoch") as progress:
+            res = run(ws, load_params(ws / params).train, dataset, progress)
         m = res.metrics
         typer.echo(
             f"trained on {res.dataset}: {res.n_real} real + {res.n_synthetic} synthetic images; "
@@ -256,7 +275,8 @@ def release(
     with _errors():
         from registry.release import release as run
 
-        r = run(name, version, _workspace(workspace), key, actor, recipe_path=recipe)
+        with _progress("release", "shard") as progress:
+            r = run(name, version, _workspace(workspace), key, actor, recipe_path=recipe, progress=progress)
         typer.echo(
             f"released {r.name}@{r.version}: {r.counts.accepted}/{r.counts.total} accepted, "
             f"{len(r.shards)} shard(s), manifest sha256 {r.manifest_sha256}; tag {r.name}@v{r.version}"
@@ -296,7 +316,8 @@ def derive(
             if not exclude_samples.is_file():
                 raise ConfigError(f"sample id file {exclude_samples} does not exist; give one id a line")
             ids += [line.strip() for line in exclude_samples.read_text().splitlines() if line.strip()]
-        r = run(ws, ref, version, reason, ids, exclude_source, key, actor, params)
+        with _progress("derive", "shard") as progress:
+            r = run(ws, ref, version, reason, ids, exclude_source, key, actor, params, progress=progress)
         d = r.derived_from
         assert d is not None
         typer.echo(
@@ -318,7 +339,8 @@ def verify(
 
         from registry.verify import verify as run
 
-        res = run(_workspace(workspace), ref)
+        with _progress("verify") as progress:
+            res = run(_workspace(workspace), ref, progress=progress)
         if as_json:
             typer.echo(json.dumps(res.to_json(), indent=2))
         else:
