@@ -40,6 +40,7 @@ from registry.config import load_recipe
 from registry.digests import perceptual_hash, sha256_bytes, sha256_file, sha256_json
 from registry.errors import ManifestError
 from registry.fsio import atomic_path, atomic_write_text
+from registry.marking import XMP_KEYWORD, Marking, xmp_packet
 from registry.models import GenerateParams, GenerationRequest, Recipe, SampleRecord
 from registry.shards import write_shard
 from registry.workspace import inside, relative
@@ -70,11 +71,18 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    from PIL import Image
+def encode_png(image: np.ndarray, marking: Marking | None = None) -> bytes:
+    """The PNG of ``image``; with ``marking``, an XMP iTXt chunk saying it is AI-generated (IPTC
+    trainedAlgorithmicMedia), which sample it is and which generator weights made it (registry.marking).
+    Deterministic, so the digest covers the marking and reproduce still matches bit for bit."""
+    from PIL import Image, PngImagePlugin
 
+    info = None
+    if marking is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(XMP_KEYWORD, xmp_packet(marking), zip=False)
     buf = io.BytesIO()
-    Image.fromarray(image, mode="L" if image.ndim == 2 else "RGB").save(buf, format="PNG")
+    Image.fromarray(image, mode="L" if image.ndim == 2 else "RGB").save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
 
 
@@ -246,7 +254,7 @@ def _run_batch(
     rows, pngs = [], []
     for req, image in zip(requests, images, strict=True):
         t1 = time.perf_counter()
-        png = encode_png(image)
+        png = encode_png(image, Marking(req.sample_id, spec.name, spec.weights_digest))
         phash = perceptual_hash(png)
         digest = sha256_bytes(png)
         rec = SampleRecord(

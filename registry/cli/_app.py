@@ -348,6 +348,10 @@ def verify(
                 typer.echo(f"  problem: {p}")
             for sid, what in sorted(res.bad_samples.items()):
                 typer.echo(f"  sample {sid}: {what}")
+            if res.unmarked:  # bytes as signed, but no or another marking: made before images were marked
+                first = min(res.unmarked)
+                typer.echo(f"  note: {len(res.unmarked)} image(s) not marked as synthetic, first {first}: "
+                           f"{res.unmarked[first]}")  # fmt: skip
             typer.echo(
                 f"{res.ref}: {'OK' if res.ok else 'FAILED'} ({res.samples} samples in {res.shards} shards)"
             )
@@ -453,6 +457,10 @@ def trace_model(
         _emit(lineage.trace_model(_workspace(workspace), ref), as_json, lineage_text.format_trace)
 
 
+def _marking_lines(m: dict) -> list[str]:
+    return ["", f"marking: {m['summary']}"] + [f"  !! marking {p}" for p in m["problems"]]
+
+
 @trace_app.command("image")
 def trace_image(
     file: Annotated[Path, typer.Argument(help="image file")],
@@ -462,8 +470,11 @@ def trace_image(
     """An image -> its sample record and every released version holding it (exact, else perceptual)."""
     with _errors():
         from registry import lineage, lineage_text
+        from registry.marking import trace_marking
 
-        _emit(lineage.trace_image(_workspace(workspace), file), as_json, lineage_text.format_image)
+        res = lineage.trace_image(_workspace(workspace), file)
+        res["marking"] = trace_marking(file.read_bytes(), res["images"])  # issue 12: is it marked?
+        _emit(res, as_json, lambda t: lineage_text.format_image(t) + _marking_lines(t["marking"]))
 
 
 @app.command()
