@@ -123,7 +123,8 @@ def generate(
         backend.check(req)
 
     spec = backend.spec
-    batches = _batches(len(requests), params.shard_size, params.batch_size)
+    shard_size = params.shard_size_for(len(requests))  # adapts so a release loads in parallel
+    batches = _batches(len(requests), shard_size, params.batch_size)
     n_shards = batches[-1][0] + 1
     plan_digest = sha256_json(
         {
@@ -131,7 +132,7 @@ def generate(
             "weights": spec.weights_digest,
             "scheduler": spec.scheduler_config_digest,
             "batch_size": params.batch_size,
-            "shard_size": params.shard_size,
+            "shard_size": shard_size,
         }
     )
     manifest_path = out_dir / "manifest.parquet"

@@ -318,6 +318,17 @@ FILTER_FIELDS = (
 class GenerateParams(Strict):
     batch_size: int = Field(default=128, gt=0, le=4096)
     shard_size: int = Field(default=1000, gt=0, le=100_000)
+    min_shards: int = Field(
+        default=1,
+        gt=0,
+        le=10_000,
+        description="make at least this many shards when there are enough images (shards then hold fewer "
+        "than shard_size), so a DataLoader with this many workers has a shard for each",
+    )
+
+    def shard_size_for(self, n: int) -> int:
+        """Images per shard for ``n`` images: ``shard_size``, smaller when that leaves < min_shards."""
+        return max(1, min(self.shard_size, -(-n // self.min_shards)))
     device: str = "cpu"
     threads: int | None = Field(default=None, gt=0, description="torch CPU threads; None = torch default")
 
