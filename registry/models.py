@@ -325,12 +325,12 @@ class GenerateParams(Strict):
         description="make at least this many shards when there are enough images (shards then hold fewer "
         "than shard_size), so a DataLoader with this many workers has a shard for each",
     )
+    device: str = "cpu"
+    threads: int | None = Field(default=None, gt=0, description="torch CPU threads; None = torch default")
 
     def shard_size_for(self, n: int) -> int:
         """Images per shard for ``n`` images: ``shard_size``, smaller when that leaves < min_shards."""
         return max(1, min(self.shard_size, -(-n // self.min_shards)))
-    device: str = "cpu"
-    threads: int | None = Field(default=None, gt=0, description="torch CPU threads; None = torch default")
 
 
 class FilterParams(Strict):

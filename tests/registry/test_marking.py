@@ -65,7 +65,9 @@ def one_image(ws: Path) -> tuple[str, str, bytes]:
     """(sample id, member, PNG bytes) of the first image in digits@1.0.0's first shard."""
     record = load_release(ws, "digits@1.0.0")
     shard = folder(ws, "1.0.0") / "data" / record.shards[0].path
-    member, data = sorted(members_from_bytes(shard.read_bytes()).items())[0]
+    member, data = sorted(
+        (m, d) for m, d in members_from_bytes(shard.read_bytes()).items() if m.endswith(".png")
+    )[0]
     sid = member.removesuffix(".png")
     return sid, member, bytes(data)
 
@@ -111,7 +113,7 @@ def test_verify_reports_the_marking_of_an_altered_image(released_copy: Path) -> 
     ws = released_copy
     record = load_release(ws, "digits@1.0.0")
     shard = folder(ws, "1.0.0") / "data" / record.shards[0].path
-    members = sorted(members_from_bytes(shard.read_bytes()).items())
+    members = list(members_from_bytes(shard.read_bytes()).items())  # image, .json, .cls, image, ...
     (member, png), rest = members[0], members[1:]
     with Image.open(__import__("io").BytesIO(bytes(png))) as im:
         stripped = encode_png(np.asarray(im))
