@@ -10,11 +10,16 @@ export HF_HUB_OFFLINE := 1
 # torch first, by exact version: pip takes the local CPU wheel, and the pin in pyproject is then
 # satisfied, so no multi-GB CUDA wheels are pulled. constraints.txt pins everything else as tested.
 $(BIN)/.installed: pyproject.toml constraints.txt
+	@echo "[1/4] creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "[2/4] upgrading pip"
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "[3/4] installing torch 2.13.0 (CPU build; the largest download, a few minutes)"
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	@echo "[4/4] installing synthreg and its dependencies as pinned in constraints.txt (a few minutes)"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
+	@echo "installed: $(BIN)/synthreg"
 
 install: $(BIN)/.installed
 

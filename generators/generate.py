@@ -47,6 +47,7 @@ from registry.digests import perceptual_hash, sha256_bytes, sha256_file
 from registry.errors import ManifestError
 from registry.fsio import atomic_path, atomic_write_text
 from registry.locks import folder_lock
+from registry.marking import XMP_KEYWORD, Marking, xmp_packet
 from registry.models import LOAD_TEST_BACKEND, GenerateParams, GenerationRequest, Recipe, SampleRecord
 from registry.shards import write_shard
 from registry.workspace import inside, relative
@@ -78,11 +79,18 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    from PIL import Image
+def encode_png(image: np.ndarray, marking: Marking | None = None) -> bytes:
+    """The PNG of ``image``; with ``marking``, an XMP iTXt chunk saying it is AI-generated (IPTC
+    trainedAlgorithmicMedia), which sample it is and which generator weights made it (registry.marking).
+    Deterministic, so the digest covers the marking and reproduce still matches bit for bit."""
+    from PIL import Image, PngImagePlugin
 
+    info = None
+    if marking is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(XMP_KEYWORD, xmp_packet(marking), zip=False)
     buf = io.BytesIO()
-    Image.fromarray(image, mode="L" if image.ndim == 2 else "RGB").save(buf, format="PNG")
+    Image.fromarray(image, mode="L" if image.ndim == 2 else "RGB").save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
 
 
@@ -133,13 +141,14 @@ def plan_job(ws: Path, out_dir: Path, recipe: Recipe, params: GenerateParams, ba
     The digest is ``sha256_json({"requests": [...], "weights": ..., ...})`` of the whole plan, as before
     streaming (so an older interrupted run still resumes), built without holding the plan in memory."""
     spec = backend.spec
+    shard_size = params.shard_size_for(plan_size(recipe))  # adapts so a release loads in parallel
     h = hashlib.sha256()
     h.update(b'{"batch_size":' + _canon(params.batch_size) + b',"requests":[')
     for req in iter_plan(recipe):
         backend.check(req)
         h.update((b"," if req.index else b"") + _canon(req.model_dump()))
     h.update(b'],"scheduler":' + _canon(spec.scheduler_config_digest))
-    h.update(b',"shard_size":' + _canon(params.shard_size) + b',"weights":' + _canon(spec.weights_digest))
+    h.update(b',"shard_size":' + _canon(shard_size) + b',"weights":' + _canon(spec.weights_digest))
     h.update(b"}")
     return Job(
         ws,
@@ -147,7 +156,7 @@ def plan_job(ws: Path, out_dir: Path, recipe: Recipe, params: GenerateParams, ba
         recipe,
         plan_size(recipe),
         params.batch_size,
-        params.shard_size,
+        shard_size,
         spec.weights_digest,
         h.hexdigest(),
     )
@@ -355,7 +364,7 @@ def _run_batch(
     spec = backend.spec
     rows, pngs = [], []
     for req, image in zip(requests, images, strict=True):
-        png = encode_png(image)
+        png = encode_png(image, Marking(req.sample_id, spec.name, spec.weights_digest))
         phash = perceptual_hash(png)
         digest = sha256_bytes(png)
         rec = SampleRecord(

@@ -10,6 +10,7 @@ from generators.generate import encode_png
 from registry import manifest as mf
 from registry.digests import sha256_bytes
 from registry.errors import ReproduceError
+from registry.marking import Marking
 from registry.models import GenerationRequest, GeneratorRef
 from registry.workspace import inside
 
@@ -56,4 +57,5 @@ def reproduce(
     request = GenerationRequest(**{k: getattr(rec, k) for k in GenerationRequest.model_fields})
     backend.check(request)
     (image,) = backend.generate([request])
-    return ReproduceResult(sample_id, path, rec.image_sha256, sha256_bytes(encode_png(image)))
+    png = encode_png(image, Marking(rec.sample_id, rec.generator_name, rec.weights_digest))
+    return ReproduceResult(sample_id, path, rec.image_sha256, sha256_bytes(png))

@@ -116,10 +116,15 @@ def evaluate(
     waivers: list[Waiver],
     today: date,
     evidence_dir: Path | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> list[RuleResult]:
-    results = []
+    """Every rule of every pack, in order; ``progress(done, total, rule_id)`` before each rule."""
+    results: list[RuleResult] = []
+    total = sum(len(pack.rules) for _, pack in packs)
     for _, pack in packs:
         for rule in pack.rules:
+            if progress:
+                progress(len(results), total, rule.id)
             check = CHECKS[rule.kind]
             extra: dict[str, Any] = {"evidence_dir": evidence_dir} if rule.kind == "provenance" else {}
             outcome = check(rule, ctx, **extra)
@@ -146,6 +151,8 @@ def evaluate(
                     waiver=waiver if status == "waived" else None,
                 )
             )
+    if progress:
+        progress(total, total)
     return results
 
 
@@ -159,6 +166,7 @@ def check(
     evidence_dir: Path | None = None,
     today: date | None = None,
     manifest_name: str | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> PolicyReport:
     """Evaluate the packs on the manifest at ``manifest_path``; the report, written nowhere.
 
@@ -198,7 +206,7 @@ def check(
     ctx = Context(ws=ws, manifest=manifest_path, recipe=recipe, kb=kb, con=con)
     if evidence_dir is not None:  # only now: bad input above leaves no folder behind
         evidence_dir.mkdir(parents=True, exist_ok=True)
-    results = evaluate(ctx, loaded, signed, today or date.today(), evidence_dir=evidence_dir)
+    results = evaluate(ctx, loaded, signed, today or date.today(), evidence_dir, progress)
     return PolicyReport(
         dataset=recipe.dataset,
         manifest=manifest_name or relative(ws, manifest_path),
@@ -222,6 +230,7 @@ def validate(
     licences: Path | str | None = None,
     out: Path | str | None = None,
     today: date | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> PolicyReport:
     """Evaluate the packs on ``filtered/manifest.parquet``; write ``report.json`` and ``report.md``."""
     in_dir = inside(ws, filtered, "filtered folder")
@@ -230,7 +239,9 @@ def validate(
     _same_dataset(manifest_path, recipe_model, recipe)
     out_dir = inside(ws, out or in_dir.parent / "policy", "report folder")  # symlinks included
     audit.log_path(ws)  # refused before anything is written
-    report = check(ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today)
+    report = check(
+        ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today, progress=progress
+    )
     atomic_write_text(out_dir / "report.json", report.to_json())
     atomic_write_text(out_dir / "report.md", render_markdown(report))
     audit.append_validation(ws, report, relative(ws, out_dir), sha256_file(out_dir / "report.json"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import tarfile
 import tempfile
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -132,6 +133,7 @@ def derive(
     today: date | None = None,
     exclude_file: Path | None = None,
     no_push: bool = False,
+    progress: Callable[..., None] | None = None,
 ) -> Release:
     """Release ``NAME@version``: the version ``ref`` without the excluded samples and sources.
 
@@ -260,6 +262,7 @@ def derive(
                 actor,
                 _parent_shards(parent_dir, parent),
                 derivation,
+                progress=progress,
             ).model_copy(update={"remote": pushed_to, "no_push": no_push})
             return record, report, report_text
 

@@ -339,6 +339,13 @@ FILTER_FIELDS = (
 class GenerateParams(Strict):
     batch_size: int = Field(default=128, gt=0, le=4096)
     shard_size: int = Field(default=1000, gt=0, le=100_000)
+    min_shards: int = Field(
+        default=1,
+        gt=0,
+        le=10_000,
+        description="make at least this many shards when there are enough images (shards then hold fewer "
+        "than shard_size), so a DataLoader with this many workers has a shard for each",
+    )
     device: str = Field(
         default="cpu",
         pattern=r"^(cpu|mps|cuda(:[0-9]{1,2})?)$",
@@ -363,6 +370,10 @@ class GenerateParams(Strict):
     max_retries: int = Field(
         default=2, ge=0, le=100, description="times Ray restarts a dead worker and retries its shard"
     )
+
+    def shard_size_for(self, n: int) -> int:
+        """Images per shard for ``n`` images: ``shard_size``, smaller when that leaves < min_shards."""
+        return max(1, min(self.shard_size, -(-n // self.min_shards)))
 
 
 class FilterParams(Strict):

@@ -11,7 +11,9 @@ Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC
     policy-report.json     the report the release was gated on (and policy-report.md, to read)
     card.md  croissant.json  prov.json
     report.html            the HTML audit report as at release (registry.exports.report_html)
-    data.dvc               DVC pointer to data/: manifest.parquet and shards/<sha256>.tar
+    README.md              the card again, where Hugging Face `datasets` looks: load_dataset(folder) works
+    data.dvc               DVC pointer to data/: manifest.parquet and shards/<sha256>.tar (WebDataset:
+                           each image with its .json and .cls sidecar, registry/webdataset.py)
 
 The manifest is released byte for byte as validated (its digest is the report's), and shards are
 stored under their own sha256, so a version names its content and two versions share identical
@@ -48,6 +50,7 @@ from registry.release_record import SEMVER, Counts, Derivation, GeneratorUse, Re
 from registry.shards import check_members
 from registry.signing import load_signer, public_key_file, sign, statement
 from registry.trust import Trust
+from registry.webdataset import with_sidecars
 from registry.workspace import inside
 
 RELEASES = Path("releases")
@@ -186,6 +189,7 @@ def release(
     recipe_path: Path | str | None = None,
     trust: Path | str | None = None,
     no_push: bool = False,
+    progress: Callable[..., None] | None = None,
 ) -> Release:
     """Release ``data/<name>/filtered`` as ``name@version``. Refused, before anything is written, when a
     file it depends on is not committed (``registry.source``), when the key is not a releaser's in the
@@ -213,7 +217,17 @@ def release(
 
     def build(staging: Path) -> tuple[Release, PolicyReport, str]:
         record = assemble(
-            ws, name, version, manifest, report, report_text, recipe, staging, actor, _workspace_shard(ws)
+            ws,
+            name,
+            version,
+            manifest,
+            report,
+            report_text,
+            recipe,
+            staging,
+            actor,
+            _workspace_shard(ws),
+            progress=progress,
         ).model_copy(update={"remote": pushed_to, "no_push": no_push})
         return record, report, report_text
 
@@ -563,6 +577,7 @@ def assemble(
     actor: str | None,
     read_shard: ShardReader,
     derivation: Derivation | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> Release:
     """Copy the manifest and content-addressed shards into ``out/data``; build the record.
 
@@ -584,10 +599,12 @@ def assemble(
         "SELECT sample_id, shard, member, image_sha256 FROM manifest"
     ).fetchall():
         expected.setdefault(shard, {})[member] = (sid, sha)
+    sidecar_rows = _sidecar_rows(con)
     shards = []
-    for shard in sorted(expected):
+    for i, shard in enumerate(sorted(expected)):
+        if progress:  # (shards copied and checked, shards)
+            progress(i, len(expected))
         data = read_shard(shard, set(expected[shard]))
-        digest = sha256_bytes(data)
         problems, bad_samples = check_members(data, expected[shard], shard)
         if problems:  # e.g. a truncated tar
             raise ReleaseError(f"{problems[0]}; restore the shard (`dvc checkout`) or regenerate")
@@ -598,6 +615,8 @@ def assemble(
                 "restore the shard (`dvc checkout`) or regenerate"
             )
         members = len(expected[shard])
+        data = with_sidecars(data, sidecar_rows[shard], list(recipe.identities))  # WebDataset .json/.cls
+        digest = sha256_bytes(data)
         (out / "data" / "shards" / f"{digest}.tar").write_bytes(data)  # in staging: renamed whole
         shards.append(
             ShardRef(
@@ -608,6 +627,8 @@ def assemble(
                 members=members,
             )
         )
+    if progress:
+        progress(len(expected), len(expected))
     per_identity: dict[str, dict[str, int]] = {}
     for identity, decision, n in con.execute(
         "SELECT identity, coalesce(decision, 'unfiltered'), count(*) FROM manifest GROUP BY ALL ORDER BY ALL"
@@ -670,6 +691,18 @@ def assemble(
 ShardReader = Callable[[str, set[str]], bytes]
 
 
+def _sidecar_rows(con: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """shard -> member -> the manifest fields a WebDataset sidecar carries."""
+    from registry.webdataset import SIDECAR_FIELDS
+
+    cols = ", ".join(SIDECAR_FIELDS)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    cur = con.execute(f"SELECT shard, member, {cols} FROM manifest")
+    for shard, member, *values in cur.fetchall():
+        out.setdefault(shard, {})[member] = dict(zip(SIDECAR_FIELDS, values, strict=True))
+    return out
+
+
 def _workspace_shard(ws: Path) -> ShardReader:
     def read(shard: str, members: set[str]) -> bytes:
         src = inside(ws, shard, "shard")  # symlinks included
@@ -693,6 +726,7 @@ def _write_exports(out: Path, record: Release, report: PolicyReport, report_text
 
     atomic_write_text(out / "policy-report.md", render_markdown(report))  # the same report, for people
     atomic_write_text(out / "card.md", render_card(record, report))
+    atomic_write_text(out / "README.md", render_card(record, report))  # the same card, where `datasets` looks
     atomic_write_text(out / "croissant.json", json.dumps(croissant_jsonld(record, report), indent=2) + "\n")
     atomic_write_text(out / "prov.json", prov_json(record) + "\n")
     atomic_write_text(out / "report.html", release_html(out, record, report))

@@ -294,7 +294,13 @@ def _tensor(images: np.ndarray):
     return torch.from_numpy(images.astype(np.float32)[:, None] / 255.0)
 
 
-def _fit(images: np.ndarray, labels: np.ndarray, params: TrainParams, n_classes: int) -> tuple[Any, float]:
+def _fit(
+    images: np.ndarray,
+    labels: np.ndarray,
+    params: TrainParams,
+    n_classes: int,
+    progress: Callable[..., None] | None = None,
+) -> tuple[Any, float]:
     import torch
 
     torch.manual_seed(params.seed)
@@ -305,7 +311,9 @@ def _fit(images: np.ndarray, labels: np.ndarray, params: TrainParams, n_classes:
     reps = math.ceil(params.train_size / len(x))
     loss = torch.tensor(float("nan"))
     model.train()
-    for _ in range(params.epochs):
+    for epoch in range(params.epochs):
+        if progress:
+            progress(epoch, params.epochs, f"loss {loss.item():.4f}" if epoch else "")
         order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(reps)])[: params.train_size]
         for start in range(0, len(order), params.batch_size):
             batch = order[start : start + params.batch_size]
@@ -313,6 +321,8 @@ def _fit(images: np.ndarray, labels: np.ndarray, params: TrainParams, n_classes:
             loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
             opt.step()
+    if progress:
+        progress(params.epochs, params.epochs, f"loss {loss.item():.4f}")
     model.eval()
     return model, loss.detach().item()
 
@@ -426,7 +436,11 @@ def _real_source(params: TrainParams, identities: list[str]) -> str:
 
 
 def train(
-    ws: Path, params: TrainParams, dataset: str | None = None, allow_withdrawn: bool = False
+    ws: Path,
+    params: TrainParams,
+    dataset: str | None = None,
+    allow_withdrawn: bool = False,
+    progress: Callable[..., None] | None = None,
 ) -> TrainResult:
     """Train on the mix ``params`` describes, evaluate on held-out data, log and register the model.
 
@@ -442,11 +456,6 @@ def train(
     from registry import audit
 
     ds = _resolve(ws, dataset or params.dataset)
-    withdrawn = None
-    if ds.release_ref is not None:  # trust, approval and withdrawal, before any work
-        from registry.loader import admit
-
-        withdrawn = admit(ws, ds.release_ref, allow_withdrawn)[2]
     withdrawn = None
     if ds.release_ref is not None:  # trust, approval and withdrawal, before any work
         from registry.loader import admit
@@ -522,7 +531,7 @@ def train(
     torch.set_num_threads(params.threads)
     torch.use_deterministic_algorithms(True)
     try:
-        model, last_loss = _fit(x, y, params, len(classes))
+        model, last_loss = _fit(x, y, params, len(classes), progress)  # progress(epoch, epochs, "loss")
         metrics = _evaluate(model, eval_x, eval_y, classes)
     finally:
         torch.set_num_threads(threads)

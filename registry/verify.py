@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +21,10 @@ from registry import manifest as mf
 from registry.approval import ApprovalState, approval_state, binding_problems, read_signed
 from registry.digests import sha256_bytes, sha256_file
 from registry.errors import ReleaseError, SigningError
+from registry.marking import Marking, marking_problems
 from registry.names import shown, unsafe_rows
 from registry.release import RELEASES, load_release, parse_ref
-from registry.shards import check_members
+from registry.shards import check_members, members_from_bytes
 from registry.signing import payload_of
 from registry.trust import load_trust
 
@@ -33,6 +36,9 @@ class VerifyResult:
     bad_samples: dict[str, str] = field(default_factory=dict)  # sample id -> what is wrong
     # files (relative to the release folder) missing or unlike their signed sha256: what a pull discards
     damaged: list[str] = field(default_factory=list)
+    # sample id -> what is wrong with the synthetic-media marking of an image whose bytes are as signed
+    # (made before synthreg marked images): reported, not a failure, since the signature covers the bytes
+    unmarked: dict[str, str] = field(default_factory=dict)
     samples: int = 0
     shards: int = 0
     approval: ApprovalState | None = None
@@ -52,6 +58,7 @@ class VerifyResult:
             "ok": self.ok,
             "problems": self.problems,
             "bad_samples": self.bad_samples,
+            "unmarked": self.unmarked,
             "samples_checked": self.samples,
             "shards_checked": self.shards,
             "approval": self.approval.to_json() if self.approval else None,
@@ -60,25 +67,48 @@ class VerifyResult:
 
 
 def _check_shard(
-    path: Path, expected_sha: str, members: dict[str, tuple[str, str]]
-) -> tuple[list[str], dict]:
-    """members: member name -> (sample id, image sha256). Returns (problems, bad samples)."""
+    path: Path, expected_sha: str, members: dict[str, tuple[str, str]], marks: dict[str, Marking]
+) -> tuple[list[str], dict, dict]:
+    """members: member name -> (sample id, image sha256); marks: sample id -> the marking its record
+    implies. Returns (problems, bad samples, marking problems of images whose bytes are as recorded)."""
     if not path.is_file():
-        return [f"shard {path.name} is missing"], {
-            sid: f"missing: shard {path.name} is missing" for sid, _ in members.values()
-        }
+        return (
+            [f"shard {path.name} is missing"],
+            {sid: f"missing: shard {path.name} is missing" for sid, _ in members.values()},
+            {},
+        )
     data = path.read_bytes()
     problems = []
     if sha256_bytes(data) != expected_sha:
         problems.append(f"shard {path.name} does not match its signed sha256")
     shard_problems, bad = check_members(data, members, path.name)
-    return problems + shard_problems, bad
+    unmarked: dict[str, str] = {}
+    try:
+        found = members_from_bytes(data)
+    except (tarfile.TarError, EOFError):
+        found = {}
+    for member, (sid, _) in members.items():
+        if member not in found:
+            continue
+        marking = marking_problems(found[member], marks[sid])
+        if sid in bad:  # say what the altered image claims, e.g. a stripped or edited marking
+            bad[sid] += "; " + ("its marking: " + "; ".join(marking) if marking else "its marking is intact")
+        elif marking:
+            unmarked[sid] = "; ".join(marking)
+    return problems + shard_problems, bad, unmarked
 
 
-def verify(ws: Path, ref: str, threads: int | None = None, trust: Path | str | None = None) -> VerifyResult:
+def verify(
+    ws: Path,
+    ref: str,
+    threads: int | None = None,
+    trust: Path | str | None = None,
+    progress: Callable[..., None] | None = None,
+) -> VerifyResult:
     """Every signature against the pinned trust root, the binding of the signed statement to the
-    reference and the tag, then the manifest and every image. A candidate (approvals short of the
-    thresholds) verifies its content but is reported as not final; it fails only on a problem."""
+    reference and the tag, then the manifest and every image (``progress(images checked, images)`` per
+    shard). A candidate (approvals short of the thresholds) verifies its content but is reported as not
+    final; it fails only on a problem."""
     name, version = parse_ref(ref)
     if version is None:
         raise ReleaseError(f"give a version to verify: {name}@X.Y.Z")
@@ -124,10 +154,12 @@ def verify(ws: Path, ref: str, threads: int | None = None, trust: Path | str | N
         result.bad_samples.update({shown(sid): problem for sid, problem in unsafe})
     by_source = {s.source: s for s in record.shards}
     members: dict[str, dict[str, tuple[str, str]]] = {}
-    for sid, shard, member, sha in con.execute(
-        "SELECT sample_id, shard, member, image_sha256 FROM manifest"
+    marks: dict[str, Marking] = {}
+    for sid, shard, member, sha, generator, weights in con.execute(
+        "SELECT sample_id, shard, member, image_sha256, generator_name, weights_digest FROM manifest"
     ).fetchall():
         members.setdefault(shard, {})[member] = (sid, sha)
+        marks[sid] = Marking(sid, generator, weights)
         result.samples += 1
     jobs = []
     for shard, ms in members.items():
@@ -135,12 +167,19 @@ def verify(ws: Path, ref: str, threads: int | None = None, trust: Path | str | N
         if ref_ is None or subjects.get(f"data/{ref_.path}") != ref_.sha256:
             result.problems.append(f"shard {shard} is not among the signed subjects")
             continue
-        jobs.append((folder / "data" / ref_.path, ref_.sha256, ms))
+        jobs.append((folder / "data" / ref_.path, ref_.sha256, ms, marks))
     with ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1)) as pool:
-        for job, (problems, bad) in zip(jobs, pool.map(lambda j: _check_shard(*j), jobs), strict=True):
+        checked = 0
+        for job, (problems, bad, unmarked) in zip(
+            jobs, pool.map(lambda j: _check_shard(*j), jobs), strict=True
+        ):
             result.problems += problems
             result.bad_samples.update(bad)
+            result.unmarked.update(unmarked)
             if problems:
                 result.damaged.append(job[0].relative_to(folder).as_posix())
+            checked += len(job[2])
+            if progress:
+                progress(checked, result.samples)
     result.shards = len(jobs)
     return result

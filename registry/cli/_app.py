@@ -85,9 +85,23 @@ def _internal(e: BaseException) -> None:
 
 
 @contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar (count, rate, elapsed, remaining), shown from the first update only, so
-    an input error raised before any work prints just its message."""
+def _progress(label: str, unit: str = "img") -> Iterator[Callable[..., None]]:
+    """``update(done, total, what="")`` for the library to call: on a terminal a rich progress bar
+    (count, rate, elapsed, remaining), shown from the first update only, so an input error raised
+    before any work prints just its message; elsewhere (a pipe, DVC, CI) plain lines on stderr
+    (``registry.cli._people.PlainProgress``). Progress goes to stderr, results to stdout."""
+    import sys
+
+    from registry.cli._people import PlainProgress
+
+    if not sys.stderr.isatty():
+        plain = PlainProgress(label, unit)
+        try:
+            yield plain.update
+        finally:
+            plain.close()
+        return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -101,20 +115,22 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
         TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[rate]} {task.fields[what]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=True,
+        console=Console(stderr=True),
     )
     task = None
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int, what: str = "") -> None:
         nonlocal task
         if task is None:
             bar.start()
-            task = bar.add_task(label, total=total, rate="")
+            task = bar.add_task(label, total=total, rate="", what="")
         speed = bar.tasks[0].speed
-        bar.update(task, completed=done, total=total, rate=f"{speed:.1f} img/s" if speed else "")
+        rate = f"{speed:.1f} {unit}/s" if speed else ""
+        bar.update(task, completed=done, total=total, rate=rate, what=what)
 
     try:
         yield update
@@ -228,7 +244,9 @@ def validate(
         ws = _workspace(workspace)
         p = load_params(ws / params, ws)
         v = p.validate_
-        report = run(filtered, ws, recipe or p.recipe, pack or v.packs, v.waivers, v.licences, out)
+        with _progress("validate", "rule") as progress:
+            recipe_, packs = recipe or p.recipe, pack or v.packs
+            report = run(filtered, ws, recipe_, packs, v.waivers, v.licences, out, None, progress)
         if load_recipe(ws / (recipe or p.recipe)).generator.backend == LOAD_TEST_BACKEND:
             typer.echo(f"warning: {LOAD_TEST_WARNING}")
         for r in report.results:
@@ -271,7 +289,8 @@ def train(
         p = load_params(ws / params, ws).train
         if model_name is not None:
             p = p.model_copy(update={"registered_model": model_name})
-        res = run(ws, p, dataset, allow_withdrawn)
+        with _progress("train", "epoch") as progress:
+            res = run(ws, p, dataset, allow_withdrawn, progress)
         m = res.metrics
         for note in res.notes:
             typer.echo(f"warning: {note}", err=True)
@@ -357,7 +376,18 @@ def release(
         from registry.release import release as run
 
         ws = _workspace(workspace)
-        r = run(name, version, ws, key, actor, recipe_path=recipe, trust=trust, no_push=no_push)
+        with _progress("release", "shard") as progress:
+            r = run(
+                name,
+                version,
+                ws,
+                key,
+                actor,
+                recipe_path=recipe,
+                trust=trust,
+                no_push=no_push,
+                progress=progress,
+            )
         status = release_status(ws, r.name, r.version, _load_trust(ws, trust))
         what = (
             f"tag {r.name}@v{r.version} ({status})"
@@ -406,19 +436,21 @@ def derive(
         ws = _workspace(workspace)
         ids = list(exclude_sample or [])
         # --exclude-samples is read only, so it may be anywhere (a list of ids is often personal)
-        r = run(
-            ws,
-            ref,
-            version,
-            reason,
-            ids,
-            exclude_source,
-            key,
-            actor,
-            params,
-            exclude_file=exclude_samples,
-            no_push=no_push,
-        )
+        with _progress("derive", "shard") as progress:
+            r = run(
+                ws,
+                ref,
+                version,
+                reason,
+                ids,
+                exclude_source,
+                key,
+                actor,
+                params,
+                exclude_file=exclude_samples,
+                no_push=no_push,
+                progress=progress,
+            )
         d = r.derived_from
         assert d is not None
         typer.echo(
@@ -445,7 +477,8 @@ def verify(
         from registry.errors import UNTRUSTED_EXIT
         from registry.verify import verify as run
 
-        res = run(_workspace(workspace), ref, trust=trust)
+        with _progress("verify") as progress:
+            res = run(_workspace(workspace), ref, trust=trust, progress=progress)
         if as_json:
             typer.echo(json.dumps(res.to_json(), indent=2))
         else:
@@ -461,6 +494,10 @@ def verify(
             for sid, what in sorted(res.bad_samples.items()):
                 typer.echo(f"  sample {sid}: {what}")
             final = res.approval is not None and res.approval.met
+            if res.unmarked:  # bytes as signed, but no or another marking: made before images were marked
+                first = min(res.unmarked)
+                typer.echo(f"  note: {len(res.unmarked)} image(s) not marked as synthetic, first {first}: "
+                           f"{res.unmarked[first]}")  # fmt: skip
             typer.echo(
                 f"{res.ref}: {'OK' if res.ok else 'FAILED'} ({res.samples} samples in {res.shards} shards)"
                 + ("" if final or not res.ok else "; a CANDIDATE, not final: approvals missing")
@@ -603,6 +640,10 @@ def trace_model(
         _emit_trace(lineage.trace_model(_workspace(workspace), ref), as_json, lineage_text.format_trace)
 
 
+def _marking_lines(m: dict) -> list[str]:
+    return ["", f"marking: {m['summary']}"] + [f"  !! marking {p}" for p in m["problems"]]
+
+
 @trace_app.command("image")
 def trace_image(
     file: Annotated[Path, typer.Argument(help="image file")],
@@ -612,8 +653,11 @@ def trace_image(
     """An image -> its sample record and every released version holding it (exact, else perceptual)."""
     with _errors():
         from registry import lineage, lineage_text
+        from registry.marking import trace_marking
 
-        _emit(lineage.trace_image(_workspace(workspace), file), as_json, lineage_text.format_image)
+        res = lineage.trace_image(_workspace(workspace), file)
+        res["marking"] = trace_marking(file.read_bytes(), res["images"])  # issue 12: is it marked?
+        _emit(res, as_json, lambda t: lineage_text.format_image(t) + _marking_lines(t["marking"]))
 
 
 @app.command()

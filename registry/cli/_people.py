@@ -39,6 +39,46 @@ def report(
         typer.echo(f"report {path}")
 
 
+# --- progress where nobody watches a terminal --------------------------------------------------------
+
+
+class PlainProgress:
+    """Progress as plain lines on stderr, for logs (inside `dvc repro`, in CI): the first update, then
+    at most one line every ``$SYNTHREG_PROGRESS_SECONDS`` (default 10), and the last, each with the
+    count, the rate and the time left, e.g. ``generate: 480/1000 (48%), 30.2 img/s, 17 s left``."""
+
+    def __init__(self, label: str, unit: str) -> None:
+        import os
+        import time
+
+        self.label, self.unit, self.clock = label, unit, time.monotonic
+        self.every = float(os.environ.get("SYNTHREG_PROGRESS_SECONDS", "10"))
+        self.start = self.last = self.clock()
+        self.shown = -1
+        self.pending: tuple[int, int, str] | None = None
+
+    def update(self, done: int, total: int, what: str = "") -> None:
+        now = self.clock()
+        if self.shown < 0 or done >= total or now - self.last >= self.every:
+            self._line(done, total, what, now)
+        else:
+            self.pending = (done, total, what)
+
+    def _line(self, done: int, total: int, what: str, now: float) -> None:
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 and done else 0.0
+        left = f", {(total - done) / rate:.0f} s left" if rate and done < total else ""
+        pct = f" ({100 * done / total:.0f}%)" if total else ""
+        speed = f", {rate:.1f} {self.unit}/s" if rate else ""
+        typer.echo(f"{self.label}: {done}/{total}{pct}{speed}{left}" + (f" {what}" if what else ""), err=True)
+        self.last, self.shown, self.pending = now, done, None
+
+    def close(self) -> None:
+        """Show the last state if it was held back (a run that stops between lines)."""
+        if self.pending is not None and self.pending[0] != self.shown:
+            self._line(*self.pending, self.clock())
+
+
 # --- tables for people (`show`, `diff`); `--json` stays the machine form ------------------------------
 
 

@@ -82,6 +82,13 @@ def _front_matter(release: Release) -> list[str]:
         "tags:",
         "- synthetic",
         "- synthreg",
+        # `load_dataset(release_folder)` reads the shards with the webdataset builder: each row an
+        # image (png), its sidecar (json: identity, decision, ...) and its class index (cls).
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        "    path: data/shards/*.tar",
         "---",
     ]
     return lines

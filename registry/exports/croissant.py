@@ -181,7 +181,50 @@ def _record_sets() -> list[dict[str, Any]]:
             },
         ],
     }
-    return [samples, images]
+    # Image and label in one record (issue 12): the images joined to the manifest by sample id, so a
+    # loader gets the picture with its identity and decision without a join of its own.
+    labelled = {
+        "@type": "cr:RecordSet",
+        "@id": "labelled_images",
+        "name": "labelled_images",
+        "description": "Each image with its label (the prompted identity) and the filter's decision.",
+        "key": {"@id": "labelled_images/sample_id"},
+        "field": [
+            {
+                "@type": "cr:Field",
+                "@id": "labelled_images/sample_id",
+                "name": "sample_id",
+                "description": "Sample id, from the member name.",
+                "dataType": "sc:Text",
+                "source": {
+                    "fileSet": {"@id": IMAGES_ID},
+                    "extract": {"fileProperty": "filename"},
+                    "transform": {"regex": "^(.+?)(?:\\.png)?$"},
+                },
+                "references": {"field": {"@id": "samples/sample_id"}},
+            },
+            {
+                "@type": "cr:Field",
+                "@id": "labelled_images/image",
+                "name": "image",
+                "description": "The generated image.",
+                "dataType": "sc:ImageObject",
+                "source": {"fileSet": {"@id": IMAGES_ID}, "extract": {"fileProperty": "content"}},
+            },
+            *(
+                {
+                    "@type": "cr:Field",
+                    "@id": f"labelled_images/{name}",
+                    "name": name,
+                    "description": c.column_description(name),
+                    "dataType": "sc:Text",
+                    "source": {"field": {"@id": f"samples/{name}"}},
+                }
+                for name in ("identity", "decision")
+            ),
+        ],
+    }
+    return [samples, images, labelled]
 
 
 def _rai(release: Release, report: PolicyReport) -> dict[str, Any]:
@@ -239,6 +282,13 @@ def _rai(release: Release, report: PolicyReport) -> dict[str, Any]:
         "on real data can reproduce it: the memorised-copy filter and the rules listed here check for that.",
         *(c.result_line(r) for r in privacy_rules),
     ]
+    timeframe = [release.created_at.isoformat()]  # generation times are in the audit log, not the record
+    manipulation = (
+        "Images are stored as the generator made them (PNG, lossless), each with an XMP marking "
+        "(IPTC digitalSourceType trainedAlgorithmicMedia, sample id, generator weights digest); no "
+        "augmentation, cropping or editing. Filtering removes nothing: it records a decision and a "
+        "reason."
+    )
     return {
         "rai:dataCollection": collection,
         "rai:dataCollectionType": ["Software Collection", "Others"],
@@ -253,12 +303,53 @@ def _rai(release: Release, report: PolicyReport) -> dict[str, Any]:
         "rai:dataLimitations": limitations,
         "rai:dataUseCases": use_cases,
         "rai:personalSensitiveInformation": personal,
+        # The RAI 1.0 properties a synthetic set answers differently from a collected one (issue 12 found
+        # them missing); each from the record, so the answer cannot drift from what was released.
+        "rai:dataCollectionMissingData": (
+            f"No value is missing by construction: {n.total} of the planned images were generated and all "
+            f"stay in the manifest; {n.rejected} rejected by the filters keep their reason. The policy "
+            "rule provenance.complete checks that no digest, seed, prompt or licence is missing: "
+            + report_status(report, "provenance")
+        ),
+        # Generated before validation, released after: the span the record can vouch for. Written under
+        # the RAI 1.0 vocabulary's name (croissant_rai.ttl) and under the one mlcroissant 1.1.1 reads
+        # (constants.py: dataCollectionTimeFrame), which differ; likewise the manipulation protocol.
+        "rai:dataCollectionTimeframe": timeframe,
+        "rai:dataCollectionTimeFrame": timeframe,
+        "rai:dataImputationProtocol": "None: no value was imputed; every row is one generated image as made.",
+        "rai:dataManipulationProtocol": manipulation,
+        "rai:dataDataManipulationProtocol": manipulation,
+        "rai:dataAnnotationProtocol": [
+            "Labels are not annotated: the identity column is the identity the prompt asked for. A "
+            "classifier trained on real data checks it (identity_pred, identity_confidence); disagreement "
+            "rejects the image (reason identity_mismatch or low_confidence)."
+        ],
+        "rai:dataAnnotationPlatform": ["synthreg filter (automatic, no human annotator)"],
+        "rai:dataAnnotationAnalysis": [c.result_line(r) for r in report.results if r.kind == "quality"]
+        or ["No quality rule was evaluated."],
+        "rai:annotationsPerItem": "1 (the prompted identity), checked by 1 classifier",
+        "rai:annotatorDemographics": ["None: no human annotated the data."],
+        "rai:dataSocialImpact": (
+            "Synthetic images can stand in for personal data in training, and can carry the generator's "
+            "biases into models trained on them; the representation rules and waivers listed under "
+            f"dataBiases say what was measured. Declared purposes: {', '.join(use.purposes)}."
+        ),
+        "rai:dataReleaseMaintenancePlan": (
+            f"Versions are immutable and signed ({c.ref(release)}); a correction is a new version "
+            "(`synthreg derive`), and a version found unfit is withdrawn (`synthreg withdraw`), which "
+            "`synthreg trace`, `impact` and the HTML report show. Released by " + release.actor + "."
+        ),
         "rai:machineAnnotationTools": [
             f"{c.generator_label(g)}: {g.pipeline_class} with {g.scheduler}, "
             f"weights sha256 {g.weights_digest}"
             for g in release.generators
         ],
     }
+
+
+def report_status(report: PolicyReport, kind: str) -> str:
+    found = [f"{r.rule_id} {r.status}" for r in report.results if r.kind == kind]
+    return ", ".join(found) if found else f"no {kind} rule was evaluated"
 
 
 def _prov(release: Release) -> dict[str, Any]:
@@ -297,9 +388,16 @@ def _prov(release: Release) -> dict[str, Any]:
     }
 
 
+def release_url(release: Release) -> str:
+    """An absolute URI naming the release by name, version and content (issue 12 found a relative path).
+    The record holds no public address (a registry may publish anywhere), so pass ``url`` to
+    ``croissant_jsonld`` where there is one."""
+    return f"urn:synthreg:release:{release.name}@{release.version}:{release.manifest_sha256}"
+
+
 def croissant_jsonld(release: Release, report: PolicyReport, url: str | None = None) -> dict[str, Any]:
-    """The release as Croissant 1.1 + RAI 1.0. ``url``: where the release is published (default: its
-    folder in the registry's git repository, relative)."""
+    """The release as Croissant 1.1 + RAI 1.0. ``url``: where the release is published (default: a
+    ``urn:synthreg:release:NAME@X.Y.Z:<manifest sha256>`` naming it by content)."""
     c.check_report(release, report)
     licence = c.spdx_url(release.dataset_licence) or release.dataset_licence
     n = release.counts
@@ -317,7 +415,9 @@ def croissant_jsonld(release: Release, report: PolicyReport, url: str | None = N
         "alternateName": c.ref(release),
         "description": description,
         "license": licence,
-        "url": url or f"releases/{release.name}/{release.version}/",
+        "url": url or release_url(release),
+        "creator": {"@type": "sc:Person", "name": release.actor},
+        "publisher": {"@type": "sc:Person", "name": release.actor},
         "version": release.version,
         "datePublished": release.created_at.isoformat(),
         "citeAs": c.bibtex(release),

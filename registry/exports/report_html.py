@@ -383,7 +383,7 @@ def _waivers(waivers: list[Any], today: date) -> str:
 
 def _timeline(ws: Path | None, names: set[str], extra: list[tuple[str, str, str, str]]) -> str:
     """Audit events about the datasets ``names`` (their data folders and versions), oldest first."""
-    events: list[tuple[str, str, str, str]] = list(extra)
+    events: list[tuple[str, str, str, str]] = []
     note = ""
     if ws is not None and (ws / "audit" / "events.jsonl").is_file():
         from registry import audit
@@ -397,7 +397,8 @@ def _timeline(ws: Path | None, names: set[str], extra: list[tuple[str, str, str,
                     events.append((ev.time.isoformat()[:19], ev.kind, ev.subject, f"{ev.actor}; {what}"))
         except Exception as e:  # a damaged log is itself a finding: show it, do not hide the report
             note = f"<p class='banner failed'>The audit log cannot be read: {_e(e)}</p>"
-    events.sort()
+    events += extra
+    events.sort(key=lambda e: e[0])  # stable: the log's own order within a second
     rows = [[_e(t), _e(k), f"<code>{_e(s)}</code>", _e(d)] for t, k, s, d in events]
     return _section(
         "timeline", "Audit timeline", note + _table(["time (UTC)", "event", "subject", "details"], rows)
@@ -507,9 +508,7 @@ def _dataset_page(
         [*others, (record, withdrawal is not None)],
         key=lambda rv: tuple(int(x) for x in rv[0].version.split(".")),
     )
-    events = list(extra_events)
-    if withdrawal:
-        events.append((withdrawal["time"][:19], "withdrawal", withdrawal["release"], withdrawal["reason"]))
+    events = list(extra_events)  # the withdrawal is in the audit log (and in the banner)
     sections = [
         _banner(record, withdrawal),
         _policy(report, record),

@@ -143,3 +143,23 @@ def test_missing_generator_folder_and_escaping_paths(workspace: Path):
     with pytest.raises(WorkspaceError, match="output folder /tmp escapes the workspace"):
         generate(Path("recipe.yaml"), workspace, "/tmp", PARAMS)
     assert not (workspace / "data").exists()
+
+
+def test_shards_shrink_so_a_small_run_still_has_min_shards(workspace: Path):
+    """Issue 12: a 1,000-image run was one shard, so a DataLoader with 2 workers had nothing for one."""
+    assert [
+        GenerateParams(shard_size=1000, min_shards=8).shard_size_for(n) for n in (1000, 12, 5, 100_000)
+    ] == [
+        125,
+        2,
+        1,
+        1000,
+    ]
+    params = GenerateParams(batch_size=6, shard_size=1000, min_shards=4, threads=1)
+    res = generate(Path("recipe.yaml"), workspace, "out", params)
+    assert (res.images, res.shards) == (12, 4)
+    members = []
+    for path in sorted((workspace / "out/shards").glob("*.tar")):
+        with tarfile.open(path) as tar:
+            members.append(len(tar.getnames()))
+    assert members == [3, 3, 3, 3]

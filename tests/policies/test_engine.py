@@ -634,7 +634,8 @@ def test_cli_exit_codes(ws: Workspace):
     n = len(default_rule_ids())
     result = cli(ws)
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"PASSED: {n} pass, 0 fail, 0 warn, 0 waived; report {REPORT_DIR}")
+    # stdout holds the result; progress lines go to stderr
+    assert result.stdout.startswith(f"PASSED: {n} pass, 0 fail, 0 warn, 0 waived; report {REPORT_DIR}")
 
     plant_eval_split_leak(ws)
     ws.write()

@@ -43,6 +43,7 @@ CONDITIONING = {
     "identities": ["7"],
 }
 RELEASE_FILES = [
+    "README.md",
     "card.md",
     "croissant.json",
     "data.dvc",

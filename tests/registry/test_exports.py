@@ -301,7 +301,7 @@ def test_croissant_passes_mlcroissant(tmp_path: Path):
     meta = dataset.metadata
     assert meta.name == "digits" and meta.version == "1.0.0"
     assert meta.license == ["https://spdx.org/licenses/CC-BY-4.0.html"]
-    assert [r.uuid for r in meta.record_sets] == ["samples", "images"]
+    assert [r.uuid for r in meta.record_sets] == ["samples", "images", "labelled_images"]
     assert {f.name for f in meta.record_sets[0].fields} == {
         "sample_id",
         "identity",
@@ -315,6 +315,20 @@ def test_croissant_passes_mlcroissant(tmp_path: Path):
     assert meta.data_biases and "bias.observed-balance" in meta.data_biases[0]
     assert meta.data_collection_type == ["Software Collection", "Others"]
     assert meta.machine_annotation_tools and WEIGHTS in meta.machine_annotation_tools[0]
+    # every RAI 1.0 property is filled (issue 12 found seven missing), read back by mlcroissant
+    rai = [
+        "data_collection", "data_collection_type", "data_collection_missing_data", "data_collection_raw_data",
+        "data_collection_timeframe", "data_preprocessing_protocol", "data_imputation_protocol",
+        "data_manipulation_protocol", "data_release_maintenance_plan", "personal_sensitive_information",
+        "data_annotation_protocol", "data_annotation_platform", "data_annotation_analysis",
+        "annotations_per_item", "annotator_demographics", "machine_annotation_tools", "data_social_impact",
+        "data_biases", "data_limitations", "data_use_cases",
+    ]  # fmt: skip
+    assert [p for p in rai if not getattr(meta, p)] == []
+    assert len(meta.data_collection_timeframe) == 2
+    assert meta.url == f"urn:synthreg:release:digits@1.0.0:{MANIFEST}"  # absolute
+    assert [p.name for p in meta.creators] == ["Ada Lovelace"]  # the release record's actor
+    assert [p.name for p in meta.publisher] == ["Ada Lovelace"]
     assert not meta.ctx.issues.errors
 
     cli = Path(sys.executable).with_name("mlcroissant")
@@ -467,6 +481,16 @@ def test_croissant_records_load_from_the_release_folder(tmp_path: Path, monkeypa
     images = {r["images/sample_id"]: r["images/image"] for r in dataset.records("images")}
     assert set(images) == {r["samples/sample_id"] for r in samples}
     assert all(image.size == (16, 16) for image in images.values())
+    # image and label in one record (issue 12), joined by sample id
+    labelled = {r["labelled_images/sample_id"]: r for r in dataset.records("labelled_images")}
+    assert set(labelled) == set(images)
+    for r in samples:
+        row = labelled[r["samples/sample_id"]]
+        assert (row["labelled_images/identity"], row["labelled_images/decision"]) == (
+            r["samples/identity"],
+            r["samples/decision"],
+        )
+        assert row["labelled_images/image"].size == (16, 16)
 
 
 def test_awkward_names_are_sanitised(tmp_path: Path):

@@ -1,0 +1,148 @@
+"""Every generated image says it is synthetic (XMP in iTXt, IPTC trainedAlgorithmicMedia, sample id,
+generator, weights digest), covered by its digest; `trace image` and `verify` read it and report a
+stripped or edited marking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from generators.generate import encode_png
+from registry import manifest as mf
+from registry.cli import app
+from registry.marking import DIGITAL_SOURCE_TYPE, Marking, marking_problems, read_marking
+from registry.release import load_release
+from registry.shards import members_from_bytes, tar_bytes
+from registry.verify import _check_shard
+from tests.registry.conftest import Built, folder, sha256
+
+runner = CliRunner()
+WEIGHTS = "ab" * 32
+
+
+def image() -> np.ndarray:
+    return (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)
+
+
+def test_marking_round_trips_and_is_part_of_the_bytes() -> None:
+    hostile = Marking("id-\"<&>'", "gen <x>", WEIGHTS)
+    png = encode_png(image(), hostile)
+    assert read_marking(png) == hostile  # attribute escaping undone exactly
+    assert marking_problems(png, hostile) == []
+    assert encode_png(image(), hostile) == png  # deterministic: reproduce still matches bit for bit
+    plain = encode_png(image())
+    assert read_marking(plain) is None
+    assert marking_problems(plain, hostile) == [
+        "carries no synthetic-media marking (no XMP DigitalSourceType in the PNG)"
+    ]
+    with Image.open(__import__("io").BytesIO(png)) as im:  # where other tools look (XMP spec part 3)
+        assert DIGITAL_SOURCE_TYPE in im.info["XML:com.adobe.xmp"]
+        assert np.array_equal(np.asarray(im), image())  # pixels untouched
+
+
+def test_every_released_image_is_marked_by_its_record(released: Built) -> None:
+    ws = released.ws
+    record = load_release(ws, "digits@1.0.0")
+    rows = (
+        mf.connect(folder(ws, "1.0.0") / "data/manifest.parquet")
+        .execute("SELECT sample_id, member, generator_name, weights_digest FROM manifest")
+        .fetchall()
+    )
+    images = {}
+    for s in record.shards:
+        images |= members_from_bytes((folder(ws, "1.0.0") / "data" / s.path).read_bytes())
+    for sid, member, gen, weights in rows:
+        assert read_marking(images[member]) == Marking(sid, gen, weights)
+    res = runner.invoke(app, ["verify", "digits@1.0.0", "--json", "-w", str(ws)])
+    assert res.exit_code == 0 and json.loads(res.stdout)["unmarked"] == {}
+
+
+def one_image(ws: Path) -> tuple[str, str, bytes]:
+    """(sample id, member, PNG bytes) of the first image in digits@1.0.0's first shard."""
+    record = load_release(ws, "digits@1.0.0")
+    shard = folder(ws, "1.0.0") / "data" / record.shards[0].path
+    member, data = sorted(
+        (m, d) for m, d in members_from_bytes(shard.read_bytes()).items() if m.endswith(".png")
+    )[0]
+    sid = member.removesuffix(".png")
+    return sid, member, bytes(data)
+
+
+def test_trace_image_reports_a_stripped_or_edited_marking(released: Built, tmp_path: Path) -> None:
+    ws = released.ws
+    sid, _, png = one_image(ws)
+    marked = tmp_path / "marked.png"
+    marked.write_bytes(png)
+    res = runner.invoke(app, ["trace", "image", str(marked), "-w", str(ws)])
+    assert res.exit_code == 0, res.output
+    assert (
+        f"marking: marked trainedAlgorithmicMedia: sample {sid}, generator tiny-digits, weights "
+        in res.stdout
+    )
+    assert "!! marking" not in res.stdout
+
+    stripped = tmp_path / "stripped.png"
+    with Image.open(marked) as im:
+        im.save(stripped)  # what a re-save or a metadata scrubber does
+    res = runner.invoke(app, ["trace", "image", str(stripped), "-w", str(ws)])
+    assert res.exit_code == 0, res.output
+    assert "by perceptual hash" in res.stdout  # the bytes changed, the picture did not
+    assert res.stdout.splitlines()[-2:] == [
+        "marking: no synthetic-media marking",
+        "  !! marking the file carries no synthetic-media marking (stripped, or made before synthreg marked)",
+    ]
+
+    other = "digits-someone-else"
+    found = read_marking(png)
+    assert found is not None
+    edited = tmp_path / "edited.png"  # a valid PNG re-marked as another sample (chunk CRC and all)
+    with Image.open(marked) as im:
+        edited.write_bytes(encode_png(np.asarray(im), Marking(other, found.generator, found.weights_digest)))
+    res = runner.invoke(app, ["trace", "image", str(edited), "--json", "-w", str(ws)])
+    assert res.exit_code == 0, res.output
+    marking = json.loads(res.stdout)["marking"]
+    assert marking["found"]["sample_id"] == other
+    assert marking["problems"] == [f"marking names sample id {other!r} but the record says {sid!r}"]
+
+
+def test_verify_reports_the_marking_of_an_altered_image(released_copy: Path) -> None:
+    ws = released_copy
+    record = load_release(ws, "digits@1.0.0")
+    shard = folder(ws, "1.0.0") / "data" / record.shards[0].path
+    members = list(members_from_bytes(shard.read_bytes()).items())  # image, .json, .cls, image, ...
+    (member, png), rest = members[0], members[1:]
+    with Image.open(__import__("io").BytesIO(bytes(png))) as im:
+        stripped = encode_png(np.asarray(im))
+    shard.unlink()  # DVC may link it to its cache: replace the file, never write through it
+    shard.write_bytes(tar_bytes([(member, stripped), *((m, bytes(d)) for m, d in rest)]))
+    res = runner.invoke(app, ["verify", "digits@1.0.0", "-w", str(ws)])
+    assert res.exit_code == 1
+    sid = member.removesuffix(".png")
+    assert (
+        f"  sample {sid}: corrupted: image bytes in {shard.name} do not match the recorded sha256; "
+        "its marking: carries no synthetic-media marking (no XMP DigitalSourceType in the PNG)"
+    ) in res.stdout.splitlines()
+
+
+def test_verify_notes_unmarked_images_whose_bytes_are_as_signed(tmp_path: Path) -> None:
+    """An image made before synthreg marked images: its bytes are what was signed, so it is not a
+    failure, but verify says it is not marked."""
+    plain, marked = encode_png(image()), encode_png(image(), Marking("s-2", "g", WEIGHTS))
+    data = tar_bytes([("s-1.png", plain), ("s-2.png", marked)])
+    path = tmp_path / "shard.tar"
+    path.write_bytes(data)
+    members = {"s-1.png": ("s-1", sha256_of(plain)), "s-2.png": ("s-2", sha256_of(marked))}
+    marks = {"s-1": Marking("s-1", "g", WEIGHTS), "s-2": Marking("s-2", "g", WEIGHTS)}
+    problems, bad, unmarked = _check_shard(path, sha256(path), members, marks)
+    assert (problems, bad) == ([], {})
+    assert unmarked == {"s-1": "carries no synthetic-media marking (no XMP DigitalSourceType in the PNG)"}
+
+
+def sha256_of(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

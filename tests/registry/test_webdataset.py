@@ -1,0 +1,108 @@
+"""Released shards load where people load data: WebDataset (2 DataLoader workers) and Hugging Face
+`datasets` (`load_dataset(release_folder)` through the card's `configs:`), with image and label
+together from the shard's `.json` / `.cls` sidecars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from registry import manifest as mf
+from registry.release import load_release
+from registry.shards import members_from_bytes
+from registry.webdataset import with_sidecars
+from tests.registry.conftest import Built, folder
+
+IDENTITIES = ["1", "4", "7"]  # the small recipe's, in order: .cls is the index
+
+
+def manifest_rows(ws: Path) -> dict[str, dict]:
+    con = mf.connect(folder(ws, "1.0.0") / "data/manifest.parquet")
+    cur = con.execute(
+        "SELECT sample_id, identity, attributes, decision, reason, seed, prompt, generator_name, "
+        "weights_digest, width, height FROM manifest"
+    )
+    names = [d[0] for d in cur.description]
+    return {r[names.index("sample_id")]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
+
+
+def shard_paths(ws: Path) -> list[Path]:
+    return [folder(ws, "1.0.0") / "data" / s.path for s in load_release(ws, "digits@1.0.0").shards]
+
+
+def test_every_image_has_its_json_and_cls_sidecar(released: Built) -> None:
+    rows = manifest_rows(released.ws)
+    seen = set()
+    for path in shard_paths(released.ws):
+        found = members_from_bytes(path.read_bytes())
+        keys = [m.removesuffix(".png") for m in found if m.endswith(".png")]
+        assert list(found) == [f"{k}.{ext}" for k in keys for ext in ("png", "json", "cls")]
+        for k in keys:
+            side = json.loads(bytes(found[f"{k}.json"]))
+            row = rows[k]
+            assert side == {
+                "sample_id": k,
+                "identity": row["identity"],
+                "attributes": row["attributes"],
+                "decision": row["decision"],
+                "reason": row["reason"],
+                "seed": row["seed"],
+                "prompt": row["prompt"],
+                "generator_name": "tiny-digits",
+                "weights_digest": row["weights_digest"],
+            }
+            assert bytes(found[f"{k}.cls"]) == str(IDENTITIES.index(row["identity"])).encode()
+            seen.add(k)
+    assert seen == set(rows)
+
+
+def test_sidecars_are_added_once_and_deterministically(released: Built) -> None:
+    path = shard_paths(released.ws)[0]
+    data = path.read_bytes()
+    fields = ("sample_id", "identity", "attributes", "decision", "reason", "seed", "prompt")
+    rows = {
+        f"{k}.png": {f: r[f] for f in (*fields, "generator_name", "weights_digest")}
+        for k, r in manifest_rows(released.ws).items()
+    }
+    assert with_sidecars(data, rows, IDENTITIES) == data  # a parent's shard, re-released, is unchanged
+
+
+def test_webdataset_with_two_dataloader_workers(released: Built) -> None:
+    wds = pytest.importorskip("webdataset")
+    import torch
+
+    rows = manifest_rows(released.ws)
+    urls = [str(p) for p in shard_paths(released.ws)]
+    assert len(urls) == 2  # as many shards as workers
+    ds = (
+        wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+        .decode("pil")
+        .to_tuple("__key__", "png", "json", "cls")
+    )
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    got = {key: (image, meta, cls) for key, image, meta, cls in loader}
+    assert set(got) == set(rows)  # every sample once, across both workers
+    for key, (image, meta, cls) in got.items():
+        assert image.size == (rows[key]["width"], rows[key]["height"])
+        assert (meta["identity"], meta["decision"]) == (rows[key]["identity"], rows[key]["decision"])
+        assert cls == IDENTITIES.index(rows[key]["identity"])
+
+
+def test_load_dataset_of_the_release_folder(
+    released: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows = manifest_rows(released.ws)
+    ds = datasets.load_dataset(
+        str(folder(released.ws, "1.0.0")), split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert len(ds) == len(rows)
+    for item in ds:
+        row = rows[item["json"]["sample_id"]]
+        assert item["json"]["decision"] == row["decision"]
+        assert item["cls"] == IDENTITIES.index(row["identity"])
+        assert item["png"].size == (row["width"], row["height"])
