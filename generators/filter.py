@@ -17,6 +17,7 @@ run, their scores stay empty, and the summary says so instead of pretending they
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections import Counter
@@ -27,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from registry import audit
 from registry import manifest as mf
 from registry.digests import sha256_file
 from registry.errors import ManifestError
-from registry.fsio import atomic_write_text
+from registry.fsio import atomic_path, atomic_write_text
 from registry.models import FilterParams
 from registry.shards import iter_images
 from registry.workspace import inside, relative
@@ -116,30 +118,143 @@ def filter_manifest(
     params: FilterParams | None = None,
     progress: Progress | None = None,
 ) -> FilterResult:
-    """Score ``candidates/manifest.parquet``; write ``out/manifest.parquet`` and ``out/filter.json``."""
-    from PIL import Image
+    """Score ``candidates/manifest.parquet``; write ``out/manifest.parquet`` and ``out/filter.json``.
 
+    Streams: the manifest is read and written ``CHUNK`` rows at a time, so memory does not grow with the
+    number of images (only the near-duplicate index does, by 8 bytes an accepted image)."""
     params = params or FilterParams()
     in_dir, out_dir = inside(ws, candidates, "candidates folder"), inside(ws, out, "output folder")
     in_path = in_dir / "manifest.parquet"
-    table = mf.read_table(in_path)
-    if table.num_rows == 0:
+    source = _open_manifest(in_path)
+    n = source.metadata.num_rows
+    if n == 0:
         raise ManifestError(f"manifest {in_path} has no rows; nothing to filter")
-    backends = sorted(set(table["generator_backend"].to_pylist()))
+    backends = sorted(
+        set(pq.read_table(in_path, columns=["generator_backend"])["generator_backend"].to_pylist())
+    )
     domain = load_domain(backends[0]) if len(backends) == 1 else None
 
-    cols = table.select(["sample_id", "shard", "member", "image_sha256"]).to_pylist()
-    rows = [(r["sample_id"], r["shard"], r["member"], r["image_sha256"]) for r in cols]
+    counts: Counter[str] = Counter()
+    dedup = _Duplicates(params.duplicate_distance)
+    done = 0
+    out_path = out_dir / "manifest.parquet"
+    created = not out_dir.exists()
+    try:
+        with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
+            for batch in source.iter_batches(batch_size=CHUNK):
+                table = pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
+                table, reasons = _score(ws, table, domain, params, dedup)
+                writer.write_table(table)
+                counts.update(r.split(":")[0] for r in reasons)
+                done += table.num_rows
+                if progress:
+                    progress(done, n)
+    except BaseException:
+        if created:  # a failed first run leaves no empty output folder behind
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+
+    counts = Counter(dict(sorted(counts.items())))
+    accepted = counts.get("ok", 0)
+    summary = {
+        "candidates": relative(ws, in_path),
+        "candidates_sha256": sha256_file(in_path),
+        "params": params.model_dump(),
+        "total": n,
+        "accepted": accepted,
+        "rejected": n - accepted,
+        "accepted_share": round(accepted / n, 4),
+        "reasons": dict(counts),
+        "domain": domain.describe() if domain is not None else None,
+        "not_checked": []
+        if domain is not None
+        else [f"identity and memorised-copy checks: no domain for backend(s) {backends}"],
+    }
+    atomic_write_text(out_dir / "filter.json", json.dumps(summary, indent=2) + "\n")
+    audit.append(
+        ws,
+        "filter",
+        relative(ws, out_dir),
+        {
+            "candidates_sha256": summary["candidates_sha256"],
+            "manifest_sha256": sha256_file(out_path),
+            "accepted": accepted,
+            "total": n,
+            "reasons": dict(counts),
+            "params": summary["params"],
+        },
+    )
+    return FilterResult(out_path, n, accepted, dict(counts))
+
+
+CHUNK = 4096  # rows scored at a time
+
+
+def _open_manifest(path: Path) -> pq.ParquetFile:
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")
+    try:
+        source = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ManifestError(f"manifest {path} is not a readable Parquet file ({e}); regenerate it") from e
+    missing = [name for name in mf.SCHEMA.names if name not in source.schema_arrow.names]
+    if missing:
+        raise ManifestError(f"manifest {path} lacks columns {missing}; it was not written by synthreg")
+    return source
+
+
+class _Duplicates:
+    """Accepted images' perceptual hashes per identity, in plan order: the first of a near-duplicate stays.
+
+    At distance 0 (the default) a dict finds an equal hash in O(1); a larger distance compares with every
+    earlier accepted image of the identity, which grows as images x accepted-per-identity."""
+
+    def __init__(self, distance: int) -> None:
+        self.distance = distance
+        self.exact: dict[tuple[str, str], str] = {}
+        self.kept: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+
+    def check(self, identity: str, phash: str, sample_id: str) -> tuple[str, int] | None:
+        """(the earlier image, distance) if this one is a near-duplicate, or None (then it is remembered)."""
+        if self.distance < 0:
+            return None
+        if self.distance == 0:
+            first = self.exact.setdefault((identity, phash), sample_id)
+            return None if first == sample_id else (first, 0)
+        ids, bits = self.kept.setdefault(identity, ([], []))
+        mine = np.frombuffer(bytes.fromhex(phash), dtype=np.uint8)
+        if bits:
+            dist = np.unpackbits(np.stack(bits) ^ mine, axis=1).sum(axis=1)
+            k = int(dist.argmin())
+            if dist[k] <= self.distance:
+                return ids[k], int(dist[k])
+        ids.append(sample_id)
+        bits.append(mine)
+        return None
+
+
+def _score(
+    ws: Path, table: pa.Table, domain: DigitsDomain | None, params: FilterParams, dedup: _Duplicates
+) -> tuple[pa.Table, list[str]]:
+    """Scores, decision and reason for one chunk of rows; returns the updated chunk and its reasons."""
+    from PIL import Image
+
+    ids = table["sample_id"].to_pylist()
+    rows = list(
+        zip(
+            ids,
+            table["shard"].to_pylist(),
+            table["member"].to_pylist(),
+            table["image_sha256"].to_pylist(),
+            strict=True,
+        )
+    )
     # Images come back shard by shard; key them by sample id so a row always gets its own pixels.
     pixels: dict[str, np.ndarray] = {}
-    for n, (sample_id, png) in enumerate(iter_images(ws, rows), 1):
+    for sample_id, png in iter_images(ws, rows):
         pixels[sample_id] = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
-        if progress and n % 256 == 0:
-            progress(n, len(rows))
-    if progress:
-        progress(len(rows), len(rows))
-    ids = table["sample_id"].to_pylist()
-    images = np.stack([pixels[i] for i in ids])
+    images = np.stack([pixels.pop(i) for i in ids])
     flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
     n = len(images)
     identities = table["identity"].to_pylist()
@@ -160,39 +275,28 @@ def filter_manifest(
         observed = list(domain.observed(images, identities))
 
     reasons: list[str] = []
-    for i in range(n):
+    duplicate_of: list[str | None] = [None] * n
+    for i, phash in enumerate(table["phash"].to_pylist()):
         c, d = conf[i], nn[i]
         if contrast[i] < params.min_contrast:
-            reasons.append(f"low_contrast: pixel std {contrast[i]:.3f} < {params.min_contrast}")
+            reason = f"low_contrast: pixel std {contrast[i]:.3f} < {params.min_contrast}"
         elif pred[i] is not None and pred[i] != identities[i]:
-            reasons.append(f"identity_mismatch: classifier says {pred[i]}, not {identities[i]}")
+            reason = f"identity_mismatch: classifier says {pred[i]}, not {identities[i]}"
         elif c is not None and c < params.identity_threshold:
-            reasons.append(f"low_confidence: {c:.3f} < {params.identity_threshold}")
+            reason = f"low_confidence: {c:.3f} < {params.identity_threshold}"
         elif d is not None and d < params.memorised_distance:
-            reasons.append(f"memorised_copy: RMS {d:.4f} to a real train image < {params.memorised_distance}")
+            reason = f"memorised_copy: RMS {d:.4f} to a real train image < {params.memorised_distance}"
         else:
-            reasons.append("")
+            # Near-duplicates among images that passed so far, per identity, in plan order.
+            dup = dedup.check(identities[i], phash, ids[i])
+            if dup:
+                duplicate_of[i] = dup[0]
+                reason = f"near_duplicate: of {dup[0]} (phash distance {dup[1]})"
+            else:
+                reason = ""
+        reasons.append(reason or "ok: passed every check")
 
-    # Near-duplicates among images that passed so far, per identity, in plan order: the first stays.
-    duplicate_of: list[str | None] = [None] * n
-    if params.duplicate_distance >= 0:
-        bits = np.array([list(bytes.fromhex(h)) for h in table["phash"].to_pylist()], dtype=np.uint8)
-        kept: dict[str, list[int]] = {}
-        for i in range(n):
-            if reasons[i]:
-                continue
-            earlier = kept.setdefault(identities[i], [])
-            if earlier:
-                dist = np.unpackbits(bits[earlier] ^ bits[i], axis=1).sum(axis=1)
-                k = int(dist.argmin())
-                if dist[k] <= params.duplicate_distance:
-                    duplicate_of[i] = ids[earlier[k]]
-                    reasons[i] = f"near_duplicate: of {ids[earlier[k]]} (phash distance {dist[k]})"
-                    continue
-            earlier.append(i)
-
-    decision = ["rejected" if r else "accepted" for r in reasons]
-    reasons = [r or "ok: passed every check" for r in reasons]
+    decision = ["rejected" if not r.startswith("ok:") else "accepted" for r in reasons]
     updates = {
         "identity_pred": pa.array(pred, pa.string()),
         "identity_confidence": pa.array(conf, pa.float64()),
@@ -208,37 +312,4 @@ def filter_manifest(
     }
     for name, values in updates.items():
         table = table.set_column(table.schema.get_field_index(name), mf.SCHEMA.field(name), values)
-    out_path = out_dir / "manifest.parquet"
-    mf.write_table(table, out_path)
-
-    counts = dict(sorted(Counter(r.split(":")[0] for r in reasons).items()))
-    accepted = decision.count("accepted")
-    summary = {
-        "candidates": relative(ws, in_path),
-        "candidates_sha256": sha256_file(in_path),
-        "params": params.model_dump(),
-        "total": n,
-        "accepted": accepted,
-        "rejected": n - accepted,
-        "accepted_share": round(accepted / n, 4),
-        "reasons": counts,
-        "domain": domain.describe() if domain is not None else None,
-        "not_checked": []
-        if domain is not None
-        else [f"identity and memorised-copy checks: no domain for backend(s) {backends}"],
-    }
-    atomic_write_text(out_dir / "filter.json", json.dumps(summary, indent=2) + "\n")
-    audit.append(
-        ws,
-        "filter",
-        relative(ws, out_dir),
-        {
-            "candidates_sha256": summary["candidates_sha256"],
-            "manifest_sha256": sha256_file(out_path),
-            "accepted": accepted,
-            "total": n,
-            "reasons": counts,
-            "params": summary["params"],
-        },
-    )
-    return FilterResult(out_path, n, accepted, counts)
+    return table, reasons
