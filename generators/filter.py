@@ -140,10 +140,19 @@ def filter_manifest(
     out_path = out_dir / "manifest.parquet"
     created = not out_dir.exists()
     try:
+        chunks = (
+            pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
+            for batch in source.iter_batches(batch_size=CHUNK)
+        )
+        if params.executor == "ray":
+            from generators.ray_executor import ScorePool
+
+            scored = ScorePool(ws, backends[0] if domain is not None else None, params).map(chunks)
+        else:
+            scored = ((t, measure(ws, *chunk_rows(t), domain)) for t in chunks)
         with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
-            for batch in source.iter_batches(batch_size=CHUNK):
-                table = pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
-                table, reasons = _score(ws, table, domain, params, dedup)
+            for table, scores in scored:
+                table, reasons = _decide(table, scores, params, dedup)
                 writer.write_table(table)
                 counts.update(r.split(":")[0] for r in reasons)
                 done += table.num_rows
@@ -234,46 +243,57 @@ class _Duplicates:
         return None
 
 
-def _score(
-    ws: Path, table: pa.Table, domain: DigitsDomain | None, params: FilterParams, dedup: _Duplicates
-) -> tuple[pa.Table, list[str]]:
-    """Scores, decision and reason for one chunk of rows; returns the updated chunk and its reasons."""
+@dataclass
+class Scores:
+    """What the checks measured on one chunk's images, in row order (None where a check did not run)."""
+
+    contrast: list[float]
+    pred: list[str | None]
+    conf: list[float | None]
+    nn: list[float | None]
+    observed: list[dict[str, str] | None]
+
+
+def chunk_rows(table: pa.Table) -> tuple[list[tuple[str, str, str, str]], list[str]]:
+    """(sample_id, shard, member, image_sha256) rows and identities of a chunk: what measuring needs."""
+    cols = [table[c].to_pylist() for c in ("sample_id", "shard", "member", "image_sha256")]
+    return list(zip(*cols, strict=True)), table["identity"].to_pylist()
+
+
+def measure(
+    ws: Path, rows: list[tuple[str, str, str, str]], identities: list[str], domain: DigitsDomain | None
+) -> Scores:
+    """Read one chunk's images (checking their digests) and measure them: the part of filtering that
+    needs no other chunk, so the Ray executor runs it on workers."""
     from PIL import Image
 
-    ids = table["sample_id"].to_pylist()
-    rows = list(
-        zip(
-            ids,
-            table["shard"].to_pylist(),
-            table["member"].to_pylist(),
-            table["image_sha256"].to_pylist(),
-            strict=True,
-        )
-    )
     # Images come back shard by shard; key them by sample id so a row always gets its own pixels.
     pixels: dict[str, np.ndarray] = {}
     for sample_id, png in iter_images(ws, rows):
         pixels[sample_id] = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
-    images = np.stack([pixels.pop(i) for i in ids])
+    images = np.stack([pixels.pop(r[0]) for r in rows])
     flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
     n = len(images)
-    identities = table["identity"].to_pylist()
-
-    contrast = flat.std(axis=1)
-    pred: list[str | None] = [None] * n
-    conf: list[float | None] = [None] * n
-    nn: list[float | None] = [None] * n
-    observed: list[dict[str, str] | None] = [None] * n
+    scores = Scores([float(c) for c in flat.std(axis=1)], [None] * n, [None] * n, [None] * n, [None] * n)
     if domain is not None:
         classes, proba, top = domain.identity(flat)
-        pred = [classes[k] for k in top]
-        conf = [
+        scores.pred = [classes[k] for k in top]
+        scores.conf = [
             float(proba[i, classes.index(identities[i])]) if identities[i] in classes else 0.0
             for i in range(n)
         ]
-        nn = [float(d) for d in domain.nearest_real(flat)]
-        observed = list(domain.observed(images, identities))
+        scores.nn = [float(d) for d in domain.nearest_real(flat)]
+        scores.observed = list(domain.observed(images, identities))
+    return scores
 
+
+def _decide(
+    table: pa.Table, scores: Scores, params: FilterParams, dedup: _Duplicates
+) -> tuple[pa.Table, list[str]]:
+    """Decision and reason for one chunk, in plan order (near-duplicates depend on earlier chunks)."""
+    ids, identities = table["sample_id"].to_pylist(), table["identity"].to_pylist()
+    contrast, pred, conf, nn, observed = scores.contrast, scores.pred, scores.conf, scores.nn, scores.observed
+    n = len(ids)
     reasons: list[str] = []
     duplicate_of: list[str | None] = [None] * n
     for i, phash in enumerate(table["phash"].to_pylist()):
@@ -300,7 +320,7 @@ def _score(
     updates = {
         "identity_pred": pa.array(pred, pa.string()),
         "identity_confidence": pa.array(conf, pa.float64()),
-        "contrast": pa.array(contrast.astype(float), pa.float64()),
+        "contrast": pa.array(contrast, pa.float64()),
         "nn_distance": pa.array(nn, pa.float64()),
         "duplicate_of": pa.array(duplicate_of, pa.string()),
         "observed_attributes": pa.array(
