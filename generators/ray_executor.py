@@ -73,10 +73,12 @@ class ShardWorker:
         from generators.backends import load_backend
         from generators.generate import library_versions
 
-        if params.threads and job.recipe.generator.backend != "synthetic-pattern":
+        if job.recipe.generator.backend != "synthetic-pattern":
             import torch
 
-            torch.set_num_threads(params.threads)
+            # as many torch threads as CPUs reserved: generate.threads is the local process's, and
+            # two actors of one CPU each with two threads apiece would oversubscribe the node
+            torch.set_num_threads(max(1, int(params.cpus_per_worker)))
         self.job = job
         self.backend = load_backend(job.recipe.generator, job.ws, params.device)
         if self.backend.spec.weights_digest != job.weights_digest:

@@ -339,7 +339,9 @@ class GenerateParams(Strict):
     workers: int | None = Field(
         default=None, gt=0, description="Ray actors; None = as many as the cluster fits"
     )
-    cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs a Ray actor reserves")
+    cpus_per_worker: float = Field(
+        default=1.0, gt=0, description="CPUs a Ray actor reserves, and its torch threads (threads is local's)"
+    )
     gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs a Ray actor reserves (device 'cuda')")
     max_retries: int = Field(
         default=2, ge=0, description="times Ray restarts a dead worker and retries its shard"
