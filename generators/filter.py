@@ -17,6 +17,7 @@ run, their scores stay empty, and the summary says so instead of pretending they
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections import Counter
@@ -27,16 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from registry import audit
 from registry import manifest as mf
 from registry.digests import sha256_file
 from registry.errors import ManifestError
-from registry.fsio import atomic_write_text
+from registry.fsio import atomic_path, atomic_write_text
 from registry.locks import folder_lock
 from registry.models import FilterParams
-from registry.names import check_table, shown
+from registry.names import check_manifest, shown
 from registry.shards import iter_images
 from registry.workspace import inside, relative
 
@@ -132,131 +133,85 @@ def filter_manifest(
     params: FilterParams | None = None,
     progress: Progress | None = None,
 ) -> FilterResult:
-    """Score ``candidates/manifest.parquet``; write ``out/manifest.parquet`` and ``out/filter.json``."""
+    """Score ``candidates/manifest.parquet``; write ``out/manifest.parquet`` and ``out/filter.json``.
+
+    Streams: the manifest is read and written ``CHUNK`` rows at a time, so memory does not grow with the
+    number of images (only the near-duplicate index does, by 8 bytes an accepted image). Names and
+    identities are checked first, over the whole file in DuckDB, before any name becomes a path."""
     params = params or FilterParams()
     in_dir, out_dir = inside(ws, candidates, "candidates folder"), inside(ws, out, "output folder")
     in_path = in_dir / "manifest.parquet"
     audit.log_path(ws)  # refused before anything is written
-    table = mf.read_table(in_path)
-    check_table(table, f"manifest {in_path}")  # before any name becomes a path
-    if table.num_rows == 0:
+    source = _open_manifest(in_path)
+    n = source.metadata.num_rows
+    if n == 0:
         raise ManifestError(f"manifest {in_path} has no rows; nothing to filter")
+    con = mf.connect(in_path)
+    try:
+        check_manifest(con, f"manifest {in_path}")
+        rows = con.execute("SELECT DISTINCT generator_backend FROM manifest").fetchall()
+        backends = sorted(b for (b,) in rows)
+        domain = load_domain(backends[0]) if len(backends) == 1 else None
+        if domain is not None:  # an edited manifest may name identities the generator never makes
+            found = {i for (i,) in con.execute("SELECT DISTINCT identity FROM manifest").fetchall()}
+            unknown = sorted(found - domain.identities, key=str)
+            if unknown:
+                first = con.execute(
+                    "SELECT sample_id FROM manifest WHERE identity = ? ORDER BY index LIMIT 1", [unknown[0]]
+                ).fetchall()[0][0]
+                raise ManifestError(
+                    f"manifest {in_path}: sample {shown(first)} has identity {shown(unknown[0])}, which "
+                    f"{domain.name} does not make ({len(unknown)} unknown identities); regenerate it"
+                )
+    finally:
+        con.close()
     with folder_lock(ws, out_dir, "filter"):  # a second run into out_dir refuses (registry.locks)
-        return _filter(ws, table, in_path, out_dir, params, progress)
+        return _filter(ws, in_path, out_dir, source, n, backends, domain, params, progress)
 
 
 def _filter(
     ws: Path,
-    table: pa.Table,
     in_path: Path,
     out_dir: Path,
+    source: pq.ParquetFile,
+    n: int,
+    backends: list[str],
+    domain: DigitsDomain | None,
     params: FilterParams,
     progress: Progress | None,
 ) -> FilterResult:
-
-    backends = sorted(set(table["generator_backend"].to_pylist()))
-    domain = load_domain(backends[0]) if len(backends) == 1 else None
-    if domain is not None:  # an edited manifest may name identities the generator never makes
-        unknown = sorted(set(pc.unique(table["identity"]).to_pylist()) - domain.identities, key=str)
-        if unknown:
-            first = table["sample_id"][pc.index(table["identity"], unknown[0]).as_py()].as_py()
-            raise ManifestError(
-                f"manifest {in_path}: sample {shown(first)} has identity {shown(unknown[0])}, which "
-                f"{domain.name} does not make ({len(unknown)} unknown identities); regenerate it"
-            )
-
-    cols = table.select(["sample_id", "shard", "member", "image_sha256"]).to_pylist()
-    rows = [(r["sample_id"], r["shard"], r["member"], r["image_sha256"]) for r in cols]
-    # Images come back shard by shard; key them by sample id so a row always gets its own pixels.
-    pixels: dict[str, np.ndarray] = {}
-    for n, (sample_id, png) in enumerate(iter_images(ws, rows), 1):
-        pixels[sample_id] = _pixels(sample_id, png)
-        if progress and n % 256 == 0:
-            progress(n, len(rows))
-    if progress:
-        progress(len(rows), len(rows))
-    ids = table["sample_id"].to_pylist()
-    shape = pixels[ids[0]].shape
-    odd = next((i for i in ids if pixels[i].shape != shape), None)
-    if odd is not None:
-        raise ManifestError(
-            f"sample {shown(odd)}: its image is {pixels[odd].shape}, not {shape} like {shown(ids[0])}; "
-            "a manifest holds one image size (regenerate it)"
-        )
-    images = np.stack([pixels[i] for i in ids])
-    flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
-    n = len(images)
-    identities = table["identity"].to_pylist()
-
-    contrast = flat.std(axis=1)
-    pred: list[str | None] = [None] * n
-    conf: list[float | None] = [None] * n
-    nn: list[float | None] = [None] * n
-    observed: list[dict[str, str] | None] = [None] * n
-    if domain is not None:
-        classes, proba, top = domain.identity(flat)
-        pred = [classes[k] for k in top]
-        conf = [
-            float(proba[i, classes.index(identities[i])]) if identities[i] in classes else 0.0
-            for i in range(n)
-        ]
-        nn = [float(d) for d in domain.nearest_real(flat)]
-        observed = list(domain.observed(images, identities))
-
-    reasons: list[str] = []
-    for i in range(n):
-        c, d = conf[i], nn[i]
-        if contrast[i] < params.min_contrast:
-            reasons.append(f"low_contrast: pixel std {contrast[i]:.3f} < {params.min_contrast}")
-        elif pred[i] is not None and pred[i] != identities[i]:
-            reasons.append(f"identity_mismatch: classifier says {pred[i]}, not {identities[i]}")
-        elif c is not None and c < params.identity_threshold:
-            reasons.append(f"low_confidence: {c:.3f} < {params.identity_threshold}")
-        elif d is not None and d < params.memorised_distance:
-            reasons.append(f"memorised_copy: RMS {d:.4f} to a real train image < {params.memorised_distance}")
-        else:
-            reasons.append("")
-
-    # Near-duplicates among images that passed so far, per identity, in plan order: the first stays.
-    duplicate_of: list[str | None] = [None] * n
-    if params.duplicate_distance >= 0:
-        bits = np.array([list(bytes.fromhex(h)) for h in table["phash"].to_pylist()], dtype=np.uint8)
-        kept: dict[str, list[int]] = {}
-        for i in range(n):
-            if reasons[i]:
-                continue
-            earlier = kept.setdefault(identities[i], [])
-            if earlier:
-                dist = np.unpackbits(bits[earlier] ^ bits[i], axis=1).sum(axis=1)
-                k = int(dist.argmin())
-                if dist[k] <= params.duplicate_distance:
-                    duplicate_of[i] = ids[earlier[k]]
-                    reasons[i] = f"near_duplicate: of {ids[earlier[k]]} (phash distance {dist[k]})"
-                    continue
-            earlier.append(i)
-
-    decision = ["rejected" if r else "accepted" for r in reasons]
-    reasons = [r or "ok: passed every check" for r in reasons]
-    updates = {
-        "identity_pred": pa.array(pred, pa.string()),
-        "identity_confidence": pa.array(conf, pa.float64()),
-        "contrast": pa.array(contrast.astype(float), pa.float64()),
-        "nn_distance": pa.array(nn, pa.float64()),
-        "duplicate_of": pa.array(duplicate_of, pa.string()),
-        "observed_attributes": pa.array(
-            [list(o.items()) if o is not None else None for o in observed],
-            mf.SCHEMA.field("observed_attributes").type,
-        ),
-        "decision": pa.array(decision, pa.string()),
-        "reason": pa.array(reasons, pa.string()),
-    }
-    for name, values in updates.items():
-        table = table.set_column(table.schema.get_field_index(name), mf.SCHEMA.field(name), values)
+    counts: Counter[str] = Counter()
+    dedup = _Duplicates(params.duplicate_distance)
+    done = 0
     out_path = out_dir / "manifest.parquet"
-    mf.write_table(table, out_path)
+    created = not out_dir.exists()
+    try:
+        chunks = (
+            pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
+            for batch in source.iter_batches(batch_size=CHUNK)
+        )
+        if params.executor == "ray":
+            from generators.ray_executor import ScorePool
 
-    counts = dict(sorted(Counter(r.split(":")[0] for r in reasons).items()))
-    accepted = decision.count("accepted")
+            scored = ScorePool(ws, backends[0] if domain is not None else None, params).map(chunks)
+        else:
+            scored = ((t, measure(ws, *chunk_rows(t), domain)) for t in chunks)
+        with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
+            for table, scores in scored:
+                table, reasons = _decide(table, scores, params, dedup)
+                writer.write_table(table)
+                counts.update(r.split(":")[0] for r in reasons)
+                done += table.num_rows
+                if progress:
+                    progress(done, n)
+    except BaseException:
+        if created:  # a failed first run leaves no empty output folder behind
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+
+    counts = Counter(dict(sorted(counts.items())))
+    accepted = counts.get("ok", 0)
     summary = {
         "candidates": relative(ws, in_path),
         "candidates_sha256": sha256_file(in_path),
@@ -265,7 +220,7 @@ def _filter(
         "accepted": accepted,
         "rejected": n - accepted,
         "accepted_share": round(accepted / n, 4),
-        "reasons": counts,
+        "reasons": dict(counts),
         "domain": domain.describe() if domain is not None else None,
         "not_checked": []
         if domain is not None
@@ -281,8 +236,152 @@ def _filter(
             "manifest_sha256": sha256_file(out_path),
             "accepted": accepted,
             "total": n,
-            "reasons": counts,
+            "reasons": dict(counts),
             "params": summary["params"],
         },
     )
-    return FilterResult(out_path, n, accepted, counts)
+    return FilterResult(out_path, n, accepted, dict(counts))
+
+
+CHUNK = 4096  # rows scored at a time
+
+
+def _open_manifest(path: Path) -> pq.ParquetFile:
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")
+    try:
+        source = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ManifestError(f"manifest {path} is not a readable Parquet file ({e}); regenerate it") from e
+    missing = [name for name in mf.SCHEMA.names if name not in source.schema_arrow.names]
+    if missing:
+        raise ManifestError(f"manifest {path} lacks columns {missing}; it was not written by synthreg")
+    return source
+
+
+class _Duplicates:
+    """Accepted images' perceptual hashes per identity, in plan order: the first of a near-duplicate stays.
+
+    At distance 0 (the default) a dict finds an equal hash in O(1); a larger distance compares with every
+    earlier accepted image of the identity, which grows as images x accepted-per-identity."""
+
+    def __init__(self, distance: int) -> None:
+        self.distance = distance
+        self.exact: dict[tuple[str, str], str] = {}
+        self.kept: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+
+    def check(self, identity: str, phash: str, sample_id: str) -> tuple[str, int] | None:
+        """(the earlier image, distance) if this one is a near-duplicate, or None (then it is remembered)."""
+        if self.distance < 0:
+            return None
+        if self.distance == 0:
+            first = self.exact.setdefault((identity, phash), sample_id)
+            return None if first == sample_id else (first, 0)
+        ids, bits = self.kept.setdefault(identity, ([], []))
+        mine = np.frombuffer(bytes.fromhex(phash), dtype=np.uint8)
+        if bits:
+            dist = np.unpackbits(np.stack(bits) ^ mine, axis=1).sum(axis=1)
+            k = int(dist.argmin())
+            if dist[k] <= self.distance:
+                return ids[k], int(dist[k])
+        ids.append(sample_id)
+        bits.append(mine)
+        return None
+
+
+@dataclass
+class Scores:
+    """What the checks measured on one chunk's images, in row order (None where a check did not run)."""
+
+    contrast: list[float]
+    pred: list[str | None]
+    conf: list[float | None]
+    nn: list[float | None]
+    observed: list[dict[str, str] | None]
+
+
+def chunk_rows(table: pa.Table) -> tuple[list[tuple[str, str, str, str]], list[str]]:
+    """(sample_id, shard, member, image_sha256) rows and identities of a chunk: what measuring needs."""
+    cols = [table[c].to_pylist() for c in ("sample_id", "shard", "member", "image_sha256")]
+    return list(zip(*cols, strict=True)), table["identity"].to_pylist()
+
+
+def measure(
+    ws: Path, rows: list[tuple[str, str, str, str]], identities: list[str], domain: DigitsDomain | None
+) -> Scores:
+    """Read one chunk's images (checking their digests) and measure them: the part of filtering that
+    needs no other chunk, so the Ray executor runs it on workers."""
+
+    # Images come back shard by shard; key them by sample id so a row always gets its own pixels.
+    pixels: dict[str, np.ndarray] = {}
+    for sample_id, png in iter_images(ws, rows):
+        pixels[sample_id] = _pixels(sample_id, png)
+    shape = pixels[rows[0][0]].shape
+    odd = next((r[0] for r in rows if pixels[r[0]].shape != shape), None)
+    if odd is not None:
+        raise ManifestError(
+            f"sample {shown(odd)}: its image is {pixels[odd].shape}, not {shape} like {shown(rows[0][0])}; "
+            "a manifest holds one image size (regenerate it)"
+        )
+    images = np.stack([pixels.pop(r[0]) for r in rows])
+    flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
+    n = len(images)
+    scores = Scores([float(c) for c in flat.std(axis=1)], [None] * n, [None] * n, [None] * n, [None] * n)
+    if domain is not None:
+        classes, proba, top = domain.identity(flat)
+        scores.pred = [classes[k] for k in top]
+        scores.conf = [
+            float(proba[i, classes.index(identities[i])]) if identities[i] in classes else 0.0
+            for i in range(n)
+        ]
+        scores.nn = [float(d) for d in domain.nearest_real(flat)]
+        scores.observed = list(domain.observed(images, identities))
+    return scores
+
+
+def _decide(
+    table: pa.Table, scores: Scores, params: FilterParams, dedup: _Duplicates
+) -> tuple[pa.Table, list[str]]:
+    """Decision and reason for one chunk, in plan order (near-duplicates depend on earlier chunks)."""
+    ids, identities = table["sample_id"].to_pylist(), table["identity"].to_pylist()
+    contrast, pred, conf, nn, observed = scores.contrast, scores.pred, scores.conf, scores.nn, scores.observed
+    n = len(ids)
+    reasons: list[str] = []
+    duplicate_of: list[str | None] = [None] * n
+    for i, phash in enumerate(table["phash"].to_pylist()):
+        c, d = conf[i], nn[i]
+        if contrast[i] < params.min_contrast:
+            reason = f"low_contrast: pixel std {contrast[i]:.3f} < {params.min_contrast}"
+        elif pred[i] is not None and pred[i] != identities[i]:
+            reason = f"identity_mismatch: classifier says {pred[i]}, not {identities[i]}"
+        elif c is not None and c < params.identity_threshold:
+            reason = f"low_confidence: {c:.3f} < {params.identity_threshold}"
+        elif d is not None and d < params.memorised_distance:
+            reason = f"memorised_copy: RMS {d:.4f} to a real train image < {params.memorised_distance}"
+        else:
+            # Near-duplicates among images that passed so far, per identity, in plan order.
+            dup = dedup.check(identities[i], phash, ids[i])
+            if dup:
+                duplicate_of[i] = dup[0]
+                reason = f"near_duplicate: of {dup[0]} (phash distance {dup[1]})"
+            else:
+                reason = ""
+        reasons.append(reason or "ok: passed every check")
+
+    decision = ["rejected" if not r.startswith("ok:") else "accepted" for r in reasons]
+    updates = {
+        "identity_pred": pa.array(pred, pa.string()),
+        "identity_confidence": pa.array(conf, pa.float64()),
+        "contrast": pa.array(contrast, pa.float64()),
+        "nn_distance": pa.array(nn, pa.float64()),
+        "duplicate_of": pa.array(duplicate_of, pa.string()),
+        "observed_attributes": pa.array(
+            [list(o.items()) if o is not None else None for o in observed],
+            mf.SCHEMA.field("observed_attributes").type,
+        ),
+        "decision": pa.array(decision, pa.string()),
+        "reason": pa.array(reasons, pa.string()),
+    }
+    for name, values in updates.items():
+        table = table.set_column(table.schema.get_field_index(name), mf.SCHEMA.field(name), values)
+    return table, reasons

@@ -1,4 +1,5 @@
-"""The Ray executor: the generate stage's shards made by an actor pool, one shard per task.
+"""The Ray executor: the generate stage's shards made by an actor pool, one shard per task, and the
+filter's images read and measured by another (decisions stay in the driver, in manifest order).
 
 Each actor loads the pipeline once (``num_gpus = gpus_per_worker``, ``num_cpus = cpus_per_worker``
 from params.yaml) and calls :func:`generators.generate.make_shard`, the very function the local executor
@@ -18,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from generators.generate import Job, make_shard
-from registry.errors import GeneratorError
-from registry.models import GenerateParams
+from registry.errors import GeneratorError, SynthregError
+from registry.models import FilterParams, GenerateParams
 
 Progress = Callable[[int, int], None]
 CONNECT_TIMEOUT_S = 5.0
@@ -70,10 +73,12 @@ class ShardWorker:
         from generators.backends import load_backend
         from generators.generate import library_versions
 
-        if params.threads and job.recipe.generator.backend != "synthetic-pattern":
+        if job.recipe.generator.backend != "synthetic-pattern":
             import torch
 
-            torch.set_num_threads(params.threads)
+            # as many torch threads as CPUs reserved: generate.threads is the local process's, and
+            # two actors of one CPU each with two threads apiece would oversubscribe the node
+            torch.set_num_threads(max(1, int(params.cpus_per_worker)))
         self.job = job
         self.backend = load_backend(job.recipe.generator, job.ws, params.device)
         if self.backend.spec.weights_digest != job.weights_digest:
@@ -160,3 +165,62 @@ def _cause(ray: Any, e: Exception) -> str:
     cause = getattr(e, "cause", None)
     text = str(cause if cause is not None else e).strip().splitlines()
     return text[-1] if text else type(e).__name__
+
+
+class ScoreWorker:
+    """One Ray actor for the filter: the domain (classifier, real references) trained once."""
+
+    def __init__(self, ws: Path, backend: str | None) -> None:
+        from generators.filter import load_domain
+
+        self.ws = ws
+        self.domain = load_domain(backend) if backend else None
+
+    def measure(self, rows: list[tuple[str, str, str, str]], identities: list[str]) -> Any:
+        from generators.filter import measure
+
+        return measure(self.ws, rows, identities, self.domain)
+
+
+class ScorePool:
+    """Measures the filter's chunks on Ray actors and hands them back in manifest order, so decisions
+    (near-duplicates look back at earlier images) stay in the driver and equal the local executor's."""
+
+    def __init__(self, ws: Path, backend: str | None, params: FilterParams) -> None:
+        self.ray = ray = connect(params.ray_address)
+        fits = max(1, int(ray.cluster_resources().get("CPU", 1) // params.cpus_per_worker))
+        actor = ray.remote(ScoreWorker).options(
+            num_cpus=params.cpus_per_worker, max_restarts=2, max_task_retries=2
+        )
+        self.actors = [actor.remote(ws, backend) for _ in range(params.workers or fits)]
+
+    def map(self, chunks: Iterator[Any]) -> Iterator[tuple[Any, Any]]:
+        """(chunk, scores) for every chunk, in order; at most two chunks per actor in flight."""
+        from generators.filter import chunk_rows
+
+        ray = self.ray
+        window: deque[tuple[Any, Any]] = deque()
+        try:
+            for n, table in enumerate(chunks):
+                actor = self.actors[n % len(self.actors)]
+                window.append((table, actor.measure.remote(*chunk_rows(table))))
+                if len(window) >= 2 * len(self.actors):
+                    table, ref = window.popleft()
+                    yield table, self._get(ray, ref)
+            while window:
+                table, ref = window.popleft()
+                yield table, self._get(ray, ref)
+        finally:
+            for actor in self.actors:
+                ray.kill(actor)
+
+    @staticmethod
+    def _get(ray: Any, ref: Any) -> Any:
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as e:  # the worker's own error (a corrupted shard ...): as is
+            if isinstance(e.cause, SynthregError):
+                raise e.cause from None
+            raise GeneratorError(f"a filter worker failed: {_cause(ray, e)}; rerun") from e
+        except ray.exceptions.RayError as e:
+            raise GeneratorError(f"a filter worker failed on every try: {_cause(ray, e)}; rerun") from e

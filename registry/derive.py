@@ -29,9 +29,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from registry import manifest as mf
 from registry.errors import ReleaseError
+from registry.fsio import atomic_path
 from registry.journal import DERIVE_TMP_PREFIX
 from registry.models import Recipe
 from registry.names import read_id_file, shown
@@ -180,31 +182,32 @@ def derive(
     if not checked.ok:
         first = [*(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items())), *checked.problems][0]
         raise ReleaseError(f"{parent_ref} does not verify ({first}); run `synthreg verify {parent_ref}`")
-    table = mf.read_table(parent_manifest)
-    unknown = sorted(set(samples) - set(table["sample_id"].to_pylist()))
+    # The parent verified above; only the columns that decide what is left out are held, the rows are
+    # streamed (_write_kept).
+    table = pq.read_table(parent_manifest, columns=["sample_id", "identity", "decision"])
+    wanted = pa.array(samples, pa.string())  # looked up in Arrow: no Python set of a million ids
+    unknown = sorted(pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=table["sample_id"]))).to_pylist())
     if unknown:
         raise ReleaseError(
             f"{len(unknown)} sample(s) to exclude are not in {parent_ref}, first "
             f"{'one from ' + str(exclude_file) if unknown[0] in from_file else shown(unknown[0])}; "
             f"check the ids (`synthreg impact --sample ID` finds the versions that hold one)"
         )
-    drop = pc.or_(
-        pc.is_in(table["sample_id"], value_set=pa.array(samples, pa.string())),
-        pc.is_in(table["identity"], value_set=pa.array(sorted(identities), pa.string())),
-    )
-    removed = table.filter(drop)
-    kept = table.filter(pc.invert(drop))
-    removed_accepted = pc.sum(pc.equal(removed["decision"], "accepted")).as_py() or 0
-    if removed.num_rows == 0:
+    drop = _drop(table, samples, identities)
+    accepted = pc.equal(table["decision"], "accepted")
+    removed_rows = pc.sum(drop).as_py() or 0
+    removed_accepted = pc.sum(pc.and_(drop, accepted)).as_py() or 0
+    if removed_rows == 0:
         raise ReleaseError(
             f"{parent_ref} holds no sample of identities {sorted(identities)}, so there is nothing to leave "
             "out; check the source (`synthreg impact --source NAME`)"
         )
-    if pc.sum(pc.equal(kept["decision"], "accepted")).as_py() in (None, 0):
+    if pc.sum(pc.and_(pc.invert(drop), accepted)).as_py() in (None, 0):
         raise ReleaseError(
-            f"excluding {removed.num_rows} sample(s) leaves no accepted sample of {parent_ref}; "
+            f"excluding {removed_rows} sample(s) leaves no accepted sample of {parent_ref}; "
             "withdraw the version (`synthreg withdraw`) instead"
         )
+    del table, drop, accepted
     recipe = parent.recipe.model_copy(
         update={
             "sources": [
@@ -219,7 +222,7 @@ def derive(
         parent_manifest_sha256=parent.manifest_sha256,
         excluded_sample_ids=samples,
         excluded_sources=sources,
-        removed=removed.num_rows,
+        removed=removed_rows,
         removed_accepted=removed_accepted,
         reason=reason.strip(),
     )
@@ -228,7 +231,7 @@ def derive(
     tmp_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{DERIVE_TMP_PREFIX}{os.getpid()}-", dir=tmp_root) as tmp:
         manifest = Path(tmp) / "manifest.parquet"
-        mf.write_table(kept, manifest)
+        _write_kept(parent_manifest, manifest, samples, identities)
         report = check(
             ws,
             manifest,
@@ -275,3 +278,20 @@ def derive(
             f"Derive {name}@{version} from {parent_ref}: {reason.strip()}",
             op="derive",
         )
+
+
+def _drop(table: pa.Table, samples: list[str], identities: set[str]) -> pa.ChunkedArray:
+    """True for the rows to leave out: the listed samples and every sample of the listed identities."""
+    return pc.or_(
+        pc.is_in(table["sample_id"], value_set=pa.array(samples, pa.string())),
+        pc.is_in(table["identity"], value_set=pa.array(sorted(identities), pa.string())),
+    )
+
+
+def _write_kept(parent: Path, out: Path, samples: list[str], identities: set[str]) -> None:
+    """The parent's rows minus the dropped ones, in order, a chunk at a time (memory flat in its size)."""
+    source = pq.ParquetFile(parent)
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
+        for batch in source.iter_batches(batch_size=65536):
+            chunk = pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
+            writer.write_table(chunk.filter(pc.invert(_drop(chunk, samples, identities))))

@@ -365,7 +365,9 @@ class GenerateParams(Strict):
     workers: int | None = Field(
         default=None, gt=0, le=10_000, description="Ray actors; None = as many as the cluster fits"
     )
-    cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs a Ray actor reserves")
+    cpus_per_worker: float = Field(
+        default=1.0, gt=0, description="CPUs a Ray actor reserves, and its torch threads (threads is local's)"
+    )
     gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs a Ray actor reserves (device 'cuda')")
     max_retries: int = Field(
         default=2, ge=0, le=100, description="times Ray restarts a dead worker and retries its shard"
@@ -387,3 +389,11 @@ class FilterParams(Strict):
     memorised_distance: float = Field(
         default=0.05, ge=0, description="max RMS pixel distance (0-1) to a real image for a memorised copy"
     )
+    executor: Literal["local", "ray"] = Field(
+        default="local", description="who reads and measures the images: this process, or Ray actors"
+    )
+    ray_address: str | None = Field(default=None, description="as generate.ray_address")
+    workers: int | None = Field(
+        default=None, gt=0, description="Ray actors; None = as many as the cluster fits"
+    )
+    cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs a Ray actor reserves")

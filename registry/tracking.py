@@ -13,7 +13,9 @@ Conventions every run logged by ``synthreg train`` follows, and that ``trace`` a
   ``synthreg.policy_report_sha256``, ``synthreg.git_commit``, ``synthreg.synthetic_share`` (the share
   used) and ``synthreg.synthetic_share_asked``; ``synthreg.samples.NAME.VERSION`` with the artifact
   ``synthreg/samples/NAME/VERSION.txt`` listing the sample ids drawn (``registry.track``);
-- the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it;
+- the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it
+  (a team shares ``mlflow server`` on PostgreSQL, README "Scale out"); a database URI is tried once,
+  with a timeout, before MLflow's minutes of retries, and its password never appears in a message;
 - for an http(s) server, MLflow's retries are capped (``HTTP_RETRIES``) unless the environment sets
   ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``: MLflow's own defaults
   (7 retries, backoff factor 2) keep a command waiting for minutes on a server that is down. They are
@@ -37,6 +39,8 @@ TAG_SHARE = "synthreg.synthetic_share"  # the share the run really used
 TAG_SHARE_ASKED = "synthreg.synthetic_share_asked"
 TAG_DVC_MD5 = "synthreg.dvc_md5"  # md5 of the manifest: its name in the DVC cache and remote
 WORKING = "working"
+DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy stores MLflow can use without a server
+DB_CONNECT_TIMEOUT_S = 5
 HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
@@ -55,11 +59,48 @@ def dataset_source(name: str, version: str, git_commit: str) -> str:
     return f"synthreg://releases/{name}/{version}?git={git_commit}"
 
 
+def shown(uri: str) -> str:
+    """The URI as messages may print it: a database password is masked."""
+    if "@" not in uri or uri.split(":", 1)[0].split("+")[0] not in DATABASES:
+        return uri
+    from sqlalchemy.engine import make_url
+
+    return make_url(uri).render_as_string(hide_password=True)
+
+
+def check_database(uri: str) -> None:
+    """Connect once, with a timeout, to a database store (``postgresql://...``, MLflow's server-less mode).
+
+    MLflow retries a refused database ten times over about 100 s and then raises a raw SQLAlchemy
+    error; one try with a clear message serves a person better."""
+    scheme = uri.split(":", 1)[0].split("+")[0]
+    if scheme not in DATABASES:
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    args = {"connect_timeout": DB_CONNECT_TIMEOUT_S} if scheme == "postgresql" else {}
+    try:
+        with sqlalchemy.create_engine(uri, connect_args=args, poolclass=NullPool).connect():
+            pass
+    except ImportError as e:
+        raise TrackingError(
+            f"MLflow store {shown(uri)} needs a database driver ({e.name}); pip install 'synthreg[server]'"
+        ) from None
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise TrackingError(
+            f"MLflow store {shown(uri)} refuses connections ({reason}); "
+            "start the database or fix MLFLOW_TRACKING_URI"
+        ) from None
+
+
 def client(ws: Path):
     import mlflow
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(ws)
+    check_database(uri)
     if uri.startswith(("http://", "https://")):
         for k, v in HTTP_RETRIES.items():
             os.environ.setdefault(k, v)  # read by MLflow at each request

@@ -37,7 +37,7 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params file, relative
 
 
 ExecutorOpt = Annotated[
-    str | None, typer.Option(help="local or ray (default: params.yaml generate.executor)")
+    str | None, typer.Option(help="local or ray (default: the command's executor in params.yaml)")
 ]
 AddressOpt = Annotated[
     str | None,
@@ -185,6 +185,8 @@ def filter_(
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     workspace: Workspace = None,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """Score every candidate; record a decision and a reason per image (rejected rows are kept)."""
     with _errors():
@@ -194,7 +196,13 @@ def filter_(
         ws = _workspace(workspace)
         p = load_params(ws / params, ws)
         with _progress("filter") as progress:
-            res = filter_manifest(candidates, ws, out or candidates.parent / "filtered", p.filter, progress)
+            res = filter_manifest(
+                candidates,
+                ws,
+                out or candidates.parent / "filtered",
+                _executor(p.filter, executor, address),
+                progress,
+            )
         typer.echo(f"{res.accepted}/{res.total} accepted; manifest {res.manifest}")
         for reason, count in res.reasons.items():
             typer.echo(f"  {reason}: {count}")

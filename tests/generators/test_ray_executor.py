@@ -170,3 +170,36 @@ def test_a_worker_dying_on_every_try_stops_the_run_naming_the_shard(tmp_path: Pa
     res = generate(Path("recipe.yaml"), tmp_path, "data/k", params)  # resumes once the fault is gone
     assert res.images == 800 and (out / "manifest.parquet").is_file()
     assert not list((out / "shards").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_filter_on_ray_decides_as_the_local_filter(
+    tmp_path: Path, local_ray, monkeypatch: pytest.MonkeyPatch
+):
+    from generators import filter as filt
+    from registry.models import FilterParams
+
+    shutil.copytree(REPO / "generators/synthetic_pattern", tmp_path / "generators/synthetic_pattern")
+    write_yaml(tmp_path / "recipe.yaml", load_test_recipe(images_per_identity=40))
+    generate(Path("recipe.yaml"), tmp_path, "data/c", GenerateParams(batch_size=10, shard_size=20))
+    monkeypatch.setattr(filt, "CHUNK", 7)  # 12 chunks over 2 workers, straddling shards
+    loose = {"duplicate_distance": 24}  # near-duplicates: decisions that depend on earlier chunks
+    local = filt.filter_manifest("data/c", tmp_path, "data/local", FilterParams(**loose))
+    seen: list[int] = []
+    remote = filt.filter_manifest(
+        "data/c",
+        tmp_path,
+        "data/ray",
+        FilterParams(**loose, executor="ray", workers=2),
+        lambda d, t: seen.append(d),
+    )
+    assert (remote.total, remote.accepted, remote.reasons) == (local.total, local.accepted, local.reasons)
+    assert local.reasons.get("near_duplicate", 0) > 0
+    q = "SELECT sample_id, decision, reason, duplicate_of, contrast FROM '{}/manifest.parquet' ORDER BY index"
+    import duckdb
+
+    assert (
+        duckdb.sql(q.format(tmp_path / "data/ray")).fetchall()
+        == duckdb.sql(q.format(tmp_path / "data/local")).fetchall()
+    )
+    assert seen[-1] == 80 and seen == sorted(seen)

@@ -147,3 +147,25 @@ def test_licence_refuses_training_on_load_test_images(pattern_ws: Path):
     licence_rules = [k for k in failed if k.startswith("licen")]
     assert licence_rules, [(r.rule_id, r.status, r.message) for r in report.results]
     assert "training-a-model" in failed[licence_rules[0]].message
+
+
+def test_the_dataset_card_of_a_load_test_says_it_is_not_data():
+    from registry.exports import render_card
+    from registry.release_record import GeneratorUse
+    from tests.registry.test_exports import make_release, make_report
+
+    report = make_report()
+    plain = render_card(make_release(report), report)
+    assert LOAD_TEST_WARNING not in plain
+    pattern = GeneratorUse(
+        name="synthetic-pattern",
+        backend="synthetic-pattern",
+        weights_digest="c" * 64,
+        licence="LicenseRef-synthreg-load-test",
+        pipeline_class="LoadTestPattern",
+        scheduler="none",
+        images=1000,
+    )
+    card = render_card(make_release(report, generators=[pattern]), report)
+    summary = card.split("### Dataset Summary\n\n", 1)[1]
+    assert summary.startswith(f"> **{LOAD_TEST_WARNING}**\n")

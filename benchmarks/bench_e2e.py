@@ -1,0 +1,206 @@
+"""End to end at scale: every stage of a synthetic-pattern dataset of N images, as separate processes.
+
+Run from the repository root::
+
+    python benchmarks/bench_e2e.py --images 10000 [--images 100000 ...] [--keep]
+
+For each N, a fresh git + DVC workspace under the system temp folder gets the load-test recipe
+(recipes/load-test.yaml: 100 identities x 4 attribute combinations, N/100 images each) and a local DVC
+remote, then runs, each as its own process (``synthreg ...`` or a peer tool):
+
+    generate, filter, validate, release, verify, derive (1% of the samples left out), dvc push and
+    dvc pull of the release (into a clean cache), trace image, impact --generator
+    peers on the same shards: sha256sum, dvc add, dvc push
+
+and prints per stage: wall seconds, peak RSS of the process (``ru_maxrss`` from ``wait4``, so the
+process's own waited-for children count, not this script) and files written (files under the
+workspace and the remote whose mtime is newer than the stage's start). Push and pull use ``dvc
+push``/``dvc pull`` directly: ``synthreg`` has no remote commands on this branch yet. Figures are
+printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SYNTHREG, DVC = str(BIN / "synthreg"), str(BIN / "dvc")
+NAME = "load-test"
+# Rules a pattern set cannot meet (the default pack measures tiny-digits' `stroke`; no domain, so nothing
+# observed and identity consistency not measured);
+# waived in the benchmark workspace, as a real load test would.
+WAIVED = [
+    "bias.requested-balance",
+    "bias.observed-balance",
+    "bias.observed-collapse",
+    "quality.identity-consistency",
+]
+
+
+def run(cwd: Path, label: str, cmd: list[str], roots: list[Path], rows: list, env: dict | None = None) -> str:
+    start = time.time()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{label} failed ({code}): {' '.join(cmd)}\n{text[-3000:]}")
+    written = sum(
+        1
+        for root in roots
+        for dirpath, _, files in os.walk(root)
+        if "/.git" not in dirpath
+        for f in files
+        if os.lstat(os.path.join(dirpath, f)).st_mtime >= start - 1
+    )
+    rows.append((label, wall, usage.ru_maxrss / 1024, written))
+    print(f"    {label:28} {wall:9.1f} s {usage.ru_maxrss / 1024:9.0f} MB {written:9d} files", flush=True)
+    return text
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def workspace(top: Path, images: int) -> Path:
+    ws = top / "ws"
+    ws.mkdir()
+    sh(ws, "git", "init", "-q")
+    for k, v in {"user.name": "Bench", "user.email": "bench@example.org", "commit.gpgsign": "false"}.items():
+        sh(ws, "git", "config", k, v)
+    sh(ws, "git", "config", "tag.gpgsign", "false")
+    sh(ws, DVC, "init", "-q")
+    sh(ws, DVC, "config", "core.analytics", "false")
+    sh(ws, DVC, "remote", "add", "-d", "local", str(top / "remote"))
+    for part in ("generators/synthetic_pattern", "policies/packs/default.yaml", "policies/licenses.yaml"):
+        src, dst = REPO / part, ws / part
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    recipe = yaml.safe_load((REPO / "recipes/load-test.yaml").read_text())
+    recipe["identities"] = [f"id{i:03d}" for i in range(100)]
+    recipe["images_per_identity"] = images // 100
+    (ws / "recipes").mkdir()
+    (ws / "recipes/load-test.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["recipe"] = "recipes/load-test.yaml"
+    params["generate"].update(batch_size=1000, shard_size=1000, threads=1)
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    waivers = [
+        {
+            "rule_id": r,
+            "scope": NAME,
+            "reason": "load test: patterns, not data",
+            "approver": "bench@example.org",
+            "expires": "2099-12-31",
+        }
+        for r in WAIVED
+    ]
+    (ws / "waivers.yaml").write_text(yaml.safe_dump({"waivers": waivers}))
+    (ws / ".gitignore").write_text("/data\n/mlflow.db\n")
+    sh(ws, "git", "add", "-A")
+    sh(ws, "git", "commit", "-q", "-m", "load test")
+    return ws
+
+
+def bench(images: int, keep: bool) -> list:
+    top = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{images}-"))
+    rows: list = []
+    print(f"  {images} images in {top}", flush=True)
+    try:
+        ws = workspace(top, images)
+        roots = [ws, top / "remote"]
+        cand, filt = f"data/{NAME}/candidates", f"data/{NAME}/filtered"
+        run(ws, "generate", [SYNTHREG, "generate"], roots, rows)
+        run(ws, "filter", [SYNTHREG, "filter", cand], roots, rows)
+        run(ws, "validate", [SYNTHREG, "validate", filt], roots, rows)
+        run(ws, "keygen", [SYNTHREG, "keygen", "--key", str(top / "key.pem")], roots, rows)
+        sh(ws, "git", "add", "-A")
+        sh(ws, "git", "commit", "-q", "-m", "validated")
+        key = ["--key", str(top / "key.pem")]
+        run(ws, "release", [SYNTHREG, "release", NAME, "--version", "1.0.0", *key], roots, rows)
+        run(ws, "verify", [SYNTHREG, "verify", f"{NAME}@1.0.0"], roots, rows)
+        ids = sh(
+            ws,
+            sys.executable,
+            "-c",
+            'import duckdb,sys; [print(r[0]) for r in duckdb.sql("SELECT sample_id FROM '
+            f"'{filt}/manifest.parquet' WHERE index % 100 = 7\").fetchall()]",
+        )
+        (top / "exclude.txt").write_text(ids)
+        run(
+            ws,
+            "derive (exclude 1%)",
+            [
+                SYNTHREG,
+                "derive",
+                f"{NAME}@1.0.0",
+                "--version",
+                "1.0.1",
+                "--reason",
+                "load test: drop 1%",
+                "--exclude-samples",
+                str(top / "exclude.txt"),
+                *key,
+            ],
+            roots,
+            rows,
+        )
+        run(ws, "dvc push (release)", [DVC, "push", "-q"], roots, rows)
+        shutil.rmtree(ws / ".dvc/cache")
+        for p in (ws / "releases" / NAME).rglob("shards"):
+            shutil.rmtree(p)
+        run(ws, "dvc pull (release)", [DVC, "pull", "-q"], roots, rows)
+        run(ws, "verify after pull", [SYNTHREG, "verify", f"{NAME}@1.0.1"], roots, rows)
+        first = next((ws / cand / "shards").glob("*.tar"))
+        member = sh(ws, "tar", "-tf", str(first)).split()[0]
+        sh(ws, "tar", "-xf", str(first), "-C", str(top), member)
+        run(ws, "trace image", [SYNTHREG, "trace", "image", str(top / member)], roots, rows)
+        run(ws, "impact --generator", [SYNTHREG, "impact", "--generator", "synthetic-pattern"], roots, rows)
+        # Peers over the same shards.
+        shards = sorted(str(p) for p in (ws / cand / "shards").glob("*.tar"))
+        run(ws, "peer: sha256sum shards", ["sha256sum", *shards], roots, rows)
+        peer = top / "peer"
+        peer.mkdir()
+        sh(peer, "git", "init", "-q")
+        sh(peer, DVC, "init", "-q")
+        sh(peer, DVC, "config", "core.analytics", "false")
+        sh(peer, DVC, "remote", "add", "-d", "local", str(top / "peer-remote"))
+        shutil.copytree(ws / cand / "shards", peer / "shards")
+        run(peer, "peer: dvc add shards", [DVC, "add", "-q", "shards"], [peer], rows)
+        run(peer, "peer: dvc push shards", [DVC, "push", "-q"], [peer, top / "peer-remote"], rows)
+    finally:
+        if not keep:
+            shutil.rmtree(top, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, action="append", help="repeat; multiples of 100")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary workspaces")
+    args = ap.parse_args()
+    results = {n: bench(n, args.keep) for n in args.images or [10_000]}
+    sizes = list(results)
+    print("\n| stage | " + " | ".join(f"{n:,}: s / peak MB / files" for n in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    for i, (label, *_) in enumerate(results[sizes[0]]):
+        cells = [f"{results[n][i][1]:.1f} / {results[n][i][2]:.0f} / {results[n][i][3]}" for n in sizes]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
