@@ -124,7 +124,13 @@ def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -
     if not report_path.is_file():
         raise ReleaseError(f"no policy report for {name} at {report_path}; run `synthreg validate` first")
     text = report_path.read_text()
-    report = PolicyReport.model_validate_json(text)
+    try:
+        report = PolicyReport.model_validate_json(text)
+    except ValueError:  # pydantic's ValidationError; e.g. a report written by an older synthreg
+        raise ReleaseError(
+            f"{report_path} is not a policy report this synthreg can read (edited, or written by an older "
+            "version); run `synthreg validate` (or `dvc repro`) again"
+        ) from None
     digest = sha256_file(manifest)
     if report.manifest_sha256 != digest:
         raise ReleaseError(

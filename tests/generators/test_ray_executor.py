@@ -86,7 +86,9 @@ def test_unreachable_address_is_refused_within_seconds_and_writes_nothing(worksp
         "error: cannot reach Ray at 127.0.0.1:9 (Connection refused); start the cluster "
         "(`ray start --head`) or fix --address"
     )
-    assert time.monotonic() - started < 30  # most of it is loading the model, not waiting on Ray
+    # Not a speed target: Ray's own connect waits minutes; this bounds the refusal (most of it is loading
+    # the model, not waiting on Ray), generously so a busy machine does not fail it.
+    assert time.monotonic() - started < 90
     assert not (workspace / "data/r").exists()
     bad = CliRunner().invoke(app, ["generate", "-w", str(workspace), "--executor", "spark"])
     assert (bad.exit_code, bad.output.strip()) == (1, "error: --executor 'spark' is not one of: local, ray")
