@@ -250,7 +250,10 @@ def validate(
 
 def _same_dataset(manifest_path: Path, recipe: Recipe, recipe_path: Path | str) -> None:
     """Refuse to check a manifest against another dataset's recipe (its title and intended use would be
-    the wrong ones): without --recipe, params.yaml's recipe is used, whatever the manifest holds."""
+    the wrong ones): without --recipe, params.yaml's recipe is used, whatever the manifest holds. A
+    missing manifest is left to ``check``, which names it after the packs are read."""
+    if not manifest_path.is_file():
+        return
     con = mf.connect(manifest_path)
     try:
         found = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM manifest ORDER BY 1").fetchall()]

@@ -46,8 +46,10 @@ COMMANDS = {
 }  # fmt: skip
 
 
-def cli(ws: Path, key: Path, args: list[str], crash: str | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {"SYNTHREG_SIGNING_KEY": str(key), "SYNTHREG_ACTOR": ACTOR}
+def cli(
+    ws: Path, key: Path, args: list[str], crash: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = os.environ | {"SYNTHREG_SIGNING_KEY": str(key), "SYNTHREG_ACTOR": ACTOR} | (env or {})
     env.pop(journal.CRASH_ENV, None)
     if crash:
         env[journal.CRASH_ENV] = crash
@@ -125,6 +127,52 @@ def test_a_kill_at_any_step_leaves_all_or_nothing_and_a_rerun_succeeds(
     assert again.stdout.startswith({"release": "released", "derive": "derived", "withdraw": "withdrew"}[op])
     after = {"release": ["1.0.0"], "derive": ["1.0.0", "1.1.0"], "withdraw": ["1.0.0"]}[op]
     assert_consistent(ws, after, ["1.0.0"] if op == "withdraw" else [])
+
+
+APPROVE_STEPS = ("write", "audit", "commit", "tag")
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        pytest.param(p, marks=() if p in {"after:write", "after:audit"} else pytest.mark.slow)
+        for s in APPROVE_STEPS
+        for p in (f"before:{s}", f"after:{s}")
+    ],
+)
+def test_a_kill_at_any_step_of_approve_leaves_one_approval_or_none_and_a_rerun_succeeds(
+    point: str, base: Built, tmp_path: Path, solo_trust
+):
+    """A two-person trust root: Alice releases a candidate, Bob's approval is killed at ``point``. Before
+    recovery it is still a candidate; re-running the approval succeeds, and afterwards there is exactly
+    one approval: one signature and sign-off by Bob, one audit event, one tag, a clean git tree."""
+    from tests.registry.test_trust import make_team
+
+    team = make_team(tmp_path / "team", solo_trust)
+    env = {"SYNTHREG_TRUST": str(team.trust)}
+    ws = clone(base.ws, tmp_path / "ws")
+    made = cli(ws, team.alice, COMMANDS["release"], env=env)
+    assert made.returncode == 0, made.stderr
+    approve = ["approve", "digits@1.0.0"]
+
+    killed = cli(ws, team.bob, approve, crash=point, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert journal.pending(ws) == [("approve", "digits@1.0.0")]
+
+    again = cli(ws, team.bob, approve, env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[-1] == "final: tag digits@v1.0.0"
+    assert tags(ws) == ["digits@v1.0.0"]
+    assert journal.pending(ws) == []
+    assert [e.details["name"] for e in audit.read(ws) if e.kind == "approval"] == ["Bob"]
+    envelope = json.loads((folder(ws, "1.0.0") / "release.dsse.json").read_text())
+    assert sorted(s["keyid"] for s in envelope["signatures"]) == sorted([team.ids["Alice"], team.ids["Bob"]])
+    signoffs = json.loads((folder(ws, "1.0.0") / "signoffs.json").read_text())
+    assert len(signoffs) == 2
+    assert sh(ws, "git", "status", "--porcelain", "--untracked-files=all") == ""
+    for args in (["verify", "digits@1.0.0"], ["log", "--verify"], ["doctor"]):
+        checked = cli(ws, team.bob, args, env=env)
+        assert checked.returncode == 0, (args, checked.stdout, checked.stderr)
 
 
 def test_a_reader_finishes_a_release_killed_after_its_commit(base: Built, tmp_path: Path):
