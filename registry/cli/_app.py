@@ -499,12 +499,18 @@ def verify(
                 typer.echo(f"  WITHDRAWN on {w['time'][:10]} by {w['actor']}: {w['reason']}")
             for p in res.problems:
                 typer.echo(f"  problem: {p}")
+            from registry.names import shown
+
+            def sid_(sid: str) -> str:  # a hostile id (a newline, say) is shown escaped, never raw
+                return sid if sid.isprintable() else shown(sid)
+
             for sid, what in sorted(res.bad_samples.items()):
-                typer.echo(f"  sample {sid}: {what}")
+                typer.echo(f"  sample {sid_(sid)}: {what}")
             final = res.approval is not None and res.approval.met
             if res.unmarked:  # bytes as signed, but no or another marking: made before images were marked
                 first = min(res.unmarked)
-                typer.echo(f"  note: {len(res.unmarked)} image(s) not marked as synthetic, first {first}: "
+                n = len(res.unmarked)
+                typer.echo(f"  note: {n} image(s) not marked as synthetic, first {sid_(first)}: "
                            f"{res.unmarked[first]}")  # fmt: skip
             typer.echo(
                 f"{res.ref}: {'OK' if res.ok else 'FAILED'} ({res.samples} samples in {res.shards} shards)"

@@ -43,9 +43,11 @@ def report(
 
 
 class PlainProgress:
-    """Progress as plain lines on stderr, for logs (inside `dvc repro`, in CI): the first update, then
-    at most one line every ``$SYNTHREG_PROGRESS_SECONDS`` (default 10), and the last, each with the
-    count, the rate and the time left, e.g. ``generate: 480/1000 (48%), 30.2 img/s, 17 s left``."""
+    """Progress as plain lines on stderr, for logs (inside `dvc repro`, in CI): at most one line every
+    ``$SYNTHREG_PROGRESS_SECONDS`` (default 10), from the first update that far into the work, and then
+    the last, each with the count, the rate and the time left, e.g. ``generate: 480/1000 (48%), 30.2
+    img/s, 17 s left``. Work shorter than that prints nothing, so a quick command's stderr holds only its
+    message (an `error:` line stays the first line a script or a test reads)."""
 
     def __init__(self, label: str, unit: str) -> None:
         import os
@@ -59,7 +61,7 @@ class PlainProgress:
 
     def update(self, done: int, total: int, what: str = "") -> None:
         now = self.clock()
-        if self.shown < 0 or done >= total or now - self.last >= self.every:
+        if now - self.last >= self.every or (done >= total and self.shown >= 0):
             self._line(done, total, what, now)
         else:
             self.pending = (done, total, what)
@@ -75,7 +77,7 @@ class PlainProgress:
 
     def close(self) -> None:
         """Show the last state if it was held back (a run that stops between lines)."""
-        if self.pending is not None and self.pending[0] != self.shown:
+        if self.pending is not None and self.shown >= 0 and self.pending[0] != self.shown:
             self._line(*self.pending, self.clock())
 
 

@@ -26,7 +26,7 @@ from registry.models import SampleRecord
 from registry.names import read_id_file, shown
 from registry.release import release
 from registry.shards import tar_bytes
-from tests.registry.conftest import CANDIDATES, FILTERED, POLICY, Built, folder
+from tests.registry.conftest import CANDIDATES, FILTERED, POLICY, Built, commit_all, folder
 
 runner = CliRunner()
 
@@ -114,9 +114,15 @@ def test_validate_fails_the_provenance_rule_naming_the_sample(fresh: Path, case:
 
 
 @pytest.mark.parametrize("case", _params())
-def test_release_refuses_a_hostile_name_even_past_the_gate(fresh: Path, base: Built, case: str):
+def test_release_refuses_a_hostile_name_even_past_the_gate(
+    fresh: Path, base: Built, case: str, monkeypatch: pytest.MonkeyPatch
+):
     sid = plant(fresh, FILTERED, case)
     fake_report(fresh)
+    commit_all(fresh, "a hostile manifest, committed: release names the commit it was made from")
+    # The gate's own re-check of the policies catches this first (provenance.complete fails); switched
+    # off here so the names check on the copies, the last line of defence, is what refuses it.
+    monkeypatch.setattr("registry.release._recheck", lambda *a, **k: None)
     result = runner.invoke(
         app, ["release", "digits", "--version", "1.0.0", "--key", str(base.key), "-w", str(fresh)]
     )
@@ -169,7 +175,9 @@ def test_verify_and_the_loader_refuse_a_hostile_release(
     """A release signed by a synthreg that did not check names (here: the check switched off)."""
     sid = plant(fresh, FILTERED, case)
     fake_report(fresh)
+    commit_all(fresh, "a hostile manifest, committed: release names the commit it was made from")
     monkeypatch.setattr("registry.release.check_manifest", lambda *a, **k: None)
+    monkeypatch.setattr("registry.release._recheck", lambda *a, **k: None)
     if CASES[case][0] != "shard":
         monkeypatch.setattr("registry.release.check_members", lambda data, exp, name: ([], {}))
     monkeypatch.setattr("registry.release.inside", lambda ws, p, what: (ws / p).resolve())
