@@ -148,6 +148,7 @@ def filter_manifest(
         raise ManifestError(f"manifest {in_path} has no rows; nothing to filter")
     con = mf.connect(in_path)
     try:
+        _check_columns(source, in_path)
         check_manifest(con, f"manifest {in_path}")
         rows = con.execute("SELECT DISTINCT generator_backend FROM manifest").fetchall()
         backends = sorted(b for (b,) in rows)
@@ -157,7 +158,9 @@ def filter_manifest(
             unknown = sorted(found - domain.identities, key=str)
             if unknown:
                 first = con.execute(
-                    "SELECT sample_id FROM manifest WHERE identity = ? ORDER BY index LIMIT 1", [unknown[0]]
+                    "SELECT sample_id FROM manifest WHERE identity IS NOT DISTINCT FROM ? "
+                    "ORDER BY index LIMIT 1",
+                    [unknown[0]],
                 ).fetchall()[0][0]
                 raise ManifestError(
                     f"manifest {in_path}: sample {shown(first)} has identity {shown(unknown[0])}, which "
@@ -186,10 +189,7 @@ def _filter(
     out_path = out_dir / "manifest.parquet"
     created = not out_dir.exists()
     try:
-        chunks = (
-            pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
-            for batch in source.iter_batches(batch_size=CHUNK)
-        )
+        chunks = (_chunk(batch, in_path) for batch in source.iter_batches(batch_size=CHUNK))
         if params.executor == "ray":
             from generators.ray_executor import ScorePool
 
@@ -244,6 +244,31 @@ def _filter(
 
 
 CHUNK = 4096  # rows scored at a time
+
+
+def _chunk(batch: pa.RecordBatch, path: Path) -> pa.Table:
+    try:
+        return pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
+    except (ValueError, pa.ArrowInvalid) as e:  # e.g. nulls where synthreg always writes a value
+        raise ManifestError(
+            f"manifest {path} does not fit synthreg's schema ({str(e)[:160]}); "
+            "it was not written by synthreg: regenerate it"
+        ) from None
+
+
+def _check_columns(source: pq.ParquetFile, path: Path) -> None:
+    """Every column has the type synthreg writes (a hand-made manifest may hold numbers where ids go)."""
+    for field in mf.SCHEMA:
+        found = source.schema_arrow.field(field.name).type
+        if pa.types.is_map(field.type):  # map layouts differ between writers; pyarrow casts them
+            ok = pa.types.is_map(found)
+        else:
+            ok = found == field.type or pa.types.is_null(found) or found == pa.large_string()
+        if not ok:
+            raise ManifestError(
+                f"manifest {path}: column {field.name} is {found}, not {field.type}; "
+                "it was not written by synthreg: regenerate it"
+            )
 
 
 def _open_manifest(path: Path) -> pq.ParquetFile:

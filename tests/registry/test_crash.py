@@ -158,8 +158,9 @@ def test_a_manifest_with_a_null_image_digest(fresh: Path):
     result = runner.invoke(app, ["filter", "data/digits/candidates", "-w", str(fresh)])
     assert result.exit_code == 1
     assert result.output == (
-        f"error: manifest {path}: sample {rows[0]['sample_id']!r} has no image_sha256 (1 row(s) lack it); "
-        "it was not written by synthreg: regenerate it\n"
+        f"error: manifest {path}: sample {rows[0]['sample_id']!r}: image_sha256 is missing or not a sha256 "
+        "(64 hex digits) (1 row(s) with unsafe names or digests); it was not written by synthreg or was "
+        "edited since: regenerate it\n"
     )
 
 
