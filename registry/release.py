@@ -439,7 +439,11 @@ def _step_push(ws: Path, entry: journal.Entry) -> None:
 
 
 def _step_audit(ws: Path, entry: journal.Entry) -> None:
-    audit.append_missing(ws, entry.state["events"], entry.state["audit_from"], entry.state["actor"])
+    events = entry.state["events"]
+    if entry.state.get("adopted"):  # a version no journal explains: its own event may be logged already,
+        logged = {(e.kind, e.subject) for e in audit.read(ws)}  # with details this run cannot rebuild
+        events = [e for e in events if (e["kind"], e["subject"]) not in logged]
+    audit.append_missing(ws, events, entry.state["audit_from"], entry.state["actor"])
 
 
 def _step_commit(ws: Path, entry: journal.Entry) -> None:
@@ -516,8 +520,11 @@ def adopt(ws: Path, name: str, version: str) -> str:
 
     ref = f"{name}@{version}"
     checked = verify(ws, ref)
-    if not checked.ok:
-        first = [*checked.problems, *(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items()))][0]
+    # The tag is what finishing adds: an approved release short of it is what adoption is for.
+    untagged = f"{ref} is approved but has no tag {name}@v{version}; it is not final"
+    problems = [p for p in checked.problems if p != untagged]
+    if problems or checked.bad_samples:
+        first = [*problems, *(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items()))][0]
         raise ReleaseError(f"{ref} does not verify ({first}); it is not finished: restore or remove it")
     final = ws / RELEASES / name / version
     record = load_release(ws, ref)
@@ -534,6 +541,7 @@ def adopt(ws: Path, name: str, version: str) -> str:
         "head": _git(ws, "rev-parse", "HEAD") if _has_commits(ws) else None,
         "actor": audit.actor_name(ws),
         "audit_from": 0,  # any earlier event for it counts: none is appended twice
+        "adopted": True,
         "events": _events(record, report, name, version),
     }
     op = "derive" if record.derived_from else "release"

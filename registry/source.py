@@ -32,7 +32,7 @@ def dependencies(ws: Path, recipe_file: Path | None, params_file: str = "params.
     from registry.config import load_params
 
     v = load_params(ws / params_file).validate_
-    named = [params_file, v.waivers, *v.packs, v.licences]
+    named = [params_file, v.waivers, "waivers", *v.packs, v.licences]  # waivers/: the signed waivers
     if recipe_file is not None:
         named = ["dvc.lock", relative(ws, recipe_file), *named]
     inside = [p for p in named if (ws / p).resolve().is_relative_to(ws)]  # validate refuses the others

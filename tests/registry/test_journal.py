@@ -239,11 +239,19 @@ def test_a_failed_commit_after_the_audit_event_is_finished_by_doctor(base: Built
     hook.chmod(0o755)
     failed = cli(ws, base.key, COMMANDS["release"])
     assert failed.returncode == 1
-    assert failed.stderr.startswith(
-        "error: release of digits@1.0.0 stopped at step commit: `git commit -q -m Release digits@1.0.0 -- "
-        "releases/digits/1.0.0 audit/events.jsonl` failed: commits are frozen today. It is recorded in "
-        ".dvc/tmp/synthreg-journal/release--digits@1.0.0.json and will be finished by the next synthreg "
-        "command; fix the cause and run `synthreg doctor --repair`"
+    assert re.fullmatch(
+        re.escape(
+            "error: release of digits@1.0.0 stopped at step commit: `git commit -q -m Release "
+            "digits@1.0.0 -- releases/digits/1.0.0 audit/events.jsonl keys/"
+        )
+        + r"[0-9a-f]{64}\.pub\.json"  # the signer's public key travels with the release commit
+        + re.escape(
+            "` failed: commits are frozen today. It is recorded in "
+            ".dvc/tmp/synthreg-journal/release--digits@1.0.0.json and will be finished by the next synthreg "
+            "command; fix the cause and run `synthreg doctor --repair`"
+        )
+        + "\n",
+        failed.stderr,
     ), failed.stderr
     assert versions(ws, "digits") == []
     doc = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
@@ -322,7 +330,7 @@ def test_readers_remove_stale_temporary_folders(released: Built, tmp_path: Path)
     live = ws / f"releases/digits/.1.2.0.tmp-{os.getpid()}"  # this process is alive: not stale
     for p in [*stale, live]:
         p.mkdir(parents=True)
-    assert runner.invoke(app, ["list", "-w", str(ws)]).output == "digits: 1.0.0\n"
+    assert runner.invoke(app, ["list", "-w", str(ws)]).output == "digits: 1.0.0 (solo)\n"
     assert [p.exists() for p in stale] == [False, False] and live.exists()
 
 
@@ -347,7 +355,7 @@ def test_a_planted_journal_entry_cannot_make_recovery_remove_anything_else(relea
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(planted.model_dump_json())
 
-    assert runner.invoke(app, ["list", "-w", str(ws)]).output == "digits: 1.0.0\n"  # a reader goes on
+    assert runner.invoke(app, ["list", "-w", str(ws)]).output == "digits: 1.0.0 (solo)\n"  # a reader goes on
     result = runner.invoke(app, ["doctor", "--repair", "-w", str(ws)])
     assert result.exit_code == 1
     assert result.output.splitlines()[0] == (

@@ -175,6 +175,7 @@ def test_then_in_the_dvc_remote(world: World, copy: Path, tmp_path: Path) -> Non
 def test_a_manifest_found_nowhere_is_an_error_after_what_the_run_logged(world: World, copy: Path) -> None:
     (copy / MANIFEST).unlink()
     cached(copy, world.md5).unlink()
+    subprocess.run([DVC, "remote", "default", "--unset"], cwd=copy, check=True)  # releases pushed there
     t = trace_run(copy, world.runs["drew"])
     (d,) = t["datasets"]
     assert not d["resolved"] and [g["name"] for g in d["generators"]] == ["tiny-digits"]  # as logged

@@ -277,12 +277,13 @@ def test_a_withdrawn_release_is_trained_on_only_when_allowed_and_that_is_recorde
     assert result.exit_code == 1 and "`--allow-withdrawn`" in result.stderr
     res = train(ws, SMALL.model_copy(update={"epochs": 1}), "digits@1.0.0", allow_withdrawn=True)
     assert _client(store).get_run(res.run_id).data.tags["synthreg.allow_withdrawn"] == "consent withdrawn"
-    event = audit.read(ws)[-1]
-    assert (event.kind, event.subject, event.details["run_id"]) == (
+    allowed, trained = audit.read(ws)[-2:]  # the knowing use of a withdrawn release, then the run
+    assert (allowed.kind, allowed.subject, allowed.details["run_id"]) == (
         "allow-withdrawn",
         "digits@1.0.0",
         res.run_id,
     )
+    assert (trained.kind, trained.details["run_id"]) == ("train", res.run_id)
 
 
 def test_a_malformed_tracking_uri_is_a_clear_error(built: Built, monkeypatch: pytest.MonkeyPatch):
