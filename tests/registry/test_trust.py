@@ -42,7 +42,7 @@ from registry.trust import TrustedKey, load_trust
 from registry.verify import verify
 from registry.waivers import WAIVER_TYPE, SignedWaiver, waive
 from tests.conftest import TrustSetup
-from tests.registry.conftest import Built, folder, sh, table_rows, tags, validate_ws
+from tests.registry.conftest import Built, commit_all, folder, sh, table_rows, tags, validate_ws
 
 runner = CliRunner()
 
@@ -363,6 +363,7 @@ def test_an_edited_report_is_not_released(fresh: Path, base: Built):
     shutil.rmtree(ws / "waivers")
     report = validate_ws(ws, waivers=None)
     assert not report.passed
+    commit_all(ws, "no waivers")  # the release's inputs are committed: only the report is edited below
     path = ws / "data/digits/policy/report.json"
     doc = json.loads(path.read_text())
     for r in doc["results"]:
