@@ -122,7 +122,7 @@ def test_train_trace_and_impact_through_a_server_on_postgresql(
     assert res.exit_code == 0, res.output
     run_line = next(line for line in res.output.splitlines() if line.startswith("MLflow run"))
     run_id = run_line.split()[2].rstrip(";")
-    model = f"{SMALL.registered_model}/1"
+    model = f"{SMALL.registered_model or 'digits-classifier'}/1"  # the name follows the dataset
 
     traced = runner.invoke(app, ["trace", "model", model, "-w", str(built.ws)])
     assert traced.exit_code == 0, traced.output
