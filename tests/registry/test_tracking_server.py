@@ -139,8 +139,12 @@ def test_train_trace_and_impact_through_a_server_on_postgresql(
     assert not (built.ws / "mlflow.db").exists()
     import sqlalchemy
 
-    with sqlalchemy.create_engine(postgres).connect() as con:
-        stored = con.execute(sqlalchemy.text("SELECT run_uuid FROM runs")).scalars().all()
+    engine = sqlalchemy.create_engine(postgres)
+    try:
+        with engine.connect() as con:
+            stored = con.execute(sqlalchemy.text("SELECT run_uuid FROM runs")).scalars().all()
+    finally:
+        engine.dispose()  # close the pooled connection (an unclosed one is a ResourceWarning, an error here)
     assert run_id in stored
 
 
