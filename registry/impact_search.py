@@ -52,21 +52,7 @@ def _experiments(c: Any) -> list[str]:
 
 
 def _search(c: Any, exp_ids: list[str], filters: list[str]) -> dict[str, Any]:
-    from mlflow.entities import ViewType
-
-    runs: dict[str, Any] = {}
-    for i in range(0, len(exp_ids), 100):
-        for f in filters:
-            token = None
-            while True:
-                page = c.search_runs(
-                    exp_ids[i : i + 100], f, run_view_type=ViewType.ALL, max_results=1000, page_token=token
-                )
-                runs.update((r.info.run_id, r) for r in page)
-                token = page.token
-                if not token:
-                    break
-    return runs
+    return lineage_working.search_runs(c, exp_ids, filters)
 
 
 def _runs_using(c: Any, exp_ids: list[str], refs: list[str]) -> list[Any]:

@@ -167,9 +167,15 @@ class WorkingManifest:
 
 def working_runs(c: Any, exp_ids: list[str]) -> list[Any]:
     """Every run that logged a ``NAME@working`` input (or tag), in the given experiments."""
+    filters = ["datasets.name LIKE '%@working'", f"tags.`{tracking.TAG_DATASET}` LIKE '%@working'"]
+    return list(search_runs(c, exp_ids, filters).values())
+
+
+def search_runs(c: Any, exp_ids: list[str], filters: list[str]) -> dict[str, Any]:
+    """{run id: run} of every run, live or deleted, matching any of ``filters`` in ``exp_ids``, page by
+    page (MLflow returns at most 1,000 runs a page and takes at most 100 experiments a search)."""
     from mlflow.entities import ViewType
 
-    filters = ["datasets.name LIKE '%@working'", f"tags.`{tracking.TAG_DATASET}` LIKE '%@working'"]
     runs: dict[str, Any] = {}
     for i in range(0, len(exp_ids), 100):
         for f in filters:
@@ -182,7 +188,7 @@ def working_runs(c: Any, exp_ids: list[str]) -> list[Any]:
                 token = page.token
                 if not token:
                     break
-    return list(runs.values())
+    return runs
 
 
 def working_manifests(ws: Path, runs: list[Any]) -> tuple[dict[str, WorkingManifest], list[dict]]:
