@@ -158,27 +158,7 @@ def _record_sets() -> list[dict[str, Any]]:
         "description": "The PNG images, keyed by sample id (the member name without .png).",
         "key": {"@id": "images/sample_id"},
         "field": [
-            {
-                "@type": "cr:Field",
-                "@id": "images/sample_id",
-                "name": "sample_id",
-                "description": "Sample id, from the member name.",
-                "dataType": "sc:Text",
-                "source": {
-                    "fileSet": {"@id": IMAGES_ID},
-                    "extract": {"fileProperty": "filename"},
-                    "transform": {"regex": "^(.+?)(?:\\.png)?$"},
-                },
-                "references": {"field": {"@id": "samples/sample_id"}},
-            },
-            {
-                "@type": "cr:Field",
-                "@id": "images/image",
-                "name": "image",
-                "description": "The generated image.",
-                "dataType": "sc:ImageObject",
-                "source": {"fileSet": {"@id": IMAGES_ID}, "extract": {"fileProperty": "content"}},
-            },
+            *_image_fields("images"),
         ],
     }
     # Image and label in one record (issue 12): the images joined to the manifest by sample id, so a
@@ -190,27 +170,7 @@ def _record_sets() -> list[dict[str, Any]]:
         "description": "Each image with its label (the prompted identity) and the filter's decision.",
         "key": {"@id": "labelled_images/sample_id"},
         "field": [
-            {
-                "@type": "cr:Field",
-                "@id": "labelled_images/sample_id",
-                "name": "sample_id",
-                "description": "Sample id, from the member name.",
-                "dataType": "sc:Text",
-                "source": {
-                    "fileSet": {"@id": IMAGES_ID},
-                    "extract": {"fileProperty": "filename"},
-                    "transform": {"regex": "^(.+?)(?:\\.png)?$"},
-                },
-                "references": {"field": {"@id": "samples/sample_id"}},
-            },
-            {
-                "@type": "cr:Field",
-                "@id": "labelled_images/image",
-                "name": "image",
-                "description": "The generated image.",
-                "dataType": "sc:ImageObject",
-                "source": {"fileSet": {"@id": IMAGES_ID}, "extract": {"fileProperty": "content"}},
-            },
+            *_image_fields("labelled_images"),
             *(
                 {
                     "@type": "cr:Field",
@@ -428,3 +388,31 @@ def croissant_jsonld(release: Release, report: PolicyReport, url: str | None = N
     doc.update(_rai(release, report))
     doc.update(_prov(release))
     return doc
+
+
+def _image_fields(record_set: str) -> list[dict]:
+    """The sample id (from the member name, joined to the manifest) and the image of a shard member: the
+    same two fields in the ``images`` and ``labelled_images`` record sets."""
+    return [
+        {
+            "@type": "cr:Field",
+            "@id": f"{record_set}/sample_id",
+            "name": "sample_id",
+            "description": "Sample id, from the member name.",
+            "dataType": "sc:Text",
+            "source": {
+                "fileSet": {"@id": IMAGES_ID},
+                "extract": {"fileProperty": "filename"},
+                "transform": {"regex": "^(.+?)(?:\\.png)?$"},
+            },
+            "references": {"field": {"@id": "samples/sample_id"}},
+        },
+        {
+            "@type": "cr:Field",
+            "@id": f"{record_set}/image",
+            "name": "image",
+            "description": "The generated image.",
+            "dataType": "sc:ImageObject",
+            "source": {"fileSet": {"@id": IMAGES_ID}, "extract": {"fileProperty": "content"}},
+        },
+    ]
