@@ -82,6 +82,34 @@ def write_manifest(records: Sequence[SampleRecord], path: Path) -> None:
     write_table(to_table(records), path)
 
 
+# Hugging Face `datasets` (5.2) has no feature type for an Arrow map ("does not have a datasets dtype
+# equivalent"), so a release also carries this flat copy: each map column as the JSON text of its
+# dict, keys in the manifest's order (what the shards' .json sidecars hold):
+# load_dataset("parquet", data_files=f"{release}/data/{FLAT}"). Not a second `configs:` entry in the
+# card: `datasets` reads every config of a folder with the builder inferred from the first (webdataset).
+# The main manifest keeps its map columns, which DuckDB and every reader here use.
+FLAT = "manifest-flat.parquet"
+
+
+def flat_table(table: pa.Table) -> pa.Table:
+    """``table`` with every map column as a nullable string column of JSON objects."""
+    import json
+
+    for i, f in enumerate(table.schema):
+        if pa.types.is_map(f.type):
+            texts = [None if v is None else json.dumps(dict(v)) for v in table.column(i).to_pylist()]
+            table = table.set_column(
+                i, pa.field(f.name, pa.string(), f.nullable), pa.array(texts, pa.string())
+            )
+    return table
+
+
+def write_flat(manifest: Path, out: Path) -> None:
+    """Write the flat copy of ``manifest`` (see ``FLAT``) to ``out``, row for row."""
+    with atomic_path(out) as tmp:
+        pq.write_table(flat_table(read_table(manifest)), tmp, compression="zstd")
+
+
 def read_table(path: Path) -> pa.Table:
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")

@@ -5,15 +5,17 @@
 Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC tracks)::
 
     release.json           the Release record
-    release.dsse.json      DSSE envelope: in-toto Statement v1, subjects = manifest + shards, signed
+    release.dsse.json      DSSE envelope: in-toto Statement v1, subjects = data/ files, signed
                            by the releaser and every approver (registry.approval)
     signoffs.json          one signed sign-off per signer: who, roles, when, audit log checkpoint
     policy-report.json     the report the release was gated on (and policy-report.md, to read)
     card.md  croissant.json  prov.json
     report.html            the HTML audit report as at release (registry.exports.report_html)
     README.md              the card again, where Hugging Face `datasets` looks: load_dataset(folder) works
-    data.dvc               DVC pointer to data/: manifest.parquet and shards/<sha256>.tar (WebDataset:
-                           each image with its .json and .cls sidecar, registry/webdataset.py)
+    data.dvc               DVC pointer to data/: manifest.parquet, manifest-flat.parquet (the same rows,
+                           map columns as JSON text, for Hugging Face `datasets`) and
+                           shards/<sha256>.tar (WebDataset: each image with its .json and .cls sidecar,
+                           registry/webdataset.py)
 
 The manifest is released byte for byte as validated (its digest is the report's), and shards are
 stored under their own sha256, so a version names its content and two versions share identical
@@ -348,6 +350,9 @@ def publish(
             subjects = {"data/manifest.parquet": record.manifest_sha256} | {
                 f"data/{s.path}": s.sha256 for s in record.shards
             }
+            flat = staging / "data" / mf.FLAT
+            if flat.is_file():  # signed like the rest of data/, so `verify` and `pull` check it
+                subjects[f"data/{mf.FLAT}"] = sha256_file(flat)
             payload = record.model_dump(mode="json")
             atomic_write_text(staging / "release.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
             envelope = sign(statement(subjects, payload), signer)
@@ -608,6 +613,7 @@ def assemble(
         raise ReleaseError("the filtered manifest changed after validation; run `synthreg validate` again")
     con = mf.connect(released)
     check_manifest(con, f"manifest {manifest}")  # no unsafe name is signed
+    mf.write_flat(released, out / "data" / mf.FLAT)  # what Hugging Face `datasets` can load (issue 12)
     expected: dict[str, dict[str, tuple[str, str]]] = {}
     for sid, shard, member, sha in con.execute(
         "SELECT sample_id, shard, member, image_sha256 FROM manifest"

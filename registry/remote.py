@@ -221,9 +221,10 @@ def _check_cache(ws: Path, folder: Path, record: Release) -> list[str]:
     (DVC does not re-hash what a remote sends unless told to; the record's sha256 are checked here)."""
     from registry.digests import sha256_file
 
-    signed = {record.manifest_path.removeprefix("data/"): record.manifest_sha256} | {
-        s.path: s.sha256 for s in record.shards
+    signed = _signed_subjects(ws / folder) | {
+        record.manifest_path.removeprefix("data/"): record.manifest_sha256
     }
+    signed |= {s.path: s.sha256 for s in record.shards}
     problems = []
     with _cache(ws) as cached:
         for rel, oid in sorted(_listing(ws, folder, cached).items()):
@@ -235,6 +236,24 @@ def _check_cache(ws: Path, folder: Path, record: Release) -> list[str]:
                 obj.unlink()  # its folder is writable; the next pull fetches it again
                 problems.append(f"{what} is damaged on the remote (its sha256 is not the signed one)")
     return problems
+
+
+def _signed_subjects(folder: Path) -> dict[str, str]:
+    """relpath inside ``data/`` -> sha256 of every subject of the release's signed statement (e.g.
+    ``manifest-flat.parquet``); empty when the envelope cannot be read (verify then says why)."""
+    from registry.approval import read_signed
+    from registry.errors import SigningError
+    from registry.signing import payload_of
+
+    try:
+        statement = json.loads(payload_of(read_signed(folder)[0]))
+        return {
+            s["name"].removeprefix("data/"): s["digest"]["sha256"]
+            for s in statement["subject"]
+            if s["name"].startswith("data/")
+        }
+    except (SigningError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _listing(ws: Path, folder: Path, cached: Callable[[str], Path]) -> dict[str, str]:

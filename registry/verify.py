@@ -147,6 +147,18 @@ def verify(
         result.problems.append("data/manifest.parquet does not match its signed sha256")
         result.damaged.append("data/manifest.parquet")
         return result
+    shard_subjects = {f"data/{s.path}" for s in record.shards}
+    for rel, sha in sorted(subjects.items()):  # any other signed file, e.g. data/manifest-flat.parquet
+        if rel == "data/manifest.parquet" or rel in shard_subjects:
+            continue
+        if not rel.startswith("data/") or ".." in Path(rel).parts:  # never hash a file outside data/
+            result.problems.append(f"signed subject {rel!r} is not a file inside data/")
+            continue
+        path = folder / rel
+        if not path.is_file() or sha256_file(path) != sha:
+            what = "is missing" if not path.is_file() else "does not match its signed sha256"
+            result.problems.append(f"{rel} {what}; run `dvc checkout` or `dvc pull`")
+            result.damaged.append(rel)
     con = mf.connect(manifest)
     n_unsafe, unsafe = unsafe_rows(con)
     if n_unsafe:  # signed or not, a name that extraction would place outside its folder is a failure

@@ -133,13 +133,18 @@ def _summary(release: Release, report: PolicyReport) -> list[str]:
 
 
 def _structure(release: Release) -> list[str]:
-    from registry.manifest import SCHEMA
+    from registry.manifest import FLAT, SCHEMA
 
     lines = [
         "## Dataset Structure",
         "",
         f"The manifest `{release.manifest_path}` (Parquet, zstd) has one row per generated image; the "
-        "images are PNG members of tar shards, named by the `member` column.",
+        "images are PNG members of tar shards, named by the `member` column. Hugging Face `datasets` "
+        f"has no type for its map columns; `data/{FLAT}` holds the same rows with each map column as "
+        "the JSON text of its dict: "
+        f'`load_dataset("parquet", data_files="data/{FLAT}", split="train")`. (A second `configs:` entry '
+        "cannot name it: `datasets` reads every config of a folder with the builder of the first, "
+        "here webdataset.)",
         "",
         "### Data Fields",
         "",
@@ -150,7 +155,8 @@ def _structure(release: Release) -> list[str]:
     lines += _table(["column", "type", "description"], rows)
     lines += ["", "### Data Files", ""]
     file_rows: list[list[object]] = [
-        [f"`{release.manifest_path}`", _digest(release.manifest_sha256), "-", "-", "manifest"]
+        [f"`{release.manifest_path}`", _digest(release.manifest_sha256), "-", "-", "manifest"],
+        [f"`data/{FLAT}`", "in the signature", "-", "-", "the manifest, map columns as JSON text"],
     ]
     file_rows += [
         [f"`data/{s.path}`", _digest(s.sha256), s.size, s.members, f"shard (was `{s.source}`)"]
@@ -319,7 +325,8 @@ def _provenance(release: Release) -> list[str]:
     )
     lines += [
         "",
-        "The signed statement's subjects are the manifest and every shard with their sha256; its "
+        "The signed statement's subjects are the manifest, its flat copy and every shard with their "
+        "sha256; its "
         "predicate is `release.json`. Machine-readable metadata: `croissant.json` (Croissant 1.1 + RAI) "
         "and `prov.json` (W3C PROV-JSON).",
     ]

@@ -239,6 +239,30 @@ def sample_of(ws: Path, record: Release, shard_sha: str, member: str) -> str:
     return sid
 
 
+def test_the_flat_manifest_is_a_signed_subject_that_verify_checks(released_copy: Path) -> None:
+    """data/manifest-flat.parquet (for Hugging Face `datasets`) is signed like the manifest: an edited
+    or missing copy fails verify and is named as damaged (what a pull discards)."""
+    from registry.signing import payload_of
+
+    ws = released_copy
+    flat = folder(ws, "1.0.0") / "data" / mf.FLAT
+    envelope = json.loads((folder(ws, "1.0.0") / "release.dsse.json").read_text())
+    subjects = {s["name"]: s["digest"]["sha256"] for s in json.loads(payload_of(envelope))["subject"]}
+    assert subjects[f"data/{mf.FLAT}"] == sha256(flat)
+    assert verify(ws, "digits@1.0.0").ok
+    writable_private_copy(flat)
+    flat.write_bytes(flat.read_bytes() + b"\0")
+    result = verify(ws, "digits@1.0.0")
+    assert result.problems == [
+        f"data/{mf.FLAT} does not match its signed sha256; run `dvc checkout` or `dvc pull`"
+    ]
+    assert result.damaged == [f"data/{mf.FLAT}"]
+    flat.unlink()
+    assert verify(ws, "digits@1.0.0").problems == [
+        f"data/{mf.FLAT} is missing; run `dvc checkout` or `dvc pull`"
+    ]
+
+
 def test_one_flipped_byte_in_one_image_names_that_sample(released_copy: Path, released: Built):
     ws, record = released_copy, released.record
     assert record is not None

@@ -106,3 +106,34 @@ def test_load_dataset_of_the_release_folder(
         assert item["json"]["decision"] == row["decision"]
         assert item["cls"] == IDENTITIES.index(row["identity"])
         assert item["png"].size == (row["width"], row["height"])
+
+
+def test_load_dataset_of_the_manifest_config(
+    released: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`datasets` has no type for the manifest's map columns; the flat copy (maps as JSON text), a
+    signed subject like every other file in data/, loads with the parquet builder as the card says."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows = manifest_rows(released.ws)
+    release = folder(released.ws, "1.0.0")
+    flat = release / "data/manifest-flat.parquet"
+    assert (
+        'load_dataset("parquet", data_files="data/manifest-flat.parquet"'
+        in (release / "README.md").read_text()
+    )
+    ds = datasets.load_dataset("parquet", data_files=str(flat), split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == len(rows) and ds.column_names == mf.SCHEMA.names
+    for item in ds:
+        row = rows[item["sample_id"]]
+        assert json.loads(item["attributes"]) == dict(row["attributes"])
+        assert (item["identity"], item["decision"], item["seed"], item["prompt"]) == (
+            row["identity"],
+            row["decision"],
+            row["seed"],
+            row["prompt"],
+        )
+    assert list(json.loads(ds[0]["library_versions"]))  # every map column is JSON text
+    with pytest.raises(ValueError, match="does not have a datasets dtype"):  # why the flat copy exists
+        datasets.Dataset.from_parquet(str(release / "data/manifest.parquet"))
