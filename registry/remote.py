@@ -57,12 +57,26 @@ class PullResult:
     shards: int
 
 
-def _dvc(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
+POLL_SECONDS = 0.5  # how often a pull looks at what DVC has fetched so far
+
+
+def _dvc(ws: Path, *args: str, poll: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``dvc ARGS`` in ``ws``, its output captured; ``poll()`` every ``POLL_SECONDS`` while it runs."""
     dvc = Path(sys.executable).with_name("dvc")
+    cmd = [str(dvc) if dvc.exists() else "dvc", *args]
     env = {**FAST_FAIL, **os.environ}
-    return subprocess.run(
-        [str(dvc) if dvc.exists() else "dvc", *args], cwd=ws, capture_output=True, text=True, env=env
-    )
+    if poll is None:
+        return subprocess.run(cmd, cwd=ws, capture_output=True, text=True, env=env)
+    with subprocess.Popen(
+        cmd, cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        while True:
+            try:  # retrying communicate() after a timeout loses no output (subprocess docs)
+                out, err = proc.communicate(timeout=POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                poll()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _dvc_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -170,8 +184,17 @@ def push_release(ws: Path, record: Release, remote: str) -> None:
     push(ws, [(RELEASES / record.name / record.version / "data.dvc").as_posix()], remote)
 
 
-def pull(ws: Path, ref: str) -> PullResult:
+def pull(
+    ws: Path,
+    ref: str,
+    progress: Callable[..., None] | None = None,
+    verify_progress: Callable[..., None] | None = None,
+) -> PullResult:
     """Fetch exactly one release (its ``data.dvc``) from the default remote, then verify it byte by byte.
+
+    ``progress(files in the local DVC cache, files of the release)`` while DVC fetches (counted every
+    ``POLL_SECONDS``; files cached before count as fetched), then ``verify_progress(images checked,
+    images)`` per shard as ``verify`` reports it.
 
     Raises RemoteError naming what is missing or damaged, once the damaged copies are removed from the
     workspace and the DVC cache (see the module doc).
@@ -191,7 +214,22 @@ def pull(ws: Path, ref: str) -> PullResult:
         f"push it again from a workspace where `synthreg verify {name}@{version}` passes "
         f"(`dvc push {folder.as_posix()}/data.dvc`), then pull again"
     )
-    proc = _dvc(ws, "pull", (folder / "data.dvc").as_posix())
+    pointer = (folder / "data.dvc").as_posix()
+    if progress is None:
+        proc = _dvc(ws, "pull", pointer)
+    else:
+        signed = _signed_subjects(ws / folder) or {"manifest.parquet": record.manifest_sha256}
+        files = len(signed | {s.path: s.sha256 for s in record.shards})
+        with _cache(ws) as cached:
+
+            def fetched() -> None:
+                oids = _object_ids(ws / folder / "data.dvc", cached)  # readable once DVC has the listing
+                progress(sum(cached(o).is_file() for o in oids.values()), len(oids) or files)
+
+            fetched()
+            proc = _dvc(ws, "pull", pointer, poll=fetched)
+        if proc.returncode == 0:  # all of it is here: the last count, whatever the last poll saw
+            progress(files, files)
     if proc.returncode != 0:
         # DVC checks out nothing of a folder with an object missing; say which, from what was fetched.
         problems = _check_cache(ws, folder, record)
@@ -204,7 +242,7 @@ def pull(ws: Path, ref: str) -> PullResult:
             f"`dvc pull` of {name}@{version} from remote {remote} failed: {_dvc_error(proc)}; check that the "
             "remote is reachable and its credentials are set (`dvc remote list`), then pull again"
         )
-    result = verify(ws, f"{name}@{version}")
+    result = verify(ws, f"{name}@{version}", progress=verify_progress)
     if result.ok:
         return PullResult(result.ref, remote, result.samples, result.shards)
     removed = _discard(ws, folder, result.damaged)

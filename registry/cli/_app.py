@@ -131,6 +131,8 @@ def _progress(label: str, unit: str = "img") -> Iterator[Callable[..., None]]:
         speed = bar.tasks[0].speed
         rate = f"{speed:.1f} {unit}/s" if speed else ""
         bar.update(task, completed=done, total=total, rate=rate, what=what)
+        if done >= total:  # gone when done, so the next step's bar (pull, then verify) can start
+            bar.stop()
 
     try:
         yield update

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from registry.cli._app import Workspace, _errors, _workspace, app
+from registry.cli._app import Workspace, _errors, _progress, _workspace, app
 
 
 @app.command()
@@ -15,11 +15,14 @@ def pull(
     workspace: Workspace = None,
 ) -> None:
     """Fetch exactly one release's data from the default DVC remote into this clone, then verify every
-    image (exit 1, with the missing or damaged files removed, if anything is wrong)."""
+    image (exit 1, with the missing or damaged files removed, if anything is wrong). Progress on stderr:
+    files fetched, then images verified."""
     with _errors():
         from registry.remote import pull as run
 
-        res = run(_workspace(workspace), ref)
+        ws = _workspace(workspace)
+        with _progress("pull", "file") as fetched, _progress("verify") as verified:
+            res = run(ws, ref, progress=fetched, verify_progress=verified)
         typer.echo(
             f"pulled {res.ref} from {res.remote}: {res.samples} samples in {res.shards} shards, verified"
         )

@@ -79,8 +79,9 @@ def travel(a: Path, b: Path, key: Path) -> Release:
     release_in(a, key)
     git_clone(a, b)
     assert not (folder(b, "1.0.0") / "data").exists()  # DVC data is not in git
-    code, out = cli("pull", "digits@1.0.0", "-w", str(b))
-    assert code == 0, out
+    pulled = runner.invoke(app, ["pull", "digits@1.0.0", "-w", str(b)])
+    assert pulled.exit_code == 0, pulled.output
+    out = pulled.stdout  # a slow pull's progress lines go to stderr
     record = Release.model_validate_json((folder(b, "1.0.0") / "release.json").read_text())
     assert out.strip().startswith("pulled digits@1.0.0 from storage ")
     assert out.strip().endswith(f"12 samples in {len(record.shards)} shards, verified")
@@ -135,6 +136,32 @@ def test_a_release_travels_through_a_local_folder_remote(base: Built, tmp_path: 
         p.write_bytes(flip(p.read_bytes()))
 
     damage_then_pull(a, tmp_path / "c", lambda oid: path(oid).unlink(), corrupt)
+
+
+def test_pull_shows_files_fetched_then_images_verified(
+    base: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off a terminal, plain lines on stderr (tests/registry/test_progress.py): the release's files in the
+    DVC cache while DVC fetches (manifest, its flat copy, 2 shards), then the images verified; stdout
+    keeps only the result."""
+    a = clone(base.ws, tmp_path / "a")
+    set_remote(a, str(tmp_path / "remote"))
+    release_in(a, base.key)
+    b = git_clone(a, tmp_path / "b")
+    monkeypatch.setenv("SYNTHREG_PROGRESS_SECONDS", "0")  # every update becomes a line
+    res = runner.invoke(app, ["pull", "digits@1.0.0", "-w", str(b)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines() == [
+        f"pulled digits@1.0.0 from storage {tmp_path / 'remote'}: 12 samples in 2 shards, verified"
+    ]
+    err = res.stderr.splitlines()
+    fetched = [ln for ln in err if ln.startswith("pull: ")]
+    verified = [ln for ln in err if ln.startswith("verify: ")]
+    assert fetched[0].startswith("pull: 0/4 (0%)") and fetched[-1].startswith("pull: 4/4 (100%)")
+    counts = [int(ln.split()[1].split("/")[0]) for ln in fetched]
+    assert counts == sorted(counts)  # never backwards
+    assert verified[-1].startswith("verify: 12/12 (100%)")
+    assert err.index(fetched[-1]) < err.index(verified[0])  # fetched, then verified
 
 
 def test_a_corrupt_object_alone_is_pulled_then_caught_and_removed(base: Built, tmp_path: Path):
