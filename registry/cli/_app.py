@@ -607,18 +607,23 @@ app.add_typer(trace_app, name="trace")
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def _emit(result: dict, as_json: bool, render: Callable[[dict], list[str]]) -> None:
+def _emit(result: dict, as_json: bool, render: Callable[[dict], list[str] | None]) -> None:
+    """JSON, or what ``render`` prints (tables) or returns (lines)."""
     import json
 
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:
-        typer.echo("\n".join(render(result)))
+        lines = render(result)
+        if lines is not None:
+            typer.echo("\n".join(lines))
 
 
-def _emit_trace(result: dict, as_json: bool, render: Callable[[dict], list[str]]) -> None:
+def _emit_trace(result: dict, as_json: bool) -> None:
     """Print a trace; then fail when part of it resolves nowhere (the output says where it looked)."""
-    _emit(result, as_json, render)
+    from registry.cli._trace import render_trace
+
+    _emit(result, as_json, render_trace)
     gone = result.get("unresolved") or []
     if gone:
         u = gone[0]
@@ -638,9 +643,9 @@ def trace_run(
 
     Exits 1 after printing when a working manifest the run trained on resolves nowhere."""
     with _errors():
-        from registry import lineage, lineage_text
+        from registry import lineage
 
-        _emit_trace(lineage.trace_run(_workspace(workspace), run_id), as_json, lineage_text.format_trace)
+        _emit_trace(lineage.trace_run(_workspace(workspace), run_id), as_json)
 
 
 @trace_app.command("model")
@@ -651,13 +656,9 @@ def trace_model(
 ) -> None:
     """A registered model version -> its run -> everything `trace run` shows (exit 1 as `trace run`)."""
     with _errors():
-        from registry import lineage, lineage_text
+        from registry import lineage
 
-        _emit_trace(lineage.trace_model(_workspace(workspace), ref), as_json, lineage_text.format_trace)
-
-
-def _marking_lines(m: dict) -> list[str]:
-    return ["", f"marking: {m['summary']}"] + [f"  !! marking {p}" for p in m["problems"]]
+        _emit_trace(lineage.trace_model(_workspace(workspace), ref), as_json)
 
 
 @trace_app.command("image")
@@ -668,12 +669,13 @@ def trace_image(
 ) -> None:
     """An image -> its sample record and every released version holding it (exact, else perceptual)."""
     with _errors():
-        from registry import lineage, lineage_text
+        from registry import lineage
+        from registry.cli._trace import render_image
         from registry.marking import trace_marking
 
         res = lineage.trace_image(_workspace(workspace), file)
         res["marking"] = trace_marking(file.read_bytes(), res["images"])  # issue 12: is it marked?
-        _emit(res, as_json, lambda t: lineage_text.format_image(t) + _marking_lines(t["marking"]))
+        _emit(res, as_json, render_image)
 
 
 @app.command()
@@ -690,10 +692,11 @@ def impact(
     """Every dataset version, MLflow run and registered model that a generator, source, prompt or sample
     reached."""
     with _errors():
-        from registry import lineage, lineage_text
+        from registry import lineage
+        from registry.cli._trace import render_impact
 
         res = lineage.impact(_workspace(workspace), generator, source, prompt, sample)
-        _emit(res, as_json, lineage_text.format_impact)
+        _emit(res, as_json, render_impact)
 
 
 @app.command()

@@ -34,6 +34,7 @@ from registry.lineage import impact, is_withdrawn, trace_image, trace_model, tra
 from registry.models import IntendedUse, SourceRef
 from registry.policy import Waiver
 from registry.release_record import Counts, GeneratorUse, Release
+from tests.registry.conftest import table_rows
 
 runner = CliRunner()
 TINY = hashlib.sha256(b"tiny-digits weights").hexdigest()
@@ -442,12 +443,15 @@ def error_lines(result) -> list[str]:
 def test_cli_trace_and_impact(world: World, ws: Path, tmp_path: Path) -> None:
     out = runner.invoke(app, ["trace", "model", "digit-clf/1", "-w", str(ws)])
     assert out.exit_code == 0, out.output
-    assert f"generator tiny-digits [diffusers, CC-BY-4.0] weights {TINY}" in out.output
-    assert "source sklearn-digits [generator-training, active] CC-BY-4.0" in out.output
+    rows = table_rows(out.stdout)
+    assert ["tiny-digits", "diffusers", "CC-BY-4.0", TINY, "7"] in rows  # name, backend, licence, weights
+    assert ["sklearn-digits", "generator-training", "active", "CC-BY-4.0", "all"] in rows
     js = runner.invoke(app, ["trace", "run", world.runs["b"], "--json", "-w", str(ws)])
     assert json.loads(js.stdout)["datasets"][0]["release"] == "digits@2.0.0"
     imp = runner.invoke(app, ["impact", "--generator", "sd-mini", "-w", str(ws)])
-    assert imp.exit_code == 0 and imp.output.startswith("generator 'sd-mini': 1 version(s), 5 sample(s)")
+    assert imp.exit_code == 0 and imp.output.startswith("generator 'sd-mini'")
+    reached = "1 version(s), 5 sample(s) (5 accepted), 1 run(s), 1 model version(s)"
+    assert table_rows(imp.stdout)[0] == ["reached", reached]
     image = tmp_path / "x.png"
     image.write_bytes(world.image)
     img = runner.invoke(app, ["trace", "image", str(image), "--json", "-w", str(ws)])

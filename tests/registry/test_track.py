@@ -26,7 +26,7 @@ from registry.cli import app
 from registry.errors import TrackingError
 from registry.lineage import trace_model, trace_run
 from registry.track import DatasetProfile, md5_file
-from tests.registry.conftest import DVC, Built, clone, sh
+from tests.registry.conftest import DVC, Built, clone, sh, table_rows
 
 runner = CliRunner()
 MANIFEST = "data/digits/filtered/manifest.parquet"
@@ -189,7 +189,10 @@ def test_a_manifest_found_nowhere_is_an_error_after_what_the_run_logged(world: W
     result = runner.invoke(app, ["trace", "run", world.runs["drew"], "-w", str(copy)])
     assert result.exit_code == 1
     out = result.output.splitlines()
-    assert any(line.startswith("  generator tiny-digits [tiny-digits, CC-BY-4.0] weights ") for line in out)
+    rows = table_rows(result.stdout)
+    assert any(r[:3] == ["tiny-digits", "tiny-digits", "CC-BY-4.0"] and r[3] for r in rows)  # + weights
+    assert ["status", "UNRELEASED"] in rows
+    assert any(r[0] == "found in" and r[1].startswith("NOT FOUND; looked in the workspace") for r in rows)
     assert out[-1] == (
         f"error: digits@working (manifest sha256 {world.sha}) resolves nowhere; looked in "
         f"{'; '.join(looked)}; restore it (git/dvc checkout, dvc pull) to trace its images"
@@ -232,7 +235,8 @@ def test_impact_of_the_generator_reaches_unreleased_runs_and_models(world: World
     assert res["unresolved_runs"] == []
     result = runner.invoke(app, ["impact", "--generator", "tiny-digits", "-w", str(ws)])
     assert result.exit_code == 0
-    assert f"  run {world.runs['drew']} " in result.output and "[UNRELEASED]" in result.output
+    runs = {r[0]: r for r in table_rows(result.stdout) if r[0] in world.runs.values()}
+    assert runs[world.runs["drew"]][5] == "UNRELEASED" and runs[world.runs["released"]][5] == "released"
 
 
 def test_impact_of_a_sample_names_only_the_runs_that_drew_it(world: World, ws: Path) -> None:

@@ -25,6 +25,7 @@ from registry.cli import app
 from registry.errors import TrackingError
 from registry.train import train
 from tests.conftest import write_yaml
+from tests.registry.conftest import table_rows
 from tests.registry.test_train import SMALL, Built, built  # noqa: F401  (the module's dataset fixture)
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -126,14 +127,16 @@ def test_train_trace_and_impact_through_a_server_on_postgresql(
 
     traced = runner.invoke(app, ["trace", "model", model, "-w", str(built.ws)])
     assert traced.exit_code == 0, traced.output
-    lines = traced.output.splitlines()
-    assert lines[0] == f"model {model} (READY) <- run {run_id}"
-    assert lines[1].endswith(f"[{server}]")
+    lines = [line.rstrip() for line in traced.stdout.splitlines()]
+    rows = table_rows(traced.stdout)
+    assert lines[0] == f"model {model}"
+    assert rows[0] == ["model", f"{model} (READY)"] and rows[1][1].startswith(f"{run_id} (")
+    assert ["tracking URI", server] in rows
     assert "dataset digits@1.0.0 (training)" in lines
 
     hit = runner.invoke(app, ["impact", "--prompt", "handwritten", "-w", str(built.ws)])
     assert hit.exit_code == 0, hit.output
-    assert f"  model {model} (READY) from run {run_id}" in hit.output.splitlines()
+    assert [model, "READY", run_id] in table_rows(hit.stdout)
 
     # The run is in PostgreSQL, not in a file beside the workspace.
     assert not (built.ws / "mlflow.db").exists()
