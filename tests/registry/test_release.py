@@ -66,7 +66,11 @@ def test_release_writes_signs_commits_tags_and_verifies(released: Built, solo_tr
     assert record is not None
     out = folder(ws, "1.0.0")
     assert sorted(p.name for p in out.iterdir() if p.is_file() and p.name != ".gitignore") == RELEASE_FILES
-    assert sorted(p.name for p in (out / "data").iterdir()) == ["manifest.parquet", "shards"]
+    assert sorted(p.name for p in (out / "data").iterdir()) == [
+        "manifest-flat.parquet",
+        "manifest.parquet",
+        "shards",
+    ]
     assert sorted(p.name for p in (out / "data" / "shards").iterdir()) == sorted(
         f"{s.sha256}.tar" for s in record.shards
     )
@@ -75,7 +79,7 @@ def test_release_writes_signs_commits_tags_and_verifies(released: Built, solo_tr
     assert (out / ".gitignore").read_text().splitlines() == ["/data"]
     sh(ws, "git", "check-ignore", "-q", "releases/digits/1.0.0/data/manifest.parquet")
     [dvc_out] = yaml.safe_load((out / "data.dvc").read_text())["outs"]
-    assert dvc_out["path"] == "data" and dvc_out["nfiles"] == 3 and dvc_out["md5"].endswith(".dir")
+    assert dvc_out["path"] == "data" and dvc_out["nfiles"] == 4 and dvc_out["md5"].endswith(".dir")
     md5 = dvc_out["md5"]
     assert (ws / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).is_file()
     committed = sh(ws, "git", "ls-files", "releases").splitlines()
@@ -100,7 +104,9 @@ def test_release_writes_signs_commits_tags_and_verifies(released: Built, solo_tr
     statement = json.loads(base64.b64decode(envelope["payload"]))
     assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]} == {
         "data/manifest.parquet": record.manifest_sha256
-    } | {f"data/shards/{s.sha256}.tar": s.sha256 for s in record.shards}
+    } | {f"data/shards/{s.sha256}.tar": s.sha256 for s in record.shards} | {
+        "data/manifest-flat.parquet": sha256(out / "data/manifest-flat.parquet")
+    }
     assert statement["predicate"] == record.model_dump(mode="json")
 
     result = verify(ws, "digits@1.0.0")
