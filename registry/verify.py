@@ -24,6 +24,7 @@ from registry.errors import ReleaseError, SigningError
 from registry.marking import Marking, marking_problems
 from registry.names import shown, unsafe_rows
 from registry.release import RELEASES, load_release, parse_ref
+from registry.release_record import ShardRef
 from registry.shards import check_members, members_from_bytes
 from registry.signing import payload_of
 from registry.trust import load_trust
@@ -104,11 +105,17 @@ def verify(
     threads: int | None = None,
     trust: Path | str | None = None,
     progress: Callable[..., None] | None = None,
+    images: bool = True,
 ) -> VerifyResult:
     """Every signature against the pinned trust root, the binding of the signed statement to the
     reference and the tag, then the manifest and every image (``progress(images checked, images)`` per
     shard). A candidate (approvals short of the thresholds) verifies its content but is reported as not
-    final; it fails only on a problem."""
+    final; it fails only on a problem.
+
+    ``images=False`` (what ``pull`` runs after a transfer) checks each file whole against its signed
+    sha256 and the manifest's names, but does not open the shards: every byte is then what was signed,
+    while the release's inner consistency (each image against the manifest's digest, its marking) is
+    left to a full ``verify``."""
     name, version = parse_ref(ref)
     if version is None:
         raise ReleaseError(f"give a version to verify: {name}@X.Y.Z")
@@ -152,6 +159,8 @@ def verify(
     if n_unsafe:  # signed or not, a name that extraction would place outside its folder is a failure
         result.problems.append(f"{n_unsafe} sample(s) have unsafe names or digests in the manifest")
         result.bad_samples.update({shown(sid): problem for sid, problem in unsafe})
+    if not images:
+        return _check_files(folder, record.shards, subjects, result, threads, progress)
     by_source = {s.source: s for s in record.shards}
     members: dict[str, dict[str, tuple[str, str]]] = {}
     marks: dict[str, Marking] = {}
@@ -181,5 +190,42 @@ def verify(
             checked += len(job[2])
             if progress:
                 progress(checked, result.samples)
+    result.shards = len(jobs)
+    return result
+
+
+def _check_files(
+    folder: Path,
+    shards: list[ShardRef],
+    subjects: dict[str, str],
+    result: VerifyResult,
+    threads: int | None,
+    progress: Callable[..., None] | None,
+) -> VerifyResult:
+    """Each signed shard file whole against its signed sha256 (``verify(images=False)``)."""
+
+    def digest(path: Path) -> str | None:
+        return sha256_file(path) if path.is_file() else None
+
+    jobs = []
+    for ref_ in shards:
+        if subjects.get(f"data/{ref_.path}") != ref_.sha256:
+            result.problems.append(f"shard {ref_.source} is not among the signed subjects")
+            continue
+        jobs.append(ref_)
+    result.samples = sum(r.members for r in jobs)
+    done = 0
+    with ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1)) as pool:
+        for ref_, got in zip(jobs, pool.map(lambda r: digest(folder / "data" / r.path), jobs), strict=True):
+            name = Path(ref_.path).name
+            if got is None:
+                result.problems.append(f"shard {name} is missing")
+            elif got != ref_.sha256:
+                result.problems.append(f"shard {name} does not match its signed sha256")
+            if got != ref_.sha256:
+                result.damaged.append(f"data/{ref_.path}")
+            done += ref_.members
+            if progress:
+                progress(done, result.samples)
     result.shards = len(jobs)
     return result

@@ -83,7 +83,10 @@ def travel(a: Path, b: Path, key: Path) -> Release:
     assert code == 0, out
     record = Release.model_validate_json((folder(b, "1.0.0") / "release.json").read_text())
     assert out.strip().startswith("pulled digits@1.0.0 from storage ")
-    assert out.strip().endswith(f"12 samples in {len(record.shards)} shards, verified")
+    assert out.strip().endswith(
+        f"12 samples in {len(record.shards)} shards, signature and every file match what was signed; "
+        "`synthreg verify digits@1.0.0` checks each image"
+    )
     code, out = cli("verify", "digits@1.0.0", "-w", str(b))
     assert code == 0 and "digits@1.0.0: OK (12 samples in 2 shards)" in out, out
     code, out = cli("log", "--verify", "-w", str(b))
