@@ -13,8 +13,8 @@ generator's name and its weights digest. It is deterministic (no time, no tool v
 where the XMP specification (part 3, PNG) puts the packet, so exiftool and Pillow find it.
 
 Reading parses PNG chunks up to the first IDAT without decoding pixels, so ``verify`` can check every
-image of a large release cheaply. C2PA content credentials (c2pa-python, an X.509 chain) are not built:
-this is the marking every image gets.
+image of a large release cheaply. This is the marking every image gets; a recipe may add C2PA content
+credentials on top (registry.content_credentials), signed after this packet is embedded.
 """
 
 from __future__ import annotations
