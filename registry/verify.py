@@ -165,7 +165,8 @@ def verify(
     record = load_release(ws, ref, bound=False)  # the binding is checked below, as a problem
     anchors = load_anchors(c2pa_trust) if images else None
     c2pa = _C2pa(bool(record.recipe and record.recipe.c2pa), anchors)
-    result.c2pa_asked, result.c2pa_trust_checked = c2pa.asked, c2pa.asked and anchors is not None
+    result.c2pa_asked = c2pa.asked and images  # pull (images=False) opens no image
+    result.c2pa_trust_checked = result.c2pa_asked and anchors is not None
     folder = ws / RELEASES / name / version
     try:
         envelope, signoffs = read_signed(folder)
