@@ -49,6 +49,7 @@ from bench_validate import build_manifest  # noqa: E402
 
 from registry import manifest as mf  # noqa: E402
 from registry.approval import ENVELOPE, SIGNOFFS, approval_state, make_signoff, read_signed  # noqa: E402
+from registry.marking import XMP_KEYWORD, Marking, xmp_packet  # noqa: E402
 from registry.models import IntendedUse  # noqa: E402
 from registry.release_record import Counts, Release, ShardRef  # noqa: E402
 from registry.signing import add_signature, keygen, load_signer, payload_of, sign, statement  # noqa: E402
@@ -69,10 +70,13 @@ def base_pngs(n: int) -> list[bytes]:
 
 
 def unique(png: bytes, index: int) -> bytes:
-    """``png`` with a tEXt chunk naming ``index`` before IEND: still a valid PNG, unique bytes."""
-    body = b"tEXt" + b"index\0" + str(index).encode()
+    """``png`` marked as generate marks it (an XMP iTXt chunk naming sample ``digits-<index>``, the
+    generator and weights that bench_validate's manifest records) after IHDR: a valid PNG, unique bytes,
+    whose marking verify checks."""
+    xmp = xmp_packet(Marking(f"digits-{index}", "tiny-digits", "a" * 64)).encode()
+    body = b"iTXt" + XMP_KEYWORD.encode() + b"\0\0\0\0\0" + xmp
     chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
-    return png[:-12] + chunk + png[-12:]
+    return png[:33] + chunk + png[33:]  # 8-byte signature + 25-byte IHDR chunk
 
 
 def shard_bytes(members: list[tuple[str, bytes]]) -> bytes:
@@ -97,7 +101,7 @@ def build(ws: Path, n_shards: int, per_shard: int) -> tuple[list[Path], int]:
         batch = []
         for j in range(per_shard):
             data = unique(pngs[j], s * per_shard + j)
-            batch.append((f"bench-{s:06d}-{j:06d}.png", data))
+            batch.append((f"digits-{s * per_shard + j}.png", data))  # <sample id>.png, as verify expects
             digests.append(hashlib.sha256(data).hexdigest())
         blob = shard_bytes(batch)
         sha = hashlib.sha256(blob).hexdigest()

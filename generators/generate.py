@@ -15,6 +15,13 @@ recomputes the rest; as every image depends only on its request and the weights,
 uninterrupted run's (same ids, same image digests, byte-identical shards: tar members carry fixed
 metadata). A different plan (recipe, weights, batch or shard size changed) discards ``.work``.
 
+C2PA. A recipe with ``marking: {c2pa: true}`` gets each PNG signed with C2PA content credentials
+after its XMP marking (registry.content_credentials), with the key and chain the command line or the
+environment gives; they are checked before anything is written, and the signer's certificate digest
+joins the plan digest (so turning C2PA on, or changing signer, makes a new plan). Signed images are
+not byte-reproducible (c2pa-rs salts its hashes at random): a resumed run keeps its checkpointed
+batches, and remakes the rest with equally valid but different bytes.
+
 Executors. :func:`make_shard` is the whole of a shard's work; the local executor calls it shard after
 shard, the Ray executor (generators/ray_executor.py) from an actor pool, so both write the same bytes.
 Memory stays flat in the plan's size: requests are rebuilt shard by shard (``iter_plan``), the plan
@@ -43,6 +50,7 @@ from generators.plan import iter_plan, plan_size
 from registry import audit
 from registry import manifest as mf
 from registry.config import load_recipe
+from registry.content_credentials import Credentials
 from registry.digests import perceptual_hash, sha256_bytes, sha256_file
 from registry.errors import ManifestError
 from registry.fsio import atomic_path, atomic_write_text
@@ -110,6 +118,7 @@ class Job:
     shard_size: int
     weights_digest: str
     plan_digest: str
+    c2pa: Credentials | None = None  # sign every PNG with these (the recipe asks for C2PA)
 
     @property
     def work(self) -> Path:
@@ -135,15 +144,27 @@ class Job:
         return self.work / "parts" / f"shard-{j:05d}.parquet"
 
 
-def plan_job(ws: Path, out_dir: Path, recipe: Recipe, params: GenerateParams, backend: Backend) -> Job:
+def plan_job(
+    ws: Path,
+    out_dir: Path,
+    recipe: Recipe,
+    params: GenerateParams,
+    backend: Backend,
+    c2pa: Credentials | None = None,
+) -> Job:
     """Check every request with the backend and digest the plan, one request at a time.
 
     The digest is ``sha256_json({"requests": [...], "weights": ..., ...})`` of the whole plan, as before
-    streaming (so an older interrupted run still resumes), built without holding the plan in memory."""
+    streaming (so an older interrupted run still resumes), built without holding the plan in memory.
+    With C2PA it also holds ``"c2pa": {"signer": <sha256 of the signer certificate>}``; without, the
+    key is absent and the digest is what it always was."""
     spec = backend.spec
     shard_size = params.shard_size_for(plan_size(recipe))  # adapts so a release loads in parallel
     h = hashlib.sha256()
-    h.update(b'{"batch_size":' + _canon(params.batch_size) + b',"requests":[')
+    h.update(b'{"batch_size":' + _canon(params.batch_size))
+    if c2pa is not None:  # keys in sorted order, as sha256_json would write them
+        h.update(b',"c2pa":' + _canon({"signer": c2pa.signer_sha256}))
+    h.update(b',"requests":[')
     for req in iter_plan(recipe):
         backend.check(req)
         h.update((b"," if req.index else b"") + _canon(req.model_dump()))
@@ -159,6 +180,7 @@ def plan_job(ws: Path, out_dir: Path, recipe: Recipe, params: GenerateParams, ba
         shard_size,
         spec.weights_digest,
         h.hexdigest(),
+        c2pa,
     )
 
 
@@ -172,23 +194,49 @@ def generate(
     out: Path | str | None = None,
     params: GenerateParams | None = None,
     progress: Progress | None = None,
+    c2pa_key: Path | str | None = None,
+    c2pa_chain: Path | str | None = None,
 ) -> GenerateResult:
     """Run (or resume) the recipe at ``recipe_path``; everything is validated before anything is written.
 
     ``params.executor`` picks who makes the shards: this process (``local``) or a Ray actor pool
-    (``ray``, generators/ray_executor.py); the output is the same bytes either way."""
+    (``ray``, generators/ray_executor.py); the output is the same bytes either way. A recipe asking for
+    C2PA signs with ``c2pa_key``/``c2pa_chain`` (else ``$SYNTHREG_C2PA_KEY``/``$SYNTHREG_C2PA_CHAIN``);
+    without them it is refused, as is a missing or malformed certificate or key."""
     params = params or GenerateParams()
     recipe = load_recipe(inside(ws, recipe_path, "recipe"))
     out_dir = inside(ws, out or default_out_dir(recipe), "output folder")
     audit.log_path(ws)  # refused before anything is written
+    creds = _c2pa_credentials(recipe_path, recipe, c2pa_key, c2pa_chain)
     if params.threads and recipe.generator.backend != LOAD_TEST_BACKEND:
         import torch
 
         torch.set_num_threads(params.threads)
     backend = load_backend(recipe.generator, ws, params.device)
-    job = plan_job(ws, out_dir, recipe, params, backend)
+    job = plan_job(ws, out_dir, recipe, params, backend, creds)
     with folder_lock(ws, out_dir, "generate"):  # a second run into out_dir refuses (registry.locks)
         return _generate(ws, recipe, out_dir, params, backend, job, progress)
+
+
+def _c2pa_credentials(
+    recipe_path: Path | str, recipe: Recipe, key: Path | str | None, chain: Path | str | None
+) -> Credentials | None:
+    """The checked C2PA key and chain when the recipe asks for C2PA (None when it does not)."""
+    if not recipe.c2pa:
+        return None
+    import os
+
+    from registry.content_credentials import ENV_CHAIN, ENV_KEY, NO_KEY_HINT, PngSigner, load_credentials
+    from registry.errors import CredentialsError
+
+    if not (key or os.environ.get(ENV_KEY)) or not (chain or os.environ.get(ENV_CHAIN)):
+        raise CredentialsError(
+            f"recipe {recipe_path} asks for C2PA content credentials (marking: {{c2pa: true}}) but no "
+            f"C2PA signing key and certificate chain are given: {NO_KEY_HINT}"
+        )
+    creds = load_credentials(key, chain)
+    PngSigner(creds).close()  # c2pa-python is there and accepts them, before anything is written
+    return creds
 
 
 def _generate(
@@ -305,7 +353,7 @@ def make_shard(
         batch_file = job.work / "batches" / f"batch-{b:06d}.parquet"
         if not batch_file.is_file():
             requests = list(iter_plan(job.recipe, s, e))
-            table = _run_batch(backend, requests, b, job.recipe, job.shard_rel(j), versions)
+            table = _run_batch(backend, requests, b, job.recipe, job.shard_rel(j), versions, job.c2pa)
             with atomic_path(batch_file) as tmp:
                 pq.write_table(table, tmp, compression="zstd")
             generated += e - s
@@ -358,13 +406,22 @@ def _run_batch(
     recipe: Recipe,
     shard: str,
     versions: dict[str, str],
+    c2pa: Credentials | None = None,
 ) -> pa.Table:
     """Generate one batch; return its manifest rows plus a ``png`` column of encoded images."""
     images = backend.generate(requests)
     spec = backend.spec
+    signer = None
+    if c2pa is not None:
+        from registry.content_credentials import PngSigner
+
+        signer = PngSigner(c2pa)
     rows, pngs = [], []
     for req, image in zip(requests, images, strict=True):
-        png = encode_png(image, Marking(req.sample_id, spec.name, spec.weights_digest))
+        marking = Marking(req.sample_id, spec.name, spec.weights_digest)
+        png = encode_png(image, marking)
+        if signer is not None:  # after the XMP, before the digest: the sha256 covers the manifest
+            png = signer.sign(png, marking)
         phash = perceptual_hash(png)
         digest = sha256_bytes(png)
         rec = SampleRecord(
@@ -389,5 +446,7 @@ def _run_batch(
         )
         rows.append(rec)
         pngs.append(png)
+    if signer is not None:
+        signer.close()
     table = mf.to_table(rows)
     return table.append_column("png", pa.array(pngs, type=pa.binary()))

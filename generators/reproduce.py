@@ -1,4 +1,9 @@
-"""Regenerate one image from its manifest record and say whether it is bit-identical."""
+"""Regenerate one image from its manifest record and say whether it is bit-identical.
+
+An image signed with C2PA content credentials cannot be: c2pa-rs salts its manifest at random
+(registry.content_credentials). For one, what must match is everything else: the recorded image with
+its C2PA chunk removed is compared, bit for bit, with the regenerated image before signing (pixels,
+XMP marking and all other chunks)."""
 
 from __future__ import annotations
 
@@ -21,10 +26,28 @@ class ReproduceResult:
     manifest: Path
     recorded_sha256: str
     reproduced_sha256: str
+    # the recorded image's sha256 without its C2PA chunk, when it carries one (else None)
+    unsigned_sha256: str | None = None
 
     @property
     def match(self) -> bool:
-        return self.recorded_sha256 == self.reproduced_sha256
+        return self.reproduced_sha256 in (self.recorded_sha256, self.unsigned_sha256)
+
+
+def _unsigned_sha256(ws: Path, rec) -> str | None:
+    """sha256 of the recorded image without its C2PA chunk; None unless the shard holds the recorded
+    bytes and they carry one."""
+    from registry.content_credentials import has_c2pa, strip_c2pa
+    from registry.errors import ManifestError
+    from registry.shards import read_members
+
+    try:
+        png = read_members(ws / rec.shard).get(rec.member)
+    except ManifestError:
+        return None
+    if png is None or sha256_bytes(png) != rec.image_sha256 or not has_c2pa(png):
+        return None
+    return sha256_bytes(strip_c2pa(png))
 
 
 def find_manifest(ws: Path, sample_id: str) -> Path:
@@ -58,4 +81,6 @@ def reproduce(
     backend.check(request)
     (image,) = backend.generate([request])
     png = encode_png(image, Marking(rec.sample_id, rec.generator_name, rec.weights_digest))
-    return ReproduceResult(sample_id, path, rec.image_sha256, sha256_bytes(png))
+    reproduced = sha256_bytes(png)
+    unsigned = None if reproduced == rec.image_sha256 else _unsigned_sha256(ws, rec)
+    return ReproduceResult(sample_id, path, rec.image_sha256, reproduced, unsigned)

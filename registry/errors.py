@@ -16,8 +16,10 @@ SynthregError                  base: a message a person can act on
 ├── SigningError               no usable signing key, or a signature that does not verify
 │   ├── TrustError             the trust root is missing, malformed, inside the workspace, or a key
 │   │                          may not sign what it is asked to (unknown, retired, lacks the role)
-│   └── UntrustedSignerError   a record carries a signature by a key the trust root does not trust
-│                              (unknown, revoked, wrong role, outside its window): exit UNTRUSTED_EXIT
+│   ├── UntrustedSignerError   a record carries a signature by a key the trust root does not trust
+│   │                          (unknown, revoked, wrong role, outside its window): exit UNTRUSTED_EXIT
+│   └── CredentialsError       C2PA content credentials cannot be made or read: no key or chain given,
+│                              a missing or malformed certificate or key, c2pa-python not installed
 ├── RemoteError                no DVC remote configured, or one that is unreachable, refuses the
 │                              credentials, or lacks or damages an object a release needs
 └── TrackingError              MLflow cannot be reached, or a run, model or version does not exist
@@ -92,6 +94,10 @@ class TrustError(SigningError):
 
 class UntrustedSignerError(SigningError):
     exit_code = UNTRUSTED_EXIT
+
+
+class CredentialsError(SigningError):
+    pass
 
 
 class RemoteError(SynthregError):

@@ -163,6 +163,16 @@ def template_fields(template: str) -> set[str]:
     return {f for _, f, _, _ in _PLACEHOLDER_FIELDS.parse(template) if f}
 
 
+class MarkingSpec(Strict):
+    """How generated images are marked beyond the XMP every image gets (registry.marking)."""
+
+    c2pa: bool = Field(
+        default=False,
+        description="sign each PNG with C2PA content credentials; the key and certificate chain come from "
+        "--c2pa-key/--c2pa-chain or $SYNTHREG_C2PA_KEY/$SYNTHREG_C2PA_CHAIN, never from the recipe",
+    )
+
+
 class Recipe(Strict):
     """What to generate: identities x attribute grid x prompt templates, and with which settings."""
 
@@ -192,6 +202,17 @@ class Recipe(Strict):
     intended_use: IntendedUse | None = Field(
         default=None, description="what the dataset is for; the licence rules check it (required to validate)"
     )
+    # Left out of a dump when unset, so a recipe without it dumps (and digests) as it did before it
+    # existed: generation.json, release records and recipe digests of older recipes stay byte-identical.
+    marking: MarkingSpec | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="optional marking beyond XMP: {c2pa: true} adds C2PA content credentials",
+    )
+
+    @property
+    def c2pa(self) -> bool:
+        return bool(self.marking and self.marking.c2pa)
 
     @field_validator("dataset")
     @classmethod

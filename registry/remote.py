@@ -12,9 +12,11 @@ remote's configuration, credentials (``.dvc/config.local``, the cloud's own envi
 within seconds, not after the default retries of DVC's S3 client (``FAST_FAIL``).
 
 A pull never leaves damaged data looking valid. After ``dvc pull`` the release is verified
-(signature, manifest, every shard and image); a manifest or shard that is missing or does not match
-its signed sha256 is removed from the workspace and from the local DVC cache (so that a repaired
-remote is fetched again rather than shadowed by the cached bad copy), and the error names it.
+(signature, binding, and every file whole against its signed sha256: ``verify(images=False)``; the
+per-image check inside the shards is ``synthreg verify``'s); a manifest or shard that is missing or
+does not match its signed sha256 is removed from the workspace and from the local DVC cache (so that
+a repaired remote is fetched again rather than shadowed by the cached bad copy), and the error names
+it.
 """
 
 from __future__ import annotations
@@ -242,7 +244,9 @@ def pull(
             f"`dvc pull` of {name}@{version} from remote {remote} failed: {_dvc_error(proc)}; check that the "
             "remote is reachable and its credentials are set (`dvc remote list`), then pull again"
         )
-    result = verify(ws, f"{name}@{version}", progress=verify_progress)
+    # Every file whole against its signed sha256 (the transfer's integrity and authenticity); the
+    # per-image check inside the shards is `synthreg verify`'s, which the user runs next.
+    result = verify(ws, f"{name}@{version}", images=False, progress=verify_progress)
     if result.ok:
         return PullResult(result.ref, remote, result.samples, result.shards)
     removed = _discard(ws, folder, result.damaged)

@@ -157,6 +157,16 @@ def generate(
     workspace: Workspace = None,
     executor: ExecutorOpt = None,
     address: AddressOpt = None,
+    c2pa_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="C2PA signing key, PEM, for a recipe with marking.c2pa (default $SYNTHREG_C2PA_KEY)"
+        ),
+    ] = None,
+    c2pa_chain: Annotated[
+        Path | None,
+        typer.Option(help="its certificate chain, PEM, signer first (default $SYNTHREG_C2PA_CHAIN)"),
+    ] = None,
 ) -> None:
     """Generate a recipe's images into tar shards and a Parquet manifest (resumes an interrupted run)."""
     with _errors():
@@ -167,7 +177,15 @@ def generate(
         ws = _workspace(workspace)
         p = load_params(ws / params, ws)
         with _progress("generate") as progress:
-            res = run(Path(recipe or p.recipe), ws, out, _executor(p.generate, executor, address), progress)
+            res = run(
+                Path(recipe or p.recipe),
+                ws,
+                out,
+                _executor(p.generate, executor, address),
+                progress,
+                c2pa_key,
+                c2pa_chain,
+            )
         done = (
             "already complete"
             if res.generated == 0 and res.seconds == 0
@@ -223,10 +241,15 @@ def reproduce(
 
         res = run(sample_id, _workspace(workspace), manifest, device)
         typer.echo(f"recorded   sha256 {res.recorded_sha256}")
+        if res.unsigned_sha256:
+            typer.echo(f"  without its C2PA manifest {res.unsigned_sha256}")
         typer.echo(f"reproduced sha256 {res.reproduced_sha256}")
         if not res.match:
             _fail(f"sample {sample_id} did not reproduce bit-identically (see the digests above)")
-        typer.echo(f"{sample_id}: bit-identical")
+        if res.reproduced_sha256 == res.recorded_sha256:
+            typer.echo(f"{sample_id}: bit-identical")
+        else:  # C2PA salts its manifest at random: all else must match (generators/reproduce.py)
+            typer.echo(f"{sample_id}: bit-identical outside its C2PA manifest (C2PA salts it at random)")
 
 
 @app.command()
@@ -343,12 +366,29 @@ def keygen(
         typer.Option(help="role in the trust root: releaser, approver (repeat; default both)"),
     ] = None,
     trust: TrustOpt = None,
+    c2pa: Annotated[
+        Path | None,
+        typer.Option(
+            "--c2pa",
+            help="instead: make a TEST C2PA chain (root.pem, chain.pem, signer.key) in this folder",
+        ),
+    ] = None,
     workspace: Workspace = None,
 ) -> None:
     """Create an ed25519 signing key outside the workspace; its public key goes to keys/<keyid>.pub.json.
 
-    With --name, the key is added to the trust root (made solo when new and holding both roles)."""
+    With --name, the key is added to the trust root (made solo when new and holding both roles).
+    With --c2pa DIR, make a TEST root and C2PA signer certificate in DIR instead (not for production)."""
     with _errors():
+        if c2pa is not None:
+            from registry.content_credentials import TEST_CHAIN_WARNING, keygen_c2pa
+
+            c = keygen_c2pa(_workspace(workspace), c2pa, force)
+            typer.echo(f"warning: {TEST_CHAIN_WARNING}")
+            typer.echo(f"trust anchor {c.root} (give it to verifiers: SYNTHREG_C2PA_TRUST)")
+            typer.echo(f"chain        {c.chain} (SYNTHREG_C2PA_CHAIN)")
+            typer.echo(f"signing key  {c.key} (mode 0600; never commit it: SYNTHREG_C2PA_KEY)")
+            return
         from registry.signing import keygen as run
 
         r = run(_workspace(workspace), key, force, name, role, trust)
@@ -475,10 +515,11 @@ def verify(
     ref: Annotated[str, typer.Argument(help="NAME@X.Y.Z")],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     trust: TrustOpt = None,
+    c2pa_trust: C2paTrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
     """Check who signed a release (against the pinned trust root), that it is the version asked for,
-    its manifest digest and every image in every shard.
+    its manifest digest and every image in every shard (and its C2PA credentials, when asked for).
 
     Exits 1 if anything fails, 5 (UNTRUSTED_EXIT) when a signer is unknown, revoked or out of role."""
     with _errors():
@@ -488,7 +529,7 @@ def verify(
         from registry.verify import verify as run
 
         with _progress("verify") as progress:
-            res = run(_workspace(workspace), ref, trust=trust, progress=progress)
+            res = run(_workspace(workspace), ref, trust=trust, progress=progress, c2pa_trust=c2pa_trust)
         if as_json:
             typer.echo(json.dumps(res.to_json(), indent=2))
         else:
@@ -514,6 +555,11 @@ def verify(
                 n = len(res.unmarked)
                 typer.echo(f"  note: {n} image(s) not marked as synthetic, first {sid_(first)}: "
                            f"{res.unmarked[first]}")  # fmt: skip
+            if res.c2pa_asked:
+                typer.echo(
+                    "  C2PA content credentials checked on every image"
+                    + (", against the trust anchor" if res.c2pa_trust_checked else " (signer unchecked)")
+                )
             typer.echo(
                 f"{res.ref}: {'OK' if res.ok else 'FAILED'} ({res.samples} samples in {res.shards} shards)"
                 + ("" if final or not res.ok else "; a CANDIDATE, not final: approvals missing")
@@ -661,20 +707,35 @@ def trace_model(
         _emit_trace(lineage.trace_model(_workspace(workspace), ref), as_json)
 
 
+C2paTrustOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--c2pa-trust",
+        help="PEM root certificate(s) C2PA signers must chain to (default: $SYNTHREG_C2PA_TRUST)",
+    ),
+]
+
+
 @trace_app.command("image")
 def trace_image(
     file: Annotated[Path, typer.Argument(help="image file")],
     as_json: JsonOpt = False,
+    c2pa_trust: C2paTrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """An image -> its sample record and every released version holding it (exact, else perceptual)."""
+    """An image -> its sample record and every released version holding it (exact, else perceptual),
+    and what its synthetic-media marking and C2PA content credentials say."""
     with _errors():
         from registry import lineage
         from registry.cli._trace import render_image
+        from registry.content_credentials import load_anchors, trace_credentials
         from registry.marking import trace_marking
 
-        res = lineage.trace_image(_workspace(workspace), file)
-        res["marking"] = trace_marking(file.read_bytes(), res["images"])  # issue 12: is it marked?
+        ws = _workspace(workspace)
+        res = lineage.trace_image(ws, file)
+        png = file.read_bytes()
+        res["marking"] = trace_marking(png, res["images"])  # issue 12: is it marked?
+        res["c2pa"] = trace_credentials(ws, png, res, load_anchors(c2pa_trust))
         _emit(res, as_json, render_image)
 
 

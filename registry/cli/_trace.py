@@ -196,6 +196,11 @@ def render_image(t: dict) -> None:
         head.add_row("marking", escape(mark["summary"]))
         for p in mark["problems"]:
             head.add_row("marking problem", FLAG.format(escape(p)))
+    c2pa = t.get("c2pa")
+    if c2pa and (c2pa["found"] is not None or c2pa["asked_by"]):  # none found, none asked: nothing to say
+        head.add_row("C2PA", escape(c2pa["summary"]))
+        for p in c2pa["problems"]:
+            head.add_row("C2PA problem", FLAG.format(escape(p)))
     console.print(head)
     for im in t["images"]:
         s = _fields(escape(f"sample {im['sample_id']}"))

@@ -14,9 +14,10 @@ def pull(
     ref: Annotated[str, typer.Argument(help="NAME@X.Y.Z, as `synthreg list` shows it")],
     workspace: Workspace = None,
 ) -> None:
-    """Fetch exactly one release's data from the default DVC remote into this clone, then verify every
-    image (exit 1, with the missing or damaged files removed, if anything is wrong). Progress on stderr:
-    files fetched, then images verified."""
+    """Fetch exactly one release's data from the default DVC remote into this clone, then check its
+    signature and every file against its signed sha256 (exit 1, with the missing or damaged files
+    removed, if anything is wrong); `synthreg verify` then checks each image inside the shards.
+    Progress on stderr: files fetched, then files checked (counted in images)."""
     with _errors():
         from registry.remote import pull as run
 
@@ -24,5 +25,6 @@ def pull(
         with _progress("pull", "file") as fetched, _progress("verify") as verified:
             res = run(ws, ref, progress=fetched, verify_progress=verified)
         typer.echo(
-            f"pulled {res.ref} from {res.remote}: {res.samples} samples in {res.shards} shards, verified"
+            f"pulled {res.ref} from {res.remote}: {res.samples} samples in {res.shards} shards, signature "
+            f"and every file match what was signed; `synthreg verify {res.ref}` checks each image"
         )

@@ -717,3 +717,39 @@ def test_a_manifest_of_another_dataset_is_refused(ws: Workspace):
     result = runner.invoke(app, ["validate", FILTERED, "-w", str(ws.root)])
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == f"error: {message}"
+
+
+# --- issue 13: Great Expectations on partitions of a large manifest -----------------------------------
+
+
+def test_provenance_on_partitions_equals_the_whole(ws: Workspace, monkeypatch: pytest.MonkeyPatch):
+    """Above PART_ROWS rows the suite runs on hash partitions of sample_id (so 1M rows fit in memory);
+    counts, evidence and failures must be those of one pass over the whole manifest, and a duplicate id
+    is still caught (both its rows land in one partition)."""
+    ws.rows[5] |= {"sample_id": sid(40), "member": f"{sid(40)}.png"}  # a duplicate id
+    ws.rows[42]["seed"] = None
+    ws.rows[17]["phash"] = "not-a-phash"
+    whole = by_id(ws.write().validate())["provenance.complete"]
+    gx_whole = json.loads((ws.root / REPORT_DIR / "provenance.gx.json").read_text())
+    monkeypatch.setattr(provenance, "PART_ROWS", 7)  # 60 rows -> 9 partitions
+    parts = by_id(ws.validate())["provenance.complete"]
+    gx_parts = json.loads((ws.root / REPORT_DIR / "provenance.gx.json").read_text())
+    assert gx_parts["meta"]["synthreg_partitions"]["count"] == 9
+    assert whole.status == parts.status == "fail"
+    assert whole.evidence.details["failed_expectations"] == parts.evidence.details["failed_expectations"]
+    assert {e["expectation"] for e in parts.evidence.details["failed_expectations"]} == {
+        "expect_column_values_to_be_unique",
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_match_regex",
+        "expect_column_values_to_be_null",  # registry/names.py flags the duplicate id too
+    }
+    assert whole.evidence.count == parts.evidence.count
+    assert sorted(whole.evidence.sample_ids) == sorted(parts.evidence.sample_ids)
+    assert gx_whole["statistics"] == gx_parts["statistics"]
+    for w, p in zip(gx_whole["results"], gx_parts["results"], strict=True):
+        assert w["success"] == p["success"], w["expectation_config"]
+        for key in ("element_count", "unexpected_count", "missing_count", "unexpected_percent"):
+            assert w["result"].get(key) == pytest.approx(p["result"].get(key)), (key, w["expectation_config"])
+        assert sorted(map(str, w["result"]["partial_unexpected_list"])) == sorted(
+            map(str, p["result"]["partial_unexpected_list"])
+        )

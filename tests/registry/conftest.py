@@ -119,11 +119,16 @@ def base(tmp_path_factory: pytest.TempPathFactory, solo_trust: TrustSetup) -> Bu
     """A git + DVC workspace holding a generated, filtered and validated (waivers applied) 12-image
     set in 2 shards, everything committed (the DVC remote ``storage`` too), the session's solo key's public
     half in keys/. Not released."""
+    return build_base(tmp_path_factory.mktemp("release"), solo_trust)
+
+
+def build_base(top: Path, solo_trust: TrustSetup, recipe_extra: dict | None = None, **generate_kw) -> Built:
+    """What ``base`` builds, in ``top``; ``recipe_extra`` is added to the recipe (e.g. a ``marking``),
+    ``generate_kw`` passed to generate (e.g. the C2PA key and chain)."""
     from generators.filter import filter_manifest
     from generators.generate import generate
     from registry.models import GenerateParams
 
-    top = tmp_path_factory.mktemp("release")
     ws = top / "base"
     ws.mkdir()
     sh(ws, "git", "init", "-q")
@@ -151,6 +156,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, solo_trust: TrustSetup) -> Bu
     # Declared, not used by tiny-digits: a source that conditioned one identity, for `derive
     # --exclude-source` and `impact --source` to find exactly that identity's samples.
     recipe["sources"].append(CONDITIONING)
+    recipe.update(recipe_extra or {})
     write_yaml(ws / RECIPE, recipe)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["recipe"] = RECIPE
@@ -158,7 +164,9 @@ def base(tmp_path_factory: pytest.TempPathFactory, solo_trust: TrustSetup) -> Bu
     for rule in WAIVED + WAIVED_LATER:  # signed by the session's solo key (an approver too)
         waive(ws, rule, "digits", "12 toy images are too few for this rule", EXPIRES, key=solo_trust.key)
 
-    res = generate(Path(RECIPE), ws, CANDIDATES, GenerateParams(batch_size=6, shard_size=6, threads=1))
+    res = generate(
+        Path(RECIPE), ws, CANDIDATES, GenerateParams(batch_size=6, shard_size=6, threads=1), **generate_kw
+    )
     assert (res.images, res.shards) == (12, 2)
     filter_manifest(CANDIDATES, ws, FILTERED)
     report = validate_ws(ws)

@@ -84,7 +84,10 @@ def travel(a: Path, b: Path, key: Path) -> Release:
     out = pulled.stdout  # a slow pull's progress lines go to stderr
     record = Release.model_validate_json((folder(b, "1.0.0") / "release.json").read_text())
     assert out.strip().startswith("pulled digits@1.0.0 from storage ")
-    assert out.strip().endswith(f"12 samples in {len(record.shards)} shards, verified")
+    assert out.strip().endswith(
+        f"12 samples in {len(record.shards)} shards, signature and every file match what was signed; "
+        "`synthreg verify digits@1.0.0` checks each image"
+    )
     code, out = cli("verify", "digits@1.0.0", "-w", str(b))
     assert code == 0 and "digits@1.0.0: OK (12 samples in 2 shards)" in out, out
     code, out = cli("log", "--verify", "-w", str(b))
@@ -138,12 +141,12 @@ def test_a_release_travels_through_a_local_folder_remote(base: Built, tmp_path: 
     damage_then_pull(a, tmp_path / "c", lambda oid: path(oid).unlink(), corrupt)
 
 
-def test_pull_shows_files_fetched_then_images_verified(
+def test_pull_shows_files_fetched_then_files_checked(
     base: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Off a terminal, plain lines on stderr (tests/registry/test_progress.py): the release's files in the
-    DVC cache while DVC fetches (manifest, its flat copy, 2 shards), then the images verified; stdout
-    keeps only the result."""
+    DVC cache while DVC fetches (manifest, its flat copy, 2 shards), then the signed files checked
+    (counted in images, as verify counts); stdout keeps only the result."""
     a = clone(base.ws, tmp_path / "a")
     set_remote(a, str(tmp_path / "remote"))
     release_in(a, base.key)
@@ -152,7 +155,8 @@ def test_pull_shows_files_fetched_then_images_verified(
     res = runner.invoke(app, ["pull", "digits@1.0.0", "-w", str(b)])
     assert res.exit_code == 0, res.output
     assert res.stdout.splitlines() == [
-        f"pulled digits@1.0.0 from storage {tmp_path / 'remote'}: 12 samples in 2 shards, verified"
+        f"pulled digits@1.0.0 from storage {tmp_path / 'remote'}: 12 samples in 2 shards, signature and "
+        "every file match what was signed; `synthreg verify digits@1.0.0` checks each image"
     ]
     err = res.stderr.splitlines()
     fetched = [ln for ln in err if ln.startswith("pull: ")]
@@ -161,7 +165,7 @@ def test_pull_shows_files_fetched_then_images_verified(
     counts = [int(ln.split()[1].split("/")[0]) for ln in fetched]
     assert counts == sorted(counts)  # never backwards
     assert verified[-1].startswith("verify: 12/12 (100%)")
-    assert err.index(fetched[-1]) < err.index(verified[0])  # fetched, then verified
+    assert err.index(fetched[-1]) < err.index(verified[0])  # fetched, then checked
 
 
 def test_a_corrupt_object_alone_is_pulled_then_caught_and_removed(base: Built, tmp_path: Path):
