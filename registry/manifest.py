@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,30 @@ def connect(path: Path, view: str = "manifest"):
     literal = str(path).replace("'", "''")  # CREATE VIEW cannot take a prepared parameter
     con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{literal}')")
     return con
+
+
+def rows_by_shard(
+    con: Any, columns: list[str], shards_per_query: int = 16
+) -> Iterator[tuple[str | None, list[tuple]]]:
+    """(shard, its rows of ``columns`` in manifest order) for every shard of ``con``'s manifest, in shard
+    name order, a few shards a query: release and verify hold one batch of shards at a time, not the
+    whole manifest as Python objects (~3 KB a row: 3 GB at 1,000,000 rows, issue 13)."""
+    found = [r[0] for r in con.execute("SELECT DISTINCT shard FROM manifest ORDER BY 1").fetchall()]
+    shards = [s for s in found if s is not None]
+    cols = ", ".join(columns)
+    for i in range(0, len(shards), shards_per_query):
+        batch: dict[str, list[tuple]] = {s: [] for s in shards[i : i + shards_per_query]}
+        for shard, *row in con.execute(
+            f"SELECT shard, {cols} FROM manifest WHERE list_contains($shards, shard)",
+            {"shards": list(batch)},
+        ).fetchall():
+            batch[shard].append(tuple(row))
+        yield from batch.items()
+    if len(shards) < len(found):  # rows that name no shard: the caller says what is wrong with them
+        yield (
+            None,
+            [tuple(r) for r in con.execute(f"SELECT {cols} FROM manifest WHERE shard IS NULL").fetchall()],
+        )
 
 
 def find_sample(path: Path, sample_id: str) -> SampleRecord:
