@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import resource
 import shutil
 import sys
 import tempfile
@@ -28,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from policies.checks import provenance  # noqa: E402
 from policies.engine import validate  # noqa: E402
 from registry import manifest as mf  # noqa: E402
+from registry.names import SQL_PROBLEM  # noqa: E402
 
 
 def _map(keys: list[str], values: np.ndarray) -> pa.MapArray:
@@ -126,11 +128,14 @@ def main() -> None:
         t = time.perf_counter()
         report = validate("data/digits/filtered", ws, "recipe.yaml")
         total = time.perf_counter() - t
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB, building included
         statuses = {s: sum(r.status == s for r in report.results) for s in ("pass", "fail", "warn", "waived")}
 
         con = mf.connect(manifest)
         t = time.perf_counter()
-        df = con.sql(f"SELECT {', '.join(provenance.COLUMNS)} FROM manifest").df()
+        df = con.sql(
+            f"SELECT {', '.join(provenance.COLUMNS)}, {SQL_PROBLEM} AS name_problem FROM manifest"
+        ).df()
         fetch = time.perf_counter() - t
         t = time.perf_counter()
         result = provenance.validate(df)
@@ -139,7 +144,9 @@ def main() -> None:
         duck = con.execute(DUCKDB_CHECKS).fetchone()
         duck_seconds = time.perf_counter() - t
         t = time.perf_counter()
-        pandas_nulls = int(df.isna().sum().sum()) + int(df["sample_id"].duplicated().sum())
+        pandas_nulls = int(df[provenance.COLUMNS].isna().sum().sum()) + int(
+            df["sample_id"].duplicated().sum()
+        )
         pandas_regex = (
             int((~df["weights_digest"].str.fullmatch(r"[0-9a-f]{64}")).sum())
             + int((~df["image_sha256"].str.fullmatch(r"[0-9a-f]{64}")).sum())
@@ -147,12 +154,14 @@ def main() -> None:
         )
         pandas_ranges = int((~df["steps"].between(1, 1000)).sum() + (~df["guidance"].between(0, 100)).sum())
         pandas_seconds = time.perf_counter() - t
-        assert result["success"] and not any(duck) and not (pandas_nulls + pandas_regex + pandas_ranges)
+        assert result["success"], [r["expectation_config"] for r in result["results"] if not r["success"]]
+        assert not any(duck) and not (pandas_nulls + pandas_regex + pandas_ranges), (duck, pandas_nulls)
 
         n_exp = len(result["results"])
         print(
             f"\nvalidate, all default packs ({len(report.results)} rules): {total:.2f} s  "
-            f"(target < 10 s) -> {statuses}"
+            f"(target < 10 s) -> {statuses}; peak RSS so far {peak:.0f} MB (provenance on "
+            f"{-(-args.rows // provenance.PART_ROWS)} partition(s) of <= {provenance.PART_ROWS:,} rows)"
         )
         print(f"provenance suite, {n_exp} expectations on {args.rows:,} rows:")
         print(f"  fetch columns to pandas (DuckDB)  {fetch:6.2f} s")

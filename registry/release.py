@@ -614,18 +614,23 @@ def assemble(
     con = mf.connect(released)
     check_manifest(con, f"manifest {manifest}")  # no unsafe name is signed
     mf.write_flat(released, out / "data" / mf.FLAT)  # what Hugging Face `datasets` can load (issue 12)
-    expected: dict[str, dict[str, tuple[str, str]]] = {}
-    for sid, shard, member, sha in con.execute(
-        "SELECT sample_id, shard, member, image_sha256 FROM manifest"
-    ).fetchall():
-        expected.setdefault(shard, {})[member] = (sid, sha)
-    sidecar_rows = _sidecar_rows(con)
+    from registry.webdataset import SIDECAR_FIELDS
+
+    n_shards = con.execute("SELECT count(DISTINCT shard) FROM manifest").fetchall()[0][0]
     shards = []
-    for i, shard in enumerate(sorted(expected)):
+    # A few shards' rows at a time (mf.rows_by_shard): the whole manifest as Python objects was most of
+    # release's and derive's memory (~3 KB a row, issue 13).
+    for i, (shard, rows) in enumerate(
+        mf.rows_by_shard(con, ["member", "sample_id", "image_sha256", *SIDECAR_FIELDS])
+    ):
         if progress:  # (shards copied and checked, shards)
-            progress(i, len(expected))
-        data = read_shard(shard, set(expected[shard]))
-        problems, bad_samples = check_members(data, expected[shard], shard)
+            progress(i, n_shards)
+        assert shard is not None  # check_manifest refused a row without one
+        expected = {member: (sid, sha) for member, sid, sha, *_ in rows}
+        sidecars = {m: dict(zip(SIDECAR_FIELDS, values, strict=True)) for m, _, _, *values in rows}
+        del rows
+        data = read_shard(shard, set(expected))
+        problems, bad_samples = check_members(data, expected, shard)
         if problems:  # e.g. a truncated tar
             raise ReleaseError(f"{problems[0]}; restore the shard (`dvc checkout`) or regenerate")
         if bad_samples:
@@ -634,8 +639,8 @@ def assemble(
                 f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]}; "
                 "restore the shard (`dvc checkout`) or regenerate"
             )
-        members = len(expected[shard])
-        data = with_sidecars(data, sidecar_rows[shard], list(recipe.identities))  # WebDataset .json/.cls
+        members = len(expected)
+        data = with_sidecars(data, sidecars, list(recipe.identities))  # WebDataset .json/.cls
         digest = sha256_bytes(data)
         (out / "data" / "shards" / f"{digest}.tar").write_bytes(data)  # in staging: renamed whole
         shards.append(
@@ -648,7 +653,7 @@ def assemble(
             )
         )
     if progress:
-        progress(len(expected), len(expected))
+        progress(n_shards, n_shards)
     per_identity: dict[str, dict[str, int]] = {}
     for identity, decision, n in con.execute(
         "SELECT identity, coalesce(decision, 'unfiltered'), count(*) FROM manifest GROUP BY ALL ORDER BY ALL"
@@ -709,18 +714,6 @@ def assemble(
 
 
 ShardReader = Callable[[str, set[str]], bytes]
-
-
-def _sidecar_rows(con: Any) -> dict[str, dict[str, dict[str, Any]]]:
-    """shard -> member -> the manifest fields a WebDataset sidecar carries."""
-    from registry.webdataset import SIDECAR_FIELDS
-
-    cols = ", ".join(SIDECAR_FIELDS)
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    cur = con.execute(f"SELECT shard, member, {cols} FROM manifest")
-    for shard, member, *values in cur.fetchall():
-        out.setdefault(shard, {})[member] = dict(zip(SIDECAR_FIELDS, values, strict=True))
-    return out
 
 
 def _workspace_shard(ws: Path) -> ShardReader:

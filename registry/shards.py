@@ -110,16 +110,20 @@ def sha256_hex(data: bytes | memoryview) -> str:
 
 
 def check_members(
-    data: bytes, expected: dict[str, tuple[str, str]], name: str
+    data: bytes,
+    expected: dict[str, tuple[str, str]],
+    name: str,
+    scanned: tuple[dict[str, bytes | memoryview], list[str]] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Check the tar in ``data`` against ``expected`` (member -> (sample id, image sha256)).
 
     Returns (problems with the shard as a whole, sample id -> what is wrong with its image).
+    ``scanned``: ``scan(data)`` when the caller has it already (the tar is then not parsed again).
     """
     problems: list[str] = []
     found: dict[str, bytes | memoryview] = {}
     try:
-        found, unsafe = scan(data)
+        found, unsafe = scanned if scanned is not None else scan(data)
         if unsafe:  # never signed or verified: `tar -x` of the shard would write where the name says
             problems.append(
                 f"shard {name} holds {len(unsafe)} member(s) that are not plain <sample id>.<extension> "

@@ -1,10 +1,12 @@
 """Verifying a release byte by byte: signature, record, manifest, every shard and every image.
 
 Shards are read once each: the file's sha256 is checked against the signed subject, and the tar is
-parsed from the same bytes (plain ustar headers by hand, ``registry.shards.members_from_bytes``) to
-check every member against the manifest's ``image_sha256``. Measured on 100,000 small images in 100
-shards: 0.87x the throughput of ``sha256sum`` over the same files (benchmarks/bench_verify.py), which
-only hashes each file once and checks nothing inside it.
+parsed once from the same bytes (plain ustar headers by hand, ``registry.shards.scan``) to
+check every member against the manifest's ``image_sha256`` and its XMP marking (compared byte for
+byte with the chunk generation writes). Measured on 100,000 small images in 100 shards
+(benchmarks/bench_verify.py): 0.87x the throughput of ``sha256sum`` over the same files before images
+were marked and shards held WebDataset sidecars; ~0.25x since (three members an image, a marking each),
+short of the 0.8x target.
 
 C2PA (issue 12). When the release's recipe asked for C2PA content credentials, every image must carry a
 manifest that validates, chains to the organisation's anchor (``--c2pa-trust`` /
@@ -19,8 +21,9 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from registry.marking import Marking, marking_problems
 from registry.names import shown, unsafe_rows
 from registry.release import RELEASES, load_release, parse_ref
 from registry.release_record import ShardRef
-from registry.shards import check_members, members_from_bytes
+from registry.shards import check_members, scan
 from registry.signing import payload_of
 from registry.trust import load_trust
 
@@ -103,12 +106,13 @@ def _check_shard(
     problems = []
     if sha256_bytes(data) != expected_sha:
         problems.append(f"shard {path.name} does not match its signed sha256")
-    shard_problems, bad = check_members(data, members, path.name)
-    unmarked: dict[str, str] = {}
     try:
-        found = members_from_bytes(data)
+        scanned = scan(data)  # parsed once, for the digests and the markings
     except (tarfile.TarError, EOFError):
-        found = {}
+        scanned = None
+    shard_problems, bad = check_members(data, members, path.name, scanned)  # says why it is unreadable
+    unmarked: dict[str, str] = {}
+    found = scanned[0] if scanned is not None else {}
     reader = None
     for member, (sid, _) in members.items():
         if member not in found:
@@ -219,36 +223,43 @@ def verify(
     if not images:
         return _check_files(folder, record.shards, subjects, result, threads, progress)
     by_source = {s.source: s for s in record.shards}
-    jobs = []
-    # One row per shard with its columns as lists, zipped into dicts in C: a Python loop over the
-    # manifest's rows was a third of verify's time at 100,000 images (benchmarks/bench_verify.py).
-    for shard, sids, member_names, shas, generators, weights in con.execute(
-        "SELECT shard, list(sample_id ORDER BY index), list(member ORDER BY index), "
-        "list(image_sha256 ORDER BY index), list(generator_name ORDER BY index), "
-        "list(weights_digest ORDER BY index) FROM manifest GROUP BY shard ORDER BY min(index)"
-    ).fetchall():
-        result.samples += len(sids)
-        ref_ = by_source.get(shard)
-        if ref_ is None or subjects.get(f"data/{ref_.path}") != ref_.sha256:
-            result.problems.append(f"shard {shard} is not among the signed subjects")
-            continue
-        ms = dict(zip(member_names, zip(sids, shas, strict=True), strict=True))
-        marks = dict(zip(sids, map(Marking, sids, generators, weights), strict=True))
-        jobs.append((folder / "data" / ref_.path, ref_.sha256, ms, marks, c2pa))
-    with ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1)) as pool:
-        checked = 0
-        for job, (problems, bad, unmarked) in zip(
-            jobs, pool.map(lambda j: _check_shard(*j), jobs), strict=True
-        ):
-            result.problems += problems
-            result.bad_samples.update(bad)
-            result.unmarked.update(unmarked)
-            if problems:
-                result.damaged.append(job[0].relative_to(folder).as_posix())
-            checked += len(job[2])
-            if progress:
-                progress(checked, result.samples)
-    result.shards = len(jobs)
+    result.samples = con.execute("SELECT count(*) FROM manifest").fetchall()[0][0]
+    workers = threads or min(4, os.cpu_count() or 1)
+    pending: deque[tuple[Path, int, Future]] = deque()
+    checked = 0
+
+    def collect() -> None:
+        nonlocal checked
+        path, n, future = pending.popleft()
+        problems, bad, unmarked = future.result()
+        result.problems += problems
+        result.bad_samples.update(bad)
+        result.unmarked.update(unmarked)
+        if problems:
+            result.damaged.append(path.relative_to(folder).as_posix())
+        checked += n
+        if progress:
+            progress(checked, result.samples)
+
+    # Shard by shard, a few in flight: the manifest's rows as Python objects are held for those only
+    # (all of them at once grew verify by ~1.8 KB an image, issue 13).
+    columns = ["member", "sample_id", "image_sha256", "generator_name", "weights_digest"]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for shard, rows in mf.rows_by_shard(con, columns):
+            ref_ = by_source.get(shard) if shard is not None else None
+            if ref_ is None or subjects.get(f"data/{ref_.path}") != ref_.sha256:
+                result.problems.append(f"shard {shard} is not among the signed subjects")
+                continue
+            members, sids, shas, generators, weights = zip(*rows, strict=True)
+            ms = dict(zip(members, zip(sids, shas, strict=True), strict=True))
+            marks = dict(zip(sids, map(Marking, sids, generators, weights), strict=True))
+            path = folder / "data" / ref_.path
+            pending.append((path, len(rows), pool.submit(_check_shard, path, ref_.sha256, ms, marks, c2pa)))
+            result.shards += 1
+            while len(pending) > 2 * workers:
+                collect()
+        while pending:
+            collect()
     if c2pa.asked and anchors is None:
         result.problems.append(
             f"{result.ref}'s recipe asks for C2PA content credentials, but no C2PA trust anchor is "
