@@ -114,6 +114,37 @@ def write_flat(manifest: Path, out: Path, batch_rows: int = 10_000) -> None:
             writer.write_table(flat_table(pa.Table.from_batches([batch]).cast(SCHEMA)))
 
 
+def flat_differences(manifest: Path, flat: Path) -> int:
+    """How many rows of ``flat`` are not ``manifest``'s row at the same position, flattened (a missing or
+    extra row counts): 0 for the copy ``write_flat`` made. One DuckDB pass, map columns compared after
+    casting the JSON text back to a map, so a flat copy that says other things than the signed
+    manifest (an insider's edit before signing) is caught by ``verify``."""
+    import duckdb
+
+    def lit(p: Path) -> str:
+        return "'" + str(p).replace("'", "''") + "'"
+
+    differs = " OR ".join(
+        f"m.{f.name} IS DISTINCT FROM CAST(CAST(f.{f.name} AS JSON) AS MAP(VARCHAR, VARCHAR))"
+        if pa.types.is_map(f.type)
+        else f"m.{f.name} IS DISTINCT FROM f.{f.name}"
+        for f in SCHEMA
+    )
+    cols = ", ".join(SCHEMA.names)
+    try:
+        return (
+            duckdb.connect()
+            .execute(
+                f"SELECT count(*) FILTER (WHERE {differs}) "
+                f"FROM (SELECT {cols} FROM read_parquet({lit(manifest)})) m "
+                f"POSITIONAL JOIN (SELECT {cols} FROM read_parquet({lit(flat)})) f"
+            )
+            .fetchall()[0][0]
+        )
+    except duckdb.Error:  # not Parquet, a column missing or of another type: nothing in it matches
+        return max(1, pq.ParquetFile(manifest).metadata.num_rows)
+
+
 def read_table(path: Path) -> pa.Table:
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")

@@ -215,6 +215,14 @@ def verify(
             what = "is missing" if not path.is_file() else "does not match its signed sha256"
             result.problems.append(f"{rel} {what}; run `dvc checkout` or `dvc pull`")
             result.damaged.append(rel)
+    flat = folder / "data" / mf.FLAT
+    if images and f"data/{mf.FLAT}" in subjects and f"data/{mf.FLAT}" not in result.damaged:
+        n = mf.flat_differences(manifest, flat)
+        if n:  # signed, so as the releaser made it: but it must say what the manifest says
+            result.problems.append(
+                f"data/{mf.FLAT} differs from the signed manifest in {n} row(s); it must be the manifest's "
+                "flat copy: release again"
+            )
     con = mf.connect(manifest)
     n_unsafe, unsafe = unsafe_rows(con)
     if n_unsafe:  # signed or not, a name that extraction would place outside its folder is a failure

@@ -78,3 +78,28 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path):
 def test_atomic_write_gives_normal_permissions(tmp_path: Path):
     atomic_write_text(tmp_path / "x.json", "{}")
     assert (tmp_path / "x.json").stat().st_mode & 0o044  # readable by group/others, unlike mkstemp's 0600
+
+
+def test_flat_differences_finds_a_flat_copy_that_says_something_else(tmp_path: Path):
+    """The flat copy (for Hugging Face `datasets`) is signed as the releaser made it; verify also checks
+    that it says what the manifest says, row for row, map columns included."""
+    import json
+
+    import pyarrow as pa
+
+    manifest, flat = tmp_path / "m.parquet", tmp_path / "f.parquet"
+    mf.write_manifest([record(i) for i in range(5)], manifest)
+    mf.write_flat(manifest, flat, batch_rows=2)
+    assert mf.flat_differences(manifest, flat) == 0
+    table = pq.read_table(flat)
+    attrs = table.column("attributes").to_pylist()
+    attrs[3] = json.dumps({**json.loads(attrs[3]), "stroke": "edited"})
+    edited = table.set_column(table.schema.get_field_index("attributes"), "attributes", pa.array(attrs))
+    pq.write_table(edited, flat)
+    assert mf.flat_differences(manifest, flat) == 1
+    pq.write_table(table.slice(0, 4), flat)  # a row left out
+    assert mf.flat_differences(manifest, flat) == 1
+    pq.write_table(table.take([1, 0, 2, 3, 4]), flat)  # two rows swapped
+    assert mf.flat_differences(manifest, flat) == 2
+    flat.write_bytes(b"not parquet")
+    assert mf.flat_differences(manifest, flat) == 5
