@@ -5,9 +5,9 @@ shard files alone.
     python benchmarks/bench_travel.py [--shards 100] [--images 1000] [--repeats 3]
 
 Target (issue 9): the registry's overhead on top of DVC's transfer under 10%, that is
-(synthreg push + synthreg pull) / (dvc push + dvc pull) < 1.10. synthreg's pull includes verifying every
-shard and image against the signed record (`synthreg verify` after it is shown apart: it is the same
-check again, and a user who pulled need not run it).
+(synthreg push + synthreg pull) / (dvc push + dvc pull) < 1.10. synthreg's pull includes checking the
+signatures and every file whole against its signed sha256 (`verify(images=False)`); the full
+`synthreg verify` after it (each image, its marking, the names, the flat manifest) is shown apart.
 
 Both sides run the same `dvc` CLI against the same `moto_server` process (separate, so it takes no GIL
 from the timed side), each into its own empty bucket prefix, each from a git repository with the data

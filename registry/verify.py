@@ -157,10 +157,10 @@ def verify(
     final; it fails only on a problem. C2PA credentials are checked against the anchors at
     ``c2pa_trust`` (else ``$SYNTHREG_C2PA_TRUST``).
 
-    ``images=False`` (what ``pull`` runs after a transfer) checks each file whole against its signed
-    sha256 and the manifest's names, but does not open the shards: every byte is then what was signed,
-    while the release's inner consistency (each image against the manifest's digest, its marking and
-    C2PA credentials) is left to a full ``verify``."""
+    ``images=False`` (what ``pull`` runs after a transfer) checks the signatures and each file whole
+    against its signed sha256, and opens nothing: every byte is then what was signed, while what the
+    bytes say (safe names, each image against the manifest's digest, its marking and C2PA credentials,
+    the flat copy) is left to a full ``verify``."""
     name, version = parse_ref(ref)
     if version is None:
         raise ReleaseError(f"give a version to verify: {name}@X.Y.Z")
@@ -223,13 +223,13 @@ def verify(
                 f"data/{mf.FLAT} differs from the signed manifest in {n} row(s); it must be the manifest's "
                 "flat copy: release again"
             )
+    if not images:  # a transfer's check: every byte as signed; what the bytes say is verify's to check
+        return _check_files(folder, record.shards, subjects, result, threads, progress)
     con = mf.connect(manifest)
     n_unsafe, unsafe = unsafe_rows(con)
     if n_unsafe:  # signed or not, a name that extraction would place outside its folder is a failure
         result.problems.append(f"{n_unsafe} sample(s) have unsafe names or digests in the manifest")
         result.bad_samples.update({shown(sid): problem for sid, problem in unsafe})
-    if not images:
-        return _check_files(folder, record.shards, subjects, result, threads, progress)
     by_source = {s.source: s for s in record.shards}
     result.samples = con.execute("SELECT count(*) FROM manifest").fetchall()[0][0]
     workers = threads or min(4, os.cpu_count() or 1)
