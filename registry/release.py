@@ -355,6 +355,10 @@ def publish(
                 subjects[f"data/{mf.FLAT}"] = sha256_file(flat)
             payload = record.model_dump(mode="json")
             atomic_write_text(staging / "release.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
+            # The exports are signed too: README.md is what Hugging Face `datasets` obeys (its configs:
+            # name the files it loads), and the card and report are what reviewers read.
+            _write_exports(staging, record, report, report_text)
+            subjects |= {e: sha256_file(staging / e) for e in EXPORTS}
             envelope = sign(statement(subjects, payload), signer)
             # Sign as releaser. The sign-off (who, roles, when, audit checkpoint) is signed too.
             signoffs = [
@@ -363,7 +367,6 @@ def publish(
             approval = approval_state(trust, ref, envelope, signoffs)
             atomic_write_text(staging / ENVELOPE, json.dumps(envelope, indent=2) + "\n")
             atomic_write_text(staging / SIGNOFFS, json.dumps(signoffs, indent=2) + "\n")
-            _write_exports(staging, record, report, report_text)
             _fsync_tree(staging)
             signer_details = {"status": approval.status, "signer": {"keyid": entry.keyid, "name": entry.name}}
             # Final only when the thresholds are met; a candidate waits for `synthreg approve`. The commit
@@ -731,6 +734,18 @@ def _has_commits(ws: Path) -> bool:
         subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=ws, capture_output=True).returncode
         == 0
     )
+
+
+# What _write_exports writes at the top of a release folder; each is a signed subject (verify checks them).
+EXPORTS = (
+    "policy-report.json",
+    "policy-report.md",
+    "card.md",
+    "README.md",
+    "croissant.json",
+    "prov.json",
+    "report.html",
+)
 
 
 def _write_exports(out: Path, record: Release, report: PolicyReport, report_text: str) -> None:

@@ -34,7 +34,7 @@ from registry.digests import sha256_bytes, sha256_file
 from registry.errors import ReleaseError, SigningError
 from registry.marking import Marking, marking_problems
 from registry.names import shown, unsafe_rows
-from registry.release import RELEASES, load_release, parse_ref
+from registry.release import EXPORTS, RELEASES, load_release, parse_ref
 from registry.release_record import ShardRef
 from registry.shards import check_members, scan
 from registry.signing import payload_of
@@ -204,17 +204,34 @@ def verify(
         result.damaged.append("data/manifest.parquet")
         return result
     shard_subjects = {f"data/{s.path}" for s in record.shards}
-    for rel, sha in sorted(subjects.items()):  # any other signed file, e.g. data/manifest-flat.parquet
+    for rel, sha in sorted(subjects.items()):  # other signed files: data/manifest-flat.parquet, the exports
         if rel == "data/manifest.parquet" or rel in shard_subjects:
             continue
-        if not rel.startswith("data/") or ".." in Path(rel).parts:  # never hash a file outside data/
+        inside = rel.startswith("data/") and ".." not in Path(rel).parts
+        if not inside and rel not in EXPORTS:  # never hash a file outside data/ but the named exports
             result.problems.append(f"signed subject {rel!r} is not a file inside data/")
             continue
         path = folder / rel
         if not path.is_file() or sha256_file(path) != sha:
             what = "is missing" if not path.is_file() else "does not match its signed sha256"
-            result.problems.append(f"{rel} {what}; run `dvc checkout` or `dvc pull`")
+            fix = (
+                f"restore it from git (`git checkout -- {rel}`)"
+                if not inside
+                else "run `dvc checkout` or `dvc pull`"
+            )
+            result.problems.append(f"{rel} {what}; {fix}")
+            if inside:  # DVC data, which a pull discards; the exports are git's
+                result.damaged.append(rel)
+    # A file in data/ that nobody signed (an insider's extra shard, which `load_dataset(folder)` would
+    # read with the signed ones) fails the release and, for pull, is discarded like a damaged one.
+    for path in sorted((folder / "data").rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if (path.is_file() or path.is_symlink()) and rel not in subjects:
+            result.problems.append(f"{rel} is not signed: no release file may be added after signing")
             result.damaged.append(rel)
+    unsigned = [e for e in EXPORTS if e not in subjects and (folder / e).exists()]
+    if unsigned and any(e in subjects for e in EXPORTS):  # a release that signs its exports signs all
+        result.problems.append(f"{', '.join(unsigned)} not signed with the other exports")
     flat = folder / "data" / mf.FLAT
     if images and f"data/{mf.FLAT}" in subjects and f"data/{mf.FLAT}" not in result.damaged:
         n = mf.flat_differences(manifest, flat)
@@ -231,6 +248,9 @@ def verify(
         result.problems.append(f"{n_unsafe} sample(s) have unsafe names or digests in the manifest")
         result.bad_samples.update({shown(sid): problem for sid, problem in unsafe})
     by_source = {s.source: s for s in record.shards}
+    if len(by_source) < len(record.shards) or len({s.path for s in record.shards}) < len(record.shards):
+        result.problems.append("the record lists a shard twice (same source or same file)")
+    visited: dict[str, int] = {}
     result.samples = con.execute("SELECT count(*) FROM manifest").fetchall()[0][0]
     workers = threads or min(4, os.cpu_count() or 1)
     pending: deque[tuple[Path, int, Future]] = deque()
@@ -261,6 +281,7 @@ def verify(
             members, sids, shas, generators, weights = zip(*rows, strict=True)
             ms = dict(zip(members, zip(sids, shas, strict=True), strict=True))
             marks = dict(zip(sids, map(Marking, sids, generators, weights), strict=True))
+            visited[ref_.source] = len(rows)
             path = folder / "data" / ref_.path
             pending.append((path, len(rows), pool.submit(_check_shard, path, ref_.sha256, ms, marks, c2pa)))
             result.shards += 1
@@ -268,6 +289,14 @@ def verify(
                 collect()
         while pending:
             collect()
+    for ref_ in record.shards:  # the record and the manifest must name the same shards, with as many rows
+        if ref_.source not in visited:
+            result.problems.append(f"shard {ref_.source} is in the record but no manifest row names it")
+        elif visited[ref_.source] != ref_.members:
+            result.problems.append(
+                f"shard {ref_.source}: the record says {ref_.members} members, the manifest names "
+                f"{visited[ref_.source]}"
+            )
     if c2pa.asked and anchors is None:
         result.problems.append(
             f"{result.ref}'s recipe asks for C2PA content credentials, but no C2PA trust anchor is "

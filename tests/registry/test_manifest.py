@@ -94,12 +94,25 @@ def test_flat_differences_finds_a_flat_copy_that_says_something_else(tmp_path: P
     table = pq.read_table(flat)
     attrs = table.column("attributes").to_pylist()
     attrs[3] = json.dumps({**json.loads(attrs[3]), "stroke": "edited"})
-    edited = table.set_column(table.schema.get_field_index("attributes"), "attributes", pa.array(attrs))
-    pq.write_table(edited, flat)
-    assert mf.flat_differences(manifest, flat) == 1
+    i = table.schema.get_field_index("attributes")
+    pq.write_table(table.set_column(i, table.schema.field(i), pa.array(attrs)), flat)
+    assert mf.flat_differences(manifest, flat, batch_rows=2) == 1
     pq.write_table(table.slice(0, 4), flat)  # a row left out
+    assert mf.flat_differences(manifest, flat, batch_rows=3) == 1
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), flat)  # a row added
     assert mf.flat_differences(manifest, flat) == 1
     pq.write_table(table.take([1, 0, 2, 3, 4]), flat)  # two rows swapped
     assert mf.flat_differences(manifest, flat) == 2
+    # What `datasets` would read differently although DuckDB's casts would call it equal: the map's
+    # JSON with a number, a column of another type, an extra column.
+    attrs = table.column("attributes").to_pylist()
+    attrs[0] = '{"stroke": 1}'
+    pq.write_table(table.set_column(i, table.schema.field(i), pa.array(attrs)), flat)
+    assert mf.flat_differences(manifest, flat) == 1
+    g = table.schema.get_field_index("guidance")
+    pq.write_table(table.set_column(g, "guidance", table.column(g).cast(pa.float32())), flat)
+    assert mf.flat_differences(manifest, flat) == 5  # another schema: every row
+    pq.write_table(table.append_column("label_override", pa.array(["x"] * 5)), flat)
+    assert mf.flat_differences(manifest, flat) == 5
     flat.write_bytes(b"not parquet")
     assert mf.flat_differences(manifest, flat) == 5

@@ -29,7 +29,7 @@ from registry.catalog import diff, list_releases
 from registry.cli import app
 from registry.errors import ReleaseError
 from registry.policy import PolicyReport
-from registry.release import load_release, release
+from registry.release import EXPORTS, load_release, release
 from registry.release_record import Release
 from registry.signing import keygen
 from registry.verify import verify
@@ -106,7 +106,7 @@ def test_release_writes_signs_commits_tags_and_verifies(released: Built, solo_tr
         "data/manifest.parquet": record.manifest_sha256
     } | {f"data/shards/{s.sha256}.tar": s.sha256 for s in record.shards} | {
         "data/manifest-flat.parquet": sha256(out / "data/manifest-flat.parquet")
-    }
+    } | {e: sha256(out / e) for e in EXPORTS}  # README.md is what `datasets` obeys: signed
     assert statement["predicate"] == record.model_dump(mode="json")
 
     result = verify(ws, "digits@1.0.0")
@@ -609,3 +609,29 @@ def test_a_truncated_workspace_shard_is_a_clear_refusal(fresh: Path, base: Built
         release("digits", "1.0.0", fresh, key=base.key)
     assert_nothing_released(fresh)
     assert strays(fresh) == []
+
+
+def test_a_file_added_to_data_after_signing_fails_verify_and_is_named(released_copy: Path) -> None:
+    """An insider's extra shard (which `load_dataset(folder)` would read with the signed ones, as the
+    card's configs glob data/shards/*.tar) is not signed: verify fails and names it as damaged, so a
+    pull discards it."""
+    ws = released_copy
+    extra = folder(ws, "1.0.0") / "data" / "shards" / "evil.tar"
+    extra.parent.chmod(0o755)
+    extra.write_bytes(b"not signed")
+    result = verify(ws, "digits@1.0.0")
+    assert "data/shards/evil.tar is not signed: no release file may be added after signing" in result.problems
+    assert result.damaged == ["data/shards/evil.tar"]
+    files_only = verify(ws, "digits@1.0.0", images=False)  # what pull runs
+    assert files_only.damaged == ["data/shards/evil.tar"] and not files_only.ok
+
+
+def test_an_edited_card_fails_verify(released_copy: Path) -> None:
+    """README.md is what Hugging Face `datasets` obeys (its configs: name the files it loads): signed."""
+    ws = released_copy
+    card = folder(ws, "1.0.0") / "README.md"
+    writable_private_copy(card)
+    card.write_text(card.read_text().replace("data/shards/*.tar", "data/other/*.tar"))
+    assert verify(ws, "digits@1.0.0").problems == [
+        "README.md does not match its signed sha256; restore it from git (`git checkout -- README.md`)"
+    ]
