@@ -39,6 +39,7 @@ from registry.release_record import ShardRef
 from registry.shards import check_members, scan
 from registry.signing import payload_of
 from registry.trust import load_trust
+from registry.webdataset import SIDECAR_FIELDS, sidecar
 
 
 @dataclass
@@ -93,9 +94,12 @@ def _check_shard(
     members: dict[str, tuple[str, str]],
     marks: dict[str, Marking],
     c2pa: _C2pa = _C2pa(False, None),
+    sidecars: dict[str, tuple[str, bytes | None]] | None = None,
 ) -> tuple[list[str], dict, dict]:
     """members: member name -> (sample id, image sha256); marks: sample id -> the marking its record
-    implies. Returns (problems, bad samples, marking problems of images whose bytes are as recorded)."""
+    implies; sidecars: WebDataset member name (``<key>.json``, ``<key>.cls``) -> (sample id, the bytes
+    the manifest row makes, None when unknown). Returns (problems, bad samples, marking problems of
+    images whose bytes are as recorded)."""
     if not path.is_file():
         return (
             [f"shard {path.name} is missing"],
@@ -139,6 +143,17 @@ def _check_shard(
             unmarked[sid] = "; ".join(notes)
     if reader is not None:
         reader.close()
+    if sidecars is not None:  # what a WebDataset loader reads as the label must be what was recorded
+        unexpected = [m for m in found if m not in members and m not in sidecars]
+        if unexpected:
+            problems.append(
+                f"shard {path.name} holds {len(unexpected)} member(s) no manifest row names, first "
+                f"{shown(unexpected[0])}"
+            )
+        for member, (sid, want) in sidecars.items():
+            got = found.get(member)
+            if got is not None and want is not None and bytes(got) != want and sid not in bad:
+                bad[sid] = f"its sidecar {member} in {path.name} differs from the manifest's record"
     return problems + shard_problems, bad, unmarked
 
 
@@ -271,19 +286,23 @@ def verify(
 
     # Shard by shard, a few in flight: the manifest's rows as Python objects are held for those only
     # (all of them at once grew verify by ~1.8 KB an image, issue 13).
-    columns = ["member", "sample_id", "image_sha256", "generator_name", "weights_digest"]
+    columns = ["member", "sample_id", "image_sha256", "generator_name", "weights_digest", *SIDECAR_FIELDS]
+    classes = list(record.recipe.identities) if record.recipe else None
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for shard, rows in mf.rows_by_shard(con, columns):
             ref_ = by_source.get(shard) if shard is not None else None
             if ref_ is None or subjects.get(f"data/{ref_.path}") != ref_.sha256:
                 result.problems.append(f"shard {shard} is not among the signed subjects")
                 continue
-            members, sids, shas, generators, weights = zip(*rows, strict=True)
+            members, sids, shas, generators, weights = zip(*(r[:5] for r in rows), strict=True)
             ms = dict(zip(members, zip(sids, shas, strict=True), strict=True))
             marks = dict(zip(sids, map(Marking, sids, generators, weights), strict=True))
-            visited[ref_.source] = len(rows)
+            cars = _sidecars(rows, classes)
+            del rows
+            visited[ref_.source] = len(ms)
             path = folder / "data" / ref_.path
-            pending.append((path, len(rows), pool.submit(_check_shard, path, ref_.sha256, ms, marks, c2pa)))
+            job = pool.submit(_check_shard, path, ref_.sha256, ms, marks, c2pa, cars)
+            pending.append((path, len(sids), job))
             result.shards += 1
             while len(pending) > 2 * workers:
                 collect()
@@ -304,6 +323,23 @@ def verify(
             "to the organisation's root certificate (PEM)"
         )
     return result
+
+
+def _sidecars(rows: list[tuple], classes: list[str] | None) -> dict[str, tuple[str, bytes | None]]:
+    """The ``.json`` and ``.cls`` members release writes beside each image of these manifest rows
+    (``member, sample_id, ..., *SIDECAR_FIELDS``), as ``registry.webdataset.with_sidecars`` makes them."""
+    out: dict[str, tuple[str, bytes | None]] = {}
+    for row in rows:
+        member, sid = row[0], row[1]
+        fields = dict(zip(SIDECAR_FIELDS, row[5:], strict=True))
+        key = member.removesuffix(".png")
+        out[f"{key}.json"] = (sid, sidecar(fields))
+        identity = fields["identity"]
+        cls = (
+            None if classes is None else str(classes.index(identity) if identity in classes else -1).encode()
+        )
+        out[f"{key}.cls"] = (sid, cls)
+    return out
 
 
 def _check_files(

@@ -148,3 +148,25 @@ def sha256_of(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_verify_checks_the_sidecars_a_loader_reads_as_labels(tmp_path: Path) -> None:
+    """A shard signed with a `.json` or `.cls` sidecar that disagrees with the manifest (what
+    WebDataset and `load_dataset(folder)` read as the label), or with a member no row names, fails."""
+    png = encode_png(image(), Marking("s-1", "g", WEIGHTS))
+    row_json, row_cls = b'{"identity": "3"}', b"3"
+    members = {"s-1.png": ("s-1", sha256_of(png))}
+    marks = {"s-1": Marking("s-1", "g", WEIGHTS)}
+    cars = {"s-1.json": ("s-1", row_json), "s-1.cls": ("s-1", row_cls)}
+    path = tmp_path / "shard.tar"
+    path.write_bytes(tar_bytes([("s-1.png", png), ("s-1.json", row_json), ("s-1.cls", row_cls)]))
+    assert _check_shard(path, sha256(path), members, marks, sidecars=cars)[:2] == ([], {})
+    path.write_bytes(tar_bytes([("s-1.png", png), ("s-1.json", row_json), ("s-1.cls", b"7")]))
+    problems, bad, _ = _check_shard(path, sha256(path), members, marks, sidecars=cars)
+    assert (problems, bad) == (
+        [],
+        {"s-1": "its sidecar s-1.cls in shard.tar differs from the manifest's record"},
+    )
+    path.write_bytes(tar_bytes([("s-1.png", png), ("s-1.json", row_json), ("s-9.png", png)]))
+    problems, bad, _ = _check_shard(path, sha256(path), members, marks, sidecars=cars)
+    assert problems == ["shard shard.tar holds 1 member(s) no manifest row names, first 's-9.png'"]
