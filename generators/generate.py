@@ -55,7 +55,7 @@ from registry.digests import perceptual_hash, sha256_bytes, sha256_file
 from registry.errors import ManifestError
 from registry.fsio import atomic_path, atomic_write_text
 from registry.locks import folder_lock
-from registry.marking import XMP_KEYWORD, Marking, xmp_packet
+from registry.marking import XMP_KEYWORD, Marking, check_markable, xmp_packet
 from registry.models import LOAD_TEST_BACKEND, GenerateParams, GenerationRequest, Recipe, SampleRecord
 from registry.shards import write_shard
 from registry.workspace import inside, relative
@@ -167,6 +167,7 @@ def plan_job(
     h.update(b',"requests":[')
     for req in iter_plan(recipe):
         backend.check(req)
+        check_markable(Marking(req.sample_id, spec.name, spec.weights_digest))  # as _run_batch marks it
         h.update((b"," if req.index else b"") + _canon(req.model_dump()))
     h.update(b'],"scheduler":' + _canon(spec.scheduler_config_digest))
     h.update(b',"shard_size":' + _canon(shard_size) + b',"weights":' + _canon(spec.weights_digest))
