@@ -208,7 +208,7 @@ def generate(
     recipe = load_recipe(inside(ws, recipe_path, "recipe"))
     out_dir = inside(ws, out or default_out_dir(recipe), "output folder")
     audit.log_path(ws)  # refused before anything is written
-    creds = _c2pa_credentials(recipe_path, recipe, c2pa_key, c2pa_chain)
+    creds = _c2pa_credentials(ws, recipe_path, recipe, c2pa_key, c2pa_chain)
     if params.threads and recipe.generator.backend != LOAD_TEST_BACKEND:
         import torch
 
@@ -220,9 +220,10 @@ def generate(
 
 
 def _c2pa_credentials(
-    recipe_path: Path | str, recipe: Recipe, key: Path | str | None, chain: Path | str | None
+    ws: Path, recipe_path: Path | str, recipe: Recipe, key: Path | str | None, chain: Path | str | None
 ) -> Credentials | None:
-    """The checked C2PA key and chain when the recipe asks for C2PA (None when it does not)."""
+    """The checked C2PA key and chain when the recipe asks for C2PA (None when it does not); a key
+    inside the workspace is refused."""
     if not recipe.c2pa:
         return None
     import os
@@ -235,7 +236,7 @@ def _c2pa_credentials(
             f"recipe {recipe_path} asks for C2PA content credentials (marking: {{c2pa: true}}) but no "
             f"C2PA signing key and certificate chain are given: {NO_KEY_HINT}"
         )
-    creds = load_credentials(key, chain)
+    creds = load_credentials(key, chain, ws)
     PngSigner(creds).close()  # c2pa-python is there and accepts them, before anything is written
     return creds
 

@@ -197,8 +197,11 @@ def render_image(t: dict) -> None:
         for p in mark["problems"]:
             head.add_row("marking problem", FLAG.format(escape(p)))
     c2pa = t.get("c2pa")
-    if c2pa and (c2pa["found"] is not None or c2pa["asked_by"]):  # none found, none asked: nothing to say
+    # none found, none asked: nothing to say
+    if c2pa and (c2pa["found"] is not None or c2pa["asked_by"] or c2pa.get("unchecked")):
         head.add_row("C2PA", escape(c2pa["summary"]))
+        if c2pa["asked_by"]:
+            head.add_row("C2PA required by", escape(", ".join(c2pa["asked_by"])))
         for p in c2pa["problems"]:
             head.add_row("C2PA problem", FLAG.format(escape(p)))
     console.print(head)
