@@ -55,7 +55,7 @@ from registry.digests import perceptual_hash, sha256_bytes, sha256_file
 from registry.errors import ManifestError
 from registry.fsio import atomic_path, atomic_write_text
 from registry.locks import folder_lock
-from registry.marking import XMP_KEYWORD, Marking, xmp_packet
+from registry.marking import XMP_KEYWORD, Marking, check_markable, xmp_packet
 from registry.models import LOAD_TEST_BACKEND, GenerateParams, GenerationRequest, Recipe, SampleRecord
 from registry.shards import write_shard
 from registry.workspace import inside, relative
@@ -167,6 +167,7 @@ def plan_job(
     h.update(b',"requests":[')
     for req in iter_plan(recipe):
         backend.check(req)
+        check_markable(Marking(req.sample_id, spec.name, spec.weights_digest))  # as _run_batch marks it
         h.update((b"," if req.index else b"") + _canon(req.model_dump()))
     h.update(b'],"scheduler":' + _canon(spec.scheduler_config_digest))
     h.update(b',"shard_size":' + _canon(shard_size) + b',"weights":' + _canon(spec.weights_digest))
@@ -207,7 +208,7 @@ def generate(
     recipe = load_recipe(inside(ws, recipe_path, "recipe"))
     out_dir = inside(ws, out or default_out_dir(recipe), "output folder")
     audit.log_path(ws)  # refused before anything is written
-    creds = _c2pa_credentials(recipe_path, recipe, c2pa_key, c2pa_chain)
+    creds = _c2pa_credentials(ws, recipe_path, recipe, c2pa_key, c2pa_chain)
     if params.threads and recipe.generator.backend != LOAD_TEST_BACKEND:
         import torch
 
@@ -219,9 +220,10 @@ def generate(
 
 
 def _c2pa_credentials(
-    recipe_path: Path | str, recipe: Recipe, key: Path | str | None, chain: Path | str | None
+    ws: Path, recipe_path: Path | str, recipe: Recipe, key: Path | str | None, chain: Path | str | None
 ) -> Credentials | None:
-    """The checked C2PA key and chain when the recipe asks for C2PA (None when it does not)."""
+    """The checked C2PA key and chain when the recipe asks for C2PA (None when it does not); a key
+    inside the workspace is refused."""
     if not recipe.c2pa:
         return None
     import os
@@ -234,7 +236,7 @@ def _c2pa_credentials(
             f"recipe {recipe_path} asks for C2PA content credentials (marking: {{c2pa: true}}) but no "
             f"C2PA signing key and certificate chain are given: {NO_KEY_HINT}"
         )
-    creds = load_credentials(key, chain)
+    creds = load_credentials(key, chain, ws)
     PngSigner(creds).close()  # c2pa-python is there and accepts them, before anything is written
     return creds
 

@@ -25,6 +25,8 @@ import zlib
 from typing import NamedTuple
 from xml.sax.saxutils import quoteattr
 
+from registry.errors import GeneratorError
+
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 XMP_KEYWORD = "XML:com.adobe.xmp"
 NS_SYNTHREG = "https://synthreg.dev/xmp/1.0/"
@@ -68,6 +70,25 @@ def xmp_packet(m: Marking) -> str:
     )
 
 
+def check_markable(m: Marking) -> None:
+    """Refuse a marking whose packet would exceed what readers parse (``_MAX_PACKET``): cut there, it
+    would read back as other values than were written. Generation calls this for every request before
+    anything is written."""
+    size = len(xmp_packet(m).encode())
+    if size > _MAX_PACKET:
+        longest = max(
+            ("sample id", m.sample_id),
+            ("generator", m.generator),
+            ("weights digest", m.weights_digest),
+            key=lambda kv: len(kv[1]),
+        )
+        raise GeneratorError(
+            f"sample {m.sample_id[:40]!r}: its marking would be {size} bytes, over the {_MAX_PACKET} a "
+            f"reader parses (its {longest[0]} is {len(longest[1])} characters); shorten the generator name, "
+            "dataset name or prompt identity that make it"
+        )
+
+
 def _chunks(png: bytes | memoryview) -> list[tuple[bytes, bytes]]:
     """(type, data) of the chunks before the image data; a PNG that is not one gives []."""
     data = memoryview(png)
@@ -99,13 +120,34 @@ def _xmp_text(png: bytes | memoryview) -> str | None:
     return None
 
 
-def _attr(text: str, name: str) -> str | None:
+# One attribute, in either quote style: quoteattr uses single quotes when the value holds a double quote
+# (and no single quote). Matched left to right, each value whole, so a value that looks like an attribute
+# (a generator named `x synthreg:weightsDigest="..."`) is never taken for one.
+_ATTRIBUTE = re.compile(r"""([\w:.-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+# What quoteattr writes (&amp; &lt; &gt; &quot; and &#10; &#13; &#9;), and any XML character reference.
+_ENTITY = re.compile(r"&(?:#([0-9]+)|#x([0-9a-fA-F]+)|(amp|lt|gt|quot|apos));")
+_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+def _unescape(value: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        if m.group(3):
+            return _NAMED[m.group(3)]
+        code = int(m.group(1), 10) if m.group(1) else int(m.group(2), 16)
+        return chr(code) if 0 < code <= 0x10FFFF else m.group(0)  # out of range: left as written
+
+    return _ENTITY.sub(one, value)  # one pass: "&amp;#10;" is the text "&#10;", not a newline
+
+
+def _attrs(text: str) -> dict[str, str]:
     # The packet is ours in form (attributes on one rdf:Description); a regex over it avoids running a
-    # full XML parser (entity expansion) on bytes that come from an untrusted file.
-    m = re.search(rf'{re.escape(name)}="([^"]*)"', text)  # quoteattr wrote it with double quotes
-    if m is None:
-        return None
-    return m.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    # full XML parser (entity expansion) on bytes that come from an untrusted file. The first of a name
+    # counts (XML forbids a second).
+    out: dict[str, str] = {}
+    for m in _ATTRIBUTE.finditer(text):
+        raw = m.group(2) if m.group(2) is not None else m.group(3)
+        out.setdefault(m.group(1), _unescape(raw))
+    return out
 
 
 def read_marking(png: bytes | memoryview) -> Marking | None:
@@ -113,13 +155,14 @@ def read_marking(png: bytes | memoryview) -> Marking | None:
     text = _xmp_text(png)
     if text is None:
         return None
-    source_type = _attr(text, "Iptc4xmpExt:DigitalSourceType")
+    attrs = _attrs(text)
+    source_type = attrs.get("Iptc4xmpExt:DigitalSourceType")
     if source_type is None:
         return None
     return Marking(
-        sample_id=_attr(text, "synthreg:sampleId") or "",
-        generator=_attr(text, "synthreg:generator") or "",
-        weights_digest=_attr(text, "synthreg:weightsDigest") or "",
+        sample_id=attrs.get("synthreg:sampleId", ""),
+        generator=attrs.get("synthreg:generator", ""),
+        weights_digest=attrs.get("synthreg:weightsDigest", ""),
         digital_source_type=source_type,
     )
 
@@ -211,6 +254,7 @@ __all__ = [
     "DIGITAL_SOURCE_TYPE",
     "XMP_KEYWORD",
     "Marking",
+    "check_markable",
     "describe",
     "marking_problems",
     "read_marking",

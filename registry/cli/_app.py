@@ -735,7 +735,7 @@ def trace_image(
         res = lineage.trace_image(ws, file)
         png = file.read_bytes()
         res["marking"] = trace_marking(png, res["images"])  # issue 12: is it marked?
-        res["c2pa"] = trace_credentials(ws, png, res, load_anchors(c2pa_trust))
+        res["c2pa"] = trace_credentials(ws, png, res, load_anchors(c2pa_trust, ws))
         _emit(res, as_json, render_image)
 
 

@@ -69,9 +69,10 @@ def _samples_rows(t: Any, d: dict, recipe_sha: bool) -> None:
             f", recipe sha256 {d['recipe_sha256']}" if recipe_sha else ""
         )
         seeds = f"seeds {s['seed_min']}..{s['seed_max']}"
-        t.add_row("samples", f"{s['count']} ({s['accepted']} accepted); {seeds} ({escape(recipe)})")
+        # a logged profile may say anything: every cell built from data is escaped whole
+        t.add_row("samples", escape(f"{s['count']} ({s['accepted']} accepted); {seeds} ({recipe})"))
     reasons = ", ".join(f"{k} {v}" for k, v in f["reasons"].items())
-    t.add_row("filter", f"{f['accepted']} accepted / {f['rejected']} rejected ({escape(reasons)})")
+    t.add_row("filter", escape(f"{f['accepted']} accepted / {f['rejected']} rejected ({reasons})"))
 
 
 def _lineage_tables(console: Any, d: dict, name: str) -> None:
@@ -79,7 +80,7 @@ def _lineage_tables(console: Any, d: dict, name: str) -> None:
     gens = _table(f"{name}: generators", "name", "backend", "licence", "weights sha256", "images")
     for g in d["generators"]:
         names = (escape(g["name"]), escape(g["backend"]), escape(g["licence"]))
-        gens.add_row(*names, g["weights_digest"], str(g["images"]))
+        gens.add_row(*names, escape(str(g["weights_digest"])), escape(str(g["images"])))
     console.print(gens)
     if d["prompt_templates"]:
         prompts = _table(f"{name}: prompt templates", "template")
@@ -101,7 +102,9 @@ def _lineage_tables(console: Any, d: dict, name: str) -> None:
     if waivers:
         wt = _table(f"{name}: waivers", "rule", "approver", "expires", "reason")
         for w in waivers:
-            wt.add_row(escape(w["rule_id"]), escape(w["approver"]), str(w["expires"]), escape(w["reason"]))
+            wt.add_row(
+                escape(w["rule_id"]), escape(w["approver"]), escape(str(w["expires"])), escape(w["reason"])
+            )
         console.print(wt)
 
 
@@ -197,8 +200,11 @@ def render_image(t: dict) -> None:
         for p in mark["problems"]:
             head.add_row("marking problem", FLAG.format(escape(p)))
     c2pa = t.get("c2pa")
-    if c2pa and (c2pa["found"] is not None or c2pa["asked_by"]):  # none found, none asked: nothing to say
+    # none found, none asked: nothing to say
+    if c2pa and (c2pa["found"] is not None or c2pa["asked_by"] or c2pa.get("unchecked")):
         head.add_row("C2PA", escape(c2pa["summary"]))
+        if c2pa["asked_by"]:
+            head.add_row("C2PA required by", escape(", ".join(c2pa["asked_by"])))
         for p in c2pa["problems"]:
             head.add_row("C2PA problem", FLAG.format(escape(p)))
     console.print(head)
@@ -206,7 +212,7 @@ def render_image(t: dict) -> None:
         s = _fields(escape(f"sample {im['sample_id']}"))
         s.add_row("identity", escape(str(im["identity"])))
         if t["match"] != "exact":
-            s.add_row("distance", str(im["distance"]))
+            s.add_row("distance", escape(str(im["distance"])))
         s.add_row("generator", escape(f"{im['generator_name']} [{im['generator_licence']}]"))
         s.add_row("weights sha256", escape(im["weights_digest"]))
         s.add_row("prompt", escape(repr(im["prompt"])))
@@ -243,7 +249,7 @@ def render_impact(t: dict) -> None:
         f"{c['versions']} version(s), {c['samples']} sample(s) ({c['accepted']} accepted), "
         f"{c['runs']} run(s), {c['model_versions']} model version(s)"
     )
-    head.add_row("reached", reached)
+    head.add_row("reached", escape(reached))
     console.print(head)
     if t["versions"]:
         vt = _table("dataset versions", "version", "samples", "accepted", "status")
@@ -253,7 +259,7 @@ def render_impact(t: dict) -> None:
                 status = FLAG.format("UNRELEASED") + escape(
                     f" (manifest {v['manifest_sha256']} in {v['resolved_from']})"
                 )
-            vt.add_row(escape(v["release"]), str(v["samples"]), str(v["accepted"]), status)
+            vt.add_row(escape(v["release"]), escape(str(v["samples"])), escape(str(v["accepted"])), status)
         console.print(vt)
     runs = t["runs"] or t.get("unresolved_runs")
     if runs:

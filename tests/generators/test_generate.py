@@ -163,3 +163,16 @@ def test_shards_shrink_so_a_small_run_still_has_min_shards(workspace: Path):
         with tarfile.open(path) as tar:
             members.append(len(tar.getnames()))
     assert members == [3, 3, 3, 3]
+
+
+def test_a_marking_too_large_to_read_back_is_refused_before_anything_is_written(workspace: Path):
+    """A packet over registry.marking's _MAX_PACKET is cut by readers, so it would read back as other
+    values than generation wrote while the fast path of marking_problems said OK."""
+    recipe = small_recipe()
+    recipe["generator"]["name"] = "g" * 70_000
+    write_yaml(workspace / "recipe.yaml", recipe)
+    with pytest.raises(
+        GeneratorError, match=r"its marking would be 70[0-9]{3} bytes, over the 65536 a reader"
+    ):
+        generate(Path("recipe.yaml"), workspace, None, PARAMS)
+    assert not (workspace / "data").exists()

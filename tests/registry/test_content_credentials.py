@@ -18,13 +18,17 @@ from generators.generate import encode_png
 from registry.cli import app
 from registry.content_credentials import (
     C2PA_CHUNK,
+    Found,
+    Reader,
     credential_problems,
     has_c2pa,
     keygen_c2pa,
     load_anchors,
     load_credentials,
+    problems_of,
     sign_png,
     strip_c2pa,
+    trace_credentials,
 )
 from registry.errors import CredentialsError
 from registry.marking import Marking, read_marking
@@ -110,6 +114,44 @@ def test_bad_credentials_are_refused_with_what_to_do(chain, tmp_path: Path, monk
         load_credentials(chain.key, chain.root)  # a key that the first certificate does not hold
 
 
+def test_keys_and_anchors_inside_the_workspace_are_refused(chain, tmp_path: Path, monkeypatch) -> None:
+    """As registry.trust refuses a release trust root there: whoever can commit could vouch for their
+    own signer (root.pem) or publish the key."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    key, root = ws / "signer.key", ws / "root.pem"
+    key.write_bytes(chain.key.read_bytes())
+    root.write_bytes(chain.root.read_bytes())
+    (tmp_path / "outside.pem").symlink_to(root)  # a link from outside to inside is inside
+    for path in (root, tmp_path / "outside.pem"):
+        with pytest.raises(CredentialsError, match=r"^C2PA trust anchors .* are inside the workspace, where"):
+            load_anchors(path, ws)
+    monkeypatch.setenv("SYNTHREG_C2PA_TRUST", str(root))
+    with pytest.raises(CredentialsError, match=rf"^C2PA trust anchors {root} are inside the workspace"):
+        load_anchors(None, ws)
+    assert load_anchors(None) == load_anchors(chain.root, ws)  # ws None: not checked (old call sites)
+    with pytest.raises(CredentialsError, match=rf"^C2PA signing key {key} is inside the workspace {ws}, "):
+        load_credentials(key, chain.chain, ws)
+    assert (
+        load_credentials(key, chain.chain).signer_sha256
+        == load_credentials(chain.key, chain.chain, ws).signer_sha256
+    )
+
+
+def test_the_key_is_read_once_and_what_was_checked_signs(chain, monkeypatch) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    reads: list[Path] = []
+    read_bytes, read_text = Path.read_bytes, Path.read_text
+    monkeypatch.setattr(Path, "read_bytes", lambda p: (reads.append(p), read_bytes(p))[1])
+    monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: (reads.append(p), read_text(p, *a, **k))[1])
+    creds = load_credentials(chain.key, chain.chain)
+    assert reads.count(chain.key) == 1
+    private = load_pem_private_key(creds.key_pem.encode(), password=None)
+    original = load_pem_private_key(read_bytes(chain.key), password=None)
+    assert private.private_numbers() == original.private_numbers()  # type: ignore[union-attr]
+
+
 def test_keygen_c2pa_makes_a_test_chain_outside_the_workspace(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -127,10 +169,113 @@ def test_keygen_c2pa_makes_a_test_chain_outside_the_workspace(tmp_path: Path) ->
     assert res.exit_code == 1 and "exists already; pass --force" in res.stderr
 
 
+def found(state: str, failures: list[str] | None = None, trust_checked: bool = False) -> Found:
+    sample = {"sample_id": MARK.sample_id, "generator": MARK.generator, "weights_digest": MARK.weights_digest}
+    return Found(state, failures or [], [MARK.digital_source_type], sample, "signer", trust_checked)
+
+
+UNTRUSTED = (
+    "its C2PA signer (signer) does not chain to the configured trust anchor (--c2pa-trust / "
+    "$SYNTHREG_C2PA_TRUST)"
+)
+
+
+def test_problems_follow_c2pa_rs_overall_state() -> None:
+    """c2pa-python 0.38.1 says Invalid, Valid (untrusted, or trust unchecked) or Trusted."""
+    assert problems_of(found("Valid"), MARK) == []  # no anchors: Valid is all one can ask
+    assert problems_of(found("Trusted", trust_checked=True), MARK) == []
+    assert problems_of(found("Invalid"), MARK) == [
+        "its C2PA manifest does not validate (c2pa-rs judges it Invalid)"
+    ]
+    assert problems_of(found("Invalid", trust_checked=True), MARK) == [
+        "its C2PA manifest does not validate (c2pa-rs judges it Invalid)"
+    ]
+    assert problems_of(found("Valid", trust_checked=True), MARK) == [UNTRUSTED]  # anchors: Trusted only
+    untrusted = ["signingCredential.untrusted: signing certificate untrusted"]
+    assert problems_of(found("Valid", untrusted, trust_checked=True), MARK) == [UNTRUSTED]
+    assert problems_of(found("Invalid", ["assertion.dataHash.mismatch: x"]), MARK) == [
+        "its C2PA manifest does not validate (assertion.dataHash.mismatch: x)"
+    ]
+
+
+def test_an_error_after_the_reader_opens_is_an_invalid_manifest(chain, monkeypatch) -> None:
+    import c2pa
+
+    _plain, signed = signed_png(chain)
+
+    class Broken:
+        def __init__(self, *args) -> None:
+            pass
+
+        def __enter__(self) -> Broken:
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def get_active_manifest(self) -> dict:
+            raise c2pa.C2paError("manifest store is damaged")
+
+    monkeypatch.setattr(c2pa, "Reader", Broken)
+    reader = Reader(None)
+    try:
+        got = reader.read(signed)
+    finally:
+        reader.close()
+    assert got is not None and (got.state, got.failures) == (
+        "Invalid",
+        ["unreadable: manifest store is damaged"],
+    )
+    assert problems_of(got, MARK)[0] == (
+        "its C2PA manifest does not validate (unreadable: manifest store is damaged)"
+    )
+
+
+def test_without_c2pa_python_an_unasked_manifest_is_a_note(chain, monkeypatch) -> None:
+    import sys
+
+    _plain, signed = signed_png(chain)
+    monkeypatch.setitem(sys.modules, "c2pa", None)  # as if the extra were not installed
+    with pytest.raises(CredentialsError, match=r"need c2pa-python"):
+        Reader(None)  # the release asked for C2PA: an error
+    reader = Reader(None, required=False)
+    (note,) = reader.problems(signed, MARK)
+    assert note.startswith("carries a C2PA manifest that was not checked: C2PA content credentials need ")
+    assert reader.problems(strip_c2pa(signed), MARK) == []
+    reader.close()
+    traced = trace_credentials(Path("."), signed, {"versions": [], "images": []}, None)
+    assert traced["problems"] == [] and traced["found"] is None
+    assert traced["summary"].startswith("a C2PA manifest, not checked: C2PA content credentials need ")
+
+
+def test_has_c2pa_searches_a_memoryview_slice_in_place() -> None:
+    """verify's images are memoryview slices of their shard: only the slice counts, and it is not copied."""
+    import tracemalloc
+
+    plain = encode_png((np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8), MARK)
+    iend = plain.rindex(b"IEND") - 4
+    marked = plain[:iend] + b"\0\0\0\4" + C2PA_CHUNK + b"abcd\0\0\0\0" + plain[iend:]  # CRC unchecked
+    assert has_c2pa(marked) and not has_c2pa(plain)
+    view = memoryview(C2PA_CHUNK + plain + C2PA_CHUNK + marked + C2PA_CHUNK)  # the type beside each slice
+    a = len(C2PA_CHUNK)
+    b = a + len(plain) + len(C2PA_CHUNK)
+    assert not has_c2pa(view[a : a + len(plain)])
+    assert has_c2pa(view[b : b + len(marked)])
+    assert not has_c2pa(view[::-1])  # not contiguous: copied, and still right
+    big = memoryview(plain + bytes(20_000_000) + C2PA_CHUNK)[: len(plain) + 20_000_000]
+    tracemalloc.start()
+    try:
+        assert not has_c2pa(big)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # bytes(big) would be 20 MB
+
+
 # --- generate refuses before writing ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("what", ["no key", "missing chain", "garbage chain"])
+@pytest.mark.parametrize("what", ["no key", "missing chain", "garbage chain", "key in workspace"])
 def test_generate_refuses_bad_c2pa_input_and_writes_nothing(
     what: str, workspace: Path, chain, monkeypatch
 ) -> None:
@@ -142,10 +287,14 @@ def test_generate_refuses_bad_c2pa_input_and_writes_nothing(
     write_yaml(workspace / "recipe.yaml", {**recipe, "marking": {"c2pa": True}})
     garbage = workspace.parent / "garbage.pem"
     garbage.write_text("this is not a certificate\n")
+    inner_key = workspace / "signer.key"
+    if what == "key in workspace":
+        inner_key.write_bytes(chain.key.read_bytes())
     args = {
         "no key": [],
         "missing chain": ["--c2pa-key", str(chain.key), "--c2pa-chain", str(workspace.parent / "no.pem")],
         "garbage chain": ["--c2pa-key", str(chain.key), "--c2pa-chain", str(garbage)],
+        "key in workspace": ["--c2pa-key", str(inner_key), "--c2pa-chain", str(chain.chain)],
     }[what]
     before = sorted(p.name for p in workspace.iterdir())
     res = runner.invoke(app, ["generate", "recipe.yaml", "--out", "out", "-w", str(workspace), *args])
@@ -156,6 +305,7 @@ def test_generate_refuses_bad_c2pa_input_and_writes_nothing(
         "SYNTHREG_C2PA_KEY and SYNTHREG_C2PA_CHAIN (`synthreg keygen --c2pa DIR` makes a test chain)",
         "missing chain": f"error: C2PA certificate chain {workspace.parent / 'no.pem'} does not exist; pass",
         "garbage chain": f"error: C2PA certificate chain {garbage} is not PEM certificates",
+        "key in workspace": f"error: C2PA signing key {inner_key} is inside the workspace",
     }[what]
     assert res.stderr.splitlines()[0].startswith(expected), res.stderr
     assert len(res.stderr.splitlines()) == 1
@@ -235,7 +385,8 @@ def test_trace_image_reads_the_credentials(c2pa_released: Built, chain, tmp_path
     res = runner.invoke(app, ["trace", "image", str(signed), *trust])
     assert res.exit_code == 0, res.output
     found = c2pa_rows(res.stdout)
-    assert list(found) == ["C2PA"]  # and no "C2PA problem"
+    assert list(found) == ["C2PA", "C2PA required by"]  # and no "C2PA problem"
+    assert found["C2PA required by"] == "digits@1.0.0"
     assert found["C2PA"].startswith(
         "C2PA valid, chains to the trust anchor: signed by synthreg test C2PA signer"
     )
@@ -244,8 +395,17 @@ def test_trace_image_reads_the_credentials(c2pa_released: Built, chain, tmp_path
     assert res.exit_code == 0, res.output
     assert c2pa_rows(res.stdout) == {
         "C2PA": "no C2PA manifest",
+        "C2PA required by": "digits@1.0.0",
         "C2PA problem": "carries no C2PA manifest (stripped, or never signed)",
     }
+    inner = ws / "root.pem"  # a trust anchor anyone who can commit could replace
+    inner.write_bytes(chain.root.read_bytes())
+    try:
+        res = runner.invoke(app, ["trace", "image", str(signed), "--c2pa-trust", str(inner), "-w", str(ws)])
+    finally:
+        inner.unlink()
+    assert res.exit_code == 1
+    assert res.stderr.startswith(f"error: C2PA trust anchors {inner} are inside the workspace"), res.stderr
 
 
 def c2pa_rows(text: str) -> dict[str, str]:

@@ -517,3 +517,30 @@ def test_a_server_that_is_down_is_an_error_naming_it(ws: Path, monkeypatch: pyte
     finally:
         for k in tracking.HTTP_RETRIES:
             os.environ.pop(k, None)
+
+
+def test_trace_tables_print_logged_values_as_text_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """A logged MLflow profile may say anything: a weights digest like "[bold]x[/]" is shown as written
+    (rich would otherwise read it as markup, drop the tags, or fail on a bad one)."""
+    from registry.cli._people import _console
+    from registry.cli._trace import _fields, _lineage_tables, _samples_rows
+
+    d = {
+        "generators": [
+            {"name": "g", "backend": "b", "licence": "l", "weights_digest": "[bold]x[/]", "images": "[red]1"}
+        ],
+        "prompt_templates": [],
+        "sources": [],
+        "policy": {"waivers": [{"rule_id": "r", "approver": "a", "expires": "[/]", "reason": "why"}]},
+        "samples": {"count": "[b]3", "accepted": 2, "seed_min": 0, "seed_max": "[/x]"},
+        "filter": {"accepted": "[i]2", "rejected": 1, "reasons": {}},
+        "recipe_seed": 0,
+    }
+    console = _console()
+    _lineage_tables(console, d, "digits@1.0.0")
+    head = _fields("head")
+    _samples_rows(head, d, recipe_sha=False)
+    console.print(head)
+    out = capsys.readouterr().out
+    for text in ("[bold]x[/]", "[red]1", "[/]", "[b]3 (2 accepted); seeds 0..[/x]", "[i]2 accepted"):
+        assert text in out, out

@@ -8,13 +8,22 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from generators.generate import encode_png
 from registry import manifest as mf
 from registry.cli import app
-from registry.marking import DIGITAL_SOURCE_TYPE, Marking, marking_problems, read_marking
+from registry.errors import GeneratorError
+from registry.marking import (
+    DIGITAL_SOURCE_TYPE,
+    Marking,
+    check_markable,
+    marking_problems,
+    read_marking,
+    xmp_packet,
+)
 from registry.release import load_release
 from registry.shards import members_from_bytes, tar_bytes
 from registry.verify import _check_shard
@@ -42,6 +51,42 @@ def test_marking_round_trips_and_is_part_of_the_bytes() -> None:
     with Image.open(__import__("io").BytesIO(png)) as im:  # where other tools look (XMP spec part 3)
         assert DIGITAL_SOURCE_TYPE in im.info["XML:com.adobe.xmp"]
         assert np.array_equal(np.asarray(im), image())  # pixels untouched
+
+
+HOSTILE = [
+    'gen "quoted"',  # quoteattr switches to single quotes
+    'it\'s "both"',  # both quotes: double, with &quot;
+    "gen\nline\r\nand\ttab",  # quoteattr writes &#10; &#13; &#9;
+    "a & b <c> &amp; &#10; &#x41;",  # text that looks like references stays text
+    "unicode \u00e9\u4e2d\U0001f600 \u2028",
+    "x synthreg:weightsDigest='forged'",  # looks like an attribute; must stay inside its value
+    'x synthreg:sampleId="forged"',
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_values_round_trip(value: str) -> None:
+    for m in (
+        Marking("id", value, WEIGHTS),
+        Marking(value, "gen", WEIGHTS),
+        Marking("id", "gen", value),
+        Marking(value, value, value, value),
+    ):
+        png = encode_png(image(), m)
+        assert read_marking(png) == m, xmp_packet(m)
+        assert marking_problems(png, m) == []
+        other = m._replace(generator=m.generator + "!")
+        assert marking_problems(png, other)[-1] == (  # the parse path, not the byte-equal fast path
+            f"marking names generator {m.generator!r} but the record says {other.generator!r}"
+        )
+
+
+def test_a_marking_over_the_packet_limit_is_refused() -> None:
+    check_markable(Marking("id", "g" * 60_000, WEIGHTS))
+    with pytest.raises(GeneratorError, match=r"its generator is 70000 characters\); shorten"):
+        check_markable(Marking("id", "g" * 70_000, WEIGHTS))
+    with pytest.raises(GeneratorError, match=r"its marking would be 66[0-9]{3} bytes"):
+        check_markable(Marking("id", "<" * 16_500, WEIGHTS))  # escaped, &lt; is 4 bytes: 66,000
 
 
 def test_every_released_image_is_marked_by_its_record(released: Built) -> None:
