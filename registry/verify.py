@@ -125,10 +125,10 @@ def _check_shard(
         marking = marking_problems(png, marks[sid])
         credentials: list[str] = []
         if c2pa.asked or has_c2pa(png):
-            from registry.content_credentials import Reader, problems_of
+            from registry.content_credentials import Reader
 
-            reader = reader or Reader(c2pa.anchors)  # one per shard: a thread's own
-            credentials = problems_of(reader.read(png), marks[sid])
+            reader = reader or Reader(c2pa.anchors, required=c2pa.asked)  # one per shard: a thread's own
+            credentials = reader.problems(png, marks[sid])
         if sid in bad:  # say what the altered image claims, e.g. a stripped or edited marking
             bad[sid] += "; " + ("its marking: " + "; ".join(marking) if marking else "its marking is intact")
             if c2pa.asked or credentials:
@@ -182,8 +182,11 @@ def verify(
     trusted = load_trust(ws, trust)
     result = VerifyResult(ref=f"{name}@{version}")
     record = load_release(ws, ref, bound=False)  # the binding is checked below, as a problem
-    anchors = load_anchors(c2pa_trust) if images else None
-    c2pa = _C2pa(bool(record.recipe and record.recipe.c2pa), anchors)
+    asked = bool(record.recipe and record.recipe.c2pa)
+    # Loaded only for a release that asked for C2PA (a bad $SYNTHREG_C2PA_TRUST does not break every
+    # verify); an anchor the workspace holds is refused (an insider could commit one).
+    anchors = load_anchors(c2pa_trust, ws) if images and asked else None
+    c2pa = _C2pa(asked, anchors)
     result.c2pa_asked = c2pa.asked and images  # pull (images=False) opens no image
     result.c2pa_trust_checked = result.c2pa_asked and anchors is not None
     folder = ws / RELEASES / name / version
