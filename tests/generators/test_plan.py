@@ -55,8 +55,8 @@ def test_request_at_and_the_streamed_plan_digest_match_the_whole_plan(tmp_path):
     assert [request_at(recipe, i) for i in range(len(whole))] == whole
     assert list(iter_plan(recipe, 5, 9)) == whole[5:9]
 
-    # plan_job asks the backend only for its digests and check()
-    spec = SimpleNamespace(weights_digest="a" * 64, scheduler_config_digest="b" * 64)
+    # plan_job asks the backend only for its name (the marking it checks), digests and check()
+    spec = SimpleNamespace(name="fake", weights_digest="a" * 64, scheduler_config_digest="b" * 64)
     backend = SimpleNamespace(spec=spec, check=lambda req: None)
     params = GenerateParams(batch_size=3, shard_size=7)
     job = plan_job(tmp_path, tmp_path / "out", recipe, params, backend)
