@@ -18,6 +18,7 @@ without C2PA verifies as fast as before.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tarfile
@@ -94,7 +95,9 @@ def _check_shard(
     members: dict[str, tuple[str, str]],
     marks: dict[str, Marking],
     c2pa: _C2pa = _C2pa(False, None),
-    sidecars: dict[str, tuple[str, bytes | None]] | None = None,
+    sidecars: dict[str, tuple[str, bytes | None]]
+    | Callable[[], dict[str, tuple[str, bytes | None]]]
+    | None = None,
 ) -> tuple[list[str], dict, dict]:
     """members: member name -> (sample id, image sha256); marks: sample id -> the marking its record
     implies; sidecars: WebDataset member name (``<key>.json``, ``<key>.cls``) -> (sample id, the bytes
@@ -143,6 +146,8 @@ def _check_shard(
             unmarked[sid] = "; ".join(notes)
     if reader is not None:
         reader.close()
+    if callable(sidecars):  # made only for a shard that holds members beside its images
+        sidecars = sidecars() if len(found) > len(members) else {}
     if sidecars is not None:  # what a WebDataset loader reads as the label must be what was recorded
         unexpected = [m for m in found if m not in members and m not in sidecars]
         if unexpected:
@@ -300,8 +305,7 @@ def verify(
             members, sids, shas, generators, weights = zip(*(r[:5] for r in rows), strict=True)
             ms = dict(zip(members, zip(sids, shas, strict=True), strict=True))
             marks = dict(zip(sids, map(Marking, sids, generators, weights), strict=True))
-            cars = _sidecars(rows, classes)
-            del rows
+            cars = functools.partial(_sidecars, rows, classes)
             visited[ref_.source] = len(ms)
             path = folder / "data" / ref_.path
             job = pool.submit(_check_shard, path, ref_.sha256, ms, marks, c2pa, cars)
