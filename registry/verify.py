@@ -40,7 +40,7 @@ from registry.release_record import ShardRef
 from registry.shards import check_members, scan
 from registry.signing import payload_of
 from registry.trust import load_trust
-from registry.webdataset import SIDECAR_FIELDS, sidecar
+from registry.webdataset import SIDECAR_FIELDS, sidecar_members
 
 
 @dataclass
@@ -334,18 +334,14 @@ def verify(
 
 def _sidecars(rows: list[tuple], classes: list[str] | None) -> dict[str, tuple[str, bytes | None]]:
     """The ``.json`` and ``.cls`` members release writes beside each image of these manifest rows
-    (``member, sample_id, ..., *SIDECAR_FIELDS``), as ``registry.webdataset.with_sidecars`` makes them."""
+    (``member, sample_id, ..., *SIDECAR_FIELDS``), by ``registry.webdataset.sidecar_members``; a ``.cls``
+    is None (not checked) when the record holds no recipe to number the identities."""
     out: dict[str, tuple[str, bytes | None]] = {}
     for row in rows:
-        member, sid = row[0], row[1]
         fields = dict(zip(SIDECAR_FIELDS, row[5:], strict=True))
-        key = member.removesuffix(".png")
-        out[f"{key}.json"] = (sid, sidecar(fields))
-        identity = fields["identity"]
-        cls = (
-            None if classes is None else str(classes.index(identity) if identity in classes else -1).encode()
-        )
-        out[f"{key}.cls"] = (sid, cls)
+        (json_name, json_bytes), (cls_name, cls_bytes) = sidecar_members(row[0], fields, classes or [])
+        out[json_name] = (row[1], json_bytes)
+        out[cls_name] = (row[1], cls_bytes if classes is not None else None)
     return out
 
 

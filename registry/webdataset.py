@@ -34,6 +34,15 @@ def sidecar(row: dict[str, Any]) -> bytes:
     return json.dumps({k: row[k] for k in SIDECAR_FIELDS}, sort_keys=True).encode()
 
 
+def sidecar_members(member: str, row: dict[str, Any], classes: list[str]) -> list[tuple[str, bytes]]:
+    """The ``<key>.json`` and ``<key>.cls`` members beside image ``member`` of manifest ``row`` (the
+    class is the identity's index in ``classes``, -1 when absent): what release writes and verify expects."""
+    key = member.removesuffix(".png")
+    identity = row["identity"]
+    cls = str(classes.index(identity)) if identity in classes else "-1"
+    return [(f"{key}.json", sidecar(row)), (f"{key}.cls", cls.encode())]
+
+
 def with_sidecars(data: bytes, rows: dict[str, dict[str, Any]], classes: list[str]) -> bytes:
     """The tar ``data`` rebuilt as: for each image the manifest names (``rows``: member -> row), in the
     tar's order, the image, its ``.json`` and its ``.cls``. Other members (earlier sidecars of a parent
@@ -44,8 +53,5 @@ def with_sidecars(data: bytes, rows: dict[str, dict[str, Any]], classes: list[st
         row = rows.get(member)
         if row is None:
             continue
-        key = member.removesuffix(".png")
-        identity = row["identity"]
-        cls = str(classes.index(identity)) if identity in classes else "-1"
-        out += [(member, bytes(blob)), (f"{key}.json", sidecar(row)), (f"{key}.cls", cls.encode())]
+        out += [(member, bytes(blob)), *sidecar_members(member, row, classes)]
     return tar_bytes(out)
