@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from registry.errors import CredentialsError
-from registry.marking import DIGITAL_SOURCE_TYPE, Marking
+from registry.marking import DIGITAL_SOURCE_TYPE, Marking, walk_chunks
 
 ASSERTION = "dev.synthreg.sample"
 ENV_KEY, ENV_CHAIN, ENV_TRUST = "SYNTHREG_C2PA_KEY", "SYNTHREG_C2PA_CHAIN", "SYNTHREG_C2PA_TRUST"
@@ -259,19 +258,6 @@ def sign_png(png: bytes, m: Marking, creds: Credentials) -> bytes:
 # --- reading and checking ------------------------------------------------------------------------
 
 
-def _walk(png: bytes | memoryview):
-    data = memoryview(png)
-    if bytes(data[:8]) != _PNG_SIGNATURE:
-        return
-    pos = 8
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        if pos + 12 + length > len(data):
-            return
-        yield pos, bytes(data[pos + 4 : pos + 8]), length
-        pos += 12 + length
-
-
 def has_c2pa(png: bytes | memoryview) -> bool:
     """Whether ``png`` has a C2PA chunk: a walk over chunk headers, without c2pa-python (and none at all
     when the chunk type's four bytes are nowhere in the file, as in every image without credentials).
@@ -280,14 +266,14 @@ def has_c2pa(png: bytes | memoryview) -> bool:
     data = png if isinstance(png, bytes) or png.c_contiguous else bytes(png)
     if _C2PA_TYPE.search(data) is None:
         return False
-    return any(kind == C2PA_CHUNK for _, kind, _ in _walk(png))
+    return any(kind == C2PA_CHUNK for _, kind, _ in walk_chunks(png))
 
 
 def strip_c2pa(png: bytes | memoryview) -> bytes:
     """``png`` without its C2PA chunk: what it was before signing (c2pa-rs inserts one chunk, no more)."""
     data = bytes(png)
     out, last = bytearray(data[:8]), 8
-    for pos, kind, length in _walk(data):
+    for pos, kind, length in walk_chunks(data):
         if kind != C2PA_CHUNK:
             out += data[pos : pos + 12 + length]
         last = pos + 12 + length

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import NamedTuple
 from xml.sax.saxutils import quoteattr
 
@@ -89,19 +90,29 @@ def check_markable(m: Marking) -> None:
         )
 
 
+def walk_chunks(png: bytes | memoryview) -> Iterator[tuple[int, bytes, int]]:
+    """(offset, type, data length) of each whole chunk of ``png``, reading headers only; nothing for a
+    file that is not a PNG, and it stops at a chunk the file cuts short."""
+    data = memoryview(png)
+    if bytes(data[:8]) != _PNG_SIGNATURE:
+        return
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        if pos + 12 + length > len(data):
+            return
+        yield pos, bytes(data[pos + 4 : pos + 8]), length
+        pos += 12 + length
+
+
 def _chunks(png: bytes | memoryview) -> list[tuple[bytes, bytes]]:
     """(type, data) of the chunks before the image data; a PNG that is not one gives []."""
     data = memoryview(png)
-    if bytes(data[:8]) != _PNG_SIGNATURE:
-        return []
-    out, pos = [], 8
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = bytes(data[pos + 4 : pos + 8])
-        if kind == b"IDAT" or pos + 12 + length > len(data):
+    out = []
+    for pos, kind, length in walk_chunks(data):
+        if kind == b"IDAT":
             break
         out.append((kind, bytes(data[pos + 8 : pos + 8 + length])))
-        pos += 12 + length
     return out
 
 
@@ -177,17 +188,12 @@ def _chunk(m: Marking) -> bytes:
 def _first_xmp_span(png: bytes | memoryview) -> tuple[int, int] | None:
     """(start, end) of the first XMP iTXt chunk before the image data, walking chunk headers only."""
     data = memoryview(png)
-    if bytes(data[:8]) != _PNG_SIGNATURE:
-        return None
-    key, pos = XMP_KEYWORD.encode() + b"\0", 8
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack_from(">I", data, pos)
-        kind = bytes(data[pos + 4 : pos + 8])
-        if kind == b"IDAT" or pos + 12 + length > len(data):
+    key = XMP_KEYWORD.encode() + b"\0"
+    for pos, kind, length in walk_chunks(data):
+        if kind == b"IDAT":
             return None
-        if kind == b"iTXt" and bytes(data[pos + 8 : pos + 8 + len(key)]) == key:
+        if kind == b"iTXt" and data[pos + 8 : pos + 8 + len(key)] == key:
             return pos, pos + 12 + length
-        pos += 12 + length
     return None
 
 
@@ -259,5 +265,6 @@ __all__ = [
     "marking_problems",
     "read_marking",
     "trace_marking",
+    "walk_chunks",
     "xmp_packet",
 ]
