@@ -89,6 +89,11 @@ class _C2pa:
     anchors: str | None  # PEM trust anchors; None: the chain is not checked
 
 
+def _workers(threads: int | None) -> int:
+    """Threads for checking shards: as asked, else up to 4 (hashing releases the GIL; parsing does not)."""
+    return threads or min(4, os.cpu_count() or 1)
+
+
 def _check_shard(
     path: Path,
     expected_sha: str,
@@ -275,7 +280,7 @@ def verify(
         result.problems.append("the record lists a shard twice (same source or same file)")
     visited: dict[str, int] = {}
     result.samples = con.execute("SELECT count(*) FROM manifest").fetchall()[0][0]
-    workers = threads or min(4, os.cpu_count() or 1)
+    workers = _workers(threads)
     pending: deque[tuple[Path, int, Future]] = deque()
     checked = 0
 
@@ -366,7 +371,7 @@ def _check_files(
         jobs.append(ref_)
     result.samples = sum(r.members for r in jobs)
     done = 0
-    with ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=_workers(threads)) as pool:
         for ref_, got in zip(jobs, pool.map(lambda r: digest(folder / "data" / r.path), jobs), strict=True):
             name = Path(ref_.path).name
             if got is None:
