@@ -5,7 +5,7 @@ PYTHON ?= python3
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test test-all lint typecheck schemas bench retrain clean
+.PHONY: install run test test-all lint typecheck schemas docs bench retrain clean
 
 # torch first, by exact version: pip takes the local CPU wheel, and the pin in pyproject is then
 # satisfied, so no multi-GB CUDA wheels are pulled. constraints.txt pins everything else as tested.
@@ -39,9 +39,14 @@ test: install  ## the fast suite (what CI runs)
 test-all: install  ## everything, slow tests included
 	python -m pytest -q -m ''
 
-lint: install
+lint: install  ## ruff, and import-linter's layer contracts (pyproject.toml, CONTRIBUTING.md)
 	ruff check .
 	ruff format --check .
+	lint-imports
+
+docs: install  ## the docs site, offline, into site/ (--strict: a broken link or reference fails)
+	python scripts/docs_pages.py check
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet
 
 typecheck: install
 	mypy
@@ -59,4 +64,4 @@ retrain: install  ## rebuild the tiny-digits weights (normally frozen)
 	dvc repro --force --single-item train_generator
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache site

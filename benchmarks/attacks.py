@@ -44,10 +44,10 @@ import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from registry import manifest as mf  # noqa: E402
 from registry.cli import app  # noqa: E402
-from registry.digests import sha256_file  # noqa: E402
-from registry.shards import tar_bytes  # noqa: E402
+from registry.core.digests import sha256_file  # noqa: E402
+from registry.store import manifest as mf  # noqa: E402
+from registry.store.shards import tar_bytes  # noqa: E402
 
 CANDIDATES, FILTERED, POLICY, RECIPE = (
     "data/digits/candidates",
@@ -75,10 +75,10 @@ def build(top: Path) -> tuple[Path, Path]:
     from generators.filter import filter_manifest
     from generators.generate import generate
     from policies.engine import validate
-    from registry.config import load_params
-    from registry.models import GenerateParams
-    from registry.release import release
-    from registry.signing import keygen
+    from registry.records.config import load_params
+    from registry.records.dataset import GenerateParams
+    from registry.releases.release import release
+    from registry.trust.signing import keygen
     from tests.conftest import small_recipe, write_yaml
 
     ws = top / "base"
@@ -184,14 +184,16 @@ def name_attacks(key: Path) -> list[Attack]:
 
         def ver(ws: Path, kind: str = kind, value: str | None = value) -> list[str]:
             """Signed by a synthreg that did not check names (the checks switched off)."""
-            from registry.release import release
+            from registry.releases.release import release
 
             plant(ws, FILTERED, kind, value)
             fake_report(ws)
             with (
-                mock.patch("registry.release.check_manifest", lambda *a, **k: None, create=True),
-                mock.patch("registry.release.check_members", lambda d, e, n: ([], {})),
-                mock.patch("registry.release.inside", lambda ws, p, what: (ws / p).resolve(), create=True),
+                mock.patch("registry.releases.publish.check_manifest", lambda *a, **k: None, create=True),
+                mock.patch("registry.releases.publish.check_members", lambda d, e, n: ([], {})),
+                mock.patch(
+                    "registry.releases.publish.inside", lambda ws, p, what: (ws / p).resolve(), create=True
+                ),
             ):
                 release("digits", "1.0.0", ws, key=key)
             return ["verify", "digits@1.0.0"]
@@ -509,7 +511,7 @@ def time_names(rows: int) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_validate import build_manifest
 
-    from registry.names import unsafe_rows
+    from registry.core.names import unsafe_rows
 
     def best(fn: Callable[[], object]) -> float:
         times = []

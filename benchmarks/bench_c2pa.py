@@ -24,11 +24,11 @@ def main() -> None:
     n = ap.parse_args().images
 
     from generators.backends import load_backend
-    from generators.generate import encode_png
     from generators.plan import iter_plan
-    from registry.config import load_recipe
-    from registry.content_credentials import PngSigner, keygen_c2pa, load_credentials
-    from registry.marking import Marking
+    from generators.shard import encode_png
+    from registry.records.config import load_recipe
+    from registry.store.marking import Marking
+    from registry.trust.credentials import PngSigner, keygen_c2pa, load_credentials
 
     repo = Path(__file__).resolve().parents[1]
     recipe = load_recipe(repo / "recipes" / "digits.yaml")

@@ -43,9 +43,9 @@ from PIL import Image
 
 from generators.generate import generate
 from generators.plan import plan
-from registry.config import load_params, load_recipe
-from registry.models import GenerateParams, GenerationRequest
-from registry.shards import read_members
+from registry.records.config import load_params, load_recipe
+from registry.records.dataset import GenerateParams, GenerationRequest
+from registry.store.shards import read_members
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_REL = "generators/tiny_digits/model"

@@ -35,11 +35,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_validate import build_manifest  # noqa: E402
 
-from registry import manifest as mf  # noqa: E402
-from registry import tracking  # noqa: E402
-from registry.digests import sha256_file  # noqa: E402
-from registry.models import IntendedUse, SourceRef  # noqa: E402
-from registry.release_record import Counts, GeneratorUse, Release  # noqa: E402
+from registry.core.digests import sha256_file  # noqa: E402
+from registry.downstream import tracking  # noqa: E402
+from registry.records.dataset import IntendedUse, SourceRef  # noqa: E402
+from registry.records.release import Counts, GeneratorUse, Release  # noqa: E402
+from registry.store import manifest as mf  # noqa: E402
 
 WEIGHTS = "a" * 64  # what build_manifest writes for every row
 WORKING_MANIFEST = "data/digits/filtered/manifest.parquet"
@@ -105,7 +105,7 @@ def log_runs(ws: Path, record: Release, runs: int, working: int) -> tuple[str, s
     version. -> (first run on the release, first run on the working manifest)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    from registry.track import describe
+    from registry.downstream.track import describe
 
     c = tracking.client(ws)
     exp = c.create_experiment("bench", artifact_location=(ws / "artifacts").as_uri())
@@ -143,8 +143,8 @@ def log_runs(ws: Path, record: Release, runs: int, working: int) -> tuple[str, s
 
 def image_or_none(ws: Path, image: Path) -> dict:
     """trace_image of an image no version holds: both scans run (sha256, then phash distance)."""
-    from registry.errors import ReleaseError
-    from registry.lineage import trace_image
+    from registry.core.errors import ReleaseError
+    from registry.lineage.image import trace_image
 
     try:
         return trace_image(ws, image)
@@ -219,7 +219,8 @@ def main() -> None:
         )
         print("\n".join(lines))
 
-        from registry.lineage import impact, trace_model
+        from registry.lineage.impact import impact
+        from registry.lineage.trace import trace_model
 
         def check_trace(out: dict) -> str:
             d = out["datasets"][0]
@@ -243,7 +244,7 @@ def main() -> None:
         image = ws / "probe.png"
         import numpy as np
 
-        from generators.generate import encode_png
+        from generators.shard import encode_png
 
         noise = np.random.default_rng(1).integers(0, 256, (16, 16), dtype=np.uint8)
         image.write_bytes(encode_png(noise))

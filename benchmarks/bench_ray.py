@@ -33,7 +33,7 @@ import duckdb
 import yaml
 
 from generators.generate import generate
-from registry.models import GenerateParams
+from registry.records.dataset import GenerateParams
 
 REPO = Path(__file__).resolve().parent.parent
 FOLDERS = {"tiny-digits": "generators/tiny_digits/model", "synthetic-pattern": "generators/synthetic_pattern"}

@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_verify import build, sign_variant  # noqa: E402
 
-from registry import remote  # noqa: E402
-from registry.release import load_release  # noqa: E402
-from registry.verify import verify  # noqa: E402
+from registry.releases import remote  # noqa: E402
+from registry.releases.verify import verify  # noqa: E402
+from registry.store.releases import load_release  # noqa: E402
 
 BIN = Path(sys.executable).parent
 ENV = {

@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from policies.checks import provenance  # noqa: E402
 from policies.engine import validate  # noqa: E402
-from registry import manifest as mf  # noqa: E402
-from registry.names import SQL_PROBLEM  # noqa: E402
+from registry.core.names import SQL_PROBLEM  # noqa: E402
+from registry.store import manifest as mf  # noqa: E402
 
 
 def _map(keys: list[str], values: np.ndarray) -> pa.MapArray:

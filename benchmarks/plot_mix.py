@@ -36,8 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from registry.config import TrainParams, load_params  # noqa: E402
-from registry.release import parse_ref  # noqa: E402
+from registry.records.config import TrainParams, load_params  # noqa: E402
+from registry.store.releases import parse_ref  # noqa: E402
 
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -116,7 +116,7 @@ def plot(results: list[dict], base: TrainParams, dataset: str, out: Path) -> Non
 
 def in_process(ws: Path, name: str, dataset: str):
     """Run one point with ``registry.train.train`` in this process -> (metrics, n_real, n_synthetic)."""
-    from registry.train import train
+    from registry.downstream.train import train
 
     def run(params: TrainParams) -> tuple[dict, int, int]:
         p = params.model_copy(update={"metrics": f"data/{name}/train/{params.seed}.json"})
@@ -177,7 +177,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from registry.real_digits import load_splits
+    from generators.tiny_digits.real_digits import load_splits
 
     source = (args.workspace or REPO).resolve()
     base = load_params(source / "params.yaml").train

@@ -31,7 +31,6 @@ digest is streamed, and the manifest is written part by part.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import platform
 import shutil
@@ -41,24 +40,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from generators.backends import Backend, load_backend
 from generators.plan import iter_plan, plan_size
-from registry import audit
-from registry import manifest as mf
-from registry.config import load_recipe
-from registry.content_credentials import Credentials
-from registry.digests import perceptual_hash, sha256_bytes, sha256_file
-from registry.errors import ManifestError
-from registry.fsio import atomic_path, atomic_write_text
-from registry.locks import folder_lock
-from registry.marking import XMP_KEYWORD, Marking, check_markable, xmp_packet
-from registry.models import LOAD_TEST_BACKEND, GenerateParams, GenerationRequest, Recipe, SampleRecord
-from registry.shards import write_shard
-from registry.workspace import inside, relative
+from generators.shard import Job, library_versions, make_shard
+from registry.core.digests import sha256_file
+from registry.core.errors import ManifestError
+from registry.core.fsio import atomic_path, atomic_write_text
+from registry.core.locks import folder_lock
+from registry.core.workspace import inside, relative
+from registry.records.config import load_recipe
+from registry.records.dataset import (
+    LOAD_TEST_BACKEND,
+    GenerateParams,
+    Recipe,
+)
+from registry.store import audit
+from registry.store import manifest as mf
+from registry.store.marking import Marking, check_markable
+from registry.trust.credentials import Credentials
 
 Progress = Callable[[int, int], None]
 
@@ -75,73 +76,8 @@ class GenerateResult:
     backend: str = ""
 
 
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("synthreg", "torch", "diffusers", "transformers", "numpy", "pillow", "imagehash"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-def encode_png(image: np.ndarray, marking: Marking | None = None) -> bytes:
-    """The PNG of ``image``; with ``marking``, an XMP iTXt chunk saying it is AI-generated (IPTC
-    trainedAlgorithmicMedia), which sample it is and which generator weights made it (registry.marking).
-    Deterministic, so the digest covers the marking and reproduce still matches bit for bit."""
-    from PIL import Image, PngImagePlugin
-
-    info = None
-    if marking is not None:
-        info = PngImagePlugin.PngInfo()
-        info.add_itxt(XMP_KEYWORD, xmp_packet(marking), zip=False)
-    buf = io.BytesIO()
-    Image.fromarray(image, mode="L" if image.ndim == 2 else "RGB").save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
-
-
 def default_out_dir(recipe: Recipe) -> str:
     return f"data/{recipe.dataset}/candidates"
-
-
-@dataclass(frozen=True)
-class Job:
-    """A checked plan, small enough to send to a worker: requests are rebuilt shard by shard."""
-
-    ws: Path
-    out_dir: Path
-    recipe: Recipe
-    images: int
-    batch_size: int
-    shard_size: int
-    weights_digest: str
-    plan_digest: str
-    c2pa: Credentials | None = None  # sign every PNG with these (the recipe asks for C2PA)
-
-    @property
-    def work(self) -> Path:
-        return self.out_dir / ".work"
-
-    @property
-    def shards(self) -> int:
-        return -(-self.images // self.shard_size)
-
-    def shard_rel(self, j: int) -> str:
-        return relative(self.ws, self.out_dir / "shards" / f"shard-{j:05d}.tar")
-
-    def shard_batches(self, j: int) -> list[tuple[int, int, int]]:
-        """(batch, start, stop) of shard ``j``; batches never straddle a shard boundary."""
-        start, stop = j * self.shard_size, min((j + 1) * self.shard_size, self.images)
-        first = j * -(-self.shard_size // self.batch_size)
-        return [
-            (first + i, s, min(s + self.batch_size, stop))
-            for i, s in enumerate(range(start, stop, self.batch_size))
-        ]
-
-    def part(self, j: int) -> Path:
-        return self.work / "parts" / f"shard-{j:05d}.parquet"
 
 
 def plan_job(
@@ -167,7 +103,7 @@ def plan_job(
     h.update(b',"requests":[')
     for req in iter_plan(recipe):
         backend.check(req)
-        check_markable(Marking(req.sample_id, spec.name, spec.weights_digest))  # as _run_batch marks it
+        check_markable(Marking(req.sample_id, spec.name, spec.weights_digest))  # as run_batch marks it
         h.update((b"," if req.index else b"") + _canon(req.model_dump()))
     h.update(b'],"scheduler":' + _canon(spec.scheduler_config_digest))
     h.update(b',"shard_size":' + _canon(shard_size) + b',"weights":' + _canon(spec.weights_digest))
@@ -228,8 +164,8 @@ def _c2pa_credentials(
         return None
     import os
 
-    from registry.content_credentials import ENV_CHAIN, ENV_KEY, NO_KEY_HINT, PngSigner, load_credentials
-    from registry.errors import CredentialsError
+    from registry.core.errors import CredentialsError
+    from registry.trust.credentials import ENV_CHAIN, ENV_KEY, NO_KEY_HINT, PngSigner, load_credentials
 
     if not (key or os.environ.get(ENV_KEY)) or not (chain or os.environ.get(ENV_CHAIN)):
         raise CredentialsError(
@@ -334,45 +270,6 @@ def _generate(
     )
 
 
-def make_shard(
-    job: Job,
-    backend: Backend,
-    j: int,
-    versions: dict[str, str],
-    on_images: Callable[[int], None] | None = None,
-) -> int:
-    """Make shard ``j`` (or finish it from its checkpointed batches); return the images generated.
-
-    Both executors call this, so a shard is the same bytes whoever makes it. ``on_images`` hears of
-    every batch done (of the whole shard at once when it was already done)."""
-    batches = job.shard_batches(j)
-    if job.part(j).is_file():
-        if on_images:
-            on_images(batches[-1][2] - batches[0][1])
-        return 0
-    generated, tables = 0, []
-    for b, s, e in batches:
-        batch_file = job.work / "batches" / f"batch-{b:06d}.parquet"
-        if not batch_file.is_file():
-            requests = list(iter_plan(job.recipe, s, e))
-            table = _run_batch(backend, requests, b, job.recipe, job.shard_rel(j), versions, job.c2pa)
-            with atomic_path(batch_file) as tmp:
-                pq.write_table(table, tmp, compression="zstd")
-            generated += e - s
-        tables.append(pq.read_table(batch_file))
-        if on_images:
-            on_images(e - s)
-    shard_table = pa.concat_tables(tables)
-    write_shard(
-        job.ws / job.shard_rel(j),
-        list(zip(shard_table["member"].to_pylist(), shard_table["png"].to_pylist(), strict=True)),
-    )
-    mf.write_table(shard_table.drop_columns(["png"]), job.part(j))
-    for b, _, _ in batches:
-        (job.work / "batches" / f"batch-{b:06d}.parquet").unlink(missing_ok=True)
-    return generated
-
-
 def _run_local(job: Job, backend: Backend, progress: Progress | None) -> int:
     versions = library_versions()
     done = 0
@@ -399,56 +296,3 @@ def _write_manifest(job: Job, path: Path) -> None:
                     "delete it and rerun"
                 )
             writer.write_table(part.cast(mf.SCHEMA))
-
-
-def _run_batch(
-    backend: Backend,
-    requests: list[GenerationRequest],
-    batch: int,
-    recipe: Recipe,
-    shard: str,
-    versions: dict[str, str],
-    c2pa: Credentials | None = None,
-) -> pa.Table:
-    """Generate one batch; return its manifest rows plus a ``png`` column of encoded images."""
-    images = backend.generate(requests)
-    spec = backend.spec
-    signer = None
-    if c2pa is not None:
-        from registry.content_credentials import PngSigner
-
-        signer = PngSigner(c2pa)
-    rows, pngs = [], []
-    for req, image in zip(requests, images, strict=True):
-        marking = Marking(req.sample_id, spec.name, spec.weights_digest)
-        png = encode_png(image, marking)
-        if signer is not None:  # after the XMP, before the digest: the sha256 covers the manifest
-            png = signer.sign(png, marking)
-        phash = perceptual_hash(png)
-        digest = sha256_bytes(png)
-        rec = SampleRecord(
-            dataset=recipe.dataset,
-            **req.model_dump(),
-            generator_name=spec.name,
-            generator_backend=spec.backend,
-            generator_source=spec.source,
-            weights_digest=spec.weights_digest,
-            generator_licence=spec.licence,
-            pipeline_class=spec.pipeline_class,
-            scheduler=spec.scheduler,
-            scheduler_config_digest=spec.scheduler_config_digest,
-            image_sha256=digest,
-            phash=phash,
-            shard=shard,
-            member=f"{req.sample_id}.png",
-            batch=batch,
-            batch_size=len(requests),
-            library_versions=versions,
-            device=backend.device,
-        )
-        rows.append(rec)
-        pngs.append(png)
-    if signer is not None:
-        signer.close()
-    table = mf.to_table(rows)
-    return table.append_column("png", pa.array(pngs, type=pa.binary()))

@@ -14,8 +14,8 @@ import itertools
 import re
 from collections.abc import Iterator
 
-from registry.digests import sha256_json
-from registry.models import GenerationRequest, Recipe
+from registry.core.digests import sha256_json
+from registry.records.dataset import GenerationRequest, Recipe
 
 
 def _slug(identity: str) -> str:

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from generators.generate import Job, make_shard
-from registry.errors import GeneratorError, SynthregError
-from registry.models import FilterParams, GenerateParams
+from generators.shard import Job, make_shard
+from registry.core.errors import GeneratorError, SynthregError
+from registry.records.dataset import FilterParams, GenerateParams
 
 Progress = Callable[[int, int], None]
 CONNECT_TIMEOUT_S = 5.0
@@ -71,7 +71,7 @@ class ShardWorker:
 
     def __init__(self, job: Job, params: GenerateParams) -> None:
         from generators.backends import load_backend
-        from generators.generate import library_versions
+        from generators.shard import library_versions
 
         if job.recipe.generator.backend != "synthetic-pattern":
             import torch
@@ -171,13 +171,13 @@ class ScoreWorker:
     """One Ray actor for the filter: the domain (classifier, real references) trained once."""
 
     def __init__(self, ws: Path, backend: str | None) -> None:
-        from generators.filter import load_domain
+        from generators.scoring import load_domain
 
         self.ws = ws
         self.domain = load_domain(backend) if backend else None
 
     def measure(self, rows: list[tuple[str, str, str, str]], identities: list[str]) -> Any:
-        from generators.filter import measure
+        from generators.scoring import measure
 
         return measure(self.ws, rows, identities, self.domain)
 
@@ -196,7 +196,7 @@ class ScorePool:
 
     def map(self, chunks: Iterator[Any]) -> Iterator[tuple[Any, Any]]:
         """(chunk, scores) for every chunk, in order; at most two chunks per actor in flight."""
-        from generators.filter import chunk_rows
+        from generators.scoring import chunk_rows
 
         ray = self.ray
         window: deque[tuple[Any, Any]] = deque()

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generators.backends import load_backend
-from generators.generate import encode_png
-from registry import manifest as mf
-from registry.digests import sha256_bytes
-from registry.errors import ReproduceError
-from registry.marking import Marking
-from registry.models import GenerationRequest, GeneratorRef
-from registry.workspace import inside
+from generators.shard import encode_png
+from registry.core.digests import sha256_bytes
+from registry.core.errors import ReproduceError
+from registry.core.workspace import inside
+from registry.records.dataset import GenerationRequest, GeneratorRef
+from registry.store import manifest as mf
+from registry.store.marking import Marking
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,9 @@ class ReproduceResult:
 def _unsigned_sha256(ws: Path, rec) -> str | None:
     """sha256 of the recorded image without its C2PA chunk; None unless the shard holds the recorded
     bytes and they carry one."""
-    from registry.content_credentials import has_c2pa, strip_c2pa
-    from registry.errors import ManifestError
-    from registry.shards import read_members
+    from registry.core.errors import ManifestError
+    from registry.store.shards import read_members
+    from registry.trust.credentials import has_c2pa, strip_c2pa
 
     try:
         png = read_members(ws / rec.shard).get(rec.member)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry.models import Recipe, SourceRef
-from registry.policy import Evidence, LicenceBase
+from registry.records.dataset import Recipe, SourceRef
+from registry.records.policy import Evidence, LicenceBase
 
 EVIDENCE_CAP = 20  # offending sample ids listed per rule; the count is always complete
 

@@ -18,16 +18,16 @@ from pydantic import ValidationError
 
 from policies.checks import licence, prompt, provenance, quality, representation
 from policies.context import Context, Outcome
-from registry import audit, yamlio
-from registry import manifest as mf
-from registry.config import format_validation_error, load_recipe, load_yaml_model
-from registry.digests import sha256_file
-from registry.errors import PolicyError
+from registry.core import yamlio
+from registry.core.digests import sha256_file
+from registry.core.errors import PolicyError
+from registry.core.fsio import atomic_write_text
+from registry.core.names import shown
+from registry.core.workspace import inside, relative
 from registry.exports.policy_md import render_markdown
-from registry.fsio import atomic_write_text
-from registry.models import Recipe
-from registry.names import shown
-from registry.policy import (
+from registry.records.config import format_validation_error, load_recipe, load_yaml_model
+from registry.records.dataset import Recipe
+from registry.records.policy import (
     IgnoredWaiver,
     LicenceBase,
     PolicyPack,
@@ -36,7 +36,8 @@ from registry.policy import (
     Waiver,
     WaiverFile,
 )
-from registry.workspace import inside, relative
+from registry.store import audit
+from registry.store import manifest as mf
 
 PACKAGE = Path(__file__).parent
 DEFAULT_PACKS = [PACKAGE / "packs" / "default.yaml"]
@@ -185,7 +186,7 @@ def check(
     kb = load_kb(kb_path)
     waivers_path = inside(ws, waivers, "waivers file") if waivers else None
     # Only waivers signed by a trusted approver count (registry.waivers); plain entries are reported.
-    from registry.waivers import load_signed
+    from registry.trust.waivers import load_signed
 
     known = {r.id for _, pack in loaded for r in pack.rules}
     signed, ignored = load_signed(ws, known, today or date.today())

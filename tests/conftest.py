@@ -53,7 +53,7 @@ def solo_trust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSetup]
     """A pinned trust root outside every workspace, in solo mode, holding one ed25519 key with both roles,
     set as $SYNTHREG_TRUST and $SYNTHREG_SIGNING_KEY for the session (CLI subprocesses inherit them), so
     tests that do not care about approvals release in one step. Trust tests pass --trust/trust= their own."""
-    from registry.signing import keygen
+    from registry.trust.signing import keygen
 
     top = tmp_path_factory.mktemp("trust")
     r = keygen(top / "pub", top / "solo.pem", name="Solo Tester", trust=top / "trust.yaml")
@@ -78,10 +78,10 @@ def sign_by_hand(ws: Path, folder: Path, key: Path) -> None:
     import json
     import subprocess
 
-    from registry.approval import ENVELOPE, SIGNOFFS, make_signoff, releaser_roles
-    from registry.release_record import Release
-    from registry.signing import load_signer, payload_of, sign, statement
-    from registry.trust import load_trust
+    from registry.records.release import Release
+    from registry.trust.approvals import ENVELOPE, SIGNOFFS, make_signoff, releaser_roles
+    from registry.trust.root import load_trust
+    from registry.trust.signing import load_signer, payload_of, sign, statement
 
     record = Release.model_validate_json((folder / "release.json").read_text())
     subjects = {"data/manifest.parquet": record.manifest_sha256} | {

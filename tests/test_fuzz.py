@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from registry import manifest as mf
 from registry.cli import app
-from registry.shards import tar_bytes
+from registry.store import manifest as mf
+from registry.store.shards import tar_bytes
 from tests.registry.conftest import CANDIDATES, FILTERED, RECIPE, Built, base, clone  # noqa: F401
 
 runner = CliRunner()

@@ -78,7 +78,7 @@ def test_a_failing_policy_stops_dvc_repro_at_validate(repo: Path):
 def test_dvc_exp_run_sweeps_the_synthetic_share(repo: Path):
     # The toy recipe fails rules a real dataset passes (too few images); waive them, as a team would.
     toy = ["bias.requested-balance", "bias.observed-collapse", "quality.identity-consistency"]
-    from registry.waivers import waive
+    from registry.releases.waive import waive
 
     for k, v in {"user.name": "t", "user.email": "t@example.org", "commit.gpgsign": "false"}.items():
         run(["git", "config", k, v], repo)  # waive commits the signed waiver

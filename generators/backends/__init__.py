@@ -13,9 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
-from registry.errors import GeneratorError
-from registry.models import GenerationRequest, GeneratorRef, GeneratorSpec
-from registry.workspace import inside
+from registry.core.errors import GeneratorError
+from registry.core.workspace import inside
+from registry.records.dataset import GenerationRequest, GeneratorRef, GeneratorSpec
 
 
 class Backend(Protocol):

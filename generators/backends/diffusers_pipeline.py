@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.digests import weights_digest
-from registry.errors import GeneratorError
-from registry.models import GenerationRequest, GeneratorRef, GeneratorSpec
+from registry.core.digests import weights_digest
+from registry.core.errors import GeneratorError
+from registry.records.dataset import GenerationRequest, GeneratorRef, GeneratorSpec
 
 
 class DiffusersBackend:

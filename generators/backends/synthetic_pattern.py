@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.digests import sha256_bytes, sha256_file
-from registry.errors import GeneratorError
-from registry.models import GenerationRequest, GeneratorRef, GeneratorSpec
+from registry.core.digests import sha256_bytes, sha256_file
+from registry.core.errors import GeneratorError
+from registry.records.dataset import GenerationRequest, GeneratorRef, GeneratorSpec
 
 PIPELINE_CLASS = "LoadTestPattern"
 CONFIG = "pattern.json"

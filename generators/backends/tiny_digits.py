@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.digests import weights_digest
-from registry.errors import GeneratorError
-from registry.models import GenerationRequest, GeneratorRef, GeneratorSpec
+from registry.core.digests import weights_digest
+from registry.core.errors import GeneratorError
+from registry.records.dataset import GenerationRequest, GeneratorRef, GeneratorSpec
 
 PIPELINE_CLASS = "synthreg.TinyDigitsDDIM(UNet2DModel)"
 

@@ -16,7 +16,7 @@ import numpy as np
 
 # The split itself is the registered real source of the default domain, so downstream training (in
 # registry) reads it without importing generators; re-exported here for the generator's own code.
-from registry.real_digits import (
+from generators.tiny_digits.real_digits import (
     HELD_OUT,
     IMAGE_SIZE,
     SOURCE_LICENCE,

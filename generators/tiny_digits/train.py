@@ -129,8 +129,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = p.parse_args()
-    from registry.config import load_params
-    from registry.errors import SynthregError
+    from registry.core.errors import SynthregError
+    from registry.records.config import load_params
 
     try:  # params.yaml's train_generator section, bounded and validated like every other YAML input
         cfg = load_params(a.params).train_generator.model_dump()

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from policies.context import Context, Outcome
-from registry.config import load_yaml_model
-from registry.errors import ConfigError
-from registry.policy import (
+from registry.core.errors import ConfigError
+from registry.core.workspace import inside
+from registry.records.config import load_yaml_model
+from registry.records.policy import (
     AttributionRule,
     Evidence,
     LicenceKnownRule,
@@ -22,7 +23,6 @@ from registry.policy import (
     SourceWithdrawnRule,
     WithdrawnList,
 )
-from registry.workspace import inside
 
 
 def _subjects(ctx: Context, kinds: Sequence[str]) -> list[tuple[str, str, bool]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from policies.context import Context, Outcome
-from registry.policy import PromptDenyRule, PromptLengthRule, PromptPersonalDataRule
+from registry.records.policy import PromptDenyRule, PromptLengthRule, PromptPersonalDataRule
 
 # Deliberately simple patterns: a report cites them, and a reviewer must be able to read them.
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 from policies.context import EVIDENCE_CAP, Context, Outcome
-from registry.fsio import atomic_write_text
-from registry.names import SQL_PROBLEM
-from registry.policy import Evidence, ProvenanceRule
+from registry.core.fsio import atomic_write_text
+from registry.core.names import SQL_PROBLEM
+from registry.records.policy import Evidence, ProvenanceRule
 
 HEX64 = r"^[0-9a-f]{64}$"
 PART_ROWS = 200_000  # rows of the manifest handed to Great Expectations at once (see check())

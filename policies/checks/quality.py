@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from policies.context import Context, Outcome
-from registry.policy import Evidence, LeakageRule, QualityRule
+from registry.records.policy import Evidence, LeakageRule, QualityRule
 
 _METRICS = {
     # metric: (numerator condition, denominator condition, samples to cite when out of bounds)

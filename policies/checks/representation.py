@@ -8,7 +8,7 @@ asked for a thin stroke, draws a bold one about half the time (see its model car
 from __future__ import annotations
 
 from policies.context import Context, Outcome
-from registry.policy import Evidence, RepresentationRule
+from registry.records.policy import Evidence, RepresentationRule
 
 
 def check(rule: RepresentationRule, ctx: Context) -> Outcome:

@@ -1,12 +1,92 @@
-"""The ``synthreg`` command line: thin typer commands over the library (see ``_app.py``)."""
+"""The ``synthreg`` command line: thin typer commands over the library, in one ordered table.
 
-from registry.cli import (
-    _people,  # noqa: F401  (registers `report`)
-    _trace,  # noqa: F401  (registers its commands)
-    _travel,  # noqa: F401  (registers its commands on `app`)
-    _trust,  # noqa: F401  (registers approve, waive)
-    _txn,  # noqa: F401  (registers `doctor`)
+Each command parses its arguments, calls one library function, renders the result and turns a library
+error into a message and an exit code (``common.errors``). The commands live by topic:
+
+    pipeline.py   generate, filter, reproduce, validate, train
+    releases.py   keygen, release, derive, verify, withdraw, pull, approve, waive, doctor
+    reading.py    list, show, diff, log, schema, report (and the show/diff tables)
+    tracing.py    trace run|model|image, impact, models (and their tables)
+    common.py     shared options, errors, progress, JSON output
+
+``COMMANDS`` below is the order ``synthreg --help`` lists them in (pip's ``commands/__init__.py`` does the
+same), so the CLI's order does not depend on import order. Heavy libraries are imported inside the
+commands, so ``--help`` imports none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+import typer
+
+from registry.cli import pipeline, reading, releases, tracing
+from registry.cli.common import internal
+
+app = typer.Typer(
+    help="synthreg: a governed registry for synthetic image datasets made with diffusion models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
-from registry.cli._app import app, main
+trace_app = typer.Typer(
+    help="Trace an MLflow run, a registered model or an image back to its dataset version, generator "
+    "weights, prompts, seeds and sources.",
+    no_args_is_help=True,
+)
 
-__all__ = ["app", "main"]
+# (name, function): the order of `synthreg --help`
+COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
+    ("generate", pipeline.generate),
+    ("filter", pipeline.filter_),
+    ("reproduce", pipeline.reproduce),
+    ("validate", pipeline.validate),
+    ("train", pipeline.train),
+    ("keygen", releases.keygen),
+    ("release", releases.release),
+    ("derive", releases.derive),
+    ("verify", releases.verify),
+    ("list", reading.list_),
+    ("show", reading.show),
+    ("diff", reading.diff),
+    ("impact", tracing.impact),
+    ("withdraw", releases.withdraw),
+    ("log", reading.log),
+    ("schema", reading.schema),
+    ("report", reading.report),
+    ("models", tracing.models),
+    ("pull", releases.pull),
+    ("approve", releases.approve),
+    ("waive", releases.waive),
+    ("doctor", releases.doctor),
+)
+TRACE_COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
+    ("run", tracing.trace_run),
+    ("model", tracing.trace_model),
+    ("image", tracing.trace_image),
+)
+
+for _name, _command in COMMANDS:
+    app.command(_name)(_command)
+for _name, _command in TRACE_COMMANDS:
+    trace_app.command(_name)(_command)
+app.add_typer(trace_app, name="trace")
+
+
+def main() -> None:
+    try:
+        app()
+    except (SystemExit, click.exceptions.Exit):
+        raise
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as e:  # outside any command's errors(): still one line, never a traceback
+        try:
+            internal(e)
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
+
+
+__all__ = ["COMMANDS", "TRACE_COMMANDS", "app", "main"]

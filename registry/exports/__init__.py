@@ -8,15 +8,15 @@ from registry.exports.card import render_card
 from registry.exports.croissant import croissant_jsonld
 from registry.exports.policy_md import render_markdown
 from registry.exports.prov import prov_document, prov_json
-from registry.exports.report_html import dataset_html, model_html, release_html
+from registry.exports.report_html import ReportData, dataset_page, model_page
 
 __all__ = [
+    "ReportData",
     "croissant_jsonld",
-    "dataset_html",
-    "model_html",
+    "dataset_page",
+    "model_page",
     "prov_document",
     "prov_json",
-    "release_html",
     "render_card",
     "render_markdown",
 ]

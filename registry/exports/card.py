@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 
-from registry.exports import _common as c
-from registry.models import LOAD_TEST_BACKEND, LOAD_TEST_WARNING
-from registry.policy import PolicyReport
-from registry.release_record import Release
+from registry.exports import common as c
+from registry.records.dataset import LOAD_TEST_BACKEND, LOAD_TEST_WARNING
+from registry.records.policy import PolicyReport
+from registry.records.release import Release
 
 # Hugging Face hub licence ids for the licences synthreg knows (lowercased SPDX, mostly).
 _HF_LICENCES = {
@@ -133,7 +133,7 @@ def _summary(release: Release, report: PolicyReport) -> list[str]:
 
 
 def _structure(release: Release) -> list[str]:
-    from registry.manifest import FLAT, SCHEMA
+    from registry.store.manifest import FLAT, SCHEMA
 
     lines = [
         "## Dataset Structure",

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.exports import _common as c
-from registry.policy import PolicyReport
-from registry.release_record import Release
+from registry.exports import common as c
+from registry.records.policy import PolicyReport
+from registry.records.release import Release
 
 CROISSANT_1_1 = "http://mlcommons.org/croissant/1.1"
 RAI_1_0 = "http://mlcommons.org/croissant/RAI/1.0"
@@ -128,7 +128,7 @@ def _distribution(release: Release) -> list[dict[str, Any]]:
 
 
 def _record_sets() -> list[dict[str, Any]]:
-    from registry.manifest import SCHEMA
+    from registry.store.manifest import SCHEMA
 
     fields = []
     for name in c.RECORD_FIELDS:

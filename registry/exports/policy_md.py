@@ -7,7 +7,7 @@ Here, not in ``policies``, because a release renders it too and ``registry`` doe
 
 from __future__ import annotations
 
-from registry.policy import PolicyReport
+from registry.records.policy import PolicyReport
 
 STATUSES = ("pass", "fail", "warn", "waived")
 

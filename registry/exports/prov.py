@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from registry.exports import _common as c
-from registry.release_record import Release
+from registry.exports import common as c
+from registry.records.release import Release
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument

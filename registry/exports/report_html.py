@@ -1,20 +1,23 @@
 """The HTML audit report: one self-contained file a reviewer opens offline in any browser.
 
-    dataset_html(ws, "digits@1.0.0")        # a released version as it stands now (withdrawn or not)
-    model_html(ws, "digits-classifier/1")   # a registered model, its metrics per group and its data
-    write_report(ws, out, ref=...)          # render first, then write atomically: nothing on bad input
+    dataset_page(ReportData(...))     # a dataset version, from what the caller gathered
+    model_page(trace, released, ...)  # a registered model, its metrics per group and its data
+
+This module renders what it is given and reads nothing: ``registry.releases.report`` gathers a version's
+data at release (``release_html``), ``registry.lineage.report`` gathers it later, with models
+(``dataset_html``, ``model_html``, ``write_report``).
 
 A dataset report has, in order: a status banner (passed, passed with waivers, withdrawn), the policy
 results, representation charts (requested against observed, per attribute and per identity), contact
 sheets of accepted and rejected samples per identity with their reasons, the generator and licence chain
 (with the generator's own training data), waivers with approver and expiry, the audit timeline and a
 lineage graph from sources through generators and dataset versions to models. Images and charts are
-PNG data: URIs (charts drawn by matplotlib, ``_charts``); there is no script, so nothing runs and
+PNG data: URIs (charts drawn by matplotlib, ``charts``); there is no script, so nothing runs and
 nothing is fetched. Every value from a record is HTML-escaped: prompts, reasons and names are data.
 
-``release`` writes ``report.html`` into the version's folder (``release_html``: no MLflow query, the
-version has no model yet); ``synthreg report`` renders it again with what happened since (withdrawal,
-models trained on it, later versions).
+``release`` writes ``report.html`` into the version's folder (no MLflow query, the version has no model
+yet); ``synthreg report`` renders it again with what happened since (withdrawal, models trained on it,
+later versions).
 """
 
 from __future__ import annotations
@@ -22,16 +25,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import re
-import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
-from registry.errors import ReleaseError
-from registry.policy import PolicyReport
-from registry.release_record import Release
+from registry.records.policy import PolicyReport
+from registry.records.release import Release
 
 THUMBS_PER_GROUP = 6  # samples shown per identity and decision: enough to see, bounded in size
 THUMB_MAX = 128  # larger images are scaled down for the contact sheet (the shards keep the originals)
@@ -159,13 +159,6 @@ def _policy(report: PolicyReport | None, record: Release) -> str:
     return _section("policy", "Policy results", note + _table(head, rows))
 
 
-def _manifest(folder: Path) -> Any | None:
-    from registry import manifest as mf
-
-    path = folder / "data" / "manifest.parquet"
-    return mf.connect(path) if path.is_file() else None
-
-
 _NO_DATA = (
     "<p class='note'>The released manifest and shards are not in this workspace (DVC data): "
     "run <code>dvc pull</code> and make the report again to see this section.</p>"
@@ -173,7 +166,7 @@ _NO_DATA = (
 
 
 def _representation(con: Any, record: Release) -> str:
-    from registry.exports import _charts
+    from registry.exports import charts
 
     if con is None:
         return _section("representation", "Representation", _NO_DATA)
@@ -200,7 +193,7 @@ def _representation(con: Any, record: Release) -> str:
     body = [
         "<p>Requested: what the prompts asked for, over all generated images. Observed: what a "
         "classifier trained on real data or the attribute measure saw in the images.</p>",
-        _img(_charts.grouped_bars("Images per identity", identities, series, "images"), "identity chart"),
+        _img(charts.grouped_bars("Images per identity", identities, series, "images"), "identity chart"),
     ]
     attributes = list(record.recipe.attributes) if record.recipe else []
     for name in attributes:
@@ -222,7 +215,7 @@ def _representation(con: Any, record: Release) -> str:
             ]
             for kind in ("requested", "observed")
         }
-        body.append(_img(_charts.grouped_bars(f"Attribute {name}", values, shares, "share"), f"{name} chart"))
+        body.append(_img(charts.grouped_bars(f"Attribute {name}", values, shares, "share"), f"{name} chart"))
         if not totals["observed"]:
             body.append(f"<p class='note'>attribute {_e(name)} was not measured on the images.</p>")
     return _section("representation", "Representation: requested against observed", "".join(body))
@@ -240,7 +233,7 @@ def _thumbnail(data: bytes) -> bytes:
         return buf.getvalue()
 
 
-def _contact_sheets(con: Any, record: Release, folder: Path) -> str:
+def _contact_sheets(con: Any, record: Release, read_members: MemberReader) -> str:
     if con is None:
         return _section("samples", "Samples", _NO_DATA)
     rows = con.execute(
@@ -249,23 +242,17 @@ def _contact_sheets(con: Any, record: Release, folder: Path) -> str:
         "FROM manifest) WHERE n <= $k ORDER BY identity, 2, sample_id",
         {"k": THUMBS_PER_GROUP},
     ).fetchall()
-    shard_file = {s.source: folder / "data" / s.path for s in record.shards}
     wanted: dict[str, set[str]] = {}
     for _, _, _, shard, member, _ in rows:
         wanted.setdefault(shard, set()).add(member)
     images: dict[tuple[str, str], bytes] = {}
     missing = []
     for shard, members in wanted.items():
-        path = shard_file.get(shard)
-        if path is None or not path.is_file():
+        found = read_members(shard, members)
+        if found is None:
             missing.append(shard)
             continue
-        with tarfile.open(path) as tar:
-            for info in tar:
-                if info.name in members and info.isfile():
-                    f = tar.extractfile(info)
-                    if f is not None:
-                        images[(shard, info.name)] = _thumbnail(f.read())
+        images.update({(shard, m): _thumbnail(data) for m, data in found.items()})
     order = list(record.recipe.identities) if record.recipe else []
     by_identity: dict[str, dict[str, list[str]]] = {}
     for identity, decision, sid, shard, member, reason in rows:
@@ -287,24 +274,6 @@ def _contact_sheets(con: Any, record: Release, folder: Path) -> str:
             n = per.get(decision, len(figures))
             body.append(f"<h4>{_e(decision)} ({n})</h4><div class='sheet'>{''.join(figures)}</div>")
     return _section("samples", "Contact sheets: accepted and rejected samples", "".join(body))
-
-
-def _licence_facts(ws: Path | None) -> dict[str, Any]:
-    """Licence id -> knowledge-base entry, from the workspace's licence base (empty when unreadable:
-    the report then shows ids only)."""
-    if ws is None:
-        return {}
-    try:
-        import yaml
-
-        from registry.config import load_params
-        from registry.policy import LicenceBase
-
-        path = ws / load_params(ws / "params.yaml").validate_.licences
-        kb = LicenceBase.model_validate(yaml.safe_load(path.read_text()))
-    except Exception:  # the report must not fail for want of licence details
-        return {}
-    return {lic.id: lic for lic in kb.licences}
 
 
 def _licence_cell(lic_id: str, facts: dict[str, Any]) -> str:
@@ -381,25 +350,11 @@ def _waivers(waivers: list[Any], today: date) -> str:
     return _section("waivers", "Waivers", _table(["rule", "scope", "approver", "expires", "reason"], rows))
 
 
-def _timeline(ws: Path | None, names: set[str], extra: list[tuple[str, str, str, str]]) -> str:
-    """Audit events about the datasets ``names`` (their data folders and versions), oldest first."""
-    events: list[tuple[str, str, str, str]] = []
-    note = ""
-    if ws is not None and (ws / "audit" / "events.jsonl").is_file():
-        from registry import audit
-
-        try:
-            for ev in audit.read(ws):
-                if any(ev.subject.startswith((f"{n}@", f"data/{n}/")) for n in names):
-                    what = ", ".join(
-                        f"{k} {v}" for k, v in ev.details.items() if isinstance(v, str | int | float)
-                    )
-                    events.append((ev.time.isoformat()[:19], ev.kind, ev.subject, f"{ev.actor}; {what}"))
-        except Exception as e:  # a damaged log is itself a finding: show it, do not hide the report
-            note = f"<p class='banner failed'>The audit log cannot be read: {_e(e)}</p>"
-    events += extra
-    events.sort(key=lambda e: e[0])  # stable: the log's own order within a second
+def _timeline(events: list[tuple[str, str, str, str]], note: str = "") -> str:
+    """Audit events (time, kind, subject, details), oldest first; ``note``: why the log cannot be read."""
+    events = sorted(events, key=lambda e: e[0])  # stable: the log's own order within a second
     rows = [[_e(t), _e(k), f"<code>{_e(s)}</code>", _e(d)] for t, k, s, d in events]
+    note = f"<p class='banner failed'>The audit log cannot be read: {_e(note)}</p>" if note else ""
     return _section(
         "timeline", "Audit timeline", note + _table(["time (UTC)", "event", "subject", "details"], rows)
     )
@@ -410,7 +365,7 @@ def _label(text: str, n: int = 26) -> str:
 
 
 def _lineage(versions: list[tuple[Release, bool]], models: list[dict], note: str = "") -> str:
-    from registry.exports import _charts
+    from registry.exports import charts
 
     sources: dict[str, tuple[str, str, str]] = {}
     generators: dict[str, tuple[str, str, str]] = {}
@@ -443,7 +398,7 @@ def _lineage(versions: list[tuple[Release, bool]], models: list[dict], note: str
         edges += [(f"v:{d}", mid) for d in m["datasets"]]
     layers = [list(sources.values()), list(generators.values()), version_nodes, model_nodes]
     layers = [layer for layer in layers if layer] or [[("none", "nothing to show", "source")]]
-    chart = _img(_charts.lineage_graph(layers, sorted(set(edges))), "lineage graph")
+    chart = _img(charts.lineage_graph(layers, sorted(set(edges))), "lineage graph")
     rows = [
         [_e(f"{m['name']}/{m['version']}"), f"<code>{_e(m['run_id'])}</code>", _e(", ".join(m["datasets"]))]
         for m in models
@@ -454,125 +409,64 @@ def _lineage(versions: list[tuple[Release, bool]], models: list[dict], note: str
     return _section("lineage", "Lineage: sources, generators, versions, models", chart + note + table)
 
 
-def _models_using(ws: Path, refs: set[str]) -> tuple[list[dict], str]:
-    """Registered model versions whose run logged one of ``refs`` as its dataset (by the tag that
-    ``registry.tracking`` names), and a note when MLflow could not be asked."""
-    import os
-
-    from registry import tracking
-
-    if "MLFLOW_TRACKING_URI" not in os.environ and not (ws / "mlflow.db").is_file():
-        return [], "<p class='note'>No MLflow store in this workspace: no model is known.</p>"
-    try:
-        c = tracking.client(ws)
-        names = sorted({ref.partition("@")[0] for ref in refs})
-        exps = [e.experiment_id for e in c.search_experiments()]
-        runs: dict[str, str] = {}
-        for name in names:
-            for run in c.search_runs(
-                exps, f"tags.`{tracking.TAG_DATASET}` LIKE '{name}@%'", max_results=1000
-            ):
-                ref = run.data.tags.get(tracking.TAG_DATASET, "")
-                if ref in refs:
-                    runs[run.info.run_id] = ref
-        models = []
-        for rid, ref in runs.items():
-            for mv in c.search_model_versions(f"run_id = '{rid}'"):
-                models.append({"name": mv.name, "version": str(mv.version), "run_id": rid, "datasets": [ref]})
-    except Exception as e:  # the report still shows everything else, and says what it could not ask
-        return [], f"<p class='note'>MLflow ({_e(tracking.tracking_uri(ws))}) could not be read: {_e(e)}</p>"
-    return sorted(models, key=lambda m: (m["name"], int(m["version"]))), ""
-
-
 # --- whole reports -------------------------------------------------------------------------------------
 
-
-def _read_report(folder: Path) -> PolicyReport | None:
-    path = folder / "policy-report.json"
-    return PolicyReport.model_validate_json(path.read_text()) if path.is_file() else None
+# (shard, member names) -> {member: bytes}, or None when the shard is not in the workspace
+MemberReader = Callable[[str, set[str]], dict[str, bytes] | None]
 
 
-def _dataset_page(
-    ws: Path | None,
-    folder: Path,
-    record: Release,
-    report: PolicyReport | None,
-    withdrawal: dict | None,
-    others: list[tuple[Release, bool]],
-    models: list[dict],
-    models_note: str,
-    extra_events: list[tuple[str, str, str, str]],
-) -> str:
-    con = _manifest(folder)
+@dataclass
+class ReportData:
+    """Everything a dataset page shows, gathered by the caller (``registry.releases.report`` at release,
+    ``registry.lineage.report`` later): this module reads nothing itself."""
+
+    record: Release
+    report: PolicyReport | None
+    con: Any | None  # a DuckDB connection with the released manifest as view ``manifest``; None: not here
+    read_members: MemberReader
+    licence_facts: dict[str, Any]
+    events: list[tuple[str, str, str, str]]  # the audit timeline: time, kind, subject, details
+    audit_note: str = ""  # why the audit log could not be read, if it could not
+    withdrawal: dict | None = None
+    others: list[tuple[Release, bool]] = field(default_factory=list)  # other versions, withdrawn or not
+    models: list[dict] = field(default_factory=list)
+    models_note: str = ""
+
+
+def dataset_page(d: ReportData) -> str:
+    """A dataset version's report: banner, policy, representation, samples, licences, waivers, timeline,
+    lineage."""
+    record = d.record
     versions = sorted(
-        [*others, (record, withdrawal is not None)],
+        [*d.others, (record, d.withdrawal is not None)],
         key=lambda rv: tuple(int(x) for x in rv[0].version.split(".")),
     )
-    events = list(extra_events)  # the withdrawal is in the audit log (and in the banner)
     sections = [
-        _banner(record, withdrawal),
-        _policy(report, record),
-        _representation(con, record),
-        _contact_sheets(con, record, folder),
-        _licences([record], _licence_facts(ws)),
+        _banner(record, d.withdrawal),
+        _policy(d.report, record),
+        _representation(d.con, record),
+        _contact_sheets(d.con, record, d.read_members),
+        _licences([record], d.licence_facts),
         _waivers(record.waivers, date.today()),
-        _timeline(ws, {record.name}, events),
-        _lineage(versions, models, models_note),
+        _timeline(d.events, d.audit_note),
+        _lineage(versions, d.models, d.models_note),
     ]
     return _page(f"{record.name}@{record.version}", sections)
 
 
-def release_html(folder: Path, record: Release, report: PolicyReport) -> str:
-    """The report ``release`` writes into the version's folder (``folder`` may be its staging name,
-    ``releases/NAME/.X.Y.Z.tmp-PID``): as at release, so no withdrawal and no model yet."""
-    from registry.release import load_release, versions
+def model_page(
+    t: dict,
+    released: list[tuple[Release, bool]],
+    licence_facts: dict[str, Any],
+    events: list[tuple[str, str, str, str]],
+    audit_note: str = "",
+) -> str:
+    """A registered model version's report, from its trace (``registry.lineage.trace.trace_model``) and
+    the released versions it was trained on (withdrawn or not): metrics overall and per group, the
+    dataset versions (status, policy, waivers, withdrawal), their licence chain and lineage."""
+    from registry.exports import charts
 
-    ws = folder.parents[2]  # releases/NAME/<folder>
-    others = [(load_release(ws, f"{record.name}@{v}"), False) for v in versions(ws, record.name)]
-    pending = [
-        (record.created_at.isoformat()[:19], "release", f"{record.name}@{record.version}", "this release")
-    ]
-    return _dataset_page(ws, folder, record, report, None, others, [], "", pending)
-
-
-def dataset_html(ws: Path, ref: str) -> str:
-    """The report of a released version as it stands now: withdrawal, later versions, models."""
-    from registry.lineage import is_withdrawn
-    from registry.release import RELEASES, load_release, versions
-
-    record = load_release(ws, ref)
-    folder = ws / RELEASES / record.name / record.version
-    try:
-        report = _read_report(folder)
-    except ValueError as e:
-        raise ReleaseError(
-            f"{folder / 'policy-report.json'} is not a valid policy report ({e}); restore it from git"
-        ) from None
-    others = [
-        (load_release(ws, f"{record.name}@{v}"), is_withdrawn(ws, record.name, v) is not None)
-        for v in versions(ws, record.name)
-        if v != record.version
-    ]
-    refs = {f"{r.name}@{r.version}" for r, _ in others} | {f"{record.name}@{record.version}"}
-    models, note = _models_using(ws, refs)
-    withdrawal = is_withdrawn(ws, record.name, record.version)
-    return _dataset_page(ws, folder, record, report, withdrawal, others, models, note, [])
-
-
-def model_html(ws: Path, ref: str) -> str:
-    """A registered model version (NAME/VERSION): its metrics overall and per group, the dataset
-    versions it was trained on (status, policy, waivers, withdrawal), their licence chain and lineage."""
-    from registry.exports import _charts
-    from registry.lineage import is_withdrawn, trace_model
-    from registry.release import load_release
-
-    t = trace_model(ws, ref)
     m, run = t["model"], t["run"]
-    released: list[tuple[Release, bool]] = []
-    for d in t["datasets"]:
-        if d.get("released"):
-            r = load_release(ws, d["release"])
-            released.append((r, is_withdrawn(ws, r.name, r.version) is not None))
     withdrawn = [f"{r.name}@{r.version}" for r, w in released if w]
     mismatched = [d["name"] for d in t["datasets"] if d.get("released") and not d["digest_matches"]]
     if withdrawn:
@@ -608,7 +502,7 @@ def model_html(ws: Path, ref: str) -> str:
     groups = {k.split(".identity_", 1)[1]: v for k, v in sorted(metrics.items()) if ".identity_" in k}
     body = _table(["metric", "value"], [[_e(k), _e(f"{v:.4f}")] for k, v in sorted(metrics.items())])
     if groups:
-        chart = _charts.grouped_bars(
+        chart = charts.grouped_bars(
             "Accuracy per group (identity)", list(groups), {"accuracy": list(groups.values())}, "accuracy"
         )
         body = _img(chart, "metrics per group") + body
@@ -626,7 +520,6 @@ def model_html(ws: Path, ref: str) -> str:
         for d in t["datasets"]
     ]
     records = [r for r, _ in released]
-    names = {r.name for r in records}
     sections = [
         status,
         _section("metrics", "Metrics, overall and per group", body),
@@ -635,36 +528,17 @@ def model_html(ws: Path, ref: str) -> str:
             "Training data",
             _table(["dataset", "released", "digest", "policy", "withdrawn", "notes"], data_rows),
         ),
-        _licences(records, _licence_facts(ws))
+        _licences(records, licence_facts)
         if records
         else _section("licences", "Generator and licence chain", "<p>No released data.</p>"),
         _waivers([w for r in records for w in r.waivers], date.today()),
-        _timeline(ws, names, []),
+        _timeline(events, audit_note),
         _lineage(released, [{**m, "datasets": [f"{r.name}@{r.version}" for r in records]}]),
     ]
     return _page(f"model {m['name']}/{m['version']}", sections)
 
 
-def write_report(ws: Path, out: Path, ref: str | None = None, model: str | None = None) -> Path:
-    """Render the report of ``ref`` (NAME@X.Y.Z) or ``model`` (NAME/VERSION) and write it to ``out``.
-    Rendered in full before anything is written, and written atomically."""
-    from registry.errors import SynthregError
-    from registry.fsio import atomic_write_text
+# the escape every value from a record gets, for callers that add notes of their own
+escape = _e
 
-    if (ref is None) == (model is None):
-        raise SynthregError("give a dataset version NAME@X.Y.Z or --model NAME/VERSION, not both or neither")
-    if ref is not None and "@" not in ref:
-        raise ReleaseError(f"{ref!r} names no version; give NAME@X.Y.Z (see `synthreg list`)")
-    text = dataset_html(ws, ref) if ref is not None else model_html(ws, str(model))
-    atomic_write_text(out, text)
-    return out
-
-
-def default_out(ws: Path, ref: str | None, model: str | None) -> Path:
-    """``reports/NAME@X.Y.Z.html`` or ``reports/model-NAME-VERSION.html`` in the workspace; any character
-    outside letters, digits, ``@._-`` becomes ``_``, so a hostile name cannot leave ``reports/``."""
-    name = ref if ref is not None else f"model-{model}"
-    return ws / "reports" / (re.sub(r"[^A-Za-z0-9@._-]", "_", name).lstrip(".") + ".html")
-
-
-__all__ = ["dataset_html", "default_out", "model_html", "release_html", "write_report"]
+__all__ = ["MemberReader", "ReportData", "dataset_page", "escape", "model_page"]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from generators.backends import load_backend
-from registry.errors import GeneratorError
-from registry.models import GenerationRequest, GeneratorRef
+from registry.core.errors import GeneratorError
+from registry.records.dataset import GenerationRequest, GeneratorRef
 from tests.generators.tiny_sd import save_tiny_sd_pipeline
 
 SIZE = 32

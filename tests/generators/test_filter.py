@@ -22,14 +22,16 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from generators.filter import filter_manifest, load_domain
-from generators.generate import encode_png, generate
+from generators.filter import filter_manifest
+from generators.generate import generate
+from generators.scoring import load_domain
+from generators.shard import encode_png
 from generators.tiny_digits import data
-from registry import manifest as mf
-from registry.digests import perceptual_hash, sha256_bytes, sha256_file
-from registry.errors import ManifestError
-from registry.models import FilterParams, GenerateParams
-from registry.shards import read_members
+from registry.core.digests import perceptual_hash, sha256_bytes, sha256_file
+from registry.core.errors import ManifestError
+from registry.records.dataset import FilterParams, GenerateParams
+from registry.store import manifest as mf
+from registry.store.shards import read_members
 
 REPO = Path(__file__).resolve().parents[2]
 IDENTITIES = ["3", "5", "7"]

@@ -10,7 +10,7 @@ import pytest
 
 from generators import filter as filt
 from generators.generate import generate
-from registry.models import FilterParams, GenerateParams
+from registry.records.dataset import FilterParams, GenerateParams
 from tests.generators.test_synthetic_pattern import pattern_ws  # noqa: F401  (fixture)
 
 

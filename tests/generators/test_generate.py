@@ -12,8 +12,8 @@ import duckdb
 import pytest
 
 from generators.generate import generate
-from registry.errors import GeneratorError, RecipeError, WorkspaceError
-from registry.models import GenerateParams
+from registry.core.errors import GeneratorError, RecipeError, WorkspaceError
+from registry.records.dataset import GenerateParams
 from tests.conftest import small_recipe, write_yaml
 
 # 12 images -> 2 shards of 6, 6 batches of 2: every kill point below has batches after it, so the

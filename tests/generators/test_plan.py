@@ -1,5 +1,5 @@
 from generators.plan import derive_seed, plan
-from registry.models import Recipe
+from registry.records.dataset import Recipe
 from tests.conftest import small_recipe
 
 
@@ -47,8 +47,8 @@ def test_request_at_and_the_streamed_plan_digest_match_the_whole_plan(tmp_path):
 
     from generators.generate import plan_job
     from generators.plan import iter_plan, request_at
-    from registry.digests import sha256_json
-    from registry.models import GenerateParams
+    from registry.core.digests import sha256_json
+    from registry.records.dataset import GenerateParams
 
     recipe = Recipe.model_validate(small_recipe())
     whole = plan(recipe)

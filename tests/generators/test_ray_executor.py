@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from generators.generate import generate
 from registry.cli import app
-from registry.errors import GeneratorError
-from registry.models import GenerateParams
+from registry.core.errors import GeneratorError
+from registry.records.dataset import GenerateParams
 from tests.conftest import REPO, write_yaml
 from tests.generators.test_generate import contents
 from tests.generators.test_synthetic_pattern import load_test_recipe
@@ -179,7 +179,7 @@ def test_filter_on_ray_decides_as_the_local_filter(
     tmp_path: Path, local_ray, monkeypatch: pytest.MonkeyPatch
 ):
     from generators import filter as filt
-    from registry.models import FilterParams
+    from registry.records.dataset import FilterParams
 
     shutil.copytree(REPO / "generators/synthetic_pattern", tmp_path / "generators/synthetic_pattern")
     write_yaml(tmp_path / "recipe.yaml", load_test_recipe(images_per_identity=40))

@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 
 from generators.generate import generate
 from generators.reproduce import reproduce
-from registry import manifest as mf
 from registry.cli import app
-from registry.digests import sha256_bytes
-from registry.errors import GeneratorError, ManifestError, ReproduceError
-from registry.models import GenerateParams
-from registry.shards import read_members
+from registry.core.digests import sha256_bytes
+from registry.core.errors import GeneratorError, ManifestError, ReproduceError
+from registry.records.dataset import GenerateParams
+from registry.store import manifest as mf
+from registry.store.shards import read_members
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = "data/digits/candidates/manifest.parquet"

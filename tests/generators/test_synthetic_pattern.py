@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from generators.generate import generate
 from registry.cli import app
-from registry.models import LOAD_TEST_WARNING, GenerateParams
+from registry.records.dataset import LOAD_TEST_WARNING, GenerateParams
 from tests.conftest import REPO, write_yaml
 
 PARAMS = GenerateParams(batch_size=5, shard_size=10)
@@ -80,7 +80,7 @@ def test_images_depend_only_on_the_request(pattern_ws: Path):
 def test_patterns_vary_by_identity_and_attributes(pattern_ws: Path):
     from generators.backends import load_backend
     from generators.plan import plan
-    from registry.config import load_recipe
+    from registry.records.config import load_recipe
 
     recipe = load_recipe(pattern_ws / "recipe.yaml")
     backend = load_backend(recipe.generator, pattern_ws)
@@ -151,7 +151,7 @@ def test_licence_refuses_training_on_load_test_images(pattern_ws: Path):
 
 def test_the_dataset_card_of_a_load_test_says_it_is_not_data():
     from registry.exports import render_card
-    from registry.release_record import GeneratorUse
+    from registry.records.release import GeneratorUse
     from tests.registry.test_exports import make_release, make_report
 
     report = make_report()

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from generators.backends import load_backend
-from generators.generate import encode_png
-from registry.digests import sha256_bytes
-from registry.errors import GeneratorError
-from registry.models import GenerationRequest, GeneratorRef
+from generators.shard import encode_png
+from registry.core.digests import sha256_bytes
+from registry.core.errors import GeneratorError
+from registry.records.dataset import GenerationRequest, GeneratorRef
 from tests.conftest import REPO
 
 # Golden values from the committed weights (diffusers' expected_slice pattern). If the weights are

@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 
 from policies.checks import provenance
 from policies.engine import DEFAULT_KB, DEFAULT_PACKS, load_pack, load_packs, validate
-from registry import manifest as mf
 from registry.cli import app
-from registry.errors import POLICY_FAILED_EXIT, PolicyError, WorkspaceError
-from registry.models import SampleRecord
-from registry.policy import PolicyReport, RuleResult
+from registry.core.errors import POLICY_FAILED_EXIT, PolicyError, WorkspaceError
+from registry.records.dataset import SampleRecord
+from registry.records.policy import PolicyReport, RuleResult
+from registry.store import manifest as mf
 from tests.conftest import REPO, TrustSetup, write_yaml
 
 DATASET = "digits"
@@ -424,7 +424,7 @@ PLAIN_WAIVER = {
 
 def waive(w: Workspace, scope: str = DATASET, expires: date = TODAY + timedelta(days=30)) -> None:
     """A waiver signed by the session's solo key (an approver in the pinned trust root)."""
-    from registry.waivers import waive as sign_waiver
+    from registry.releases.waive import waive as sign_waiver
 
     sign_waiver(
         w.root,
@@ -670,7 +670,7 @@ def test_a_manifest_without_observed_attributes_validates(ws: Workspace):
 def test_a_manifest_made_by_the_diffusers_backend_validates(tmp_path: Path):
     """The same, end to end: 4 images from the tiny Stable Diffusion pipeline of tests/generators."""
     from generators.generate import generate
-    from registry.models import GenerateParams
+    from registry.records.dataset import GenerateParams
     from tests.generators.tiny_sd import save_tiny_sd_pipeline
 
     root = tmp_path.resolve()

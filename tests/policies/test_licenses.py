@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from registry.policy import LicenceBase
+from registry.records.policy import LicenceBase
 
 KB_FILE = Path(__file__).resolve().parents[2] / "policies" / "licenses.yaml"
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from registry.config import load_params
-from registry.policy import PolicyReport
-from registry.release import release
-from registry.release_record import Release
-from registry.waivers import waive
+from registry.records.config import load_params
+from registry.records.policy import PolicyReport
+from registry.records.release import Release
+from registry.releases.release import release
+from registry.releases.waive import waive
 from tests.conftest import REPO, TrustSetup, small_recipe, write_yaml
 
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -127,7 +127,7 @@ def build_base(top: Path, solo_trust: TrustSetup, recipe_extra: dict | None = No
     ``generate_kw`` passed to generate (e.g. the C2PA key and chain)."""
     from generators.filter import filter_manifest
     from generators.generate import generate
-    from registry.models import GenerateParams
+    from registry.records.dataset import GenerateParams
 
     ws = top / "base"
     ws.mkdir()

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from registry import audit
-from registry.audit import GENESIS, LOG, AuditError
+from registry.store import audit
+from registry.store.audit import GENESIS, LOG, AuditError
 
 
 def fill(ws: Path, n: int = 5) -> list[audit.AuditEvent]:

@@ -14,9 +14,15 @@ from typer.testing import CliRunner
 
 pytest.importorskip("c2pa", reason="c2pa-python is not installed (pip install 'synthreg[c2pa]')")
 
-from generators.generate import encode_png
+from generators.shard import encode_png
 from registry.cli import app
-from registry.content_credentials import (
+from registry.core.errors import CredentialsError
+from registry.lineage.image import trace_credentials
+from registry.releases.release import release
+from registry.store.marking import Marking, read_marking
+from registry.store.releases import load_release
+from registry.store.shards import members_from_bytes, tar_bytes
+from registry.trust.credentials import (
     C2PA_CHUNK,
     Found,
     Reader,
@@ -28,12 +34,7 @@ from registry.content_credentials import (
     problems_of,
     sign_png,
     strip_c2pa,
-    trace_credentials,
 )
-from registry.errors import CredentialsError
-from registry.marking import Marking, read_marking
-from registry.release import load_release, release
-from registry.shards import members_from_bytes, tar_bytes
 from tests.conftest import TrustSetup, write_yaml
 from tests.registry.conftest import Built, build_base, clone, folder, table_rows
 

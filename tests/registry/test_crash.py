@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from registry.cli import app
-from registry.errors import INTERNAL_ERROR_EXIT
+from registry.core.errors import INTERNAL_ERROR_EXIT
 from tests.conftest import write_yaml
 from tests.registry.conftest import FILTERED, POLICY, Built
 
@@ -33,7 +33,7 @@ def test_an_unexpected_exception_is_one_line_exit_70_and_a_saved_traceback(
     def explode(ws: Path) -> dict:
         raise RuntimeError("boom at 0x2a\nsecond line never shown")
 
-    monkeypatch.setattr("registry.catalog.list_releases", explode)
+    monkeypatch.setattr("registry.releases.catalog.list_releases", explode)
     monkeypatch.setenv("SYNTHREG_CRASH_DIR", str(tmp_path / "crashes"))
     result = runner.invoke(app, ["list", "-w", str(tmp_path)])
     assert result.exit_code == INTERNAL_ERROR_EXIT == 70
@@ -51,7 +51,7 @@ def test_main_catches_what_escapes_a_command(tmp_path: Path):
     """`synthreg` as installed (``registry.cli:main``) in a subprocess: a failure outside any command's
     error handling (here: the app itself raising) is still one line and exit 70."""
     code = (
-        "import registry.cli._app as a\n"
+        "import registry.cli as a\n"
         "def boom(*args, **kw):\n    raise RuntimeError('boom at 0x2a')\n"
         "a.app = boom\na.main()\n"
     )
@@ -148,7 +148,7 @@ def test_a_manifest_with_a_null_image_digest(fresh: Path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from registry import manifest as mf
+    from registry.store import manifest as mf
 
     path = fresh / "data/digits/candidates/manifest.parquet"
     rows = mf.read_table(path).to_pylist()

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from registry import audit
-from registry import manifest as mf
 from registry.cli import app
-from registry.derive import derive
-from registry.errors import ReleaseError
+from registry.core.errors import ReleaseError
 from registry.exports.prov import prov_document
-from registry.lineage import impact
-from registry.loader import open_release
-from registry.policy import PolicyReport
-from registry.release import load_release
-from registry.verify import verify
+from registry.lineage.impact import impact
+from registry.records.policy import PolicyReport
+from registry.releases.derive import derive
+from registry.releases.loader import open_release
+from registry.releases.verify import verify
+from registry.store import audit
+from registry.store import manifest as mf
+from registry.store.releases import load_release
 from tests.registry.conftest import (
     CONDITIONING,
     WAIVED,
@@ -322,8 +322,8 @@ def test_cli_derive_from_a_file_of_ids_then_show_and_trace_text(released_copy: P
     ids=["training", "conditioning-all", "conditioning-and-filtering", "filtering-and-evaluation"],
 )
 def test_which_sources_can_be_excluded(sources: list[dict], message: str):
-    from registry.derive import excluded_identities
-    from registry.models import Recipe
+    from registry.records.dataset import Recipe
+    from registry.releases.derive import excluded_identities
     from tests.conftest import small_recipe
 
     recipe = Recipe.model_validate(

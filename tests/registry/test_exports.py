@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from registry.exports import croissant_jsonld, prov_document, prov_json, render_card
-from registry.models import IntendedUse, SourceRef
-from registry.policy import Evidence, PolicyReport, RuleResult, Waiver
-from registry.release_record import Counts, GeneratorUse, Release, ShardRef
+from registry.records.dataset import IntendedUse, SourceRef
+from registry.records.policy import Evidence, PolicyReport, RuleResult, Waiver
+from registry.records.release import Counts, GeneratorUse, Release, ShardRef
 
 WEIGHTS = "58ca88a3eea0d21692b89f428dba1fdc2d7ad7306bb68d0ede4357890661f6d8"
 MANIFEST = "145791640e9a25167b6f67b9b9098997a7fe547396465e7c92043adf203084aa"
@@ -388,9 +388,9 @@ def _release_folder(tmp_path: Path) -> tuple[Release, PolicyReport]:
 
     from PIL import Image
 
-    from registry.digests import sha256_bytes, sha256_file
-    from registry.manifest import write_manifest
-    from registry.models import SampleRecord
+    from registry.core.digests import sha256_bytes, sha256_file
+    from registry.records.dataset import SampleRecord
+    from registry.store.manifest import write_manifest
 
     data = tmp_path / "data"
     (data / "shards").mkdir(parents=True)

@@ -22,12 +22,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from registry import audit, journal
 from registry.cli import app
-from registry.errors import ReleaseError
-from registry.lineage import is_withdrawn
-from registry.release import PUBLISH_STEPS, versions
-from tests.registry.conftest import ACTOR, Built, clone, folder, sh, strays, tags
+from registry.core.errors import ReleaseError
+from registry.releases.publish import PUBLISH_STEPS
+from registry.store import audit, journal
+from registry.store.releases import versions
+from registry.trust.withdrawals import is_withdrawn
+from tests.registry.conftest import ACTOR, DVC, Built, clone, folder, sh, strays, tags
 
 runner = CliRunner()
 WITHDRAW_STEPS = ("record", "audit", "commit")
@@ -225,7 +226,7 @@ def test_doctor_reports_then_rolls_back_a_release_killed_before_its_record_was_c
 
 
 def runner_load(ws: Path, ref: str) -> None:
-    from registry.release import load_release
+    from registry.store.releases import load_release
 
     # another process holds the lock, so load_release cannot recover and must refuse
     with journal.lock(ws):
@@ -366,3 +367,29 @@ def test_a_planted_journal_entry_cannot_make_recovery_remove_anything_else(relea
     refused = cli(ws, released.key, ["release", "digits", "--version", "3.0.0"])
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: an interrupted release of digits@2.0.0 cannot be recovered: ")
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_doctor_finishes_a_publish_journalled_by_the_code_before_the_move(tmp_path: Path):
+    """Issue 18 moved the publication code (``registry.release`` became ``registry.releases.publish``).
+    A release killed after its rename by the code before the move (the fixture, made with
+    ``scripts/golden_release.py make OUT --crash-at after:rename`` at 0a35b42) is finished by today's
+    ``synthreg doctor --repair``, and then verifies."""
+    import tarfile
+
+    with tarfile.open(FIXTURES / "interrupted-publish-0.1.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    ws = tmp_path / "ws"
+    entry = json.loads(next((ws / journal.JOURNAL).glob("release--*.json")).read_text())
+    assert (entry["op"], entry["done"], entry["doing"]) == ("release", ["stage"], "rename")
+    sh(ws, DVC, "remote", "modify", "--local", "storage", "url", str(tmp_path / "remote"))
+    env = {"SYNTHREG_TRUST": str(tmp_path / "keys" / "trust.yaml")}
+    key = tmp_path / "no-key.pem"  # nothing is signed: the record was complete when it was killed
+    res = cli(ws, key, ["doctor", "--repair"], env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "journal: unfinished release of digits@1.0.0 (repaired: finished)" in res.stdout
+    assert tags(ws) == ["digits@v1.0.0"] and not list((ws / journal.JOURNAL).glob("*.json"))
+    res = cli(ws, key, ["verify", "digits@1.0.0"], env=env)
+    assert res.returncode == 0 and "digits@1.0.0: OK (12 samples in 6 shards)" in res.stdout, res.stdout

@@ -24,16 +24,20 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from generators.generate import perceptual_hash
-from registry import audit, tracking
-from registry import manifest as mf
 from registry.cli import app
-from registry.digests import sha256_file
-from registry.errors import ReleaseError, SynthregError, TrackingError
-from registry.lineage import impact, is_withdrawn, trace_image, trace_model, trace_run, withdraw
-from registry.models import IntendedUse, SourceRef
-from registry.policy import Waiver
-from registry.release_record import Counts, GeneratorUse, Release
+from registry.core.digests import perceptual_hash, sha256_file
+from registry.core.errors import ReleaseError, SynthregError, TrackingError
+from registry.downstream import tracking
+from registry.lineage.image import trace_image
+from registry.lineage.impact import impact
+from registry.lineage.trace import trace_model, trace_run
+from registry.records.dataset import IntendedUse, SourceRef
+from registry.records.policy import Waiver
+from registry.records.release import Counts, GeneratorUse, Release
+from registry.releases.withdraw import withdraw
+from registry.store import audit
+from registry.store import manifest as mf
+from registry.trust.withdrawals import is_withdrawn
 from tests.registry.conftest import table_rows
 
 runner = CliRunner()
@@ -522,8 +526,8 @@ def test_a_server_that_is_down_is_an_error_naming_it(ws: Path, monkeypatch: pyte
 def test_trace_tables_print_logged_values_as_text_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
     """A logged MLflow profile may say anything: a weights digest like "[bold]x[/]" is shown as written
     (rich would otherwise read it as markup, drop the tags, or fail on a bad one)."""
-    from registry.cli._people import _console
-    from registry.cli._trace import _fields, _lineage_tables, _samples_rows
+    from registry.cli.common import make_console as _console
+    from registry.cli.tracing import _fields, _lineage_tables, _samples_rows
 
     d = {
         "generators": [

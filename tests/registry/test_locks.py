@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from generators.generate import generate
-from registry.errors import FolderBusyError
-from registry.locks import LOCK_NAME, folder_lock
-from registry.models import GenerateParams
+from registry.core.errors import FolderBusyError
+from registry.core.locks import LOCK_NAME, folder_lock
+from registry.records.dataset import GenerateParams
 
 HOLD = """
 import sys
 from pathlib import Path
-from registry.locks import folder_lock
+from registry.core.locks import folder_lock
 ws = Path(sys.argv[1])
 with folder_lock(ws, ws / sys.argv[2], "generate"), folder_lock(ws, ws / sys.argv[3], "filter"):
     print("locked", flush=True)

@@ -3,10 +3,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from registry import manifest as mf
-from registry.errors import ManifestError
-from registry.fsio import atomic_write_text
-from registry.models import SampleRecord
+from registry.core.errors import ManifestError
+from registry.core.fsio import atomic_write_text
+from registry.records.dataset import SampleRecord
+from registry.store import manifest as mf
 
 
 def record(i: int) -> SampleRecord:

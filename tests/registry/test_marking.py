@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from generators.generate import encode_png
-from registry import manifest as mf
+from generators.shard import encode_png
 from registry.cli import app
-from registry.errors import GeneratorError
-from registry.marking import (
+from registry.core.errors import GeneratorError
+from registry.releases.verify import _check_shard
+from registry.store import manifest as mf
+from registry.store.marking import (
     DIGITAL_SOURCE_TYPE,
     Marking,
     check_markable,
@@ -24,9 +25,8 @@ from registry.marking import (
     read_marking,
     xmp_packet,
 )
-from registry.release import load_release
-from registry.shards import members_from_bytes, tar_bytes
-from registry.verify import _check_shard
+from registry.store.releases import load_release
+from registry.store.shards import members_from_bytes, tar_bytes
 from tests.registry.conftest import Built, folder, sha256, table_rows
 
 runner = CliRunner()

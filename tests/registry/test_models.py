@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.config import load_params, load_recipe
-from registry.errors import ConfigError, RecipeError
+from registry.core.errors import ConfigError, RecipeError
+from registry.records.config import load_params, load_recipe
 from tests.conftest import REPO, small_recipe, write_yaml
 
 

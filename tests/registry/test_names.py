@@ -17,15 +17,15 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from registry import manifest as mf
 from registry.cli import app
-from registry.digests import sha256_file
-from registry.errors import ManifestError
-from registry.loader import open_release
-from registry.models import SampleRecord
-from registry.names import read_id_file, shown
-from registry.release import release
-from registry.shards import tar_bytes
+from registry.core.digests import sha256_file
+from registry.core.errors import ManifestError
+from registry.core.names import read_id_file, shown
+from registry.records.dataset import SampleRecord
+from registry.releases.loader import open_release
+from registry.releases.release import release
+from registry.store import manifest as mf
+from registry.store.shards import tar_bytes
 from tests.registry.conftest import CANDIDATES, FILTERED, POLICY, Built, commit_all, folder
 
 runner = CliRunner()
@@ -122,7 +122,7 @@ def test_release_refuses_a_hostile_name_even_past_the_gate(
     commit_all(fresh, "a hostile manifest, committed: release names the commit it was made from")
     # The gate's own re-check of the policies catches this first (provenance.complete fails); switched
     # off here so the names check on the copies, the last line of defence, is what refuses it.
-    monkeypatch.setattr("registry.release._recheck", lambda *a, **k: None)
+    monkeypatch.setattr("registry.releases.release._recheck", lambda *a, **k: None)
     result = runner.invoke(
         app, ["release", "digits", "--version", "1.0.0", "--key", str(base.key), "-w", str(fresh)]
     )
@@ -176,11 +176,11 @@ def test_verify_and_the_loader_refuse_a_hostile_release(
     sid = plant(fresh, FILTERED, case)
     fake_report(fresh)
     commit_all(fresh, "a hostile manifest, committed: release names the commit it was made from")
-    monkeypatch.setattr("registry.release.check_manifest", lambda *a, **k: None)
-    monkeypatch.setattr("registry.release._recheck", lambda *a, **k: None)
+    monkeypatch.setattr("registry.releases.publish.check_manifest", lambda *a, **k: None)
+    monkeypatch.setattr("registry.releases.release._recheck", lambda *a, **k: None)
     if CASES[case][0] != "shard":
-        monkeypatch.setattr("registry.release.check_members", lambda data, exp, name: ([], {}))
-    monkeypatch.setattr("registry.release.inside", lambda ws, p, what: (ws / p).resolve())
+        monkeypatch.setattr("registry.releases.publish.check_members", lambda data, exp, name: ([], {}))
+    monkeypatch.setattr("registry.releases.publish.inside", lambda ws, p, what: (ws / p).resolve())
     release("digits", "1.0.0", fresh, key=base.key)
     monkeypatch.undo()
     result = runner.invoke(app, ["verify", "digits@1.0.0", "-w", str(fresh)])
@@ -233,7 +233,7 @@ def test_the_sample_id_file_never_echoes_its_content(tmp_path: Path):
 
 def test_member_parse_keeps_every_name_in_a_plain_tar():
     """The hand parser and tarfile agree on which names are unsafe."""
-    from registry.shards import scan
+    from registry.store.shards import scan
 
     data = tar_bytes([("a.png", b"1"), ("../../evil.png", b"2"), ("/abs.png", b"3")])
     found, unsafe = scan(data)

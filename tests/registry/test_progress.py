@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from registry.cli import app
-from registry.cli._people import PlainProgress
-from registry.config import TrainParams
+from registry.cli.common import PlainProgress
+from registry.records.config import TrainParams
 from tests.registry.conftest import Built
 
 runner = CliRunner()
@@ -93,7 +93,7 @@ def test_verify_and_validate_report_progress_on_stderr(
 
 
 def test_training_reports_each_epoch() -> None:
-    from registry.train import _fit
+    from registry.downstream.train import _fit
 
     seen: list[tuple[int, int, str]] = []
     params = TrainParams(epochs=3, train_size=8, batch_size=4, threads=1)

@@ -23,16 +23,17 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from registry import audit
-from registry import manifest as mf
-from registry.catalog import diff, list_releases
 from registry.cli import app
-from registry.errors import ReleaseError
-from registry.policy import PolicyReport
-from registry.release import EXPORTS, load_release, release
-from registry.release_record import Release
-from registry.signing import keygen
-from registry.verify import verify
+from registry.core.errors import ReleaseError
+from registry.records.policy import PolicyReport
+from registry.records.release import Release
+from registry.releases.catalog import diff, list_releases
+from registry.releases.release import release
+from registry.releases.verify import verify
+from registry.store import audit
+from registry.store import manifest as mf
+from registry.store.releases import EXPORTS, load_release
+from registry.trust.signing import keygen
 from tests.conftest import TrustSetup
 from tests.registry.conftest import (
     ACTOR,
@@ -248,7 +249,7 @@ def sample_of(ws: Path, record: Release, shard_sha: str, member: str) -> str:
 def test_the_flat_manifest_is_a_signed_subject_that_verify_checks(released_copy: Path) -> None:
     """data/manifest-flat.parquet (for Hugging Face `datasets`) is signed like the manifest: an edited
     or missing copy fails verify and is named as damaged (what a pull discards)."""
-    from registry.signing import payload_of
+    from registry.trust.signing import payload_of
 
     ws = released_copy
     flat = folder(ws, "1.0.0") / "data" / mf.FLAT
@@ -464,7 +465,7 @@ def test_two_releases_started_together_end_consistent(fresh: Path, base: Built):
 
 def test_diff_after_a_stricter_filter(released_copy: Path, released: Built):
     from generators.filter import filter_manifest
-    from registry.models import FilterParams
+    from registry.records.dataset import FilterParams
 
     ws = released_copy
     filter_manifest(CANDIDATES, ws, FILTERED, FilterParams(identity_threshold=0.9))
@@ -566,7 +567,7 @@ def test_a_corrupt_workspace_shard_is_never_signed(fresh: Path, base: Built):
 
 
 def test_the_loader_reads_images_from_the_shards(released: Built):
-    from registry.loader import open_release
+    from registry.releases.loader import open_release
 
     reader = open_release(released.ws, "digits@1.0.0")
     assert released.record is not None
@@ -583,9 +584,10 @@ def test_the_loader_reads_images_from_the_shards(released: Built):
 def test_generate_filter_validate_release_train_trace_impact(released_copy: Path, monkeypatch):
     """Issue 5's proof: a registered model traced back to its samples' generator weights digest, and
     impact on that generator finds the model and the run."""
-    from registry.config import TrainParams
-    from registry.lineage import impact, trace_model
-    from registry.train import train
+    from registry.downstream.train import train
+    from registry.lineage.impact import impact
+    from registry.lineage.trace import trace_model
+    from registry.records.config import TrainParams
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{released_copy / 'mlflow.db'}")
     params = TrainParams(dataset="digits@1.0.0", synthetic_share=0.5, train_size=60, epochs=1, threads=1)

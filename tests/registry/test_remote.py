@@ -17,9 +17,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from registry import audit
 from registry.cli import app
-from registry.release_record import Release
+from registry.records.release import Release
+from registry.store import audit
 from tests.registry.conftest import ACTOR, DVC, Built, clone, commit_all, folder, sh, strays, table_rows, tags
 
 runner = CliRunner()

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from registry.exports.report_html import dataset_html, model_html
-from registry.lineage import withdraw
+from registry.lineage.report import dataset_html, model_html
+from registry.releases.withdraw import withdraw
 from tests.registry.conftest import Built
 from tests.registry.test_report_html import DATASET_SECTIONS, MODEL_SECTIONS, log_model
 

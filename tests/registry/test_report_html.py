@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from registry import tracking
 from registry.cli import app
-from registry.exports.report_html import dataset_html, model_html
-from registry.lineage import withdraw
+from registry.downstream import tracking
+from registry.lineage.report import dataset_html, model_html
+from registry.releases.withdraw import withdraw
 from tests.registry.conftest import WAIVED, Built, folder
 
 runner = CliRunner()
@@ -118,7 +118,7 @@ def log_model(ws: Path, metrics: dict[str, float]) -> str:
     (what `synthreg train` logs, without training)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    from registry.release import load_release
+    from registry.store.releases import load_release
 
     r = load_release(ws, "digits@1.0.0")
     c = tracking.client(ws)

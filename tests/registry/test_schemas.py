@@ -1,4 +1,4 @@
-from registry.schemas import MODELS, render
+from registry.records.schemas import MODELS, render
 from tests.conftest import REPO
 
 

@@ -3,7 +3,7 @@ import tarfile
 
 import pytest
 
-from registry.shards import _plain_ustar, members_from_bytes
+from registry.store.shards import _plain_ustar, members_from_bytes
 
 
 def make_tar(members: dict[str, bytes], fmt: int = tarfile.USTAR_FORMAT) -> bytes:

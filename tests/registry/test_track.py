@@ -21,11 +21,13 @@ import pytest
 from typer.testing import CliRunner
 
 import registry
-from registry import tracking
 from registry.cli import app
-from registry.errors import TrackingError
-from registry.lineage import trace_model, trace_run
-from registry.track import DatasetProfile, md5_file
+from registry.core.digests import sha256_file
+from registry.core.errors import TrackingError
+from registry.downstream import tracking
+from registry.downstream.track import md5_file
+from registry.lineage.trace import trace_model, trace_run
+from registry.records.profile import DatasetProfile
 from tests.registry.conftest import DVC, Built, clone, sh, table_rows
 
 runner = CliRunner()
@@ -75,7 +77,7 @@ def world(released: Built, tmp_path_factory: pytest.TempPathFactory) -> World:
             c.create_model_version(MODEL, f"runs:/{runs[key]}/model", run_id=runs[key])
         c.set_registered_model_alias(MODEL, "champion", "1")
     manifest = ws / MANIFEST
-    return World(ws, uri, exp, runs, ids, md5_file(manifest), registry.track.sha256_file(manifest))
+    return World(ws, uri, exp, runs, ids, md5_file(manifest), sha256_file(manifest))
 
 
 @pytest.fixture

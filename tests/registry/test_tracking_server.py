@@ -22,8 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 from registry.cli import app
-from registry.errors import TrackingError
-from registry.train import train
+from registry.core.errors import TrackingError
+from registry.downstream.train import train
 from tests.conftest import write_yaml
 from tests.registry.conftest import table_rows
 from tests.registry.test_train import SMALL, Built, built  # noqa: F401  (the module's dataset fixture)

@@ -18,12 +18,13 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from registry import tracking
 from registry.cli import app
-from registry.config import TrainParams
-from registry.errors import ReleaseError, TrackingError
-from registry.track import DatasetProfile
-from registry.train import MLFLOW_DIGEST_CHARS, SOURCE_TYPE, train
+from registry.core.errors import ReleaseError, TrackingError
+from registry.downstream import tracking
+from registry.downstream.track import MLFLOW_DIGEST_CHARS
+from registry.downstream.train import SOURCE_TYPE, train
+from registry.records.config import TrainParams
+from registry.records.profile import DatasetProfile
 from tests.conftest import MODEL, TrustSetup, sign_by_hand, small_recipe, write_yaml
 
 CANDIDATES = "data/digits/candidates"
@@ -53,7 +54,7 @@ class Built:
 def _fake_release(ws: Path) -> None:
     """``digits@1.0.0`` as ``synthreg release`` lays it out (record + content-addressed data), without
     the gate, signing, git and DVC, which tests/registry/test_release.py covers."""
-    from registry.release_record import Release
+    from registry.records.release import Release
 
     out = ws / "releases/digits/1.0.0"
     (out / "data/shards").mkdir(parents=True)
@@ -102,7 +103,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, solo_trust: TrustSetup) -> B
     """3 digits x 8 images in 2 shards, generated and filtered; a git commit; digits@1.0.0 released."""
     from generators.filter import filter_manifest
     from generators.generate import generate
-    from registry.models import GenerateParams
+    from registry.records.dataset import GenerateParams
 
     ws = tmp_path_factory.mktemp("train")
     shutil.copytree(MODEL, ws / "model")
@@ -263,8 +264,8 @@ def test_a_release_whose_manifest_changed_is_refused(built: Built, store: str):
 def test_a_withdrawn_release_is_trained_on_only_when_allowed_and_that_is_recorded(
     built: Built, store: str, tmp_path: Path
 ):
-    from registry import audit
-    from registry.lineage import withdraw
+    from registry.releases.withdraw import withdraw
+    from registry.store import audit
 
     ws = tmp_path / "ws"
     shutil.copytree(built.ws, ws, symlinks=True)
@@ -345,7 +346,7 @@ def test_the_share_really_used_is_logged_and_said(built: Built, store: str):
     assert run.data.metrics["synthetic_share_used"] == used
     assert run.data.tags[tracking.TAG_SHARE_ASKED] == "0.75"
 
-    from registry import audit
+    from registry.store import audit
 
     event = audit.read(built.ws)[-1]
     assert (event.kind, event.subject) == ("train", f"digits-classifier/{res.model_version}")
@@ -369,7 +370,8 @@ def test_the_default_run_on_the_working_manifest_traces_to_generator_prompts_see
 ):
     """What `make run` does (train on digits@working), then trace and impact: the unreleased manifest is
     found in the workspace by content and traced like a release, marked UNRELEASED."""
-    from registry.lineage import impact, trace_model
+    from registry.lineage.impact import impact
+    from registry.lineage.trace import trace_model
 
     res = train(built.ws, SMALL, "digits@working")
     t = trace_model(built.ws, "digits-classifier/latest")

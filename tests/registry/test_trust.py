@@ -21,26 +21,30 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from registry import audit
-from registry.approval import (
+from registry.cli import app
+from registry.core.errors import ManifestError, PolicyError, ReleaseError, SigningError, TrustError
+from registry.records.signed import WAIVER_TYPE, SignedWaiver
+from registry.records.trust import TrustedKey
+from registry.releases.approve import approve
+from registry.releases.catalog import list_status
+from registry.releases.loader import open_release
+from registry.releases.release import release
+from registry.releases.verify import verify
+from registry.releases.waive import waive
+from registry.releases.withdraw import withdraw
+from registry.store import audit
+from registry.store.releases import load_release
+from registry.trust.approvals import (
     ENVELOPE,
     SIGNOFFS,
     approval_state,
-    approve,
     check_checkpoints,
     make_signoff,
     read_signed,
 )
-from registry.catalog import list_status
-from registry.cli import app
-from registry.errors import ManifestError, PolicyError, ReleaseError, SigningError, TrustError
-from registry.lineage import is_withdrawn, withdraw
-from registry.loader import open_release
-from registry.release import load_release, release
-from registry.signing import add_signature, keygen, load_signer, payload_of, sign, statement
-from registry.trust import TrustedKey, load_trust
-from registry.verify import verify
-from registry.waivers import WAIVER_TYPE, SignedWaiver, waive
+from registry.trust.root import load_trust
+from registry.trust.signing import add_signature, keygen, load_signer, payload_of, sign, statement
+from registry.trust.withdrawals import is_withdrawn
 from tests.conftest import TrustSetup
 from tests.registry.conftest import Built, commit_all, folder, sh, table_rows, tags, validate_ws
 
@@ -333,7 +337,7 @@ def test_copying_a_signed_release_over_another_version_or_name_is_caught(release
 
 
 def test_replaying_an_approval_onto_another_release_is_caught(released_copy: Path, tmp_path: Path):
-    from registry.derive import derive
+    from registry.releases.derive import derive
 
     ws = released_copy
     first = sh(ws, "git", "ls-files", "releases/digits/1.0.0/signoffs.json")
@@ -351,10 +355,10 @@ def test_replaying_an_approval_onto_another_release_is_caught(released_copy: Pat
     )
 
     # and once the parent is withdrawn, trace names what was derived from it
-    from registry.lineage import _release_info
+    from registry.lineage.trace import release_info
 
     withdraw(ws, "digits@1.0.0", "consent withdrawn")
-    info = _release_info(ws, load_release(ws, "digits@1.0.0"), None, {})
+    info = release_info(ws, load_release(ws, "digits@1.0.0"), None, {})
     assert "derived from the withdrawn digits@1.0.0: digits@1.1.0" in info["warnings"]
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from registry import manifest as mf
-from registry.release import load_release
-from registry.shards import members_from_bytes
-from registry.webdataset import with_sidecars
+from registry.store import manifest as mf
+from registry.store.releases import load_release
+from registry.store.shards import members_from_bytes
+from registry.store.webdataset import with_sidecars
 from tests.registry.conftest import Built, folder
 
 IDENTITIES = ["1", "4", "7"]  # the small recipe's, in order: .cls is the index

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from registry import yamlio
 from registry.cli import app
-from registry.errors import ConfigError
+from registry.core import yamlio
+from registry.core.errors import ConfigError
 from tests.conftest import small_recipe, write_yaml
 
 runner = CliRunner()

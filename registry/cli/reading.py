@@ -1,0 +1,297 @@
+"""Commands that read releases and the audit log: list, show, diff, log, schema, and the HTML report.
+
+Tables are rich tables for people (``render_show``, ``render_diff``; tests read them with
+``tests/registry/conftest.py`` ``table_rows``); ``--json`` is for machines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from registry.cli.common import (
+    TrustOpt,
+    Workspace,
+    errors,
+    load_trust_root,
+    make_console,
+    workspace_root,
+)
+
+if TYPE_CHECKING:
+    from registry.records.release import Release
+
+
+def list_(trust: TrustOpt = None, workspace: Workspace = None) -> None:
+    """Released datasets and their versions, each with its status (final, solo, candidate, withdrawn)."""
+    with errors():
+        from registry.releases.catalog import list_status
+
+        found = list_status(workspace_root(workspace), trust)
+        if not found:
+            typer.echo("no releases yet (see `synthreg release --help`)")
+        for name, vs in found.items():
+            typer.echo(f"{name}: {', '.join(f'{v} ({status})' for v, status in vs)}")
+
+
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@X.Y.Z (default: the latest)")],
+    as_json: Annotated[bool, typer.Option("--json", help="the whole release record")] = False,
+    trust: TrustOpt = None,
+    workspace: Workspace = None,
+) -> None:
+    """Show a release record, its status and who signed it (tables; --json for the whole record)."""
+    with errors():
+        from registry.releases.catalog import release_status
+        from registry.store.releases import load_release, tag_commit
+        from registry.trust.approvals import signers_of
+
+        ws = workspace_root(workspace)
+        r = load_release(ws, ref)
+        if as_json:
+            typer.echo(r.model_dump_json(indent=2))
+            return
+        from registry.trust.withdrawals import is_withdrawn
+
+        trusted = load_trust_root(ws, trust)
+        state = signers_of(ws, r.name, r.version, trusted)
+        tagged = tag_commit(ws, r.name, r.version)
+        render_show(
+            r,
+            is_withdrawn(ws, r.name, r.version),
+            release_status=release_status(ws, r.name, r.version, trusted),
+            signatures=[state.summary(), *(f"signed by {s.line()}" for s in state.signers)],
+            git_rows=[
+                ("released from commit", r.git_commit),
+                (
+                    f"tag {r.name}@v{r.version}",
+                    tagged or "missing (a candidate, or fetch the tags: `git fetch --tags`)",
+                ),
+                ("data remote", "not pushed (--no-push)" if r.no_push else r.remote or "not recorded"),
+            ],
+        )
+
+
+def diff(
+    a: Annotated[str, typer.Argument(help="NAME@A")],
+    b: Annotated[str, typer.Argument(help="NAME@B")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    workspace: Workspace = None,
+) -> None:
+    """Compare two releases: samples added and removed, counts, generators, sources, policy results."""
+    with errors():
+        import json
+
+        from registry.releases.catalog import diff as run
+
+        d = run(workspace_root(workspace), a, b)
+        if as_json:
+            typer.echo(json.dumps(d, indent=2))
+        else:
+            render_diff(d)
+
+
+def log(
+    check: Annotated[
+        bool,
+        typer.Option("--verify", help="check the hash chain and every signed checkpoint (exit 1 if broken)"),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON event per line")] = False,
+    trust: TrustOpt = None,
+    workspace: Workspace = None,
+) -> None:
+    """Show the append-only audit log (generate, filter, validate, waiver, release ...).
+
+    --verify also checks that the log still holds every checkpoint signed into a release sign-off,
+    waiver or withdrawal (needs the trust root), so a rewrite, truncation or fork is named."""
+    with errors():
+        from registry.store import audit
+
+        ws = workspace_root(workspace)
+        if check:
+            from registry.trust.approvals import check_checkpoints
+
+            checked, anchored = check_checkpoints(ws, load_trust_root(ws, trust))
+            problems = audit.verify(ws) + anchored
+            for p in problems:
+                typer.echo(f"  {p}")
+            n = len(problems)
+            typer.echo(
+                f"audit log: {'intact' if not n else f'{n} problem(s)'} ({ws / audit.LOG}); "
+                f"{checked} signed checkpoint(s) checked"
+            )
+            if problems:
+                raise typer.Exit(1)
+            return
+        for e in audit.read(ws):
+            if as_json:
+                typer.echo(e.model_dump_json())
+            else:
+                signed = ""
+                if e.kind in ("waiver", "approval", "withdrawal") and e.details.get("keyid"):
+                    who = e.details.get("approver") or e.details.get("name") or e.details.get("signer")
+                    signed = f"  signed by {who} key {str(e.details['keyid'])[:16]}"
+                elif e.kind == "waiver" and e.details.get("approver_keyid"):
+                    signed = f"  approver {e.details['approver']} key {e.details['approver_keyid'][:16]}"
+                typer.echo(
+                    f"{e.seq:5} {e.time:%Y-%m-%d %H:%M:%S} {e.kind:10} {e.subject}  by {e.actor}{signed}"
+                )
+
+
+def schema(
+    out: Annotated[Path, typer.Option(help="folder for the JSON Schema files")] = Path("schemas"),
+) -> None:
+    """Export the JSON Schema of every record from the pydantic models."""
+    with errors():
+        from registry.records.schemas import write_schemas
+
+        for path in write_schemas(out):
+            typer.echo(str(path))
+
+
+def report(
+    ref: Annotated[str | None, typer.Argument(help="dataset version NAME@X.Y.Z")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="a registered model NAME/VERSION instead of a dataset")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="HTML file to write (default: reports/NAME@X.Y.Z.html in the workspace)"),
+    ] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Write a self-contained HTML audit report of a release or a model (works offline, images embedded)."""
+    with errors():
+        from registry.lineage.report import default_out, write_report
+
+        ws = workspace_root(workspace)
+        path = write_report(ws, out or default_out(ws, ref, model), ref, model)
+        typer.echo(f"report {path}")
+
+
+# --- progress where nobody watches a terminal --------------------------------------------------------
+
+
+# --- tables for people (`show`, `diff`); `--json` stays the machine form ------------------------------
+
+
+def _status(value: str | None) -> str:
+    colour = {"pass": "green", "fail": "bold red", "warn": "yellow", "waived": "yellow"}.get(value or "", "")
+    return f"[{colour}]{escape(str(value))}[/]" if colour else escape(str(value))
+
+
+def render_show(
+    record: Release,
+    withdrawal: dict | None,
+    release_status: str | None = None,
+    signatures: list[str] | None = None,
+    git_rows: list[tuple[str, str]] | None = None,
+) -> None:
+    """`synthreg show`: what the version is (status and who signed it, when given), then its generators,
+    sources, policy and waivers."""
+    from rich.table import Table
+
+    r = record
+    console = make_console()
+    head = Table(title=f"{r.name}@{r.version}", show_header=False, title_justify="left")
+    head.add_column("field", style="bold")
+    head.add_column("value", overflow="fold")
+    if withdrawal:
+        head.add_row("status", f"[bold red]WITHDRAWN[/] {escape(withdrawal['time'][:10])} by "
+                     f"{escape(withdrawal['actor'])}: {escape(withdrawal['reason'])}")  # fmt: skip
+    if release_status:
+        head.add_row("release status", escape(release_status))
+    for line in signatures or []:
+        head.add_row("signatures", escape(line))
+    head.add_row("released", f"{r.created_at:%Y-%m-%d %H:%M} UTC by {escape(r.actor)}")
+    head.add_row("images", f"{r.counts.accepted} accepted / {r.counts.total}")
+    head.add_row("licence", escape(r.dataset_licence))
+    use = r.intended_use
+    head.add_row("intended use", escape(f"{'commercial' if use.commercial else 'non-commercial'}; "
+                                        + ", ".join(use.purposes)))  # fmt: skip
+    head.add_row("policy", "passed" if r.policy_passed else "[bold red]FAILED[/]")
+    head.add_row("manifest sha256", r.manifest_sha256)
+    head.add_row("shards", str(len(r.shards)))
+    for label, value in git_rows or [("git commit", r.git_commit)]:
+        head.add_row(escape(label), escape(value))
+    if r.derived_from:
+        d = r.derived_from
+        head.add_row("derived from", escape(f"{d.parent} without {d.removed} sample(s): {d.reason}"))
+    console.print(head)
+    gens = Table(title="generators", title_justify="left")
+    for col in ("name", "licence", "weights sha256", "images"):
+        gens.add_column(col, overflow="fold")
+    for g in r.generators:
+        gens.add_row(escape(g.name), escape(g.licence), g.weights_digest, str(g.images))
+    console.print(gens)
+    if r.sources:
+        srcs = Table(title="sources", title_justify="left")
+        for col in ("name", "role", "status", "licence", "identities"):
+            srcs.add_column(col, overflow="fold")
+        for s in r.sources:
+            status: str = "[bold red]withdrawn[/]" if s.status == "withdrawn" else s.status
+            srcs.add_row(
+                escape(s.name),
+                s.role,
+                status,
+                escape(s.licence),
+                escape(", ".join(s.identities or [])) or "all",
+            )
+        console.print(srcs)
+    pol = Table(title="policy at release", title_justify="left")
+    pol.add_column("rule")
+    pol.add_column("status")
+    for rule, status in r.policy_results.items():
+        pol.add_row(escape(rule), _status(status))
+    console.print(pol)
+    if r.waivers:
+        wt = Table(title="waivers", title_justify="left")
+        for col in ("rule", "approver", "key", "expires", "reason"):
+            wt.add_column(col, overflow="fold")
+        for w in r.waivers:
+            key = (w.approver_keyid or "unsigned")[:16]
+            wt.add_row(escape(w.rule_id), escape(w.approver), key, str(w.expires), escape(w.reason))
+        console.print(wt)
+
+
+def render_diff(d: dict) -> None:
+    """`synthreg diff`: samples added and removed, then only what changed."""
+    from rich.table import Table
+
+    console = make_console()
+    a, b = d["a"], d["b"]
+    s = d["samples"]
+    t = Table(title=f"{a} -> {b}", title_justify="left")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    t.add_column("first sample ids", overflow="fold")
+    t.add_row("added", str(s["added"]), escape(", ".join(s["first_added"][:5])))
+    t.add_row("removed", str(s["removed"]), escape(", ".join(s["first_removed"][:5])))
+    console.print(t)
+    if d["accepted_per_identity"]:
+        ids = Table(title="accepted per identity (changed)", title_justify="left")
+        for col in ("identity", a, b):
+            ids.add_column(escape(col), justify="right")
+        for identity, c in d["accepted_per_identity"].items():
+            ids.add_row(escape(identity), str(c["a"]), str(c["b"]))
+        console.print(ids)
+    for what in ("generators", "sources"):
+        changes = [("+", x) for x in d[what]["added"]] + [("-", x) for x in d[what]["removed"]]
+        if changes:
+            ch = Table(title=f"{what} (changed)", title_justify="left")
+            ch.add_column("")
+            ch.add_column(what[:-1], overflow="fold")
+            for sign, x in changes:
+                ch.add_row(sign, escape(" ".join(map(str, x)) if isinstance(x, list) else str(x)))
+            console.print(ch)
+    if d["policy"]:
+        pol = Table(title="policy results (changed)", title_justify="left")
+        for col in ("rule", a, b):
+            pol.add_column(escape(col))
+        for rule, c in d["policy"].items():
+            pol.add_row(escape(rule), _status(c["a"]), _status(c["b"]))
+        console.print(pol)
+    if not (d["accepted_per_identity"] or d["policy"] or s["added"] or s["removed"]):
+        console.print("no sample, count or policy result differs")

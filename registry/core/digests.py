@@ -1,0 +1,65 @@
+"""Content digests: sha256 for bytes and files, and one digest for a folder of weight files."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from registry.core.errors import GeneratorError
+
+# Files that hold learned parameters, whatever the framework wrote them with.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".gguf", ".onnx", ".msgpack")
+_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Digest of a JSON-able object in canonical form (sorted keys, no whitespace)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return sha256_bytes(text.encode())
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over a ``sha256sum``-style listing of every weight file under ``folder``.
+
+    Paths are relative and sorted, so the digest names the weights, not where they were copied.
+    """
+    files = weight_files(folder)
+    if not files:
+        raise GeneratorError(
+            f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) under {folder}; "
+            "point the recipe's generator.path at a saved model folder"
+        )
+    lines = []
+    for f in files:
+        try:
+            lines.append(f"{sha256_file(f)}  {f.relative_to(folder).as_posix()}\n")
+        except OSError as e:
+            raise GeneratorError(f"cannot read weight file {f}: {e.strerror}; check its permissions") from e
+    return sha256_bytes("".join(lines).encode())
+
+
+def perceptual_hash(png: bytes) -> str:
+    """64-bit DCT perceptual hash (imagehash.phash) of an encoded image, as 16 hex characters."""
+    import imagehash
+    from PIL import Image
+
+    return str(imagehash.phash(Image.open(io.BytesIO(png))))

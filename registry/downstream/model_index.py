@@ -1,0 +1,104 @@
+"""Registered models at a glance: every version with the dataset it was trained on, the synthetic share
+it really used (and the one asked), and its held-out metrics. ``synthreg models`` renders this.
+
+    list_models(ws)   # -> [{"name", "version", "aliases", "run_id", "dataset", "synthetic_share", ...}]
+
+Read from MLflow by the conventions of :mod:`registry.tracking`; a version whose run logged no synthreg
+dataset says so (``dataset`` None) rather than being left out. MLflow is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from registry.downstream import tracking
+from registry.downstream.tracking import mlflow_errors
+
+
+def _paged(call: Any, **kw: Any) -> list[Any]:
+    out, token = [], None
+    while True:
+        page = call(page_token=token, **kw)
+        out += list(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def list_models(ws: Path, name: str | None = None) -> list[dict[str, Any]]:
+    """Every registered model version (of ``name`` only, if given), newest version first per model."""
+    uri = tracking.tracking_uri(ws)
+    rows: list[dict[str, Any]] = []
+    with mlflow_errors(uri):
+        c = tracking.client(ws)
+        models = _paged(c.search_registered_models, max_results=1000)
+        for m in sorted(models, key=lambda m: m.name):
+            if name is not None and m.name != name:
+                continue
+            aliases: dict[str, list[str]] = {}
+            for alias, version in (m.aliases or {}).items():
+                aliases.setdefault(str(version), []).append(alias)
+            q = m.name.replace("'", "\\'")
+            versions = _paged(c.search_model_versions, filter_string=f"name = '{q}'", max_results=1000)
+            for mv in sorted(versions, key=lambda v: -int(v.version)):
+                run = c.get_run(mv.run_id) if mv.run_id else None
+                tags = dict(run.data.tags) if run else {}
+                params = dict(run.data.params) if run else {}
+                metrics = dict(run.data.metrics) if run else {}
+                dataset = (
+                    tags.get(tracking.TAG_DATASET)
+                    or next((di.dataset.name for di in run.inputs.dataset_inputs), None)
+                    if run
+                    else None
+                )
+                rows.append(
+                    {
+                        "name": m.name,
+                        "version": str(mv.version),
+                        "aliases": sorted(aliases.get(str(mv.version), [])),
+                        "status": mv.status,
+                        "run_id": mv.run_id,
+                        "dataset": dataset,
+                        "unreleased": bool(dataset and dataset.endswith(f"@{tracking.WORKING}")),
+                        "manifest_sha256": tags.get(tracking.TAG_MANIFEST),
+                        "synthetic_share": _float(tags.get(tracking.TAG_SHARE)),
+                        "synthetic_share_asked": _float(
+                            tags.get(tracking.TAG_SHARE_ASKED, params.get("synthetic_share"))
+                        ),
+                        "accuracy": _float(metrics.get("accuracy")),
+                        "worst_group_gap": _float(metrics.get("worst_group_gap")),
+                        "evaluation": params.get("evaluation"),
+                    }
+                )
+    return rows
+
+
+def format_models(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["no registered models (train one: `synthreg train`)"]
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    lines = []
+    for r in rows:
+        alias = f" @{',@'.join(r['aliases'])}" if r["aliases"] else ""
+        share = num(r["synthetic_share"])
+        if r["synthetic_share_asked"] is not None and r["synthetic_share_asked"] != r["synthetic_share"]:
+            share += f" (asked {num(r['synthetic_share_asked'])})"
+        data = (r["dataset"] or "no synthreg dataset") + (" [UNRELEASED]" if r["unreleased"] else "")
+        lines.append(
+            f"{r['name']}/{r['version']}{alias}  {data}  share {share}  accuracy {num(r['accuracy'])}  "
+            f"gap {num(r['worst_group_gap'])}  run {r['run_id']}"
+        )
+        if r["evaluation"]:
+            lines.append(f"    evaluated on {r['evaluation']}")
+    return lines

@@ -1,0 +1,121 @@
+"""How synthreg talks to MLflow: the one place that names tags, dataset inputs and the store.
+
+Conventions every run logged by ``synthreg train`` follows, and that ``trace`` and ``impact`` read:
+
+- dataset input: name ``NAME@X.Y.Z`` (or ``NAME@working`` for an unreleased filtered manifest),
+  digest = the first 36 hex characters of the manifest's sha256 (MLflow stores at most 36 characters
+  for a dataset digest, ``MAX_DATASET_DIGEST_SIZE``; its default digest would hash only the first
+  10,000 rows), with the full sha256 in the input's profile and in the ``synthreg.manifest_sha256``
+  tag; source = ``synthreg://releases/NAME/X.Y.Z?git=<commit>``, context ``training``;
+- the input's profile (``registry.track.DatasetProfile``): the whole sha256, the DVC md5, generators,
+  recipe digest, sources and policy status, so a working manifest can be found again by content;
+- tags ``synthreg.dataset`` (= the input name), ``synthreg.manifest_sha256``, ``synthreg.dvc_md5``,
+  ``synthreg.policy_report_sha256``, ``synthreg.git_commit``, ``synthreg.synthetic_share`` (the share
+  used) and ``synthreg.synthetic_share_asked``; ``synthreg.samples.NAME.VERSION`` with the artifact
+  ``synthreg/samples/NAME/VERSION.txt`` listing the sample ids drawn (``registry.track``);
+- the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it
+  (a team shares ``mlflow server`` on PostgreSQL, README "Scale out"); a database URI is tried once,
+  with a timeout, before MLflow's minutes of retries, and its password never appears in a message;
+- for an http(s) server, MLflow's retries are capped (``HTTP_RETRIES``) unless the environment sets
+  ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``: MLflow's own defaults
+  (7 retries, backoff factor 2) keep a command waiting for minutes on a server that is down. They are
+  set in ``os.environ`` (MLflow reads them there at each request), so they hold for the whole process.
+
+MLflow is imported inside the functions, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from registry.core.errors import TrackingError
+
+TAG_DATASET = "synthreg.dataset"
+TAG_MANIFEST = "synthreg.manifest_sha256"
+TAG_POLICY = "synthreg.policy_report_sha256"
+TAG_GIT = "synthreg.git_commit"
+TAG_SHARE = "synthreg.synthetic_share"  # the share the run really used
+TAG_SHARE_ASKED = "synthreg.synthetic_share_asked"
+TAG_DVC_MD5 = "synthreg.dvc_md5"  # md5 of the manifest: its name in the DVC cache and remote
+WORKING = "working"
+DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy stores MLflow can use without a server
+DB_CONNECT_TIMEOUT_S = 5
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def tracking_uri(ws: Path) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        if "://" not in uri and not uri.startswith(("file:", "databricks")):
+            raise TrackingError(
+                f"MLFLOW_TRACKING_URI {uri!r} is not a URI; use e.g. sqlite:///mlflow.db or http://host:5000"
+            )
+        return uri
+    return f"sqlite:///{(ws / 'mlflow.db').resolve()}"
+
+
+def dataset_source(name: str, version: str, git_commit: str) -> str:
+    return f"synthreg://releases/{name}/{version}?git={git_commit}"
+
+
+def shown(uri: str) -> str:
+    """The URI as messages may print it: a database password is masked."""
+    if "@" not in uri or uri.split(":", 1)[0].split("+")[0] not in DATABASES:
+        return uri
+    from sqlalchemy.engine import make_url
+
+    return make_url(uri).render_as_string(hide_password=True)
+
+
+def check_database(uri: str) -> None:
+    """Connect once, with a timeout, to a database store (``postgresql://...``, MLflow's server-less mode).
+
+    MLflow retries a refused database ten times over about 100 s and then raises a raw SQLAlchemy
+    error; one try with a clear message serves a person better."""
+    scheme = uri.split(":", 1)[0].split("+")[0]
+    if scheme not in DATABASES:
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    args = {"connect_timeout": DB_CONNECT_TIMEOUT_S} if scheme == "postgresql" else {}
+    try:
+        with sqlalchemy.create_engine(uri, connect_args=args, poolclass=NullPool).connect():
+            pass
+    except ImportError as e:
+        raise TrackingError(
+            f"MLflow store {shown(uri)} needs a database driver ({e.name}); pip install 'synthreg[server]'"
+        ) from None
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise TrackingError(
+            f"MLflow store {shown(uri)} refuses connections ({reason}); "
+            "start the database or fix MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def client(ws: Path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(ws)
+    check_database(uri)
+    if uri.startswith(("http://", "https://")):
+        for k, v in HTTP_RETRIES.items():
+            os.environ.setdefault(k, v)  # read by MLflow at each request
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextlib.contextmanager
+def mlflow_errors(uri: str) -> Iterator[None]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as e:
+        raise TrackingError(f"MLflow at {uri}: {e.message.strip()}") from e

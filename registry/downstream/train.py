@@ -1,0 +1,613 @@
+"""Training a downstream classifier on a real/synthetic mix, judged on held-out data, logged to MLflow.
+
+    result = train(ws, TrainParams(synthetic_share=0.5), "digits@1.0.0")
+    result.metrics["accuracy"], result.run_id, result.model_version
+
+The mix follows Diff-Person (arXiv 2406.06045) and the synthetic-data survey (arXiv 2310.01830): a few
+real images per identity, topped up with synthetic ones, the synthetic share raised step by step and
+judged by downstream results on real data the generator never saw.
+
+- real part: ``real_per_class`` images per digit from the real train split (-1: all of it), chosen by
+  ``seed``; ``train_size - n_synthetic`` of them are used (all, when the pool is smaller);
+- synthetic part: ``round(synthetic_share * train_size)`` images from a released version (accepted rows,
+  read from its shards by ``open_release``) or from the working filtered manifest
+  (``data/NAME/filtered/manifest.parquet``, images from the candidate shards); ``use_rejected`` draws
+  from every row instead, for the filtered-vs-unfiltered comparison;
+- draws are nested: with one seed, the synthetic images of a smaller share are a subset of a larger
+  one's, the real pool does not depend on the share, and fewer real images are a subset of more, so two
+  mixes differ only in what the share changes;
+- an epoch is ``train_size`` examples (a smaller actual set is cycled), so every mix gets the same number
+  of gradient steps and a real-only run is not simply under-trained;
+- evaluation: the held-out real split (360 images, never seen by the generator): accuracy, accuracy per
+  identity, and the worst-group gap (max - min per-identity accuracy);
+- any dataset: the classes are the dataset's identities and every image is turned grey and resized to
+  ``image_size``. The real source is the sklearn digits (``real_source: auto`` picks it when every
+  identity is a digit); a dataset without one trains on synthetic images alone and is evaluated on a
+  seeded held-out synthetic split (``holdout_share``), which the run, the metrics file and the CLI say;
+- the share really used (``n_synthetic / (n_real + n_synthetic)``) is logged beside the one asked
+  (param, metric and tag), and ``TrainResult.notes`` says when they differ.
+
+The run is logged by the conventions in ``registry.tracking``: a dataset input named ``NAME@X.Y.Z`` (or
+``NAME@working``) whose digest is the manifest's sha256 (as much of it as MLflow stores: see
+``MLFLOW_DIGEST_CHARS``) and whose profile says what the data was (``registry.track``), the sample
+ids drawn (training and held-out synthetic evaluation) as an artifact, the ``synthreg.*`` tags, and the
+model (``torch.export`` format, so loading it needs no synthreg code) registered under
+``registered_model`` or, by default, ``NAME-classifier`` after the dataset. The run is also appended to
+the audit log (kind ``train``). torch and MLflow are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from registry.core import vcs
+from registry.core.digests import sha256_file
+from registry.core.errors import AuditError, ConfigError, ManifestError, ReleaseError, TrackingError
+from registry.core.fsio import atomic_write_text
+from registry.core.workspace import inside
+from registry.downstream import tracking
+from registry.records.config import TrainParams
+from registry.records.dataset import DATASET_NAME
+
+CLASSES = [str(d) for d in range(10)]  # identity of a digit image = the digit
+REAL_DIGITS = "sklearn-digits"  # the default domain's real source
+SOURCE_TYPE = "synthreg"  # MLflow dataset source type of the inputs logged here (registry.mlflow_source)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_name: str
+    model_version: str
+    dataset: str  # the dataset input's name: NAME@X.Y.Z or NAME@working
+    manifest_sha256: str
+    n_real: int
+    n_synthetic: int
+    synthetic_share_used: float
+    evaluation: str  # what the metrics were measured on, in words
+    metrics: dict[str, float]
+    metrics_path: Path
+    notes: list[str]  # said to the user: a share that differs from the one asked, synthetic-only training
+
+
+@dataclass(frozen=True)
+class _Dataset:
+    """A resolved dataset reference: what the run's input and tags say about it."""
+
+    name: str
+    version: str  # X.Y.Z or "working"
+    manifest: Path
+    manifest_sha256: str
+    policy_report_sha256: str | None  # None: no policy report made for this manifest
+    git_commit: str  # the commit the release was made from; HEAD for the working manifest
+    release_ref: str | None  # NAME@X.Y.Z for a release
+
+    @property
+    def input_name(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def _working_name(ws: Path) -> str:
+    found = sorted(p.parent.parent.name for p in (ws / "data").glob("*/filtered/manifest.parquet"))
+    if len(found) != 1:
+        which = f"there are {len(found)} ({', '.join(found)})" if found else "there is none"
+        raise ReleaseError(
+            f"dataset 'working' needs exactly one filtered manifest under data/*/filtered, but {which}; "
+            "name it, e.g. digits@working"
+        )
+    return found[0]
+
+
+def _resolve(ws: Path, ref: str) -> _Dataset:
+    """``NAME@X.Y.Z``, ``NAME`` (latest release), ``NAME@working`` or ``working`` -> what to train on."""
+    from registry.store.releases import RELEASES, load_release, parse_ref
+
+    name, version = (_working_name(ws), tracking.WORKING) if ref == tracking.WORKING else parse_ref(ref)
+    if not DATASET_NAME.fullmatch(name):
+        raise ReleaseError(
+            f"dataset {ref!r} is not NAME@X.Y.Z, NAME or NAME@working; see `synthreg list` for releases"
+        )
+    if version == tracking.WORKING:
+        manifest = ws / "data" / name / "filtered" / "manifest.parquet"
+        if not manifest.is_file():
+            raise ManifestError(
+                f"no filtered manifest for {name} at {manifest}; run `dvc repro filter` "
+                f"(or `synthreg filter`), or train on a release ({name}@X.Y.Z)"
+            )
+        digest = sha256_file(manifest)
+        report = ws / "data" / name / "policy" / "report.json"
+        policy = None
+        if report.is_file():
+            try:
+                made_for = json.loads(report.read_text()).get("manifest_sha256")
+            except (ValueError, AttributeError):
+                made_for = None
+            policy = sha256_file(report) if made_for == digest else None  # a stale report names nothing
+        return _Dataset(name, version, manifest, digest, policy, vcs.head(ws), None)
+    record = load_release(ws, ref)
+    manifest = ws / RELEASES / record.name / record.version / record.manifest_path
+    if not manifest.is_file():
+        raise ReleaseError(f"{manifest} is missing; run `dvc checkout` (or `dvc pull`) to restore it")
+    if sha256_file(manifest) != record.manifest_sha256:  # the run would name content it did not read
+        raise ReleaseError(
+            f"the manifest of {record.name}@{record.version} does not match its release record; "
+            f"run `synthreg verify {record.name}@{record.version}`"
+        )
+    return _Dataset(
+        record.name,
+        record.version,
+        manifest,
+        record.manifest_sha256,
+        record.policy_report_sha256,
+        record.git_commit,
+        f"{record.name}@{record.version}",
+    )
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+def _labels(identities: list[str], classes: list[str], where: str) -> np.ndarray:
+    unknown = sorted(set(identities) - set(classes))
+    if unknown:
+        raise ManifestError(
+            f"{where} has identities {unknown[:5]} that the real source sklearn-digits does not have "
+            "(digits 0-9); set train.real_source: none to train on the synthetic images alone"
+        )
+    return np.array([classes.index(i) for i in identities], dtype=np.int64)
+
+
+def _decode(png: bytes, sample_id: str, size: int) -> np.ndarray:
+    """A grey ``size`` x ``size`` array: every dataset, whatever its image size, trains the same model."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(png)).convert("L")
+    except Exception as e:  # PIL raises several types for bytes that are not an image
+        raise ManifestError(f"sample {sample_id} is not a readable image ({e}); run `synthreg verify`") from e
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _resized(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[1:] == (size, size):
+        return images
+    from PIL import Image
+
+    return np.stack(
+        [np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BILINEAR)) for i in images]
+    )
+
+
+def _nested_pick(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The first ``n`` of one seeded permutation of ``range(pool)``, sorted: a smaller n picks a subset."""
+    return np.sort(rng.permutation(pool)[: min(n, pool)])
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """The synthetic rows a run may draw from, in the release reader's order (by plan index), so a
+    release and the working manifest it was made from give the same draw for the same seed."""
+
+    ids: list[str]
+    identities: list[str]
+    read: Callable[[list[int]], list[bytes]]
+
+    def images(self, pick: np.ndarray, size: int) -> np.ndarray:
+        idx = [int(i) for i in pick]
+        data = self.read(idx)
+        if not idx:
+            return np.zeros((0, size, size), np.uint8)
+        return np.stack([_decode(png, self.ids[i], size) for i, png in zip(idx, data, strict=True)])
+
+
+def _pool(ws: Path, ds: _Dataset, use_rejected: bool, allow_withdrawn: bool = False) -> _Pool:
+    if ds.release_ref is not None:
+        from registry.releases.loader import open_release
+
+        reader = open_release(
+            ws, ds.release_ref, accepted_only=not use_rejected, allow_withdrawn=allow_withdrawn
+        )
+        return _Pool(
+            reader.table["sample_id"].to_pylist(),
+            reader.table["identity"].to_pylist(),
+            lambda idx: [reader.image_bytes(i) for i in idx],
+        )
+    from registry.store import manifest as mf
+    from registry.store.shards import iter_images
+
+    where = "" if use_rejected else "WHERE decision = 'accepted'"
+    con = mf.connect(ds.manifest)
+    try:
+        cols = (
+            con.sql(
+                "SELECT sample_id, identity, shard, member, image_sha256 "
+                f"FROM manifest {where} ORDER BY index"
+            )
+            .to_arrow_table()
+            .to_pydict()
+        )
+    finally:
+        con.close()
+
+    def read(idx: list[int]) -> list[bytes]:
+        rows = [
+            (cols["sample_id"][i], cols["shard"][i], cols["member"][i], cols["image_sha256"][i]) for i in idx
+        ]
+        found = dict(iter_images(ws, rows))
+        return [found[r[0]] for r in rows]
+
+    return _Pool(cols["sample_id"], cols["identity"], read)
+
+
+def _real(split: Any, real_per_class: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(images, labels, pool size): ``n`` (at most the pool) of ``real_per_class`` per digit of ``split``."""
+    rng = np.random.default_rng([seed, 0])
+    pool = []
+    for d in range(len(CLASSES)):
+        idx = np.flatnonzero(split.labels == d)
+        pool.append(idx if real_per_class < 0 else np.sort(rng.permutation(idx)[:real_per_class]))
+    pool_idx = np.concatenate(pool)
+    pick = pool_idx[_nested_pick(len(pool_idx), n, np.random.default_rng([seed, 1]))]
+    return split.images[pick], split.labels[pick], len(pool_idx)
+
+
+# --- model -----------------------------------------------------------------------------------------------
+
+
+def _cnn(size: int, n_classes: int):
+    """Two conv layers and a linear head: size x size grey -> n_classes (about 10K parameters at 16 px)."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * (size // 4) ** 2, n_classes),
+    )
+
+
+def _tensor(images: np.ndarray):
+    import torch
+
+    return torch.from_numpy(images.astype(np.float32)[:, None] / 255.0)
+
+
+def _fit(
+    images: np.ndarray,
+    labels: np.ndarray,
+    params: TrainParams,
+    n_classes: int,
+    progress: Callable[..., None] | None = None,
+) -> tuple[Any, float]:
+    import torch
+
+    torch.manual_seed(params.seed)
+    model = _cnn(params.image_size, n_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=params.lr)
+    x, y = _tensor(images), torch.from_numpy(labels)
+    gen = torch.Generator().manual_seed(params.seed)
+    reps = math.ceil(params.train_size / len(x))
+    loss = torch.tensor(float("nan"))
+    model.train()
+    for epoch in range(params.epochs):
+        if progress:
+            progress(epoch, params.epochs, f"loss {loss.item():.4f}" if epoch else "")
+        order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(reps)])[: params.train_size]
+        for start in range(0, len(order), params.batch_size):
+            batch = order[start : start + params.batch_size]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+            loss.backward()
+            opt.step()
+    if progress:
+        progress(params.epochs, params.epochs, f"loss {loss.item():.4f}")
+    model.eval()
+    return model, loss.detach().item()
+
+
+def _evaluate(model: Any, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
+    import torch
+
+    with torch.no_grad():
+        pred = model(_tensor(images)).argmax(dim=1).numpy()
+    per = {
+        classes[d]: float((pred[labels == d] == d).mean()) for d in range(len(classes)) if (labels == d).any()
+    }
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "worst_group_gap": max(per.values()) - min(per.values()),
+        **{f"accuracy.identity_{k}": v for k, v in per.items()},
+    }
+
+
+# --- MLflow ----------------------------------------------------------------------------------------------
+
+
+def mlflow_source(uri: str):
+    """An MLflow DatasetSource for ``synthreg://releases/...`` (see :mod:`registry.mlflow_source`, which
+    MLflow finds by its ``mlflow.dataset_source`` entry point in any process)."""
+    from registry.downstream.mlflow_source import SynthregDatasetSource
+
+    return SynthregDatasetSource(uri)
+
+
+def model_name(params: TrainParams, dataset: str) -> str:
+    """The registered model: ``params.registered_model``, else ``NAME-classifier`` after the dataset, so
+    training another dataset never becomes the latest version of this one's model."""
+    return params.registered_model or f"{dataset}-classifier"
+
+
+def _log_run(
+    ws: Path,
+    params: TrainParams,
+    ds: _Dataset,
+    run_params: dict[str, Any],
+    metrics: dict[str, float],
+    model: Any,
+    samples: list[str],
+    share_used: float,
+) -> tuple[str, str]:
+    """Log one run by the ``registry.tracking`` conventions; register the model. -> (run id, version)."""
+    import mlflow
+    import torch
+
+    from registry.downstream import track
+
+    with warnings.catch_warnings():
+        # Noise about MLflow's own chat-agent types, raised once on importing mlflow.pyfunc (mlflow 3.17).
+        warnings.filterwarnings("ignore", ".*Any type hint is inferred as AnyType", UserWarning)
+        import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import infer_signature
+
+    uri = tracking.tracking_uri(ws)
+    name = model_name(params, ds.name)
+    profile = track.describe(ws, ds.name, ds.version, ds.manifest, ds.git_commit)
+    tags = {
+        tracking.TAG_GIT: vcs.head(ws),
+        tracking.TAG_SHARE: str(share_used),
+        tracking.TAG_SHARE_ASKED: str(params.synthetic_share),
+    }
+    if ds.policy_report_sha256:
+        tags[tracking.TAG_POLICY] = ds.policy_report_sha256
+    size = params.image_size
+    example = np.zeros((2, 1, size, size), dtype=np.float32)  # batch 2: exported with a dynamic batch
+    with torch.no_grad():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    try:
+        tracking.client(ws)
+        mlflow.set_experiment(params.experiment)
+        with mlflow.start_run() as run:
+            mlflow.log_params(run_params)
+            mlflow.set_tags(tags)
+            track.log_profile(profile, "training", samples)
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                registered_model_name=name,
+                signature=signature,
+                input_example=example,
+                # Explicit, so MLflow never infers requirements (it would import and probe packages).
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
+            # On the run and on the logged model (MLflow 3), so models can be searched by accuracy.
+            mlflow.log_metrics(metrics, model_id=info.model_id)
+    except MlflowException as e:
+        raise TrackingError(
+            f"MLflow store {uri} refused the run: {e.message}; check MLFLOW_TRACKING_URI"
+        ) from None
+    except OSError as e:
+        raise TrackingError(f"MLflow store {uri} cannot be written: {e}; check MLFLOW_TRACKING_URI") from e
+    version = info.registered_model_version
+    if version is None:
+        raise TrackingError(f"MLflow did not register model {name!r} for run {run.info.run_id}")
+    return run.info.run_id, str(version)
+
+
+# --- the whole run ---------------------------------------------------------------------------------------
+
+
+def _real_source(params: TrainParams, identities: list[str]) -> str:
+    if params.real_source != "auto":
+        return params.real_source
+    return REAL_DIGITS if identities and set(identities) <= set(CLASSES) else "none"
+
+
+def train(
+    ws: Path,
+    params: TrainParams,
+    dataset: str | None = None,
+    allow_withdrawn: bool = False,
+    progress: Callable[..., None] | None = None,
+) -> TrainResult:
+    """Train on the mix ``params`` describes, evaluate on held-out data, log and register the model.
+
+    With a real source (the sklearn digits for a digits dataset) the mix is real + synthetic and the
+    model is judged on held-out real images; without one it trains on synthetic images alone and is
+    judged on a held-out synthetic split, and says so. ``dataset`` overrides ``params.dataset``.
+    Writes the metrics JSON (``params.metrics``) for DVC and appends a ``train`` audit event.
+    A release must be final and trusted; a withdrawn one is refused unless ``allow_withdrawn``, which
+    is then recorded as the run's tag ``synthreg.allow_withdrawn`` and an audit event.
+    """
+    import torch
+
+    from registry.store import audit
+
+    ds = _resolve(ws, dataset or params.dataset)
+    withdrawn = None
+    if ds.release_ref is not None:  # trust, approval and withdrawal, before any work
+        from registry.releases.loader import admit
+
+        withdrawn = admit(ws, ds.release_ref, allow_withdrawn)[2]
+    metrics_path = inside(ws, params.metrics or f"data/{ds.name}/train/metrics.json", "metrics file")
+    tracking.tracking_uri(ws)  # a malformed MLFLOW_TRACKING_URI fails before any work
+
+    pool = _pool(ws, ds, params.use_rejected, allow_withdrawn)
+    found = sorted(set(pool.identities))
+    real_source = _real_source(params, found)
+    size = params.image_size
+    notes: list[str] = []
+    want_syn = round(params.synthetic_share * params.train_size)
+    if real_source == REAL_DIGITS:
+        from generators.tiny_digits.real_digits import load_splits
+
+        classes = list(CLASSES)
+        labels = _labels(pool.identities, classes, ds.input_name)
+        train_idx = np.arange(len(pool.ids))
+        train_split, held_out = load_splits()  # held_out: never seen by the generator
+        real_x, real_y, real_pool = _real(
+            train_split, params.real_per_class, params.train_size - want_syn, params.seed
+        )
+        real_x = _resized(real_x, size)
+        eval_x, eval_y = _resized(held_out.images, size), held_out.labels
+        eval_ids: list[str] = []
+        evaluation = (
+            f"held-out real digits (sklearn-digits, {len(eval_y)} images never seen by the generator)"
+        )
+        eval_params = {"real_train_sha256": train_split.digest, "eval_sha256": held_out.digest}
+    else:
+        classes = found
+        if len(classes) < 2:
+            raise ConfigError(
+                f"{ds.input_name} has {len(classes)} identity ({', '.join(classes) or 'none'}); "
+                "a classifier needs at least two"
+            )
+        labels = np.array([classes.index(i) for i in pool.identities], dtype=np.int64)
+        # A seeded held-out split of the synthetic pool, independent of the share (so mixes compare).
+        order = np.random.default_rng([params.seed, 3]).permutation(len(pool.ids))
+        n_eval = max(1, round(params.holdout_share * len(pool.ids)))
+        eval_idx, train_idx = np.sort(order[:n_eval]), np.sort(order[n_eval:])
+        eval_x, eval_y = pool.images(eval_idx, size), labels[eval_idx]
+        eval_ids = [pool.ids[i] for i in eval_idx]
+        real_x, real_y, real_pool = np.zeros((0, size, size), np.uint8), np.zeros(0, np.int64), 0
+        evaluation = (
+            f"held-out synthetic split ({len(eval_y)} images of {ds.input_name}, not used for training): "
+            "not real data, so this says how well the model fits the generator, not the real world"
+        )
+        eval_params = {"eval_sha256": hashlib.sha256("\n".join(eval_ids).encode()).hexdigest()}
+        notes.append(f"no real source for {ds.input_name}: trained on synthetic images only")
+        if params.synthetic_share < 1:
+            want_syn = params.train_size  # nothing real to mix in
+    pick = train_idx[_nested_pick(len(train_idx), want_syn, np.random.default_rng([params.seed, 2]))]
+    syn_x, syn_y = pool.images(pick, size), labels[pick]
+    syn_pool = len(train_idx)
+    if len(syn_x) + len(real_x) == 0:
+        raise ConfigError(
+            f"nothing to train on: {want_syn} synthetic images asked of {ds.input_name} "
+            f"(pool {syn_pool}) and {params.train_size - want_syn} real (pool {real_pool}); "
+            "raise train.real_per_class or train.synthetic_share"
+        )
+    x, y = np.concatenate([real_x, syn_x]), np.concatenate([real_y, syn_y])
+    share_used = round(len(syn_x) / len(x), 4)
+    if abs(share_used - params.synthetic_share) > 1e-9:
+        notes.append(
+            f"synthetic share used {share_used} differs from the {params.synthetic_share} asked: "
+            f"{len(syn_x)} synthetic (pool {syn_pool}) + {len(real_x)} real (pool {real_pool}) images"
+        )
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(params.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        model, last_loss = _fit(x, y, params, len(classes), progress)  # progress(epoch, epochs, "loss")
+        metrics = _evaluate(model, eval_x, eval_y, classes)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    metrics["train_loss"] = last_loss
+    metrics["synthetic_share_used"] = share_used
+
+    run_params = {
+        "dataset": ds.input_name,
+        "synthetic_share": params.synthetic_share,
+        "synthetic_share_used": share_used,
+        "train_size": params.train_size,
+        "real_per_class": params.real_per_class,
+        "real_source": real_source,
+        "use_rejected": params.use_rejected,
+        "n_real": len(real_x),
+        "n_synthetic": len(syn_x),
+        "real_pool": real_pool,
+        "synthetic_pool": syn_pool,
+        "epochs": params.epochs,
+        "batch_size": params.batch_size,
+        "lr": params.lr,
+        "seed": params.seed,
+        "image_size": size,
+        "classes": ",".join(classes)[:500],
+        "evaluation": evaluation[:500],
+        "eval_images": len(eval_y),
+        "model": "cnn2-conv16-conv32-linear",
+        **eval_params,
+    }
+    drawn = [pool.ids[i] for i in pick] + eval_ids
+    run_id, version = _log_run(ws, params, ds, run_params, metrics, model, drawn, share_used)
+    name = model_name(params, ds.name)
+    if withdrawn:  # trained on a withdrawn release, knowingly: say so where auditors look
+        tracking.client(ws).set_tag(run_id, "synthreg.allow_withdrawn", withdrawn["reason"][:500])
+        audit.append(
+            ws, "allow-withdrawn", ds.input_name, {"run_id": run_id, "withdrawal": withdrawn["reason"]}
+        )
+    try:
+        audit.append(
+            ws,
+            "train",
+            f"{name}/{version}",
+            {
+                "run_id": run_id,
+                "dataset": ds.input_name,
+                "manifest_sha256": ds.manifest_sha256,
+                "model": name,
+                "model_version": version,
+                "synthetic_share": params.synthetic_share,
+                "synthetic_share_used": share_used,
+            },
+        )
+    except AuditError as e:  # the run exists in MLflow: say so rather than leave it unmentioned
+        raise AuditError(
+            f"run {run_id} (model {name}/{version}) is logged in MLflow, but its train event could not be "
+            f"appended to the audit log: {e}"
+        ) from e
+    summary = {
+        "dataset": ds.input_name,
+        "manifest_sha256": ds.manifest_sha256,
+        "run_id": run_id,
+        "model": name,
+        "model_version": version,
+        "n_real": len(real_x),
+        "n_synthetic": len(syn_x),
+        "synthetic_share": params.synthetic_share,
+        "evaluation": evaluation,
+        **metrics,
+    }
+    atomic_write_text(metrics_path, json.dumps(summary, indent=2) + "\n")
+    return TrainResult(
+        run_id=run_id,
+        model_name=name,
+        model_version=version,
+        dataset=ds.input_name,
+        manifest_sha256=ds.manifest_sha256,
+        n_real=len(real_x),
+        n_synthetic=len(syn_x),
+        synthetic_share_used=share_used,
+        evaluation=evaluation,
+        metrics=metrics,
+        metrics_path=metrics_path,
+        notes=notes,
+    )

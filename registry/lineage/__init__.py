@@ -1,0 +1,15 @@
+"""From a run, model or image back to what made it, and from a generator, source, prompt or sample
+forward to everything it reached: trace, image, impact, working (unreleased manifests), common
+(queries over every released manifest), report (the HTML report with models).
+
+The public modules are named in ``__all__``; importing the package imports none of them.
+"""
+
+__all__ = [
+    "common",
+    "image",
+    "impact",
+    "report",
+    "trace",
+    "working",
+]

@@ -1,0 +1,317 @@
+"""Impact: every dataset version, MLflow run and registered model that a generator, a source, a prompt
+pattern or a sample reached, released or not.
+
+    impact(ws, generator="tiny-digits")     # or source=, prompt= (regex), sample= (sample id)
+
+- Released versions: their manifests are queried together in DuckDB (``read_parquet([...])``).
+- Unreleased data: every run that logged a ``NAME@working`` input is found in MLflow; each distinct
+  working manifest is looked for once by content (:mod:`registry.unreleased`: workspace, DVC cache,
+  DVC remote) and queried with the releases, and what it reached is marked UNRELEASED. A run whose
+  working manifest resolves nowhere is listed in ``unresolved_runs`` with why, never dropped silently.
+- ``sample``: a run that recorded the sample ids it drew (``registry.track``) is named only if it drew
+  that sample; a run that used a version holding it but recorded no ids is listed with ``drew: None``
+  and a warning, as it may have.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from registry.core.errors import SynthregError
+from registry.downstream import tracking
+from registry.downstream.tracking import mlflow_errors
+from registry.lineage import working as lineage_working
+from registry.lineage.common import (
+    HEX_PREFIX,
+    all_releases,
+    digest_matches,
+    manifest_paths,
+    models_of,
+    query_manifests,
+    release_ref,
+    sql_quote,
+)
+from registry.trust.withdrawals import is_withdrawn
+
+_COUNTS = "filename, count(*), count(*) FILTER (WHERE decision = 'accepted')"  # per manifest file
+
+
+def _experiments(c: Any) -> list[str]:
+    from mlflow.entities import ViewType
+
+    exp_ids, token = [], None
+    while True:
+        page = c.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+        exp_ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            break
+    return exp_ids
+
+
+def _search(c: Any, exp_ids: list[str], filters: list[str]) -> dict[str, Any]:
+    return lineage_working.search_runs(c, exp_ids, filters)
+
+
+def _runs_using(c: Any, exp_ids: list[str], refs: list[str]) -> list[Any]:
+    """Every run whose dataset input (or synthreg.dataset tag) is one of the released ``refs``."""
+    filters = [
+        "datasets.name IN (" + ", ".join(f"'{sql_quote(r)}'" for r in refs[i : i + 50]) + ")"
+        for i in range(0, len(refs), 50)
+    ] + [f"tags.`{tracking.TAG_DATASET}` = '{sql_quote(r)}'" for r in refs]
+    return list(_search(c, exp_ids, filters).values()) if refs else []
+
+
+def _drew(c: Any, run: Any, names: list[str], sample: str) -> bool | None:
+    """Whether ``run`` drew ``sample`` from one of the inputs ``names``: None when it recorded no ids."""
+    from registry.downstream.track import samples_artifact, samples_tag
+
+    recorded = [n for n in names if run.data.tags.get(samples_tag(n))]
+    if not recorded:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in recorded:
+            path = Path(c.download_artifacts(run.info.run_id, samples_artifact(n), tmp))
+            if sample in path.read_text().split("\n"):
+                return True
+    return False
+
+
+def _run_row(run: Any, used: list[str], matches: bool, unreleased: bool) -> dict[str, Any]:
+    return {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "experiment_id": run.info.experiment_id,
+        "status": run.info.status,
+        "lifecycle_stage": run.info.lifecycle_stage,
+        "datasets": sorted(used),
+        "digest_matches": matches,
+        "unreleased": unreleased,
+        "drew": None,
+    }
+
+
+def impact(
+    ws: Path,
+    generator: str | None = None,
+    source: str | None = None,
+    prompt: str | None = None,
+    sample: str | None = None,
+) -> dict:
+    """Every dataset version (released or working), MLflow run and registered model version that a
+    generator (name or weights digest prefix of 8+ hex), a source (by name), a prompt pattern (regex)
+    or a sample id reached."""
+    given = {
+        k: v
+        for k, v in {"generator": generator, "source": source, "prompt": prompt, "sample": sample}.items()
+        if v is not None
+    }
+    if len(given) != 1:
+        raise SynthregError(
+            "give exactly one of --generator, --source, --prompt, --sample"
+            + (f" (got {', '.join('--' + k for k in given)})" if given else "")
+        )
+    ((kind, value),) = given.items()
+    if kind == "prompt":
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise SynthregError(f"--prompt {value!r} is not a valid regular expression: {e}") from None
+    uri = tracking.tracking_uri(ws)  # a malformed URI is an error even when nothing matches
+    releases = all_releases(ws)
+    with mlflow_errors(uri):
+        c = tracking.client(ws)
+        exp_ids = _experiments(c)
+        working, unresolved = lineage_working.working_manifests(ws, lineage_working.working_runs(c, exp_ids))
+    # Working manifests found by content, one per file: runs that logged a prefix of the digest and runs
+    # that logged the whole sha256 of the same manifest are merged (the whole digest is kept).
+    by_path: dict[str, lineage_working.WorkingManifest] = {}
+    for _, wm in sorted(working.items(), key=lambda kv: -len(kv[0])):
+        if wm.found and wm.found.path:
+            if str(wm.found.path) in by_path:
+                by_path[str(wm.found.path)].runs += wm.runs
+            else:
+                by_path[str(wm.found.path)] = wm
+    working = {wm.sha256: wm for wm in by_path.values()}
+    wpaths = {path: wm.sha256 for path, wm in by_path.items()}  # path -> sha256
+    hits: dict[str, tuple[int, int]] = {}  # release ref -> (samples, accepted)
+    whits: dict[str, tuple[int, int]] = {}  # working sha256 -> (samples, accepted)
+    missing: list[str] = []
+    if kind == "source":
+        # Every sample of a version depends on a source it lists, except a conditioning source that
+        # names its identities: then only those identities' samples do.
+        key = value.casefold()
+        for r in releases:
+            named = [s for s in r.sources if s.name.casefold() == key]
+            if not named:
+                continue
+            if any(s.identities is None for s in named):
+                hits[release_ref(r)] = (r.counts.total, r.counts.accepted)
+                continue
+            paths, gone = manifest_paths(ws, [r])
+            missing += gone
+            identities = sorted({i for s in named for i in s.identities or []})
+            for _, n, a in query_manifests(
+                paths, _COUNTS, "WHERE list_contains($ids, identity) GROUP BY filename", {"ids": identities}
+            ):
+                hits[release_ref(r)] = (n, a)
+        for path, sha in wpaths.items():
+            named_w = [
+                s
+                for s in working[sha].profile.get("sources") or []
+                if str(s.get("name", "")).casefold() == key
+            ]
+            if not named_w:
+                continue
+            params: dict[str, Any] = {}
+            if any(s.get("identities") is None for s in named_w):
+                where = "GROUP BY filename"
+            else:
+                ids = sorted({i for s in named_w for i in s["identities"]})
+                where, params = "WHERE list_contains($ids, identity) GROUP BY filename", {"ids": ids}
+            for _, n, a in query_manifests({path: sha}, _COUNTS, where, params):
+                whits[sha] = (n, a)
+    else:
+        params = {}
+        if kind == "generator":
+            digest = value.lower() if HEX_PREFIX.fullmatch(value.lower()) else None
+            releases = [
+                r
+                for r in releases
+                if any(
+                    g.name == value or (digest and g.weights_digest.startswith(digest)) for g in r.generators
+                )
+            ]
+            where = "WHERE generator_name = $v OR starts_with(weights_digest, $digest)"
+            params = {"v": value, "digest": digest or "-"}
+        elif kind == "prompt":
+            where, params = "WHERE regexp_matches(prompt, $v)", {"v": value}
+        else:
+            where, params = "WHERE sample_id = $v", {"v": value}
+        paths, missing = manifest_paths(ws, releases)
+        for f, n, a in query_manifests({**paths, **wpaths}, _COUNTS, f"{where} GROUP BY filename", params):
+            if f in paths:
+                hits[paths[f]] = (n, a)
+            else:
+                whits[wpaths[f]] = (n, a)
+    by_ref = {release_ref(r): r for r in releases}
+    found: list[dict[str, Any]] = [
+        {
+            "release": ref,
+            "unreleased": False,
+            "samples": n,
+            "accepted": a,
+            "manifest_sha256": by_ref[ref].manifest_sha256,
+            "withdrawn": is_withdrawn(ws, *ref.split("@")),
+        }
+        for ref, (n, a) in sorted(hits.items())
+    ] + [
+        {
+            "release": working[sha].name,
+            "unreleased": True,
+            "samples": n,
+            "accepted": a,
+            "manifest_sha256": sha,
+            "resolved_from": working[sha].found.where,  # type: ignore[union-attr]
+            "withdrawn": None,
+        }
+        for sha, (n, a) in sorted(whits.items())
+    ]
+    runs: list[dict[str, Any]] = []
+    objs: dict[str, Any] = {}
+    with mlflow_errors(uri):
+        for run in sorted(
+            _runs_using(c, exp_ids, sorted(hits)), key=lambda r: (r.info.experiment_id, r.info.start_time)
+        ):
+            used = {
+                di.dataset.name.replace("@v", "@"): di.dataset.digest
+                for di in run.inputs.dataset_inputs
+                if di.dataset.name.replace("@v", "@") in hits
+            }
+            tag = run.data.tags.get(tracking.TAG_DATASET)
+            if not used and tag in hits:
+                used[tag] = run.data.tags.get(tracking.TAG_MANIFEST)
+            matches = all(digest_matches(d, by_ref[ref].manifest_sha256) for ref, d in used.items())
+            runs.append(_run_row(run, list(used), matches, False))
+            objs[run.info.run_id] = run
+        seen = {r["run_id"] for r in runs}
+        for sha in sorted(whits):
+            for run in sorted(working[sha].runs, key=lambda r: (r.info.experiment_id, r.info.start_time)):
+                if run.info.run_id not in seen:
+                    seen.add(run.info.run_id)
+                    runs.append(_run_row(run, [working[sha].name], True, True))
+                    objs[run.info.run_id] = run
+        excluded = 0
+        if kind == "sample":
+            kept = []
+            for row in runs:
+                row["drew"] = _drew(c, objs[row["run_id"]], row["datasets"], value)
+                if row["drew"] is False:
+                    excluded += 1
+                else:
+                    kept.append(row)
+            runs = kept
+        models = [
+            {
+                "name": mv.name,
+                "version": str(mv.version),
+                "run_id": mv.run_id,
+                "status": mv.status,
+                "source": mv.source,
+            }
+            for mv in sorted(
+                models_of(c, [r["run_id"] for r in runs]), key=lambda m: (m.name, int(m.version))
+            )
+        ]
+    warnings = (
+        [
+            f"WITHDRAWN: {v['release']} was withdrawn: {v['withdrawn']['reason']}"
+            for v in found
+            if v["withdrawn"]
+        ]
+        + [
+            f"UNRELEASED: {v['release']} (manifest sha256 {v['manifest_sha256'][:16]}..., found in "
+            f"{v['resolved_from']}) is a working manifest that runs trained on"
+            for v in found
+            if v["unreleased"]
+        ]
+        + [
+            f"DIGEST MISMATCH: run {r['run_id']} logged {', '.join(r['datasets'])} with a digest that is "
+            "not the release's manifest sha256"
+            for r in runs
+            if not r["digest_matches"]
+        ]
+        + [
+            f"UNKNOWN DRAW: run {r['run_id']} used {', '.join(r['datasets'])}, which holds {value!r}, but "
+            "recorded no sample ids, so it may have drawn it"
+            for r in runs
+            if kind == "sample" and r["drew"] is None
+        ]
+        + [
+            f"UNRESOLVED: run {u['run_id']} trained on {u['dataset']}, but {u['why']}; whether it used this "
+            f"{kind} is unknown"
+            for u in unresolved
+        ]
+        + missing
+    )
+    return {
+        "selector": {kind: value},
+        "tracking_uri": uri,
+        "versions": found,
+        "runs": runs,
+        "model_versions": models,
+        "unresolved_runs": unresolved,
+        "counts": {
+            "versions": len(found),
+            "samples": sum(v["samples"] for v in found),
+            "accepted": sum(v["accepted"] for v in found),
+            "runs": len(runs),
+            "model_versions": len(models),
+            "unresolved_runs": len(unresolved),
+            "runs_without_the_sample": excluded,
+        },
+        "warnings": warnings,
+    }

@@ -1,0 +1,232 @@
+"""Lineage of runs on unreleased data (``NAME@working``): trace them as fully as a release, marked
+UNRELEASED, and let ``impact`` reach them.
+
+A working input is traced from the manifest it names by content (:mod:`registry.unreleased` finds it in
+the workspace, the DVC cache or the DVC remote): generators and weights digests, seeds, counts and
+filter reasons come from that manifest; the recipe digest, prompt templates, sources and policy status
+come from what the run logged (the input's profile, :class:`registry.track.DatasetProfile`), as no
+signed record holds them. When the manifest is found nowhere the trace says where it looked and still
+shows what the run logged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from registry.downstream import tracking
+from registry.store import unreleased
+
+UNRELEASED_NOTE = (
+    "no signed release vouches for this data: it was found again by its content digest, but the policy "
+    "status, recipe and sources are what the run logged"
+)
+
+
+def profile_of(raw: str | None) -> dict[str, Any]:
+    """The logged profile as a dict ({} when absent or not JSON)."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def digests(
+    name: str, digest: str | None, profile: dict, tags: dict[str, str]
+) -> tuple[str | None, str | None]:
+    """(the fullest sha256 logged, the DVC md5 logged) for the working input ``name``."""
+    sha = profile.get("manifest_sha256")
+    md5 = profile.get("dvc_md5")
+    if tags.get(tracking.TAG_DATASET) == name:
+        sha = sha or tags.get(tracking.TAG_MANIFEST)
+        md5 = md5 or tags.get(tracking.TAG_DVC_MD5)
+    return (sha or digest or None), md5
+
+
+def _sources(profile: dict, deny: dict[str, str]) -> list[dict]:
+    out = []
+    for s in profile.get("sources") or []:
+        if not isinstance(s, dict) or "name" not in s:
+            continue
+        out.append(
+            {
+                "name": s["name"],
+                "version": s.get("version"),
+                "digest": s.get("digest"),
+                "licence": s.get("licence"),
+                "role": s.get("role"),
+                "status": s.get("status", "active"),
+                "url": s.get("url"),
+                "withdrawn_since": deny.get(s["name"]) if s.get("status") != "withdrawn" else None,
+                "identities": s.get("identities"),
+            }
+        )
+    return out
+
+
+def entry(ws: Path, name: str, digest: str | None, profile: dict, tags: dict[str, str], deny: dict) -> dict:
+    """What a trace says about a working input: the ``release_info`` keys, plus where it was found."""
+    from registry.downstream.track import manifest_facts
+
+    sha, md5 = digests(name, digest, profile, tags)
+    found = (
+        unreleased.find(ws, sha, md5)
+        if sha
+        else unreleased.Found(None, "", ["nowhere: no digest was logged"])
+    )
+    facts: dict[str, Any] = {}
+    warnings: list[str] = []
+    if found.path is not None:
+        facts = manifest_facts(found.path)
+        facts["generators"] = [g.model_dump(mode="json") for g in facts["generators"]]
+        warnings.append(
+            f"UNRELEASED: {name} is a working manifest, not a release; found by content in {found.where}"
+        )
+    else:
+        warnings.append(
+            f"UNRELEASED: {name} (manifest sha256 {sha or '?'}) resolves nowhere: looked in "
+            f"{'; '.join(found.looked)}. It was deleted or changed after training; shown is what the run "
+            "logged"
+        )
+    logged_gens = profile.get("generators") or []
+    gens = facts.get("generators", logged_gens)
+    sources = _sources(profile, deny)
+    for s in sources:
+        if s["status"] == "withdrawn":
+            warnings.append(f"source {s['name']} ({s['role']}) was marked withdrawn when the run logged it")
+        elif s["withdrawn_since"] is not None:
+            warnings.append(
+                f"source {s['name']} ({s['role']}) is now on the withdrawn list "
+                f"(policies/withdrawn.yaml): {s['withdrawn_since']}"
+            )
+    counts = facts or profile
+    policy = profile.get("policy") or {}
+    total, accepted = counts.get("rows"), counts.get("accepted")
+    return {
+        "release": None,
+        "released": False,
+        "unreleased": True,
+        "resolved": found.path is not None,
+        "resolved_from": found.where or None,
+        "resolved_path": str(found.path) if found.path else None,
+        "looked": found.looked,
+        "manifest_sha256": sha,
+        "dvc_md5": md5,
+        "digest_matches": found.path is not None,
+        "git_commit": profile.get("git_commit"),
+        "recipe_sha256": profile.get("recipe_sha256"),
+        "recipe_seed": profile.get("recipe_seed"),
+        "prompt_templates": list(profile.get("prompt_templates") or []),
+        "generators": gens,
+        "generator_training_sources": [s["name"] for s in sources if s["role"] == "generator-training"],
+        "samples": (
+            {
+                "count": total,
+                "accepted": accepted,
+                "seed_min": counts.get("seed_min"),
+                "seed_max": counts.get("seed_max"),
+            }
+            if total is not None
+            else None
+        ),
+        "sources": sources,
+        "filter": {
+            "total": total,
+            "accepted": accepted,
+            "rejected": (total - accepted) if total is not None and accepted is not None else None,
+            "reasons": dict(counts.get("reasons") or {}),
+        },
+        "policy": {
+            "passed": policy.get("passed"),
+            "report_sha256": policy.get("report_sha256"),
+            "results": {},
+            "waivers": [],
+        },
+        "withdrawn": None,
+        "derived_from": None,
+        "warnings": warnings,
+        "notes": [UNRELEASED_NOTE] if found.path is not None else [],
+    }
+
+
+@dataclass
+class WorkingManifest:
+    """One distinct working manifest that runs logged, found (``path``) or not."""
+
+    name: str  # NAME@working
+    sha256: str
+    md5: str | None
+    profile: dict
+    runs: list[Any] = field(default_factory=list)
+    found: unreleased.Found | None = None
+
+
+def working_runs(c: Any, exp_ids: list[str]) -> list[Any]:
+    """Every run that logged a ``NAME@working`` input (or tag), in the given experiments."""
+    filters = ["datasets.name LIKE '%@working'", f"tags.`{tracking.TAG_DATASET}` LIKE '%@working'"]
+    return list(search_runs(c, exp_ids, filters).values())
+
+
+def search_runs(c: Any, exp_ids: list[str], filters: list[str]) -> dict[str, Any]:
+    """{run id: run} of every run, live or deleted, matching any of ``filters`` in ``exp_ids``, page by
+    page (MLflow returns at most 1,000 runs a page and takes at most 100 experiments a search)."""
+    from mlflow.entities import ViewType
+
+    runs: dict[str, Any] = {}
+    for i in range(0, len(exp_ids), 100):
+        for f in filters:
+            token = None
+            while True:
+                page = c.search_runs(
+                    exp_ids[i : i + 100], f, run_view_type=ViewType.ALL, max_results=1000, page_token=token
+                )
+                runs.update((r.info.run_id, r) for r in page)
+                token = page.token
+                if not token:
+                    break
+    return runs
+
+
+def working_manifests(ws: Path, runs: list[Any]) -> tuple[dict[str, WorkingManifest], list[dict]]:
+    """({sha256: WorkingManifest} for every distinct working manifest the runs logged, each looked for
+    once; [runs whose working input logged no digest, with why])."""
+    out: dict[str, WorkingManifest] = {}
+    unresolved: list[dict] = []
+    for run in runs:
+        tags = dict(run.data.tags)
+        inputs = [
+            (di.dataset.name, di.dataset.digest, profile_of(di.dataset.profile))
+            for di in run.inputs.dataset_inputs
+            if di.dataset.name.endswith(f"@{tracking.WORKING}")
+        ]
+        if not inputs and str(tags.get(tracking.TAG_DATASET, "")).endswith(f"@{tracking.WORKING}"):
+            inputs = [(tags[tracking.TAG_DATASET], tags.get(tracking.TAG_MANIFEST), {})]
+        for name, digest, profile in inputs:
+            sha, md5 = digests(name, digest, profile, tags)
+            if not sha:
+                unresolved.append(
+                    {"run_id": run.info.run_id, "dataset": name, "why": "the run logged no manifest digest"}
+                )
+                continue
+            key = sha.lower()
+            wm = out.setdefault(key, WorkingManifest(name, key, md5, profile))
+            wm.md5 = wm.md5 or md5
+            wm.runs.append(run)
+    for wm in out.values():
+        wm.found = unreleased.find(ws, wm.sha256, wm.md5)
+        if wm.found.path is None:
+            for run in wm.runs:
+                unresolved.append(
+                    {
+                        "run_id": run.info.run_id,
+                        "dataset": wm.name,
+                        "manifest_sha256": wm.sha256,
+                        "why": f"its manifest resolves nowhere: looked in {'; '.join(wm.found.looked)}",
+                    }
+                )
+    return out, unresolved

@@ -1,0 +1,22 @@
+"""Every persisted shape, as a pydantic model: the one schema, exported as JSON Schema (``schemas``).
+
+dataset (recipe, generator, source, request, sample), config (params.yaml), policy (packs, reports,
+waivers), release (the Release record), audit (events, checkpoints), journal (an unfinished
+operation), trust (the trust root), signed (sign-offs, waivers, withdrawals), profile (what a run
+logs to MLflow). Records import only ``registry.core``.
+
+The public modules are named in ``__all__``; importing the package imports none of them.
+"""
+
+__all__ = [
+    "audit",
+    "config",
+    "dataset",
+    "journal",
+    "policy",
+    "profile",
+    "release",
+    "schemas",
+    "signed",
+    "trust",
+]

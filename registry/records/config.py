@@ -1,0 +1,146 @@
+"""Reading YAML inputs (recipes, params) into strict pydantic models, with errors a person can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from registry.core import yamlio
+from registry.core.errors import ConfigError, RecipeError, SynthregError
+from registry.core.names import shown
+from registry.core.workspace import inside
+from registry.records.dataset import FilterParams, GenerateParams, Recipe, Strict
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class TrainGeneratorParams(Strict):
+    epochs: int = Field(default=20, gt=0, le=100_000)
+    batch_size: int = Field(default=64, gt=0, le=65_536)
+    lr: float = Field(default=2e-3, gt=0, le=10)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    threads: int = Field(default=2, gt=0, le=1024)
+
+
+class ValidateParams(Strict):
+    packs: list[str] = Field(
+        default_factory=lambda: ["policies/packs/default.yaml"], description="policy packs, workspace paths"
+    )
+    licences: str = Field(default="policies/licenses.yaml", description="licence knowledge base")
+    waivers: str = Field(default="waivers.yaml", description="waivers file (may be absent)")
+
+
+class TrainParams(Strict):
+    """``synthreg train``: a small classifier on a real/synthetic mix, judged on held-out data.
+
+    ``n_synthetic = round(synthetic_share * train_size)`` images come from the dataset and
+    ``train_size - n_synthetic`` from a few-shot real pool of ``real_per_class`` train images per digit
+    (fewer when the pool is smaller; the run records the sizes it used). An epoch is ``train_size``
+    examples whatever the mix, so every mix gets the same number of gradient steps.
+    """
+
+    dataset: str = Field(
+        default="digits@working",
+        description="NAME@X.Y.Z (a release), NAME (its latest release), NAME@working or 'working' "
+        "(the current filtered manifest, data/NAME/filtered)",
+    )
+    synthetic_share: float = Field(default=0.5, ge=0, le=1, description="share of synthetic training images")
+    train_size: int = Field(
+        default=1000, gt=0, le=100_000_000, description="training images in all (real + synthetic)"
+    )
+    real_per_class: int = Field(
+        default=5,
+        ge=-1,
+        le=1_000_000,
+        description="real train images per digit in the real pool; -1 = all of them",
+    )
+    use_rejected: bool = Field(
+        default=False, description="draw synthetic images from every row, rejected ones included"
+    )
+    epochs: int = Field(default=10, gt=0, le=100_000, description="passes of train_size examples each")
+    batch_size: int = Field(default=64, gt=0, le=65_536)
+    lr: float = Field(default=2e-3, gt=0, le=10)
+    seed: int = Field(
+        default=0, ge=0, lt=2**63, description="picks the real and synthetic images; seeds torch"
+    )
+    threads: int = Field(default=2, gt=0, le=1024, description="torch CPU threads")
+    experiment: str = Field(default="synthreg-train", min_length=1, description="MLflow experiment")
+    registered_model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="MLflow registered model name (default NAME-classifier, after the dataset trained on)",
+    )
+    image_size: int = Field(
+        default=16, ge=4, le=512, description="images are turned grey and resized to this"
+    )
+    real_source: Literal["auto", "sklearn-digits", "none"] = Field(
+        default="auto",
+        description="real images to mix in and evaluate on: sklearn-digits (digits datasets), none "
+        "(synthetic only, evaluated on a held-out synthetic split), or auto (sklearn-digits when every "
+        "identity is a digit 0-9, else none)",
+    )
+    holdout_share: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="share of the synthetic pool held out for evaluation (no real source)",
+    )
+    metrics: str | None = Field(
+        default=None, description="metrics JSON for `dvc metrics` (default data/NAME/train/metrics.json)"
+    )
+
+
+class Params(Strict):
+    """``params.yaml``: every knob of the pipeline, one section per stage."""
+
+    recipe: str = "recipes/digits.yaml"
+    train_generator: TrainGeneratorParams = TrainGeneratorParams()
+    generate: GenerateParams = GenerateParams()
+    filter: FilterParams = FilterParams()
+    validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    train: TrainParams = TrainParams()
+
+
+def format_validation_error(e: ValidationError, source: str) -> str:
+    """One line per error: keys and values are shown escaped and cut short (a key may hold a newline,
+    a value may be a whole file's worth of text)."""
+    lines = [f"{source} is invalid:"]
+    for err in e.errors():
+        where = (
+            ".".join(shown(p)[1:-1] if isinstance(p, str) else str(p) for p in err["loc"]) or "(top level)"
+        )
+        msg = " ".join(err["msg"].split("\n"))
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; see the JSON schema in schemas/)"
+        elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {shown(err['input'])})"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def load_yaml_model(path: Path, model: type[M], what: str, error: type[SynthregError] = ConfigError) -> M:
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist; check the path")
+    data = yamlio.load_file(path, what, error)
+    if not isinstance(data, dict):
+        raise error(f"{what} {path} must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise error(format_validation_error(e, f"{what} {path}")) from None
+
+
+def load_recipe(path: Path) -> Recipe:
+    return load_yaml_model(path, Recipe, "recipe", RecipeError)
+
+
+def load_params(path: Path, ws: Path | None = None) -> Params:
+    """``params.yaml`` if present, else every default. With ``ws``, a path that leads out of the
+    workspace (symlinks included) is refused."""
+    if ws is not None:
+        path = inside(ws, path, "params file")
+    if not path.exists():
+        return Params()
+    return load_yaml_model(path, Params, "params file")

@@ -1,0 +1,61 @@
+"""TODO docstring (registry.records.signed)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import AwareDatetime, Field
+
+from registry.records.audit import Checkpoint
+from registry.records.dataset import Sha256, Strict
+from registry.records.policy import RuleId
+from registry.records.trust import Role
+
+SIGNOFF_TYPE = "application/vnd.synthreg.signoff+json"
+
+
+class SignOff(Strict):
+    """What one signer signs besides the statement itself: who, in which roles, when, over what."""
+
+    release: str = Field(description="NAME@X.Y.Z")
+    statement_sha256: Sha256 = Field(description="sha256 of the release envelope's payload")
+    keyid: Sha256
+    name: str
+    roles: list[Role] = Field(min_length=1)
+    time: AwareDatetime
+    checkpoint: Checkpoint | None = Field(description="the audit log's head when this was signed")
+
+
+WITHDRAWAL = "withdrawal.dsse.json"  # DSSE envelope, payload a Withdrawal
+
+WITHDRAWAL_TYPE = "application/vnd.synthreg.withdrawal+json"
+
+
+class Withdrawal(Strict):
+    """The payload of ``releases/NAME/X.Y.Z/withdrawal.dsse.json``, signed by a releaser or approver of
+    the trust root: the release stays signed and verifiable, but withdrawn."""
+
+    release: str = Field(description="NAME@X.Y.Z")
+    reason: str = Field(min_length=1)
+    time: AwareDatetime
+    actor: str = Field(min_length=1, description="who withdrew it (--actor, default git user.name)")
+    signer: str = Field(min_length=1, description="the signing key's holder, by the trust root")
+    manifest_sha256: Sha256 = Field(description="the withdrawn version's content digest")
+    keyid: Sha256
+    role: Literal["releaser", "approver"]
+    checkpoint: Checkpoint | None = Field(description="the audit log's head when this was signed")
+
+
+WAIVER_TYPE = "application/vnd.synthreg.waiver+json"
+
+
+class SignedWaiver(Strict):
+    rule_id: RuleId
+    scope: str = Field(min_length=1, description="dataset name, or '*' for every dataset")
+    reason: str = Field(min_length=1)
+    expires: date
+    approver: str = Field(description="the key holder's name in the trust root")
+    keyid: Sha256
+    signed_at: AwareDatetime
+    checkpoint: Checkpoint | None = Field(description="the audit log's head when this was signed")

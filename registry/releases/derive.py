@@ -1,0 +1,291 @@
+"""Deriving a version that leaves out given samples, or every sample conditioned on a given source.
+
+    derive(ws, "digits@1.0.0", "1.1.0", exclude_samples=["digits-7-000003-..."], reason="subject request")
+
+The new version is a release like any other (``registry.release``: signed, committed, tagged, DVC), made
+from the parent's released files, not from the workspace: its manifest is the parent's without the
+excluded rows (accepted and rejected alike), its shards are the parent's (a shard that lost members is
+rewritten without them, the others are shared byte for byte), and its recipe is the parent's without the
+excluded sources. The policy packs of ``params.yaml`` are checked again on the new manifest (removing
+samples can unbalance it); a failing error rule stops the derivation and nothing is written. The record
+names its parent, what was excluded, how many rows that removed, and why (``Release.derived_from``).
+
+A sample depends on a source when the source conditioned its identity (a ``conditioning`` source with
+``identities``). A source that conditioned every identity, trained the generator or is training data
+underlies every image: excluding it would leave nothing, which is refused with what to do instead.
+Filtering and evaluation sources made no image, so excluding one removes nothing and is refused too; and
+a source that conditioned some identities but has another role (filtering, say) is refused, because the
+new version would still depend on it. The parent is verified first (signature, record, every image).
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from registry.core.errors import ReleaseError
+from registry.core.fsio import atomic_path
+from registry.core.names import read_id_file, shown
+from registry.records.dataset import Recipe
+from registry.records.policy import PolicyReport
+from registry.records.release import Derivation, Release
+from registry.releases.publish import ShardReader, assemble, check_new_version, publish, resumed
+from registry.releases.verify import verify
+from registry.store import manifest as mf
+from registry.store.journal import DERIVE_TMP_PREFIX
+from registry.store.releases import RELEASES, load_release
+from registry.store.shards import members_from_bytes, tar_bytes
+from registry.trust.signing import load_signer
+
+
+def excluded_identities(recipe: Recipe, source: str, ref: str) -> set[str]:
+    """The identities whose images depend on ``source`` (by name, any case), or a ReleaseError saying
+    why excluding it cannot work. Only a source that conditioned named identities, and has no other role
+    in the version, can be excluded: any other use would leave the new version depending on it."""
+    key = source.casefold()
+    named = [s for s in [*recipe.sources, *recipe.generator.training_sources] if s.name.casefold() == key]
+    if not named:
+        known = sorted({s.name for s in [*recipe.sources, *recipe.generator.training_sources]})
+        raise ReleaseError(f"{ref} has no source {source!r}; its sources are {', '.join(known) or 'none'}")
+    source = named[0].name  # as the recipe spells it
+    roles = sorted({s.role for s in named})
+    everything = [
+        s
+        for s in named
+        if s.role in ("generator-training", "training") or (s.role == "conditioning" and s.identities is None)
+    ]
+    if everything:
+        what = {
+            "generator-training": f"trained generator {recipe.generator.name}, which made every image of",
+            "training": "is training data behind",
+            "conditioning": "conditioned every identity of",
+        }[everything[0].role]
+        raise ReleaseError(
+            f"source {source!r} {what} {ref}; nothing would be left. Withdraw the version "
+            "(`synthreg withdraw`) and generate again without it"
+        )
+    conditioned = {i for s in named if s.role == "conditioning" for i in s.identities or []}
+    others = [r for r in roles if r != "conditioning"]
+    if not conditioned:
+        raise ReleaseError(
+            f"source {source!r} ({', '.join(roles)}) made no image of {ref}, so excluding it removes no "
+            "sample; to stop using it, change the recipe and release a new version"
+        )
+    if others:
+        raise ReleaseError(
+            f"source {source!r} conditioned identities {sorted(conditioned)} of {ref} but is also used for "
+            f"{', '.join(others)} by every sample, so a version without those identities would still depend "
+            "on it; withdraw the version and generate again without it"
+        )
+    return conditioned
+
+
+def _parent_shards(parent_dir: Path, parent: Release) -> ShardReader:
+    """Read the parent's content-addressed shard that the manifest calls ``shard``; when some of its
+    members were excluded, a new tar of the members kept, in their order."""
+    by_source = {s.source: parent_dir / "data" / s.path for s in parent.shards}
+    ref = f"{parent.name}@{parent.version}"
+
+    def read(shard: str, members: set[str]) -> bytes:
+        path = by_source.get(shard)
+        if path is None or not path.is_file():
+            raise ReleaseError(
+                f"shard {shard} of {ref} is missing; run `dvc checkout` (or `dvc pull`), then "
+                f"`synthreg verify {ref}`"
+            )
+        data = path.read_bytes()
+        try:
+            found = members_from_bytes(data)
+        except (tarfile.TarError, EOFError) as e:
+            raise ReleaseError(
+                f"shard {shard} of {ref} cannot be read ({e}); run `synthreg verify {ref}`"
+            ) from e
+        if set(found) == members:
+            return data
+        return tar_bytes([(m, bytes(found[m])) for m in found if m in members])
+
+    return read
+
+
+def derive(
+    ws: Path,
+    ref: str,
+    version: str,
+    reason: str,
+    exclude_samples: list[str] | None = None,
+    exclude_sources: list[str] | None = None,
+    key: Path | str | None = None,
+    actor: str | None = None,
+    params_path: Path | str = "params.yaml",
+    today: date | None = None,
+    exclude_file: Path | None = None,
+    no_push: bool = False,
+    progress: Callable[..., None] | None = None,
+) -> Release:
+    """Release ``NAME@version``: the version ``ref`` without the excluded samples and sources.
+
+    ``exclude_file`` is a file of sample ids, one a line, read only and possibly outside the workspace:
+    no message repeats its content. Refused, like a release, while params.yaml, the policy packs or
+    waivers are not committed, and with no DVC remote to push to unless ``no_push``."""
+    from policies.engine import check
+    from registry.records.config import load_params
+    from registry.releases import inputs as source
+    from registry.releases import remote
+
+    from_file = set(read_id_file(exclude_file)) if exclude_file is not None else set()
+    samples = sorted(set(exclude_samples or []) | from_file)
+    sources = list({s.casefold(): s for s in exclude_sources or []}.values())
+    if not samples and not sources:
+        raise ReleaseError(
+            "nothing to exclude; give --exclude-sample ID (or --exclude-samples FILE) or --exclude-source"
+        )
+    if not reason.strip():
+        raise ReleaseError(
+            "say why the samples are excluded (--reason); the record and the audit log keep it"
+        )
+    parent = load_release(ws, ref)
+    parent_ref = f"{parent.name}@{parent.version}"
+    if parent.recipe is None:
+        raise ReleaseError(
+            f"{parent_ref} was released before releases kept their recipe, which deriving needs; "
+            "release the dataset again from the workspace (`synthreg release`)"
+        )
+    name = parent.name
+    if (finished := resumed(ws, ("derive",), name, version)) is not None:
+        return finished
+    check_new_version(ws, name, version)
+    identities: set[str] = set()
+    for s in sources:
+        identities |= excluded_identities(parent.recipe, s, parent_ref)
+    validate = load_params(ws / params_path, ws).validate_
+    source.require_committed(ws, source.dependencies(ws, None, str(params_path)))
+    signer = load_signer(key)  # before anything is written
+    pushed_to = remote.require(ws, no_push)
+
+    parent_dir = ws / RELEASES / name / parent.version
+    parent_manifest = parent_dir / parent.manifest_path
+    checked = verify(ws, parent_ref)  # signature, record, manifest, every image: nothing unsigned is copied
+    if not checked.ok:
+        first = [*(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items())), *checked.problems][0]
+        raise ReleaseError(f"{parent_ref} does not verify ({first}); run `synthreg verify {parent_ref}`")
+    # The parent verified above; only the columns that decide what is left out are held, the rows are
+    # streamed (_write_kept).
+    table = pq.read_table(parent_manifest, columns=["sample_id", "identity", "decision"])
+    wanted = pa.array(samples, pa.string())  # looked up in Arrow: no Python set of a million ids
+    unknown = sorted(pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=table["sample_id"]))).to_pylist())
+    if unknown:
+        raise ReleaseError(
+            f"{len(unknown)} sample(s) to exclude are not in {parent_ref}, first "
+            f"{'one from ' + str(exclude_file) if unknown[0] in from_file else shown(unknown[0])}; "
+            f"check the ids (`synthreg impact --sample ID` finds the versions that hold one)"
+        )
+    drop = _drop(table, samples, identities)
+    accepted = pc.equal(table["decision"], "accepted")
+    removed_rows = pc.sum(drop).as_py() or 0
+    removed_accepted = pc.sum(pc.and_(drop, accepted)).as_py() or 0
+    if removed_rows == 0:
+        raise ReleaseError(
+            f"{parent_ref} holds no sample of identities {sorted(identities)}, so there is nothing to leave "
+            "out; check the source (`synthreg impact --source NAME`)"
+        )
+    if pc.sum(pc.and_(pc.invert(drop), accepted)).as_py() in (None, 0):
+        raise ReleaseError(
+            f"excluding {removed_rows} sample(s) leaves no accepted sample of {parent_ref}; "
+            "withdraw the version (`synthreg withdraw`) instead"
+        )
+    del table, drop, accepted
+    recipe = parent.recipe.model_copy(
+        update={
+            "sources": [
+                s
+                for s in parent.recipe.sources
+                if not (s.role == "conditioning" and s.name.casefold() in {x.casefold() for x in sources})
+            ]
+        }
+    )
+    derivation = Derivation(
+        parent=parent_ref,
+        parent_manifest_sha256=parent.manifest_sha256,
+        excluded_sample_ids=samples,
+        excluded_sources=sources,
+        removed=removed_rows,
+        removed_accepted=removed_accepted,
+        reason=reason.strip(),
+    )
+
+    tmp_root = ws / ".dvc" / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{DERIVE_TMP_PREFIX}{os.getpid()}-", dir=tmp_root) as tmp:
+        manifest = Path(tmp) / "manifest.parquet"
+        _write_kept(parent_manifest, manifest, samples, identities)
+        report = check(
+            ws,
+            manifest,
+            recipe,
+            validate.packs,
+            validate.waivers,
+            validate.licences,
+            today=today,
+            manifest_name=(RELEASES / name / version / parent.manifest_path).as_posix(),
+        )
+        failing = [r for r in report.results if r.status == "fail"]
+        if failing:
+            raise ReleaseError(
+                f"{name}@{version} would fail error rules without a waiver: "
+                + "; ".join(f"{r.rule_id}: {r.message}" for r in failing)
+                + ". Exclude less, or waive the rule (`synthreg waive`), then derive again"
+            )
+
+        report_text = report.to_json()
+
+        def build(staging: Path) -> tuple[Release, PolicyReport, str]:
+            record = assemble(
+                ws,
+                name,
+                version,
+                manifest,
+                report,
+                report_text,
+                recipe,
+                staging,
+                actor,
+                _parent_shards(parent_dir, parent),
+                derivation,
+                progress=progress,
+            ).model_copy(update={"remote": pushed_to, "no_push": no_push})
+            return record, report, report_text
+
+        return publish(
+            ws,
+            name,
+            version,
+            signer,
+            build,
+            f"Derive {name}@{version} from {parent_ref}: {reason.strip()}",
+            op="derive",
+        )
+
+
+def _drop(table: pa.Table, samples: list[str], identities: set[str]) -> pa.ChunkedArray:
+    """True for the rows to leave out: the listed samples and every sample of the listed identities."""
+    return pc.or_(
+        pc.is_in(table["sample_id"], value_set=pa.array(samples, pa.string())),
+        pc.is_in(table["identity"], value_set=pa.array(sorted(identities), pa.string())),
+    )
+
+
+def _write_kept(parent: Path, out: Path, samples: list[str], identities: set[str]) -> None:
+    """The parent's rows minus the dropped ones, in order, a chunk at a time (memory flat in its size)."""
+    source = pq.ParquetFile(parent)
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
+        for batch in source.iter_batches(batch_size=65536):
+            chunk = pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
+            writer.write_table(chunk.filter(pc.invert(_drop(chunk, samples, identities))))

@@ -1,0 +1,133 @@
+"""``synthreg doctor``: what interrupted or hand-made publishing left, and its repair.
+
+    doctor(ws)               # -> DoctorReport: unfinished operations, stale temporary folders, version
+                             #    folders untracked in git or without tag or audit event, tags without folder
+    doctor(ws, repair=True)  # finish or roll back unfinished operations (registry.journal), remove stale
+                             # temporary folders, finish a version folder no journal explains if it verifies
+
+A folder that does not verify, or names another version, and a tag without its folder are reported with
+what to do, never changed: deciding about them needs a person.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from registry.core import vcs
+from registry.core.errors import SynthregError
+from registry.store.journal import RELEASES, entry_path, lock, pending, recover_one, stale_temporaries
+
+
+@dataclass
+class Finding:
+    kind: str  # journal, temporary, untracked, untagged, no-audit-event, tag-without-folder
+    what: str
+    repaired: bool = False
+    hint: str = ""
+
+
+@dataclass
+class DoctorReport:
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def unrepaired(self) -> list[Finding]:
+        return [f for f in self.findings if not f.repaired]
+
+    def to_json(self) -> dict:
+        return {
+            "ok": not self.unrepaired,
+            "findings": [f.__dict__ for f in self.findings],
+        }
+
+
+def doctor(ws: Path, repair: bool = False) -> DoctorReport:
+    """Leftovers of interrupted or hand-made operations; with ``repair``, recover what can be."""
+    from registry.store import audit
+
+    report = DoctorReport()
+    if not (ws / ".dvc").is_dir():
+        return report  # not a DVC workspace: nothing was ever published here
+    with lock(ws):
+        for op, subject in pending(ws):
+            f = Finding("journal", f"unfinished {op} of {subject}")
+            if repair:
+                try:
+                    f.repaired, f.hint = True, recover_one(ws, op, subject).outcome
+                except SynthregError as e:
+                    f.hint = str(e)
+            report.findings.append(f)
+        for p in stale_temporaries(ws):
+            f = Finding("temporary", f"{p.relative_to(ws)} (its process is gone)")
+            if repair:
+                shutil.rmtree(p, ignore_errors=True)
+                f.repaired = True
+            report.findings.append(f)
+        if not (ws / ".git").exists():
+            return report
+        tags = set(vcs.git(ws, "tag", "--list", "*@v*").split())
+        tracked = (
+            set(vcs.git(ws, "ls-files", "--", RELEASES.as_posix()).splitlines())
+            if vcs.has_commits(ws)
+            else set()
+        )
+        events = {(e.kind, e.subject) for e in audit.read(ws)}
+        hidden = set(pending(ws))
+        seen_tags = set()
+        root = ws / RELEASES
+        for dataset in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+            for folder in sorted(p for p in dataset.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                subject = f"{dataset.name}@{folder.name}"
+                if not (folder / "release.json").is_file() or any(s == subject for _, s in hidden):
+                    continue
+                tag = f"{dataset.name}@v{folder.name}"
+                seen_tags.add(tag)
+                rel = folder.relative_to(ws).as_posix()
+                found = []
+                if f"{rel}/release.json" not in tracked:
+                    found.append(Finding("untracked", f"{rel} is not committed to git"))
+                if tag not in tags:
+                    found.append(Finding("untagged", f"{subject} has no tag {tag}"))
+                if ("release", subject) not in events and ("derive", subject) not in events:
+                    found.append(Finding("no-audit-event", f"{subject} has no release or derive audit event"))
+                if found and repair:
+                    _finish_orphan(ws, dataset.name, folder.name, found)
+                elif found:
+                    hint = f"`synthreg doctor --repair` finishes it if it verifies; else remove {rel}"
+                    for f in found:
+                        f.hint = hint
+                report.findings += found
+        for tag in sorted(tags - seen_tags):
+            name, _, version = tag.partition("@v")
+            if (ws / RELEASES / name / version / "release.json").is_file():
+                continue
+            report.findings.append(
+                Finding(
+                    "tag-without-folder",
+                    f"tag {tag} has no releases/{name}/{version}",
+                    hint=f"restore the folder (`git checkout {tag} -- releases/{name}/{version}`)",
+                )
+            )
+    return report
+
+
+def _finish_orphan(ws: Path, name: str, version: str, found: list[Finding]) -> None:
+    """Finish a version folder no journal explains, if it verifies; otherwise leave it as it was."""
+    from registry.releases.publish import adopt
+
+    subject = f"{name}@{version}"
+    try:
+        op = adopt(ws, name, version)
+        try:
+            recover_one(ws, op, subject)
+        except BaseException:
+            entry_path(ws, op, subject).unlink(missing_ok=True)  # as it was: reported, not hidden
+            raise
+    except SynthregError as e:
+        for f in found:
+            f.hint = str(e)
+        return
+    for f in found:
+        f.repaired, f.hint = True, "finished"

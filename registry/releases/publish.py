@@ -1,0 +1,507 @@
+"""Releasing a dataset version: gate on the policy report, copy content-addressed, sign, commit, tag.
+
+    release("digits", "1.0.0", ws)   # -> releases/digits/1.0.0/ + git tag digits@v1.0.0
+
+Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC tracks)::
+
+    release.json           the Release record
+    release.dsse.json      DSSE envelope: in-toto Statement v1, subjects = data/ files, signed
+                           by the releaser and every approver (registry.approval)
+    signoffs.json          one signed sign-off per signer: who, roles, when, audit log checkpoint
+    policy-report.json     the report the release was gated on (and policy-report.md, to read)
+    card.md  croissant.json  prov.json
+    report.html            the HTML audit report as at release (registry.exports.report_html)
+    README.md              the card again, where Hugging Face `datasets` looks: load_dataset(folder) works
+    data.dvc               DVC pointer to data/: manifest.parquet, manifest-flat.parquet (the same rows,
+                           map columns as JSON text, for Hugging Face `datasets`) and
+                           shards/<sha256>.tar (WebDataset: each image with its .json and .cls sidecar,
+                           registry/webdataset.py)
+
+The manifest is released byte for byte as validated (its digest is the report's), and shards are
+stored under their own sha256, so a version names its content and two versions share identical
+shards. Releases are serialised by a lock on ``.dvc/tmp/synthreg-release.lock`` (ignored by git); the
+version folder is assembled under a temporary name (``.X.Y.Z.tmp-<pid>``, which readers skip) and
+renamed, then committed and tagged. ``publish`` is a journalled transaction (``registry.journal``): a
+kill at any step leaves a version that no reader treats as released until the next command finishes
+it (the signed record was complete) or removes it (it was not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from registry.core import vcs
+from registry.core.digests import sha256_bytes, sha256_file
+from registry.core.errors import ReleaseError
+from registry.core.fsio import atomic_write_text
+from registry.core.names import check_manifest, shown
+from registry.core.workspace import inside
+from registry.records.dataset import DATASET_NAME, Recipe, SourceRef
+from registry.records.journal import Entry
+from registry.records.policy import PolicyReport
+from registry.records.release import SEMVER, Counts, Derivation, GeneratorUse, Release, ShardRef
+from registry.store import audit, journal
+from registry.store import manifest as mf
+from registry.store.releases import EXPORTS, RELEASES, load_release, versions
+from registry.store.shards import check_members
+from registry.store.webdataset import with_sidecars
+from registry.trust.root import Trust
+from registry.trust.signing import public_key_file, sign, statement
+
+
+def check_new_version(ws: Path, name: str, version: str) -> None:
+    """Refuse a bad name or version, a workspace without git and DVC, and a version that exists or is
+    not above the latest (checked first, and again under the lock in ``publish``)."""
+    import semver
+
+    if not DATASET_NAME.fullmatch(name):
+        raise ReleaseError(f"dataset name {name!r} is not valid (lowercase letters, digits, '-', '_')")
+    if not re.fullmatch(SEMVER, version):
+        raise ReleaseError(
+            f"version {shown(version)} is not semantic (X.Y.Z, e.g. 1.0.0, each number below 10^9)"
+        )
+    inside(ws, RELEASES / name, "releases folder")  # a symlink out of the workspace is refused
+    if not (ws / ".git").exists() or not (ws / ".dvc").is_dir():
+        raise ReleaseError(f"workspace {ws} must be a git repository with DVC initialised (`dvc init`)")
+    existing = versions(ws, name)
+    if version in existing:
+        raise ReleaseError(f"{name}@{version} exists already and releases are immutable; pick a new version")
+    if existing and semver.Version.parse(version) <= semver.Version.parse(existing[-1]):
+        raise ReleaseError(f"version {version} is not greater than the latest, {name}@{existing[-1]}")
+
+
+def resumed(ws: Path, ops: tuple[str, ...], name: str, version: str) -> Release | None:
+    """The record of ``name@version`` when recovery in this process just finished an interrupted
+    ``ops`` operation making it: re-running the killed command then reports it instead of refusing it."""
+    journal.recover_if_idle(ws)
+    if journal.finished_here(ws, ops, f"{name}@{version}"):
+        return load_release(ws, f"{name}@{version}")
+    return None
+
+
+def publish(
+    ws: Path,
+    name: str,
+    version: str,
+    signer: Any,
+    build: Callable[[Path], tuple[Release, PolicyReport, str]],
+    message: str,
+    op: str = "release",
+    trust: Trust | Path | str | None = None,
+) -> Release:
+    """Make ``releases/NAME/VERSION`` under the release lock, as a journalled transaction
+    (``registry.journal``) of the steps in ``PUBLISH_STEPS``:
+
+    1. stage: ``build(staging)`` writes the data and returns the record, the policy report and its text;
+       sign as releaser (envelope + sign-off), write the exports (all in ``.VERSION.tmp-PID``, fsynced).
+       From here recovery finishes.
+    2. rename: the staging folder into place.         5. commit: the folder and the audit log.
+    3. dvc-add: ``data/`` to DVC.                      6. tag: ``NAME@vVERSION`` on that commit, only
+    4. audit: the events (for a derivation, the           when the sign-offs meet the trust root's
+       validation first), each appended once.             thresholds (solo mode); else a candidate.
+
+    Signing: the releaser's key must be an ed25519 key the pinned trust root lists as ``releaser``
+    (checked before anything is written). A candidate waits for ``synthreg approve``.
+
+    A failure before ``audit`` removes the folder and unstages it; later, the journal stays and the next
+    command finishes the release. The audit log is append-only, so an event appended before a failure
+    the live process undid stays (its subject names a version that was not made)."""
+    from registry.trust.approvals import ENVELOPE, SIGNOFFS, approval_state, make_signoff, releaser_roles
+    from registry.trust.root import load_trust
+    from registry.trust.signing import payload_of
+
+    trust = trust if isinstance(trust, Trust) else load_trust(ws, trust)
+    entry = trust.signing_key(signer.public_key.keyid, "releaser")
+    ref = f"{name}@{version}"
+    with journal.locked(ws):
+        if journal.finished_here(ws, (op,), ref):
+            return load_release(ws, ref)
+        check_new_version(ws, name, version)
+        final = ws / RELEASES / name / version
+        staging = ws / RELEASES / name / f".{version}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        tag = f"{name}@v{version}"
+        state = {
+            "staging": staging.relative_to(ws).as_posix(),
+            "final": final.relative_to(ws).as_posix(),
+            "tag": tag,
+            "tag_existed": vcs.tagged(ws, tag),
+            "message": message,
+            "head": vcs.git(ws, "rev-parse", "HEAD") if vcs.has_commits(ws) else None,
+            "actor": audit.actor_name(ws),
+            "audit_from": len(audit.read(ws)),
+        }
+        with journal.transaction(ws, op, ref, state) as txn, txn.step("stage"):
+            record, report, report_text = build(staging)
+            subjects = {"data/manifest.parquet": record.manifest_sha256} | {
+                f"data/{s.path}": s.sha256 for s in record.shards
+            }
+            flat = staging / "data" / mf.FLAT
+            if flat.is_file():  # signed like the rest of data/, so `verify` and `pull` check it
+                subjects[f"data/{mf.FLAT}"] = sha256_file(flat)
+            payload = record.model_dump(mode="json")
+            atomic_write_text(staging / "release.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
+            # The exports are signed too: README.md is what Hugging Face `datasets` obeys (its configs:
+            # name the files it loads), and the card and report are what reviewers read.
+            _write_exports(staging, record, report, report_text)
+            subjects |= {e: sha256_file(staging / e) for e in EXPORTS}
+            envelope = sign(statement(subjects, payload), signer)
+            # Sign as releaser. The sign-off (who, roles, when, audit checkpoint) is signed too.
+            signoffs = [
+                make_signoff(ws, ref, payload_of(envelope), signer, entry, releaser_roles(trust, entry))
+            ]
+            approval = approval_state(trust, ref, envelope, signoffs)
+            atomic_write_text(staging / ENVELOPE, json.dumps(envelope, indent=2) + "\n")
+            atomic_write_text(staging / SIGNOFFS, json.dumps(signoffs, indent=2) + "\n")
+            _fsync_tree(staging)
+            signer_details = {"status": approval.status, "signer": {"keyid": entry.keyid, "name": entry.name}}
+            # Final only when the thresholds are met; a candidate waits for `synthreg approve`. The commit
+            # holds the signer's public key (a convenience copy; trust comes from the pinned root).
+            txn.update(
+                events=_events(record, report, name, version, signer_details),
+                tag_now=approval.met,
+                remote=record.remote,
+                pubkey=public_key_file(signer),
+            )
+    return record
+
+
+PUBLISH_STEPS = ("stage", "rename", "dvc-add", "push", "audit", "commit", "tag")
+
+
+def _events(
+    record: Release, report: PolicyReport, name: str, version: str, signing: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The audit events a publication appends, in order: kind, subject, details (``signing``: the
+    approval status and the releaser's key, merged into the release event's details)."""
+    subject = f"{name}@{version}"
+    details: dict[str, Any] = {
+        "manifest_sha256": record.manifest_sha256,
+        "policy_report_sha256": record.policy_report_sha256,
+        "remote": record.remote,
+        "no_push": record.no_push,
+        **(signing or {}),
+    }
+    events = []
+    if record.derived_from:  # validated by derive itself, not by a validate stage
+        events += audit.validation_events(report, subject, record.policy_report_sha256)
+        details["derived_from"] = record.derived_from.model_dump(mode="json")
+    kind = "derive" if record.derived_from else "release"
+    return [*events, {"kind": kind, "subject": subject, "details": details}]
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Everything staged reaches the disk before the journal says the record is complete."""
+    for p in sorted(folder.rglob("*"), reverse=True):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _step_rename(ws: Path, entry: Entry) -> None:
+    staging, final = ws / entry.state["staging"], ws / entry.state["final"]
+    if staging.is_dir():
+        if final.exists():
+            raise ReleaseError(f"both {staging} and {final} exist; remove the one that is not the release")
+        os.replace(staging, final)
+    elif not (final / "release.json").is_file():
+        raise ReleaseError(f"neither {staging} nor {final} holds the release; it is lost, remove the entry")
+
+
+def _step_dvc_add(ws: Path, entry: Entry) -> None:
+    data = ws / entry.state["final"] / "data"
+    record = Release.model_validate_json((ws / entry.state["final"] / "release.json").read_text())
+    missing = [s.path for s in record.shards if not (data / s.path).is_file()]
+    if missing or not (data / "manifest.parquet").is_file():  # never track a version short of a shard
+        raise ReleaseError(
+            f"{data} lacks {', '.join(missing) or 'manifest.parquet'}; restore it, `dvc checkout`"
+        )
+    vcs.dvc(ws, "add", "-q", f"{entry.state['final']}/data")
+
+
+def _step_push(ws: Path, entry: Entry) -> None:
+    """Push the release's data to the remote it names, before the audit event and the commit: a version
+    others can see is one they can pull (``registry.remote``; pushing twice sends nothing new)."""
+    from registry.releases import remote
+
+    if entry.state.get("remote") is None:  # --no-push, recorded in the record and the audit event
+        return
+    record = Release.model_validate_json((ws / entry.state["final"] / "release.json").read_text())
+    remote.push_release(ws, record, entry.state["remote"])
+
+
+def _step_audit(ws: Path, entry: Entry) -> None:
+    events = entry.state["events"]
+    if entry.state.get("adopted"):  # a version no journal explains: its own event may be logged already,
+        logged = {(e.kind, e.subject) for e in audit.read(ws)}  # with details this run cannot rebuild
+        events = [e for e in events if (e["kind"], e["subject"]) not in logged]
+    audit.append_missing(ws, events, entry.state["audit_from"], entry.state["actor"])
+
+
+def _step_commit(ws: Path, entry: Entry) -> None:
+    rel, log = entry.state["final"], audit.LOG.as_posix()
+    files = [rel, log]
+    pub = entry.state.get("pubkey")
+    if pub:  # the signer's public key travels with the release commit (self-sufficient, issue 9)
+        path = ws / pub["path"]
+        if not path.is_file():
+            atomic_write_text(path, pub["text"])
+        files.append(pub["path"])
+    vcs.git(ws, "add", *files)
+    if _committed(ws, rel, files):
+        return
+    vcs.git(ws, "commit", "-q", "-m", entry.state["message"], "--", *files)
+
+
+def _committed(ws: Path, rel: str, files: list[str]) -> bool:
+    """``rel`` and the other ``files`` are in HEAD exactly as in the index (nothing left to commit)."""
+    if not vcs.has_commits(ws):
+        return False
+    return vcs.git_ok(ws, "cat-file", "-e", f"HEAD:{rel}/release.json") and vcs.git_ok(
+        ws, "diff", "--cached", "--quiet", "HEAD", "--", *files
+    )
+
+
+def _step_tag(ws: Path, entry: Entry) -> None:
+    if not entry.state.get("tag_now", True):  # a candidate: `synthreg approve` tags it at its threshold
+        return
+    tag, rel = entry.state["tag"], entry.state["final"]
+    commit = vcs.git(ws, "rev-list", "-1", "HEAD", "--", f"{rel}/release.json")
+    if vcs.tagged(ws, tag):
+        if vcs.git(ws, "rev-parse", f"{tag}^{{commit}}") != commit:
+            raise ReleaseError(f"tag {tag} exists and points elsewhere than {commit[:12]}; delete or move it")
+        return
+    vcs.git(ws, "tag", tag, commit)
+
+
+def _undo_publish(ws: Path, entry: Entry) -> None:
+    """Remove what this publication made: its tag and commit only when it made them and nothing came
+    after (HEAD is still that commit), then the folder and its staging; unstage it."""
+    s = entry.state
+    shutil.rmtree(ws / s["staging"], ignore_errors=True)
+    final = ws / s["final"]
+    if not s["tag_existed"] and vcs.tagged(ws, s["tag"]):
+        vcs.git(ws, "tag", "-d", s["tag"])
+    if vcs.has_commits(ws) and vcs.git(ws, "rev-parse", "HEAD") != s["head"]:
+        added = vcs.git(ws, "rev-list", "-1", "HEAD", "--", f"{s['final']}/release.json")
+        if (
+            added == vcs.git(ws, "rev-parse", "HEAD")
+            and vcs.git(ws, "log", "-1", "--format=%B").strip() == s["message"]
+        ):
+            if s["head"]:
+                vcs.git(ws, "reset", "-q", "--soft", "HEAD~1")
+            else:  # it was the first commit
+                vcs.git(ws, "update-ref", "-d", "HEAD")
+    if final.exists():
+        shutil.rmtree(final, ignore_errors=True)
+        with contextlib.suppress(ReleaseError):
+            vcs.git(ws, "reset", "-q", "--", s["final"])
+
+
+def adopt(ws: Path, name: str, version: str) -> str:
+    """Journal a version folder that no journal explains (made by hand, or by synthreg before the
+    journal existed) as a publication whose record is complete, so recovery finishes it: only when the
+    version verifies (signature, record, every image). The caller holds the release lock."""
+    from registry.releases.verify import verify
+
+    ref = f"{name}@{version}"
+    checked = verify(ws, ref)
+    # The tag is what finishing adds: an approved release short of it is what adoption is for.
+    untagged = f"{ref} is approved but has no tag {name}@v{version}; it is not final"
+    problems = [p for p in checked.problems if p != untagged]
+    if problems or checked.bad_samples:
+        first = [*problems, *(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items()))][0]
+        raise ReleaseError(f"{ref} does not verify ({first}); it is not finished: restore or remove it")
+    final = ws / RELEASES / name / version
+    record = load_release(ws, ref)
+    if (record.name, record.version) != (name, version):  # a signed folder copied under another name
+        raise ReleaseError(f"{final} holds the record of {record.name}@{record.version}; remove it")
+    report = PolicyReport.model_validate_json((final / "policy-report.json").read_text())
+    tag = f"{name}@v{version}"
+    state = {
+        "staging": f"{RELEASES.as_posix()}/{name}/.{version}.tmp-{os.getpid()}",
+        "final": final.relative_to(ws).as_posix(),
+        "tag": tag,
+        "tag_existed": vcs.tagged(ws, tag),
+        "message": f"{'Derive' if record.derived_from else 'Release'} {ref} (finished by synthreg doctor)",
+        "head": vcs.git(ws, "rev-parse", "HEAD") if vcs.has_commits(ws) else None,
+        "actor": audit.actor_name(ws),
+        "audit_from": 0,  # any earlier event for it counts: none is appended twice
+        "adopted": True,
+        "events": _events(record, report, name, version),
+    }
+    op = "derive" if record.derived_from else "release"
+    journal.adopt(ws, op, ref, list(PUBLISH_STEPS), ["stage"], state)
+    return op
+
+
+PUBLISH = journal.Operation(
+    steps=PUBLISH_STEPS,
+    forward={
+        "rename": _step_rename,
+        "dvc-add": _step_dvc_add,
+        "push": _step_push,
+        "audit": _step_audit,
+        "commit": _step_commit,
+        "tag": _step_tag,
+    },
+    undo=_undo_publish,
+    roll_forward=lambda ws, entry: "stage" in entry.done,  # the signed record is complete
+    public=journal.logged,
+)
+
+
+def assemble(
+    ws: Path,
+    name: str,
+    version: str,
+    manifest: Path,
+    report: PolicyReport,
+    report_text: str,
+    recipe: Recipe,
+    out: Path,
+    actor: str | None,
+    read_shard: ShardReader,
+    derivation: Derivation | None = None,
+    progress: Callable[..., None] | None = None,
+) -> Release:
+    """Copy the manifest and content-addressed shards into ``out/data``; build the record.
+
+    ``read_shard(shard, members)`` gives the bytes of the tar the manifest calls ``shard``, holding the
+    ``members`` it names. Everything is checked on the copies, under the release lock: the manifest copy
+    must be the one the policy report validated (a filter run since the gate would change it), and every
+    image in every copied shard must match its recorded sha256, so a corrupt shard is never signed.
+    """
+    (out / "data" / "shards").mkdir(parents=True)
+    released = out / "data" / "manifest.parquet"
+    shutil.copyfile(manifest, released)
+    manifest_sha256 = sha256_file(released)
+    if manifest_sha256 != report.manifest_sha256:
+        raise ReleaseError("the filtered manifest changed after validation; run `synthreg validate` again")
+    con = mf.connect(released)
+    check_manifest(con, f"manifest {manifest}")  # no unsafe name is signed
+    mf.write_flat(released, out / "data" / mf.FLAT)  # what Hugging Face `datasets` can load (issue 12)
+    from registry.store.webdataset import SIDECAR_FIELDS
+
+    n_shards = con.execute("SELECT count(DISTINCT shard) FROM manifest").fetchall()[0][0]
+    shards = []
+    # A few shards' rows at a time (mf.rows_by_shard): the whole manifest as Python objects was most of
+    # release's and derive's memory (~3 KB a row, issue 13).
+    for i, (shard, rows) in enumerate(
+        mf.rows_by_shard(con, ["member", "sample_id", "image_sha256", *SIDECAR_FIELDS])
+    ):
+        if progress:  # (shards copied and checked, shards)
+            progress(i, n_shards)
+        assert shard is not None  # check_manifest refused a row without one
+        expected = {member: (sid, sha) for member, sid, sha, *_ in rows}
+        sidecars = {m: dict(zip(SIDECAR_FIELDS, values, strict=True)) for m, _, _, *values in rows}
+        del rows
+        data = read_shard(shard, set(expected))
+        problems, bad_samples = check_members(data, expected, shard)
+        if problems:  # e.g. a truncated tar
+            raise ReleaseError(f"{problems[0]}; restore the shard (`dvc checkout`) or regenerate")
+        if bad_samples:
+            bad = sorted(bad_samples)
+            raise ReleaseError(
+                f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]}; "
+                "restore the shard (`dvc checkout`) or regenerate"
+            )
+        members = len(expected)
+        data = with_sidecars(data, sidecars, list(recipe.identities))  # WebDataset .json/.cls
+        digest = sha256_bytes(data)
+        (out / "data" / "shards" / f"{digest}.tar").write_bytes(data)  # in staging: renamed whole
+        shards.append(
+            ShardRef(
+                path=f"shards/{digest}.tar",
+                source=shard,
+                sha256=digest,
+                size=len(data),
+                members=members,
+            )
+        )
+    if progress:
+        progress(n_shards, n_shards)
+    per_identity: dict[str, dict[str, int]] = {}
+    for identity, decision, n in con.execute(
+        "SELECT identity, coalesce(decision, 'unfiltered'), count(*) FROM manifest GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        per_identity.setdefault(identity, {})[decision] = n
+    reasons = Counter(
+        {
+            r: n
+            for r, n in con.execute(
+                "SELECT split_part(coalesce(reason, 'unfiltered'), ':', 1), count(*) FROM manifest GROUP BY 1"
+            ).fetchall()
+        }
+    )
+    total = sum(sum(d.values()) for d in per_identity.values())
+    accepted = sum(d.get("accepted", 0) for d in per_identity.values())
+    generators = [
+        GeneratorUse(
+            name=g, backend=b, weights_digest=w, licence=lic, pipeline_class=p, scheduler=s, images=n
+        )
+        for g, b, w, lic, p, s, n in con.execute(
+            "SELECT generator_name, generator_backend, weights_digest, generator_licence, pipeline_class, "
+            "scheduler, count(*) FROM manifest GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    ]
+    attribution: list[dict] = next(
+        (r.evidence.details.get("duties", []) for r in report.results if r.kind == "attribution"), []
+    )
+    sources: list[SourceRef] = list(recipe.sources) + list(recipe.generator.training_sources)
+    return Release(
+        name=name,
+        version=version,
+        manifest_sha256=manifest_sha256,
+        shards=shards,
+        counts=Counts(
+            total=total,
+            accepted=accepted,
+            rejected=total - accepted,
+            per_identity=per_identity,
+            reasons=dict(sorted(reasons.items())),
+        ),
+        generators=generators,
+        sources=sources,
+        prompt_templates=recipe.prompt_templates,
+        seed=recipe.seed,
+        policy_report_sha256=sha256_bytes(report_text.encode()),
+        policy_passed=report.passed,
+        policy_results={r.rule_id: r.status for r in report.results},
+        waivers=[r.waiver for r in report.results if r.waiver],
+        intended_use=report.intended_use,
+        dataset_licence=recipe.licence or "",
+        attribution=list(dict.fromkeys(d["text"] for d in attribution)),  # a source may serve two roles
+        git_commit=vcs.git(ws, "rev-parse", "HEAD") if vcs.has_commits(ws) else "none",
+        created_at=datetime.now(UTC),
+        actor=actor or audit.actor_name(ws),
+        recipe=recipe,
+        derived_from=derivation,
+    )
+
+
+ShardReader = Callable[[str, set[str]], bytes]
+
+
+def _write_exports(out: Path, record: Release, report: PolicyReport, report_text: str) -> None:
+    atomic_write_text(out / "policy-report.json", report_text)
+    from registry.exports import croissant_jsonld, prov_json, render_card, render_markdown
+    from registry.releases.report import release_html
+
+    atomic_write_text(out / "policy-report.md", render_markdown(report))  # the same report, for people
+    atomic_write_text(out / "card.md", render_card(record, report))
+    atomic_write_text(out / "README.md", render_card(record, report))  # the same card, where `datasets` looks
+    atomic_write_text(out / "croissant.json", json.dumps(croissant_jsonld(record, report), indent=2) + "\n")
+    atomic_write_text(out / "prov.json", prov_json(record) + "\n")
+    atomic_write_text(out / "report.html", release_html(out, record, report))

@@ -1,0 +1,180 @@
+"""`synthreg release`: gate a dataset on its policy report, re-check it, then publish it signed.
+
+    release("digits", "1.0.0", ws)   # -> releases/digits/1.0.0/ + git tag digits@v1.0.0
+
+Refused, before anything is written, when the report fails or is stale, when the recipe changed since
+generation in anything that shapes the images, when a file the release depends on is not committed, when
+the key is not a releaser's in the pinned trust root, or when a fresh policy check disagrees with the
+report. The folder's layout and the journalled publication are ``registry.releases.publish``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+from registry.core.digests import sha256_file
+from registry.core.errors import ReleaseError
+from registry.core.workspace import inside
+from registry.records.dataset import Recipe
+from registry.records.policy import PolicyReport
+from registry.records.release import Release
+from registry.releases.publish import ShardReader, assemble, check_new_version, publish, resumed
+from registry.trust.signing import load_signer
+
+
+def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -> tuple[PolicyReport, str]:
+    """The policy report the release is gated on, and its text as written (released byte for byte)."""
+    if not manifest.is_file():
+        raise ReleaseError(f"no filtered manifest for {name} at {manifest}; run `dvc repro` first")
+    if not report_path.is_file():
+        raise ReleaseError(f"no policy report for {name} at {report_path}; run `synthreg validate` first")
+    text = report_path.read_text()
+    try:
+        report = PolicyReport.model_validate_json(text)
+    except ValueError:  # pydantic's ValidationError; e.g. a report written by an older synthreg
+        raise ReleaseError(
+            f"{report_path} is not a policy report this synthreg can read (edited, or written by an older "
+            "version); run `synthreg validate` (or `dvc repro`) again"
+        ) from None
+    digest = sha256_file(manifest)
+    if report.manifest_sha256 != digest:
+        raise ReleaseError(
+            f"the policy report is stale: made for manifest {report.manifest_sha256[:12]}, "
+            f"but the manifest is {digest[:12]}; run `synthreg validate` again"
+        )
+    failing = [r.rule_id for r in report.results if r.status == "fail"]
+    if failing:
+        raise ReleaseError(
+            f"the policy report has failing error rules without a waiver: {', '.join(failing)}"
+        )
+    expired = [r.rule_id for r in report.results if r.waiver and r.waiver.expires < today]
+    if expired:
+        raise ReleaseError(
+            f"waivers for {', '.join(expired)} expired since validation; renew them and validate again"
+        )
+    return report, text
+
+
+# Recipe fields that declare things about the dataset without shaping any image: they may change
+# between generation and release (validate and release read them from the current recipe).
+DECLARATIONS = {"description", "licence", "intended_use"}
+
+
+def _recipe_file(ws: Path, recipe_path: Path | str | None) -> Path:
+    from registry.core.workspace import inside
+    from registry.records.config import load_params
+
+    return inside(ws, recipe_path or load_params(ws / "params.yaml", ws).recipe, "recipe")
+
+
+def _current_recipe(ws: Path, name: str, generation: Path, recipe_path: Path | str | None) -> Recipe:
+    """The recipe file as it is now, refused if anything that shapes the images changed since generation."""
+    from registry.records.config import load_recipe
+
+    if not generation.is_file():
+        raise ReleaseError(f"no generation record at {generation}; regenerate the dataset")
+    recorded = Recipe.model_validate(json.loads(generation.read_text())["recipe"])
+    current = load_recipe(_recipe_file(ws, recipe_path))
+    if current.dataset != name:
+        raise ReleaseError(f"the recipe is for dataset {current.dataset!r}, not {name!r}; pass --recipe")
+    changed = sorted(
+        k
+        for k in Recipe.model_fields
+        if k not in DECLARATIONS and getattr(current, k) != getattr(recorded, k)
+    )
+    if changed:
+        raise ReleaseError(
+            f"the recipe changed since the images were generated ({', '.join(changed)}); "
+            "run `dvc repro` to regenerate, filter and validate, then release"
+        )
+    return current
+
+
+def release(
+    name: str,
+    version: str,
+    ws: Path,
+    key: Path | str | None = None,
+    actor: str | None = None,
+    today: date | None = None,
+    recipe_path: Path | str | None = None,
+    trust: Path | str | None = None,
+    no_push: bool = False,
+    progress: Callable[..., None] | None = None,
+) -> Release:
+    """Release ``data/<name>/filtered`` as ``name@version``. Refused, before anything is written, when a
+    file it depends on is not committed (``registry.source``), when the key is not a releaser's in the
+    pinned trust root, when report.json disagrees with a fresh check of the manifest, and when there is
+    no DVC remote to push to unless ``no_push``."""
+    from registry.releases import inputs as source
+    from registry.releases import remote
+    from registry.trust.root import load_trust
+
+    if (finished := resumed(ws, ("release",), name, version)) is not None:
+        return finished
+    check_new_version(ws, name, version)
+    data = ws / "data" / name
+    manifest = data / "filtered" / "manifest.parquet"
+    report, report_text = _gate(ws, name, manifest, data / "policy" / "report.json", today or date.today())
+    recipe = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
+    if recipe.licence is None:
+        raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
+    source.require_committed(ws, source.dependencies(ws, _recipe_file(ws, recipe_path)))
+    source.require_manifest_recorded(ws, manifest)
+    signer = load_signer(key)  # before anything is written, and before the slower re-check
+    trusted = load_trust(ws, trust)
+    trusted.signing_key(signer.public_key.keyid, "releaser")
+    pushed_to = remote.require(ws, no_push)
+    _recheck(ws, manifest, recipe, report, today or date.today())
+
+    def build(staging: Path) -> tuple[Release, PolicyReport, str]:
+        record = assemble(
+            ws,
+            name,
+            version,
+            manifest,
+            report,
+            report_text,
+            recipe,
+            staging,
+            actor,
+            _workspace_shard(ws),
+            progress=progress,
+        ).model_copy(update={"remote": pushed_to, "no_push": no_push})
+        return record, report, report_text
+
+    return publish(ws, name, version, signer, build, f"Release {name}@{version}", trust=trusted)
+
+
+def _recheck(ws: Path, manifest: Path, recipe: Recipe, report: PolicyReport, today: date) -> None:
+    """Run the policy check again on the manifest and refuse when ``report.json`` says otherwise: the
+    report is a file anyone with write access can edit, the check is not."""
+    from policies.engine import check
+    from registry.records.config import load_params
+
+    v = load_params(ws / "params.yaml").validate_
+    fresh = check(ws, manifest, recipe, v.packs, v.waivers, v.licences, today=today)
+    said = {r.rule_id: (r.status, r.waiver) for r in report.results}
+    found = {r.rule_id: (r.status, r.waiver) for r in fresh.results}
+    for rule in sorted(set(said) | set(found)):
+        if said.get(rule) != found.get(rule):
+            s, f = said.get(rule, ("absent", None)), found.get(rule, ("absent", None))
+            how = f"{s[0]}" + (f" (waived by {s[1].approver})" if s[1] else "")
+            raise ReleaseError(
+                f"report.json says rule {rule} is {how}, but checking the manifest again gives {f[0]}"
+                + (f" (waived by {f[1].approver})" if f[1] else "")
+                + "; the report was edited or is out of date: run `synthreg validate` again"
+            )
+
+
+def _workspace_shard(ws: Path) -> ShardReader:
+    def read(shard: str, members: set[str]) -> bytes:
+        src = inside(ws, shard, "shard")  # symlinks included
+        if not src.is_file():
+            raise ReleaseError(f"shard {shard} is missing; restore it (`dvc checkout`) or regenerate")
+        return src.read_bytes()
+
+    return read

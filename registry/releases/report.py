@@ -1,0 +1,121 @@
+"""What the HTML audit report of a dataset version shows, gathered from the workspace (the rendering is
+``registry.exports.report_html``, which reads nothing itself).
+
+    release_html(folder, record, report)   # the report.html that `release` signs, as at release
+
+At release the version has no withdrawal and no model yet; ``registry.lineage.report`` gathers the same
+with what happened since (withdrawal, models, later versions) for `synthreg report`.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from registry.exports.report_html import MemberReader, ReportData, dataset_page
+from registry.records.policy import PolicyReport
+from registry.records.release import Release
+from registry.store import audit
+from registry.store import manifest as mf
+from registry.store.releases import load_release, versions
+
+
+def manifest_of(folder: Path) -> Any | None:
+    """A DuckDB connection over the version's manifest, or None when its data is not in the workspace."""
+    path = folder / "data" / "manifest.parquet"
+    return mf.connect(path) if path.is_file() else None
+
+
+def member_reader(folder: Path, record: Release) -> MemberReader:
+    """Reads the named members of a released shard (None when the shard is not in the workspace)."""
+    shard_file = {s.source: folder / "data" / s.path for s in record.shards}
+
+    def read(shard: str, members: set[str]) -> dict[str, bytes] | None:
+        path = shard_file.get(shard)
+        if path is None or not path.is_file():
+            return None
+        found = {}
+        with tarfile.open(path) as tar:
+            for info in tar:
+                if info.name in members and info.isfile():
+                    f = tar.extractfile(info)
+                    if f is not None:
+                        found[info.name] = f.read()
+        return found
+
+    return read
+
+
+def licence_facts(ws: Path | None) -> dict[str, Any]:
+    """Licence id -> knowledge-base entry, from the workspace's licence base (empty when unreadable:
+    the report then shows ids only)."""
+    if ws is None:
+        return {}
+    try:
+        import yaml
+
+        from registry.records.config import load_params
+        from registry.records.policy import LicenceBase
+
+        path = ws / load_params(ws / "params.yaml").validate_.licences
+        kb = LicenceBase.model_validate(yaml.safe_load(path.read_text()))
+    except Exception:  # the report must not fail for want of licence details
+        return {}
+    return {lic.id: lic for lic in kb.licences}
+
+
+def timeline(ws: Path | None, names: set[str]) -> tuple[list[tuple[str, str, str, str]], str]:
+    """Audit events about the datasets ``names`` (their data folders and versions), and why the log
+    could not be read ('' when it could): a damaged log is itself a finding, shown, never hidden."""
+    events: list[tuple[str, str, str, str]] = []
+    if ws is None or not (ws / "audit" / "events.jsonl").is_file():
+        return events, ""
+    try:
+        for ev in audit.read(ws):
+            if any(ev.subject.startswith((f"{n}@", f"data/{n}/")) for n in names):
+                facts = (f"{k} {v}" for k, v in ev.details.items() if isinstance(v, str | int | float))
+                what = ", ".join(facts)
+                events.append((ev.time.isoformat()[:19], ev.kind, ev.subject, f"{ev.actor}; {what}"))
+    except Exception as e:
+        return events, str(e)
+    return events, ""
+
+
+def read_report(folder: Path) -> PolicyReport | None:
+    path = folder / "policy-report.json"
+    return PolicyReport.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def report_data(
+    ws: Path,
+    folder: Path,
+    record: Release,
+    report: PolicyReport | None,
+    extra_events: list[tuple[str, str, str, str]] | None = None,
+    **more: Any,
+) -> ReportData:
+    """A dataset page's data: the manifest, the shards' images, licences and the audit timeline from the
+    workspace; ``more`` (withdrawal, other versions, models) from the caller."""
+    events, note = timeline(ws, {record.name})
+    return ReportData(
+        record=record,
+        report=report,
+        con=manifest_of(folder),
+        read_members=member_reader(folder, record),
+        licence_facts=licence_facts(ws),
+        events=events + list(extra_events or []),
+        audit_note=note,
+        **more,
+    )
+
+
+def release_html(folder: Path, record: Release, report: PolicyReport) -> str:
+    """The report ``release`` writes into the version's folder (``folder`` may be its staging name,
+    ``releases/NAME/.X.Y.Z.tmp-PID``): as at release, so no withdrawal and no model yet."""
+    ws = folder.parents[2]  # releases/NAME/<folder>
+    others = [(load_release(ws, f"{record.name}@{v}"), False) for v in versions(ws, record.name)]
+    pending = [
+        (record.created_at.isoformat()[:19], "release", f"{record.name}@{record.version}", "this release")
+    ]
+    return dataset_page(report_data(ws, folder, record, report, pending, others=others))

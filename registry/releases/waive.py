@@ -1,0 +1,97 @@
+"""TODO docstring (registry.releases.waive)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from registry.core import vcs
+from registry.core.errors import PolicyError
+from registry.records.signed import WAIVER_TYPE, SignedWaiver
+from registry.store import audit
+from registry.trust.waivers import WAIVERS
+
+
+def waive(
+    ws: Path,
+    rule_id: str,
+    scope: str,
+    reason: str,
+    expires: date,
+    key: Path | str | None = None,
+    trust: Path | str | None = None,
+    known_rules: set[str] | None = None,
+    today: date | None = None,
+) -> tuple[Path, SignedWaiver]:
+    """Sign and write one waiver, append its audit event and commit both (when ``ws`` is a git
+    repository). Refused, nothing written: a key that is not a trusted approver, an expiry in the past,
+    a rule id not in ``known_rules`` (default: the rules of params.yaml's packs)."""
+    from registry.core.fsio import atomic_write_text
+    from registry.trust.root import load_trust
+    from registry.trust.signing import load_signer, sign
+
+    if not reason.strip():
+        raise PolicyError("give a reason for the waiver (--reason)")
+    if not re.fullmatch(r"[a-z0-9_*-]{1,64}", scope):
+        raise PolicyError(f"waiver scope {scope!r} is not a dataset name or '*'")
+    if expires < (today or date.today()):
+        raise PolicyError(f"waiver expiry {expires} is in the past; give a future date (--expires)")
+    rules = known_rules if known_rules is not None else _pack_rules(ws)
+    if rule_id not in rules:
+        raise PolicyError(
+            f"rule {rule_id!r} is in none of the policy packs ({', '.join(sorted(rules)[:8])}...); "
+            "check the rule id in the report"
+        )
+    signer = load_signer(key)
+    trusted = load_trust(ws, trust)
+    entry = trusted.signing_key(signer.public_key.keyid, "approver")
+    w = SignedWaiver(
+        rule_id=rule_id,
+        scope=scope,
+        reason=reason.strip(),
+        expires=expires,
+        approver=entry.name,
+        keyid=entry.keyid,
+        signed_at=datetime.now(UTC),
+        checkpoint=audit.head(ws),
+    )
+    payload = json.dumps(w.model_dump(mode="json"), sort_keys=True).encode()
+    stamp = w.signed_at.strftime("%Y%m%dT%H%M%S%f")
+    path = ws / WAIVERS / f"{rule_id}--{scope.replace('*', 'all')}--{entry.keyid[:12]}-{stamp}.dsse.json"
+    atomic_write_text(path, json.dumps(sign(payload, signer, WAIVER_TYPE), indent=2) + "\n")
+    rel = path.relative_to(ws).as_posix()
+    try:
+        audit.append(
+            ws,
+            "waiver",
+            f"{scope}:{rule_id}",
+            w.model_dump(mode="json", exclude={"checkpoint"}) | {"file": rel},
+        )
+    except BaseException:
+        path.unlink(missing_ok=True)  # no waiver without its audit event
+        raise
+    if (ws / ".git").exists():
+        vcs.git(ws, "add", rel, audit.LOG.as_posix())
+        vcs.git(
+            ws,
+            "commit",
+            "-q",
+            "-m",
+            f"Waive {rule_id} for {scope} until {expires}",
+            "--",
+            rel,
+            audit.LOG.as_posix(),
+        )
+    return path, w
+
+
+def _pack_rules(ws: Path) -> set[str]:
+    from policies.engine import DEFAULT_PACKS, load_packs
+    from registry.core.workspace import inside
+    from registry.records.config import load_params
+
+    named = load_params(ws / "params.yaml").validate_.packs
+    paths = [inside(ws, p, "policy pack") for p in named or []] or DEFAULT_PACKS
+    return {r.id for _, pack in load_packs(paths) for r in pack.rules}

@@ -1,0 +1,245 @@
+"""Manifests: Parquet (zstd) with one SampleRecord per row, queried through DuckDB.
+
+The Arrow schema is derived from ``SampleRecord`` so the model stays the one source of schema.
+Reading a manifest validates its columns against that schema, never its rows one by one: a
+million-row manifest is queried in DuckDB, not loaded into Python objects.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from registry.core.errors import ManifestError
+from registry.core.fsio import atomic_path
+from registry.core.names import shown
+from registry.records.dataset import SampleRecord
+
+_SCALARS: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
+    """(arrow type, nullable) for a pydantic field annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _arrow_type(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _arrow_type(args[0])[0], True
+    if origin is typing.Literal:
+        return pa.string(), False
+    if origin is dict:
+        k, v = typing.get_args(annotation)
+        return pa.map_(_arrow_type(k)[0], _arrow_type(v)[0]), False
+    if annotation in _SCALARS:
+        return _SCALARS[annotation], False
+    raise TypeError(f"no Arrow type for {annotation!r}")
+
+
+def _schema() -> pa.Schema:
+    fields = []
+    for name, info in SampleRecord.model_fields.items():
+        typ, nullable = _arrow_type(info.annotation)
+        fields.append(pa.field(name, typ, nullable=nullable))
+    return pa.schema(fields)
+
+
+SCHEMA = _schema()
+_NULLABLE = pa.schema([f.with_nullable(True) for f in SCHEMA])
+
+
+def to_table(records: Iterable[SampleRecord | dict]) -> pa.Table:
+    rows = [r.model_dump() if isinstance(r, SampleRecord) else r for r in records]
+    for r in rows:
+        for k in ("attributes", "library_versions", "observed_attributes"):
+            if isinstance(r.get(k), dict):
+                r[k] = list(r[k].items())
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write atomically: a crash leaves the old manifest (or none), never half of a new one."""
+    if table.schema != SCHEMA:
+        table = table.cast(SCHEMA)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def write_manifest(records: Sequence[SampleRecord], path: Path) -> None:
+    write_table(to_table(records), path)
+
+
+# Hugging Face `datasets` (5.2) has no feature type for an Arrow map ("does not have a datasets dtype
+# equivalent"), so a release also carries this flat copy: each map column as the JSON text of its
+# dict, keys in the manifest's order (what the shards' .json sidecars hold):
+# load_dataset("parquet", data_files=f"{release}/data/{FLAT}"). Not a second `configs:` entry in the
+# card: `datasets` reads every config of a folder with the builder inferred from the first (webdataset).
+# The main manifest keeps its map columns, which DuckDB and every reader here use.
+FLAT = "manifest-flat.parquet"
+
+
+def flat_table(table: pa.Table) -> pa.Table:
+    """``table`` with every map column as a nullable string column of JSON objects."""
+    import json
+
+    for i, f in enumerate(table.schema):
+        if pa.types.is_map(f.type):
+            texts = [None if v is None else json.dumps(dict(v)) for v in table.column(i).to_pylist()]
+            table = table.set_column(
+                i, pa.field(f.name, pa.string(), f.nullable), pa.array(texts, pa.string())
+            )
+    return table
+
+
+def write_flat(manifest: Path, out: Path, batch_rows: int = 10_000) -> None:
+    """Write the flat copy of ``manifest`` (see ``FLAT``) to ``out``, row for row, ``batch_rows`` at a
+    time: a million-row manifest is never held whole (issue 13). The manifest is one synthreg wrote and
+    validated (a release copies it only when its digest is the policy report's)."""
+    schema = flat_table(SCHEMA.empty_table()).schema
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for batch in pq.ParquetFile(manifest).iter_batches(batch_size=batch_rows, columns=SCHEMA.names):
+            writer.write_table(flat_table(pa.Table.from_batches([batch]).cast(SCHEMA)))
+
+
+def flat_differences(manifest: Path, flat: Path, batch_rows: int = 10_000) -> int:
+    """How many rows of ``flat`` are not exactly ``flat_table`` of ``manifest``'s row at the same
+    position (a missing or extra row counts); every row when its schema (columns, types, metadata) is
+    not the one ``write_flat`` writes, since `datasets` reads those too. 0 for the copy ``write_flat``
+    made. Streamed ``batch_rows`` at a time; the JSON text of map columns is compared to the letter."""
+    import pyarrow.compute as pc
+
+    rows = pq.ParquetFile(manifest).metadata.num_rows
+    try:
+        if not pq.read_schema(flat).equals(flat_table(SCHEMA.empty_table()).schema, check_metadata=True):
+            return max(1, rows)
+        theirs = pq.ParquetFile(flat).iter_batches(batch_size=batch_rows)
+    except (OSError, pa.ArrowException):  # not Parquet: nothing in it matches
+        return max(1, rows)
+    held: pa.Table | None = None
+    differ = 0
+    for batch in pq.ParquetFile(manifest).iter_batches(batch_size=batch_rows, columns=SCHEMA.names):
+        ours = flat_table(pa.Table.from_batches([batch]).cast(SCHEMA))
+        while held is None or held.num_rows < ours.num_rows:
+            more = next(theirs, None)
+            if more is None:
+                break
+            more_t = pa.Table.from_batches([more])
+            held = more_t if held is None else pa.concat_tables([held, more_t])
+        got = held.slice(0, ours.num_rows) if held is not None else None
+        held = held.slice(ours.num_rows) if held is not None else None
+        n = got.num_rows if got is not None else 0
+        differ += ours.num_rows - n
+        if got is None or n == 0:
+            continue
+        ours = ours.slice(0, n)
+        mask = pa.array([False] * n)
+        for a, b in zip(ours.columns, got.columns, strict=True):
+            nulls_differ = pc.not_equal(pc.is_null(a), pc.is_null(b))
+            values_differ = pc.fill_null(pc.not_equal(a, b), False)
+            mask = pc.or_(mask, pc.or_(nulls_differ, values_differ))
+        differ += pc.sum(mask).as_py() or 0
+    if held is not None:
+        differ += held.num_rows
+    differ += sum(b.num_rows for b in theirs)  # rows beyond the manifest's
+    return differ
+
+
+def read_table(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ManifestError(f"manifest {path} is not a readable Parquet file ({e}); regenerate it") from e
+    missing = [n for n in SCHEMA.names if n not in table.schema.names]
+    if missing:
+        raise ManifestError(f"manifest {path} lacks columns {missing}; it was not written by synthreg")
+    try:
+        table = table.select(SCHEMA.names).cast(_NULLABLE)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        bad = [f.name for f in SCHEMA if not table.schema.field(f.name).type.equals(f.type)]
+        raise ManifestError(
+            f"manifest {path} has columns of the wrong type ({', '.join(bad[:5])}); it was not written by "
+            "synthreg: regenerate it"
+        ) from e
+    for f in SCHEMA:  # columnar null counts: cheap on a million rows
+        column = table[f.name]
+        if not f.nullable and column.null_count:
+            import pyarrow.compute as pc
+
+            first = pc.index(pc.is_null(column), True).as_py()
+            raise ManifestError(
+                f"manifest {path}: sample {shown(table['sample_id'][first].as_py())} has no {f.name} "
+                f"({column.null_count} row(s) lack it); it was not written by synthreg: regenerate it"
+            )
+    return table.cast(SCHEMA)
+
+
+def records(table: pa.Table) -> list[SampleRecord]:
+    """Rows as validated records. For small tables (a shard, a lookup), not for whole manifests."""
+    out = []
+    for row in table.to_pylist():
+        for k in ("attributes", "library_versions", "observed_attributes"):
+            if row.get(k) is not None:
+                row[k] = dict(row[k])
+        out.append(SampleRecord.model_validate(row))
+    return out
+
+
+def connect(path: Path, view: str = "manifest"):
+    """A DuckDB connection with the manifest at ``path`` as a view named ``view``."""
+    import duckdb
+
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")
+    con = duckdb.connect()
+    literal = str(path).replace("'", "''")  # CREATE VIEW cannot take a prepared parameter
+    con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{literal}')")
+    return con
+
+
+def rows_by_shard(
+    con: Any, columns: list[str], shards_per_query: int = 16
+) -> Iterator[tuple[str | None, list[tuple]]]:
+    """(shard, its rows of ``columns`` in manifest order) for every shard of ``con``'s manifest, in shard
+    name order, a few shards a query: release and verify hold one batch of shards at a time, not the
+    whole manifest as Python objects (~3 KB a row: 3 GB at 1,000,000 rows, issue 13)."""
+    found = [r[0] for r in con.execute("SELECT DISTINCT shard FROM manifest ORDER BY 1").fetchall()]
+    shards = [s for s in found if s is not None]
+    cols = ", ".join(columns)
+    for i in range(0, len(shards), shards_per_query):
+        batch: dict[str, list[tuple]] = {s: [] for s in shards[i : i + shards_per_query]}
+        for shard, *row in con.execute(
+            f"SELECT shard, {cols} FROM manifest WHERE list_contains($shards, shard)",
+            {"shards": list(batch)},
+        ).fetchall():
+            batch[shard].append(tuple(row))
+        yield from batch.items()
+    if len(shards) < len(found):  # rows that name no shard: the caller says what is wrong with them
+        yield (
+            None,
+            [tuple(r) for r in con.execute(f"SELECT {cols} FROM manifest WHERE shard IS NULL").fetchall()],
+        )
+
+
+def find_sample(path: Path, sample_id: str) -> SampleRecord:
+    con = connect(path)
+    table = con.sql("SELECT * FROM manifest WHERE sample_id = ?", params=[sample_id]).to_arrow_table()
+    if table.num_rows == 0:
+        raise ManifestError(
+            f"sample {sample_id!r} is not in manifest {path}; check the id (query the manifest with DuckDB)"
+        )
+    return records(table.select(SCHEMA.names).cast(SCHEMA))[0]

@@ -1,0 +1,270 @@
+"""Every generated image says it is synthetic: an XMP packet in a PNG iTXt chunk, written at generation,
+so the image's sha256 (and the signed release) cover it.
+
+    xmp = xmp_packet(Marking("digits-000001", "tiny-digits", weights_digest))  # what encode_png embeds
+    read_marking(png_bytes)                   # -> Marking, or None when the PNG carries none
+    marking_problems(png_bytes, expected)     # -> [] when the marking is there and says what the record says
+
+The packet holds IPTC's ``Iptc4xmpExt:DigitalSourceType`` = trainedAlgorithmicMedia (the IPTC term for
+generative output, the value C2PA's ``c2pa.actions`` use too; EU AI Act Art. 50(2) asks for a
+machine-readable marking of synthetic images) and, in synthreg's own namespace, the sample id, the
+generator's name and its weights digest. It is deterministic (no time, no tool version), so
+``synthreg reproduce`` still regenerates an image bit for bit. The keyword ``XML:com.adobe.xmp`` is
+where the XMP specification (part 3, PNG) puts the packet, so exiftool and Pillow find it.
+
+Reading parses PNG chunks up to the first IDAT without decoding pixels, so ``verify`` can check every
+image of a large release cheaply. This is the marking every image gets; a recipe may add C2PA content
+credentials on top (registry.content_credentials), signed after this packet is embedded.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import NamedTuple
+from xml.sax.saxutils import quoteattr
+
+from registry.core.errors import GeneratorError
+
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+XMP_KEYWORD = "XML:com.adobe.xmp"
+NS_SYNTHREG = "https://synthreg.dev/xmp/1.0/"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_MAX_PACKET = 64 * 1024  # a marking is ~0.7 KB; anything far larger is not ours and is not parsed
+
+
+class Marking(NamedTuple):
+    """What a marking says (immutable; a tuple so that verify can make one per image cheaply)."""
+
+    sample_id: str
+    generator: str
+    weights_digest: str
+    digital_source_type: str = DIGITAL_SOURCE_TYPE
+
+
+_PLAIN = re.compile(r"[^&<>\"'\n\r\t]*")
+
+
+def _quoteattr(value: str) -> str:
+    """``quoteattr(value)``, without its escaping work for the usual value that needs none (verify builds a
+    packet per image)."""
+    return f'"{value}"' if _PLAIN.fullmatch(value) else quoteattr(value)
+
+
+def xmp_packet(m: Marking) -> str:
+    """The XMP packet for ``m``: RDF/XML with the IPTC digital source type and synthreg's fields."""
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about=""'
+        ' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"'
+        f' xmlns:synthreg="{NS_SYNTHREG}"'
+        f" Iptc4xmpExt:DigitalSourceType={_quoteattr(m.digital_source_type)}"
+        f" synthreg:sampleId={_quoteattr(m.sample_id)}"
+        f" synthreg:generator={_quoteattr(m.generator)}"
+        f" synthreg:weightsDigest={_quoteattr(m.weights_digest)}/>"
+        "</rdf:RDF></x:xmpmeta>"
+        '<?xpacket end="r"?>'
+    )
+
+
+def check_markable(m: Marking) -> None:
+    """Refuse a marking whose packet would exceed what readers parse (``_MAX_PACKET``): cut there, it
+    would read back as other values than were written. Generation calls this for every request before
+    anything is written."""
+    size = len(xmp_packet(m).encode())
+    if size > _MAX_PACKET:
+        longest = max(
+            ("sample id", m.sample_id),
+            ("generator", m.generator),
+            ("weights digest", m.weights_digest),
+            key=lambda kv: len(kv[1]),
+        )
+        raise GeneratorError(
+            f"sample {m.sample_id[:40]!r}: its marking would be {size} bytes, over the {_MAX_PACKET} a "
+            f"reader parses (its {longest[0]} is {len(longest[1])} characters); shorten the generator name, "
+            "dataset name or prompt identity that make it"
+        )
+
+
+def walk_chunks(png: bytes | memoryview) -> Iterator[tuple[int, bytes, int]]:
+    """(offset, type, data length) of each whole chunk of ``png``, reading headers only; nothing for a
+    file that is not a PNG, and it stops at a chunk the file cuts short."""
+    data = memoryview(png)
+    if bytes(data[:8]) != _PNG_SIGNATURE:
+        return
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        if pos + 12 + length > len(data):
+            return
+        yield pos, bytes(data[pos + 4 : pos + 8]), length
+        pos += 12 + length
+
+
+def _chunks(png: bytes | memoryview) -> list[tuple[bytes, bytes]]:
+    """(type, data) of the chunks before the image data; a PNG that is not one gives []."""
+    data = memoryview(png)
+    out = []
+    for pos, kind, length in walk_chunks(data):
+        if kind == b"IDAT":
+            break
+        out.append((kind, bytes(data[pos + 8 : pos + 8 + length])))
+    return out
+
+
+def _xmp_text(png: bytes | memoryview) -> str | None:
+    for kind, body in _chunks(png):
+        if kind != b"iTXt" or not body.startswith(XMP_KEYWORD.encode() + b"\0"):
+            continue
+        rest = body[len(XMP_KEYWORD) + 1 :]
+        compressed, _method = rest[0], rest[1]
+        rest = rest[2:]
+        _lang, _, rest = rest.partition(b"\0")
+        _translated, _, text = rest.partition(b"\0")
+        if compressed:
+            text = zlib.decompressobj().decompress(text, _MAX_PACKET)
+        return text[:_MAX_PACKET].decode("utf-8", errors="replace")
+    return None
+
+
+# One attribute, in either quote style: quoteattr uses single quotes when the value holds a double quote
+# (and no single quote). Matched left to right, each value whole, so a value that looks like an attribute
+# (a generator named `x synthreg:weightsDigest="..."`) is never taken for one.
+_ATTRIBUTE = re.compile(r"""([\w:.-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+# What quoteattr writes (&amp; &lt; &gt; &quot; and &#10; &#13; &#9;), and any XML character reference.
+_ENTITY = re.compile(r"&(?:#([0-9]+)|#x([0-9a-fA-F]+)|(amp|lt|gt|quot|apos));")
+_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+def _unescape(value: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        if m.group(3):
+            return _NAMED[m.group(3)]
+        code = int(m.group(1), 10) if m.group(1) else int(m.group(2), 16)
+        return chr(code) if 0 < code <= 0x10FFFF else m.group(0)  # out of range: left as written
+
+    return _ENTITY.sub(one, value)  # one pass: "&amp;#10;" is the text "&#10;", not a newline
+
+
+def _attrs(text: str) -> dict[str, str]:
+    # The packet is ours in form (attributes on one rdf:Description); a regex over it avoids running a
+    # full XML parser (entity expansion) on bytes that come from an untrusted file. The first of a name
+    # counts (XML forbids a second).
+    out: dict[str, str] = {}
+    for m in _ATTRIBUTE.finditer(text):
+        raw = m.group(2) if m.group(2) is not None else m.group(3)
+        out.setdefault(m.group(1), _unescape(raw))
+    return out
+
+
+def read_marking(png: bytes | memoryview) -> Marking | None:
+    """The marking in ``png``, or None when it carries no XMP digital source type."""
+    text = _xmp_text(png)
+    if text is None:
+        return None
+    attrs = _attrs(text)
+    source_type = attrs.get("Iptc4xmpExt:DigitalSourceType")
+    if source_type is None:
+        return None
+    return Marking(
+        sample_id=attrs.get("synthreg:sampleId", ""),
+        generator=attrs.get("synthreg:generator", ""),
+        weights_digest=attrs.get("synthreg:weightsDigest", ""),
+        digital_source_type=source_type,
+    )
+
+
+def _chunk(m: Marking) -> bytes:
+    """The iTXt chunk, header and CRC included, that generation writes for ``m`` (Pillow's ``add_itxt``
+    uncompressed: keyword, NUL, flag 0, method 0, empty language and translated keyword)."""
+    body = b"iTXt" + XMP_KEYWORD.encode() + b"\0\0\0\0\0" + xmp_packet(m).encode()
+    return struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def _first_xmp_span(png: bytes | memoryview) -> tuple[int, int] | None:
+    """(start, end) of the first XMP iTXt chunk before the image data, walking chunk headers only."""
+    data = memoryview(png)
+    key = XMP_KEYWORD.encode() + b"\0"
+    for pos, kind, length in walk_chunks(data):
+        if kind == b"IDAT":
+            return None
+        if kind == b"iTXt" and data[pos + 8 : pos + 8 + len(key)] == key:
+            return pos, pos + 12 + length
+    return None
+
+
+def marking_problems(png: bytes | memoryview, expected: Marking) -> list[str]:
+    """What is wrong with the marking of ``png`` against the record's ``expected`` one ([] if nothing)."""
+    # Fast path for verify, which checks every image of a release: the marking is deterministic, so the
+    # first XMP chunk is either byte for byte the one generation writes for this record, or it is parsed.
+    # Generation puts it right after IHDR (offset 33), so that is looked at first.
+    chunk = _chunk(expected)
+    data = memoryview(png)
+    if data[:16] == _PNG_SIGNATURE + b"\0\0\0\rIHDR" and data[33 : 33 + len(chunk)] == chunk:
+        return []
+    span = _first_xmp_span(png)
+    if span is not None and data[span[0] : span[1]] == chunk:
+        return []
+    found = read_marking(png)
+    if found is None:
+        return ["carries no synthetic-media marking (no XMP DigitalSourceType in the PNG)"]
+    problems = []
+    if found.digital_source_type != DIGITAL_SOURCE_TYPE:
+        problems.append(f"digital source type is {found.digital_source_type!r}, not trainedAlgorithmicMedia")
+    for field, label in (
+        ("sample_id", "sample id"),
+        ("generator", "generator"),
+        ("weights_digest", "weights"),
+    ):
+        got, want = getattr(found, field), getattr(expected, field)
+        if got != want:
+            problems.append(f"marking names {label} {got!r} but the record says {want!r}")
+    return problems
+
+
+def trace_marking(png: bytes, images: list[dict]) -> dict:
+    """What ``trace image`` adds: the file's marking and how it compares with the sample records the
+    file matched (``images``: trace_image's, with sample_id, generator_name, weights_digest)."""
+    found = read_marking(png)
+    problems: list[str] = []
+    if found is None:
+        problems.append(
+            "the file carries no synthetic-media marking (stripped, or made before synthreg marked)"
+        )
+    elif images:
+        im = images[0]
+        problems = marking_problems(png, Marking(im["sample_id"], im["generator_name"], im["weights_digest"]))
+    elif found.digital_source_type != DIGITAL_SOURCE_TYPE:
+        problems.append(f"digital source type is {found.digital_source_type!r}, not trainedAlgorithmicMedia")
+    return {
+        "found": None if found is None else found._asdict(),
+        "summary": describe(found),
+        "problems": problems,
+    }
+
+
+def describe(m: Marking | None) -> str:
+    if m is None:
+        return "no synthetic-media marking"
+    kind = (
+        "trainedAlgorithmicMedia" if m.digital_source_type == DIGITAL_SOURCE_TYPE else m.digital_source_type
+    )
+    return f"marked {kind}: sample {m.sample_id}, generator {m.generator}, weights {m.weights_digest}"
+
+
+__all__ = [
+    "DIGITAL_SOURCE_TYPE",
+    "XMP_KEYWORD",
+    "Marking",
+    "check_markable",
+    "describe",
+    "marking_problems",
+    "read_marking",
+    "trace_marking",
+    "walk_chunks",
+    "xmp_packet",
+]

@@ -1,0 +1,323 @@
+"""Who signed a release, in which role, and whether that is enough: sign-offs, thresholds, binding.
+
+    state = approval_state(trust, "digits@1.0.0", envelope, signoffs)   # -> ApprovalState
+    approve(ws, "digits@1.0.0", key)                                   # an approver signs; final at threshold
+
+Each signer adds two things, both over the exact release statement: a signature in the release's DSSE
+envelope (``release.dsse.json``, so any DSSE tool sees k signatures over one payload), and a *sign-off*
+(``signoffs.json``: one DSSE envelope each) whose payload names the release, the sha256 of the
+statement, the key, the person, the roles, the time and a checkpoint of the audit log. The sign-off is
+what makes role and time signed by the signer; its statement digest is what stops an approval of one
+release being replayed onto another.
+
+A release is a *candidate* until the sign-offs trusted by the pinned trust root meet the thresholds
+(distinct keys; a key that signed as releaser never counts as approver unless the trust root is solo);
+then it is *final* and tagged ``NAME@vX.Y.Z``. Only final releases are loaded or trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from registry.core import vcs
+from registry.core.digests import sha256_bytes
+from registry.core.errors import SigningError, UntrustedSignerError
+from registry.records.audit import AuditEvent, Checkpoint
+from registry.records.signed import SIGNOFF_TYPE, SignOff
+from registry.records.trust import Role, TrustedKey
+from registry.store import audit
+from registry.trust.root import Trust
+
+ENVELOPE = "release.dsse.json"
+SIGNOFFS = "signoffs.json"
+
+
+@dataclass
+class Signer:
+    keyid: str
+    name: str
+    roles: list[str]
+    time: datetime
+    why_untrusted: str | None = None
+
+    @property
+    def trusted(self) -> bool:
+        return self.why_untrusted is None
+
+    def line(self) -> str:
+        state = "trusted" if self.trusted else f"NOT TRUSTED: {self.why_untrusted}"
+        return (
+            f"{'+'.join(self.roles)} {self.name} key {self.keyid[:16]} at {self.time:%Y-%m-%d %H:%M:%S} UTC: "
+            + state
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "keyid": self.keyid,
+            "name": self.name,
+            "roles": self.roles,
+            "time": self.time.isoformat(),
+            "trusted": self.trusted,
+            "why_untrusted": self.why_untrusted,
+        }
+
+
+@dataclass
+class ApprovalState:
+    ref: str
+    thresholds: dict[str, int]
+    signers: list[Signer] = field(default_factory=list)
+    counted: dict[str, list[str]] = field(default_factory=dict)  # role -> keyids counted for it
+    problems: list[str] = field(default_factory=list)  # bad signatures, replays, missing sign-offs
+    trust_solo: bool = False
+
+    @property
+    def untrusted(self) -> list[Signer]:
+        return [s for s in self.signers if not s.trusted]
+
+    @property
+    def met(self) -> bool:
+        return not self.problems and all(
+            len(self.counted.get(r, [])) >= n for r, n in self.thresholds.items()
+        )
+
+    @property
+    def solo(self) -> bool:
+        return self.met and len({s.keyid for s in self.signers if s.trusted}) == 1
+
+    @property
+    def status(self) -> str:
+        return "solo" if self.solo else "final" if self.met else "candidate"
+
+    def summary(self) -> str:
+        need = sum(self.thresholds.values())
+        have = sum(min(len(self.counted.get(r, [])), n) for r, n in self.thresholds.items())
+        parts = ", ".join(f"{r} {len(self.counted.get(r, []))}/{n}" for r, n in self.thresholds.items())
+        mode = " (solo: one key holds both roles)" if self.solo else ""
+        return f"approved by {have} of {need} ({parts}){mode}"
+
+    def to_json(self) -> dict:
+        return {
+            "status": self.status,
+            "thresholds": self.thresholds,
+            "counted": self.counted,
+            "signers": [s.to_json() for s in self.signers],
+            "problems": self.problems,
+        }
+
+
+def approval_state(trust: Trust, ref: str, envelope: dict, signoffs: list[dict]) -> ApprovalState:
+    """Check every sign-off and envelope signature against the trust root; count them per role."""
+    from registry.trust.signing import PAYLOAD_TYPE, payload_of, signature_verifies
+
+    state = ApprovalState(ref=ref, thresholds=dict(trust.thresholds), trust_solo=trust.solo)
+    payload = payload_of(envelope, PAYLOAD_TYPE)
+    digest = sha256_bytes(payload)
+    signed_keyids = {s.get("keyid") for s in envelope.get("signatures", [])}
+    covered: set[str] = set()
+    for i, env in enumerate(signoffs):
+        try:
+            so = SignOff.model_validate_json(payload_of(env, SIGNOFF_TYPE))
+        except (SigningError, ValidationError, ValueError) as e:
+            state.problems.append(f"sign-off {i} in {SIGNOFFS} is not a valid sign-off: {str(e)[:200]}")
+            continue
+        who = f"the sign-off by {so.name} (key {so.keyid[:16]})"
+        if so.release != ref:
+            state.problems.append(f"{who} approves {so.release}, not {ref} (replayed from another release)")
+            continue
+        if so.statement_sha256 != digest:
+            state.problems.append(
+                f"the release signature does not verify: {who} signs another statement than {ref}'s "
+                "(the statement was edited, or an approval replayed from another release)"
+            )
+            continue
+        key = trust.root.key(so.keyid)
+        signer = Signer(so.keyid, so.name, list(so.roles), so.time)
+        state.signers.append(signer)
+        covered.add(so.keyid)
+        if key is None:
+            signer.why_untrusted = f"key {so.keyid[:16]} is not in the trust root {trust.path}"
+            continue
+        if key.name != so.name:
+            signer.name = f"{key.name} (signed as {so.name!r})"
+        sslib = key.sslib_key()
+        if not signature_verifies(env, so.keyid, sslib):
+            state.problems.append(f"the release signature does not verify: {who} is forged or edited")
+            signer.why_untrusted = "the sign-off's signature does not verify"
+            continue
+        if not signature_verifies(envelope, so.keyid, sslib):
+            state.problems.append(
+                f"the release signature does not verify: the envelope holds no valid signature by {who}"
+            )
+            signer.why_untrusted = "no valid signature over the statement"
+            continue
+        for role in so.roles:
+            _, why = trust.check_signer(so.keyid, role, so.time)
+            if why:
+                signer.why_untrusted = why
+                break
+    for keyid in sorted(k for k in signed_keyids - covered if k):
+        state.problems.append(
+            f"the envelope holds a signature by key {str(keyid)[:16]} with no sign-off (who, role, when)"
+        )
+    trusted = [s for s in state.signers if s.trusted]
+    releasers = list(dict.fromkeys(s.keyid for s in trusted if "releaser" in s.roles))
+    approvers = list(dict.fromkeys(s.keyid for s in trusted if "approver" in s.roles))
+    if not trust.solo:  # nobody approves their own release
+        approvers = [k for k in approvers if k not in releasers]
+    state.counted = {"releaser": releasers, "approver": approvers}
+    return state
+
+
+def read_signed(folder: Path) -> tuple[dict, list[dict]]:
+    """The release envelope and its sign-offs, as stored."""
+    try:
+        envelope = json.loads((folder / ENVELOPE).read_text())
+    except (OSError, ValueError) as e:
+        raise SigningError(f"{folder / ENVELOPE} cannot be read: {e}") from e
+    path = folder / SIGNOFFS
+    try:
+        signoffs = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError) as e:
+        raise SigningError(f"{path} cannot be read: {e}") from e
+    if not isinstance(signoffs, list):
+        raise SigningError(f"{path} must hold a list of DSSE envelopes")
+    return envelope, signoffs
+
+
+def make_signoff(ws: Path, ref: str, payload: bytes, signer, key: TrustedKey, roles: list[Role]) -> dict:
+    from registry.trust.signing import sign
+
+    so = SignOff(
+        release=ref,
+        statement_sha256=sha256_bytes(payload),
+        keyid=key.keyid,
+        name=key.name,
+        roles=roles,
+        time=datetime.now(UTC),
+        checkpoint=audit.head(ws),
+    )
+    return sign(json.dumps(so.model_dump(mode="json"), sort_keys=True).encode(), signer, SIGNOFF_TYPE)
+
+
+def releaser_roles(trust: Trust, key: TrustedKey) -> list[Role]:
+    """The roles a releaser's sign-off claims: both in solo mode when the key holds both."""
+    return ["releaser", "approver"] if trust.solo and "approver" in key.roles else ["releaser"]
+
+
+def tag_name(name: str, version: str) -> str:
+    return f"{name}@v{version}"
+
+
+def binding_problems(ws: Path, name: str, version: str, statement: dict, state: ApprovalState) -> list[str]:
+    """The signed statement is the release asked for, in the folder it sits in, and the tag (present
+    exactly when final) points at a commit whose tree holds this very record."""
+    problems = []
+    pred = statement.get("predicate", {})
+    if (pred.get("name"), pred.get("version")) != (name, version):
+        problems.append(
+            f"the signed statement is for {pred.get('name')}@{pred.get('version')}, not {name}@{version} "
+            f"(a signed release copied to releases/{name}/{version}?)"
+        )
+    tag = tag_name(name, version)
+    rel = f"releases/{name}/{version}/release.json"
+    proc = vcs.run_git(ws, "show", f"{tag}:{rel}", text=False)
+    if not vcs.git_ok(ws, "rev-parse", "-q", "--verify", f"refs/tags/{tag}"):
+        if state.met:
+            problems.append(f"{name}@{version} is approved but has no tag {tag}; it is not final")
+        return problems
+    if not state.met:
+        problems.append(f"tag {tag} exists but {name}@{version} is not approved ({state.summary()})")
+    if proc.returncode != 0:
+        problems.append(f"tag {tag} points at a commit without {rel}")
+        return problems
+    with contextlib.suppress(OSError):
+        if proc.stdout != (ws / rel).read_bytes():
+            problems.append(f"tag {tag} points at a commit whose {rel} differs from this one")
+    return problems
+
+
+def require_untrusted_free(state: ApprovalState) -> None:
+    if state.untrusted:
+        s = state.untrusted[0]
+        raise UntrustedSignerError(f"{state.ref} is signed by an untrusted key: {s.why_untrusted}")
+
+
+def signers_of(ws: Path, name: str, version: str, trust: Trust) -> ApprovalState:
+    """The approval state of a stored release (signatures checked against ``trust``)."""
+    from registry.store.releases import RELEASES
+
+    envelope, signoffs = read_signed(ws / RELEASES / name / version)
+    return approval_state(trust, f"{name}@{version}", envelope, signoffs)
+
+
+def signed_checkpoints(ws: Path, trust: Trust) -> list[tuple[Checkpoint, str]]:
+    """Every audit checkpoint inside a record whose signature verifies against a key of the trust root
+    (release sign-offs, waivers, withdrawals), with what signed it. Unverifiable records are skipped
+    here: verify, validate and the loader report them."""
+    from registry.records.signed import WAIVER_TYPE, WITHDRAWAL, WITHDRAWAL_TYPE, SignedWaiver, Withdrawal
+    from registry.trust.signing import payload_of, signature_verifies
+    from registry.trust.waivers import WAIVERS
+
+    found: list[tuple[Checkpoint, str]] = []
+
+    def take(env: dict, ptype: str, model, what: str) -> None:
+        try:
+            rec = model.model_validate_json(payload_of(env, ptype))
+        except (SigningError, ValidationError, ValueError):
+            return
+        key = trust.root.key(rec.keyid)
+        if key is None or rec.checkpoint is None or not signature_verifies(env, rec.keyid, key.sslib_key()):
+            return
+        found.append((rec.checkpoint, f"{what} signed by {key.name} (key {rec.keyid[:16]})"))
+
+    for path in sorted((ws / "releases").glob(f"*/*/{SIGNOFFS}")):
+        ref = f"{path.parent.parent.name}@{path.parent.name}"
+        with contextlib.suppress(OSError, ValueError):
+            for env in json.loads(path.read_text()):
+                take(env, SIGNOFF_TYPE, SignOff, f"the sign-off of {ref}")
+    for path in sorted((ws / "releases").glob(f"*/*/{WITHDRAWAL}")):
+        with contextlib.suppress(OSError, ValueError):
+            ref = f"{path.parent.parent.name}@{path.parent.name}"
+            take(json.loads(path.read_text()), WITHDRAWAL_TYPE, Withdrawal, f"the withdrawal of {ref}")
+    for path in sorted((ws / WAIVERS).glob("*.dsse.json")):
+        with contextlib.suppress(OSError, ValueError):
+            take(json.loads(path.read_text()), WAIVER_TYPE, SignedWaiver, f"the waiver {path.name}")
+    return found
+
+
+def check_checkpoints(ws: Path, trust: Trust) -> tuple[int, list[str]]:
+    """(checkpoints checked, problems): each signed checkpoint must lie on the current chain, so a
+    whole-log rewrite with valid hashes, a truncation below a checkpoint or a fork is named."""
+    hashes: dict[int, str] = {}
+    for raw in audit.lines(ws):
+        with contextlib.suppress(ValueError, ValidationError):
+            event = AuditEvent.model_validate_json(raw)
+            hashes.setdefault(event.seq, event.hash)
+    last = max(hashes, default=-1)
+    problems = []
+    checkpoints = signed_checkpoints(ws, trust)
+    for cp, what in sorted(checkpoints, key=lambda c: c[0].seq):
+        if cp.seq not in hashes:
+            if cp.seq > last:
+                problems.append(
+                    f"the log was truncated: it ends at seq {last}, but {what} checkpoints seq {cp.seq}"
+                )
+            else:
+                problems.append(f"event {cp.seq} is missing, but {what} checkpoints it (removed?)")
+        elif hashes[cp.seq] != cp.hash:
+            problems.append(
+                f"the log was rewritten or forked at or before seq {cp.seq}: event {cp.seq}'s hash is "
+                f"{hashes[cp.seq][:16]}, but {what} checkpoints {cp.hash[:16]}"
+            )
+    return len(checkpoints), problems
+
+
+# ---------------------------------------------------------------------------------------------------
+# approve as a journalled transaction (registry.journal): write, audit, commit, tag

@@ -1,0 +1,201 @@
+"""Signing releases: ed25519 keys, in-toto Statement v1 payloads in DSSE envelopes.
+
+The envelope and key handling come from securesystemslib (DSSE, ``CryptoSigner``, ``SSlibKey``) and
+the Statement from in-toto-attestation, so the files verify with any in-toto tooling. The private key
+never enters the workspace: it is read from ``$SYNTHREG_SIGNING_KEY`` or a path given on the command
+line (default ``~/.config/synthreg/release.key``), and refused inside the workspace. Public keys are
+kept in the workspace at ``keys/<keyid>.pub.json`` for convenience only: what a verifier trusts is the
+trust root it pins outside the workspace (:mod:`registry.trust`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry.core.errors import SigningError
+from registry.core.fsio import atomic_write_text
+from registry.records.release import PAYLOAD_TYPE, PREDICATE_TYPE
+
+KEYS = Path("keys")  # public keys, ``keys/<keyid>.pub.json``: a convenience, never a source of trust
+DEFAULT_PRIVATE = Path("~/.config/synthreg/release.key")
+
+
+def private_key_path(path: Path | str | None = None) -> Path:
+    return Path(path or os.environ.get("SYNTHREG_SIGNING_KEY") or DEFAULT_PRIVATE).expanduser()
+
+
+@dataclass(frozen=True)
+class KeygenResult:
+    private: Path
+    public: Path
+    keyid: str
+    trust: Path | None  # the trust root the key was added to, if any
+
+
+def keygen(
+    ws: Path,
+    private: Path | str | None = None,
+    force: bool = False,
+    name: str | None = None,
+    roles: list[str] | None = None,
+    trust: Path | str | None = None,
+) -> KeygenResult:
+    """A new ed25519 key pair: the private key (PKCS#8 PEM) created mode 0600 from its first byte,
+    outside the workspace; the public key at ``keys/<keyid>.pub.json`` (a new file: an existing public
+    key is never replaced). With ``name``, the key is also added to the trust root with ``roles``
+    (default both; a new trust root holding one key with both roles is made solo)."""
+    from securesystemslib.signer import CryptoSigner
+
+    from registry.records.trust import TrustedKey
+    from registry.trust.root import add_key, trust_path
+
+    priv = private_key_path(private)
+    if priv.resolve().is_relative_to(ws.resolve()):
+        raise SigningError(
+            f"private key {priv} is inside the workspace {ws}, where `git add` could publish it; "
+            "keep it outside (default ~/.config/synthreg/release.key)"
+        )
+    if priv.exists() and not force:
+        raise SigningError(
+            f"{priv} exists already; pass --force to replace it (old releases stay verifiable "
+            "as long as the trust root keeps the old key)"
+        )
+    tfile = trust_path(trust) if name else None
+    if tfile is not None and tfile.resolve().is_relative_to(ws.resolve()):
+        raise SigningError(f"trust root {tfile} is inside the workspace; keep it outside (pass --trust)")
+    unknown = sorted(set(roles or []) - {"releaser", "approver"})
+    if unknown:
+        raise SigningError(f"unknown role(s) {', '.join(unknown)}: a key may be releaser and/or approver")
+    signer = CryptoSigner.generate_ed25519()
+    keyid = signer.public_key.keyid
+    entry = None
+    if name:
+        entry = TrustedKey(
+            keyid=keyid,
+            name=name,
+            roles=list(dict.fromkeys(roles or ["releaser", "approver"])),
+            public=signer.public_key.keyval["public"],
+        )
+    write_private(priv, signer.private_bytes)
+    pub = ws / KEYS / f"{keyid}.pub.json"
+    atomic_write_text(pub, public_key_file(signer)["text"])
+    if entry is not None and tfile is not None:
+        add_key(tfile, entry, solo=len(entry.roles) == 2 if not tfile.exists() else None)
+    return KeygenResult(priv, pub, keyid, tfile)
+
+
+def public_key_file(signer) -> dict[str, str]:
+    """The signer's public key file as a release commits it (issue 9: a release commit holds the key that
+    signed it): ``{"path": "keys/<keyid>.pub.json", "text": ...}``. A convenience copy, never trusted."""
+    keyid = signer.public_key.keyid
+    text = json.dumps({"keyid": keyid, **signer.public_key.to_dict()}, indent=2) + "\n"
+    return {"path": (KEYS / f"{keyid}.pub.json").as_posix(), "text": text}
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Created 0600 (O_EXCL, so never an existing file's mode), written, fsynced, renamed into place:
+    no moment at which another user could read it, and a crash leaves no half key under its name."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def load_signer(private: Path | str | None = None):
+    """The ed25519 signer at ``private``; any other kind of key is refused (releases are ed25519)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from securesystemslib.signer import CryptoSigner
+
+    priv = private_key_path(private)
+    if not priv.is_file():
+        raise SigningError(
+            f"no signing key at {priv}; create one with `synthreg keygen` or set SYNTHREG_SIGNING_KEY"
+        )
+    try:
+        key = load_pem_private_key(priv.read_bytes(), password=None)
+    except (ValueError, TypeError) as e:
+        raise SigningError(f"{priv} is not a PEM ed25519 private key: {e}") from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SigningError(
+            f"{priv} is a {type(key).__name__.removeprefix('_')} key; releases are signed with ed25519 "
+            "keys only (make one with `synthreg keygen`)"
+        )
+    return CryptoSigner(key)
+
+
+def statement(subjects: dict[str, str], predicate: dict) -> bytes:
+    """An in-toto Statement v1 (canonical JSON bytes): subjects name -> sha256, predicate the record."""
+    from google.protobuf.json_format import MessageToDict
+    from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
+    from in_toto_attestation.v1.statement import Statement
+
+    descriptors = [ResourceDescriptor(name=n, digest={"sha256": d}).pb for n, d in subjects.items()]
+    st = Statement(descriptors, PREDICATE_TYPE, predicate)
+    st.validate()
+    # protobuf turns numbers into floats; keep the predicate exactly as the record says it.
+    doc = MessageToDict(st.pb) | {"predicate": predicate}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _envelope(envelope: dict):
+    # Envelope.from_dict pops keys out of the dicts it is given: parse a copy.
+    import copy
+
+    from securesystemslib.dsse import Envelope
+
+    return Envelope.from_dict(copy.deepcopy(envelope))
+
+
+def sign(payload: bytes, signer, payload_type: str = PAYLOAD_TYPE) -> dict:
+    from securesystemslib.dsse import Envelope
+
+    env = Envelope(payload=payload, payload_type=payload_type, signatures={})
+    env.sign(signer)
+    return env.to_dict()
+
+
+def add_signature(envelope: dict, signer) -> dict:
+    """The envelope with one more signature over the same payload (PAE binds the payload type too)."""
+
+    env = _envelope(envelope)
+    env.sign(signer)
+    return env.to_dict()
+
+
+def payload_of(envelope: dict, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """The envelope's payload bytes, refused when its type is not ``payload_type``."""
+
+    try:
+        env = _envelope(envelope)
+    except (KeyError, ValueError, TypeError) as e:
+        raise SigningError(f"not a DSSE envelope: {e}") from e
+    if env.payload_type != payload_type:
+        raise SigningError(f"unexpected payload type {env.payload_type!r}, expected {payload_type!r}")
+    return env.payload
+
+
+def signature_verifies(envelope: dict, keyid: str, key) -> bool:
+    """Whether the envelope carries a valid signature by ``key`` (its keyid hint must name it)."""
+    from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
+
+    env = _envelope(envelope)
+    pae = env.pae()
+    for sig in env.signatures.values():
+        if sig.keyid != keyid:
+            continue
+        try:
+            key.verify_signature(sig, pae)
+            return True
+        except (UnverifiedSignatureError, VerificationError):
+            return False
+    return False

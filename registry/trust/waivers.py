@@ -1,0 +1,96 @@
+"""Signed waivers: an approver of the trust root waives one rule for one dataset until a date.
+
+    waive(ws, "bias.requested-balance", "digits", "too few images", date(2027, 1, 1), key)
+    applied, ignored = load_signed(ws, known_rules={...}, today=date.today())
+
+A waiver is a DSSE envelope in ``waivers/<rule>--<scope>--<keyid>-<time>.dsse.json``, committed with its
+audit event. Its payload (``SignedWaiver``) carries the approver's name and key id, the signing time and
+a checkpoint of the audit log. ``validate`` and ``release`` count only waivers whose signature verifies
+against an ``approver`` key of the pinned trust root, that have not expired and that name a rule of the
+loaded packs; every other one (an unsigned ``waivers.yaml`` entry, a forged or untrusted signature, an
+expired waiver, an unknown rule) is listed in the report as ignored, with why.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from registry.core.errors import SigningError, TrustError
+from registry.records.policy import IgnoredWaiver, Waiver
+from registry.records.signed import WAIVER_TYPE, SignedWaiver
+
+WAIVERS = Path("waivers")
+
+
+def load_signed(
+    ws: Path, known_rules: set[str], today: date, trust=None
+) -> tuple[list[Waiver], list[IgnoredWaiver]]:
+    """The signed waivers that count, and every other one with why it is ignored."""
+    from registry.trust.root import load_trust
+    from registry.trust.signing import payload_of, signature_verifies
+
+    folder = ws / WAIVERS
+    files = sorted(folder.glob("*.dsse.json")) if folder.is_dir() else []
+    if not files:
+        return [], []
+    why_no_trust = None
+    if trust is None:
+        try:
+            trust = load_trust(ws)
+        except TrustError as e:
+            why_no_trust = f"cannot be checked: {e}"
+    applied: list[Waiver] = []
+    ignored: list[IgnoredWaiver] = []
+    for path in files:
+        rel = path.relative_to(ws).as_posix()
+        try:
+            envelope = json.loads(path.read_text())
+            w = SignedWaiver.model_validate_json(payload_of(envelope, WAIVER_TYPE))
+        except (OSError, ValueError, ValidationError, SigningError) as e:
+            ignored.append(IgnoredWaiver(source=rel, why=f"not a signed waiver: {str(e)[:200]}"))
+            continue
+
+        def skip(why: str, w: SignedWaiver = w, rel: str = rel) -> None:
+            ignored.append(
+                IgnoredWaiver(
+                    rule_id=w.rule_id,
+                    scope=w.scope,
+                    approver=w.approver,
+                    approver_keyid=w.keyid,
+                    source=rel,
+                    why=why,
+                )
+            )
+
+        if why_no_trust:
+            skip(why_no_trust)
+            continue
+        key, why = trust.check_signer(w.keyid, "approver", w.signed_at)
+        if why or key is None:
+            skip(f"not signed by a trusted approver: {why}")
+            continue
+        if not signature_verifies(envelope, w.keyid, key.sslib_key()):
+            skip(f"its signature by key {w.keyid[:16]} ({key.name}) does not verify (forged or edited)")
+            continue
+        if w.expires < today:
+            skip(f"expired on {w.expires}")
+            continue
+        if w.rule_id not in known_rules:
+            skip(f"rule {w.rule_id!r} is in none of the loaded policy packs")
+            continue
+        applied.append(
+            Waiver(
+                rule_id=w.rule_id,
+                scope=w.scope,
+                reason=w.reason,
+                approver=key.name,
+                approver_keyid=w.keyid,
+                expires=w.expires,
+                source=rel,
+            )
+        )
+    return applied, ignored

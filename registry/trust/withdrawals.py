@@ -1,0 +1,76 @@
+"""TODO docstring (registry.trust.withdrawals)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from registry.core.errors import ReleaseError
+from registry.records.signed import WITHDRAWAL, WITHDRAWAL_TYPE, Withdrawal
+from registry.store import audit, journal
+from registry.store.releases import release_folder
+
+
+def is_withdrawn(ws: Path, name: str, version: str) -> dict | None:
+    """The withdrawal of ``name@version`` as a dict (with ``trusted`` and ``why_untrusted``), or None.
+
+    A withdrawal that cannot be trusted still counts as one (refusing a release wrongly is the safe
+    side) and says why: a signature the trust root does not accept, an unsigned ``withdrawal.json``, a
+    record copied from another version, or a record deleted while the audit log still holds its event.
+    """
+    from registry.core.errors import SigningError
+    from registry.trust.signing import payload_of
+
+    subject = f"{name}@{version}"
+    if journal.is_unfinished(ws, "withdraw", subject):  # not one until recovery finishes it
+        return None
+    folder = release_folder(ws, name, version)
+    path = folder / WITHDRAWAL
+    if path.is_file():
+        try:
+            envelope = json.loads(path.read_text())
+            w = Withdrawal.model_validate_json(payload_of(envelope, WITHDRAWAL_TYPE))
+        except (ValueError, SigningError) as e:
+            raise ReleaseError(f"{path} is not a valid withdrawal record ({e}); restore it from git") from e
+        out = w.model_dump(mode="json") | {"trusted": True, "why_untrusted": None}
+        why = _untrusted_withdrawal(ws, envelope, w, subject)
+        return out | {"trusted": why is None, "why_untrusted": why}
+    if (folder / "withdrawal.json").is_file():
+        old = json.loads((folder / "withdrawal.json").read_text())
+        return old | {
+            "trusted": False,
+            "why_untrusted": "an unsigned withdrawal.json; withdraw again to sign",
+        }
+    event = next(
+        (e for e in reversed(audit.read(ws)) if e.kind == "withdrawal" and e.subject == subject), None
+    )
+    if event is None:
+        return None
+    return {
+        "release": subject,
+        "reason": str(event.details.get("reason", "")),
+        "time": event.time.isoformat(),
+        "actor": event.actor,
+        "trusted": False,
+        "why_untrusted": f"the withdrawal record {path.relative_to(ws)} was deleted, but the audit log "
+        f"records the withdrawal (seq {event.seq}); restore it from git",
+    }
+
+
+def _untrusted_withdrawal(ws: Path, envelope: dict, w: Withdrawal, subject: str) -> str | None:
+    from registry.core.errors import TrustError
+    from registry.trust.root import load_trust
+    from registry.trust.signing import signature_verifies
+
+    if w.release != subject:
+        return f"the signed withdrawal is for {w.release}, not {subject} (copied from another version)"
+    try:
+        trust = load_trust(ws)
+    except TrustError as e:
+        return f"cannot be checked: {e}"
+    key, why = trust.check_signer(w.keyid, w.role, w.time)
+    if why or key is None:
+        return why or "unknown key"
+    if not signature_verifies(envelope, w.keyid, key.sslib_key()):
+        return f"its signature by key {w.keyid[:16]} ({key.name}) does not verify (forged or edited)"
+    return None
