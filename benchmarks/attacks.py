@@ -194,6 +194,9 @@ def name_attacks(key: Path) -> list[Attack]:
                 mock.patch(
                     "registry.releases.publish.inside", lambda ws, p, what: (ws / p).resolve(), create=True
                 ),
+                mock.patch(
+                    "registry.releases.release.inside", lambda ws, p, what: (ws / p).resolve(), create=True
+                ),
             ):
                 release("digits", "1.0.0", ws, key=key)
             return ["verify", "digits@1.0.0"]

@@ -8,7 +8,8 @@ with `--runs` runs in the store of which `--working` trained on an unreleased wo
 The manifests are built column-wise with pyarrow by bench_validate's builder (not timed): the release's
 (`--rows`) and a working one (`data/digits/filtered/manifest.parquet`, half as many rows, so another
 content digest). A release.json is written by hand (real `Release` record, no signature). The runs log
-their input by the registry.tracking conventions (a working run with the profile `registry.track`
+their input by the registry.downstream.tracking conventions (a working run with the profile
+`registry.downstream.track`
 writes: sha256 and DVC md5); every tenth run registers a model version (`bench-model` for runs on the
 release, `bench-working` for runs on the working manifest). All in a SQLite store in a temporary
 workspace that is removed at the end.

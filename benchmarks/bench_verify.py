@@ -11,7 +11,8 @@ grayscale PNGs (about 330 bytes, like tiny-digits' images), 1,000 encoded once a
 ``tEXt`` chunk carrying the image's index; PAX tar shards written the way ``generate`` writes them; a
 manifest built column-wise (``bench_validate.build_manifest``, with shard, member and image sha256
 replaced by the real ones); and a minimal release, signed with a fresh key, so the figure is the public
-``registry.verify.verify`` end to end. Page cache cannot be dropped, so every timed command runs twice
+``registry.releases.verify.verify`` end to end. Page cache cannot be dropped, so every timed command runs
+twice
 and the second (warm) run is reported.
 
 Signatures (issue 10): the same release is verified carrying one signature (solo trust root: one key,

@@ -3,7 +3,8 @@
     python benchmarks/plot_mix.py [--workspace WS] [--dataset digits@working] [--seeds 0 1 2 3 4]
                                   [--out benchmarks/mix.png] [--dvc]
 
-Runs ``registry.train.train`` with the ``train`` section of the workspace's params.yaml (defaults when
+Runs ``registry.downstream.train.train`` with the ``train`` section of the workspace's params.yaml (defaults
+when
 absent) for synthetic_share 0, 0.25, 0.5, 0.75 and 1, plus two references: "all real" (every real
 train image, no synthetic; train_size = the whole train split) and "unfiltered synthetic only" (share 1,
 rejected images included). Each row is the mean (and min-max) over ``--seeds``; the seed picks the real
@@ -115,7 +116,9 @@ def plot(results: list[dict], base: TrainParams, dataset: str, out: Path) -> Non
 
 
 def in_process(ws: Path, name: str, dataset: str):
-    """Run one point with ``registry.train.train`` in this process -> (metrics, n_real, n_synthetic)."""
+    """Run one point with ``registry.downstream.train.train`` in this process.
+
+    -> (metrics, n_real, n_synthetic)"""
     from registry.downstream.train import train
 
     def run(params: TrainParams) -> tuple[dict, int, int]:

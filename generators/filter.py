@@ -92,7 +92,7 @@ def filter_manifest(
                 )
     finally:
         con.close()
-    with folder_lock(ws, out_dir, "filter"):  # a second run into out_dir refuses (registry.locks)
+    with folder_lock(ws, out_dir, "filter"):  # a second run into out_dir refuses (registry.core.locks)
         return _filter(ws, in_path, out_dir, source, n, backends, domain, params, progress)
 
 

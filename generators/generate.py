@@ -16,7 +16,7 @@ uninterrupted run's (same ids, same image digests, byte-identical shards: tar me
 metadata). A different plan (recipe, weights, batch or shard size changed) discards ``.work``.
 
 C2PA. A recipe with ``marking: {c2pa: true}`` gets each PNG signed with C2PA content credentials
-after its XMP marking (registry.content_credentials), with the key and chain the command line or the
+after its XMP marking (registry.trust.credentials), with the key and chain the command line or the
 environment gives; they are checked before anything is written, and the signer's certificate digest
 joins the plan digest (so turning C2PA on, or changing signer, makes a new plan). Signed images are
 not byte-reproducible (c2pa-rs salts its hashes at random): a resumed run keeps its checkpointed
@@ -151,7 +151,7 @@ def generate(
         torch.set_num_threads(params.threads)
     backend = load_backend(recipe.generator, ws, params.device)
     job = plan_job(ws, out_dir, recipe, params, backend, creds)
-    with folder_lock(ws, out_dir, "generate"):  # a second run into out_dir refuses (registry.locks)
+    with folder_lock(ws, out_dir, "generate"):  # a second run into out_dir refuses (registry.core.locks)
         return _generate(ws, recipe, out_dir, params, backend, job, progress)
 
 

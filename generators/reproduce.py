@@ -1,7 +1,7 @@
 """Regenerate one image from its manifest record and say whether it is bit-identical.
 
 An image signed with C2PA content credentials cannot be: c2pa-rs salts its manifest at random
-(registry.content_credentials). For one, what must match is everything else: the recorded image with
+(registry.trust.credentials). For one, what must match is everything else: the recorded image with
 its C2PA chunk removed is compared, bit for bit, with the regenerated image before signing (pixels,
 XMP marking and all other chunks)."""
 

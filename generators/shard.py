@@ -45,7 +45,7 @@ def library_versions() -> dict[str, str]:
 
 def encode_png(image: np.ndarray, marking: Marking | None = None) -> bytes:
     """The PNG of ``image``; with ``marking``, an XMP iTXt chunk saying it is AI-generated (IPTC
-    trainedAlgorithmicMedia), which sample it is and which generator weights made it (registry.marking).
+    trainedAlgorithmicMedia), which sample it is and which generator weights made it (registry.store.marking).
     Deterministic, so the digest covers the marking and reproduce still matches bit for bit."""
     from PIL import Image, PngImagePlugin
 

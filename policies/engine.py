@@ -185,7 +185,7 @@ def check(
     kb_path = inside(ws, licences, "licence knowledge base") if licences else DEFAULT_KB
     kb = load_kb(kb_path)
     waivers_path = inside(ws, waivers, "waivers file") if waivers else None
-    # Only waivers signed by a trusted approver count (registry.waivers); plain entries are reported.
+    # Only waivers signed by a trusted approver count (registry.trust.waivers); plain entries are reported.
     from registry.trust.waivers import load_signed
 
     known = {r.id for _, pack in loaded for r in pack.rules}

@@ -21,7 +21,28 @@ MODULE_LIMIT = 600
 FUNCTION_LIMIT = 80
 
 # function (module:qualified name) -> why it is still over FUNCTION_LIMIT lines
-LONG: dict[str, str] = {}
+LONG: dict[str, str] = {
+    # Read better whole: one document, built in the order a reader checks it against its standard.
+    "registry.exports.prov:prov_document": "one W3C PROV document, entity by entity in the order of PROV-DM",
+    "registry.exports.croissant:_rai": "one Croissant RAI object, a property a line as the spec lists them",
+    # One sequence of refusals before anything is written, then one transaction: split, the order of the
+    # checks (what is refused before what) would be spread over several functions.
+    "registry.releases.publish:publish": "the journalled transaction's stage step, signed in one place",
+    "registry.releases.approve:approve": "refusals in order, then one journalled transaction",
+    "registry.releases.withdraw:withdraw": "refusals in order, then one journalled transaction",
+    "registry.releases.verify:verify": "the order of verify's problems is its output; shards and files split",
+    "registry.trust.credentials:load_credentials": "every refusal of a C2PA key and chain, in order",
+    "registry.trust.credentials:keygen_c2pa": "one test certificate chain, root to signer",
+    # Not split yet (issue 18 moved them, and split the longest: impact, verify, assemble, derive):
+    "registry.downstream.train:train": "not split yet: the mix, fit and log share ~15 locals",
+    "registry.releases.derive:derive": "not split yet: refusals, then the derived manifest and publish",
+    "policies.checks.representation:check": "not split yet: per-attribute and per-identity shares",
+    "generators.generate:_generate": "not split yet: resume, plan and the executor loop (dvc.lock dep)",
+    "registry.lineage.common:release_info": "not split yet: one trace entry per release",
+    "registry.lineage.image:trace_image": "not split yet: exact, then perceptual matches",
+    "registry.lineage.working:entry": "not split yet: one trace entry per working manifest",
+    "registry.exports.report_html:model_page": "not split yet: the model page's sections",
+}
 
 
 def functions(path: Path) -> list[tuple[str, int]]:

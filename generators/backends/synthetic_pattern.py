@@ -8,7 +8,7 @@ manifests, filters, policies, releases, DVC) at scale without a GPU.
 The output is named so that nobody mistakes it for data: backend ``synthetic-pattern``, pipeline class
 ``LoadTestPattern``, licence ``LicenseRef-synthreg-load-test`` (policies/licenses.yaml: it forbids
 training a model on the images, and the licence rule refuses a dataset declared for training), and the
-dataset card and ``synthreg validate`` print :data:`registry.models.LOAD_TEST_WARNING`.
+dataset card and ``synthreg validate`` print :data:`registry.records.dataset.LOAD_TEST_WARNING`.
 
 Its "weights digest" is the sha256 over a ``sha256sum``-style listing of the two things that decide its
 pixels: the generator folder's ``pattern.json`` and this file's source. Editing either changes the

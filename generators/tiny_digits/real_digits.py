@@ -4,7 +4,8 @@ scikit-learn ships the UCI "Optical Recognition of Handwritten Digits" test set 
 16 grey levels; CC BY 4.0, https://archive.ics.uci.edu/dataset/80). Every image is upsampled to 16x16
 uint8 with PIL's bilinear filter so that real and generated images live in the same pixel space. The
 fixed split names who may see what: the generator and the filters see the train split only; the held-out
-split is kept for downstream evaluation (``registry.train``). Both splits' digests are recorded wherever
+split is kept for downstream evaluation (``registry.downstream.train``). Both splits' digests are recorded
+wherever
 they are used. scikit-learn and PIL are imported inside ``load_splits``.
 """
 

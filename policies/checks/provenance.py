@@ -57,7 +57,7 @@ def suite():
     ):
         s.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=col))
     s.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="sample_id"))
-    # registry/names.py's verdict per row (one DuckDB expression): ids, members and shards that
+    # registry/core/names.py's verdict per row (one DuckDB expression): ids, members and shards that
     # extraction would turn into paths outside their folder.
     s.add_expectation(gxe.ExpectColumnValuesToBeNull(column="name_problem"))
     s.add_expectation(gxe.ExpectColumnValuesToMatchRegex(column="weights_digest", regex=HEX64))

@@ -66,7 +66,9 @@ def errors() -> Iterator[None]:
         fail(str(e), e.exit_code)
     except (typer.Exit, typer.Abort, click.ClickException):
         raise
-    except Exception as e:  # a bug: one line and a saved traceback, never a traceback (registry/crash.py)
+    except (
+        Exception
+    ) as e:  # a bug: one line and a saved traceback, never a traceback (registry/core/crash.py)
         internal(e)
 
 

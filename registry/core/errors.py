@@ -27,7 +27,7 @@ SynthregError                  base: a message a person can act on
 Exit codes: 0 done; 1 a SynthregError (bad input, refused); 2 a usage error (typer); 3 a failing policy
 (POLICY_FAILED_EXIT); 5 a signer the pinned trust root does not trust (UNTRUSTED_EXIT); 70 an internal
 error (INTERNAL_ERROR_EXIT): any other exception, reported as one line with the path of its saved
-traceback (registry/crash.py), never as a traceback.
+traceback (registry/core/crash.py), never as a traceback.
 """
 
 from __future__ import annotations

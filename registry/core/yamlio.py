@@ -94,7 +94,9 @@ def loads(text: str, source: str, error: type[SynthregError] = ConfigError) -> A
         _expanded_size(node)
         return loader.construct_document(node)
     except _Bounded as e:
-        raise error(f"{source} is refused: {e}; YAML inputs are bounded (see registry/yamlio.py)") from None
+        raise error(
+            f"{source} is refused: {e}; YAML inputs are bounded (see registry/core/yamlio.py)"
+        ) from None
     except yaml.YAMLError as e:
         raise error(f"{source} is not valid YAML: {_where(e)}") from None
     except (ValueError, TypeError, RecursionError) as e:  # e.g. an integer of 5,000 digits, a bad date
@@ -113,7 +115,7 @@ def load_file(path: Path, what: str, error: type[SynthregError] = ConfigError) -
         raise error(f"{what} {path} cannot be read ({e.strerror}); check the path") from None
     if len(raw) > MAX_BYTES:
         raise error(
-            f"{what} {path} is over {MAX_BYTES >> 20} MiB; YAML inputs are bounded (registry/yamlio.py)"
+            f"{what} {path} is over {MAX_BYTES >> 20} MiB; YAML inputs are bounded (registry/core/yamlio.py)"
         )
     try:
         text = raw.decode("utf-8")

@@ -5,8 +5,8 @@ MLflow finds it through the ``mlflow.dataset_source`` entry point this package d
 Python process where synthreg is installed, not only inside ``synthreg train``.
 
 This module imports MLflow at the top (a DatasetSource subclass cannot be made lazily and still be an
-entry point), so nothing on the CLI's import path may import it: ``registry.tracking`` and
-``registry.track`` import it inside their functions.
+entry point), so nothing on the CLI's import path may import it: ``registry.downstream.tracking`` and
+``registry.downstream.track`` import it inside their functions.
 """
 
 from __future__ import annotations

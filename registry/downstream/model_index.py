@@ -3,7 +3,8 @@ it really used (and the one asked), and its held-out metrics. ``synthreg models`
 
     list_models(ws)   # -> [{"name", "version", "aliases", "run_id", "dataset", "synthetic_share", ...}]
 
-Read from MLflow by the conventions of :mod:`registry.tracking`; a version whose run logged no synthreg
+Read from MLflow by the conventions of :mod:`registry.downstream.tracking`; a version whose run logged no
+synthreg
 dataset says so (``dataset`` None) rather than being left out. MLflow is imported inside the functions.
 """
 

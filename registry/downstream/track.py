@@ -5,10 +5,12 @@
         registry.log_dataset(ws, "digits@1.0.0", samples=ids_drawn)   # or "digits@working", or a path
         ... train, mlflow.pytorch.log_model(...) ...
 
-What a run then carries (``registry.tracking`` names the conventions; ``trace`` and ``impact`` read them):
+What a run then carries (``registry.downstream.tracking`` names the conventions; ``trace`` and ``impact``
+read them):
 
 - a dataset input ``NAME@X.Y.Z`` (a release) or ``NAME@working`` (an unreleased manifest), source type
-  ``synthreg`` (:mod:`registry.mlflow_source`), digest = the manifest sha256's first 36 hex (all MLflow
+  ``synthreg`` (:mod:`registry.downstream.mlflow_source`), digest = the manifest sha256's first 36 hex (all
+  MLflow
   keeps), and a profile (:class:`DatasetProfile`) with the whole sha256, the DVC md5 (the name DVC's
   cache and remote give the file), the generators and their weights digests, the recipe digest, the
   real sources and the policy status: enough to find the manifest again by content, and to say what the

@@ -7,12 +7,13 @@ Conventions every run logged by ``synthreg train`` follows, and that ``trace`` a
   for a dataset digest, ``MAX_DATASET_DIGEST_SIZE``; its default digest would hash only the first
   10,000 rows), with the full sha256 in the input's profile and in the ``synthreg.manifest_sha256``
   tag; source = ``synthreg://releases/NAME/X.Y.Z?git=<commit>``, context ``training``;
-- the input's profile (``registry.track.DatasetProfile``): the whole sha256, the DVC md5, generators,
+- the input's profile (``registry.downstream.track.DatasetProfile``): the whole sha256, the DVC md5,
+generators,
   recipe digest, sources and policy status, so a working manifest can be found again by content;
 - tags ``synthreg.dataset`` (= the input name), ``synthreg.manifest_sha256``, ``synthreg.dvc_md5``,
   ``synthreg.policy_report_sha256``, ``synthreg.git_commit``, ``synthreg.synthetic_share`` (the share
   used) and ``synthreg.synthetic_share_asked``; ``synthreg.samples.NAME.VERSION`` with the artifact
-  ``synthreg/samples/NAME/VERSION.txt`` listing the sample ids drawn (``registry.track``);
+  ``synthreg/samples/NAME/VERSION.txt`` listing the sample ids drawn (``registry.downstream.track``);
 - the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it
   (a team shares ``mlflow server`` on PostgreSQL, README "Scale out"); a database URI is tried once,
   with a timeout, before MLflow's minutes of retries, and its password never appears in a message;

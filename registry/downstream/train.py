@@ -27,9 +27,10 @@ judged by downstream results on real data the generator never saw.
 - the share really used (``n_synthetic / (n_real + n_synthetic)``) is logged beside the one asked
   (param, metric and tag), and ``TrainResult.notes`` says when they differ.
 
-The run is logged by the conventions in ``registry.tracking``: a dataset input named ``NAME@X.Y.Z`` (or
+The run is logged by the conventions in ``registry.downstream.tracking``: a dataset input named
+``NAME@X.Y.Z`` (or
 ``NAME@working``) whose digest is the manifest's sha256 (as much of it as MLflow stores: see
-``MLFLOW_DIGEST_CHARS``) and whose profile says what the data was (``registry.track``), the sample
+``MLFLOW_DIGEST_CHARS``) and whose profile says what the data was (``registry.downstream.track``), the sample
 ids drawn (training and held-out synthetic evaluation) as an artifact, the ``synthreg.*`` tags, and the
 model (``torch.export`` format, so loading it needs no synthreg code) registered under
 ``registered_model`` or, by default, ``NAME-classifier`` after the dataset. The run is also appended to
@@ -39,9 +40,7 @@ the audit log (kind ``train``). torch and MLflow are imported inside the functio
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,12 +55,15 @@ from registry.core.errors import AuditError, ConfigError, ManifestError, Release
 from registry.core.fsio import atomic_write_text
 from registry.core.workspace import inside
 from registry.downstream import tracking
+from registry.downstream.classifier import decode_png, evaluate, fit, resized
 from registry.records.config import TrainParams
 from registry.records.dataset import DATASET_NAME
 
 CLASSES = [str(d) for d in range(10)]  # identity of a digit image = the digit
 REAL_DIGITS = "sklearn-digits"  # the default domain's real source
-SOURCE_TYPE = "synthreg"  # MLflow dataset source type of the inputs logged here (registry.mlflow_source)
+SOURCE_TYPE = (
+    "synthreg"  # MLflow dataset source type of the inputs logged here (registry.downstream.mlflow_source)
+)
 
 
 @dataclass(frozen=True)
@@ -167,29 +169,6 @@ def _labels(identities: list[str], classes: list[str], where: str) -> np.ndarray
     return np.array([classes.index(i) for i in identities], dtype=np.int64)
 
 
-def _decode(png: bytes, sample_id: str, size: int) -> np.ndarray:
-    """A grey ``size`` x ``size`` array: every dataset, whatever its image size, trains the same model."""
-    from PIL import Image
-
-    try:
-        img = Image.open(io.BytesIO(png)).convert("L")
-    except Exception as e:  # PIL raises several types for bytes that are not an image
-        raise ManifestError(f"sample {sample_id} is not a readable image ({e}); run `synthreg verify`") from e
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def _resized(images: np.ndarray, size: int) -> np.ndarray:
-    if images.shape[1:] == (size, size):
-        return images
-    from PIL import Image
-
-    return np.stack(
-        [np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BILINEAR)) for i in images]
-    )
-
-
 def _nested_pick(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """The first ``n`` of one seeded permutation of ``range(pool)``, sorted: a smaller n picks a subset."""
     return np.sort(rng.permutation(pool)[: min(n, pool)])
@@ -209,7 +188,7 @@ class _Pool:
         data = self.read(idx)
         if not idx:
             return np.zeros((0, size, size), np.uint8)
-        return np.stack([_decode(png, self.ids[i], size) for i, png in zip(idx, data, strict=True)])
+        return np.stack([decode_png(png, self.ids[i], size) for i, png in zip(idx, data, strict=True)])
 
 
 def _pool(ws: Path, ds: _Dataset, use_rejected: bool, allow_withdrawn: bool = False) -> _Pool:
@@ -266,81 +245,12 @@ def _real(split: Any, real_per_class: int, n: int, seed: int) -> tuple[np.ndarra
 # --- model -----------------------------------------------------------------------------------------------
 
 
-def _cnn(size: int, n_classes: int):
-    """Two conv layers and a linear head: size x size grey -> n_classes (about 10K parameters at 16 px)."""
-    from torch import nn
-
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * (size // 4) ** 2, n_classes),
-    )
-
-
-def _tensor(images: np.ndarray):
-    import torch
-
-    return torch.from_numpy(images.astype(np.float32)[:, None] / 255.0)
-
-
-def _fit(
-    images: np.ndarray,
-    labels: np.ndarray,
-    params: TrainParams,
-    n_classes: int,
-    progress: Callable[..., None] | None = None,
-) -> tuple[Any, float]:
-    import torch
-
-    torch.manual_seed(params.seed)
-    model = _cnn(params.image_size, n_classes)
-    opt = torch.optim.Adam(model.parameters(), lr=params.lr)
-    x, y = _tensor(images), torch.from_numpy(labels)
-    gen = torch.Generator().manual_seed(params.seed)
-    reps = math.ceil(params.train_size / len(x))
-    loss = torch.tensor(float("nan"))
-    model.train()
-    for epoch in range(params.epochs):
-        if progress:
-            progress(epoch, params.epochs, f"loss {loss.item():.4f}" if epoch else "")
-        order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(reps)])[: params.train_size]
-        for start in range(0, len(order), params.batch_size):
-            batch = order[start : start + params.batch_size]
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
-            loss.backward()
-            opt.step()
-    if progress:
-        progress(params.epochs, params.epochs, f"loss {loss.item():.4f}")
-    model.eval()
-    return model, loss.detach().item()
-
-
-def _evaluate(model: Any, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
-    import torch
-
-    with torch.no_grad():
-        pred = model(_tensor(images)).argmax(dim=1).numpy()
-    per = {
-        classes[d]: float((pred[labels == d] == d).mean()) for d in range(len(classes)) if (labels == d).any()
-    }
-    return {
-        "accuracy": float((pred == labels).mean()),
-        "worst_group_gap": max(per.values()) - min(per.values()),
-        **{f"accuracy.identity_{k}": v for k, v in per.items()},
-    }
-
-
 # --- MLflow ----------------------------------------------------------------------------------------------
 
 
 def mlflow_source(uri: str):
-    """An MLflow DatasetSource for ``synthreg://releases/...`` (see :mod:`registry.mlflow_source`, which
+    """An MLflow DatasetSource for ``synthreg://releases/...`` (see :mod:`registry.downstream.mlflow_source`,
+    which
     MLflow finds by its ``mlflow.dataset_source`` entry point in any process)."""
     from registry.downstream.mlflow_source import SynthregDatasetSource
 
@@ -363,7 +273,9 @@ def _log_run(
     samples: list[str],
     share_used: float,
 ) -> tuple[str, str]:
-    """Log one run by the ``registry.tracking`` conventions; register the model. -> (run id, version)."""
+    """Log one run by the ``registry.downstream.tracking`` conventions; register the model.
+
+    -> (run id, version)"""
     import mlflow
     import torch
 
@@ -429,41 +341,33 @@ def _real_source(params: TrainParams, identities: list[str]) -> str:
     return REAL_DIGITS if identities and set(identities) <= set(CLASSES) else "none"
 
 
-def train(
-    ws: Path,
-    params: TrainParams,
-    dataset: str | None = None,
-    allow_withdrawn: bool = False,
-    progress: Callable[..., None] | None = None,
-) -> TrainResult:
-    """Train on the mix ``params`` describes, evaluate on held-out data, log and register the model.
+@dataclass
+class _Split:
+    """What trains and what judges: the classes, the synthetic pool's labels and training rows, the real
+    images mixed in, and the held-out evaluation set (real when the domain has one)."""
 
-    With a real source (the sklearn digits for a digits dataset) the mix is real + synthetic and the
-    model is judged on held-out real images; without one it trains on synthetic images alone and is
-    judged on a held-out synthetic split, and says so. ``dataset`` overrides ``params.dataset``.
-    Writes the metrics JSON (``params.metrics``) for DVC and appends a ``train`` audit event.
-    A release must be final and trusted; a withdrawn one is refused unless ``allow_withdrawn``, which
-    is then recorded as the run's tag ``synthreg.allow_withdrawn`` and an audit event.
-    """
-    import torch
+    classes: list[str]
+    labels: np.ndarray
+    train_idx: np.ndarray
+    want_syn: int
+    real_x: np.ndarray
+    real_y: np.ndarray
+    real_pool: int
+    eval_x: np.ndarray
+    eval_y: np.ndarray
+    eval_ids: list[str]
+    evaluation: str
+    eval_params: dict[str, str]
+    notes: list[str]
 
-    from registry.store import audit
 
-    ds = _resolve(ws, dataset or params.dataset)
-    withdrawn = None
-    if ds.release_ref is not None:  # trust, approval and withdrawal, before any work
-        from registry.releases.loader import admit
-
-        withdrawn = admit(ws, ds.release_ref, allow_withdrawn)[2]
-    metrics_path = inside(ws, params.metrics or f"data/{ds.name}/train/metrics.json", "metrics file")
-    tracking.tracking_uri(ws)  # a malformed MLFLOW_TRACKING_URI fails before any work
-
-    pool = _pool(ws, ds, params.use_rejected, allow_withdrawn)
-    found = sorted(set(pool.identities))
-    real_source = _real_source(params, found)
+def _split(
+    ds: _Dataset, pool: _Pool, params: TrainParams, real_source: str, found: list[str], want_syn: int
+) -> _Split:
+    """Real + synthetic judged on held-out real images (the sklearn digits for a digits dataset), or
+    synthetic alone judged on a seeded held-out synthetic split, independent of the share."""
     size = params.image_size
     notes: list[str] = []
-    want_syn = round(params.synthetic_share * params.train_size)
     if real_source == REAL_DIGITS:
         from generators.tiny_digits.real_digits import load_splits
 
@@ -474,8 +378,8 @@ def train(
         real_x, real_y, real_pool = _real(
             train_split, params.real_per_class, params.train_size - want_syn, params.seed
         )
-        real_x = _resized(real_x, size)
-        eval_x, eval_y = _resized(held_out.images, size), held_out.labels
+        real_x = resized(real_x, size)
+        eval_x, eval_y = resized(held_out.images, size), held_out.labels
         eval_ids: list[str] = []
         evaluation = (
             f"held-out real digits (sklearn-digits, {len(eval_y)} images never seen by the generator)"
@@ -504,6 +408,102 @@ def train(
         notes.append(f"no real source for {ds.input_name}: trained on synthetic images only")
         if params.synthetic_share < 1:
             want_syn = params.train_size  # nothing real to mix in
+    return _Split(
+        classes,
+        labels,
+        train_idx,
+        want_syn,
+        real_x,
+        real_y,
+        real_pool,
+        eval_x,
+        eval_y,
+        eval_ids,
+        evaluation,
+        eval_params,
+        notes,
+    )
+
+
+def _audit_run(
+    ws: Path,
+    ds: _Dataset,
+    params: TrainParams,
+    name: str,
+    version: str,
+    run_id: str,
+    withdrawn: dict | None,
+    share_used: float,
+) -> None:
+    """The train event (and allow-withdrawn, for a withdrawn release trained on knowingly)."""
+    from registry.store import audit
+
+    if withdrawn:  # trained on a withdrawn release, knowingly: say so where auditors look
+        tracking.client(ws).set_tag(run_id, "synthreg.allow_withdrawn", withdrawn["reason"][:500])
+        audit.append(
+            ws, "allow-withdrawn", ds.input_name, {"run_id": run_id, "withdrawal": withdrawn["reason"]}
+        )
+    try:
+        audit.append(
+            ws,
+            "train",
+            f"{name}/{version}",
+            {
+                "run_id": run_id,
+                "dataset": ds.input_name,
+                "manifest_sha256": ds.manifest_sha256,
+                "model": name,
+                "model_version": version,
+                "synthetic_share": params.synthetic_share,
+                "synthetic_share_used": share_used,
+            },
+        )
+    except AuditError as e:  # the run exists in MLflow: say so rather than leave it unmentioned
+        raise AuditError(
+            f"run {run_id} (model {name}/{version}) is logged in MLflow, but its train event could not be "
+            f"appended to the audit log: {e}"
+        ) from e
+
+
+def train(
+    ws: Path,
+    params: TrainParams,
+    dataset: str | None = None,
+    allow_withdrawn: bool = False,
+    progress: Callable[..., None] | None = None,
+) -> TrainResult:
+    """Train on the mix ``params`` describes, evaluate on held-out data, log and register the model.
+
+    With a real source (the sklearn digits for a digits dataset) the mix is real + synthetic and the
+    model is judged on held-out real images; without one it trains on synthetic images alone and is
+    judged on a held-out synthetic split, and says so. ``dataset`` overrides ``params.dataset``.
+    Writes the metrics JSON (``params.metrics``) for DVC and appends a ``train`` audit event.
+    A release must be final and trusted; a withdrawn one is refused unless ``allow_withdrawn``, which
+    is then recorded as the run's tag ``synthreg.allow_withdrawn`` and an audit event.
+    """
+    import torch
+
+    ds = _resolve(ws, dataset or params.dataset)
+    withdrawn = None
+    if ds.release_ref is not None:  # trust, approval and withdrawal, before any work
+        from registry.releases.loader import admit
+
+        withdrawn = admit(ws, ds.release_ref, allow_withdrawn)[2]
+    metrics_path = inside(ws, params.metrics or f"data/{ds.name}/train/metrics.json", "metrics file")
+    tracking.tracking_uri(ws)  # a malformed MLFLOW_TRACKING_URI fails before any work
+
+    pool = _pool(ws, ds, params.use_rejected, allow_withdrawn)
+    found = sorted(set(pool.identities))
+    real_source = _real_source(params, found)
+    size = params.image_size
+    notes: list[str] = []
+    want_syn = round(params.synthetic_share * params.train_size)
+    sp = _split(ds, pool, params, real_source, found, want_syn)
+    notes += sp.notes
+    classes, labels, train_idx, want_syn = sp.classes, sp.labels, sp.train_idx, sp.want_syn
+    real_x, real_y, real_pool = sp.real_x, sp.real_y, sp.real_pool
+    eval_x, eval_y, eval_ids, evaluation = sp.eval_x, sp.eval_y, sp.eval_ids, sp.evaluation
+    eval_params = sp.eval_params
     pick = train_idx[_nested_pick(len(train_idx), want_syn, np.random.default_rng([params.seed, 2]))]
     syn_x, syn_y = pool.images(pick, size), labels[pick]
     syn_pool = len(train_idx)
@@ -525,8 +525,8 @@ def train(
     torch.set_num_threads(params.threads)
     torch.use_deterministic_algorithms(True)
     try:
-        model, last_loss = _fit(x, y, params, len(classes), progress)  # progress(epoch, epochs, "loss")
-        metrics = _evaluate(model, eval_x, eval_y, classes)
+        model, last_loss = fit(x, y, params, len(classes), progress)  # progress(epoch, epochs, "loss")
+        metrics = evaluate(model, eval_x, eval_y, classes)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
@@ -559,31 +559,7 @@ def train(
     drawn = [pool.ids[i] for i in pick] + eval_ids
     run_id, version = _log_run(ws, params, ds, run_params, metrics, model, drawn, share_used)
     name = model_name(params, ds.name)
-    if withdrawn:  # trained on a withdrawn release, knowingly: say so where auditors look
-        tracking.client(ws).set_tag(run_id, "synthreg.allow_withdrawn", withdrawn["reason"][:500])
-        audit.append(
-            ws, "allow-withdrawn", ds.input_name, {"run_id": run_id, "withdrawal": withdrawn["reason"]}
-        )
-    try:
-        audit.append(
-            ws,
-            "train",
-            f"{name}/{version}",
-            {
-                "run_id": run_id,
-                "dataset": ds.input_name,
-                "manifest_sha256": ds.manifest_sha256,
-                "model": name,
-                "model_version": version,
-                "synthetic_share": params.synthetic_share,
-                "synthetic_share_used": share_used,
-            },
-        )
-    except AuditError as e:  # the run exists in MLflow: say so rather than leave it unmentioned
-        raise AuditError(
-            f"run {run_id} (model {name}/{version}) is logged in MLflow, but its train event could not be "
-            f"appended to the audit log: {e}"
-        ) from e
+    _audit_run(ws, ds, params, name, version, run_id, withdrawn, share_used)
     summary = {
         "dataset": ds.input_name,
         "manifest_sha256": ds.manifest_sha256,

@@ -1,7 +1,7 @@
 """Exports of a release for people and machines: dataset card, Croissant JSON-LD, W3C PROV.
 
 Pure functions of the release record (and the policy report it was gated on); the caller writes
-the files (``registry.release`` puts them beside ``release.json``).
+the files (``registry.releases.publish`` puts them beside ``release.json``).
 """
 
 from registry.exports.card import render_card

@@ -116,7 +116,7 @@ def trace_image(ws: Path, path: Path | str) -> dict:
 def trace_credentials(ws: Path, png: bytes, trace: dict, anchors: str | None) -> dict:
     """What ``trace image`` adds about C2PA: the file's manifest (read whenever there is one) and, when
     a release holding the matched image asked for C2PA, what is wrong with it. ``trace`` is
-    registry.lineage.trace_image's result (its ``images`` and ``versions``)."""
+    registry.lineage.image.trace_image's result (its ``images`` and ``versions``)."""
     from registry.store.releases import load_release
 
     asked = []

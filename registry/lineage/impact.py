@@ -5,10 +5,11 @@ pattern or a sample reached, released or not.
 
 - Released versions: their manifests are queried together in DuckDB (``read_parquet([...])``).
 - Unreleased data: every run that logged a ``NAME@working`` input is found in MLflow; each distinct
-  working manifest is looked for once by content (:mod:`registry.unreleased`: workspace, DVC cache,
+  working manifest is looked for once by content (:mod:`registry.store.unreleased`: workspace, DVC cache,
   DVC remote) and queried with the releases, and what it reached is marked UNRELEASED. A run whose
   working manifest resolves nowhere is listed in ``unresolved_runs`` with why, never dropped silently.
-- ``sample``: a run that recorded the sample ids it drew (``registry.track``) is named only if it drew
+- ``sample``: a run that recorded the sample ids it drew (``registry.downstream.track``) is named only if it
+drew
   that sample; a run that used a version holding it but recorded no ids is listed with ``drew: None``
   and a warning, as it may have.
 """
@@ -34,6 +35,7 @@ from registry.lineage.common import (
     release_ref,
     sql_quote,
 )
+from registry.records.release import Release
 from registry.trust.withdrawals import is_withdrawn
 
 _COUNTS = "filename, count(*), count(*) FILTER (WHERE decision = 'accepted')"  # per manifest file
@@ -94,16 +96,8 @@ def _run_row(run: Any, used: list[str], matches: bool, unreleased: bool) -> dict
     }
 
 
-def impact(
-    ws: Path,
-    generator: str | None = None,
-    source: str | None = None,
-    prompt: str | None = None,
-    sample: str | None = None,
-) -> dict:
-    """Every dataset version (released or working), MLflow run and registered model version that a
-    generator (name or weights digest prefix of 8+ hex), a source (by name), a prompt pattern (regex)
-    or a sample id reached."""
+def _selector(generator: str | None, source: str | None, prompt: str | None, sample: str | None) -> tuple:
+    """(kind, value) of the one selector given, or a SynthregError."""
     given = {
         k: v
         for k, v in {"generator": generator, "source": source, "prompt": prompt, "sample": sample}.items()
@@ -120,14 +114,14 @@ def impact(
             re.compile(value)
         except re.error as e:
             raise SynthregError(f"--prompt {value!r} is not a valid regular expression: {e}") from None
-    uri = tracking.tracking_uri(ws)  # a malformed URI is an error even when nothing matches
-    releases = all_releases(ws)
-    with mlflow_errors(uri):
-        c = tracking.client(ws)
-        exp_ids = _experiments(c)
-        working, unresolved = lineage_working.working_manifests(ws, lineage_working.working_runs(c, exp_ids))
-    # Working manifests found by content, one per file: runs that logged a prefix of the digest and runs
-    # that logged the whole sha256 of the same manifest are merged (the whole digest is kept).
+    return kind, value
+
+
+def _by_file(
+    working: dict[str, lineage_working.WorkingManifest],
+) -> dict[str, lineage_working.WorkingManifest]:
+    """Working manifests found by content, one per file: runs that logged a prefix of the digest and runs
+    that logged the whole sha256 of the same manifest are merged (the whole digest is kept)."""
     by_path: dict[str, lineage_working.WorkingManifest] = {}
     for _, wm in sorted(working.items(), key=lambda kv: -len(kv[0])):
         if wm.found and wm.found.path:
@@ -135,70 +129,83 @@ def impact(
                 by_path[str(wm.found.path)].runs += wm.runs
             else:
                 by_path[str(wm.found.path)] = wm
-    working = {wm.sha256: wm for wm in by_path.values()}
-    wpaths = {path: wm.sha256 for path, wm in by_path.items()}  # path -> sha256
-    hits: dict[str, tuple[int, int]] = {}  # release ref -> (samples, accepted)
-    whits: dict[str, tuple[int, int]] = {}  # working sha256 -> (samples, accepted)
+    return by_path
+
+
+Hits = dict[str, tuple[int, int]]  # release ref or working sha256 -> (samples, accepted)
+
+
+def _source_hits(
+    ws: Path, releases: list[Release], value: str, working: dict, wpaths: dict[str, str]
+) -> tuple[Hits, Hits, list[str]]:
+    """Every sample of a version depends on a source it lists, except a conditioning source that names
+    its identities: then only those identities' samples do."""
+    hits: Hits = {}
+    whits: Hits = {}
     missing: list[str] = []
-    if kind == "source":
-        # Every sample of a version depends on a source it lists, except a conditioning source that
-        # names its identities: then only those identities' samples do.
-        key = value.casefold()
-        for r in releases:
-            named = [s for s in r.sources if s.name.casefold() == key]
-            if not named:
-                continue
-            if any(s.identities is None for s in named):
-                hits[release_ref(r)] = (r.counts.total, r.counts.accepted)
-                continue
-            paths, gone = manifest_paths(ws, [r])
-            missing += gone
-            identities = sorted({i for s in named for i in s.identities or []})
-            for _, n, a in query_manifests(
-                paths, _COUNTS, "WHERE list_contains($ids, identity) GROUP BY filename", {"ids": identities}
-            ):
-                hits[release_ref(r)] = (n, a)
-        for path, sha in wpaths.items():
-            named_w = [
-                s
-                for s in working[sha].profile.get("sources") or []
-                if str(s.get("name", "")).casefold() == key
-            ]
-            if not named_w:
-                continue
-            params: dict[str, Any] = {}
-            if any(s.get("identities") is None for s in named_w):
-                where = "GROUP BY filename"
-            else:
-                ids = sorted({i for s in named_w for i in s["identities"]})
-                where, params = "WHERE list_contains($ids, identity) GROUP BY filename", {"ids": ids}
-            for _, n, a in query_manifests({path: sha}, _COUNTS, where, params):
-                whits[sha] = (n, a)
-    else:
-        params = {}
-        if kind == "generator":
-            digest = value.lower() if HEX_PREFIX.fullmatch(value.lower()) else None
-            releases = [
-                r
-                for r in releases
-                if any(
-                    g.name == value or (digest and g.weights_digest.startswith(digest)) for g in r.generators
-                )
-            ]
-            where = "WHERE generator_name = $v OR starts_with(weights_digest, $digest)"
-            params = {"v": value, "digest": digest or "-"}
-        elif kind == "prompt":
-            where, params = "WHERE regexp_matches(prompt, $v)", {"v": value}
+    key = value.casefold()
+    for r in releases:
+        named = [s for s in r.sources if s.name.casefold() == key]
+        if not named:
+            continue
+        if any(s.identities is None for s in named):
+            hits[release_ref(r)] = (r.counts.total, r.counts.accepted)
+            continue
+        paths, gone = manifest_paths(ws, [r])
+        missing += gone
+        identities = sorted({i for s in named for i in s.identities or []})
+        for _, n, a in query_manifests(
+            paths, _COUNTS, "WHERE list_contains($ids, identity) GROUP BY filename", {"ids": identities}
+        ):
+            hits[release_ref(r)] = (n, a)
+    for path, sha in wpaths.items():
+        named_w = [
+            s for s in working[sha].profile.get("sources") or [] if str(s.get("name", "")).casefold() == key
+        ]
+        if not named_w:
+            continue
+        params: dict[str, Any] = {}
+        if any(s.get("identities") is None for s in named_w):
+            where = "GROUP BY filename"
         else:
-            where, params = "WHERE sample_id = $v", {"v": value}
-        paths, missing = manifest_paths(ws, releases)
-        for f, n, a in query_manifests({**paths, **wpaths}, _COUNTS, f"{where} GROUP BY filename", params):
-            if f in paths:
-                hits[paths[f]] = (n, a)
-            else:
-                whits[wpaths[f]] = (n, a)
-    by_ref = {release_ref(r): r for r in releases}
-    found: list[dict[str, Any]] = [
+            ids = sorted({i for s in named_w for i in s["identities"]})
+            where, params = "WHERE list_contains($ids, identity) GROUP BY filename", {"ids": ids}
+        for _, n, a in query_manifests({path: sha}, _COUNTS, where, params):
+            whits[sha] = (n, a)
+    return hits, whits, missing
+
+
+def _row_hits(
+    ws: Path, releases: list[Release], kind: str, value: str, wpaths: dict[str, str]
+) -> tuple[list[Release], Hits, Hits, list[str]]:
+    """A generator, prompt or sample selects manifest rows: the versions it can be in, and the hits."""
+    params: dict[str, Any] = {}
+    if kind == "generator":
+        digest = value.lower() if HEX_PREFIX.fullmatch(value.lower()) else None
+        releases = [
+            r
+            for r in releases
+            if any(g.name == value or (digest and g.weights_digest.startswith(digest)) for g in r.generators)
+        ]
+        where = "WHERE generator_name = $v OR starts_with(weights_digest, $digest)"
+        params = {"v": value, "digest": digest or "-"}
+    elif kind == "prompt":
+        where, params = "WHERE regexp_matches(prompt, $v)", {"v": value}
+    else:
+        where, params = "WHERE sample_id = $v", {"v": value}
+    hits: Hits = {}
+    whits: Hits = {}
+    paths, missing = manifest_paths(ws, releases)
+    for f, n, a in query_manifests({**paths, **wpaths}, _COUNTS, f"{where} GROUP BY filename", params):
+        if f in paths:
+            hits[paths[f]] = (n, a)
+        else:
+            whits[wpaths[f]] = (n, a)
+    return releases, hits, whits, missing
+
+
+def _versions(ws: Path, by_ref: dict[str, Release], hits: Hits, whits: Hits, working: dict) -> list[dict]:
+    return [
         {
             "release": ref,
             "unreleased": False,
@@ -215,58 +222,47 @@ def impact(
             "samples": n,
             "accepted": a,
             "manifest_sha256": sha,
-            "resolved_from": working[sha].found.where,  # type: ignore[union-attr]
+            "resolved_from": working[sha].found.where,
             "withdrawn": None,
         }
         for sha, (n, a) in sorted(whits.items())
     ]
+
+
+def _runs(
+    c: Any, exp_ids: list[str], by_ref: dict[str, Release], hits: Hits, whits: Hits, working: dict
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The runs that used a version hit (released first, then working), and their MLflow objects."""
     runs: list[dict[str, Any]] = []
     objs: dict[str, Any] = {}
-    with mlflow_errors(uri):
-        for run in sorted(
-            _runs_using(c, exp_ids, sorted(hits)), key=lambda r: (r.info.experiment_id, r.info.start_time)
-        ):
-            used = {
-                di.dataset.name.replace("@v", "@"): di.dataset.digest
-                for di in run.inputs.dataset_inputs
-                if di.dataset.name.replace("@v", "@") in hits
-            }
-            tag = run.data.tags.get(tracking.TAG_DATASET)
-            if not used and tag in hits:
-                used[tag] = run.data.tags.get(tracking.TAG_MANIFEST)
-            matches = all(digest_matches(d, by_ref[ref].manifest_sha256) for ref, d in used.items())
-            runs.append(_run_row(run, list(used), matches, False))
-            objs[run.info.run_id] = run
-        seen = {r["run_id"] for r in runs}
-        for sha in sorted(whits):
-            for run in sorted(working[sha].runs, key=lambda r: (r.info.experiment_id, r.info.start_time)):
-                if run.info.run_id not in seen:
-                    seen.add(run.info.run_id)
-                    runs.append(_run_row(run, [working[sha].name], True, True))
-                    objs[run.info.run_id] = run
-        excluded = 0
-        if kind == "sample":
-            kept = []
-            for row in runs:
-                row["drew"] = _drew(c, objs[row["run_id"]], row["datasets"], value)
-                if row["drew"] is False:
-                    excluded += 1
-                else:
-                    kept.append(row)
-            runs = kept
-        models = [
-            {
-                "name": mv.name,
-                "version": str(mv.version),
-                "run_id": mv.run_id,
-                "status": mv.status,
-                "source": mv.source,
-            }
-            for mv in sorted(
-                models_of(c, [r["run_id"] for r in runs]), key=lambda m: (m.name, int(m.version))
-            )
-        ]
-    warnings = (
+    for run in sorted(
+        _runs_using(c, exp_ids, sorted(hits)), key=lambda r: (r.info.experiment_id, r.info.start_time)
+    ):
+        used = {
+            di.dataset.name.replace("@v", "@"): di.dataset.digest
+            for di in run.inputs.dataset_inputs
+            if di.dataset.name.replace("@v", "@") in hits
+        }
+        tag = run.data.tags.get(tracking.TAG_DATASET)
+        if not used and tag in hits:
+            used[tag] = run.data.tags.get(tracking.TAG_MANIFEST)
+        matches = all(digest_matches(d, by_ref[ref].manifest_sha256) for ref, d in used.items())
+        runs.append(_run_row(run, list(used), matches, False))
+        objs[run.info.run_id] = run
+    seen = {r["run_id"] for r in runs}
+    for sha in sorted(whits):
+        for run in sorted(working[sha].runs, key=lambda r: (r.info.experiment_id, r.info.start_time)):
+            if run.info.run_id not in seen:
+                seen.add(run.info.run_id)
+                runs.append(_run_row(run, [working[sha].name], True, True))
+                objs[run.info.run_id] = run
+    return runs, objs
+
+
+def _warnings(
+    kind: str, value: str, found: list[dict], runs: list[dict], unresolved: list[dict], missing: list[str]
+) -> list[str]:
+    return (
         [
             f"WITHDRAWN: {v['release']} was withdrawn: {v['withdrawn']['reason']}"
             for v in found
@@ -297,6 +293,58 @@ def impact(
         ]
         + missing
     )
+
+
+def impact(
+    ws: Path,
+    generator: str | None = None,
+    source: str | None = None,
+    prompt: str | None = None,
+    sample: str | None = None,
+) -> dict:
+    """Every dataset version (released or working), MLflow run and registered model version that a
+    generator (name or weights digest prefix of 8+ hex), a source (by name), a prompt pattern (regex)
+    or a sample id reached."""
+    kind, value = _selector(generator, source, prompt, sample)
+    uri = tracking.tracking_uri(ws)  # a malformed URI is an error even when nothing matches
+    releases = all_releases(ws)
+    with mlflow_errors(uri):
+        c = tracking.client(ws)
+        exp_ids = _experiments(c)
+        working, unresolved = lineage_working.working_manifests(ws, lineage_working.working_runs(c, exp_ids))
+    by_path = _by_file(working)
+    working = {wm.sha256: wm for wm in by_path.values()}
+    wpaths = {path: wm.sha256 for path, wm in by_path.items()}  # path -> sha256
+    if kind == "source":
+        hits, whits, missing = _source_hits(ws, releases, value, working, wpaths)
+    else:
+        releases, hits, whits, missing = _row_hits(ws, releases, kind, value, wpaths)
+    by_ref = {release_ref(r): r for r in releases}
+    found = _versions(ws, by_ref, hits, whits, working)
+    with mlflow_errors(uri):
+        runs, objs = _runs(c, exp_ids, by_ref, hits, whits, working)
+        excluded = 0
+        if kind == "sample":
+            kept = []
+            for row in runs:
+                row["drew"] = _drew(c, objs[row["run_id"]], row["datasets"], value)
+                if row["drew"] is False:
+                    excluded += 1
+                else:
+                    kept.append(row)
+            runs = kept
+        models = [
+            {
+                "name": mv.name,
+                "version": str(mv.version),
+                "run_id": mv.run_id,
+                "status": mv.status,
+                "source": mv.source,
+            }
+            for mv in sorted(
+                models_of(c, [r["run_id"] for r in runs]), key=lambda m: (m.name, int(m.version))
+            )
+        ]
     return {
         "selector": {kind: value},
         "tracking_uri": uri,
@@ -313,5 +361,5 @@ def impact(
             "unresolved_runs": len(unresolved),
             "runs_without_the_sample": excluded,
         },
-        "warnings": warnings,
+        "warnings": _warnings(kind, value, found, runs, unresolved, missing),
     }

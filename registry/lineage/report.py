@@ -27,7 +27,7 @@ from registry.trust.withdrawals import is_withdrawn
 
 def models_using(ws: Path, refs: set[str]) -> tuple[list[dict], str]:
     """Registered model versions whose run logged one of ``refs`` as its dataset (by the tag that
-    ``registry.tracking`` names), and a note when MLflow could not be asked."""
+    ``registry.downstream.tracking`` names), and a note when MLflow could not be asked."""
     import os
 
     if "MLFLOW_TRACKING_URI" not in os.environ and not (ws / "mlflow.db").is_file():

@@ -7,7 +7,8 @@ prompt or sample reached; withdraw a release.
     impact(ws, generator=...)        generator | source | prompt regex | sample -> versions, runs, models
     withdraw(ws, "NAME@X.Y.Z", why)  mark a release withdrawn (withdrawal.json + audit event + git commit)
 
-Runs are read through the conventions of :mod:`registry.tracking` (dataset input ``NAME@X.Y.Z`` with
+Runs are read through the conventions of :mod:`registry.downstream.tracking` (dataset input ``NAME@X.Y.Z``
+with
 digest = the manifest's sha256, or its first 32+ hex: MLflow keeps 36 characters of a dataset digest;
 tag ``synthreg.manifest_sha256`` = the whole sha256). Manifests are queried in DuckDB, all released
 ones at once (``read_parquet([...], filename=true)``), never loaded row by row into Python.
@@ -39,7 +40,9 @@ from registry.records.dataset import DATASET_NAME
 from registry.records.release import Release
 from registry.store.releases import PLAIN_SEMVER, load_release, versions
 
-SOURCE_TYPE = "synthreg"  # registry.mlflow_source.SOURCE_TYPE (that module imports MLflow at the top)
+SOURCE_TYPE = (
+    "synthreg"  # registry.downstream.mlflow_source.SOURCE_TYPE (that module imports MLflow at the top)
+)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Lineage of runs on unreleased data (``NAME@working``): trace them as fully as a release, marked
 UNRELEASED, and let ``impact`` reach them.
 
-A working input is traced from the manifest it names by content (:mod:`registry.unreleased` finds it in
+A working input is traced from the manifest it names by content (:mod:`registry.store.unreleased` finds it in
 the workspace, the DVC cache or the DVC remote): generators and weights digests, seeds, counts and
 filter reasons come from that manifest; the recipe digest, prompt templates, sources and policy status
-come from what the run logged (the input's profile, :class:`registry.track.DatasetProfile`), as no
+come from what the run logged (the input's profile, :class:`registry.downstream.track.DatasetProfile`), as no
 signed record holds them. When the manifest is found nowhere the trace says where it looked and still
 shows what the run logged.
 """

@@ -164,7 +164,7 @@ def template_fields(template: str) -> set[str]:
 
 
 class MarkingSpec(Strict):
-    """How generated images are marked beyond the XMP every image gets (registry.marking)."""
+    """How generated images are marked beyond the XMP every image gets (registry.store.marking)."""
 
     c2pa: bool = Field(
         default=False,
@@ -334,7 +334,7 @@ class SampleRecord(Strict):
     reason: str | None = None
 
     # Names become paths when a shard is extracted: checked here and again over whole manifests
-    # (registry/names.py), since a manifest is a file anyone with write access can edit.
+    # (registry/core/names.py), since a manifest is a file anyone with write access can edit.
     _safe_sample_id = field_validator("sample_id")(check_sample_id)
 
     @model_validator(mode="after")

@@ -2,7 +2,8 @@
 
     derive(ws, "digits@1.0.0", "1.1.0", exclude_samples=["digits-7-000003-..."], reason="subject request")
 
-The new version is a release like any other (``registry.release``: signed, committed, tagged, DVC), made
+The new version is a release like any other (``registry.releases.publish``: signed, committed, tagged, DVC),
+made
 from the parent's released files, not from the workspace: its manifest is the parent's without the
 excluded rows (accepted and rejected alike), its shards are the parent's (a shard that lost members is
 rewritten without them, the others are shared byte for byte), and its recipe is the parent's without the
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 from registry.core.errors import ReleaseError
 from registry.core.fsio import atomic_path
 from registry.core.names import read_id_file, shown
+from registry.records.config import ValidateParams
 from registry.records.dataset import Recipe
 from registry.records.policy import PolicyReport
 from registry.records.release import Derivation, Release
@@ -135,7 +137,6 @@ def derive(
     ``exclude_file`` is a file of sample ids, one a line, read only and possibly outside the workspace:
     no message repeats its content. Refused, like a release, while params.yaml, the policy packs or
     waivers are not committed, and with no DVC remote to push to unless ``no_push``."""
-    from policies.engine import check
     from registry.records.config import load_params
     from registry.releases import inputs as source
     from registry.releases import remote
@@ -176,32 +177,9 @@ def derive(
     if not checked.ok:
         first = [*(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items())), *checked.problems][0]
         raise ReleaseError(f"{parent_ref} does not verify ({first}); run `synthreg verify {parent_ref}`")
-    # The parent verified above; only the columns that decide what is left out are held, the rows are
-    # streamed (_write_kept).
-    table = pq.read_table(parent_manifest, columns=["sample_id", "identity", "decision"])
-    wanted = pa.array(samples, pa.string())  # looked up in Arrow: no Python set of a million ids
-    unknown = sorted(pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=table["sample_id"]))).to_pylist())
-    if unknown:
-        raise ReleaseError(
-            f"{len(unknown)} sample(s) to exclude are not in {parent_ref}, first "
-            f"{'one from ' + str(exclude_file) if unknown[0] in from_file else shown(unknown[0])}; "
-            f"check the ids (`synthreg impact --sample ID` finds the versions that hold one)"
-        )
-    drop = _drop(table, samples, identities)
-    accepted = pc.equal(table["decision"], "accepted")
-    removed_rows = pc.sum(drop).as_py() or 0
-    removed_accepted = pc.sum(pc.and_(drop, accepted)).as_py() or 0
-    if removed_rows == 0:
-        raise ReleaseError(
-            f"{parent_ref} holds no sample of identities {sorted(identities)}, so there is nothing to leave "
-            "out; check the source (`synthreg impact --source NAME`)"
-        )
-    if pc.sum(pc.and_(pc.invert(drop), accepted)).as_py() in (None, 0):
-        raise ReleaseError(
-            f"excluding {removed_rows} sample(s) leaves no accepted sample of {parent_ref}; "
-            "withdraw the version (`synthreg withdraw`) instead"
-        )
-    del table, drop, accepted
+    removed_rows, removed_accepted = _removed(
+        parent_manifest, parent_ref, samples, identities, from_file, exclude_file
+    )
     recipe = parent.recipe.model_copy(
         update={
             "sources": [
@@ -226,24 +204,7 @@ def derive(
     with tempfile.TemporaryDirectory(prefix=f"{DERIVE_TMP_PREFIX}{os.getpid()}-", dir=tmp_root) as tmp:
         manifest = Path(tmp) / "manifest.parquet"
         _write_kept(parent_manifest, manifest, samples, identities)
-        report = check(
-            ws,
-            manifest,
-            recipe,
-            validate.packs,
-            validate.waivers,
-            validate.licences,
-            today=today,
-            manifest_name=(RELEASES / name / version / parent.manifest_path).as_posix(),
-        )
-        failing = [r for r in report.results if r.status == "fail"]
-        if failing:
-            raise ReleaseError(
-                f"{name}@{version} would fail error rules without a waiver: "
-                + "; ".join(f"{r.rule_id}: {r.message}" for r in failing)
-                + ". Exclude less, or waive the rule (`synthreg waive`), then derive again"
-            )
-
+        report = _checked(ws, manifest, recipe, validate, today, name, version, parent.manifest_path)
         report_text = report.to_json()
 
         def build(staging: Path) -> tuple[Release, PolicyReport, str]:
@@ -272,6 +233,78 @@ def derive(
             f"Derive {name}@{version} from {parent_ref}: {reason.strip()}",
             op="derive",
         )
+
+
+def _removed(
+    parent_manifest: Path,
+    parent_ref: str,
+    samples: list[str],
+    identities: set[str],
+    from_file: set[str],
+    exclude_file: Path | None,
+) -> tuple[int, int]:
+    """(rows, accepted rows) that leaving out ``samples`` and ``identities`` removes from the parent;
+    a ReleaseError for an unknown sample, for nothing removed, or for nothing accepted left."""
+    # The parent verified above; only the columns that decide what is left out are held, the rows are
+    # streamed (_write_kept).
+    table = pq.read_table(parent_manifest, columns=["sample_id", "identity", "decision"])
+    wanted = pa.array(samples, pa.string())  # looked up in Arrow: no Python set of a million ids
+    unknown = sorted(pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=table["sample_id"]))).to_pylist())
+    if unknown:
+        raise ReleaseError(
+            f"{len(unknown)} sample(s) to exclude are not in {parent_ref}, first "
+            f"{'one from ' + str(exclude_file) if unknown[0] in from_file else shown(unknown[0])}; "
+            f"check the ids (`synthreg impact --sample ID` finds the versions that hold one)"
+        )
+    drop = _drop(table, samples, identities)
+    accepted = pc.equal(table["decision"], "accepted")
+    removed_rows = pc.sum(drop).as_py() or 0
+    removed_accepted = pc.sum(pc.and_(drop, accepted)).as_py() or 0
+    if removed_rows == 0:
+        raise ReleaseError(
+            f"{parent_ref} holds no sample of identities {sorted(identities)}, so there is nothing to leave "
+            "out; check the source (`synthreg impact --source NAME`)"
+        )
+    if pc.sum(pc.and_(pc.invert(drop), accepted)).as_py() in (None, 0):
+        raise ReleaseError(
+            f"excluding {removed_rows} sample(s) leaves no accepted sample of {parent_ref}; "
+            "withdraw the version (`synthreg withdraw`) instead"
+        )
+    return removed_rows, removed_accepted
+
+
+def _checked(
+    ws: Path,
+    manifest: Path,
+    recipe: Recipe,
+    validate: ValidateParams,
+    today: date | None,
+    name: str,
+    version: str,
+    manifest_path: str,
+) -> PolicyReport:
+    """The policy check of the derived manifest, refused when an error rule fails without a waiver."""
+    from policies.engine import check
+
+    report = check(
+        ws,
+        manifest,
+        recipe,
+        validate.packs,
+        validate.waivers,
+        validate.licences,
+        today=today,
+        manifest_name=(RELEASES / name / version / manifest_path).as_posix(),
+    )
+    failing = [r for r in report.results if r.status == "fail"]
+    if failing:
+        raise ReleaseError(
+            f"{name}@{version} would fail error rules without a waiver: "
+            + "; ".join(f"{r.rule_id}: {r.message}" for r in failing)
+            + ". Exclude less, or waive the rule (`synthreg waive`), then derive again"
+        )
+
+    return report
 
 
 def _drop(table: pa.Table, samples: list[str], identities: set[str]) -> pa.ChunkedArray:

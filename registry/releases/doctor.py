@@ -2,7 +2,8 @@
 
     doctor(ws)               # -> DoctorReport: unfinished operations, stale temporary folders, version
                              #    folders untracked in git or without tag or audit event, tags without folder
-    doctor(ws, repair=True)  # finish or roll back unfinished operations (registry.journal), remove stale
+    doctor(ws, repair=True)  # finish or roll back unfinished operations (registry.store.journal), remove
+    stale
                              # temporary folders, finish a version folder no journal explains if it verifies
 
 A folder that does not verify, or names another version, and a tag without its folder are reported with

@@ -6,7 +6,7 @@ Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC
 
     release.json           the Release record
     release.dsse.json      DSSE envelope: in-toto Statement v1, subjects = data/ files, signed
-                           by the releaser and every approver (registry.approval)
+                           by the releaser and every approver (registry.trust.approvals)
     signoffs.json          one signed sign-off per signer: who, roles, when, audit log checkpoint
     policy-report.json     the report the release was gated on (and policy-report.md, to read)
     card.md  croissant.json  prov.json
@@ -15,13 +15,13 @@ Layout of ``releases/<name>/<version>/`` (all in git except ``data/``, which DVC
     data.dvc               DVC pointer to data/: manifest.parquet, manifest-flat.parquet (the same rows,
                            map columns as JSON text, for Hugging Face `datasets`) and
                            shards/<sha256>.tar (WebDataset: each image with its .json and .cls sidecar,
-                           registry/webdataset.py)
+                           registry/store/webdataset.py)
 
 The manifest is released byte for byte as validated (its digest is the report's), and shards are
 stored under their own sha256, so a version names its content and two versions share identical
 shards. Releases are serialised by a lock on ``.dvc/tmp/synthreg-release.lock`` (ignored by git); the
 version folder is assembled under a temporary name (``.X.Y.Z.tmp-<pid>``, which readers skip) and
-renamed, then committed and tagged. ``publish`` is a journalled transaction (``registry.journal``): a
+renamed, then committed and tagged. ``publish`` is a journalled transaction (``registry.store.journal``): a
 kill at any step leaves a version that no reader treats as released until the next command finishes
 it (the signed record was complete) or removes it (it was not).
 """
@@ -53,7 +53,7 @@ from registry.store import audit, journal
 from registry.store import manifest as mf
 from registry.store.releases import EXPORTS, RELEASES, load_release, versions
 from registry.store.shards import check_members
-from registry.store.webdataset import with_sidecars
+from registry.store.webdataset import SIDECAR_FIELDS, with_sidecars
 from registry.trust.root import Trust
 from registry.trust.signing import public_key_file, sign, statement
 
@@ -99,7 +99,7 @@ def publish(
     trust: Trust | Path | str | None = None,
 ) -> Release:
     """Make ``releases/NAME/VERSION`` under the release lock, as a journalled transaction
-    (``registry.journal``) of the steps in ``PUBLISH_STEPS``:
+    (``registry.store.journal``) of the steps in ``PUBLISH_STEPS``:
 
     1. stage: ``build(staging)`` writes the data and returns the record, the policy report and its text;
        sign as releaser (envelope + sign-off), write the exports (all in ``.VERSION.tmp-PID``, fsynced).
@@ -232,7 +232,7 @@ def _step_dvc_add(ws: Path, entry: Entry) -> None:
 
 def _step_push(ws: Path, entry: Entry) -> None:
     """Push the release's data to the remote it names, before the audit event and the commit: a version
-    others can see is one they can pull (``registry.remote``; pushing twice sends nothing new)."""
+    others can see is one they can pull (``registry.releases.remote``; pushing twice sends nothing new)."""
     from registry.releases import remote
 
     if entry.state.get("remote") is None:  # --no-push, recorded in the record and the audit event
@@ -392,8 +392,55 @@ def assemble(
     con = mf.connect(released)
     check_manifest(con, f"manifest {manifest}")  # no unsafe name is signed
     mf.write_flat(released, out / "data" / mf.FLAT)  # what Hugging Face `datasets` can load (issue 12)
-    from registry.store.webdataset import SIDECAR_FIELDS
 
+    shards = _copy_shards(con, out, read_shard, list(recipe.identities), progress)
+    counts = _counts(con)
+    generators = [
+        GeneratorUse(
+            name=g, backend=b, weights_digest=w, licence=lic, pipeline_class=p, scheduler=s, images=n
+        )
+        for g, b, w, lic, p, s, n in con.execute(
+            "SELECT generator_name, generator_backend, weights_digest, generator_licence, pipeline_class, "
+            "scheduler, count(*) FROM manifest GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    ]
+    attribution: list[dict] = next(
+        (r.evidence.details.get("duties", []) for r in report.results if r.kind == "attribution"), []
+    )
+    sources: list[SourceRef] = list(recipe.sources) + list(recipe.generator.training_sources)
+    return Release(
+        name=name,
+        version=version,
+        manifest_sha256=manifest_sha256,
+        shards=shards,
+        counts=counts,
+        generators=generators,
+        sources=sources,
+        prompt_templates=recipe.prompt_templates,
+        seed=recipe.seed,
+        policy_report_sha256=sha256_bytes(report_text.encode()),
+        policy_passed=report.passed,
+        policy_results={r.rule_id: r.status for r in report.results},
+        waivers=[r.waiver for r in report.results if r.waiver],
+        intended_use=report.intended_use,
+        dataset_licence=recipe.licence or "",
+        attribution=list(dict.fromkeys(d["text"] for d in attribution)),  # a source may serve two roles
+        git_commit=vcs.git(ws, "rev-parse", "HEAD") if vcs.has_commits(ws) else "none",
+        created_at=datetime.now(UTC),
+        actor=actor or audit.actor_name(ws),
+        recipe=recipe,
+        derived_from=derivation,
+    )
+
+
+ShardReader = Callable[[str, set[str]], bytes]
+
+
+def _copy_shards(
+    con: Any, out: Path, read_shard: ShardReader, identities: list[str], progress: Callable[..., None] | None
+) -> list[ShardRef]:
+    """Each shard the manifest names, checked member by member against the recorded digests, with its
+    WebDataset sidecars added, written under its own sha256 into ``out/data/shards``."""
     n_shards = con.execute("SELECT count(DISTINCT shard) FROM manifest").fetchall()[0][0]
     shards = []
     # A few shards' rows at a time (mf.rows_by_shard): the whole manifest as Python objects was most of
@@ -418,7 +465,7 @@ def assemble(
                 "restore the shard (`dvc checkout`) or regenerate"
             )
         members = len(expected)
-        data = with_sidecars(data, sidecars, list(recipe.identities))  # WebDataset .json/.cls
+        data = with_sidecars(data, sidecars, identities)  # WebDataset .json/.cls
         digest = sha256_bytes(data)
         (out / "data" / "shards" / f"{digest}.tar").write_bytes(data)  # in staging: renamed whole
         shards.append(
@@ -432,6 +479,11 @@ def assemble(
         )
     if progress:
         progress(n_shards, n_shards)
+    return shards
+
+
+def _counts(con: Any) -> Counts:
+    """Images per identity and decision, and per rejection reason."""
     per_identity: dict[str, dict[str, int]] = {}
     for identity, decision, n in con.execute(
         "SELECT identity, coalesce(decision, 'unfiltered'), count(*) FROM manifest GROUP BY ALL ORDER BY ALL"
@@ -447,51 +499,13 @@ def assemble(
     )
     total = sum(sum(d.values()) for d in per_identity.values())
     accepted = sum(d.get("accepted", 0) for d in per_identity.values())
-    generators = [
-        GeneratorUse(
-            name=g, backend=b, weights_digest=w, licence=lic, pipeline_class=p, scheduler=s, images=n
-        )
-        for g, b, w, lic, p, s, n in con.execute(
-            "SELECT generator_name, generator_backend, weights_digest, generator_licence, pipeline_class, "
-            "scheduler, count(*) FROM manifest GROUP BY ALL ORDER BY ALL"
-        ).fetchall()
-    ]
-    attribution: list[dict] = next(
-        (r.evidence.details.get("duties", []) for r in report.results if r.kind == "attribution"), []
+    return Counts(
+        total=total,
+        accepted=accepted,
+        rejected=total - accepted,
+        per_identity=per_identity,
+        reasons=dict(sorted(reasons.items())),
     )
-    sources: list[SourceRef] = list(recipe.sources) + list(recipe.generator.training_sources)
-    return Release(
-        name=name,
-        version=version,
-        manifest_sha256=manifest_sha256,
-        shards=shards,
-        counts=Counts(
-            total=total,
-            accepted=accepted,
-            rejected=total - accepted,
-            per_identity=per_identity,
-            reasons=dict(sorted(reasons.items())),
-        ),
-        generators=generators,
-        sources=sources,
-        prompt_templates=recipe.prompt_templates,
-        seed=recipe.seed,
-        policy_report_sha256=sha256_bytes(report_text.encode()),
-        policy_passed=report.passed,
-        policy_results={r.rule_id: r.status for r in report.results},
-        waivers=[r.waiver for r in report.results if r.waiver],
-        intended_use=report.intended_use,
-        dataset_licence=recipe.licence or "",
-        attribution=list(dict.fromkeys(d["text"] for d in attribution)),  # a source may serve two roles
-        git_commit=vcs.git(ws, "rev-parse", "HEAD") if vcs.has_commits(ws) else "none",
-        created_at=datetime.now(UTC),
-        actor=actor or audit.actor_name(ws),
-        recipe=recipe,
-        derived_from=derivation,
-    )
-
-
-ShardReader = Callable[[str, set[str]], bytes]
 
 
 def _write_exports(out: Path, record: Release, report: PolicyReport, report_text: str) -> None:

@@ -106,7 +106,8 @@ def release(
     progress: Callable[..., None] | None = None,
 ) -> Release:
     """Release ``data/<name>/filtered`` as ``name@version``. Refused, before anything is written, when a
-    file it depends on is not committed (``registry.source``), when the key is not a releaser's in the
+    file it depends on is not committed (``registry.releases.inputs``), when the key is not a releaser's in
+    the
     pinned trust root, when report.json disagrees with a fresh check of the manifest, and when there is
     no DVC remote to push to unless ``no_push``."""
     from registry.releases import inputs as source

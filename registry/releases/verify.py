@@ -1,7 +1,7 @@
 """Verifying a release byte by byte: signature, record, manifest, every shard and every image.
 
 Shards are read once each: the file's sha256 is checked against the signed subject, and the tar is
-parsed once from the same bytes (plain ustar headers by hand, ``registry.shards.scan``) to
+parsed once from the same bytes (plain ustar headers by hand, ``registry.store.shards.scan``) to
 check every member against the manifest's ``image_sha256`` and its XMP marking (compared byte for
 byte with the chunk generation writes). Measured on 100,000 small images in 100 shards
 (benchmarks/bench_verify.py): 0.87x the throughput of ``sha256sum`` over the same files before images
@@ -26,11 +26,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from registry.core.digests import sha256_bytes, sha256_file
 from registry.core.errors import ReleaseError, SigningError
 from registry.core.names import shown, unsafe_rows
-from registry.records.release import ShardRef
+from registry.records.release import Release, ShardRef
 from registry.store import manifest as mf
 from registry.store.marking import Marking, marking_problems
 from registry.store.releases import EXPORTS, RELEASES, load_release, parse_ref
@@ -227,6 +228,37 @@ def verify(
         result.problems.append("data/manifest.parquet does not match its signed sha256")
         result.damaged.append("data/manifest.parquet")
         return result
+    _check_signed_files(folder, record, subjects, result)
+    flat = folder / "data" / mf.FLAT
+    if images and f"data/{mf.FLAT}" in subjects and f"data/{mf.FLAT}" not in result.damaged:
+        n = mf.flat_differences(manifest, flat)
+        if n:  # signed, so as the releaser made it: but it must say what the manifest says
+            result.problems.append(
+                f"data/{mf.FLAT} differs from the signed manifest in {n} row(s); it must be the manifest's "
+                "flat copy: release again"
+            )
+    if not images:  # a transfer's check: every byte as signed; what the bytes say is verify's to check
+        return _check_files(folder, record.shards, subjects, result, threads, progress)
+    con = mf.connect(manifest)
+    n_unsafe, unsafe = unsafe_rows(con)
+    if n_unsafe:  # signed or not, a name that extraction would place outside its folder is a failure
+        result.problems.append(f"{n_unsafe} sample(s) have unsafe names or digests in the manifest")
+        result.bad_samples.update({shown(sid): problem for sid, problem in unsafe})
+    _check_images(con, folder, record, subjects, result, c2pa, threads, progress)
+    if c2pa.asked and anchors is None:
+        result.problems.append(
+            f"{result.ref}'s recipe asks for C2PA content credentials, but no C2PA trust anchor is "
+            "configured, so who signed them is unchecked: pass --c2pa-trust or set SYNTHREG_C2PA_TRUST "
+            "to the organisation's root certificate (PEM)"
+        )
+    return result
+
+
+def _check_signed_files(
+    folder: Path, record: Release, subjects: dict[str, str], result: VerifyResult
+) -> None:
+    """The signed files beside the manifest and the shards (the flat manifest, the exports) against their
+    sha256, and no file in ``data/`` that nobody signed."""
     shard_subjects = {f"data/{s.path}" for s in record.shards}
     for rel, sha in sorted(subjects.items()):  # other signed files: data/manifest-flat.parquet, the exports
         if rel == "data/manifest.parquet" or rel in shard_subjects:
@@ -256,21 +288,20 @@ def verify(
     unsigned = [e for e in EXPORTS if e not in subjects and (folder / e).exists()]
     if unsigned and any(e in subjects for e in EXPORTS):  # a release that signs its exports signs all
         result.problems.append(f"{', '.join(unsigned)} not signed with the other exports")
-    flat = folder / "data" / mf.FLAT
-    if images and f"data/{mf.FLAT}" in subjects and f"data/{mf.FLAT}" not in result.damaged:
-        n = mf.flat_differences(manifest, flat)
-        if n:  # signed, so as the releaser made it: but it must say what the manifest says
-            result.problems.append(
-                f"data/{mf.FLAT} differs from the signed manifest in {n} row(s); it must be the manifest's "
-                "flat copy: release again"
-            )
-    if not images:  # a transfer's check: every byte as signed; what the bytes say is verify's to check
-        return _check_files(folder, record.shards, subjects, result, threads, progress)
-    con = mf.connect(manifest)
-    n_unsafe, unsafe = unsafe_rows(con)
-    if n_unsafe:  # signed or not, a name that extraction would place outside its folder is a failure
-        result.problems.append(f"{n_unsafe} sample(s) have unsafe names or digests in the manifest")
-        result.bad_samples.update({shown(sid): problem for sid, problem in unsafe})
+
+
+def _check_images(
+    con: Any,
+    folder: Path,
+    record: Release,
+    subjects: dict[str, str],
+    result: VerifyResult,
+    c2pa: _C2pa,
+    threads: int | None,
+    progress: Callable[..., None] | None,
+) -> None:
+    """Every shard of the manifest, a few in flight on threads (``_check_shard``), then the record and
+    the manifest naming the same shards with as many rows."""
     by_source = {s.source: s for s in record.shards}
     if len(by_source) < len(record.shards) or len({s.path for s in record.shards}) < len(record.shards):
         result.problems.append("the record lists a shard twice (same source or same file)")
@@ -324,18 +355,12 @@ def verify(
                 f"shard {ref_.source}: the record says {ref_.members} members, the manifest names "
                 f"{visited[ref_.source]}"
             )
-    if c2pa.asked and anchors is None:
-        result.problems.append(
-            f"{result.ref}'s recipe asks for C2PA content credentials, but no C2PA trust anchor is "
-            "configured, so who signed them is unchecked: pass --c2pa-trust or set SYNTHREG_C2PA_TRUST "
-            "to the organisation's root certificate (PEM)"
-        )
-    return result
 
 
 def _sidecars(rows: list[tuple], classes: list[str] | None) -> dict[str, tuple[str, bytes | None]]:
     """The ``.json`` and ``.cls`` members release writes beside each image of these manifest rows
-    (``member, sample_id, ..., *SIDECAR_FIELDS``), by ``registry.webdataset.sidecar_members``; a ``.cls``
+    (``member, sample_id, ..., *SIDECAR_FIELDS``), by ``registry.store.webdataset.sidecar_members``; a
+    ``.cls``
     is None (not checked) when the record holds no recipe to number the identities."""
     out: dict[str, tuple[str, bytes | None]] = {}
     for row in rows:

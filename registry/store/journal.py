@@ -15,9 +15,10 @@ and rewrites it before and after every step. A SIGKILL at any point leaves the e
   free (``recover_if_idle``): a reader never waits for a release in progress, it just hides it;
 - temporary folders of dead processes (``releases/NAME/.X.Y.Z.tmp-PID``,
   ``.dvc/tmp/synthreg-derive-PID-*``) are removed by recovery;
-- ``synthreg doctor`` (``registry.doctor``) reports all of this, and leftovers no journal explains.
+- ``synthreg doctor`` (``registry.releases.doctor``) reports all of this, and leftovers no journal explains.
 
-How an operation uses it (``registry.release.publish`` and ``registry.lineage.withdraw`` are the two
+How an operation uses it (``registry.releases.publish.publish`` and ``registry.releases.withdraw.withdraw``
+are the two
 users; ``approve`` at merge adds a third the same way):
 
 1. Write its steps as functions ``step(ws, entry) -> None`` that read everything they need from

@@ -14,7 +14,7 @@ where the XMP specification (part 3, PNG) puts the packet, so exiftool and Pillo
 
 Reading parses PNG chunks up to the first IDAT without decoding pixels, so ``verify`` can check every
 image of a large release cheaply. This is the marking every image gets; a recipe may add C2PA content
-credentials on top (registry.content_credentials), signed after this packet is embedded.
+credentials on top (registry.trust.credentials), signed after this packet is embedded.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Finding an unreleased (working) manifest again by its content, for ``trace`` and ``impact``.
 
-A run trained on ``NAME@working`` logged the manifest's sha256 and its DVC md5 (``registry.track``).
+A run trained on ``NAME@working`` logged the manifest's sha256 and its DVC md5
+(``registry.downstream.track``).
 The manifest is looked for, in order:
 
 1. the workspace: every ``manifest.parquet`` under ``data/`` (work folders skipped), by sha256;

@@ -2,7 +2,7 @@
 ``<key>.json`` (identity, attributes, decision, reason, seed, prompt, generator, weights digest) and
 ``<key>.cls`` (the identity's index in the recipe, as text), so a loader gets image and label from the
 shard alone, without a join with the manifest (issue 12). The decision exists only after filtering, so
-the sidecars are added when a version is released (``registry.release.assemble``), not at generation.
+the sidecars are added when a version is released (``registry.releases.publish.assemble``), not at generation.
 
 Deterministic: the same images and records give the same tar bytes, so a derived version still shares
 an untouched shard with its parent byte for byte. ``<key>`` is the member name without ``.png``:

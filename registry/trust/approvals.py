@@ -320,4 +320,4 @@ def check_checkpoints(ws: Path, trust: Trust) -> tuple[int, list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# approve as a journalled transaction (registry.journal): write, audit, commit, tag
+# approve as a journalled transaction (registry.store.journal): write, audit, commit, tag

@@ -1,7 +1,8 @@
 """C2PA content credentials on generated PNGs, for recipes with ``marking: {c2pa: true}`` (issue 12).
 
     creds = load_credentials(key_path, chain_path)       # checked once, before anything is written
-    png = sign_png(encode_png(image, marking), marking, creds)  # after the XMP marking (registry.marking)
+    png = sign_png(encode_png(image, marking), marking, creds)  # after the XMP marking
+    (registry.store.marking)
     credential_problems(png, expected_marking, anchors)  # -> [] when present, valid, trusted and agreeing
     keygen_c2pa(ws, folder)                              # a TEST root and signer (not for production)
 
@@ -70,7 +71,7 @@ class Credentials:
 
 
 def _inside(path: Path, ws: Path | None) -> bool:
-    """Whether ``path`` lies inside the workspace ``ws`` (symlinks resolved, as registry.trust decides);
+    """Whether ``path`` lies inside the workspace ``ws`` (symlinks resolved, as registry.trust.root decides);
     False when ``ws`` is None: not checked."""
     return ws is not None and path.resolve().is_relative_to(ws.resolve())
 
@@ -282,7 +283,7 @@ def strip_c2pa(png: bytes | memoryview) -> bytes:
 
 def load_anchors(path: Path | str | None = None, ws: Path | None = None) -> str | None:
     """The PEM trust anchors at ``path`` (else ``$SYNTHREG_C2PA_TRUST``); None when none is configured.
-    Anchors inside the workspace ``ws`` are refused, as registry.trust refuses the release trust root
+    Anchors inside the workspace ``ws`` are refused, as registry.trust.root refuses the release trust root
     there: whoever can commit could vouch for their own signer (None: not checked)."""
     path = path or os.environ.get(ENV_TRUST) or None
     if path is None:

@@ -5,7 +5,7 @@ the Statement from in-toto-attestation, so the files verify with any in-toto too
 never enters the workspace: it is read from ``$SYNTHREG_SIGNING_KEY`` or a path given on the command
 line (default ``~/.config/synthreg/release.key``), and refused inside the workspace. Public keys are
 kept in the workspace at ``keys/<keyid>.pub.json`` for convenience only: what a verifier trusts is the
-trust root it pins outside the workspace (:mod:`registry.trust`).
+trust root it pins outside the workspace (:mod:`registry.trust.root`).
 """
 
 from __future__ import annotations

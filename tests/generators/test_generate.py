@@ -166,7 +166,7 @@ def test_shards_shrink_so_a_small_run_still_has_min_shards(workspace: Path):
 
 
 def test_a_marking_too_large_to_read_back_is_refused_before_anything_is_written(workspace: Path):
-    """A packet over registry.marking's _MAX_PACKET is cut by readers, so it would read back as other
+    """A packet over registry.store.marking's _MAX_PACKET is cut by readers, so it would read back as other
     values than generation wrote while the fast path of marking_problems said OK."""
     recipe = small_recipe()
     recipe["generator"]["name"] = "g" * 70_000

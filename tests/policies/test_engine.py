@@ -741,7 +741,7 @@ def test_provenance_on_partitions_equals_the_whole(ws: Workspace, monkeypatch: p
         "expect_column_values_to_be_unique",
         "expect_column_values_to_not_be_null",
         "expect_column_values_to_match_regex",
-        "expect_column_values_to_be_null",  # registry/names.py flags the duplicate id too
+        "expect_column_values_to_be_null",  # registry/core/names.py flags the duplicate id too
     }
     assert whole.evidence.count == parts.evidence.count
     assert sorted(whole.evidence.sample_ids) == sorted(parts.evidence.sample_ids)

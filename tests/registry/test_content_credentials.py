@@ -116,7 +116,7 @@ def test_bad_credentials_are_refused_with_what_to_do(chain, tmp_path: Path, monk
 
 
 def test_keys_and_anchors_inside_the_workspace_are_refused(chain, tmp_path: Path, monkeypatch) -> None:
-    """As registry.trust refuses a release trust root there: whoever can commit could vouch for their
+    """As registry.trust.root refuses a release trust root there: whoever can commit could vouch for their
     own signer (root.pem) or publish the key."""
     ws = tmp_path / "ws"
     ws.mkdir()

@@ -1,9 +1,10 @@
-"""Transactional publishing (registry/journal.py): SIGKILL at every step of release, derive and withdraw,
+"""Transactional publishing (registry/store/journal.py): SIGKILL at every step of release, derive and
+withdraw,
 then the version is fully there or not at all, readers agree, and re-running the command succeeds;
 `synthreg doctor` reports and repairs leftovers.
 
 The crash test runs the real CLI in a subprocess with the test hook ``SYNTHREG_CRASH_AT=before:STEP`` or
-``after:STEP`` (registry.journal.crashpoint), which SIGKILLs the process there. Every point is run under
+``after:STEP`` (registry.store.journal.crashpoint), which SIGKILLs the process there. Every point is run under
 ``-m slow``; the default run keeps a subset that covers roll-back, roll-forward and an audit event
 appended but not yet journalled.
 """
@@ -373,7 +374,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_doctor_finishes_a_publish_journalled_by_the_code_before_the_move(tmp_path: Path):
-    """Issue 18 moved the publication code (``registry.release`` became ``registry.releases.publish``).
+    """Issue 18 moved the publication code (``registry.releases.publish`` became
+    ``registry.releases.publish``).
     A release killed after its rename by the code before the move (the fixture, made with
     ``scripts/golden_release.py make OUT --crash-at after:rename`` at 0a35b42) is finished by today's
     ``synthreg doctor --repair``, and then verifies."""

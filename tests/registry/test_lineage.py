@@ -1,7 +1,7 @@
 """Lineage: trace runs, models and images back to releases; impact forward to versions, runs and models;
 withdrawals. Releases are written by hand (a real ``Release`` record and a manifest, no generator and no
 signature: trace does not verify signatures); MLflow runs live in a SQLite store on tmp_path and follow
-``registry.tracking``'s conventions.
+``registry.downstream.tracking``'s conventions.
 
 The world (git workspace, two releases, four runs, two model versions) is built once per module; a test
 that changes it (withdraw) works on a copy.

@@ -1,4 +1,5 @@
-"""Output-folder locks (registry/locks.py): a second `generate` or `filter` into a folder another process is
+"""Output-folder locks (registry/core/locks.py): a second `generate` or `filter` into a folder another
+process is
 writing refuses at once, naming the folder and the holder's pid; a killed holder does not block anyone."""
 
 from __future__ import annotations

@@ -285,7 +285,7 @@ def test_one_flipped_byte_in_one_image_names_that_sample(released_copy: Path, re
     result = verify(ws, "digits@1.0.0")
     assert not result.ok
     assert list(result.bad_samples) == [sid]
-    # (then what the damaged image's marking says, registry.marking; here the flip lands in it)
+    # (then what the damaged image's marking says, registry.store.marking; here the flip lands in it)
     assert result.bad_samples[sid].startswith(
         f"corrupted: image bytes in {shard.name} do not match the recorded sha256; its marking"
     )

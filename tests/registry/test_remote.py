@@ -252,7 +252,8 @@ def test_a_remote_that_refuses_connections_is_one_clear_line(base: Built, tmp_pa
     a = clone(base.ws, tmp_path / "a")
     set_remote(a, "s3://releases/store", endpointurl=f"http://127.0.0.1:{free_port()}")  # nobody listens
     head = sh(a, "git", "rev-parse", "HEAD")
-    # Fails fast (registry.remote.FAST_FAIL: measured ~3.5 s against DVC's default ~6.4 s); timings are
+    # Fails fast (registry.releases.remote.FAST_FAIL: measured ~3.5 s against DVC's default ~6.4 s); timings
+    # are
     # not asserted here (CONTRIBUTING: speed is measured, not tested).
     code, out = cli("release", "digits", "--version", "1.0.0", "--key", str(base.key), "-w", str(a))
     assert code == 1

@@ -114,7 +114,7 @@ def test_report_of_an_unknown_version_writes_nothing(released: Built, tmp_path: 
 
 
 def log_model(ws: Path, metrics: dict[str, float]) -> str:
-    """A run that trained on digits@1.0.0 by registry.tracking's conventions, registered as a model
+    """A run that trained on digits@1.0.0 by registry.downstream.tracking's conventions, registered as a model
     (what `synthreg train` logs, without training)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 

@@ -33,7 +33,7 @@ def test_an_alias_bomb_recipe_fails_fast_through_the_cli(workspace: Path):
     assert result.exit_code == 1
     assert result.output == (
         f"error: recipe {workspace / 'recipe.yaml'} is refused: more than 100,000 values once aliases are "
-        "expanded; YAML inputs are bounded (see registry/yamlio.py)\n"
+        "expanded; YAML inputs are bounded (see registry/core/yamlio.py)\n"
     )
     assert not (workspace / "data").exists()
 
@@ -72,7 +72,7 @@ def test_a_big_or_binary_file_is_refused_without_echoing_it(tmp_path: Path):
     big.write_bytes(b"# " + b"x" * yamlio.MAX_BYTES)
     with pytest.raises(ConfigError) as e:
         yamlio.load_file(big, "recipe")
-    assert str(e.value) == f"recipe {big} is over 4 MiB; YAML inputs are bounded (registry/yamlio.py)"
+    assert str(e.value) == f"recipe {big} is over 4 MiB; YAML inputs are bounded (registry/core/yamlio.py)"
     binary = tmp_path / "pack.yaml"
     binary.write_bytes(b"id: secret-token\n\xff")
     with pytest.raises(ConfigError) as e:

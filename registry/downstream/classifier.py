@@ -1,0 +1,107 @@
+"""The downstream classifier `synthreg train` fits: a small CNN, its training loop and its evaluation
+(overall and per identity). torch is imported inside each function, so importing this module is cheap."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from registry.core.errors import ManifestError
+from registry.records.config import TrainParams
+
+
+def cnn(size: int, n_classes: int):
+    """Two conv layers and a linear head: size x size grey -> n_classes (about 10K parameters at 16 px)."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * (size // 4) ** 2, n_classes),
+    )
+
+
+def to_tensor(images: np.ndarray):
+    import torch
+
+    return torch.from_numpy(images.astype(np.float32)[:, None] / 255.0)
+
+
+def fit(
+    images: np.ndarray,
+    labels: np.ndarray,
+    params: TrainParams,
+    n_classes: int,
+    progress: Callable[..., None] | None = None,
+) -> tuple[Any, float]:
+    import torch
+
+    torch.manual_seed(params.seed)
+    model = cnn(params.image_size, n_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=params.lr)
+    x, y = to_tensor(images), torch.from_numpy(labels)
+    gen = torch.Generator().manual_seed(params.seed)
+    reps = math.ceil(params.train_size / len(x))
+    loss = torch.tensor(float("nan"))
+    model.train()
+    for epoch in range(params.epochs):
+        if progress:
+            progress(epoch, params.epochs, f"loss {loss.item():.4f}" if epoch else "")
+        order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(reps)])[: params.train_size]
+        for start in range(0, len(order), params.batch_size):
+            batch = order[start : start + params.batch_size]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+            loss.backward()
+            opt.step()
+    if progress:
+        progress(params.epochs, params.epochs, f"loss {loss.item():.4f}")
+    model.eval()
+    return model, loss.detach().item()
+
+
+def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
+    import torch
+
+    with torch.no_grad():
+        pred = model(to_tensor(images)).argmax(dim=1).numpy()
+    per = {
+        classes[d]: float((pred[labels == d] == d).mean()) for d in range(len(classes)) if (labels == d).any()
+    }
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "worst_group_gap": max(per.values()) - min(per.values()),
+        **{f"accuracy.identity_{k}": v for k, v in per.items()},
+    }
+
+
+def decode_png(png: bytes, sample_id: str, size: int) -> np.ndarray:
+    """A grey ``size`` x ``size`` array: every dataset, whatever its image size, trains the same model."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(png)).convert("L")
+    except Exception as e:  # PIL raises several types for bytes that are not an image
+        raise ManifestError(f"sample {sample_id} is not a readable image ({e}); run `synthreg verify`") from e
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def resized(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[1:] == (size, size):
+        return images
+    from PIL import Image
+
+    return np.stack(
+        [np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BILINEAR)) for i in images]
+    )

@@ -1,0 +1,54 @@
+"""A release made today equals, file by file, the golden release made before issue 18's move, except
+for signatures, key ids, times and commits (``scripts/golden_release.py``; the golden folder is
+``fixtures/golden-release-0.1.tar.gz``, made at 0a35b42). The maker drives only the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+SCRIPT = REPO / "scripts" / "golden_release.py"
+
+
+@pytest.mark.slow
+def test_a_release_made_now_equals_the_golden_one(tmp_path: Path):
+    with tarfile.open(Path(__file__).parent / "fixtures" / "golden-release-0.1.tar.gz") as tar:
+        tar.extractall(tmp_path / "golden", filter="data")
+    made = subprocess.run(
+        [sys.executable, str(SCRIPT), "make", str(tmp_path / "now")], capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    now = Path(made.stdout.strip().splitlines()[-1])
+    compared = subprocess.run(
+        [sys.executable, str(SCRIPT), "compare", str(tmp_path / "golden" / "1.0.0"), str(now)],
+        capture_output=True,
+        text=True,
+    )
+    assert compared.returncode == 0, compared.stdout
+
+
+def test_the_comparison_sees_a_changed_file(tmp_path: Path):
+    """The comparison is not blind: one byte of the card changed is a difference."""
+    with tarfile.open(Path(__file__).parent / "fixtures" / "golden-release-0.1.tar.gz") as tar:
+        tar.extractall(tmp_path / "a", filter="data")
+        tar.extractall(tmp_path / "b", filter="data")
+    card = tmp_path / "b" / "1.0.0" / "card.md"
+    card.write_text(card.read_text().replace("digits", "digitz", 1))
+    compared = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "compare",
+            str(tmp_path / "a" / "1.0.0"),
+            str(tmp_path / "b" / "1.0.0"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert compared.returncode == 1 and "differs: card.md" in compared.stdout
