@@ -350,13 +350,13 @@ def _waivers(waivers: list[Any], today: date) -> str:
     return _section("waivers", "Waivers", _table(["rule", "scope", "approver", "expires", "reason"], rows))
 
 
-def _timeline(events: list[tuple[str, str, str, str]], note: str = "") -> str:
+def _timeline(events: list[tuple[str, str, str, str]], note: str | None = None) -> str:
     """Audit events (time, kind, subject, details), oldest first; ``note``: why the log cannot be read."""
     events = sorted(events, key=lambda e: e[0])  # stable: the log's own order within a second
     rows = [[_e(t), _e(k), f"<code>{_e(s)}</code>", _e(d)] for t, k, s, d in events]
-    note = f"<p class='banner failed'>The audit log cannot be read: {_e(note)}</p>" if note else ""
+    banner = "" if note is None else f"<p class='banner failed'>The audit log cannot be read: {_e(note)}</p>"
     return _section(
-        "timeline", "Audit timeline", note + _table(["time (UTC)", "event", "subject", "details"], rows)
+        "timeline", "Audit timeline", banner + _table(["time (UTC)", "event", "subject", "details"], rows)
     )
 
 
@@ -426,7 +426,7 @@ class ReportData:
     read_members: MemberReader
     licence_facts: dict[str, Any]
     events: list[tuple[str, str, str, str]]  # the audit timeline: time, kind, subject, details
-    audit_note: str = ""  # why the audit log could not be read, if it could not
+    audit_note: str | None = None  # why the audit log could not be read; None when it could
     withdrawal: dict | None = None
     others: list[tuple[Release, bool]] = field(default_factory=list)  # other versions, withdrawn or not
     models: list[dict] = field(default_factory=list)
@@ -459,7 +459,7 @@ def model_page(
     released: list[tuple[Release, bool]],
     licence_facts: dict[str, Any],
     events: list[tuple[str, str, str, str]],
-    audit_note: str = "",
+    audit_note: str | None = None,
 ) -> str:
     """A registered model version's report, from its trace (``registry.lineage.trace.trace_model``) and
     the released versions it was trained on (withdrawn or not): metrics overall and per group, the

@@ -1,4 +1,6 @@
-"""TODO docstring (registry.lineage.common)."""
+"""What trace, trace image and impact share: every released version, their manifests queried together in
+DuckDB (``read_parquet([...], filename=true)``, never row by row in Python), what a trace says about a
+release (generators, sources, policy, withdrawal, samples), and how a logged digest names a manifest."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (registry.lineage.image)."""
+"""`synthreg trace image`: an image file -> its sample record and every released version holding it
+(by exact sha256, else by perceptual hash), and what its synthetic-media marking and C2PA content
+credentials say."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (registry.records.audit)."""
+"""One line of the append-only audit log (``audit/events.jsonl``) and a checkpoint of it: each event
+carries the hash of the one before, and every signed record names the log's head as it saw it. Reading
+and appending is ``registry.store.audit``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (registry.records.journal)."""
+"""One unfinished publishing operation as the journal records it
+(``.dvc/tmp/synthreg-journal/<op>--<NAME@X.Y.Z>.json``): its steps, the one started last, those done and
+the state they need. The journal itself (lock, transaction, recovery) is ``registry.store.journal``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""TODO docstring (registry.records.signed)."""
+"""The payloads of the signed records beside the releases: a signer's sign-off on a release
+(``signoffs.json``), a withdrawal (``withdrawal.dsse.json``) and a waiver (``waivers/*.dsse.json``).
+
+Each is a DSSE envelope's payload with its own payload type, signed by a key of the pinned trust root,
+and carries a checkpoint of the audit log (``registry.records.audit.Checkpoint``), so the log cannot be
+rewritten under it. Verifying them is ``registry.trust``; writing them, ``registry.releases``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""TODO docstring (registry.records.trust)."""
+"""The trust root a verifier pins outside the workspace (TUF's model, DESIGN.md): keys with names, roles,
+validity and revocations, the thresholds per role, and the workspace's release policy
+(``policies/release.yaml``), which may only raise the thresholds. Loading and checking them is
+``registry.trust.root``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""TODO docstring (registry.releases.approve)."""
+"""`synthreg approve`: add a signature by another key to a candidate release; tag it when the trust
+root's thresholds are met. A journalled transaction (``APPROVE``: write, audit, commit, tag).
+
+    approve(ws, "digits@1.0.0", key)
+
+The approval state itself (who signed, in which role, whether that is enough) is
+``registry.trust.approvals``, which is pure."""
 
 from __future__ import annotations
 

@@ -45,9 +45,11 @@ def admit(
     if asked_name != name or asked_version not in (None, version):
         raise ReleaseError(f"{ref} resolved to {name}@{version}; refusing to serve another version")
     at = f"{name}@{version}"
-    a = admission(ws, name, version, load_trust(ws, trust))
+    a = admission(ws, name, version, lambda: load_trust(ws, trust))
     require_untrusted_free(a.approval)
-    if not a.record_matches:
+    # The loader compares the signed record with the record as loaded (its model), as it always has;
+    # verify and `list` compare it with the file (Admission.record_matches).
+    if a.statement.get("predicate") != record.model_dump(mode="json"):
         raise ReleaseError(f"{at}: release.json differs from the signed record; run `synthreg verify {at}`")
     problems = a.approval.problems + a.binding
     if problems:

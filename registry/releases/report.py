@@ -65,12 +65,12 @@ def licence_facts(ws: Path | None) -> dict[str, Any]:
     return {lic.id: lic for lic in kb.licences}
 
 
-def timeline(ws: Path | None, names: set[str]) -> tuple[list[tuple[str, str, str, str]], str]:
+def timeline(ws: Path | None, names: set[str]) -> tuple[list[tuple[str, str, str, str]], str | None]:
     """Audit events about the datasets ``names`` (their data folders and versions), and why the log
-    could not be read ('' when it could): a damaged log is itself a finding, shown, never hidden."""
+    could not be read (None when it could): a damaged log is itself a finding, shown, never hidden."""
     events: list[tuple[str, str, str, str]] = []
     if ws is None or not (ws / "audit" / "events.jsonl").is_file():
-        return events, ""
+        return events, None
     try:
         for ev in audit.read(ws):
             if any(ev.subject.startswith((f"{n}@", f"data/{n}/")) for n in names):
@@ -79,7 +79,7 @@ def timeline(ws: Path | None, names: set[str]) -> tuple[list[tuple[str, str, str
                 events.append((ev.time.isoformat()[:19], ev.kind, ev.subject, f"{ev.actor}; {what}"))
     except Exception as e:
         return events, str(e)
-    return events, ""
+    return events, None
 
 
 def read_report(folder: Path) -> PolicyReport | None:

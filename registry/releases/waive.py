@@ -1,4 +1,8 @@
-"""TODO docstring (registry.releases.waive)."""
+"""`synthreg waive`: an approver signs a waiver of one rule for one scope until an expiry date
+(``waivers/*.dsse.json``), appends a ``waiver`` audit event and commits both.
+
+Which waivers count when a pack is checked (signed by a trusted approver, not expired) is
+``registry.trust.waivers``."""
 
 from __future__ import annotations
 

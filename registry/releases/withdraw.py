@@ -1,4 +1,9 @@
-"""TODO docstring (registry.releases.withdraw)."""
+"""`synthreg withdraw`: a signed withdrawal beside the signed record (left as is), an audit event and a
+git commit, as a journalled transaction (``WITHDRAW``: record, audit, commit).
+
+    withdraw(ws, "digits@1.0.0", "source withdrawn by its owner", key=...)
+
+Reading a withdrawal and deciding whether it can be trusted is ``registry.trust.withdrawals``."""
 
 from __future__ import annotations
 

@@ -17,9 +17,8 @@ and rewrites it before and after every step. A SIGKILL at any point leaves the e
   ``.dvc/tmp/synthreg-derive-PID-*``) are removed by recovery;
 - ``synthreg doctor`` (``registry.releases.doctor``) reports all of this, and leftovers no journal explains.
 
-How an operation uses it (``registry.releases.publish.publish`` and ``registry.releases.withdraw.withdraw``
-are the two
-users; ``approve`` at merge adds a third the same way):
+How an operation uses it (``registry.releases.publish.publish``, ``registry.releases.withdraw.withdraw``
+and ``registry.releases.approve.approve`` do):
 
 1. Write its steps as functions ``step(ws, entry) -> None`` that read everything they need from
    ``entry.state`` (JSON: relative paths, the commit message, the audit events to append...) and check
@@ -27,9 +26,9 @@ users; ``approve`` at merge adds a third the same way):
    the signer) run inline with ``txn.step(name)`` instead.
 2. Describe it as an ``Operation`` (its step names in order, the forward steps, ``undo``, the
    ``roll_forward`` decision, ``public``: has anything others rely on happened) in a module constant,
-   and name that constant in ``OPERATIONS`` below (``"approve": "registry.approve:APPROVE"``): recovery
-   imports it from there, so a journal left by any operation can be recovered by any command.
-3. In the command, under ``with lock(ws):``, call ``recover(ws)``, then::
+   and name that constant in ``OPERATIONS`` below (``"approve": "registry.releases.approve:APPROVE"``):
+   recovery imports it from there, so a journal left by any operation can be recovered by any command.
+3. In the command, under ``with locked(ws):`` (the lock, then recovery), then::
 
        with transaction(ws, "approve", "digits@1.0.0", state) as txn:
            with txn.step("sign"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -83,15 +84,16 @@ class Admission:
         return self.status in (ReleaseStatus.SOLO, ReleaseStatus.FINAL) and self.withdrawal is None
 
 
-def admission(ws: Path, name: str, version: str, trust: Trust) -> Admission:
-    """Check ``name@version`` as stored in ``ws`` against ``trust``. Raises what reading the envelope,
-    the sign-offs or release.json raises (a SigningError, OSError or ValueError): a reader decides whether
-    that is a failure to report or to refuse."""
+def admission(ws: Path, name: str, version: str, trust: Trust | Callable[[], Trust]) -> Admission:
+    """Check ``name@version`` as stored in ``ws`` against ``trust`` (or the trust root ``trust()`` loads
+    once the envelope has been read: the loader reports an unreadable envelope before a missing root).
+    Raises what reading the envelope, the sign-offs or release.json raises (a SigningError, OSError or
+    ValueError): a reader decides whether that is a failure to report or to refuse."""
     folder = release_folder(ws, name, version)
     ref = f"{name}@{version}"
     envelope, signoffs = read_signed(folder)
     statement = json.loads(payload_of(envelope))
-    state = approval_state(trust, ref, envelope, signoffs)
+    state = approval_state(trust if isinstance(trust, Trust) else trust(), ref, envelope, signoffs)
     binding = binding_problems(ws, name, version, statement, state)
     record = json.loads((folder / "release.json").read_text())
     return Admission(

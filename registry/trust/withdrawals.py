@@ -1,4 +1,9 @@
-"""TODO docstring (registry.trust.withdrawals)."""
+"""Whether a release was withdrawn, and whether that withdrawal can be trusted.
+
+A withdrawal that cannot be trusted still counts as one (refusing a release wrongly is the safe side) and
+says why: a signature the trust root does not accept, an unsigned ``withdrawal.json``, a record copied
+from another version, or a record deleted while the audit log still holds its event. Writing one is
+``registry.releases.withdraw``."""
 
 from __future__ import annotations
 

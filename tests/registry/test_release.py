@@ -637,3 +637,30 @@ def test_an_edited_card_fails_verify(released_copy: Path) -> None:
     assert verify(ws, "digits@1.0.0").problems == [
         "README.md does not match its signed sha256; restore it from git (`git checkout -- README.md`)"
     ]
+
+
+def test_the_loader_names_an_unreadable_envelope_before_a_missing_trust_root(
+    released_copy: Path, tmp_path: Path
+):
+    """The one admission check (registry.trust.admission) keeps each reader's order of refusals: the
+    loader reads the envelope before it loads the trust root, as before issue 18's move."""
+    from registry.core.errors import SigningError
+    from registry.releases.loader import admit
+
+    (folder(released_copy, "1.0.0") / "release.dsse.json").unlink()
+    with pytest.raises(SigningError, match=r"release\.dsse\.json cannot be read"):
+        admit(released_copy, "digits@1.0.0", trust=tmp_path / "no-trust-root.yaml")
+
+
+def test_the_loader_compares_the_signed_record_with_the_record_it_loaded(released_copy: Path):
+    """A release.json rewritten to the same record in another JSON form (a time as +00:00, not Z): the
+    loader compares the signed record with the model it serves, as it always has, so the record passes
+    and the tag's commit, which holds other bytes, refuses it (verify names the edited file itself)."""
+    from registry.releases.loader import admit
+
+    path = folder(released_copy, "1.0.0") / "release.json"
+    data = json.loads(path.read_text())
+    data["created_at"] = data["created_at"].replace("Z", "+00:00")
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    with pytest.raises(ReleaseError, match=r"tag digits@v1\.0\.0 points at a commit whose .* differs"):
+        admit(released_copy, "digits@1.0.0")
