@@ -15,7 +15,7 @@ generators,
   used) and ``synthreg.synthetic_share_asked``; ``synthreg.samples.NAME.VERSION`` with the artifact
   ``synthreg/samples/NAME/VERSION.txt`` listing the sample ids drawn (``registry.downstream.track``);
 - the default store is SQLite in the workspace (``mlflow.db``); ``MLFLOW_TRACKING_URI`` overrides it
-  (a team shares ``mlflow server`` on PostgreSQL, README "Scale out"); a database URI is tried once,
+  (a team shares ``mlflow server`` on PostgreSQL, docs/guide/scale.md); a database URI is tried once,
   with a timeout, before MLflow's minutes of retries, and its password never appears in a message;
 - for an http(s) server, MLflow's retries are capped (``HTTP_RETRIES``) unless the environment sets
   ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``: MLflow's own defaults

@@ -164,7 +164,9 @@ def template_fields(template: str) -> set[str]:
 
 
 class MarkingSpec(Strict):
-    """How generated images are marked beyond the XMP every image gets (registry.store.marking)."""
+    # The docstring is the exported schema's description: it keeps the module's name from before issue
+    # 18's move (now registry.store.marking) so that schemas/ stayed byte-identical through the move.
+    """How generated images are marked beyond the XMP every image gets (registry.marking)."""
 
     c2pa: bool = Field(
         default=False,

@@ -93,13 +93,13 @@ def test_verify_and_validate_report_progress_on_stderr(
 
 
 def test_training_reports_each_epoch() -> None:
-    from registry.downstream.train import _fit
+    from registry.downstream.classifier import fit
 
     seen: list[tuple[int, int, str]] = []
     params = TrainParams(epochs=3, train_size=8, batch_size=4, threads=1)
     size = params.image_size
     images = np.random.default_rng(0).random((8, size, size), dtype=np.float32)
     labels = np.arange(8) % 2
-    _fit(images, labels, params, 2, lambda *a: seen.append(a))
+    fit(images, labels, params, 2, lambda *a: seen.append(a))
     assert [(d, t) for d, t, _ in seen] == [(0, 3), (1, 3), (2, 3), (3, 3)]
     assert seen[0][2] == "" and all(re.fullmatch(r"loss \d+\.\d{4}", w) for _, _, w in seen[1:])
