@@ -59,6 +59,7 @@ bench: install  ## benchmarks print their figures; see benchmarks/README.md
 	python benchmarks/bench_validate.py
 	python benchmarks/bench_verify.py
 	python benchmarks/bench_lineage.py
+	python benchmarks/bench_help.py
 
 retrain: install  ## rebuild the tiny-digits weights (normally frozen)
 	dvc repro --force --single-item train_generator
