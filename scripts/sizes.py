@@ -35,13 +35,9 @@ LONG: dict[str, str] = {
     "registry.trust.credentials:keygen_c2pa": "one test certificate chain, root to signer",
     # Not split yet (issue 18 moved them, and split the longest: impact, verify, assemble, derive):
     "registry.downstream.train:train": "not split yet: the mix, fit and log share ~15 locals",
-    "registry.releases.derive:derive": "not split yet: refusals, then the derived manifest and publish",
+    "registry.releases.derive:derive": "refusals in order, then the derived manifest and one publish",
     "policies.checks.representation:check": "not split yet: per-attribute and per-identity shares",
     "generators.generate:_generate": "not split yet: resume, plan and the executor loop (dvc.lock dep)",
-    "registry.lineage.common:release_info": "not split yet: one trace entry per release",
-    "registry.lineage.image:trace_image": "not split yet: exact, then perceptual matches",
-    "registry.lineage.working:entry": "not split yet: one trace entry per working manifest",
-    "registry.exports.report_html:model_page": "not split yet: the model page's sections",
 }
 
 

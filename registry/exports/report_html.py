@@ -454,19 +454,8 @@ def dataset_page(d: ReportData) -> str:
     return _page(f"{record.name}@{record.version}", sections)
 
 
-def model_page(
-    t: dict,
-    released: list[tuple[Release, bool]],
-    licence_facts: dict[str, Any],
-    events: list[tuple[str, str, str, str]],
-    audit_note: str | None = None,
-) -> str:
-    """A registered model version's report, from its trace (``registry.lineage.trace.trace_model``) and
-    the released versions it was trained on (withdrawn or not): metrics overall and per group, the
-    dataset versions (status, policy, waivers, withdrawal), their licence chain and lineage."""
-    from registry.exports import charts
-
-    m, run = t["model"], t["run"]
+def _model_status(m: dict, run: dict, t: dict, released: list[tuple[Release, bool]]) -> str:
+    """The model page's banner: withdrawn data, data not traced to a release, waivers, or passed."""
     withdrawn = [f"{r.name}@{r.version}" for r, w in released if w]
     mismatched = [d["name"] for d in t["datasets"] if d.get("released") and not d["digest_matches"]]
     if withdrawn:
@@ -498,6 +487,23 @@ def model_page(
             ],
         ),
     )
+    return status
+
+
+def model_page(
+    t: dict,
+    released: list[tuple[Release, bool]],
+    licence_facts: dict[str, Any],
+    events: list[tuple[str, str, str, str]],
+    audit_note: str | None = None,
+) -> str:
+    """A registered model version's report, from its trace (``registry.lineage.trace.trace_model``) and
+    the released versions it was trained on (withdrawn or not): metrics overall and per group, the
+    dataset versions (status, policy, waivers, withdrawal), their licence chain and lineage."""
+    from registry.exports import charts
+
+    m, run = t["model"], t["run"]
+    status = _model_status(m, run, t, released)
     metrics = run["metrics"]
     groups = {k.split(".identity_", 1)[1]: v for k, v in sorted(metrics.items()) if ".identity_" in k}
     body = _table(["metric", "value"], [[_e(k), _e(f"{v:.4f}")] for k, v in sorted(metrics.items())])

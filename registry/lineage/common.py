@@ -124,23 +124,9 @@ GENERATOR_NOTE = (
 )
 
 
-def release_info(ws: Path, r: Release, stats: dict | None, deny: dict[str, str]) -> dict:
-    """Everything a trace says about one release (without the MLflow side)."""
-    withdrawn = is_withdrawn(ws, r.name, r.version)
-    sources = [
-        {
-            "name": s.name,
-            "version": s.version,
-            "digest": s.digest,
-            "licence": s.licence,
-            "role": s.role,
-            "status": s.status,
-            "url": s.url,
-            "withdrawn_since": deny.get(s.name) if s.status != "withdrawn" else None,
-            "identities": s.identities,  # None: every identity
-        }
-        for s in r.sources
-    ]
+def _release_warnings(ws: Path, r: Release, withdrawn: dict | None, sources: list[dict]) -> list[str]:
+    """What a trace must shout about a release: its withdrawal (and the versions derived from it), and
+    sources withdrawn at release or since."""
     warnings = []
     if withdrawn:
         signed = (
@@ -167,6 +153,27 @@ def release_info(ws: Path, r: Release, stats: dict | None, deny: dict[str, str])
                 f"source {s['name']} ({s['role']}) is now on the withdrawn list "
                 f"(policies/withdrawn.yaml): {s['withdrawn_since']}"
             )
+    return warnings
+
+
+def release_info(ws: Path, r: Release, stats: dict | None, deny: dict[str, str]) -> dict:
+    """Everything a trace says about one release (without the MLflow side)."""
+    withdrawn = is_withdrawn(ws, r.name, r.version)
+    sources = [
+        {
+            "name": s.name,
+            "version": s.version,
+            "digest": s.digest,
+            "licence": s.licence,
+            "role": s.role,
+            "status": s.status,
+            "url": s.url,
+            "withdrawn_since": deny.get(s.name) if s.status != "withdrawn" else None,
+            "identities": s.identities,  # None: every identity
+        }
+        for s in r.sources
+    ]
+    warnings = _release_warnings(ws, r, withdrawn, sources)
     training = [s.name for s in r.sources if s.role == "generator-training"]
     return {
         "release": release_ref(r),

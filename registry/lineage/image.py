@@ -16,12 +16,42 @@ from registry.lineage.common import (
     release_info,
     release_ref,
 )
+from registry.records.release import Release
 from registry.store.marking import Marking
 from registry.trust.credentials import ENV_TRUST, Reader, describe, has_c2pa, problems_of
 
 PHASH_DISTANCE = 4  # max Hamming distance (of 64 bits) for a perceptual match
 
 MAX_IMAGES = 50  # distinct images listed by trace_image
+
+
+def _images(
+    ws: Path, rows: list[tuple], cols: str, paths: dict[str, str], by_ref: dict[str, Release]
+) -> list[dict]:
+    """One entry per distinct image matched, with every version holding it (decision, withdrawal,
+    sources)."""
+    names = [*cols.split(", ")[1:], "distance"]
+    images: dict[tuple[str, str], dict] = {}
+    deny = deny_list(ws)
+    info: dict[str, dict] = {}
+    for row in rows:
+        ref = paths[row[0]]
+        rec = dict(zip(names, row[1:-1], strict=True))
+        key = (rec["sample_id"], rec["image_sha256"])
+        if key not in images:
+            images[key] = {k: v for k, v in rec.items() if k not in ("decision", "reason")} | {"versions": []}
+        if ref not in info:
+            info[ref] = release_info(ws, by_ref[ref], None, deny)
+        images[key]["versions"].append(
+            {
+                "release": ref,
+                "decision": rec["decision"],
+                "reason": rec["reason"],
+                "withdrawn": info[ref]["withdrawn"],
+                "sources": info[ref]["sources"],
+            }
+        )
+    return list(images.values())
 
 
 def trace_image(ws: Path, path: Path | str) -> dict:
@@ -73,28 +103,7 @@ def trace_image(ws: Path, path: Path | str) -> dict:
             f"image {file} (sha256 {sha[:16]}..., phash {phash}) is in no released version: no exact "
             f"copy and nothing within perceptual distance {PHASH_DISTANCE} in {where}"
         )
-    names = [*cols.split(", ")[1:], "distance"]
-    images: dict[tuple[str, str], dict] = {}
-    deny = deny_list(ws)
-    info: dict[str, dict] = {}
-    for row in rows:
-        ref = paths[row[0]]
-        rec = dict(zip(names, row[1:-1], strict=True))
-        key = (rec["sample_id"], rec["image_sha256"])
-        if key not in images:
-            images[key] = {k: v for k, v in rec.items() if k not in ("decision", "reason")} | {"versions": []}
-        if ref not in info:
-            info[ref] = release_info(ws, by_ref[ref], None, deny)
-        images[key]["versions"].append(
-            {
-                "release": ref,
-                "decision": rec["decision"],
-                "reason": rec["reason"],
-                "withdrawn": info[ref]["withdrawn"],
-                "sources": info[ref]["sources"],
-            }
-        )
-    found = list(images.values())
+    found = _images(ws, rows, cols, paths, by_ref)
     refs = sorted({v["release"] for im in found for v in im["versions"]})
     warnings = [
         f"WITHDRAWN: {v['release']} (holding {im['sample_id']}) was withdrawn: {v['withdrawn']['reason']}"

@@ -69,11 +69,12 @@ def _sources(profile: dict, deny: dict[str, str]) -> list[dict]:
     return out
 
 
-def entry(ws: Path, name: str, digest: str | None, profile: dict, tags: dict[str, str], deny: dict) -> dict:
-    """What a trace says about a working input: the ``release_info`` keys, plus where it was found."""
+def _resolve(
+    ws: Path, name: str, sha: str | None, md5: str | None
+) -> tuple[unreleased.Found, dict[str, Any], list[str]]:
+    """Where the working manifest is now (found by content), what it holds, and the UNRELEASED warning."""
     from registry.downstream.track import manifest_facts
 
-    sha, md5 = digests(name, digest, profile, tags)
     found = (
         unreleased.find(ws, sha, md5)
         if sha
@@ -93,9 +94,11 @@ def entry(ws: Path, name: str, digest: str | None, profile: dict, tags: dict[str
             f"{'; '.join(found.looked)}. It was deleted or changed after training; shown is what the run "
             "logged"
         )
-    logged_gens = profile.get("generators") or []
-    gens = facts.get("generators", logged_gens)
-    sources = _sources(profile, deny)
+    return found, facts, warnings
+
+
+def _source_warnings(sources: list[dict]) -> list[str]:
+    warnings: list[str] = []
     for s in sources:
         if s["status"] == "withdrawn":
             warnings.append(f"source {s['name']} ({s['role']}) was marked withdrawn when the run logged it")
@@ -104,6 +107,17 @@ def entry(ws: Path, name: str, digest: str | None, profile: dict, tags: dict[str
                 f"source {s['name']} ({s['role']}) is now on the withdrawn list "
                 f"(policies/withdrawn.yaml): {s['withdrawn_since']}"
             )
+    return warnings
+
+
+def entry(ws: Path, name: str, digest: str | None, profile: dict, tags: dict[str, str], deny: dict) -> dict:
+    """What a trace says about a working input: the ``release_info`` keys, plus where it was found."""
+    sha, md5 = digests(name, digest, profile, tags)
+    found, facts, warnings = _resolve(ws, name, sha, md5)
+    logged_gens = profile.get("generators") or []
+    gens = facts.get("generators", logged_gens)
+    sources = _sources(profile, deny)
+    warnings += _source_warnings(sources)
     counts = facts or profile
     policy = profile.get("policy") or {}
     total, accepted = counts.get("rows"), counts.get("accepted")

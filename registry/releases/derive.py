@@ -117,6 +117,61 @@ def _parent_shards(parent_dir: Path, parent: Release) -> ShardReader:
     return read
 
 
+def _exclusions(
+    exclude_samples: list[str] | None,
+    exclude_sources: list[str] | None,
+    exclude_file: Path | None,
+    reason: str,
+) -> tuple[list[str], list[str], set[str]]:
+    """(sample ids, source names, the ids read from ``exclude_file``), or a ReleaseError for nothing to
+    exclude or no reason."""
+    from_file = set(read_id_file(exclude_file)) if exclude_file is not None else set()
+    samples = sorted(set(exclude_samples or []) | from_file)
+    sources = list({s.casefold(): s for s in exclude_sources or []}.values())
+    if not samples and not sources:
+        raise ReleaseError(
+            "nothing to exclude; give --exclude-sample ID (or --exclude-samples FILE) or --exclude-source"
+        )
+    if not reason.strip():
+        raise ReleaseError(
+            "say why the samples are excluded (--reason); the record and the audit log keep it"
+        )
+    return samples, sources, from_file
+
+
+def _derivation(
+    parent: Release,
+    samples: list[str],
+    sources: list[str],
+    removed_rows: int,
+    removed_accepted: int,
+    reason: str,
+) -> tuple[Recipe, Derivation]:
+    """The derived version's recipe (without the excluded conditioning sources) and its derivation."""
+    assert parent.recipe is not None  # derive refused a parent without one
+    parent_ref = f"{parent.name}@{parent.version}"
+    recipe = parent.recipe.model_copy(
+        update={
+            "sources": [
+                s
+                for s in parent.recipe.sources
+                if not (s.role == "conditioning" and s.name.casefold() in {x.casefold() for x in sources})
+            ]
+        }
+    )
+    derivation = Derivation(
+        parent=parent_ref,
+        parent_manifest_sha256=parent.manifest_sha256,
+        excluded_sample_ids=samples,
+        excluded_sources=sources,
+        removed=removed_rows,
+        removed_accepted=removed_accepted,
+        reason=reason.strip(),
+    )
+
+    return recipe, derivation
+
+
 def derive(
     ws: Path,
     ref: str,
@@ -141,17 +196,7 @@ def derive(
     from registry.releases import inputs as source
     from registry.releases import remote
 
-    from_file = set(read_id_file(exclude_file)) if exclude_file is not None else set()
-    samples = sorted(set(exclude_samples or []) | from_file)
-    sources = list({s.casefold(): s for s in exclude_sources or []}.values())
-    if not samples and not sources:
-        raise ReleaseError(
-            "nothing to exclude; give --exclude-sample ID (or --exclude-samples FILE) or --exclude-source"
-        )
-    if not reason.strip():
-        raise ReleaseError(
-            "say why the samples are excluded (--reason); the record and the audit log keep it"
-        )
+    samples, sources, from_file = _exclusions(exclude_samples, exclude_sources, exclude_file, reason)
     parent = load_release(ws, ref)
     parent_ref = f"{parent.name}@{parent.version}"
     if parent.recipe is None:
@@ -180,24 +225,7 @@ def derive(
     removed_rows, removed_accepted = _removed(
         parent_manifest, parent_ref, samples, identities, from_file, exclude_file
     )
-    recipe = parent.recipe.model_copy(
-        update={
-            "sources": [
-                s
-                for s in parent.recipe.sources
-                if not (s.role == "conditioning" and s.name.casefold() in {x.casefold() for x in sources})
-            ]
-        }
-    )
-    derivation = Derivation(
-        parent=parent_ref,
-        parent_manifest_sha256=parent.manifest_sha256,
-        excluded_sample_ids=samples,
-        excluded_sources=sources,
-        removed=removed_rows,
-        removed_accepted=removed_accepted,
-        reason=reason.strip(),
-    )
+    recipe, derivation = _derivation(parent, samples, sources, removed_rows, removed_accepted, reason)
 
     tmp_root = ws / ".dvc" / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
