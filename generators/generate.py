@@ -54,6 +54,7 @@ from registry.records.config import load_recipe
 from registry.records.dataset import (
     LOAD_TEST_BACKEND,
     GenerateParams,
+    GeneratorSpec,
     Recipe,
 )
 from registry.store import audit
@@ -177,6 +178,57 @@ def _c2pa_credentials(
     return creds
 
 
+def _start_work(job: Job, manifest_path: Path, summary_path: Path) -> None:
+    """The work folder for this plan (another plan's is removed), and no output of an older plan."""
+    work = job.work
+    plan_file = work / "plan.json"
+    if plan_file.is_file() and json.loads(plan_file.read_text()).get("plan_digest") != job.plan_digest:
+        shutil.rmtree(work)
+    # A new plan replaces the old output: its manifest would no longer match the shards.
+    manifest_path.unlink(missing_ok=True)
+    summary_path.unlink(missing_ok=True)
+    (work / "batches").mkdir(parents=True, exist_ok=True)
+    (work / "parts").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(plan_file, json.dumps({"plan_digest": job.plan_digest, "images": job.images}))
+
+
+def _finish(
+    ws: Path,
+    recipe: Recipe,
+    out_dir: Path,
+    params: GenerateParams,
+    spec: GeneratorSpec,
+    job: Job,
+    manifest_path: Path,
+    summary_path: Path,
+) -> None:
+    """The manifest, then no shard of another plan, then the generation record; the work folder goes."""
+    work = job.work
+    shard_rel = [job.shard_rel(j) for j in range(job.shards)]
+    _write_manifest(job, manifest_path)
+    for stale in (out_dir / "shards").glob("shard-*.tar"):
+        if relative(ws, stale) not in shard_rel:
+            stale.unlink()
+    for tmp in (out_dir / "shards").glob(".shard-*.tmp"):  # left by a writer killed mid-write
+        tmp.unlink()
+    atomic_write_text(
+        summary_path,
+        json.dumps(
+            {
+                "plan_digest": job.plan_digest,
+                "recipe": recipe.model_dump(mode="json"),
+                "generator": spec.model_dump(mode="json"),
+                "params": params.model_dump(mode="json"),
+                "images": job.images,
+                "shards": shard_rel,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    shutil.rmtree(work)
+
+
 def _generate(
     ws: Path,
     recipe: Recipe,
@@ -204,42 +256,11 @@ def _generate(
 
         pool = ShardPool(job, params)
 
-    work = job.work
-    plan_file = work / "plan.json"
-    if plan_file.is_file() and json.loads(plan_file.read_text()).get("plan_digest") != job.plan_digest:
-        shutil.rmtree(work)
-    # A new plan replaces the old output: its manifest would no longer match the shards.
-    manifest_path.unlink(missing_ok=True)
-    summary_path.unlink(missing_ok=True)
-    (work / "batches").mkdir(parents=True, exist_ok=True)
-    (work / "parts").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(plan_file, json.dumps({"plan_digest": job.plan_digest, "images": job.images}))
+    _start_work(job, manifest_path, summary_path)
 
     started, started_at = time.perf_counter(), datetime.now(UTC)
     generated = pool.run(progress) if pool else _run_local(job, backend, progress)
-    shard_rel = [job.shard_rel(j) for j in range(job.shards)]
-    _write_manifest(job, manifest_path)
-    for stale in (out_dir / "shards").glob("shard-*.tar"):
-        if relative(ws, stale) not in shard_rel:
-            stale.unlink()
-    for tmp in (out_dir / "shards").glob(".shard-*.tmp"):  # left by a writer killed mid-write
-        tmp.unlink()
-    atomic_write_text(
-        summary_path,
-        json.dumps(
-            {
-                "plan_digest": job.plan_digest,
-                "recipe": recipe.model_dump(mode="json"),
-                "generator": spec.model_dump(mode="json"),
-                "params": params.model_dump(mode="json"),
-                "images": job.images,
-                "shards": shard_rel,
-            },
-            indent=2,
-        )
-        + "\n",
-    )
-    shutil.rmtree(work)
+    _finish(ws, recipe, out_dir, params, spec, job, manifest_path, summary_path)
     audit.append(
         ws,
         "generate",

@@ -34,10 +34,8 @@ LONG: dict[str, str] = {
     "registry.trust.credentials:load_credentials": "every refusal of a C2PA key and chain, in order",
     "registry.trust.credentials:keygen_c2pa": "one test certificate chain, root to signer",
     # Not split yet (issue 18 moved them, and split the longest: impact, verify, assemble, derive):
-    "registry.downstream.train:train": "not split yet: the mix, fit and log share ~15 locals",
+    "registry.downstream.train:train": "resolve, split, mix, fit, log in order; the mix shares ~10 locals",
     "registry.releases.derive:derive": "refusals in order, then the derived manifest and one publish",
-    "policies.checks.representation:check": "not split yet: per-attribute and per-identity shares",
-    "generators.generate:_generate": "not split yet: resume, plan and the executor loop (dvc.lock dep)",
 }
 
 

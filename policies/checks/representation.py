@@ -11,6 +11,57 @@ from policies.context import Context, Outcome
 from registry.records.policy import Evidence, RepresentationRule
 
 
+def _shares(
+    rule: RepresentationRule, counts: dict[str, dict[str, int]], universe: list[str]
+) -> tuple[list[dict], float, float]:
+    """The groups (identities, or the whole dataset) whose shares break the rule's bounds, and the worst
+    min/max ratio and smallest share over every group."""
+    offending = []
+    worst_ratio, worst_share = 1.0, 1.0
+    for g, c in counts.items():
+        total = sum(c.values())
+        shares = {v: c.get(v, 0) / total for v in universe}
+        ratio = min(shares.values()) / max(shares.values())
+        smallest = min(shares.values())
+        worst_ratio, worst_share = min(worst_ratio, ratio), min(worst_share, smallest)
+        if ratio < rule.min_ratio or smallest < rule.min_share:
+            offending.append(
+                {
+                    "group": g,
+                    "shares": {v: round(s, 4) for v, s in shares.items()},
+                    "ratio": round(ratio, 4),
+                    "smallest_share": round(smallest, 4),
+                    "dominant": max(shares, key=lambda v: shares[v]),
+                }
+            )
+    return offending, worst_ratio, worst_share
+
+
+def _describe(
+    rule: RepresentationRule, offending: list[dict], n_groups: int, worst_ratio: float, worst_share: float
+) -> tuple[str, str, str]:
+    """The words of a failure: which bound broke, which groups, the worst of them."""
+    first = offending[0]
+    broken = " and ".join(
+        b
+        for b in (
+            f"min/max ratio {worst_ratio:.4f} < {rule.min_ratio}" if worst_ratio < rule.min_ratio else "",
+            f"smallest share {worst_share:.4f} < {rule.min_share}" if worst_share < rule.min_share else "",
+        )
+        if b
+    )
+    names = [str(o["group"]) for o in offending]
+    groups = (
+        f"{len(offending)} of {n_groups} identities ({', '.join(names[:10])}"
+        + (", ..." if len(names) > 10 else "")
+        + ")"
+        if rule.per_identity
+        else "the dataset"
+    )
+    worst_group = f"identity {first['group']}" if rule.per_identity else "the dataset"
+    return broken, groups, worst_group
+
+
 def check(rule: RepresentationRule, ctx: Context) -> Outcome:
     column = "attributes" if rule.measured_on == "requested" else "observed_attributes"
     kept = "decision = 'accepted' OR decision IS NULL"
@@ -35,24 +86,7 @@ def check(rule: RepresentationRule, ctx: Context) -> Outcome:
     for g, v, n in rows:
         counts.setdefault(g, {})[v] = n
     universe = sorted(set(values) | {v for c in counts.values() for v in c})
-    offending = []
-    worst_ratio, worst_share = 1.0, 1.0
-    for g, c in counts.items():
-        total = sum(c.values())
-        shares = {v: c.get(v, 0) / total for v in universe}
-        ratio = min(shares.values()) / max(shares.values())
-        smallest = min(shares.values())
-        worst_ratio, worst_share = min(worst_ratio, ratio), min(worst_share, smallest)
-        if ratio < rule.min_ratio or smallest < rule.min_share:
-            offending.append(
-                {
-                    "group": g,
-                    "shares": {v: round(s, 4) for v, s in shares.items()},
-                    "ratio": round(ratio, 4),
-                    "smallest_share": round(smallest, 4),
-                    "dominant": max(shares, key=lambda v: shares[v]),
-                }
-            )
+    offending, worst_ratio, worst_share = _shares(rule, counts, universe)
     scope = "per identity" if rule.per_identity else "overall"
     # Report the quantity the rule bounds: the min/max ratio, or the smallest share when only that is set.
     # When it fails, the quantity that broke its bound (the ratio first), so measured < threshold always.
@@ -82,23 +116,7 @@ def check(rule: RepresentationRule, ctx: Context) -> Outcome:
     # every offending group, the images that tip the balance.
     offending.sort(key=lambda o: (o["smallest_share"] if by_share else o["ratio"], str(o["group"])))
     first = offending[0]
-    broken = " and ".join(
-        b
-        for b in (
-            f"min/max ratio {worst_ratio:.4f} < {rule.min_ratio}" if worst_ratio < rule.min_ratio else "",
-            f"smallest share {worst_share:.4f} < {rule.min_share}" if worst_share < rule.min_share else "",
-        )
-        if b
-    )
-    names = [str(o["group"]) for o in offending]
-    groups = (
-        f"{len(offending)} of {len(counts)} identities ({', '.join(names[:10])}"
-        + (", ..." if len(names) > 10 else "")
-        + ")"
-        if rule.per_identity
-        else "the dataset"
-    )
-    worst_group = f"identity {first['group']}" if rule.per_identity else "the dataset"
+    broken, groups, worst_group = _describe(rule, offending, len(counts), worst_ratio, worst_share)
     clauses = [
         f"({column}[?] = ?" + (" AND identity = ?)" if rule.per_identity else ")") for _ in offending[:100]
     ]

@@ -105,3 +105,29 @@ def resized(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack(
         [np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BILINEAR)) for i in images]
     )
+
+
+def fit_and_evaluate(
+    x: np.ndarray,
+    y: np.ndarray,
+    eval_x: np.ndarray,
+    eval_y: np.ndarray,
+    classes: list[str],
+    params: TrainParams,
+    progress: Callable[..., None] | None,
+) -> tuple[Any, dict[str, float]]:
+    """Fit on (x, y) with torch deterministic on ``params.threads`` threads (as it was found after), then
+    evaluate on the held-out set; ``progress(epoch, epochs, "loss")``."""
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(params.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        model, last_loss = fit(x, y, params, len(classes), progress)
+        metrics = evaluate(model, eval_x, eval_y, classes)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    metrics["train_loss"] = last_loss
+    return model, metrics

@@ -55,7 +55,7 @@ from registry.core.errors import AuditError, ConfigError, ManifestError, Release
 from registry.core.fsio import atomic_write_text
 from registry.core.workspace import inside
 from registry.downstream import tracking
-from registry.downstream.classifier import decode_png, evaluate, fit, resized
+from registry.downstream.classifier import decode_png, fit_and_evaluate, resized
 from registry.records.config import TrainParams
 from registry.records.dataset import DATASET_NAME
 
@@ -465,6 +465,41 @@ def _audit_run(
         ) from e
 
 
+def _run_params(
+    ds: _Dataset,
+    params: TrainParams,
+    real_source: str,
+    sp: _Split,
+    n_synthetic: int,
+    syn_pool: int,
+    share_used: float,
+) -> dict[str, Any]:
+    """What the MLflow run records as its parameters."""
+    return {
+        "dataset": ds.input_name,
+        "synthetic_share": params.synthetic_share,
+        "synthetic_share_used": share_used,
+        "train_size": params.train_size,
+        "real_per_class": params.real_per_class,
+        "real_source": real_source,
+        "use_rejected": params.use_rejected,
+        "n_real": len(sp.real_x),
+        "n_synthetic": n_synthetic,
+        "real_pool": sp.real_pool,
+        "synthetic_pool": syn_pool,
+        "epochs": params.epochs,
+        "batch_size": params.batch_size,
+        "lr": params.lr,
+        "seed": params.seed,
+        "image_size": params.image_size,
+        "classes": ",".join(sp.classes)[:500],
+        "evaluation": sp.evaluation[:500],
+        "eval_images": len(sp.eval_y),
+        "model": "cnn2-conv16-conv32-linear",
+        **sp.eval_params,
+    }
+
+
 def train(
     ws: Path,
     params: TrainParams,
@@ -481,7 +516,6 @@ def train(
     A release must be final and trusted; a withdrawn one is refused unless ``allow_withdrawn``, which
     is then recorded as the run's tag ``synthreg.allow_withdrawn`` and an audit event.
     """
-    import torch
 
     ds = _resolve(ws, dataset or params.dataset)
     withdrawn = None
@@ -503,7 +537,6 @@ def train(
     classes, labels, train_idx, want_syn = sp.classes, sp.labels, sp.train_idx, sp.want_syn
     real_x, real_y, real_pool = sp.real_x, sp.real_y, sp.real_pool
     eval_x, eval_y, eval_ids, evaluation = sp.eval_x, sp.eval_y, sp.eval_ids, sp.evaluation
-    eval_params = sp.eval_params
     pick = train_idx[_nested_pick(len(train_idx), want_syn, np.random.default_rng([params.seed, 2]))]
     syn_x, syn_y = pool.images(pick, size), labels[pick]
     syn_pool = len(train_idx)
@@ -521,41 +554,10 @@ def train(
             f"{len(syn_x)} synthetic (pool {syn_pool}) + {len(real_x)} real (pool {real_pool}) images"
         )
 
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(params.threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        model, last_loss = fit(x, y, params, len(classes), progress)  # progress(epoch, epochs, "loss")
-        metrics = evaluate(model, eval_x, eval_y, classes)
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-    metrics["train_loss"] = last_loss
+    model, metrics = fit_and_evaluate(x, y, eval_x, eval_y, classes, params, progress)
     metrics["synthetic_share_used"] = share_used
 
-    run_params = {
-        "dataset": ds.input_name,
-        "synthetic_share": params.synthetic_share,
-        "synthetic_share_used": share_used,
-        "train_size": params.train_size,
-        "real_per_class": params.real_per_class,
-        "real_source": real_source,
-        "use_rejected": params.use_rejected,
-        "n_real": len(real_x),
-        "n_synthetic": len(syn_x),
-        "real_pool": real_pool,
-        "synthetic_pool": syn_pool,
-        "epochs": params.epochs,
-        "batch_size": params.batch_size,
-        "lr": params.lr,
-        "seed": params.seed,
-        "image_size": size,
-        "classes": ",".join(classes)[:500],
-        "evaluation": evaluation[:500],
-        "eval_images": len(eval_y),
-        "model": "cnn2-conv16-conv32-linear",
-        **eval_params,
-    }
+    run_params = _run_params(ds, params, real_source, sp, len(syn_x), syn_pool, share_used)
     drawn = [pool.ids[i] for i in pick] + eval_ids
     run_id, version = _log_run(ws, params, ds, run_params, metrics, model, drawn, share_used)
     name = model_name(params, ds.name)
