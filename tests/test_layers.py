@@ -150,6 +150,11 @@ SUBPACKAGES = [
     "registry.downstream",
     "registry.lineage",
     "registry.cli",
+    "generators",
+    "generators.backends",
+    "generators.tiny_digits",
+    "policies",
+    "policies.checks",
 ]
 
 

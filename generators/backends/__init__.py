@@ -89,3 +89,6 @@ def _quiet_diffusers() -> None:
     from diffusers.utils import logging
 
     logging.set_verbosity_error()
+
+
+__all__ = ["Backend", "check_device", "load_backend"]
