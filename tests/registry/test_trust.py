@@ -34,6 +34,7 @@ from registry.releases.waive import waive
 from registry.releases.withdraw import withdraw
 from registry.store import audit
 from registry.store.releases import load_release
+from registry.trust.admission import ReleaseStatus
 from registry.trust.approvals import (
     ENVELOPE,
     SIGNOFFS,
@@ -514,6 +515,8 @@ def test_a_withdrawal_is_signed_shown_everywhere_and_cannot_be_deleted_quietly(r
         open_release(ws, "digits@1.0.0")
     assert open_release(ws, "digits@1.0.0", allow_withdrawn=True).withdrawn["reason"] == "consent withdrawn"
     assert list_status(ws) == {"digits": [("1.0.0", "solo, withdrawn")]}
+    status = list_status(ws)["digits"][0][1]  # typed: no caller parses the words (issue 18)
+    assert (status.state, status.withdrawn) == (ReleaseStatus.SOLO, True)
     out = runner.invoke(app, ["verify", "digits@1.0.0", "-w", str(ws)])
     assert out.exit_code == 0 and "  WITHDRAWN on " in out.stdout
 
