@@ -78,11 +78,6 @@ class Admission:
             return ReleaseStatus.CANDIDATE
         return ReleaseStatus.SOLO if self.approval.solo else ReleaseStatus.FINAL
 
-    @property
-    def readable(self) -> bool:
-        """Final, trusted, bound, as signed, and not withdrawn: what a loader may serve."""
-        return self.status in (ReleaseStatus.SOLO, ReleaseStatus.FINAL) and self.withdrawal is None
-
 
 def admission(ws: Path, name: str, version: str, trust: Trust | Callable[[], Trust]) -> Admission:
     """Check ``name@version`` as stored in ``ws`` against ``trust`` (or the trust root ``trust()`` loads
