@@ -222,25 +222,26 @@ def main() -> None:
 
         from registry.lineage.impact import impact
         from registry.lineage.trace import trace_model
+        from registry.records.lineage import Impact, RunTrace
 
-        def check_trace(out: dict) -> str:
-            d = out["datasets"][0]
-            assert d["digest_matches"] and d["samples"]["count"] == args.rows, d["samples"]
-            assert d["generators"][0]["weights_digest"] == WEIGHTS
-            s = d["samples"]
-            return f"{s['count']:,} samples, seeds {s['seed_min']}..{s['seed_max']}"
+        def check_trace(out: RunTrace) -> str:
+            d = out.datasets[0]
+            assert d.digest_matches and d.samples.count == args.rows, d.samples
+            assert d.generators[0].weights_digest == WEIGHTS
+            s = d.samples
+            return f"{s.count:,} samples, seeds {s.seed_min}..{s.seed_max}"
 
-        def check_working(out: dict) -> str:
-            d = out["datasets"][0]
-            assert d["unreleased"] and d["resolved"] and d["samples"]["count"] == args.rows // 2, d
-            return f"UNRELEASED, found in {d['resolved_from']}, {d['samples']['count']:,} samples"
+        def check_working(out: RunTrace) -> str:
+            d = out.datasets[0]
+            assert d.unreleased and d.resolved and d.samples.count == args.rows // 2, d
+            return f"UNRELEASED, found in {d.resolved_from}, {d.samples.count:,} samples"
 
-        def check_impact(out: dict) -> str:
-            c = out["counts"]
+        def check_impact(out: Impact) -> str:
+            c = out.counts
             want = (args.rows + args.rows // 2, args.runs, models, 0)
-            assert (c["samples"], c["runs"], c["model_versions"], c["unresolved_runs"]) == want, c
-            n = c["model_versions"]
-            return f"{c['versions']} versions, {c['samples']:,} samples, {c['runs']} runs, {n} model versions"
+            assert (c.samples, c.runs, c.model_versions, c.unresolved_runs) == want, c
+            n = c.model_versions
+            return f"{c.versions} versions, {c.samples:,} samples, {c.runs} runs, {n} model versions"
 
         image = ws / "probe.png"
         import numpy as np

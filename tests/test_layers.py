@@ -239,3 +239,58 @@ def test_the_public_facade_keeps_its_names():
 
     assert sorted(registry.__all__) == sorted(FACADE)
     assert [n for n in FACADE if getattr(registry, n, None) is None] == []
+
+
+# What trace, impact, the status and the reading verbs return: a typed result, never a bare dict.
+TYPED = {
+    "registry.lineage.trace": ["trace_run", "trace_model"],
+    "registry.lineage.image": ["trace_image", "trace_credentials"],
+    "registry.lineage.impact": ["impact"],
+    "registry.lineage.common": ["release_info", "sample_stats"],
+    "registry.lineage.working": ["entry", "working_manifests"],
+    "registry.trust.withdrawals": ["is_withdrawn"],
+    "registry.trust.admission": ["admission"],
+    "registry.releases.withdraw": ["withdraw"],
+    "registry.releases.catalog": ["diff", "release_status", "list_status"],
+    "registry.releases.verify": ["verify"],
+    "registry.downstream.model_index": ["list_models"],
+    "registry.store.marking": ["trace_marking"],
+}
+
+
+def _dict_of_str_keys_holding_results(annotation: object) -> bool:
+    """A ``dict[str, ...]`` is fine when it maps names to typed results (``sample_stats``); a bare ``dict``
+    or ``dict[str, Any]`` is what the rule forbids."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        _, value = typing.get_args(annotation)
+        return value is not typing.Any and typing.get_origin(value) is not dict and value is not dict
+    return True
+
+
+@pytest.mark.parametrize(("module", "names"), sorted(TYPED.items()))
+def test_results_are_typed_not_dicts(module: str, names: list[str]) -> None:
+    import typing
+
+    mod = importlib.import_module(module)
+    for name in names:
+        returned = typing.get_type_hints(getattr(mod, name))["return"]
+        parts = [returned, *typing.get_args(returned)]  # X | None, tuple[X, Y]
+        for part in parts:
+            assert part is not dict, f"{module}.{name} returns a bare dict"
+            if typing.get_origin(part) in (list, tuple):
+                parts += [a for a in typing.get_args(part) if a is not Ellipsis]
+            assert _dict_of_str_keys_holding_results(part), f"{module}.{name} returns {part}"
+
+
+def test_the_release_status_is_an_enum() -> None:
+    import typing
+    from enum import Enum
+
+    from registry.releases.catalog import StatusLine
+    from registry.trust.admission import ReleaseStatus
+
+    assert issubclass(ReleaseStatus, Enum)
+    assert typing.get_type_hints(StatusLine)["state"] is ReleaseStatus

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 T = TypeVar("T", bound="BaseModel")
+R = TypeVar("R")
 
 Workspace = Annotated[
     Path | None,
@@ -172,12 +173,15 @@ def load_trust_root(ws: Path, trust: Path | None):
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def emit(result: dict, as_json: bool, render: Callable[[dict], list[str] | None]) -> None:
-    """JSON, or what ``render`` prints (tables) or returns (lines)."""
+def emit(result: R, as_json: bool, render: Callable[[R], list[str] | None]) -> None:
+    """JSON (a typed result, or a dict holding some, dumped as pydantic dumps them), or what ``render``
+    prints (tables) or returns (lines)."""
     import json
 
     if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        from pydantic_core import to_jsonable_python
+
+        typer.echo(json.dumps(to_jsonable_python(result), indent=2, default=str))
     else:
         lines = render(result)
         if lines is not None:

@@ -21,6 +21,7 @@ from registry.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from registry.records.lineage import ReleaseDiff, WithdrawalState
     from registry.records.release import Release
 
 
@@ -88,7 +89,7 @@ def diff(
 
         d = run(workspace_root(workspace), a, b)
         if as_json:
-            typer.echo(json.dumps(d, indent=2))
+            typer.echo(json.dumps(d.model_dump(mode="json"), indent=2))
         else:
             render_diff(d)
 
@@ -184,7 +185,7 @@ def _status(value: str | None) -> str:
 
 def render_show(
     record: Release,
-    withdrawal: dict | None,
+    withdrawal: WithdrawalState | None,
     release_status: str | None = None,
     signatures: list[str] | None = None,
     git_rows: list[tuple[str, str]] | None = None,
@@ -199,8 +200,8 @@ def render_show(
     head.add_column("field", style="bold")
     head.add_column("value", overflow="fold")
     if withdrawal:
-        head.add_row("status", f"[bold red]WITHDRAWN[/] {escape(withdrawal['time'][:10])} by "
-                     f"{escape(withdrawal['actor'])}: {escape(withdrawal['reason'])}")  # fmt: skip
+        head.add_row("status", f"[bold red]WITHDRAWN[/] {escape(withdrawal.day)} by "
+                     f"{escape(withdrawal.actor)}: {escape(withdrawal.reason)}")  # fmt: skip
     if release_status:
         head.add_row("release status", escape(release_status))
     for line in signatures or []:
@@ -256,29 +257,29 @@ def render_show(
         console.print(wt)
 
 
-def render_diff(d: dict) -> None:
+def render_diff(d: ReleaseDiff) -> None:
     """`synthreg diff`: samples added and removed, then only what changed."""
     from rich.table import Table
 
     console = make_console()
-    a, b = d["a"], d["b"]
-    s = d["samples"]
+    a, b = d.a, d.b
+    s = d.samples
     t = Table(title=f"{a} -> {b}", title_justify="left")
     t.add_column("what")
     t.add_column("count", justify="right")
     t.add_column("first sample ids", overflow="fold")
-    t.add_row("added", str(s["added"]), escape(", ".join(s["first_added"][:5])))
-    t.add_row("removed", str(s["removed"]), escape(", ".join(s["first_removed"][:5])))
+    t.add_row("added", str(s.added), escape(", ".join(s.first_added[:5])))
+    t.add_row("removed", str(s.removed), escape(", ".join(s.first_removed[:5])))
     console.print(t)
-    if d["accepted_per_identity"]:
+    if d.accepted_per_identity:
         ids = Table(title="accepted per identity (changed)", title_justify="left")
         for col in ("identity", a, b):
             ids.add_column(escape(col), justify="right")
-        for identity, c in d["accepted_per_identity"].items():
-            ids.add_row(escape(identity), str(c["a"]), str(c["b"]))
+        for identity, c in d.accepted_per_identity.items():
+            ids.add_row(escape(identity), str(c.a), str(c.b))
         console.print(ids)
     for what in ("generators", "sources"):
-        changes = [("+", x) for x in d[what]["added"]] + [("-", x) for x in d[what]["removed"]]
+        changes = [("+", x) for x in getattr(d, what).added] + [("-", x) for x in getattr(d, what).removed]
         if changes:
             ch = Table(title=f"{what} (changed)", title_justify="left")
             ch.add_column("")
@@ -286,12 +287,12 @@ def render_diff(d: dict) -> None:
             for sign, x in changes:
                 ch.add_row(sign, escape(" ".join(map(str, x)) if isinstance(x, list) else str(x)))
             console.print(ch)
-    if d["policy"]:
+    if d.policy:
         pol = Table(title="policy results (changed)", title_justify="left")
         for col in ("rule", a, b):
             pol.add_column(escape(col))
-        for rule, c in d["policy"].items():
-            pol.add_row(escape(rule), _status(c["a"]), _status(c["b"]))
+        for rule, c in d.policy.items():
+            pol.add_row(escape(rule), _status(c.a), _status(c.b))
         console.print(pol)
-    if not (d["accepted_per_identity"] or d["policy"] or s["added"] or s["removed"]):
+    if not (d.accepted_per_identity or d.policy or s.added or s.removed):
         console.print("no sample, count or policy result differs")

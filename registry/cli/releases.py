@@ -190,7 +190,7 @@ def verify(
                     typer.echo(f"  signed by {s.line()}")
             if res.withdrawn:
                 w = res.withdrawn
-                typer.echo(f"  WITHDRAWN on {w['time'][:10]} by {w['actor']}: {w['reason']}")
+                typer.echo(f"  WITHDRAWN on {w.day} by {w.actor}: {w.reason}")
             for p in res.problems:
                 typer.echo(f"  problem: {p}")
             from registry.core.names import shown
@@ -235,7 +235,7 @@ def withdraw(
         from registry.releases.withdraw import withdraw as run
 
         w = run(workspace_root(workspace), ref, reason, actor, key, trust)
-        typer.echo(f"withdrew {w['release']} ({w['time'][:19]} by {w['actor']}): {w['reason']}")
+        typer.echo(f"withdrew {w.release} ({w.time:%Y-%m-%dT%H:%M:%S} by {w.actor}): {w.reason}")
 
 
 def approve(

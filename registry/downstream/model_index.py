@@ -1,7 +1,7 @@
 """Registered models at a glance: every version with the dataset it was trained on, the synthetic share
 it really used (and the one asked), and its held-out metrics. ``synthreg models`` renders this.
 
-    list_models(ws)   # -> [{"name", "version", "aliases", "run_id", "dataset", "synthetic_share", ...}]
+    list_models(ws)   # -> [ModelRow(name, version, aliases, run_id, dataset, synthetic_share, ...)]
 
 Read from MLflow by the conventions of :mod:`registry.downstream.tracking`; a version whose run logged no
 synthreg
@@ -15,6 +15,7 @@ from typing import Any
 
 from registry.downstream import tracking
 from registry.downstream.tracking import mlflow_errors
+from registry.records.lineage import ModelRow
 
 
 def _paged(call: Any, **kw: Any) -> list[Any]:
@@ -34,10 +35,10 @@ def _float(v: Any) -> float | None:
         return None
 
 
-def list_models(ws: Path, name: str | None = None) -> list[dict[str, Any]]:
+def list_models(ws: Path, name: str | None = None) -> list[ModelRow]:
     """Every registered model version (of ``name`` only, if given), newest version first per model."""
     uri = tracking.tracking_uri(ws)
-    rows: list[dict[str, Any]] = []
+    rows: list[ModelRow] = []
     with mlflow_errors(uri):
         c = tracking.client(ws)
         models = _paged(c.search_registered_models, max_results=1000)
@@ -61,28 +62,28 @@ def list_models(ws: Path, name: str | None = None) -> list[dict[str, Any]]:
                     else None
                 )
                 rows.append(
-                    {
-                        "name": m.name,
-                        "version": str(mv.version),
-                        "aliases": sorted(aliases.get(str(mv.version), [])),
-                        "status": mv.status,
-                        "run_id": mv.run_id,
-                        "dataset": dataset,
-                        "unreleased": bool(dataset and dataset.endswith(f"@{tracking.WORKING}")),
-                        "manifest_sha256": tags.get(tracking.TAG_MANIFEST),
-                        "synthetic_share": _float(tags.get(tracking.TAG_SHARE)),
-                        "synthetic_share_asked": _float(
+                    ModelRow(
+                        name=m.name,
+                        version=str(mv.version),
+                        aliases=sorted(aliases.get(str(mv.version), [])),
+                        status=mv.status,
+                        run_id=mv.run_id,
+                        dataset=dataset,
+                        unreleased=bool(dataset and dataset.endswith(f"@{tracking.WORKING}")),
+                        manifest_sha256=tags.get(tracking.TAG_MANIFEST),
+                        synthetic_share=_float(tags.get(tracking.TAG_SHARE)),
+                        synthetic_share_asked=_float(
                             tags.get(tracking.TAG_SHARE_ASKED, params.get("synthetic_share"))
                         ),
-                        "accuracy": _float(metrics.get("accuracy")),
-                        "worst_group_gap": _float(metrics.get("worst_group_gap")),
-                        "evaluation": params.get("evaluation"),
-                    }
+                        accuracy=_float(metrics.get("accuracy")),
+                        worst_group_gap=_float(metrics.get("worst_group_gap")),
+                        evaluation=params.get("evaluation"),
+                    )
                 )
     return rows
 
 
-def format_models(rows: list[dict[str, Any]]) -> list[str]:
+def format_models(rows: list[ModelRow]) -> list[str]:
     if not rows:
         return ["no registered models (train one: `synthreg train`)"]
 
@@ -91,15 +92,15 @@ def format_models(rows: list[dict[str, Any]]) -> list[str]:
 
     lines = []
     for r in rows:
-        alias = f" @{',@'.join(r['aliases'])}" if r["aliases"] else ""
-        share = num(r["synthetic_share"])
-        if r["synthetic_share_asked"] is not None and r["synthetic_share_asked"] != r["synthetic_share"]:
-            share += f" (asked {num(r['synthetic_share_asked'])})"
-        data = (r["dataset"] or "no synthreg dataset") + (" [UNRELEASED]" if r["unreleased"] else "")
+        alias = f" @{',@'.join(r.aliases)}" if r.aliases else ""
+        share = num(r.synthetic_share)
+        if r.synthetic_share_asked is not None and r.synthetic_share_asked != r.synthetic_share:
+            share += f" (asked {num(r.synthetic_share_asked)})"
+        data = (r.dataset or "no synthreg dataset") + (" [UNRELEASED]" if r.unreleased else "")
         lines.append(
-            f"{r['name']}/{r['version']}{alias}  {data}  share {share}  accuracy {num(r['accuracy'])}  "
-            f"gap {num(r['worst_group_gap'])}  run {r['run_id']}"
+            f"{r.name}/{r.version}{alias}  {data}  share {share}  accuracy {num(r.accuracy)}  "
+            f"gap {num(r.worst_group_gap)}  run {r.run_id}"
         )
-        if r["evaluation"]:
-            lines.append(f"    evaluated on {r['evaluation']}")
+        if r.evaluation:
+            lines.append(f"    evaluated on {r.evaluation}")
     return lines

@@ -58,6 +58,7 @@ from registry.downstream import tracking
 from registry.downstream.classifier import decode_png, fit_and_evaluate, resized
 from registry.records.config import TrainParams
 from registry.records.dataset import DATASET_NAME
+from registry.records.lineage import WithdrawalState
 
 CLASSES = [str(d) for d in range(10)]  # identity of a digit image = the digit
 REAL_DIGITS = "sklearn-digits"  # the default domain's real source
@@ -432,17 +433,15 @@ def _audit_run(
     name: str,
     version: str,
     run_id: str,
-    withdrawn: dict | None,
+    withdrawn: WithdrawalState | None,
     share_used: float,
 ) -> None:
     """The train event (and allow-withdrawn, for a withdrawn release trained on knowingly)."""
     from registry.store import audit
 
     if withdrawn:  # trained on a withdrawn release, knowingly: say so where auditors look
-        tracking.client(ws).set_tag(run_id, "synthreg.allow_withdrawn", withdrawn["reason"][:500])
-        audit.append(
-            ws, "allow-withdrawn", ds.input_name, {"run_id": run_id, "withdrawal": withdrawn["reason"]}
-        )
+        tracking.client(ws).set_tag(run_id, "synthreg.allow_withdrawn", withdrawn.reason[:500])
+        audit.append(ws, "allow-withdrawn", ds.input_name, {"run_id": run_id, "withdrawal": withdrawn.reason})
     try:
         audit.append(
             ws,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from registry.records.lineage import ModelVersionInfo, RunInfo, RunTrace, WithdrawalState
 from registry.records.policy import PolicyReport
 from registry.records.release import Release
 
@@ -92,11 +93,11 @@ def _page(title: str, sections: list[str]) -> str:
 # --- the sections ------------------------------------------------------------------------------------
 
 
-def _banner(record: Release, withdrawal: dict | None) -> str:
+def _banner(record: Release, withdrawal: WithdrawalState | None) -> str:
     if withdrawal:
         cls, text = (
             "withdrawn",
-            f"WITHDRAWN on {withdrawal['time'][:10]} by {withdrawal['actor']}: {withdrawal['reason']}",
+            f"WITHDRAWN on {withdrawal.day} by {withdrawal.actor}: {withdrawal.reason}",
         )
     elif not record.policy_passed:
         cls, text = "failed", "policy FAILED"
@@ -427,7 +428,7 @@ class ReportData:
     licence_facts: dict[str, Any]
     events: list[tuple[str, str, str, str]]  # the audit timeline: time, kind, subject, details
     audit_note: str | None = None  # why the audit log could not be read; None when it could
-    withdrawal: dict | None = None
+    withdrawal: WithdrawalState | None = None
     others: list[tuple[Release, bool]] = field(default_factory=list)  # other versions, withdrawn or not
     models: list[dict] = field(default_factory=list)
     models_note: str = ""
@@ -454,10 +455,12 @@ def dataset_page(d: ReportData) -> str:
     return _page(f"{record.name}@{record.version}", sections)
 
 
-def _model_status(m: dict, run: dict, t: dict, released: list[tuple[Release, bool]]) -> str:
+def _model_status(
+    m: ModelVersionInfo, run: RunInfo, t: RunTrace, released: list[tuple[Release, bool]]
+) -> str:
     """The model page's banner: withdrawn data, data not traced to a release, waivers, or passed."""
     withdrawn = [f"{r.name}@{r.version}" for r, w in released if w]
-    mismatched = [d["name"] for d in t["datasets"] if d.get("released") and not d["digest_matches"]]
+    mismatched = [d.name for d in t.datasets if d.released and not d.digest_matches]
     if withdrawn:
         cls, text = "withdrawn", f"trained on WITHDRAWN data: {', '.join(withdrawn)}"
     elif mismatched or not released:
@@ -478,11 +481,11 @@ def _model_status(m: dict, run: dict, t: dict, released: list[tuple[Release, boo
             ["model", "status", "MLflow run", "experiment", "synthetic share"],
             [
                 [
-                    _e(f"{m['name']}/{m['version']}"),
-                    _e(m["status"]),
-                    f"<code>{_e(run['run_id'])}</code>",
-                    _e(run["experiment_id"]),
-                    _e(run["tags"].get("synthreg.synthetic_share", "")),
+                    _e(f"{m.name}/{m.version}"),
+                    _e(m.status),
+                    f"<code>{_e(run.run_id)}</code>",
+                    _e(run.experiment_id),
+                    _e(run.tags.get("synthreg.synthetic_share", "")),
                 ]
             ],
         ),
@@ -491,7 +494,7 @@ def _model_status(m: dict, run: dict, t: dict, released: list[tuple[Release, boo
 
 
 def model_page(
-    t: dict,
+    t: RunTrace,
     released: list[tuple[Release, bool]],
     licence_facts: dict[str, Any],
     events: list[tuple[str, str, str, str]],
@@ -502,9 +505,11 @@ def model_page(
     dataset versions (status, policy, waivers, withdrawal), their licence chain and lineage."""
     from registry.exports import charts
 
-    m, run = t["model"], t["run"]
+    m, run = t.model, t.run
+    if m is None:
+        raise ValueError("model_page needs a trace of a model (registry.lineage.trace.trace_model)")
     status = _model_status(m, run, t, released)
-    metrics = run["metrics"]
+    metrics = run.metrics
     groups = {k.split(".identity_", 1)[1]: v for k, v in sorted(metrics.items()) if ".identity_" in k}
     body = _table(["metric", "value"], [[_e(k), _e(f"{v:.4f}")] for k, v in sorted(metrics.items())])
     if groups:
@@ -516,14 +521,14 @@ def model_page(
         body = "<p class='note'>The run logged no per-group metric (accuracy.identity_*).</p>" + body
     data_rows = [
         [
-            _e(d["name"]),
-            _e("yes" if d.get("released") else "no"),
-            _e("matches" if d.get("digest_matches") else "DOES NOT MATCH") if d.get("released") else "",
-            _e(("passed" if d["policy"]["passed"] else "FAILED") if d.get("policy") else ""),
-            _e("WITHDRAWN" if d.get("withdrawn") else ""),
-            _e("; ".join(d["warnings"] + d["notes"])),
+            _e(d.name),
+            _e("yes" if d.released else "no"),
+            _e("matches" if d.digest_matches else "DOES NOT MATCH") if d.released else "",
+            _e(("passed" if d.policy.passed else "FAILED") if d.policy else ""),
+            _e("WITHDRAWN" if d.withdrawn else ""),
+            _e("; ".join(d.warnings + d.notes)),
         ]
-        for d in t["datasets"]
+        for d in t.datasets
     ]
     records = [r for r, _ in released]
     sections = [
@@ -539,9 +544,19 @@ def model_page(
         else _section("licences", "Generator and licence chain", "<p>No released data.</p>"),
         _waivers([w for r in records for w in r.waivers], date.today()),
         _timeline(events, audit_note),
-        _lineage(released, [{**m, "datasets": [f"{r.name}@{r.version}" for r in records]}]),
+        _lineage(
+            released,
+            [
+                {
+                    "name": m.name,
+                    "version": m.version,
+                    "run_id": m.run_id,
+                    "datasets": [f"{r.name}@{r.version}" for r in records],
+                }
+            ],
+        ),
     ]
-    return _page(f"model {m['name']}/{m['version']}", sections)
+    return _page(f"model {m.name}/{m.version}", sections)
 
 
 # the escape every value from a record gets, for callers that add notes of their own

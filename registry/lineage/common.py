@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from registry.core.errors import ManifestError, SynthregError
+from registry.records.lineage import (
+    FilterCounts,
+    GeneratorInfo,
+    PolicyInfo,
+    ReleaseFacts,
+    SampleStats,
+    SourceInfo,
+    WithdrawalState,
+)
 from registry.records.release import Release
 from registry.store.releases import load_release, release_folder
 from registry.trust.withdrawals import is_withdrawn
@@ -124,19 +133,21 @@ GENERATOR_NOTE = (
 )
 
 
-def _release_warnings(ws: Path, r: Release, withdrawn: dict | None, sources: list[dict]) -> list[str]:
+def _release_warnings(
+    ws: Path, r: Release, withdrawn: WithdrawalState | None, sources: list[SourceInfo]
+) -> list[str]:
     """What a trace must shout about a release: its withdrawal (and the versions derived from it), and
     sources withdrawn at release or since."""
     warnings = []
     if withdrawn:
         signed = (
-            f" (signed by {withdrawn['signer']}, {withdrawn['role']} key {withdrawn['keyid'][:16]})"
-            if withdrawn.get("trusted")
-            else f" (NOT TRUSTED: {withdrawn.get('why_untrusted')})"
+            f" (signed by {withdrawn.signer}, {withdrawn.role} key {(withdrawn.keyid or '')[:16]})"
+            if withdrawn.trusted
+            else f" (NOT TRUSTED: {withdrawn.why_untrusted})"
         )
         warnings.append(
-            f"WITHDRAWN: {release_ref(r)} was withdrawn on {withdrawn['time'][:10]} by {withdrawn['actor']}: "
-            f"{withdrawn['reason']}{signed}"
+            f"WITHDRAWN: {release_ref(r)} was withdrawn on {withdrawn.day} by {withdrawn.actor}: "
+            f"{withdrawn.reason}{signed}"
         )
         derived = [
             release_ref(d)
@@ -145,86 +156,82 @@ def _release_warnings(ws: Path, r: Release, withdrawn: dict | None, sources: lis
         ]
         if derived:
             warnings.append(f"derived from the withdrawn {release_ref(r)}: {', '.join(derived)}")
+    return warnings + source_warnings(sources, "at release")
+
+
+def source_warnings(sources: list[SourceInfo], when: str) -> list[str]:
+    """A source marked withdrawn (``when``: at release, when the run logged it), or on the withdrawn list
+    since."""
+    warnings: list[str] = []
     for s in sources:
-        if s["status"] == "withdrawn":
-            warnings.append(f"source {s['name']} ({s['role']}) was marked withdrawn at release")
-        elif s["withdrawn_since"] is not None:
+        if s.status == "withdrawn":
+            warnings.append(f"source {s.name} ({s.role}) was marked withdrawn {when}")
+        elif s.withdrawn_since is not None:
             warnings.append(
-                f"source {s['name']} ({s['role']}) is now on the withdrawn list "
-                f"(policies/withdrawn.yaml): {s['withdrawn_since']}"
+                f"source {s.name} ({s.role}) is now on the withdrawn list "
+                f"(policies/withdrawn.yaml): {s.withdrawn_since}"
             )
     return warnings
 
 
-def release_info(ws: Path, r: Release, stats: dict | None, deny: dict[str, str]) -> dict:
+def release_info(ws: Path, r: Release, stats: SampleStats | None, deny: dict[str, str]) -> ReleaseFacts:
     """Everything a trace says about one release (without the MLflow side)."""
     withdrawn = is_withdrawn(ws, r.name, r.version)
     sources = [
-        {
-            "name": s.name,
-            "version": s.version,
-            "digest": s.digest,
-            "licence": s.licence,
-            "role": s.role,
-            "status": s.status,
-            "url": s.url,
-            "withdrawn_since": deny.get(s.name) if s.status != "withdrawn" else None,
-            "identities": s.identities,  # None: every identity
-        }
+        SourceInfo(
+            name=s.name,
+            version=s.version,
+            digest=s.digest,
+            licence=s.licence,
+            role=s.role,
+            status=s.status,
+            url=s.url,
+            withdrawn_since=deny.get(s.name) if s.status != "withdrawn" else None,
+            identities=s.identities,
+        )
         for s in r.sources
     ]
-    warnings = _release_warnings(ws, r, withdrawn, sources)
     training = [s.name for s in r.sources if s.role == "generator-training"]
-    return {
-        "release": release_ref(r),
-        "released": True,
-        "manifest_sha256": r.manifest_sha256,
-        "git_commit": r.git_commit,
-        "created_at": r.created_at.isoformat(),
-        "actor": r.actor,
-        "dataset_licence": r.dataset_licence,
-        "intended_use": r.intended_use.model_dump(mode="json"),
-        "withdrawn": withdrawn,
-        "derived_from": r.derived_from.model_dump(mode="json") if r.derived_from else None,
-        "generators": [
-            {
-                "name": g.name,
-                "backend": g.backend,
-                "weights_digest": g.weights_digest,
-                "licence": g.licence,
-                "pipeline_class": g.pipeline_class,
-                "scheduler": g.scheduler,
-                "images": g.images,
-            }
-            for g in r.generators
-        ],
-        "generator_training_sources": training,
-        "prompt_templates": list(r.prompt_templates),
-        "recipe_seed": r.seed,
-        "samples": stats,
-        "sources": sources,
-        "filter": {
-            "total": r.counts.total,
-            "accepted": r.counts.accepted,
-            "rejected": r.counts.rejected,
-            "reasons": dict(r.counts.reasons),
-        },
-        "policy": {
-            "passed": r.policy_passed,
-            "report_sha256": r.policy_report_sha256,
-            "results": dict(r.policy_results),
-            "waivers": [w.model_dump(mode="json") for w in r.waivers],
-        },
-        "warnings": warnings,
-        "notes": [
+    return ReleaseFacts(
+        release=release_ref(r),
+        released=True,
+        manifest_sha256=r.manifest_sha256,
+        git_commit=r.git_commit,
+        created_at=r.created_at,
+        actor=r.actor,
+        dataset_licence=r.dataset_licence,
+        intended_use=r.intended_use,
+        withdrawn=withdrawn,
+        derived_from=r.derived_from,
+        generators=[GeneratorInfo(**dict(g)) for g in r.generators],
+        generator_training_sources=training,
+        prompt_templates=list(r.prompt_templates),
+        recipe_seed=r.seed,
+        samples=stats,
+        sources=sources,
+        filter=FilterCounts(
+            total=r.counts.total,
+            accepted=r.counts.accepted,
+            rejected=r.counts.rejected,
+            reasons=dict(r.counts.reasons),
+        ),
+        policy=PolicyInfo(
+            passed=r.policy_passed,
+            report_sha256=r.policy_report_sha256,
+            results=dict(r.policy_results),
+            waivers=list(r.waivers),
+        ),
+        warnings=_release_warnings(ws, r, withdrawn, sources),
+        notes=[
             f"{GENERATOR_NOTE} ({', '.join(training)})"
             if training
             else f"{GENERATOR_NOTE}; this release records none, so that part of its provenance is unknown"
         ],
-    }
+    )
 
 
-def sample_stats(ws: Path, releases: list[Release]) -> tuple[dict[str, dict], list[str]]:
+def sample_stats(ws: Path, releases: list[Release]) -> tuple[dict[str, SampleStats], list[str]]:
+    """{release ref: its manifest's sample count, accepted count and seed range}, [manifests missing]."""
     paths, missing = manifest_paths(ws, releases)
     rows = query_manifests(
         paths,
@@ -232,5 +239,5 @@ def sample_stats(ws: Path, releases: list[Release]) -> tuple[dict[str, dict], li
         "GROUP BY filename",
     )
     return {
-        paths[f]: {"count": n, "accepted": a, "seed_min": lo, "seed_max": hi} for f, n, a, lo, hi in rows
+        paths[f]: SampleStats(count=n, accepted=a, seed_min=lo, seed_max=hi) for f, n, a, lo, hi in rows
     }, missing

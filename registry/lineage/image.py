@@ -16,6 +16,7 @@ from registry.lineage.common import (
     release_info,
     release_ref,
 )
+from registry.records.lineage import CredentialsCheck, ImageMatch, ImageTrace, ImageVersion, ReleaseFacts
 from registry.records.release import Release
 from registry.store.marking import Marking
 from registry.trust.credentials import ENV_TRUST, Reader, describe, has_c2pa, problems_of
@@ -27,34 +28,34 @@ MAX_IMAGES = 50  # distinct images listed by trace_image
 
 def _images(
     ws: Path, rows: list[tuple], cols: str, paths: dict[str, str], by_ref: dict[str, Release]
-) -> list[dict]:
+) -> list[ImageMatch]:
     """One entry per distinct image matched, with every version holding it (decision, withdrawal,
     sources)."""
     names = [*cols.split(", ")[1:], "distance"]
-    images: dict[tuple[str, str], dict] = {}
+    images: dict[tuple[str, str], ImageMatch] = {}
     deny = deny_list(ws)
-    info: dict[str, dict] = {}
+    info: dict[str, ReleaseFacts] = {}
     for row in rows:
         ref = paths[row[0]]
         rec = dict(zip(names, row[1:-1], strict=True))
         key = (rec["sample_id"], rec["image_sha256"])
         if key not in images:
-            images[key] = {k: v for k, v in rec.items() if k not in ("decision", "reason")} | {"versions": []}
+            images[key] = ImageMatch(**{k: v for k, v in rec.items() if k not in ("decision", "reason")})
         if ref not in info:
             info[ref] = release_info(ws, by_ref[ref], None, deny)
-        images[key]["versions"].append(
-            {
-                "release": ref,
-                "decision": rec["decision"],
-                "reason": rec["reason"],
-                "withdrawn": info[ref]["withdrawn"],
-                "sources": info[ref]["sources"],
-            }
+        images[key].versions.append(
+            ImageVersion(
+                release=ref,
+                decision=rec["decision"],
+                reason=rec["reason"],
+                withdrawn=info[ref].withdrawn,
+                sources=info[ref].sources,
+            )
         )
     return list(images.values())
 
 
-def trace_image(ws: Path, path: Path | str) -> dict:
+def trace_image(ws: Path, path: Path | str) -> ImageTrace:
     """An image file -> its sample record(s), the sources of their releases, and every version holding it.
 
     Exact match on the file's sha256 first; else a perceptual match (phash Hamming distance <= 4)."""
@@ -104,34 +105,36 @@ def trace_image(ws: Path, path: Path | str) -> dict:
             f"copy and nothing within perceptual distance {PHASH_DISTANCE} in {where}"
         )
     found = _images(ws, rows, cols, paths, by_ref)
-    refs = sorted({v["release"] for im in found for v in im["versions"]})
+    refs = sorted({v.release for im in found for v in im.versions})
     warnings = [
-        f"WITHDRAWN: {v['release']} (holding {im['sample_id']}) was withdrawn: {v['withdrawn']['reason']}"
+        f"WITHDRAWN: {v.release} (holding {im.sample_id}) was withdrawn: {v.withdrawn.reason}"
         for im in found
-        for v in im["versions"]
-        if v["withdrawn"]
+        for v in im.versions
+        if v.withdrawn
     ] + missing
-    return {
-        "file": str(file),
-        "sha256": sha,
-        "phash": phash,
-        "match": match,
-        "images": found,
-        "versions": refs,
-        "matched_rows": rows[0][-1],
-        "images_listed_max": MAX_IMAGES,
-        "warnings": list(dict.fromkeys(warnings)),
-    }
+    return ImageTrace(
+        file=str(file),
+        sha256=sha,
+        phash=phash,
+        match=match,
+        images=found,
+        versions=refs,
+        matched_rows=rows[0][-1],
+        images_listed_max=MAX_IMAGES,
+        warnings=list(dict.fromkeys(warnings)),
+    )
 
 
-def trace_credentials(ws: Path, png: bytes, trace: dict, anchors: str | None) -> dict:
+def trace_credentials(
+    ws: Path, png: bytes, versions: list[str], image: ImageMatch | None, anchors: str | None
+) -> CredentialsCheck:
     """What ``trace image`` adds about C2PA: the file's manifest (read whenever there is one) and, when
-    a release holding the matched image asked for C2PA, what is wrong with it. ``trace`` is
-    registry.lineage.image.trace_image's result (its ``images`` and ``versions``)."""
+    a release holding the matched image asked for C2PA, what is wrong with it. ``versions`` and ``image``
+    (the closest match) are from :func:`trace_image`."""
     from registry.store.releases import load_release
 
     asked = []
-    for ref in trace.get("versions", []):
+    for ref in versions:
         recipe = load_release(ws, ref, bound=False).recipe
         if recipe is not None and recipe.c2pa:
             asked.append(ref)
@@ -146,18 +149,17 @@ def trace_credentials(ws: Path, png: bytes, trace: dict, anchors: str | None) ->
                 found = reader.read(png)
         finally:
             reader.close()
-        im = trace["images"][0] if trace.get("images") else None
-        expected = Marking(im["sample_id"], im["generator_name"], im["weights_digest"]) if im else None
+        expected = Marking(image.sample_id, image.generator_name, image.weights_digest) if image else None
         if reader.missing is None:
             problems = problems_of(found, expected)
         if asked and anchors is None:
             problems.append(
                 f"its signer is unchecked: no C2PA trust anchor is configured (--c2pa-trust / ${ENV_TRUST})"
             )
-    return {
-        "asked_by": asked,
-        "summary": summary or describe(found),
-        "problems": problems,
-        "found": found.to_json() if found else None,
-        "unchecked": unchecked,  # why a manifest the file carries was not read (c2pa-python missing)
-    }
+    return CredentialsCheck(
+        asked_by=asked,
+        summary=summary or describe(found),
+        problems=problems,
+        found=found.to_json() if found else None,
+        unchecked=unchecked,  # why a manifest the file carries was not read (c2pa-python missing)
+    )

@@ -9,8 +9,7 @@ pattern or a sample reached, released or not.
   DVC remote) and queried with the releases, and what it reached is marked UNRELEASED. A run whose
   working manifest resolves nowhere is listed in ``unresolved_runs`` with why, never dropped silently.
 - ``sample``: a run that recorded the sample ids it drew (``registry.downstream.track``) is named only if it
-drew
-  that sample; a run that used a version holding it but recorded no ids is listed with ``drew: None``
+  drew that sample; a run that used a version holding it but recorded no ids is listed with ``drew: None``
   and a warning, as it may have.
 """
 
@@ -35,6 +34,7 @@ from registry.lineage.common import (
     release_ref,
     sql_quote,
 )
+from registry.records.lineage import Impact, ImpactCounts, ModelVersionInfo, RunHit, Unresolved, VersionHit
 from registry.records.release import Release
 from registry.trust.withdrawals import is_withdrawn
 
@@ -82,18 +82,18 @@ def _drew(c: Any, run: Any, names: list[str], sample: str) -> bool | None:
     return False
 
 
-def _run_row(run: Any, used: list[str], matches: bool, unreleased: bool) -> dict[str, Any]:
-    return {
-        "run_id": run.info.run_id,
-        "run_name": run.info.run_name,
-        "experiment_id": run.info.experiment_id,
-        "status": run.info.status,
-        "lifecycle_stage": run.info.lifecycle_stage,
-        "datasets": sorted(used),
-        "digest_matches": matches,
-        "unreleased": unreleased,
-        "drew": None,
-    }
+def _run_row(run: Any, used: list[str], matches: bool, unreleased: bool) -> RunHit:
+    return RunHit(
+        run_id=run.info.run_id,
+        run_name=run.info.run_name,
+        experiment_id=run.info.experiment_id,
+        status=run.info.status,
+        lifecycle_stage=run.info.lifecycle_stage,
+        datasets=sorted(used),
+        digest_matches=matches,
+        unreleased=unreleased,
+        drew=None,
+    )
 
 
 def _selector(generator: str | None, source: str | None, prompt: str | None, sample: str | None) -> tuple:
@@ -204,36 +204,38 @@ def _row_hits(
     return releases, hits, whits, missing
 
 
-def _versions(ws: Path, by_ref: dict[str, Release], hits: Hits, whits: Hits, working: dict) -> list[dict]:
+def _versions(
+    ws: Path, by_ref: dict[str, Release], hits: Hits, whits: Hits, working: dict
+) -> list[VersionHit]:
     return [
-        {
-            "release": ref,
-            "unreleased": False,
-            "samples": n,
-            "accepted": a,
-            "manifest_sha256": by_ref[ref].manifest_sha256,
-            "withdrawn": is_withdrawn(ws, *ref.split("@")),
-        }
+        VersionHit(
+            release=ref,
+            unreleased=False,
+            samples=n,
+            accepted=a,
+            manifest_sha256=by_ref[ref].manifest_sha256,
+            withdrawn=is_withdrawn(ws, *ref.split("@")),
+        )
         for ref, (n, a) in sorted(hits.items())
     ] + [
-        {
-            "release": working[sha].name,
-            "unreleased": True,
-            "samples": n,
-            "accepted": a,
-            "manifest_sha256": sha,
-            "resolved_from": working[sha].found.where,
-            "withdrawn": None,
-        }
+        VersionHit(
+            release=working[sha].name,
+            unreleased=True,
+            samples=n,
+            accepted=a,
+            manifest_sha256=sha,
+            resolved_from=working[sha].found.where,
+            withdrawn=None,
+        )
         for sha, (n, a) in sorted(whits.items())
     ]
 
 
 def _runs(
     c: Any, exp_ids: list[str], by_ref: dict[str, Release], hits: Hits, whits: Hits, working: dict
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[RunHit], dict[str, Any]]:
     """The runs that used a version hit (released first, then working), and their MLflow objects."""
-    runs: list[dict[str, Any]] = []
+    runs: list[RunHit] = []
     objs: dict[str, Any] = {}
     for run in sorted(
         _runs_using(c, exp_ids, sorted(hits)), key=lambda r: (r.info.experiment_id, r.info.start_time)
@@ -249,7 +251,7 @@ def _runs(
         matches = all(digest_matches(d, by_ref[ref].manifest_sha256) for ref, d in used.items())
         runs.append(_run_row(run, list(used), matches, False))
         objs[run.info.run_id] = run
-    seen = {r["run_id"] for r in runs}
+    seen = {r.run_id for r in runs}
     for sha in sorted(whits):
         for run in sorted(working[sha].runs, key=lambda r: (r.info.experiment_id, r.info.start_time)):
             if run.info.run_id not in seen:
@@ -260,34 +262,35 @@ def _runs(
 
 
 def _warnings(
-    kind: str, value: str, found: list[dict], runs: list[dict], unresolved: list[dict], missing: list[str]
+    kind: str,
+    value: str,
+    found: list[VersionHit],
+    runs: list[RunHit],
+    unresolved: list[Unresolved],
+    missing: list[str],
 ) -> list[str]:
     return (
-        [
-            f"WITHDRAWN: {v['release']} was withdrawn: {v['withdrawn']['reason']}"
+        [f"WITHDRAWN: {v.release} was withdrawn: {v.withdrawn.reason}" for v in found if v.withdrawn]
+        + [
+            f"UNRELEASED: {v.release} (manifest sha256 {v.manifest_sha256[:16]}..., found in "
+            f"{v.resolved_from}) is a working manifest that runs trained on"
             for v in found
-            if v["withdrawn"]
+            if v.unreleased
         ]
         + [
-            f"UNRELEASED: {v['release']} (manifest sha256 {v['manifest_sha256'][:16]}..., found in "
-            f"{v['resolved_from']}) is a working manifest that runs trained on"
-            for v in found
-            if v["unreleased"]
-        ]
-        + [
-            f"DIGEST MISMATCH: run {r['run_id']} logged {', '.join(r['datasets'])} with a digest that is "
+            f"DIGEST MISMATCH: run {r.run_id} logged {', '.join(r.datasets)} with a digest that is "
             "not the release's manifest sha256"
             for r in runs
-            if not r["digest_matches"]
+            if not r.digest_matches
         ]
         + [
-            f"UNKNOWN DRAW: run {r['run_id']} used {', '.join(r['datasets'])}, which holds {value!r}, but "
+            f"UNKNOWN DRAW: run {r.run_id} used {', '.join(r.datasets)}, which holds {value!r}, but "
             "recorded no sample ids, so it may have drawn it"
             for r in runs
-            if kind == "sample" and r["drew"] is None
+            if kind == "sample" and r.drew is None
         ]
         + [
-            f"UNRESOLVED: run {u['run_id']} trained on {u['dataset']}, but {u['why']}; whether it used this "
+            f"UNRESOLVED: run {u.run_id} trained on {u.dataset}, but {u.why}; whether it used this "
             f"{kind} is unknown"
             for u in unresolved
         ]
@@ -301,7 +304,7 @@ def impact(
     source: str | None = None,
     prompt: str | None = None,
     sample: str | None = None,
-) -> dict:
+) -> Impact:
     """Every dataset version (released or working), MLflow run and registered model version that a
     generator (name or weights digest prefix of 8+ hex), a source (by name), a prompt pattern (regex)
     or a sample id reached."""
@@ -327,39 +330,33 @@ def impact(
         if kind == "sample":
             kept = []
             for row in runs:
-                row["drew"] = _drew(c, objs[row["run_id"]], row["datasets"], value)
-                if row["drew"] is False:
+                row.drew = _drew(c, objs[row.run_id], row.datasets, value)
+                if row.drew is False:
                     excluded += 1
                 else:
                     kept.append(row)
             runs = kept
         models = [
-            {
-                "name": mv.name,
-                "version": str(mv.version),
-                "run_id": mv.run_id,
-                "status": mv.status,
-                "source": mv.source,
-            }
-            for mv in sorted(
-                models_of(c, [r["run_id"] for r in runs]), key=lambda m: (m.name, int(m.version))
+            ModelVersionInfo(
+                name=mv.name, version=str(mv.version), run_id=mv.run_id, status=mv.status, source=mv.source
             )
+            for mv in sorted(models_of(c, [r.run_id for r in runs]), key=lambda m: (m.name, int(m.version)))
         ]
-    return {
-        "selector": {kind: value},
-        "tracking_uri": uri,
-        "versions": found,
-        "runs": runs,
-        "model_versions": models,
-        "unresolved_runs": unresolved,
-        "counts": {
-            "versions": len(found),
-            "samples": sum(v["samples"] for v in found),
-            "accepted": sum(v["accepted"] for v in found),
-            "runs": len(runs),
-            "model_versions": len(models),
-            "unresolved_runs": len(unresolved),
-            "runs_without_the_sample": excluded,
-        },
-        "warnings": _warnings(kind, value, found, runs, unresolved, missing),
-    }
+    return Impact(
+        selector={kind: value},
+        tracking_uri=uri,
+        versions=found,
+        runs=runs,
+        model_versions=models,
+        unresolved_runs=unresolved,
+        counts=ImpactCounts(
+            versions=len(found),
+            samples=sum(v.samples for v in found),
+            accepted=sum(v.accepted for v in found),
+            runs=len(runs),
+            model_versions=len(models),
+            unresolved_runs=len(unresolved),
+            runs_without_the_sample=excluded,
+        ),
+        warnings=_warnings(kind, value, found, runs, unresolved, missing),
+    )

@@ -84,9 +84,9 @@ def model_html(ws: Path, ref: str) -> str:
     versions it was trained on (status, policy, waivers, withdrawal), their licence chain and lineage."""
     t = trace_model(ws, ref)
     released: list[tuple[Release, bool]] = []
-    for d in t["datasets"]:
-        if d.get("released"):
-            r = load_release(ws, d["release"])
+    for d in t.datasets:
+        if d.released and d.release:
+            r = load_release(ws, d.release)
             released.append((r, is_withdrawn(ws, r.name, r.version) is not None))
     events, note = timeline(ws, {r.name for r, _ in released})
     return model_page(t, released, licence_facts(ws), events, note)

@@ -37,20 +37,21 @@ from registry.lineage.common import (
     sql_quote,
 )
 from registry.records.dataset import DATASET_NAME
+from registry.records.lineage import (
+    DatasetEntry,
+    Drawn,
+    ModelVersionInfo,
+    RunInfo,
+    RunTrace,
+    SampleStats,
+    Unresolved,
+)
 from registry.records.release import Release
 from registry.store.releases import PLAIN_SEMVER, load_release, versions
 
 SOURCE_TYPE = (
     "synthreg"  # registry.downstream.mlflow_source.SOURCE_TYPE (that module imports MLflow at the top)
 )
-
-
-# ---------------------------------------------------------------------------------------------------
-# withdrawal
-
-
-# ---------------------------------------------------------------------------------------------------
-# releases and manifests
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -80,13 +81,13 @@ def _dataset_entry(
     context: str | None,
     tags: dict[str, str],
     releases: dict[str, Release],
-    stats: dict[str, dict],
+    stats: dict[str, SampleStats],
     deny: dict[str, str],
     profile: dict | None = None,
-) -> dict:
+) -> DatasetEntry:
     url = _source_url(source)
     parsed = urlparse(url)
-    entry: dict[str, Any] = {
+    logged: dict[str, Any] = {
         "name": name,
         "digest": digest,
         "source": source,
@@ -99,43 +100,37 @@ def _dataset_entry(
     dataset, sep, version = name.partition("@")
     version = version.removeprefix("v")
     if not sep or not version:
-        return entry | {
-            "released": False,
-            "warnings": [],
-            "notes": [f"{name} is not a synthreg dataset (its name is not NAME@X.Y.Z); not traced"],
-        }
+        note = f"{name} is not a synthreg dataset (its name is not NAME@X.Y.Z); not traced"
+        return DatasetEntry(**logged, release=None, notes=[note])
     if version == tracking.WORKING:
         from registry.lineage import working as lineage_working
 
-        return entry | lineage_working.entry(ws, name, digest, profile or {}, tags, deny)
+        facts = lineage_working.entry(ws, name, digest, profile or {}, tags, deny)
+        return DatasetEntry(**logged, **dict(facts), digest_matches=facts.resolved)
     ref = f"{dataset}@{version}"
     r = releases.get(ref)
     if r is None:
-        return entry | {
-            "released": False,
-            "warnings": [f"{ref} is not released in workspace {ws}; cannot trace it (see `synthreg list`)"],
-            "notes": [],
-        }
+        warning = f"{ref} is not released in workspace {ws}; cannot trace it (see `synthreg list`)"
+        return DatasetEntry(**logged, release=None, warnings=[warning])
     info = release_info(ws, r, stats.get(ref), deny)
     matches = digest_matches(digest, r.manifest_sha256)
-    info["digest_matches"] = matches
-    info["digest_compared"] = (
+    compared = (
         "full sha256" if digest == r.manifest_sha256 else f"first {len(digest or '')} hex of the sha256"
     )
     if not matches:
-        info["warnings"].insert(
+        info.warnings.insert(
             0,
             f"DIGEST MISMATCH: the run logged {name} with digest {digest}, but the release's manifest "
             f"sha256 is {r.manifest_sha256}: the run did not train on this version as released",
         )
     tagged = tags.get(tracking.TAG_MANIFEST)
     if tags.get(tracking.TAG_DATASET) == name and tagged and tagged != r.manifest_sha256:
-        info["warnings"].insert(
+        info.warnings.insert(
             0,
             f"DIGEST MISMATCH: tag {tracking.TAG_MANIFEST} is {tagged}, but the release's manifest "
             f"sha256 is {r.manifest_sha256}",
         )
-    return entry | info
+    return DatasetEntry(**logged, **dict(info), digest_matches=matches, digest_compared=compared)
 
 
 def _is_synthreg(name: str, source_type: str | None, tags: dict[str, str]) -> bool:
@@ -145,7 +140,7 @@ def _is_synthreg(name: str, source_type: str | None, tags: dict[str, str]) -> bo
     )
 
 
-def _drawn(name: str, tags: dict[str, str]) -> dict | None:
+def _drawn(name: str, tags: dict[str, str]) -> Drawn | None:
     """What the run recorded of the samples it drew from input ``name``: count, artifact, sha256."""
     from registry.downstream.track import samples_artifact, samples_tag
 
@@ -153,14 +148,10 @@ def _drawn(name: str, tags: dict[str, str]) -> dict | None:
     if not recorded:
         return None
     count, _, sha = recorded.partition(" ")
-    return {
-        "count": int(count) if count.isdigit() else None,
-        "sha256": sha,
-        "artifact": samples_artifact(name),
-    }
+    return Drawn(count=int(count) if count.isdigit() else None, sha256=sha, artifact=samples_artifact(name))
 
 
-def _trace(ws: Path, run: Any, uri: str) -> dict:
+def _trace(ws: Path, run: Any, uri: str) -> RunTrace:
     from registry.lineage.working import profile_of
 
     tags = dict(run.data.tags)
@@ -199,34 +190,33 @@ def _trace(ws: Path, run: Any, uri: str) -> dict:
     datasets = []
     for name, digest, source, context, profile, _ in inputs:
         d = _dataset_entry(ws, name, digest, source, context, tags, wanted, stats, deny, profile)
-        d["drawn"] = _drawn(name, tags)
+        d.drawn = _drawn(name, tags)
         datasets.append(d)
-    warnings = [w for d in datasets for w in d["warnings"]] + missing
     unresolved = [
-        {"dataset": d["name"], "manifest_sha256": d.get("manifest_sha256"), "looked": d["looked"]}
+        Unresolved(dataset=d.name, manifest_sha256=d.manifest_sha256, looked=d.looked)
         for d in datasets
-        if d.get("unreleased") and not d.get("resolved")
+        if d.unreleased and not d.resolved
     ]
-    return {
-        "tracking_uri": uri,
-        "run": {
-            "run_id": run.info.run_id,
-            "run_name": run.info.run_name,
-            "experiment_id": run.info.experiment_id,
-            "status": run.info.status,
-            "lifecycle_stage": run.info.lifecycle_stage,
-            "start_time": run.info.start_time,
-            "tags": tags,
-            "params": dict(run.data.params),
-            "metrics": dict(run.data.metrics),
-        },
-        "datasets": datasets,
-        "unresolved": unresolved,
-        "warnings": warnings,
-    }
+    return RunTrace(
+        tracking_uri=uri,
+        run=RunInfo(
+            run_id=run.info.run_id,
+            run_name=run.info.run_name,
+            experiment_id=run.info.experiment_id,
+            status=run.info.status,
+            lifecycle_stage=run.info.lifecycle_stage,
+            start_time=run.info.start_time,
+            tags=tags,
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+        ),
+        datasets=datasets,
+        unresolved=unresolved,
+        warnings=[w for d in datasets for w in d.warnings] + missing,
+    )
 
 
-def trace_run(ws: Path, run_id: str) -> dict:
+def trace_run(ws: Path, run_id: str) -> RunTrace:
     """An MLflow run's dataset inputs traced to releases, generators, prompts, seeds and sources."""
     uri = tracking.tracking_uri(ws)
     with mlflow_errors(uri):
@@ -293,7 +283,7 @@ def _model_version(c: Any, name: str, selector: str, uri: str) -> Any:
         ) from None
 
 
-def trace_model(ws: Path, ref: str) -> dict:
+def trace_model(ws: Path, ref: str) -> RunTrace:
     """A registered model version (``NAME/VERSION``, ``NAME/latest``, ``NAME@ALIAS``) -> its run ->
     :func:`trace_run`."""
     name, selector = _model_ref(ref)
@@ -318,22 +308,14 @@ def trace_model(ws: Path, ref: str) -> dict:
     if not run_id:
         raise TrackingError(f"model {name}/{mv.version} names no run in {uri}, so it cannot be traced")
     out = trace_run(ws, run_id)
-    out["model"] = {
-        "name": name,
-        "version": str(mv.version),
-        "asked": ref,
-        "run_id": run_id,
-        "source": mv.source,
-        "status": mv.status,
-        "aliases": list(getattr(mv, "aliases", []) or []),
-        "tags": dict(mv.tags or {}),
-    }
+    out.model = ModelVersionInfo(
+        name=name,
+        version=str(mv.version),
+        asked=ref,
+        run_id=run_id,
+        source=mv.source,
+        status=mv.status,
+        aliases=list(getattr(mv, "aliases", []) or []),
+        tags=dict(mv.tags or {}),
+    )
     return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# images
-
-
-# ---------------------------------------------------------------------------------------------------
-# human-readable summaries (the CLI prints these; --json prints the dicts)

@@ -11,12 +11,23 @@ shows what the run logged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from registry.downstream import tracking
+from registry.lineage.common import source_warnings
+from registry.records.lineage import (
+    FilterCounts,
+    GeneratorInfo,
+    PolicyInfo,
+    ReleaseFacts,
+    SampleStats,
+    SourceInfo,
+    Unresolved,
+)
 from registry.store import unreleased
 
 UNRELEASED_NOTE = (
@@ -48,24 +59,36 @@ def digests(
     return (sha or digest or None), md5
 
 
-def _sources(profile: dict, deny: dict[str, str]) -> list[dict]:
+def _sources(profile: dict, deny: dict[str, str]) -> list[SourceInfo]:
     out = []
     for s in profile.get("sources") or []:
         if not isinstance(s, dict) or "name" not in s:
             continue
-        out.append(
-            {
-                "name": s["name"],
-                "version": s.get("version"),
-                "digest": s.get("digest"),
-                "licence": s.get("licence"),
-                "role": s.get("role"),
-                "status": s.get("status", "active"),
-                "url": s.get("url"),
-                "withdrawn_since": deny.get(s["name"]) if s.get("status") != "withdrawn" else None,
-                "identities": s.get("identities"),
-            }
-        )
+        status = s.get("status", "active")
+        with contextlib.suppress(
+            ValueError
+        ):  # a logged profile may say anything: a malformed source is left out
+            out.append(
+                SourceInfo(
+                    name=s["name"],
+                    version=s.get("version"),
+                    digest=s.get("digest"),
+                    licence=s.get("licence"),
+                    role=s.get("role"),
+                    status=status,
+                    url=s.get("url"),
+                    withdrawn_since=deny.get(s["name"]) if status != "withdrawn" else None,
+                    identities=s.get("identities"),
+                )
+            )
+    return out
+
+
+def _generators(logged: list) -> list[GeneratorInfo]:
+    out = []
+    for g in logged:
+        with contextlib.suppress(ValueError, TypeError):  # as for sources: a malformed entry is left out
+            out.append(GeneratorInfo.model_validate(g))
     return out
 
 
@@ -84,7 +107,6 @@ def _resolve(
     warnings: list[str] = []
     if found.path is not None:
         facts = manifest_facts(found.path)
-        facts["generators"] = [g.model_dump(mode="json") for g in facts["generators"]]
         warnings.append(
             f"UNRELEASED: {name} is a working manifest, not a release; found by content in {found.where}"
         )
@@ -97,75 +119,60 @@ def _resolve(
     return found, facts, warnings
 
 
-def _source_warnings(sources: list[dict]) -> list[str]:
-    warnings: list[str] = []
-    for s in sources:
-        if s["status"] == "withdrawn":
-            warnings.append(f"source {s['name']} ({s['role']}) was marked withdrawn when the run logged it")
-        elif s["withdrawn_since"] is not None:
-            warnings.append(
-                f"source {s['name']} ({s['role']}) is now on the withdrawn list "
-                f"(policies/withdrawn.yaml): {s['withdrawn_since']}"
-            )
-    return warnings
-
-
-def entry(ws: Path, name: str, digest: str | None, profile: dict, tags: dict[str, str], deny: dict) -> dict:
-    """What a trace says about a working input: the ``release_info`` keys, plus where it was found."""
+def entry(
+    ws: Path, name: str, digest: str | None, profile: dict, tags: dict[str, str], deny: dict
+) -> ReleaseFacts:
+    """What a trace says about a working input: the ``release_info`` facts, plus where it was found."""
     sha, md5 = digests(name, digest, profile, tags)
     found, facts, warnings = _resolve(ws, name, sha, md5)
-    logged_gens = profile.get("generators") or []
-    gens = facts.get("generators", logged_gens)
+    if "generators" in facts:
+        gens = [GeneratorInfo(**dict(g)) for g in facts["generators"]]
+    else:
+        gens = _generators(profile.get("generators") or [])
     sources = _sources(profile, deny)
-    warnings += _source_warnings(sources)
+    warnings += source_warnings(sources, "when the run logged it")
     counts = facts or profile
     policy = profile.get("policy") or {}
     total, accepted = counts.get("rows"), counts.get("accepted")
-    return {
-        "release": None,
-        "released": False,
-        "unreleased": True,
-        "resolved": found.path is not None,
-        "resolved_from": found.where or None,
-        "resolved_path": str(found.path) if found.path else None,
-        "looked": found.looked,
-        "manifest_sha256": sha,
-        "dvc_md5": md5,
-        "digest_matches": found.path is not None,
-        "git_commit": profile.get("git_commit"),
-        "recipe_sha256": profile.get("recipe_sha256"),
-        "recipe_seed": profile.get("recipe_seed"),
-        "prompt_templates": list(profile.get("prompt_templates") or []),
-        "generators": gens,
-        "generator_training_sources": [s["name"] for s in sources if s["role"] == "generator-training"],
-        "samples": (
-            {
-                "count": total,
-                "accepted": accepted,
-                "seed_min": counts.get("seed_min"),
-                "seed_max": counts.get("seed_max"),
-            }
+    return ReleaseFacts(
+        release=None,
+        released=False,
+        unreleased=True,
+        resolved=found.path is not None,
+        resolved_from=found.where or None,
+        resolved_path=str(found.path) if found.path else None,
+        looked=found.looked,
+        manifest_sha256=sha,
+        dvc_md5=md5,
+        git_commit=profile.get("git_commit"),
+        recipe_sha256=profile.get("recipe_sha256"),
+        recipe_seed=profile.get("recipe_seed"),
+        prompt_templates=list(profile.get("prompt_templates") or []),
+        generators=gens,
+        generator_training_sources=[s.name for s in sources if s.role == "generator-training"],
+        samples=(
+            SampleStats(
+                count=total,
+                accepted=accepted,
+                seed_min=counts.get("seed_min"),
+                seed_max=counts.get("seed_max"),
+            )
             if total is not None
             else None
         ),
-        "sources": sources,
-        "filter": {
-            "total": total,
-            "accepted": accepted,
-            "rejected": (total - accepted) if total is not None and accepted is not None else None,
-            "reasons": dict(counts.get("reasons") or {}),
-        },
-        "policy": {
-            "passed": policy.get("passed"),
-            "report_sha256": policy.get("report_sha256"),
-            "results": {},
-            "waivers": [],
-        },
-        "withdrawn": None,
-        "derived_from": None,
-        "warnings": warnings,
-        "notes": [UNRELEASED_NOTE] if found.path is not None else [],
-    }
+        sources=sources,
+        filter=FilterCounts(
+            total=total,
+            accepted=accepted,
+            rejected=(total - accepted) if total is not None and accepted is not None else None,
+            reasons=dict(counts.get("reasons") or {}),
+        ),
+        policy=PolicyInfo(
+            passed=policy.get("passed"), report_sha256=policy.get("report_sha256"), results={}, waivers=[]
+        ),
+        warnings=warnings,
+        notes=[UNRELEASED_NOTE] if found.path is not None else [],
+    )
 
 
 @dataclass
@@ -206,11 +213,11 @@ def search_runs(c: Any, exp_ids: list[str], filters: list[str]) -> dict[str, Any
     return runs
 
 
-def working_manifests(ws: Path, runs: list[Any]) -> tuple[dict[str, WorkingManifest], list[dict]]:
+def working_manifests(ws: Path, runs: list[Any]) -> tuple[dict[str, WorkingManifest], list[Unresolved]]:
     """({sha256: WorkingManifest} for every distinct working manifest the runs logged, each looked for
     once; [runs whose working input logged no digest, with why])."""
     out: dict[str, WorkingManifest] = {}
-    unresolved: list[dict] = []
+    unresolved: list[Unresolved] = []
     for run in runs:
         tags = dict(run.data.tags)
         inputs = [
@@ -224,7 +231,7 @@ def working_manifests(ws: Path, runs: list[Any]) -> tuple[dict[str, WorkingManif
             sha, md5 = digests(name, digest, profile, tags)
             if not sha:
                 unresolved.append(
-                    {"run_id": run.info.run_id, "dataset": name, "why": "the run logged no manifest digest"}
+                    Unresolved(run_id=run.info.run_id, dataset=name, why="the run logged no manifest digest")
                 )
                 continue
             key = sha.lower()
@@ -236,11 +243,11 @@ def working_manifests(ws: Path, runs: list[Any]) -> tuple[dict[str, WorkingManif
         if wm.found.path is None:
             for run in wm.runs:
                 unresolved.append(
-                    {
-                        "run_id": run.info.run_id,
-                        "dataset": wm.name,
-                        "manifest_sha256": wm.sha256,
-                        "why": f"its manifest resolves nowhere: looked in {'; '.join(wm.found.looked)}",
-                    }
+                    Unresolved(
+                        run_id=run.info.run_id,
+                        dataset=wm.name,
+                        manifest_sha256=wm.sha256,
+                        why=f"its manifest resolves nowhere: looked in {'; '.join(wm.found.looked)}",
+                    )
                 )
     return out, unresolved

@@ -3,7 +3,8 @@
 dataset (recipe, generator, source, request, sample), config (params.yaml), policy (packs, reports,
 waivers), release (the Release record), audit (events, checkpoints), journal (an unfinished
 operation), trust (the trust root), signed (sign-offs, waivers, withdrawals), profile (what a run
-logs to MLflow). Records import only ``registry.core``.
+logs to MLflow); and lineage: the typed results of trace, impact, withdrawal state, diff and the model
+index (returned and printed, not persisted). Records import only ``registry.core``.
 
 The public modules are named in ``__all__``; importing the package imports none of them.
 """
@@ -13,6 +14,7 @@ __all__ = [
     "config",
     "dataset",
     "journal",
+    "lineage",
     "policy",
     "profile",
     "release",

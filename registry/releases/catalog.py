@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from registry.core.errors import SynthregError
+from registry.records.lineage import Change, ReleaseDiff, SampleChanges, SetChanges
 from registry.records.release import Release
 from registry.store.releases import RELEASES, load_release, versions
 from registry.trust.admission import ReleaseStatus, admission
@@ -61,7 +62,7 @@ def list_status(ws: Path, trust_file: Path | str | None = None) -> dict[str, lis
     return {n: [(v, release_status(ws, n, v, trust)) for v in vs] for n, vs in found.items()}
 
 
-def diff(ws: Path, a: str, b: str) -> dict:
+def diff(ws: Path, a: str, b: str) -> ReleaseDiff:
     """Samples added and removed, counts per identity, changed generators, sources and policy results."""
     import duckdb
 
@@ -86,39 +87,34 @@ def diff(ws: Path, a: str, b: str) -> dict:
     ]
     identities = sorted(set(ra.counts.per_identity) | set(rb.counts.per_identity))
     per_identity = {
-        i: {
-            "a": ra.counts.per_identity.get(i, {}).get("accepted", 0),
-            "b": rb.counts.per_identity.get(i, {}).get("accepted", 0),
-        }
+        i: Change(
+            a=ra.counts.per_identity.get(i, {}).get("accepted", 0),
+            b=rb.counts.per_identity.get(i, {}).get("accepted", 0),
+        )
         for i in identities
     }
     gen = lambda r: {(g.name, g.weights_digest, g.licence) for g in r.generators}  # noqa: E731
     src = lambda r: {(s.name, s.version, s.digest, s.licence, s.status) for s in r.sources}  # noqa: E731
     policy = {
-        rule: {"a": ra.policy_results.get(rule), "b": rb.policy_results.get(rule)}
+        rule: Change(a=ra.policy_results.get(rule), b=rb.policy_results.get(rule))
         for rule in sorted(set(ra.policy_results) | set(rb.policy_results))
         if ra.policy_results.get(rule) != rb.policy_results.get(rule)
     }
-    return {
-        "a": f"{ra.name}@{ra.version}",
-        "b": f"{rb.name}@{rb.version}",
-        "samples": {
-            "added": added,
-            "removed": removed,
-            "first_added": sample_added,
-            "first_removed": sample_removed,
-        },
-        "accepted_per_identity": {i: c for i, c in per_identity.items() if c["a"] != c["b"]},
-        "generators": {
-            "added": sorted(map(list, gen(rb) - gen(ra))),
-            "removed": sorted(map(list, gen(ra) - gen(rb))),
-        },
-        "sources": {
-            "added": sorted(map(str, src(rb) - src(ra))),
-            "removed": sorted(map(str, src(ra) - src(rb))),
-        },
-        "policy": policy,
-    }
+    return ReleaseDiff(
+        a=f"{ra.name}@{ra.version}",
+        b=f"{rb.name}@{rb.version}",
+        samples=SampleChanges(
+            added=added, removed=removed, first_added=sample_added, first_removed=sample_removed
+        ),
+        accepted_per_identity={i: c for i, c in per_identity.items() if c.a != c.b},
+        generators=SetChanges(
+            added=sorted(map(list, gen(rb) - gen(ra))), removed=sorted(map(list, gen(ra) - gen(rb)))
+        ),
+        sources=SetChanges(
+            added=sorted(map(str, src(rb) - src(ra))), removed=sorted(map(str, src(ra) - src(rb)))
+        ),
+        policy=policy,
+    )
 
 
 def _manifest(ws: Path, r: Release) -> Path:

@@ -23,6 +23,7 @@ from typing import Any
 from registry.core.digests import sha256_bytes, sha256_file
 from registry.core.errors import ManifestError, ReleaseError
 from registry.core.names import check_manifest
+from registry.records.lineage import WithdrawalState
 from registry.records.release import Release
 from registry.store import manifest as mf
 from registry.store.releases import RELEASES, load_release, parse_ref
@@ -33,7 +34,7 @@ from registry.trust.root import load_trust
 
 def admit(
     ws: Path, ref: str, allow_withdrawn: bool = False, trust: Path | str | None = None
-) -> tuple[Release, dict[str, str], dict | None]:
+) -> tuple[Release, dict[str, str], WithdrawalState | None]:
     """Whether ``ref`` may be read, before a single image is served (``registry.trust.admission``): its
     signatures trusted by the pinned trust root and meeting the thresholds (final, not a candidate), the
     signed statement naming this version, the tag on a commit holding this record, and no withdrawal
@@ -62,7 +63,7 @@ def admit(
     withdrawn = a.withdrawal
     if withdrawn and not allow_withdrawn:
         raise ReleaseError(
-            f"{at} was withdrawn on {withdrawn['time'][:10]} by {withdrawn['actor']}: {withdrawn['reason']}; "
+            f"{at} was withdrawn on {withdrawn.day} by {withdrawn.actor}: {withdrawn.reason}; "
             "pass allow_withdrawn=True (`--allow-withdrawn`) to use it anyway (recorded in MLflow and the "
             "audit log)"
         )

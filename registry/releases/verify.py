@@ -31,6 +31,7 @@ from typing import Any
 from registry.core.digests import sha256_bytes, sha256_file
 from registry.core.errors import ReleaseError, SigningError
 from registry.core.names import shown, unsafe_rows
+from registry.records.lineage import WithdrawalState
 from registry.records.release import Release, ShardRef
 from registry.store import manifest as mf
 from registry.store.marking import Marking, marking_problems
@@ -56,7 +57,7 @@ class VerifyResult:
     samples: int = 0
     shards: int = 0
     approval: ApprovalState | None = None
-    withdrawn: dict | None = None
+    withdrawn: WithdrawalState | None = None
     c2pa_asked: bool = False  # the recipe asked for C2PA: every image's manifest was checked
     c2pa_trust_checked: bool = False  # against a configured trust anchor
 
@@ -78,7 +79,7 @@ class VerifyResult:
             "samples_checked": self.samples,
             "shards_checked": self.shards,
             "approval": self.approval.to_json() if self.approval else None,
-            "withdrawn": self.withdrawn,
+            "withdrawn": self.withdrawn.model_dump(mode="json") if self.withdrawn else None,
             "c2pa": {"asked": self.c2pa_asked, "trust_checked": self.c2pa_trust_checked},
         }
 
@@ -211,9 +212,9 @@ def verify(
     if not state.signers and not state.problems:
         result.problems.append("the release signature does not verify: no sign-off by any key")
     result.withdrawn = a.withdrawal
-    if result.withdrawn and not result.withdrawn.get("trusted"):
+    if result.withdrawn and not result.withdrawn.trusted:
         result.problems.append(
-            f"withdrawn, but the withdrawal cannot be trusted: {result.withdrawn['why_untrusted']}"
+            f"withdrawn, but the withdrawal cannot be trusted: {result.withdrawn.why_untrusted}"
         )
     if not a.record_matches:
         result.problems.append(EDITED)

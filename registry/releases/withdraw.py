@@ -17,6 +17,7 @@ from registry.core import vcs
 from registry.core.errors import ReleaseError
 from registry.records.dataset import DATASET_NAME
 from registry.records.journal import Entry
+from registry.records.lineage import WithdrawalState
 from registry.records.signed import WITHDRAWAL, WITHDRAWAL_TYPE, Withdrawal
 from registry.store import audit, journal
 from registry.store.releases import PLAIN_SEMVER as SEMVER
@@ -31,7 +32,7 @@ def withdraw(
     actor: str | None = None,
     key: Path | str | None = None,
     trust: Path | str | None = None,
-) -> dict:
+) -> WithdrawalState:
     """Withdraw a released version: write the signed ``withdrawal.dsse.json`` beside the (untouched)
     signed record, append a ``withdrawal`` audit event and commit both, as a journalled transaction
     (``WITHDRAW``: record, audit, commit; a kill before the audit event is appended undoes the record,
@@ -63,8 +64,7 @@ def withdraw(
             return earlier
         if earlier:
             raise ReleaseError(
-                f"{subject} was already withdrawn on {earlier['time'][:10]} by {earlier['actor']}: "
-                f"{earlier['reason']}"
+                f"{subject} was already withdrawn on {earlier.day} by {earlier.actor}: {earlier.reason}"
             )
         actor = actor or audit.actor_name(ws)
         w = Withdrawal(
@@ -104,7 +104,7 @@ def withdraw(
         }
         with journal.transaction(ws, "withdraw", subject, state):
             pass  # every step is a forward step: the transaction runs them
-    return w.model_dump(mode="json") | {"trusted": True, "why_untrusted": None}
+    return WithdrawalState(**dict(w), trusted=True, why_untrusted=None)
 
 
 def _step_record(ws: Path, entry: Entry) -> None:

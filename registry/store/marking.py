@@ -27,6 +27,7 @@ from typing import NamedTuple
 from xml.sax.saxutils import quoteattr
 
 from registry.core.errors import GeneratorError
+from registry.records.lineage import ImageMatch, MarkingCheck
 
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 XMP_KEYWORD = "XML:com.adobe.xmp"
@@ -226,7 +227,7 @@ def marking_problems(png: bytes | memoryview, expected: Marking) -> list[str]:
     return problems
 
 
-def trace_marking(png: bytes, images: list[dict]) -> dict:
+def trace_marking(png: bytes, images: list[ImageMatch]) -> MarkingCheck:
     """What ``trace image`` adds: the file's marking and how it compares with the sample records the
     file matched (``images``: trace_image's, with sample_id, generator_name, weights_digest)."""
     found = read_marking(png)
@@ -237,14 +238,12 @@ def trace_marking(png: bytes, images: list[dict]) -> dict:
         )
     elif images:
         im = images[0]
-        problems = marking_problems(png, Marking(im["sample_id"], im["generator_name"], im["weights_digest"]))
+        problems = marking_problems(png, Marking(im.sample_id, im.generator_name, im.weights_digest))
     elif found.digital_source_type != DIGITAL_SOURCE_TYPE:
         problems.append(f"digital source type is {found.digital_source_type!r}, not trainedAlgorithmicMedia")
-    return {
-        "found": None if found is None else found._asdict(),
-        "summary": describe(found),
-        "problems": problems,
-    }
+    return MarkingCheck(
+        found=None if found is None else found._asdict(), summary=describe(found), problems=problems
+    )
 
 
 def describe(m: Marking | None) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from registry.records.lineage import WithdrawalState
 from registry.store.releases import release_folder
 from registry.trust.approvals import ApprovalState, approval_state, binding_problems, read_signed
 from registry.trust.root import Trust
@@ -52,7 +53,7 @@ class Admission:
     ws: Path
 
     @functools.cached_property
-    def withdrawal(self) -> dict | None:
+    def withdrawal(self) -> WithdrawalState | None:
         """``is_withdrawn``'s record (with ``trusted`` and ``why_untrusted``), or None; read when first
         asked, so a reader that refuses on a signature never reads it (it may raise a ReleaseError)."""
         name, _, version = self.ref.partition("@")

@@ -11,13 +11,14 @@ import json
 from pathlib import Path
 
 from registry.core.errors import ReleaseError
+from registry.records.lineage import WithdrawalState
 from registry.records.signed import WITHDRAWAL, WITHDRAWAL_TYPE, Withdrawal
 from registry.store import audit, journal
 from registry.store.releases import release_folder
 
 
-def is_withdrawn(ws: Path, name: str, version: str) -> dict | None:
-    """The withdrawal of ``name@version`` as a dict (with ``trusted`` and ``why_untrusted``), or None.
+def is_withdrawn(ws: Path, name: str, version: str) -> WithdrawalState | None:
+    """The withdrawal of ``name@version`` (with ``trusted`` and ``why_untrusted``), or None.
 
     A withdrawal that cannot be trusted still counts as one (refusing a release wrongly is the safe
     side) and says why: a signature the trust root does not accept, an unsigned ``withdrawal.json``, a
@@ -37,29 +38,34 @@ def is_withdrawn(ws: Path, name: str, version: str) -> dict | None:
             w = Withdrawal.model_validate_json(payload_of(envelope, WITHDRAWAL_TYPE))
         except (ValueError, SigningError) as e:
             raise ReleaseError(f"{path} is not a valid withdrawal record ({e}); restore it from git") from e
-        out = w.model_dump(mode="json") | {"trusted": True, "why_untrusted": None}
         why = _untrusted_withdrawal(ws, envelope, w, subject)
-        return out | {"trusted": why is None, "why_untrusted": why}
+        return WithdrawalState(**dict(w), trusted=why is None, why_untrusted=why)
     if (folder / "withdrawal.json").is_file():
-        old = json.loads((folder / "withdrawal.json").read_text())
-        return old | {
-            "trusted": False,
-            "why_untrusted": "an unsigned withdrawal.json; withdraw again to sign",
-        }
+        try:
+            old = json.loads((folder / "withdrawal.json").read_text())
+            known = {k: v for k, v in old.items() if k in WithdrawalState.model_fields}
+            return WithdrawalState.model_validate(
+                known
+                | {"trusted": False, "why_untrusted": "an unsigned withdrawal.json; withdraw again to sign"}
+            )
+        except (ValueError, AttributeError) as e:
+            raise ReleaseError(
+                f"{folder / 'withdrawal.json'} is not a valid withdrawal record ({e}); restore it from git"
+            ) from None
     event = next(
         (e for e in reversed(audit.read(ws)) if e.kind == "withdrawal" and e.subject == subject), None
     )
     if event is None:
         return None
-    return {
-        "release": subject,
-        "reason": str(event.details.get("reason", "")),
-        "time": event.time.isoformat(),
-        "actor": event.actor,
-        "trusted": False,
-        "why_untrusted": f"the withdrawal record {path.relative_to(ws)} was deleted, but the audit log "
+    return WithdrawalState(
+        release=subject,
+        reason=str(event.details.get("reason", "")),
+        time=event.time,
+        actor=event.actor,
+        trusted=False,
+        why_untrusted=f"the withdrawal record {path.relative_to(ws)} was deleted, but the audit log "
         f"records the withdrawal (seq {event.seq}); restore it from git",
-    }
+    )
 
 
 def _untrusted_withdrawal(ws: Path, envelope: dict, w: Withdrawal, subject: str) -> str | None:

@@ -244,9 +244,9 @@ def test_without_c2pa_python_an_unasked_manifest_is_a_note(chain, monkeypatch) -
     assert note.startswith("carries a C2PA manifest that was not checked: C2PA content credentials need ")
     assert reader.problems(strip_c2pa(signed), MARK) == []
     reader.close()
-    traced = trace_credentials(Path("."), signed, {"versions": [], "images": []}, None)
-    assert traced["problems"] == [] and traced["found"] is None
-    assert traced["summary"].startswith("a C2PA manifest, not checked: C2PA content credentials need ")
+    traced = trace_credentials(Path("."), signed, [], None, None)
+    assert traced.problems == [] and traced.found is None
+    assert traced.summary.startswith("a C2PA manifest, not checked: C2PA content credentials need ")
 
 
 def test_has_c2pa_searches_a_memoryview_slice_in_place() -> None:

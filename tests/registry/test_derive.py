@@ -118,8 +118,8 @@ def test_derive_without_samples_shares_untouched_shards(released_copy: Path, rel
     assert audit.verify(ws) == []
 
     # impact of an excluded sample reaches the parent only; of a kept one, both versions
-    assert [v["release"] for v in impact(ws, sample=gone[0])["versions"]] == ["digits@1.0.0"]
-    assert [v["release"] for v in impact(ws, sample=kept[0]["sample_id"])["versions"]] == [
+    assert [v.release for v in impact(ws, sample=gone[0]).versions] == ["digits@1.0.0"]
+    assert [v.release for v in impact(ws, sample=kept[0]["sample_id"]).versions] == [
         "digits@1.0.0",
         "digits@1.0.1",
     ]
@@ -132,8 +132,8 @@ def test_derive_without_a_source_drops_its_identities_samples(released_copy: Pat
     assert 0 < len(sevens) < len(rows)
 
     # before: the source reaches only the sevens of 1.0.0
-    [hit] = impact(ws, source="volunteer-sevens")["versions"]
-    assert (hit["release"], hit["samples"]) == ("digits@1.0.0", len(sevens))
+    [hit] = impact(ws, source="volunteer-sevens").versions
+    assert (hit.release, hit.samples) == ("digits@1.0.0", len(sevens))
 
     record = derive(
         ws, "digits@1.0.0", "1.1.0", "licence revoked", exclude_sources=["volunteer-sevens"], key=released.key
@@ -149,8 +149,8 @@ def test_derive_without_a_source_drops_its_identities_samples(released_copy: Pat
     assert record.recipe is not None and "volunteer-sevens" not in {s.name for s in record.recipe.sources}
     assert verify(ws, "digits@1.1.0").ok
     # after: the new version does not depend on it
-    assert [v["release"] for v in impact(ws, source="volunteer-sevens")["versions"]] == ["digits@1.0.0"]
-    assert [v["release"] for v in impact(ws, source="sklearn-digits")["versions"]] == [
+    assert [v.release for v in impact(ws, source="volunteer-sevens").versions] == ["digits@1.0.0"]
+    assert [v.release for v in impact(ws, source="sklearn-digits").versions] == [
         "digits@1.0.0",
         "digits@1.1.0",
     ]

@@ -32,6 +32,15 @@ from registry.lineage.image import trace_image
 from registry.lineage.impact import impact
 from registry.lineage.trace import trace_model, trace_run
 from registry.records.dataset import IntendedUse, SourceRef
+from registry.records.lineage import (
+    DatasetEntry,
+    FilterCounts,
+    GeneratorInfo,
+    PolicyInfo,
+    SampleStats,
+    SourceInfo,
+    Unresolved,
+)
 from registry.records.policy import Waiver
 from registry.records.release import Counts, GeneratorUse, Release
 from registry.releases.withdraw import withdraw
@@ -239,54 +248,59 @@ def copy_world(world: World, dst: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 
 def test_trace_run_reaches_generator_sources_and_seeds(world: World, ws: Path) -> None:
     t = trace_run(ws, world.runs["a"])
-    assert t["run"]["run_id"] == world.runs["a"]
-    assert t["run"]["tags"][tracking.TAG_DATASET] == "digits@1.0.0"
-    assert t["run"]["metrics"] == {"accuracy": 0.9}
-    (d,) = t["datasets"]
-    assert d["release"] == "digits@1.0.0" and d["released"] and d["digest_matches"]
-    assert d["source"].startswith("{") and d["source_git_commit"] == "f" * 40  # JSON source is read
-    assert d["context"] == "training"
-    assert [(g["name"], g["weights_digest"], g["licence"]) for g in d["generators"]] == [
+    assert t.run.run_id == world.runs["a"]
+    assert t.run.tags[tracking.TAG_DATASET] == "digits@1.0.0"
+    assert t.run.metrics == {"accuracy": 0.9}
+    (d,) = t.datasets
+    assert d.release == "digits@1.0.0" and d.released and d.digest_matches
+    assert d.source.startswith("{") and d.source_git_commit == "f" * 40  # JSON source is read
+    assert d.context == "training"
+    assert [(g.name, g.weights_digest, g.licence) for g in d.generators] == [
         ("tiny-digits", TINY, "CC-BY-4.0")
     ]
-    assert {(s["name"], s["role"], s["licence"], s["status"]) for s in d["sources"]} == {
+    assert {(s.name, s.role, s.licence, s.status) for s in d.sources} == {
         ("sklearn-digits", "filtering", "CC-BY-4.0", "active"),
         ("sklearn-digits", "generator-training", "CC-BY-4.0", "active"),
     }
-    assert d["samples"] == {"count": 7, "accepted": 6, "seed_min": 1000, "seed_max": 1006}
-    assert d["filter"] == {"total": 7, "accepted": 6, "rejected": 1, "reasons": {"ok": 6, "identity": 1}}
-    assert d["prompt_templates"] == ["a handwritten digit {identity} with a {stroke} stroke"]
-    assert d["policy"]["passed"] and d["policy"]["waivers"][0]["approver"] == "Ada"
-    assert d["withdrawn"] is None
-    assert "generator-training" in d["notes"][0] and "sklearn-digits" in d["notes"][0]
-    assert t["warnings"] == []
+    assert d.samples.model_dump() == {"count": 7, "accepted": 6, "seed_min": 1000, "seed_max": 1006}
+    assert d.filter.model_dump() == {
+        "total": 7,
+        "accepted": 6,
+        "rejected": 1,
+        "reasons": {"ok": 6, "identity": 1},
+    }
+    assert d.prompt_templates == ["a handwritten digit {identity} with a {stroke} stroke"]
+    assert d.policy.passed and d.policy.waivers[0].approver == "Ada"
+    assert d.withdrawn is None
+    assert "generator-training" in d.notes[0] and "sklearn-digits" in d.notes[0]
+    assert t.warnings == []
 
 
 def test_trace_model_follows_the_version_to_its_run(world: World, ws: Path) -> None:
     t = trace_model(ws, "digit-clf/2")
-    assert t["model"]["run_id"] == world.runs["b"]
-    (d,) = t["datasets"]
-    assert d["release"] == "digits@2.0.0" and d["digest_matches"]
-    assert {g["weights_digest"] for g in d["generators"]} == {TINY, SD}
-    assert "mnist-cond" in {s["name"] for s in d["sources"]}
-    assert d["samples"]["count"] == 9
-    assert trace_model(ws, "models:/digit-clf/1")["datasets"][0]["release"] == "digits@1.0.0"
+    assert t.model.run_id == world.runs["b"]
+    (d,) = t.datasets
+    assert d.release == "digits@2.0.0" and d.digest_matches
+    assert {g.weights_digest for g in d.generators} == {TINY, SD}
+    assert "mnist-cond" in {s.name for s in d.sources}
+    assert d.samples.count == 9
+    assert trace_model(ws, "models:/digit-clf/1").datasets[0].release == "digits@1.0.0"
 
 
 def test_trace_flags_a_digest_mismatch_and_an_unreleased_input(world: World, ws: Path) -> None:
-    d = trace_run(ws, world.runs["wrong"])["datasets"][0]
-    assert d["digest_matches"] is False
-    assert d["warnings"][0].startswith("DIGEST MISMATCH")
+    d = trace_run(ws, world.runs["wrong"]).datasets[0]
+    assert d.digest_matches is False
+    assert d.warnings[0].startswith("DIGEST MISMATCH")
     w = trace_run(ws, world.runs["working"])
-    assert w["datasets"][0]["released"] is False
+    assert w.datasets[0].released is False
     # Its manifest is nowhere (no such file, and no DVC md5 logged): trace says where it looked.
-    assert w["warnings"][0] == (
+    assert w.warnings[0] == (
         f"UNRELEASED: digits@working (manifest sha256 {'1' * 64}) resolves nowhere: looked in the "
         "workspace (0 manifest(s) under data/); not the DVC cache or remote: the run logged no DVC md5 "
         "(synthreg.dvc_md5). It was deleted or changed after training; shown is what the run logged"
     )
-    assert w["unresolved"] == [
-        {"dataset": "digits@working", "manifest_sha256": "1" * 64, "looked": w["datasets"][0]["looked"]}
+    assert w.unresolved == [
+        Unresolved(dataset="digits@working", manifest_sha256="1" * 64, looked=w.datasets[0].looked)
     ]
 
 
@@ -306,16 +320,16 @@ def test_trace_errors_name_what_is_missing(world: World, ws: Path) -> None:
 
 def test_impact_of_a_generator_reaches_versions_runs_and_models(world: World, ws: Path) -> None:
     res = impact(ws, generator="tiny-digits")
-    assert [(v["release"], v["samples"], v["accepted"]) for v in res["versions"]] == [
+    assert [(v.release, v.samples, v.accepted) for v in res.versions] == [
         ("digits@1.0.0", 7, 6),
         ("digits@2.0.0", 4, 4),
     ]
-    assert {r["run_id"] for r in res["runs"]} == {world.runs[k] for k in ("a", "b", "wrong")}
-    assert {(m["name"], m["version"]) for m in res["model_versions"]} == {
+    assert {r.run_id for r in res.runs} == {world.runs[k] for k in ("a", "b", "wrong")}
+    assert {(m.name, m.version) for m in res.model_versions} == {
         ("digit-clf", "1"),
         ("digit-clf", "2"),
     }
-    assert res["counts"] == {
+    assert res.counts.model_dump() == {
         "versions": 2,
         "samples": 11,
         "accepted": 10,
@@ -324,35 +338,35 @@ def test_impact_of_a_generator_reaches_versions_runs_and_models(world: World, ws
         "unresolved_runs": 1,
         "runs_without_the_sample": 0,
     }
-    assert any(w.startswith("DIGEST MISMATCH") and world.runs["wrong"] in w for w in res["warnings"])
+    assert any(w.startswith("DIGEST MISMATCH") and world.runs["wrong"] in w for w in res.warnings)
     # The run on a working manifest that is nowhere is listed, with why, never dropped.
-    (u,) = res["unresolved_runs"]
-    assert (u["run_id"], u["dataset"]) == (world.runs["working"], "digits@working")
+    (u,) = res.unresolved_runs
+    assert (u.run_id, u.dataset) == (world.runs["working"], "digits@working")
     said = f"UNRESOLVED: run {world.runs['working']} trained on digits@working, but its manifest resolves "
-    assert said in "\n".join(res["warnings"])
+    assert said in "\n".join(res.warnings)
 
     by_digest = impact(ws, generator=SD[:12])
-    assert [v["release"] for v in by_digest["versions"]] == ["digits@2.0.0"]
-    assert [r["run_id"] for r in by_digest["runs"]] == [world.runs["b"]]
-    assert [m["version"] for m in by_digest["model_versions"]] == ["2"]
-    assert impact(ws, generator=SD[:7])["versions"] == []  # a prefix needs 8 hex characters
+    assert [v.release for v in by_digest.versions] == ["digits@2.0.0"]
+    assert [r.run_id for r in by_digest.runs] == [world.runs["b"]]
+    assert [m.version for m in by_digest.model_versions] == ["2"]
+    assert impact(ws, generator=SD[:7]).versions == []  # a prefix needs 8 hex characters
 
 
 def test_impact_of_a_source_a_prompt_and_a_sample(world: World, ws: Path) -> None:
     src = impact(ws, source="mnist-cond")
-    assert [(v["release"], v["samples"]) for v in src["versions"]] == [("digits@2.0.0", 9)]
-    assert [m["version"] for m in src["model_versions"]] == ["2"]
-    assert len(impact(ws, source="sklearn-digits")["versions"]) == 2
+    assert [(v.release, v.samples) for v in src.versions] == [("digits@2.0.0", 9)]
+    assert [m.version for m in src.model_versions] == ["2"]
+    assert len(impact(ws, source="sklearn-digits").versions) == 2
 
     prompt = impact(ws, prompt=r"digit [12] with a thin")
-    assert [(v["release"], v["samples"]) for v in prompt["versions"]] == [
+    assert [(v.release, v.samples) for v in prompt.versions] == [
         ("digits@1.0.0", 1),
         ("digits@2.0.0", 2),
     ]
 
     sample = impact(ws, sample="digits-sd-mini-00011")
-    assert [(v["release"], v["samples"]) for v in sample["versions"]] == [("digits@2.0.0", 1)]
-    assert impact(ws, sample="digits-none")["counts"]["versions"] == 0
+    assert [(v.release, v.samples) for v in sample.versions] == [("digits@2.0.0", 1)]
+    assert impact(ws, sample="digits-none").counts.versions == 0
 
 
 def test_impact_needs_exactly_one_selector(ws: Path) -> None:
@@ -371,22 +385,22 @@ def test_trace_image_exact_and_perceptual(world: World, ws: Path, tmp_path: Path
     exact = tmp_path / "found.png"
     exact.write_bytes(world.image)
     t = trace_image(ws, exact)
-    assert t["match"] == "exact"
-    (im,) = t["images"]
-    assert im["sample_id"] == "digits-tiny-digits-00000" and im["weights_digest"] == TINY
-    assert im["seed"] == 1000 and im["prompt"].startswith("a handwritten digit 0")
-    assert t["versions"] == ["digits@1.0.0", "digits@2.0.0"]
-    assert {s["name"] for s in im["versions"][0]["sources"]} == {"sklearn-digits"}
+    assert t.match == "exact"
+    (im,) = t.images
+    assert im.sample_id == "digits-tiny-digits-00000" and im.weights_digest == TINY
+    assert im.seed == 1000 and im.prompt.startswith("a handwritten digit 0")
+    assert t.versions == ["digits@1.0.0", "digits@2.0.0"]
+    assert {s.name for s in im.versions[0].sources} == {"sklearn-digits"}
 
     pixels = picture()
     pixels[5, 5] = pixels[5, 5] // 2 + 7
     near = tmp_path / "near.png"
     near.write_bytes(png(pixels))
-    assert hashlib.sha256(near.read_bytes()).hexdigest() != im["image_sha256"]
+    assert hashlib.sha256(near.read_bytes()).hexdigest() != im.image_sha256
     p = trace_image(ws, near)
-    assert p["match"] == "perceptual"
-    assert p["images"][0]["sample_id"] == "digits-tiny-digits-00000"
-    assert p["images"][0]["distance"] <= 4 and p["versions"] == ["digits@1.0.0", "digits@2.0.0"]
+    assert p.match == "perceptual"
+    assert p.images[0].sample_id == "digits-tiny-digits-00000"
+    assert p.images[0].distance <= 4 and p.versions == ["digits@1.0.0", "digits@2.0.0"]
 
 
 def test_an_image_in_no_version_is_an_error(ws: Path, tmp_path: Path) -> None:
@@ -407,7 +421,7 @@ def test_withdraw_marks_the_release_and_trace_shows_it(
     record = ws / "releases/digits/1.0.0/release.json"
     before = record.read_bytes()
     w = withdraw(ws, "digits@1.0.0", "conditioning source withdrawn by its owner", actor="Auditor")
-    assert w["actor"] == "Auditor" and w["release"] == "digits@1.0.0"
+    assert w.actor == "Auditor" and w.release == "digits@1.0.0"
     assert is_withdrawn(ws, "digits", "1.0.0") == w
     assert is_withdrawn(ws, "digits", "2.0.0") is None
     assert record.read_bytes() == before  # the signed record is untouched
@@ -416,11 +430,11 @@ def test_withdraw_marks_the_release_and_trace_shows_it(
     assert git(ws, "status", "--porcelain", "releases", "audit") == ""
     assert git(ws, "log", "-1", "--format=%s").startswith("Withdraw digits@1.0.0")
 
-    d = trace_run(ws, world.runs["a"])["datasets"][0]
-    assert d["withdrawn"]["reason"] == "conditioning source withdrawn by its owner"
-    assert d["warnings"][0].startswith("WITHDRAWN: digits@1.0.0")
+    d = trace_run(ws, world.runs["a"]).datasets[0]
+    assert d.withdrawn.reason == "conditioning source withdrawn by its owner"
+    assert d.warnings[0].startswith("WITHDRAWN: digits@1.0.0")
     res = impact(ws, generator="tiny-digits")
-    assert [bool(v["withdrawn"]) for v in res["versions"]] == [True, False]
+    assert [bool(v.withdrawn) for v in res.versions] == [True, False]
     out = runner.invoke(app, ["trace", "run", world.runs["a"], "-w", str(ws)])
     assert out.exit_code == 0 and "** WITHDRAWN **" in out.output
 
@@ -529,22 +543,39 @@ def test_trace_tables_print_logged_values_as_text_not_markup(capsys: pytest.Capt
     from registry.cli.common import make_console as _console
     from registry.cli.tracing import _fields, _lineage_tables, _samples_rows
 
-    d = {
-        "generators": [
-            {"name": "g", "backend": "b", "licence": "l", "weights_digest": "[bold]x[/]", "images": "[red]1"}
+    d = DatasetEntry(
+        name="digits@1.0.0",
+        digest=None,
+        source="",
+        source_url="",
+        source_git_commit=None,
+        context=None,
+        release="digits@1.0.0",
+        generators=[
+            GeneratorInfo(name="g", backend="b", licence="[red]l", weights_digest="[bold]x[/]", images=1)
         ],
-        "prompt_templates": [],
-        "sources": [],
-        "policy": {"waivers": [{"rule_id": "r", "approver": "a", "expires": "[/]", "reason": "why"}]},
-        "samples": {"count": "[b]3", "accepted": 2, "seed_min": 0, "seed_max": "[/x]"},
-        "filter": {"accepted": "[i]2", "rejected": 1, "reasons": {}},
-        "recipe_seed": 0,
-    }
+        sources=[
+            SourceInfo(name="[b]s", role="filtering", licence="[/]", withdrawn_since=None, identities=None)
+        ],
+        policy=PolicyInfo(
+            passed=True,
+            report_sha256=None,
+            results={},
+            waivers=[
+                Waiver(
+                    rule_id="quality.x", scope="digits", reason="[i]why", expires="2030-01-01", approver="a"
+                )
+            ],
+        ),
+        samples=SampleStats(count=3, accepted=2, seed_min=0, seed_max=9),
+        filter=FilterCounts(total=3, accepted=2, rejected=1, reasons={"[u]odd": 1}),
+        recipe_seed=0,
+    )
     console = _console()
     _lineage_tables(console, d, "digits@1.0.0")
     head = _fields("head")
     _samples_rows(head, d, recipe_sha=False)
     console.print(head)
     out = capsys.readouterr().out
-    for text in ("[bold]x[/]", "[red]1", "[/]", "[b]3 (2 accepted); seeds 0..[/x]", "[i]2 accepted"):
+    for text in ("[bold]x[/]", "[red]l", "[b]s", "[/]", "[i]why", "3 (2 accepted); seeds 0..9", "[u]odd 1"):
         assert text in out, out

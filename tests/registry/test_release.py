@@ -495,15 +495,15 @@ def test_diff_after_a_stricter_filter(released_copy: Path, released: Built):
     assert all(c["b"] < c["a"] for c in accepted.values())
 
     d = diff(ws, "digits@1.0.0", "digits@1.1.0")
-    assert (d["a"], d["b"]) == ("digits@1.0.0", "digits@1.1.0")
-    assert (d["samples"]["added"], d["samples"]["removed"]) == (added, removed) == (0, 0)  # rows are kept
-    assert d["accepted_per_identity"] == accepted
-    assert d["generators"] == {"added": [], "removed": []}
-    assert d["sources"] == {"added": [], "removed": []}
-    assert d["policy"]["quality.accepted-share"] == {"a": "pass", "b": "waived"}
+    assert (d.a, d.b) == ("digits@1.0.0", "digits@1.1.0")
+    assert (d.samples.added, d.samples.removed) == (added, removed) == (0, 0)  # rows are kept
+    assert {i: c.model_dump() for i, c in d.accepted_per_identity.items()} == accepted
+    assert d.generators.model_dump() == {"added": [], "removed": []}
+    assert d.sources.model_dump() == {"added": [], "removed": []}
+    assert d.policy["quality.accepted-share"].model_dump() == {"a": "pass", "b": "waived"}
 
     cli = runner.invoke(app, ["diff", "digits@1.0.0", "digits@1.1.0", "--json", "-w", str(ws)])
-    assert cli.exit_code == 0 and json.loads(cli.stdout) == d
+    assert cli.exit_code == 0 and json.loads(cli.stdout) == d.model_dump(mode="json")
     cli = runner.invoke(app, ["diff", "digits@1.0.0", "digits@1.1.0", "-w", str(ws)])
     assert cli.exit_code == 0, cli.output
     rows = table_rows(cli.stdout)
@@ -595,10 +595,10 @@ def test_generate_filter_validate_release_train_trace_impact(released_copy: Path
     record = load_release(released_copy, "digits@1.0.0")
     weights = record.generators[0].weights_digest
 
-    traced = json.dumps(trace_model(released_copy, f"digits-classifier/{result.model_version}"), default=str)
+    traced = trace_model(released_copy, f"digits-classifier/{result.model_version}").model_dump_json()
     assert "digits@1.0.0" in traced and weights in traced and result.run_id in traced
 
-    hit = json.dumps(impact(released_copy, generator=weights[:12]), default=str)
+    hit = impact(released_copy, generator=weights[:12]).model_dump_json()
     assert "digits@1.0.0" in hit and result.run_id in hit and "digits-classifier" in hit
 
 

@@ -140,16 +140,16 @@ def test_get_source_works_in_a_fresh_process(world: World, ws: Path) -> None:
 
 def test_a_working_run_traces_to_generators_seeds_and_sources(world: World, ws: Path) -> None:
     t = trace_run(ws, world.runs["drew"])
-    (d,) = t["datasets"]
-    assert d["unreleased"] and d["resolved"] and d["resolved_from"] == f"workspace {MANIFEST}"
-    assert [(g["name"], g["images"]) for g in d["generators"]] == [("tiny-digits", 12)]
-    assert len(d["generators"][0]["weights_digest"]) == 64
-    assert d["samples"]["count"] == 12 and d["samples"]["seed_min"] is not None
-    assert d["prompt_templates"] == ["a handwritten digit {identity} with a {stroke} stroke"]
-    assert {s["name"] for s in d["sources"]} >= {"sklearn-digits", "volunteer-sevens"}
-    assert d["drawn"]["count"] == 2
-    assert t["unresolved"] == []
-    assert t["warnings"][0] == (
+    (d,) = t.datasets
+    assert d.unreleased and d.resolved and d.resolved_from == f"workspace {MANIFEST}"
+    assert [(g.name, g.images) for g in d.generators] == [("tiny-digits", 12)]
+    assert len(d.generators[0].weights_digest) == 64
+    assert d.samples.count == 12 and d.samples.seed_min is not None
+    assert d.prompt_templates == ["a handwritten digit {identity} with a {stroke} stroke"]
+    assert {s.name for s in d.sources} >= {"sklearn-digits", "volunteer-sevens"}
+    assert d.drawn.count == 2
+    assert t.unresolved == []
+    assert t.warnings[0] == (
         f"UNRELEASED: digits@working is a working manifest, not a release; found by content in workspace "
         f"{MANIFEST}"
     )
@@ -158,9 +158,9 @@ def test_a_working_run_traces_to_generators_seeds_and_sources(world: World, ws: 
 def test_a_deleted_working_manifest_is_found_in_the_dvc_cache(world: World, copy: Path) -> None:
     (copy / MANIFEST).unlink()
     assert cached(copy, world.md5).is_file()  # released content is in the cache under its md5
-    d = trace_run(copy, world.runs["drew"])["datasets"][0]
-    assert d["resolved_from"] == f"DVC cache .dvc/cache/files/md5/{world.md5[:2]}/{world.md5[2:]}"
-    assert d["samples"]["count"] == 12
+    d = trace_run(copy, world.runs["drew"]).datasets[0]
+    assert d.resolved_from == f"DVC cache .dvc/cache/files/md5/{world.md5[:2]}/{world.md5[2:]}"
+    assert d.samples.count == 12
 
 
 def test_then_in_the_dvc_remote(world: World, copy: Path, tmp_path: Path) -> None:
@@ -169,8 +169,8 @@ def test_then_in_the_dvc_remote(world: World, copy: Path, tmp_path: Path) -> Non
     sh(copy, DVC, "push", "-q")
     (copy / MANIFEST).unlink()
     cached(copy, world.md5).unlink()
-    d = trace_run(copy, world.runs["drew"])["datasets"][0]
-    assert d["resolved_from"] == f"DVC remote store ({remote}/files/md5), fetched into the DVC cache"
+    d = trace_run(copy, world.runs["drew"]).datasets[0]
+    assert d.resolved_from == f"DVC remote store ({remote}/files/md5), fetched into the DVC cache"
     assert cached(copy, world.md5).is_file()  # fetched as `dvc fetch` would
 
 
@@ -179,14 +179,14 @@ def test_a_manifest_found_nowhere_is_an_error_after_what_the_run_logged(world: W
     cached(copy, world.md5).unlink()
     subprocess.run([DVC, "remote", "default", "--unset"], cwd=copy, check=True)  # releases pushed there
     t = trace_run(copy, world.runs["drew"])
-    (d,) = t["datasets"]
-    assert not d["resolved"] and [g["name"] for g in d["generators"]] == ["tiny-digits"]  # as logged
+    (d,) = t.datasets
+    assert not d.resolved and [g.name for g in d.generators] == ["tiny-digits"]  # as logged
     looked = [
         "the workspace (1 manifest(s) under data/)",
         f"the DVC cache (.dvc/cache/files/md5/{world.md5[:2]}/{world.md5[2:]})",
         "no DVC remote (none is configured as default)",
     ]
-    assert d["looked"] == looked
+    assert d.looked == looked
 
     result = runner.invoke(app, ["trace", "run", world.runs["drew"], "-w", str(copy)])
     assert result.exit_code == 1
@@ -201,8 +201,8 @@ def test_a_manifest_found_nowhere_is_an_error_after_what_the_run_logged(world: W
     )
 
     res = registry.impact(copy, generator="tiny-digits")
-    assert {u["run_id"] for u in res["unresolved_runs"]} == {world.runs["drew"], world.runs["unrecorded"]}
-    assert [v["release"] for v in res["versions"]] == ["digits@1.0.0"]
+    assert {u.run_id for u in res.unresolved_runs} == {world.runs["drew"], world.runs["unrecorded"]}
+    assert [v.release for v in res.versions] == ["digits@1.0.0"]
 
 
 def test_a_run_without_a_synthreg_dataset_is_an_error(world: World, ws: Path) -> None:
@@ -224,17 +224,17 @@ def test_a_run_without_a_synthreg_dataset_is_an_error(world: World, ws: Path) ->
 
 def test_impact_of_the_generator_reaches_unreleased_runs_and_models(world: World, ws: Path) -> None:
     res = registry.impact(ws, generator="tiny-digits")
-    assert [(v["release"], v["unreleased"], v["samples"]) for v in res["versions"]] == [
+    assert [(v.release, v.unreleased, v.samples) for v in res.versions] == [
         ("digits@1.0.0", False, 12),
         ("digits@working", True, 12),
     ]
-    assert {r["run_id"]: r["unreleased"] for r in res["runs"]} == {
+    assert {r.run_id: r.unreleased for r in res.runs} == {
         world.runs["released"]: False,
         world.runs["drew"]: True,
         world.runs["unrecorded"]: True,
     }
-    assert {(m["name"], m["version"]) for m in res["model_versions"]} == {(MODEL, "1"), (MODEL, "2")}
-    assert res["unresolved_runs"] == []
+    assert {(m.name, m.version) for m in res.model_versions} == {(MODEL, "1"), (MODEL, "2")}
+    assert res.unresolved_runs == []
     result = runner.invoke(app, ["impact", "--generator", "tiny-digits", "-w", str(ws)])
     assert result.exit_code == 0
     runs = {r[0]: r for r in table_rows(result.stdout) if r[0] in world.runs.values()}
@@ -243,16 +243,16 @@ def test_impact_of_the_generator_reaches_unreleased_runs_and_models(world: World
 
 def test_impact_of_a_sample_names_only_the_runs_that_drew_it(world: World, ws: Path) -> None:
     res = registry.impact(ws, sample=world.ids[0])
-    assert {r["run_id"]: r["drew"] for r in res["runs"]} == {
+    assert {r.run_id: r.drew for r in res.runs} == {
         world.runs["drew"]: True,
         world.runs["unrecorded"]: None,  # recorded no ids: listed, and warned about
     }
-    assert res["counts"]["runs_without_the_sample"] == 1  # the released run drew another sample
-    assert [m["version"] for m in res["model_versions"]] == ["1"]
-    assert any(w.startswith(f"UNKNOWN DRAW: run {world.runs['unrecorded']} ") for w in res["warnings"])
+    assert res.counts.runs_without_the_sample == 1  # the released run drew another sample
+    assert [m.version for m in res.model_versions] == ["1"]
+    assert any(w.startswith(f"UNKNOWN DRAW: run {world.runs['unrecorded']} ") for w in res.warnings)
 
     drawn = registry.impact(ws, sample=world.ids[5])
-    assert {r["run_id"] for r in drawn["runs"]} == {world.runs["released"], world.runs["unrecorded"]}
+    assert {r.run_id for r in drawn.runs} == {world.runs["released"], world.runs["unrecorded"]}
 
 
 def test_impact_of_a_conditioning_source_reaches_only_its_identities_unreleased_too(
@@ -261,11 +261,11 @@ def test_impact_of_a_conditioning_source_reaches_only_its_identities_unreleased_
     """volunteer-sevens conditioned identity 7 only: 4 of the 12 images, in the release and in the
     working manifest (whose sources come from what its runs logged)."""
     res = registry.impact(ws, source="volunteer-sevens")
-    assert [(v["release"], v["unreleased"], v["samples"]) for v in res["versions"]] == [
+    assert [(v.release, v.unreleased, v.samples) for v in res.versions] == [
         ("digits@1.0.0", False, 4),
         ("digits@working", True, 4),
     ]
-    assert len(res["runs"]) == 3
+    assert len(res.runs) == 3
 
 
 def test_a_run_that_logged_only_a_digest_prefix_is_reached_with_the_others(
@@ -283,21 +283,21 @@ def test_a_run_that_logged_only_a_digest_prefix_is_reached_with_the_others(
     ds = Dataset(name="digits@working", digest=world.sha[:36], source_type="synthreg", source="synthreg://x")
     c.log_inputs(run.info.run_id, [DatasetInput(ds, [])])
     res = registry.impact(copy, generator="tiny-digits")
-    assert [(v["release"], v["manifest_sha256"]) for v in res["versions"]] == [
+    assert [(v.release, v.manifest_sha256) for v in res.versions] == [
         ("digits@1.0.0", world.sha),
         ("digits@working", world.sha),
     ]
-    assert {r["run_id"] for r in res["runs"]} == {full, run.info.run_id}
-    assert res["unresolved_runs"] == []
+    assert {r.run_id for r in res.runs} == {full, run.info.run_id}
+    assert res.unresolved_runs == []
 
 
 # --- model references and `synthreg models` ------------------------------------------------------------
 
 
 def test_latest_and_alias_name_a_version(world: World, ws: Path) -> None:
-    assert trace_model(ws, f"{MODEL}/latest")["model"]["version"] == "2"
+    assert trace_model(ws, f"{MODEL}/latest").model.version == "2"
     champion = trace_model(ws, f"{MODEL}@champion")
-    assert (champion["model"]["version"], champion["model"]["run_id"]) == ("1", world.runs["drew"])
+    assert (champion.model.version, champion.model.run_id) == ("1", world.runs["drew"])
     result = runner.invoke(app, ["trace", "model", f"{MODEL}@nope", "-w", str(ws)])
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
@@ -350,9 +350,9 @@ def test_a_plain_pytorch_script_is_traced_and_reached(world: World, copy: Path, 
     run_id = proc.stdout.split()[1].rstrip(";")
     os.environ["MLFLOW_TRACKING_URI"] = uri  # restored by the `copy` fixture's monkeypatch
     t = trace_model(copy, "digits-plain/latest")
-    assert t["run"]["run_id"] == run_id
-    (d,) = t["datasets"]
-    assert d["release"] == "digits@1.0.0" and d["digest_matches"] and d["drawn"]["count"] > 0
+    assert t.run.run_id == run_id
+    (d,) = t.datasets
+    assert d.release == "digits@1.0.0" and d.digest_matches and d.drawn.count > 0
     res = registry.impact(copy, generator="tiny-digits")
-    assert [r["run_id"] for r in res["runs"]] == [run_id]
-    assert [(m["name"], m["version"]) for m in res["model_versions"]] == [("digits-plain", "1")]
+    assert [r.run_id for r in res.runs] == [run_id]
+    assert [(m.name, m.version) for m in res.model_versions] == [("digits-plain", "1")]

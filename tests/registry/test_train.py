@@ -375,17 +375,15 @@ def test_the_default_run_on_the_working_manifest_traces_to_generator_prompts_see
 
     res = train(built.ws, SMALL, "digits@working")
     t = trace_model(built.ws, "digits-classifier/latest")
-    assert t["run"]["run_id"] == res.run_id
-    (d,) = t["datasets"]
-    assert d["unreleased"] and d["resolved_from"] == f"workspace {MANIFEST}"
-    (g,) = d["generators"]
-    assert (g["name"], g["images"], len(g["weights_digest"])) == ("tiny-digits", built.total, 64)
-    assert d["prompt_templates"] == ["a handwritten digit {identity} with a {stroke} stroke"]
-    assert d["samples"]["count"] == built.total and d["samples"]["seed_min"] is not None
-    assert {s["name"] for s in d["sources"]} >= {"sklearn-digits"}
-    assert d["drawn"]["count"] == res.n_synthetic
+    assert t.run.run_id == res.run_id
+    (d,) = t.datasets
+    assert d.unreleased and d.resolved_from == f"workspace {MANIFEST}"
+    (g,) = d.generators
+    assert (g.name, g.images, len(g.weights_digest)) == ("tiny-digits", built.total, 64)
+    assert d.prompt_templates == ["a handwritten digit {identity} with a {stroke} stroke"]
+    assert d.samples.count == built.total and d.samples.seed_min is not None
+    assert {s.name for s in d.sources} >= {"sklearn-digits"}
+    assert d.drawn.count == res.n_synthetic
     found = impact(built.ws, generator="tiny-digits")
-    assert res.run_id in {r["run_id"] for r in found["runs"] if r["unreleased"]}
-    assert ("digits-classifier", res.model_version) in {
-        (m["name"], m["version"]) for m in found["model_versions"]
-    }
+    assert res.run_id in {r.run_id for r in found.runs if r.unreleased}
+    assert ("digits-classifier", res.model_version) in {(m.name, m.version) for m in found.model_versions}

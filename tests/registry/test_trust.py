@@ -360,7 +360,7 @@ def test_replaying_an_approval_onto_another_release_is_caught(released_copy: Pat
 
     withdraw(ws, "digits@1.0.0", "consent withdrawn")
     info = release_info(ws, load_release(ws, "digits@1.0.0"), None, {})
-    assert "derived from the withdrawn digits@1.0.0: digits@1.1.0" in info["warnings"]
+    assert "derived from the withdrawn digits@1.0.0: digits@1.1.0" in info.warnings
 
 
 def test_an_edited_report_is_not_released(fresh: Path, base: Built):
@@ -508,12 +508,12 @@ def test_a_rewritten_or_truncated_log_is_caught_by_the_signed_checkpoints(releas
 def test_a_withdrawal_is_signed_shown_everywhere_and_cannot_be_deleted_quietly(released_copy: Path):
     ws = released_copy
     w = withdraw(ws, "digits@1.0.0", "consent withdrawn")
-    assert (w["signer"], w["role"], w["trusted"]) == ("Solo Tester", "releaser", True)
+    assert (w.signer, w.role, w.trusted) == ("Solo Tester", "releaser", True)
     with pytest.raises(
         ReleaseError, match=r"^digits@1\.0\.0 was withdrawn on .*: consent withdrawn; pass allow_withdrawn"
     ):
         open_release(ws, "digits@1.0.0")
-    assert open_release(ws, "digits@1.0.0", allow_withdrawn=True).withdrawn["reason"] == "consent withdrawn"
+    assert open_release(ws, "digits@1.0.0", allow_withdrawn=True).withdrawn.reason == "consent withdrawn"
     assert list_status(ws) == {"digits": [("1.0.0", "solo, withdrawn")]}
     status = list_status(ws)["digits"][0][1]  # typed: no caller parses the words (issue 18)
     assert (status.state, status.withdrawn) == (ReleaseStatus.SOLO, True)
@@ -522,8 +522,8 @@ def test_a_withdrawal_is_signed_shown_everywhere_and_cannot_be_deleted_quietly(r
 
     (folder(ws, "1.0.0") / "withdrawal.dsse.json").unlink()  # the insider deletes it
     gone = is_withdrawn(ws, "digits", "1.0.0")
-    assert gone is not None and not gone["trusted"]
-    assert gone["why_untrusted"].startswith(
+    assert gone is not None and not gone.trusted
+    assert gone.why_untrusted.startswith(
         "the withdrawal record releases/digits/1.0.0/withdrawal.dsse.json was deleted"
     )
     with pytest.raises(ReleaseError, match="was withdrawn"):
