@@ -48,6 +48,7 @@ class FilterResult:
     total: int
     accepted: int
     reasons: dict[str, int]
+    not_checked: tuple[str, ...] = ()  # checks that did not run, with why (also in filter.json)
 
 
 def filter_manifest(
@@ -136,6 +137,11 @@ def _filter(
 
     counts = Counter(dict(sorted(counts.items())))
     accepted = counts.get("ok", 0)
+    not_checked = (
+        []
+        if domain is not None
+        else [f"identity and memorised-copy checks: no domain for backend(s) {backends}"]
+    )
     summary = {
         "candidates": relative(ws, in_path),
         "candidates_sha256": sha256_file(in_path),
@@ -146,9 +152,7 @@ def _filter(
         "accepted_share": round(accepted / n, 4),
         "reasons": dict(counts),
         "domain": domain.describe() if domain is not None else None,
-        "not_checked": []
-        if domain is not None
-        else [f"identity and memorised-copy checks: no domain for backend(s) {backends}"],
+        "not_checked": not_checked,
     }
     atomic_write_text(out_dir / "filter.json", json.dumps(summary, indent=2) + "\n")
     audit.append(
@@ -164,7 +168,7 @@ def _filter(
             "params": summary["params"],
         },
     )
-    return FilterResult(out_path, n, accepted, dict(counts))
+    return FilterResult(out_path, n, accepted, dict(counts), tuple(not_checked))
 
 
 CHUNK = 4096  # rows scored at a time

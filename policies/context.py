@@ -21,6 +21,12 @@ class Outcome:
     measured: int | float | str | None = None
     threshold: int | float | str | None = None
     evidence: Evidence = field(default_factory=Evidence)
+    ran: bool = True  # False: the inputs the check needs are missing; ``message`` says which
+
+    @classmethod
+    def not_run(cls, why: str, threshold: int | float | str | None = None) -> Outcome:
+        """A check that could not run: nothing was measured, so it is neither a pass nor a failure."""
+        return cls(False, f"not run: {why}", threshold=threshold, ran=False)
 
 
 @dataclass

@@ -4,7 +4,10 @@
     report.passed                                         # False: an error rule failed, unwaived
 
 A rule's outcome becomes its status: pass; fail (error rule) or warn (warn rule) when not ok;
-waived when a failing error rule has a waiver for this dataset that has not expired.
+waived when a failing error rule has a waiver for this dataset that has not expired; ``not run`` when the
+check's inputs are missing (no classifier observed the attribute, no memorisation distance was computed,
+the recipe declares no such attribute), with why. A rule with ``require: ran`` fails (or warns) instead.
+``not run`` is never counted as a pass.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from registry.exports.policy_md import render_markdown
 from registry.records.config import format_validation_error, load_recipe, load_yaml_model
 from registry.records.dataset import Recipe
 from registry.records.policy import (
+    NOT_RUN,
     IgnoredWaiver,
     LicenceBase,
     PolicyPack,
     PolicyReport,
+    Rule,
     RuleResult,
     Waiver,
     WaiverFile,
@@ -103,10 +108,12 @@ def load_waivers(path: Path | None) -> list[Waiver]:
     return load_yaml_model(path, WaiverFile, "waivers file", PolicyError).waivers
 
 
-def _status(severity: str, outcome: Outcome, waiver: Waiver | None) -> str:
+def _status(rule: Rule, outcome: Outcome, waiver: Waiver | None) -> str:
     if outcome.ok:
         return "pass"
-    if severity == "warn":
+    if not outcome.ran and rule.require != "ran":
+        return NOT_RUN
+    if rule.severity == "warn":
         return "warn"
     return "waived" if waiver else "fail"
 
@@ -137,7 +144,9 @@ def evaluate(
                 ),
                 None,
             )
-            status = _status(rule.severity, outcome, waiver)
+            status = _status(rule, outcome, waiver)
+            if not outcome.ran and rule.require == "ran":
+                outcome.message = f"required to run ({rule.id} has require: ran), but {outcome.message}"
             results.append(
                 RuleResult(
                     rule_id=rule.id,

@@ -13,11 +13,22 @@ _METRICS = {
         "identity_pred IS NOT NULL",
         "identity_pred IS NOT NULL AND identity_pred <> identity",
     ),
+    # Over the rows whose distance to the real reference set was computed: a row never measured is not
+    # "not memorised" (issue 21: it read `pass 0/300` when no distance had been computed for any row).
     "memorised_rate": (
         "starts_with(reason, 'memorised_copy')",
-        "reason IS NOT NULL",
+        "nn_distance IS NOT NULL",
         "starts_with(reason, 'memorised_copy')",
     ),
+}
+
+# What a metric needs, said when no row has it.
+_NEEDS = {
+    "accepted_share": "the manifest has no row",
+    "identity_consistency": "no row has an identity prediction (identity_pred): the filter had no identity "
+    "classifier for this dataset's domain",
+    "memorised_rate": "no row has a distance to a real reference image (nn_distance): the filter had no "
+    "real reference set for this dataset's domain",
 }
 
 
@@ -35,12 +46,7 @@ def check(rule: QualityRule, ctx: Context) -> Outcome:
         if b
     )
     if total == 0:
-        return Outcome(
-            False,
-            f"{rule.metric} cannot be measured: no row has the scores it needs (was the manifest filtered, "
-            "and does the generator's domain have an identity classifier?)",
-            threshold=bounds,
-        )
+        return Outcome.not_run(f"{rule.metric} was not measured: {_NEEDS[rule.metric]}", threshold=bounds)
     value = hits / total
     ok = (rule.min is None or value >= rule.min) and (rule.max is None or value <= rule.max)
     evidence = Evidence() if ok else ctx.sample_ids(cite)
@@ -56,6 +62,11 @@ def check(rule: QualityRule, ctx: Context) -> Outcome:
 def check_leakage(rule: LeakageRule, ctx: Context) -> Outcome:
     training = ctx.recipe.generator.training_sources
     evaluation = [s for s in ctx.recipe.sources if s.role == "evaluation"]
+    if not evaluation:  # nothing to compare with: not a pass (issue 19 found it demanding digests anyway)
+        return Outcome.not_run(
+            "the recipe declares no evaluation source (role: evaluation), so there is nothing to compare the "
+            "generator's training data with; declare the split downstream models are evaluated on"
+        )
     undigested = [s.name for s in training + evaluation if not s.digest]
     if undigested:
         return Outcome(
@@ -79,8 +90,6 @@ def check_leakage(rule: LeakageRule, ctx: Context) -> Outcome:
             threshold=0,
             evidence=Evidence(count=len(pairs), details={"overlap": pairs}),
         )
-    if not evaluation:
-        return Outcome(True, "no evaluation source declared: nothing to leak into", measured=0, threshold=0)
     return Outcome(
         True,
         f"{len(training)} generator training source(s) and {len(evaluation)} evaluation source(s) "

@@ -62,19 +62,39 @@ def _describe(
     return broken, groups, worst_group
 
 
-def check(rule: RepresentationRule, ctx: Context) -> Outcome:
-    column = "attributes" if rule.measured_on == "requested" else "observed_attributes"
-    kept = "decision = 'accepted' OR decision IS NULL"
+def _unmeasured(rule: RepresentationRule, ctx: Context, column: str, kept: str) -> Outcome | None:
+    """Why the rule cannot be measured (not run, or a manifest that lacks what it was asked for), or None."""
+    if rule.attribute not in ctx.recipe.attributes:  # issue 19: the default pack's stroke rules on pets
+        return Outcome.not_run(
+            f"the recipe of {ctx.recipe.dataset} declares no attribute {rule.attribute!r}, so its "
+            "representation was not measured",
+            threshold=rule.min_ratio,
+        )
     measured = ctx.one(
         f"SELECT count(*) FROM manifest WHERE ({kept}) AND {column}[?] IS NOT NULL", [rule.attribute]
     )[0]
-    if measured == 0:
+    if measured == 0 and rule.measured_on == "observed":
+        return Outcome.not_run(
+            f"attribute {rule.attribute!r} was observed on no accepted image: the filter had no attribute "
+            "classifier for it, so the observed representation was not measured",
+            threshold=rule.min_ratio,
+        )
+    if measured == 0:  # declared and asked for, yet on no image: the manifest is wrong
         return Outcome(
             False,
             f"attribute {rule.attribute!r} is not {rule.measured_on} on any accepted image, so its "
             "representation cannot be shown",
             threshold=rule.min_ratio,
         )
+    return None
+
+
+def check(rule: RepresentationRule, ctx: Context) -> Outcome:
+    column = "attributes" if rule.measured_on == "requested" else "observed_attributes"
+    kept = "decision = 'accepted' OR decision IS NULL"
+    unmeasured = _unmeasured(rule, ctx, column, kept)
+    if unmeasured is not None:
+        return unmeasured
     values = list(ctx.recipe.attributes.get(rule.attribute, []))
     group = "identity" if rule.per_identity else "'all'"
     rows = ctx.con.execute(

@@ -97,6 +97,8 @@ def filter_(
         typer.echo(f"{res.accepted}/{res.total} accepted; manifest {res.manifest}")
         for reason, count in res.reasons.items():
             typer.echo(f"  {reason}: {count}")
+        for why in res.not_checked:  # printed, not only in filter.json: a check that did not run is no pass
+            typer.echo(f"  NOT RUN: {why}")
 
 
 def reproduce(
@@ -151,15 +153,12 @@ def validate(
             report = run(filtered, ws, recipe_, packs, v.waivers, v.licences, out, None, progress)
         if load_recipe(ws / (recipe or p.recipe)).generator.backend == LOAD_TEST_BACKEND:
             typer.echo(f"warning: {LOAD_TEST_WARNING}")
+        from registry.exports.policy_md import summary
+
         for r in report.results:
             if r.status != "pass":
                 typer.echo(f"  {r.status:6} {r.rule_id}: {r.message}")
-        counts = {s: sum(r.status == s for r in report.results) for s in ("pass", "fail", "warn", "waived")}
-        typer.echo(
-            f"{'PASSED' if report.passed else 'FAILED'}: "
-            + ", ".join(f"{n} {s}" for s, n in counts.items())
-            + f"; report {(out or filtered.parent / 'policy') / 'report.md'}"
-        )
+        typer.echo(f"{summary(report)}; report {(out or filtered.parent / 'policy') / 'report.md'}")
         if not report.passed:
             raise typer.Exit(POLICY_FAILED_EXIT)
 

@@ -179,7 +179,14 @@ def report(
 
 
 def _status(value: str | None) -> str:
-    colour = {"pass": "green", "fail": "bold red", "warn": "yellow", "waived": "yellow"}.get(value or "", "")
+    colours = {
+        "pass": "green",
+        "fail": "bold red",
+        "warn": "yellow",
+        "waived": "yellow",
+        "not run": "bold magenta",
+    }
+    colour = colours.get(value or "", "")
     return f"[{colour}]{escape(str(value))}[/]" if colour else escape(str(value))
 
 

@@ -129,6 +129,9 @@ def _summary(release: Release, report: PolicyReport) -> list[str]:
         f"{len(waived)} waived{' (' + ', '.join(waived) + ')' if waived else ''}. "
         "See *Bias, Risks and Limitations*."
     )
+    if report.not_run:  # never counted as passed: each is named, with why
+        lines += ["", f"**{len(report.not_run)} check(s) did not run**, so they show nothing either way:", ""]
+        lines += [f"- `{r.rule_id}`: {r.message}" for r in report.not_run]
     return [*lines, ""]
 
 

@@ -216,7 +216,9 @@ def _rai(release: Release, report: PolicyReport) -> dict[str, Any]:
             "Any gain a downstream model gets from this dataset comes partly from the real data the "
             f"generator was trained on: {', '.join(s.name for s in trained)}."
         )
-    limitations += [c.result_line(r) for r in report.results if r.status in ("warn", "fail", "waived")]
+    limitations += [
+        c.result_line(r) for r in report.results if r.status in ("warn", "fail", "waived", "not run")
+    ]
     limitations += c.out_of_scope(release, report)
     use = release.intended_use
     use_cases = [

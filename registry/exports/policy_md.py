@@ -7,21 +7,28 @@ Here, not in ``policies``, because a release renders it too and ``registry`` doe
 
 from __future__ import annotations
 
-from registry.records.policy import PolicyReport
+from registry.records.policy import NOT_RUN, PolicyReport
 
-STATUSES = ("pass", "fail", "warn", "waived")
+STATUSES = ("pass", "fail", "warn", "waived", NOT_RUN)
+
+
+def summary(report: PolicyReport) -> str:
+    """``PASSED: 12 pass, 0 fail, 1 warn, 0 waived`` (and ``, 2 not run`` when any check did not run:
+    a check that did not run is never counted as a pass)."""
+    counts = {s: sum(r.status == s for r in report.results) for s in STATUSES}
+    if not counts[NOT_RUN]:
+        del counts[NOT_RUN]
+    return f"{'PASSED' if report.passed else 'FAILED'}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
 def render_markdown(report: PolicyReport) -> str:
-    icon = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "waived": "waived"}
+    icon = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "waived": "waived", NOT_RUN: "**NOT RUN**"}
     use = report.intended_use
+    head, _, counts = summary(report).partition(": ")
     lines = [
         f"# Policy report: {report.dataset}",
         "",
-        f"**{'PASSED' if report.passed else 'FAILED'}**: "
-        + ", ".join(
-            f"{sum(r.status == s for r in report.results)} {s}" for s in ("pass", "fail", "warn", "waived")
-        ),
+        f"**{head}**: {counts}",
         "",
         f"- manifest `{report.manifest}` sha256 `{report.manifest_sha256}`",
         f"- intended use: {'commercial' if use.commercial else 'non-commercial'}; {', '.join(use.purposes)}",
@@ -38,6 +45,9 @@ def render_markdown(report: PolicyReport) -> str:
         lines.append(
             f"| `{r.rule_id}` | {r.severity} | {icon[r.status]} | {measured} | {threshold} | {msg} |"
         )
+    if report.not_run:
+        lines += ["", "## Checks not run", ""]
+        lines += [f"- `{r.rule_id}` ({r.severity}): {r.message}" for r in report.not_run]
     offending = [r for r in report.results if r.status != "pass" and (r.evidence.count or r.waiver)]
     if offending:
         lines += ["", "## Evidence", ""]

@@ -46,7 +46,9 @@ th{background:#f4f4f4} code{word-break:break-all;overflow-wrap:anywhere;font-siz
 .banner{padding:1rem;border-radius:.4rem;font-size:1.2rem;font-weight:600;margin:1rem 0}
 .passed{background:#e3f4e8;border:2px solid #2e7d32}.waived{background:#fff4e0;border:2px solid #ef6c00}
 .withdrawn,.failed{background:#fde7e7;border:2px solid #c62828}
+.warned{background:#fff4e0;border:2px solid #ef6c00}.notrun{background:#f3e5f5;border:2px solid #6a1b9a}
 .st-pass{color:#2e7d32}.st-fail{color:#c62828;font-weight:700}.st-warn,.st-waived{color:#ef6c00}
+.st-not-run{color:#6a1b9a;font-weight:700}
 .sheet{display:flex;flex-wrap:wrap;gap:.5rem;margin:.3rem 0 1rem}
 figure{margin:0;width:8rem;font-size:.7rem;text-align:center}
 figure img{width:6rem;height:6rem;image-rendering:pixelated;object-fit:contain;border:1px solid #ccc}
@@ -93,18 +95,35 @@ def _page(title: str, sections: list[str]) -> str:
 # --- the sections ------------------------------------------------------------------------------------
 
 
+def worst_status(record: Release) -> tuple[str, str]:
+    """The banner's class and words: the worst policy status of the release (failed, waived, warned, not
+    run, passed), so it is never green over a warning or over a check that did not run."""
+    statuses = list(record.policy_results.values())
+    warned = [r for r, st in record.policy_results.items() if st == "warn"]
+    not_run = [r for r, st in record.policy_results.items() if st == "not run"]
+    if not record.policy_passed:
+        return "failed", "policy FAILED"
+    if record.waivers or "waived" in statuses:
+        return "waived", f"passed with {len(record.waivers)} waiver(s)" + (
+            f" and {len(warned)} warning(s)" if warned else ""
+        ) + (f"; {len(not_run)} check(s) NOT RUN" if not_run else "")
+    if warned:
+        return "warned", f"passed with {len(warned)} warning(s): {', '.join(warned)}" + (
+            f"; {len(not_run)} check(s) NOT RUN" if not_run else ""
+        )
+    if not_run:
+        return "notrun", f"passed the rules that ran; {len(not_run)} check(s) NOT RUN: {', '.join(not_run)}"
+    return "passed", "passed every policy rule"
+
+
 def _banner(record: Release, withdrawal: WithdrawalState | None) -> str:
     if withdrawal:
         cls, text = (
             "withdrawn",
             f"WITHDRAWN on {withdrawal.day} by {withdrawal.actor}: {withdrawal.reason}",
         )
-    elif not record.policy_passed:
-        cls, text = "failed", "policy FAILED"
-    elif record.waivers:
-        cls, text = "waived", f"passed with {len(record.waivers)} waiver(s)"
     else:
-        cls, text = "passed", "passed every policy rule"
+        cls, text = worst_status(record)
     derived = (
         f"<p>Derived from {_e(record.derived_from.parent)} without {record.derived_from.removed} "
         f"sample(s): {_e(record.derived_from.reason)}</p>"
@@ -133,9 +152,13 @@ def _banner(record: Release, withdrawal: WithdrawalState | None) -> str:
     )
 
 
+def _status_cell(status: str) -> str:
+    return f'<span class="st-{_e(status).replace(" ", "-")}">{_e(status)}</span>'
+
+
 def _policy(report: PolicyReport | None, record: Release) -> str:
     if report is None:
-        rows = [[f"<code>{_e(k)}</code>", "", f'<span class="st-{_e(v)}">{_e(v)}</span>', "", "", "", ""]
+        rows = [[f"<code>{_e(k)}</code>", "", _status_cell(v), "", "", "", ""]
                 for k, v in record.policy_results.items()]  # fmt: skip
         note = "<p class='note'>policy-report.json is missing; statuses from the release record.</p>"
     else:
@@ -143,7 +166,7 @@ def _policy(report: PolicyReport | None, record: Release) -> str:
             [
                 f"<code>{_e(r.rule_id)}</code>",
                 _e(r.severity),
-                f'<span class="st-{_e(r.status)}">{_e(r.status)}</span>',
+                _status_cell(r.status),
                 _e("" if r.measured is None else r.measured),
                 _e("" if r.threshold is None else r.threshold),
                 _e(r.message),
@@ -562,4 +585,4 @@ def model_page(
 # the escape every value from a record gets, for callers that add notes of their own
 escape = _e
 
-__all__ = ["MemberReader", "ReportData", "dataset_page", "escape", "model_page"]
+__all__ = ["MemberReader", "ReportData", "dataset_page", "escape", "model_page", "worst_status"]

@@ -60,6 +60,11 @@ class _Rule(Strict):
     id: RuleId
     severity: Literal["error", "warn"]
     description: str = Field(min_length=1)
+    require: Literal["ran"] | None = Field(
+        default=None,
+        description="ran: the check must have run; when its inputs are missing it fails (an error rule) or "
+        "warns (a warn rule) instead of reporting 'not run'",
+    )
 
 
 class LicenceUseRule(_Rule):
@@ -235,12 +240,17 @@ class Evidence(Strict):
     details: dict = Field(default_factory=dict)
 
 
+NOT_RUN = "not run"  # a rule status: the check's inputs are missing, so nothing was measured
+
+
 class RuleResult(Strict):
     rule_id: str
     pack: str
     kind: str
     severity: Literal["error", "warn"]
-    status: Literal["pass", "fail", "warn", "waived"]
+    status: Literal["pass", "fail", "warn", "waived", "not run"] = Field(
+        description="not run: the check's inputs are missing (the message says which); never a pass"
+    )
     message: str
     measured: int | float | str | None = None
     threshold: int | float | str | None = None
@@ -261,6 +271,11 @@ class PolicyReport(Strict):
     results: list[RuleResult]
     ignored_waivers: list[IgnoredWaiver] = Field(default_factory=list, description="found but not applied")
     passed: bool = Field(description="no error rule failed without a valid waiver")
+
+    @property
+    def not_run(self) -> list[RuleResult]:
+        """The rules whose checks did not run, each with why (its message)."""
+        return [r for r in self.results if r.status == NOT_RUN]
 
     def to_json(self) -> str:
         """The report file's text: what validate writes, a release copies and both digest."""

@@ -663,7 +663,8 @@ def test_a_manifest_without_observed_attributes_validates(ws: Workspace):
     report = ws.write().validate()
     results = by_id(report)
     assert results["provenance.complete"].status == "pass"
-    assert results["bias.observed-balance"].message.startswith("attribute 'stroke' is not observed")
+    r = results["bias.observed-balance"]  # issue 21: not measured is "not run", never a pass or a fail
+    assert r.status == "not run" and r.message.startswith("not run: attribute 'stroke' was observed on no")
 
 
 @pytest.mark.slow
@@ -753,3 +754,86 @@ def test_provenance_on_partitions_equals_the_whole(ws: Workspace, monkeypatch: p
         assert sorted(map(str, w["result"]["partial_unexpected_list"])) == sorted(
             map(str, p["result"]["partial_unexpected_list"])
         )
+
+
+# --- checks that could not run (issue 21: "not run" is a status, never a pass) -------------------------
+
+
+def unscored(w: Workspace) -> Workspace:
+    """What the filter leaves for a domain without models: no identity prediction, no distance to a real
+    image, nothing observed; and a recipe with no evaluation split."""
+    for r in w.rows:
+        r.update(identity_pred=None, identity_confidence=None, nn_distance=None, observed_attributes=None)
+    w.recipe["sources"] = [s for s in w.recipe["sources"] if s["role"] != "evaluation"]
+    return w.write()
+
+
+NOT_RUN_RULES = {
+    "quality.identity-consistency": "no row has an identity prediction (identity_pred)",
+    "privacy.memorised-copies": "no row has a distance to a real reference image (nn_distance)",
+    "bias.observed-balance": "observed on no accepted image",
+    "bias.observed-collapse": "observed on no accepted image",
+    "leakage.eval-split": "declares no evaluation source",
+}
+
+
+def test_a_check_without_its_inputs_is_not_run_with_why_never_a_pass(ws: Workspace):
+    report = unscored(ws).validate()
+    results = by_id(report)
+    for rule_id, why in NOT_RUN_RULES.items():
+        r = results[rule_id]
+        assert (r.status, r.measured) == ("not run", None), r
+        assert r.message.startswith("not run: ") and why in r.message, r.message
+    assert report.passed  # not run is not a failure either...
+    assert {r.rule_id for r in report.not_run} >= {"quality.identity-consistency", "privacy.memorised-copies"}
+    md = (ws.root / REPORT_DIR / "report.md").read_text()  # ...and it is said, never counted as a pass
+    assert f"{len(report.not_run)} not run" in md.splitlines()[2] and "## Checks not run" in md
+    assert "`privacy.memorised-copies` (error): not run: " in md
+
+
+def test_a_memorisation_rate_counts_only_the_rows_that_were_measured(ws: Workspace):
+    """Half the rows measured, one of them a memorised copy: 1/30, not 1/60 (and never 0/60 when none
+    was measured, as it read before issue 21)."""
+    for i, r in enumerate(ws.rows):
+        if i % 2:
+            r["nn_distance"] = None
+    ws.rows[0].update(decision="rejected", reason="memorised_copy: RMS 0.0 to a real train image < 0.05")
+    r = by_id(ws.write().validate())["privacy.memorised-copies"]
+    assert r.status == "fail" and "(1/30)" in r.message, r.message
+
+
+def test_a_pack_can_require_a_check_to_have_run(ws: Workspace):
+    pack = yaml.safe_load((ws.root / "policies/packs/default.yaml").read_text())
+    for rule in pack["rules"]:
+        if rule["id"] == "quality.identity-consistency":
+            rule["require"] = "ran"
+    write_yaml(ws.root / "policies/packs/strict.yaml", pack)
+    report = unscored(ws).validate(packs=["policies/packs/strict.yaml"])
+    r = by_id(report)["quality.identity-consistency"]
+    assert r.status == "fail" and not report.passed
+    assert r.message.startswith(
+        "required to run (quality.identity-consistency has require: ran), but not run"
+    )
+    assert by_id(report)["privacy.memorised-copies"].status == "not run"  # no require: still not run
+
+
+def test_a_rule_on_an_attribute_the_recipe_does_not_declare_is_not_run(ws: Workspace):
+    """Issue 19: the default pack's stroke rules failed on every dataset that has no stroke."""
+    for r in ws.rows:
+        r.update(attributes={}, observed_attributes={})
+    ws.recipe["attributes"] = {}
+    ws.recipe["prompt_templates"] = ["a handwritten digit {identity}"]
+    for r in ws.rows:
+        r["prompt"] = f"a handwritten digit {r['identity']}"
+    report = ws.write().validate()
+    stroke = [r for r in report.results if r.kind == "representation"]
+    assert len(stroke) == 3 and {r.status for r in stroke} == {"not run"}
+    assert all("declares no attribute 'stroke'" in r.message for r in stroke)
+
+
+def test_validate_prints_the_checks_that_did_not_run(ws: Workspace):
+    unscored(ws)
+    result = CliRunner().invoke(app, ["validate", FILTERED, "--recipe", "recipe.yaml", "-w", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    assert "  not run privacy.memorised-copies: not run: " in result.output
+    assert " not run; report " in result.output.splitlines()[-1]

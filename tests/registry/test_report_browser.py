@@ -16,7 +16,7 @@ import pytest
 from registry.lineage.report import dataset_html, model_html
 from registry.releases.withdraw import withdraw
 from tests.registry.conftest import Built
-from tests.registry.test_report_html import DATASET_SECTIONS, MODEL_SECTIONS, log_model
+from tests.registry.test_report_html import DATASET_SECTIONS, MODEL_SECTIONS, log_model, released_page
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 ARGS = [
@@ -63,6 +63,8 @@ def open_page(browser: Any, path: Path, shot: Path) -> dict:
             images: [...document.images].map(i => [i.src.slice(0, 14), i.complete, i.naturalWidth]),
             scripts: document.scripts.length,
             banner: document.querySelector('.banner').dataset.status,
+            words: document.querySelector('.banner').innerText,
+            colour: getComputedStyle(document.querySelector('.banner')).borderTopColor,
         })"""
     )
     shot.parent.mkdir(parents=True, exist_ok=True)
@@ -111,3 +113,27 @@ def test_model_report_in_chromium(
     found = open_page(browser, report, shot)
     check(found, MODEL_SECTIONS, shot)
     assert len(found["images"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "words", "colour"),
+    [
+        ({}, "warned", "passed with 1 warning(s): bias.observed-balance", "rgb(239, 108, 0)"),
+        (
+            {"bias.observed-balance": "pass", "privacy.memorised-copies": "not run"},
+            "notrun",
+            "passed the rules that ran; 1 check(s) NOT RUN: privacy.memorised-copies",
+            "rgb(106, 27, 154)",
+        ),
+    ],
+)
+def test_a_warned_and_a_not_run_release_in_chromium(
+    browser: Any, released: Built, tmp_path: Path, changes: dict, status: str, words: str, colour: str
+) -> None:
+    """Issue 21: the banner's words and colour follow the worst status; never green (rgb(46, 125, 50))."""
+    report = tmp_path / f"{status}.html"
+    report.write_text(released_page(released.ws, changes, waivers=False))
+    shot = SCREENSHOTS / f"release-{status}.png"
+    found = open_page(browser, report, shot)
+    check(found, DATASET_SECTIONS, shot)
+    assert (found["banner"], found["words"], found["colour"]) == (status, words, colour)

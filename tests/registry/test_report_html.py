@@ -53,7 +53,7 @@ def banner(page: str) -> str:
 def test_release_writes_the_report_with_every_section(released: Built, solo_trust) -> None:
     page = (folder(released.ws, "1.0.0") / "report.html").read_text()
     assert sections(page) == DATASET_SECTIONS
-    assert banner(page) == f"waived: passed with {len(WAIVED)} waiver(s)"
+    assert banner(page) == f"waived: passed with {len(WAIVED)} waiver(s) and 1 warning(s)"  # never green
     # charts of identities and of the stroke attribute, 12 thumbnails (all 12 images), the lineage graph
     pics = images(page)
     assert len(pics) == 1 + 1 + 12 + 1, len(pics)  # identity chart, attribute chart, samples, lineage
@@ -178,3 +178,47 @@ def test_report_of_an_unknown_model_writes_nothing(
     # (MLflow logs its table creation to stderr first)
     assert res.output.splitlines()[-1] == f"error: model 'nope' not found in {uri}; no model is registered"
     assert not out.exists()
+
+
+# --- the banner states the worst status (issue 21: never green over a warning or a check not run) -------
+
+BANNERS = [
+    # (policy results changed, waivers kept, expected class, expected words)
+    ({}, False, "warned", "passed with 1 warning(s): bias.observed-balance"),
+    ({"privacy.memorised-copies": "not run"}, False, "warned", "; 1 check(s) NOT RUN"),
+    ({"bias.observed-balance": "pass", "privacy.memorised-copies": "not run"}, False, "notrun",
+     "passed the rules that ran; 1 check(s) NOT RUN: privacy.memorised-copies"),
+    ({"bias.observed-balance": "pass"}, False, "passed", "passed every policy rule"),
+    ({}, True, "waived", " waiver(s) and 1 warning(s)"),
+    ({"licence.known": "fail"}, True, "failed", "policy FAILED"),
+]  # fmt: skip
+
+
+def released_page(ws: Path, changes: dict[str, str], waivers: bool) -> str:
+    from registry.exports.report_html import dataset_page
+    from registry.releases.report import read_report, report_data
+    from registry.store.releases import load_release
+
+    record = load_release(ws, "digits@1.0.0")
+    results = {**record.policy_results, **changes}
+    record = record.model_copy(
+        update={
+            "policy_results": results,
+            "policy_passed": "fail" not in results.values(),
+            "waivers": record.waivers if waivers else [],
+        }
+    )
+    if not waivers:
+        results = {k: "pass" if v == "waived" else v for k, v in results.items()}
+        record = record.model_copy(update={"policy_results": results})
+    folder_ = folder(ws, "1.0.0")
+    return dataset_page(report_data(ws, folder_, record, read_report(folder_)))
+
+
+@pytest.mark.parametrize(("changes", "waivers", "cls", "words"), BANNERS)
+def test_the_banner_states_the_worst_status(
+    released: Built, changes: dict[str, str], waivers: bool, cls: str, words: str
+) -> None:
+    assert released.record is not None and released.record.policy_results["bias.observed-balance"] == "warn"
+    status, _, text = banner(released_page(released.ws, changes, waivers)).partition(": ")
+    assert status == cls and words in text, text
