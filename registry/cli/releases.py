@@ -167,16 +167,28 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     trust: TrustOpt = None,
     c2pa_trust: C2paTrustOpt = None,
+    require: Annotated[
+        str,
+        typer.Option(
+            help="final: exit 0 only for a final release that is not withdrawn (a CI gate); signed: exit 0 "
+            "for any intact release, candidate or withdrawn"
+        ),
+    ] = "final",
     workspace: Workspace = None,
 ) -> None:
     """Check who signed a release (against the pinned trust root), that it is the version asked for,
     its manifest digest and every image in every shard (and its C2PA credentials, when asked for).
 
-    Exits 1 if anything fails, 5 (UNTRUSTED_EXIT) when a signer is unknown, revoked or out of role."""
+    Exits 1 if anything fails, 5 (UNTRUSTED_EXIT) when a signer is unknown, revoked or out of role; for an
+    intact release, 6 (CANDIDATE_EXIT) when it is a candidate and 7 (WITHDRAWN_EXIT) when it is withdrawn,
+    unless --require signed."""
     with errors():
         import json
 
-        from registry.core.errors import UNTRUSTED_EXIT
+        from registry.core.errors import CANDIDATE_EXIT, UNTRUSTED_EXIT, WITHDRAWN_EXIT, SynthregError
+
+        if require not in ("final", "signed"):
+            raise SynthregError(f"--require {require!r} is not final or signed")
         from registry.releases.verify import verify as run
 
         with progress_bar("verify") as progress:
@@ -211,6 +223,10 @@ def verify(
                     "  C2PA content credentials checked on every image"
                     + (", against the trust anchor" if res.c2pa_trust_checked else " (signer unchecked)")
                 )
+            typer.echo("  checks:")  # every check, and whether it ran (`--json`: checks)
+            for c in res.checklist():
+                detail = c["detail"] if c["detail"].isprintable() else shown(c["detail"])
+                typer.echo(f"    {c['status']:9} {c['check']}" + (f": {detail}" if detail else ""))
             typer.echo(
                 f"{res.ref}: {'OK' if res.ok else 'FAILED'} ({res.samples} samples in {res.shards} shards)"
                 + ("" if final or not res.ok else "; a CANDIDATE, not final: approvals missing")
@@ -219,6 +235,10 @@ def verify(
             raise typer.Exit(UNTRUSTED_EXIT)
         if not res.ok:
             raise typer.Exit(1)
+        if require == "final" and res.withdrawn:
+            raise typer.Exit(WITHDRAWN_EXIT)
+        if require == "final" and not (res.approval is not None and res.approval.met):
+            raise typer.Exit(CANDIDATE_EXIT)
 
 
 def withdraw(

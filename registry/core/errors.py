@@ -25,9 +25,10 @@ SynthregError                  base: a message a person can act on
 └── TrackingError              MLflow cannot be reached, or a run, model or version does not exist
 
 Exit codes: 0 done; 1 a SynthregError (bad input, refused); 2 a usage error (typer); 3 a failing policy
-(POLICY_FAILED_EXIT); 5 a signer the pinned trust root does not trust (UNTRUSTED_EXIT); 70 an internal
-error (INTERNAL_ERROR_EXIT): any other exception, reported as one line with the path of its saved
-traceback (registry/core/crash.py), never as a traceback.
+(POLICY_FAILED_EXIT); 5 a signer the pinned trust root does not trust (UNTRUSTED_EXIT); for `synthreg
+verify` of an intact release, 6 a candidate (CANDIDATE_EXIT) and 7 a withdrawn one (WITHDRAWN_EXIT); 70 an
+internal error (INTERNAL_ERROR_EXIT): any other exception, reported as one line with the path of its
+saved traceback (registry/core/crash.py), never as a traceback.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ INTERNAL_ERROR_EXIT = 70
 # `synthreg verify` (and the loader, train, log --verify) exit with this when a signature comes from a key
 # the pinned trust root does not trust or has revoked: a forgery or a compromise, not a damaged file.
 UNTRUSTED_EXIT = 5
+# `synthreg verify` of a release whose signatures and bytes check out but that a CI gate must not take as a
+# final release: a candidate (approvals missing), or a withdrawn release. `--require signed` exits 0 for them.
+CANDIDATE_EXIT = 6
+WITHDRAWN_EXIT = 7
 
 
 class SynthregError(Exception):

@@ -43,11 +43,33 @@ from registry.trust.approvals import ApprovalState
 from registry.trust.credentials import has_c2pa, load_anchors
 from registry.trust.root import load_trust
 
+# What verify checks, in order: (step, what it establishes). The checklist (`verify` prints it, `--json`
+# has it) says of each whether it passed, failed or did not run, and why.
+STEPS = [
+    ("signatures", "every sign-off verifies against a key the pinned trust root trusts, in its role"),
+    ("approvals", "the sign-offs meet the trust root's thresholds: a final release, not a candidate"),
+    ("withdrawal", "no withdrawal is recorded (one is: its signature is checked)"),
+    ("record", "release.json is the record as signed"),
+    ("binding", "the signed statement names this version, and the tag points at a commit holding it"),
+    ("manifest", "data/manifest.parquet matches its signed sha256"),
+    (
+        "signed-files",
+        "the flat manifest and the exports match their signed sha256; no file in data/ is unsigned",
+    ),
+    ("names", "every sample id, member and shard name in the manifest is safe to extract"),
+    ("images", "every image in every shard matches its manifest digest, marking and sidecars"),
+    ("c2pa", "every image's C2PA content credentials verify, and chain to the trust anchor"),
+]
+
 
 @dataclass
 class VerifyResult:
     ref: str
     problems: list[str] = field(default_factory=list)
+    # step -> the problems it found ([]: passed); a step not here did not run
+    steps: dict[str, list[str]] = field(default_factory=dict)
+    # why the steps after an early stop did not run
+    stopped: str | None = None
     bad_samples: dict[str, str] = field(default_factory=dict)  # sample id -> what is wrong
     # files (relative to the release folder) missing or unlike their signed sha256: what a pull discards
     damaged: list[str] = field(default_factory=list)
@@ -69,10 +91,47 @@ class VerifyResult:
     def untrusted(self) -> bool:
         return bool(self.approval and self.approval.untrusted)
 
+    def mark(self, step: str, since: int) -> None:
+        """``step`` ran; the problems it found are those added since ``since``."""
+        self.steps[step] = self.problems[since:]
+
+    def checklist(self) -> list[dict[str, str]]:
+        """Every check of ``STEPS``: ``pass``, ``fail`` (with the first problem), ``not run`` (with why),
+        or, for a check that ran and passed but says the release is not usable as final, ``candidate`` /
+        ``withdrawn``."""
+        out = []
+        for step, what in STEPS:
+            found = self.steps.get(step)
+            if found is None:
+                status, detail = "not run", self.stopped or "not part of this check"
+                if step == "c2pa" and not self.c2pa_asked and self.stopped is None:
+                    detail = "the recipe did not ask for C2PA content credentials"
+            elif found:
+                status, detail = (
+                    "fail",
+                    found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""),
+                )
+            elif step == "approvals" and not (self.approval and self.approval.met):
+                status, detail = "candidate", self.approval.summary() if self.approval else "no sign-off"
+            elif step == "withdrawal" and self.withdrawn:
+                status, detail = (
+                    "withdrawn",
+                    f"on {self.withdrawn.day} by {self.withdrawn.actor}: {self.withdrawn.reason}",
+                )
+            elif step == "images":
+                status, detail = "pass", f"{self.samples} samples in {self.shards} shards"
+            elif step == "c2pa" and not self.c2pa_trust_checked:
+                status, detail = "pass", "valid on every image; the signer is unchecked (no trust anchor)"
+            else:
+                status, detail = "pass", ""
+            out.append({"check": step, "what": what, "status": status, "detail": detail})
+        return out
+
     def to_json(self) -> dict:
         return {
             "ref": self.ref,
             "ok": self.ok,
+            "checks": self.checklist(),
             "problems": self.problems,
             "bad_samples": self.bad_samples,
             "unmarked": self.unmarked,
@@ -205,30 +264,45 @@ def verify(
         a = admission(ws, name, version, trusted)  # registry.trust.admission: the one check
     except (SigningError, OSError, ValueError) as e:
         result.problems.append(f"the release signature does not verify: {e}")
+        result.mark("signatures", 0)
+        result.stopped = "the release signature does not verify, so nothing it signs can be checked"
         return result
+    since = len(result.problems)
     state = a.approval
     result.approval = state
     result.problems += state.problems
     if not state.signers and not state.problems:
         result.problems.append("the release signature does not verify: no sign-off by any key")
+    result.mark("signatures", since)
+    result.mark("approvals", len(result.problems))  # a candidate is a status, not a problem
+    since = len(result.problems)
     result.withdrawn = a.withdrawal
     if result.withdrawn and not result.withdrawn.trusted:
         result.problems.append(
             f"withdrawn, but the withdrawal cannot be trusted: {result.withdrawn.why_untrusted}"
         )
+    result.mark("withdrawal", since)
+    since = len(result.problems)
     if not a.record_matches:
         result.problems.append(EDITED)
+    result.mark("record", since)
+    since = len(result.problems)
     result.problems += a.binding
+    result.mark("binding", since)
     subjects = a.subjects
     manifest = folder / "data" / "manifest.parquet"
+    since = len(result.problems)
     if not manifest.is_file():
         result.problems.append("data/manifest.parquet is missing; run `dvc checkout` or `dvc pull`")
         result.damaged.append("data/manifest.parquet")
-        return result
-    if sha256_file(manifest) != subjects.get("data/manifest.parquet"):
+    elif sha256_file(manifest) != subjects.get("data/manifest.parquet"):
         result.problems.append("data/manifest.parquet does not match its signed sha256")
         result.damaged.append("data/manifest.parquet")
+    result.mark("manifest", since)
+    if "data/manifest.parquet" in result.damaged:
+        result.stopped = "the manifest is missing or not as signed, so no image can be checked against it"
         return result
+    since = len(result.problems)
     _check_signed_files(folder, record, subjects, result)
     flat = folder / "data" / mf.FLAT
     if images and f"data/{mf.FLAT}" in subjects and f"data/{mf.FLAT}" not in result.damaged:
@@ -238,20 +312,31 @@ def verify(
                 f"data/{mf.FLAT} differs from the signed manifest in {n} row(s); it must be the manifest's "
                 "flat copy: release again"
             )
+    result.mark("signed-files", since)
     if not images:  # a transfer's check: every byte as signed; what the bytes say is verify's to check
+        result.stopped = (
+            "a transfer's check (pull): each file whole against its signed sha256; no image opened"
+        )
         return _check_files(folder, record.shards, subjects, result, threads, progress)
     con = mf.connect(manifest)
+    since = len(result.problems)
     n_unsafe, unsafe = unsafe_rows(con)
     if n_unsafe:  # signed or not, a name that extraction would place outside its folder is a failure
         result.problems.append(f"{n_unsafe} sample(s) have unsafe names or digests in the manifest")
         result.bad_samples.update({shown(sid): problem for sid, problem in unsafe})
+    result.mark("names", since)
+    since = len(result.problems)
     _check_images(con, folder, record, subjects, result, c2pa, threads, progress)
-    if c2pa.asked and anchors is None:
-        result.problems.append(
-            f"{result.ref}'s recipe asks for C2PA content credentials, but no C2PA trust anchor is "
-            "configured, so who signed them is unchecked: pass --c2pa-trust or set SYNTHREG_C2PA_TRUST "
-            "to the organisation's root certificate (PEM)"
-        )
+    result.mark("images", since)
+    if c2pa.asked:
+        since = len(result.problems)
+        if anchors is None:
+            result.problems.append(
+                f"{result.ref}'s recipe asks for C2PA content credentials, but no C2PA trust anchor is "
+                "configured, so who signed them is unchecked: pass --c2pa-trust or set SYNTHREG_C2PA_TRUST "
+                "to the organisation's root certificate (PEM)"
+            )
+        result.mark("c2pa", since)
     return result
 
 

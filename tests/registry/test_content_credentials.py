@@ -372,7 +372,8 @@ def test_verify_without_c2pa_does_not_load_it(released: Built, monkeypatch) -> N
     monkeypatch.setitem(sys.modules, "c2pa", None)  # an import would fail
     res = runner.invoke(app, ["verify", "digits@1.0.0", "-w", str(released.ws)])
     assert res.exit_code == 0, res.output
-    assert "C2PA" not in res.stdout
+    assert "C2PA content credentials checked" not in res.stdout
+    assert "    not run   c2pa: the recipe did not ask for C2PA content credentials" in res.stdout
 
 
 def test_trace_image_reads_the_credentials(c2pa_released: Built, chain, tmp_path: Path) -> None:

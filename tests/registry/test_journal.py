@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from registry.cli import app
-from registry.core.errors import ReleaseError
+from registry.core.errors import WITHDRAWN_EXIT, ReleaseError
 from registry.releases.publish import PUBLISH_STEPS
 from registry.store import audit, journal
 from registry.store.releases import versions
@@ -90,7 +90,7 @@ def assert_consistent(ws: Path, released: list[str], withdrawn: list[str]) -> No
     assert (listed.exit_code, listed.output) == (0, f"digits: {shown}\n")
     for v in released:
         checked = runner.invoke(app, ["verify", f"digits@{v}", "-w", str(ws)])
-        assert checked.exit_code == 0, checked.output
+        assert checked.exit_code == (WITHDRAWN_EXIT if v in withdrawn else 0), checked.output
         assert (folder(ws, v) / "data.dvc").is_file()
         assert bool(is_withdrawn(ws, "digits", v)) == (v in withdrawn)
     log = runner.invoke(app, ["log", "--verify", "-w", str(ws)])

@@ -29,7 +29,7 @@ from registry.records.policy import PolicyReport
 from registry.records.release import Release
 from registry.releases.catalog import diff, list_releases
 from registry.releases.release import release
-from registry.releases.verify import verify
+from registry.releases.verify import STEPS, verify
 from registry.store import audit
 from registry.store import manifest as mf
 from registry.store.releases import EXPORTS, load_release
@@ -302,9 +302,33 @@ def test_one_flipped_byte_in_one_image_names_that_sample(released_copy: Path, re
     doc = json.loads(cli.stdout)
     assert doc["ok"] is False and list(doc["bad_samples"]) == [sid]
     assert (doc["samples_checked"], doc["shards_checked"]) == (12, 2)
+    # the checklist: every check, what it establishes, and whether it ran (issue 20)
+    checks = {c["check"]: c for c in doc["checks"]}
+    assert list(checks) == [step for step, _ in STEPS]
+    assert {k: c["status"] for k, c in checks.items() if c["status"] != "pass"} == {
+        "images": "fail",
+        "c2pa": "not run",
+    }
+    assert checks["images"]["detail"] == f"shard {shard.name} does not match its signed sha256"
+    assert checks["c2pa"]["detail"] == "the recipe did not ask for C2PA content credentials"
+    assert "    fail      images: shard " in cli_text(ws)
     # the cache still holds the good bytes: checking out restores the release
     sh(ws, DVC, "checkout", "-q", "--force", "releases/digits/1.0.0/data.dvc")
     assert verify(ws, "digits@1.0.0").ok
+    assert {c["check"]: c["status"] for c in verify(ws, "digits@1.0.0").checklist()}["images"] == "pass"
+
+    # a manifest not as signed: the image checks did not run, and say why
+    manifest = ws / "releases/digits/1.0.0/data/manifest.parquet"
+    manifest.unlink()
+    checks = {c["check"]: c for c in verify(ws, "digits@1.0.0").checklist()}
+    assert checks["manifest"]["status"] == "fail"
+    assert (checks["images"]["status"], checks["names"]["status"]) == ("not run", "not run")
+    assert checks["images"]["detail"].startswith("the manifest is missing or not as signed")
+    sh(ws, DVC, "checkout", "-q", "--force", "releases/digits/1.0.0/data.dvc")
+
+
+def cli_text(ws: Path) -> str:
+    return runner.invoke(app, ["verify", "digits@1.0.0", "-w", str(ws)]).stdout
 
 
 def test_a_deleted_shard_reports_every_sample_in_it_missing(released_copy: Path, released: Built):

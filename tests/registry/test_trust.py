@@ -22,7 +22,15 @@ import yaml
 from typer.testing import CliRunner
 
 from registry.cli import app
-from registry.core.errors import ManifestError, PolicyError, ReleaseError, SigningError, TrustError
+from registry.core.errors import (
+    CANDIDATE_EXIT,
+    WITHDRAWN_EXIT,
+    ManifestError,
+    PolicyError,
+    ReleaseError,
+    SigningError,
+    TrustError,
+)
 from registry.records.signed import WAIVER_TYPE, SignedWaiver
 from registry.records.trust import TrustedKey
 from registry.releases.approve import approve
@@ -118,6 +126,11 @@ def test_a_release_is_a_candidate_until_another_key_approves(fresh: Path, team: 
     with pytest.raises(ReleaseError, match=r"^digits@1\.0\.0 is a candidate, not a final release"):
         open_release(ws, "digits@1.0.0")
     assert verify(ws, "digits@1.0.0").ok  # its content verifies; it is just not final
+    out = runner.invoke(app, ["verify", "digits@1.0.0", "-w", str(ws)])  # a CI gate is not fooled
+    assert out.exit_code == CANDIDATE_EXIT and out.stdout.endswith(
+        "a CANDIDATE, not final: approvals missing\n"
+    )
+    assert runner.invoke(app, ["verify", "digits@1.0.0", "--require", "signed", "-w", str(ws)]).exit_code == 0
 
     before = clean(ws)
     with pytest.raises(
@@ -518,7 +531,9 @@ def test_a_withdrawal_is_signed_shown_everywhere_and_cannot_be_deleted_quietly(r
     status = list_status(ws)["digits"][0][1]  # typed: no caller parses the words (issue 18)
     assert (status.state, status.withdrawn) == (ReleaseStatus.SOLO, True)
     out = runner.invoke(app, ["verify", "digits@1.0.0", "-w", str(ws)])
-    assert out.exit_code == 0 and "  WITHDRAWN on " in out.stdout
+    assert out.exit_code == WITHDRAWN_EXIT and "  WITHDRAWN on " in out.stdout  # a CI gate is not fooled
+    out = runner.invoke(app, ["verify", "digits@1.0.0", "--require", "signed", "-w", str(ws)])
+    assert out.exit_code == 0 and out.stdout.splitlines()[-1].startswith("digits@1.0.0: OK")
 
     (folder(ws, "1.0.0") / "withdrawal.dsse.json").unlink()  # the insider deletes it
     gone = is_withdrawn(ws, "digits", "1.0.0")
