@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -142,7 +143,7 @@ def log_runs(ws: Path, record: Release, runs: int, working: int) -> tuple[str, s
     return first[False], first.get(True, "")
 
 
-def image_or_none(ws: Path, image: Path) -> dict:
+def image_or_none(ws: Path, image: Path) -> Any:
     """trace_image of an image no version holds: both scans run (sha256, then phash distance)."""
     from registry.core.errors import ReleaseError
     from registry.lineage.image import trace_image
@@ -153,13 +154,14 @@ def image_or_none(ws: Path, image: Path) -> dict:
         return {"error": str(e)}
 
 
-def describe_image(out: dict) -> str:
-    return (
-        "in no version (exact and perceptual scans)" if "error" in out else f"{len(out['images'])} image(s)"
-    )
+def describe_image(out: Any) -> str:
+    """An ImageTrace, or {"error": ...} when no version holds the image."""
+    if isinstance(out, dict):
+        return "in no version (exact and perceptual scans)"
+    return f"{len(out.images)} image(s)"
 
 
-def timed(fn: Callable[[], dict], repeats: int) -> tuple[float, float, list[float], dict]:
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float, list[float], Any]:
     t = time.perf_counter()
     out = fn()
     cold = time.perf_counter() - t
@@ -250,7 +252,7 @@ def main() -> None:
 
         noise = np.random.default_rng(1).integers(0, 256, (16, 16), dtype=np.uint8)
         image.write_bytes(encode_png(noise))
-        cases: list[tuple[str, Callable[[], dict], Callable[[dict], str] | None]] = [
+        cases: list[tuple[str, Callable[[], Any], Callable[[Any], str] | None]] = [
             ("trace_model('bench-model/1')", lambda: trace_model(ws, "bench-model/1"), check_trace),
             (
                 "trace_model('bench-working/latest')",
@@ -268,7 +270,7 @@ def main() -> None:
         print(f"{'call':36} {'first s':>7} {'warm median s':>14}   warm runs")
         for label, fn, check in cases:
             cold, median, warm, out = timed(fn, args.repeats)
-            what = check(out) if check else f"{out['counts']['samples']:,} samples"
+            what = check(out) if check else f"{out.counts.samples:,} samples"
             runs = ", ".join(f"{w:.3f}" for w in warm)
             print(f"{label:36} {cold:7.3f} {median:14.3f}   [{runs}]  {what}")
         print(

@@ -28,7 +28,12 @@ LAYERS = [
     ("trust", "registry.trust", ["registry.trust"], "signing, trust root, approvals, withdrawals, C2PA."),
     ("exports", "registry.exports", ["registry.exports"], "pure renderings: card, Croissant, PROV, HTML."),
     ("store", "registry.store", ["registry.store"], "bytes on disk and the read side of releases/."),
-    ("records", "registry.records", ["registry.records"], "every persisted pydantic model."),
+    (
+        "records",
+        "registry.records",
+        ["registry.records"],
+        "every persisted pydantic model, and the typed results of trace, impact and diff.",
+    ),
     ("core", "registry.core", ["registry.core"], "errors, files, digests, names, workspace, vcs."),
 ]
 

@@ -181,7 +181,7 @@ def emit(result: R, as_json: bool, render: Callable[[R], list[str] | None]) -> N
     if as_json:
         from pydantic_core import to_jsonable_python
 
-        typer.echo(json.dumps(to_jsonable_python(result), indent=2, default=str))
+        typer.echo(json.dumps(to_jsonable_python(result, fallback=str), indent=2))
     else:
         lines = render(result)
         if lines is not None:

@@ -95,15 +95,19 @@ def impact(
     source: Annotated[str | None, typer.Option(help="real data source name")] = None,
     prompt: Annotated[str | None, typer.Option(help="regular expression over prompts")] = None,
     sample: Annotated[str | None, typer.Option(help="sample id")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="a released version NAME@X.Y.Z: the runs and models trained on it"),
+    ] = None,
     as_json: JsonOpt = False,
     workspace: Workspace = None,
 ) -> None:
     """Every dataset version, MLflow run and registered model that a generator, source, prompt or sample
-    reached."""
+    reached; or the runs and models trained on one version."""
     with errors():
         from registry.lineage.impact import impact as impact_of
 
-        res = impact_of(workspace_root(workspace), generator, source, prompt, sample)
+        res = impact_of(workspace_root(workspace), generator, source, prompt, sample, version)
         emit(res, as_json, render_impact)
 
 

@@ -35,6 +35,33 @@ def _float(v: Any) -> float | None:
         return None
 
 
+def _withdrawn(ws: Path, dataset: str | None) -> str | None:
+    """Why ``dataset`` (NAME@X.Y.Z), or a version it was derived from, was withdrawn; None when neither
+    was (or it is no released version)."""
+    from registry.core.errors import SynthregError
+    from registry.store.releases import PLAIN_SEMVER, load_release, versions
+    from registry.trust.withdrawals import is_withdrawn
+
+    seen: set[str] = set()
+    ref = dataset
+    while ref and ref not in seen:
+        seen.add(ref)
+        name, _, version = ref.partition("@")
+        if not PLAIN_SEMVER.fullmatch(version) or version not in versions(ws, name):
+            return None
+        try:
+            w = is_withdrawn(ws, name, version)
+            if w is not None:
+                return f"{ref} withdrawn on {w.day}: {w.reason}" + (
+                    "" if w.trusted else " (untrusted record)"
+                )
+            parent = load_release(ws, ref).derived_from
+        except SynthregError as e:  # a damaged record: say so rather than hide the model
+            return f"{ref}: cannot tell ({e})"
+        ref = parent.parent if parent else None
+    return None
+
+
 def list_models(ws: Path, name: str | None = None) -> list[ModelRow]:
     """Every registered model version (of ``name`` only, if given), newest version first per model."""
     uri = tracking.tracking_uri(ws)
@@ -78,6 +105,8 @@ def list_models(ws: Path, name: str | None = None) -> list[ModelRow]:
                         accuracy=_float(metrics.get("accuracy")),
                         worst_group_gap=_float(metrics.get("worst_group_gap")),
                         evaluation=params.get("evaluation"),
+                        metrics={k: v for k, v in sorted(metrics.items()) if _float(v) is not None},
+                        withdrawn=_withdrawn(ws, dataset),
                     )
                 )
     return rows
@@ -97,10 +126,13 @@ def format_models(rows: list[ModelRow]) -> list[str]:
         if r.synthetic_share_asked is not None and r.synthetic_share_asked != r.synthetic_share:
             share += f" (asked {num(r.synthetic_share_asked)})"
         data = (r.dataset or "no synthreg dataset") + (" [UNRELEASED]" if r.unreleased else "")
-        lines.append(
-            f"{r.name}/{r.version}{alias}  {data}  share {share}  accuracy {num(r.accuracy)}  "
-            f"gap {num(r.worst_group_gap)}  run {r.run_id}"
-        )
+        if r.accuracy is not None or not r.metrics:
+            scores = f"accuracy {num(r.accuracy)}  gap {num(r.worst_group_gap)}"
+        else:  # a user's own script logs its own metrics: show them rather than dashes
+            scores = "  ".join(f"{k} {num(v)}" for k, v in list(r.metrics.items())[:4])
+        lines.append(f"{r.name}/{r.version}{alias}  {data}  share {share}  {scores}  run {r.run_id}")
+        if r.withdrawn:
+            lines.append(f"    WITHDRAWN DATA: {r.withdrawn}")
         if r.evaluation:
             lines.append(f"    evaluated on {r.evaluation}")
     return lines

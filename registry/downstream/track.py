@@ -309,8 +309,26 @@ def log_dataset(
     of the active MLflow run, with its content digest, DVC md5, generators, recipe, sources and policy
     status; ``samples``: the sample ids the run drew (recorded as an artifact; see the module docstring).
     """
+    import mlflow
+
     from registry.core.workspace import root
+    from registry.store import audit
 
     workspace = root(Path(ws))
     name, version, manifest = resolve(workspace, ref)
-    return log_profile(describe(workspace, name, version, manifest), context, samples)
+    logged = log_profile(describe(workspace, name, version, manifest), context, samples)
+    run = mlflow.active_run()
+    # Where auditors look (issue 21): a user's own script's run is in the audit log as `train`'s are.
+    audit.append(
+        workspace,
+        "log-dataset",
+        logged.input_name,
+        {
+            "run_id": run.info.run_id if run else None,
+            "tracking_uri": tracking.tracking_uri(workspace),
+            "context": context,
+            "manifest_sha256": logged.profile.manifest_sha256,
+            "samples_drawn": logged.samples,
+        },
+    )
+    return logged

@@ -96,16 +96,12 @@ def _run_row(run: Any, used: list[str], matches: bool, unreleased: bool) -> RunH
     )
 
 
-def _selector(generator: str | None, source: str | None, prompt: str | None, sample: str | None) -> tuple:
+def _selector(**selectors: str | None) -> tuple[str, str]:
     """(kind, value) of the one selector given, or a SynthregError."""
-    given = {
-        k: v
-        for k, v in {"generator": generator, "source": source, "prompt": prompt, "sample": sample}.items()
-        if v is not None
-    }
+    given = {k: v for k, v in selectors.items() if v is not None}
     if len(given) != 1:
         raise SynthregError(
-            "give exactly one of --generator, --source, --prompt, --sample"
+            "give exactly one of --generator, --source, --prompt, --sample, --version"
             + (f" (got {', '.join('--' + k for k in given)})" if given else "")
         )
     ((kind, value),) = given.items()
@@ -115,6 +111,27 @@ def _selector(generator: str | None, source: str | None, prompt: str | None, sam
         except re.error as e:
             raise SynthregError(f"--prompt {value!r} is not a valid regular expression: {e}") from None
     return kind, value
+
+
+def _released(releases: list[Release], ref: str) -> str:
+    """``ref`` as NAME@X.Y.Z when it names a released version; a SynthregError naming the released ones
+    otherwise."""
+    name, _, version = ref.partition("@")
+    version = version.removeprefix("v")
+    known = [release_ref(r) for r in releases]
+    if f"{name}@{version}" not in known:
+        listed = ", ".join(k for k in known if k.startswith(f"{name}@")) or "none"
+        raise SynthregError(
+            f"--version {ref!r} is not a released version (NAME@X.Y.Z); released versions of {name!r}: "
+            f"{listed} (see `synthreg list`)"
+        )
+    return f"{name}@{version}"
+
+
+def _version_hits(releases: list[Release], ref: str) -> tuple[list[Release], Hits, Hits, list[str]]:
+    """One released version selects itself, whole."""
+    (r,) = [r for r in releases if release_ref(r) == ref]
+    return [r], {ref: (r.counts.total, r.counts.accepted)}, {}, []
 
 
 def _by_file(
@@ -304,21 +321,31 @@ def impact(
     source: str | None = None,
     prompt: str | None = None,
     sample: str | None = None,
+    version: str | None = None,
 ) -> Impact:
     """Every dataset version (released or working), MLflow run and registered model version that a
     generator (name or weights digest prefix of 8+ hex), a source (by name), a prompt pattern (regex)
-    or a sample id reached."""
-    kind, value = _selector(generator, source, prompt, sample)
+    or a sample id reached; or (``version``, NAME@X.Y.Z) the runs and models trained on one version."""
+    kind, value = _selector(generator=generator, source=source, prompt=prompt, sample=sample, version=version)
     uri = tracking.tracking_uri(ws)  # a malformed URI is an error even when nothing matches
     releases = all_releases(ws)
+    if kind == "version":
+        value = _released(releases, value)
     with mlflow_errors(uri):
         c = tracking.client(ws)
         exp_ids = _experiments(c)
-        working, unresolved = lineage_working.working_manifests(ws, lineage_working.working_runs(c, exp_ids))
+        # a run on a working manifest never trained on a released version: none is looked for
+        working, unresolved = (
+            ({}, [])
+            if kind == "version"
+            else lineage_working.working_manifests(ws, lineage_working.working_runs(c, exp_ids))
+        )
     by_path = _by_file(working)
     working = {wm.sha256: wm for wm in by_path.values()}
     wpaths = {path: wm.sha256 for path, wm in by_path.items()}  # path -> sha256
-    if kind == "source":
+    if kind == "version":
+        releases, hits, whits, missing = _version_hits(releases, value)
+    elif kind == "source":
         hits, whits, missing = _source_hits(ws, releases, value, working, wpaths)
     else:
         releases, hits, whits, missing = _row_hits(ws, releases, kind, value, wpaths)
@@ -338,7 +365,13 @@ def impact(
             runs = kept
         models = [
             ModelVersionInfo(
-                name=mv.name, version=str(mv.version), run_id=mv.run_id, status=mv.status, source=mv.source
+                name=mv.name,
+                version=str(mv.version),
+                run_id=mv.run_id,
+                status=mv.status,
+                source=mv.source,
+                aliases=list(getattr(mv, "aliases", []) or []),
+                tags=dict(mv.tags or {}),
             )
             for mv in sorted(models_of(c, [r.run_id for r in runs]), key=lambda m: (m.name, int(m.version)))
         ]

@@ -11,7 +11,6 @@ shows what the run logged.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,45 +50,113 @@ def digests(
     name: str, digest: str | None, profile: dict, tags: dict[str, str]
 ) -> tuple[str | None, str | None]:
     """(the fullest sha256 logged, the DVC md5 logged) for the working input ``name``."""
-    sha = profile.get("manifest_sha256")
-    md5 = profile.get("dvc_md5")
+    sha, md5 = profile.get("manifest_sha256"), profile.get("dvc_md5")
+    sha = sha if isinstance(sha, str) else None  # a malformed profile: the tag or the input's digest
+    md5 = md5 if isinstance(md5, str) else None
     if tags.get(tracking.TAG_DATASET) == name:
         sha = sha or tags.get(tracking.TAG_MANIFEST)
         md5 = md5 or tags.get(tracking.TAG_DVC_MD5)
     return (sha or digest or None), md5
 
 
-def _sources(profile: dict, deny: dict[str, str]) -> list[SourceInfo]:
+class _Logged:
+    """What a run logged (its profile, or facts read from the manifest), read field by field: a value of
+    the wrong type is shown as unknown and named in a warning, never a crash and never dropped silently
+    (a user's own script may log anything)."""
+
+    def __init__(self, data: dict) -> None:
+        self.data = data if isinstance(data, dict) else {}
+        self.malformed: list[str] = []
+
+    def _bad(self, key: str) -> None:
+        if key not in self.malformed:
+            self.malformed.append(key)
+
+    def text(self, key: str, of: dict | None = None) -> str | None:
+        v = (self.data if of is None else of).get(key)
+        if v is None or isinstance(v, str):
+            return v
+        self._bad(key)
+        return None
+
+    def integer(self, key: str, of: dict | None = None) -> int | None:
+        v = (self.data if of is None else of).get(key)
+        if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+            return v
+        self._bad(key)
+        return None
+
+    def texts(self, key: str, of: dict | None = None) -> list[str] | None:
+        v = (self.data if of is None else of).get(key)
+        if v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            return v
+        self._bad(key)
+        return None
+
+    def records(self, key: str) -> list[dict]:
+        v = self.data.get(key)
+        if v is None:
+            return []
+        if isinstance(v, list) and all(isinstance(x, dict) for x in v):
+            return v
+        self._bad(key)
+        return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
+
+    def counts(self, key: str) -> dict[str, int]:
+        v = self.data.get(key)
+        if v is None:
+            return {}
+        if isinstance(v, dict) and all(isinstance(n, int) and not isinstance(n, bool) for n in v.values()):
+            return {str(k): n for k, n in v.items()}
+        self._bad(key)
+        return {}
+
+    def warning(self) -> list[str]:
+        if not self.malformed:
+            return []
+        return [
+            f"the run's logged profile has malformed {', '.join(self.malformed)}: shown as unknown "
+            "(it was not logged by synthreg's log_dataset, or was edited)"
+        ]
+
+
+def _sources(logged: _Logged, deny: dict[str, str]) -> list[SourceInfo]:
     out = []
-    for s in profile.get("sources") or []:
-        if not isinstance(s, dict) or "name" not in s:
-            continue
-        status = s.get("status", "active")
-        with contextlib.suppress(
-            ValueError
-        ):  # a logged profile may say anything: a malformed source is left out
-            out.append(
-                SourceInfo(
-                    name=s["name"],
-                    version=s.get("version"),
-                    digest=s.get("digest"),
-                    licence=s.get("licence"),
-                    role=s.get("role"),
-                    status=status,
-                    url=s.get("url"),
-                    withdrawn_since=deny.get(s["name"]) if status != "withdrawn" else None,
-                    identities=s.get("identities"),
-                )
+    for s in logged.records("sources"):
+        name = s.get("name")
+        if not isinstance(name, str):
+            logged._bad("sources.name")
+            name = str(name)
+        status = logged.text("status", s) or "active"
+        out.append(
+            SourceInfo(
+                name=name,
+                version=logged.text("version", s),
+                digest=logged.text("digest", s),
+                licence=logged.text("licence", s),
+                role=logged.text("role", s),
+                status=status,
+                url=logged.text("url", s),
+                withdrawn_since=deny.get(name) if status != "withdrawn" else None,
+                identities=logged.texts("identities", s),
             )
+        )
     return out
 
 
-def _generators(logged: list) -> list[GeneratorInfo]:
-    out = []
-    for g in logged:
-        with contextlib.suppress(ValueError, TypeError):  # as for sources: a malformed entry is left out
-            out.append(GeneratorInfo.model_validate(g))
-    return out
+def _generators(logged: _Logged) -> list[GeneratorInfo]:
+    return [
+        GeneratorInfo(
+            name=logged.text("name", g) or "?",
+            backend=logged.text("backend", g),
+            weights_digest=logged.text("weights_digest", g),
+            licence=logged.text("licence", g),
+            pipeline_class=logged.text("pipeline_class", g),
+            scheduler=logged.text("scheduler", g),
+            images=logged.integer("images", g),
+        )
+        for g in logged.records("generators")
+    ]
 
 
 def _resolve(
@@ -125,16 +192,25 @@ def entry(
     """What a trace says about a working input: the ``release_info`` facts, plus where it was found."""
     sha, md5 = digests(name, digest, profile, tags)
     found, facts, warnings = _resolve(ws, name, sha, md5)
+    logged = _Logged(profile)
     if "generators" in facts:
         gens = [GeneratorInfo(**dict(g)) for g in facts["generators"]]
     else:
-        gens = _generators(profile.get("generators") or [])
-    sources = _sources(profile, deny)
+        gens = _generators(logged)
+    sources = _sources(logged, deny)
     warnings += source_warnings(sources, "when the run logged it")
-    counts = facts or profile
-    policy = profile.get("policy") or {}
-    total, accepted = counts.get("rows"), counts.get("accepted")
-    return ReleaseFacts(
+    counts = _Logged(facts) if facts else logged
+    policy = logged.data.get("policy")
+    if not isinstance(policy, dict):
+        if policy is not None:
+            logged._bad("policy")
+        policy = {}
+    passed = policy.get("passed")
+    if not (passed is None or isinstance(passed, bool)):
+        logged._bad("policy.passed")
+        passed = None
+    total, accepted = counts.integer("rows"), counts.integer("accepted")
+    facts_ = ReleaseFacts(
         release=None,
         released=False,
         unreleased=True,
@@ -144,18 +220,18 @@ def entry(
         looked=found.looked,
         manifest_sha256=sha,
         dvc_md5=md5,
-        git_commit=profile.get("git_commit"),
-        recipe_sha256=profile.get("recipe_sha256"),
-        recipe_seed=profile.get("recipe_seed"),
-        prompt_templates=list(profile.get("prompt_templates") or []),
+        git_commit=logged.text("git_commit"),
+        recipe_sha256=logged.text("recipe_sha256"),
+        recipe_seed=logged.integer("recipe_seed"),
+        prompt_templates=logged.texts("prompt_templates") or [],
         generators=gens,
         generator_training_sources=[s.name for s in sources if s.role == "generator-training"],
         samples=(
             SampleStats(
                 count=total,
                 accepted=accepted,
-                seed_min=counts.get("seed_min"),
-                seed_max=counts.get("seed_max"),
+                seed_min=counts.integer("seed_min"),
+                seed_max=counts.integer("seed_max"),
             )
             if total is not None
             else None
@@ -165,14 +241,16 @@ def entry(
             total=total,
             accepted=accepted,
             rejected=(total - accepted) if total is not None and accepted is not None else None,
-            reasons=dict(counts.get("reasons") or {}),
+            reasons=counts.counts("reasons"),
         ),
         policy=PolicyInfo(
-            passed=policy.get("passed"), report_sha256=policy.get("report_sha256"), results={}, waivers=[]
+            passed=passed, report_sha256=logged.text("report_sha256", policy), results={}, waivers=[]
         ),
         warnings=warnings,
         notes=[UNRELEASED_NOTE] if found.path is not None else [],
     )
+    facts_.warnings += logged.warning() + (counts.warning() if counts is not logged else [])
+    return facts_
 
 
 @dataclass

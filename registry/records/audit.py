@@ -23,6 +23,7 @@ EventKind = Literal[
     "approval",
     "allow-withdrawn",
     "train",
+    "log-dataset",
 ]
 
 

@@ -293,7 +293,7 @@ class ImpactCounts(Result):
 class Impact(Result):
     """``impact``: every version, run and registered model version a selector reached."""
 
-    selector: dict[Literal["generator", "source", "prompt", "sample"], str]
+    selector: dict[Literal["generator", "source", "prompt", "sample", "version"], str]
     tracking_uri: str
     versions: list[VersionHit]
     runs: list[RunHit]
@@ -353,6 +353,10 @@ class ModelRow(Result):
     accuracy: float | None
     worst_group_gap: float | None
     evaluation: str | None
+    metrics: dict[str, float] = Field(description="every metric the run logged (a user's own script's too)")
+    withdrawn: str | None = Field(
+        description="why its dataset version (or one it was derived from) was withdrawn; None: it was not"
+    )
 
 
 __all__ = [

@@ -369,6 +369,31 @@ def test_impact_of_a_source_a_prompt_and_a_sample(world: World, ws: Path) -> Non
     assert impact(ws, sample="digits-none").counts.versions == 0
 
 
+def test_impact_of_a_version_lists_the_runs_and_models_trained_on_it(world: World, ws: Path) -> None:
+    """Issue 21: `impact --version NAME@X.Y.Z`: every run that logged that version (a mismatched digest
+    flagged), and the models they made; nothing about working manifests."""
+    res = impact(ws, version="digits@1.0.0")
+    assert res.selector == {"version": "digits@1.0.0"}
+    assert [(v.release, v.samples, v.accepted) for v in res.versions] == [("digits@1.0.0", 7, 6)]
+    assert {r.run_id: r.digest_matches for r in res.runs} == {
+        world.runs["a"]: True,
+        world.runs["wrong"]: False,
+    }
+    assert [(m.name, m.version) for m in res.model_versions] == [("digit-clf", "1")]
+    assert res.unresolved_runs == [] and not any(w.startswith("UNRESOLVED") for w in res.warnings)
+    assert [m.version for m in impact(ws, version="digits@v2.0.0").model_versions] == ["2"]
+    with pytest.raises(
+        SynthregError, match=r"'digits@3\.0\.0' is not a released version .*: digits@1\.0\.0, "
+    ):
+        impact(ws, version="digits@3.0.0")
+    out = runner.invoke(app, ["impact", "--version", "digits@1.0.0", "-w", str(ws)])
+    assert out.exit_code == 0, out.output
+    assert table_rows(out.stdout)[0] == [
+        "reached",
+        "1 version(s), 7 sample(s) (6 accepted), 2 run(s), 1 model version(s)",
+    ]
+
+
 def test_impact_needs_exactly_one_selector(ws: Path) -> None:
     with pytest.raises(SynthregError, match="exactly one"):
         impact(ws)
@@ -486,9 +511,10 @@ def test_cli_bad_input(world: World, ws: Path, tmp_path: Path, monkeypatch: pyte
         ("trace", "model", "nomodel/1"): (
             f"error: model 'nomodel' not found in {world.uri}; registered models: digit-clf"
         ),
-        ("impact",): "error: give exactly one of --generator, --source, --prompt, --sample",
+        ("impact",): "error: give exactly one of --generator, --source, --prompt, --sample, --version",
         ("impact", "--generator", "a", "--sample", "b"): (
-            "error: give exactly one of --generator, --source, --prompt, --sample (got --generator, --sample)"
+            "error: give exactly one of --generator, --source, --prompt, --sample, --version "
+            "(got --generator, --sample)"
         ),
     }
     for args, line in cases.items():
@@ -579,3 +605,88 @@ def test_trace_tables_print_logged_values_as_text_not_markup(capsys: pytest.Capt
     out = capsys.readouterr().out
     for text in ("[bold]x[/]", "[red]l", "[b]s", "[/]", "[i]why", "3 (2 accepted); seeds 0..9", "[u]odd 1"):
         assert text in out, out
+
+
+HOSTILE_PROFILE = {
+    "recipe_seed": "abc",
+    "rows": "x",
+    "accepted": 3,
+    "git_commit": 5,
+    "prompt_templates": [1, 2],
+    "reasons": {"ok": "many"},
+    "policy": {"passed": "maybe"},
+    "manifest_sha256": 7,
+    "sources": [
+        {"name": "faces", "status": "withdrawn", "identities": "all", "role": "filtering"},
+        {"name": 5, "version": 1},
+    ],
+    "generators": [{"name": "g", "images": "many", "from_a_newer_format": True}, "not a dict"],
+}
+
+
+def test_a_hostile_logged_profile_is_shown_as_unknown_never_a_crash(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's own script may log anything as a working input's profile: every malformed field is shown
+    as unknown and named in a warning; no entry is dropped silently (a withdrawn source keeps its
+    warning); `trace run` prints its table, it does not end in an internal error."""
+    from mlflow.entities import Dataset, DatasetInput
+
+    ws = copy_world(world, tmp_path / "ws", monkeypatch)
+    c = tracking.client(ws)
+    exp = c.create_experiment("hostile", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = c.create_run(exp, run_name="hostile")
+    ds = Dataset(
+        name="digits@working",
+        digest="2" * 36,
+        source_type="synthreg",
+        source="synthreg://x",
+        profile=json.dumps(HOSTILE_PROFILE),
+    )
+    c.log_inputs(run.info.run_id, [DatasetInput(ds, [])])
+    (d,) = trace_run(ws, run.info.run_id).datasets
+    assert (d.recipe_seed, d.git_commit, d.prompt_templates, d.samples, d.policy.passed) == (
+        None,
+        None,
+        [],
+        None,
+        None,
+    )
+    assert [s.name for s in d.sources] == ["faces", "5"]
+    assert [(g.name, g.images) for g in d.generators] == [("g", None)]
+    assert any(w.startswith("source faces (filtering) was marked withdrawn") for w in d.warnings)
+    (malformed,) = [w for w in d.warnings if w.startswith("the run's logged profile has malformed ")]
+    for field in ("recipe_seed", "rows", "git_commit", "prompt_templates", "reasons", "policy.passed"):
+        assert field in malformed, malformed
+    out = runner.invoke(app, ["trace", "run", run.info.run_id, "-w", str(ws)])
+    assert "internal error" not in out.output and "malformed" in out.output, out.output
+
+
+def test_models_flag_withdrawn_data_and_show_a_scripts_own_metrics(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: `synthreg models` says when a model's data was withdrawn, and shows the metrics a user's
+    own script logged rather than dashes."""
+    from registry.downstream.model_index import format_models, list_models
+
+    ws = copy_world(world, tmp_path / "ws", monkeypatch)
+    c = tracking.client(ws)
+    exp = c.create_experiment("own", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = c.create_run(exp, tags={tracking.TAG_DATASET: "digits@2.0.0"})
+    c.log_metric(run.info.run_id, "mAP", 0.625)
+    c.create_registered_model("own-detector")
+    c.create_model_version("own-detector", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    assert {(m.name, m.version): m.withdrawn for m in list_models(ws)} == {
+        ("digit-clf", "2"): None,
+        ("digit-clf", "1"): None,
+        ("own-detector", "1"): None,
+    }
+    withdraw(ws, "digits@1.0.0", "consent withdrawn", actor="Auditor")
+    rows = {(m.name, m.version): m for m in list_models(ws)}
+    assert rows[("digit-clf", "1")].withdrawn.startswith("digits@1.0.0 withdrawn on ")
+    assert rows[("digit-clf", "1")].withdrawn.endswith(": consent withdrawn")
+    assert rows[("digit-clf", "2")].withdrawn is None
+    assert rows[("own-detector", "1")].metrics == {"mAP": 0.625}
+    text = "\n".join(format_models(list(rows.values())))
+    assert "own-detector/1  digits@2.0.0  share -  mAP 0.625  run " in text
+    assert "    WITHDRAWN DATA: digits@1.0.0 withdrawn on " in text

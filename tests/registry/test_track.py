@@ -356,3 +356,24 @@ def test_a_plain_pytorch_script_is_traced_and_reached(world: World, copy: Path, 
     res = registry.impact(copy, generator="tiny-digits")
     assert [r.run_id for r in res.runs] == [run_id]
     assert [(m.name, m.version) for m in res.model_versions] == [("digits-plain", "1")]
+
+
+def test_log_dataset_appends_an_audit_event(
+    world: World, copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: a run logged by a user's own script is in the audit log, as `synthreg train`'s are."""
+    import mlflow
+
+    from registry.store import audit
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/audited.db")  # not the world's store
+    before = len(audit.read(copy))
+    exp = tracking.client(copy).create_experiment("audited", artifact_location=(tmp_path / "a").as_uri())
+    run_id = log_plain(copy, exp, "digits@1.0.0", world.ids[:3])
+    events = audit.read(copy)[before:]
+    assert [(e.kind, e.subject) for e in events] == [("log-dataset", "digits@1.0.0")]
+    d = events[0].details
+    assert (d["run_id"], d["context"], d["samples_drawn"]) == (run_id, "training", 3)
+    assert d["manifest_sha256"] == registry.load_release(copy, "digits@1.0.0").manifest_sha256
+    assert audit.verify(copy) == []
+    assert mlflow.get_run(run_id).data.tags[tracking.TAG_DATASET] == "digits@1.0.0"
