@@ -23,6 +23,7 @@ def root(path: Path | None = None) -> Path:
 def inside(ws: Path, path: Path | str, what: str) -> Path:
     """Resolve ``path`` (relative to the workspace) and refuse one that escapes it."""
     p = Path(path)
+    ws = ws.resolve()  # a relative workspace (`Path(".")`) is compared as the folder it names (issue 23)
     resolved = (p if p.is_absolute() else ws / p).resolve()
     if not resolved.is_relative_to(ws):
         raise WorkspaceError(f"{what} {path} escapes the workspace {ws}; use a path inside it")
@@ -30,4 +31,4 @@ def inside(ws: Path, path: Path | str, what: str) -> Path:
 
 
 def relative(ws: Path, path: Path) -> str:
-    return path.resolve().relative_to(ws).as_posix()
+    return path.resolve().relative_to(ws.resolve()).as_posix()

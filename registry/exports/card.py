@@ -66,6 +66,12 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
     return out
 
 
+def config_name(release: Release) -> str:
+    """The release's config in its card (``digits-1.0.0-<16 hex of the manifest sha256>``): what Hugging
+    Face `datasets` keys its cache on, so no two releases' rows ever share a cache entry."""
+    return f"{release.name}-{release.version}-{release.manifest_sha256[:16]}"
+
+
 def _front_matter(release: Release) -> list[str]:
     licence = _HF_LICENCES.get(release.dataset_licence)
     lines = ["---"]
@@ -84,8 +90,11 @@ def _front_matter(release: Release) -> list[str]:
         "- synthreg",
         # `load_dataset(release_folder)` reads the shards with the webdataset builder: each row an
         # image (png), its sidecar (json: identity, decision, ...) and its class index (cls).
+        # The config name carries the version and the manifest digest: `datasets` keys its cache on the
+        # folder's name and the config, so two releases with the same version (another dataset's 1.0.0,
+        # another workspace's) named `default` shared a cache entry and served each other's rows (issue 23).
         "configs:",
-        "- config_name: default",
+        f"- config_name: {config_name(release)}",
         "  data_files:",
         "  - split: train",
         "    path: data/shards/*.tar",

@@ -195,5 +195,6 @@ def open_release(
     allow_withdrawn: bool = False,
     trust: Path | str | None = None,
 ) -> ReleaseReader:
-    """A reader of a final, trusted, not withdrawn release (see ``admit``)."""
-    return ReleaseReader(ws, ref, accepted_only, check_digests, allow_withdrawn, trust)
+    """A reader of a final, trusted, not withdrawn release (see ``admit``). ``ws`` may be relative
+    (``Path(".")``): it is resolved here, once."""
+    return ReleaseReader(Path(ws).resolve(), ref, accepted_only, check_digests, allow_withdrawn, trust)

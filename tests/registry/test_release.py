@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from registry.store import audit
 from registry.store import manifest as mf
 from registry.store.releases import EXPORTS, load_release
 from registry.trust.signing import keygen
-from tests.conftest import TrustSetup
+from tests.conftest import REPO, TrustSetup
 from tests.registry.conftest import (
     ACTOR,
     CANDIDATES,
@@ -603,6 +604,21 @@ def test_the_loader_reads_images_from_the_shards(released: Built):
     assert tuple(x.shape) == (1, 16, 16) and reader.identities[label] == record["identity"]
     assert len(open_release(released.ws, "digits@1.0.0", accepted_only=False)) == 12
     assert not list(released.ws.glob("releases/digits/1.0.0/data/*.png"))  # nothing unpacked
+
+
+def test_the_docs_loader_snippet_runs_as_written(released: Built, monkeypatch: pytest.MonkeyPatch):
+    """Issue 23: `open_release(Path("."), ...)` refused its own audit log ("escapes the workspace ."):
+    a relative workspace is resolved once, at the boundary. The snippet of docs/guide/releases.md, as
+    written, in the workspace."""
+    text = (REPO / "docs/guide/releases.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "open_release" in b]
+    assert 'open_release(Path("."), ' in snippet
+    monkeypatch.chdir(released.ws)
+    scope: dict = {}
+    exec(compile(snippet, "docs/guide/releases.md", "exec"), scope)  # the snippet, unchanged
+    assert released.record is not None and len(scope["reader"]) == released.record.counts.accepted
+    images, labels = next(iter(scope["loader"]))
+    assert tuple(images.shape[1:]) == (1, 16, 16) and len(labels) == len(images)
 
 
 def test_generate_filter_validate_release_train_trace_impact(released_copy: Path, monkeypatch):

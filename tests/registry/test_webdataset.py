@@ -137,3 +137,64 @@ def test_load_dataset_of_the_manifest_config(
     assert list(json.loads(ds[0]["library_versions"]))  # every map column is JSON text
     with pytest.raises(ValueError, match="does not have a datasets dtype"):  # why the flat copy exists
         datasets.Dataset.from_parquet(str(release / "data/manifest.parquet"))
+
+
+def other_release(released: Built, dst: Path) -> tuple[Path, set[str]]:
+    """Another workspace's digits@1.0.0: the same folder name and version, other content (half the
+    samples, so another manifest digest), its card rendered for that record as its release would."""
+    import io
+    import shutil
+    import tarfile
+
+    from registry.exports.card import render_card
+    from registry.releases.report import read_report
+
+    src = folder(released.ws, "1.0.0")
+    out = dst / "releases/digits/1.0.0"
+    shutil.copytree(src, out)
+    kept: set[str] = set()
+    for path in sorted((out / "data/shards").glob("*.tar")):
+        members = members_from_bytes(path.read_bytes())
+        keys = sorted({m.rsplit(".", 1)[0] for m in members})[::2]
+        with tarfile.open(path, "w") as t:
+            for m, data in sorted(members.items()):
+                if m.rsplit(".", 1)[0] in keys:
+                    info = tarfile.TarInfo(m)
+                    info.size = len(data)
+                    t.addfile(info, io.BytesIO(bytes(data)))
+        kept |= set(keys)
+    record = load_release(released.ws, "digits@1.0.0")
+    other = record.model_copy(update={"manifest_sha256": "f" * 64})
+    report = read_report(src)
+    assert report is not None
+    other_report = report.model_copy(update={"manifest_sha256": other.manifest_sha256})
+    (out / "README.md").write_text(render_card(other, other_report))
+    return out, kept
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_two_releases_with_one_version_never_share_a_cache_entry(
+    released: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streaming: bool
+) -> None:
+    """Issue 23: `datasets` served the first release's rows for the second (same folder name, same
+    `default` config). Each release's config carries its manifest digest: in either order, with one
+    cache, each load returns its own rows; loading the first again still does."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    a = folder(released.ws, "1.0.0")
+    ids_a = set(manifest_rows(released.ws))
+    b, ids_b = other_release(released, tmp_path / "b")
+    assert ids_b < ids_a and a.name == b.name
+    cache = str(tmp_path / "hf")
+
+    def ids(path: Path) -> set[str]:
+        ds = datasets.load_dataset(str(path), split="train", cache_dir=cache, streaming=streaming)
+        return {item["json"]["sample_id"] for item in ds}
+
+    for first, second in ((a, b), (b, a)):
+        assert (ids(first), ids(second)) == (
+            ids_a if first == a else ids_b,
+            ids_a if second == a else ids_b,
+        )
+    assert ids(a) == ids_a and ids(b) == ids_b
