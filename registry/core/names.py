@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from registry.core.errors import ConfigError, ManifestError
+from registry.core.errors import ConfigError, ManifestError, ReleaseError
 
 # A sample id: letters, digits, '.', '_' and '-', starting with a letter or digit, at most 200 characters,
 # and no '..'. Ids synthreg plans are `<dataset>-<identity slug>-<k>-<digest>` (generators/plan.py).
@@ -41,6 +41,20 @@ def shown(value: Any, limit: int = 80) -> str:
     """``value`` for an error message: repr (so a newline or NUL shows as an escape), cut at ``limit``."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_line(value: str | None, what: str) -> str | None:
+    """``value`` (an actor, a reason, a name) when it is one line of printable text; a ReleaseError naming
+    ``what`` otherwise. A newline or control character in it would forge a line of `synthreg log`,
+    `list`, `show` or `verify` (issue 24); it is refused where it enters, before anything is written."""
+    if value is not None and _CONTROL.search(value):
+        raise ReleaseError(
+            f"{what} {shown(value)} holds a newline or control character; give it as one line of text"
+        )
+    return value
 
 
 def sample_id_problem(value: str) -> str | None:

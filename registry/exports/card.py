@@ -347,6 +347,7 @@ def _provenance(release: Release) -> list[str]:
 
 def render_card(release: Release, report: PolicyReport) -> str:
     c.check_report(release, report)
+    release, report = c.markdown_safe(release), c.markdown_safe(report)  # no markup from data
     lines = [
         *_front_matter(release),
         "",

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import get_args
+from typing import Any, TypeVar, get_args
+
+from pydantic import BaseModel
 
 from registry.records.dataset import SourceRef, UseCategory
 from registry.records.policy import PolicyReport, RuleResult
@@ -259,3 +261,31 @@ def bibtex(release: Release) -> str:
     }
     body = ",\n".join(f"  {k} = {{{_bibtex_escape(v)}}}" for k, v in fields.items())
     return f"@misc{{{key},\n{body}\n}}"
+
+
+# A `<` that opens an HTML tag, comment or declaration in Markdown (`<img`, `</`, `<!--`, `<?`); a `<`
+# before anything else (`<= 0.01`) is plain text there and is left as it is.
+_TAG = re.compile(r"<(?=[A-Za-z/!?])")
+M = TypeVar("M", bound=BaseModel)
+
+
+def md_text(text: str) -> str:
+    """Text from a record, safe in Markdown: a ``<`` that would open HTML becomes ``&lt;`` (issue 24: a
+    generator name ``<img src=x onerror=...>`` went raw into card.md and README.md)."""
+    return _TAG.sub("&lt;", text)
+
+
+def _md(value: Any) -> Any:
+    if isinstance(value, str):
+        return md_text(value)
+    if isinstance(value, dict):
+        return {md_text(k) if isinstance(k, str) else k: _md(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_md(v) for v in value]
+    return value
+
+
+def markdown_safe(model: M) -> M:
+    """A copy of ``model`` with every string passed through :func:`md_text`: what the Markdown exports
+    render, so no value from data can bring markup into them, wherever it is printed."""
+    return type(model).model_validate(_md(model.model_dump(mode="python")))

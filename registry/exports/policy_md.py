@@ -22,6 +22,9 @@ def summary(report: PolicyReport) -> str:
 
 
 def render_markdown(report: PolicyReport) -> str:
+    from registry.exports.common import markdown_safe
+
+    report = markdown_safe(report)  # a prompt or name holding `<img ...>` is shown as text, never markup
     icon = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "waived": "waived", NOT_RUN: "**NOT RUN**"}
     use = report.intended_use
     head, _, counts = summary(report).partition(": ")

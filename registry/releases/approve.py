@@ -54,7 +54,7 @@ def approve(
     if not (folder / ENVELOPE).is_file():
         raise ReleaseError(f"{ref} is not a candidate release (no {folder / ENVELOPE}); see `synthreg list`")
     trust = load_trust(ws, trust_file)
-    signer = load_signer(key)
+    signer = load_signer(key, ws)
     entry = trust.signing_key(signer.public_key.keyid, role)
     with journal.locked(ws):
         envelope, signoffs = read_signed(folder)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from registry.core.errors import ReleaseError
 from registry.core.fsio import atomic_path
-from registry.core.names import read_id_file, shown
+from registry.core.names import check_line, read_id_file, shown
 from registry.records.config import ValidateParams
 from registry.records.dataset import Recipe
 from registry.records.policy import PolicyReport
@@ -196,6 +196,8 @@ def derive(
     from registry.releases import inputs as source
     from registry.releases import remote
 
+    check_line(reason, "--reason")
+    check_line(actor, "--actor")
     samples, sources, from_file = _exclusions(exclude_samples, exclude_sources, exclude_file, reason)
     parent = load_release(ws, ref)
     parent_ref = f"{parent.name}@{parent.version}"
@@ -213,7 +215,7 @@ def derive(
         identities |= excluded_identities(parent.recipe, s, parent_ref)
     validate = load_params(ws / params_path, ws).validate_
     source.require_committed(ws, source.dependencies(ws, None, str(params_path)))
-    signer = load_signer(key)  # before anything is written
+    signer = load_signer(key, ws)  # before anything is written
     pushed_to = remote.require(ws, no_push)
 
     parent_dir = ws / RELEASES / name / parent.version

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from registry.core.digests import sha256_file
 from registry.core.errors import ReleaseError
+from registry.core.names import check_line
 from registry.core.workspace import inside
 from registry.records.dataset import Recipe
 from registry.records.policy import PolicyReport
@@ -107,9 +108,9 @@ def release(
 ) -> Release:
     """Release ``data/<name>/filtered`` as ``name@version``. Refused, before anything is written, when a
     file it depends on is not committed (``registry.releases.inputs``), when the key is not a releaser's in
-    the
-    pinned trust root, when report.json disagrees with a fresh check of the manifest, and when there is
-    no DVC remote to push to unless ``no_push``."""
+    the pinned trust root, when report.json disagrees with a fresh check of the manifest, and when there
+    is no DVC remote to push to unless ``no_push``."""
+    check_line(actor, "--actor")
     from registry.releases import inputs as source
     from registry.releases import remote
     from registry.trust.root import load_trust
@@ -125,7 +126,7 @@ def release(
         raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
     source.require_committed(ws, source.dependencies(ws, _recipe_file(ws, recipe_path)))
     source.require_manifest_recorded(ws, manifest)
-    signer = load_signer(key)  # before anything is written, and before the slower re-check
+    signer = load_signer(key, ws)  # before anything is written, and before the slower re-check
     trusted = load_trust(ws, trust)
     trusted.signing_key(signer.public_key.keyid, "releaser")
     pushed_to = remote.require(ws, no_push)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from registry.core import vcs
 from registry.core.errors import PolicyError
+from registry.core.names import check_line
 from registry.records.signed import WAIVER_TYPE, SignedWaiver
 from registry.store import audit
 from registry.trust.waivers import WAIVERS
@@ -38,6 +39,7 @@ def waive(
 
     if not reason.strip():
         raise PolicyError("give a reason for the waiver (--reason)")
+    check_line(reason, "--reason")
     if not re.fullmatch(r"[a-z0-9_*-]{1,64}", scope):
         raise PolicyError(f"waiver scope {scope!r} is not a dataset name or '*'")
     if expires < (today or date.today()):
@@ -48,7 +50,7 @@ def waive(
             f"rule {rule_id!r} is in none of the policy packs ({', '.join(sorted(rules)[:8])}...); "
             "check the rule id in the report"
         )
-    signer = load_signer(key)
+    signer = load_signer(key, ws)
     trusted = load_trust(ws, trust)
     entry = trusted.signing_key(signer.public_key.keyid, "approver")
     w = SignedWaiver(

@@ -15,6 +15,7 @@ from typing import Literal
 
 from registry.core import vcs
 from registry.core.errors import ReleaseError
+from registry.core.names import check_line
 from registry.records.dataset import DATASET_NAME
 from registry.records.journal import Entry
 from registry.records.lineage import WithdrawalState
@@ -47,12 +48,14 @@ def withdraw(
         raise ReleaseError(f"{ref!r} is not NAME@X.Y.Z; name the version to withdraw, e.g. {name}@1.0.0")
     if not reason.strip():
         raise ReleaseError("give a reason for the withdrawal (--reason)")
+    check_line(reason, "--reason")
+    check_line(actor, "--actor")
     subject = f"{name}@{version}"
     record = load_release(ws, subject)
     if not (ws / ".git").exists():
         raise ReleaseError(f"workspace {ws} is not a git repository; a withdrawal is committed to git")
     path = release_folder(ws, name, version) / WITHDRAWAL
-    signer = load_signer(key)
+    signer = load_signer(key, ws)
     trusted = load_trust(ws, trust)
     keyid = signer.public_key.keyid
     entry = trusted.root.key(keyid)

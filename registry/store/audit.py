@@ -49,9 +49,13 @@ def content_hash(body: dict[str, Any]) -> str:
 
 
 def actor_name(ws: Path) -> str:
+    """``$SYNTHREG_ACTOR``, else git's user.name, else the login name: one line of text (a newline in it
+    would forge a line of `synthreg log`)."""
+    from registry.core.names import check_line
+
     if os.environ.get("SYNTHREG_ACTOR"):
-        return os.environ["SYNTHREG_ACTOR"]
-    return vcs.user_name(ws) or getpass.getuser()
+        return check_line(os.environ["SYNTHREG_ACTOR"], "$SYNTHREG_ACTOR") or ""
+    return check_line(vcs.user_name(ws) or getpass.getuser(), "git user.name") or ""
 
 
 @contextlib.contextmanager

@@ -37,10 +37,14 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
     Both parts become path components under releases/, so anything else is refused here. The version
     may also be ``working`` (the working filtered manifest, for `synthreg train`), a fixed safe name."""
-    name, _, version = ref.partition("@")
+    name, at, version = ref.partition("@")
     version = version.removeprefix("v")
-    if not DATASET_NAME.fullmatch(name) or (
-        version and version != "working" and not re.fullmatch(SEMVER, version)
+    if (
+        not DATASET_NAME.fullmatch(name)
+        or (at and not version)
+        or (  # `digits@` names no version
+            version and version != "working" and not re.fullmatch(SEMVER, version)
+        )
     ):
         raise ReleaseError(
             f"{shown(ref)} is not a release reference: give NAME@X.Y.Z (a dataset name of lowercase "

@@ -110,13 +110,20 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def load_signer(private: Path | str | None = None):
-    """The ed25519 signer at ``private``; any other kind of key is refused (releases are ed25519)."""
+def load_signer(private: Path | str | None = None, ws: Path | None = None):
+    """The ed25519 signer at ``private``; any other kind of key is refused (releases are ed25519), and so
+    is a key inside the workspace ``ws`` (symlinks resolved), wherever it was named: `--key`,
+    ``$SYNTHREG_SIGNING_KEY`` or the default (issue 24: release, withdraw, waive and approve took one)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
     from securesystemslib.signer import CryptoSigner
 
     priv = private_key_path(private)
+    if ws is not None and priv.resolve().is_relative_to(Path(ws).resolve()):
+        raise SigningError(
+            f"private key {priv} is inside the workspace {ws}, where `git add` could publish it; move it "
+            "outside (e.g. ~/.config/synthreg/) and pass --key or set SYNTHREG_SIGNING_KEY"
+        )
     if not priv.is_file():
         raise SigningError(
             f"no signing key at {priv}; create one with `synthreg keygen` or set SYNTHREG_SIGNING_KEY"

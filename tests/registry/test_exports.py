@@ -269,6 +269,33 @@ def test_card_lists_licence_restrictions_from_the_evidence():
     )
 
 
+MARKUP = ["<img src=x onerror=alert(1)>", "<iframe src=//evil>", "</table><script>alert(2)</script>", "<!--"]
+
+
+def test_markdown_exports_show_markup_from_data_as_text():
+    """Issue 24: a generator name or prompt holding HTML went raw into card.md / README.md (rendered as
+    HTML by the Hub and by most Markdown viewers). Every value from a record is escaped; the card's own
+    markup (<code>, <wbr>) and a `<=` in a threshold stay as they are."""
+    from registry.exports.policy_md import render_markdown
+
+    hostile = _result(
+        "prompt.deny", "prompt", status="fail", message=f"prompt {MARKUP[3]} {MARKUP[2]} denied"
+    )
+    report = make_report([hostile])
+    gen = (
+        make_release(report).generators[0].model_copy(update={"name": MARKUP[0], "pipeline_class": MARKUP[1]})
+    )
+    release = make_release(report, generators=[gen], prompt_templates=[f"a digit {{identity}} {MARKUP[2]}"])
+    card, md = render_card(release, report), render_markdown(report)
+    for text in (card, md):
+        for raw in MARKUP:
+            assert raw not in text
+        assert "<script" not in text and "<img" not in text and "<iframe" not in text and "<!--" not in text
+    assert "&lt;img src=x onerror=alert(1)>" in card and "&lt;/table>&lt;script>" in md
+    assert "<code>" in card and "<wbr>" in card  # the renderer's own markup
+    assert "| <= 0.01 |" in md  # a threshold's `<=` is text, left as it is
+
+
 def test_card_refuses_a_report_for_another_manifest():
     report = make_report().model_copy(update={"manifest_sha256": "0" * 64})
     with pytest.raises(ValueError, match="policy report is for manifest 000000000000"):

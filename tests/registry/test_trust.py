@@ -635,3 +635,60 @@ def test_a_trust_root_inside_the_workspace_is_refused(released_copy: Path, solo_
     assert out.stderr.startswith(
         f"error: trust root {inside} is inside the workspace, where anyone who can write"
     )
+
+
+@pytest.mark.parametrize("how", ["--key", "env", "symlink"])
+def test_a_private_key_inside_the_workspace_is_refused_wherever_it_is_named(
+    released_copy: Path, solo_trust: TrustSetup, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str
+) -> None:
+    """Issue 24: keygen refused to write a key into the workspace, but withdraw, waive, approve, release
+    and derive signed with one found there (where `git add` commits it). Each refuses it, by --key, by
+    $SYNTHREG_SIGNING_KEY, or through a symlink outside that points in; nothing is written."""
+    ws = released_copy
+    inside = ws / "keys" / "release.key"
+    shutil.copy(solo_trust.key, inside)
+    key = inside
+    if how == "symlink":
+        key = tmp_path / "outside.key"
+        key.symlink_to(inside)
+    before = clean(ws)
+    args = ["withdraw", "digits@1.0.0", "--reason", "x", "-w", str(ws)]
+    if how == "env":
+        monkeypatch.setenv("SYNTHREG_SIGNING_KEY", str(key))
+    else:
+        args += ["--key", str(key)]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 1 and "is inside the workspace" in out.stderr, out.output
+    with pytest.raises(SigningError, match=r"private key .* is inside the workspace"):
+        waive(ws, "bias.requested-balance", "digits", "r", date(2099, 1, 1), key=key)
+    assert clean(ws) == before
+    assert is_withdrawn(ws, "digits", "1.0.0") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "what"),
+    [
+        (["--reason", "consent\ndigits: 1.0.0 (solo)"], {}, "--reason"),
+        (["--reason", "x", "--actor", "Eve\r\n0 release digits@9.9.9"], {}, "--actor"),
+        (["--reason", "x"], {"SYNTHREG_ACTOR": "Eve\x1b[2J"}, "$SYNTHREG_ACTOR"),
+    ],
+)
+def test_a_newline_or_control_character_cannot_forge_a_line(
+    released_copy: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict, what: str
+) -> None:
+    """Issue 24: a newline in withdraw's --actor or --reason forged a line of `synthreg log`, `list` and
+    `show`. It is refused where it enters, before anything is written."""
+    ws = released_copy
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    before = clean(ws)
+    out = runner.invoke(app, ["withdraw", "digits@1.0.0", *args, "-w", str(ws)])
+    assert out.exit_code == 1 and out.stderr.startswith(f"error: {what} "), out.output
+    assert "holds a newline or control character" in out.stderr and out.stderr.count("\n") == 1
+    assert clean(ws) == before and is_withdrawn(ws, "digits", "1.0.0") is None
+
+
+def test_a_reference_with_an_empty_version_is_refused(released: Built) -> None:
+    """Issue 24: `show digits@` exited 0, showing the latest version for a reference that names none."""
+    out = runner.invoke(app, ["show", "digits@", "-w", str(released.ws)])
+    assert out.exit_code == 1 and "is not a release reference" in out.stderr
