@@ -49,6 +49,12 @@ from registry.records.lineage import (
 from registry.records.release import Release
 from registry.store.releases import PLAIN_SEMVER, load_release, versions
 
+# What a trace cannot prove (issue 24): MLflow records are written by whoever can reach the store.
+UNSIGNED_CLAIM = (
+    "that the run trained on this version is what the run logged in MLflow, which nobody signed: the "
+    "digest shows the data it names is the release's, not that the run used it"
+)
+
 SOURCE_TYPE = (
     "synthreg"  # registry.downstream.mlflow_source.SOURCE_TYPE (that module imports MLflow at the top)
 )
@@ -130,6 +136,7 @@ def _dataset_entry(
             f"DIGEST MISMATCH: tag {tracking.TAG_MANIFEST} is {tagged}, but the release's manifest "
             f"sha256 is {r.manifest_sha256}",
         )
+    info.notes.append(UNSIGNED_CLAIM)
     return DatasetEntry(**logged, **dict(info), digest_matches=matches, digest_compared=compared)
 
 

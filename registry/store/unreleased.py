@@ -20,10 +20,12 @@ from __future__ import annotations
 import configparser
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry.core.digests import sha256_file
+from registry.core.names import shown
 
 _SHA: dict[tuple[str, int, int], str] = {}
 MIN_PREFIX = 32  # a logged digest this long or longer (MLflow keeps 36 hex) names the manifest
@@ -108,8 +110,24 @@ def _remote(ws: Path, md5: str, sha: str, dest: Path) -> tuple[bool, str]:
 
 
 def find(ws: Path, sha: str, md5: str | None, remote: bool = True) -> Found:
-    """The manifest with sha256 ``sha`` (or a 32+ hex prefix of it), looked for as the module says."""
+    """The manifest with sha256 ``sha`` (or a 32+ hex prefix of it), looked for as the module says.
+
+    ``sha`` and ``md5`` come from an MLflow record, which anyone with access to the store can write: they
+    are checked by pattern before any path is built from them (issue 24: an md5 of ``../../..`` read, and
+    a remote fetch wrote, outside the workspace)."""
     looked: list[str] = []
+    sha, md5 = (sha or "").lower(), (md5.lower() if isinstance(md5, str) else None)
+    if not re.fullmatch(r"[0-9a-f]{32,64}", sha):
+        return Found(None, "", [f"nowhere: the logged sha256 {shown(sha)} is not 32 to 64 hex digits"])
+    if md5 and not re.fullmatch(r"[0-9a-f]{32}", md5):
+        looked.append(f"not the DVC cache or remote: the logged DVC md5 {shown(md5)} is not 32 hex digits")
+        md5 = None
+        candidates = workspace_manifests(ws)
+        for p in candidates:
+            if matches(file_sha256(p), sha):
+                return Found(p, f"workspace {_rel(ws, p)}", looked)
+        looked.insert(0, f"the workspace ({len(candidates)} manifest(s) under data/)")
+        return Found(None, "", looked)
     candidates = workspace_manifests(ws)
     for p in candidates:
         if matches(file_sha256(p), sha):

@@ -690,3 +690,36 @@ def test_models_flag_withdrawn_data_and_show_a_scripts_own_metrics(
     text = "\n".join(format_models(list(rows.values())))
     assert "own-detector/1  digits@2.0.0  share -  mAP 0.625  run " in text
     assert "    WITHDRAWN DATA: digits@1.0.0 withdrawn on " in text
+
+
+@pytest.mark.parametrize(
+    ("sha", "md5", "said"),
+    [
+        ("3" * 64, "../../../../etc", "the logged DVC md5 '../../../../etc' is not 32 hex digits"),
+        ("../../etc/passwd", "a" * 32, "the logged sha256 '../../etc/passwd' is not 32 to 64 hex digits"),
+    ],
+)
+def test_a_path_in_an_mlflow_record_never_leaves_the_workspace(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sha: str, md5: str, said: str
+) -> None:
+    """Issue 24: a run's logged DVC md5 of `../../..` made trace read (and a remote fetch write) outside
+    the workspace. Digests from MLflow are checked by pattern before any path is built."""
+    from mlflow.entities import Dataset, DatasetInput
+
+    ws = copy_world(world, tmp_path / "ws", monkeypatch)
+    c = tracking.client(ws)
+    exp = c.create_experiment("paths", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = c.create_run(exp)
+    profile = json.dumps({"manifest_sha256": sha, "dvc_md5": md5})
+    ds = Dataset(name="digits@working", digest="3" * 36, source_type="synthreg", source="x", profile=profile)
+    c.log_inputs(run.info.run_id, [DatasetInput(ds, [])])
+    (d,) = trace_run(ws, run.info.run_id).datasets
+    assert not d.resolved and any(said in where for where in d.looked), d.looked
+    assert not any(".." in where and "DVC cache (" in where for where in d.looked)
+
+
+def test_a_trace_says_the_runs_claim_is_unsigned(world: World, ws: Path) -> None:
+    """Issue 24: a run that merely claims digits@1.0.0 with the right digest is traced as trained on it;
+    the trace says that claim is the run's own, not signed."""
+    (d,) = trace_run(ws, world.runs["a"]).datasets
+    assert any(n.startswith("that the run trained on this version is what the run logged") for n in d.notes)
