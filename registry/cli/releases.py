@@ -123,16 +123,35 @@ def derive(
         list[str] | None,
         typer.Option("--exclude-source", help="leave out every sample conditioned on this source (repeat)"),
     ] = None,
+    exclude_prompt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-prompt", help="leave out every sample whose prompt matches this regex (repeat)"
+        ),
+    ] = None,
+    exclude_generator: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-generator",
+            help="leave out every sample this generator made: name or weights digest prefix",
+        ),
+    ] = None,
+    exclude_identity: Annotated[
+        list[str] | None,
+        typer.Option("--exclude-identity", help="leave out every sample of this identity (repeat)"),
+    ] = None,
     key: KeyOpt = None,
     actor: Annotated[str | None, typer.Option(help="who derives (default: git user.name)")] = None,
     no_push: NoPushOpt = False,
     params: ParamsOpt = Path("params.yaml"),
     workspace: Workspace = None,
 ) -> None:
-    """Release a new version of a released one without some samples, or without a source's samples.
+    """Release a new version of a released one without some samples: by id, or every sample of a source,
+    prompt pattern, generator or identity.
 
     Made from the parent's released files; checked again by params.yaml's policy packs; signed and tagged."""
     with errors():
+        from registry.releases.derive import Criteria
         from registry.releases.derive import derive as run
 
         ws = workspace_root(workspace)
@@ -152,6 +171,9 @@ def derive(
                 exclude_file=exclude_samples,
                 no_push=no_push,
                 progress=progress,
+                criteria=Criteria(
+                    tuple(exclude_prompt or ()), tuple(exclude_generator or ()), tuple(exclude_identity or ())
+                ),
             )
         d = r.derived_from
         assert d is not None

@@ -125,6 +125,9 @@ def _summary(release: Release, report: PolicyReport) -> list[str]:
         left_out = ", ".join(
             [f"{len(d.excluded_sample_ids)} sample(s) by id"] * bool(d.excluded_sample_ids)
             + [f"every sample conditioned on source `{s}`" for s in d.excluded_sources]
+            + [f"every sample whose prompt matches `{p}`" for p in d.excluded_prompts]
+            + [f"every sample generator `{g}` made" for g in d.excluded_generators]
+            + [f"every sample of identity `{i}`" for i in d.excluded_identities]
         )
         lines += [
             f"This version was derived from `{d.parent}` by leaving out {left_out}: {d.removed} "

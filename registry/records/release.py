@@ -60,6 +60,15 @@ class Derivation(Strict):
     excluded_sources: list[str] = Field(
         description="sources excluded, with every sample conditioned on them (names)"
     )
+    excluded_prompts: list[str] = Field(
+        default_factory=list, description="regular expressions: every sample whose prompt matched one"
+    )
+    excluded_generators: list[str] = Field(
+        default_factory=list, description="generators (name or weights digest prefix): all they made"
+    )
+    excluded_identities: list[str] = Field(
+        default_factory=list, description="identities: every sample of them"
+    )
     removed: int = Field(description="manifest rows left out, accepted and rejected")
     removed_accepted: int
     reason: str

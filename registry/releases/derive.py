@@ -22,9 +22,11 @@ new version would still depend on it. The parent is verified first (signature, r
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -117,20 +119,90 @@ def _parent_shards(parent_dir: Path, parent: Release) -> ShardReader:
     return read
 
 
+@dataclass(frozen=True)
+class Criteria:
+    """What else made a sample: leave out every sample whose prompt matches one of ``prompts`` (regular
+    expressions), made by one of ``generators`` (a name, or a weights digest prefix of 8+ hex), or of one
+    of ``identities`` (issue 19)."""
+
+    prompts: tuple[str, ...] = ()
+    generators: tuple[str, ...] = ()
+    identities: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.prompts or self.generators or self.identities)
+
+    def check(self, parent: Release, parent_ref: str) -> None:
+        """A ReleaseError for a bad regex, or a generator or identity the parent does not have."""
+        for p in self.prompts:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ReleaseError(
+                    f"--exclude-prompt {shown(p)} is not a valid regular expression: {e}"
+                ) from None
+        for g in self.generators:
+            hexed = g.lower() if re.fullmatch(r"[0-9a-fA-F]{8,64}", g) else None
+            if not any(
+                u.name == g or (hexed and u.weights_digest.startswith(hexed)) for u in parent.generators
+            ):
+                known = ", ".join(f"{u.name} ({u.weights_digest[:12]})" for u in parent.generators)
+                raise ReleaseError(
+                    f"--exclude-generator {shown(g)} made no sample of {parent_ref}; its generators: {known}"
+                )
+        unknown = sorted(set(self.identities) - set(parent.counts.per_identity))
+        if unknown:
+            raise ReleaseError(
+                f"--exclude-identity {shown(unknown[0])} is not an identity of {parent_ref} "
+                f"({', '.join(sorted(parent.counts.per_identity))})"
+            )
+
+    def sample_ids(self, manifest: Path) -> list[str]:
+        """The ids of the samples a prompt or generator criterion selects (identities go by identity)."""
+        if not (self.prompts or self.generators):
+            return []
+        import duckdb
+
+        hexed = [g.lower() for g in self.generators if re.fullmatch(r"[0-9a-fA-F]{8,64}", g)]
+        con = duckdb.connect()
+        try:
+            rows = con.execute(
+                "SELECT sample_id FROM read_parquet($m) WHERE "
+                "list_bool_or([regexp_matches(prompt, p) for p in $prompts]) "
+                "OR list_contains($names, generator_name) "
+                "OR list_bool_or([starts_with(weights_digest, d) for d in $digests]) ORDER BY sample_id",
+                {
+                    "m": str(manifest),
+                    "prompts": list(self.prompts) or [""],
+                    "names": list(self.generators),
+                    "digests": hexed or ["-"],
+                },
+            ).fetchall()
+        finally:
+            con.close()
+        if self.prompts and not rows and not self.generators:
+            raise ReleaseError(
+                f"no prompt of the parent matches --exclude-prompt {', '.join(map(shown, self.prompts))}"
+            )
+        return [r[0] for r in rows]
+
+
 def _exclusions(
     exclude_samples: list[str] | None,
     exclude_sources: list[str] | None,
     exclude_file: Path | None,
     reason: str,
+    criteria: Criteria = Criteria(),
 ) -> tuple[list[str], list[str], set[str]]:
     """(sample ids, source names, the ids read from ``exclude_file``), or a ReleaseError for nothing to
     exclude or no reason."""
     from_file = set(read_id_file(exclude_file)) if exclude_file is not None else set()
     samples = sorted(set(exclude_samples or []) | from_file)
     sources = list({s.casefold(): s for s in exclude_sources or []}.values())
-    if not samples and not sources:
+    if not samples and not sources and not criteria:
         raise ReleaseError(
-            "nothing to exclude; give --exclude-sample ID (or --exclude-samples FILE) or --exclude-source"
+            "nothing to exclude; give --exclude-sample ID (or --exclude-samples FILE), --exclude-source, "
+            "--exclude-prompt, --exclude-generator or --exclude-identity"
         )
     if not reason.strip():
         raise ReleaseError(
@@ -146,6 +218,7 @@ def _derivation(
     removed_rows: int,
     removed_accepted: int,
     reason: str,
+    criteria: Criteria = Criteria(),
 ) -> tuple[Recipe, Derivation]:
     """The derived version's recipe (without the excluded conditioning sources) and its derivation."""
     assert parent.recipe is not None  # derive refused a parent without one
@@ -164,6 +237,9 @@ def _derivation(
         parent_manifest_sha256=parent.manifest_sha256,
         excluded_sample_ids=samples,
         excluded_sources=sources,
+        excluded_prompts=list(criteria.prompts),
+        excluded_generators=list(criteria.generators),
+        excluded_identities=list(criteria.identities),
         removed=removed_rows,
         removed_accepted=removed_accepted,
         reason=reason.strip(),
@@ -186,8 +262,10 @@ def derive(
     exclude_file: Path | None = None,
     no_push: bool = False,
     progress: Callable[..., None] | None = None,
+    criteria: Criteria = Criteria(),
 ) -> Release:
-    """Release ``NAME@version``: the version ``ref`` without the excluded samples and sources.
+    """Release ``NAME@version``: the version ``ref`` without the excluded samples and sources (and, by
+    ``criteria``, prompts, generators and identities).
 
     ``exclude_file`` is a file of sample ids, one a line, read only and possibly outside the workspace:
     no message repeats its content. Refused, like a release, while params.yaml, the policy packs or
@@ -198,7 +276,9 @@ def derive(
 
     check_line(reason, "--reason")
     check_line(actor, "--actor")
-    samples, sources, from_file = _exclusions(exclude_samples, exclude_sources, exclude_file, reason)
+    samples, sources, from_file = _exclusions(
+        exclude_samples, exclude_sources, exclude_file, reason, criteria
+    )
     parent = load_release(ws, ref)
     parent_ref = f"{parent.name}@{parent.version}"
     if parent.recipe is None:
@@ -210,7 +290,8 @@ def derive(
     if (finished := resumed(ws, ("derive",), name, version)) is not None:
         return finished
     check_new_version(ws, name, version)
-    identities: set[str] = set()
+    criteria.check(parent, parent_ref)
+    identities: set[str] = set(criteria.identities)
     for s in sources:
         identities |= excluded_identities(parent.recipe, s, parent_ref)
     validate = load_params(ws / params_path, ws).validate_
@@ -224,16 +305,19 @@ def derive(
     if not checked.ok:
         first = [*(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items())), *checked.problems][0]
         raise ReleaseError(f"{parent_ref} does not verify ({first}); run `synthreg verify {parent_ref}`")
+    selected = sorted(set(samples) | set(criteria.sample_ids(parent_manifest)))  # by prompt or generator
     removed_rows, removed_accepted = _removed(
-        parent_manifest, parent_ref, samples, identities, from_file, exclude_file
+        parent_manifest, parent_ref, selected, identities, from_file, exclude_file
     )
-    recipe, derivation = _derivation(parent, samples, sources, removed_rows, removed_accepted, reason)
+    recipe, derivation = _derivation(
+        parent, samples, sources, removed_rows, removed_accepted, reason, criteria
+    )
 
     tmp_root = ws / ".dvc" / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{DERIVE_TMP_PREFIX}{os.getpid()}-", dir=tmp_root) as tmp:
         manifest = Path(tmp) / "manifest.parquet"
-        _write_kept(parent_manifest, manifest, samples, identities)
+        _write_kept(parent_manifest, manifest, selected, identities)
         report = _checked(ws, manifest, recipe, validate, today, name, version, parent.manifest_path)
         report_text = report.to_json()
 

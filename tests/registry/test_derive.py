@@ -15,7 +15,7 @@ from registry.core.errors import ReleaseError
 from registry.exports.prov import prov_document
 from registry.lineage.impact import impact
 from registry.records.policy import PolicyReport
-from registry.releases.derive import derive
+from registry.releases.derive import Criteria, derive
 from registry.releases.loader import open_release
 from registry.releases.verify import verify
 from registry.store import audit
@@ -335,3 +335,57 @@ def test_which_sources_can_be_excluded(sources: list[dict], message: str):
     ones_and_sevens = {"name": "x", "licence": "MIT", "role": "conditioning", "identities": ["1", "7"]}
     ok = Recipe.model_validate(small_recipe(sources=[ones_and_sevens]))
     assert excluded_identities(ok, "x", "digits@1.0.0") == {"1", "7"}
+
+
+def test_derive_leaves_out_by_prompt_generator_and_identity(released_copy: Path, released: Built):
+    """Issue 19: leaving data out by what made it. --exclude-identity, --exclude-prompt (a regex) and
+    --exclude-generator (a name or a weights digest prefix) each select the parent's samples they name;
+    the record keeps the criteria, the card says them, and bad criteria are refused before anything is
+    written."""
+    ws = released_copy
+    table = mf.read_table(folder(ws, "1.0.0") / "data" / "manifest.parquet")
+    rows = table.select(["sample_id", "identity", "prompt", "weights_digest"]).to_pylist()
+    identity = rows[0]["identity"]
+    thin = [r["sample_id"] for r in rows if "thin" in r["prompt"] and r["identity"] != identity]
+    assert thin and any(r["identity"] == identity for r in rows)
+
+    before = snapshot(ws)
+    for kw, message in [
+        ({"exclude_identity": ("nine",)}, r"--exclude-identity 'nine' is not an identity of digits@1\.0\.0"),
+        ({"exclude_prompt": ("(",)}, r"--exclude-prompt '\(' is not a valid regular expression"),
+        (
+            {"exclude_generator": ("sd-huge",)},
+            r"--exclude-generator 'sd-huge' made no sample of digits@1\.0\.0",
+        ),
+        ({"exclude_prompt": ("a purple elephant",)}, r"no prompt of the parent matches --exclude-prompt"),
+    ]:
+        criteria = Criteria(
+            kw.get("exclude_prompt", ()), kw.get("exclude_generator", ()), kw.get("exclude_identity", ())
+        )
+        with pytest.raises(ReleaseError, match=message):
+            derive(ws, "digits@1.0.0", "1.0.1", REASON, key=released.key, criteria=criteria)
+        assert snapshot(ws) == before
+
+    criteria = Criteria(prompts=("thin",), identities=(identity,))
+    record = derive(ws, "digits@1.0.0", "1.0.1", REASON, key=released.key, criteria=criteria)
+    d = record.derived_from
+    assert d is not None
+    assert (d.excluded_prompts, d.excluded_identities, d.excluded_sample_ids) == (["thin"], [identity], [])
+    kept = {r["sample_id"] for r in mf.read_table(folder(ws, "1.0.1") / "data/manifest.parquet").to_pylist()}
+    gone = set(thin) | {r["sample_id"] for r in rows if r["identity"] == identity}
+    assert kept == {r["sample_id"] for r in rows} - gone and d.removed == len(gone)
+    assert identity not in record.counts.per_identity
+    card = (folder(ws, "1.0.1") / "card.md").read_text()
+    assert (
+        "every sample whose prompt matches `thin`" in card
+        and f"every sample of identity `{identity}`" in card
+    )
+    assert verify(ws, "digits@1.0.1").ok
+
+    weights = rows[0]["weights_digest"]
+    cli = runner.invoke(
+        app,
+        ["derive", "digits@1.0.0", "--version", "1.0.2", "--reason", REASON,
+         "--exclude-generator", weights[:12], "-w", str(ws)],
+    )  # fmt: skip
+    assert cli.exit_code == 1 and "leaves no accepted sample of digits@1.0.0" in cli.stderr, cli.output
