@@ -29,7 +29,8 @@ LONG: dict[str, str] = {
     # checks (what is refused before what) would be spread over several functions.
     "registry.releases.publish:publish": "the journalled transaction's stage step, signed in one place",
     "registry.releases.approve:approve": "refusals in order, then one journalled transaction",
-    "registry.releases.verify:verify": "the order of verify's problems is its output; shards and files split",
+    "registry.releases.withdraw:withdraw": "refusals in order (one-line reason, actor), then one transaction",
+    "registry.releases.verify:verify": "its problems' order is its output; each step marks the checklist",
     "registry.trust.credentials:load_credentials": "every refusal of a C2PA key and chain, in order",
     "registry.trust.credentials:keygen_c2pa": "one test certificate chain, root to signer",
     # Not split yet (issue 18 moved them, and split the longest: impact, verify, assemble, derive):
