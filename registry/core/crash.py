@@ -25,11 +25,22 @@ def crash_dir() -> Path:
     return Path(cache) / "synthreg" / "crashes"
 
 
+def in_workspace(folder: Path) -> Path | None:
+    """The synthreg workspace (a folder holding ``.dvc``) that ``folder`` lies in, symlinks resolved; None
+    when it lies in none."""
+    resolved = folder.resolve()
+    return next((p for p in (resolved, *resolved.parents) if (p / ".dvc").is_dir()), None)
+
+
 def save_traceback(exc: BaseException) -> Path | None:
-    """Write ``exc``'s traceback to a new file; its path, or None if no folder would take it."""
+    """Write ``exc``'s traceback to a new file; its path, or None if no folder would take it. A crash
+    folder inside a workspace (``$SYNTHREG_CRASH_DIR`` pointing into one) is passed over, since `git add`
+    would commit the traceback and the data it shows (issue 24)."""
     text = "".join(traceback.format_exception(exc))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     for folder in (crash_dir(), Path(tempfile.gettempdir()) / "synthreg-crashes"):
+        if in_workspace(folder) is not None:
+            continue
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, name = tempfile.mkstemp(prefix=f"crash-{stamp}-{os.getpid()}-", suffix=".txt", dir=folder)

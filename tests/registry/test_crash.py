@@ -47,6 +47,30 @@ def test_an_unexpected_exception_is_one_line_exit_70_and_a_saved_traceback(
     assert "RuntimeError: boom at 0x2a\nsecond line never shown" in text
 
 
+def test_a_crash_folder_inside_a_workspace_is_passed_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Issue 24: $SYNTHREG_CRASH_DIR inside the workspace put tracebacks (paths, values of the data) where
+    `git add` commits them; the traceback goes to the system temporary folder instead, still 0600."""
+
+    def explode(ws: Path) -> dict:
+        raise RuntimeError("boom at 0x2a")
+
+    ws = tmp_path / "ws"
+    (ws / ".dvc").mkdir(parents=True)
+    monkeypatch.setattr("registry.releases.catalog.list_releases", explode)
+    monkeypatch.setenv("SYNTHREG_CRASH_DIR", str(ws / "crashes"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read $TMPDIR again
+    result = runner.invoke(app, ["list", "-w", str(ws)])
+    match = INTERNAL.match(result.output.splitlines()[0])
+    assert result.exit_code == 70 and match, result.output
+    saved = Path(match["path"])
+    assert saved.parent == tmp_path / "tmp" / "synthreg-crashes" and not (ws / "crashes").exists()
+    assert oct(saved.stat().st_mode & 0o777) == "0o600"
+
+
 def test_main_catches_what_escapes_a_command(tmp_path: Path):
     """`synthreg` as installed (``registry.cli:main``) in a subprocess: a failure outside any command's
     error handling (here: the app itself raising) is still one line and exit 70."""
