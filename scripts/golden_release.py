@@ -63,6 +63,8 @@ OTHER = [
     # - issue 21: the HTML report's banner states the worst status (a warned release is no longer green),
     #   and its stylesheet gained the warned / not-run colours.
     (re.compile(r"<style>.*?</style>", re.S), "<style>" + MASK + "</style>"),
+    #   and a section listing the checks that did not run.
+    (re.compile(r'<section id="not-run">.*?</section>', re.S), ""),
     # - issue 23: the card's `datasets` config is named for the release (NAME-X.Y.Z-digest), not `default`.
     (re.compile(r"- config_name: \S+"), "- config_name: " + MASK),
     (re.compile(r'<div class="banner [a-z]+" data-status="[a-z]+">[^<]*</div>'), "<banner>" + MASK),

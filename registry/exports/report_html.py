@@ -358,6 +358,23 @@ def _licences(records: list[Release], facts: dict[str, Any]) -> str:
     return _section("licences", "Generator and licence chain", "".join(body))
 
 
+def _not_run(report: PolicyReport | None, record: Release) -> str:
+    """Every check that did not run, with why (issue 21): what the policy table shows among the others,
+    listed apart so a reviewer cannot miss it. Never counted as passed."""
+    if report is not None:
+        rows = [[f"<code>{_e(r.rule_id)}</code>", _e(r.severity), _e(r.message)] for r in report.not_run]
+    else:  # the release record keeps the statuses, not the reasons
+        missing = [k for k, v in record.policy_results.items() if v == "not run"]
+        rows = [[f"<code>{_e(k)}</code>", "", "see policy-report.json"] for k in missing]
+    if not rows:
+        return _section("not-run", "Checks not run", "<p>Every check of the policy packs ran.</p>")
+    note = (
+        f"<p><b>{len(rows)} check(s) did not run</b>: their inputs were missing, so they show nothing "
+        "either way. A pack can require a check to run (<code>require: ran</code>).</p>"
+    )
+    return _section("not-run", "Checks not run", note + _table(["rule", "severity", "why"], rows))
+
+
 def _waivers(waivers: list[Any], today: date) -> str:
     if not waivers:
         return _section("waivers", "Waivers", "<p>No waiver was applied.</p>")
@@ -458,8 +475,8 @@ class ReportData:
 
 
 def dataset_page(d: ReportData) -> str:
-    """A dataset version's report: banner, policy, representation, samples, licences, waivers, timeline,
-    lineage."""
+    """A dataset version's report: banner, policy, checks not run, representation, samples, licences,
+    waivers, timeline, lineage."""
     record = d.record
     versions = sorted(
         [*d.others, (record, d.withdrawal is not None)],
@@ -468,6 +485,7 @@ def dataset_page(d: ReportData) -> str:
     sections = [
         _banner(record, d.withdrawal),
         _policy(d.report, record),
+        _not_run(d.report, record),
         _representation(d.con, record),
         _contact_sheets(d.con, record, d.read_members),
         _licences([record], d.licence_facts),

@@ -24,6 +24,7 @@ runner = CliRunner()
 DATASET_SECTIONS = [
     "status",
     "policy",
+    "not-run",
     "representation",
     "samples",
     "licences",
@@ -222,3 +223,31 @@ def test_the_banner_states_the_worst_status(
     assert released.record is not None and released.record.policy_results["bias.observed-balance"] == "warn"
     status, _, text = banner(released_page(released.ws, changes, waivers)).partition(": ")
     assert status == cls and words in text, text
+
+
+def test_the_checks_that_did_not_run_have_their_own_section(released: Built) -> None:
+    """Issue 21: a reviewer sees which checks did not run, and why, apart from the rest."""
+    page = (folder(released.ws, "1.0.0") / "report.html").read_text()
+    ran = re.search(r'<section id="not-run">(.*?)</section>', page, re.S)
+    assert ran and "Every check of the policy packs ran." in ran.group(1)
+    from registry.exports.report_html import dataset_page
+    from registry.releases.report import read_report, report_data
+    from registry.store.releases import load_release
+
+    record = load_release(released.ws, "digits@1.0.0")
+    report = read_report(folder(released.ws, "1.0.0"))
+    assert report is not None
+    results = [
+        r.model_copy(update={"status": "not run", "message": "not run: no row has a distance <x>"})
+        if r.rule_id == "privacy.memorised-copies"
+        else r
+        for r in report.results
+    ]
+    page = dataset_page(
+        report_data(
+            released.ws, folder(released.ws, "1.0.0"), record, report.model_copy(update={"results": results})
+        )
+    )
+    section = re.search(r'<section id="not-run">(.*?)</section>', page, re.S)
+    assert section and "<b>1 check(s) did not run</b>" in section.group(1)
+    assert "<code>privacy.memorised-copies</code>" in section.group(1) and "&lt;x&gt;" in section.group(1)
