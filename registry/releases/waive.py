@@ -7,13 +7,13 @@ Which waivers count when a pack is checked (signed by a trusted approver, not ex
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 from registry.core import vcs
 from registry.core.errors import PolicyError
-from registry.core.names import check_line
+from registry.core.names import check_line, shown
+from registry.records.dataset import DATASET_NAME
 from registry.records.signed import WAIVER_TYPE, SignedWaiver
 from registry.store import audit
 from registry.trust.waivers import WAIVERS
@@ -40,8 +40,11 @@ def waive(
     if not reason.strip():
         raise PolicyError("give a reason for the waiver (--reason)")
     check_line(reason, "--reason")
-    if not re.fullmatch(r"[a-z0-9_*-]{1,64}", scope):
-        raise PolicyError(f"waiver scope {scope!r} is not a dataset name or '*'")
+    if scope != "*" and not DATASET_NAME.fullmatch(scope):  # `dig*` matched nothing, silently (issue 24)
+        raise PolicyError(
+            f"waiver scope {shown(scope)} is not a dataset name or '*' (patterns are not supported: name the "
+            "dataset, or '*' for every dataset)"
+        )
     if expires < (today or date.today()):
         raise PolicyError(f"waiver expiry {expires} is in the past; give a future date (--expires)")
     rules = known_rules if known_rules is not None else _pack_rules(ws)

@@ -455,6 +455,9 @@ def test_forged_self_approved_and_unknown_rule_waivers_are_ignored_with_why(
         waive(ws, "no.such-rule", "digits", "x", date(2099, 1, 1), key=team.bob)
     with pytest.raises(PolicyError, match=r"waiver expiry 2000-01-01 is in the past"):
         waive(ws, "bias.observed-collapse", "digits", "x", date(2000, 1, 1), key=team.bob)
+    for scope in ("dig*", "Digits", "*digits", ""):  # a pattern matched nothing, silently (issue 24)
+        with pytest.raises(PolicyError, match=r"waiver scope .* is not a dataset name or '\*'"):
+            waive(ws, "bias.observed-collapse", scope, "x", date(2099, 1, 1), key=team.bob)
     assert clean(ws) == before
     report = validate_ws(ws, waivers=None)
     assert not report.passed
