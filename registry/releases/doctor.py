@@ -89,7 +89,7 @@ def doctor(ws: Path, repair: bool = False) -> DoctorReport:
                 found = []
                 if f"{rel}/release.json" not in tracked:
                     found.append(Finding("untracked", f"{rel} is not committed to git"))
-                if tag not in tags:
+                if tag not in tags and _is_final(ws, dataset.name, folder.name):  # a candidate has none
                     found.append(Finding("untagged", f"{subject} has no tag {tag}"))
                 if ("release", subject) not in events and ("derive", subject) not in events:
                     found.append(Finding("no-audit-event", f"{subject} has no release or derive audit event"))
@@ -112,6 +112,21 @@ def doctor(ws: Path, repair: bool = False) -> DoctorReport:
                 )
             )
     return report
+
+
+def _is_final(ws: Path, name: str, version: str) -> bool:
+    """Whether the signed state says ``name@version`` is final (its sign-offs meet the trust root's
+    thresholds), so it should be tagged. A candidate waiting for approvals is untagged by design (issue 24:
+    doctor reported one as unfinished and `--repair` tagged it). When the state cannot be read (no trust
+    root, a damaged envelope), the folder is reported as before."""
+    from registry.trust.admission import ReleaseStatus, admission
+    from registry.trust.root import load_trust
+
+    try:
+        state = admission(ws, name, version, lambda: load_trust(ws)).status
+    except (SynthregError, OSError, ValueError):
+        return True
+    return state is not ReleaseStatus.CANDIDATE
 
 
 def _finish_orphan(ws: Path, name: str, version: str, found: list[Finding]) -> None:

@@ -131,6 +131,10 @@ def test_a_release_is_a_candidate_until_another_key_approves(fresh: Path, team: 
         "a CANDIDATE, not final: approvals missing\n"
     )
     assert runner.invoke(app, ["verify", "digits@1.0.0", "--require", "signed", "-w", str(ws)]).exit_code == 0
+    for args in (["doctor"], ["doctor", "--repair"]):  # a healthy candidate is not unfinished (issue 24)
+        doc = runner.invoke(app, [*args, "-w", str(ws)])
+        assert (doc.exit_code, doc.output) == (0, "doctor: nothing to repair\n"), doc.output
+    assert tags(ws) == []
 
     before = clean(ws)
     with pytest.raises(
