@@ -264,8 +264,15 @@ def _same_dataset(manifest_path: Path, recipe: Recipe, recipe_path: Path | str) 
     missing manifest is left to ``check``, which names it after the packs are read."""
     if not manifest_path.is_file():
         return
-    con = mf.connect(manifest_path)
+    con = mf.connect(manifest_path)  # a file that is not Parquet: a ManifestError naming it
     try:
+        missing = mf.missing_columns(con)
+        if missing:  # issue 24: a Binder error (a traceback) before
+            raise PolicyError(
+                f"manifest {manifest_path} lacks the column(s) {', '.join(missing[:8])}"
+                + (" ..." if len(missing) > 8 else "")
+                + "; it was not written by synthreg: run `synthreg filter` to make it"
+            )
         found = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM manifest ORDER BY 1").fetchall()]
     finally:
         con.close()

@@ -207,8 +207,23 @@ def connect(path: Path, view: str = "manifest"):
         raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")
     con = duckdb.connect()
     literal = str(path).replace("'", "''")  # CREATE VIEW cannot take a prepared parameter
-    con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{literal}')")
+    try:
+        con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{literal}')")
+        con.execute(f"DESCRIBE {view}").fetchall()  # reads the footer: a file that is not Parquet fails here
+    except duckdb.Error as e:
+        con.close()
+        first = str(e).splitlines()[0][:200]
+        raise ManifestError(
+            f"manifest {path} is not a readable Parquet file ({first}); restore it (`dvc checkout`) or "
+            "make it again (`synthreg generate` / `synthreg filter`)"
+        ) from None
     return con
+
+
+def missing_columns(con: Any, view: str = "manifest") -> list[str]:
+    """The columns of synthreg's manifest schema that ``view`` lacks (a manifest synthreg did not write)."""
+    have = {r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()}
+    return [c for c in SCHEMA.names if c not in have]
 
 
 def rows_by_shard(

@@ -837,3 +837,25 @@ def test_validate_prints_the_checks_that_did_not_run(ws: Workspace):
     assert result.exit_code == 0, result.output
     assert "  not run privacy.memorised-copies: not run: " in result.output
     assert " not run; report " in result.output.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("text", "is not a readable Parquet file"),
+        ("one-column", "lacks the column(s) dataset, index, identity"),
+        ("empty", "holds dataset (none)"),
+    ],
+)
+def test_a_manifest_synthreg_did_not_write_is_named_not_a_traceback(ws: Workspace, content: str, said: str):
+    """Issue 24, family 4: validate crashed on a file that is not Parquet and on a manifest missing a
+    column; each is now one line naming the file, exit 1."""
+    if content == "text":
+        ws.manifest.write_text("not parquet")
+    elif content == "one-column":
+        pq.write_table(pa.table({"sample_id": ["a"]}), ws.manifest)
+    else:
+        pq.write_table(mf.SCHEMA.empty_table(), ws.manifest)
+    result = CliRunner().invoke(app, ["validate", FILTERED, "--recipe", "recipe.yaml", "-w", str(ws.root)])
+    assert result.exit_code == 1 and "internal error" not in result.output, result.output
+    assert result.output.startswith(f"error: manifest {ws.manifest} ") and said in result.output
