@@ -572,6 +572,7 @@ def model_page(
         for d in t.datasets
     ]
     records = [r for r, _ in released]
+    used = [f"{r.name}@{r.version}" for r in records]
     sections = [
         status,
         _section("metrics", "Metrics, overall and per group", body),
@@ -585,17 +586,7 @@ def model_page(
         else _section("licences", "Generator and licence chain", "<p>No released data.</p>"),
         _waivers([w for r in records for w in r.waivers], date.today()),
         _timeline(events, audit_note),
-        _lineage(
-            released,
-            [
-                {
-                    "name": m.name,
-                    "version": m.version,
-                    "run_id": m.run_id,
-                    "datasets": [f"{r.name}@{r.version}" for r in records],
-                }
-            ],
-        ),
+        _lineage(released, [{"name": m.name, "version": m.version, "run_id": m.run_id, "datasets": used}]),
     ]
     return _page(f"model {m.name}/{m.version}", sections)
 
