@@ -113,25 +113,25 @@ def _selector(**selectors: str | None) -> tuple[str, str]:
     return kind, value
 
 
-def _released(releases: list[Release], ref: str) -> str:
-    """``ref`` as NAME@X.Y.Z when it names a released version; a SynthregError naming the released ones
-    otherwise."""
+def _released(releases: list[Release], ref: str) -> Release:
+    """The released version ``ref`` names (NAME@X.Y.Z or NAME@vX.Y.Z); a SynthregError naming the released
+    ones otherwise."""
     name, _, version = ref.partition("@")
     version = version.removeprefix("v")
-    known = [release_ref(r) for r in releases]
-    if f"{name}@{version}" not in known:
+    by_ref = {release_ref(r): r for r in releases}
+    known = list(by_ref)
+    if f"{name}@{version}" not in by_ref:
         listed = ", ".join(k for k in known if k.startswith(f"{name}@")) or "none"
         raise SynthregError(
             f"--version {ref!r} is not a released version (NAME@X.Y.Z); released versions of {name!r}: "
             f"{listed} (see `synthreg list`)"
         )
-    return f"{name}@{version}"
+    return by_ref[f"{name}@{version}"]
 
 
-def _version_hits(releases: list[Release], ref: str) -> tuple[list[Release], Hits, Hits, list[str]]:
+def _version_hits(r: Release) -> tuple[list[Release], Hits, Hits, list[str]]:
     """One released version selects itself, whole."""
-    (r,) = [r for r in releases if release_ref(r) == ref]
-    return [r], {ref: (r.counts.total, r.counts.accepted)}, {}, []
+    return [r], {release_ref(r): (r.counts.total, r.counts.accepted)}, {}, []
 
 
 def _by_file(
@@ -329,8 +329,9 @@ def impact(
     kind, value = _selector(generator=generator, source=source, prompt=prompt, sample=sample, version=version)
     uri = tracking.tracking_uri(ws)  # a malformed URI is an error even when nothing matches
     releases = all_releases(ws)
-    if kind == "version":
-        value = _released(releases, value)
+    asked = _released(releases, value) if kind == "version" else None
+    if asked is not None:
+        value = release_ref(asked)
     with mlflow_errors(uri):
         c = tracking.client(ws)
         exp_ids = _experiments(c)
@@ -343,8 +344,8 @@ def impact(
     by_path = _by_file(working)
     working = {wm.sha256: wm for wm in by_path.values()}
     wpaths = {path: wm.sha256 for path, wm in by_path.items()}  # path -> sha256
-    if kind == "version":
-        releases, hits, whits, missing = _version_hits(releases, value)
+    if asked is not None:
+        releases, hits, whits, missing = _version_hits(asked)
     elif kind == "source":
         hits, whits, missing = _source_hits(ws, releases, value, working, wpaths)
     else:

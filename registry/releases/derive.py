@@ -119,6 +119,11 @@ def _parent_shards(parent_dir: Path, parent: Release) -> ShardReader:
     return read
 
 
+def _digest_prefix(generator: str) -> str | None:
+    """``generator`` as a weights digest prefix (8+ hex, lowercased), or None when it is a name."""
+    return generator.lower() if re.fullmatch(r"[0-9a-fA-F]{8,64}", generator) else None
+
+
 @dataclass(frozen=True)
 class Criteria:
     """What else made a sample: leave out every sample whose prompt matches one of ``prompts`` (regular
@@ -142,7 +147,7 @@ class Criteria:
                     f"--exclude-prompt {shown(p)} is not a valid regular expression: {e}"
                 ) from None
         for g in self.generators:
-            hexed = g.lower() if re.fullmatch(r"[0-9a-fA-F]{8,64}", g) else None
+            hexed = _digest_prefix(g)
             if not any(
                 u.name == g or (hexed and u.weights_digest.startswith(hexed)) for u in parent.generators
             ):
@@ -163,7 +168,7 @@ class Criteria:
             return []
         import duckdb
 
-        hexed = [g.lower() for g in self.generators if re.fullmatch(r"[0-9a-fA-F]{8,64}", g)]
+        hexed = [d for g in self.generators if (d := _digest_prefix(g))]
         con = duckdb.connect()
         try:
             rows = con.execute(

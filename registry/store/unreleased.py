@@ -119,20 +119,14 @@ def find(ws: Path, sha: str, md5: str | None, remote: bool = True) -> Found:
     sha, md5 = (sha or "").lower(), (md5.lower() if isinstance(md5, str) else None)
     if not re.fullmatch(r"[0-9a-f]{32,64}", sha):
         return Found(None, "", [f"nowhere: the logged sha256 {shown(sha)} is not 32 to 64 hex digits"])
-    if md5 and not re.fullmatch(r"[0-9a-f]{32}", md5):
-        looked.append(f"not the DVC cache or remote: the logged DVC md5 {shown(md5)} is not 32 hex digits")
-        md5 = None
-        candidates = workspace_manifests(ws)
-        for p in candidates:
-            if matches(file_sha256(p), sha):
-                return Found(p, f"workspace {_rel(ws, p)}", looked)
-        looked.insert(0, f"the workspace ({len(candidates)} manifest(s) under data/)")
-        return Found(None, "", looked)
     candidates = workspace_manifests(ws)
     for p in candidates:
         if matches(file_sha256(p), sha):
             return Found(p, f"workspace {_rel(ws, p)}", looked)
     looked.append(f"the workspace ({len(candidates)} manifest(s) under data/)")
+    if md5 and not re.fullmatch(r"[0-9a-f]{32}", md5):
+        looked.append(f"not the DVC cache or remote: the logged DVC md5 {shown(md5)} is not 32 hex digits")
+        return Found(None, "", looked)
     if not md5:
         looked.append("not the DVC cache or remote: the run logged no DVC md5 (synthreg.dvc_md5)")
         return Found(None, "", looked)

@@ -53,11 +53,7 @@ def keygen(
     from registry.trust.root import add_key, trust_path
 
     priv = private_key_path(private)
-    if priv.resolve().is_relative_to(ws.resolve()):
-        raise SigningError(
-            f"private key {priv} is inside the workspace {ws}, where `git add` could publish it; "
-            "keep it outside (default ~/.config/synthreg/release.key)"
-        )
+    _refuse_inside(priv, ws, "keep it outside (default ~/.config/synthreg/release.key)")
     if priv.exists() and not force:
         raise SigningError(
             f"{priv} exists already; pass --force to replace it (old releases stay verifiable "
@@ -110,6 +106,15 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _refuse_inside(priv: Path, ws: Path, fix: str) -> None:
+    """A SigningError when the private key ``priv`` lies inside the workspace ``ws`` (symlinks resolved),
+    where `git add` could publish it: what keygen writes and every signer reads."""
+    if priv.resolve().is_relative_to(Path(ws).resolve()):
+        raise SigningError(
+            f"private key {priv} is inside the workspace {ws}, where `git add` could publish it; {fix}"
+        )
+
+
 def load_signer(private: Path | str | None = None, ws: Path | None = None):
     """The ed25519 signer at ``private``; any other kind of key is refused (releases are ed25519), and so
     is a key inside the workspace ``ws`` (symlinks resolved), wherever it was named: `--key`,
@@ -119,10 +124,9 @@ def load_signer(private: Path | str | None = None, ws: Path | None = None):
     from securesystemslib.signer import CryptoSigner
 
     priv = private_key_path(private)
-    if ws is not None and priv.resolve().is_relative_to(Path(ws).resolve()):
-        raise SigningError(
-            f"private key {priv} is inside the workspace {ws}, where `git add` could publish it; move it "
-            "outside (e.g. ~/.config/synthreg/) and pass --key or set SYNTHREG_SIGNING_KEY"
+    if ws is not None:
+        _refuse_inside(
+            priv, ws, "move it outside (e.g. ~/.config/synthreg/) and pass --key or set SYNTHREG_SIGNING_KEY"
         )
     if not priv.is_file():
         raise SigningError(
