@@ -89,14 +89,14 @@ def build(top: Path) -> tuple[Path, Path]:
     dvc = str(Path(sys.executable).parent / "dvc")
     sh(ws, dvc, "init", "-q")
     shutil.copytree(REPO / "generators/tiny_digits/model", ws / "generators/tiny_digits/model")
-    for part in ("policies/packs/default.yaml", "policies/licenses.yaml"):
+    for part in ("policies/packs/default.yaml", "policies/packs/digits.yaml", "policies/licenses.yaml"):
         (ws / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / part, ws / part)
     recipe = small_recipe()
     recipe["generator"]["path"] = "generators/tiny_digits/model"
     write_yaml(ws / RECIPE, recipe)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["recipe"] = RECIPE
+    params["datasets"]["digits"]["recipe"] = RECIPE
     write_yaml(ws / "params.yaml", params)
     rules = ["bias.requested-balance", "bias.observed-collapse", "quality.identity-consistency"]
     waivers = [
@@ -106,7 +106,7 @@ def build(top: Path) -> tuple[Path, Path]:
     write_yaml(ws / "waivers.yaml", {"waivers": waivers})
     generate(Path(RECIPE), ws, CANDIDATES, GenerateParams(batch_size=6, shard_size=6, threads=1))
     filter_manifest(CANDIDATES, ws, FILTERED)
-    v = load_params(ws / "params.yaml").validate_
+    v = load_params(ws / "params.yaml").dataset("digits").validate_
     validate(FILTERED, ws, RECIPE, v.packs, waivers="waivers.yaml", licences=v.licences, out=POLICY)
     key = top / "key.pem"
     keygen(ws, key)

@@ -98,7 +98,11 @@ def workspace(top: Path, images: int) -> Path:
     (ws / "recipes").mkdir()
     (ws / "recipes/load-test.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["recipe"] = "recipes/load-test.yaml"
+    entry = params["datasets"].pop("digits")  # the load test's own entry, with the generic pack only
+    entry.update(recipe="recipes/load-test.yaml", generator=recipe["generator"]["path"])
+    entry["validate"]["packs"] = ["policies/packs/default.yaml"]
+    entry["train"]["dataset"] = f"{NAME}@working"
+    params["datasets"] = {NAME: entry}
     params["generate"].update(batch_size=1000, shard_size=1000, threads=1)
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     waivers = [

@@ -3,7 +3,7 @@
     python benchmarks/plot_mix.py [--workspace WS] [--dataset digits@working] [--seeds 0 1 2 3 4]
                                   [--out benchmarks/mix.png] [--dvc]
 
-Runs ``registry.downstream.train.train`` with the ``train`` section of the workspace's params.yaml (defaults
+Runs ``registry.downstream.train.train`` with the digits ``train`` section of the workspace's params.yaml (defaults
 when
 absent) for synthetic_share 0, 0.25, 0.5, 0.75 and 1, plus two references: "all real" (every real
 train image, no synthetic; train_size = the whole train split) and "unfiltered synthetic only" (share 1,
@@ -15,8 +15,8 @@ about 40 s on 2 cores) generated and filtered by the library. With ``--workspace
 workspace's ``data/NAME`` (and ``releases/NAME``) into a temporary one, so nothing in the original is
 written. Runs go to a temporary MLflow SQLite store; the temporary folder is removed at the end.
 
-With ``--dvc`` every point is a DVC experiment instead: ``dvc exp run --temp -S train.synthetic_share=...
--S train.seed=... ...`` in the workspace (default: this repository, after ``make run``), which is left as
+With ``--dvc`` every point is a DVC experiment instead: ``dvc exp run --temp -S datasets.digits.train.synthetic_share=...
+-S datasets.digits.train.seed=... ...`` in the workspace (default: this repository, after ``make run``), which is left as
 it was; the runs go to its MLflow store, the experiments stay in ``dvc exp show``, and the table and plot
 are read back from ``dvc exp show --json``. Same numbers, about 10 s of DVC overhead more per point.
 """
@@ -149,7 +149,7 @@ def through_dvc(ws: Path):
             "train_size": params.train_size,
             "use_rejected": str(params.use_rejected).lower(),
         }
-        cmd = [dvc, "exp", "run", "--temp", *[a for k, v in sets.items() for a in ("-S", f"train.{k}={v}")]]
+        cmd = [dvc, "exp", "run", "--temp", *[a for k, v in sets.items() for a in ("-S", f"datasets.digits.train.{k}={v}")]]
         proc = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True)
         found = re.search(r"Ran experiment\(s\): (\S+)", proc.stdout)
         if proc.returncode != 0 or not found:
@@ -175,7 +175,7 @@ def main() -> None:
     ap.add_argument(
         "--dvc",
         action="store_true",
-        help="run every point as `dvc exp run --temp -S train....` in --workspace (default: this repo, "
+        help="run every point as `dvc exp run --temp -S datasets.digits.train....` in --workspace (default: this repo, "
         "after `make run`); the experiments stay listed by `dvc exp show`",
     )
     args = ap.parse_args()
@@ -183,7 +183,7 @@ def main() -> None:
     from generators.tiny_digits.real_digits import load_splits
 
     source = (args.workspace or REPO).resolve()
-    base = load_params(source / "params.yaml").train
+    base = load_params(source / "params.yaml").dataset("digits").train
     dataset = args.dataset or base.dataset
     if args.dvc and args.dataset:
         raise SystemExit("--dvc trains on params.yaml's train.dataset; change it there, not with --dataset")

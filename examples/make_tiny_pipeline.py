@@ -1,11 +1,13 @@
 """Save a tiny Stable Diffusion pipeline (random weights, built from configs, nothing downloaded) to a
 folder, to try the diffusers backend offline on a CPU in seconds:
 
-    python examples/make_tiny_pipeline.py models/tiny-sd
-    synthreg generate recipes/tiny-sd.yaml
+    python examples/make_tiny_pipeline.py models/pets-sd
+    synthreg init pets --identity cat --identity dog --generator models/pets-sd ...   # see below
+    dvc repro validate@pets
 
 Its images are noise: it shows the pipeline (provenance, filter, validate, release, train, trace),
-not image quality. Point a recipe at a real pipeline folder the same way (see README).
+not image quality. Point `synthreg init --generator` at a real pipeline folder the same way
+(docs/guide/datasets.md walks it from init to a traced model).
 """
 
 from __future__ import annotations

@@ -75,6 +75,9 @@ class GenerateResult:
     seconds: float
     weights_digest: str
     backend: str = ""
+    # Recipe fields changed since these images were made that need no new images (declarations); only
+    # set when the run found the images already complete.
+    declarations_changed: tuple[str, ...] = ()
 
 
 def default_out_dir(recipe: Recipe) -> str:
@@ -229,6 +232,20 @@ def _finish(
     shutil.rmtree(work)
 
 
+def _changes_since(done: dict, recipe: Recipe) -> tuple[list[str], list[str]]:
+    """What changed in the recipe since the recorded generation: (fields that shape images, declarations).
+    A record without a readable recipe: everything may have changed."""
+    from pydantic import ValidationError
+
+    from registry.records.dataset import recipe_changes
+
+    try:
+        recorded = Recipe.model_validate(done.get("recipe"))
+    except ValidationError:
+        return ["recipe"], []
+    return recipe_changes(recorded, recipe)
+
+
 def _generate(
     ws: Path,
     recipe: Recipe,
@@ -243,11 +260,22 @@ def _generate(
     summary_path = out_dir / "generation.json"
     if manifest_path.is_file() and summary_path.is_file():
         done = json.loads(summary_path.read_text())
-        if done.get("plan_digest") == job.plan_digest:
+        shaping, declared = _changes_since(done, recipe)
+        # The plan digest covers the requests and weights; a field it misses (the generator's name, in
+        # every image's marking) still means new images: "already complete" only for this recipe's own.
+        if done.get("plan_digest") == job.plan_digest and not shaping:
             if progress:
                 progress(job.images, job.images)
             return GenerateResult(
-                out_dir, manifest_path, job.images, job.shards, 0, 0.0, spec.weights_digest, spec.backend
+                out_dir,
+                manifest_path,
+                job.images,
+                job.shards,
+                0,
+                0.0,
+                spec.weights_digest,
+                spec.backend,
+                tuple(declared),
             )
 
     pool = None

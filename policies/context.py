@@ -22,11 +22,17 @@ class Outcome:
     threshold: int | float | str | None = None
     evidence: Evidence = field(default_factory=Evidence)
     ran: bool = True  # False: the inputs the check needs are missing; ``message`` says which
+    applies: bool = True  # False: the rule does not apply to this dataset; ``message`` says why
 
     @classmethod
     def not_run(cls, why: str, threshold: int | float | str | None = None) -> Outcome:
         """A check that could not run: nothing was measured, so it is neither a pass nor a failure."""
         return cls(False, f"not run: {why}", threshold=threshold, ran=False)
+
+    @classmethod
+    def not_applicable(cls, why: str) -> Outcome:
+        """A rule that does not apply to this dataset: nothing to measure, and nothing missing."""
+        return cls(False, f"not applicable: {why}", applies=False)
 
 
 @dataclass

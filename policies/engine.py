@@ -31,6 +31,7 @@ from registry.exports.policy_md import render_markdown
 from registry.records.config import format_validation_error, load_recipe, load_yaml_model
 from registry.records.dataset import Recipe
 from registry.records.policy import (
+    NOT_APPLICABLE,
     NOT_RUN,
     IgnoredWaiver,
     LicenceBase,
@@ -111,6 +112,8 @@ def load_waivers(path: Path | None) -> list[Waiver]:
 def _status(rule: Rule, outcome: Outcome, waiver: Waiver | None) -> str:
     if outcome.ok:
         return "pass"
+    if not outcome.applies:
+        return NOT_APPLICABLE
     if not outcome.ran and rule.require != "ran":
         return NOT_RUN
     if rule.severity == "warn":
@@ -191,6 +194,7 @@ def check(
     # default is used only when none is named.
     pack_paths = [inside(ws, p, "policy pack") for p in packs or []] or DEFAULT_PACKS
     loaded = load_packs(pack_paths)
+    _attributes_declared(loaded, recipe)
     kb_path = inside(ws, licences, "licence knowledge base") if licences else DEFAULT_KB
     kb = load_kb(kb_path)
     waivers_path = inside(ws, waivers, "waivers file") if waivers else None
@@ -229,6 +233,21 @@ def check(
         ignored_waivers=ignored,
         passed=not any(r.status == "fail" for r in results),
     )
+
+
+def _attributes_declared(packs: list[tuple[Path, PolicyPack]], recipe: Recipe) -> None:
+    """Refuse a pack whose representation rule measures an attribute the recipe does not declare (issue
+    19: the digits pack's stroke rules on a pets dataset): it is the wrong pack for the dataset, and no
+    waiver should be needed for a rule about an attribute the dataset does not have."""
+    for path, pack in packs:
+        for rule in pack.rules:
+            if rule.kind == "representation" and rule.attribute not in recipe.attributes:
+                declared = ", ".join(recipe.attributes) or "none"
+                raise PolicyError(
+                    f"policy pack {path.name} rule {rule.id} measures attribute {rule.attribute!r}, which the "
+                    f"recipe of {recipe.dataset} does not declare (it declares: {declared}); use a pack made "
+                    f"for this dataset (`synthreg init` writes one) or drop the rule"
+                )
 
 
 def validate(

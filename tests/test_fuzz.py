@@ -209,7 +209,7 @@ def test_fuzz_waivers_and_params(ws: Path, n: int):
     @st.composite
     def inputs(draw: st.DrawFn) -> tuple[bytes, bytes]:
         p = yaml.safe_load(yaml.safe_dump(params))
-        p["validate"]["waivers"] = "fz/waivers.yaml"
+        p["datasets"]["digits"]["validate"]["waivers"] = "fz/waivers.yaml"
         if draw(st.booleans()):
             return yaml.safe_dump(p).encode(), draw(yaml_texts(waivers))
         return draw(yaml_texts(p)), yaml.safe_dump(waivers).encode()

@@ -33,7 +33,7 @@ def repo(tmp_path: Path) -> Path:
     recipe["generator"]["path"] = "generators/tiny_digits/model"
     write_yaml(tmp_path / "recipes/small.yaml", recipe)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["recipe"] = "recipes/small.yaml"
+    params["datasets"]["digits"]["recipe"] = "recipes/small.yaml"
     write_yaml(tmp_path / "params.yaml", params)
     run(["git", "init", "-q"], tmp_path)
     run(["dvc", "init", "-q"], tmp_path)
@@ -43,8 +43,8 @@ def repo(tmp_path: Path) -> Path:
 
 def test_repro_then_nothing_then_only_what_a_param_touches(repo: Path):
     # Up to filter: validate's verdict on a 12-image toy recipe is not what this test is about.
-    out = run(["dvc", "repro", "filter"], repo)
-    assert "Running stage 'generate'" in out and "Running stage 'filter'" in out
+    out = run(["dvc", "repro", "filter"], repo)  # every dataset's filter stage: here, filter@digits
+    assert "Running stage 'generate@digits'" in out and "Running stage 'filter@digits'" in out
     assert "Running stage 'train_generator'" not in out  # frozen: weights are committed
     assert (repo / "data/digits/filtered/manifest.parquet").is_file()
 
@@ -52,11 +52,11 @@ def test_repro_then_nothing_then_only_what_a_param_touches(repo: Path):
     assert "Running stage" not in out
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["filter"]["identity_threshold"] = 0.95
+    params["datasets"]["digits"]["filter"]["identity_threshold"] = 0.95
     write_yaml(repo / "params.yaml", params)
     out = run(["dvc", "repro", "filter"], repo)
-    assert "Running stage 'filter'" in out
-    assert "Running stage 'generate'" not in out
+    assert "Running stage 'filter@digits'" in out
+    assert "Running stage 'generate@digits'" not in out
 
 
 def test_a_failing_policy_stops_dvc_repro_at_validate(repo: Path):
@@ -68,7 +68,7 @@ def test_a_failing_policy_stops_dvc_repro_at_validate(repo: Path):
     proc = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "Running stage 'validate'" in out
+    assert "Running stage 'validate@digits'" in out
     assert "fail   sources.not-withdrawn: withdrawn source used: DukeMTMC-reID" in out
     assert "exited with 3" in out, out  # POLICY_FAILED_EXIT, as DVC reports it
     # The report is written even though the stage failed: the evidence is there to read.
@@ -85,7 +85,7 @@ def test_dvc_exp_run_sweeps_the_synthetic_share(repo: Path):
     for r in toy:  # signed by the session's solo key, an approver of the pinned trust root
         waive(repo, r, "digits", "12 toy images", date(2099, 12, 31))
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"].update(train_size=40, epochs=1, real_per_class=2)
+    params["datasets"]["digits"]["train"].update(train_size=40, epochs=1, real_per_class=2)
     write_yaml(repo / "params.yaml", params)
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
     (repo / ".gitignore").write_text("mlflow.db\nmlruns/\n")
@@ -94,14 +94,14 @@ def test_dvc_exp_run_sweeps_the_synthetic_share(repo: Path):
     run(["git", *who, "commit", "-q", "-m", "pipeline"], repo)
 
     metrics = repo / "data/digits/train/metrics.json"
-    out = run(["dvc", "exp", "run", "-S", "train.synthetic_share=0"], repo, env)
-    assert "Running stage 'generate'" in out and "Running stage 'train'" in out
+    out = run(["dvc", "exp", "run", "-S", "datasets.digits.train.synthetic_share=0"], repo, env)
+    assert "Running stage 'generate@digits'" in out and "Running stage 'train@digits'" in out
     real_only = json.loads(metrics.read_text())
     assert (real_only["synthetic_share"], real_only["n_synthetic"], real_only["n_real"]) == (0.0, 0, 20)
 
-    sweep = ["-S", "train.synthetic_share=1", "-S", "train.use_rejected=true"]
+    sweep = ["-S", "datasets.digits.train.synthetic_share=1", "-S", "datasets.digits.train.use_rejected=true"]
     out = run(["dvc", "exp", "run", *sweep], repo, env)
-    assert "Running stage 'train'" in out and "Running stage 'generate'" not in out  # only train reruns
+    assert "Running stage 'train@digits'" in out and "Running stage 'generate@digits'" not in out
     synthetic = json.loads(metrics.read_text())
     assert (synthetic["synthetic_share"], synthetic["n_synthetic"], synthetic["n_real"]) == (1.0, 12, 0)
 
@@ -110,7 +110,7 @@ def test_dvc_exp_run_sweeps_the_synthetic_share(repo: Path):
     for exp in [e for base in shown for e in base["experiments"] or []]:
         for rev in exp["revs"]:
             data = rev["data"]
-            share = data["params"]["params.yaml"]["data"]["train"]["synthetic_share"]
+            share = data["params"]["params.yaml"]["data"]["datasets"]["digits"]["train"]["synthetic_share"]
             found[share] = data["metrics"]["data/digits/train/metrics.json"]["data"]["run_id"]
     assert found == {0: real_only["run_id"], 1: synthetic["run_id"]}
 

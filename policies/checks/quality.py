@@ -62,10 +62,10 @@ def check(rule: QualityRule, ctx: Context) -> Outcome:
 def check_leakage(rule: LeakageRule, ctx: Context) -> Outcome:
     training = ctx.recipe.generator.training_sources
     evaluation = [s for s in ctx.recipe.sources if s.role == "evaluation"]
-    if not evaluation:  # nothing to compare with: not a pass (issue 19 found it demanding digests anyway)
-        return Outcome.not_run(
-            "the recipe declares no evaluation source (role: evaluation), so there is nothing to compare the "
-            "generator's training data with; declare the split downstream models are evaluated on"
+    if not evaluation:  # issue 19: it demanded digests anyway, then accepted a made-up one
+        return Outcome.not_applicable(
+            "the recipe declares no evaluation source (role: evaluation), so no evaluation split must be "
+            "kept from the generator's training data; no digest is needed"
         )
     undigested = [s.name for s in training + evaluation if not s.digest]
     if undigested:
@@ -73,6 +73,17 @@ def check_leakage(rule: LeakageRule, ctx: Context) -> Outcome:
             False,
             f"cannot compare by digest: no digest for {undigested}; add the sources' digests to the recipe",
             evidence=Evidence(count=len(undigested), details={"without_digest": undigested}),
+        )
+    verified, unverified, wrong = _check_digests(ctx, training + evaluation)
+    if wrong:
+        first = wrong[0]
+        return Outcome(
+            False,
+            f"source {first['source']}'s declared digest {first['declared'][:12]} is not what its files at "
+            f"{first['path']} hash to ({first['found'][:12]}); fix the recipe's digest or the files",
+            measured=len(wrong),
+            threshold=0,
+            evidence=Evidence(count=len(wrong), details={"digest_mismatch": wrong}),
         )
     if {t.digest for t in training} & {e.digest for e in evaluation}:
         pairs = [
@@ -90,10 +101,45 @@ def check_leakage(rule: LeakageRule, ctx: Context) -> Outcome:
             threshold=0,
             evidence=Evidence(count=len(pairs), details={"overlap": pairs}),
         )
+    how = "; ".join(
+        f"{label}: {', '.join(names)}"
+        for label, names in (
+            ("checked against their files", verified),
+            ("declared, not verified", unverified),
+        )
+        if names
+    )
     return Outcome(
         True,
         f"{len(training)} generator training source(s) and {len(evaluation)} evaluation source(s) "
-        "share no digest",
+        f"share no digest ({how})",
         measured=0,
         threshold=0,
+        evidence=Evidence(details={"verified": verified, "declared_not_verified": unverified}),
     )
+
+
+def _check_digests(ctx: Context, sources: list) -> tuple[list[str], list[str], list[dict]]:
+    """Each source's declared digest against its files, when the recipe gives a ``path`` that is at hand:
+    (verified, declared but not verified, mismatches)."""
+    from registry.core.digests import folder_digest, sha256_file
+    from registry.core.errors import WorkspaceError
+    from registry.core.workspace import inside
+
+    verified: list[str] = []
+    unverified: list[str] = []
+    wrong: list[dict] = []
+    for s in sources:
+        try:
+            at = inside(ctx.ws, s.path, f"source {s.name}'s path") if s.path else None
+        except WorkspaceError:
+            at = None  # a path out of the workspace is not read: the digest stays unverified
+        if at is None or not at.exists():
+            unverified.append(s.name)
+            continue
+        found = folder_digest(at) if at.is_dir() else sha256_file(at)
+        if found == s.digest:
+            verified.append(s.name)
+        else:
+            wrong.append({"source": s.name, "path": s.path, "declared": s.digest, "found": found})
+    return list(dict.fromkeys(verified)), list(dict.fromkeys(unverified)), wrong

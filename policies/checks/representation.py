@@ -64,12 +64,6 @@ def _describe(
 
 def _unmeasured(rule: RepresentationRule, ctx: Context, column: str, kept: str) -> Outcome | None:
     """Why the rule cannot be measured (not run, or a manifest that lacks what it was asked for), or None."""
-    if rule.attribute not in ctx.recipe.attributes:  # issue 19: the default pack's stroke rules on pets
-        return Outcome.not_run(
-            f"the recipe of {ctx.recipe.dataset} declares no attribute {rule.attribute!r}, so its "
-            "representation was not measured",
-            threshold=rule.min_ratio,
-        )
     measured = ctx.one(
         f"SELECT count(*) FROM manifest WHERE ({kept}) AND {column}[?] IS NOT NULL", [rule.attribute]
     )[0]

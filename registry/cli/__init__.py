@@ -3,7 +3,7 @@
 Each command parses its arguments, calls one library function, renders the result and turns a library
 error into a message and an exit code (``common.errors``). The commands live by topic:
 
-    pipeline.py   generate, filter, reproduce, validate, train
+    pipeline.py   init, generate, filter, reproduce, validate, train
     releases.py   keygen, release, derive, verify, withdraw, pull, approve, waive, doctor
     reading.py    list, show, diff, log, schema, report (and the show/diff tables)
     tracing.py    trace run|model|image, impact, models (and their tables)
@@ -38,6 +38,7 @@ trace_app = typer.Typer(
 
 # (name, function): the order of `synthreg --help`
 COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
+    ("init", pipeline.init),
     ("generate", pipeline.generate),
     ("filter", pipeline.filter_),
     ("reproduce", pipeline.reproduce),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,9 +19,90 @@ from registry.cli.common import (
     workspace_root,
 )
 
+if TYPE_CHECKING:
+    from registry.records.config import DatasetParams, Params, TrainParams
+
+
+def init(
+    name: Annotated[str, typer.Argument(help="the new dataset's name (a folder and a git tag prefix)")],
+    identity: Annotated[
+        list[str], typer.Option("--identity", help="an identity to generate (repeat: one per identity)")
+    ],
+    generator_licence: Annotated[str, typer.Option(help="licence id of the generator's weights")],
+    licence: Annotated[str, typer.Option(help="licence id the released dataset is published under")],
+    backend: Annotated[str, typer.Option(help="diffusers, tiny-digits or synthetic-pattern")] = "diffusers",
+    generator: Annotated[
+        str | None, typer.Option(help="the generator's local folder, in the workspace (a diffusers pipeline)")
+    ] = None,
+    attribute: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE,VALUE: an attribute grid to cycle through (repeat)")
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option(help="prompt template over {identity} and the attributes")
+    ] = None,
+    images_per_identity: Annotated[int, typer.Option(help="images per identity")] = 100,
+    size: Annotated[int, typer.Option(help="image width and height in pixels")] = 512,
+    steps: Annotated[int, typer.Option(help="denoising steps")] = 30,
+    guidance: Annotated[float, typer.Option(help="classifier-free guidance scale")] = 7.5,
+    seed: Annotated[int, typer.Option(help="the recipe's seed")] = 0,
+    commercial: Annotated[bool, typer.Option(help="declared for commercial use")] = False,
+    use: Annotated[
+        list[str] | None, typer.Option(help="an intended purpose, e.g. research, training-a-model (repeat)")
+    ] = None,
+    use_description: Annotated[str, typer.Option(help="the intended use, in words")] = "",
+    workspace: Workspace = None,
+) -> None:
+    """Add a dataset: its recipe, its own policy pack, and its settings and DVC stages in params.yaml.
+
+    Never overwrites: refused, with nothing written, when the name is taken. Then
+    `dvc repro generate@NAME filter@NAME validate@NAME` makes and checks it."""
+    with errors():
+        from pydantic import ValidationError
+
+        from registry.core.errors import ConfigError
+        from registry.records.config import format_validation_error
+        from registry.releases.scaffold import Scaffold, init_dataset, parse_attribute
+
+        ws = workspace_root(workspace)
+        try:
+            s = Scaffold(
+                name=name,
+                backend=backend,
+                generator=generator,
+                generator_licence=generator_licence,
+                licence=licence,
+                identities=identity,
+                attributes=dict(parse_attribute(a) for a in attribute or []),
+                prompt=prompt,
+                images_per_identity=images_per_identity,
+                size=size,
+                steps=steps,
+                guidance=guidance,
+                seed=seed,
+                commercial=commercial,
+                purposes=use or ["research"],
+                use=use_description,
+            )
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, "synthreg init's options")) from None
+        for path in init_dataset(ws, s):
+            typer.echo(f"wrote {path}")
+        typer.echo(
+            f"next: dvc repro generate@{name} filter@{name} validate@{name}, then commit dvc.lock and "
+            f"release ({'`synthreg release ' + name + ' --version 1.0.0`'})"
+        )
+
 
 def generate(
-    recipe: Annotated[Path | None, typer.Argument(help="recipe YAML (default: params.yaml's recipe)")] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Argument(
+            help="recipe YAML (default: the recipe of --dataset, or of params.yaml's only dataset)"
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="the dataset to generate, by its name in params.yaml's datasets")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="output folder (default data/<dataset>/candidates)")
     ] = None,
@@ -48,9 +129,10 @@ def generate(
 
         ws = workspace_root(workspace)
         p = load_params(ws / params, ws)
+        recipe_path = _generate_recipe(ws, p, recipe, dataset, out, str(params))
         with progress_bar("generate") as progress:
             res = run(
-                Path(recipe or p.recipe),
+                recipe_path,
                 ws,
                 out,
                 executor_params(p.generate, executor, address),
@@ -64,9 +146,61 @@ def generate(
             else (f"{res.generated} generated in {res.seconds:.1f} s")
         )
         typer.echo(f"{res.images} images in {res.shards} shard(s) ({done}); manifest {res.manifest}")
+        if res.declarations_changed:  # accepted as they are at release, and listed in its record
+            typer.echo(
+                f"the recipe's declarations changed since ({', '.join(res.declarations_changed)}); they need "
+                "no new images: validate again to check them"
+            )
         typer.echo(f"generator weights sha256 {res.weights_digest}")
         if res.backend == LOAD_TEST_BACKEND:
             typer.echo(f"warning: {LOAD_TEST_WARNING}")
+
+
+def _generate_recipe(
+    ws: Path, p: Params, recipe: Path | None, dataset: str | None, out: Path | None, where: str
+) -> Path:
+    """The recipe to generate: the one named, else the dataset's (``--dataset``, or the only one). With
+    ``datasets:`` in params.yaml, the recipe must be its dataset's, with its generator folder."""
+    from registry.core.errors import ConfigError
+    from registry.core.workspace import dataset_folder, inside
+    from registry.records.config import load_recipe
+
+    if recipe is None:
+        name = dataset or p.only(where)
+        recipe = Path(p.dataset(name, where).recipe if name else p.recipe)
+    loaded = load_recipe(inside(ws, recipe, "recipe"))
+    if out is not None:  # the default is data/<the recipe's dataset>/candidates
+        dataset_folder(ws, out, loaded.dataset, "output folder", p.names)
+    if dataset is not None and loaded.dataset != dataset:
+        raise ConfigError(f"recipe {recipe} is for dataset {loaded.dataset!r}, not --dataset {dataset!r}")
+    if p.datasets is None:
+        return recipe
+    own = p.dataset(loaded.dataset, where)
+    if inside(ws, own.recipe, "recipe") != inside(ws, recipe, "recipe"):
+        raise ConfigError(
+            f"recipe {recipe} is for dataset {loaded.dataset!r}, whose recipe is {own.recipe} "
+            f"({where}: datasets.{loaded.dataset}.recipe); edit that one, or point the entry at this file"
+        )
+    if inside(ws, own.generator, "generator") != inside(ws, loaded.generator.path, "generator"):
+        raise ConfigError(
+            f"datasets.{loaded.dataset}.generator in {where} is {own.generator}, but the recipe's "
+            f"generator.path is {loaded.generator.path}; make them the same (DVC tracks that folder)"
+        )
+    return recipe
+
+
+def _settings(ws: Path, p: Params, folder: Path, what: str, where: str) -> tuple[str | None, DatasetParams]:
+    """The dataset whose manifest is in ``folder`` and its own settings (the top-level ones in a
+    one-dataset params.yaml). An unreadable manifest: no name, every default (the command says why)."""
+    from registry.core.workspace import dataset_folder, inside
+    from registry.records.config import DatasetParams
+    from registry.store.manifest import dataset_of
+
+    name = dataset_of(inside(ws, folder, what) / "manifest.parquet")
+    if name is None:
+        return None, p.dataset("-") if p.datasets is None else DatasetParams(recipe=p.recipe, generator="-")
+    dataset_folder(ws, folder, name, what, p.names)
+    return name, p.dataset(name, where)
 
 
 def filter_(
@@ -82,16 +216,20 @@ def filter_(
     """Score every candidate; record a decision and a reason per image (rejected rows are kept)."""
     with errors():
         from generators.filter import filter_manifest
+        from registry.core.workspace import dataset_folder
         from registry.records.config import load_params
 
         ws = workspace_root(workspace)
         p = load_params(ws / params, ws)
+        name, own = _settings(ws, p, candidates, "candidates folder", str(params))
+        if name is not None and out is not None:  # the default is beside the candidates, so theirs
+            dataset_folder(ws, out, name, "output folder", p.names)
         with progress_bar("filter") as progress:
             res = filter_manifest(
                 candidates,
                 ws,
                 out or candidates.parent / "filtered",
-                executor_params(p.filter, executor, address),
+                executor_params(own.filter, executor, address),
                 progress,
             )
         typer.echo(f"{res.accepted}/{res.total} accepted; manifest {res.manifest}")
@@ -126,9 +264,11 @@ def reproduce(
 
 def validate(
     filtered: Annotated[Path, typer.Argument(help="folder with the filtered manifest.parquet")],
-    recipe: Annotated[Path | None, typer.Option(help="recipe (default: params.yaml's recipe)")] = None,
+    recipe: Annotated[
+        Path | None, typer.Option(help="recipe (default: the dataset's, from params.yaml)")
+    ] = None,
     pack: Annotated[
-        list[Path] | None, typer.Option(help="policy pack (repeat; default: params.yaml)")
+        list[Path] | None, typer.Option(help="policy pack (repeat; default: the dataset's, from params.yaml)")
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="report folder (default: ../policy beside filtered)")
@@ -142,16 +282,20 @@ def validate(
     with errors():
         from policies.engine import validate as run
         from registry.core.errors import POLICY_FAILED_EXIT
+        from registry.core.workspace import dataset_folder
         from registry.records.config import load_params, load_recipe
         from registry.records.dataset import LOAD_TEST_BACKEND, LOAD_TEST_WARNING
 
         ws = workspace_root(workspace)
         p = load_params(ws / params, ws)
-        v = p.validate_
+        name, own = _settings(ws, p, filtered, "filtered folder", str(params))
+        if name is not None and out is not None:  # the default is beside the manifest, so its dataset's
+            dataset_folder(ws, out, name, "report folder", p.names)
+        v = own.validate_
+        recipe_, packs = recipe or Path(own.recipe), pack or v.packs
         with progress_bar("validate", "rule") as progress:
-            recipe_, packs = recipe or p.recipe, pack or v.packs
             report = run(filtered, ws, recipe_, packs, v.waivers, v.licences, out, None, progress)
-        if load_recipe(ws / (recipe or p.recipe)).generator.backend == LOAD_TEST_BACKEND:
+        if load_recipe(ws / recipe_).generator.backend == LOAD_TEST_BACKEND:
             typer.echo(f"warning: {LOAD_TEST_WARNING}")
         from registry.exports.policy_md import summary
 
@@ -164,9 +308,16 @@ def validate(
 
 
 def train(
+    settings: Annotated[
+        str | None,
+        typer.Argument(
+            help="the dataset whose train settings to use (params.yaml's datasets.NAME.train; default: "
+            "the one --dataset names, else the only one)"
+        ),
+    ] = None,
     dataset: Annotated[
         str | None,
-        typer.Option(help="NAME@X.Y.Z, NAME or NAME@working (default: params.yaml's train.dataset)"),
+        typer.Option(help="NAME@X.Y.Z, NAME or NAME@working (default: the settings' train.dataset)"),
     ] = None,
     allow_withdrawn: Annotated[
         bool, typer.Option(help="train on a withdrawn release anyway (recorded in MLflow and the audit log)")
@@ -177,7 +328,7 @@ def train(
     params: ParamsOpt = Path("params.yaml"),
     workspace: Workspace = None,
 ) -> None:
-    """Train a small classifier on the real/synthetic mix of params.yaml's `train`; log it to MLflow.
+    """Train a small classifier on the real/synthetic mix of the dataset's `train` settings; log it to MLflow.
 
     Evaluates on held-out real data (synthetic-only with a held-out synthetic split when the dataset has
     no real source); registers the model; writes the metrics file for `dvc metrics`."""
@@ -186,7 +337,7 @@ def train(
         from registry.records.config import load_params
 
         ws = workspace_root(workspace)
-        p = load_params(ws / params, ws).train
+        p = _train_settings(load_params(ws / params, ws), settings, dataset, str(params))
         if model_name is not None:
             p = p.model_copy(update={"registered_model": model_name})
         with progress_bar("train", "epoch") as progress:
@@ -202,3 +353,18 @@ def train(
         typer.echo(
             f"MLflow run {res.run_id}; model {res.model_name}/{res.model_version}; metrics {res.metrics_path}"
         )
+
+
+def _train_settings(p: Params, settings: str | None, dataset: str | None, where: str) -> TrainParams:
+    """The train settings: of ``settings``, else of the dataset ``--dataset`` names, else of the only
+    dataset. Training one dataset with another's settings is refused."""
+    from registry.core.errors import ConfigError
+
+    named = dataset.split("@", 1)[0] if dataset and dataset != "working" else None
+    if settings is not None and named is not None and named != settings:
+        raise ConfigError(
+            f"--dataset {dataset} is dataset {named!r}, but the train settings asked for are {settings!r}'s; "
+            f"drop one of them, or use {named!r}'s settings (`synthreg train {named}`)"
+        )
+    name = settings or named or p.only(where)
+    return p.dataset(name, where).train if name else p.train

@@ -185,6 +185,7 @@ def _status(value: str | None) -> str:
         "warn": "yellow",
         "waived": "yellow",
         "not run": "bold magenta",
+        "not applicable": "dim",
     }
     colour = colours.get(value or "", "")
     return f"[{colour}]{escape(str(value))}[/]" if colour else escape(str(value))

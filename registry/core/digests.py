@@ -57,6 +57,14 @@ def weights_digest(folder: Path) -> str:
     return sha256_bytes("".join(lines).encode())
 
 
+def folder_digest(folder: Path) -> str:
+    """sha256 over a ``sha256sum``-style listing of every file under ``folder`` (relative paths, sorted;
+    symlinks are not followed out of it)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    listing = "".join(f"{sha256_file(f)}  {f.relative_to(folder).as_posix()}\n" for f in files)
+    return sha256_bytes(listing.encode())
+
+
 def perceptual_hash(png: bytes) -> str:
     """64-bit DCT perceptual hash (imagehash.phash) of an encoded image, as 16 hex characters."""
     import imagehash

@@ -6,6 +6,7 @@ Every path synthreg reads or writes on a user's behalf must stay inside it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from registry.core.errors import WorkspaceError
@@ -32,3 +33,19 @@ def inside(ws: Path, path: Path | str, what: str) -> Path:
 
 def relative(ws: Path, path: Path) -> str:
     return path.resolve().relative_to(ws.resolve()).as_posix()
+
+
+def dataset_folder(ws: Path, path: Path | str, name: str, what: str, others: Iterable[str]) -> Path:
+    """``path`` resolved inside the workspace, refused when it is the folder of another dataset of the
+    workspace (``data/OTHER/...``, OTHER in ``others``): one dataset's recipe or settings must not write
+    or judge another's data."""
+    p = inside(ws, path, what)
+    data = ws.resolve() / "data"
+    if p.is_relative_to(data) and p != data:
+        owner = p.relative_to(data).parts[0]
+        if owner != name and owner in set(others):
+            raise WorkspaceError(
+                f"{what} {path} is dataset {owner!r}'s folder (data/{owner}/), but the work is for dataset "
+                f"{name!r}; use data/{name}/ (or name the dataset {owner!r} means)"
+            )
+    return p

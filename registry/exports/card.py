@@ -144,6 +144,20 @@ def _summary(release: Release, report: PolicyReport) -> list[str]:
     if report.not_run:  # never counted as passed: each is named, with why
         lines += ["", f"**{len(report.not_run)} check(s) did not run**, so they show nothing either way:", ""]
         lines += [f"- `{r.rule_id}`: {r.message}" for r in report.not_run]
+    unverified = [
+        name
+        for r in report.results
+        if r.kind == "leakage"
+        for name in r.evidence.details.get("declared_not_verified", [])
+    ]
+    if unverified:  # issue 19: a digest the recipe declares is not proof; say which were not checked
+        lines += ["", f"Source digests declared, not verified against files: {', '.join(unverified)}."]
+    if release.recipe_changes:
+        lines += [
+            "",
+            "Recipe fields changed between generation and release (declarations only; no image changed): "
+            f"{', '.join(release.recipe_changes)}.",
+        ]
     return [*lines, ""]
 
 

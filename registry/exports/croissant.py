@@ -217,7 +217,9 @@ def _rai(release: Release, report: PolicyReport) -> dict[str, Any]:
             f"generator was trained on: {', '.join(s.name for s in trained)}."
         )
     limitations += [
-        c.result_line(r) for r in report.results if r.status in ("warn", "fail", "waived", "not run")
+        c.result_line(r)
+        for r in report.results
+        if r.status in ("warn", "fail", "waived", "not run", "not applicable")
     ]
     limitations += c.out_of_scope(release, report)
     use = release.intended_use

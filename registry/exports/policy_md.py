@@ -7,17 +7,18 @@ Here, not in ``policies``, because a release renders it too and ``registry`` doe
 
 from __future__ import annotations
 
-from registry.records.policy import NOT_RUN, PolicyReport
+from registry.records.policy import NOT_APPLICABLE, NOT_RUN, PolicyReport
 
-STATUSES = ("pass", "fail", "warn", "waived", NOT_RUN)
+STATUSES = ("pass", "fail", "warn", "waived", NOT_RUN, NOT_APPLICABLE)
 
 
 def summary(report: PolicyReport) -> str:
     """``PASSED: 12 pass, 0 fail, 1 warn, 0 waived`` (and ``, 2 not run`` when any check did not run:
     a check that did not run is never counted as a pass)."""
     counts = {s: sum(r.status == s for r in report.results) for s in STATUSES}
-    if not counts[NOT_RUN]:
-        del counts[NOT_RUN]
+    for rare in (NOT_RUN, NOT_APPLICABLE):  # shown when any rule has it (older reports read the same)
+        if not counts[rare]:
+            del counts[rare]
     return f"{'PASSED' if report.passed else 'FAILED'}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
@@ -25,7 +26,14 @@ def render_markdown(report: PolicyReport) -> str:
     from registry.exports.common import markdown_safe
 
     report = markdown_safe(report)  # a prompt or name holding `<img ...>` is shown as text, never markup
-    icon = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "waived": "waived", NOT_RUN: "**NOT RUN**"}
+    icon = {
+        "pass": "pass",
+        "fail": "**FAIL**",
+        "warn": "warn",
+        "waived": "waived",
+        NOT_RUN: "**NOT RUN**",
+        NOT_APPLICABLE: "n/a",
+    }
     use = report.intended_use
     head, _, counts = summary(report).partition(": ")
     lines = [

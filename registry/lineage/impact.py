@@ -221,6 +221,32 @@ def _row_hits(
     return releases, hits, whits, missing
 
 
+def _prompt_ids(
+    ws: Path,
+    releases: list[Release],
+    found: list[VersionHit],
+    wpaths: dict[str, str],
+    kind: str,
+    pattern: str,
+) -> None:
+    """Each version's matching sample ids, for ``--prompt`` (the ids a derive leaves out); other selectors
+    list none (a generator reaches every sample it made)."""
+    if kind != "prompt":
+        return
+    paths, _ = manifest_paths(ws, releases)
+    key = {**paths, **wpaths}  # manifest file -> release ref or working sha256
+    ids: dict[str, list[str]] = {}
+    for f, sample_ids in query_manifests(
+        key,
+        "filename, list(sample_id ORDER BY sample_id)",
+        "WHERE regexp_matches(prompt, $v) GROUP BY filename",
+        {"v": pattern},
+    ):
+        ids[key[f]] = sample_ids
+    for v in found:
+        v.sample_ids = ids.get(v.manifest_sha256 if v.unreleased else v.release, [])
+
+
 def _versions(
     ws: Path, by_ref: dict[str, Release], hits: Hits, whits: Hits, working: dict
 ) -> list[VersionHit]:
@@ -352,6 +378,7 @@ def impact(
         releases, hits, whits, missing = _row_hits(ws, releases, kind, value, wpaths)
     by_ref = {release_ref(r): r for r in releases}
     found = _versions(ws, by_ref, hits, whits, working)
+    _prompt_ids(ws, releases, found, wpaths, kind, value)
     with mlflow_errors(uri):
         runs, objs = _runs(c, exp_ids, by_ref, hits, whits, working)
         excluded = 0

@@ -89,7 +89,7 @@ def model_html(ws: Path, ref: str) -> str:
             r = load_release(ws, d.release)
             released.append((r, is_withdrawn(ws, r.name, r.version) is not None))
     events, note = timeline(ws, {r.name for r, _ in released})
-    return model_page(t, released, licence_facts(ws), events, note)
+    return model_page(t, released, licence_facts(ws, {r.name for r, _ in released}), events, note)
 
 
 def write_report(ws: Path, out: Path, ref: str | None = None, model: str | None = None) -> Path:

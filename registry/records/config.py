@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from registry.core import yamlio
 from registry.core.errors import ConfigError, RecipeError, SynthregError
 from registry.core.names import shown
 from registry.core.workspace import inside
-from registry.records.dataset import FilterParams, GenerateParams, Recipe, Strict
+from registry.records.dataset import DATASET_NAME, FilterParams, GenerateParams, Recipe, Strict
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -92,8 +92,29 @@ class TrainParams(Strict):
     )
 
 
+class DatasetParams(Strict):
+    """One dataset's own settings (``params.yaml``'s ``datasets.NAME``): its recipe, the generator
+    folder its stages depend on, and its filter, validate and train sections. ``synthreg init`` writes
+    one; every command picks it by the dataset's name."""
+
+    recipe: str = Field(min_length=1, description="the dataset's recipe, a workspace path")
+    generator: str = Field(
+        min_length=1, description="its generator's local folder (a DVC dependency of its generate stage)"
+    )
+    filter: FilterParams = FilterParams()
+    validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    train: TrainParams = TrainParams()
+
+
+# The sections a one-dataset params.yaml may keep at its top level (the form before issue 19).
+ONE_DATASET_SECTIONS = ("recipe", "filter", "validate", "train")
+
+
 class Params(Strict):
-    """``params.yaml``: every knob of the pipeline, one section per stage."""
+    """``params.yaml``: every knob of the pipeline. ``train_generator`` and ``generate`` are the
+    workspace's; each dataset's own settings are under ``datasets.NAME`` (DVC's ``foreach`` makes one
+    stage set per entry). A one-dataset workspace may instead keep ``recipe``, ``filter``, ``validate``
+    and ``train`` at the top level; the two forms do not mix."""
 
     recipe: str = "recipes/digits.yaml"
     train_generator: TrainGeneratorParams = TrainGeneratorParams()
@@ -101,6 +122,85 @@ class Params(Strict):
     filter: FilterParams = FilterParams()
     validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
     train: TrainParams = TrainParams()
+    datasets: dict[str, DatasetParams] | None = Field(
+        default=None, description="each dataset's own settings, by name (synthreg init adds one)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("datasets") is not None:
+            mixed = [k for k in ONE_DATASET_SECTIONS if k in data]
+            if mixed:
+                raise ValueError(
+                    f"top-level {', '.join(mixed)} beside `datasets:`; move each under datasets.NAME "
+                    "(the dataset it is for), or drop `datasets:`"
+                )
+            datasets = data["datasets"]
+            if isinstance(datasets, dict):  # each train section trains its own dataset by default
+                data = dict(data, datasets={k: _own_train(k, v) for k, v in datasets.items()})
+        return data
+
+    @model_validator(mode="after")
+    def _dataset_names(self) -> Params:
+        for name, entry in (self.datasets or {}).items():
+            if not DATASET_NAME.fullmatch(name):
+                raise ValueError(
+                    f"dataset name {name!r} must be 1-64 lowercase letters, digits, '-' or '_' "
+                    "(it becomes a folder and a git tag)"
+                )
+            trained = entry.train.dataset.split("@", 1)[0]
+            if trained != name:
+                raise ValueError(
+                    f"datasets.{name}.train.dataset names {trained!r}: a dataset's train section trains "
+                    f"that dataset ({name}@working, {name}@X.Y.Z or {name})"
+                )
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        """The datasets named in ``datasets:`` (empty in the one-dataset form)."""
+        return sorted(self.datasets or {})
+
+    def dataset(self, name: str, where: str = "params.yaml") -> DatasetParams:
+        """``name``'s own settings; in the one-dataset form, the top-level sections, whatever ``name``."""
+        if self.datasets is None:
+            return DatasetParams(
+                recipe=self.recipe,
+                generator="-",
+                filter=self.filter,
+                validate=self.validate_,
+                train=self.train,
+            )
+        if name not in self.datasets:
+            known = ", ".join(self.names) or "none"
+            raise ConfigError(
+                f"{where} has no settings for dataset {name!r} under `datasets:` (it has: {known}); "
+                f"run `synthreg init {name}` to add a dataset, or check the name"
+            )
+        return self.datasets[name]
+
+    def only(self, where: str = "params.yaml") -> str | None:
+        """The one dataset a command means when none is named: the only entry of ``datasets:``, or
+        None in the one-dataset form (its recipe names it). Several entries: an error asking for one."""
+        if self.datasets is None:
+            return None
+        if len(self.datasets) == 1:
+            return self.names[0]
+        raise ConfigError(
+            f"{where} has {len(self.datasets)} datasets ({', '.join(self.names)}); name the one you mean"
+        )
+
+
+def _own_train(name: str, entry: object) -> object:
+    """``datasets.NAME.train.dataset`` defaults to ``NAME@working`` (not the digits default); 'working'
+    means the same there."""
+    if not isinstance(entry, dict):
+        return entry
+    train = entry.get("train") or {}
+    if isinstance(train, dict) and train.get("dataset", "working") == "working":
+        entry = dict(entry, train=dict(train, dataset=f"{name}@working"))
+    return entry
 
 
 def format_validation_error(e: ValidationError, source: str) -> str:

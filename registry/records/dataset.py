@@ -64,6 +64,13 @@ class SourceRef(Strict):
     digest: str | None = Field(default=None, description="content digest, e.g. sha256 of the data")
     licence: str = Field(min_length=1, description="licence id (SPDX where one exists)")
     url: str | None = None
+    # Left out of a dump when unset (as marking is): recipes without it digest as they did before.
+    path: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="a local copy, relative to the workspace: a file (its sha256) or a folder (sha256 over "
+        "a sha256sum listing of its files); the leakage rule checks the declared digest against it",
+    )
     status: Literal["active", "withdrawn"] = "active"
     role: Literal["conditioning", "filtering", "training", "generator-training", "evaluation"] = (
         "conditioning"
@@ -270,6 +277,37 @@ class Recipe(Strict):
                     f"nor an attribute (known: {sorted(known)})"
                 )
         return self
+
+
+# Recipe fields that declare things about the data without shaping any image (dotted for the
+# generator's): they may change between generation and release, and `generate` needs no new images
+# for them. Every other field shapes the images.
+DECLARATIONS = (
+    "description",
+    "licence",
+    "intended_use",
+    "sources",
+    "generator.licence",
+    "generator.intended_use",
+    "generator.training_sources",
+    "generator.hub_id",
+    "generator.revision",
+)
+
+
+def recipe_changes(before: Recipe, after: Recipe) -> tuple[list[str], list[str]]:
+    """The fields that differ between two recipes, dotted for the generator's: (those that shape the
+    images, declarations)."""
+    changed: list[str] = []
+    for k in Recipe.model_fields:
+        old, new = getattr(before, k), getattr(after, k)
+        if k == "generator":
+            changed += [
+                f"generator.{g}" for g in GeneratorRef.model_fields if getattr(old, g) != getattr(new, g)
+            ]
+        elif old != new:
+            changed.append(k)
+    return [c for c in changed if c not in DECLARATIONS], [c for c in changed if c in DECLARATIONS]
 
 
 class GenerationRequest(Strict):

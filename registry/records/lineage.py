@@ -266,6 +266,11 @@ class VersionHit(Result):
     manifest_sha256: str
     resolved_from: str | None = None
     withdrawn: WithdrawalState | None
+    sample_ids: list[str] | None = Field(
+        default=None,
+        description="for --prompt: every sample id it matched in this version, sorted (the ids `derive "
+        "--exclude-file` takes); None for other selectors",
+    )
 
 
 class RunHit(Result):

@@ -241,6 +241,9 @@ class Evidence(Strict):
 
 
 NOT_RUN = "not run"  # a rule status: the check's inputs are missing, so nothing was measured
+# A rule status: the rule does not apply to this dataset (leakage with no evaluation source declared);
+# nothing was measured and nothing needed to be. Neither a pass nor a check that failed to run.
+NOT_APPLICABLE = "not applicable"
 
 
 class RuleResult(Strict):
@@ -248,7 +251,7 @@ class RuleResult(Strict):
     pack: str
     kind: str
     severity: Literal["error", "warn"]
-    status: Literal["pass", "fail", "warn", "waived", "not run"] = Field(
+    status: Literal["pass", "fail", "warn", "waived", "not run", "not applicable"] = Field(
         description="not run: the check's inputs are missing (the message says which); never a pass"
     )
     message: str

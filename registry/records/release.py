@@ -104,6 +104,13 @@ class Release(Strict):
         description="the recipe the images were made from, with its declarations (licence, intended use) "
         "as at release; a derived version's lacks the sources it excluded",
     )
+    # Left out of a dump when empty, so a release whose recipe did not change reads as before.
+    recipe_changes: list[str] = Field(
+        default_factory=list,
+        exclude_if=lambda v: not v,
+        description="recipe fields that changed between generation and release: declarations only (licence, "
+        "intended use, sources, descriptions), which need no new images; `recipe` is as released",
+    )
     derived_from: Derivation | None = Field(default=None, description="set on a derived version")
     remote: str | None = Field(
         default=None, description="the DVC remote (name and URL) the data was pushed to at release"

@@ -299,8 +299,8 @@ def derive(
     identities: set[str] = set(criteria.identities)
     for s in sources:
         identities |= excluded_identities(parent.recipe, s, parent_ref)
-    validate = load_params(ws / params_path, ws).validate_
-    source.require_committed(ws, source.dependencies(ws, None, str(params_path)))
+    validate = load_params(ws / params_path, ws).dataset(name, str(params_path)).validate_
+    source.require_committed(ws, source.dependencies(ws, name, None, str(params_path)))
     signer = load_signer(key, ws)  # before anything is written
     pushed_to = remote.require(ws, no_push)
 

@@ -27,12 +27,15 @@ def _git(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return vcs.run_git(ws, *args)
 
 
-def dependencies(ws: Path, recipe_file: Path | None, params_file: str = "params.yaml") -> list[str]:
-    """The workspace files a release depends on (the ones that exist or that git tracks); a derived
-    version, made from released files, depends on no recipe or dvc.lock (``recipe_file`` None)."""
+def dependencies(
+    ws: Path, name: str, recipe_file: Path | None, params_file: str = "params.yaml"
+) -> list[str]:
+    """The workspace files a release of dataset ``name`` depends on (the ones that exist or that git
+    tracks); a derived version, made from released files, depends on no recipe or dvc.lock
+    (``recipe_file`` None)."""
     from registry.records.config import load_params
 
-    v = load_params(ws / params_file).validate_
+    v = load_params(ws / params_file).dataset(name).validate_
     named = [params_file, v.waivers, "waivers", *v.packs, v.licences]  # waivers/: the signed waivers
     if recipe_file is not None:
         named = ["dvc.lock", relative(ws, recipe_file), *named]

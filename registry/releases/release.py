@@ -59,39 +59,42 @@ def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -
     return report, text
 
 
-# Recipe fields that declare things about the dataset without shaping any image: they may change
-# between generation and release (validate and release read them from the current recipe).
-DECLARATIONS = {"description", "licence", "intended_use"}
-
-
-def _recipe_file(ws: Path, recipe_path: Path | str | None) -> Path:
+def _recipe_file(ws: Path, name: str, recipe_path: Path | str | None) -> Path:
     from registry.core.workspace import inside
     from registry.records.config import load_params
 
-    return inside(ws, recipe_path or load_params(ws / "params.yaml", ws).recipe, "recipe")
+    return inside(ws, recipe_path or load_params(ws / "params.yaml", ws).dataset(name).recipe, "recipe")
 
 
-def _current_recipe(ws: Path, name: str, generation: Path, recipe_path: Path | str | None) -> Recipe:
-    """The recipe file as it is now, refused if anything that shapes the images changed since generation."""
-    from registry.records.config import load_recipe
+def _current_recipe(
+    ws: Path, name: str, generation: Path, recipe_path: Path | str | None
+) -> tuple[Recipe, list[str]]:
+    """The recipe file as it is now and the declarations changed since generation; refused if anything
+    that shapes the images changed (with the one command that regenerates)."""
+    from registry.records.config import load_params, load_recipe
+    from registry.records.dataset import recipe_changes
 
     if not generation.is_file():
         raise ReleaseError(f"no generation record at {generation}; regenerate the dataset")
     recorded = Recipe.model_validate(json.loads(generation.read_text())["recipe"])
-    current = load_recipe(_recipe_file(ws, recipe_path))
+    current = load_recipe(_recipe_file(ws, name, recipe_path))
     if current.dataset != name:
         raise ReleaseError(f"the recipe is for dataset {current.dataset!r}, not {name!r}; pass --recipe")
-    changed = sorted(
-        k
-        for k in Recipe.model_fields
-        if k not in DECLARATIONS and getattr(current, k) != getattr(recorded, k)
-    )
-    if changed:
-        raise ReleaseError(
-            f"the recipe changed since the images were generated ({', '.join(changed)}); "
-            "run `dvc repro` to regenerate, filter and validate, then release"
+    shaping, declared = recipe_changes(recorded, current)
+    if shaping:
+        staged = name in load_params(ws / "params.yaml", ws).names
+        redo = (
+            f"`dvc repro validate@{name}`"
+            if staged
+            else f"`synthreg generate {_recipe_file(ws, name, recipe_path).relative_to(ws.resolve())}`, "
+            f"`synthreg filter data/{name}/candidates` and `synthreg validate data/{name}/filtered`"
         )
-    return current
+        raise ReleaseError(
+            f"the recipe changed since the images were generated, in what shapes them "
+            f"({', '.join(shaping)}); "
+            f"run {redo} to regenerate, filter and validate, then release"
+        )
+    return current, declared
 
 
 def release(
@@ -121,16 +124,16 @@ def release(
     data = ws / "data" / name
     manifest = data / "filtered" / "manifest.parquet"
     report, report_text = _gate(ws, name, manifest, data / "policy" / "report.json", today or date.today())
-    recipe = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
+    recipe, declared = _current_recipe(ws, name, data / "candidates" / "generation.json", recipe_path)
     if recipe.licence is None:
         raise ReleaseError(f"recipe for {name} declares no licence for the dataset; add `licence:` to it")
-    source.require_committed(ws, source.dependencies(ws, _recipe_file(ws, recipe_path)))
+    source.require_committed(ws, source.dependencies(ws, name, _recipe_file(ws, name, recipe_path)))
     source.require_manifest_recorded(ws, manifest)
     signer = load_signer(key, ws)  # before anything is written, and before the slower re-check
     trusted = load_trust(ws, trust)
     trusted.signing_key(signer.public_key.keyid, "releaser")
     pushed_to = remote.require(ws, no_push)
-    _recheck(ws, manifest, recipe, report, today or date.today())
+    _recheck(ws, name, manifest, recipe, report, today or date.today())
 
     def build(staging: Path) -> tuple[Release, PolicyReport, str]:
         record = assemble(
@@ -145,20 +148,22 @@ def release(
             actor,
             _workspace_shard(ws),
             progress=progress,
-        ).model_copy(update={"remote": pushed_to, "no_push": no_push})
+        ).model_copy(update={"remote": pushed_to, "no_push": no_push, "recipe_changes": declared})
         return record, report, report_text
 
     return publish(ws, name, version, signer, build, f"Release {name}@{version}", trust=trusted)
 
 
-def _recheck(ws: Path, manifest: Path, recipe: Recipe, report: PolicyReport, today: date) -> None:
-    """Run the policy check again on the manifest and refuse when ``report.json`` says otherwise: the
-    report is a file anyone with write access can edit, the check is not."""
+def _recheck(ws: Path, name: str, manifest: Path, recipe: Recipe, report: PolicyReport, today: date) -> None:
+    """Run the policy check again on the manifest, with the dataset's own settings, and refuse when
+    ``report.json`` says otherwise: the report is a file anyone with write access can edit, the check is
+    not. Settings that differ from the ones the report was made with are named first."""
     from policies.engine import check
     from registry.records.config import load_params
 
-    v = load_params(ws / "params.yaml").validate_
+    v = load_params(ws / "params.yaml").dataset(name).validate_
     fresh = check(ws, manifest, recipe, v.packs, v.waivers, v.licences, today=today)
+    same_settings(report, fresh, f"params.yaml's datasets.{name}.validate")
     said = {r.rule_id: (r.status, r.waiver) for r in report.results}
     found = {r.rule_id: (r.status, r.waiver) for r in fresh.results}
     for rule in sorted(set(said) | set(found)):
@@ -169,6 +174,31 @@ def _recheck(ws: Path, manifest: Path, recipe: Recipe, report: PolicyReport, tod
                 f"report.json says rule {rule} is {how}, but checking the manifest again gives {f[0]}"
                 + (f" (waived by {f[1].approver})" if f[1] else "")
                 + "; the report was edited or is out of date: run `synthreg validate` again"
+            )
+
+
+def same_settings(report: PolicyReport, fresh: PolicyReport, where: str) -> None:
+    """Refuse when ``report`` was made with other packs, another licence base or other waivers than the
+    check now (``fresh``): which setting differs, and from where, rather than a rule that disagrees."""
+    if report.packs != fresh.packs:
+        then, now = sorted(report.packs), sorted(fresh.packs)
+        differ = (
+            f"{then} before they were edited (their content differs now)"
+            if then == now
+            else f"{then}, but {where} names {now}"
+        )
+        raise ReleaseError(
+            f"the policy report was made with packs {differ}; run `synthreg validate` (or `dvc repro`) "
+            "with the dataset's settings, then release"
+        )
+    for what, made, named in (
+        ("licence base", report.licence_kb_sha256, fresh.licence_kb_sha256),
+        ("waivers file", report.waivers_sha256, fresh.waivers_sha256),
+    ):
+        if made != named:
+            raise ReleaseError(
+                f"the policy report was made with another {what} (sha256 {str(made)[:12]}) than {where} "
+                f"names now ({str(named)[:12]}); run `synthreg validate` again, then release"
             )
 
 

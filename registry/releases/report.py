@@ -47,9 +47,9 @@ def member_reader(folder: Path, record: Release) -> MemberReader:
     return read
 
 
-def licence_facts(ws: Path | None) -> dict[str, Any]:
-    """Licence id -> knowledge-base entry, from the workspace's licence base (empty when unreadable:
-    the report then shows ids only)."""
+def licence_facts(ws: Path | None, names: set[str] | None = None) -> dict[str, Any]:
+    """Licence id -> knowledge-base entry, from the licence bases of the datasets ``names`` (empty when
+    unreadable: the report then shows ids only)."""
     if ws is None:
         return {}
     try:
@@ -58,11 +58,18 @@ def licence_facts(ws: Path | None) -> dict[str, Any]:
         from registry.records.config import load_params
         from registry.records.policy import LicenceBase
 
-        path = ws / load_params(ws / "params.yaml").validate_.licences
-        kb = LicenceBase.model_validate(yaml.safe_load(path.read_text()))
+        params = load_params(ws / "params.yaml")
+        if params.datasets is None:
+            paths = {params.validate_.licences}
+        else:
+            paths = {params.datasets[n].validate_.licences for n in names or () if n in params.datasets}
+        facts: dict[str, Any] = {}
+        for path in sorted(paths):
+            kb = LicenceBase.model_validate(yaml.safe_load((ws / path).read_text()))
+            facts |= {lic.id: lic for lic in kb.licences}
     except Exception:  # the report must not fail for want of licence details
         return {}
-    return {lic.id: lic for lic in kb.licences}
+    return facts
 
 
 def timeline(ws: Path | None, names: set[str]) -> tuple[list[tuple[str, str, str, str]], str | None]:
@@ -103,7 +110,7 @@ def report_data(
         report=report,
         con=manifest_of(folder),
         read_members=member_reader(folder, record),
-        licence_facts=licence_facts(ws),
+        licence_facts=licence_facts(ws, {record.name}),
         events=events + list(extra_events or []),
         audit_note=note,
         **more,

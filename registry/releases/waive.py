@@ -101,6 +101,8 @@ def _pack_rules(ws: Path) -> set[str]:
     from registry.core.workspace import inside
     from registry.records.config import load_params
 
-    named = load_params(ws / "params.yaml").validate_.packs
-    paths = [inside(ws, p, "policy pack") for p in named or []] or DEFAULT_PACKS
+    params = load_params(ws / "params.yaml")
+    entries = [params.dataset(n) for n in params.names] or [params.dataset("-")]
+    named = [pack for e in entries for pack in e.validate_.packs]  # a rule of any dataset's packs
+    paths = [inside(ws, p, "policy pack") for p in dict.fromkeys(named)] or DEFAULT_PACKS
     return {r.id for _, pack in load_packs(paths) for r in pack.rules}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from registry.core.errors import ManifestError
@@ -218,6 +219,17 @@ def connect(path: Path, view: str = "manifest"):
             "make it again (`synthreg generate` / `synthreg filter`)"
         ) from None
     return con
+
+
+def dataset_of(path: Path) -> str | None:
+    """The one dataset a manifest's rows name; None when the file is missing, unreadable, empty or names
+    several (the command's own checks then say what is wrong with it)."""
+    try:
+        column = pq.read_table(path, columns=["dataset"]).column("dataset")
+    except Exception:  # not Parquet, no such column, no such file: reported by the caller's own checks
+        return None
+    names = [n for n in pc.unique(column).to_pylist() if isinstance(n, str)]
+    return names[0] if len(names) == 1 else None
 
 
 def missing_columns(con: Any, view: str = "manifest") -> list[str]:

@@ -136,6 +136,7 @@ class Workspace:
 
     def validate(self, **kwargs: Any) -> PolicyReport:
         kwargs.setdefault("today", TODAY)
+        kwargs.setdefault("packs", DIGITS_PACKS)  # as params.yaml's datasets.digits names them
         return validate(FILTERED, self.root, "recipe.yaml", **kwargs)
 
 
@@ -144,7 +145,7 @@ def ws(tmp_path: Path) -> Workspace:
     """A clean workspace: recipe, filtered manifest, and the repo's policy files (so the deny list of
     ``sources.not-withdrawn`` is real and the CLI's default params find the pack and the KB)."""
     root = tmp_path.resolve()
-    for rel in ("policies/withdrawn.yaml", "policies/licenses.yaml", "policies/packs/default.yaml"):
+    for rel in ("policies/withdrawn.yaml", "policies/licenses.yaml", *DIGITS_PACKS):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, root / rel)
     return Workspace(root, clean_recipe(), clean_rows()).write()
@@ -154,8 +155,12 @@ def by_id(report: PolicyReport) -> dict[str, RuleResult]:
     return {r.rule_id: r for r in report.results}
 
 
+# The generic pack, then the digits dataset's own (its stroke rules), as params.yaml names them.
+DIGITS_PACKS = ["policies/packs/default.yaml", "policies/packs/digits.yaml"]
+
+
 def default_rule_ids() -> list[str]:
-    return [r.id for r in load_pack(DEFAULT_PACKS[0]).rules]
+    return [r.id for p in DIGITS_PACKS for r in load_pack(REPO / p).rules]
 
 
 def test_clean_dataset_passes_every_rule(ws: Workspace):
@@ -164,7 +169,8 @@ def test_clean_dataset_passes_every_rule(ws: Workspace):
     assert {r.rule_id: r.status for r in report.results if r.status != "pass"} == {}
     assert report.passed is True
     results = by_id(report)
-    assert results["leakage.eval-split"].message.endswith("share no digest")  # not "nothing to leak into"
+    leakage = results["leakage.eval-split"].message  # not "nothing to leak into"; and says how it knows
+    assert "share no digest (declared, not verified: sklearn-digits, sklearn-digits-held-out)" in leakage
     assert results["licence.attribution"].evidence.count == 4  # generator, 2 sources, training source
 
 
@@ -505,7 +511,7 @@ def test_an_unsigned_waiver_is_ignored_and_listed(emailed: Workspace):
 
 
 def test_report_files(emailed: Workspace):
-    report = emailed.validate()
+    report = emailed.validate(packs=None)  # none named: the packaged generic pack
     out = emailed.root / REPORT_DIR
     on_disk = PolicyReport.model_validate_json((out / "report.json").read_text())
     assert on_disk == report
@@ -631,7 +637,7 @@ def cli(w: Workspace, *extra: str):
 
 
 def test_cli_exit_codes(ws: Workspace):
-    n = len(default_rule_ids())
+    n = len(load_pack(DEFAULT_PACKS[0]).rules)  # no params.yaml: the generic pack alone
     result = cli(ws)
     assert result.exit_code == 0, result.output
     # stdout holds the result; progress lines go to stderr
@@ -773,7 +779,6 @@ NOT_RUN_RULES = {
     "privacy.memorised-copies": "no row has a distance to a real reference image (nn_distance)",
     "bias.observed-balance": "observed on no accepted image",
     "bias.observed-collapse": "observed on no accepted image",
-    "leakage.eval-split": "declares no evaluation source",
 }
 
 
@@ -784,6 +789,8 @@ def test_a_check_without_its_inputs_is_not_run_with_why_never_a_pass(ws: Workspa
         r = results[rule_id]
         assert (r.status, r.measured) == ("not run", None), r
         assert r.message.startswith("not run: ") and why in r.message, r.message
+    leakage = results["leakage.eval-split"]  # issue 19: no evaluation split, nothing to keep apart
+    assert leakage.status == "not applicable" and "declares no evaluation source" in leakage.message
     assert report.passed  # not run is not a failure either...
     assert {r.rule_id for r in report.not_run} >= {"quality.identity-consistency", "privacy.memorised-copies"}
     md = (ws.root / REPORT_DIR / "report.md").read_text()  # ...and it is said, never counted as a pass
@@ -817,18 +824,22 @@ def test_a_pack_can_require_a_check_to_have_run(ws: Workspace):
     assert by_id(report)["privacy.memorised-copies"].status == "not run"  # no require: still not run
 
 
-def test_a_rule_on_an_attribute_the_recipe_does_not_declare_is_not_run(ws: Workspace):
-    """Issue 19: the default pack's stroke rules failed on every dataset that has no stroke."""
+def test_a_pack_with_a_rule_on_an_attribute_the_recipe_does_not_declare_is_refused(ws: Workspace):
+    """Issue 19: the default pack's stroke rules failed on every dataset that has no stroke, and the
+    README taught waivers for them. Now the stroke rules are the digits pack's; on another dataset that
+    pack is refused, and the generic pack alone has no rule about an attribute."""
     for r in ws.rows:
         r.update(attributes={}, observed_attributes={})
     ws.recipe["attributes"] = {}
     ws.recipe["prompt_templates"] = ["a handwritten digit {identity}"]
     for r in ws.rows:
         r["prompt"] = f"a handwritten digit {r['identity']}"
-    report = ws.write().validate()
-    stroke = [r for r in report.results if r.kind == "representation"]
-    assert len(stroke) == 3 and {r.status for r in stroke} == {"not run"}
-    assert all("declares no attribute 'stroke'" in r.message for r in stroke)
+    ws.write()
+    with pytest.raises(PolicyError, match=r"rule bias\.requested-balance measures attribute 'stroke', which"):
+        ws.validate()
+    assert not (ws.root / REPORT_DIR / "report.json").exists()
+    report = ws.validate(packs=["policies/packs/default.yaml"])
+    assert report.passed and not [r for r in report.results if r.kind == "representation"]
 
 
 def test_validate_prints_the_checks_that_did_not_run(ws: Workspace):
@@ -836,7 +847,7 @@ def test_validate_prints_the_checks_that_did_not_run(ws: Workspace):
     result = CliRunner().invoke(app, ["validate", FILTERED, "--recipe", "recipe.yaml", "-w", str(ws.root)])
     assert result.exit_code == 0, result.output
     assert "  not run privacy.memorised-copies: not run: " in result.output
-    assert " not run; report " in result.output.splitlines()[-1]
+    assert " 2 not run, 1 not applicable; report " in result.output.splitlines()[-1]
 
 
 @pytest.mark.parametrize(

@@ -215,7 +215,7 @@ def test_a_derived_version_is_checked_by_the_policy_packs_again(released_copy: P
     with pytest.raises(ReleaseError) as e:
         derive(ws, "digits@1.0.0", "1.1.0", REASON, exclude_samples=[gone], key=released.key)
     assert str(e.value).startswith(
-        "digits@1.1.0 would fail error rules without a waiver: bias.requested-balance"
+        "digits@1.1.0 would fail error rules without a waiver: quality.identity-consistency"
     )
     assert str(e.value).endswith("Exclude less, or waive the rule (`synthreg waive`), then derive again")
     assert snapshot(ws) == before and strays(ws) == []
