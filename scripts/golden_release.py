@@ -9,7 +9,7 @@ The last form leaves an interrupted publish behind, journalled by the code that 
 move (``tests/registry/test_journal.py`` checks that ``synthreg doctor --repair`` of today finishes it).
 
 Issue 18 moved every module of ``registry/``; the move had to leave what a release writes unchanged
-(``golden-release-0.1``, made at 0a35b42, compared equal until issue 19). Issue 19 changed what a digits
+(``golden-release-0.1``, made at 0a35b42 and in git history, compared equal until issue 19). Issue 19 changed what a digits
 release says on purpose: the stroke rules moved to the digits pack (rule order: the generic pack's first;
 their pack id ``synthreg-digits``), the leakage rule says its digests were "declared, not verified", and
 the card says so in a line. With those, and the deliberate changes of issues 21 and 23 (the HTML banner,
