@@ -37,6 +37,7 @@ from registry.records.policy import (
     LicenceBase,
     PolicyPack,
     PolicyReport,
+    RepresentationRule,
     Rule,
     RuleResult,
     Waiver,
@@ -241,13 +242,25 @@ def _attributes_declared(packs: list[tuple[Path, PolicyPack]], recipe: Recipe) -
     waiver should be needed for a rule about an attribute the dataset does not have."""
     for path, pack in packs:
         for rule in pack.rules:
-            if rule.kind == "representation" and rule.attribute not in recipe.attributes:
+            if isinstance(rule, RepresentationRule) and rule.attribute not in recipe.attributes:
                 declared = ", ".join(recipe.attributes) or "none"
                 raise PolicyError(
-                    f"policy pack {path.name} rule {rule.id} measures attribute {rule.attribute!r}, which the "
-                    f"recipe of {recipe.dataset} does not declare (it declares: {declared}); use a pack made "
-                    f"for this dataset (`synthreg init` writes one) or drop the rule"
+                    f"policy pack {path.name} rule {rule.id} measures attribute {rule.attribute!r}, which "
+                    f"the recipe of {recipe.dataset} does not declare (it declares: {declared}); use a pack "
+                    "made for this dataset (`synthreg init` writes one) or drop the rule"
                 )
+
+
+def uncovered_attributes(ws: Path, recipe: Recipe, packs: Sequence[Path | str] | None) -> list[str]:
+    """The recipe's attributes that no representation rule of the packs measures."""
+    pack_paths = [inside(ws, p, "policy pack") for p in packs or []] or DEFAULT_PACKS
+    measured = {
+        rule.attribute
+        for _, pack in load_packs(pack_paths)
+        for rule in pack.rules
+        if isinstance(rule, RepresentationRule)
+    }
+    return [a for a in recipe.attributes if a not in measured]
 
 
 def validate(

@@ -34,6 +34,7 @@ LONG: dict[str, str] = {
     "registry.trust.credentials:load_credentials": "every refusal of a C2PA key and chain, in order",
     "registry.trust.credentials:keygen_c2pa": "one test certificate chain, root to signer",
     # Not split yet (issue 18 moved them, and split the longest: impact, verify, assemble, derive):
+    "registry.cli.pipeline:init": "one typer option per recipe field it writes; the body is six lines",
     "registry.downstream.train:train": "resolve, split, mix, fit, log in order; the mix shares ~10 locals",
     "registry.releases.derive:derive": "refusals in order, then the derived manifest and one publish",
 }

@@ -26,10 +26,19 @@ if TYPE_CHECKING:
 def init(
     name: Annotated[str, typer.Argument(help="the new dataset's name (a folder and a git tag prefix)")],
     identity: Annotated[
-        list[str], typer.Option("--identity", help="an identity to generate (repeat: one per identity)")
-    ],
-    generator_licence: Annotated[str, typer.Option(help="licence id of the generator's weights")],
-    licence: Annotated[str, typer.Option(help="licence id the released dataset is published under")],
+        list[str] | None,
+        typer.Option("--identity", help="an identity to generate (repeat: one per identity)"),
+    ] = None,
+    generator_licence: Annotated[
+        str | None, typer.Option(help="licence id of the generator's weights (policies/licenses.yaml)")
+    ] = None,
+    licence: Annotated[
+        str | None, typer.Option(help="licence id the released dataset is published under")
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="adopt this existing recipe (a workspace path) instead of writing one"),
+    ] = None,
     backend: Annotated[str, typer.Option(help="diffusers, tiny-digits or synthetic-pattern")] = "diffusers",
     generator: Annotated[
         str | None, typer.Option(help="the generator's local folder, in the workspace (a diffusers pipeline)")
@@ -54,25 +63,27 @@ def init(
 ) -> None:
     """Add a dataset: its recipe, its own policy pack, and its settings and DVC stages in params.yaml.
 
-    Never overwrites: refused, with nothing written, when the name is taken. Then
-    `dvc repro generate@NAME filter@NAME validate@NAME` makes and checks it."""
+    Writes recipes/NAME.yaml from the options (or adopts --recipe), policies/packs/NAME.yaml and
+    datasets.NAME in params.yaml. Never overwrites: refused, with nothing written, when the name is
+    taken. Then `dvc repro validate@NAME` makes and checks it."""
     with errors():
         from pydantic import ValidationError
 
         from registry.core.errors import ConfigError
         from registry.records.config import format_validation_error
-        from registry.releases.scaffold import Scaffold, init_dataset, parse_attribute
+        from registry.releases.scaffold import OPTIONS, Scaffold, init_dataset, parse_attributes
 
         ws = workspace_root(workspace)
         try:
             s = Scaffold(
                 name=name,
+                recipe=recipe,
                 backend=backend,
                 generator=generator,
                 generator_licence=generator_licence,
                 licence=licence,
-                identities=identity,
-                attributes=dict(parse_attribute(a) for a in attribute or []),
+                identities=identity or [],
+                attributes=parse_attributes(attribute or []),
                 prompt=prompt,
                 images_per_identity=images_per_identity,
                 size=size,
@@ -84,12 +95,17 @@ def init(
                 use=use_description,
             )
         except ValidationError as e:
-            raise ConfigError(format_validation_error(e, "synthreg init's options")) from None
+            text = format_validation_error(e, "the options of `synthreg init`").replace(
+                " is invalid:", " are invalid:"
+            )
+            for field, option in OPTIONS.items():  # name the option, not the field behind it
+                text = text.replace(f"\n  {field}", f"\n  {option}")
+            raise ConfigError(text) from None
         for path in init_dataset(ws, s):
             typer.echo(f"wrote {path}")
         typer.echo(
-            f"next: dvc repro generate@{name} filter@{name} validate@{name}, then commit dvc.lock and "
-            f"release ({'`synthreg release ' + name + ' --version 1.0.0`'})"
+            f"next: dvc repro validate@{name} (generate, filter, validate), commit it all (`git add -A && "
+            f"git commit`), then `synthreg release {name} --version 1.0.0`"
         )
 
 
@@ -280,6 +296,7 @@ def validate(
 
     Exits 3 when an error rule fails without a valid waiver (1 for bad input)."""
     with errors():
+        from policies.engine import uncovered_attributes
         from policies.engine import validate as run
         from registry.core.errors import POLICY_FAILED_EXIT
         from registry.core.workspace import dataset_folder
@@ -295,8 +312,17 @@ def validate(
         recipe_, packs = recipe or Path(own.recipe), pack or v.packs
         with progress_bar("validate", "rule") as progress:
             report = run(filtered, ws, recipe_, packs, v.waivers, v.licences, out, None, progress)
-        if load_recipe(ws / recipe_).generator.backend == LOAD_TEST_BACKEND:
+        loaded = load_recipe(ws / recipe_)
+        if loaded.generator.backend == LOAD_TEST_BACKEND:
             typer.echo(f"warning: {LOAD_TEST_WARNING}")
+        unmeasured = uncovered_attributes(ws, loaded, packs)
+        if unmeasured:  # e.g. a one-dataset params.yaml naming only the generic pack for digits
+            typer.echo(
+                f"warning: no representation rule in the packs measures {', '.join(unmeasured)} of "
+                f"{loaded.dataset}, so its balance is not checked; add the dataset's own pack (`synthreg "
+                "init` writes one; digits has policies/packs/digits.yaml)",
+                err=True,
+            )
         from registry.exports.policy_md import summary
 
         for r in report.results:
@@ -337,7 +363,7 @@ def train(
         from registry.records.config import load_params
 
         ws = workspace_root(workspace)
-        p = _train_settings(load_params(ws / params, ws), settings, dataset, str(params))
+        p, dataset = _train_settings(load_params(ws / params, ws), settings, dataset, str(params))
         if model_name is not None:
             p = p.model_copy(update={"registered_model": model_name})
         with progress_bar("train", "epoch") as progress:
@@ -355,16 +381,21 @@ def train(
         )
 
 
-def _train_settings(p: Params, settings: str | None, dataset: str | None, where: str) -> TrainParams:
-    """The train settings: of ``settings``, else of the dataset ``--dataset`` names, else of the only
-    dataset. Training one dataset with another's settings is refused."""
+def _train_settings(
+    p: Params, settings: str | None, dataset: str | None, where: str
+) -> tuple[TrainParams, str | None]:
+    """The train settings (of ``settings``, else of the dataset ``--dataset`` names, else of the only
+    dataset) and the dataset to train on (``working`` made the settings' own). Training one dataset
+    with another's settings is refused."""
     from registry.core.errors import ConfigError
 
     named = dataset.split("@", 1)[0] if dataset and dataset != "working" else None
     if settings is not None and named is not None and named != settings:
         raise ConfigError(
-            f"--dataset {dataset} is dataset {named!r}, but the train settings asked for are {settings!r}'s; "
-            f"drop one of them, or use {named!r}'s settings (`synthreg train {named}`)"
+            f"--dataset {dataset} is dataset {named}, but the train settings asked for are those of "
+            f"{settings}; drop one of them, or use the settings of {named} (`synthreg train {named}`)"
         )
     name = settings or named or p.only(where)
-    return p.dataset(name, where).train if name else p.train
+    if dataset == "working" and name is not None:  # not whichever filtered manifest happens to exist
+        dataset = f"{name}@working"
+    return (p.dataset(name, where).train if name else p.train), dataset

@@ -45,7 +45,7 @@ def dataset_folder(ws: Path, path: Path | str, name: str, what: str, others: Ite
         owner = p.relative_to(data).parts[0]
         if owner != name and owner in set(others):
             raise WorkspaceError(
-                f"{what} {path} is dataset {owner!r}'s folder (data/{owner}/), but the work is for dataset "
-                f"{name!r}; use data/{name}/ (or name the dataset {owner!r} means)"
+                f"{what} {path} is the folder of dataset {owner} (data/{owner}/), but the work is for "
+                f"dataset {name}; use data/{name}/ (or name the dataset meant)"
             )
     return p

@@ -143,7 +143,26 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _dataset_names(self) -> Params:
-        for name, entry in (self.datasets or {}).items():
+        recipes: dict[str, str] = {}
+        datasets = self.datasets or {}
+        for name, entry in datasets.items():
+            other = recipes.setdefault(str(Path(entry.recipe)), name)
+            if other != name:
+                raise ValueError(
+                    f"datasets.{name}.recipe is datasets.{other}.recipe too ({entry.recipe}); each dataset "
+                    "has its own recipe"
+                )
+            folder = Path(entry.train.metrics or f"data/{name}/train/metrics.json").parts[:2]
+            if folder[0] == "data" and len(folder) == 2 and folder[1] != name and folder[1] in datasets:
+                raise ValueError(
+                    f"datasets.{name}.train.metrics {entry.train.metrics} is in the folder of dataset "
+                    f"{folder[1]}; write it under data/{name}/"
+                )
+            if entry.train.registered_model in {f"{o}-classifier" for o in datasets if o != name}:
+                raise ValueError(
+                    f"datasets.{name}.train.registered_model {entry.train.registered_model} is another "
+                    "dataset's model name; choose one of its own"
+                )
             if not DATASET_NAME.fullmatch(name):
                 raise ValueError(
                     f"dataset name {name!r} must be 1-64 lowercase letters, digits, '-' or '_' "
@@ -176,7 +195,8 @@ class Params(Strict):
             known = ", ".join(self.names) or "none"
             raise ConfigError(
                 f"{where} has no settings for dataset {name!r} under `datasets:` (it has: {known}); "
-                f"run `synthreg init {name}` to add a dataset, or check the name"
+                f"run `synthreg init {name}` to add it (`--recipe PATH` adopts a recipe you wrote), or "
+                "check the name"
             )
         return self.datasets[name]
 
@@ -187,6 +207,10 @@ class Params(Strict):
             return None
         if len(self.datasets) == 1:
             return self.names[0]
+        if not self.datasets:
+            raise ConfigError(
+                f"{where} lists no dataset under `datasets:`; add one with `synthreg init NAME`"
+            )
         raise ConfigError(
             f"{where} has {len(self.datasets)} datasets ({', '.join(self.names)}); name the one you mean"
         )

@@ -642,6 +642,8 @@ def test_cli_exit_codes(ws: Workspace):
     assert result.exit_code == 0, result.output
     # stdout holds the result; progress lines go to stderr
     assert result.stdout.startswith(f"PASSED: {n} pass, 0 fail, 0 warn, 0 waived; report {REPORT_DIR}")
+    # ... and it says that nothing measured the recipe's stroke (issue 19: a one-dataset workspace)
+    assert "warning: no representation rule in the packs measures stroke of digits" in result.output
 
     plant_eval_split_leak(ws)
     ws.write()

@@ -113,7 +113,7 @@ def test_init_writes_a_recipe_a_pack_and_a_params_entry_that_validate(tmp_path: 
     before = (ws / "params.yaml").read_text()
     res = runner.invoke(app, [*INIT, "-w", str(ws)])
     assert res.exit_code == 0, res.output
-    assert "wrote recipes/pets.yaml" in res.output and "dvc repro generate@pets" in res.output
+    assert "wrote recipes/pets.yaml" in res.output and "next: dvc repro validate@pets" in res.output
     recipe = load_recipe(ws / "recipes/pets.yaml")
     assert (recipe.dataset, recipe.identities, recipe.attributes) == (
         "pets",
@@ -145,11 +145,24 @@ def test_init_writes_a_recipe_a_pack_and_a_params_entry_that_validate(tmp_path: 
         ({"name": "pets", "plant": "data/pets/candidates/x"}, "data/pets already exists"),
         ({"name": "pets", "attribute": "setting"}, "--attribute 'setting' is not NAME=VALUE,VALUE"),
         ({"name": "pets", "prompt": "a {colour} {identity}"}, "uses ['colour'], which is neither"),
+        ({"name": "yes"}, "dataset name 'yes' reads as a keyword, a YAML boolean"),
+        ({"name": "working"}, "dataset name 'working' reads as a keyword"),
+        ({"name": "pets", "replace": ("models/pets-sd", "../outside")}, "--generator ../outside escapes"),
+        (
+            {"name": "pets", "replace": ("CC-BY-4.0", "cc-by-4.0")},
+            "not in policies/licenses.yaml; did you mean CC-BY-4.0?",
+        ),
+        ({"name": "pets", "replace": ("cat", "ca\nt")}, "--identity"),
+        ({"name": "pets", "add": ["--attribute", "setting=a,b"]}, "--attribute setting is given twice"),
+        ({"name": "pets", "replace": ("setting=indoor,outdoor", "setting=a,,b")}, "with no empty value"),
+        ({"name": "pets", "plant": "recipes"}, "recipes is not a folder"),
     ],
 )
 def test_init_refuses_a_taken_or_unsafe_name_and_writes_nothing(tmp_path: Path, change: dict, message: str):
     ws = repo_workspace(tmp_path)
     if "plant" in change:
+        if change["plant"] == "recipes":
+            shutil.rmtree(ws / "recipes")
         (ws / change["plant"]).parent.mkdir(parents=True, exist_ok=True)
         (ws / change["plant"]).write_text("mine\n")
     before = files(ws)
@@ -158,10 +171,84 @@ def test_init_refuses_a_taken_or_unsafe_name_and_writes_nothing(tmp_path: Path, 
         args[args.index("setting=indoor,outdoor")] = change["attribute"]
     if "prompt" in change:
         args += ["--prompt", change["prompt"]]
+    if "replace" in change:
+        args = [change["replace"][1] if a == change["replace"][0] else a for a in args]
+    args += change.get("add", [])
     res = runner.invoke(app, [*args, "-w", str(ws)])
     assert res.exit_code == 1, res.output
     assert message in " ".join(res.output.split()), res.output
     assert files(ws) == before
+
+
+def test_init_adopts_a_recipe_written_by_hand(tmp_path: Path):
+    """A recipe written by hand is not a dead end: init --recipe makes its pack and params entry."""
+    ws = repo_workspace(tmp_path)
+    recipe = yaml.safe_load((REPO / "recipes/digits.yaml").read_text()) | {"dataset": "three"}
+    write_yaml(ws / "recipes/three.yaml", recipe)
+    res = runner.invoke(app, ["init", "three", "--recipe", "recipes/three.yaml", "-w", str(ws)])
+    assert res.exit_code == 0, res.output
+    assert "wrote recipes/three.yaml" not in res.output and "wrote policies/packs/three.yaml" in res.output
+    entry = load_params(ws / "params.yaml").dataset("three")
+    assert (entry.recipe, entry.generator) == ("recipes/three.yaml", "generators/tiny_digits/model")
+    res = runner.invoke(app, ["init", "four", "--recipe", "recipes/three.yaml", "-w", str(ws)])
+    assert res.exit_code == 1 and "recipes/three.yaml is already datasets.three's recipe" in res.output
+    write_yaml(ws / "recipes/five.yaml", recipe)  # a recipe of another dataset under a new name
+    res = runner.invoke(app, ["init", "four", "--recipe", "recipes/five.yaml", "-w", str(ws)])
+    assert res.exit_code == 1 and "is for dataset 'three', not 'four'" in res.output
+
+
+def test_init_edits_a_flow_style_params_file_and_refuses_a_duplicate_key(tmp_path: Path):
+    ws = repo_workspace(tmp_path)
+    (ws / "params.yaml").write_text(
+        "generate: {batch_size: 8}\ndatasets: {digits: {recipe: recipes/digits.yaml, generator: g}}\n"
+    )
+    res = runner.invoke(app, [*INIT, "-w", str(ws)])
+    assert res.exit_code == 0, res.output
+    assert load_params(ws / "params.yaml").names == ["digits", "pets"]
+    (ws / "params.yaml").write_text("datasets: {}\ndatasets: {}\n")
+    (ws / "recipes/pets.yaml").unlink()
+    (ws / "policies/packs/pets.yaml").unlink()
+    before = files(ws)
+    res = runner.invoke(app, [*INIT, "-w", str(ws)])
+    assert res.exit_code == 1 and "cannot be edited in place" in res.output, res.output
+    assert files(ws) == before
+
+
+def test_train_working_means_the_settings_own_dataset():
+    from registry.cli.pipeline import _train_settings
+
+    p = Params.model_validate(
+        {
+            "datasets": {
+                "digits": {"recipe": "a", "generator": "g"},
+                "other": {"recipe": "b", "generator": "h"},
+            }
+        }
+    )
+    assert _train_settings(p, "other", "working", "params.yaml")[1] == "other@working"
+    with pytest.raises(ConfigError, match=r"--dataset digits@1\.0\.0 is dataset digits, but the train"):
+        _train_settings(p, "other", "digits@1.0.0", "params.yaml")
+
+
+@pytest.mark.parametrize(
+    "entries, message",
+    [
+        ({"two": {"recipe": "recipes/digits.yaml"}}, "datasets.two.recipe is datasets.digits.recipe too"),
+        (
+            {"two": {"train": {"metrics": "data/digits/train/metrics.json"}}},
+            "is in the folder of dataset digits",
+        ),
+        ({"two": {"train": {"registered_model": "digits-classifier"}}}, "is another dataset's model name"),
+    ],
+)
+def test_one_dataset_cannot_use_anothers_recipe_metrics_or_model(entries: dict, message: str):
+    from pydantic import ValidationError
+
+    datasets = {"digits": {"recipe": "recipes/digits.yaml", "generator": "g"}}
+    for name, extra in entries.items():
+        datasets[name] = {"recipe": f"recipes/{name}.yaml", "generator": "g"} | extra
+    with pytest.raises(ValidationError, match=message):
+        Params.model_validate({"datasets": datasets})
 
 
 def test_init_refuses_a_one_dataset_params_file(tmp_path: Path):
@@ -313,5 +400,5 @@ def test_a_recipe_is_not_run_against_another_datasets_folders(fresh: Path):
     write_yaml(fresh / "params.yaml", params)
     res = runner.invoke(app, ["validate", str(FILTERED), "--out", "data/pets/policy", "-w", str(fresh)])
     assert res.exit_code == 1
-    assert "report folder data/pets/policy is dataset 'pets''s folder" in " ".join(res.output.split())
+    assert "report folder data/pets/policy is the folder of dataset pets" in " ".join(res.output.split())
     assert not (fresh / "data/pets").exists()
