@@ -3,23 +3,22 @@
     python benchmarks/plot_mix.py [--workspace WS] [--dataset digits@working] [--seeds 0 1 2 3 4]
                                   [--out benchmarks/mix.png] [--dvc]
 
-Runs ``registry.downstream.train.train`` with the digits ``train`` section of the workspace's params.yaml (defaults
-when
-absent) for synthetic_share 0, 0.25, 0.5, 0.75 and 1, plus two references: "all real" (every real
-train image, no synthetic; train_size = the whole train split) and "unfiltered synthetic only" (share 1,
-rejected images included). Each row is the mean (and min-max) over ``--seeds``; the seed picks the real
-few-shot images, the synthetic images and the initial weights.
+Runs ``registry.downstream.train.train`` with the digits ``train`` section of the workspace's params.yaml
+(defaults when absent) for synthetic_share 0, 0.25, 0.5, 0.75 and 1, plus two references: "all real"
+(every real train image, no synthetic; train_size = the whole train split) and "unfiltered synthetic only"
+(share 1, rejected images included). Each row is the mean (and min-max) over ``--seeds``; the seed picks
+the real few-shot images, the synthetic images and the initial weights.
 
 Without ``--workspace`` it builds one under the system temp folder: the default recipe (1,000 images,
 about 40 s on 2 cores) generated and filtered by the library. With ``--workspace`` it copies that
 workspace's ``data/NAME`` (and ``releases/NAME``) into a temporary one, so nothing in the original is
 written. Runs go to a temporary MLflow SQLite store; the temporary folder is removed at the end.
 
-With ``--dvc`` every point is a DVC experiment instead: ``dvc exp run --temp -S datasets.digits.train.synthetic_share=...
--S datasets.digits.train.seed=... ...`` in the workspace (default: this repository, after ``make run``), which is left as
-it was; the runs go to its MLflow store, the experiments stay in ``dvc exp show``, and the table and plot
-are read back from ``dvc exp show --json``. Same numbers, about 10 s of DVC overhead more per point.
-"""
+With ``--dvc`` every point is a DVC experiment instead: ``dvc exp run --temp -S
+datasets.digits.train.synthetic_share=... -S datasets.digits.train.seed=... ...`` in the workspace
+(default: this repository, after ``make run``), which is left as it was; the runs go to its MLflow store,
+the experiments stay in ``dvc exp show``, and the table and plot are read back from ``dvc exp show
+--json``. Same numbers, about 10 s of DVC overhead more per point."""
 
 from __future__ import annotations
 
@@ -149,7 +148,13 @@ def through_dvc(ws: Path):
             "train_size": params.train_size,
             "use_rejected": str(params.use_rejected).lower(),
         }
-        cmd = [dvc, "exp", "run", "--temp", *[a for k, v in sets.items() for a in ("-S", f"datasets.digits.train.{k}={v}")]]
+        cmd = [
+            dvc,
+            "exp",
+            "run",
+            "--temp",
+            *[a for k, v in sets.items() for a in ("-S", f"datasets.digits.train.{k}={v}")],
+        ]
         proc = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True)
         found = re.search(r"Ran experiment\(s\): (\S+)", proc.stdout)
         if proc.returncode != 0 or not found:
@@ -175,8 +180,8 @@ def main() -> None:
     ap.add_argument(
         "--dvc",
         action="store_true",
-        help="run every point as `dvc exp run --temp -S datasets.digits.train....` in --workspace (default: this repo, "
-        "after `make run`); the experiments stay listed by `dvc exp show`",
+        help="run every point as `dvc exp run --temp -S datasets.digits.train....` in --workspace "
+        "(default: this repo, after `make run`); the experiments stay listed by `dvc exp show`",
     )
     args = ap.parse_args()
 

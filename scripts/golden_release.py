@@ -9,17 +9,17 @@ The last form leaves an interrupted publish behind, journalled by the code that 
 move (``tests/registry/test_journal.py`` checks that ``synthreg doctor --repair`` of today finishes it).
 
 Issue 18 moved every module of ``registry/``; the move had to leave what a release writes unchanged
-(``golden-release-0.1``, made at 0a35b42 and in git history, compared equal until issue 19). Issue 19 changed what a digits
-release says on purpose: the stroke rules moved to the digits pack (rule order: the generic pack's first;
-their pack id ``synthreg-digits``), the leakage rule says its digests were "declared, not verified", and
-the card says so in a line. With those, and the deliberate changes of issues 21 and 23 (the HTML banner,
-styles and not-run section; the card's config name), 0.1 and a release of issue 19's code differed in
-nothing else; ``golden-release-0.2`` was made then and is the baseline since. The maker drives only the
-command line (no library import), so the same script runs on the code before and after a change. The comparison is file by file, byte for byte, except what differs by nature between two
+(``golden-release-0.1``, made at 0a35b42 and in git history, compared equal until issue 19). Issue 19
+changed what a digits release says on purpose: the stroke rules moved to the digits pack (rule order: the
+generic pack's first; their pack id ``synthreg-digits``), the leakage rule says its digests were
+"declared, not verified", and the card says so in a line. With those, and the deliberate changes of issues
+21 and 23 (the HTML banner, styles and not-run section; the card's config name), 0.1 and a release of
+issue 19's code differed in nothing else; ``golden-release-0.2`` was made then and is the baseline since.
+The maker drives only the command line (no library import), so the same script runs on the code before and
+after a change. The comparison is file by file, byte for byte, except what differs by nature between two
 runs: signatures, key ids, times, git commits and what is derived from them (the envelope, sign-offs and
-the digests of files that embed a time). JSON files are compared with those fields masked; the HTML
-report and PROV with times masked; every other file (the manifest, every shard, the card) exactly.
-"""
+the digests of files that embed a time). JSON files are compared with those fields masked; the HTML report
+and PROV with times masked; every other file (the manifest, every shard, the card) exactly."""
 
 from __future__ import annotations
 
