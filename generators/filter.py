@@ -7,12 +7,15 @@ Checks, in the order a reason is chosen (the first failing check names the reaso
 ``low_confidence``     ... or predicts the intended one below ``identity_threshold`` (Diff-Person's re-ID
                        confidence filter, arXiv 2406.06045)
 ``memorised_copy``     RMS pixel distance to the nearest real train image below ``memorised_distance``
+                       (a recipe's embedding model: cosine similarity to the nearest real reference
+                       image at least ``memorised_similarity``, default 0.95)
 ``near_duplicate``     perceptual-hash Hamming distance to an earlier accepted image of the same identity
                        at most ``duplicate_distance`` (-1 disables)
 
-The identity and memorised-copy checks need a domain: a classifier and real reference images. The
-embedded tiny-digits generator has one (``DigitsDomain``); for other backends those checks are not
-run, their scores stay empty, and the summary says so instead of pretending they passed.
+The identity and memorised-copy checks need a domain: a classifier and real reference images. A recipe
+names its own local models in ``domain`` (``generators.domain.ModelDomain``); the embedded tiny-digits
+generator has a built-in one (``DigitsDomain``), with the same interface. Without one those checks are
+not run, their scores stay empty, and the summary says so instead of pretending they passed.
 """
 
 from __future__ import annotations
@@ -23,19 +26,20 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from generators.scoring import DigitsDomain, Scores, chunk_rows, load_domain, measure
+from generators.scoring import DomainKey, Scores, chunk_rows, domain_key, load_domain, measure
 from registry.core.digests import sha256_file
 from registry.core.errors import ManifestError
 from registry.core.fsio import atomic_path, atomic_write_text
 from registry.core.locks import folder_lock
 from registry.core.names import check_manifest, shown
 from registry.core.workspace import inside, relative
-from registry.records.dataset import FilterParams
+from registry.records.dataset import FilterParams, Recipe
 from registry.store import audit
 from registry.store import manifest as mf
 
@@ -57,6 +61,7 @@ def filter_manifest(
     out: Path | str,
     params: FilterParams | None = None,
     progress: Progress | None = None,
+    recipe: Recipe | None = None,
 ) -> FilterResult:
     """Score ``candidates/manifest.parquet``; write ``out/manifest.parquet`` and ``out/filter.json``.
 
@@ -77,7 +82,12 @@ def filter_manifest(
         check_manifest(con, f"manifest {in_path}")
         rows = con.execute("SELECT DISTINCT generator_backend FROM manifest").fetchall()
         backends = sorted(b for (b,) in rows)
-        domain = load_domain(backends[0]) if len(backends) == 1 else None
+        key = domain_key(backends[0], recipe) if len(backends) == 1 else None
+        if recipe is not None and recipe.domain is not None and key is None:
+            raise ManifestError(
+                f"manifest {in_path} mixes backends {backends}; one recipe's domain cannot score it"
+            )
+        domain = load_domain(ws, key) if key is not None else None  # models checked before any image
         if domain is not None:  # an edited manifest may name identities the generator never makes
             found = {i for (i,) in con.execute("SELECT DISTINCT identity FROM manifest").fetchall()}
             unknown = sorted(found - domain.identities, key=str)
@@ -94,7 +104,7 @@ def filter_manifest(
     finally:
         con.close()
     with folder_lock(ws, out_dir, "filter"):  # a second run into out_dir refuses (registry.core.locks)
-        return _filter(ws, in_path, out_dir, source, n, backends, domain, params, progress)
+        return _filter(ws, in_path, out_dir, source, n, backends, (key, domain), params, progress)
 
 
 def _filter(
@@ -104,10 +114,11 @@ def _filter(
     source: pq.ParquetFile,
     n: int,
     backends: list[str],
-    domain: DigitsDomain | None,
+    keyed: tuple[DomainKey | None, Any],
     params: FilterParams,
     progress: Progress | None,
 ) -> FilterResult:
+    key, domain = keyed
     counts: Counter[str] = Counter()
     dedup = _Duplicates(params.duplicate_distance)
     done = 0
@@ -118,7 +129,7 @@ def _filter(
         if params.executor == "ray":
             from generators.ray_executor import ScorePool
 
-            scored = ScorePool(ws, backends[0] if domain is not None else None, params).map(chunks)
+            scored = ScorePool(ws, key if domain is not None else None, params).map(chunks)
         else:
             scored = ((t, measure(ws, *chunk_rows(t), domain)) for t in chunks)
         with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
@@ -138,7 +149,7 @@ def _filter(
     counts = Counter(dict(sorted(counts.items())))
     accepted = counts.get("ok", 0)
     not_checked = (
-        []
+        domain.not_checked()
         if domain is not None
         else [f"identity and memorised-copy checks: no domain for backend(s) {backends}"]
     )
@@ -251,6 +262,7 @@ def _decide(
     n = len(ids)
     reasons: list[str] = []
     duplicate_of: list[str | None] = [None] * n
+    similar = params.memorised_similarity if params.memorised_similarity is not None else 0.95
     for i, phash in enumerate(table["phash"].to_pylist()):
         c, d = conf[i], nn[i]
         if contrast[i] < params.min_contrast:
@@ -259,7 +271,9 @@ def _decide(
             reason = f"identity_mismatch: classifier says {pred[i]}, not {identities[i]}"
         elif c is not None and c < params.identity_threshold:
             reason = f"low_confidence: {c:.3f} < {params.identity_threshold}"
-        elif d is not None and d < params.memorised_distance:
+        elif d is not None and scores.nn_metric == "cosine" and 1 - d >= similar:
+            reason = f"memorised_copy: cosine similarity {1 - d:.4f} to a real reference image >= {similar}"
+        elif d is not None and scores.nn_metric == "rms" and d < params.memorised_distance:
             reason = f"memorised_copy: RMS {d:.4f} to a real train image < {params.memorised_distance}"
         else:
             # Near-duplicates among images that passed so far, per identity, in plan order.

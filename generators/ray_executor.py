@@ -168,13 +168,14 @@ def _cause(ray: Any, e: Exception) -> str:
 
 
 class ScoreWorker:
-    """One Ray actor for the filter: the domain (classifier, real references) trained once."""
+    """One Ray actor for the filter: the domain (a recipe's own models, or a backend's built-in
+    classifier and real references) loaded once."""
 
-    def __init__(self, ws: Path, backend: str | None) -> None:
+    def __init__(self, ws: Path, key: Any) -> None:
         from generators.scoring import load_domain
 
         self.ws = ws
-        self.domain = load_domain(backend) if backend else None
+        self.domain = load_domain(ws, key) if key else None
 
     def measure(self, rows: list[tuple[str, str, str, str]], identities: list[str]) -> Any:
         from generators.scoring import measure
@@ -186,13 +187,13 @@ class ScorePool:
     """Measures the filter's chunks on Ray actors and hands them back in manifest order, so decisions
     (near-duplicates look back at earlier images) stay in the driver and equal the local executor's."""
 
-    def __init__(self, ws: Path, backend: str | None, params: FilterParams) -> None:
+    def __init__(self, ws: Path, key: Any, params: FilterParams) -> None:
         self.ray = ray = connect(params.ray_address)
         fits = max(1, int(ray.cluster_resources().get("CPU", 1) // params.cpus_per_worker))
         actor = ray.remote(ScoreWorker).options(
             num_cpus=params.cpus_per_worker, max_restarts=2, max_task_retries=2
         )
-        self.actors = [actor.remote(ws, backend) for _ in range(params.workers or fits)]
+        self.actors = [actor.remote(ws, key) for _ in range(params.workers or fits)]
 
     def map(self, chunks: Iterator[Any]) -> Iterator[tuple[Any, Any]]:
         """(chunk, scores) for every chunk, in order; at most two chunks per actor in flight."""

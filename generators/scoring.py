@@ -10,19 +10,24 @@ import io
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from registry.core.errors import ManifestError
 from registry.core.names import shown
+from registry.records.dataset import Recipe
 from registry.store.shards import iter_images
 
 
 class DigitsDomain:
-    """Identity classifier and real references for tiny-digits, from the real train split only."""
+    """Identity classifier and real references for tiny-digits, from the real train split only: the
+    built-in domain of the tiny-digits backend, with the same ``score`` as a recipe's own models
+    (``generators.domain.ModelDomain``)."""
 
     name = "tiny-digits"
+    needs_rgb = False
     identities = frozenset(str(d) for d in range(10))  # what its classifier and stroke medians know
 
     def __init__(self) -> None:
@@ -61,6 +66,23 @@ class DigitsDomain:
         digits = np.array([int(i) for i in identities])
         return [{"stroke": s} for s in self.data.stroke_of(images, digits, self.thresholds)]
 
+    def score(
+        self, grey: np.ndarray, images: list | None, identities: list[str]
+    ) -> tuple[list[str | None], list[float | None], list[float | None], list]:
+        """(identity predictions, confidence in the intended identity, RMS distance to the nearest real
+        train image, observed stroke) for grey images."""
+        flat = grey.reshape(len(grey), -1).astype(np.float32) / 255.0
+        classes, proba, top = self.identity(flat)
+        conf: list[float | None] = [
+            float(proba[i, classes.index(identities[i])]) if identities[i] in classes else 0.0
+            for i in range(len(grey))
+        ]
+        nn: list[float | None] = [float(d) for d in self.nearest_real(flat)]
+        return [classes[k] for k in top], conf, nn, list(self.observed(grey, identities))
+
+    def not_checked(self) -> list[str]:
+        return []
+
     def describe(self) -> dict:
         return {
             "domain": self.name,
@@ -87,10 +109,37 @@ def _pixels(sample_id: str, png: bytes) -> np.ndarray:
 
 
 @cache
-def load_domain(backend: str) -> DigitsDomain | None:
-    """The trained domain for a backend (trained once per process), or None if it has none."""
+def builtin_domain(backend: str) -> DigitsDomain | None:
+    """The built-in domain of a backend (trained once per process), or None if it has none."""
     cls = DOMAINS.get(backend)
     return cls() if cls else None
+
+
+# What identifies a domain, picklable for Ray workers: the backend, and the recipe's JSON when the
+# recipe names its own models (then they are the domain, whatever the backend).
+DomainKey = tuple[str, str | None]
+
+
+def domain_key(backend: str, recipe: Recipe | None) -> DomainKey:
+    return backend, recipe.model_dump_json() if recipe is not None and recipe.domain is not None else None
+
+
+_LOADED: dict[tuple[str, DomainKey], Any] = {}
+
+
+def load_domain(ws: Path, key: DomainKey) -> Any:
+    """The domain for ``key``, loaded once per process: the recipe's own models, else the backend's
+    built-in domain, else None."""
+    backend, recipe_json = key
+    if recipe_json is None:
+        return builtin_domain(backend)
+    if (str(ws), key) not in _LOADED:
+        from generators.domain import ModelDomain
+
+        recipe = Recipe.model_validate_json(recipe_json)
+        assert recipe.domain is not None
+        _LOADED[(str(ws), key)] = ModelDomain(ws, recipe, recipe.domain)
+    return _LOADED[(str(ws), key)]
 
 
 @dataclass
@@ -102,6 +151,7 @@ class Scores:
     conf: list[float | None]
     nn: list[float | None]
     observed: list[dict[str, str] | None]
+    nn_metric: str = "rms"  # nn: RMS pixel distance (built-in domain), or cosine distance of embeddings
 
 
 def chunk_rows(table: pa.Table) -> tuple[list[tuple[str, str, str, str]], list[str]]:
@@ -110,16 +160,19 @@ def chunk_rows(table: pa.Table) -> tuple[list[tuple[str, str, str, str]], list[s
     return list(zip(*cols, strict=True)), table["identity"].to_pylist()
 
 
-def measure(
-    ws: Path, rows: list[tuple[str, str, str, str]], identities: list[str], domain: DigitsDomain | None
-) -> Scores:
+def measure(ws: Path, rows: list[tuple[str, str, str, str]], identities: list[str], domain: Any) -> Scores:
     """Read one chunk's images (checking their digests) and measure them: the part of filtering that
     needs no other chunk, so the Ray executor runs it on workers."""
 
     # Images come back shard by shard; key them by sample id so a row always gets its own pixels.
     pixels: dict[str, np.ndarray] = {}
+    colour: dict[str, Any] = {}
     for sample_id, png in iter_images(ws, rows):
         pixels[sample_id] = _pixels(sample_id, png)
+        if domain is not None and domain.needs_rgb:
+            from generators.domain import rgb
+
+            colour[sample_id] = rgb(png)
     shape = pixels[rows[0][0]].shape
     odd = next((r[0] for r in rows if pixels[r[0]].shape != shape), None)
     if odd is not None:
@@ -132,12 +185,11 @@ def measure(
     n = len(images)
     scores = Scores([float(c) for c in flat.std(axis=1)], [None] * n, [None] * n, [None] * n, [None] * n)
     if domain is not None:
-        classes, proba, top = domain.identity(flat)
-        scores.pred = [classes[k] for k in top]
-        scores.conf = [
-            float(proba[i, classes.index(identities[i])]) if identities[i] in classes else 0.0
-            for i in range(n)
-        ]
-        scores.nn = [float(d) for d in domain.nearest_real(flat)]
-        scores.observed = list(domain.observed(images, identities))
+        rgb_images = [colour.pop(r[0]) for r in rows] if domain.needs_rgb else None
+        pred, conf, nn, observed = domain.score(images, rgb_images, identities)
+        scores.pred = pred if pred is not None else scores.pred
+        scores.conf = conf if conf is not None else scores.conf
+        scores.nn = nn if nn is not None else scores.nn
+        scores.observed = observed if observed is not None else scores.observed
+        scores.nn_metric = getattr(domain, "nn_metric", "rms")
     return scores

@@ -21,6 +21,7 @@ from registry.cli.common import (
 
 if TYPE_CHECKING:
     from registry.records.config import DatasetParams, Params, TrainParams
+    from registry.records.dataset import Recipe
 
 
 def init(
@@ -219,6 +220,18 @@ def _settings(ws: Path, p: Params, folder: Path, what: str, where: str) -> tuple
     return name, p.dataset(name, where)
 
 
+def _own_recipe(ws: Path, name: str | None, path: str) -> Recipe | None:
+    """The dataset's recipe as it is now (its ``domain`` names the models that score the images), or
+    None when the manifest names no dataset or the settings' recipe is another dataset's."""
+    from registry.core.workspace import inside
+    from registry.records.config import load_recipe
+
+    if name is None or not inside(ws, path, "recipe").is_file():
+        return None
+    recipe = load_recipe(inside(ws, path, "recipe"))
+    return recipe if recipe.dataset == name else None
+
+
 def filter_(
     candidates: Annotated[Path, typer.Argument(help="folder with the candidates' manifest.parquet")],
     out: Annotated[
@@ -247,6 +260,7 @@ def filter_(
                 out or candidates.parent / "filtered",
                 executor_params(own.filter, executor, address),
                 progress,
+                _own_recipe(ws, name, own.recipe),
             )
         typer.echo(f"{res.accepted}/{res.total} accepted; manifest {res.manifest}")
         for reason, count in res.reasons.items():

@@ -182,6 +182,41 @@ class MarkingSpec(Strict):
     )
 
 
+class ClassifierRef(Strict):
+    """A local image classifier (a Hugging Face `transformers` image-classification folder, loaded with
+    local_files_only) and how its labels map to the recipe's values."""
+
+    model: str = Field(min_length=1, description="the model folder, relative to the workspace")
+    labels: dict[str, str] | None = Field(
+        default=None,
+        description="recipe value -> model label (default: the recipe's values are the model's labels)",
+    )
+
+
+class EmbeddingRef(Strict):
+    """A local image embedding model (a `transformers` CLIP folder, or any model with image features) and
+    the real reference images a generated image must not copy."""
+
+    model: str = Field(min_length=1, description="the model folder, relative to the workspace")
+    reference: str = Field(
+        min_length=1, description="a folder of real images (PNG, JPEG), relative to the workspace"
+    )
+
+
+class DomainSpec(Strict):
+    """The local models that judge a dataset's images: the identity-consistency filter (Diff-Person's
+    re-identification confidence), the observed side of the representation rules, and memorisation
+    against a real reference set. Their quality is the quality of these checks."""
+
+    identity: ClassifierRef | None = Field(default=None, description="the identity classifier")
+    attributes: dict[str, ClassifierRef] = Field(
+        default_factory=dict, description="attribute name -> its classifier (observed attributes)"
+    )
+    embedding: EmbeddingRef | None = Field(
+        default=None, description="image embeddings for memorisation (nearest real reference image)"
+    )
+
+
 class Recipe(Strict):
     """What to generate: identities x attribute grid x prompt templates, and with which settings."""
 
@@ -217,6 +252,14 @@ class Recipe(Strict):
         default=None,
         exclude_if=lambda v: v is None,
         description="optional marking beyond XMP: {c2pa: true} adds C2PA content credentials",
+    )
+
+    # Left out of a dump when unset (as marking is), so recipes without it digest as before.
+    domain: DomainSpec | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="local models that score the images for the filter (identity, attributes, "
+        "memorisation); without it only a backend's built-in domain (tiny-digits) scores them",
     )
 
     @property
@@ -283,6 +326,7 @@ class Recipe(Strict):
 # generator's): they may change between generation and release, and `generate` needs no new images
 # for them. Every other field shapes the images.
 DECLARATIONS = (
+    "domain",  # judges the images, never makes them
     "description",
     "licence",
     "intended_use",
@@ -449,6 +493,15 @@ class FilterParams(Strict):
     )
     memorised_distance: float = Field(
         default=0.05, ge=0, description="max RMS pixel distance (0-1) to a real image for a memorised copy"
+    )
+    # Left out of a dump when unset, so filter.json of a dataset without it reads as before.
+    memorised_similarity: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        exclude_if=lambda v: v is None,
+        description="min cosine similarity of image embeddings to a reference image for a memorised copy "
+        "(a recipe's domain.embedding; default 0.95)",
     )
     executor: Literal["local", "ray"] = Field(
         default="local", description="who reads and measures the images: this process, or Ray actors"

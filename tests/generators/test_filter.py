@@ -24,7 +24,7 @@ import yaml
 
 from generators.filter import filter_manifest
 from generators.generate import generate
-from generators.scoring import load_domain
+from generators.scoring import builtin_domain
 from generators.shard import encode_png
 from generators.tiny_digits import data
 from registry.core.digests import perceptual_hash, sha256_bytes, sha256_file
@@ -172,7 +172,7 @@ def real() -> dict[str, np.ndarray]:
     """Per digit, a real train image the domain's classifier recognises with confidence >= 0.9."""
     train, _ = data.load_splits()
     flat = train.images.reshape(len(train.images), -1).astype(np.float32) / 255.0
-    classes, proba, top = load_domain("tiny-digits").identity(flat)
+    classes, proba, top = builtin_domain("tiny-digits").identity(flat)
     out = {}
     for digit in ("0", *IDENTITIES):
         k = classes.index(digit)

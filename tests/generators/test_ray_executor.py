@@ -205,3 +205,49 @@ def test_filter_on_ray_decides_as_the_local_filter(
         == duckdb.sql(q.format(tmp_path / "data/local")).fetchall()
     )
     assert seen[-1] == 80 and seen == sorted(seen)
+
+
+@pytest.mark.slow
+def test_ray_scores_with_a_recipes_own_models_as_the_local_filter(tmp_path: Path, local_ray):
+    """Issue 21: the recipe's domain models (an identity classifier, CLIP against a reference set) are
+    loaded on each worker and score as in the driver."""
+    import duckdb
+
+    from generators import filter as filt
+    from registry.records.config import load_recipe
+    from registry.records.dataset import FilterParams
+    from tests.generators.test_domain import save_classifier, save_clip
+
+    shutil.copytree(REPO / "generators/synthetic_pattern", tmp_path / "generators/synthetic_pattern")
+    recipe = load_test_recipe(images_per_identity=12, size=32)
+    write_yaml(tmp_path / "recipe.yaml", recipe)
+    generate(Path("recipe.yaml"), tmp_path, "data/c", GenerateParams(batch_size=6, shard_size=6))
+    save_classifier(tmp_path / "models/id", ["a", "b"], favour="a")
+    save_clip(tmp_path / "models/clip")
+    (tmp_path / "real").mkdir()
+    [(shard, member)] = duckdb.sql(
+        f"SELECT shard, member FROM '{tmp_path}/data/c/manifest.parquet' ORDER BY index LIMIT 1 OFFSET 3"
+    ).fetchall()
+    with tarfile.open(tmp_path / shard) as tar:
+        (tmp_path / "real/copy.png").write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+    recipe["domain"] = {
+        "identity": {"model": "models/id"},
+        "embedding": {"model": "models/clip", "reference": "real"},
+    }
+    write_yaml(tmp_path / "recipe.yaml", recipe)
+    loaded = load_recipe(tmp_path / "recipe.yaml")
+    params = {"min_contrast": 0.0, "memorised_similarity": 0.9999}
+    local = filt.filter_manifest("data/c", tmp_path, "data/local", FilterParams(**params), recipe=loaded)
+    remote = filt.filter_manifest(
+        "data/c", tmp_path, "data/ray", FilterParams(**params, executor="ray", workers=2), recipe=loaded
+    )
+    assert (remote.accepted, remote.reasons) == (local.accepted, local.reasons)
+    assert set(local.reasons) == {"identity_mismatch", "memorised_copy", "ok"}
+    q = (
+        "SELECT sample_id, decision, reason, identity_pred, round(nn_distance, 5) "
+        "FROM '{}/manifest.parquet' ORDER BY index"
+    )
+    assert (
+        duckdb.sql(q.format(tmp_path / "data/ray")).fetchall()
+        == duckdb.sql(q.format(tmp_path / "data/local")).fetchall()
+    )
