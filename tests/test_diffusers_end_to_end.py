@@ -1,7 +1,8 @@
 """A second dataset beside digits, as the README walks it (issue 19): `synthreg init pets` on a tiny
 random-weight diffusers pipeline, then `dvc repro validate@pets` (the dataset's own DVC stages, made by
 DVC's foreach over params.yaml's datasets), commit, release, train, trace and impact. Nothing of digits'
-configuration is edited, no manifest is committed to git, and no waiver is needed.
+configuration is edited, no manifest is committed to git, and no waiver is needed. Then the default
+digits dataset, beside it with its own settings, is released, trained and traced in the same workspace.
 
 The pets dataset has no real source, so `train` trains on synthetic images alone and says so.
 """
@@ -129,3 +130,22 @@ def test_a_second_dataset_from_init_to_a_traced_model(tmp_path: Path, monkeypatc
     events = [json.loads(line) for line in (ws / "audit/events.jsonl").read_text().splitlines()]
     assert events[-1]["kind"] == "train" and events[-1]["subject"] == "pets-classifier/1"
     assert yaml.safe_load((ws / "params.yaml").read_text())["datasets"]["digits"] == digits_before
+
+    # The default dataset beside it, with its own unedited settings: released, trained, traced.
+    out = sh(ws, DVC, "repro", "validate@digits")
+    assert "Running stage 'generate@digits'" in out and "@pets" not in out
+    sh(ws, "git", "add", "-A")
+    sh(ws, "git", "commit", "-q", "-m", "digits")
+    cli(ws, "release", "digits", "--version", "1.0.0")
+    result = runner.invoke(app(), ["train", "--dataset", "digits@1.0.0", "-w", str(ws)])
+    assert result.exit_code == 0, result.output
+    assert "trained on digits@1.0.0: 50 real + 500 synthetic images" in result.output  # digits' settings
+    assert "model digits-classifier/1" in result.stdout
+    digits = json.loads((ws / "data/digits/train/metrics.json").read_text())
+    pets = json.loads((ws / "data/pets/train/metrics.json").read_text())  # not overwritten by digits
+    assert (digits["dataset"], digits["n_real"], digits["n_synthetic"]) == ("digits@1.0.0", 50, 500)
+    assert (pets["dataset"], pets["n_real"], pets["n_synthetic"]) == ("pets@1.0.0", 0, 13)
+    trace = json.loads(cli(ws, "trace", "model", "digits-classifier/latest", "--json"))
+    assert [d["release"] for d in trace["datasets"]] == ["digits@1.0.0"]
+    listed = cli(ws, "list")
+    assert "pets" in listed and "digits" in listed
