@@ -31,6 +31,30 @@ def inside(ws: Path, path: Path | str, what: str) -> Path:
     return resolved
 
 
+def no_links(ws: Path, path: Path | str, what: str) -> Path:
+    """``path`` (relative to the workspace) resolved, refused when any existing part of it below the
+    workspace is a symbolic link, wherever the link points (issue 24: a release folder, keys/ or
+    waivers/ linked elsewhere made verify read, and release, withdraw and waive write, through it), or
+    when it leaves the workspace."""
+    root = ws.resolve()
+    p = Path(path)
+    rel = p.relative_to(root) if p.is_absolute() and p.is_relative_to(root) else p
+    if rel.is_absolute() or ".." in rel.parts:
+        raise WorkspaceError(f"{what} {path} escapes the workspace {root}; use a path inside it")
+    current = root
+    for part in rel.parts:
+        current = current / part
+        if current.is_symlink():
+            raise WorkspaceError(
+                f"{what} {rel.as_posix()}: {current.relative_to(root).as_posix()} is a symbolic link (to "
+                f"{os.readlink(current)}); synthreg does not follow links inside the workspace: put the "
+                "folder or file itself there"
+            )
+        if not current.exists():
+            break
+    return root / rel
+
+
 def relative(ws: Path, path: Path) -> str:
     return path.resolve().relative_to(ws.resolve()).as_posix()
 

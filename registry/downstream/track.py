@@ -207,7 +207,7 @@ def _dataset_of(manifest: Path) -> str:
 def resolve(ws: Path, ref: str | Path) -> tuple[str, str, Path]:
     """``NAME@X.Y.Z``, ``NAME`` (latest release), ``NAME@working`` or a manifest path ->
     (name, version, manifest path). A release's manifest must still match its record."""
-    from registry.store.releases import RELEASES, load_release, parse_ref
+    from registry.store.releases import load_release, parse_ref, release_folder
 
     if isinstance(ref, Path) or str(ref).endswith(".parquet"):
         path = Path(ref)
@@ -224,7 +224,7 @@ def resolve(ws: Path, ref: str | Path) -> tuple[str, str, Path]:
             raise ManifestError(f"no filtered manifest for {name} at {path}; run `synthreg filter` first")
         return name, version, path
     record = load_release(ws, str(ref))
-    path = ws / RELEASES / record.name / record.version / record.manifest_path
+    path = release_folder(ws, record.name, record.version, record.manifest_path)
     if not path.is_file():
         raise ReleaseError(f"{path} is missing; run `dvc checkout` (or `dvc pull`) to restore it")
     if sha256_file(path) != record.manifest_sha256:

@@ -113,7 +113,7 @@ def _working_name(ws: Path) -> str:
 
 def _resolve(ws: Path, ref: str) -> _Dataset:
     """``NAME@X.Y.Z``, ``NAME`` (latest release), ``NAME@working`` or ``working`` -> what to train on."""
-    from registry.store.releases import RELEASES, load_release, parse_ref
+    from registry.store.releases import load_release, parse_ref, release_folder
 
     name, version = (_working_name(ws), tracking.WORKING) if ref == tracking.WORKING else parse_ref(ref)
     if not DATASET_NAME.fullmatch(name):
@@ -138,7 +138,7 @@ def _resolve(ws: Path, ref: str) -> _Dataset:
             policy = sha256_file(report) if made_for == digest else None  # a stale report names nothing
         return _Dataset(name, version, manifest, digest, policy, vcs.head(ws), None)
     record = load_release(ws, ref)
-    manifest = ws / RELEASES / record.name / record.version / record.manifest_path
+    manifest = release_folder(ws, record.name, record.version, record.manifest_path)
     if not manifest.is_file():
         raise ReleaseError(f"{manifest} is missing; run `dvc checkout` (or `dvc pull`) to restore it")
     if sha256_file(manifest) != record.manifest_sha256:  # the run would name content it did not read

@@ -152,6 +152,13 @@ def _summary(release: Release, report: PolicyReport) -> list[str]:
     ]
     if unverified:  # issue 19: a digest the recipe declares is not proof; say which were not checked
         lines += ["", f"Source digests declared, not verified against files: {', '.join(unverified)}."]
+    if release.filter is not None:  # issue 21: what filtered the images, in the signed record
+        f = release.filter
+        keys = ("identity_threshold", "min_contrast", "duplicate_distance", "memorised_distance")
+        settings = ", ".join(f"{k} {f.params[k]}" for k in keys if k in f.params)
+        models = (f.domain or {}).get("domain", "none")
+        lines += ["", f"Filter settings: {settings}; scoring domain: {models}."]
+        lines += [f"Filter check not run: {why}." for why in f.not_checked]
     if release.recipe_changes:
         lines += [
             "",

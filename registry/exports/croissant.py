@@ -100,6 +100,19 @@ def _distribution(release: Release) -> list[dict[str, Any]]:
             "sha256": release.manifest_sha256,
         }
     ]
+    if release.flat_manifest_sha256:  # issue 23: the file `datasets` loads was signed but not listed
+        files.append(
+            {
+                "@type": "cr:FileObject",
+                "@id": "manifest-flat.parquet",
+                "name": "manifest-flat.parquet",
+                "description": "The manifest's rows with each map column as JSON text (for Hugging Face "
+                "`datasets`, which has no map type).",
+                "contentUrl": "data/manifest-flat.parquet",
+                "encodingFormat": "application/x-parquet",
+                "sha256": release.flat_manifest_sha256,
+            }
+        )
     for s in release.shards:
         files.append(
             {

@@ -21,7 +21,7 @@ from registry.exports.report_html import dataset_page, escape, model_page
 from registry.lineage.trace import trace_model
 from registry.records.release import Release
 from registry.releases.report import licence_facts, read_report, report_data, timeline
-from registry.store.releases import RELEASES, load_release, versions
+from registry.store.releases import load_release, release_folder, versions
 from registry.trust.withdrawals import is_withdrawn
 
 
@@ -57,7 +57,7 @@ def models_using(ws: Path, refs: set[str]) -> tuple[list[dict], str]:
 def dataset_html(ws: Path, ref: str) -> str:
     """The report of a released version as it stands now: withdrawal, later versions, models."""
     record = load_release(ws, ref)
-    folder = ws / RELEASES / record.name / record.version
+    folder = release_folder(ws, record.name, record.version)
     try:
         report = read_report(folder)
     except ValueError as e:

@@ -8,7 +8,7 @@ their sha256 and whose predicate is this record), the dataset card, Croissant an
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
@@ -74,11 +74,28 @@ class Derivation(Strict):
     reason: str
 
 
+class FilterSettings(Strict):
+    """What filtered the released images: the dataset's filter settings, the models that scored them
+    (by folder and sha256), and the checks that did not run, as the filter's ``filter.json`` said."""
+
+    params: dict[str, Any] = Field(description="thresholds and executor settings")
+    domain: dict[str, Any] | None = Field(
+        default=None, description="the scoring domain: built-in (tiny-digits) or the recipe's models"
+    )
+    not_checked: list[str] = Field(default_factory=list, description="checks that did not run, with why")
+
+
 class Release(Strict):
     name: str
     version: SemVer
     manifest_sha256: Sha256 = Field(description="content digest of the released manifest")
     manifest_path: str = Field(default="data/manifest.parquet", pattern=r"^data/manifest\.parquet$")
+    # Left out of a dump when unset (records made before issue 23 read as they were).
+    flat_manifest_sha256: Sha256 | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="content digest of data/manifest-flat.parquet (the same rows, map columns as JSON)",
+    )
     shards: list[ShardRef]
     counts: Counts
     generators: list[GeneratorUse]
@@ -105,6 +122,11 @@ class Release(Strict):
         "as at release; a derived version's lacks the sources it excluded",
     )
     # Left out of a dump when empty, so a release whose recipe did not change reads as before.
+    filter: FilterSettings | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="the filter settings, scoring models and checks not run behind the manifest (issue 21)",
+    )
     recipe_changes: list[str] = Field(
         default_factory=list,
         exclude_if=lambda v: not v,

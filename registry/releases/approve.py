@@ -40,7 +40,7 @@ def approve(
     Refused, with nothing written, for an unknown or already final version, a key the trust root does
     not allow in ``role``, a key that signed already, and (unless solo) a releaser approving their own.
     """
-    from registry.store.releases import RELEASES, parse_ref
+    from registry.store.releases import parse_ref, release_folder
     from registry.trust.root import load_trust
     from registry.trust.signing import PAYLOAD_TYPE, add_signature, load_signer, payload_of
 
@@ -50,7 +50,7 @@ def approve(
     if role not in ROLES:
         raise ReleaseError(f"role {role!r} is not one of {', '.join(ROLES)}")
     ref = f"{name}@{version}"
-    folder = ws / RELEASES / name / version
+    folder = release_folder(ws, name, version)
     if not (folder / ENVELOPE).is_file():
         raise ReleaseError(f"{ref} is not a candidate release (no {folder / ENVELOPE}); see `synthreg list`")
     trust = load_trust(ws, trust_file)

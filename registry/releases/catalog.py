@@ -7,7 +7,7 @@ from pathlib import Path
 from registry.core.errors import SynthregError
 from registry.records.lineage import Change, ReleaseDiff, SampleChanges, SetChanges
 from registry.records.release import Release
-from registry.store.releases import RELEASES, load_release, versions
+from registry.store.releases import RELEASES, load_release, release_folder, versions
 from registry.trust.admission import ReleaseStatus, admission
 from registry.trust.root import Trust, load_trust
 
@@ -120,7 +120,7 @@ def diff(ws: Path, a: str, b: str) -> ReleaseDiff:
 def _manifest(ws: Path, r: Release) -> Path:
     from registry.core.errors import ReleaseError
 
-    path = ws / RELEASES / r.name / r.version / "data" / "manifest.parquet"
+    path = release_folder(ws, r.name, r.version, "data", "manifest.parquet")
     if not path.is_file():
         raise ReleaseError(f"{path} is missing; run `dvc checkout` (or `dvc pull`) to restore it")
     return path

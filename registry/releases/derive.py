@@ -45,7 +45,7 @@ from registry.releases.publish import ShardReader, assemble, check_new_version, 
 from registry.releases.verify import verify
 from registry.store import manifest as mf
 from registry.store.journal import DERIVE_TMP_PREFIX
-from registry.store.releases import RELEASES, load_release
+from registry.store.releases import RELEASES, load_release, release_folder
 from registry.store.shards import members_from_bytes, tar_bytes
 from registry.trust.signing import load_signer
 
@@ -304,7 +304,7 @@ def derive(
     signer = load_signer(key, ws)  # before anything is written
     pushed_to = remote.require(ws, no_push)
 
-    parent_dir = ws / RELEASES / name / parent.version
+    parent_dir = release_folder(ws, name, parent.version)
     parent_manifest = parent_dir / parent.manifest_path
     checked = verify(ws, parent_ref)  # signature, record, manifest, every image: nothing unsigned is copied
     if not checked.ok:
@@ -340,7 +340,7 @@ def derive(
                 _parent_shards(parent_dir, parent),
                 derivation,
                 progress=progress,
-            ).model_copy(update={"remote": pushed_to, "no_push": no_push})
+            ).model_copy(update={"remote": pushed_to, "no_push": no_push, "filter": parent.filter})
             return record, report, report_text
 
         return publish(

@@ -26,7 +26,7 @@ from registry.core.names import check_manifest
 from registry.records.lineage import WithdrawalState
 from registry.records.release import Release
 from registry.store import manifest as mf
-from registry.store.releases import RELEASES, load_release, parse_ref
+from registry.store.releases import load_release, parse_ref, release_folder
 from registry.trust.admission import admission
 from registry.trust.approvals import require_untrusted_free
 from registry.trust.root import load_trust
@@ -81,7 +81,7 @@ class ReleaseReader:
         trust: Path | str | None = None,
     ) -> None:
         self.release, subjects, self.withdrawn = admit(ws, ref, allow_withdrawn, trust)
-        folder = ws / RELEASES / self.release.name / self.release.version / "data"
+        folder = release_folder(ws, self.release.name, self.release.version, "data")
         manifest = folder / "manifest.parquet"
         if not manifest.is_file():
             raise ReleaseError(f"{manifest} is missing; run `dvc checkout` (or `dvc pull`) to restore it")

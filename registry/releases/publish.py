@@ -44,18 +44,18 @@ from registry.core.digests import sha256_bytes, sha256_file
 from registry.core.errors import ReleaseError
 from registry.core.fsio import atomic_write_text
 from registry.core.names import check_manifest, shown
-from registry.core.workspace import inside
+from registry.core.workspace import no_links
 from registry.records.dataset import DATASET_NAME, Recipe, SourceRef
 from registry.records.journal import Entry
 from registry.records.policy import PolicyReport
 from registry.records.release import SEMVER, Counts, Derivation, GeneratorUse, Release, ShardRef
 from registry.store import audit, journal
 from registry.store import manifest as mf
-from registry.store.releases import EXPORTS, RELEASES, load_release, versions
+from registry.store.releases import EXPORTS, RELEASES, load_release, release_folder, versions
 from registry.store.shards import check_members
 from registry.store.webdataset import SIDECAR_FIELDS, with_sidecars
 from registry.trust.root import Trust
-from registry.trust.signing import public_key_file, sign, statement
+from registry.trust.signing import KEYS, public_key_file, sign, statement
 
 
 def check_new_version(ws: Path, name: str, version: str) -> None:
@@ -69,7 +69,8 @@ def check_new_version(ws: Path, name: str, version: str) -> None:
         raise ReleaseError(
             f"version {shown(version)} is not semantic (X.Y.Z, e.g. 1.0.0, each number below 10^9)"
         )
-    inside(ws, RELEASES / name, "releases folder")  # a symlink out of the workspace is refused
+    release_folder(ws, name, version)  # a symbolic link anywhere on the way is refused
+    no_links(ws, KEYS, "public keys folder")  # release writes keys/<keyid>.pub.json
     if not (ws / ".git").exists() or not (ws / ".dvc").is_dir():
         raise ReleaseError(f"workspace {ws} must be a git repository with DVC initialised (`dvc init`)")
     existing = versions(ws, name)
@@ -126,7 +127,7 @@ def publish(
         if journal.finished_here(ws, (op,), ref):
             return load_release(ws, ref)
         check_new_version(ws, name, version)
-        final = ws / RELEASES / name / version
+        final = release_folder(ws, name, version)
         staging = ws / RELEASES / name / f".{version}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         tag = f"{name}@v{version}"
@@ -323,7 +324,7 @@ def adopt(ws: Path, name: str, version: str) -> str:
     if problems or checked.bad_samples:
         first = [*problems, *(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items()))][0]
         raise ReleaseError(f"{ref} does not verify ({first}); it is not finished: restore or remove it")
-    final = ws / RELEASES / name / version
+    final = release_folder(ws, name, version)
     record = load_release(ws, ref)
     if (record.name, record.version) != (name, version):  # a signed folder copied under another name
         raise ReleaseError(f"{final} holds the record of {record.name}@{record.version}; remove it")
@@ -392,6 +393,7 @@ def assemble(
     con = mf.connect(released)
     check_manifest(con, f"manifest {manifest}")  # no unsafe name is signed
     mf.write_flat(released, out / "data" / mf.FLAT)  # what Hugging Face `datasets` can load (issue 12)
+    flat_sha256 = sha256_file(out / "data" / mf.FLAT)
 
     shards = _copy_shards(con, out, read_shard, list(recipe.identities), progress)
     counts = _counts(con)
@@ -412,6 +414,7 @@ def assemble(
         name=name,
         version=version,
         manifest_sha256=manifest_sha256,
+        flat_manifest_sha256=flat_sha256,
         shards=shards,
         counts=counts,
         generators=generators,

@@ -21,7 +21,7 @@ from registry.core.names import check_line
 from registry.core.workspace import inside
 from registry.records.dataset import Recipe
 from registry.records.policy import PolicyReport
-from registry.records.release import Release
+from registry.records.release import FilterSettings, Release
 from registry.releases.publish import ShardReader, assemble, check_new_version, publish, resumed
 from registry.trust.signing import load_signer
 
@@ -148,7 +148,14 @@ def release(
             actor,
             _workspace_shard(ws),
             progress=progress,
-        ).model_copy(update={"remote": pushed_to, "no_push": no_push, "recipe_changes": declared})
+        ).model_copy(
+            update={
+                "remote": pushed_to,
+                "no_push": no_push,
+                "recipe_changes": declared,
+                "filter": _filter_settings(data / "filtered" / "filter.json"),
+            }
+        )
         return record, report, report_text
 
     return publish(ws, name, version, signer, build, f"Release {name}@{version}", trust=trusted)
@@ -200,6 +207,22 @@ def same_settings(report: PolicyReport, fresh: PolicyReport, where: str) -> None
                 f"the policy report was made with another {what} (sha256 {str(made)[:12]}) than {where} "
                 f"names now ({str(named)[:12]}); run `synthreg validate` again, then release"
             )
+
+
+def _filter_settings(path: Path) -> FilterSettings | None:
+    """The filter's settings, scoring models and unrun checks from its ``filter.json`` (None when there
+    is none, e.g. a manifest filtered before filter.json existed)."""
+    from pydantic import ValidationError
+
+    if not path.is_file():
+        return None
+    try:
+        found = json.loads(path.read_text())
+        return FilterSettings(
+            params=found["params"], domain=found.get("domain"), not_checked=found.get("not_checked", [])
+        )
+    except (ValueError, KeyError, TypeError, ValidationError):
+        raise ReleaseError(f"{path} is not the filter's summary; run `synthreg filter` again") from None
 
 
 def _workspace_shard(ws: Path) -> ShardReader:

@@ -35,7 +35,7 @@ from registry.records.lineage import WithdrawalState
 from registry.records.release import Release, ShardRef
 from registry.store import manifest as mf
 from registry.store.marking import Marking, marking_problems
-from registry.store.releases import EXPORTS, RELEASES, load_release, parse_ref
+from registry.store.releases import EXPORTS, load_release, parse_ref, release_folder
 from registry.store.shards import check_members, scan
 from registry.store.webdataset import SIDECAR_FIELDS, sidecar_members
 from registry.trust.admission import EDITED, admission
@@ -259,7 +259,7 @@ def verify(
     c2pa = _C2pa(asked, anchors)
     result.c2pa_asked = c2pa.asked and images  # pull (images=False) opens no image
     result.c2pa_trust_checked = result.c2pa_asked and anchors is not None
-    folder = ws / RELEASES / name / version
+    folder = release_folder(ws, name, version, "data").parent
     try:
         a = admission(ws, name, version, trusted)  # registry.trust.admission: the one check
     except (SigningError, OSError, ValueError) as e:

@@ -53,6 +53,9 @@ def waive(
             f"rule {rule_id!r} is in none of the policy packs ({', '.join(sorted(rules)[:8])}...); "
             "check the rule id in the report"
         )
+    from registry.core.workspace import no_links
+
+    no_links(ws, WAIVERS, "waivers folder")  # linked elsewhere: refused before signing (issue 24)
     signer = load_signer(key, ws)
     trusted = load_trust(ws, trust)
     entry = trusted.signing_key(signer.public_key.keyid, "approver")
@@ -68,9 +71,10 @@ def waive(
     )
     payload = json.dumps(w.model_dump(mode="json"), sort_keys=True).encode()
     stamp = w.signed_at.strftime("%Y%m%dT%H%M%S%f")
-    path = ws / WAIVERS / f"{rule_id}--{scope.replace('*', 'all')}--{entry.keyid[:12]}-{stamp}.dsse.json"
+    name = f"{rule_id}--{scope.replace('*', 'all')}--{entry.keyid[:12]}-{stamp}.dsse.json"
+    path = no_links(ws, WAIVERS / name, "waiver file")  # waivers/ linked elsewhere is refused (issue 24)
     atomic_write_text(path, json.dumps(sign(payload, signer, WAIVER_TYPE), indent=2) + "\n")
-    rel = path.relative_to(ws).as_posix()
+    rel = (WAIVERS / name).as_posix()
     try:
         audit.append(
             ws,

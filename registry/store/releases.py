@@ -27,9 +27,13 @@ RELEASES = Path("releases")
 PLAIN_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 
 
-def release_folder(ws: Path, name: str, version: str) -> Path:
-    """``releases/NAME/VERSION`` in ``ws``."""
-    return ws / RELEASES / name / version
+def release_folder(ws: Path, name: str, version: str, *more: str) -> Path:
+    """``releases/NAME/VERSION`` (and ``more`` below it) in ``ws``; refused when any part of it is a
+    symbolic link or leaves the workspace (``registry.core.workspace.no_links``): every reader and writer
+    of a release folder comes through here."""
+    from registry.core.workspace import no_links
+
+    return no_links(ws, RELEASES.joinpath(name, version, *more), "release folder")
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -57,7 +61,9 @@ def versions(ws: Path, name: str) -> list[str]:
     """Released versions of ``name``, oldest first; one an unfinished operation is making is not one."""
     import semver
 
-    folder = ws / RELEASES / name
+    from registry.core.workspace import no_links
+
+    folder = no_links(ws, RELEASES / name, "releases folder")
     unfinished = journal.unfinished_versions(ws, name)
     found = (
         [
@@ -105,7 +111,7 @@ def load_release(ws: Path, ref: str, bound: bool = True) -> Release:
         if not found:
             raise ReleaseError(f"no releases of {name!r}; see `synthreg list`")
         version = found[-1]
-    path = ws / RELEASES / name / version / "release.json"
+    path = release_folder(ws, name, version, "release.json")
     if not path.is_file():
         raise ReleaseError(f"{name}@{version} is not released; see `synthreg list`")
     try:

@@ -251,9 +251,9 @@ def require_untrusted_free(state: ApprovalState) -> None:
 
 def signers_of(ws: Path, name: str, version: str, trust: Trust) -> ApprovalState:
     """The approval state of a stored release (signatures checked against ``trust``)."""
-    from registry.store.releases import RELEASES
+    from registry.store.releases import release_folder
 
-    envelope, signoffs = read_signed(ws / RELEASES / name / version)
+    envelope, signoffs = read_signed(release_folder(ws, name, version))
     return approval_state(trust, f"{name}@{version}", envelope, signoffs)
 
 

@@ -69,9 +69,11 @@ def load_trust(ws: Path | None, path: Path | str | None = None) -> Trust:
             "SYNTHREG_TRUST"
         )
     if not file.is_file():
-        raise TrustError(
-            f"no trust root at {file}; create one with `synthreg keygen --name NAME --role releaser "
-            "--role approver` (solo) or pass --trust FILE / set SYNTHREG_TRUST"
+        raise TrustError(  # issue 20: a verifier told to make a solo key then trusted nobody
+            f"no trust root at {file}. To verify a team's releases, get its trust root (trust.yaml) from "
+            "whoever keeps it, over a channel you trust (never from the repository), and pass --trust FILE "
+            "or set SYNTHREG_TRUST. To sign releases yourself, alone, create one with `synthreg keygen "
+            "--name NAME` (a solo root trusts only your own key)"
         )
     root = load_yaml_model(file, TrustRoot, "trust root", TrustError)
     thresholds: dict[str, int] = dict(root.thresholds.model_dump())

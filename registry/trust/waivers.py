@@ -14,6 +14,7 @@ expired waiver, an unknown rule) is listed in the report as ignored, with why.
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from pathlib import Path
 
@@ -30,10 +31,11 @@ def load_signed(
     ws: Path, known_rules: set[str], today: date, trust=None
 ) -> tuple[list[Waiver], list[IgnoredWaiver]]:
     """The signed waivers that count, and every other one with why it is ignored."""
+    from registry.core.workspace import no_links
     from registry.trust.root import load_trust
     from registry.trust.signing import payload_of, signature_verifies
 
-    folder = ws / WAIVERS
+    folder = no_links(ws, WAIVERS, "waivers folder")  # a folder linked elsewhere is refused (issue 24)
     files = sorted(folder.glob("*.dsse.json")) if folder.is_dir() else []
     if not files:
         return [], []
@@ -46,7 +48,12 @@ def load_signed(
     applied: list[Waiver] = []
     ignored: list[IgnoredWaiver] = []
     for path in files:
-        rel = path.relative_to(ws).as_posix()
+        rel = path.relative_to(ws.resolve()).as_posix()
+        if path.is_symlink():  # a signed waiver from elsewhere, linked in: only the file itself counts
+            ignored.append(
+                IgnoredWaiver(source=rel, why=f"a symbolic link (to {os.readlink(path)}), not a file")
+            )
+            continue
         try:
             envelope = json.loads(path.read_text())
             w = SignedWaiver.model_validate_json(payload_of(envelope, WAIVER_TYPE))

@@ -699,3 +699,14 @@ def test_a_reference_with_an_empty_version_is_refused(released: Built) -> None:
     """Issue 24: `show digits@` exited 0, showing the latest version for a reference that names none."""
     out = runner.invoke(app, ["show", "digits@", "-w", str(released.ws)])
     assert out.exit_code == 1 and "is not a release reference" in out.stderr
+
+
+def test_a_verifier_without_a_root_is_told_to_get_the_teams_not_to_make_a_key(tmp_path: Path):
+    """Issue 20: a machine that only verifies, told to create a solo key, then trusted nobody."""
+    from registry.trust.root import load_trust
+
+    with pytest.raises(TrustError) as e:
+        load_trust(None, tmp_path / "absent.yaml")
+    said = str(e.value)
+    assert "To verify a team's releases, get its trust root (trust.yaml) from whoever keeps it" in said
+    assert "never from the repository" in said and "a solo root trusts only your own key" in said

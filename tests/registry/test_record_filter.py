@@ -1,0 +1,30 @@
+"""What a release record says about how its data was filtered (issue 21: the filter settings, the scoring
+models and the checks that did not run are signed with the release) and which files it holds (issue 23:
+the flat manifest is listed in Croissant with its digest)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.registry.conftest import Built, folder, sha256
+
+
+def test_the_signed_record_carries_the_filter_settings_and_the_card_says_them(released: Built):
+    record = released.record
+    assert record is not None and record.filter is not None
+    made = json.loads((released.ws / "data/digits/filtered/filter.json").read_text())
+    assert record.filter.params == made["params"] and record.filter.domain == made["domain"]
+    assert record.filter.domain is not None and record.filter.domain["domain"] == "tiny-digits"
+    signed = json.loads((folder(released.ws, "1.0.0") / "release.json").read_text())
+    assert signed["filter"]["params"]["identity_threshold"] == made["params"]["identity_threshold"]
+    card = (folder(released.ws, "1.0.0") / "README.md").read_text()
+    assert f"Filter settings: identity_threshold {made['params']['identity_threshold']}" in card
+
+
+def test_croissant_lists_the_flat_manifest_with_its_digest(released: Built):
+    out = folder(released.ws, "1.0.0")
+    flat = sha256(out / "data/manifest-flat.parquet")
+    assert released.record is not None and released.record.flat_manifest_sha256 == flat
+    doc = json.loads((out / "croissant.json").read_text())
+    [entry] = [d for d in doc["distribution"] if d.get("contentUrl") == "data/manifest-flat.parquet"]
+    assert entry["sha256"] == flat and entry["encodingFormat"] == "application/x-parquet"
