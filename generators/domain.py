@@ -23,14 +23,14 @@ prompt-image score are not built yet.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from registry.core.digests import folder_digest
-from registry.core.errors import ConfigError
+from registry.core.errors import ConfigError, ManifestError
+from registry.core.images import decode
 from registry.core.workspace import inside
 from registry.records.dataset import ClassifierRef, DomainSpec, Recipe
 
@@ -127,7 +127,6 @@ class _Embedder:
 
 
 def _reference_images(ws: Path, path: str) -> tuple[list[str], list[Any]]:
-    from PIL import Image
 
     folder = _folder(ws, path, "reference set")
     found = folder.rglob("*")
@@ -139,10 +138,9 @@ def _reference_images(ws: Path, path: str) -> tuple[list[str], list[Any]]:
     images = []
     for f in files:
         try:
-            with Image.open(f) as im:
-                images.append(im.convert("RGB"))
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise ConfigError(f"reference image {f.relative_to(ws)} is not a readable image ({e})") from None
+            images.append(decode(f.read_bytes(), f"reference image {f.relative_to(ws)}", "RGB", png=False))
+        except ManifestError as e:
+            raise ConfigError(str(e)) from None
     return [f.relative_to(folder).as_posix() for f in files], images
 
 
@@ -231,7 +229,7 @@ class ModelDomain:
         return out
 
 
-def rgb(png: bytes) -> Any:
-    from PIL import Image
+def rgb(png: bytes, sample_id: str = "an image") -> Any:
+    from registry.core.images import decode
 
-    return Image.open(io.BytesIO(png)).convert("RGB")
+    return decode(png, f"sample {sample_id}", mode="RGB")

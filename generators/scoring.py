@@ -6,7 +6,6 @@ byte-identical; it never imports either runner."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -97,15 +96,10 @@ DOMAINS = {"tiny-digits": DigitsDomain}
 
 
 def _pixels(sample_id: str, png: bytes) -> np.ndarray:
-    from PIL import Image
 
-    try:
-        return np.asarray(Image.open(io.BytesIO(png)).convert("L"))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:  # its digest matched: an edited record
-        raise ManifestError(
-            f"sample {shown(sample_id)}: its image is not a readable image ({type(e).__name__}); "
-            "regenerate it"
-        ) from None
+    from registry.core.images import decode
+
+    return np.asarray(decode(png, f"sample {shown(sample_id)}", mode="L"))  # bounded, strict, named
 
 
 @cache
@@ -172,7 +166,7 @@ def measure(ws: Path, rows: list[tuple[str, str, str, str]], identities: list[st
         if domain is not None and domain.needs_rgb:
             from generators.domain import rgb
 
-            colour[sample_id] = rgb(png)
+            colour[sample_id] = rgb(png, sample_id)
     shape = pixels[rows[0][0]].shape
     odd = next((r[0] for r in rows if pixels[r[0]].shape != shape), None)
     if odd is not None:

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from registry.core.errors import ManifestError
 from registry.records.config import TrainParams
 
 
@@ -88,10 +86,9 @@ def decode_png(png: bytes, sample_id: str, size: int) -> np.ndarray:
     """A grey ``size`` x ``size`` array: every dataset, whatever its image size, trains the same model."""
     from PIL import Image
 
-    try:
-        img = Image.open(io.BytesIO(png)).convert("L")
-    except Exception as e:  # PIL raises several types for bytes that are not an image
-        raise ManifestError(f"sample {sample_id} is not a readable image ({e}); run `synthreg verify`") from e
+    from registry.core.images import decode
+
+    img = decode(png, f"sample {sample_id}", mode="L")  # bounded and strict: a named problem, not a crash
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)

@@ -246,15 +246,15 @@ def _representation(con: Any, record: Release) -> str:
 
 
 def _thumbnail(data: bytes) -> bytes:
-    from PIL import Image
+    from registry.core.images import decode
 
-    with Image.open(io.BytesIO(data)) as im:
-        if max(im.size) <= THUMB_MAX:
-            return data
-        im.thumbnail((THUMB_MAX, THUMB_MAX))
-        buf = io.BytesIO()
-        im.save(buf, format="PNG")
-        return buf.getvalue()
+    im = decode(data, "a sample image")  # bounded and strict (issue 24)
+    if max(im.size) <= THUMB_MAX:
+        return data
+    im.thumbnail((THUMB_MAX, THUMB_MAX))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _contact_sheets(con: Any, record: Release, read_members: MemberReader) -> str:

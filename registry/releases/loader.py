@@ -14,7 +14,6 @@ shard is hashed against its signed sha256 when it is first opened.
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,11 +148,9 @@ class ReleaseReader:
         return row
 
     def image(self, i: int):
-        from PIL import Image
+        from registry.core.images import decode
 
-        img = Image.open(io.BytesIO(self.image_bytes(i)))
-        img.load()
-        return img
+        return decode(self.image_bytes(i), f"image {i} of {self.release.name}@{self.release.version}")
 
     def __iter__(self) -> Iterator[tuple[dict[str, Any], Any]]:
         for i in range(len(self)):

@@ -437,3 +437,53 @@ def test_scores_follow_the_sample_when_shards_interleave(ws, clean):
 
     after = decisions(run_filter(ws))
     assert after == clean
+
+
+def _bomb_header() -> bytes:
+    """A PNG whose header says 30000 x 30000 (900M pixels): refused from the header, never decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    "kind, said",
+    [
+        ("bomb", "the image is 30000x30000 pixels, over synthreg's limit"),
+        ("truncated", "the image is not readable"),
+        ("jpeg", "the image is not a PNG (no PNG signature)"),
+    ],
+)
+def test_a_hostile_image_with_a_matching_digest_is_named_not_a_traceback(ws, clean, kind: str, said: str):
+    """Issue 24, family 4: an insider puts a hostile image in a shard and its digest in the manifest."""
+    from PIL import Image
+
+    [victim] = sample_ids(clean, "7")[:1]
+    good = image_of(ws, victim)
+    if kind == "bomb":
+        png = _bomb_header()
+    elif kind == "truncated":
+        png = good[: len(good) // 2]
+    else:
+        buf = io.BytesIO()
+        Image.new("L", (16, 16), 128).save(buf, format="JPEG")
+        png = buf.getvalue()
+    shard, member = location(ws, victim)
+    members = read_members(shard)
+    members[member] = png
+    write_tar(shard, list(members.items()))
+    set_cells(ws / CANDIDATES / "manifest.parquet", victim, image_sha256=sha256_bytes(png))
+    with pytest.raises(ManifestError) as e:
+        run_filter(ws)
+    assert str(e.value).startswith(f"sample '{victim}': {said}"), str(e.value)
+    assert not (ws / FILTERED / "manifest.parquet").exists()
