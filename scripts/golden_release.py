@@ -17,12 +17,13 @@ generic pack's first; their pack id ``synthreg-digits``), the leakage rule says 
 issue 19's code differed in nothing else; ``golden-release-0.2`` was made then. ``0.3`` (the baseline
 since) differs from 0.2 only in what issues 21 and 23 added to the record: the filter settings
 (``filter``: thresholds, scoring domain, checks not run) and the flat manifest's digest
-(``flat_manifest_sha256``), with their lines in the card and Croissant. The maker drives only the command
-line (no library import), so the same script runs on the code before and after a change. The comparison is
-file by file, byte for byte, except what differs by nature between two runs: signatures, key ids, times,
-git commits and what is derived from them (the envelope, sign-offs and the digests of files that embed a
-time). JSON files are compared with those fields masked; the HTML report and PROV with times masked; every
-other file (the manifest, every shard, the card) exactly."""
+(``flat_manifest_sha256``), with their lines in the card and Croissant, and the HTML report's filter and
+marking sections. The maker drives only the command line (no library import), so the same script runs on
+the code before and after a change. The comparison is file by file, byte for byte, except what differs by
+nature between two runs: signatures, key ids, times, git commits and what is derived from them (the
+envelope, sign-offs and the digests of files that embed a time). JSON files are compared with those fields
+masked; the HTML report and PROV with times masked; every other file (the manifest, every shard, the card)
+exactly."""
 
 from __future__ import annotations
 

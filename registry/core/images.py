@@ -35,12 +35,13 @@ def decode(
     if png and not data.startswith(PNG_SIGNATURE):
         raise ManifestError(f"{what}: the image is not a PNG (no PNG signature); regenerate it")
     if png and data[12:16] == b"IHDR":  # the size, from the header PIL has not read yet
-        _check_size(*struct.unpack(">II", data[16:24]), what, max_pixels)
+        width, height = struct.unpack(">II", data[16:24])
+        _check_size(width, height, what, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=["PNG"] if png else None) as im:
-                _check_size(*im.size, what, max_pixels)
+                _check_size(im.size[0], im.size[1], what, max_pixels)
                 im.load()  # the whole file: a truncated one fails here
                 return im.convert(mode) if mode else im.copy()
     except ManifestError:

@@ -23,13 +23,16 @@ later versions).
 from __future__ import annotations
 
 import base64
-import html
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from registry.exports.html_parts import e as _e
+from registry.exports.html_parts import section as _section
+from registry.exports.html_parts import table as _table
+from registry.exports.report_sections import filter_settings, marking
 from registry.records.lineage import ModelVersionInfo, RunInfo, RunTrace, WithdrawalState
 from registry.records.policy import PolicyReport
 from registry.records.release import Release
@@ -56,29 +59,12 @@ figure img{width:6rem;height:6rem;image-rendering:pixelated;object-fit:contain;b
 """
 
 
-def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value))
-
-
 def _png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _img(data: bytes, alt: str, cls: str = "chart") -> str:
     return f'<img class="{cls}" alt="{_e(alt)}" src="{_png_uri(data)}">'
-
-
-def _table(head: list[str], rows: Iterable[Iterable[str]]) -> str:
-    """Cells of ``rows`` are HTML already (escape values with ``_e`` before)."""
-    out = ["<table><tr>", *(f"<th>{_e(h)}</th>" for h in head), "</tr>"]
-    for row in rows:
-        out += ["<tr>", *(f"<td>{cell}</td>" for cell in row), "</tr>"]
-    out.append("</table>")
-    return "".join(out)
-
-
-def _section(sid: str, title: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{_e(title)}</h2>{body}</section>'
 
 
 def _page(title: str, sections: list[str]) -> str:
@@ -475,8 +461,8 @@ class ReportData:
 
 
 def dataset_page(d: ReportData) -> str:
-    """A dataset version's report: banner, policy, checks not run, representation, samples, licences,
-    waivers, timeline, lineage."""
+    """A dataset version's report: banner, policy, checks not run, filter settings, marking,
+    representation, samples, licences, waivers, timeline, lineage."""
     record = d.record
     versions = sorted(
         [*d.others, (record, d.withdrawal is not None)],
@@ -486,6 +472,8 @@ def dataset_page(d: ReportData) -> str:
         _banner(record, d.withdrawal),
         _policy(d.report, record),
         _not_run(d.report, record),
+        filter_settings(record),
+        marking(record),
         _representation(d.con, record),
         _contact_sheets(d.con, record, d.read_members),
         _licences([record], d.licence_facts),

@@ -28,3 +28,15 @@ def test_croissant_lists_the_flat_manifest_with_its_digest(released: Built):
     doc = json.loads((out / "croissant.json").read_text())
     [entry] = [d for d in doc["distribution"] if d.get("contentUrl") == "data/manifest-flat.parquet"]
     assert entry["sha256"] == flat and entry["encodingFormat"] == "application/x-parquet"
+
+
+def test_the_html_report_shows_the_filter_settings_and_how_to_check_a_marking(released: Built):
+    page = (folder(released.ws, "1.0.0") / "report.html").read_text()
+    filter_section = page[page.index('<section id="filter">') :]
+    filter_section = filter_section[: filter_section.index("</section>")]
+    assert "<code>identity_threshold</code></td><td>0.7" in filter_section
+    assert "Scoring domain: <b>tiny-digits</b>" in filter_section
+    marking = page[page.index('<section id="marking">') :]
+    marking = marking[: marking.index("</section>")]
+    assert "trainedAlgorithmicMedia" in marking and "exiftool -XMP-iptcExt:DigitalSourceType" in marking
+    assert "No C2PA content credentials: the recipe did not ask for them." in marking

@@ -25,6 +25,8 @@ DATASET_SECTIONS = [
     "status",
     "policy",
     "not-run",
+    "filter",
+    "marking",
     "representation",
     "samples",
     "licences",
