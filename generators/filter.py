@@ -2,6 +2,7 @@
 
 Checks, in the order a reason is chosen (the first failing check names the reason):
 
+``bad_marking``        the image's XMP marking is missing or names another sample (a forged copy)
 ``low_contrast``       pixel standard deviation / 255 below ``min_contrast``: blank or washed-out
 ``identity_mismatch``  an identity classifier trained on the real train split predicts another identity
 ``low_confidence``     ... or predicts the intended one below ``identity_threshold`` (Diff-Person's re-ID
@@ -265,7 +266,10 @@ def _decide(
     similar = params.memorised_similarity if params.memorised_similarity is not None else 0.95
     for i, phash in enumerate(table["phash"].to_pylist()):
         c, d = conf[i], nn[i]
-        if contrast[i] < params.min_contrast:
+        bad_mark = scores.marking[i] if scores.marking else None
+        if bad_mark is not None:  # issue 24: a forged or missing marking, whatever else the image is
+            reason = f"bad_marking: {bad_mark}"
+        elif contrast[i] < params.min_contrast:
             reason = f"low_contrast: pixel std {contrast[i]:.3f} < {params.min_contrast}"
         elif pred[i] is not None and pred[i] != identities[i]:
             reason = f"identity_mismatch: classifier says {pred[i]}, not {identities[i]}"

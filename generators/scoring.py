@@ -6,7 +6,7 @@ byte-identical; it never imports either runner."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,19 @@ def load_domain(ws: Path, key: DomainKey) -> Any:
     return _LOADED[(str(ws), key)]
 
 
+def _marking_problem(sample_id: str, png: bytes) -> str | None:
+    """Why the image's marking does not say it is this sample's AI-generated image (None when it does):
+    a marking copied from another sample is a forged one."""
+    from registry.store.marking import read_marking
+
+    found = read_marking(png)
+    if found is None:
+        return "the image carries no synthetic-media marking (no XMP DigitalSourceType)"
+    if found.sample_id != sample_id:
+        return f"its XMP marking names sample {shown(found.sample_id)}, not this one"
+    return None
+
+
 @dataclass
 class Scores:
     """What the checks measured on one chunk's images, in row order (None where a check did not run)."""
@@ -146,6 +159,8 @@ class Scores:
     nn: list[float | None]
     observed: list[dict[str, str] | None]
     nn_metric: str = "rms"  # nn: RMS pixel distance (built-in domain), or cosine distance of embeddings
+    # Per row, what is wrong with the image's XMP marking (None: it names this sample); issue 24.
+    marking: list[str | None] = field(default_factory=list)
 
 
 def chunk_rows(table: pa.Table) -> tuple[list[tuple[str, str, str, str]], list[str]]:
@@ -161,8 +176,10 @@ def measure(ws: Path, rows: list[tuple[str, str, str, str]], identities: list[st
     # Images come back shard by shard; key them by sample id so a row always gets its own pixels.
     pixels: dict[str, np.ndarray] = {}
     colour: dict[str, Any] = {}
+    marks: dict[str, str | None] = {}
     for sample_id, png in iter_images(ws, rows):
         pixels[sample_id] = _pixels(sample_id, png)
+        marks[sample_id] = _marking_problem(sample_id, png)
         if domain is not None and domain.needs_rgb:
             from generators.domain import rgb
 
@@ -178,6 +195,7 @@ def measure(ws: Path, rows: list[tuple[str, str, str, str]], identities: list[st
     flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
     n = len(images)
     scores = Scores([float(c) for c in flat.std(axis=1)], [None] * n, [None] * n, [None] * n, [None] * n)
+    scores.marking = [marks[r[0]] for r in rows]
     if domain is not None:
         rgb_images = [colour.pop(r[0]) for r in rows] if domain.needs_rgb else None
         pred, conf, nn, observed = domain.score(images, rgb_images, identities)

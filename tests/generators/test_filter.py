@@ -17,6 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -100,8 +101,19 @@ def image_of(ws: Path, sample_id: str) -> bytes:
 
 
 def plant(ws: Path, sample_id: str, image: np.ndarray | bytes) -> None:
-    """Replace one sample's image in its shard and its sha256 + phash in the candidates manifest."""
-    png = image if isinstance(image, bytes) else encode_png(image)
+    """Replace one sample's image (pixels, or another image's pixels) in its shard, marked as this sample's
+    (as generate marks it: a copied marking is a forgery the filter rejects), and its sha256 + phash in the
+    candidates manifest."""
+    from PIL import Image
+
+    from registry.store.marking import Marking
+
+    [(generator, weights)] = duckdb.sql(
+        f"SELECT generator_name, weights_digest FROM '{ws / CANDIDATES / 'manifest.parquet'}' "
+        f"WHERE sample_id = '{sample_id}'"
+    ).fetchall()
+    pixels = np.asarray(Image.open(io.BytesIO(image)).convert("L")) if isinstance(image, bytes) else image
+    png = encode_png(pixels, Marking(sample_id, generator, weights))
     shard, member = location(ws, sample_id)
     members = read_members(shard)  # insertion order = tar order
     assert member in members
@@ -277,7 +289,7 @@ def test_a_copy_of_an_earlier_accepted_image_is_a_near_duplicate(ws, clean):
     accepted = sample_ids(clean, "7", "accepted")
     assert len(accepted) >= 2, "the fixture run needs two accepted 7s"
     first, later = accepted[0], accepted[-1]
-    plant(ws, later, image_of(ws, first))  # same bytes: same sha256, same phash
+    plant(ws, later, image_of(ws, first))  # same pixels (its own marking): same phash
     after = decisions(run_filter(ws))
 
     assert after[later][2] == "rejected"
@@ -487,3 +499,21 @@ def test_a_hostile_image_with_a_matching_digest_is_named_not_a_traceback(ws, cle
         run_filter(ws)
     assert str(e.value).startswith(f"sample '{victim}': {said}"), str(e.value)
     assert not (ws / FILTERED / "manifest.parquet").exists()
+
+
+def test_an_image_whose_marking_names_another_sample_is_rejected(ws, clean):
+    """Issue 24, family 3: a PNG copied whole from another sample carries that sample's marking."""
+    accepted = sample_ids(clean, "7", "accepted")
+    first, later = accepted[0], accepted[-1]
+    png = image_of(ws, first)  # its bytes, marking and all
+    shard, member = location(ws, later)
+    members = read_members(shard)
+    members[member] = png
+    write_tar(shard, list(members.items()))
+    set_cells(ws / CANDIDATES / "manifest.parquet", later, image_sha256=sha256_bytes(png))
+    after = decisions(run_filter(ws))
+    assert after[later][2:4] == (
+        "rejected",
+        f"bad_marking: its XMP marking names sample '{first}', not this one",
+    )
+    assert_only_changed(clean, after, {later})
