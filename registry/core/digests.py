@@ -48,21 +48,24 @@ def weights_digest(folder: Path) -> str:
             f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) under {folder}; "
             "point the recipe's generator.path at a saved model folder"
         )
-    lines = []
-    for f in files:
-        try:
-            lines.append(f"{sha256_file(f)}  {f.relative_to(folder).as_posix()}\n")
-        except OSError as e:
-            raise GeneratorError(f"cannot read weight file {f}: {e.strerror}; check its permissions") from e
+    try:
+        return listing_digest(folder, files)
+    except OSError as e:
+        raise GeneratorError(
+            f"cannot read weight file {e.filename}: {e.strerror}; check its permissions"
+        ) from e
+
+
+def listing_digest(folder: Path, files: list[Path]) -> str:
+    """sha256 over the ``sha256sum``-style listing of ``files`` (sorted, paths relative to ``folder``)."""
+    lines = [f"{sha256_file(f)}  {f.relative_to(folder).as_posix()}\n" for f in files]
     return sha256_bytes("".join(lines).encode())
 
 
 def folder_digest(folder: Path) -> str:
     """sha256 over a ``sha256sum``-style listing of every file under ``folder`` (relative paths, sorted;
     symlinks are not followed out of it)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
-    listing = "".join(f"{sha256_file(f)}  {f.relative_to(folder).as_posix()}\n" for f in files)
-    return sha256_bytes(listing.encode())
+    return listing_digest(folder, sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()))
 
 
 def perceptual_hash(png: bytes) -> str:

@@ -11,7 +11,7 @@ from registry.core import yamlio
 from registry.core.errors import ConfigError, RecipeError, SynthregError
 from registry.core.names import shown
 from registry.core.workspace import inside
-from registry.records.dataset import DATASET_NAME, FilterParams, GenerateParams, Recipe, Strict
+from registry.records.dataset import FilterParams, GenerateParams, Recipe, Strict, dataset_name_problem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -163,11 +163,9 @@ class Params(Strict):
                     f"datasets.{name}.train.registered_model {entry.train.registered_model} is another "
                     "dataset's model name; choose one of its own"
                 )
-            if not DATASET_NAME.fullmatch(name):
-                raise ValueError(
-                    f"dataset name {name!r} must be 1-64 lowercase letters, digits, '-' or '_' "
-                    "(it becomes a folder and a git tag)"
-                )
+            problem = dataset_name_problem(name)
+            if problem:
+                raise ValueError(problem)
             trained = entry.train.dataset.split("@", 1)[0]
             if trained != name:
                 raise ValueError(

@@ -20,6 +20,17 @@ DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 Identity = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
+def dataset_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a dataset (it becomes a folder and a git tag prefix: a path separator
+    would escape data/), or None. One wording for the recipe, params.yaml and ``synthreg init``."""
+    if DATASET_NAME.fullmatch(name):
+        return None
+    return (
+        f"dataset name {shown(name)} must be 1-64 lowercase letters, digits, '-' or '_', starting with a "
+        "letter or digit (it becomes a folder and a git tag)"
+    )
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -269,12 +280,9 @@ class Recipe(Strict):
     @field_validator("dataset")
     @classmethod
     def _dataset_name(cls, v: str) -> str:
-        # The name becomes a folder and a git tag prefix: a path separator would escape data/.
-        if not DATASET_NAME.fullmatch(v):
-            raise ValueError(
-                f"dataset name {v!r} must be 1-64 lowercase letters, digits, '-' or '_', starting with "
-                "a letter or digit (it becomes a folder and a git tag); rename it"
-            )
+        problem = dataset_name_problem(v)
+        if problem:
+            raise ValueError(f"{problem}; rename it")
         return v
 
     @field_validator("identities")

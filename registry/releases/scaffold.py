@@ -32,7 +32,14 @@ from registry.core.fsio import atomic_write_text
 from registry.core.names import check_line, shown
 from registry.core.workspace import inside
 from registry.records.config import ONE_DATASET_SECTIONS, Params, format_validation_error
-from registry.records.dataset import DATASET_NAME, FilterParams, IntendedUse, Recipe, Strict, UseCategory
+from registry.records.dataset import (
+    FilterParams,
+    IntendedUse,
+    Recipe,
+    Strict,
+    UseCategory,
+    dataset_name_problem,
+)
 from registry.records.policy import PolicyPack
 
 GENERIC_PACK = "policies/packs/default.yaml"
@@ -214,11 +221,9 @@ def entry_for(name: str, recipe_rel: str, recipe: dict[str, Any], pack: str | No
 
 
 def _check_name(name: str) -> None:
-    if not DATASET_NAME.fullmatch(name):
-        raise ConfigError(
-            f"dataset name {shown(name)} must be 1-64 lowercase letters, digits, '-' or '_', starting with "
-            "a letter or digit (it becomes a folder and a git tag); choose another"
-        )
+    problem = dataset_name_problem(name)
+    if problem:
+        raise ConfigError(f"{problem}; choose another")
     if name == "working" or yaml.safe_load(name) != name:  # `yes`, `null`, `012`, `1e3`, a date
         raise ConfigError(
             f"dataset name {name!r} reads as a keyword, a YAML boolean, null, number or date, not as a name "

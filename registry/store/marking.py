@@ -27,12 +27,12 @@ from typing import NamedTuple
 from xml.sax.saxutils import quoteattr
 
 from registry.core.errors import GeneratorError
+from registry.core.images import PNG_SIGNATURE
 from registry.records.lineage import ImageMatch, MarkingCheck
 
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 XMP_KEYWORD = "XML:com.adobe.xmp"
 NS_SYNTHREG = "https://synthreg.dev/xmp/1.0/"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_PACKET = 64 * 1024  # a marking is ~0.7 KB; anything far larger is not ours and is not parsed
 
 
@@ -95,7 +95,7 @@ def walk_chunks(png: bytes | memoryview) -> Iterator[tuple[int, bytes, int]]:
     """(offset, type, data length) of each whole chunk of ``png``, reading headers only; nothing for a
     file that is not a PNG, and it stops at a chunk the file cuts short."""
     data = memoryview(png)
-    if bytes(data[:8]) != _PNG_SIGNATURE:
+    if bytes(data[:8]) != PNG_SIGNATURE:
         return
     pos = 8
     while pos + 8 <= len(data):
@@ -205,7 +205,7 @@ def marking_problems(png: bytes | memoryview, expected: Marking) -> list[str]:
     # Generation puts it right after IHDR (offset 33), so that is looked at first.
     chunk = _chunk(expected)
     data = memoryview(png)
-    if data[:16] == _PNG_SIGNATURE + b"\0\0\0\rIHDR" and data[33 : 33 + len(chunk)] == chunk:
+    if data[:16] == PNG_SIGNATURE + b"\0\0\0\rIHDR" and data[33 : 33 + len(chunk)] == chunk:
         return []
     span = _first_xmp_span(png)
     if span is not None and data[span[0] : span[1]] == chunk:

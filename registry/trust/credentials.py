@@ -31,13 +31,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from registry.core.errors import CredentialsError
+from registry.core.images import PNG_SIGNATURE
 from registry.store.marking import DIGITAL_SOURCE_TYPE, Marking, walk_chunks
 
 ASSERTION = "dev.synthreg.sample"
 ENV_KEY, ENV_CHAIN, ENV_TRUST = "SYNTHREG_C2PA_KEY", "SYNTHREG_C2PA_CHAIN", "SYNTHREG_C2PA_TRUST"
 C2PA_CHUNK = b"caBX"  # where C2PA puts its JUMBF manifest store in a PNG (C2PA 2.1, A.3.3)
 _C2PA_TYPE = re.compile(re.escape(C2PA_CHUNK))
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Settings for c2pa-rs: no thumbnail (it would be larger than our images), nothing fetched.
 _SIGN_SETTINGS = {"builder": {"thumbnail": {"enabled": False}}, "verify": {"ocsp_fetch": False}}
 NO_KEY_HINT = (
@@ -278,7 +278,7 @@ def strip_c2pa(png: bytes | memoryview) -> bytes:
         if kind != C2PA_CHUNK:
             out += data[pos : pos + 12 + length]
         last = pos + 12 + length
-    return bytes(out + data[last:]) if data[:8] == _PNG_SIGNATURE else data
+    return bytes(out + data[last:]) if data[:8] == PNG_SIGNATURE else data
 
 
 def load_anchors(path: Path | str | None = None, ws: Path | None = None) -> str | None:
