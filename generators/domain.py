@@ -227,9 +227,3 @@ class ModelDomain:
         if self.embedder is None:
             out.append("memorised-copy check: the recipe's domain names no embedding model and reference set")
         return out
-
-
-def rgb(png: bytes, sample_id: str = "an image") -> Any:
-    from registry.core.images import decode
-
-    return decode(png, f"sample {sample_id}", mode="RGB")

@@ -95,11 +95,13 @@ class DigitsDomain:
 DOMAINS = {"tiny-digits": DigitsDomain}
 
 
-def _pixels(sample_id: str, png: bytes) -> np.ndarray:
-
+def _decoded(sample_id: str, png: bytes, rgb: bool) -> tuple[np.ndarray, Any]:
+    """The image's grey pixels, and (``rgb``) its RGB image for a domain's models: decoded once, through
+    the bounded, strict decoder (a bad image is a named problem)."""
     from registry.core.images import decode
 
-    return np.asarray(decode(png, f"sample {shown(sample_id)}", mode="L"))  # bounded, strict, named
+    image = decode(png, f"sample {shown(sample_id)}")
+    return np.asarray(image.convert("L")), image.convert("RGB") if rgb else None
 
 
 @cache
@@ -178,12 +180,10 @@ def measure(ws: Path, rows: list[tuple[str, str, str, str]], identities: list[st
     colour: dict[str, Any] = {}
     marks: dict[str, str | None] = {}
     for sample_id, png in iter_images(ws, rows):
-        pixels[sample_id] = _pixels(sample_id, png)
+        pixels[sample_id], colour[sample_id] = _decoded(
+            sample_id, png, domain is not None and domain.needs_rgb
+        )
         marks[sample_id] = _marking_problem(sample_id, png)
-        if domain is not None and domain.needs_rgb:
-            from generators.domain import rgb
-
-            colour[sample_id] = rgb(png, sample_id)
     shape = pixels[rows[0][0]].shape
     odd = next((r[0] for r in rows if pixels[r[0]].shape != shape), None)
     if odd is not None:
