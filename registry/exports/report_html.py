@@ -99,6 +99,9 @@ def worst_status(record: Release) -> tuple[str, str]:
         )
     if not_run:
         return "notrun", f"passed the rules that ran; {len(not_run)} check(s) NOT RUN: {', '.join(not_run)}"
+    not_applicable = [r for r, st in record.policy_results.items() if st == "not applicable"]
+    if not_applicable:  # issue 19: e.g. leakage with no evaluation split; said, never folded into "every"
+        return "passed", f"passed every rule that applies; not applicable: {', '.join(not_applicable)}"
     return "passed", "passed every policy rule"
 
 

@@ -192,6 +192,8 @@ BANNERS = [
     ({"bias.observed-balance": "pass", "privacy.memorised-copies": "not run"}, False, "notrun",
      "passed the rules that ran; 1 check(s) NOT RUN: privacy.memorised-copies"),
     ({"bias.observed-balance": "pass"}, False, "passed", "passed every policy rule"),
+    ({"bias.observed-balance": "pass", "leakage.eval-split": "not applicable"}, False, "passed",
+     "passed every rule that applies; not applicable: leakage.eval-split"),
     ({}, True, "waived", " waiver(s) and 1 warning(s)"),
     ({"licence.known": "fail"}, True, "failed", "policy FAILED"),
 ]  # fmt: skip
