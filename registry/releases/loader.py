@@ -14,7 +14,6 @@ shard is hashed against its signed sha256 when it is first opened.
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from registry.records.lineage import WithdrawalState
 from registry.records.release import Release
 from registry.store import manifest as mf
 from registry.store.releases import load_release, parse_ref, release_folder
+from registry.store.shards import ShardFormatError, index
 from registry.trust.admission import admission
 from registry.trust.approvals import require_untrusted_free
 from registry.trust.root import load_trust
@@ -116,13 +116,19 @@ class ReleaseReader:
                     f"shard {shard} of {self.release.name}@{self.release.version} is missing; "
                     "run `dvc checkout`"
                 )
-            if self._signed.get(shard) != sha256_file(path):  # once per shard, before any image of it
+            data = path.read_bytes()
+            if self._signed.get(shard) != sha256_bytes(data):  # once per shard, before any image of it
                 raise ManifestError(
                     f"shard {shard} of {self.release.name}@{self.release.version} does not match its "
                     f"signed sha256; run `synthreg verify {self.release.name}@{self.release.version}`"
                 )
-            with tarfile.open(path, "r:") as tar:
-                self._offsets[shard] = {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
+            try:
+                self._offsets[shard] = index(data)
+            except ShardFormatError as e:  # signed, yet not a shard synthreg writes: verify names it too
+                raise ManifestError(
+                    f"shard {shard} of {self.release.name}@{self.release.version} is not a plain tar of "
+                    f"images ({e}); run `synthreg verify {self.release.name}@{self.release.version}`"
+                ) from e
         return self._offsets[shard]
 
     def image_bytes(self, i: int) -> bytes:

@@ -44,61 +44,106 @@ def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
         tmp.write_bytes(tar_bytes(members))
 
 
-def _plain_ustar(data: bytes) -> dict[str, memoryview] | None:
-    """Regular members of an uncompressed tar, parsed by hand; None if it holds anything else.
+class ShardFormatError(tarfile.ReadError):
+    """A shard that is not the one tar format synthreg writes (see ``index``)."""
 
-    ``tarfile`` spends most of a shard's verification parsing one header per small image (measured:
-    verify at 0.13x ``sha256sum`` with it, see benchmarks/README.md). Shards synthreg writes are plain
-    ustar regular files, so their headers are read here directly. Header checksums are not checked:
-    callers verify the whole shard's sha256 against its signed or recorded digest, which covers them.
-    Anything unusual (PAX/GNU long names, links, base-256 sizes) returns None and ``tarfile`` is used.
-    """
-    view = memoryview(data)
-    out: dict[str, memoryview] = {}
+
+_USTAR = b"ustar\x0000"  # POSIX ustar magic and version, as tarfile's PAX_FORMAT writes them
+_NUMBERS = [(100, 108, "mode"), (108, 116, "uid"), (116, 124, "gid"), (136, 148, "mtime")]
+_NUMBERS += [(329, 337, "devmajor"), (337, 345, "devminor")]
+_PAX_PATH = re.compile(rb"(\d+) path=")
+
+
+def _octal(field: bytes, what: str, at: int) -> int:
+    digits = field.rstrip(b"\0 ")
+    if not digits or not digits.isdigit() or b"8" in digits or b"9" in digits:
+        raise ShardFormatError(f"header at byte {at}: {what} is not an octal number")
+    return int(digits, 8)
+
+
+def _field_text(field: bytes, what: str, at: int) -> bytes:
+    text, _, rest = field.partition(b"\0")
+    if rest.strip(b"\0"):  # bytes after the terminator: readers disagree on such names
+        raise ShardFormatError(f"header at byte {at}: {what} holds bytes after its end")
+    return text
+
+
+def _header(data: bytes, at: int) -> tuple[bytes, bytes, int]:
+    """(type, name field, size) of the ustar header at ``at``, checked strictly."""
+    h = data[at : at + _BLOCK]
+    if h[257:265] != _USTAR:
+        raise ShardFormatError(f"header at byte {at} is not POSIX ustar (magic {bytes(h[257:265])!r})")
+    stored = _octal(h[148:156], "checksum", at)
+    if stored != sum(h[:148]) + 256 + sum(h[156:]):
+        raise ShardFormatError(f"header at byte {at} has a wrong checksum")
+    if h[345:500].strip(b"\0") or h[157:257].strip(b"\0"):
+        # The prefix field joins the name in some readers and not others; a link name has no place
+        # in a shard of images. Either would let a verifier and an extractor see different names.
+        raise ShardFormatError(f"header at byte {at} sets a prefix or link name")
+    for lo, hi, what in _NUMBERS:  # tarfile reads each (base-256 when the high bit is set)
+        if h[lo:hi].strip(b"\0"):
+            _octal(h[lo:hi], what, at)
+    return h[156:157], _field_text(h[:100], "the name", at), _octal(h[124:136], "the size", at)
+
+
+def index(data: bytes) -> dict[str, tuple[int, int]]:
+    """member name -> (offset of its bytes, size), for a shard in the one format synthreg writes:
+    POSIX ustar headers (checksums checked) of regular files ('0'), each optionally preceded by a PAX
+    header ('x') holding only its ``path``; no prefix field, link name, other type or repeated name;
+    then the end-of-archive zero blocks and nothing but zeros. Anything else raises ShardFormatError
+    (a ``tarfile.TarError``) naming it: ``tarfile`` and GNU tar read such headers differently (issue
+    24: an altered magic with a set prefix made a verifier read one name and ``extractall`` write
+    another), so the names here are the names every reader sees."""
+    out: dict[str, tuple[int, int]] = {}
     pos, n = 0, len(data)
+    if n % _BLOCK:
+        raise ShardFormatError(f"size {n} is not a whole number of 512-byte tar blocks")
+    path: bytes | None = None
     while pos + _BLOCK <= n:
-        header = data[pos : pos + _BLOCK]
-        if header == _END:
+        if data[pos : pos + _BLOCK] == _END:
+            if path is not None or data[pos:].strip(b"\0"):
+                raise ShardFormatError(f"bytes after the end of the archive at byte {pos}")
             return out
-        if header[156:157] not in (b"0", b"\0") or header[124] & 0x80:
-            return None
-        name = header[:100].split(b"\0", 1)[0]
-        prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
-        try:
-            size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-            key = ((prefix + b"/" + name) if prefix else name).decode()
-        except (ValueError, UnicodeDecodeError):
-            return None
+        kind, name, size = _header(data, pos)
         start = pos + _BLOCK
         if start + size > n:
-            return None  # truncated: let tarfile say so
-        out[key] = view[start : start + size]
+            raise ShardFormatError(f"member at byte {pos} is truncated")
+        if kind == b"x" and path is None:
+            path = _pax_path(data[start : start + size], pos)
+        elif kind == b"0":
+            key = (path if path is not None else name).decode("utf-8", "surrogateescape")
+            if key in out:
+                raise ShardFormatError(f"member {shown(key)} appears twice")
+            out[key] = (start, size)
+            path = None
+        else:
+            raise ShardFormatError(f"header at byte {pos} is of type {kind!r}, not a regular file")
         pos = start + (size + _BLOCK - 1) // _BLOCK * _BLOCK
-    return out if pos >= n else None
+    raise ShardFormatError("the archive has no end-of-archive block (truncated)")
+
+
+def _pax_path(records: bytes, at: int) -> bytes:
+    """The ``path`` of a PAX header that holds exactly one record, ``path``."""
+    m = _PAX_PATH.match(records)
+    if m is None or int(m.group(1)) != len(records) or not records.endswith(b"\n"):
+        raise ShardFormatError(f"PAX header at byte {at} holds more than one path record")
+    return records[m.end() : -1]
 
 
 def members_from_bytes(data: bytes) -> dict[str, bytes | memoryview]:
-    """Every regular member of the tar held in ``data`` by name (raises tarfile.TarError if unreadable)."""
+    """Every member of the shard held in ``data`` by name (raises ShardFormatError if it is not one)."""
     return scan(data)[0]
 
 
 def scan(data: bytes) -> tuple[dict[str, bytes | memoryview], list[str]]:
-    """(every regular member by name, the names of members that extracting the tar could not place
-    safely: a link, device or folder, or a name that is not ``<sample id>.<extension>``, such as
-    ``../../evil.png`` or an absolute path). Raises tarfile.TarError if unreadable."""
-    fast = _plain_ustar(data)
-    if fast is not None:
-        return dict(fast), [n for n in fast if not _safe_member(n)]
-    found: dict[str, bytes | memoryview] = {}
-    unsafe: list[str] = []
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for m in tar:
-            if not m.isfile() or not _safe_member(m.name):
-                unsafe.append(m.name)
-            if m.isfile():
-                f = tar.extractfile(m)
-                found[m.name] = f.read() if f else b""
-    return found, unsafe
+    """(every member by name, the names that extracting the tar could not place safely: a name that is
+    not ``<sample id>.<extension>``, such as ``../../evil.png`` or an absolute path). Raises
+    ShardFormatError when ``data`` is not a shard in synthreg's one tar format (``index``)."""
+    view = memoryview(data)
+    found: dict[str, bytes | memoryview] = {
+        name: view[at : at + size] for name, (at, size) in index(data).items()
+    }
+    return found, [name for name in found if not _safe_member(name)]
 
 
 def _safe_member(name: str) -> bool:

@@ -1,12 +1,20 @@
+"""Shards are read in one strict tar format (issue 24, family 4): the names synthreg checks are the
+names every reader (Python's ``tarfile``, GNU tar) would extract, or the shard is refused."""
+
 import io
+import shutil
+import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from registry.store.shards import _plain_ustar, members_from_bytes
+from registry.store.shards import ShardFormatError, index, members_from_bytes, scan, tar_bytes
 
 
-def make_tar(members: dict[str, bytes], fmt: int = tarfile.USTAR_FORMAT) -> bytes:
+def make_tar(members: dict[str, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
         for name, data in members.items():
@@ -16,21 +24,116 @@ def make_tar(members: dict[str, bytes], fmt: int = tarfile.USTAR_FORMAT) -> byte
     return buf.getvalue()
 
 
-def test_hand_parser_agrees_with_tarfile_on_plain_shards():
+def by_tarfile(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+
+
+def reheader(data: bytes, at: int, **fields: bytes) -> bytes:
+    """``data`` with the header at ``at`` given new field bytes and a correct checksum again."""
+    where = {"name": (0, 100), "type": (156, 157), "size": (124, 136)}
+    where |= {"magic": (257, 265), "prefix": (345, 500)}
+    h = bytearray(data[at : at + 512])
+    for field, value in fields.items():
+        lo, hi = where[field]
+        h[lo:hi] = value.ljust(hi - lo, b"\0")
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return data[:at] + bytes(h) + data[at + 512 :]
+
+
+def test_what_synthreg_writes_is_read_as_tarfile_reads_it():
     members = {f"digits-{i}.png": bytes([i]) * (i * 97 + 1) for i in range(20)} | {"empty.png": b""}
-    data = make_tar(members)
-    assert _plain_ustar(data) is not None  # the fast path was taken
-    assert {k: bytes(v) for k, v in members_from_bytes(data).items()} == members
+    members["x" * 150 + ".png"] = b"a long name: a PAX path record"
+    data = tar_bytes(list(members.items()))
+    assert {k: bytes(v) for k, v in members_from_bytes(data).items()} == members == by_tarfile(data)
 
 
-def test_unusual_tars_fall_back_to_tarfile():
-    long_name = "x" * 150 + ".png"  # needs a PAX header: not plain ustar
-    data = make_tar({long_name: b"abc", "b.png": b"def"}, fmt=tarfile.PAX_FORMAT)
-    assert _plain_ustar(data) is None
-    assert {k: bytes(v) for k, v in members_from_bytes(data).items()} == {long_name: b"abc", "b.png": b"def"}
+def test_an_altered_magic_with_a_prefix_is_refused_where_readers_disagree():
+    data = tar_bytes([("a.png", b"abc")])
+    forged = reheader(data, 0, magic=b"ustaX\x0000", prefix=b"../../outside")
+    assert list(by_tarfile(forged)) == ["../../outside/a.png"]  # what extractall would write
+    with pytest.raises(ShardFormatError, match="not POSIX ustar"):
+        index(forged)
+    with pytest.raises(ShardFormatError, match="prefix"):
+        index(reheader(data, 0, prefix=b"../../outside"))
 
 
-def test_truncated_tar_is_an_error_not_a_short_answer():
-    data = make_tar({"a.png": b"a" * 2000, "b.png": b"b" * 2000})
-    with pytest.raises(tarfile.TarError):
-        members_from_bytes(data[:1500])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d[:148] + b"0000000\0" + d[156:], "checksum"),
+        (lambda d: reheader(d, 0, type=b"2"), "not a regular file"),
+        (lambda d: reheader(d, 0, type=b"5"), "not a regular file"),
+        (lambda d: reheader(d, 0, type=b"\0"), "not a regular file"),
+        (lambda d: reheader(d, 0, magic=b"ustar  \0"), "not POSIX ustar"),  # GNU: no prefix field
+        (lambda d: reheader(d, 0, name=b"a.png\0junk"), "after its end"),
+        (lambda d: reheader(d, 0, size=b"0000000009\0"), "octal"),
+        (lambda d: d + b"trailing" + bytes(504), "after the end"),
+        (lambda d: d[:2560], "no end-of-archive"),
+        (lambda d: d[:700], "whole number"),
+    ],
+)
+def test_anything_but_the_one_format_is_named(edit, message):
+    data = tar_bytes([("a.png", b"a" * 600), ("b.png", b"b")])
+    with pytest.raises(ShardFormatError, match=message):
+        index(edit(data))
+
+
+def test_other_tar_layouts_are_refused():
+    with pytest.raises(ShardFormatError, match="prefix"):  # USTAR splits a long name into the prefix
+        index(make_tar({"d/" * 60 + "a.png": b"x"}, fmt=tarfile.USTAR_FORMAT))
+    with pytest.raises(ShardFormatError, match="not POSIX ustar"):
+        index(make_tar({"a.png": b"x"}, fmt=tarfile.GNU_FORMAT))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a.png")
+        info.size, info.mtime = 1, 1.5  # a float time: a PAX mtime record beside the path
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ShardFormatError):
+        index(buf.getvalue())
+
+
+def test_a_repeated_member_is_refused():
+    with pytest.raises(ShardFormatError, match="appears twice"):
+        index(tar_bytes([("a.png", b"1"), ("a.png", b"2")]))
+
+
+def test_unsafe_names_are_listed_not_hidden():
+    found, unsafe = scan(tar_bytes([("a.png", b"1"), ("../../evil.png", b"2")]))
+    assert unsafe == ["../../evil.png"] and bytes(found["a.png"]) == b"1"
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar is not installed")
+def test_gnu_tar_extracts_exactly_the_names_index_reads(tmp_path: Path):
+    members = [("a.png", b"a"), ("y" * 180 + ".png", b"long")]
+    (tmp_path / "s.tar").write_bytes(tar_bytes(members))
+    (tmp_path / "out").mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "s.tar"), "-C", str(tmp_path / "out")], check=True)
+    extracted = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert extracted == {k: bytes(v) for k, v in members_from_bytes(tar_bytes(members)).items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    position=st.integers(0, 2047),
+    value=st.integers(0, 255),
+    long_name=st.booleans(),
+)
+def test_any_header_edit_is_refused_or_read_as_tarfile_reads_it(position: int, value: int, long_name: bool):
+    """Fuzz: one byte of the headers changed (and the checksum made right again): either the shard is
+    refused, or the names and bytes are exactly what tarfile would extract."""
+    first = ("z" * 120 if long_name else "a") + ".png"
+    data = bytearray(tar_bytes([(first, b"a" * 10), ("b.png", b"b" * 3)]))
+    data[position] = value
+    headers = [0, 1024, 2048] if long_name else [0, 1024]
+    for at in headers:
+        if data[at + 257 : at + 262] == b"ustar":
+            h = data[at : at + 512]
+            h[148:156] = b" " * 8
+            data[at + 148 : at + 156] = b"%06o\0 " % sum(h)
+    try:
+        ours = {k: bytes(v) for k, v in members_from_bytes(bytes(data)).items()}
+    except ShardFormatError:
+        return
+    assert ours == by_tarfile(bytes(data))
