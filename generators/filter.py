@@ -271,7 +271,7 @@ class _Duplicates:
     check, compare with every earlier accepted image of the identity, which grows as images x
     accepted-per-identity (the embeddings take 4 bytes a dimension an accepted image)."""
 
-    def __init__(self, distance: int, similarity: float) -> None:
+    def __init__(self, distance: int, similarity: float = 0.97) -> None:
         self.distance, self.similarity = distance, similarity
         self.exact: dict[tuple[str, str], str] = {}
         self.kept: dict[str, tuple[list[str], list[np.ndarray]]] = {}
