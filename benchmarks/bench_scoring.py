@@ -12,8 +12,9 @@ Three cases, each with tiny random models built in a temporary folder (nothing d
   the CLIP score against each image's prompt) against the processor and ``get_image_features``.
 
 Runs alternate (bare, synthreg, ...) after an untimed warm-up; medians of ``--repeats`` are printed with
-the load average before and after (the machine is shared). torch runs on ``--threads`` threads. Nothing
-here asserts on a time.
+the load average before and after (the machine is shared), wall and CPU time, and a control row: the bare
+ViT loop against itself, the noise floor of the run. torch runs on ``--threads`` threads. Nothing here
+asserts on a time.
 """
 
 from __future__ import annotations
@@ -99,15 +100,21 @@ def images(n: int, size: int, seed: int) -> list:
     return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
 
 
-def median_pair(bare: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:
+def median_pair(
+    bare: Callable[[], object], ours: Callable[[], object], repeats: int
+) -> tuple[float, float, float, float]:
+    """(bare wall, ours wall, bare CPU, ours CPU) medians; CPU time (all threads) is less sensitive to
+    other processes on a shared machine than wall time, though not immune."""
     bare(), ours()  # warm-up at each batch shape
-    tb, to = [], []
+    times: dict[str, list[float]] = {"bw": [], "ow": [], "bc": [], "oc": []}
     for _ in range(repeats):
-        for fn, times in ((bare, tb), (ours, to)):
-            start = time.perf_counter()
+        for fn, w, c in ((bare, "bw", "bc"), (ours, "ow", "oc")):
+            wall, cpu = time.perf_counter(), time.process_time()
             fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(tb), statistics.median(to)
+            times[w].append(time.perf_counter() - wall)
+            times[c].append(time.process_time() - cpu)
+    bw, ow, bc, oc = (statistics.median(times[k]) for k in ("bw", "ow", "bc", "oc"))
+    return bw, ow, bc, oc
 
 
 def main() -> None:
@@ -161,6 +168,9 @@ def main() -> None:
             )
         )
 
+        # the noise floor: the bare loop against itself (on a shared machine it is not 1.00)
+        rows.append(("control: bare ViT vs itself", *median_pair(bare_vit, bare_vit, args.repeats)))
+
         # 2. TorchScript classifier, preprocess as declared (default mean/std, the images' own size)
         script = {"model": "models/cnn.pt", "classes": ["a", "b"], "preprocess": {"size": args.size}}
         net = torch.jit.load(str(ws / "models/cnn.pt"), map_location="cpu").eval()
@@ -198,9 +208,11 @@ def main() -> None:
         f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
         f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}"
     )
-    print(f"{'case':32} {'bare s':>8} {'ModelDomain s':>14} {'ratio':>6}  (target <= 1.2)")
-    for name, tb, to in rows:
-        print(f"{name:32} {tb:8.3f} {to:14.3f} {to / tb:6.2f}")
+    head = f"{'case':30} {'bare s':>7} {'domain s':>9} {'ratio':>6}"
+    print(f"{head} {'bare CPU s':>11} {'domain CPU s':>13} {'ratio':>6}")
+    for name, bw, ow, bc, oc in rows:
+        print(f"{name:30} {bw:7.3f} {ow:9.3f} {ow / bw:6.2f} {bc:11.3f} {oc:13.3f} {oc / bc:6.2f}")
+    print("target: domain / bare <= 1.2")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import numpy as np
 from registry.core.digests import folder_digest, sha256_file
 from registry.core.errors import ConfigError, ManifestError
 from registry.core.images import decode
+from registry.core.names import shown
 from registry.core.workspace import inside
 from registry.records.dataset import ClassifierRef, DomainSpec, Preprocess, Recipe
 
@@ -80,7 +81,8 @@ def _label_map(ref: ClassifierRef, labels: list[str], values: list[str], what: s
     missing = sorted(v for v in values if wanted.get(v) not in labels)
     if missing:
         raise ConfigError(
-            f"{what} {ref.model}: its labels ({', '.join(sorted(labels)[:10])}) do not cover "
+            f"{what} {ref.model}: its labels ({', '.join(shown(lab, 40) for lab in sorted(labels)[:10])}) "
+            "do not cover "
             f"{', '.join(missing)}; map them with `labels:` (recipe value: model label)"
         )
     back = {label: value for value, label in wanted.items()}
