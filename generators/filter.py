@@ -10,13 +10,20 @@ Checks, in the order a reason is chosen (the first failing check names the reaso
 ``memorised_copy``     RMS pixel distance to the nearest real train image below ``memorised_distance``
                        (a recipe's embedding model: cosine similarity to the nearest real reference
                        image at least ``memorised_similarity``, default 0.95)
+``low_clip_score``     the CLIP score (cosine similarity of the image's and its prompt's embeddings, from a
+                       recipe's CLIP model) below ``min_clip_score``; unset, the score is recorded in every
+                       row's reason and nothing is rejected for it (filter.json says so)
 ``near_duplicate``     perceptual-hash Hamming distance to an earlier accepted image of the same identity
                        at most ``duplicate_distance`` (-1 disables)
+``near_duplicate_embedding``  cosine similarity of image embeddings (a recipe's embedding model) to an
+                       earlier accepted image of the same identity at least ``duplicate_similarity``
+                       (default 0.97)
 
-The identity and memorised-copy checks need a domain: a classifier and real reference images. A recipe
-names its own local models in ``domain`` (``generators.domain.ModelDomain``); the embedded tiny-digits
-generator has a built-in one (``DigitsDomain``), with the same interface. Without one those checks are
-not run, their scores stay empty, and the summary says so instead of pretending they passed.
+The identity, memorised-copy, embedding and CLIP checks need a domain: classifiers, an embedding model and
+real reference images. A recipe names its own local models in ``domain`` (``generators.domain.ModelDomain``);
+the embedded tiny-digits generator has a built-in one (``DigitsDomain``), with the same interface. Without
+one those checks are not run, their scores stay empty, and the summary says so instead of pretending they
+passed. A threshold set for a check that cannot run is refused before any image is scored.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import pyarrow.parquet as pq
 
 from generators.scoring import DomainKey, Scores, chunk_rows, domain_key, load_domain, measure
 from registry.core.digests import sha256_file
-from registry.core.errors import ManifestError
+from registry.core.errors import ConfigError, ManifestError
 from registry.core.fsio import atomic_path, atomic_write_text
 from registry.core.locks import folder_lock
 from registry.core.names import check_manifest, shown
@@ -104,6 +111,7 @@ def filter_manifest(
                 )
     finally:
         con.close()
+    _check_thresholds(params, domain)
     with folder_lock(ws, out_dir, "filter"):  # a second run into out_dir refuses (registry.core.locks)
         return _filter(ws, in_path, out_dir, source, n, backends, (key, domain), params, progress)
 
@@ -121,7 +129,7 @@ def _filter(
 ) -> FilterResult:
     key, domain = keyed
     counts: Counter[str] = Counter()
-    dedup = _Duplicates(params.duplicate_distance)
+    dedup = _Duplicates(params.duplicate_distance, params.duplicate_cosine)
     done = 0
     out_path = out_dir / "manifest.parquet"
     created = not out_dir.exists()
@@ -149,15 +157,12 @@ def _filter(
 
     counts = Counter(dict(sorted(counts.items())))
     accepted = counts.get("ok", 0)
-    not_checked = (
-        domain.not_checked()
-        if domain is not None
-        else [f"identity and memorised-copy checks: no domain for backend(s) {backends}"]
-    )
+    clip = domain is not None and domain.clip_problem is None
+    not_checked = _not_checked(domain, backends, params)
     summary = {
         "candidates": relative(ws, in_path),
         "candidates_sha256": sha256_file(in_path),
-        "params": params.model_dump(),
+        "params": params.applied(domain is not None and domain.embeds, clip),
         "total": n,
         "accepted": accepted,
         "rejected": n - accepted,
@@ -181,6 +186,22 @@ def _filter(
         },
     )
     return FilterResult(out_path, n, accepted, dict(counts), tuple(not_checked))
+
+
+def _not_checked(domain: Any, backends: list[str], params: FilterParams) -> list[str]:
+    """The checks that did not run (or ran and could reject nothing), with why."""
+    if domain is None:
+        return [
+            "identity, memorised-copy, embedding near-duplicate and prompt-image (CLIP score) checks: "
+            f"no domain for backend(s) {backends}"
+        ]
+    out = domain.not_checked()
+    if domain.clip_problem is None and params.min_clip_score is None:
+        out.append(
+            "prompt-image agreement filter: each row's CLIP score is recorded in its reason, but "
+            "min_clip_score is not set, so no image was rejected for it"
+        )
+    return out
 
 
 CHUNK = 4096  # rows scored at a time
@@ -224,34 +245,119 @@ def _open_manifest(path: Path) -> pq.ParquetFile:
     return source
 
 
+def _check_thresholds(params: FilterParams, domain: Any) -> None:
+    """A threshold set for a check that cannot run is refused before any image is scored: it would
+    otherwise read as a filter that was applied."""
+    if params.min_clip_score is not None:
+        why = domain.clip_problem if domain is not None else "no domain scores this dataset"
+        if why is not None:
+            raise ConfigError(
+                f"min_clip_score is {params.min_clip_score}, but no CLIP score can be measured ({why}); "
+                "name a CLIP model folder saved with its tokenizer in the recipe's domain.embedding, or "
+                "unset min_clip_score"
+            )
+    if params.duplicate_similarity is not None and not (domain is not None and domain.embeds):
+        raise ConfigError(
+            f"duplicate_similarity is {params.duplicate_similarity}, but no embedding model scores this "
+            "dataset; name one in the recipe's domain.embedding, or unset duplicate_similarity"
+        )
+
+
 class _Duplicates:
-    """Accepted images' perceptual hashes per identity, in plan order: the first of a near-duplicate stays.
+    """Accepted images per identity, in plan order: the first of a near-duplicate stays. Two measures:
+    perceptual hashes (every dataset) and, with an embedding model, the cosine similarity of embeddings.
 
-    At distance 0 (the default) a dict finds an equal hash in O(1); a larger distance compares with every
-    earlier accepted image of the identity, which grows as images x accepted-per-identity."""
+    At distance 0 (the default) a dict finds an equal hash in O(1); a larger distance, and the embedding
+    check, compare with every earlier accepted image of the identity, which grows as images x
+    accepted-per-identity (the embeddings take 4 bytes a dimension an accepted image)."""
 
-    def __init__(self, distance: int) -> None:
-        self.distance = distance
+    def __init__(self, distance: int, similarity: float = 0.97) -> None:
+        self.distance, self.similarity = distance, similarity
         self.exact: dict[tuple[str, str], str] = {}
         self.kept: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+        self.vectors: dict[str, tuple[list[str], np.ndarray]] = {}
 
-    def check(self, identity: str, phash: str, sample_id: str) -> tuple[str, int] | None:
-        """(the earlier image, distance) if this one is a near-duplicate, or None (then it is remembered)."""
+    def check(
+        self, identity: str, phash: str, sample_id: str, embedding: np.ndarray | None = None
+    ) -> tuple[str, str] | None:
+        """(the reason, the earlier image) for a near-duplicate, or None (then it is remembered)."""
+        mine = np.frombuffer(bytes.fromhex(phash), dtype=np.uint8)
+        hit = self._by_hash(identity, phash, mine)
+        if hit:
+            return f"near_duplicate: of {hit[0]} (phash distance {hit[1]})", hit[0]
+        near = self._by_embedding(identity, embedding) if embedding is not None else None
+        if near:
+            return (
+                f"near_duplicate_embedding: of {near[0]} (cosine similarity {near[1]:.4f} >= "
+                f"{self.similarity})",
+                near[0],
+            )
+        self._remember(identity, phash, mine, sample_id, embedding)
+        return None
+
+    def _by_hash(self, identity: str, phash: str, mine: np.ndarray) -> tuple[str, int] | None:
         if self.distance < 0:
             return None
         if self.distance == 0:
-            first = self.exact.setdefault((identity, phash), sample_id)
-            return None if first == sample_id else (first, 0)
-        ids, bits = self.kept.setdefault(identity, ([], []))
-        mine = np.frombuffer(bytes.fromhex(phash), dtype=np.uint8)
+            first = self.exact.get((identity, phash))
+            return (first, 0) if first is not None else None
+        ids, bits = self.kept.get(identity, ([], []))
         if bits:
             dist = np.unpackbits(np.stack(bits) ^ mine, axis=1).sum(axis=1)
             k = int(dist.argmin())
             if dist[k] <= self.distance:
                 return ids[k], int(dist[k])
-        ids.append(sample_id)
-        bits.append(mine)
         return None
+
+    def _by_embedding(self, identity: str, embedding: np.ndarray) -> tuple[str, float] | None:
+        ids, matrix = self.vectors.get(identity, ([], np.empty((0, 0), np.float32)))
+        if not ids:
+            return None
+        sims = matrix[: len(ids)] @ embedding
+        k = int(sims.argmax())  # the first of equals: deterministic
+        return (ids[k], float(sims[k])) if sims[k] >= self.similarity else None
+
+    def _remember(
+        self, identity: str, phash: str, mine: np.ndarray, sample_id: str, embedding: np.ndarray | None
+    ) -> None:
+        if self.distance == 0:
+            self.exact[(identity, phash)] = sample_id
+        elif self.distance > 0:
+            ids, bits = self.kept.setdefault(identity, ([], []))
+            ids.append(sample_id)
+            bits.append(mine)
+        if embedding is not None:
+            ids, matrix = self.vectors.get(identity, ([], np.empty((0, len(embedding)), np.float32)))
+            if len(ids) == len(matrix):  # grow by doubling: amortised O(1) a row
+                grown = np.empty((max(64, 2 * len(ids)), len(embedding)), np.float32)
+                grown[: len(ids)] = matrix[: len(ids)]
+                matrix = grown
+            matrix[len(ids)] = embedding
+            ids.append(sample_id)
+            self.vectors[identity] = (ids, matrix)
+
+
+def _reason(i: int, identity: str, scores: Scores, params: FilterParams) -> str | None:
+    """Why row ``i`` is rejected by a check that needs no earlier image (None: it passed them all)."""
+    c, d = scores.conf[i], scores.nn[i]
+    bad_mark = scores.marking[i] if scores.marking else None
+    if bad_mark is not None:  # issue 24: a forged or missing marking, whatever else the image is
+        return f"bad_marking: {bad_mark}"
+    if scores.contrast[i] < params.min_contrast:
+        return f"low_contrast: pixel std {scores.contrast[i]:.3f} < {params.min_contrast}"
+    if scores.pred[i] is not None and scores.pred[i] != identity:
+        return f"identity_mismatch: classifier says {scores.pred[i]}, not {identity}"
+    if c is not None and c < params.identity_threshold:
+        return f"low_confidence: {c:.3f} < {params.identity_threshold}"
+    similar = params.memorised_cosine
+    if d is not None and scores.nn_metric == "cosine" and 1 - d >= similar:
+        return f"memorised_copy: cosine similarity {1 - d:.4f} to a real reference image >= {similar}"
+    if d is not None and scores.nn_metric == "rms" and d < params.memorised_distance:
+        return f"memorised_copy: RMS {d:.4f} to a real train image < {params.memorised_distance}"
+    floor = params.min_clip_score
+    if scores.clip is not None and floor is not None and scores.clip[i] < floor:
+        return f"low_clip_score: {scores.clip[i]:.4f} < {floor}"
+    return None
 
 
 def _decide(
@@ -259,45 +365,33 @@ def _decide(
 ) -> tuple[pa.Table, list[str]]:
     """Decision and reason for one chunk, in plan order (near-duplicates depend on earlier chunks)."""
     ids, identities = table["sample_id"].to_pylist(), table["identity"].to_pylist()
-    contrast, pred, conf, nn, observed = scores.contrast, scores.pred, scores.conf, scores.nn, scores.observed
     n = len(ids)
     reasons: list[str] = []
     duplicate_of: list[str | None] = [None] * n
-    similar = params.memorised_similarity if params.memorised_similarity is not None else 0.95
     for i, phash in enumerate(table["phash"].to_pylist()):
-        c, d = conf[i], nn[i]
-        bad_mark = scores.marking[i] if scores.marking else None
-        if bad_mark is not None:  # issue 24: a forged or missing marking, whatever else the image is
-            reason = f"bad_marking: {bad_mark}"
-        elif contrast[i] < params.min_contrast:
-            reason = f"low_contrast: pixel std {contrast[i]:.3f} < {params.min_contrast}"
-        elif pred[i] is not None and pred[i] != identities[i]:
-            reason = f"identity_mismatch: classifier says {pred[i]}, not {identities[i]}"
-        elif c is not None and c < params.identity_threshold:
-            reason = f"low_confidence: {c:.3f} < {params.identity_threshold}"
-        elif d is not None and scores.nn_metric == "cosine" and 1 - d >= similar:
-            reason = f"memorised_copy: cosine similarity {1 - d:.4f} to a real reference image >= {similar}"
-        elif d is not None and scores.nn_metric == "rms" and d < params.memorised_distance:
-            reason = f"memorised_copy: RMS {d:.4f} to a real train image < {params.memorised_distance}"
-        else:
+        reason = _reason(i, identities[i], scores, params)
+        if reason is None:
             # Near-duplicates among images that passed so far, per identity, in plan order.
-            dup = dedup.check(identities[i], phash, ids[i])
+            emb = scores.embedding[i] if scores.embedding is not None else None
+            dup = dedup.check(identities[i], phash, ids[i], emb)
             if dup:
-                duplicate_of[i] = dup[0]
-                reason = f"near_duplicate: of {dup[0]} (phash distance {dup[1]})"
-            else:
-                reason = ""
-        reasons.append(reason or "ok: passed every check")
+                reason, duplicate_of[i] = dup
+        reason = reason or "ok: passed every check"
+        if scores.clip is not None and not reason.startswith("low_clip_score"):
+            # The per-row CLIP score lives in the reason: the manifest has no column for it (issue 21).
+            unset = " (no min_clip_score: not a filter)" if params.min_clip_score is None else ""
+            reason += f"; clip score {scores.clip[i]:.4f}{unset}"
+        reasons.append(reason)
 
     decision = ["rejected" if not r.startswith("ok:") else "accepted" for r in reasons]
     updates = {
-        "identity_pred": pa.array(pred, pa.string()),
-        "identity_confidence": pa.array(conf, pa.float64()),
-        "contrast": pa.array(contrast, pa.float64()),
-        "nn_distance": pa.array(nn, pa.float64()),
+        "identity_pred": pa.array(scores.pred, pa.string()),
+        "identity_confidence": pa.array(scores.conf, pa.float64()),
+        "contrast": pa.array(scores.contrast, pa.float64()),
+        "nn_distance": pa.array(scores.nn, pa.float64()),
         "duplicate_of": pa.array(duplicate_of, pa.string()),
         "observed_attributes": pa.array(
-            [list(o.items()) if o is not None else None for o in observed],
+            [list(o.items()) if o is not None else None for o in scores.observed],
             mf.SCHEMA.field("observed_attributes").type,
         ),
         "decision": pa.array(decision, pa.string()),

@@ -177,10 +177,12 @@ class ScoreWorker:
         self.ws = ws
         self.domain = load_domain(ws, key) if key else None
 
-    def measure(self, rows: list[tuple[str, str, str, str]], identities: list[str]) -> Any:
+    def measure(
+        self, rows: list[tuple[str, str, str, str]], identities: list[str], prompts: list[str]
+    ) -> Any:
         from generators.scoring import measure
 
-        return measure(self.ws, rows, identities, self.domain)
+        return measure(self.ws, rows, identities, prompts, self.domain)
 
 
 class ScorePool:

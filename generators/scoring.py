@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from generators.domain import DomainScores, ModelDomain
 from registry.core.errors import ManifestError
 from registry.core.names import shown
 from registry.records.dataset import Recipe
@@ -27,6 +28,8 @@ class DigitsDomain:
 
     name = "tiny-digits"
     needs_rgb = False
+    embeds = False  # no embedding model: near-duplicates by perceptual hash only
+    clip_problem = "the tiny-digits domain has no model with a text tower"
     identities = frozenset(str(d) for d in range(10))  # what its classifier and stroke medians know
 
     def __init__(self) -> None:
@@ -66,10 +69,10 @@ class DigitsDomain:
         return [{"stroke": s} for s in self.data.stroke_of(images, digits, self.thresholds)]
 
     def score(
-        self, grey: np.ndarray, images: list | None, identities: list[str]
-    ) -> tuple[list[str | None], list[float | None], list[float | None], list]:
-        """(identity predictions, confidence in the intended identity, RMS distance to the nearest real
-        train image, observed stroke) for grey images."""
+        self, grey: np.ndarray, images: list | None, identities: list[str], prompts: list[str]
+    ) -> DomainScores:
+        """Identity predictions, confidence in the intended identity, RMS distance to the nearest real
+        train image and observed stroke, for grey images."""
         flat = grey.reshape(len(grey), -1).astype(np.float32) / 255.0
         classes, proba, top = self.identity(flat)
         conf: list[float | None] = [
@@ -77,10 +80,15 @@ class DigitsDomain:
             for i in range(len(grey))
         ]
         nn: list[float | None] = [float(d) for d in self.nearest_real(flat)]
-        return [classes[k] for k in top], conf, nn, list(self.observed(grey, identities))
+        pred: list[str | None] = [classes[k] for k in top]
+        return DomainScores(pred, conf, nn, list(self.observed(grey, identities)))
 
     def not_checked(self) -> list[str]:
-        return []
+        return [
+            "near-duplicate check by embedding: the tiny-digits domain has no embedding model "
+            "(the perceptual-hash check ran)",
+            f"prompt-image agreement (CLIP score): {self.clip_problem}",
+        ]
 
     def describe(self) -> dict:
         return {
@@ -130,8 +138,6 @@ def load_domain(ws: Path, key: DomainKey) -> Any:
     if recipe_json is None:
         return builtin_domain(backend)
     if (str(ws), key) not in _LOADED:
-        from generators.domain import ModelDomain
-
         recipe = Recipe.model_validate_json(recipe_json)
         assert recipe.domain is not None
         _LOADED[(str(ws), key)] = ModelDomain(ws, recipe, recipe.domain)
@@ -161,17 +167,22 @@ class Scores:
     nn: list[float | None]
     observed: list[dict[str, str] | None]
     nn_metric: str = "rms"  # nn: RMS pixel distance (built-in domain), or cosine distance of embeddings
+    embedding: np.ndarray | None = None  # unit-length image embeddings (near-duplicates), when measured
+    clip: list[float] | None = None  # CLIP score of each image against its prompt, when measured
     # Per row, what is wrong with the image's XMP marking (None: it names this sample); issue 24.
     marking: list[str | None] = field(default_factory=list)
 
 
-def chunk_rows(table: pa.Table) -> tuple[list[tuple[str, str, str, str]], list[str]]:
-    """(sample_id, shard, member, image_sha256) rows and identities of a chunk: what measuring needs."""
+def chunk_rows(table: pa.Table) -> tuple[list[tuple[str, str, str, str]], list[str], list[str]]:
+    """(sample_id, shard, member, image_sha256) rows, identities and prompts of a chunk: what measuring
+    needs."""
     cols = [table[c].to_pylist() for c in ("sample_id", "shard", "member", "image_sha256")]
-    return list(zip(*cols, strict=True)), table["identity"].to_pylist()
+    return list(zip(*cols, strict=True)), table["identity"].to_pylist(), table["prompt"].to_pylist()
 
 
-def measure(ws: Path, rows: list[tuple[str, str, str, str]], identities: list[str], domain: Any) -> Scores:
+def measure(
+    ws: Path, rows: list[tuple[str, str, str, str]], identities: list[str], prompts: list[str], domain: Any
+) -> Scores:
     """Read one chunk's images (checking their digests) and measure them: the part of filtering that
     needs no other chunk, so the Ray executor runs it on workers."""
 
@@ -198,10 +209,11 @@ def measure(ws: Path, rows: list[tuple[str, str, str, str]], identities: list[st
     scores.marking = [marks[r[0]] for r in rows]
     if domain is not None:
         rgb_images = [colour.pop(r[0]) for r in rows] if domain.needs_rgb else None
-        pred, conf, nn, observed = domain.score(images, rgb_images, identities)
-        scores.pred = pred if pred is not None else scores.pred
-        scores.conf = conf if conf is not None else scores.conf
-        scores.nn = nn if nn is not None else scores.nn
-        scores.observed = observed if observed is not None else scores.observed
+        got = domain.score(images, rgb_images, identities, prompts)
+        scores.pred = got.pred if got.pred is not None else scores.pred
+        scores.conf = got.conf if got.conf is not None else scores.conf
+        scores.nn = got.nn if got.nn is not None else scores.nn
+        scores.observed = got.observed if got.observed is not None else scores.observed
         scores.nn_metric = getattr(domain, "nn_metric", "rms")
+        scores.embedding, scores.clip = got.embedding, got.clip
     return scores

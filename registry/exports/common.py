@@ -53,8 +53,11 @@ REASONS = {
     "low_contrast": "pixel standard deviation below the contrast threshold: blank or washed out",
     "identity_mismatch": "an identity classifier trained on real data predicts another identity",
     "low_confidence": "the classifier predicts the intended identity, below the confidence threshold",
-    "memorised_copy": "too close (RMS pixel distance) to a real training image: a memorised copy",
+    "memorised_copy": "too close (RMS pixel distance, or embedding cosine similarity) to a real image: a "
+    "memorised copy",
+    "low_clip_score": "its CLIP score (image-prompt embedding similarity) is below min_clip_score",
     "near_duplicate": "perceptual hash within the duplicate distance of an earlier accepted image",
+    "near_duplicate_embedding": "embedding within the duplicate similarity of an earlier accepted image",
     "unfiltered": "no filter decision recorded",
 }
 

@@ -44,5 +44,20 @@ def test_exact_index_agrees_with_pairwise_comparison():
     seq = [("a", "00ff00ff00ff00ff", "s1"), ("a", "00ff00ff00ff00ff", "s2"), ("b", "00ff00ff00ff00ff", "s3")]
     seq += [("a", "00ff00ff00ff00fe", "s4"), ("a", "00ff00ff00ff00fe", "s5")]
     got = [exact.check(*x) for x in seq]
-    assert got == [None, ("s1", 0), None, None, ("s4", 0)]
+    dup = [(f"near_duplicate: of {s} (phash distance 0)", s) for s in ("s1", "s4")]
+    assert got == [None, dup[0], None, None, dup[1]]
     assert [pairwise.check(*x) for x in seq] == got
+
+
+def test_embedding_index_keeps_the_first_of_near_duplicates_per_identity_as_it_grows():
+    import numpy as np
+
+    index = filt._Duplicates(-1, similarity=0.99)  # perceptual hashes off: embeddings only
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(100, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    got = [index.check("a", "00" * 8, f"s{k}", v) for k, v in enumerate(vectors)]  # grows past 64 rows
+    assert got == [None] * 100  # random directions in 8 dimensions are never 0.99 alike
+    assert index.check("b", "00" * 8, "t0", vectors[70]) is None  # another identity: its own index
+    reason, first = index.check("a", "00" * 8, "copy", vectors[70])  # type: ignore[misc]
+    assert first == "s70" and reason == "near_duplicate_embedding: of s70 (cosine similarity 1.0000 >= 0.99)"

@@ -209,8 +209,9 @@ def test_filter_on_ray_decides_as_the_local_filter(
 
 @pytest.mark.slow
 def test_ray_scores_with_a_recipes_own_models_as_the_local_filter(tmp_path: Path, local_ray):
-    """Issue 21: the recipe's domain models (an identity classifier, CLIP against a reference set) are
-    loaded on each worker and score as in the driver."""
+    """Issue 21: the recipe's domain models (an identity classifier, CLIP against a reference set and
+    each image's prompt) are loaded on each worker and score as in the driver: the same reasons, CLIP
+    scores to four decimals included."""
     import duckdb
 
     from generators import filter as filt
@@ -236,13 +237,19 @@ def test_ray_scores_with_a_recipes_own_models_as_the_local_filter(tmp_path: Path
     }
     write_yaml(tmp_path / "recipe.yaml", recipe)
     loaded = load_recipe(tmp_path / "recipe.yaml")
-    params = {"min_contrast": 0.0, "memorised_similarity": 0.9999}
+    # A tiny random CLIP finds every image alike: only exact copies count as copies and duplicates.
+    params: dict = {"min_contrast": 0.0, "memorised_similarity": 0.9999, "duplicate_similarity": 0.9999}
+    first = filt.filter_manifest("data/c", tmp_path, "data/first", FilterParams(**params), recipe=loaded)
+    assert first.reasons.get("low_clip_score") is None  # min_clip_score unset: recorded, none rejected
+    reasons = duckdb.sql(f"SELECT reason FROM '{tmp_path}/data/first/manifest.parquet'").fetchall()
+    clip = sorted(float(r.split("clip score ")[1].split()[0]) for (r,) in reasons)
+    params["min_clip_score"] = clip[len(clip) // 2]  # rejects the lower half of the passing images
     local = filt.filter_manifest("data/c", tmp_path, "data/local", FilterParams(**params), recipe=loaded)
     remote = filt.filter_manifest(
         "data/c", tmp_path, "data/ray", FilterParams(**params, executor="ray", workers=2), recipe=loaded
     )
     assert (remote.accepted, remote.reasons) == (local.accepted, local.reasons)
-    assert set(local.reasons) == {"identity_mismatch", "memorised_copy", "ok"}
+    assert set(local.reasons) == {"identity_mismatch", "memorised_copy", "low_clip_score", "ok"}
     q = (
         "SELECT sample_id, decision, reason, identity_pred, round(nn_distance, 5) "
         "FROM '{}/manifest.parquet' ORDER BY index"
