@@ -10,6 +10,7 @@ under a team trust root whose releaser and approver have hostile names: 1.0.0 fi
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from collections.abc import Iterator
@@ -82,12 +83,7 @@ def shard_rows(site: Path, sample_id: str) -> list[list[Any]]:
     import json
 
     meta = json.loads((site / "search.html").read_text().split('id="catalog-meta">')[1].split("</script>")[0])
-    k = meta["sample_hex"]
-    name = f"samples/{fnv1a(sample_id) & ((1 << 4 * k) - 1):0{k}x}"
-    text = (site / "index" / f"{name}.js").read_text()
-    assert text.startswith(f'synthregShard("{name}",[') and text.endswith("]);\n")
-    rows = json.loads(text[len(f'synthregShard("{name}",') : -3])
-    return [r for r in rows if r[0] == sample_id]
+    return shard_rows_in(site, meta, sample_id)
 
 
 # --- the pages -------------------------------------------------------------------------------------------
@@ -354,3 +350,40 @@ def test_hostile_names_never_run_on_any_page(browser: Any, site: Path) -> None:
         assert w.pwned() == [None, 0] and w.dialogs == [] and w.errors == [], path
         assert [u for u in w.requests if not u.startswith(site.as_uri() + "/")] == []
         w.page.close()
+
+
+def test_the_index_grows_in_shards_and_the_page_does_not(tmp_path: Path) -> None:
+    """70,000 rows (a stand-in for 1M: the rule is the same, one more hex digit): 256 sample shards, each
+    near 70,000 / 256 rows, one prompt chunk per 2,000 distinct prompts, and a search page of a few KB."""
+    import duckdb
+
+    from registry.exports.catalog_html import CatalogData, VersionEntry, catalog_pages
+
+    manifest = tmp_path / "releases/big/1.0.0/data/manifest.parquet"
+    manifest.parent.mkdir(parents=True)
+    duckdb.sql(
+        "COPY (SELECT 'big-' || i || '-' || md5(i::VARCHAR)[:8] AS sample_id, 'accepted' AS decision, "
+        "(i % 10)::VARCHAR AS identity, 'gen' AS generator_name, repeat('ab', 32) AS weights_digest, "
+        "'MIT' AS generator_licence, 'prompt ' || (i % 5000) AS prompt, NULL AS reason "
+        f"FROM range(70000) t(i)) TO '{manifest}' (FORMAT parquet)"
+    )
+    v = VersionEntry("big", "1.0.0", "final", "final", None, ("passed", "passed"))
+    meta = catalog_site.build_index(tmp_path, tmp_path / "site", [v])
+    assert (meta["rows"], meta["sample_hex"], meta["prompt_chunks"]) == (70_000, 2, 3)
+    assert meta["generators"] == [["gen", "ab" * 32, "MIT", [[0, 70_000]]]]
+    shards = list((tmp_path / "site/index/samples").glob("*.js"))
+    assert len(shards) == 256
+    sizes = [len(p.read_text().splitlines()) for p in shards]
+    assert min(sizes) > 180 and max(sizes) < 380  # about 273 rows each
+    assert shard_rows_in(tmp_path / "site", meta, "big-12345-" + hashlib.md5(b"12345").hexdigest()[:8])
+    page = catalog_pages(CatalogData([v], [], "none", "now", meta))["search.html"]
+    assert len(page) < 8_000
+
+
+def shard_rows_in(site: Path, meta: dict, sample_id: str) -> list[list[Any]]:
+    import json
+
+    k = meta["sample_hex"]
+    name = f"samples/{fnv1a(sample_id) & ((1 << 4 * k) - 1):0{k}x}"
+    rows = json.loads((site / "index" / f"{name}.js").read_text()[len(f'synthregShard("{name}",') : -3])
+    return [r for r in rows if r[0] == sample_id]
