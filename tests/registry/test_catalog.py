@@ -115,6 +115,9 @@ def test_no_page_holds_hostile_markup_or_an_outside_url(site: Path) -> None:
             if path.startswith("reports/") and tag == "a" and url.startswith("https://"):
                 continue  # a report cites licence texts (policies/licenses.yaml): links, never loaded
             assert not re.match(r"[a-z]+:|//|/", url) or url.startswith("data:image/png;base64,"), (path, url)
+    script = (site / "assets" / "search.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function("):
+        assert sink not in script  # values reach the page through textContent only
     search = pages(site)["search.html"]
     assert search.count("</script>") == 2  # the meta JSON and the script element: nothing broke out
     assert (
