@@ -5,7 +5,7 @@ error into a message and an exit code (``common.errors``). The commands live by 
 
     pipeline.py   init, generate, filter, reproduce, validate, train
     releases.py   keygen, release, derive, verify, withdraw, pull, approve, waive, doctor
-    reading.py    list, show, diff, log, schema, report (and the show/diff tables)
+    reading.py    list, show, diff, log, schema, report, catalog (and the show/diff tables)
     tracing.py    trace run|model|image, impact, models (and their tables)
     common.py     shared options, errors, progress, JSON output
 
@@ -56,6 +56,7 @@ COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
     ("log", reading.log),
     ("schema", reading.schema),
     ("report", reading.report),
+    ("catalog", reading.catalog),
     ("models", tracing.models),
     ("pull", releases.pull),
     ("approve", releases.approve),

@@ -1,4 +1,5 @@
-"""Commands that read releases and the audit log: list, show, diff, log, schema, and the HTML report.
+"""Commands that read releases and the audit log: list, show, diff, log, schema, the HTML report and
+the catalog site.
 
 Tables are rich tables for people (``render_show``, ``render_diff``; tests read them with
 ``tests/registry/conftest.py`` ``table_rows``); ``--json`` is for machines."""
@@ -170,6 +171,35 @@ def report(
         ws = workspace_root(workspace)
         path = write_report(ws, out or default_out(ws, ref, model), ref, model)
         typer.echo(f"report {path}")
+
+
+def catalog(
+    out: Annotated[
+        Path, typer.Option("--out", help="folder for the site (new, empty, or a catalog made before)")
+    ],
+    trust: TrustOpt = None,
+    workspace: Workspace = None,
+) -> None:
+    """Write a static, offline catalog site: every dataset version (status, approvals, policy, its HTML
+    report), every registered model, and a search by sample id, generator digest or prompt text.
+
+    Open OUT/index.html in a browser; nothing is fetched from the network. OUT is replaced as a whole,
+    only once the new site is complete."""
+    with errors():
+        from registry.cli.common import progress_bar
+        from registry.lineage.catalog_site import write_catalog
+
+        ws = workspace_root(workspace)
+        with progress_bar("catalog", unit="step") as progress:
+            s = write_catalog(ws, out, trust, progress=progress)
+        typer.echo(
+            f"catalog {s.out / 'index.html'}: {s.datasets} dataset(s), {s.versions} version(s), "
+            f"{s.models} model version(s), {s.indexed_rows} sample row(s) searchable"
+        )
+        if s.models_note:
+            typer.echo(f"  models: {s.models_note}")
+        for ref, why in s.not_indexed:
+            typer.echo(f"  not searchable: {ref}: {why}")
 
 
 # --- progress where nobody watches a terminal --------------------------------------------------------

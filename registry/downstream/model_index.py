@@ -69,15 +69,18 @@ def list_models(ws: Path, name: str | None = None) -> list[ModelRow]:
     with mlflow_errors(uri):
         c = tracking.client(ws)
         models = _paged(c.search_registered_models, max_results=1000)
+        # Every version at once, grouped here: a name with a quote in it cannot be put in a filter string
+        # (MLflow's parser takes no escaped quote, so such a model was silently left out).
+        by_name: dict[str, list[Any]] = {}
+        for mv in _paged(c.search_model_versions, max_results=1000):
+            by_name.setdefault(mv.name, []).append(mv)
         for m in sorted(models, key=lambda m: m.name):
             if name is not None and m.name != name:
                 continue
             aliases: dict[str, list[str]] = {}
             for alias, version in (m.aliases or {}).items():
                 aliases.setdefault(str(version), []).append(alias)
-            q = m.name.replace("'", "\\'")
-            versions = _paged(c.search_model_versions, filter_string=f"name = '{q}'", max_results=1000)
-            for mv in sorted(versions, key=lambda v: -int(v.version)):
+            for mv in sorted(by_name.get(m.name, []), key=lambda v: -int(v.version)):
                 run = c.get_run(mv.run_id) if mv.run_id else None
                 tags = dict(run.data.tags) if run else {}
                 params = dict(run.data.params) if run else {}

@@ -8,7 +8,7 @@ from registry.core.errors import SynthregError
 from registry.records.lineage import Change, ReleaseDiff, SampleChanges, SetChanges
 from registry.records.release import Release
 from registry.store.releases import RELEASES, load_release, release_folder, versions
-from registry.trust.admission import ReleaseStatus, admission
+from registry.trust.admission import Admission, ReleaseStatus, admission
 from registry.trust.root import Trust, load_trust
 
 
@@ -40,19 +40,27 @@ def release_status(ws: Path, name: str, version: str, trust: Trust | None = None
     """``final``, ``solo``, ``candidate``, or what is wrong (``UNTRUSTED: ...``, ``INVALID: ...``);
     with ``withdrawn`` added when a withdrawal is recorded. Checks signatures and binding, not shards
     (``registry.trust.admission``)."""
+    return release_state(ws, name, version, trust)[0]
+
+
+def release_state(
+    ws: Path, name: str, version: str, trust: Trust | None = None
+) -> tuple[StatusLine, Admission | None]:
+    """``release_status`` and the ``Admission`` it was read from (None when the signed files could not
+    even be read), for a reader that also shows who signed (the catalog site) without checking twice."""
     trust = trust or load_trust(ws)
     try:
         a = admission(ws, name, version, trust)
         withdrawn = a.withdrawal is not None  # a damaged withdrawal record makes the release INVALID
     except (SynthregError, ValueError) as e:
-        return StatusLine(ReleaseStatus.INVALID, f"INVALID: {e}")
+        return StatusLine(ReleaseStatus.INVALID, f"INVALID: {e}"), None
     state = a.status
     if state is ReleaseStatus.UNTRUSTED:
-        return StatusLine(state, f"UNTRUSTED: {a.approval.untrusted[0].why_untrusted}")
+        return StatusLine(state, f"UNTRUSTED: {a.approval.untrusted[0].why_untrusted}"), a
     if state is ReleaseStatus.INVALID:
-        return StatusLine(state, f"INVALID: {a.problems[0]}")
+        return StatusLine(state, f"INVALID: {a.problems[0]}"), a
     text = state.value if state is not ReleaseStatus.CANDIDATE else f"candidate, {a.approval.summary()}"
-    return StatusLine(state, text, withdrawn=withdrawn)
+    return StatusLine(state, text, withdrawn=withdrawn), a
 
 
 def list_status(ws: Path, trust_file: Path | str | None = None) -> dict[str, list[tuple[str, StatusLine]]]:
@@ -130,4 +138,4 @@ def _sql(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-__all__ = ["StatusLine", "diff", "list_releases", "list_status", "release_status"]
+__all__ = ["StatusLine", "diff", "list_releases", "list_status", "release_state", "release_status"]
