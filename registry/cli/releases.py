@@ -192,8 +192,9 @@ def verify(
     require: Annotated[
         str,
         typer.Option(
-            help="final: exit 0 only for a final release that is not withdrawn (a CI gate); signed: exit 0 "
-            "for any intact release, candidate or withdrawn"
+            help="final: exit 0 only for a final release that is not withdrawn (a CI gate), final under "
+            "the root version it was approved under; current: also final under the current trust root "
+            "version (else exit 8); signed: exit 0 for any intact release, candidate or withdrawn"
         ),
     ] = "final",
     workspace: Workspace = None,
@@ -203,14 +204,21 @@ def verify(
 
     Exits 1 if anything fails, 5 (UNTRUSTED_EXIT) when a signer is unknown, revoked or out of role; for an
     intact release, 6 (CANDIDATE_EXIT) when it is a candidate and 7 (WITHDRAWN_EXIT) when it is withdrawn,
-    unless --require signed."""
+    unless --require signed; with --require current, 8 (OLDER_ROOT_EXIT) when it is final only under an
+    older version of the trust root (thresholds are not retroactive: --require final accepts it)."""
     with errors():
         import json
 
-        from registry.core.errors import CANDIDATE_EXIT, UNTRUSTED_EXIT, WITHDRAWN_EXIT, SynthregError
+        from registry.core.errors import (
+            CANDIDATE_EXIT,
+            OLDER_ROOT_EXIT,
+            UNTRUSTED_EXIT,
+            WITHDRAWN_EXIT,
+            SynthregError,
+        )
 
-        if require not in ("final", "signed"):
-            raise SynthregError(f"--require {require!r} is not final or signed")
+        if require not in ("final", "current", "signed"):
+            raise SynthregError(f"--require {require!r} is not final, current or signed")
         from registry.releases.verify import verify as run
 
         with progress_bar("verify") as progress:
@@ -257,10 +265,13 @@ def verify(
             raise typer.Exit(UNTRUSTED_EXIT)
         if not res.ok:
             raise typer.Exit(1)
-        if require == "final" and res.withdrawn:
+        gate = require in ("final", "current")
+        if gate and res.withdrawn:
             raise typer.Exit(WITHDRAWN_EXIT)
-        if require == "final" and not (res.approval is not None and res.approval.met):
+        if gate and not (res.approval is not None and res.approval.met):
             raise typer.Exit(CANDIDATE_EXIT)
+        if require == "current" and res.approval is not None and res.approval.older_root:
+            raise typer.Exit(OLDER_ROOT_EXIT)
 
 
 def withdraw(
