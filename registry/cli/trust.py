@@ -25,12 +25,21 @@ KeysOpt = Annotated[
 ]
 
 
+def _repo(ws: Path) -> Path | None:
+    """``ws`` when it is a repository, else None. The workspace defaults to the current folder, and
+    `trust` is often run elsewhere (a home folder holds ~/.config/synthreg/), where neither the root nor
+    a private key under it is 'inside the workspace'."""
+    markers = (".git", ".dvc", "dvc.yaml", "params.yaml")
+    return ws if any((ws / m).exists() for m in markers) else None
+
+
 def _file(ws: Path, trust: Path | None) -> Path:
     from registry.core.errors import TrustError
     from registry.trust.root import trust_path
 
     file = trust_path(trust)
-    if file.resolve().is_relative_to(ws.resolve()):
+    repo = _repo(ws)
+    if repo is not None and file.resolve().is_relative_to(repo.resolve()):
         raise TrustError(
             f"trust root {file} is inside the workspace, where anyone who can write the repository could "
             "edit it; keep it outside (e.g. ~/.config/synthreg/trust.yaml) and pass --trust"
@@ -41,7 +50,7 @@ def _file(ws: Path, trust: Path | None) -> Path:
 def _signers(ws: Path, keys: list[Path] | None) -> list:
     from registry.trust.signing import load_signer
 
-    return [load_signer(k, ws) for k in (keys or [None])]  # type: ignore[list-item]
+    return [load_signer(k, _repo(ws)) for k in (keys or [None])]  # type: ignore[list-item]
 
 
 def _done(root, file: Path) -> None:
@@ -214,7 +223,7 @@ def show(
         from registry.core.names import shown
         from registry.trust.root import load_trust
 
-        t = load_trust(workspace_root(workspace), trust, strict=False)
+        t = load_trust(_repo(workspace_root(workspace)), trust, strict=False)
         if as_json:
             doc = {"path": str(t.path), "versioned": t.version is not None, "unreachable": t.unreachable}
             typer.echo(json.dumps(doc | {"root": t.root.model_dump(mode="json")}, indent=2))

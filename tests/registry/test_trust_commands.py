@@ -254,6 +254,55 @@ def test_bad_input_is_refused_and_the_old_root_is_kept_byte_for_byte(people: Peo
     assert load_trust(None, p.trust).version == 2
 
 
+def test_a_save_killed_between_history_and_trust_yaml_leaves_a_usable_root(
+    people: People, monkeypatch: pytest.MonkeyPatch
+):
+    """save_root adds the signed version first, then replaces trust.yaml: killed in between, the new
+    version (signed, in the history) is the root, and the next change goes on from it."""
+    import registry.core.fsio as fsio
+
+    p = people
+    team_root(p)
+    alice = [load_signer(p.keys["Alice"])]
+    real = fsio.atomic_write_text
+    calls = []
+
+    def dies_on_trust_yaml(path: Path, text: str) -> None:
+        calls.append(path.name)
+        if path == p.trust:
+            raise KeyboardInterrupt  # the kill, after the history file was written
+        real(path, text)
+
+    monkeypatch.setattr(fsio, "atomic_write_text", dies_on_trust_yaml)
+    with pytest.raises(KeyboardInterrupt):
+        rotation.set_threshold(p.trust, alice, "approver", 2)
+    monkeypatch.setattr(fsio, "atomic_write_text", real)
+    assert calls == ["2.root.json", "trust.yaml"]
+    assert yaml.safe_load(p.trust.read_text())["version"] == 1  # trust.yaml as it was
+    t = load_trust(None, p.trust)
+    assert (t.version, t.thresholds["approver"]) == (2, 2)  # the signed version 2 holds
+    rotation.set_threshold(p.trust, alice, "approver", 1)
+    assert yaml.safe_load(p.trust.read_text())["version"] == 3 and load_trust(None, p.trust).version == 3
+
+
+def test_trust_commands_run_from_a_folder_that_is_not_a_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The workspace defaults to the current folder; run from a home folder, the root under
+    ~/.config is not 'inside the workspace'. Inside a repository it still is, and is refused."""
+    home = tmp_path / "home"
+    home.mkdir()
+    r = keygen(tmp_path / "pub", tmp_path / "k.pem", name="Ann", add_to_trust=False)
+    out = runner.invoke(app, ["trust", "init", "--name", "Ann", "--key", str(r.private),
+                              "--trust", str(home / ".config" / "trust.yaml"), "-w", str(home)])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    (home / ".git").mkdir()
+    out = runner.invoke(
+        app, ["trust", "show", "--trust", str(home / ".config" / "trust.yaml"), "-w", str(home)]
+    )
+    assert out.exit_code == 1 and "is inside the workspace" in out.stderr
+
+
 def test_a_verifier_accepts_a_rotated_root_only_when_the_old_root_signed_it(people: People, tmp_path: Path):
     p = people
     team_root(p)
