@@ -205,7 +205,9 @@ def _change(file: Path, signers: list, edit: Callable[[TrustRoot], TrustRoot]) -
         new = edit(current)
         new = TrustRoot.model_validate(new.model_dump() | {"version": current.version + 1, "issued": _now()})
     except ValidationError as e:
-        raise TrustError(f"refused, {file} is unchanged: {str(e).splitlines()[0]}") from None
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise TrustError(f"refused, {file} is unchanged: {where}: {first['msg']}") from None
     return _write(file, new, signers, current)
 
 
@@ -266,6 +268,8 @@ def revoke(file: Path, signers: list, who: str, reason: str, when: datetime | No
 def set_threshold(file: Path, signers: list, role: str, n: int) -> TrustRoot:
     if role not in (*ROLES, "root"):
         raise TrustError(f"unknown threshold {role!r}: releaser, approver or root")
+    if not 1 <= n <= 100:
+        raise TrustError(f"refused, {file} is unchanged: threshold {role}={n}: give a number from 1 to 100")
 
     def edit(root: TrustRoot) -> TrustRoot:
         t = root.thresholds.model_dump() | {role: n}
@@ -324,6 +328,10 @@ def update(file: Path, bundle: Path) -> tuple[TrustRoot, int]:
     """Accept the newer versions of a bundle: each must be signed by the one before, starting from the
     version pinned here; a bundle that rolls back, or holds another version under a number pinned here,
     is refused. Returns the current root and how many versions were added."""
+    if load_trust(None, file, strict=False).version is None:  # no root at all: says how to get one
+        raise TrustError(
+            f"trust root {file} is unversioned; install a team's root with `trust init --verifier`"
+        )
     history = read_history(file)
     current = max(history)
     envelopes = _bundle(bundle)
