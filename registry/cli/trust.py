@@ -53,7 +53,24 @@ def _signers(ws: Path, keys: list[Path] | None) -> list:
     return [load_signer(k, _repo(ws)) for k in (keys or [None])]  # type: ignore[list-item]
 
 
-def _done(root, file: Path) -> None:
+ProposeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="when the keys given are too few to sign the change, write it to this file for the other "
+        "signers (`synthreg trust sign FILE`) instead of refusing",
+    ),
+]
+
+
+def _done(root, file: Path, propose: Path | None = None) -> None:
+    from registry.trust.root import load_trust
+
+    if propose is not None and load_trust(None, file, strict=False).root.version < root.version:
+        typer.echo(
+            f"proposed root version {root.version} in {propose}: more signatures are needed; each signer "
+            f"runs `synthreg trust sign {propose} --key KEY` (the root is unchanged until then)"
+        )
+        return
     typer.echo(f"trust root {file}: version {root.version}, {len(root.keys)} key(s)")
 
 
@@ -151,6 +168,7 @@ def add(
     role: Annotated[list[str], typer.Option(help="releaser or approver (repeat for both)")],
     name: Annotated[str | None, typer.Option(help="the owner's name (default: the name in the file)")] = None,
     key: KeysOpt = None,
+    propose: ProposeOpt = None,
     trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
@@ -161,12 +179,13 @@ def add(
         ws = workspace_root(workspace)
         file = _file(ws, trust)
         member = rotation.Member(from_, role, name)  # type: ignore[arg-type]
-        _done(rotation.add(file, _signers(ws, key), member), file)
+        _done(rotation.add(file, _signers(ws, key), member, propose), file, propose)
 
 
 def remove(
     who: Annotated[str, typer.Argument(help="the key's owner name, or a keyid prefix (8+ hex digits)")],
     key: KeysOpt = None,
+    propose: ProposeOpt = None,
     trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
@@ -176,13 +195,14 @@ def remove(
 
         ws = workspace_root(workspace)
         file = _file(ws, trust)
-        _done(rotation.remove(file, _signers(ws, key), who), file)
+        _done(rotation.remove(file, _signers(ws, key), who, propose), file, propose)
 
 
 def revoke(
     who: Annotated[str, typer.Argument(help="the key's owner name, or a keyid prefix (8+ hex digits)")],
     reason: Annotated[str, typer.Option(help="why (kept in the root)")],
     key: KeysOpt = None,
+    propose: ProposeOpt = None,
     trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
@@ -192,13 +212,14 @@ def revoke(
 
         ws = workspace_root(workspace)
         file = _file(ws, trust)
-        _done(rotation.revoke(file, _signers(ws, key), who, reason), file)
+        _done(rotation.revoke(file, _signers(ws, key), who, reason, propose=propose), file, propose)
 
 
 def set_threshold(
     role: Annotated[str, typer.Argument(help="releaser, approver or root")],
     n: Annotated[int, typer.Argument(help="how many distinct keys must sign")],
     key: KeysOpt = None,
+    propose: ProposeOpt = None,
     trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
@@ -208,7 +229,27 @@ def set_threshold(
 
         ws = workspace_root(workspace)
         file = _file(ws, trust)
-        _done(rotation.set_threshold(file, _signers(ws, key), role, n), file)
+        _done(rotation.set_threshold(file, _signers(ws, key), role, n, propose), file, propose)
+
+
+def sign(
+    proposal: Annotated[Path, typer.Argument(help="the proposed version (a change's --propose FILE)")],
+    key: KeysOpt = None,
+    trust: TrustOpt = None,
+    workspace: Workspace = None,
+) -> None:
+    """Sign a proposed root version; once enough keys of the current version have signed, it is saved."""
+    with errors():
+        from registry.trust import rotation
+        from registry.trust.root import load_trust
+
+        ws = workspace_root(workspace)
+        file = _file(ws, trust)
+        new, signed = rotation.sign_proposal(file, proposal, _signers(ws, key))
+        if load_trust(None, file, strict=False).root.version == new.version:
+            typer.echo(f"trust root {file}: version {new.version}, signed by {', '.join(signed)}")
+        else:
+            typer.echo(f"{proposal}: signed by {', '.join(signed)}; more signatures are needed")
 
 
 def show(
@@ -287,6 +328,7 @@ COMMANDS = (
     ("remove", remove),
     ("revoke", revoke),
     ("set-threshold", set_threshold),
+    ("sign", sign),
     ("show", show),
     ("export", export),
     ("update", update),

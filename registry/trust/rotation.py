@@ -42,6 +42,7 @@ from registry.trust.root import (
     history_dir,
     load_trust,
     read_history,
+    root_of,
     root_payload,
     root_signers,
     save_root,
@@ -137,13 +138,22 @@ def sign_root(root: TrustRoot, signers: list) -> dict:
     return envelope
 
 
-def _write(file: Path, root: TrustRoot, signers: list, prev: TrustRoot | None) -> TrustRoot:
+def _write(
+    file: Path, root: TrustRoot, signers: list, prev: TrustRoot | None, propose: Path | None = None
+) -> TrustRoot:
+    """Check, sign and save ``root``; with ``propose``, a change short of signatures is written there
+    instead (the root unchanged), for the other signers' `synthreg trust sign`."""
     problems = root_problems(root, file)
     if problems:
         raise TrustError(f"refused, {file} is unchanged: " + "; ".join(problems))
     envelope = sign_root(root, signers)
     if prev is not None:  # a clear word before save_root's own check
         signed = root_signers(prev, envelope, root.issued or datetime.now(UTC))
+        if len(signed) < prev.thresholds.root and propose is not None:
+            from registry.core.fsio import atomic_write_text
+
+            atomic_write_text(propose, json.dumps(envelope, indent=2) + "\n")
+            return root
         if len(signed) < prev.thresholds.root:
             have = ", ".join(signed) or "none of its keys"
             raise TrustError(
@@ -193,7 +203,9 @@ def _unique_ids(keys: list[TrustedKey]) -> None:
         raise TrustError(f"key {', '.join(dupes)} is given more than once")
 
 
-def _change(file: Path, signers: list, edit: Callable[[TrustRoot], TrustRoot]) -> TrustRoot:
+def _change(
+    file: Path, signers: list, edit: Callable[[TrustRoot], TrustRoot], propose: Path | None = None
+) -> TrustRoot:
     trust = load_trust(None, file, strict=False)
     if trust.version is None:
         raise TrustError(
@@ -208,7 +220,7 @@ def _change(file: Path, signers: list, edit: Callable[[TrustRoot], TrustRoot]) -
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise TrustError(f"refused, {file} is unchanged: {where}: {first['msg']}") from None
-    return _write(file, new, signers, current)
+    return _write(file, new, signers, current, propose)
 
 
 def _find(root: TrustRoot, who: str) -> TrustedKey:
@@ -221,7 +233,7 @@ def _find(root: TrustRoot, who: str) -> TrustedKey:
     return found[0]
 
 
-def add(file: Path, signers: list, member: Member) -> TrustRoot:
+def add(file: Path, signers: list, member: Member, propose: Path | None = None) -> TrustRoot:
     key = _entry(member)
 
     def edit(root: TrustRoot) -> TrustRoot:
@@ -229,10 +241,10 @@ def add(file: Path, signers: list, member: Member) -> TrustRoot:
             raise TrustError(f"refused, {file} is unchanged: key {key.keyid[:16]} is in the root already")
         return root.model_copy(update={"keys": [*root.keys, key]})
 
-    return _change(file, signers, edit)
+    return _change(file, signers, edit, propose)
 
 
-def remove(file: Path, signers: list, who: str) -> TrustRoot:
+def remove(file: Path, signers: list, who: str, propose: Path | None = None) -> TrustRoot:
     def edit(root: TrustRoot) -> TrustRoot:
         key = _find(root, who)
         left = [k for k in root.keys if k.keyid != key.keyid]
@@ -245,10 +257,17 @@ def remove(file: Path, signers: list, who: str) -> TrustRoot:
             raise TrustError(f"refused, {file} is unchanged: a root keeps at least one key")
         return root.model_copy(update={"keys": left})
 
-    return _change(file, signers, edit)
+    return _change(file, signers, edit, propose)
 
 
-def revoke(file: Path, signers: list, who: str, reason: str, when: datetime | None = None) -> TrustRoot:
+def revoke(
+    file: Path,
+    signers: list,
+    who: str,
+    reason: str,
+    when: datetime | None = None,
+    propose: Path | None = None,
+) -> TrustRoot:
     """The key is never trusted again: everything it signed fails verify (a compromised key can backdate)."""
     from registry.records.trust import Revocation
 
@@ -262,10 +281,10 @@ def revoke(file: Path, signers: list, who: str, reason: str, when: datetime | No
         gone = key.model_copy(update={"revoked": Revocation(time=when or _now(), reason=reason)})
         return root.model_copy(update={"keys": [gone if k.keyid == key.keyid else k for k in root.keys]})
 
-    return _change(file, signers, edit)
+    return _change(file, signers, edit, propose)
 
 
-def set_threshold(file: Path, signers: list, role: str, n: int) -> TrustRoot:
+def set_threshold(file: Path, signers: list, role: str, n: int, propose: Path | None = None) -> TrustRoot:
     if role not in (*ROLES, "root"):
         raise TrustError(f"unknown threshold {role!r}: releaser, approver or root")
     if not 1 <= n <= 100:
@@ -275,7 +294,42 @@ def set_threshold(file: Path, signers: list, role: str, n: int) -> TrustRoot:
         t = root.thresholds.model_dump() | {role: n}
         return root.model_copy(update={"thresholds": Thresholds.model_validate(t)})
 
-    return _change(file, signers, edit)
+    return _change(file, signers, edit, propose)
+
+
+def sign_proposal(file: Path, proposal: Path, signers: list) -> tuple[TrustRoot, list[str]]:
+    """Add the ``signers``' signatures to a proposed next version (written by a change with
+    ``propose``); when ``thresholds.root`` keys of the current version have signed, it is saved as the
+    new version. Returns the proposed root and the names that have signed it."""
+    from registry.core.fsio import atomic_write_text
+    from registry.trust.signing import add_signature
+
+    try:
+        envelope = json.loads(Path(proposal).read_text())
+    except (OSError, ValueError) as e:
+        raise TrustError(f"proposal {proposal} cannot be read: {e}") from None
+    new = root_of(envelope, f"proposal {proposal}")
+    current = load_trust(None, file, strict=False)
+    if current.version is None or new.version != current.root.version + 1:
+        raise TrustError(
+            f"proposal {proposal} is root version {new.version}, but {file} is at version "
+            f"{current.version}: it is stale (or for another root); propose the change again"
+        )
+    problems = root_problems(new, file)
+    if problems:
+        raise TrustError(f"refused, {file} is unchanged: " + "; ".join(problems))
+    for signer in signers:
+        if current.root.key(signer.public_key.keyid) is None:
+            raise TrustError(
+                f"key {signer.public_key.keyid[:16]} is not a key of root version {current.version}"
+            )
+        envelope = add_signature(envelope, signer)
+    signed = root_signers(current.root, envelope, new.issued or datetime.now(UTC))
+    if len(signed) >= current.root.thresholds.root:
+        save_root(file, envelope)
+    else:
+        atomic_write_text(proposal, json.dumps(envelope, indent=2) + "\n")
+    return new, signed
 
 
 # --- bundles: how a root travels to a verifier ------------------------------------------------------------
@@ -375,6 +429,7 @@ __all__ = [
     "revoke",
     "root_problems",
     "set_threshold",
+    "sign_proposal",
     "sign_root",
     "update",
 ]

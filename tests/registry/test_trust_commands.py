@@ -166,6 +166,35 @@ def test_a_change_needs_the_root_threshold_of_the_previous_versions_keys(people:
     assert load_trust(None, p.trust).version == 2
 
 
+def test_signers_on_different_machines_sign_a_proposed_version_in_turn(people: People, tmp_path: Path):
+    """With thresholds.root 2 and each key on its own laptop: Alice proposes, Bob signs, then it holds."""
+    p = people
+    team_root(p, root_threshold=2)
+    before = snapshot(p.trust)
+    proposal = tmp_path / "proposal.json"
+    out = runner.invoke(
+        app, ["trust", "set-threshold", "approver", "2", "--key", str(p.keys["Alice"]),
+              "--propose", str(proposal), "--trust", str(p.trust)],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert out.stdout.startswith(f"proposed root version 2 in {proposal}: more signatures are needed")
+    assert snapshot(p.trust) == before and proposal.is_file()
+    stranger = runner.invoke(
+        app, ["trust", "sign", str(proposal), "--key", str(p.keys["Dan"]), "--trust", str(p.trust)]
+    )
+    assert stranger.exit_code == 1 and "is not a key of root version 1" in stranger.stderr
+    signed = runner.invoke(
+        app, ["trust", "sign", str(proposal), "--key", str(p.keys["Bob"]), "--trust", str(p.trust)]
+    )
+    assert signed.exit_code == 0, signed.output
+    assert signed.stdout == f"trust root {p.trust}: version 2, signed by Alice, Bob\n"
+    assert load_trust(None, p.trust).thresholds["approver"] == 2
+    stale = runner.invoke(
+        app, ["trust", "sign", str(proposal), "--key", str(p.keys["Carol"]), "--trust", str(p.trust)]
+    )
+    assert stale.exit_code == 1 and "it is stale" in stale.stderr
+
+
 # --- bad input: refused, the old root byte for byte as it was -----------------------------------------
 
 
