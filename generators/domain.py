@@ -398,7 +398,7 @@ class ModelDomain:
 
     def describe(self) -> dict:
         def model(c: _Classifier) -> dict:
-            d = {"model": c.path, "sha256": c.digest}
+            d: dict[str, Any] = {"model": c.path, "sha256": c.digest}
             if isinstance(c, _ScriptClassifier):
                 d |= {"format": "torchscript", "classes": c.labels, "preprocess": c.pre.model_dump()}
             return d

@@ -7,6 +7,7 @@ error into a message and an exit code (``common.errors``). The commands live by 
     releases.py   keygen, release, derive, verify, withdraw, pull, approve, waive, doctor
     reading.py    list, show, diff, log, schema, report, catalog (and the show/diff tables)
     tracing.py    trace run|model|image, impact, models (and their tables)
+    trust.py      trust init|add|remove|revoke|set-threshold|show|export|update (the trust root)
     common.py     shared options, errors, progress, JSON output
 
 ``COMMANDS`` below is the order ``synthreg --help`` lists them in (pip's ``commands/__init__.py`` does the
@@ -22,6 +23,7 @@ import click
 import typer
 
 from registry.cli import pipeline, reading, releases, tracing
+from registry.cli import trust as trust_cli
 from registry.cli.common import internal
 
 app = typer.Typer(
@@ -33,6 +35,11 @@ app = typer.Typer(
 trace_app = typer.Typer(
     help="Trace an MLflow run, a registered model or an image back to its dataset version, generator "
     "weights, prompts, seeds and sources.",
+    no_args_is_help=True,
+)
+trust_app = typer.Typer(
+    help="Make and change the versioned trust root: who may release and approve, and how many must sign. "
+    "Each change is a new version signed by the keys of the one before.",
     no_args_is_help=True,
 )
 
@@ -74,6 +81,9 @@ for _name, _command in COMMANDS:
 for _name, _command in TRACE_COMMANDS:
     trace_app.command(_name)(_command)
 app.add_typer(trace_app, name="trace")
+for _name, _command in trust_cli.COMMANDS:
+    trust_app.command(_name)(_command)
+app.add_typer(trust_app, name="trust")
 
 
 def main() -> None:

@@ -165,9 +165,10 @@ NoPushOpt = Annotated[
 
 
 def load_trust_root(ws: Path, trust: Path | None):
+    """The trust root for reading (unreachable thresholds are not refused: issue 20)."""
     from registry.trust.root import load_trust
 
-    return load_trust(ws, trust)
+    return load_trust(ws, trust, strict=False)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]

@@ -44,7 +44,9 @@ def keygen(
 ) -> None:
     """Create an ed25519 signing key outside the workspace; its public key goes to keys/<keyid>.pub.json.
 
-    With --name, the key is added to the trust root (made solo when new and holding both roles).
+    The public key file names its owner (--name; asked for at a terminal). With --name, the key is also
+    added to an unversioned trust root (made solo when new and holding both roles); a versioned root
+    (`synthreg trust`) changes only by `synthreg trust init` or `trust add`.
     With --c2pa DIR, make a TEST root and C2PA signer certificate in DIR instead (not for production)."""
     with errors():
         if c2pa is not None:
@@ -56,14 +58,24 @@ def keygen(
             typer.echo(f"chain        {c.chain} (SYNTHREG_C2PA_CHAIN)")
             typer.echo(f"signing key  {c.key} (mode 0600; never commit it: SYNTHREG_C2PA_KEY)")
             return
+        import sys
+
         from registry.trust.signing import keygen as run
 
-        r = run(workspace_root(workspace), key, force, name, role, trust)
+        add = name is not None
+        if name is None and sys.stdin.isatty():  # issue 20: a public key file names its owner
+            name = typer.prompt("your name (written into the public key file)")
+        r = run(workspace_root(workspace), key, force, name, role, trust, add_to_trust=add)
         typer.echo(
             f"private key {r.private} (mode 0600; never commit it)\npublic key  {r.public} (commit it)"
         )
         if r.trust:
             typer.echo(f"trust root  {r.trust}: key {r.keyid[:16]} added for {name}")
+        else:
+            typer.echo(
+                "trust root  unchanged: start one with `synthreg trust init`, or have its keepers run "
+                f"`synthreg trust add --from keys/{r.public.name} --role ...`"
+            )
 
 
 def release(
@@ -192,8 +204,9 @@ def verify(
     require: Annotated[
         str,
         typer.Option(
-            help="final: exit 0 only for a final release that is not withdrawn (a CI gate); signed: exit 0 "
-            "for any intact release, candidate or withdrawn"
+            help="final: exit 0 only for a final release that is not withdrawn (a CI gate), final under "
+            "the root version it was approved under; current: also final under the current trust root "
+            "version (else exit 8); signed: exit 0 for any intact release, candidate or withdrawn"
         ),
     ] = "final",
     workspace: Workspace = None,
@@ -203,14 +216,15 @@ def verify(
 
     Exits 1 if anything fails, 5 (UNTRUSTED_EXIT) when a signer is unknown, revoked or out of role; for an
     intact release, 6 (CANDIDATE_EXIT) when it is a candidate and 7 (WITHDRAWN_EXIT) when it is withdrawn,
-    unless --require signed."""
+    unless --require signed; with --require current, 8 (OLDER_ROOT_EXIT) when it is final only under an
+    older version of the trust root (thresholds are not retroactive: --require final accepts it)."""
     with errors():
         import json
 
-        from registry.core.errors import CANDIDATE_EXIT, UNTRUSTED_EXIT, WITHDRAWN_EXIT, SynthregError
+        from registry.core.errors import SynthregError
 
-        if require not in ("final", "signed"):
-            raise SynthregError(f"--require {require!r} is not final or signed")
+        if require not in ("final", "current", "signed"):
+            raise SynthregError(f"--require {require!r} is not final, current or signed")
         from registry.releases.verify import verify as run
 
         with progress_bar("verify") as progress:
@@ -253,14 +267,26 @@ def verify(
                 f"{res.ref}: {'OK' if res.ok else 'FAILED'} ({res.samples} samples in {res.shards} shards)"
                 + ("" if final or not res.ok else "; a CANDIDATE, not final: approvals missing")
             )
-        if res.untrusted:
-            raise typer.Exit(UNTRUSTED_EXIT)
-        if not res.ok:
-            raise typer.Exit(1)
-        if require == "final" and res.withdrawn:
-            raise typer.Exit(WITHDRAWN_EXIT)
-        if require == "final" and not (res.approval is not None and res.approval.met):
-            raise typer.Exit(CANDIDATE_EXIT)
+        _verify_exit(res, require)
+
+
+def _verify_exit(res, require: str) -> None:
+    """The exit code of `verify` for a CI gate: 5 untrusted, 1 failed; for an intact release under
+    --require final or current, 7 withdrawn, 6 a candidate; under current, 8 final only under an older
+    trust root version (issue 20)."""
+    from registry.core.errors import CANDIDATE_EXIT, OLDER_ROOT_EXIT, UNTRUSTED_EXIT, WITHDRAWN_EXIT
+
+    if res.untrusted:
+        raise typer.Exit(UNTRUSTED_EXIT)
+    if not res.ok:
+        raise typer.Exit(1)
+    gate = require in ("final", "current")
+    if gate and res.withdrawn:
+        raise typer.Exit(WITHDRAWN_EXIT)
+    if gate and not (res.approval is not None and res.approval.met):
+        raise typer.Exit(CANDIDATE_EXIT)
+    if require == "current" and res.approval is not None and res.approval.older_root:
+        raise typer.Exit(OLDER_ROOT_EXIT)
 
 
 def withdraw(

@@ -26,7 +26,8 @@ SynthregError                  base: a message a person can act on
 
 Exit codes: 0 done; 1 a SynthregError (bad input, refused); 2 a usage error (typer); 3 a failing policy
 (POLICY_FAILED_EXIT); 5 a signer the pinned trust root does not trust (UNTRUSTED_EXIT); for `synthreg
-verify` of an intact release, 6 a candidate (CANDIDATE_EXIT) and 7 a withdrawn one (WITHDRAWN_EXIT); 70 an
+verify` of an intact release, 6 a candidate (CANDIDATE_EXIT), 7 a withdrawn one (WITHDRAWN_EXIT) and, with
+`--require current`, 8 a release final under an older trust root version only (OLDER_ROOT_EXIT); 70 an
 internal error (INTERNAL_ERROR_EXIT): any other exception, reported as one line with the path of its
 saved traceback (registry/core/crash.py), never as a traceback.
 """
@@ -45,6 +46,10 @@ UNTRUSTED_EXIT = 5
 # final release: a candidate (approvals missing), or a withdrawn release. `--require signed` exits 0 for them.
 CANDIDATE_EXIT = 6
 WITHDRAWN_EXIT = 7
+# `synthreg verify --require current` of an intact release that is final under an earlier version of a
+# versioned trust root but short of the current root's thresholds (issue 20: thresholds are not
+# retroactive, so `--require final` accepts it; a gate that wants today's thresholds asks for current).
+OLDER_ROOT_EXIT = 8
 
 
 class SynthregError(Exception):

@@ -25,7 +25,7 @@ CSP = (
     "default-src 'none'; style-src 'self' file:; script-src 'self' file:; img-src 'self' file: data:; "
     "connect-src 'none'; form-action 'none'; base-uri 'none'"
 )
-STATUSES = ("final", "candidate", "withdrawn", "invalid", "untrusted")
+STATUSES = ("final", "candidate", "withdrawn", "invalid", "untrusted", "unchecked")
 
 
 @dataclass
@@ -255,7 +255,7 @@ nav{margin-bottom:1rem} table{border-collapse:collapse;width:100%;margin:.5rem 0
 th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top;white-space:pre-wrap}
 th{background:#f4f4f4} code{word-break:break-all;font-size:.85em} .note{color:#555;font-style:italic}
 .status{padding:0 .3rem;border-radius:.2rem;font-size:.85em}.st-final{background:#e3f4e8}
-.st-candidate{background:#fff4e0}.st-withdrawn,.st-invalid,.st-untrusted{background:#fde7e7}
+.st-candidate,.st-unchecked{background:#fff4e0}.st-withdrawn,.st-invalid,.st-untrusted{background:#fde7e7}
 .pol-failed,.pol-withdrawn,.withdrawn{color:#c62828;font-weight:600}.pol-waived,.pol-warned{color:#ef6c00}
 .pol-notrun{color:#6a1b9a}.pol-passed{color:#2e7d32}
 """

@@ -46,10 +46,9 @@ from registry.exports.catalog_html import (
 )
 from registry.exports.report_html import worst_status
 from registry.records.lineage import ModelRow
-from registry.releases.catalog import list_releases, release_state
+from registry.releases.catalog import list_releases, reading_trust, release_state
 from registry.store.releases import load_release, release_folder
 from registry.trust.admission import ReleaseStatus
-from registry.trust.root import load_trust
 
 MARKER = ".synthreg-catalog"
 SHARD_ROWS = 4096
@@ -95,6 +94,7 @@ def _category(line: Any) -> str:
         ReleaseStatus.FINAL: "final",
         ReleaseStatus.CANDIDATE: "candidate",
         ReleaseStatus.UNTRUSTED: "untrusted",
+        ReleaseStatus.UNCHECKED: "unchecked",
     }.get(line.state, "invalid")
 
 
@@ -362,7 +362,7 @@ def write_catalog(
     out = Path(os.path.abspath(out))
     _check_out(out)
     found = list_releases(ws)
-    trust = load_trust(ws, trust_file) if found else None
+    trust = reading_trust(ws, trust_file) if found else None  # no root: each version says UNCHECKED
     refs = [(n, v) for n, vs in found.items() for v in vs]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

@@ -30,6 +30,16 @@ class SignOff(Strict):
     roles: list[Role] = Field(min_length=1)
     time: AwareDatetime
     checkpoint: Checkpoint | None = Field(description="the audit log's head when this was signed")
+    # Issue 20: thresholds are not retroactive. A sign-off names the version of the (versioned) trust
+    # root it was made under, so a release final under version N stays final when a later version raises
+    # a threshold. Left out when None (an unversioned root, or a sign-off made before issue 20), so older
+    # sign-offs read, and are judged, as before: against the current root.
+    root_version: int | None = Field(
+        default=None,
+        ge=1,
+        exclude_if=lambda v: v is None,
+        description="the version of the trust root the signer signed under (None: unversioned)",
+    )
 
 
 WITHDRAWAL = "withdrawal.dsse.json"  # DSSE envelope, payload a Withdrawal

@@ -1,7 +1,15 @@
 """The trust root a verifier pins outside the workspace (TUF's model, DESIGN.md): keys with names, roles,
 validity and revocations, the thresholds per role, and the workspace's release policy
 (``policies/release.yaml``), which may only raise the thresholds. Loading and checking them is
-``registry.trust.root``."""
+``registry.trust.root``; changing them, ``registry.trust.rotation``.
+
+A root made by ``synthreg trust`` is *versioned*, like TUF's root metadata (issue 20): it names its
+``version`` and when it was ``issued``, and each version is a DSSE envelope (``ROOT_TYPE``) signed by
+``thresholds.root`` keys of the version before it. A root written by hand (or by ``keygen --name``)
+has no ``issued`` time and no signed history: it is read as before, as one unversioned root.
+
+A public key file (``keys/<keyid>.pub.json``, :class:`PublicKeyFile`) names the key's owner; files
+written before names were recorded still read (``name`` is None)."""
 
 from __future__ import annotations
 
@@ -53,10 +61,25 @@ class TrustedKey(Strict):
 class Thresholds(Strict):
     releaser: int = Field(default=1, ge=1, le=100)
     approver: int = Field(default=1, ge=1, le=100)
+    root: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="distinct keys of this root that must sign its next version (a versioned root)",
+    )
+
+    def of_roles(self) -> dict[str, int]:
+        """The thresholds a release must meet, per role (the root's own threshold is not one)."""
+        return {r: getattr(self, r) for r in ROLES}
 
 
 class TrustRoot(Strict):
-    version: Literal[1] = 1
+    version: int = Field(default=1, ge=1, description="this root's version; each change adds one")
+    issued: AwareDatetime | None = Field(
+        default=None,
+        description="when this version was made (set on a versioned root; None: an unversioned, "
+        "hand-kept root)",
+    )
     solo: bool = Field(default=False, description="one key holding both roles may satisfy both")
     thresholds: Thresholds = Thresholds()
     keys: list[TrustedKey] = Field(min_length=1)
@@ -84,6 +107,20 @@ class TrustRoot(Strict):
         if role not in key.roles:
             return key, f"key {keyid[:16]} ({key.name}) does not hold the role {role} in the trust root"
         return key, key.valid_at(when)
+
+
+class PublicKeyFile(Strict):
+    """``keys/<keyid>.pub.json``: a public key as securesystemslib writes it, with its owner's name.
+    A convenience copy for ``synthreg trust add --from``; never a source of trust by itself."""
+
+    keyid: Sha256
+    name: str | None = Field(default=None, description="the owner (None in files made before issue 20)")
+    keytype: Literal["ed25519"] = "ed25519"
+    scheme: Literal["ed25519"] = "ed25519"
+    keyval: dict[Literal["public"], Hex64]
+
+
+ROOT_TYPE = "application/vnd.synthreg.root+json"  # the payload type of a signed root version
 
 
 class ReleasePolicy(Strict):

@@ -81,7 +81,7 @@ def approve(
             )
         payload = payload_of(envelope, PAYLOAD_TYPE)
         new_env = add_signature(envelope, signer)
-        new_signoffs = [*signoffs, make_signoff(ws, ref, payload, signer, entry, [role])]
+        new_signoffs = [*signoffs, make_signoff(ws, ref, payload, signer, entry, [role], trust.version)]
         after = approval_state(trust, ref, new_env, new_signoffs)
         rel = folder.relative_to(ws).as_posix()
         tag = tag_name(name, version)
@@ -104,6 +104,7 @@ def approve(
                         "name": entry.name,
                         "role": role,
                         "status": after.status,
+                        **({"root_version": after.root_version} if after.root_version else {}),
                     },
                 }
             ],

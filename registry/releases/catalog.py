@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.core.errors import SynthregError
+from registry.core.errors import SynthregError, TrustError
 from registry.records.lineage import Change, ReleaseDiff, SampleChanges, SetChanges
 from registry.records.release import Release
 from registry.store.releases import RELEASES, load_release, release_folder, versions
@@ -36,19 +36,25 @@ class StatusLine(str):
         return line
 
 
-def release_status(ws: Path, name: str, version: str, trust: Trust | None = None) -> StatusLine:
+def release_status(ws: Path, name: str, version: str, trust: Trust | str | None = None) -> StatusLine:
     """``final``, ``solo``, ``candidate``, or what is wrong (``UNTRUSTED: ...``, ``INVALID: ...``);
     with ``withdrawn`` added when a withdrawal is recorded. Checks signatures and binding, not shards
-    (``registry.trust.admission``)."""
+    (``registry.trust.admission``). Under a versioned root, a final release names the root version it
+    met: ``final, root v2``. ``trust`` may be why no root could be loaded (a str): the status is then
+    ``UNCHECKED: ...`` (issue 20: reading never fails because of the trust root)."""
     return release_state(ws, name, version, trust)[0]
 
 
 def release_state(
-    ws: Path, name: str, version: str, trust: Trust | None = None
+    ws: Path, name: str, version: str, trust: Trust | str | None = None
 ) -> tuple[StatusLine, Admission | None]:
     """``release_status`` and the ``Admission`` it was read from (None when the signed files could not
-    even be read), for a reader that also shows who signed (the catalog site) without checking twice."""
-    trust = trust or load_trust(ws)
+    even be read, or no root could be loaded), for a reader that also shows who signed (the catalog
+    site) without checking twice."""
+    if trust is None:
+        trust = reading_trust(ws)
+    if isinstance(trust, str):
+        return StatusLine(ReleaseStatus.UNCHECKED, f"UNCHECKED: {trust}"), None
     try:
         a = admission(ws, name, version, trust)
         withdrawn = a.withdrawal is not None  # a damaged withdrawal record makes the release INVALID
@@ -60,13 +66,25 @@ def release_state(
     if state is ReleaseStatus.INVALID:
         return StatusLine(state, f"INVALID: {a.problems[0]}"), a
     text = state.value if state is not ReleaseStatus.CANDIDATE else f"candidate, {a.approval.summary()}"
+    if state is not ReleaseStatus.CANDIDATE and a.approval.root_version is not None:
+        text += f", root v{a.approval.root_version}"
     return StatusLine(state, text, withdrawn=withdrawn), a
 
 
+def reading_trust(ws: Path, trust_file: Path | str | None = None) -> Trust | str:
+    """The trust root for a reader (list, show): loaded without refusing unreachable thresholds, or,
+    when it cannot be loaded at all, why (a str): a reader shows that instead of failing (issue 20)."""
+    try:
+        return load_trust(ws, trust_file, strict=False)
+    except TrustError as e:
+        return str(e)
+
+
 def list_status(ws: Path, trust_file: Path | str | None = None) -> dict[str, list[tuple[str, StatusLine]]]:
-    """Every version of every dataset with its status (see ``release_status``)."""
+    """Every version of every dataset with its status (see ``release_status``); never fails because of
+    the trust root's contents: without a usable root each status is ``UNCHECKED: why``."""
     found = list_releases(ws)
-    trust = load_trust(ws, trust_file) if found else None
+    trust = reading_trust(ws, trust_file) if found else None
     return {n: [(v, release_status(ws, n, v, trust)) for v in vs] for n, vs in found.items()}
 
 
@@ -138,4 +156,12 @@ def _sql(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-__all__ = ["StatusLine", "diff", "list_releases", "list_status", "release_state", "release_status"]
+__all__ = [
+    "StatusLine",
+    "diff",
+    "list_releases",
+    "list_status",
+    "reading_trust",
+    "release_state",
+    "release_status",
+]

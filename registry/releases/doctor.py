@@ -123,7 +123,7 @@ def _is_final(ws: Path, name: str, version: str) -> bool:
     from registry.trust.root import load_trust
 
     try:
-        state = admission(ws, name, version, lambda: load_trust(ws)).status
+        state = admission(ws, name, version, lambda: load_trust(ws, strict=False)).status
     except (SynthregError, OSError, ValueError):
         return True
     return state is not ReleaseStatus.CANDIDATE

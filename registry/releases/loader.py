@@ -45,7 +45,7 @@ def admit(
     if asked_name != name or asked_version not in (None, version):
         raise ReleaseError(f"{ref} resolved to {name}@{version}; refusing to serve another version")
     at = f"{name}@{version}"
-    a = admission(ws, name, version, lambda: load_trust(ws, trust))
+    a = admission(ws, name, version, lambda: load_trust(ws, trust, strict=False))
     require_untrusted_free(a.approval)
     # The loader compares the signed record with the record as loaded (its model), as it always has;
     # verify and `list` compare it with the file (Admission.record_matches).

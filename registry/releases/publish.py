@@ -158,20 +158,27 @@ def publish(
             envelope = sign(statement(subjects, payload), signer)
             # Sign as releaser. The sign-off (who, roles, when, audit checkpoint) is signed too.
             signoffs = [
-                make_signoff(ws, ref, payload_of(envelope), signer, entry, releaser_roles(trust, entry))
+                make_signoff(
+                    ws, ref, payload_of(envelope), signer, entry, releaser_roles(trust, entry), trust.version
+                )
             ]
             approval = approval_state(trust, ref, envelope, signoffs)
             atomic_write_text(staging / ENVELOPE, json.dumps(envelope, indent=2) + "\n")
             atomic_write_text(staging / SIGNOFFS, json.dumps(signoffs, indent=2) + "\n")
             _fsync_tree(staging)
-            signer_details = {"status": approval.status, "signer": {"keyid": entry.keyid, "name": entry.name}}
+            signer_details: dict[str, Any] = {
+                "status": approval.status,
+                "signer": {"keyid": entry.keyid, "name": entry.name},
+            }
+            if trust.version is not None:  # issue 20: the root version the release was signed under
+                signer_details["root_version"] = trust.version
             # Final only when the thresholds are met; a candidate waits for `synthreg approve`. The commit
             # holds the signer's public key (a convenience copy; trust comes from the pinned root).
             txn.update(
                 events=_events(record, report, name, version, signer_details),
                 tag_now=approval.met,
                 remote=record.remote,
-                pubkey=public_key_file(signer),
+                pubkey=public_key_file(signer, entry.name),
             )
     return record
 

@@ -113,6 +113,9 @@ class VerifyResult:
                 )
             elif step == "approvals" and not (self.approval and self.approval.met):
                 status, detail = "candidate", self.approval.summary() if self.approval else "no sign-off"
+            elif step == "approvals" and self.approval and self.approval.root_version is not None:
+                # issue 20: the checklist names the root version the thresholds were met under
+                status, detail = "pass", f"final under {self.approval.root_note}"
             elif step == "withdrawal" and self.withdrawn:
                 status, detail = (
                     "withdrawn",
@@ -249,7 +252,7 @@ def verify(
     name, version = parse_ref(ref)
     if version is None:
         raise ReleaseError(f"give a version to verify: {name}@X.Y.Z")
-    trusted = load_trust(ws, trust)
+    trusted = load_trust(ws, trust, strict=False)  # a final release under an older root still verifies
     result = VerifyResult(ref=f"{name}@{version}")
     record = load_release(ws, ref, bound=False)  # the binding is checked below, as a problem
     asked = bool(record.recipe and record.recipe.c2pa)

@@ -1,6 +1,7 @@
 """Who may sign what, and whether a release may be read: signing (DSSE, keys), root (the pinned trust
-root), approvals (sign-offs and thresholds, pure), withdrawals and waivers (signed records, read and
-checked), credentials (C2PA), admission (the one check a reader makes before serving a release).
+root), rotation (versioned roots: each change signed by the version before), approvals (sign-offs and
+thresholds, pure), withdrawals and waivers (signed records, read and checked), credentials (C2PA),
+admission (the one check a reader makes before serving a release).
 
 The public modules are named in ``__all__``; importing the package imports none of them.
 """
@@ -9,6 +10,7 @@ __all__ = [
     "approvals",
     "credentials",
     "root",
+    "rotation",
     "signing",
     "waivers",
     "withdrawals",

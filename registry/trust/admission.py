@@ -39,6 +39,7 @@ class ReleaseStatus(StrEnum):
     CANDIDATE = "candidate"  # signed, short of the approvals the trust root asks for
     UNTRUSTED = "UNTRUSTED"  # a signer the trust root does not accept
     INVALID = "INVALID"  # a signature, the binding or the record is wrong
+    UNCHECKED = "UNCHECKED"  # no trust root could be loaded: a reader says why instead of failing
 
 
 @dataclass

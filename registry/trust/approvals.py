@@ -76,6 +76,33 @@ class ApprovalState:
     counted: dict[str, list[str]] = field(default_factory=dict)  # role -> keyids counted for it
     problems: list[str] = field(default_factory=list)  # bad signatures, replays, missing sign-offs
     trust_solo: bool = False
+    # Issue 20: the version of the (versioned) trust root these thresholds are of, and the current one;
+    # both None for an unversioned root. A release final under an older version than the current stays
+    # final (thresholds are not retroactive): ``older_root``.
+    root_version: int | None = None
+    current_version: int | None = None
+    current_thresholds: dict[str, int] = field(default_factory=dict)
+    late: list[str] = field(default_factory=list)  # names of signers not counted under an older root
+
+    @property
+    def older_root(self) -> bool:
+        """Final under an earlier root version than the current one (which may ask for more)."""
+        return (
+            self.met
+            and self.root_version is not None
+            and self.current_version is not None
+            and self.root_version < self.current_version
+        )
+
+    @property
+    def root_note(self) -> str:
+        """``root v2`` (and what the current root asks, when judged under an older one); '' unversioned."""
+        if self.root_version is None:
+            return ""
+        if not self.older_root:
+            return f"root v{self.root_version}"
+        now = ", ".join(f"{r} {n}" for r, n in self.current_thresholds.items())
+        return f"root v{self.root_version}; the current root v{self.current_version} asks for {now}"
 
     @property
     def untrusted(self) -> list[Signer]:
@@ -100,7 +127,8 @@ class ApprovalState:
         have = sum(min(len(self.counted.get(r, [])), n) for r, n in self.thresholds.items())
         parts = ", ".join(f"{r} {len(self.counted.get(r, []))}/{n}" for r, n in self.thresholds.items())
         mode = " (solo: one key holds both roles)" if self.solo else ""
-        return f"approved by {have} of {need} ({parts}){mode}"
+        under = f", final under root v{self.root_version}" if self.older_root else ""
+        return f"approved by {have} of {need} ({parts}){mode}{under}"
 
     def to_json(self) -> dict:
         return {
@@ -109,11 +137,54 @@ class ApprovalState:
             "counted": self.counted,
             "signers": [s.to_json() for s in self.signers],
             "problems": self.problems,
+            "root_version": self.root_version,
+            "current_root_version": self.current_version,
+            "final_under_older_root": self.older_root,
         }
 
 
 def approval_state(trust: Trust, ref: str, envelope: dict, signoffs: list[dict]) -> ApprovalState:
-    """Check every sign-off and envelope signature against the trust root; count them per role."""
+    """Check every sign-off and envelope signature against the trust root; count them per role.
+
+    Thresholds are not retroactive (issue 20). Under a versioned root, a release short of the current
+    thresholds is judged again under the root version its sign-offs name (the highest one, when older
+    than the current): if that version's thresholds were met by sign-offs made before the next version
+    was issued, the release is final under it (``older_root``), keys revoked since still failing it.
+    Sign-offs that name no version (made under an unversioned root, or before issue 20) are judged
+    against the current root, as before."""
+    state = _judge(trust, ref, envelope, signoffs)
+    state.root_version = state.current_version = trust.version
+    state.current_thresholds = dict(trust.thresholds)
+    if state.met or trust.version is None:
+        return state
+    named = [_named_version(env) for env in signoffs]
+    older = max((v for v in named if v is not None and v < trust.version), default=None)
+    then = trust.at_version(older) if older is not None else None
+    if then is None or older is None:
+        return state
+    old = _judge(then, ref, envelope, signoffs, before=trust.issued(older + 1))
+    if not old.met or old.untrusted:
+        return state
+    old.root_version, old.current_version = older, trust.version
+    old.current_thresholds = dict(trust.thresholds)
+    return old
+
+
+def _named_version(env: dict) -> int | None:
+    """The root version a sign-off names (None: none, or unreadable: the full check says why)."""
+    from registry.trust.signing import payload_of
+
+    try:
+        return SignOff.model_validate_json(payload_of(env, SIGNOFF_TYPE)).root_version
+    except (SigningError, ValidationError, ValueError):
+        return None
+
+
+def _judge(
+    trust: Trust, ref: str, envelope: dict, signoffs: list[dict], before: datetime | None = None
+) -> ApprovalState:
+    """The approval state under ``trust`` alone; with ``before``, sign-offs made at or after it are
+    checked but not counted (they came after the root version judged was replaced)."""
     from registry.trust.signing import PAYLOAD_TYPE, payload_of, signature_verifies
 
     state = ApprovalState(ref=ref, thresholds=dict(trust.thresholds), trust_solo=trust.solo)
@@ -167,6 +238,9 @@ def approval_state(trust: Trust, ref: str, envelope: dict, signoffs: list[dict])
             f"the envelope holds a signature by key {str(keyid)[:16]} with no sign-off (who, role, when)"
         )
     trusted = [s for s in state.signers if s.trusted]
+    if before is not None:
+        state.late = [s.name for s in trusted if s.time >= before]
+        trusted = [s for s in trusted if s.time < before]
     releasers = list(dict.fromkeys(s.keyid for s in trusted if "releaser" in s.roles))
     approvers = list(dict.fromkeys(s.keyid for s in trusted if "approver" in s.roles))
     if not trust.solo:  # nobody approves their own release
@@ -191,7 +265,17 @@ def read_signed(folder: Path) -> tuple[dict, list[dict]]:
     return envelope, signoffs
 
 
-def make_signoff(ws: Path, ref: str, payload: bytes, signer, key: TrustedKey, roles: list[Role]) -> dict:
+def make_signoff(
+    ws: Path,
+    ref: str,
+    payload: bytes,
+    signer,
+    key: TrustedKey,
+    roles: list[Role],
+    root_version: int | None = None,
+) -> dict:
+    """A signed sign-off by ``signer`` (``key`` in the trust root) over the statement ``payload``, naming
+    the version of the trust root it is made under (``root_version``; None for an unversioned root)."""
     from registry.trust.signing import sign
 
     so = SignOff(
@@ -202,6 +286,7 @@ def make_signoff(ws: Path, ref: str, payload: bytes, signer, key: TrustedKey, ro
         roles=roles,
         time=datetime.now(UTC),
         checkpoint=audit.head(ws),
+        root_version=root_version,
     )
     return sign(json.dumps(so.model_dump(mode="json"), sort_keys=True).encode(), signer, SIGNOFF_TYPE)
 

@@ -42,15 +42,18 @@ def keygen(
     name: str | None = None,
     roles: list[str] | None = None,
     trust: Path | str | None = None,
+    add_to_trust: bool = True,
 ) -> KeygenResult:
     """A new ed25519 key pair: the private key (PKCS#8 PEM) created mode 0600 from its first byte,
     outside the workspace; the public key at ``keys/<keyid>.pub.json`` (a new file: an existing public
-    key is never replaced). With ``name``, the key is also added to the trust root with ``roles``
-    (default both; a new trust root holding one key with both roles is made solo)."""
+    key is never replaced), naming its owner ``name``. With ``name`` (and ``add_to_trust``), the key is
+    also added to an unversioned trust root with ``roles`` (default both; a new trust root holding one
+    key with both roles is made solo). A versioned root (``synthreg trust``) is left alone: its changes
+    are signed, with ``synthreg trust init`` or ``trust add`` (``trust`` is then None in the result)."""
     from securesystemslib.signer import CryptoSigner
 
     from registry.records.trust import TrustedKey
-    from registry.trust.root import add_key, trust_path
+    from registry.trust.root import add_key, history_dir, trust_path
 
     priv = private_key_path(private)
     _refuse_inside(priv, ws, "keep it outside (default ~/.config/synthreg/release.key)")
@@ -59,9 +62,13 @@ def keygen(
             f"{priv} exists already; pass --force to replace it (old releases stay verifiable "
             "as long as the trust root keeps the old key)"
         )
-    tfile = trust_path(trust) if name else None
+    tfile = trust_path(trust) if name and add_to_trust else None
+    if tfile is not None and history_dir(tfile).is_dir():
+        tfile = None  # a versioned root changes only by signed versions (`synthreg trust add`)
     if tfile is not None and tfile.resolve().is_relative_to(ws.resolve()):
         raise SigningError(f"trust root {tfile} is inside the workspace; keep it outside (pass --trust)")
+    if name is not None and (not name.strip() or not name.isprintable()):
+        raise SigningError(f"--name {name!r} is empty or holds a newline or control character")
     unknown = sorted(set(roles or []) - {"releaser", "approver"})
     if unknown:
         raise SigningError(f"unknown role(s) {', '.join(unknown)}: a key may be releaser and/or approver")
@@ -77,17 +84,19 @@ def keygen(
         )
     write_private(priv, signer.private_bytes)
     pub = ws / KEYS / f"{keyid}.pub.json"
-    atomic_write_text(pub, public_key_file(signer)["text"])
+    atomic_write_text(pub, public_key_file(signer, name)["text"])
     if entry is not None and tfile is not None:
         add_key(tfile, entry, solo=len(entry.roles) == 2 if not tfile.exists() else None)
     return KeygenResult(priv, pub, keyid, tfile)
 
 
-def public_key_file(signer) -> dict[str, str]:
+def public_key_file(signer, name: str | None = None) -> dict[str, str]:
     """The signer's public key file as a release commits it (issue 9: a release commit holds the key that
-    signed it): ``{"path": "keys/<keyid>.pub.json", "text": ...}``. A convenience copy, never trusted."""
+    signed it): ``{"path": "keys/<keyid>.pub.json", "text": ...}``, naming its owner when ``name`` is
+    given (issue 20; ``registry.records.trust.PublicKeyFile``). A convenience copy, never trusted."""
     keyid = signer.public_key.keyid
-    text = json.dumps({"keyid": keyid, **signer.public_key.to_dict()}, indent=2) + "\n"
+    owner = {"name": name} if name else {}
+    text = json.dumps({"keyid": keyid, **owner, **signer.public_key.to_dict()}, indent=2) + "\n"
     return {"path": (KEYS / f"{keyid}.pub.json").as_posix(), "text": text}
 
 

@@ -708,5 +708,6 @@ def test_a_verifier_without_a_root_is_told_to_get_the_teams_not_to_make_a_key(tm
     with pytest.raises(TrustError) as e:
         load_trust(None, tmp_path / "absent.yaml")
     said = str(e.value)
-    assert "To verify a team's releases, get its trust root (trust.yaml) from whoever keeps it" in said
+    assert "To verify a team's releases, get its trust root from whoever keeps it" in said
+    assert "`synthreg trust init --verifier --from FILE`" in said
     assert "never from the repository" in said and "a solo root trusts only your own key" in said
