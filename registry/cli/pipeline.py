@@ -152,7 +152,7 @@ def generate(
         recipe_path = _generate_recipe(ws, p, recipe, dataset, out, str(params))
         loaded = load_recipe(inside(ws, recipe_path, "recipe"))
         with stage("generate", ws, loaded.dataset) as lineage:
-            lineage.input(File(recipe_path))
+            lineage.input(File(recipe_path, kind="RECIPE"))
             with progress_bar("generate") as progress:
                 res = run(
                     recipe_path,

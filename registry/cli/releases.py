@@ -168,11 +168,11 @@ def derive(
         ws = workspace_root(workspace)
         ids = list(exclude_sample or [])
         parent_name, _, parent_version = ref.partition("@")
-        parent = ReleaseRef(parent_name, parent_version) if DATASET_NAME.fullmatch(parent_name) else None
+        named = DATASET_NAME.fullmatch(parent_name) is not None
         # --exclude-samples is read only, so it may be anywhere (a list of ids is often personal)
-        with stage("derive", ws, parent_name if parent else None) as lineage:
-            if parent is not None:
-                lineage.input(parent)
+        with stage("derive", ws, parent_name if named else None) as lineage:
+            if named and parent_version:  # NAME alone (the latest version) is known once derive resolves it
+                lineage.input(ReleaseRef(parent_name, parent_version))
             with progress_bar("derive", "shard") as progress:
                 r = run(
                     ws,

@@ -1,6 +1,7 @@
 """From a run, model or image back to what made it, and from a generator, source, prompt or sample
 forward to everything it reached: trace, image, impact, working (unreleased manifests), common
-(queries over every released manifest), report (the HTML report with models).
+(queries over every released manifest), report (the HTML report with models), openlineage (the
+stages' OpenLineage run events).
 
 The public modules are named in ``__all__``; importing the package imports none of them.
 """
@@ -9,6 +10,7 @@ __all__ = [
     "common",
     "image",
     "impact",
+    "openlineage",
     "report",
     "trace",
     "working",
