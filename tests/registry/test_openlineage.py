@@ -238,6 +238,16 @@ def test_nothing_is_configured_without_variables_or_files(tmp_path: Path, monkey
     assert configured()
 
 
+def test_the_namespace_is_the_git_origin_without_credentials(tmp_path: Path):
+    from registry.lineage.openlineage.facets import workspace_namespace
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    assert workspace_namespace(tmp_path) == f"file://{socket.gethostname()}{tmp_path.resolve()}"
+    origin = "https://bob:s3cret@git.example.org:8443/team/data.git?token=abc"
+    subprocess.run(["git", "remote", "add", "origin", origin], cwd=tmp_path, check=True)
+    assert workspace_namespace(tmp_path) == "https://git.example.org:8443/team/data.git"
+
+
 # --- the pipeline, through the CLI --------------------------------------------------------------------------
 
 
