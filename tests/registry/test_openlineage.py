@@ -283,6 +283,7 @@ def piped(
     w = ["-w", str(ws)]
     outputs: dict[str, str] = {}
     errors: dict[str, str] = {}
+    first = len(receiver.events)  # the faster tests above share the receiver
     with pytest.MonkeyPatch.context() as mp:
         for k in [k for k in os.environ if k.startswith("OPENLINEAGE")]:
             mp.delenv(k)
@@ -314,7 +315,7 @@ def piped(
         )
         step("train", "train", "digits", "--dataset", "digits@1.1.0")
         step("withdraw", "withdraw", "digits@1.0.0", "--reason", HOSTILE_REASON)
-        yield Piped(ws, built.key, list(receiver.events), outputs, errors)
+        yield Piped(ws, built.key, receiver.events[first:], outputs, errors)
 
 
 def _runs(events: list[dict]) -> dict[str, list[dict]]:
@@ -333,7 +334,9 @@ def _final(events: list[dict], job: str) -> dict:
 @pytest.mark.slow
 def test_every_stage_sends_start_then_complete_and_every_event_is_valid(piped: Piped, receiver: Receiver):
     assert piped.events, "the receiver got nothing"
-    assert set(receiver.paths) == {"/api/v1/lineage"}  # OPENLINEAGE_URL's default endpoint, Marquez's
+    assert set(receiver.paths[-len(piped.events) :]) == {
+        "/api/v1/lineage"
+    }  # OPENLINEAGE_URL's default endpoint, Marquez's
     for event in piped.events:
         check_event(event)
     runs = _runs(piped.events)
