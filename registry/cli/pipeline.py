@@ -20,6 +20,7 @@ from registry.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from registry.lineage.openlineage import Manifest, ReleaseRef
     from registry.records.config import DatasetParams, Params, TrainParams
     from registry.records.dataset import Recipe
 
@@ -141,22 +142,29 @@ def generate(
     """Generate a recipe's images into tar shards and a Parquet manifest (resumes an interrupted run)."""
     with errors():
         from generators.generate import generate as run
-        from registry.records.config import load_params
+        from registry.core.workspace import inside
+        from registry.lineage.openlineage import File, Manifest, stage
+        from registry.records.config import load_params, load_recipe
         from registry.records.dataset import LOAD_TEST_BACKEND, LOAD_TEST_WARNING
 
         ws = workspace_root(workspace)
         p = load_params(ws / params, ws)
         recipe_path = _generate_recipe(ws, p, recipe, dataset, out, str(params))
-        with progress_bar("generate") as progress:
-            res = run(
-                recipe_path,
-                ws,
-                out,
-                executor_params(p.generate, executor, address),
-                progress,
-                c2pa_key,
-                c2pa_chain,
-            )
+        loaded = load_recipe(inside(ws, recipe_path, "recipe"))
+        with stage("generate", ws, loaded.dataset) as lineage:
+            lineage.input(File(recipe_path, kind="RECIPE"))
+            with progress_bar("generate") as progress:
+                res = run(
+                    recipe_path,
+                    ws,
+                    out,
+                    executor_params(p.generate, executor, address),
+                    progress,
+                    c2pa_key,
+                    c2pa_chain,
+                )
+            lineage.input(File(Path(loaded.generator.path), res.weights_digest, "MODEL"))
+            lineage.output(Manifest(res.manifest))
         done = (
             "already complete"
             if res.generated == 0 and res.seconds == 0
@@ -246,22 +254,28 @@ def filter_(
     with errors():
         from generators.filter import filter_manifest
         from registry.core.workspace import dataset_folder
+        from registry.lineage.openlineage import Manifest, stage
         from registry.records.config import load_params
+        from registry.records.dataset import FILTER_FIELDS
 
         ws = workspace_root(workspace)
         p = load_params(ws / params, ws)
         name, own = _settings(ws, p, candidates, "candidates folder", str(params))
         if name is not None and out is not None:  # the default is beside the candidates, so theirs
             dataset_folder(ws, out, name, "output folder", p.names)
-        with progress_bar("filter") as progress:
-            res = filter_manifest(
-                candidates,
-                ws,
-                out or candidates.parent / "filtered",
-                executor_params(own.filter, executor, address),
-                progress,
-                _own_recipe(ws, name, own.recipe),
-            )
+        given = Manifest(candidates / "manifest.parquet")
+        with stage("filter", ws, name) as lineage:
+            lineage.input(given)
+            with progress_bar("filter") as progress:
+                res = filter_manifest(
+                    candidates,
+                    ws,
+                    out or candidates.parent / "filtered",
+                    executor_params(own.filter, executor, address),
+                    progress,
+                    _own_recipe(ws, name, own.recipe),
+                )
+            lineage.output(Manifest(res.manifest, given, FILTER_FIELDS))
         typer.echo(f"{res.accepted}/{res.total} accepted; manifest {res.manifest}")
         for reason, count in res.reasons.items():
             typer.echo(f"  {reason}: {count}")
@@ -314,6 +328,7 @@ def validate(
         from policies.engine import validate as run
         from registry.core.errors import POLICY_FAILED_EXIT
         from registry.core.workspace import dataset_folder
+        from registry.lineage.openlineage import File, Manifest, stage
         from registry.records.config import load_params, load_recipe
         from registry.records.dataset import LOAD_TEST_BACKEND, LOAD_TEST_WARNING
 
@@ -324,27 +339,32 @@ def validate(
             dataset_folder(ws, out, name, "report folder", p.names)
         v = own.validate_
         recipe_, packs = recipe or Path(own.recipe), pack or v.packs
-        with progress_bar("validate", "rule") as progress:
-            report = run(filtered, ws, recipe_, packs, v.waivers, v.licences, out, None, progress)
-        loaded = load_recipe(ws / recipe_)
-        if loaded.generator.backend == LOAD_TEST_BACKEND:
-            typer.echo(f"warning: {LOAD_TEST_WARNING}")
-        unmeasured = uncovered_attributes(ws, loaded, packs)
-        if unmeasured:  # e.g. a one-dataset params.yaml naming only the generic pack for digits
-            typer.echo(
-                f"warning: no representation rule in the packs measures {', '.join(unmeasured)} of "
-                f"{loaded.dataset}, so its balance is not checked; add the dataset's own pack (`synthreg "
-                "init` writes one; digits has policies/packs/digits.yaml)",
-                err=True,
-            )
-        from registry.exports.policy_md import summary
+        report_dir = out or filtered.parent / "policy"
+        with stage("validate", ws, name) as lineage:
+            lineage.input(Manifest(filtered / "manifest.parquet"), File(Path(recipe_), kind="RECIPE"))
+            lineage.input(*(File(Path(pack_), kind="POLICY_PACK") for pack_ in packs))
+            with progress_bar("validate", "rule") as progress:
+                report = run(filtered, ws, recipe_, packs, v.waivers, v.licences, out, None, progress)
+            loaded = load_recipe(ws / recipe_)
+            if loaded.generator.backend == LOAD_TEST_BACKEND:
+                typer.echo(f"warning: {LOAD_TEST_WARNING}")
+            unmeasured = uncovered_attributes(ws, loaded, packs)
+            if unmeasured:  # e.g. a one-dataset params.yaml naming only the generic pack for digits
+                typer.echo(
+                    f"warning: no representation rule in the packs measures {', '.join(unmeasured)} of "
+                    f"{loaded.dataset}, so its balance is not checked; add the dataset's own pack (`synthreg "
+                    "init` writes one; digits has policies/packs/digits.yaml)",
+                    err=True,
+                )
+            from registry.exports.policy_md import summary
 
-        for r in report.results:
-            if r.status != "pass":
-                typer.echo(f"  {r.status:6} {r.rule_id}: {r.message}")
-        typer.echo(f"{summary(report)}; report {(out or filtered.parent / 'policy') / 'report.md'}")
-        if not report.passed:
-            raise typer.Exit(POLICY_FAILED_EXIT)
+            for r in report.results:
+                if r.status != "pass":
+                    typer.echo(f"  {r.status:6} {r.rule_id}: {r.message}")
+            lineage.output(File(report_dir / "report.json", kind="POLICY_REPORT"))
+            typer.echo(f"{summary(report)}; report {report_dir / 'report.md'}")
+            if not report.passed:
+                raise typer.Exit(POLICY_FAILED_EXIT)
 
 
 def train(
@@ -373,15 +393,24 @@ def train(
     Evaluates on held-out real data (synthetic-only with a held-out synthetic split when the dataset has
     no real source); registers the model; writes the metrics file for `dvc metrics`."""
     with errors():
+        from registry.downstream.tracking import tracking_uri
         from registry.downstream.train import train as run
+        from registry.lineage.openlineage import Model, stage
         from registry.records.config import load_params
+        from registry.records.dataset import DATASET_NAME
 
         ws = workspace_root(workspace)
         p, dataset = _train_settings(load_params(ws / params, ws), settings, dataset, str(params))
         if model_name is not None:
             p = p.model_copy(update={"registered_model": model_name})
-        with progress_bar("train", "epoch") as progress:
-            res = run(ws, p, dataset, allow_withdrawn, progress)
+        named = (dataset or p.dataset or "").split("@", 1)[0]
+        with stage(
+            "train", ws, named if DATASET_NAME.fullmatch(named) and named != "working" else None
+        ) as lineage:
+            with progress_bar("train", "epoch") as progress:
+                res = run(ws, p, dataset, allow_withdrawn, progress)
+            lineage.input(_trained_on(res.dataset))
+            lineage.output(Model(res.model_name, res.model_version, res.run_id, tracking_uri(ws)))
         m = res.metrics
         for note in res.notes:
             typer.echo(f"warning: {note}", err=True)
@@ -393,6 +422,16 @@ def train(
         typer.echo(
             f"MLflow run {res.run_id}; model {res.model_name}/{res.model_version}; metrics {res.metrics_path}"
         )
+
+
+def _trained_on(dataset: str) -> Manifest | ReleaseRef:
+    """The lineage input a training run read: a release, or the working filtered manifest of NAME@working."""
+    from registry.lineage.openlineage import Manifest, ReleaseRef
+
+    name, _, version = dataset.partition("@")
+    if version == "working":
+        return Manifest(Path("data") / name / "filtered" / "manifest.parquet")
+    return ReleaseRef(name, version)
 
 
 def _train_settings(

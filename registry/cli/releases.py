@@ -4,7 +4,7 @@ waive, doctor."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from registry.cli.common import (
     progress_bar,
     workspace_root,
 )
+
+if TYPE_CHECKING:
+    from registry.records.release import Derivation
 
 
 def keygen(
@@ -92,23 +95,29 @@ def release(
     workspace's default DVC remote: a candidate until approved (`synthreg approve`), final (tag
     NAME@vX.Y.Z) at once in solo mode."""
     with errors():
+        from registry.lineage.openlineage import File, Manifest, ReleaseRef, stage
         from registry.releases.catalog import release_status
         from registry.releases.release import release as run
         from registry.trust.admission import ReleaseStatus
 
         ws = workspace_root(workspace)
-        with progress_bar("release", "shard") as progress:
-            r = run(
-                name,
-                version,
-                ws,
-                key,
-                actor,
-                recipe_path=recipe,
-                trust=trust,
-                no_push=no_push,
-                progress=progress,
-            )
+        data = Path("data") / name
+        with stage("release", ws, name) as lineage:
+            lineage.input(Manifest(data / "filtered" / "manifest.parquet"))
+            lineage.input(File(data / "policy" / "report.json", kind="POLICY_REPORT"))
+            with progress_bar("release", "shard") as progress:
+                r = run(
+                    name,
+                    version,
+                    ws,
+                    key,
+                    actor,
+                    recipe_path=recipe,
+                    trust=trust,
+                    no_push=no_push,
+                    progress=progress,
+                )
+            lineage.output(ReleaseRef(r.name, r.version, trust))
         status = release_status(ws, r.name, r.version, load_trust_root(ws, trust))
         what = (
             f"tag {r.name}@v{r.version} ({status})"
@@ -163,37 +172,60 @@ def derive(
 
     Made from the parent's released files; checked again by params.yaml's policy packs; signed and tagged."""
     with errors():
+        from registry.lineage.openlineage import ReleaseRef, stage
+        from registry.records.dataset import DATASET_NAME
         from registry.releases.derive import Criteria
         from registry.releases.derive import derive as run
 
         ws = workspace_root(workspace)
         ids = list(exclude_sample or [])
+        parent_name, _, parent_version = ref.partition("@")
+        named = DATASET_NAME.fullmatch(parent_name) is not None
         # --exclude-samples is read only, so it may be anywhere (a list of ids is often personal)
-        with progress_bar("derive", "shard") as progress:
-            r = run(
-                ws,
-                ref,
-                version,
-                reason,
-                ids,
-                exclude_source,
-                key,
-                actor,
-                params,
-                exclude_file=exclude_samples,
-                no_push=no_push,
-                progress=progress,
-                criteria=Criteria(
-                    tuple(exclude_prompt or ()), tuple(exclude_generator or ()), tuple(exclude_identity or ())
-                ),
-            )
-        d = r.derived_from
-        assert d is not None
+        with stage("derive", ws, parent_name if named else None) as lineage:
+            if named and parent_version:  # NAME alone (the latest version) is known once derive resolves it
+                lineage.input(ReleaseRef(parent_name, parent_version))
+            with progress_bar("derive", "shard") as progress:
+                r = run(
+                    ws,
+                    ref,
+                    version,
+                    reason,
+                    ids,
+                    exclude_source,
+                    key,
+                    actor,
+                    params,
+                    exclude_file=exclude_samples,
+                    no_push=no_push,
+                    progress=progress,
+                    criteria=Criteria(
+                        tuple(exclude_prompt or ()),
+                        tuple(exclude_generator or ()),
+                        tuple(exclude_identity or ()),
+                    ),
+                )
+            d = r.derived_from
+            assert d is not None
+            lineage.input(parent := ReleaseRef(r.name, d.parent.partition("@")[2]))
+            lineage.output(ReleaseRef(r.name, r.version, derived_from=parent, left_out_by=_read_by(d)))
         typer.echo(
             f"derived {r.name}@{r.version} from {d.parent}: {d.removed} sample(s) left out "
             f"({d.removed_accepted} accepted), {r.counts.accepted}/{r.counts.total} accepted remain, "
             f"{len(r.shards)} shard(s); tag {r.name}@v{r.version}"
         )
+
+
+def _read_by(d: Derivation) -> tuple[str, ...]:
+    """The manifest columns the derive criteria read to leave rows out (column lineage's FILTER)."""
+    used = (
+        ("sample_id", d.excluded_sample_ids),
+        ("prompt", d.excluded_prompts),
+        ("generator_name", d.excluded_generators),
+        ("weights_digest", d.excluded_generators),
+        ("identity", d.excluded_identities or d.excluded_sources),  # a source conditioned some identities
+    )
+    return tuple(column for column, criteria in used if criteria)
 
 
 def verify(
@@ -300,9 +332,18 @@ def withdraw(
     """Withdraw a release: a signed withdrawal.dsse.json beside the signed record (left as is), audit
     event, git commit. The key must be a releaser's or an approver's in the trust root."""
     with errors():
+        from registry.lineage.openlineage import ReleaseRef, stage
+        from registry.records.dataset import DATASET_NAME
         from registry.releases.withdraw import withdraw as run
 
-        w = run(workspace_root(workspace), ref, reason, actor, key, trust)
+        ws = workspace_root(workspace)
+        name, _, version = ref.partition("@")
+        known = DATASET_NAME.fullmatch(name) is not None
+        with stage("withdraw", ws, name if known else None) as lineage:
+            if known:
+                lineage.input(ReleaseRef(name, version, trust))
+            w = run(ws, ref, reason, actor, key, trust)
+            lineage.output(ReleaseRef(name, version, trust))
         typer.echo(f"withdrew {w.release} ({w.time:%Y-%m-%dT%H:%M:%S} by {w.actor}): {w.reason}")
 
 

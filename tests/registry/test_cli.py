@@ -11,12 +11,13 @@ runner = CliRunner()
 
 
 def test_help_imports_no_heavy_library():
-    """`synthreg --help` must start fast: torch, diffusers, sklearn, MLflow, GX, c2pa load in commands."""
+    """`synthreg --help` must start fast: torch, diffusers, sklearn, MLflow, GX, c2pa and OpenLineage load
+    in commands."""
     code = (
         "import sys\nfrom registry.cli import app\n"
         "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = sorted(m for m in ('torch', 'diffusers', 'sklearn', 'mlflow', 'great_expectations', "
-        "'transformers', 'pyarrow', 'duckdb', 'c2pa') if m in sys.modules)\n"
+        "'transformers', 'pyarrow', 'duckdb', 'c2pa', 'openlineage') if m in sys.modules)\n"
         "print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
