@@ -5,6 +5,7 @@ error into a message and an exit code (``common.errors``). The commands live by 
 
     pipeline.py   init, generate, filter, reproduce, validate, train
     releases.py   keygen, release, derive, verify, withdraw, pull, approve, waive, doctor
+    keys.py       keys allowed-signers (git's SSH verification of release tags)
     reading.py    list, show, diff, log, schema, report (and the show/diff tables)
     tracing.py    trace run|model|image, impact, models (and their tables)
     common.py     shared options, errors, progress, JSON output
@@ -21,7 +22,7 @@ from collections.abc import Callable
 import click
 import typer
 
-from registry.cli import pipeline, reading, releases, tracing
+from registry.cli import keys, pipeline, reading, releases, tracing
 from registry.cli.common import internal
 
 app = typer.Typer(
@@ -73,6 +74,7 @@ for _name, _command in COMMANDS:
 for _name, _command in TRACE_COMMANDS:
     trace_app.command(_name)(_command)
 app.add_typer(trace_app, name="trace")
+app.add_typer(keys.keys_app, name="keys")
 
 
 def main() -> None:

@@ -42,7 +42,8 @@ def keygen(
     ] = None,
     workspace: Workspace = None,
 ) -> None:
-    """Create an ed25519 signing key outside the workspace; its public key goes to keys/<keyid>.pub.json.
+    """Create an ed25519 signing key outside the workspace, or in a PKCS#11 token (--key pkcs11:...); its
+    public key goes to keys/<keyid>.pub.json.
 
     With --name, the key is added to the trust root (made solo when new and holding both roles).
     With --c2pa DIR, make a TEST root and C2PA signer certificate in DIR instead (not for production)."""
@@ -59,9 +60,12 @@ def keygen(
         from registry.trust.signing import keygen as run
 
         r = run(workspace_root(workspace), key, force, name, role, trust)
-        typer.echo(
-            f"private key {r.private} (mode 0600; never commit it)\npublic key  {r.public} (commit it)"
+        where = (
+            f"private key {r.private} (mode 0600; never commit it)"
+            if isinstance(r.private, Path)
+            else f"private key in the token: {r.private} (sensitive, not extractable)"
         )
+        typer.echo(f"{where}\npublic key  {r.public} (commit it)")
         if r.trust:
             typer.echo(f"trust root  {r.trust}: key {r.keyid[:16]} added for {name}")
 

@@ -23,9 +23,9 @@ from registry.core.errors import ReleaseError
 POLL_SECONDS = 0.5  # how often run_dvc(poll=...) calls poll while DVC runs
 
 
-def run_git(ws: Path, *args: str, text: bool = True) -> subprocess.CompletedProcess:
-    """``git ARGS`` in ``ws``, output captured, whatever its exit code."""
-    return subprocess.run(["git", *args], cwd=ws, capture_output=True, text=text)
+def run_git(ws: Path, *args: str, text: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    """``git ARGS`` in ``ws`` (``input`` on its stdin), output captured, whatever its exit code."""
+    return subprocess.run(["git", *args], cwd=ws, capture_output=True, text=text, input=input)
 
 
 def git(ws: Path, *args: str) -> str:
