@@ -32,7 +32,8 @@ def git(ws: Path, *args: str) -> str:
     """``git ARGS`` in ``ws``: its stdout, stripped; a ReleaseError with git's own message on failure."""
     proc = run_git(ws, *args)
     if proc.returncode != 0:
-        raise ReleaseError(f"`git {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        shown = " ".join(a.partition("\n")[0] for a in args)  # a commit message by its subject line
+        raise ReleaseError(f"`git {shown}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout.strip()
 
 
