@@ -107,7 +107,7 @@ def approve(
                         "keyid": entry.keyid,
                         "name": entry.name,
                         "role": role,
-                        "status": status_line(after),
+                        "status": after.status,
                     },
                 }
             ],
