@@ -5,6 +5,7 @@ error into a message and an exit code (``common.errors``). The commands live by 
 
     pipeline.py   init, generate, filter, reproduce, validate, train
     releases.py   keygen, release, derive, verify, withdraw, pull, approve, waive, doctor
+    keys.py       keys allowed-signers (git's SSH verification of release tags)
     reading.py    list, show, diff, log, schema, report, catalog (and the show/diff tables)
     tracing.py    trace run|model|image, impact, models (and their tables)
     trust.py      trust init|add|remove|revoke|set-threshold|show|export|update (the trust root)
@@ -22,7 +23,7 @@ from collections.abc import Callable
 import click
 import typer
 
-from registry.cli import pipeline, reading, releases, tracing
+from registry.cli import keys, pipeline, reading, releases, tracing
 from registry.cli import trust as trust_cli
 from registry.cli.common import internal
 
@@ -84,6 +85,7 @@ app.add_typer(trace_app, name="trace")
 for _name, _command in trust_cli.COMMANDS:
     trust_app.command(_name)(_command)
 app.add_typer(trust_app, name="trust")
+app.add_typer(keys.keys_app, name="keys")
 
 
 def main() -> None:

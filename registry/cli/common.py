@@ -142,9 +142,11 @@ def workspace_root(path: Path | None) -> Path:
 
 
 KeyOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        "--key", help="private signing key (default $SYNTHREG_SIGNING_KEY or ~/.config/synthreg/release.key)"
+        "--key",
+        help="private signing key: a PEM file, file:PATH, envvar:NAME (the PEM in $NAME) or a PKCS#11 token "
+        "key pkcs11:token=LABEL;object=KEY (default $SYNTHREG_SIGNING_KEY or ~/.config/synthreg/release.key)",
     ),
 ]
 

@@ -45,7 +45,8 @@ def keygen(
     ] = None,
     workspace: Workspace = None,
 ) -> None:
-    """Create an ed25519 signing key outside the workspace; its public key goes to keys/<keyid>.pub.json.
+    """Create an ed25519 signing key outside the workspace, or in a PKCS#11 token (--key pkcs11:...); its
+    public key goes to keys/<keyid>.pub.json.
 
     The public key file names its owner (--name; asked for at a terminal). With --name, the key is also
     added to an unversioned trust root (made solo when new and holding both roles); a versioned root
@@ -69,9 +70,12 @@ def keygen(
         if name is None and sys.stdin.isatty():  # issue 20: a public key file names its owner
             name = typer.prompt("your name (written into the public key file)")
         r = run(workspace_root(workspace), key, force, name, role, trust, add_to_trust=add)
-        typer.echo(
-            f"private key {r.private} (mode 0600; never commit it)\npublic key  {r.public} (commit it)"
+        where = (
+            f"private key {r.private} (mode 0600; never commit it)"
+            if isinstance(r.private, Path)
+            else f"private key in the token: {r.private} (sensitive, not extractable)"
         )
+        typer.echo(f"{where}\npublic key  {r.public} (commit it)")
         if r.trust:
             typer.echo(f"trust root  {r.trust}: key {r.keyid[:16]} added for {name}")
         else:

@@ -23,16 +23,17 @@ from registry.core.errors import ReleaseError
 POLL_SECONDS = 0.5  # how often run_dvc(poll=...) calls poll while DVC runs
 
 
-def run_git(ws: Path, *args: str, text: bool = True) -> subprocess.CompletedProcess:
-    """``git ARGS`` in ``ws``, output captured, whatever its exit code."""
-    return subprocess.run(["git", *args], cwd=ws, capture_output=True, text=text)
+def run_git(ws: Path, *args: str, text: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    """``git ARGS`` in ``ws`` (``input`` on its stdin), output captured, whatever its exit code."""
+    return subprocess.run(["git", *args], cwd=ws, capture_output=True, text=text, input=input)
 
 
 def git(ws: Path, *args: str) -> str:
     """``git ARGS`` in ``ws``: its stdout, stripped; a ReleaseError with git's own message on failure."""
     proc = run_git(ws, *args)
     if proc.returncode != 0:
-        raise ReleaseError(f"`git {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        shown = " ".join(a.partition("\n")[0] for a in args)  # a commit message by its subject line
+        raise ReleaseError(f"`git {shown}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout.strip()
 
 

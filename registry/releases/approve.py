@@ -15,6 +15,7 @@ from registry.core import vcs
 from registry.core.errors import ReleaseError
 from registry.records.journal import Entry
 from registry.records.trust import ROLES, Role
+from registry.releases.tagging import commit_message, signing_tags, status_line, tag_release
 from registry.store import audit, journal
 from registry.trust.approvals import (
     ENVELOPE,
@@ -65,7 +66,10 @@ def approve(
             return before  # a killed run of this very approval, just finished by recovery: report it
         if before.met:
             if not vcs.tagged(ws, tag_name(name, version)):  # approved, but a crash came before the tag
-                vcs.git(ws, "tag", tag_name(name, version))
+                rel = f"{folder.relative_to(ws).as_posix()}/{SIGNOFFS}"
+                commit = vcs.git(ws, "rev-list", "-1", "HEAD", "--", rel)
+                with signing_tags(signer):
+                    tag_release(ws, tag_name(name, version), commit, folder)
                 return before
             raise ReleaseError(f"{ref} is final already ({before.summary()}); nothing to approve")
         require_untrusted_free(before)
@@ -110,12 +114,14 @@ def approve(
             ],
             "actor": audit.actor_name(ws),
             "audit_from": len(audit.read(ws)),
-            "message": f"Approve {ref} ({role} {entry.name})",
+            "message": None,  # with its body, once the new sign-offs are written (step "write")
+            "subject": f"Approve {ref} ({role} {entry.name})",
+            "status": status_line(after),
             "tag": tag,
             "tag_now": after.met,
             "tag_existed": bool(vcs.git(ws, "tag", "--list", tag)),
         }
-        with journal.transaction(ws, "approve", ref, state):
+        with signing_tags(signer), journal.transaction(ws, "approve", ref, state):
             pass  # every step is a forward step: the transaction runs them
     return after
 
@@ -141,7 +147,11 @@ def _step_commit(ws: Path, entry: Entry) -> None:
         ws, "diff", "--cached", "--quiet", "HEAD", "--", *files
     ):  # committed already (a recovery after the commit)
         return
-    vcs.git(ws, "commit", "-q", "-m", entry.state["message"], "--", *files)
+    folder, state = ws / entry.state["folder"], entry.state  # an entry from before issue 23: "message"
+    message = state.get("message") or commit_message(
+        state["subject"], folder, state["status"], state["actor"]
+    )
+    vcs.git(ws, "commit", "-q", "-m", message, "--", *files)
 
 
 def _step_tag(ws: Path, entry: Entry) -> None:
@@ -150,7 +160,7 @@ def _step_tag(ws: Path, entry: Entry) -> None:
     if not entry.state["tag_now"] or vcs.git(ws, "tag", "--list", tag):
         return
     rel = f"{entry.state['folder']}/{SIGNOFFS}"
-    vcs.git(ws, "tag", tag, vcs.git(ws, "rev-list", "-1", "HEAD", "--", rel))
+    tag_release(ws, tag, vcs.git(ws, "rev-list", "-1", "HEAD", "--", rel), ws / entry.state["folder"])
 
 
 def _undo_approve(ws: Path, entry: Entry) -> None:

@@ -49,6 +49,7 @@ from registry.records.dataset import DATASET_NAME, Recipe, SourceRef
 from registry.records.journal import Entry
 from registry.records.policy import PolicyReport
 from registry.records.release import SEMVER, Counts, Derivation, GeneratorUse, Release, ShardRef
+from registry.releases.tagging import commit_message, signing_tags, status_line, tag_release
 from registry.store import audit, journal
 from registry.store import manifest as mf
 from registry.store.releases import EXPORTS, RELEASES, load_release, release_folder, versions
@@ -141,7 +142,7 @@ def publish(
             "actor": audit.actor_name(ws),
             "audit_from": len(audit.read(ws)),
         }
-        with journal.transaction(ws, op, ref, state) as txn, txn.step("stage"):
+        with signing_tags(signer), journal.transaction(ws, op, ref, state) as txn, txn.step("stage"):
             record, report, report_text = build(staging)
             subjects = {"data/manifest.parquet": record.manifest_sha256} | {
                 f"data/{s.path}": s.sha256 for s in record.shards
@@ -175,6 +176,7 @@ def publish(
             # Final only when the thresholds are met; a candidate waits for `synthreg approve`. The commit
             # holds the signer's public key (a convenience copy; trust comes from the pinned root).
             txn.update(
+                message=commit_message(message, staging, status_line(approval), audit.actor_name(ws)),
                 events=_events(record, report, name, version, signer_details),
                 tag_now=approval.met,
                 remote=record.remote,
@@ -290,7 +292,7 @@ def _step_tag(ws: Path, entry: Entry) -> None:
         if vcs.git(ws, "rev-parse", f"{tag}^{{commit}}") != commit:
             raise ReleaseError(f"tag {tag} exists and points elsewhere than {commit[:12]}; delete or move it")
         return
-    vcs.git(ws, "tag", tag, commit)
+    tag_release(ws, tag, commit, ws / rel)
 
 
 def _undo_publish(ws: Path, entry: Entry) -> None:
@@ -305,7 +307,7 @@ def _undo_publish(ws: Path, entry: Entry) -> None:
         added = vcs.git(ws, "rev-list", "-1", "HEAD", "--", f"{s['final']}/release.json")
         if (
             added == vcs.git(ws, "rev-parse", "HEAD")
-            and vcs.git(ws, "log", "-1", "--format=%B").strip() == s["message"]
+            and vcs.git(ws, "log", "-1", "--format=%B").strip() == s["message"].strip()
         ):
             if s["head"]:
                 vcs.git(ws, "reset", "-q", "--soft", "HEAD~1")

@@ -334,6 +334,9 @@ def save_root(file: Path, envelope: dict) -> TrustRoot:
         raise TrustError(f"{target} exists already; a root version is never replaced")
     atomic_write_text(target, json.dumps(envelope, indent=2) + "\n")
     atomic_write_text(file, yaml.safe_dump(new.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    from registry.trust.gitsign import write_allowed_signers
+
+    write_allowed_signers(new, allowed_signers_path(file))  # plain `git tag -v` trusts what the root trusts
     return new
 
 
@@ -362,4 +365,13 @@ def add_key(file: Path, key: TrustedKey, solo: bool | None = None) -> TrustRoot:
     new = TrustRoot(solo=solo_, thresholds=thresholds, keys=keys)
     file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(file, yaml.safe_dump(new.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    from registry.trust.gitsign import write_allowed_signers
+
+    write_allowed_signers(new, allowed_signers_path(file))  # plain `git tag -v` trusts what the root trusts
     return new
+
+
+def allowed_signers_path(file: Path) -> Path:
+    """git's ``allowed_signers`` file kept beside the trust root ``file`` (outside the workspace, as the
+    root is), rewritten by every root change: ``git config gpg.ssh.allowedSignersFile`` points at it."""
+    return file.parent / "allowed_signers"

@@ -2,8 +2,9 @@
 
 The envelope and key handling come from securesystemslib (DSSE, ``CryptoSigner``, ``SSlibKey``) and
 the Statement from in-toto-attestation, so the files verify with any in-toto tooling. The private key
-never enters the workspace: it is read from ``$SYNTHREG_SIGNING_KEY`` or a path given on the command
-line (default ``~/.config/synthreg/release.key``), and refused inside the workspace. Public keys are
+never enters the workspace: it is named by ``--key`` or ``$SYNTHREG_SIGNING_KEY`` (default
+``~/.config/synthreg/release.key``) as a file path, ``envvar:NAME`` or a ``pkcs11:`` token URI
+(:mod:`registry.trust.signers`), and a key file inside the workspace is refused. Public keys are
 kept in the workspace at ``keys/<keyid>.pub.json`` for convenience only: what a verifier trusts is the
 trust root it pins outside the workspace (:mod:`registry.trust.root`).
 """
@@ -18,18 +19,22 @@ from pathlib import Path
 from registry.core.errors import SigningError
 from registry.core.fsio import atomic_write_text
 from registry.records.release import PAYLOAD_TYPE, PREDICATE_TYPE
+from registry.trust.signers import file_path, scheme_of
 
 KEYS = Path("keys")  # public keys, ``keys/<keyid>.pub.json``: a convenience, never a source of trust
 DEFAULT_PRIVATE = Path("~/.config/synthreg/release.key")
 
 
-def private_key_path(path: Path | str | None = None) -> Path:
-    return Path(path or os.environ.get("SYNTHREG_SIGNING_KEY") or DEFAULT_PRIVATE).expanduser()
+def key_location(key: Path | str | None = None) -> str:
+    """Where the signing key is: ``key``, else ``$SYNTHREG_SIGNING_KEY``, else the default file; a path,
+    ``file:PATH``, ``envvar:NAME`` or ``pkcs11:...`` (registry.trust.signers)."""
+    loc = str(key or os.environ.get("SYNTHREG_SIGNING_KEY") or DEFAULT_PRIVATE)
+    return loc if ":" in loc and scheme_of(loc) != "file" else str(file_path(loc))
 
 
 @dataclass(frozen=True)
 class KeygenResult:
-    private: Path
+    private: Path | str  # the private key file, or the pkcs11: URI of the key in its token
     public: Path
     keyid: str
     trust: Path | None  # the trust root the key was added to, if any
@@ -44,24 +49,34 @@ def keygen(
     trust: Path | str | None = None,
     add_to_trust: bool = True,
 ) -> KeygenResult:
-    """A new ed25519 key pair: the private key (PKCS#8 PEM) created mode 0600 from its first byte,
-    outside the workspace; the public key at ``keys/<keyid>.pub.json`` (a new file: an existing public
-    key is never replaced), naming its owner ``name``. With ``name`` (and ``add_to_trust``), the key is
-    also added to an unversioned trust root with ``roles`` (default both; a new trust root holding one
-    key with both roles is made solo). A versioned root (``synthreg trust``) is left alone: its changes
-    are signed, with ``synthreg trust init`` or ``trust add`` (``trust`` is then None in the result)."""
+    """A new ed25519 key pair. In a file: the private key (PKCS#8 PEM) created mode 0600 from its first
+    byte, outside the workspace. In a PKCS#11 token (``pkcs11:`` URI): generated there, sensitive and
+    not extractable, so no private byte ever reaches this process (registry.trust.signers). The public
+    key goes to ``keys/<keyid>.pub.json`` (a new file: an existing public key is never replaced), naming
+    its owner ``name``. With ``name`` (and ``add_to_trust``), the key is also added to an unversioned
+    trust root with ``roles`` (default both; a new trust root holding one key with both roles is made
+    solo). A versioned root (``synthreg trust``) is left alone: its changes are signed, with
+    ``synthreg trust init`` or ``trust add`` (``trust`` is then None in the result)."""
     from securesystemslib.signer import CryptoSigner
 
     from registry.records.trust import TrustedKey
     from registry.trust.root import add_key, history_dir, trust_path
 
-    priv = private_key_path(private)
-    _refuse_inside(priv, ws, "keep it outside (default ~/.config/synthreg/release.key)")
-    if priv.exists() and not force:
+    loc = key_location(private)
+    scheme = scheme_of(loc)
+    if scheme == "envvar":
         raise SigningError(
-            f"{priv} exists already; pass --force to replace it (old releases stay verifiable "
-            "as long as the trust root keeps the old key)"
+            f"keygen cannot create a key in an environment variable ({loc}); make a file key, then "
+            "export its contents into the variable where it is needed (e.g. a CI secret)"
         )
+    priv: Path | str = loc if scheme == "pkcs11" else Path(loc)
+    if isinstance(priv, Path):
+        _refuse_inside(priv, ws, "keep it outside (default ~/.config/synthreg/release.key)")
+        if priv.exists() and not force:
+            raise SigningError(
+                f"{priv} exists already; pass --force to replace it (old releases stay verifiable "
+                "as long as the trust root keeps the old key)"
+            )
     tfile = trust_path(trust) if name and add_to_trust else None
     if tfile is not None and history_dir(tfile).is_dir():
         tfile = None  # a versioned root changes only by signed versions (`synthreg trust add`)
@@ -72,22 +87,44 @@ def keygen(
     unknown = sorted(set(roles or []) - {"releaser", "approver"})
     if unknown:
         raise SigningError(f"unknown role(s) {', '.join(unknown)}: a key may be releaser and/or approver")
-    signer = CryptoSigner.generate_ed25519()
-    keyid = signer.public_key.keyid
+    if isinstance(priv, Path):
+        signer = CryptoSigner.generate_ed25519()
+        public = signer.public_key
+    else:
+        public = _token_keygen(priv)
     entry = None
     if name:
         entry = TrustedKey(
-            keyid=keyid,
+            keyid=public.keyid,
             name=name,
             roles=list(dict.fromkeys(roles or ["releaser", "approver"])),
-            public=signer.public_key.keyval["public"],
+            public=public.keyval["public"],
         )
-    write_private(priv, signer.private_bytes)
-    pub = ws / KEYS / f"{keyid}.pub.json"
-    atomic_write_text(pub, public_key_file(signer, name)["text"])
+    if isinstance(priv, Path):
+        write_private(priv, signer.private_bytes)
+    pub = ws / KEYS / f"{public.keyid}.pub.json"
+    atomic_write_text(pub, public_key_text(public, name))
     if entry is not None and tfile is not None:
         add_key(tfile, entry, solo=len(entry.roles) == 2 if not tfile.exists() else None)
-    return KeygenResult(priv, pub, keyid, tfile)
+    return KeygenResult(priv, pub, public.keyid, tfile)
+
+
+def _token_keygen(uri: str):
+    from registry.trust.signers import token_keygen
+
+    try:
+        return token_keygen(uri)
+    except ImportError as e:
+        raise SigningError(
+            f"keys in a PKCS#11 token need python-pkcs11 ({e}); install it: pip install 'synthreg[pkcs11]'"
+        ) from None
+
+
+def public_key_text(public, name: str | None = None) -> str:
+    """A public key file's text, naming its owner when ``name`` is given (issue 20;
+    ``registry.records.trust.PublicKeyFile``)."""
+    owner = {"name": name} if name else {}
+    return json.dumps({"keyid": public.keyid, **owner, **public.to_dict()}, indent=2) + "\n"
 
 
 def public_key_file(signer, name: str | None = None) -> dict[str, str]:
@@ -95,9 +132,10 @@ def public_key_file(signer, name: str | None = None) -> dict[str, str]:
     signed it): ``{"path": "keys/<keyid>.pub.json", "text": ...}``, naming its owner when ``name`` is
     given (issue 20; ``registry.records.trust.PublicKeyFile``). A convenience copy, never trusted."""
     keyid = signer.public_key.keyid
-    owner = {"name": name} if name else {}
-    text = json.dumps({"keyid": keyid, **owner, **signer.public_key.to_dict()}, indent=2) + "\n"
-    return {"path": (KEYS / f"{keyid}.pub.json").as_posix(), "text": text}
+    return {
+        "path": (KEYS / f"{keyid}.pub.json").as_posix(),
+        "text": public_key_text(signer.public_key, name),
+    }
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -125,32 +163,21 @@ def _refuse_inside(priv: Path, ws: Path, fix: str) -> None:
 
 
 def load_signer(private: Path | str | None = None, ws: Path | None = None):
-    """The ed25519 signer at ``private``; any other kind of key is refused (releases are ed25519), and so
-    is a key inside the workspace ``ws`` (symlinks resolved), wherever it was named: `--key`,
-    ``$SYNTHREG_SIGNING_KEY`` or the default (issue 24: release, withdraw, waive and approve took one)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from securesystemslib.signer import CryptoSigner
+    """The ed25519 Signer for the key at ``private`` (else ``$SYNTHREG_SIGNING_KEY``, else the default
+    file): a PEM file (path or ``file:``), ``envvar:NAME`` or a ``pkcs11:`` token key, each through
+    securesystemslib's ``Signer.from_priv_key_uri`` (registry.trust.signers). Any other kind of key is
+    refused (releases are ed25519), and so is a key file inside the workspace ``ws`` (symlinks
+    resolved), wherever it was named (issue 24: release, withdraw, waive and approve took one)."""
+    from registry.trust.signers import open_signer
 
-    priv = private_key_path(private)
-    if ws is not None:
+    loc = key_location(private)
+    if ws is not None and scheme_of(loc) == "file":
         _refuse_inside(
-            priv, ws, "move it outside (e.g. ~/.config/synthreg/) and pass --key or set SYNTHREG_SIGNING_KEY"
+            Path(loc),
+            ws,
+            "move it outside (e.g. ~/.config/synthreg/) and pass --key or set SYNTHREG_SIGNING_KEY",
         )
-    if not priv.is_file():
-        raise SigningError(
-            f"no signing key at {priv}; create one with `synthreg keygen` or set SYNTHREG_SIGNING_KEY"
-        )
-    try:
-        key = load_pem_private_key(priv.read_bytes(), password=None)
-    except (ValueError, TypeError) as e:
-        raise SigningError(f"{priv} is not a PEM ed25519 private key: {e}") from e
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SigningError(
-            f"{priv} is a {type(key).__name__.removeprefix('_')} key; releases are signed with ed25519 "
-            "keys only (make one with `synthreg keygen`)"
-        )
-    return CryptoSigner(key)
+    return open_signer(loc)
 
 
 def statement(subjects: dict[str, str], predicate: dict) -> bytes:

@@ -129,6 +129,11 @@ def test_add_remove_revoke_set_threshold_and_show_each_make_a_signed_version(peo
     assert t.version == 5 and sorted(t.history) == [1, 2, 3, 4, 5]
     assert [k.name for k in t.root.keys] == ["Alice", "Bob", "Dan"] and t.thresholds["approver"] == 2
     assert t.history[4].key(t.history[3].keys[2].keyid).revoked.reason == "laptop stolen"  # type: ignore[union-attr]
+    # Every root change rewrites git's allowed_signers beside the root (plain `git tag -v` trusts it).
+    principals = [
+        line.split()[0] for line in (p.trust.parent / "allowed_signers").read_text().splitlines()[1:]
+    ]
+    assert principals == ["Alice", "Bob", "Dan"]
     show = runner.invoke(app, ["trust", "show", "--trust", str(p.trust)])
     assert show.exit_code == 0, show.output
     lines = show.stdout.splitlines()
