@@ -52,6 +52,7 @@ def cli(
     ws: Path, key: Path, args: list[str], crash: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     env = os.environ | {"SYNTHREG_SIGNING_KEY": str(key), "SYNTHREG_ACTOR": ACTOR} | (env or {})
+    env.setdefault("SYNTHREG_PROGRESS_SECONDS", "3600")  # stderr: only what is asserted, even when busy
     env.pop(journal.CRASH_ENV, None)
     if crash:
         env[journal.CRASH_ENV] = crash
