@@ -7,6 +7,7 @@ The public modules are named in ``__all__``; importing the package imports none 
 
 __all__ = [
     "approvals",
+    "checkpoints",
     "credentials",
     "root",
     "signing",
