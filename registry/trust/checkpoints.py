@@ -139,7 +139,12 @@ def _missing_under(log: AuditLog, checkpoints: list[tuple[Checkpoint, str]]) -> 
     problems = []
     for cp, what in checkpoints:
         gone = sorted({p for h in log.closure(cp.head_hashes) for p in log.events[h].parent_hashes} & missing)
-        problems += [f"event {p[:12]} is missing, but {what} covers it (removed?)" for p in gone]
+        problems += [
+            f"event {p[:12]} was edited, but {what} covers it"
+            if p in log.edited
+            else f"event {p[:12]} is missing, but {what} covers it (removed?)"
+            for p in gone
+        ]
     return problems
 
 

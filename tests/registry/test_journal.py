@@ -244,7 +244,7 @@ def test_a_failed_commit_after_the_audit_event_is_finished_by_doctor(base: Built
     assert re.fullmatch(
         re.escape(
             "error: release of digits@1.0.0 stopped at step commit: `git commit -q -m Release "
-            "digits@1.0.0 -- releases/digits/1.0.0 audit/events.jsonl keys/"
+            "digits@1.0.0 -- releases/digits/1.0.0 audit keys/"
         )
         + r"[0-9a-f]{64}\.pub\.json"  # the signer's public key travels with the release commit
         + re.escape(
