@@ -111,6 +111,13 @@ def log(
             help="sign the log's current heads with a releaser's or approver's key, and commit",
         ),
     ] = False,
+    require_signed: Annotated[
+        bool,
+        typer.Option(
+            "--require-signed",
+            help="with --verify: also exit 1 when an event is not covered by a signed checkpoint (CI)",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="one JSON event per line; with --verify, one JSON report")
     ] = False,
@@ -124,14 +131,15 @@ def log(
     --verify checks the log as a DAG (each event's hash and parents) and that it still holds every
     checkpoint signed into a release sign-off, waiver, withdrawal or `log --checkpoint` (needs the trust
     root), so an edit, a deletion under a checkpoint, a rewrite or a fork is named. It always says how
-    many events no signature covers yet, and since when: those could be deleted or forged unseen.
+    many events no signature covers yet, and since when: those could be deleted or forged unseen
+    (--require-signed makes that a failure too).
     --checkpoint signs the current heads (--key, as release and approve), covering every event so far."""
     with errors():
         ws = workspace_root(workspace)
         if checkpoint:
             _sign_checkpoint(ws, key, trust)
         elif check:
-            _verify_log(ws, trust, as_json)
+            _verify_log(ws, trust, as_json, require_signed)
         else:
             _show_log(ws, as_json)
 
@@ -149,7 +157,7 @@ def _sign_checkpoint(ws: Path, key: Path | None, trust: Path | None) -> None:
     )
 
 
-def _verify_log(ws: Path, trust: Path | None, as_json: bool) -> None:
+def _verify_log(ws: Path, trust: Path | None, as_json: bool, require_signed: bool) -> None:
     from registry.trust.checkpoints import verify_log
 
     report = verify_log(ws, load_trust_root(ws, trust))
@@ -170,7 +178,9 @@ def _verify_log(ws: Path, trust: Path | None, as_json: bool) -> None:
                 f"  {report.not_migrated} event(s) still in audit/events.jsonl: the next append migrates them"
             )
         typer.echo(f"{'unsigned' if report.uncovered else 'signed'}: {report.coverage()}")
-    if report.problems:
+        if require_signed and report.uncovered:
+            typer.echo(f"FAIL: --require-signed, and {report.uncovered} event(s) are unsigned")
+    if report.problems or (require_signed and report.uncovered):
         raise typer.Exit(1)
 
 

@@ -88,6 +88,7 @@ def test_two_clones_that_both_released_merge_without_conflict_and_verify(merged:
     assert sh(ws, "git", "status", "--porcelain") == ""
     code, after = verify_json(ws)
     assert code == 0 and after["uncovered"] == 0 and after["risk"] is None
+    assert runner.invoke(app, ["log", "--verify", "--require-signed", "-w", str(ws)]).exit_code == 0
     assert after["checkpoints"] == report["checkpoints"] + 1
     text = runner.invoke(app, ["log", "--verify", "-w", str(ws)]).stdout.splitlines()
     assert text[-1] == f"signed: all {after['events']} event(s) are covered by a signed checkpoint"
@@ -156,6 +157,10 @@ def test_a_forged_tail_event_is_named_unsigned_and_a_deleted_one_was_shown_as_a_
     out = runner.invoke(app, ["log", "--verify", "-w", str(ws)]).stdout
     assert "unsigned: 1 of " in out and "deleting them cannot be detected" in out
     assert "signed: all" not in out
+    strict = runner.invoke(app, ["log", "--verify", "--require-signed", "-w", str(ws)])
+    assert strict.exit_code == 1 and strict.stdout.splitlines()[-1] == (
+        "FAIL: --require-signed, and 1 event(s) are unsigned"
+    )
 
     # A real uncovered tail event: the risk is stated while it is there; once deleted, nothing can tell.
     (ws / audit.EVENTS / f"{forged['hash']}.json").unlink()
