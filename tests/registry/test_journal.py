@@ -51,7 +51,9 @@ COMMANDS = {
 def cli(
     ws: Path, key: Path, args: list[str], crash: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    env = os.environ | {"SYNTHREG_SIGNING_KEY": str(key), "SYNTHREG_ACTOR": ACTOR} | (env or {})
+    # No progress lines on a loaded machine (a step over 10 s prints one): stderr is the message alone.
+    quiet = {"SYNTHREG_PROGRESS_SECONDS": "100000"}
+    env = os.environ | {"SYNTHREG_SIGNING_KEY": str(key), "SYNTHREG_ACTOR": ACTOR} | quiet | (env or {})
     env.pop(journal.CRASH_ENV, None)
     if crash:
         env[journal.CRASH_ENV] = crash
