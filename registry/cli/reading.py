@@ -197,9 +197,8 @@ def _show_log(ws: Path, as_json: bool) -> None:
             signed = f"  signed by {who} key {str(e.details['keyid'])[:16]}"
         elif e.kind == "waiver" and e.details.get("approver_keyid"):
             signed = f"  approver {e.details['approver']} key {e.details['approver_keyid'][:16]}"
-        typer.echo(
-            f"{n:5} {e.hash[:12]} {e.time:%Y-%m-%d %H:%M:%S} {e.kind:10} {e.subject}  by {e.actor}{signed}"
-        )
+        line = f"{n:5} {e.hash[:12]} {e.time:%Y-%m-%d %H:%M:%S} {e.kind:10} {e.subject}  by {e.actor}{signed}"
+        typer.echo(audit.shown(line))
 
 
 def schema(

@@ -79,6 +79,7 @@ __all__ = [
     "log_path",
     "migrate",
     "read",
+    "shown",
     "unlogged",
     "validation_events",
     "verify",
@@ -105,10 +106,16 @@ def actor_name(ws: Path) -> str:
     return check_line(vcs.user_name(ws) or getpass.getuser(), "git user.name") or ""
 
 
+def shown(text: object) -> str:
+    """``text`` for one line of output: a control character (a newline in a forged event's subject or
+    actor would forge a line of `synthreg log`) is shown escaped."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text))
+
+
 def describe(e: AuditEvent) -> str:
     """How a message names an event: its short hash, what it was and when (and an old chain seq)."""
     seq = f"seq {e.seq}, " if e.seq is not None else ""
-    return f"event {e.hash[:12]} ({seq}{e.kind} {e.subject}, {e.time:%Y-%m-%dT%H:%M:%SZ})"
+    return f"event {e.hash[:12]} ({seq}{e.kind} {shown(e.subject)}, {e.time:%Y-%m-%dT%H:%M:%SZ})"
 
 
 def log_path(ws: Path) -> Path:

@@ -249,3 +249,27 @@ def test_concurrent_appends_all_land_in_one_line(tmp_path: Path) -> None:
     assert len(audit.head(tmp_path).heads) == 1  # serialised by the lock: a line, not a fork
     for who in ("p0", "p1"):
         assert [e.details["i"] for e in events if e.actor == who] == list(range(15))
+
+
+def test_a_forged_events_newline_cannot_forge_a_line_of_log(tmp_path: Path) -> None:
+    """Issue 24 family 5: anyone who can write the repository can add an event file; its text is shown
+    escaped, one event per line."""
+    from typer.testing import CliRunner
+
+    from registry.cli import app
+
+    fill(tmp_path, 1)
+    body = {
+        "kind": "release",
+        "time": "2099-01-01T00:00:00Z",
+        "actor": "x\n    9 0000 2099-01-01 00:00:00 release    digits@6.6.6  by Mallory",
+        "subject": "digits@9.9.9\r",
+        "details": {},
+        "parents": audit.head(tmp_path).heads,
+    }
+    body["hash"] = audit.content_hash(body)
+    (tmp_path / EVENTS / f"{body['hash']}.json").write_text(
+        json.dumps(body, sort_keys=True, separators=(",", ":"))
+    )
+    out = CliRunner().invoke(app, ["log", "-w", str(tmp_path)]).stdout.splitlines()
+    assert len(out) == 2 and "digits@9.9.9\\x0d  by x\\x0a    9 0000" in out[1]
