@@ -252,6 +252,25 @@ def other_attacks(key: Path) -> list[Attack]:
     ) -> Attack:
         return Attack(name, fn, hostile, leak)
 
+    def forged_tail_event(ws: Path) -> list[str]:
+        # Issue 24 family 8: a `release` event with a valid hash naming the heads, appended by hand. Nothing
+        # in the log can tell it from a real one; it is named unsigned, and --require-signed refuses it.
+        from registry.store import audit
+
+        heads = audit.head(ws)
+        body = {
+            "kind": "release",
+            "time": "2099-01-01T00:00:00Z",
+            "actor": "Release Tester",
+            "subject": "digits@9.9.9",
+            "details": {},
+            "parents": heads.heads if heads else [],
+        }
+        body["hash"] = audit.content_hash(body)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n"
+        (ws / audit.EVENTS / f"{body['hash']}.json").write_text(text)
+        return ["log", "--verify", "--require-signed"]
+
     def tar_extra(ws: Path) -> list[str]:
         shard = ws / CANDIDATES / "shards/shard-00000.tar"
         with tarfile.open(shard) as tar:
@@ -384,8 +403,9 @@ def other_attacks(key: Path) -> list[Attack]:
         ),
         a("filter: wrong column type", retype),
         a("filter: image bytes not a PNG (digest fixed)", garbage_png),
-        a("validate: audit log symlinked out", symlinked("audit/events.jsonl", vargs)),
-        a("filter: audit log symlinked out", symlinked("audit/events.jsonl", ["filter", CANDIDATES])),
+        a("validate: audit log symlinked out", symlinked("audit/events", vargs)),
+        a("filter: audit log symlinked out", symlinked("audit/events", ["filter", CANDIDATES])),
+        a("log --verify --require-signed: forged tail event", forged_tail_event),
         a("validate: policy folder symlinked out", symlinked(POLICY, ["validate", FILTERED])),
         a("filter: filtered folder symlinked out", symlinked(FILTERED, ["filter", CANDIDATES])),
         a(

@@ -127,8 +127,10 @@ def test_a_second_dataset_from_init_to_a_traced_model(tmp_path: Path, monkeypatc
     indoor = json.loads(cli(ws, "impact", "--prompt", "indoor", "--json"))
     [hit] = indoor["versions"]
     assert len(hit["sample_ids"]) == hit["samples"] == 8
-    events = [json.loads(line) for line in (ws / "audit/events.jsonl").read_text().splitlines()]
-    assert events[-1]["kind"] == "train" and events[-1]["subject"] == "pets-classifier/1"
+    from registry.store import audit
+
+    events = audit.read(ws)
+    assert events[-1].kind == "train" and events[-1].subject == "pets-classifier/1"
     assert yaml.safe_load((ws / "params.yaml").read_text())["datasets"]["digits"] == digits_before
 
     # The default dataset beside it, with its own unedited settings: released, trained, traced.

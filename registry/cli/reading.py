@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from registry.cli.common import (
+    KeyOpt,
     TrustOpt,
     Workspace,
     errors,
@@ -102,48 +103,107 @@ def diff(
 def log(
     check: Annotated[
         bool,
-        typer.Option("--verify", help="check the hash chain and every signed checkpoint (exit 1 if broken)"),
+        typer.Option(
+            "--verify",
+            help="check every event's hash and parents and every signed checkpoint (exit 1 if broken), "
+            "and count the events no signature covers yet",
+        ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON event per line")] = False,
+    checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--checkpoint",
+            help="sign the log's current heads with a releaser's or approver's key, and commit",
+        ),
+    ] = False,
+    require_signed: Annotated[
+        bool,
+        typer.Option(
+            "--require-signed",
+            help="with --verify: also exit 1 when an event is not covered by a signed checkpoint (CI)",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON event per line; with --verify, one JSON report")
+    ] = False,
+    key: KeyOpt = None,
     trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Show the append-only audit log (generate, filter, validate, waiver, release ...).
+    """Show the append-only audit log: the merged timeline of every branch's events (generate, filter,
+    validate, waiver, release ...), by time.
 
-    --verify also checks that the log still holds every checkpoint signed into a release sign-off,
-    waiver or withdrawal (needs the trust root), so a rewrite, truncation or fork is named."""
+    --verify checks the log as a DAG (each event's hash and parents) and that it still holds every
+    checkpoint signed into a release sign-off, waiver, withdrawal or `log --checkpoint` (needs the trust
+    root), so an edit, a deletion under a checkpoint, a rewrite or a fork is named. It always says how
+    many events no signature covers yet, and since when: those could be deleted or forged unseen
+    (--require-signed makes that a failure too).
+    --checkpoint signs the current heads (--key, as release and approve), covering every event so far."""
     with errors():
-        from registry.store import audit
-
         ws = workspace_root(workspace)
-        if check:
-            from registry.trust.approvals import check_checkpoints
+        if checkpoint:
+            _sign_checkpoint(ws, key, trust)
+        elif check:
+            _verify_log(ws, trust, as_json, require_signed)
+        else:
+            _show_log(ws, as_json)
 
-            checked, anchored = check_checkpoints(ws, load_trust_root(ws, trust))
-            problems = audit.verify(ws) + anchored
-            for p in problems:
-                typer.echo(f"  {p}")
-            n = len(problems)
+
+def _sign_checkpoint(ws: Path, key: str | None, trust: Path | None) -> None:
+    from registry.releases.checkpoint import sign_checkpoint
+
+    signed = sign_checkpoint(ws, key, trust)
+    rec = signed.record
+    typer.echo(
+        f"signed a checkpoint over {rec.events} event(s) ({len(rec.checkpoint.head_hashes)} head(s)) as "
+        f"{rec.role} {rec.name} (key {rec.keyid[:16]}): {signed.newly_covered} event(s) newly covered; "
+        f"{signed.path.as_posix()}"
+        + (" committed" if signed.committed else " written (not a git repository)")
+    )
+
+
+def _verify_log(ws: Path, trust: Path | None, as_json: bool, require_signed: bool) -> None:
+    from registry.trust.checkpoints import verify_log
+
+    report = verify_log(ws, load_trust_root(ws, trust))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        for p in report.problems:
+            typer.echo(f"  {p}")
+        n = len(report.problems)
+        typer.echo(
+            f"audit log: {'intact' if not n else f'{n} problem(s)'} ({ws / report.path}): {report.events} "
+            f"event(s), {len(report.heads)} head(s); {report.checkpoints} signed checkpoint(s) checked"
+        )
+        if report.not_migrated:
             typer.echo(
-                f"audit log: {'intact' if not n else f'{n} problem(s)'} ({ws / audit.LOG}); "
-                f"{checked} signed checkpoint(s) checked"
+                f"  {report.not_migrated} event(s) still in audit/events.jsonl: the next append migrates them"
             )
-            if problems:
-                raise typer.Exit(1)
-            return
-        for e in audit.read(ws):
-            if as_json:
-                typer.echo(e.model_dump_json())
-            else:
-                signed = ""
-                if e.kind in ("waiver", "approval", "withdrawal") and e.details.get("keyid"):
-                    who = e.details.get("approver") or e.details.get("name") or e.details.get("signer")
-                    signed = f"  signed by {who} key {str(e.details['keyid'])[:16]}"
-                elif e.kind == "waiver" and e.details.get("approver_keyid"):
-                    signed = f"  approver {e.details['approver']} key {e.details['approver_keyid'][:16]}"
-                typer.echo(
-                    f"{e.seq:5} {e.time:%Y-%m-%d %H:%M:%S} {e.kind:10} {e.subject}  by {e.actor}{signed}"
-                )
+        typer.echo(f"{'unsigned' if report.uncovered else 'signed'}: {report.coverage()}")
+        if require_signed and report.uncovered:
+            typer.echo(f"FAIL: --require-signed, and {report.uncovered} event(s) are unsigned")
+    if report.problems or (require_signed and report.uncovered):
+        raise typer.Exit(1)
+
+
+def _show_log(ws: Path, as_json: bool) -> None:
+    from registry.store import audit
+
+    for n, e in enumerate(audit.read(ws)):
+        if as_json:
+            typer.echo(e.model_dump_json())
+            continue
+        signed = ""
+        if e.kind in ("waiver", "approval", "withdrawal") and e.details.get("keyid"):
+            who = e.details.get("approver") or e.details.get("name") or e.details.get("signer")
+            signed = f"  signed by {who} key {str(e.details['keyid'])[:16]}"
+        elif e.kind == "waiver" and e.details.get("approver_keyid"):
+            signed = f"  approver {e.details['approver']} key {e.details['approver_keyid'][:16]}"
+        line = f"{n:5} {e.hash[:12]} {e.time:%Y-%m-%d %H:%M:%S} {e.kind:10} {e.subject}  by {e.actor}{signed}"
+        typer.echo(audit.shown(line))
 
 
 def schema(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from registry.records.audit import Checkpoint
 from registry.records.dataset import IntendedUse
@@ -394,3 +394,37 @@ __all__ = [
     "VersionHit",
     "WithdrawalState",
 ]
+
+
+class LogVerification(Result):
+    """``synthreg log --verify``: the audit log checked as a DAG and against every signed checkpoint,
+    with the events no signature covers yet (issue 20: every output says how many, and since when)."""
+
+    path: str = Field(description="the audit log's folder, relative to the workspace")
+    intact: bool = Field(description="no problem found; says nothing about uncovered events")
+    problems: list[str]
+    events: int
+    heads: list[str] = Field(description="the events nothing follows yet (two or more after a merge)")
+    not_migrated: int = Field(description="events still in the old audit/events.jsonl")
+    checkpoints: int = Field(description="signed checkpoints checked")
+    covered: int = Field(description="events a signed checkpoint covers")
+    uncovered: int = Field(description="events no signed checkpoint covers: unsigned")
+    uncovered_since: datetime | None = Field(description="the oldest uncovered event's time")
+    uncovered_events: list[str] = Field(description="each uncovered event, oldest first")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def risk(self) -> str | None:
+        """What an uncovered tail means, or None when every event is covered."""
+        if not self.uncovered:
+            return None
+        return (
+            f"{self.uncovered} of {self.events} event(s) are not covered by a signed checkpoint, the oldest "
+            f"from {self.uncovered_since:%Y-%m-%d %H:%M:%S} UTC: they are unsigned, so deleting them cannot "
+            "be detected from the log and a forged one would look the same; a releaser or approver signs "
+            "them with `synthreg log --checkpoint`"
+        )
+
+    def coverage(self) -> str:
+        """The line every output carries about coverage."""
+        return self.risk or f"all {self.events} event(s) are covered by a signed checkpoint"

@@ -15,7 +15,7 @@ from registry.records.journal import Entry
 from registry.records.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
 from registry.records.profile import DatasetProfile
 from registry.records.release import Release
-from registry.records.signed import SignedWaiver, SignOff, Withdrawal
+from registry.records.signed import LogCheckpoint, SignedWaiver, SignOff, Withdrawal
 from registry.records.trust import ReleasePolicy, TrustRoot
 
 MODELS: dict[str, type[BaseModel]] = {
@@ -39,6 +39,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "sign-off": SignOff,
     "signed-waiver": SignedWaiver,
     "withdrawal": Withdrawal,
+    "log-checkpoint": LogCheckpoint,
 }
 
 

@@ -74,3 +74,19 @@ class SignedWaiver(Strict):
     keyid: Sha256
     signed_at: AwareDatetime
     checkpoint: Checkpoint | None = Field(description="the audit log's head when this was signed")
+
+
+CHECKPOINT_TYPE = "application/vnd.synthreg.checkpoint+json"
+
+
+class LogCheckpoint(Strict):
+    """The payload of ``audit/checkpoints/<sha256>.dsse.json`` (``synthreg log --checkpoint``): a
+    releaser or approver signs the log's heads at any time, so the events up to them can no longer be
+    deleted or forged without ``log --verify`` naming it."""
+
+    checkpoint: Checkpoint = Field(description="the heads signed")
+    events: int = Field(ge=1, description="how many events the heads cover (they and their ancestors)")
+    time: AwareDatetime
+    keyid: Sha256
+    name: str = Field(min_length=1, description="the key holder's name in the trust root")
+    role: Literal["releaser", "approver"]

@@ -74,7 +74,7 @@ def timeline(ws: Path | None, names: set[str]) -> tuple[list[tuple[str, str, str
     """Audit events about the datasets ``names`` (their data folders and versions), and why the log
     could not be read (None when it could): a damaged log is itself a finding, shown, never hidden."""
     events: list[tuple[str, str, str, str]] = []
-    if ws is None or not (ws / "audit" / "events.jsonl").is_file():
+    if ws is None or not (ws / audit.LOG).is_dir():
         return events, None
     try:
         for ev in audit.read(ws):

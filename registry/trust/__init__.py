@@ -9,6 +9,7 @@ The public modules are named in ``__all__``; importing the package imports none 
 
 __all__ = [
     "approvals",
+    "checkpoints",
     "credentials",
     "gitsign",
     "root",

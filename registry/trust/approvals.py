@@ -28,7 +28,6 @@ from pydantic import ValidationError
 from registry.core import vcs
 from registry.core.digests import sha256_bytes
 from registry.core.errors import SigningError, UntrustedSignerError
-from registry.records.audit import AuditEvent, Checkpoint
 from registry.records.signed import SIGNOFF_TYPE, SignOff
 from registry.records.trust import Role, TrustedKey
 from registry.store import audit
@@ -340,68 +339,6 @@ def signers_of(ws: Path, name: str, version: str, trust: Trust) -> ApprovalState
 
     envelope, signoffs = read_signed(release_folder(ws, name, version))
     return approval_state(trust, f"{name}@{version}", envelope, signoffs)
-
-
-def signed_checkpoints(ws: Path, trust: Trust) -> list[tuple[Checkpoint, str]]:
-    """Every audit checkpoint inside a record whose signature verifies against a key of the trust root
-    (release sign-offs, waivers, withdrawals), with what signed it. Unverifiable records are skipped
-    here: verify, validate and the loader report them."""
-    from registry.records.signed import WAIVER_TYPE, WITHDRAWAL, WITHDRAWAL_TYPE, SignedWaiver, Withdrawal
-    from registry.trust.signing import payload_of, signature_verifies
-    from registry.trust.waivers import WAIVERS
-
-    found: list[tuple[Checkpoint, str]] = []
-
-    def take(env: dict, ptype: str, model, what: str) -> None:
-        try:
-            rec = model.model_validate_json(payload_of(env, ptype))
-        except (SigningError, ValidationError, ValueError):
-            return
-        key = trust.root.key(rec.keyid)
-        if key is None or rec.checkpoint is None or not signature_verifies(env, rec.keyid, key.sslib_key()):
-            return
-        found.append((rec.checkpoint, f"{what} signed by {key.name} (key {rec.keyid[:16]})"))
-
-    for path in sorted((ws / "releases").glob(f"*/*/{SIGNOFFS}")):
-        ref = f"{path.parent.parent.name}@{path.parent.name}"
-        with contextlib.suppress(OSError, ValueError):
-            for env in json.loads(path.read_text()):
-                take(env, SIGNOFF_TYPE, SignOff, f"the sign-off of {ref}")
-    for path in sorted((ws / "releases").glob(f"*/*/{WITHDRAWAL}")):
-        with contextlib.suppress(OSError, ValueError):
-            ref = f"{path.parent.parent.name}@{path.parent.name}"
-            take(json.loads(path.read_text()), WITHDRAWAL_TYPE, Withdrawal, f"the withdrawal of {ref}")
-    for path in sorted((ws / WAIVERS).glob("*.dsse.json")):
-        with contextlib.suppress(OSError, ValueError):
-            take(json.loads(path.read_text()), WAIVER_TYPE, SignedWaiver, f"the waiver {path.name}")
-    return found
-
-
-def check_checkpoints(ws: Path, trust: Trust) -> tuple[int, list[str]]:
-    """(checkpoints checked, problems): each signed checkpoint must lie on the current chain, so a
-    whole-log rewrite with valid hashes, a truncation below a checkpoint or a fork is named."""
-    hashes: dict[int, str] = {}
-    for raw in audit.lines(ws):
-        with contextlib.suppress(ValueError, ValidationError):
-            event = AuditEvent.model_validate_json(raw)
-            hashes.setdefault(event.seq, event.hash)
-    last = max(hashes, default=-1)
-    problems = []
-    checkpoints = signed_checkpoints(ws, trust)
-    for cp, what in sorted(checkpoints, key=lambda c: c[0].seq):
-        if cp.seq not in hashes:
-            if cp.seq > last:
-                problems.append(
-                    f"the log was truncated: it ends at seq {last}, but {what} checkpoints seq {cp.seq}"
-                )
-            else:
-                problems.append(f"event {cp.seq} is missing, but {what} checkpoints it (removed?)")
-        elif hashes[cp.seq] != cp.hash:
-            problems.append(
-                f"the log was rewritten or forked at or before seq {cp.seq}: event {cp.seq}'s hash is "
-                f"{hashes[cp.seq][:16]}, but {what} checkpoints {cp.hash[:16]}"
-            )
-    return len(checkpoints), problems
 
 
 # ---------------------------------------------------------------------------------------------------

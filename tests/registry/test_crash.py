@@ -267,20 +267,21 @@ def test_params_outside_the_workspace(workspace: Path, tmp_path: Path):
 
 
 def test_a_symlinked_audit_log_leading_out_is_refused_before_anything_is_written(fresh: Path, tmp_path: Path):
-    outside = tmp_path / "elsewhere.jsonl"
-    log = fresh / "audit" / "events.jsonl"
-    shutil.copy(log, outside)
-    log.unlink()
+    outside = tmp_path / "elsewhere"
+    log = fresh / "audit" / "events"
+    shutil.copytree(log, outside)
+    shutil.rmtree(log)
     log.symlink_to(outside)
-    before = outside.read_bytes()
+    before = sorted(p.name for p in outside.iterdir())
     report = fresh / POLICY / "report.json"
     report_before = report.read_bytes()
     result = runner.invoke(app, ["validate", FILTERED, "--out", POLICY, "-w", str(fresh)])
     assert result.exit_code == 1
     assert result.output == (
-        f"error: audit log audit/events.jsonl escapes the workspace {fresh}; use a path inside it\n"
+        f"error: audit log audit/events: audit/events is a symbolic link (to {outside}); synthreg does not "
+        "follow links inside the workspace: put the folder or file itself there\n"
     )
-    assert outside.read_bytes() == before and report.read_bytes() == report_before
+    assert sorted(p.name for p in outside.iterdir()) == before and report.read_bytes() == report_before
 
 
 def test_a_symlinked_report_folder_leading_out_is_refused(fresh: Path, tmp_path: Path):

@@ -49,7 +49,7 @@ def snapshot(ws: Path) -> tuple:
         tree_digests(ws / "releases"),
         sh(ws, "git", "rev-parse", "HEAD"),
         tags(ws),
-        (ws / audit.LOG).read_bytes(),
+        tree_digests(ws / audit.LOG),
         sh(ws, "git", "status", "--porcelain", "--untracked-files=all"),
     )
 
