@@ -161,14 +161,18 @@ def report(
         Path | None,
         typer.Option(help="HTML file to write (default: reports/NAME@X.Y.Z.html in the workspace)"),
     ] = None,
+    trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Write a self-contained HTML audit report of a release or a model (works offline, images embedded)."""
+    """Write a self-contained HTML audit report of a release or a model (works offline, images embedded).
+
+    A release's report checks every sign-off against your trust root (--trust) when it is made, and
+    lists the models the MLflow store knows then."""
     with errors():
         from registry.lineage.report import default_out, write_report
 
         ws = workspace_root(workspace)
-        path = write_report(ws, out or default_out(ws, ref, model), ref, model)
+        path = write_report(ws, out or default_out(ws, ref, model), ref, model, trust)
         typer.echo(f"report {path}")
 
 

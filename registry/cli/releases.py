@@ -80,6 +80,7 @@ def release(
     workspace's default DVC remote: a candidate until approved (`synthreg approve`), final (tag
     NAME@vX.Y.Z) at once in solo mode."""
     with errors():
+        from registry.lineage.report import models_seen
         from registry.releases.catalog import release_status
         from registry.releases.release import release as run
         from registry.trust.admission import ReleaseStatus
@@ -96,6 +97,7 @@ def release(
                 trust=trust,
                 no_push=no_push,
                 progress=progress,
+                models=models_seen,
             )
         status = release_status(ws, r.name, r.version, load_trust_root(ws, trust))
         what = (

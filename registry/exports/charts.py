@@ -36,6 +36,13 @@ def _png(fig: Any) -> bytes:
 
 def grouped_bars(title: str, categories: list[str], series: dict[str, list[float]], ylabel: str) -> bytes:
     """Bars per category, one bar per series side by side (e.g. requested vs observed shares)."""
+    return _png(bars_figure(title, categories, series, ylabel))
+
+
+def bars_figure(title: str, categories: list[str], series: dict[str, list[float]], ylabel: str) -> Any:
+    """``grouped_bars``' figure, laid out (``tight_layout``), before it becomes a PNG. The legend sits
+    outside the axes, right of the plot, so it never covers a bar however tall (issue 21: legends covered
+    the bars); ``tests/registry/test_report_html.py`` checks the boxes do not overlap."""
     import numpy as np
 
     fig, ax = _figure(max(4.0, 0.6 * len(categories) + 2), 3.2)
@@ -47,9 +54,10 @@ def grouped_bars(title: str, categories: list[str], series: dict[str, list[float
     ax.set_xticks(x, categories, rotation=0 if len(categories) < 12 else 60)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
+    fig.tight_layout()  # makes room for the legend outside the axes
+    return fig
 
 
 def lineage_graph(layers: list[list[tuple[str, str, str]]], edges: list[tuple[str, str]]) -> bytes:

@@ -23,6 +23,7 @@ from tests.registry.conftest import WAIVED, Built, folder
 runner = CliRunner()
 DATASET_SECTIONS = [
     "status",
+    "signatures",
     "policy",
     "not-run",
     "filter",
@@ -31,10 +32,20 @@ DATASET_SECTIONS = [
     "samples",
     "licences",
     "waivers",
+    "models",
     "timeline",
     "lineage",
 ]
-MODEL_SECTIONS = ["status", "metrics", "training-data", "licences", "waivers", "timeline", "lineage"]
+MODEL_SECTIONS = [
+    "status",
+    "metrics",
+    "evaluation",
+    "training-data",
+    "licences",
+    "waivers",
+    "timeline",
+    "lineage",
+]
 
 
 def sections(page: str) -> list[str]:
