@@ -6,7 +6,7 @@ Tables are rich tables for people (``render_show``, ``render_diff``; tests read 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -253,6 +253,7 @@ def render_show(
                 escape(", ".join(s.identities or [])) or "all",
             )
         console.print(srcs)
+    _render_filter(console, r)
     pol = Table(title="policy at release", title_justify="left")
     pol.add_column("rule")
     pol.add_column("status")
@@ -267,6 +268,33 @@ def render_show(
             key = (w.approver_keyid or "unsigned")[:16]
             wt.add_row(escape(w.rule_id), escape(w.approver), key, str(w.expires), escape(w.reason))
         console.print(wt)
+
+
+def _render_filter(console: Any, r: Release) -> None:
+    """`show`'s filter table (issue 21): the signed settings, the models that scored the images, the
+    filter checks that did not run, and how many images each reason rejected."""
+    from rich.table import Table
+
+    t = Table(title="filter", title_justify="left", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value", overflow="fold")
+    f = r.filter
+    if f is None:
+        t.add_row("settings", "not recorded (released before synthreg signed the filter settings)")
+    else:
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(f.params.items()) if v is not None)
+        t.add_row("settings", escape(settings))
+        domain = f.domain or {}
+        t.add_row("scoring domain", escape(str(domain.get("domain", "none"))))
+        for what in ("identity_classifier", "embedding"):
+            m = domain.get(what)
+            if isinstance(m, dict):
+                t.add_row(what.replace("_", " "), escape(f"{m.get('model')} sha256 {m.get('sha256')}"))
+        for line in f.not_checked:
+            t.add_row("[bold magenta]not run[/]", escape(line))
+    for reason, n in r.counts.reasons.items():
+        t.add_row("rejected", escape(f"{n} {reason}"))
+    console.print(t)
 
 
 def render_diff(d: ReleaseDiff) -> None:

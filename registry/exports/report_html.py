@@ -428,6 +428,9 @@ def _lineage(versions: list[tuple[Release, bool]], models: list[dict], note: str
     table = (
         _table(["model", "MLflow run", "trained on"], rows) if rows else "<p>No model is known to use it.</p>"
     )
+    listed = [[_e(f"{r.name}@{r.version}"), _e(f"{r.created_at:%Y-%m-%d}"), "<b>WITHDRAWN</b>" if w
+               else "released"] for r, w in versions]  # fmt: skip
+    table = _table(["version", "released", "state"], listed) + table
     return _section("lineage", "Lineage: sources, generators, versions, models", chart + note + table)
 
 
