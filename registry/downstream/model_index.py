@@ -152,13 +152,10 @@ def format_models(rows: list[ModelRow]) -> list[str]:
             scores = f"accuracy {num(r.accuracy)}  gap {num(r.worst_group_gap)}"
         else:  # a user's own script logs its own metrics: show them rather than dashes
             scores = "  ".join(f"{k} {num(v)}" for k, v in list(r.metrics.items())[:4])
-        lines.append(f"{r.name}/{r.version}{alias}  {data}  share {share}  {scores}  run {r.run_id}")
+        split = f"  evaluated on {r.evaluation_split}"  # real held-out, synthetic or unknown (issue 21)
+        lines.append(f"{r.name}/{r.version}{alias}  {data}  share {share}  {scores}  run {r.run_id}{split}")
         if r.withdrawn:
             lines.append(f"    WITHDRAWN DATA: {r.withdrawn}")
         if r.evaluation:
-            lines.append(f"    evaluated on {r.evaluation} [split: {r.evaluation_split}]")
-        else:
-            lines.append(
-                f"    evaluation split: {r.evaluation_split} (the run does not say what it was judged on)"
-            )
+            lines.append(f"    evaluated on {r.evaluation}")
     return lines
