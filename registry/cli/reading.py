@@ -272,7 +272,7 @@ def render_show(
 
 def _render_filter(console: Any, r: Release) -> None:
     """`show`'s filter table (issue 21): the signed settings, the models that scored the images, the
-    filter checks that did not run, and how many images each reason rejected."""
+    filter checks that did not run, and how many images had each of the filter's reasons."""
     from rich.table import Table
 
     t = Table(title="filter", title_justify="left", show_header=False)
@@ -292,8 +292,8 @@ def _render_filter(console: Any, r: Release) -> None:
                 t.add_row(what.replace("_", " "), escape(f"{m.get('model')} sha256 {m.get('sha256')}"))
         for line in f.not_checked:
             t.add_row("[bold magenta]not run[/]", escape(line))
-    for reason, n in r.counts.reasons.items():
-        t.add_row("rejected", escape(f"{n} {reason}"))
+    for reason, n in r.counts.reasons.items():  # the filter's reason per image, accepted ones' too
+        t.add_row("images by reason", escape(f"{n} {reason}"))
     console.print(t)
 
 
