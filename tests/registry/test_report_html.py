@@ -441,3 +441,15 @@ def test_chart_legends_sit_outside_the_bars() -> None:
         assert not any(legend.overlaps(b) for b in bars)
         assert not legend.overlaps(ax.get_window_extent(r))
         assert legend.x0 >= 0 and legend.x1 <= fig.bbox.x1 and legend.y0 >= 0 and legend.y1 <= fig.bbox.y1
+
+
+def test_dollar_signs_in_names_are_drawn_as_text_not_parsed() -> None:
+    """A model or identity named ``$\\frac{$`` (matplotlib's mathtext) must not break the report."""
+    from registry.exports import charts
+
+    hostile = "$\\frac{$ <b>"
+    bars = charts.grouped_bars(hostile, [hostile, "b"], {hostile: [1.0, 0.5]}, hostile)
+    graph = charts.lineage_graph(
+        [[("m", hostile, "model")], [("v", "digits@1.0.0", "version")]], [("m", "v")]
+    )
+    assert all(Image.open(io.BytesIO(png)).size[0] > 0 for png in (bars, graph))
