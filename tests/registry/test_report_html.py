@@ -453,3 +453,10 @@ def test_dollar_signs_in_names_are_drawn_as_text_not_parsed() -> None:
         [[("m", hostile, "model")], [("v", "digits@1.0.0", "version")]], [("m", "v")]
     )
     assert all(Image.open(io.BytesIO(png)).size[0] > 0 for png in (bars, graph))
+
+
+def test_unreadable_signoffs_are_said_never_trusted(released_copy: Path) -> None:
+    (folder(released_copy, "1.0.0") / "signoffs.json").write_text('{"not": "a list"}')
+    sigs = section_of(dataset_html(released_copy, "digits@1.0.0"), "signatures")
+    assert "Release status: <b>INVALID</b>: the signatures cannot be read" in sigs
+    assert "must hold a list of DSSE envelopes" in sigs and ">trusted<" not in sigs
