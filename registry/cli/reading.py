@@ -7,7 +7,7 @@ Tables are rich tables for people (``render_show``, ``render_diff``; tests read 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -226,14 +226,18 @@ def report(
         Path | None,
         typer.Option(help="HTML file to write (default: reports/NAME@X.Y.Z.html in the workspace)"),
     ] = None,
+    trust: TrustOpt = None,
     workspace: Workspace = None,
 ) -> None:
-    """Write a self-contained HTML audit report of a release or a model (works offline, images embedded)."""
+    """Write a self-contained HTML audit report of a release or a model (works offline, images embedded).
+
+    A release's report checks every sign-off against your trust root (--trust) when it is made, and
+    lists the models the MLflow store knows then."""
     with errors():
         from registry.lineage.report import default_out, write_report
 
         ws = workspace_root(workspace)
-        path = write_report(ws, out or default_out(ws, ref, model), ref, model)
+        path = write_report(ws, out or default_out(ws, ref, model), ref, model, trust)
         typer.echo(f"report {path}")
 
 
@@ -343,6 +347,7 @@ def render_show(
                 escape(", ".join(s.identities or [])) or "all",
             )
         console.print(srcs)
+    _render_filter(console, r)
     pol = Table(title="policy at release", title_justify="left")
     pol.add_column("rule")
     pol.add_column("status")
@@ -357,6 +362,33 @@ def render_show(
             key = (w.approver_keyid or "unsigned")[:16]
             wt.add_row(escape(w.rule_id), escape(w.approver), key, str(w.expires), escape(w.reason))
         console.print(wt)
+
+
+def _render_filter(console: Any, r: Release) -> None:
+    """`show`'s filter table (issue 21): the signed settings, the models that scored the images, the
+    filter checks that did not run, and how many images had each of the filter's reasons."""
+    from rich.table import Table
+
+    t = Table(title="filter", title_justify="left", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value", overflow="fold")
+    f = r.filter
+    if f is None:
+        t.add_row("settings", "not recorded (released before synthreg signed the filter settings)")
+    else:
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(f.params.items()) if v is not None)
+        t.add_row("settings", escape(settings))
+        domain = f.domain or {}
+        t.add_row("scoring domain", escape(str(domain.get("domain", "none"))))
+        for what in ("identity_classifier", "embedding"):
+            m = domain.get(what)
+            if isinstance(m, dict):
+                t.add_row(what.replace("_", " "), escape(f"{m.get('model')} sha256 {m.get('sha256')}"))
+        for line in f.not_checked:
+            t.add_row("[bold magenta]not run[/]", escape(line))
+    for reason, n in r.counts.reasons.items():  # the filter's reason per image, accepted ones' too
+        t.add_row("images by reason", escape(f"{n} {reason}"))
+    console.print(t)
 
 
 def render_diff(d: ReleaseDiff) -> None:

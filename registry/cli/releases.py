@@ -100,6 +100,7 @@ def release(
     NAME@vX.Y.Z) at once in solo mode."""
     with errors():
         from registry.lineage.openlineage import File, Manifest, ReleaseRef, stage
+        from registry.lineage.report import models_seen
         from registry.releases.catalog import release_status
         from registry.releases.release import release as run
         from registry.trust.admission import ReleaseStatus
@@ -120,6 +121,7 @@ def release(
                     trust=trust,
                     no_push=no_push,
                     progress=progress,
+                    models=models_seen,
                 )
             lineage.output(ReleaseRef(r.name, r.version, trust))
         status = release_status(ws, r.name, r.version, load_trust_root(ws, trust))

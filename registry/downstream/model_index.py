@@ -15,7 +15,7 @@ from typing import Any
 
 from registry.downstream import tracking
 from registry.downstream.tracking import mlflow_errors
-from registry.records.lineage import ModelRow
+from registry.records.lineage import EvaluationSplit, ModelRow
 
 
 def _paged(call: Any, **kw: Any) -> list[Any]:
@@ -60,6 +60,27 @@ def _withdrawn(ws: Path, dataset: str | None) -> str | None:
             return f"{ref}: cannot tell ({e})"
         ref = parent.parent if parent else None
     return None
+
+
+def evaluation_split(params: dict[str, str], run: Any) -> EvaluationSplit:
+    """What a run's metrics were measured on (issue 21): ``train``'s own word (its ``evaluation_split``
+    parameter, or the ``evaluation`` text of runs logged before it), else a synthreg dataset a user's script
+    logged as its evaluation input (``log_dataset(..., context="evaluation")``: synthetic by definition),
+    else ``unknown``: a run that does not say is never assumed to be judged on real data."""
+    said = params.get(tracking.PARAM_EVAL_SPLIT)
+    if said in ("real held-out", "synthetic"):
+        return said  # type: ignore[return-value]
+    text = params.get("evaluation") or ""
+    if text.startswith("held-out real"):
+        return "real held-out"
+    if text.startswith("held-out synthetic"):
+        return "synthetic"
+    for di in run.inputs.dataset_inputs if run is not None and run.inputs else []:
+        context = {t.key: t.value for t in di.tags}.get("mlflow.data.context")
+        # "synthreg": the source type of every input log_dataset logs (registry.downstream.mlflow_source)
+        if context in tracking.EVAL_CONTEXTS and di.dataset.source_type == "synthreg":
+            return "synthetic"
+    return "unknown"
 
 
 def list_models(ws: Path, name: str | None = None) -> list[ModelRow]:
@@ -110,6 +131,7 @@ def list_models(ws: Path, name: str | None = None) -> list[ModelRow]:
                         evaluation=params.get("evaluation"),
                         metrics={k: v for k, v in sorted(metrics.items()) if _float(v) is not None},
                         withdrawn=_withdrawn(ws, dataset),
+                        evaluation_split=evaluation_split(params, run),
                     )
                 )
     return rows
@@ -133,7 +155,8 @@ def format_models(rows: list[ModelRow]) -> list[str]:
             scores = f"accuracy {num(r.accuracy)}  gap {num(r.worst_group_gap)}"
         else:  # a user's own script logs its own metrics: show them rather than dashes
             scores = "  ".join(f"{k} {num(v)}" for k, v in list(r.metrics.items())[:4])
-        lines.append(f"{r.name}/{r.version}{alias}  {data}  share {share}  {scores}  run {r.run_id}")
+        split = f"  evaluated on {r.evaluation_split}"  # real held-out, synthetic or unknown (issue 21)
+        lines.append(f"{r.name}/{r.version}{alias}  {data}  share {share}  {scores}  run {r.run_id}{split}")
         if r.withdrawn:
             lines.append(f"    WITHDRAWN DATA: {r.withdrawn}")
         if r.evaluation:

@@ -41,6 +41,10 @@ TAG_GIT = "synthreg.git_commit"
 TAG_SHARE = "synthreg.synthetic_share"  # the share the run really used
 TAG_SHARE_ASKED = "synthreg.synthetic_share_asked"
 TAG_DVC_MD5 = "synthreg.dvc_md5"  # md5 of the manifest: its name in the DVC cache and remote
+# The run parameter `train` logs to say what its metrics were measured on: "real held-out" or "synthetic".
+PARAM_EVAL_SPLIT = "evaluation_split"
+# The MLflow input contexts that mean "evaluated on this", as a user's own script logs them (log_dataset).
+EVAL_CONTEXTS = ("evaluation", "eval", "validation", "test", "testing")
 WORKING = "working"
 DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy stores MLflow can use without a server
 DB_CONNECT_TIMEOUT_S = 5

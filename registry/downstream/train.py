@@ -385,7 +385,11 @@ def _split(
         evaluation = (
             f"held-out real digits (sklearn-digits, {len(eval_y)} images never seen by the generator)"
         )
-        eval_params = {"real_train_sha256": train_split.digest, "eval_sha256": held_out.digest}
+        eval_params = {
+            "real_train_sha256": train_split.digest,
+            "eval_sha256": held_out.digest,
+            tracking.PARAM_EVAL_SPLIT: "real held-out",
+        }
     else:
         classes = found
         if len(classes) < 2:
@@ -405,7 +409,10 @@ def _split(
             f"held-out synthetic split ({len(eval_y)} images of {ds.input_name}, not used for training): "
             "not real data, so this says how well the model fits the generator, not the real world"
         )
-        eval_params = {"eval_sha256": hashlib.sha256("\n".join(eval_ids).encode()).hexdigest()}
+        eval_params = {
+            "eval_sha256": hashlib.sha256("\n".join(eval_ids).encode()).hexdigest(),
+            tracking.PARAM_EVAL_SPLIT: "synthetic",
+        }
         notes.append(f"no real source for {ds.input_name}: trained on synthetic images only")
         if params.synthetic_share < 1:
             want_syn = params.train_size  # nothing real to mix in

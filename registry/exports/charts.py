@@ -14,6 +14,12 @@ REQUESTED, OBSERVED = "#0072B2", "#E69F00"
 _KIND_COLOUR = {"source": "#CC79A7", "generator": "#009E73", "version": "#0072B2", "model": "#D55E00"}
 
 
+def _plain(text: str) -> str:
+    """Text drawn as written: matplotlib reads ``$...$`` as mathtext, so a name holding dollar signs (a
+    model or identity named by a user) would be typeset, or fail to parse and break the whole report."""
+    return str(text).replace("$", r"\$")
+
+
 def _figure(width: float, height: float) -> tuple[Any, Any]:
     import matplotlib
 
@@ -36,6 +42,13 @@ def _png(fig: Any) -> bytes:
 
 def grouped_bars(title: str, categories: list[str], series: dict[str, list[float]], ylabel: str) -> bytes:
     """Bars per category, one bar per series side by side (e.g. requested vs observed shares)."""
+    return _png(bars_figure(title, categories, series, ylabel))
+
+
+def bars_figure(title: str, categories: list[str], series: dict[str, list[float]], ylabel: str) -> Any:
+    """``grouped_bars``' figure, laid out (``tight_layout``), before it becomes a PNG. The legend sits
+    outside the axes, right of the plot, so it never covers a bar however tall (issue 21: legends covered
+    the bars); ``tests/registry/test_report_html.py`` checks the boxes do not overlap."""
     import numpy as np
 
     fig, ax = _figure(max(4.0, 0.6 * len(categories) + 2), 3.2)
@@ -43,13 +56,16 @@ def grouped_bars(title: str, categories: list[str], series: dict[str, list[float
     width = 0.8 / max(1, len(series))
     colours = [REQUESTED, OBSERVED, "#009E73", "#CC79A7"]
     for i, (label, values) in enumerate(series.items()):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label, color=colours[i % 4])
-    ax.set_xticks(x, categories, rotation=0 if len(categories) < 12 else 60)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(frameon=False)
+        ax.bar(
+            x + (i - (len(series) - 1) / 2) * width, values, width, label=_plain(label), color=colours[i % 4]
+        )
+    ax.set_xticks(x, [_plain(c) for c in categories], rotation=0 if len(categories) < 12 else 60)
+    ax.set_ylabel(_plain(ylabel))
+    ax.set_title(_plain(title))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
+    fig.tight_layout()  # makes room for the legend outside the axes
+    return fig
 
 
 def lineage_graph(layers: list[list[tuple[str, str, str]]], edges: list[tuple[str, str]]) -> bytes:
@@ -75,7 +91,7 @@ def lineage_graph(layers: list[list[tuple[str, str, str]]], edges: list[tuple[st
             ax.text(
                 x,
                 y,
-                label,
+                _plain(label),
                 ha="center",
                 va="center",
                 fontsize=8,

@@ -7,11 +7,11 @@ This module renders what it is given and reads nothing: ``registry.releases.repo
 data at release (``release_html``), ``registry.lineage.report`` gathers it later, with models
 (``dataset_html``, ``model_html``, ``write_report``).
 
-A dataset report has, in order: a status banner (passed, passed with waivers, withdrawn), the policy
-results, representation charts (requested against observed, per attribute and per identity), contact
-sheets of accepted and rejected samples per identity with their reasons, the generator and licence chain
-(with the generator's own training data), waivers with approver and expiry, the audit timeline and a
-lineage graph from sources through generators and dataset versions to models. Images and charts are
+A dataset report has, in order: a status banner (the worst status), signatures and approvals, the policy
+results, checks not run, filter settings, marking, representation charts (requested against observed),
+contact sheets of accepted and rejected samples with their reasons, the generator and licence chain,
+waivers, the models trained on it, the audit timeline and a lineage graph (``dataset_page``; the issue 21
+sections are in ``report_sections``). Images and charts are
 PNG data: URIs (charts drawn by matplotlib, ``charts``); there is no script, so nothing runs and
 nothing is fetched. Every value from a record is HTML-escaped: prompts, reasons and names are data.
 
@@ -29,11 +29,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from registry.exports import report_sections as more
 from registry.exports.html_parts import e as _e
 from registry.exports.html_parts import section as _section
 from registry.exports.html_parts import table as _table
 from registry.exports.report_sections import filter_settings, marking
-from registry.records.lineage import ModelVersionInfo, RunInfo, RunTrace, WithdrawalState
+from registry.records.lineage import (
+    ModelRow,
+    ModelsSeen,
+    ModelVersionInfo,
+    RunInfo,
+    RunTrace,
+    SignaturesSeen,
+    WithdrawalState,
+)  # fmt: skip
 from registry.records.policy import PolicyReport
 from registry.records.release import Release
 
@@ -347,23 +356,6 @@ def _licences(records: list[Release], facts: dict[str, Any]) -> str:
     return _section("licences", "Generator and licence chain", "".join(body))
 
 
-def _not_run(report: PolicyReport | None, record: Release) -> str:
-    """Every check that did not run, with why (issue 21): what the policy table shows among the others,
-    listed apart so a reviewer cannot miss it. Never counted as passed."""
-    if report is not None:
-        rows = [[f"<code>{_e(r.rule_id)}</code>", _e(r.severity), _e(r.message)] for r in report.not_run]
-    else:  # the release record keeps the statuses, not the reasons
-        missing = [k for k, v in record.policy_results.items() if v == "not run"]
-        rows = [[f"<code>{_e(k)}</code>", "", "see policy-report.json"] for k in missing]
-    if not rows:
-        return _section("not-run", "Checks not run", "<p>Every check of the policy packs ran.</p>")
-    note = (
-        f"<p><b>{len(rows)} check(s) did not run</b>: their inputs were missing, so they show nothing "
-        "either way. A pack can require a check to run (<code>require: ran</code>).</p>"
-    )
-    return _section("not-run", "Checks not run", note + _table(["rule", "severity", "why"], rows))
-
-
 def _waivers(waivers: list[Any], today: date) -> str:
     if not waivers:
         return _section("waivers", "Waivers", "<p>No waiver was applied.</p>")
@@ -436,6 +428,9 @@ def _lineage(versions: list[tuple[Release, bool]], models: list[dict], note: str
     table = (
         _table(["model", "MLflow run", "trained on"], rows) if rows else "<p>No model is known to use it.</p>"
     )
+    listed = [[_e(f"{r.name}@{r.version}"), _e(f"{r.created_at:%Y-%m-%d}"), "<b>WITHDRAWN</b>" if w
+               else "released"] for r, w in versions]  # fmt: skip
+    table = _table(["version", "released", "state"], listed) + table
     return _section("lineage", "Lineage: sources, generators, versions, models", chart + note + table)
 
 
@@ -459,13 +454,13 @@ class ReportData:
     audit_note: str | None = None  # why the audit log could not be read; None when it could
     withdrawal: WithdrawalState | None = None
     others: list[tuple[Release, bool]] = field(default_factory=list)  # other versions, withdrawn or not
-    models: list[dict] = field(default_factory=list)
-    models_note: str = ""
+    signatures: SignaturesSeen | None = None  # None: the sign-offs were not read (said so)
+    models: ModelsSeen | None = None  # what the MLflow store held; None: not asked (said so)
 
 
 def dataset_page(d: ReportData) -> str:
-    """A dataset version's report: banner, policy, checks not run, filter settings, marking,
-    representation, samples, licences, waivers, timeline, lineage."""
+    """A dataset version's report: banner, signatures, policy, checks not run, filter settings, marking,
+    representation, samples, licences, waivers, models, timeline, lineage."""
     record = d.record
     versions = sorted(
         [*d.others, (record, d.withdrawal is not None)],
@@ -473,16 +468,18 @@ def dataset_page(d: ReportData) -> str:
     )
     sections = [
         _banner(record, d.withdrawal),
+        more.signatures(d.signatures),
         _policy(d.report, record),
-        _not_run(d.report, record),
+        more.not_run(d.report, record),
         filter_settings(record),
         marking(record),
         _representation(d.con, record),
         _contact_sheets(d.con, record, d.read_members),
         _licences([record], d.licence_facts),
         _waivers(record.waivers, date.today()),
+        more.models(d.models, record.name),
         _timeline(d.events, d.audit_note),
-        _lineage(versions, d.models, d.models_note),
+        _lineage(versions, more.lineage_models(d.models)),
     ]
     return _page(f"{record.name}@{record.version}", sections)
 
@@ -531,10 +528,13 @@ def model_page(
     licence_facts: dict[str, Any],
     events: list[tuple[str, str, str, str]],
     audit_note: str | None = None,
+    row: ModelRow | None = None,
+    store: str = "the MLflow store",
 ) -> str:
     """A registered model version's report, from its trace (``registry.lineage.trace.trace_model``) and
     the released versions it was trained on (withdrawn or not): metrics overall and per group, the
-    dataset versions (status, policy, waivers, withdrawal), their licence chain and lineage."""
+    dataset versions (status, policy, waivers, withdrawal), their licence chain and lineage; ``row``: the
+    model as ``synthreg models`` lists it (evaluation split, withdrawn data; None: unreadable)."""
     from registry.exports import charts
 
     m, run = t.model, t.run
@@ -567,6 +567,7 @@ def model_page(
     sections = [
         status,
         _section("metrics", "Metrics, overall and per group", body),
+        more.model_evaluation(row, records, store),
         _section(
             "training-data",
             "Training data",

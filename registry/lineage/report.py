@@ -12,50 +12,48 @@ gathered by ``registry.releases.report``, and here what needs MLflow and lineage
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from registry.core.errors import ReleaseError, SynthregError
 from registry.core.fsio import atomic_write_text
 from registry.downstream import tracking
-from registry.exports.report_html import dataset_page, escape, model_page
+from registry.downstream.model_index import list_models
+from registry.exports.report_html import dataset_page, model_page
 from registry.lineage.trace import trace_model
+from registry.records.lineage import ModelsSeen
 from registry.records.release import Release
-from registry.releases.report import licence_facts, read_report, report_data, timeline
+from registry.releases.report import licence_facts, read_report, report_data, signatures_seen, timeline
 from registry.store.releases import load_release, release_folder, versions
 from registry.trust.withdrawals import is_withdrawn
 
 
-def models_using(ws: Path, refs: set[str]) -> tuple[list[dict], str]:
-    """Registered model versions whose run logged one of ``refs`` as its dataset (by the tag that
-    ``registry.downstream.tracking`` names), and a note when MLflow could not be asked."""
+def models_seen(ws: Path, name: str) -> ModelsSeen:
+    """The registered model versions the MLflow store holds now that were trained on a version of dataset
+    ``name`` (``synthreg models``' rows: metrics, synthetic share, evaluation split, withdrawn data), or
+    why none can be listed: no store configured, or the store could not be read. MLflow is imported by
+    ``list_models`` only when a store is there to ask."""
     import os
 
+    now = datetime.now(UTC)
     if "MLFLOW_TRACKING_URI" not in os.environ and not (ws / "mlflow.db").is_file():
-        return [], "<p class='note'>No MLflow store in this workspace: no model is known.</p>"
+        why = "neither MLFLOW_TRACKING_URI nor mlflow.db in the workspace"
+        return ModelsSeen(store=None, asked_at=now, error=why)
     try:
-        c = tracking.client(ws)
-        names = sorted({ref.partition("@")[0] for ref in refs})
-        exps = [e.experiment_id for e in c.search_experiments()]
-        runs: dict[str, str] = {}
-        for name in names:
-            for run in c.search_runs(
-                exps, f"tags.`{tracking.TAG_DATASET}` LIKE '{name}@%'", max_results=1000
-            ):
-                ref = run.data.tags.get(tracking.TAG_DATASET, "")
-                if ref in refs:
-                    runs[run.info.run_id] = ref
-        models = []
-        for rid, ref in runs.items():
-            for mv in c.search_model_versions(f"run_id = '{rid}'"):
-                models.append({"name": mv.name, "version": str(mv.version), "run_id": rid, "datasets": [ref]})
+        store = tracking.shown(tracking.tracking_uri(ws))
+    except SynthregError as e:
+        return ModelsSeen(store=None, asked_at=now, error=str(e))
+    try:
+        rows = list_models(ws)
     except Exception as e:  # the report still shows everything else, and says what it could not ask
-        uri = escape(tracking.tracking_uri(ws))
-        return [], f"<p class='note'>MLflow ({uri}) could not be read: {escape(e)}</p>"
-    return sorted(models, key=lambda m: (m["name"], int(m["version"]))), ""
+        return ModelsSeen(store=store, asked_at=now, error=f"{type(e).__name__}: {str(e)[:300]}")
+    mine = [r for r in rows if r.dataset and r.dataset.partition("@")[0] == name]
+    return ModelsSeen(store=store, asked_at=now, models=mine, others=len(rows) - len(mine))
 
 
-def dataset_html(ws: Path, ref: str) -> str:
-    """The report of a released version as it stands now: withdrawal, later versions, models."""
+def dataset_html(ws: Path, ref: str, trust: Path | str | None = None) -> str:
+    """The report of a released version as it stands now: withdrawal, later versions, models, and every
+    sign-off checked against the trust root ``trust`` (default: this machine's, ``load_trust``)."""
     record = load_release(ws, ref)
     folder = release_folder(ws, record.name, record.version)
     try:
@@ -69,12 +67,17 @@ def dataset_html(ws: Path, ref: str) -> str:
         for v in versions(ws, record.name)
         if v != record.version
     ]
-    refs = {f"{r.name}@{r.version}" for r, _ in others} | {f"{record.name}@{record.version}"}
-    models, note = models_using(ws, refs)
     withdrawal = is_withdrawn(ws, record.name, record.version)
     return dataset_page(
         report_data(
-            ws, folder, record, report, withdrawal=withdrawal, others=others, models=models, models_note=note
+            ws,
+            folder,
+            record,
+            report,
+            withdrawal=withdrawal,
+            others=others,
+            signatures=signatures_seen(ws, record.name, record.version, trust),
+            models=models_seen(ws, record.name),
         )
     )
 
@@ -89,17 +92,24 @@ def model_html(ws: Path, ref: str) -> str:
             r = load_release(ws, d.release)
             released.append((r, is_withdrawn(ws, r.name, r.version) is not None))
     events, note = timeline(ws, {r.name for r, _ in released})
-    return model_page(t, released, licence_facts(ws, {r.name for r, _ in released}), events, note)
+    assert t.model is not None  # trace_model raises when there is no such model
+    m = t.model
+    row = next((r for r in list_models(ws, m.name) if r.version == m.version), None)
+    store = tracking.shown(tracking.tracking_uri(ws))
+    facts = licence_facts(ws, {r.name for r, _ in released})
+    return model_page(t, released, facts, events, note, row=row, store=store)
 
 
-def write_report(ws: Path, out: Path, ref: str | None = None, model: str | None = None) -> Path:
+def write_report(
+    ws: Path, out: Path, ref: str | None = None, model: str | None = None, trust: Path | str | None = None
+) -> Path:
     """Render the report of ``ref`` (NAME@X.Y.Z) or ``model`` (NAME/VERSION) and write it to ``out``.
     Rendered in full before anything is written, and written atomically."""
     if (ref is None) == (model is None):
         raise SynthregError("give a dataset version NAME@X.Y.Z or --model NAME/VERSION, not both or neither")
     if ref is not None and "@" not in ref:
         raise ReleaseError(f"{ref!r} names no version; give NAME@X.Y.Z (see `synthreg list`)")
-    text = dataset_html(ws, ref) if ref is not None else model_html(ws, str(model))
+    text = dataset_html(ws, ref, trust) if ref is not None else model_html(ws, str(model))
     atomic_write_text(out, text)
     return out
 

@@ -342,6 +342,9 @@ class ReleaseDiff(Result):
     policy: dict[str, Change]
 
 
+EvaluationSplit = Literal["real held-out", "synthetic", "unknown"]
+
+
 class ModelRow(Result):
     """A registered model version at a glance (``synthreg models``)."""
 
@@ -362,6 +365,55 @@ class ModelRow(Result):
     withdrawn: str | None = Field(
         description="why its dataset version (or one it was derived from) was withdrawn; None: it was not"
     )
+    evaluation_split: EvaluationSplit = Field(
+        default="unknown",
+        description="what its metrics were measured on: real held-out data, a synthetic split, or unknown "
+        "(the run does not say)",
+    )
+
+
+class ModelsSeen(Result):
+    """The registered models an HTML report lists, as the MLflow store answered when the report was made
+    (issue 21: a reviewer without the store still sees them), or why it could not be asked."""
+
+    store: str | None = Field(
+        description="the tracking URI asked (credentials hidden); None: none configured"
+    )
+    asked_at: datetime
+    models: list[ModelRow] = Field(default_factory=list)
+    others: int = Field(default=0, description="registered versions trained on other datasets (not listed)")
+    error: str | None = Field(default=None, description="why the store could not be read; None: it was read")
+
+
+class SignerSeen(Result):
+    """One sign-off of a release as a report shows it: who, in which roles, when, and what the trust root
+    of the machine making the report says of the key."""
+
+    keyid: str
+    name: str
+    roles: list[str]
+    time: datetime
+    trust: str = Field(description="'trusted', 'NOT TRUSTED: why', or 'not checked: why'")
+
+
+class SignaturesSeen(Result):
+    """Every sign-off of a release (release and approvals) checked against a trust root when the report
+    was made (``registry.trust.admission``), naming the root; ``root`` None: no root could be read."""
+
+    checked_at: datetime
+    root: str | None = Field(description="where the trust root was read from; None: not checked")
+    root_sha256: str | None
+    root_version: int | None
+    root_problem: str | None = Field(description="why no trust root could be used; None: one was")
+    status: str = Field(description="solo, final, candidate, UNTRUSTED, INVALID, or 'not checked'")
+    summary: str
+    signers: list[SignerSeen] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+    pending: bool = Field(
+        default=False,
+        description="made at release, before the release signature it is part of: the signer is the "
+        "releaser about to sign",
+    )
 
 
 __all__ = [
@@ -369,6 +421,7 @@ __all__ = [
     "CredentialsCheck",
     "DatasetEntry",
     "Drawn",
+    "EvaluationSplit",
     "FilterCounts",
     "GeneratorInfo",
     "ImageMatch",
@@ -379,6 +432,7 @@ __all__ = [
     "MarkingCheck",
     "ModelRow",
     "ModelVersionInfo",
+    "ModelsSeen",
     "PolicyInfo",
     "ReleaseDiff",
     "ReleaseFacts",
@@ -389,6 +443,8 @@ __all__ = [
     "SampleChanges",
     "SampleStats",
     "SetChanges",
+    "SignaturesSeen",
+    "SignerSeen",
     "SourceInfo",
     "Unresolved",
     "VersionHit",

@@ -47,6 +47,7 @@ from registry.core.names import check_manifest, shown
 from registry.core.workspace import no_links
 from registry.records.dataset import DATASET_NAME, Recipe, SourceRef
 from registry.records.journal import Entry
+from registry.records.lineage import ModelsSeen, SignaturesSeen
 from registry.records.policy import PolicyReport
 from registry.records.release import SEMVER, Counts, Derivation, GeneratorUse, Release, ShardRef
 from registry.releases.tagging import commit_message, signing_tags, status_line, tag_release
@@ -99,6 +100,7 @@ def publish(
     message: str,
     op: str = "release",
     trust: Trust | Path | str | None = None,
+    models: ModelsSeen | None = None,
 ) -> Release:
     """Make ``releases/NAME/VERSION`` under the release lock, as a journalled transaction
     (``registry.store.journal``) of the steps in ``PUBLISH_STEPS``:
@@ -112,11 +114,13 @@ def publish(
        validation first), each appended once.             thresholds (solo mode); else a candidate.
 
     Signing: the releaser's key must be an ed25519 key the pinned trust root lists as ``releaser``
-    (checked before anything is written). A candidate waits for ``synthreg approve``.
+    (checked before anything is written). A candidate waits for ``synthreg approve``. ``models``: what the
+    MLflow store held, for the report (None: not asked; the report says so).
 
     A failure before ``audit`` removes the folder and unstages it; later, the journal stays and the next
     command finishes the release. The audit log is append-only, so an event appended before a failure
     the live process undid stays (its subject names a version that was not made)."""
+    from registry.releases.report import pending_signatures
     from registry.trust.approvals import ENVELOPE, SIGNOFFS, approval_state, make_signoff, releaser_roles
     from registry.trust.root import load_trust
     from registry.trust.signing import payload_of
@@ -154,15 +158,14 @@ def publish(
             atomic_write_text(staging / "release.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
             # The exports are signed too: README.md is what Hugging Face `datasets` obeys (its configs:
             # name the files it loads), and the card and report are what reviewers read.
-            _write_exports(staging, record, report, report_text)
+            roles = releaser_roles(trust, entry)
+            _write_exports(
+                staging, record, report, report_text, pending_signatures(trust, entry, roles), models
+            )
             subjects |= {e: sha256_file(staging / e) for e in EXPORTS}
             envelope = sign(statement(subjects, payload), signer)
             # Sign as releaser. The sign-off (who, roles, when, audit checkpoint) is signed too.
-            signoffs = [
-                make_signoff(
-                    ws, ref, payload_of(envelope), signer, entry, releaser_roles(trust, entry), trust.version
-                )
-            ]
+            signoffs = [make_signoff(ws, ref, payload_of(envelope), signer, entry, roles, trust.version)]
             approval = approval_state(trust, ref, envelope, signoffs)
             atomic_write_text(staging / ENVELOPE, json.dumps(envelope, indent=2) + "\n")
             atomic_write_text(staging / SIGNOFFS, json.dumps(signoffs, indent=2) + "\n")
@@ -520,7 +523,14 @@ def _counts(con: Any) -> Counts:
     )
 
 
-def _write_exports(out: Path, record: Release, report: PolicyReport, report_text: str) -> None:
+def _write_exports(
+    out: Path,
+    record: Release,
+    report: PolicyReport,
+    report_text: str,
+    signatures: SignaturesSeen | None = None,
+    models: ModelsSeen | None = None,
+) -> None:
     atomic_write_text(out / "policy-report.json", report_text)
     from registry.exports import croissant_jsonld, prov_json, render_card, render_markdown
     from registry.releases.report import release_html
@@ -530,4 +540,4 @@ def _write_exports(out: Path, record: Release, report: PolicyReport, report_text
     atomic_write_text(out / "README.md", render_card(record, report))  # the same card, where `datasets` looks
     atomic_write_text(out / "croissant.json", json.dumps(croissant_jsonld(record, report), indent=2) + "\n")
     atomic_write_text(out / "prov.json", prov_json(record) + "\n")
-    atomic_write_text(out / "report.html", release_html(out, record, report))
+    atomic_write_text(out / "report.html", release_html(out, record, report, signatures, models))

@@ -23,6 +23,7 @@ from registry.records.dataset import Recipe
 from registry.records.policy import PolicyReport
 from registry.records.release import FilterSettings, Release
 from registry.releases.publish import ShardReader, assemble, check_new_version, publish, resumed
+from registry.releases.report import ModelsReader
 from registry.trust.signing import load_signer
 
 
@@ -108,11 +109,13 @@ def release(
     trust: Path | str | None = None,
     no_push: bool = False,
     progress: Callable[..., None] | None = None,
+    models: ModelsReader | None = None,
 ) -> Release:
     """Release ``data/<name>/filtered`` as ``name@version``. Refused, before anything is written, when a
     file it depends on is not committed (``registry.releases.inputs``), when the key is not a releaser's in
     the pinned trust root, when report.json disagrees with a fresh check of the manifest, and when there
-    is no DVC remote to push to unless ``no_push``."""
+    is no DVC remote to push to unless ``no_push``. ``models`` reads the MLflow store for the report
+    (``registry.lineage.report.models_seen``, the CLI's; None: the report says it was not asked)."""
     check_line(actor, "--actor")
     from registry.releases import inputs as source
     from registry.releases import remote
@@ -134,6 +137,7 @@ def release(
     trusted.signing_key(signer.public_key.keyid, "releaser")
     pushed_to = remote.require(ws, no_push)
     _recheck(ws, name, manifest, recipe, report, today or date.today())
+    seen = models(ws, name) if models is not None else None  # before the release lock is taken
 
     def build(staging: Path) -> tuple[Release, PolicyReport, str]:
         record = assemble(
@@ -158,7 +162,7 @@ def release(
         )
         return record, report, report_text
 
-    return publish(ws, name, version, signer, build, f"Release {name}@{version}", trust=trusted)
+    return publish(ws, name, version, signer, build, f"Release {name}@{version}", trust=trusted, models=seen)
 
 
 def _recheck(ws: Path, name: str, manifest: Path, recipe: Recipe, report: PolicyReport, today: date) -> None:

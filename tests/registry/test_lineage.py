@@ -689,6 +689,7 @@ def test_models_flag_withdrawn_data_and_show_a_scripts_own_metrics(
     assert rows[("own-detector", "1")].metrics == {"mAP": 0.625}
     text = "\n".join(format_models(list(rows.values())))
     assert "own-detector/1  digits@2.0.0  share -  mAP 0.625  run " in text
+    assert f"run {run.info.run_id}  evaluated on unknown" in text  # its run does not say (issue 21)
     assert "    WITHDRAWN DATA: digits@1.0.0 withdrawn on " in text
 
 

@@ -135,5 +135,54 @@ def test_a_warned_and_a_not_run_release_in_chromium(
     report.write_text(released_page(released.ws, changes, waivers=False))
     shot = SCREENSHOTS / f"release-{status}.png"
     found = open_page(browser, report, shot)
-    check(found, DATASET_SECTIONS, shot)
+    check(found, DATASET_SECTIONS, shot)  # signatures, marking, not run, filter settings, models among them
     assert (found["banner"], found["words"], found["colour"]) == (status, words, colour)
+
+
+def test_new_sections_and_hostile_names_in_chromium(
+    browser: Any, released_copy: Path, solo_trust, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: signatures and approvals (with this machine's root), marking, checks not run, filter
+    settings and the models with their evaluation split are on the page; HTML in a signer's name (from the
+    trust root) or a model's name is shown as text: no element is made of it and nothing runs."""
+    import yaml
+
+    from registry.downstream import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = log_model(released_copy, {"accuracy": 0.8})
+    hostile = "<img src=x onerror=alert(1)>"
+    c = tracking.client(released_copy)
+    c.create_registered_model(hostile)
+    c.create_model_version(hostile, source=f"runs:/{run_id}/model", run_id=run_id)
+    root = yaml.safe_load(solo_trust.trust.read_text())
+    root["keys"][0]["name"] = "<b id=injected>Mallory</b>"
+    trust = tmp_path / "trust.yaml"
+    trust.write_text(yaml.safe_dump(root))
+    report = tmp_path / "hostile.html"
+    report.write_text(dataset_html(released_copy, "digits@1.0.0", trust=trust))
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(report.as_uri(), wait_until="load")
+    found = page.evaluate(
+        """() => ({
+            headings: [...document.querySelectorAll('section h2')]
+                .map(h => [h.parentElement.id, h.innerText]),
+            injected: document.querySelectorAll('#injected, img[src="x"]').length,
+            signatures: document.querySelector('#signatures').innerText,
+            models: document.querySelector('#models').innerText,
+        })"""
+    )
+    page.close()
+    assert dialogs == [] and found["injected"] == 0
+    headings = dict(found["headings"])
+    assert headings["signatures"] == "Signatures and approvals"
+    assert headings["marking"] == "Marking: AI-generated, machine-readable"
+    assert headings["not-run"] == "Checks not run"
+    assert headings["filter"] == "Filter settings"
+    assert headings["models"] == "Models trained on this dataset (from the MLflow store)"
+    assert "<b id=injected>Mallory</b> (signed as 'Solo Tester')" in found["signatures"]
+    assert f"Trust root: {trust}" in found["signatures"] and "trusted" in found["signatures"]
+    assert f"{hostile}/1" in found["models"] and "digit-clf/1" in found["models"]
+    assert "evaluation split" in found["models"] and "unknown: the run does not say" in found["models"]

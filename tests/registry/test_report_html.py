@@ -5,6 +5,7 @@ the page is in test_report_browser.py."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -23,6 +24,7 @@ from tests.registry.conftest import WAIVED, Built, folder
 runner = CliRunner()
 DATASET_SECTIONS = [
     "status",
+    "signatures",
     "policy",
     "not-run",
     "filter",
@@ -31,10 +33,20 @@ DATASET_SECTIONS = [
     "samples",
     "licences",
     "waivers",
+    "models",
     "timeline",
     "lineage",
 ]
-MODEL_SECTIONS = ["status", "metrics", "training-data", "licences", "waivers", "timeline", "lineage"]
+MODEL_SECTIONS = [
+    "status",
+    "metrics",
+    "evaluation",
+    "training-data",
+    "licences",
+    "waivers",
+    "timeline",
+    "lineage",
+]
 
 
 def sections(page: str) -> list[str]:
@@ -255,3 +267,196 @@ def test_the_checks_that_did_not_run_have_their_own_section(released: Built) -> 
     section = re.search(r'<section id="not-run">(.*?)</section>', page, re.S)
     assert section and "<b>1 check(s) did not run</b>" in section.group(1)
     assert "<code>privacy.memorised-copies</code>" in section.group(1) and "&lt;x&gt;" in section.group(1)
+
+
+# --- signatures and approvals, models and their evaluation split (issue 21) ------------------------------
+
+
+def section_of(page: str, sid: str) -> str:
+    found = re.search(rf'<section id="{sid}">(.*?)</section>', page, re.S)
+    assert found, f"no section {sid}"
+    return found.group(1)
+
+
+def test_the_release_report_names_the_releaser_about_to_sign(released: Built, solo_trust) -> None:
+    """The report is part of what the releaser signs, so it names the sign-off about to be made, with what
+    the trust root in force says of the key; approvals come later (`synthreg report`)."""
+    sigs = section_of((folder(released.ws, "1.0.0") / "report.html").read_text(), "signatures")
+    digest = hashlib.sha256(solo_trust.trust.read_bytes()).hexdigest()
+    assert f"Trust root: <code>{solo_trust.trust}</code>, sha256 <code>{digest}</code>" in sigs
+    assert "Release status: <b>signing</b>" in sigs
+    row = f"<td><code>{solo_trust.keyid}</code></td><td>Solo Tester</td><td>releaser+approver</td>"
+    assert row in sigs and '<span class="st-pass">trusted</span>' in sigs
+    models = section_of((folder(released.ws, "1.0.0") / "report.html").read_text(), "models")
+    assert "Not asked: this report was made without reading the MLflow store." in models
+
+
+def test_the_report_checks_every_signoff_against_this_machines_root(released: Built, solo_trust) -> None:
+    sigs = section_of(dataset_html(released.ws, "digits@1.0.0"), "signatures")
+    digest = hashlib.sha256(solo_trust.trust.read_bytes()).hexdigest()
+    assert (
+        f"Trust root: <code>{solo_trust.trust}</code>, sha256 <code>{digest}</code>, format version 1" in sigs
+    )
+    assert "Release status: <b>solo</b>: approved by 2 of 2" in sigs
+    assert f"<td><code>{solo_trust.keyid}</code></td><td>Solo Tester</td>" in sigs
+    assert sigs.count('<span class="st-pass">trusted</span>') == 1
+
+
+def test_without_a_trust_root_no_key_is_called_trusted(
+    released: Built, solo_trust, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNTHREG_TRUST", str(tmp_path / "absent.yaml"))
+    sigs = section_of(dataset_html(released.ws, "digits@1.0.0"), "signatures")
+    assert "Not checked: no trust root." in sigs and f"no trust root at {tmp_path / 'absent.yaml'}" in sigs
+    assert "Release status: <b>not checked</b>: not checked: no trust root" in sigs
+    assert f"<td><code>{solo_trust.keyid}</code></td><td>Solo Tester</td>" in sigs  # as the sign-off claims
+    assert ">trusted<" not in sigs and "not checked: no trust root</span>" in sigs
+    unreadable = tmp_path / "bad.yaml"
+    unreadable.write_text("keys: [not, a, key]\n")
+    sigs = section_of(dataset_html(released.ws, "digits@1.0.0", trust=unreadable), "signatures")
+    assert "Not checked: no trust root." in sigs and ">trusted<" not in sigs
+
+
+def test_a_key_the_root_does_not_hold_is_not_trusted_and_hostile_names_stay_text(
+    released: Built, solo_trust, tmp_path: Path
+) -> None:
+    import yaml
+
+    from registry.trust.signing import keygen
+
+    other = keygen(tmp_path / "pub", tmp_path / "other.pem", name="Other", trust=tmp_path / "other.yaml")
+    sigs = section_of(dataset_html(released.ws, "digits@1.0.0", trust=other.trust), "signatures")
+    assert "Release status: <b>UNTRUSTED</b>" in sigs
+    assert f"NOT TRUSTED: key {solo_trust.keyid[:16]} is not in the trust root {other.trust}" in sigs
+    assert ">trusted<" not in sigs
+    # the root's name for the key is shown (with the name it signed as): HTML in it stays text
+    root = yaml.safe_load(solo_trust.trust.read_text())
+    root["keys"][0]["name"] = '<img src=x onerror=alert(1)>"'
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text(yaml.safe_dump(root))
+    page = dataset_html(released.ws, "digits@1.0.0", trust=hostile)
+    assert "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;&quot; (signed as &#x27;Solo Tester&#x27;)" in page
+
+
+def test_the_report_lists_the_models_the_store_knows_with_their_evaluation_split(
+    released_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = dataset_html(released_copy, "digits@1.0.0")  # no store anywhere
+    models = section_of(page, "models")
+    assert "No MLflow store configured: no model is known." in models
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run_id = log_model(released_copy, {"accuracy": 0.75})
+    c = tracking.client(released_copy)
+    c.log_param(run_id, tracking.PARAM_EVAL_SPLIT, "real held-out")
+    hostile = "<img src=x onerror=alert(1)>"
+    c.create_registered_model(hostile)
+    c.create_model_version(hostile, source=f"runs:/{run_id}/model", run_id=run_id)
+    withdraw(released_copy, "digits@1.0.0", "consent revoked", "Auditor")
+    models = section_of(dataset_html(released_copy, "digits@1.0.0"), "models")
+    assert f"The MLflow store <code>{uri}</code> as read " in models
+    assert "2 registered model version(s) trained on digits." in models
+    row = re.search(r"<tr><td>digit-clf/1</td>(.*?)</tr>", models)
+    assert row, models
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+    assert cells[:5] == [f"<code>{run_id}</code>", "digits@1.0.0", "accuracy 0.75", "0.5", "real held-out"]
+    assert cells[5].startswith("<b>digits@1.0.0 withdrawn on ") and "consent revoked" in cells[5]
+    assert "<img src=x" not in models and "&lt;img src=x onerror=alert(1)&gt;/1" in models
+    # the model's own page: its split and the withdrawn data in its lineage
+    page = model_html(released_copy, "digit-clf/1")
+    evaluation = section_of(page, "evaluation")
+    assert "<td>real held-out</td>" in evaluation and "withdrawn on " in evaluation
+
+
+def test_a_store_that_cannot_be_read_is_said(
+    released: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    uri = f"sqlite:///{tmp_path}/a-file/mlflow.db"  # cannot be created
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    models = section_of(dataset_html(released.ws, "digits@1.0.0"), "models")
+    assert f"The MLflow store {uri} could not be read: " in models
+
+
+def test_a_release_made_through_the_cli_reader_lists_the_stores_models(
+    fresh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`synthreg release` passes ``models_seen``: the signed report says what the store held then."""
+    from registry.lineage.report import models_seen
+    from registry.releases.release import release
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.client(fresh).create_registered_model("unrelated")  # a model, but of no digits run
+    release("digits", "1.0.0", fresh, models=models_seen)
+    models = section_of((folder(fresh, "1.0.0") / "report.html").read_text(), "models")
+    assert f"The MLflow store <code>{uri}</code> as read " in models
+    assert "0 registered model version(s) trained on digits" in models
+
+
+@pytest.mark.parametrize(
+    ("params", "inputs", "split"),
+    [
+        ({"evaluation_split": "synthetic"}, [], "synthetic"),
+        ({"evaluation": "held-out real digits (sklearn-digits, 360 images)"}, [], "real held-out"),
+        ({"evaluation": "held-out synthetic split (3 images of pets@1.0.0)"}, [], "synthetic"),
+        ({}, [("evaluation", "synthreg")], "synthetic"),  # a user's own run: log_dataset(context=...)
+        ({}, [("evaluation", "http")], "unknown"),  # someone's own data: real or not, the run does not say
+        ({}, [("training", "synthreg")], "unknown"),
+        ({"evaluation_split": "made up"}, [], "unknown"),
+    ],
+)
+def test_the_evaluation_split_is_what_the_run_says_else_unknown(
+    params: dict[str, str], inputs: list[tuple[str, str]], split: str
+) -> None:
+    from types import SimpleNamespace as NS
+
+    from registry.downstream.model_index import evaluation_split
+
+    run = NS(
+        inputs=NS(
+            dataset_inputs=[
+                NS(tags=[NS(key="mlflow.data.context", value=ctx)], dataset=NS(source_type=kind))
+                for ctx, kind in inputs
+            ]
+        )
+    )
+    assert evaluation_split(params, run) == split
+
+
+def test_chart_legends_sit_outside_the_bars() -> None:
+    """Issue 21: legends covered the bars. The legend's box lies outside the axes (so off every bar) and
+    inside the figure (so it is not cut off), for tall bars and many categories alike."""
+    from registry.exports.charts import bars_figure
+
+    for categories, values in ((["bold", "thin"], [0.99, 0.98]), ([str(d) for d in range(14)], [1.0] * 14)):
+        fig = bars_figure("t", categories, {"requested": values, "observed": values[::-1]}, "share")
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent(r)
+        bars = [p.get_window_extent(r) for p in ax.patches]
+        assert len(bars) == 2 * len(categories)
+        assert not any(legend.overlaps(b) for b in bars)
+        assert not legend.overlaps(ax.get_window_extent(r))
+        assert legend.x0 >= 0 and legend.x1 <= fig.bbox.x1 and legend.y0 >= 0 and legend.y1 <= fig.bbox.y1
+
+
+def test_dollar_signs_in_names_are_drawn_as_text_not_parsed() -> None:
+    """A model or identity named ``$\\frac{$`` (matplotlib's mathtext) must not break the report."""
+    from registry.exports import charts
+
+    hostile = "$\\frac{$ <b>"
+    bars = charts.grouped_bars(hostile, [hostile, "b"], {hostile: [1.0, 0.5]}, hostile)
+    graph = charts.lineage_graph(
+        [[("m", hostile, "model")], [("v", "digits@1.0.0", "version")]], [("m", "v")]
+    )
+    assert all(Image.open(io.BytesIO(png)).size[0] > 0 for png in (bars, graph))
+
+
+def test_unreadable_signoffs_are_said_never_trusted(released_copy: Path) -> None:
+    (folder(released_copy, "1.0.0") / "signoffs.json").write_text('{"not": "a list"}')
+    sigs = section_of(dataset_html(released_copy, "digits@1.0.0"), "signatures")
+    assert "Release status: <b>INVALID</b>: the signatures cannot be read" in sigs
+    assert "must hold a list of DSSE envelopes" in sigs and ">trusted<" not in sigs

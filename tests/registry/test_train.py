@@ -225,6 +225,7 @@ def test_a_release_and_its_working_manifest_train_the_same_model(built: Built, s
     assert run.data.tags[tracking.TAG_POLICY] == "b" * 64  # from the release record
     assert run.data.tags[tracking.TAG_GIT] == built.head  # the code that trained
     assert run.data.params["n_synthetic"] == str(built.accepted)
+    assert run.data.params[tracking.PARAM_EVAL_SPLIT] == "real held-out"  # sklearn's held-out digits
     # No policy report for the working manifest: no policy tag rather than a stale one.
     assert tracking.TAG_POLICY not in _client(store).get_run(working.run_id).data.tags
     assert [str(v.version) for v in _client(store).search_model_versions("name = 'digits-classifier'")] == [
