@@ -38,7 +38,8 @@ from registry.core.errors import ConfigError, ManifestError
 from registry.core.images import decode
 from registry.core.names import shown
 from registry.core.workspace import inside
-from registry.records.dataset import ClassifierRef, DomainSpec, Preprocess, Recipe
+from registry.records.dataset import Recipe
+from registry.records.domain import ClassifierRef, DomainSpec, Preprocess
 
 BATCH = 64  # images a forward pass
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
