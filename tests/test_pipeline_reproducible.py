@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import write_yaml
 from tests.test_pipeline_dvc import repo, run  # noqa: F401  (`repo` is a fixture)
 
-STAGES = ("generate", "filter", "validate")
+STAGES = ("generate@digits", "filter@digits", "validate@digits")  # DVC foreach stages (issue 19)
 WHO = ["-c", "user.name=t", "-c", "user.email=t@example.org"]
 
 
@@ -27,13 +27,15 @@ def entries(lock: str) -> dict:
 
 @pytest.mark.slow
 def test_a_second_clone_pulls_everything_and_reproduces_the_lock(repo: Path, tmp_path: Path):  # noqa: F811
+    # The toy recipe fails rules a real dataset passes (too few images); waive them, as a team would:
+    # signed by the session's solo key (tests/conftest.py), an approver of the pinned trust root.
+    from registry.releases.waive import waive
+
     toy = ["bias.requested-balance", "bias.observed-collapse", "quality.identity-consistency"]
-    waivers = [
-        {"rule_id": r, "scope": "digits", "reason": "12 toy images", "approver": "qa@example.org"}
-        | {"expires": "2099-12-31"}
-        for r in toy
-    ]
-    write_yaml(repo / "waivers.yaml", {"waivers": waivers})
+    for k, v in {"user.name": "t", "user.email": "t@example.org", "commit.gpgsign": "false"}.items():
+        run(["git", "config", k, v], repo)  # waive commits the signed waiver
+    for r in toy:
+        waive(repo, r, "digits", "12 toy images", date(2099, 12, 31))
     run(["dvc", "remote", "add", "-q", "-d", "storage", str(tmp_path / "remote")], repo)
     out = run(["dvc", "repro", "validate"], repo)
     assert "Running stage 'validate'" in out
@@ -42,11 +44,9 @@ def test_a_second_clone_pulls_everything_and_reproduces_the_lock(repo: Path, tmp
     committed = (repo / "dvc.lock").read_text()
 
     synthreg = str(Path(sys.executable).with_name("synthreg"))
-    key = tmp_path / "release.pem"
     env = os.environ | {"GIT_AUTHOR_NAME": "t", "GIT_COMMITTER_NAME": "t"}
     env |= {"GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_EMAIL": "t@example.org"}
-    run([synthreg, "keygen", "--key", str(key)], repo)
-    run([synthreg, "release", "digits", "--version", "1.0.0", "--key", str(key)], repo, env)
+    run([synthreg, "release", "digits", "--version", "1.0.0"], repo, env)  # the session's solo key
 
     b = tmp_path / "b"
     run(["git", "clone", "-q", str(repo), str(b)], tmp_path)
