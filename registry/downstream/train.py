@@ -52,9 +52,8 @@ import numpy as np
 from registry.core import vcs
 from registry.core.digests import sha256_file
 from registry.core.errors import AuditError, ConfigError, ManifestError, ReleaseError, TrackingError
-from registry.core.fsio import atomic_write_text
 from registry.core.workspace import inside
-from registry.downstream import tracking
+from registry.downstream import run_files, tracking
 from registry.downstream.classifier import decode_png, fit_and_evaluate, resized
 from registry.records.config import TrainParams
 from registry.records.dataset import DATASET_NAME
@@ -268,13 +267,12 @@ def _log_run(
     ws: Path,
     params: TrainParams,
     ds: _Dataset,
-    run_params: dict[str, Any],
-    metrics: dict[str, float],
     model: Any,
-    samples: list[str],
-    share_used: float,
+    logged: tuple[dict[str, Any], dict[str, float], list[str], float, list[Path]],
 ) -> tuple[str, str]:
-    """Log one run by the ``registry.downstream.tracking`` conventions; register the model.
+    """Log one run by the ``registry.downstream.tracking`` conventions; register the model. ``logged``:
+    the run's parameters, its metrics, the sample ids drawn, the share used, and the dataset's report
+    files (``registry.downstream.run_files.report_files``).
 
     -> (run id, version)"""
     import mlflow
@@ -282,6 +280,7 @@ def _log_run(
 
     from registry.downstream import track
 
+    run_params, metrics, samples, share_used, report = logged
     with warnings.catch_warnings():
         # Noise about MLflow's own chat-agent types, raised once on importing mlflow.pyfunc (mlflow 3.17).
         warnings.filterwarnings("ignore", ".*Any type hint is inferred as AnyType", UserWarning)
@@ -310,6 +309,8 @@ def _log_run(
             mlflow.log_params(run_params)
             mlflow.set_tags(tags)
             track.log_profile(profile, "training", samples)
+            for page in report:  # the dataset's report, beside the run's other synthreg artifacts
+                mlflow.log_artifact(str(page), run_files.report_artifact_dir(ds.name, ds.version))
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
@@ -511,17 +512,20 @@ def train(
     With a real source (the sklearn digits for a digits dataset) the mix is real + synthetic and the
     model is judged on held-out real images; without one it trains on synthetic images alone and is
     judged on a held-out synthetic split, and says so. ``dataset`` overrides ``params.dataset``.
-    Writes the metrics JSON (``params.metrics``) for DVC and appends a ``train`` audit event.
+    Writes the metrics JSON (``params.metrics``, numbers only) and its side files for DVC
+    (``registry.downstream.run_files``), logs the dataset's report with the run, and appends a ``train``
+    audit event.
     A release must be final and trusted; a withdrawn one is refused unless ``allow_withdrawn``, which
     is then recorded as the run's tag ``synthreg.allow_withdrawn`` and an audit event.
     """
 
     ds = _resolve(ws, dataset or params.dataset)
-    withdrawn = None
+    withdrawn: WithdrawalState | None = None
+    subjects: dict[str, str] = {}
     if ds.release_ref is not None:  # trust, approval and withdrawal, before any work
         from registry.releases.loader import admit
 
-        withdrawn = admit(ws, ds.release_ref, allow_withdrawn)[2]
+        _, subjects, withdrawn = admit(ws, ds.release_ref, allow_withdrawn)
     metrics_path = inside(ws, params.metrics or f"data/{ds.name}/train/metrics.json", "metrics file")
     tracking.tracking_uri(ws)  # a malformed MLFLOW_TRACKING_URI fails before any work
 
@@ -558,22 +562,30 @@ def train(
 
     run_params = _run_params(ds, params, real_source, sp, len(syn_x), syn_pool, share_used)
     drawn = [pool.ids[i] for i in pick] + eval_ids
-    run_id, version = _log_run(ws, params, ds, run_params, metrics, model, drawn, share_used)
+    report, missing = run_files.report_files(
+        ws, ds.name, ds.version, ds.release_ref is not None, subjects, ds.policy_report_sha256
+    )
+    notes += [missing] if missing else []
+    logged = (run_params, metrics, drawn, share_used, report)
+    run_id, version = _log_run(ws, params, ds, model, logged)
     name = model_name(params, ds.name)
     _audit_run(ws, ds, params, name, version, run_id, withdrawn, share_used)
-    summary = {
+    info: dict[str, object] = {
         "dataset": ds.input_name,
         "manifest_sha256": ds.manifest_sha256,
         "run_id": run_id,
         "model": name,
         "model_version": version,
+        "evaluation": evaluation,
+        "report": [f"{run_files.report_artifact_dir(ds.name, ds.version)}/{p.name}" for p in report],
+    }
+    numbers = {
         "n_real": len(real_x),
         "n_synthetic": len(syn_x),
         "synthetic_share": params.synthetic_share,
-        "evaluation": evaluation,
         **metrics,
     }
-    atomic_write_text(metrics_path, json.dumps(summary, indent=2) + "\n")
+    run_files.write(metrics_path, info, numbers, classes)
     return TrainResult(
         run_id=run_id,
         model_name=name,
