@@ -193,7 +193,13 @@ def _structure(release: Release) -> list[str]:
     lines += ["", "### Data Files", ""]
     file_rows: list[list[object]] = [
         [f"`{release.manifest_path}`", _digest(release.manifest_sha256), "-", "-", "manifest"],
-        [f"`data/{FLAT}`", "in the signature", "-", "-", "the manifest, map columns as JSON text, `shard` as released"],
+        [
+            f"`data/{FLAT}`",
+            "in the signature",
+            "-",
+            "-",
+            "the manifest, map columns as JSON text, `shard` as released",
+        ],
     ]
     file_rows += [
         [f"`data/{s.path}`", _digest(s.sha256), s.size, s.members, f"shard (was `{s.source}`)"]

@@ -135,7 +135,10 @@ def test_the_flat_copy_names_each_rows_released_shard(tmp_path: Path):
     assert pq.read_table(manifest).column("shard").to_pylist() == [r.shard for r in rows]
     assert mf.flat_differences(manifest, flat, released) == 0
     # Another mapping (a shard said to be another file) and the workspace path both differ.
-    assert mf.flat_differences(manifest, flat, dict(zip(released, reversed(released.values())))) == 5
+    assert (
+        mf.flat_differences(manifest, flat, dict(zip(released, reversed(released.values()), strict=True)))
+        == 5
+    )
     table = pq.read_table(flat)
     i = table.schema.get_field_index("shard")
     pq.write_table(table.set_column(i, table.schema.field(i), pa.array([r.shard for r in rows])), flat)

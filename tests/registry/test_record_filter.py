@@ -12,7 +12,7 @@ from tests.registry.conftest import Built, folder, sha256
 def test_the_signed_record_carries_the_filter_settings_and_the_card_says_them(released: Built):
     record = released.record
     assert record is not None and record.filter is not None
-    made = json.loads((released.ws / "data/digits/filtered/filter.json").read_text())
+    made = json.loads((released.ws / "data/digits/filtered/filter-info.json").read_text())
     assert record.filter.params == made["params"] and record.filter.domain == made["domain"]
     assert record.filter.domain is not None and record.filter.domain["domain"] == "tiny-digits"
     signed = json.loads((folder(released.ws, "1.0.0") / "release.json").read_text())
