@@ -579,13 +579,8 @@ def train(
         "evaluation": evaluation,
         "report": [f"{run_files.report_artifact_dir(ds.name, ds.version)}/{p.name}" for p in report],
     }
-    numbers = {
-        "n_real": len(real_x),
-        "n_synthetic": len(syn_x),
-        "synthetic_share": params.synthetic_share,
-        **metrics,
-    }
-    run_files.write(metrics_path, info, numbers, classes)
+    counts = {"n_real": len(real_x), "n_synthetic": len(syn_x), "synthetic_share": params.synthetic_share}
+    run_files.write(metrics_path, info, counts | metrics, classes)
     return TrainResult(
         run_id=run_id,
         model_name=name,
