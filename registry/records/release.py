@@ -94,7 +94,8 @@ class Release(Strict):
     flat_manifest_sha256: Sha256 | None = Field(
         default=None,
         exclude_if=lambda v: v is None,
-        description="content digest of data/manifest-flat.parquet (the same rows, map columns as JSON)",
+        description="content digest of data/manifest-flat.parquet (the same rows, map columns as JSON, "
+        "`shard` as the released file's path in the release folder)",
     )
     shards: list[ShardRef]
     counts: Counts
