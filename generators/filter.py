@@ -12,7 +12,7 @@ Checks, in the order a reason is chosen (the first failing check names the reaso
                        image at least ``memorised_similarity``, default 0.95)
 ``low_clip_score``     the CLIP score (cosine similarity of the image's and its prompt's embeddings, from a
                        recipe's CLIP model) below ``min_clip_score``; unset, the score is recorded in every
-                       row's reason and nothing is rejected for it (filter.json says so)
+                       row's reason and nothing is rejected for it (filter-info.json says so)
 ``near_duplicate``     perceptual-hash Hamming distance to an earlier accepted image of the same identity
                        at most ``duplicate_distance`` (-1 disables)
 ``near_duplicate_embedding``  cosine similarity of image embeddings (a recipe's embedding model) to an
@@ -60,7 +60,7 @@ class FilterResult:
     total: int
     accepted: int
     reasons: dict[str, int]
-    not_checked: tuple[str, ...] = ()  # checks that did not run, with why (also in filter.json)
+    not_checked: tuple[str, ...] = ()  # checks that did not run, with why (also in filter-info.json)
 
 
 def filter_manifest(
@@ -71,7 +71,8 @@ def filter_manifest(
     progress: Progress | None = None,
     recipe: Recipe | None = None,
 ) -> FilterResult:
-    """Score ``candidates/manifest.parquet``; write ``out/manifest.parquet`` and ``out/filter.json``.
+    """Score ``candidates/manifest.parquet``; write ``out/manifest.parquet``, ``out/filter.json`` (the
+    counts, numbers only, for `dvc metrics`) and ``out/filter-info.json`` (what they were measured with).
 
     Streams: the manifest is read and written ``CHUNK`` rows at a time, so memory does not grow with the
     number of images (only the near-duplicate index does, by 8 bytes an accepted image). Names and
@@ -159,30 +160,37 @@ def _filter(
     accepted = counts.get("ok", 0)
     clip = domain is not None and domain.clip_problem is None
     not_checked = _not_checked(domain, backends, params)
-    summary = {
-        "candidates": relative(ws, in_path),
-        "candidates_sha256": sha256_file(in_path),
-        "params": params.applied(domain is not None and domain.embeds, clip),
+    params_dump = params.applied(domain is not None and domain.embeds, clip)
+    # Two files, DVC's way (issue 23): filter.json holds numbers only, so `dvc metrics` and `dvc exp show`
+    # read it as a table; what the numbers were measured with (paths, digests, settings, the scoring
+    # models, the checks that did not run) is in filter-info.json, a plain output beside it.
+    metrics = {
         "total": n,
         "accepted": accepted,
         "rejected": n - accepted,
         "accepted_share": round(accepted / n, 4),
         "reasons": dict(counts),
+    }
+    info = {
+        "candidates": relative(ws, in_path),
+        "candidates_sha256": sha256_file(in_path),
+        "params": params_dump,
         "domain": domain.describe() if domain is not None else None,
         "not_checked": not_checked,
     }
-    atomic_write_text(out_dir / "filter.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / INFO, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(out_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
     audit.append(
         ws,
         "filter",
         relative(ws, out_dir),
         {
-            "candidates_sha256": summary["candidates_sha256"],
+            "candidates_sha256": info["candidates_sha256"],
             "manifest_sha256": sha256_file(out_path),
             "accepted": accepted,
             "total": n,
             "reasons": dict(counts),
-            "params": summary["params"],
+            "params": params_dump,
         },
     )
     return FilterResult(out_path, n, accepted, dict(counts), tuple(not_checked))
@@ -205,6 +213,8 @@ def _not_checked(domain: Any, backends: list[str], params: FilterParams) -> list
 
 
 CHUNK = 4096  # rows scored at a time
+METRICS = "filter.json"  # numbers only: dvc.yaml's metrics of the filter stage
+INFO = "filter-info.json"  # candidates path and sha256, settings, scoring domain, checks not run
 
 
 def _chunk(batch: pa.RecordBatch, path: Path) -> pa.Table:

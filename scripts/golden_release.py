@@ -14,16 +14,21 @@ changed what a digits release says on purpose: the stroke rules moved to the dig
 generic pack's first; their pack id ``synthreg-digits``), the leakage rule says its digests were
 "declared, not verified", and the card says so in a line. With those, and the deliberate changes of issues
 21 and 23 (the HTML banner, styles and not-run section; the card's config name), 0.1 and a release of
-issue 19's code differed in nothing else; ``golden-release-0.2`` was made then. ``0.3`` (the baseline
-since) differs from 0.2 only in what issues 21 and 23 added to the record: the filter settings
-(``filter``: thresholds, scoring domain, checks not run) and the flat manifest's digest
-(``flat_manifest_sha256``), with their lines in the card and Croissant, and the HTML report's filter and
-marking sections. The maker drives only the command line (no library import), so the same script runs on
-the code before and after a change. The comparison is file by file, byte for byte, except what differs by
-nature between two runs: signatures, key ids, times, git commits and what is derived from them (the
-envelope, sign-offs and the digests of files that embed a time). JSON files are compared with those fields
-masked; the HTML report and PROV with times masked; every other file (the manifest, every shard, the card)
-exactly."""
+issue 19's code differed in nothing else; ``golden-release-0.2`` was made then. ``0.3`` (in git history;
+the baseline until issue 23's flat manifest change) differs from 0.2 only in what issues 21 and 23 added
+to the record: the filter settings (``filter``: thresholds, scoring domain, checks not run) and the flat
+manifest's digest (``flat_manifest_sha256``), with their lines in the card and Croissant, and the HTML
+report's filter and marking sections. ``0.4`` (the baseline since) differs from 0.3 only by issue 23's
+released shard paths: the flat manifest's ``shard`` column names each row's released file
+(``data/shards/<sha256>.tar``, the path inside the release folder) instead of the workspace path, so
+``data/manifest-flat.parquet`` and the digest the record, Croissant and the signature give it changed, and
+the card (its Dataset Structure paragraph and file table) and Croissant (the file's description) say so;
+``data/manifest.parquet`` and every shard are byte for byte as in 0.3. The maker drives only the command
+line (no library import), so the same script runs on the code before and after a change. The comparison is
+file by file, byte for byte, except what differs by nature between two runs: signatures, key ids, times,
+git commits and what is derived from them (the envelope, sign-offs and the digests of files that embed a
+time). JSON files are compared with those fields masked; the HTML report and PROV with times masked; every
+other file (the manifest, every shard, the card) exactly."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -87,6 +88,8 @@ def sign_by_hand(ws: Path, folder: Path, key: Path) -> None:
     subjects = {"data/manifest.parquet": record.manifest_sha256} | {
         f"data/{s.path}": s.sha256 for s in record.shards
     }
+    if (folder / "report.html").is_file():  # an export laid out too: signed, as `release` signs it
+        subjects["report.html"] = hashlib.sha256((folder / "report.html").read_bytes()).hexdigest()
     signer = load_signer(key)
     trust = load_trust(ws)
     entry = trust.signing_key(signer.public_key.keyid, "releaser")

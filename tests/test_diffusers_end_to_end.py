@@ -145,8 +145,9 @@ def test_a_second_dataset_from_init_to_a_traced_model(tmp_path: Path, monkeypatc
     assert "model digits-classifier/1" in result.stdout
     digits = json.loads((ws / "data/digits/train/metrics.json").read_text())
     pets = json.loads((ws / "data/pets/train/metrics.json").read_text())  # not overwritten by digits
-    assert (digits["dataset"], digits["n_real"], digits["n_synthetic"]) == ("digits@1.0.0", 50, 500)
-    assert (pets["dataset"], pets["n_real"], pets["n_synthetic"]) == ("pets@1.0.0", 0, 13)
+    assert (digits["n_real"], digits["n_synthetic"], pets["n_real"], pets["n_synthetic"]) == (50, 500, 0, 13)
+    for name, ref in (("digits", "digits@1.0.0"), ("pets", "pets@1.0.0")):  # strings beside the numbers
+        assert json.loads((ws / f"data/{name}/train/run-info.json").read_text())["dataset"] == ref
     trace = json.loads(cli(ws, "trace", "model", "digits-classifier/latest", "--json"))
     assert [d["release"] for d in trace["datasets"]] == ["digits@1.0.0"]
     listed = cli(ws, "list")

@@ -1,5 +1,6 @@
 """The real `dvc` on the real dvc.yaml, in a temporary git repo: repro, no-op repro, param change, a failing
-policy stopping the pipeline, and `dvc exp run -S` sweeping the synthetic share of the train stage."""
+policy stopping the pipeline, and `dvc exp run -S` sweeping the synthetic share of the train stage, with
+numbers-only metrics in `dvc exp show` and `dvc metrics show`, and the per-class and mix plots drawn."""
 
 import json
 import os
@@ -13,6 +14,15 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, small_recipe, write_yaml
+
+
+def non_numbers(tree: object, at: str = "") -> list[str]:
+    """Where ``tree`` (JSON) holds a leaf that is not a number: strings, booleans, nulls, by key path."""
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in non_numbers(v, f"{at}.{k}" if k != "data" else at)]
+    if isinstance(tree, list):
+        return [p for i, v in enumerate(tree) for p in non_numbers(v, f"{at}[{i}]")]
+    return [] if isinstance(tree, int | float) and not isinstance(tree, bool) else [f"{at}={tree!r}"]
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -93,26 +103,59 @@ def test_dvc_exp_run_sweeps_the_synthetic_share(repo: Path):
     who = ["-c", "user.name=t", "-c", "user.email=t@example.org"]
     run(["git", *who, "commit", "-q", "-m", "pipeline"], repo)
 
-    metrics = repo / "data/digits/train/metrics.json"
+    metrics, info = repo / "data/digits/train/metrics.json", repo / "data/digits/train/run-info.json"
     out = run(["dvc", "exp", "run", "-S", "datasets.digits.train.synthetic_share=0"], repo, env)
     assert "Running stage 'generate@digits'" in out and "Running stage 'train@digits'" in out
-    real_only = json.loads(metrics.read_text())
+    real_only = json.loads(metrics.read_text()) | json.loads(info.read_text())
     assert (real_only["synthetic_share"], real_only["n_synthetic"], real_only["n_real"]) == (0.0, 0, 20)
 
     sweep = ["-S", "datasets.digits.train.synthetic_share=1", "-S", "datasets.digits.train.use_rejected=true"]
     out = run(["dvc", "exp", "run", *sweep], repo, env)
     assert "Running stage 'train@digits'" in out and "Running stage 'generate@digits'" not in out
-    synthetic = json.loads(metrics.read_text())
+    synthetic = json.loads(metrics.read_text()) | json.loads(info.read_text())
     assert (synthetic["synthetic_share"], synthetic["n_synthetic"], synthetic["n_real"]) == (1.0, 12, 0)
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))  # [workspace, baseline commit]
-    found = {}
+    found, names = {}, []
     for exp in [e for base in shown for e in base["experiments"] or []]:
+        names.append(exp["name"])
         for rev in exp["revs"]:
             data = rev["data"]
             share = data["params"]["params.yaml"]["data"]["datasets"]["digits"]["train"]["synthetic_share"]
-            found[share] = data["metrics"]["data/digits/train/metrics.json"]["data"]["run_id"]
-    assert found == {0: real_only["run_id"], 1: synthetic["run_id"]}
+            trained = data["metrics"]["data/digits/train/metrics.json"]["data"]
+            found[share] = (trained["accuracy"], trained["n_synthetic"])
+            # Issue 23: every metric DVC shows is a number (strings and digests live in side files).
+            assert set(data["metrics"]) == {
+                "data/digits/filtered/filter.json",
+                "data/digits/train/metrics.json",
+            }
+            assert not non_numbers(data["metrics"]), non_numbers(data["metrics"])
+    assert found == {0: (real_only["accuracy"], 0), 1: (synthetic["accuracy"], 12)}
+    shown_now = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
+    assert not non_numbers(shown_now) and "accuracy" in json.dumps(shown_now)
+
+    # The per-class accuracy and the mix point are DVC plots: `dvc plots show` draws them, and
+    # `dvc plots diff` over the sweep's experiments puts one mix point per experiment on one chart.
+    run(["dvc", "plots", "show", "-o", "plots"], repo)
+    page = (repo / "plots/index.html").read_text()
+    assert "vegaEmbed('#data_digits_train_per-class_json'" in page
+    assert "vegaEmbed('#data_digits_train_mix_json'" in page
+    drawn = json.loads(run(["dvc", "plots", "diff", *names, "--json"], repo))["data"]
+
+    def values(plot: str) -> list[dict]:
+        (vega,) = [p for p in drawn[plot] if p["type"] == "vega"]
+        return vega["content"]["data"]["values"]
+
+    mix = values("data/digits/train/mix.json")
+    assert len(mix) == 2 and {d["rev"] for d in mix} == set(names)
+    assert {(d["synthetic_share"], d["accuracy"]) for d in mix} == {
+        (0.0, real_only["accuracy"]),
+        (1.0, synthetic["accuracy"]),
+    }
+    per_class = values("data/digits/train/per-class.json")
+    assert {d["rev"] for d in per_class} == set(names)
+    assert {d["identity"] for d in per_class} <= set("0123456789")
+    assert all(0 <= d["accuracy"] <= 1 for d in per_class)
 
     from mlflow.tracking import MlflowClient
 

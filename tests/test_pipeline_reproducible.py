@@ -58,7 +58,8 @@ def test_a_second_clone_pulls_everything_and_reproduces_the_lock(repo: Path, tmp
         out = run(["dvc", "repro", "--force", "--single-item", stage], b)
         assert f"Running stage '{stage}'" in out
     assert entries((b / "dvc.lock").read_text()) == entries(committed)
-    # dvc.lock, report.json/md, filter.json, provenance.gx.json unchanged; only the audit log grew
+    # dvc.lock, report.json/md, filter.json, filter-info.json, provenance.gx.json unchanged; only the
+    # audit log grew
     diff = ["git", "diff", "--stat", "--exit-code", "--", ".", ":!audit"]
     proc = subprocess.run(diff, cwd=b, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout

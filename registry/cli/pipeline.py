@@ -279,7 +279,9 @@ def filter_(
         typer.echo(f"{res.accepted}/{res.total} accepted; manifest {res.manifest}")
         for reason, count in res.reasons.items():
             typer.echo(f"  {reason}: {count}")
-        for why in res.not_checked:  # printed, not only in filter.json: a check that did not run is no pass
+        for (
+            why
+        ) in res.not_checked:  # printed, not only in filter-info.json: a check that did not run is no pass
             typer.echo(f"  NOT RUN: {why}")
 
 

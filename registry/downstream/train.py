@@ -3,9 +3,8 @@
     result = train(ws, TrainParams(synthetic_share=0.5), "digits@1.0.0")
     result.metrics["accuracy"], result.run_id, result.model_version
 
-The mix follows Diff-Person (arXiv 2406.06045) and the synthetic-data survey (arXiv 2310.01830): a few
-real images per identity, topped up with synthetic ones, the synthetic share raised step by step and
-judged by downstream results on real data the generator never saw.
+The mix follows Diff-Person (arXiv 2406.06045) and the survey arXiv 2310.01830: a few real images per
+identity topped up with synthetic ones, the share raised step by step, judged on unseen real data.
 
 - real part: ``real_per_class`` images per digit from the real train split (-1: all of it), chosen by
   ``seed``; ``train_size - n_synthetic`` of them are used (all, when the pool is smaller);
@@ -27,14 +26,12 @@ judged by downstream results on real data the generator never saw.
 - the share really used (``n_synthetic / (n_real + n_synthetic)``) is logged beside the one asked
   (param, metric and tag), and ``TrainResult.notes`` says when they differ.
 
-The run is logged by the conventions in ``registry.downstream.tracking``: a dataset input named
-``NAME@X.Y.Z`` (or
-``NAME@working``) whose digest is the manifest's sha256 (as much of it as MLflow stores: see
-``MLFLOW_DIGEST_CHARS``) and whose profile says what the data was (``registry.downstream.track``), the sample
-ids drawn (training and held-out synthetic evaluation) as an artifact, the ``synthreg.*`` tags, and the
-model (``torch.export`` format, so loading it needs no synthreg code) registered under
-``registered_model`` or, by default, ``NAME-classifier`` after the dataset. The run is also appended to
-the audit log (kind ``train``). torch and MLflow are imported inside the functions.
+The run is logged by the conventions in ``registry.downstream.tracking``: a dataset input ``NAME@X.Y.Z``
+(or ``NAME@working``) whose digest is the manifest's sha256 (``MLFLOW_DIGEST_CHARS`` of it) and profile
+says what the data was (``registry.downstream.track``), the sample ids drawn as an artifact, the
+``synthreg.*`` tags, and the model (``torch.export``: loading it needs no synthreg code) registered as
+``registered_model`` or ``NAME-classifier``; and in the audit log (``train``). torch and MLflow are
+imported inside the functions.
 """
 
 from __future__ import annotations
@@ -52,9 +49,8 @@ import numpy as np
 from registry.core import vcs
 from registry.core.digests import sha256_file
 from registry.core.errors import AuditError, ConfigError, ManifestError, ReleaseError, TrackingError
-from registry.core.fsio import atomic_write_text
 from registry.core.workspace import inside
-from registry.downstream import tracking
+from registry.downstream import run_files, tracking
 from registry.downstream.classifier import decode_png, fit_and_evaluate, resized
 from registry.records.config import TrainParams
 from registry.records.dataset import DATASET_NAME
@@ -250,9 +246,8 @@ def _real(split: Any, real_per_class: int, n: int, seed: int) -> tuple[np.ndarra
 
 
 def mlflow_source(uri: str):
-    """An MLflow DatasetSource for ``synthreg://releases/...`` (see :mod:`registry.downstream.mlflow_source`,
-    which
-    MLflow finds by its ``mlflow.dataset_source`` entry point in any process)."""
+    """An MLflow DatasetSource for ``synthreg://releases/...`` (:mod:`registry.downstream.mlflow_source`,
+    which MLflow finds by its ``mlflow.dataset_source`` entry point in any process)."""
     from registry.downstream.mlflow_source import SynthregDatasetSource
 
     return SynthregDatasetSource(uri)
@@ -268,13 +263,12 @@ def _log_run(
     ws: Path,
     params: TrainParams,
     ds: _Dataset,
-    run_params: dict[str, Any],
-    metrics: dict[str, float],
     model: Any,
-    samples: list[str],
-    share_used: float,
+    logged: tuple[dict[str, Any], dict[str, float], list[str], float, list[Path]],
 ) -> tuple[str, str]:
-    """Log one run by the ``registry.downstream.tracking`` conventions; register the model.
+    """Log one run by the ``registry.downstream.tracking`` conventions; register the model. ``logged``:
+    the run's parameters, its metrics, the sample ids drawn, the share used, and the dataset's report
+    files (``registry.downstream.run_files.report_files``).
 
     -> (run id, version)"""
     import mlflow
@@ -282,6 +276,7 @@ def _log_run(
 
     from registry.downstream import track
 
+    run_params, metrics, samples, share_used, report = logged
     with warnings.catch_warnings():
         # Noise about MLflow's own chat-agent types, raised once on importing mlflow.pyfunc (mlflow 3.17).
         warnings.filterwarnings("ignore", ".*Any type hint is inferred as AnyType", UserWarning)
@@ -310,6 +305,8 @@ def _log_run(
             mlflow.log_params(run_params)
             mlflow.set_tags(tags)
             track.log_profile(profile, "training", samples)
+            for page in report:  # the dataset's report, beside the run's other synthreg artifacts
+                mlflow.log_artifact(str(page), run_files.report_artifact_dir(ds.name, ds.version))
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
@@ -518,17 +515,20 @@ def train(
     With a real source (the sklearn digits for a digits dataset) the mix is real + synthetic and the
     model is judged on held-out real images; without one it trains on synthetic images alone and is
     judged on a held-out synthetic split, and says so. ``dataset`` overrides ``params.dataset``.
-    Writes the metrics JSON (``params.metrics``) for DVC and appends a ``train`` audit event.
+    Writes the metrics JSON (``params.metrics``, numbers only) and its side files for DVC
+    (``registry.downstream.run_files``), logs the dataset's report with the run, and appends a ``train``
+    audit event.
     A release must be final and trusted; a withdrawn one is refused unless ``allow_withdrawn``, which
     is then recorded as the run's tag ``synthreg.allow_withdrawn`` and an audit event.
     """
 
     ds = _resolve(ws, dataset or params.dataset)
-    withdrawn = None
+    withdrawn: WithdrawalState | None = None
+    subjects: dict[str, str] = {}
     if ds.release_ref is not None:  # trust, approval and withdrawal, before any work
         from registry.releases.loader import admit
 
-        withdrawn = admit(ws, ds.release_ref, allow_withdrawn)[2]
+        _, subjects, withdrawn = admit(ws, ds.release_ref, allow_withdrawn)
     metrics_path = inside(ws, params.metrics or f"data/{ds.name}/train/metrics.json", "metrics file")
     tracking.tracking_uri(ws)  # a malformed MLFLOW_TRACKING_URI fails before any work
 
@@ -565,22 +565,25 @@ def train(
 
     run_params = _run_params(ds, params, real_source, sp, len(syn_x), syn_pool, share_used)
     drawn = [pool.ids[i] for i in pick] + eval_ids
-    run_id, version = _log_run(ws, params, ds, run_params, metrics, model, drawn, share_used)
+    report, missing = run_files.report_files(
+        ws, ds.name, ds.version, ds.release_ref is not None, subjects, ds.policy_report_sha256
+    )
+    notes += [missing] if missing else []
+    logged = (run_params, metrics, drawn, share_used, report)
+    run_id, version = _log_run(ws, params, ds, model, logged)
     name = model_name(params, ds.name)
     _audit_run(ws, ds, params, name, version, run_id, withdrawn, share_used)
-    summary = {
+    info: dict[str, object] = {
         "dataset": ds.input_name,
         "manifest_sha256": ds.manifest_sha256,
         "run_id": run_id,
         "model": name,
         "model_version": version,
-        "n_real": len(real_x),
-        "n_synthetic": len(syn_x),
-        "synthetic_share": params.synthetic_share,
         "evaluation": evaluation,
-        **metrics,
+        "report": [f"{run_files.report_artifact_dir(ds.name, ds.version)}/{p.name}" for p in report],
     }
-    atomic_write_text(metrics_path, json.dumps(summary, indent=2) + "\n")
+    counts = {"n_real": len(real_x), "n_synthetic": len(syn_x), "synthetic_share": params.synthetic_share}
+    run_files.write(metrics_path, info, counts | metrics, classes)
     return TrainResult(
         run_id=run_id,
         model_name=name,

@@ -177,7 +177,8 @@ def _structure(release: Release) -> list[str]:
         f"The manifest `{release.manifest_path}` (Parquet, zstd) has one row per generated image; the "
         "images are PNG members of tar shards, named by the `member` column. Hugging Face `datasets` "
         f"has no type for its map columns; `data/{FLAT}` holds the same rows with each map column as "
-        "the JSON text of its dict: "
+        "the JSON text of its dict and `shard` naming the released file in this folder "
+        "(`data/shards/<sha256>.tar`; the manifest keeps the workspace path it was validated with): "
         f'`load_dataset("parquet", data_files="data/{FLAT}", split="train")`. (A second `configs:` entry '
         "cannot name it: `datasets` reads every config of a folder with the builder of the first, "
         "here webdataset.)",
@@ -192,7 +193,13 @@ def _structure(release: Release) -> list[str]:
     lines += ["", "### Data Files", ""]
     file_rows: list[list[object]] = [
         [f"`{release.manifest_path}`", _digest(release.manifest_sha256), "-", "-", "manifest"],
-        [f"`data/{FLAT}`", "in the signature", "-", "-", "the manifest, map columns as JSON text"],
+        [
+            f"`data/{FLAT}`",
+            "in the signature",
+            "-",
+            "-",
+            "the manifest, map columns as JSON text, `shard` as released",
+        ],
     ]
     file_rows += [
         [f"`data/{s.path}`", _digest(s.sha256), s.size, s.members, f"shard (was `{s.source}`)"]

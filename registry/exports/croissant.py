@@ -107,7 +107,8 @@ def _distribution(release: Release) -> list[dict[str, Any]]:
                 "@id": "manifest-flat.parquet",
                 "name": "manifest-flat.parquet",
                 "description": "The manifest's rows with each map column as JSON text (for Hugging Face "
-                "`datasets`, which has no map type).",
+                "`datasets`, which has no map type) and `shard` as the released file's path in this "
+                "folder (data/shards/<sha256>.tar).",
                 "contentUrl": "data/manifest-flat.parquet",
                 "encodingFormat": "application/x-parquet",
                 "sha256": release.flat_manifest_sha256,

@@ -88,7 +88,9 @@ class TrainParams(Strict):
         description="share of the synthetic pool held out for evaluation (no real source)",
     )
     metrics: str | None = Field(
-        default=None, description="metrics JSON for `dvc metrics` (default data/NAME/train/metrics.json)"
+        default=None,
+        description="metrics JSON for `dvc metrics`, numbers only (default data/NAME/train/metrics.json); "
+        "its side files (run info, per-class and mix plots) go beside it",
     )
 
 

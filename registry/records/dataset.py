@@ -459,7 +459,7 @@ class FilterParams(Strict):
     memorised_distance: float = Field(
         default=0.05, ge=0, description="max RMS pixel distance (0-1) to a real image for a memorised copy"
     )
-    # Left out of a dump when unset, so filter.json of a dataset without it reads as before.
+    # Left out of a dump when unset, so filter-info.json of a dataset without it reads as before.
     memorised_similarity: float | None = Field(
         default=None,
         ge=0,
@@ -494,7 +494,7 @@ class FilterParams(Strict):
     cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs a Ray actor reserves")
 
     def applied(self, embeds: bool, clip: bool) -> dict:
-        """The settings as the filter applied them, for filter.json and the release record: with an
+        """The settings as the filter applied them, for filter-info.json and the release record: with an
         embedding model, the cosine thresholds it used (defaults written out, not left implicit); with a
         CLIP score, ``min_clip_score`` even when unset (null: recorded, nothing rejected)."""
         out = self.model_dump()

@@ -76,7 +76,7 @@ class Derivation(Strict):
 
 class FilterSettings(Strict):
     """What filtered the released images: the dataset's filter settings, the models that scored them
-    (by folder and sha256), and the checks that did not run, as the filter's ``filter.json`` said."""
+    (by folder and sha256), and the checks that did not run, as the filter's ``filter-info.json`` said."""
 
     params: dict[str, Any] = Field(description="thresholds and executor settings")
     domain: dict[str, Any] | None = Field(
@@ -94,7 +94,8 @@ class Release(Strict):
     flat_manifest_sha256: Sha256 | None = Field(
         default=None,
         exclude_if=lambda v: v is None,
-        description="content digest of data/manifest-flat.parquet (the same rows, map columns as JSON)",
+        description="content digest of data/manifest-flat.parquet (the same rows, map columns as JSON, "
+        "`shard` as the released file's path in the release folder)",
     )
     shards: list[ShardRef]
     counts: Counts

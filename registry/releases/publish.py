@@ -404,10 +404,10 @@ def assemble(
         raise ReleaseError("the filtered manifest changed after validation; run `synthreg validate` again")
     con = mf.connect(released)
     check_manifest(con, f"manifest {manifest}")  # no unsafe name is signed
-    mf.write_flat(released, out / "data" / mf.FLAT)  # what Hugging Face `datasets` can load (issue 12)
-    flat_sha256 = sha256_file(out / "data" / mf.FLAT)
-
     shards = _copy_shards(con, out, read_shard, list(recipe.identities), progress)
+    # What Hugging Face `datasets` can load (issue 12), each row naming its released shard (issue 23).
+    mf.write_flat(released, out / "data" / mf.FLAT, mf.released_shards(shards))
+    flat_sha256 = sha256_file(out / "data" / mf.FLAT)
     counts = _counts(con)
     generators = [
         GeneratorUse(

@@ -157,7 +157,7 @@ def release(
                 "remote": pushed_to,
                 "no_push": no_push,
                 "recipe_changes": declared,
-                "filter": _filter_settings(data / "filtered" / "filter.json"),
+                "filter": _filter_settings(data / "filtered"),
             }
         )
         return record, report, report_text
@@ -213,20 +213,35 @@ def same_settings(report: PolicyReport, fresh: PolicyReport, where: str) -> None
             )
 
 
-def _filter_settings(path: Path) -> FilterSettings | None:
-    """The filter's settings, scoring models and unrun checks from its ``filter.json`` (None when there
-    is none, e.g. a manifest filtered before filter.json existed)."""
+def _filter_settings(folder: Path) -> FilterSettings | None:
+    """The filter's settings, scoring models and unrun checks, from ``filter-info.json`` beside the
+    filtered manifest, or from ``filter.json`` where a filter run before issue 23 kept them there (None
+    when there is neither, e.g. a manifest filtered before filter.json existed)."""
     from pydantic import ValidationError
 
-    if not path.is_file():
+    found: dict = {}
+    for name in ("filter.json", "filter-info.json"):  # the side file's values win where both hold one
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            read = json.loads(path.read_text())
+        except ValueError:
+            read = None
+        if not isinstance(read, dict):
+            raise ReleaseError(f"{path} is not the filter's summary; run `synthreg filter` again")
+        found |= read
+    if not found:
         return None
     try:
-        found = json.loads(path.read_text())
         return FilterSettings(
             params=found["params"], domain=found.get("domain"), not_checked=found.get("not_checked", [])
         )
-    except (ValueError, KeyError, TypeError, ValidationError):
-        raise ReleaseError(f"{path} is not the filter's summary; run `synthreg filter` again") from None
+    except (KeyError, TypeError, ValidationError):
+        raise ReleaseError(
+            f"{folder / 'filter-info.json'} is missing or is not the filter's summary; run `synthreg "
+            "filter` (or `dvc repro`) again"
+        ) from None
 
 
 def _workspace_shard(ws: Path) -> ShardReader:

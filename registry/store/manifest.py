@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -88,12 +88,18 @@ def write_manifest(records: Sequence[SampleRecord], path: Path) -> None:
 # dict, keys in the manifest's order (what the shards' .json sidecars hold):
 # load_dataset("parquet", data_files=f"{release}/data/{FLAT}"). Not a second `configs:` entry in the
 # card: `datasets` reads every config of a folder with the builder inferred from the first (webdataset).
+# Its `shard` column names the released file, the path inside the release folder
+# (``data/shards/<sha256>.tar``), so a plain tool needs no join through release.json (issue 23); the
+# validated manifest keeps the workspace path it was validated with, byte for byte as signed, and
+# release.json's ``shards[].source`` maps one to the other.
 # The main manifest keeps its map columns, which DuckDB and every reader here use.
 FLAT = "manifest-flat.parquet"
 
 
-def flat_table(table: pa.Table) -> pa.Table:
-    """``table`` with every map column as a nullable string column of JSON objects."""
+def flat_table(table: pa.Table, shards: Mapping[str, str] | None = None) -> pa.Table:
+    """``table`` with every map column as a nullable string column of JSON objects, and, with
+    ``shards`` (workspace shard path -> released path), the ``shard`` column as the released path (a
+    shard ``shards`` does not name becomes null)."""
     import json
 
     for i, f in enumerate(table.schema):
@@ -102,26 +108,41 @@ def flat_table(table: pa.Table) -> pa.Table:
             table = table.set_column(
                 i, pa.field(f.name, pa.string(), f.nullable), pa.array(texts, pa.string())
             )
+    if shards is not None:
+        i = table.schema.get_field_index("shard")
+        sources = pa.array(list(shards), pa.string())
+        where = pc.index_in(table.column(i), value_set=sources)
+        released = pc.take(pa.array(list(shards.values()), pa.string()), where)
+        table = table.set_column(i, table.schema.field(i), released)
     return table
 
 
-def write_flat(manifest: Path, out: Path, batch_rows: int = 10_000) -> None:
+def released_shards(shard_refs: Iterable[Any]) -> dict[str, str]:
+    """Workspace shard path -> its path inside the release folder, from a record's ``shards``
+    (``ShardRef``: ``source`` and ``path``, relative to ``data/``)."""
+    return {s.source: f"data/{s.path}" for s in shard_refs}
+
+
+def write_flat(manifest: Path, out: Path, shards: Mapping[str, str], batch_rows: int = 10_000) -> None:
     """Write the flat copy of ``manifest`` (see ``FLAT``) to ``out``, row for row, ``batch_rows`` at a
-    time: a million-row manifest is never held whole (issue 13). The manifest is one synthreg wrote and
-    validated (a release copies it only when its digest is the policy report's)."""
+    time: a million-row manifest is never held whole (issue 13). ``shards``: workspace shard path ->
+    released path (``released_shards``); every shard the manifest names must be in it. The manifest is
+    one synthreg wrote and validated (a release copies it only when its digest is the policy report's)."""
     schema = flat_table(SCHEMA.empty_table()).schema
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for batch in pq.ParquetFile(manifest).iter_batches(batch_size=batch_rows, columns=SCHEMA.names):
-            writer.write_table(flat_table(pa.Table.from_batches([batch]).cast(SCHEMA)))
+            flat = flat_table(pa.Table.from_batches([batch]).cast(SCHEMA), shards)
+            if flat.column("shard").null_count:
+                missing = pc.filter(batch.column("shard"), pc.is_null(flat.column("shard")))[0]
+                raise ManifestError(f"manifest {manifest}: shard {shown(missing.as_py())} was not released")
+            writer.write_table(flat)
 
 
-def flat_differences(manifest: Path, flat: Path, batch_rows: int = 10_000) -> int:
-    """How many rows of ``flat`` are not exactly ``flat_table`` of ``manifest``'s row at the same
+def flat_differences(manifest: Path, flat: Path, shards: Mapping[str, str], batch_rows: int = 10_000) -> int:
+    """How many rows of ``flat`` are not exactly ``flat_table(manifest's row, shards)`` at the same
     position (a missing or extra row counts); every row when its schema (columns, types, metadata) is
     not the one ``write_flat`` writes, since `datasets` reads those too. 0 for the copy ``write_flat``
     made. Streamed ``batch_rows`` at a time; the JSON text of map columns is compared to the letter."""
-    import pyarrow.compute as pc
-
     rows = pq.ParquetFile(manifest).metadata.num_rows
     try:
         if not pq.read_schema(flat).equals(flat_table(SCHEMA.empty_table()).schema, check_metadata=True):
@@ -132,7 +153,7 @@ def flat_differences(manifest: Path, flat: Path, batch_rows: int = 10_000) -> in
     held: pa.Table | None = None
     differ = 0
     for batch in pq.ParquetFile(manifest).iter_batches(batch_size=batch_rows, columns=SCHEMA.names):
-        ours = flat_table(pa.Table.from_batches([batch]).cast(SCHEMA))
+        ours = flat_table(pa.Table.from_batches([batch]).cast(SCHEMA), shards)
         while held is None or held.num_rows < ours.num_rows:
             more = next(theirs, None)
             if more is None:

@@ -125,7 +125,7 @@ def test_a_classifier_that_always_answers_a_wrong_label_rejects_everything(made:
     rows = run(made, {"identity": {"model": "models/wrong"}}, "data/pets/f-wrong")
     assert len(rows) == 16
     assert all(d == "rejected" and r.startswith("identity_mismatch") for _, d, r, *_ in rows.values()), rows
-    summary = json.loads((made / "data/pets/f-wrong/filter.json").read_text())
+    summary = json.loads((made / "data/pets/f-wrong/filter-info.json").read_text())
     assert summary["domain"]["identity_classifier"]["model"] == "models/wrong"
     assert len(summary["domain"]["identity_classifier"]["sha256"]) == 64
     assert "memorised-copy check: the recipe's domain names no embedding model" in summary["not_checked"][0]

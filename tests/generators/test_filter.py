@@ -226,6 +226,7 @@ def test_summary_agrees_with_the_manifest(ws, clean):
     params = FilterParams(identity_threshold=0.6)
     res = filter_manifest(CANDIDATES, ws, FILTERED, params)
     summary = json.loads((ws / FILTERED / "filter.json").read_text())
+    info = json.loads((ws / FILTERED / "filter-info.json").read_text())
 
     con = mf.connect(res.manifest)
     total, accepted, rejected = con.execute(
@@ -240,16 +241,19 @@ def test_summary_agrees_with_the_manifest(ws, clean):
     assert summary["accepted_share"] == round(accepted / total, 4)
     assert summary["reasons"] == by_reason == res.reasons
     assert (res.total, res.accepted) == (total, accepted)
-    assert summary["params"] == params.model_dump()
-    assert summary["candidates"] == f"{CANDIDATES}/manifest.parquet"
-    assert summary["candidates_sha256"] == sha256_file(ws / CANDIDATES / "manifest.parquet")
-    assert summary["domain"]["domain"] == "tiny-digits"
-    assert summary["domain"]["train_split_sha256"] == data.load_splits()[0].digest
+    assert info["params"] == params.model_dump()
+    assert info["candidates"] == f"{CANDIDATES}/manifest.parquet"
+    assert info["candidates_sha256"] == sha256_file(ws / CANDIDATES / "manifest.parquet")
+    assert info["domain"]["domain"] == "tiny-digits"
+    assert info["domain"]["train_split_sha256"] == data.load_splits()[0].digest
     # tiny-digits has no embedding model: the embedding checks are reported as not run, never as passed
-    assert [w.split(":")[0] for w in summary["not_checked"]] == [
+    assert [w.split(":")[0] for w in info["not_checked"]] == [
         "near-duplicate check by embedding",
         "prompt-image agreement (CLIP score)",
     ]
+    # Issue 23: the metrics file DVC tabulates holds numbers only; the rest is in filter-info.json.
+    assert set(summary) == {"total", "accepted", "rejected", "accepted_share", "reasons"}
+    assert all(isinstance(v, int) for v in summary["reasons"].values())
 
 
 # --- planted faults, one at a time ---------------------------------------------------------------
@@ -413,12 +417,17 @@ def test_a_corrupted_shard_is_an_error_and_writes_nothing(ws, clean, corrupt):
 
 def test_a_failed_run_leaves_an_earlier_output_as_it_was(ws, clean):
     manifest = run_filter(ws)
-    before = (manifest.read_bytes(), (ws / FILTERED / "filter.json").read_bytes())
+    outputs = [manifest, *(ws / FILTERED / n for n in ("filter.json", "filter-info.json"))]
+    before = [p.read_bytes() for p in outputs]
     _flip_member_byte(ws, sample_ids(clean, "3")[0])
     with pytest.raises(ManifestError):
         filter_manifest(CANDIDATES, ws, FILTERED, FilterParams(min_contrast=1.0))
-    assert (manifest.read_bytes(), (ws / FILTERED / "filter.json").read_bytes()) == before
-    assert sorted(p.name for p in (ws / FILTERED).iterdir()) == ["filter.json", "manifest.parquet"]
+    assert [p.read_bytes() for p in outputs] == before
+    assert sorted(p.name for p in (ws / FILTERED).iterdir()) == [
+        "filter-info.json",
+        "filter.json",
+        "manifest.parquet",
+    ]
 
 
 def test_an_empty_manifest_is_an_error(ws):

@@ -89,30 +89,59 @@ def test_flat_differences_finds_a_flat_copy_that_says_something_else(tmp_path: P
 
     manifest, flat = tmp_path / "m.parquet", tmp_path / "f.parquet"
     mf.write_manifest([record(i) for i in range(5)], manifest)
-    mf.write_flat(manifest, flat, batch_rows=2)
-    assert mf.flat_differences(manifest, flat) == 0
+    released = {"s.tar": f"data/shards/{'a' * 64}.tar"}
+    mf.write_flat(manifest, flat, released, batch_rows=2)
+    assert mf.flat_differences(manifest, flat, released) == 0
     table = pq.read_table(flat)
     attrs = table.column("attributes").to_pylist()
     attrs[3] = json.dumps({**json.loads(attrs[3]), "stroke": "edited"})
     i = table.schema.get_field_index("attributes")
     pq.write_table(table.set_column(i, table.schema.field(i), pa.array(attrs)), flat)
-    assert mf.flat_differences(manifest, flat, batch_rows=2) == 1
+    assert mf.flat_differences(manifest, flat, released, batch_rows=2) == 1
     pq.write_table(table.slice(0, 4), flat)  # a row left out
-    assert mf.flat_differences(manifest, flat, batch_rows=3) == 1
+    assert mf.flat_differences(manifest, flat, released, batch_rows=3) == 1
     pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), flat)  # a row added
-    assert mf.flat_differences(manifest, flat) == 1
+    assert mf.flat_differences(manifest, flat, released) == 1
     pq.write_table(table.take([1, 0, 2, 3, 4]), flat)  # two rows swapped
-    assert mf.flat_differences(manifest, flat) == 2
+    assert mf.flat_differences(manifest, flat, released) == 2
     # What `datasets` would read differently although DuckDB's casts would call it equal: the map's
     # JSON with a number, a column of another type, an extra column.
     attrs = table.column("attributes").to_pylist()
     attrs[0] = '{"stroke": 1}'
     pq.write_table(table.set_column(i, table.schema.field(i), pa.array(attrs)), flat)
-    assert mf.flat_differences(manifest, flat) == 1
+    assert mf.flat_differences(manifest, flat, released) == 1
     g = table.schema.get_field_index("guidance")
     pq.write_table(table.set_column(g, "guidance", table.column(g).cast(pa.float32())), flat)
-    assert mf.flat_differences(manifest, flat) == 5  # another schema: every row
+    assert mf.flat_differences(manifest, flat, released) == 5  # another schema: every row
     pq.write_table(table.append_column("label_override", pa.array(["x"] * 5)), flat)
-    assert mf.flat_differences(manifest, flat) == 5
+    assert mf.flat_differences(manifest, flat, released) == 5
     flat.write_bytes(b"not parquet")
-    assert mf.flat_differences(manifest, flat) == 5
+    assert mf.flat_differences(manifest, flat, released) == 5
+
+
+def test_the_flat_copy_names_each_rows_released_shard(tmp_path: Path):
+    """Issue 23: the flat copy's `shard` is the file inside the release folder, so a plain tool reads
+    the image without a join through release.json; the manifest keeps its workspace path."""
+    import pyarrow as pa
+
+    manifest, flat = tmp_path / "m.parquet", tmp_path / "f.parquet"
+    rows = [record(i).model_copy(update={"shard": f"data/d/shards/{i % 2}.tar"}) for i in range(5)]
+    mf.write_manifest(rows, manifest)
+    released = {f"data/d/shards/{k}.tar": f"data/shards/{c * 64}.tar" for k, c in ((0, "a"), (1, "b"))}
+    mf.write_flat(manifest, flat, released, batch_rows=2)
+    assert pq.read_table(flat).column("shard").to_pylist() == [
+        f"data/shards/{'ab'[i % 2] * 64}.tar" for i in range(5)
+    ]
+    assert pq.read_table(manifest).column("shard").to_pylist() == [r.shard for r in rows]
+    assert mf.flat_differences(manifest, flat, released) == 0
+    # Another mapping (a shard said to be another file) and the workspace path both differ.
+    assert (
+        mf.flat_differences(manifest, flat, dict(zip(released, reversed(released.values()), strict=True)))
+        == 5
+    )
+    table = pq.read_table(flat)
+    i = table.schema.get_field_index("shard")
+    pq.write_table(table.set_column(i, table.schema.field(i), pa.array([r.shard for r in rows])), flat)
+    assert mf.flat_differences(manifest, flat, released) == 5
+    with pytest.raises(ManifestError, match=r"shard 'data/d/shards/1\.tar' was not released"):
+        mf.write_flat(manifest, flat, {"data/d/shards/0.tar": "data/shards/x.tar"})

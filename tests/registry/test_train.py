@@ -37,6 +37,8 @@ SMALL = TrainParams(
 )
 
 runner = CliRunner()
+SIDE = ("run-info", "per-class", "mix")  # a train run's files beside its metrics (run_files)
+REPORT_PAGE = "<!doctype html><title>digits@1.0.0</title><p>the release's audit report</p>\n"
 
 
 def sha256(path: Path) -> str:
@@ -96,6 +98,7 @@ def _fake_release(ws: Path) -> None:
         actor="tester",
     )
     (out / "release.json").write_text(record.model_dump_json(indent=2))
+    (out / "report.html").write_text(REPORT_PAGE)  # signed with the rest by sign_by_hand
 
 
 @pytest.fixture(scope="module")
@@ -205,9 +208,34 @@ def test_a_run_follows_the_tracking_conventions(built: Built, store: str):
     assert logged.source_run_id == res.run_id
     assert {m.key: m.value for m in logged.metrics}["accuracy"] == m["accuracy"]
 
+    # For DVC (issue 23): numbers only in the metrics file; the strings, the per-identity accuracies and
+    # the mix point in side files named after it (first.json -> first.run-info.json, ...).
     written = json.loads(metrics_file.read_text())
-    assert written["run_id"] == res.run_id and written["accuracy"] == m["accuracy"]
-    assert (written["n_real"], written["n_synthetic"], written["dataset"]) == (16, 16, "digits@working")
+    assert all(isinstance(v, int | float) for v in written.values()), written
+    assert written["accuracy"] == m["accuracy"] and (written["n_real"], written["n_synthetic"]) == (16, 16)
+    assert not any(k.startswith("accuracy.identity_") for k in written)
+    side = {n: json.loads((ws / f"data/digits/train/first.{n}.json").read_text()) for n in SIDE}
+    info = side["run-info"]
+    assert (info["run_id"], info["dataset"], info["manifest_sha256"]) == (
+        res.run_id,
+        "digits@working",
+        digest,
+    )
+    assert side["per-class"] == [
+        {"identity": d, "accuracy": m[f"accuracy.identity_{d}"]} for d in map(str, range(10))
+    ]
+    assert side["mix"] == [
+        {
+            "synthetic_share": 0.5,
+            "synthetic_share_used": 0.5,
+            "accuracy": m["accuracy"],
+            "worst_group_gap": m["worst_group_gap"],
+        }
+    ]
+    # The working manifest has no HTML report: its run carries the policy report made for it.
+    assert info["report"] == ["synthreg/report/digits/working/report.json"]
+    got = _client(store).download_artifacts(res.run_id, info["report"][0], str(ws / "dl-report"))
+    assert json.loads(Path(got).read_text()) == {"manifest_sha256": digest}
 
 
 def test_a_release_and_its_working_manifest_train_the_same_model(built: Built, store: str):
@@ -323,6 +351,7 @@ def test_the_cli_prints_accuracy_gap_run_and_version(built: Built, store: str, t
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith(("trained", "MLflow run"))]
     written = json.loads((built.ws / "data/digits/train/cli.json").read_text())
+    written |= json.loads((built.ws / "data/digits/train/cli.run-info.json").read_text())
     assert lines == [
         f"trained on digits@1.0.0: 16 real + 16 synthetic images; held-out accuracy "
         f"{written['accuracy']:.4f}, worst-group gap {written['worst_group_gap']:.4f}",
@@ -388,3 +417,27 @@ def test_the_default_run_on_the_working_manifest_traces_to_generator_prompts_see
     found = impact(built.ws, generator="tiny-digits")
     assert res.run_id in {r.run_id for r in found.runs if r.unreleased}
     assert ("digits-classifier", res.model_version) in {(m.name, m.version) for m in found.model_versions}
+
+
+def test_the_run_carries_the_releases_signed_html_report(built: Built, store: str, tmp_path: Path):
+    """Issue 23: the run of a release carries its report.html, the file signed with it, byte for byte;
+    one that is not as signed is not logged, and the run says why."""
+    res = train(built.ws, SMALL, "digits@1.0.0")
+    artifact = "synthreg/report/digits/1.0.0/report.html"
+    got = _client(store).download_artifacts(res.run_id, artifact, str(tmp_path / "a"))
+    assert Path(got).read_text() == REPORT_PAGE
+    assert json.loads((built.ws / "data/digits/train/run-info.json").read_text())["report"] == [artifact]
+    assert not any("report" in n for n in res.notes)
+
+    page = built.ws / "releases/digits/1.0.0/report.html"
+    page.write_text(REPORT_PAGE.replace("audit", "<script>alert(1)</script>"))
+    try:
+        res = train(built.ws, SMALL, "digits@1.0.0")
+    finally:
+        page.write_text(REPORT_PAGE)
+    assert res.notes == [
+        "digits@1.0.0's report.html is missing or not as signed, so the run carries no report; "
+        "run `synthreg verify digits@1.0.0`"
+    ]
+    listed = [a.path for a in _client(store).list_artifacts(res.run_id, "synthreg")]
+    assert "synthreg/report" not in listed and "synthreg/samples" in listed

@@ -125,8 +125,12 @@ def test_load_dataset_of_the_manifest_config(
     )
     ds = datasets.load_dataset("parquet", data_files=str(flat), split="train", cache_dir=str(tmp_path / "hf"))
     assert len(ds) == len(rows) and ds.column_names == mf.SCHEMA.names
+    shipped = {f"data/{s.path}" for s in load_release(released.ws, "digits@1.0.0").shards}
     for item in ds:
         row = rows[item["sample_id"]]
+        # Issue 23: the released shard, inside the release folder, holding the row's image: no join.
+        assert item["shard"] in shipped
+        assert item["member"] in members_from_bytes((release / item["shard"]).read_bytes())
         assert json.loads(item["attributes"]) == dict(row["attributes"])
         assert (item["identity"], item["decision"], item["seed"], item["prompt"]) == (
             row["identity"],
@@ -198,3 +202,40 @@ def test_two_releases_with_one_version_never_share_a_cache_entry(
             ids_a if second == a else ids_b,
         )
     assert ids(a) == ids_a and ids(b) == ids_b
+
+
+def guide_snippet(marker: str) -> str:
+    """The first ```python block of docs/guide/review.md that contains ``marker``, as written."""
+    from tests.conftest import REPO
+
+    text = (REPO / "docs/guide/review.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    return next(b for b in blocks if marker in b)
+
+
+def test_the_guides_loading_example_runs_without_warnings(released: Built, tmp_path: Path) -> None:
+    """Issue 23: the guide's WebDataset and `datasets` example, run as written from the workspace in a
+    fresh Python, prints no warning (webdataset 1.x warned about `shardshuffle` left unset) and reads
+    every released sample."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("webdataset")
+    pytest.importorskip("datasets")
+    code = guide_snippet("import webdataset as wds")
+    assert "shardshuffle=False" in code
+    check = "\nprint(len(list(ds)), len(hf))\n"
+    env = os.environ | {
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONWARNINGS": "",  # the interpreter's default filters, as a user's script gets them
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code + check], cwd=released.ws, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    n = len(manifest_rows(released.ws))
+    assert proc.stdout.split() == [str(n), str(n)]
+    assert "Warning" not in proc.stderr and "warn" not in proc.stderr.lower(), proc.stderr
