@@ -38,7 +38,7 @@ def test_a_second_clone_pulls_everything_and_reproduces_the_lock(repo: Path, tmp
         waive(repo, r, "digits", "12 toy images", date(2099, 12, 31))
     run(["dvc", "remote", "add", "-q", "-d", "storage", str(tmp_path / "remote")], repo)
     out = run(["dvc", "repro", "validate"], repo)
-    assert "Running stage 'validate'" in out
+    assert "Running stage 'validate@digits'" in out
     run(["git", "add", "-A"], repo)
     run(["git", *WHO, "commit", "-q", "-m", "pipeline run"], repo)
     committed = (repo / "dvc.lock").read_text()
