@@ -24,13 +24,17 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 install: $(BIN)/.installed
 
 # A fresh clone reproduces every committed output byte for byte (issue 9), so `dvc repro` finds the
-# train stage up to date and trains nothing; the first run on a machine without a local MLflow store
-# trains once more, so a newcomer gets a model (digits-classifier/1) that `synthreg trace` follows.
+# train stage up to date and trains nothing; when the MLflow store in use (a local mlflow.db, or the
+# server MLFLOW_TRACKING_URI names) holds no digits-classifier yet, it trains once more, so a newcomer or a
+# team's new server gets a model (digits-classifier/1) that `synthreg trace` follows.
+export HAS_DIGITS_MODEL := import json, sys; rows = json.load(sys.stdin)["models"]; \
+	sys.exit(0 if any(r["name"] == "digits-classifier" for r in rows) else 1)
 run: install  ## main job: generate, filter, validate, train the default dataset (dvc repro)
 	dvc repro
-	@if [ -z "$$MLFLOW_TRACKING_URI" ] && [ ! -f mlflow.db ]; then \
-		echo "make run: no local MLflow store yet: training once (dvc repro --force --single-item train)"; \
-		dvc repro --force --single-item train; \
+	@if ! synthreg models --json 2>/dev/null | python -c "$$HAS_DIGITS_MODEL"; then \
+		echo "make run: the MLflow store ($${MLFLOW_TRACKING_URI:-mlflow.db}) holds no digits-classifier yet:" \
+			"training once (dvc repro --force --single-item train@digits)"; \
+		dvc repro --force --single-item train@digits; \
 	fi
 
 test: install  ## the fast suite (what CI runs)
