@@ -23,7 +23,12 @@ released shard paths: the flat manifest's ``shard`` column names each row's rele
 (``data/shards/<sha256>.tar``, the path inside the release folder) instead of the workspace path, so
 ``data/manifest-flat.parquet`` and the digest the record, Croissant and the signature give it changed, and
 the card (its Dataset Structure paragraph and file table) and Croissant (the file's description) say so;
-``data/manifest.parquet`` and every shard are byte for byte as in 0.3. The maker drives only the command
+``data/manifest.parquet`` and every shard are byte for byte as in 0.3. ``0.5`` (the baseline since)
+differs from 0.4 only by issue 21's domain checks and reviewer's report: the record's ``filter.not_checked``
+and the card's lines now name the two checks tiny-digits cannot run (near-duplicates by embedding, the
+CLIP score), and the HTML report gained the sections "signatures and approvals" (under the releaser's
+trust root, named by its path, which the comparison masks), "filter checks not run" lines and "models
+trained on this dataset"; the manifest, the flat manifest and every shard are byte for byte as in 0.4. The maker drives only the command
 line (no library import), so the same script runs on the code before and after a change. The comparison is
 file by file, byte for byte, except what differs by nature between two runs: signatures, key ids, times,
 git commits and what is derived from them (the envelope, sign-offs and the digests of files that embed a
@@ -71,6 +76,8 @@ STAMP = re.compile(r"\d{8}T\d{6,}")  # a waiver file's time
 OTHER = [
     (re.compile(r"seconds \d+(\.\d+)?"), "seconds " + MASK),
     (re.compile(r"storage /\S+"), "storage " + MASK),
+    # The report's signatures section names the releaser's trust root file, a path on their machine.
+    (re.compile(r"Trust root: <code>[^<]*</code>"), "Trust root: <code>" + MASK + "</code>"),
     (re.compile(r"<wbr>[0-9a-f]+"), "<wbr>" + MASK),
     # The card's `datasets` config name ends in the manifest digest's first 16 hex characters (issue 23).
     (re.compile(r"- config_name: \S+"), "- config_name: " + MASK),
