@@ -136,17 +136,22 @@ def pipeline_outputs(ws: Path, dataset: str) -> list[str]:
 
 
 def dvc_cached_outputs(ws: Path) -> set[str]:
-    """Paths of the outputs dvc.yaml declares with the cache on (the default)."""
-    dvc_yaml = ws / "dvc.yaml"
-    if not dvc_yaml.is_file():
+    """Paths of the outputs dvc.yaml declares with the cache on (the default), as DVC itself resolves
+    them: its templating (``foreach: ${datasets}``) expands ``data/${key}/candidates`` into every
+    dataset's folder, which reading dvc.yaml as YAML never did (so from issue 19 on, a release pushed no
+    pipeline output and a clone's ``dvc pull`` found the candidates missing)."""
+    if not (ws / "dvc.yaml").is_file():
         return set()
-    out = set()
-    for stage in (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}).values():
-        for item in stage.get("outs", []) if isinstance(stage, dict) else []:
-            path, opts = (item, {}) if isinstance(item, str) else next(iter(item.items()))
-            if (opts or {}).get("cache", True):
-                out.add(path)
-    return out
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(ws)) as repo:
+            return {
+                Path(str(o.def_path)).as_posix() for s in repo.index.stages for o in s.outs if o.use_cache
+            }
+    except DvcException as e:
+        raise RemoteError(f"dvc.yaml cannot be read ({e}); fix it (`dvc status` names the problem)") from None
 
 
 def push(ws: Path, targets: list[str], remote: str) -> None:

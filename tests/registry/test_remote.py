@@ -413,3 +413,31 @@ def test_pull_in_a_clone_then_dvc_pull_of_the_pipeline_outputs(base: Built, tmp_
     release_in(a, base.key)
     proc = subprocess.run([DVC, "status", "-c", "-q"], cwd=a, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_pipeline_outputs_a_release_pushes_are_every_datasets_cached_outputs(tmp_path: Path):
+    """dvc.yaml's `foreach: ${datasets}` stages expand per dataset: a release of pets pushes pets'
+    candidates and filtered manifest (cached), not its metrics or report (in git). Reading dvc.yaml as YAML
+    saw only `data/${key}/...` and pushed nothing, so a clone's `dvc pull` found the candidates missing."""
+    from registry.releases.remote import pipeline_outputs
+    from tests.conftest import REPO
+
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"]["pets"] = params["datasets"]["digits"] | {"recipe": "recipes/pets.yaml"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run([DVC, "init", "-q", "--no-scm"], cwd=tmp_path, check=True)
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    for stage in list(lock["stages"]):  # pets' lock entries, as digits' with the folder renamed
+        if stage.endswith("@digits"):
+            text = yaml.safe_dump(lock["stages"][stage]).replace("data/digits/", "data/pets/")
+            lock["stages"][stage.replace("@digits", "@pets")] = yaml.safe_load(text)
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert pipeline_outputs(tmp_path, "pets") == [
+        "data/pets/candidates",
+        "data/pets/filtered/manifest.parquet",
+    ]
+    assert pipeline_outputs(tmp_path, "digits") == [
+        "data/digits/candidates",
+        "data/digits/filtered/manifest.parquet",
+    ]
