@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from registry.core.errors import TrackingError
+from registry.core.names import shown
 from registry.downstream import tracking
 from registry.downstream.claims import Claims
 from registry.downstream.claims import load as load_claims
@@ -65,6 +67,10 @@ def claim_note(claim: ClaimCheck) -> str:
         return f"UNSIGNED CLAIM: {UNSIGNED_CLAIM} ({claim.why})"
     return f"claim {claim.status}: {claim.why}"
 
+
+# MLflow's own run id pattern (mlflow.utils.validation._RUN_ID_REGEX): checked before any store lookup,
+# as a file store builds paths from it (issue 24: ids from MLflow records are untrusted input).
+RUN_ID = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}", re.ASCII)
 
 SOURCE_TYPE = (
     "synthreg"  # registry.downstream.mlflow_source.SOURCE_TYPE (that module imports MLflow at the top)
@@ -245,6 +251,11 @@ def _trace(ws: Path, run: Any, uri: str) -> RunTrace:
 def trace_run(ws: Path, run_id: str) -> RunTrace:
     """An MLflow run's dataset inputs traced to releases, generators, prompts, seeds and sources."""
     uri = tracking.tracking_uri(ws)
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):  # from the CLI or a model version
+        raise TrackingError(
+            f"run id {shown(str(run_id))} is not an MLflow run id (letters, digits, _ and -, at most 256); "
+            "pass the id `mlflow runs list` or the MLflow UI shows"
+        )
     with mlflow_errors(uri):
         from mlflow.exceptions import MlflowException
 

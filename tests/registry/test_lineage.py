@@ -805,3 +805,12 @@ def test_a_dvc_cache_outside_the_workspace_is_neither_read_nor_fetched_into(
     assert any("not the DVC cache or remote" in w and "escapes the workspace" in w for w in d.looked), (
         d.looked
     )
+
+
+@pytest.mark.parametrize("run_id", ["../../etc", "a/b", "a\nb", "", "-x", "é"])
+def test_a_run_id_that_is_not_mlflows_is_refused_before_any_lookup(ws: Path, run_id: str) -> None:
+    """Issue 24: ids are checked by MLflow's pattern before a store (a file store builds paths) is asked."""
+    with pytest.raises(TrackingError, match=r"is not an MLflow run id"):
+        trace_run(ws, run_id)
+    out = runner.invoke(app, ["trace", "run", run_id, "-w", str(ws)])
+    assert out.exit_code in (1, 2) and "Traceback" not in out.output, out.output
