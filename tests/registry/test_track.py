@@ -317,7 +317,9 @@ def test_models_lists_versions_with_their_datasets(world: World, ws: Path) -> No
         (MODEL, "1", "digits@working", ["champion"], True),
     ]
     text = runner.invoke(app, ["models", "-w", str(ws)]).output.splitlines()
-    assert text[1].startswith(f"{MODEL}/1 @champion  digits@working [UNRELEASED]  share -  accuracy 0.5")
+    (i,) = [i for i, line in enumerate(text) if line.startswith(f"{MODEL}/1 @champion  digits@working [UNR")]
+    assert text[i].startswith(f"{MODEL}/1 @champion  digits@working [UNRELEASED]  share -  accuracy 0.5")
+    assert text[i + 1].startswith("    claim recorded: audit event "), text  # log_dataset's own event
 
 
 def test_models_says_when_there_are_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
