@@ -28,8 +28,9 @@ differs from 0.4 only by issue 21's domain checks and reviewer's report: the rec
 and the card's lines now name the two checks tiny-digits cannot run (near-duplicates by embedding, the
 CLIP score), and the HTML report gained the sections "signatures and approvals" (under the releaser's
 trust root, named by its path, which the comparison masks), "filter checks not run" lines and "models
-trained on this dataset"; the manifest, the flat manifest and every shard are byte for byte as in 0.4. The maker drives only the command
-line (no library import), so the same script runs on the code before and after a change. The comparison is
+trained on this dataset"; the manifest, the flat manifest and every shard are byte for byte as in 0.4.
+The maker drives only the command line (no library import), so the same script runs on the code before
+and after a change. The comparison is
 file by file, byte for byte, except what differs by nature between two runs: signatures, key ids, times,
 git commits and what is derived from them (the envelope, sign-offs and the digests of files that embed a
 time). JSON files are compared with those fields masked; the HTML report and PROV with times masked; every

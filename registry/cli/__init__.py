@@ -19,15 +19,44 @@ commands, so ``--help`` imports none of them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import click
 import typer
+from typer.core import TyperGroup
 
 from registry.cli import keys, pipeline, reading, releases, tracing
 from registry.cli import trust as trust_cli
 from registry.cli.common import internal
+from registry.core.names import _CONTROL, shown
+
+
+class _OneLineArguments(TyperGroup):
+    """The top command group, which refuses, before any command runs, an argument holding a newline or
+    another control character (issue 24): every CLI text value (actor, reason, names, versions, refs,
+    scopes, paths) is then one line wherever it is echoed, logged or written, so no line of `log`,
+    `list`, `show`, `verify` or an error message can be forged from the command line."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for i, arg in enumerate(args):
+            if _CONTROL.search(arg):
+                option, eq, value = arg.partition("=")
+                if eq and option.startswith("--"):
+                    what, arg = option, value
+                else:
+                    before = args[i - 1] if i else ""
+                    what = before if before.startswith("-") and not _CONTROL.search(before) else "argument"
+                typer.echo(
+                    f"error: {what} {shown(arg)} holds a newline or control character; give it as one line "
+                    "of text",
+                    err=True,
+                )
+                raise typer.Exit(1)
+        return super().parse_args(ctx, args)
+
 
 app = typer.Typer(
+    cls=_OneLineArguments,
     help="synthreg: a governed registry for synthetic image datasets made with diffusion models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -13,6 +13,7 @@ import click
 import typer
 
 from registry.core.errors import SynthregError
+from registry.core.names import shown
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -67,6 +68,12 @@ def errors() -> Iterator[None]:
         fail(str(e), e.exit_code)
     except (typer.Exit, typer.Abort, click.ClickException):
         raise
+    except OSError as e:
+        if e.filename is None:
+            internal(e)
+        # The system refused a path the user gave (too long, a folder where a file goes, exists, busy;
+        # found by tests/test_fuzz_inputs.py): an input error naming the path, not a bug.
+        fail(f"{e.strerror or type(e).__name__}: {shown(str(e.filename))}; give another path")
     except (
         Exception
     ) as e:  # a bug: one line and a saved traceback, never a traceback (registry/core/crash.py)

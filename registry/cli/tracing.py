@@ -351,7 +351,7 @@ def render_impact(t: Impact) -> None:
         console.print(vt)
     runs = t.runs or t.unresolved_runs
     if runs:
-        cols = ["run", "name", "experiment", "status", "datasets", "input"]
+        cols = ["run", "name", "experiment", "status", "datasets", "input", "claim"]
         if "sample" in t.selector:
             cols.append("drew the sample")
         rt = _table("MLflow runs", *cols)
@@ -359,12 +359,14 @@ def render_impact(t: Impact) -> None:
             row = [escape(str(x)) for x in (r.run_id, r.run_name, r.experiment_id, r.status)]
             row.append(escape(", ".join(r.datasets)))
             row.append(FLAG.format("UNRELEASED") if r.unreleased else "released")
+            claim = r.claim.status if r.claim else "unsigned"
+            row.append(FLAG.format("UNSIGNED") if claim == "unsigned" else escape(claim))
             if "sample" in t.selector:
                 row.append({True: "yes", False: "no", None: "unknown"}[r.drew])
             rt.add_row(*row)
         for u in t.unresolved_runs:
             why = FLAG.format("UNRESOLVED") + escape(f" ({u.why})")
-            row = [_e(u.run_id), "", "", "", _e(u.dataset), why]
+            row = [_e(u.run_id), "", "", "", _e(u.dataset), why, FLAG.format("UNSIGNED")]
             rt.add_row(*row, *([""] if "sample" in t.selector else []))
         console.print(rt)
     if t.model_versions:

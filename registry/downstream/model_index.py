@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from registry.downstream import tracking
+from registry.downstream.claims import Claims
+from registry.downstream.claims import load as load_claims
 from registry.downstream.tracking import mlflow_errors
-from registry.records.lineage import EvaluationSplit, ModelRow
+from registry.records.lineage import ClaimCheck, EvaluationSplit, ModelRow
 
 
 def _paged(call: Any, **kw: Any) -> list[Any]:
@@ -83,10 +85,26 @@ def evaluation_split(params: dict[str, str], run: Any) -> EvaluationSplit:
     return "unknown"
 
 
+def _claim(ws: Path, claims: Claims, run_id: str | None, dataset: str, tags: dict) -> ClaimCheck:
+    """How far the run's claim to have trained on ``dataset`` is backed: against the release's manifest
+    sha256 for a released version, the logged one for a working manifest."""
+    from registry.core.errors import SynthregError
+    from registry.store.releases import load_release
+
+    sha = tags.get(tracking.TAG_MANIFEST)
+    if not dataset.endswith(f"@{tracking.WORKING}"):
+        try:
+            sha = load_release(ws, dataset.replace("@v", "@")).manifest_sha256
+        except SynthregError:
+            return ClaimCheck(status="unsigned", why=f"{dataset} is not a release of this workspace")
+    return claims.check(run_id, dataset, sha)
+
+
 def list_models(ws: Path, name: str | None = None) -> list[ModelRow]:
     """Every registered model version (of ``name`` only, if given), newest version first per model."""
     uri = tracking.tracking_uri(ws)
     rows: list[ModelRow] = []
+    claims = load_claims(ws)
     with mlflow_errors(uri):
         c = tracking.client(ws)
         models = _paged(c.search_registered_models, max_results=1000)
@@ -132,6 +150,7 @@ def list_models(ws: Path, name: str | None = None) -> list[ModelRow]:
                         metrics={k: v for k, v in sorted(metrics.items()) if _float(v) is not None},
                         withdrawn=_withdrawn(ws, dataset),
                         evaluation_split=evaluation_split(params, run),
+                        claim=_claim(ws, claims, mv.run_id, dataset, tags) if dataset else None,
                     )
                 )
     return rows
@@ -159,6 +178,10 @@ def format_models(rows: list[ModelRow]) -> list[str]:
         lines.append(f"{r.name}/{r.version}{alias}  {data}  share {share}  {scores}  run {r.run_id}{split}")
         if r.withdrawn:
             lines.append(f"    WITHDRAWN DATA: {r.withdrawn}")
+        if r.claim and r.claim.status == "unsigned":
+            lines.append(f"    UNSIGNED CLAIM: {r.claim.why}")
+        elif r.claim:
+            lines.append(f"    claim {r.claim.status}: {r.claim.why}")
         if r.evaluation:
             lines.append(f"    evaluated on {r.evaluation}")
     return lines

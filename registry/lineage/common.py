@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from registry.core.errors import ManifestError, SynthregError
+from registry.core.errors import ManifestError, SynthregError, WorkspaceError
 from registry.records.lineage import (
     FilterCounts,
     GeneratorInfo,
@@ -44,7 +44,11 @@ def manifest_paths(ws: Path, releases: list[Release]) -> tuple[dict[str, str], l
     """({manifest path: release ref} for those on disk, [warnings for those missing])."""
     found, missing = {}, []
     for r in releases:
-        path = release_folder(ws, r.name, r.version) / r.manifest_path
+        try:  # every part checked: a data/ folder linked out of the workspace is not read (issue 24)
+            path = release_folder(ws, r.name, r.version, *r.manifest_path.split("/"))
+        except WorkspaceError as e:
+            missing.append(f"the manifest of {release_ref(r)} is not read: {e}")
+            continue
         if path.is_file():
             found[str(path)] = release_ref(r)
         else:

@@ -22,6 +22,8 @@ from typing import Any
 
 from registry.core.errors import SynthregError
 from registry.downstream import tracking
+from registry.downstream.claims import Claims
+from registry.downstream.claims import load as load_claims
 from registry.downstream.tracking import mlflow_errors
 from registry.lineage import working as lineage_working
 from registry.lineage.common import (
@@ -34,7 +36,15 @@ from registry.lineage.common import (
     release_ref,
     sql_quote,
 )
-from registry.records.lineage import Impact, ImpactCounts, ModelVersionInfo, RunHit, Unresolved, VersionHit
+from registry.records.lineage import (
+    ClaimCheck,
+    Impact,
+    ImpactCounts,
+    ModelVersionInfo,
+    RunHit,
+    Unresolved,
+    VersionHit,
+)
 from registry.records.release import Release
 from registry.trust.withdrawals import is_withdrawn
 
@@ -177,7 +187,7 @@ def _source_hits(
             hits[release_ref(r)] = (n, a)
     for path, sha in wpaths.items():
         named_w = [
-            s for s in working[sha].profile.get("sources") or [] if str(s.get("name", "")).casefold() == key
+            s for s in lineage_working.logged_sources(working[sha].profile) if s["name"].casefold() == key
         ]
         if not named_w:
             continue
@@ -274,8 +284,24 @@ def _versions(
     ]
 
 
+_STRENGTH = {"unsigned": 0, "recorded": 1, "signed": 2}
+
+
+def _claim(claims: Claims, run: Any, used: dict[str, str | None]) -> ClaimCheck:
+    """The weakest of the run's claims to have used each of ``used`` ({input name: its sha256})."""
+    checks = [claims.check(run.info.run_id, name, sha) for name, sha in sorted(used.items())]
+    worst = min(checks, key=lambda c: _STRENGTH[c.status])
+    return worst.model_copy(update={"why": "; ".join(dict.fromkeys(c.why for c in checks))})
+
+
 def _runs(
-    c: Any, exp_ids: list[str], by_ref: dict[str, Release], hits: Hits, whits: Hits, working: dict
+    c: Any,
+    exp_ids: list[str],
+    by_ref: dict[str, Release],
+    hits: Hits,
+    whits: Hits,
+    working: dict,
+    claims: Claims,
 ) -> tuple[list[RunHit], dict[str, Any]]:
     """The runs that used a version hit (released first, then working), and their MLflow objects."""
     runs: list[RunHit] = []
@@ -293,6 +319,7 @@ def _runs(
             used[tag] = run.data.tags.get(tracking.TAG_MANIFEST)
         matches = all(digest_matches(d, by_ref[ref].manifest_sha256) for ref, d in used.items())
         runs.append(_run_row(run, list(used), matches, False))
+        runs[-1].claim = _claim(claims, run, {ref: by_ref[ref].manifest_sha256 for ref in used})
         objs[run.info.run_id] = run
     seen = {r.run_id for r in runs}
     for sha in sorted(whits):
@@ -300,6 +327,7 @@ def _runs(
             if run.info.run_id not in seen:
                 seen.add(run.info.run_id)
                 runs.append(_run_row(run, [working[sha].name], True, True))
+                runs[-1].claim = _claim(claims, run, {working[sha].name: sha})
                 objs[run.info.run_id] = run
     return runs, objs
 
@@ -325,6 +353,12 @@ def _warnings(
             "not the release's manifest sha256"
             for r in runs
             if not r.digest_matches
+        ]
+        + [
+            f"UNSIGNED CLAIM: that run {r.run_id} trained on {', '.join(r.datasets)} is only what it "
+            f"logged in MLflow ({r.claim.why})"
+            for r in runs
+            if r.claim and r.claim.status == "unsigned"
         ]
         + [
             f"UNKNOWN DRAW: run {r.run_id} used {', '.join(r.datasets)}, which holds {value!r}, but "
@@ -380,7 +414,7 @@ def impact(
     found = _versions(ws, by_ref, hits, whits, working)
     _prompt_ids(ws, releases, found, wpaths, kind, value)
     with mlflow_errors(uri):
-        runs, objs = _runs(c, exp_ids, by_ref, hits, whits, working)
+        runs, objs = _runs(c, exp_ids, by_ref, hits, whits, working, load_claims(ws))
         excluded = 0
         if kind == "sample":
             kept = []

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from registry.core.errors import TrackingError
+from registry.core.names import shown
 from registry.downstream import tracking
+from registry.downstream.claims import Claims
+from registry.downstream.claims import load as load_claims
 from registry.downstream.tracking import mlflow_errors
 from registry.lineage.common import (
     deny_list,
@@ -38,6 +42,7 @@ from registry.lineage.common import (
 )
 from registry.records.dataset import DATASET_NAME
 from registry.records.lineage import (
+    ClaimCheck,
     DatasetEntry,
     Drawn,
     ModelVersionInfo,
@@ -54,6 +59,18 @@ UNSIGNED_CLAIM = (
     "that the run trained on this version is what the run logged in MLflow, which nobody signed: the "
     "digest shows the data it names is the release's, not that the run used it"
 )
+
+
+def claim_note(claim: ClaimCheck) -> str:
+    """The trace's note on a run's claim (``registry.downstream.claims``)."""
+    if claim.status == "unsigned":
+        return f"UNSIGNED CLAIM: {UNSIGNED_CLAIM} ({claim.why})"
+    return f"claim {claim.status}: {claim.why}"
+
+
+# MLflow's own run id pattern (mlflow.utils.validation._RUN_ID_REGEX): checked before any store lookup,
+# as a file store builds paths from it (issue 24: ids from MLflow records are untrusted input).
+RUN_ID = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}", re.ASCII)
 
 SOURCE_TYPE = (
     "synthreg"  # registry.downstream.mlflow_source.SOURCE_TYPE (that module imports MLflow at the top)
@@ -90,6 +107,8 @@ def _dataset_entry(
     stats: dict[str, SampleStats],
     deny: dict[str, str],
     profile: dict | None = None,
+    claims: Claims | None = None,
+    run_id: str | None = None,
 ) -> DatasetEntry:
     url = _source_url(source)
     parsed = urlparse(url)
@@ -111,8 +130,10 @@ def _dataset_entry(
     if version == tracking.WORKING:
         from registry.lineage import working as lineage_working
 
-        facts = lineage_working.entry(ws, name, digest, profile or {}, tags, deny)
-        return DatasetEntry(**logged, **dict(facts), digest_matches=facts.resolved)
+        facts = lineage_working.entry(ws, name, digest, profile if profile is not None else {}, tags, deny)
+        claim = (claims or Claims()).check(run_id, name, facts.manifest_sha256)
+        facts.notes.append(claim_note(claim))
+        return DatasetEntry(**logged, **dict(facts), digest_matches=facts.resolved, claim=claim)
     ref = f"{dataset}@{version}"
     r = releases.get(ref)
     if r is None:
@@ -136,8 +157,9 @@ def _dataset_entry(
             f"DIGEST MISMATCH: tag {tracking.TAG_MANIFEST} is {tagged}, but the release's manifest "
             f"sha256 is {r.manifest_sha256}",
         )
-    info.notes.append(UNSIGNED_CLAIM)
-    return DatasetEntry(**logged, **dict(info), digest_matches=matches, digest_compared=compared)
+    claim = (claims or Claims()).check(run_id, name, r.manifest_sha256)
+    info.notes.append(claim_note(claim))
+    return DatasetEntry(**logged, **dict(info), digest_matches=matches, digest_compared=compared, claim=claim)
 
 
 def _is_synthreg(name: str, source_type: str | None, tags: dict[str, str]) -> bool:
@@ -159,7 +181,7 @@ def _drawn(name: str, tags: dict[str, str]) -> Drawn | None:
 
 
 def _trace(ws: Path, run: Any, uri: str) -> RunTrace:
-    from registry.lineage.working import profile_of
+    from registry.lineage.working import Profile, profile_of
 
     tags = dict(run.data.tags)
     inputs = [
@@ -174,7 +196,7 @@ def _trace(ws: Path, run: Any, uri: str) -> RunTrace:
         for di in run.inputs.dataset_inputs
     ]
     if not inputs and tags.get(tracking.TAG_DATASET):  # tags only: still follow the convention
-        inputs = [(tags[tracking.TAG_DATASET], tags.get(tracking.TAG_MANIFEST), "", None, {}, None)]
+        inputs = [(tags[tracking.TAG_DATASET], tags.get(tracking.TAG_MANIFEST), "", None, Profile(), None)]
     if not any(_is_synthreg(name, st, tags) for name, *_, st in inputs):
         logged = ", ".join(f"{n} ({st})" for n, *_, st in inputs) or "none"
         raise TrackingError(
@@ -194,9 +216,12 @@ def _trace(ws: Path, run: Any, uri: str) -> RunTrace:
             wanted[f"{dataset}@{version}"] = load_release(ws, f"{dataset}@{version}")
     stats, missing = sample_stats(ws, list(wanted.values()))
     deny = deny_list(ws)
+    claims = load_claims(ws)
     datasets = []
     for name, digest, source, context, profile, _ in inputs:
-        d = _dataset_entry(ws, name, digest, source, context, tags, wanted, stats, deny, profile)
+        d = _dataset_entry(
+            ws, name, digest, source, context, tags, wanted, stats, deny, profile, claims, run.info.run_id
+        )
         d.drawn = _drawn(name, tags)
         datasets.append(d)
     unresolved = [
@@ -226,6 +251,11 @@ def _trace(ws: Path, run: Any, uri: str) -> RunTrace:
 def trace_run(ws: Path, run_id: str) -> RunTrace:
     """An MLflow run's dataset inputs traced to releases, generators, prompts, seeds and sources."""
     uri = tracking.tracking_uri(ws)
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):  # from the CLI or a model version
+        raise TrackingError(
+            f"run id {shown(str(run_id))} is not an MLflow run id (letters, digits, _ and -, at most 256); "
+            "pass the id `mlflow runs list` or the MLflow UI shows"
+        )
     with mlflow_errors(uri):
         from mlflow.exceptions import MlflowException
 

@@ -35,15 +35,46 @@ UNRELEASED_NOTE = (
 )
 
 
-def profile_of(raw: str | None) -> dict[str, Any]:
-    """The logged profile as a dict ({} when absent or not JSON)."""
+class Profile(dict):
+    """A logged profile: its fields, and ``problem`` when what was logged is not a JSON object."""
+
+    problem: str | None = None
+
+
+def profile_of(raw: str | None) -> Profile:
+    """The logged profile as a dict: empty when absent; empty with ``problem`` naming why when it is not
+    JSON or not a JSON object (issue 24: a JSON list crashed trace and impact)."""
+    out = Profile()
     if not raw:
-        return {}
+        return out
     try:
         data = json.loads(raw)
     except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+        out.problem = "the run's logged profile is not JSON: shown as unknown"
+        return out
+    if not isinstance(data, dict):
+        out.problem = (
+            f"the run's logged profile is a JSON {type(data).__name__}, not an object: shown as unknown "
+            "(it was not logged by synthreg's log_dataset, or was edited)"
+        )
+        return out
+    out.update(data)
+    return out
+
+
+def logged_sources(profile: dict) -> list[dict[str, Any]]:
+    """The ``sources`` a working input's profile logged, each with a text ``name`` and ``identities``
+    None or a list of texts; malformed entries are left out (trace names them, see ``_Logged``)."""
+    out = []
+    raw = profile.get("sources")
+    for s in raw if isinstance(raw, list) else []:
+        if not isinstance(s, dict) or not isinstance(s.get("name"), str):
+            continue
+        ids = s.get("identities")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+            continue
+        out.append({"name": s["name"], "identities": ids})
+    return out
 
 
 def digests(
@@ -112,9 +143,10 @@ class _Logged:
         return {}
 
     def warning(self) -> list[str]:
+        problem = getattr(self.data, "problem", None)
         if not self.malformed:
-            return []
-        return [
+            return [problem] if problem else []
+        return ([problem] if problem else []) + [
             f"the run's logged profile has malformed {', '.join(self.malformed)}: shown as unknown "
             "(it was not logged by synthreg's log_dataset, or was edited)"
         ]
@@ -304,7 +336,7 @@ def working_manifests(ws: Path, runs: list[Any]) -> tuple[dict[str, WorkingManif
             if di.dataset.name.endswith(f"@{tracking.WORKING}")
         ]
         if not inputs and str(tags.get(tracking.TAG_DATASET, "")).endswith(f"@{tracking.WORKING}"):
-            inputs = [(tags[tracking.TAG_DATASET], tags.get(tracking.TAG_MANIFEST), {})]
+            inputs = [(tags[tracking.TAG_DATASET], tags.get(tracking.TAG_MANIFEST), Profile())]
         for name, digest, profile in inputs:
             sha, md5 = digests(name, digest, profile, tags)
             if not sha:

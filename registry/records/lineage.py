@@ -134,6 +134,15 @@ class ReleaseFacts(Result):
     notes: list[str] = Field(default_factory=list)
 
 
+class ClaimCheck(Result):
+    """How far a run's claim to have trained on a dataset input is backed by a signed record
+    (``registry.downstream.claims``): signed, recorded (in the audit log, not yet under a signed
+    checkpoint) or unsigned (only the MLflow run says so)."""
+
+    status: Literal["signed", "recorded", "unsigned"]
+    why: str
+
+
 class DatasetEntry(ReleaseFacts):
     """One dataset input of a traced run: what the run logged, and what the version it names is."""
 
@@ -146,6 +155,7 @@ class DatasetEntry(ReleaseFacts):
     digest_matches: bool | None = Field(None, description="the logged digest names this manifest")
     digest_compared: str | None = None
     drawn: Drawn | None = None
+    claim: ClaimCheck | None = Field(None, description="how far the run's claim is backed by a signed record")
 
 
 class RunInfo(Result):
@@ -283,6 +293,9 @@ class RunHit(Result):
     digest_matches: bool
     unreleased: bool
     drew: bool | None = Field(description="drew the sample (impact --sample); None: unknown")
+    claim: ClaimCheck | None = Field(
+        None, description="how far the run's claim to have used these versions is backed by a signed record"
+    )
 
 
 class ImpactCounts(Result):
@@ -370,6 +383,9 @@ class ModelRow(Result):
         description="what its metrics were measured on: real held-out data, a synthetic split, or unknown "
         "(the run does not say)",
     )
+    claim: ClaimCheck | None = Field(
+        None, description="how far its run's claim to have trained on its dataset is signed"
+    )
 
 
 class ModelsSeen(Result):
@@ -418,6 +434,7 @@ class SignaturesSeen(Result):
 
 __all__ = [
     "Change",
+    "ClaimCheck",
     "CredentialsCheck",
     "DatasetEntry",
     "Drawn",

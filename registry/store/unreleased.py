@@ -10,6 +10,11 @@ The manifest is looked for, in order:
 3. the DVC remote (the default one, any kind DVC supports), fetched by md5 through DVC's own API into
    the DVC cache (as ``dvc fetch`` would), checked by sha256 before it is kept.
 
+The digests come from an MLflow record (untrusted): they are checked by pattern before any path is
+built, and the cache path goes through ``registry.core.workspace.no_links``, so a ``cache.dir`` outside
+the workspace (or a ``.dvc/cache`` linked out of it) is neither read nor fetched into (issue 24); such
+a setup is named in ``looked``.
+
 What was looked at is said in words (``Found.looked``), so a digest that resolves nowhere says where it
 looked. File digests are cached per process by (path, size, mtime), so a second trace does not hash
 the workspace again.
@@ -25,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry.core.digests import sha256_file
+from registry.core.errors import WorkspaceError
 from registry.core.names import shown
+from registry.core.workspace import no_links
 
 _SHA: dict[tuple[str, int, int], str] = {}
 MIN_PREFIX = 32  # a logged digest this long or longer (MLflow keeps 36 hex) names the manifest
@@ -52,11 +59,18 @@ def matches(sha: str, logged: str) -> bool:
 
 
 def workspace_manifests(ws: Path) -> list[Path]:
-    data = ws / "data"
+    """Every ``manifest.parquet`` under ``data/``; none through a symbolic link (``rglob`` does not
+    descend into linked folders; a linked file, or ``data/`` itself linked, is skipped)."""
+    try:
+        data = no_links(ws, "data", "data folder")
+    except WorkspaceError:
+        return []
     if not data.is_dir():
         return []
     return sorted(
-        p for p in data.rglob("manifest.parquet") if ".work" not in p.relative_to(data).parts and p.is_file()
+        p
+        for p in data.rglob("manifest.parquet")
+        if ".work" not in p.relative_to(data).parts and p.is_file() and not p.is_symlink()
     )
 
 
@@ -130,7 +144,11 @@ def find(ws: Path, sha: str, md5: str | None, remote: bool = True) -> Found:
     if not md5:
         looked.append("not the DVC cache or remote: the run logged no DVC md5 (synthreg.dvc_md5)")
         return Found(None, "", looked)
-    cached = cache_dir(ws) / "files" / "md5" / md5[:2] / md5[2:]
+    try:  # the cache folder comes from .dvc/config, which an insider can edit: it must stay inside
+        cached = no_links(ws, cache_dir(ws) / "files" / "md5" / md5[:2] / md5[2:], "DVC cache file")
+    except WorkspaceError as e:
+        looked.append(f"not the DVC cache or remote: {e}")
+        return Found(None, "", looked)
     if cached.is_file() and matches(file_sha256(cached), sha):
         return Found(cached, f"DVC cache {_rel(ws, cached)}", looked)
     looked.append(f"the DVC cache ({_rel(ws, cached)})")

@@ -723,4 +723,95 @@ def test_a_trace_says_the_runs_claim_is_unsigned(world: World, ws: Path) -> None
     """Issue 24: a run that merely claims digits@1.0.0 with the right digest is traced as trained on it;
     the trace says that claim is the run's own, not signed."""
     (d,) = trace_run(ws, world.runs["a"]).datasets
-    assert any(n.startswith("that the run trained on this version is what the run logged") for n in d.notes)
+    assert d.claim is not None and d.claim.status == "unsigned"
+    assert any(
+        n.startswith("UNSIGNED CLAIM: that the run trained on this version is what the run logged")
+        for n in d.notes
+    ), d.notes
+    res = impact(ws, version="digits@1.0.0")
+    assert {r.run_id: r.claim.status for r in res.runs if r.claim} == {
+        world.runs["a"]: "unsigned",
+        world.runs["wrong"]: "unsigned",
+    }
+    out = runner.invoke(app, ["impact", "--version", "digits@1.0.0", "-w", str(ws)])
+    assert "UNSIGNED CLAIM: that run " in out.output and "UNSIGNED" in out.stdout, out.output
+
+
+def _log_working(ws: Path, tmp_path: Path, profile: str, digest: str = "4" * 36) -> str:
+    from mlflow.entities import Dataset, DatasetInput
+
+    c = tracking.client(ws)
+    exp = c.create_experiment(f"hostile-{digest[:4]}", artifact_location=(tmp_path / "art").as_uri())
+    run = c.create_run(exp)
+    ds = Dataset(name="digits@working", digest=digest, source_type="synthreg", source="x", profile=profile)
+    c.log_inputs(run.info.run_id, [DatasetInput(ds, [])])
+    return run.info.run_id
+
+
+@pytest.mark.parametrize("profile", ["[1, 2, 3]", '"text"', "not json", "null", '{"sources": "x"}'])
+def test_a_profile_that_is_not_an_object_is_named_not_a_crash(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, profile: str
+) -> None:
+    """Issue 24: a logged profile that is a JSON list crashed trace and impact. It is named as a problem
+    (not JSON, or not an object) and shown as unknown; impact by source skips it."""
+    ws = copy_world(world, tmp_path / "ws", monkeypatch)
+    run_id = _log_working(ws, tmp_path, profile)
+    (d,) = trace_run(ws, run_id).datasets
+    if profile.startswith("{"):
+        assert any("malformed sources" in w for w in d.warnings), d.warnings
+    elif profile != "null":
+        assert any(w.startswith("the run's logged profile is ") for w in d.warnings), d.warnings
+    for args in (["trace", "run", run_id], ["impact", "--source", "sklearn-digits"]):
+        out = runner.invoke(app, [*args, "-w", str(ws)])
+        assert out.exit_code in (0, 1) and "Traceback" not in out.output, out.output
+        assert out.exit_code == 0 or "\nerror: digits@working (manifest sha256 4444" in out.output
+    impact(ws, source="sklearn-digits")
+
+
+def test_a_release_data_folder_linked_out_is_not_read(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: trace and impact read `releases/NAME/X.Y.Z/data/manifest.parquet` through the workspace
+    path function: a `data/` linked to a folder outside is named and not read."""
+    ws = copy_world(world, tmp_path / "ws", monkeypatch)
+    data = ws / "releases" / "digits" / "1.0.0" / "data"
+    outside = tmp_path / "outside"
+    shutil.move(data, outside)
+    data.symlink_to(outside, target_is_directory=True)
+    t = trace_run(ws, world.runs["a"])
+    assert t.datasets[0].samples is None
+    assert any("is a symbolic link" in w and "digits@1.0.0" in w for w in t.warnings), t.warnings
+    res = impact(ws, generator="tiny-digits")
+    assert "digits@1.0.0" not in [v.release for v in res.versions if v.samples]
+    assert any("is a symbolic link" in w for w in res.warnings), res.warnings
+
+
+def test_a_dvc_cache_outside_the_workspace_is_neither_read_nor_fetched_into(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: the DVC cache folder comes from `.dvc/config`, which an insider can edit; a working
+    manifest is not looked for (or fetched) in a cache outside the workspace, and the trace says why."""
+    ws = copy_world(world, tmp_path / "ws", monkeypatch)
+    outside = tmp_path / "cache"
+    md5 = "a" * 32
+    planted = outside / "files" / "md5" / md5[:2] / md5[2:]
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"not a manifest")
+    sha = hashlib.sha256(b"not a manifest").hexdigest()
+    (ws / ".dvc").mkdir(exist_ok=True)
+    (ws / ".dvc" / "config").write_text(f"[cache]\n    dir = {outside}\n")
+    run_id = _log_working(ws, tmp_path, json.dumps({"manifest_sha256": sha, "dvc_md5": md5}))
+    (d,) = trace_run(ws, run_id).datasets
+    assert not d.resolved
+    assert any("not the DVC cache or remote" in w and "escapes the workspace" in w for w in d.looked), (
+        d.looked
+    )
+
+
+@pytest.mark.parametrize("run_id", ["../../etc", "a/b", "a\nb", "", "-x", "é"])
+def test_a_run_id_that_is_not_mlflows_is_refused_before_any_lookup(ws: Path, run_id: str) -> None:
+    """Issue 24: ids are checked by MLflow's pattern before a store (a file store builds paths) is asked."""
+    with pytest.raises(TrackingError, match=r"is not an MLflow run id"):
+        trace_run(ws, run_id)
+    out = runner.invoke(app, ["trace", "run", run_id, "-w", str(ws)])
+    assert out.exit_code in (1, 2) and "Traceback" not in out.output, out.output

@@ -317,7 +317,9 @@ def test_models_lists_versions_with_their_datasets(world: World, ws: Path) -> No
         (MODEL, "1", "digits@working", ["champion"], True),
     ]
     text = runner.invoke(app, ["models", "-w", str(ws)]).output.splitlines()
-    assert text[1].startswith(f"{MODEL}/1 @champion  digits@working [UNRELEASED]  share -  accuracy 0.5")
+    (i,) = [i for i, line in enumerate(text) if line.startswith(f"{MODEL}/1 @champion  digits@working [UNR")]
+    assert text[i].startswith(f"{MODEL}/1 @champion  digits@working [UNRELEASED]  share -  accuracy 0.5")
+    assert text[i + 1].startswith("    claim recorded: audit event "), text  # log_dataset's own event
 
 
 def test_models_says_when_there_are_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -377,3 +379,66 @@ def test_log_dataset_appends_an_audit_event(
     assert d["manifest_sha256"] == registry.load_release(copy, "digits@1.0.0").manifest_sha256
     assert audit.verify(copy) == []
     assert mlflow.get_run(run_id).data.tags[tracking.TAG_DATASET] == "digits@1.0.0"
+
+
+# --- issue 24: a run's claim is shown as unsigned unless a signed record backs it ---------------------
+
+
+def test_a_runs_claim_is_signed_only_when_a_signed_checkpoint_covers_synthregs_own_record(
+    world: World, copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that merely claims digits@1.0.0 with the release's digest is traced as trained on it only as
+    an UNSIGNED claim (trace, impact, models; text and --json). A run logged by synthreg's log_dataset is
+    `recorded` (its audit event is later than every signed checkpoint) until a signed record's
+    checkpoint covers the event (here: a signed withdrawal), then `signed`."""
+    from mlflow.entities import Dataset, DatasetInput
+
+    from registry.downstream.model_index import format_models, list_models
+    from registry.lineage.impact import impact
+    from registry.releases.withdraw import withdraw
+    from registry.store.releases import load_release
+
+    store = tmp_path / "mlflow.db"  # a copy of the store: this test adds a run and a model version
+    store.write_bytes(Path(world.uri.removeprefix("sqlite:///")).read_bytes())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    sha = load_release(copy, "digits@1.0.0").manifest_sha256
+    c = tracking.client(copy)
+    forged = c.create_run(world.exp, tags={tracking.TAG_DATASET: "digits@1.0.0", tracking.TAG_MANIFEST: sha})
+    ds = Dataset(name="digits@1.0.0", digest=sha[:36], source_type="synthreg", source="synthreg://x")
+    c.log_inputs(forged.info.run_id, [DatasetInput(ds, [])])
+    honest = world.runs["released"]
+
+    def claim(run_id: str) -> tuple[str, str]:
+        (d,) = trace_run(copy, run_id).datasets
+        assert d.digest_matches and d.claim is not None
+        return d.claim.status, d.claim.why
+
+    status, why = claim(forged.info.run_id)
+    assert status == "unsigned" and "no train or log-dataset event for this run" in why, why
+    status, why = claim(honest)
+    assert status == "recorded" and "no signed checkpoint covers it yet" in why, why
+    out = runner.invoke(app, ["trace", "run", forged.info.run_id, "-w", str(copy)])
+    assert out.exit_code == 0 and "UNSIGNED CLAIM" in out.output, out.output
+    out = runner.invoke(app, ["trace", "run", forged.info.run_id, "--json", "-w", str(copy)])
+    assert json.loads(out.stdout)["datasets"][0]["claim"]["status"] == "unsigned"
+
+    withdraw(copy, "digits@1.0.0", "a signed checkpoint over the log", actor="Auditor")
+    assert claim(honest)[0] == "signed"
+    assert claim(forged.info.run_id)[0] == "unsigned"
+    res = impact(copy, version="digits@1.0.0")
+    assert {r.run_id: r.claim.status for r in res.runs if r.claim} == {
+        honest: "signed",
+        forged.info.run_id: "unsigned",
+    }
+    assert any(
+        w.startswith(f"UNSIGNED CLAIM: that run {forged.info.run_id} trained on") for w in res.warnings
+    )
+    out = runner.invoke(app, ["impact", "--version", "digits@1.0.0", "--json", "-w", str(copy)])
+    assert {r["run_id"]: r["claim"]["status"] for r in json.loads(out.stdout)["runs"]}[honest] == "signed"
+    c.create_model_version(MODEL, f"runs:/{forged.info.run_id}/model", run_id=forged.info.run_id)
+    rows = {m.run_id: m for m in list_models(copy, MODEL)}
+    assert rows[forged.info.run_id].claim.status == "unsigned"  # type: ignore[union-attr]
+    assert rows[honest].claim.status == "signed"  # type: ignore[union-attr]
+    assert "    UNSIGNED CLAIM: only the MLflow run says so" in "\n".join(format_models(list(rows.values())))
+    out = runner.invoke(app, ["models", MODEL, "--json", "-w", str(copy)])
+    assert out.exit_code == 0 and '"unsigned"' in out.stdout, out.output
