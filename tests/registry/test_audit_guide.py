@@ -80,6 +80,7 @@ def outputs(released, solo_trust, tmp_path_factory: pytest.TempPathFactory) -> d
             "trace image --json": json.loads(cli("trace", "image", str(image), "--json", *w)),
             "list": cli("list", *w),
             "log --verify": cli("log", "--verify", *w),
+            "log --verify --json": json.loads(cli("log", "--verify", "--json", *w)),
         }
     finally:
         mp.undo()
@@ -160,4 +161,9 @@ def test_the_answers_say_what_the_guide_says(outputs: dict[str, Any], solo_trust
     assert outputs["verify --json"]["samples_checked"] == record["counts"]["total"]
     # 12: the audit log's integrity
     assert outputs["log --verify"].startswith("audit log: intact")
+    # ... and what no signature covers yet, in every output (issue 20's signed or named tail)
+    log = outputs["log --verify --json"]
+    assert log["intact"] and log["covered"] + log["uncovered"] == log["events"] > 0
+    assert (log["uncovered"] == 0) == (log["uncovered_since"] is None) == (log["risk"] is None)
+    assert ("unsigned" in outputs["log --verify"]) == (log["uncovered"] > 0)
     assert "withdrawal" in section_of(page, "timeline")
