@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,36 @@ def test_a_scratch_folder_a_live_derive_holds_is_left_alone_whatever_its_pid(rel
         holder.kill()
         holder.communicate()
     assert doctor_output(ws, "--repair")[0] == 0 and not scratch.exists()  # its holder died: stale now
+
+
+# --- family 10: a waiver scope that matches nothing ------------------------------------------------------
+
+
+def test_a_waiver_scope_that_matches_nothing_is_refused_at_waive_and_ignored_by_validate(
+    fresh: Path, base: Built, monkeypatch: pytest.MonkeyPatch
+):
+    import re
+
+    import registry.releases.waive as waive_module
+    from registry.core.errors import PolicyError
+    from tests.registry.conftest import validate_ws
+
+    ws = fresh
+    args = ("bias.observed-collapse", "dig*", "toy set", date(2099, 1, 1))
+    with pytest.raises(PolicyError) as e:
+        waive_module.waive(ws, *args, key=base.key)
+    assert str(e.value) == (
+        "waiver scope 'dig*' is not a dataset name or '*', so it would match no dataset (patterns are not "
+        "supported; datasets here: digits): name the dataset, or '*' for every dataset"
+    )
+    # A waiver signed by a synthreg that still took patterns: validate names it and does not apply it.
+    monkeypatch.setattr(waive_module, "DATASET_NAME", re.compile(r".+"))
+    path, _ = waive_module.waive(ws, *args, key=base.key)
+    report = validate_ws(ws, waivers=None)
+    [ignored] = [w for w in report.ignored_waivers if w.source == path.relative_to(ws).as_posix()]
+    assert (ignored.scope, ignored.why) == (
+        "dig*",
+        "its scope 'dig*' is not a dataset name or '*', so it matches no dataset (patterns are not "
+        "supported); sign a new one with `synthreg waive --scope NAME`",
+    )
+    assert all(r.waiver is None or r.waiver.scope != "dig*" for r in report.results)
