@@ -270,7 +270,10 @@ class Transaction:
 
 
 def _begin_step(ws: Path, entry: Entry, name: str) -> Entry:
-    entry = entry.model_copy(update={"doing": name})
+    # When the step began (wall clock): a git lock made after it, by a git this step ran and a kill left
+    # behind, is this operation's to clear (``clear_stale_git_lock``).
+    state = entry.state | {"step_began": time.time()}
+    entry = entry.model_copy(update={"doing": name, "state": state})
     _save(ws, entry)
     crashpoint(f"before:{name}")
     return entry
@@ -493,9 +496,50 @@ def recover_if_idle(ws: Path) -> None:
             recover(ws)
 
 
+def _held_open(path: Path) -> bool:
+    """Whether a live process has ``path`` open (git keeps its lock file open while it holds it). Reads
+    /proc; where a process's descriptors cannot be read, it is counted as holding it."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True  # cannot tell: never remove
+    target = str(path)
+    for pid_dir in proc.iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+            continue
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except PermissionError:
+            return True
+        except OSError:
+            continue  # gone meanwhile
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == target:
+                    return True
+    return False
+
+
+def clear_stale_git_lock(ws: Path, entry: Entry) -> bool:
+    """Remove ``.git/index.lock`` when this unfinished operation's killed process left it, and only then:
+    the entry was in a step (``doing``) when it stopped, the lock file was made after that step began,
+    and no live process has it open. The caller holds the release lock, so the entry's process is gone
+    (whatever its pid now names). A lock another live git holds, or one older than the step, stays."""
+    lock_file = ws / ".git" / "index.lock"
+    began = entry.state.get("step_began")
+    if entry.doing is None or not isinstance(began, (int, float)) or not lock_file.is_file():
+        return False
+    if lock_file.is_symlink() or lock_file.stat().st_mtime < began - 1.0:  # 1 s: coarse file clocks
+        return False
+    if _held_open(lock_file.resolve()):
+        return False
+    lock_file.unlink(missing_ok=True)
+    return True
+
+
 def recover_one(ws: Path, op: str, subject: str) -> Recovered:
     """Finish or roll back one unfinished operation (the caller holds the lock)."""
     entry = read_entry(ws, op, subject)
+    clear_stale_git_lock(ws, entry)  # a git the kill interrupted would make every next git call fail
     desc = operation(op)
     if desc.roll_forward(ws, entry):
         _forward(ws, entry, desc)

@@ -256,3 +256,53 @@ def test_a_waiver_scope_that_matches_nothing_is_refused_at_waive_and_ignored_by_
         "supported); sign a new one with `synthreg waive --scope NAME`",
     )
     assert all(r.waiver is None or r.waiver.scope != "dig*" for r in report.results)
+
+
+# --- family 10: a git lock a killed derive left -----------------------------------------------------------
+
+DERIVE = ["derive", "digits@1.0.0", "--version", "1.1.0", "--reason", "licence revoked",
+          "--exclude-source", "volunteer-sevens"]  # fmt: skip
+HOLD_OPEN = """
+import sys
+f = open(sys.argv[1], "rb")
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_derive_killed_in_git_leaves_an_index_lock_that_recovery_clears_and_only_that(
+    released: Built, tmp_path: Path
+):
+    """A kill of the derive's process group during `git commit` leaves `.git/index.lock` (the crash hook
+    stops synthreg just before the step, and the test makes the lock the killed git would leave). While a
+    live process holds the file, nothing removes it; an older lock is not the operation's either. Once
+    it is stale, the re-run recovers (clearing it), finishes, and everything agrees."""
+    ws = clone(released.ws, tmp_path / "ws")
+    killed = cli(ws, released.key, DERIVE, {journal.CRASH_ENV: "before:commit"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    entry = journal.read_entry(ws, "derive", "digits@1.1.0")
+    assert entry.doing == "commit"
+    lock = ws / ".git/index.lock"
+    lock.write_bytes(b"")
+
+    os.utime(lock, (entry.state["step_began"] - 60,) * 2)  # made before the step: someone else's
+    assert journal.clear_stale_git_lock(ws, entry) is False and lock.exists()
+    os.utime(lock, None)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OPEN, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        res = cli(ws, released.key, ["doctor", "--repair"], {})
+        assert res.returncode != 0 and "index.lock" in res.stdout + res.stderr, (res.stdout, res.stderr)
+        assert lock.exists() and journal.pending(ws) == [("derive", "digits@1.1.0")]
+    finally:
+        holder.kill()
+        holder.communicate()
+
+    again = cli(ws, released.key, DERIVE, {})
+    assert again.returncode == 0, again.stderr
+    assert not lock.exists() and journal.pending(ws) == []
+    assert tags(ws) == ["digits@v1.0.0", "digits@v1.1.0"]
+    assert sh(ws, "git", "status", "--porcelain", "--untracked-files=all") == ""
+    assert cli(ws, released.key, ["doctor"], {}).stdout == "doctor: nothing to repair\n"
