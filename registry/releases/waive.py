@@ -41,12 +41,7 @@ def waive(
         raise PolicyError("give a reason for the waiver (--reason)")
     check_line(reason, "--reason")
     if scope != "*" and not DATASET_NAME.fullmatch(scope):  # `dig*` matched nothing, silently (issue 24)
-        known = ", ".join(_known_datasets(ws)) or "none yet"
-        raise PolicyError(
-            f"waiver scope {shown(scope)} is not a dataset name or '*', so it would match no dataset "
-            f"(patterns are not supported; datasets here: {known}): name the dataset, or '*' for every "
-            "dataset"
-        )
+        raise PolicyError(_bad_scope(ws, scope))
     if expires < (today or date.today()):
         raise PolicyError(f"waiver expiry {expires} is in the past; give a future date (--expires)")
     rules = known_rules if known_rules is not None else _pack_rules(ws)
@@ -100,6 +95,14 @@ def waive(
             audit.LOG.as_posix(),
         )
     return path, w
+
+
+def _bad_scope(ws: Path, scope: str) -> str:
+    known = ", ".join(_known_datasets(ws)) or "none yet"
+    return (
+        f"waiver scope {shown(scope)} is not a dataset name or '*', so it would match no dataset "
+        f"(patterns are not supported; datasets here: {known}): name the dataset, or '*' for every dataset"
+    )
 
 
 def _known_datasets(ws: Path) -> list[str]:
