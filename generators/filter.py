@@ -81,6 +81,21 @@ def filter_manifest(
     in_dir, out_dir = inside(ws, candidates, "candidates folder"), inside(ws, out, "output folder")
     in_path = in_dir / "manifest.parquet"
     audit.log_path(ws)  # refused before anything is written
+    # The lock is taken first, so two runs started together really serialise: the second refuses, naming
+    # the first, rather than loading the domain, then finding the folder free once the first is done.
+    with folder_lock(ws, out_dir, "filter"):  # a second run into out_dir refuses (registry.core.locks)
+        return _checked_filter(ws, in_path, out_dir, params, progress, recipe)
+
+
+def _checked_filter(
+    ws: Path,
+    in_path: Path,
+    out_dir: Path,
+    params: FilterParams,
+    progress: Progress | None,
+    recipe: Recipe | None,
+) -> FilterResult:
+    """Check the candidates (names, identities, thresholds), then filter them; the caller holds the lock."""
     source = _open_manifest(in_path)
     n = source.metadata.num_rows
     if n == 0:
@@ -113,8 +128,7 @@ def filter_manifest(
     finally:
         con.close()
     _check_thresholds(params, domain)
-    with folder_lock(ws, out_dir, "filter"):  # a second run into out_dir refuses (registry.core.locks)
-        return _filter(ws, in_path, out_dir, source, n, backends, (key, domain), params, progress)
+    return _filter(ws, in_path, out_dir, source, n, backends, (key, domain), params, progress)
 
 
 def _filter(

@@ -148,14 +148,16 @@ def generate(
     recipe = load_recipe(inside(ws, recipe_path, "recipe"))
     out_dir = inside(ws, out or default_out_dir(recipe), "output folder")
     audit.log_path(ws)  # refused before anything is written
-    creds = _c2pa_credentials(ws, recipe_path, recipe, c2pa_key, c2pa_chain)
-    if params.threads and recipe.generator.backend != LOAD_TEST_BACKEND:
-        import torch
-
-        torch.set_num_threads(params.threads)
-    backend = load_backend(recipe.generator, ws, params.device)
-    job = plan_job(ws, out_dir, recipe, params, backend, creds)
+    # The lock is taken before the plan reads what out_dir holds (a resume), so two runs started together
+    # really serialise: the second refuses, naming the first, instead of planning from the same state.
     with folder_lock(ws, out_dir, "generate"):  # a second run into out_dir refuses (registry.core.locks)
+        creds = _c2pa_credentials(ws, recipe_path, recipe, c2pa_key, c2pa_chain)
+        if params.threads and recipe.generator.backend != LOAD_TEST_BACKEND:
+            import torch
+
+            torch.set_num_threads(params.threads)
+        backend = load_backend(recipe.generator, ws, params.device)
+        job = plan_job(ws, out_dir, recipe, params, backend, creds)
         return _generate(ws, recipe, out_dir, params, backend, job, progress)
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 
 from policies.context import Context, Outcome
+from registry.core.errors import PolicyError
+from registry.core.names import shown
 from registry.records.policy import PromptDenyRule, PromptLengthRule, PromptPersonalDataRule
 
 # Deliberately simple patterns: a report cites them, and a reviewer must be able to read them.
@@ -36,15 +39,40 @@ def _outcome(ctx: Context, bad: dict[str, str], what: str, total: int) -> Outcom
     )
 
 
+# A pack's deny patterns are input: one with nested repetition such as `(a+)+$` backtracks for ever on a
+# long prompt that almost matches (issue 24: `validate` hung until killed). The `regex` module's
+# ``timeout`` bounds the work; each rule gets this many seconds over all its prompts. The module checks
+# the clock only now and then: measured here, a 0.5 s limit stopped `(a+)+$` on 5,000 characters after
+# about 2 s. (google-re2 would not backtrack at all, but refuses lookarounds the packs may use.)
+DENY_BUDGET_S = 2.0
+
+
 def check_deny(rule: PromptDenyRule, ctx: Context) -> Outcome:
-    flags = re.IGNORECASE if rule.ignore_case else 0
-    patterns = [re.compile(p, flags) for p in rule.patterns]
+    import regex
+
+    budget_s = DENY_BUDGET_S
+
+    flags = regex.IGNORECASE if rule.ignore_case else 0
+    try:
+        patterns = [regex.compile(p, flags) for p in rule.patterns]
+    except regex.error as e:
+        raise PolicyError(f"rule {rule.id}: a deny pattern does not compile ({e}); fix the pack") from None
     prompts = _prompts(ctx)
+    deadline = time.monotonic() + budget_s
     bad = {}
     for p in prompts:
-        hit = next((pat.pattern for pat in patterns if pat.search(p)), None)
-        if hit:
-            bad[p] = f"matches {hit!r}"
+        for pat in patterns:
+            try:
+                found = pat.search(p, timeout=max(deadline - time.monotonic(), 0.001))
+            except TimeoutError:
+                raise PolicyError(
+                    f"rule {rule.id}: pattern {shown(pat.pattern)} took over {budget_s:g} s on "
+                    f"{len(prompts)} prompts (stopped at {shown(p, 40)}); it likely backtracks without "
+                    "end (nested repetition such as (a+)+): rewrite it in the pack"
+                ) from None
+            if found:
+                bad[p] = f"matches {pat.pattern!r}"
+                break
     return _outcome(ctx, bad, "a denied pattern", len(prompts))
 
 

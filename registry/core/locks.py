@@ -5,8 +5,8 @@
 
 A second run into the same folder refuses at once (it does not wait: a generation can take hours, and a
 queued second run would only redo or overwrite the first one's work), with a message naming the folder
-and the holder's pid. The lock is an flock on ``<folder>/.synthreg.lock``, which holds the holder's pid
-and command and is removed when the run ends; the kernel drops the flock when a process dies, so a
+and the holder: its pid, host, command and since when. The lock is an flock on ``<folder>/.synthreg.lock``,
+which holds those and is removed when the run ends; the kernel drops the flock when a process dies, so a
 killed run leaves at most an unlocked file that the next run takes over.
 """
 
@@ -16,11 +16,13 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from registry.core.errors import FolderBusyError
+from registry.core.names import shown as _shown
 
 LOCK_NAME = ".synthreg.lock"
 
@@ -33,6 +35,22 @@ def _holder(fd: int) -> dict:
                 return data
         time.sleep(0.01)
     return {}
+
+
+def describe(holder: dict) -> str:
+    """The holder as a message shows it. The file is writable by anyone who can write the folder, so its
+    values are shown escaped (a newline cannot forge a line of the message)."""
+
+    def value(key: str) -> str:
+        v = holder.get(key)
+        if v is None:
+            return "unknown"
+        text = str(v)
+        return text if text.isprintable() and len(text) <= 80 else _shown(text)
+
+    return (
+        f"`synthreg {value('command')}` (pid {value('pid')} on host {value('host')}, since {value('since')})"
+    )
 
 
 @contextlib.contextmanager
@@ -56,10 +74,10 @@ def folder_lock(ws: Path, folder: Path, command: str) -> Iterator[None]:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            shown = folder.relative_to(ws) if folder.is_relative_to(ws) else folder
+            where = folder.relative_to(ws) if folder.is_relative_to(ws) else folder
             raise FolderBusyError(
-                f"output folder {shown} is in use by `synthreg {holder.get('command', '?')}` "
-                f"(pid {holder.get('pid', 'unknown')}); wait for it to finish or stop it, then run again"
+                f"output folder {where} is in use by {describe(holder)}; "
+                "wait for it to finish or stop it, then run again"
             ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
@@ -70,7 +88,9 @@ def folder_lock(ws: Path, folder: Path, command: str) -> Iterator[None]:
         os.close(fd)  # the holder removed the file between our open and our lock: take the new one
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command}).encode(), 0)
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": since}
+        os.pwrite(fd, json.dumps(me).encode(), 0)
         yield
     finally:
         path.unlink(missing_ok=True)  # while still locked, so nobody takes a file about to vanish

@@ -44,7 +44,7 @@ from registry.records.release import Derivation, Release
 from registry.releases.publish import ShardReader, assemble, check_new_version, publish, resumed
 from registry.releases.verify import verify
 from registry.store import manifest as mf
-from registry.store.journal import DERIVE_TMP_PREFIX
+from registry.store.journal import DERIVE_TMP_PREFIX, scratch_lock
 from registry.store.releases import RELEASES, load_release, release_folder
 from registry.store.shards import members_from_bytes, tar_bytes
 from registry.trust.signing import load_signer
@@ -320,7 +320,10 @@ def derive(
 
     tmp_root = ws / ".dvc" / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"{DERIVE_TMP_PREFIX}{os.getpid()}-", dir=tmp_root) as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"{DERIVE_TMP_PREFIX}{os.getpid()}-", dir=tmp_root) as tmp,
+        scratch_lock(Path(tmp)),  # recovery judges the folder by this lock, not by its pid (issue 24)
+    ):
         manifest = Path(tmp) / "manifest.parquet"
         _write_kept(parent_manifest, manifest, selected, identities)
         report = _checked(ws, manifest, recipe, validate, today, name, version, parent.manifest_path)

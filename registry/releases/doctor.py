@@ -12,13 +12,20 @@ what to do, never changed: deciding about them needs a person.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry.core import vcs
 from registry.core.errors import SynthregError
-from registry.store.journal import RELEASES, entry_path, lock, pending, recover_one, stale_temporaries
+from registry.store.journal import (
+    RELEASES,
+    entry_path,
+    lock,
+    pending,
+    recover_one,
+    remove_temporary,
+    stale_temporaries,
+)
 
 
 @dataclass
@@ -61,9 +68,9 @@ def doctor(ws: Path, repair: bool = False) -> DoctorReport:
                     f.hint = str(e)
             report.findings.append(f)
         for p in stale_temporaries(ws):
-            f = Finding("temporary", f"{p.relative_to(ws)} (its process is gone)")
+            f = Finding("temporary", f"{p.relative_to(ws)} (no unfinished operation uses it)")
             if repair:
-                shutil.rmtree(p, ignore_errors=True)
+                remove_temporary(p)
                 f.repaired = True
             report.findings.append(f)
         if not (ws / ".git").exists():

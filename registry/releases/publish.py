@@ -287,10 +287,15 @@ def _committed(ws: Path, rel: str, files: list[str]) -> bool:
 
 
 def _step_tag(ws: Path, entry: Entry) -> None:
+    from registry.trust.approvals import ENVELOPE, SIGNOFFS
+
     if not entry.state.get("tag_now", True):  # a candidate: `synthreg approve` tags it at its threshold
         return
     tag, rel = entry.state["tag"], entry.state["final"]
-    commit = vcs.git(ws, "rev-list", "-1", "HEAD", "--", f"{rel}/release.json")
+    # The last commit of the signed files: for a version approved after its release (doctor adopting one
+    # whose approval was killed before its tag), the approval's commit, not the candidate's (issue 24).
+    signed = (f"{rel}/{n}" for n in ("release.json", ENVELOPE, SIGNOFFS))
+    commit = vcs.git(ws, "rev-list", "-1", "HEAD", "--", *signed)
     if vcs.tagged(ws, tag):
         if vcs.git(ws, "rev-parse", f"{tag}^{{commit}}") != commit:
             raise ReleaseError(f"tag {tag} exists and points elsewhere than {commit[:12]}; delete or move it")

@@ -41,10 +41,7 @@ def waive(
         raise PolicyError("give a reason for the waiver (--reason)")
     check_line(reason, "--reason")
     if scope != "*" and not DATASET_NAME.fullmatch(scope):  # `dig*` matched nothing, silently (issue 24)
-        raise PolicyError(
-            f"waiver scope {shown(scope)} is not a dataset name or '*' (patterns are not supported: name the "
-            "dataset, or '*' for every dataset)"
-        )
+        raise PolicyError(_bad_scope(ws, scope))
     if expires < (today or date.today()):
         raise PolicyError(f"waiver expiry {expires} is in the past; give a future date (--expires)")
     rules = known_rules if known_rules is not None else _pack_rules(ws)
@@ -98,6 +95,35 @@ def waive(
             audit.LOG.as_posix(),
         )
     return path, w
+
+
+def _bad_scope(ws: Path, scope: str) -> str:
+    known = ", ".join(_known_datasets(ws)) or "none yet"
+    return (
+        f"waiver scope {shown(scope)} is not a dataset name or '*', so it would match no dataset "
+        f"(patterns are not supported; datasets here: {known}): name the dataset, or '*' for every dataset"
+    )
+
+
+def _known_datasets(ws: Path) -> list[str]:
+    """The datasets a scope could name here: params.yaml's, its recipe's and the released ones (best
+    effort: only for the message refusing a scope that matches nothing)."""
+    import contextlib
+
+    from registry.core.errors import SynthregError
+    from registry.core.workspace import inside
+    from registry.records.config import load_params, load_recipe
+
+    names: set[str] = set()
+    with contextlib.suppress(SynthregError, OSError, ValueError):
+        params = load_params(ws / "params.yaml")
+        names |= set(params.names)
+        if not params.names and params.recipe:
+            names.add(load_recipe(inside(ws, params.recipe, "recipe")).dataset)
+    releases = ws / "releases"
+    if releases.is_dir() and not releases.is_symlink():
+        names |= {p.name for p in releases.iterdir() if p.is_dir() and DATASET_NAME.fullmatch(p.name)}
+    return sorted(names)
 
 
 def _pack_rules(ws: Path) -> set[str]:

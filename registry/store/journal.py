@@ -13,8 +13,10 @@ and rewrites it before and after every step. A SIGKILL at any point leaves the e
   done), and rolls it back otherwise (``Operation.undo``: remove the folder, unstage, delete a tag or
   commit only if this operation made it and nothing came after). Readers recover only when the lock is
   free (``recover_if_idle``): a reader never waits for a release in progress, it just hides it;
-- temporary folders of dead processes (``releases/NAME/.X.Y.Z.tmp-PID``,
-  ``.dvc/tmp/synthreg-derive-PID-*``) are removed by recovery;
+- temporary folders no live operation uses are removed by recovery: a staging folder
+  (``releases/NAME/.X.Y.Z.tmp-PID``) no unfinished entry names, a derive scratch folder
+  (``.dvc/tmp/synthreg-derive-PID-*``) whose lock nobody holds (``stale_temporaries``; never judged by
+  whether a pid is alive, which another process may have taken since);
 - ``synthreg doctor`` (``registry.releases.doctor``) reports all of this, and leftovers no journal explains.
 
 How an operation uses it (``registry.releases.publish.publish``, ``registry.releases.withdraw.withdraw``
@@ -67,6 +69,7 @@ JOURNAL = Path(".dvc") / "tmp" / "synthreg-journal"
 LOCK = Path(".dvc") / "tmp" / "synthreg-release.lock"  # ignored by git (.dvc/.gitignore), unlike releases/
 RELEASES = Path("releases")
 DERIVE_TMP_PREFIX = "synthreg-derive-"
+SCRATCH_LOCK = ".synthreg-scratch.lock"  # in a derive scratch folder, flocked while it is in use
 CRASH_ENV = "SYNTHREG_CRASH_AT"
 # Operations whose subject is a new version: while one is unfinished, the version is not released.
 CREATES_VERSION = ("release", "derive")
@@ -267,7 +270,10 @@ class Transaction:
 
 
 def _begin_step(ws: Path, entry: Entry, name: str) -> Entry:
-    entry = entry.model_copy(update={"doing": name})
+    # When the step began (wall clock): a git lock made after it, by a git this step ran and a kill left
+    # behind, is this operation's to clear (``clear_stale_git_lock``).
+    state = entry.state | {"step_began": time.time()}
+    entry = entry.model_copy(update={"doing": name, "state": state})
     _save(ws, entry)
     crashpoint(f"before:{name}")
     return entry
@@ -370,25 +376,92 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _claimed_staging(ws: Path) -> tuple[set[str], set[str]]:
+    """The staging folders unfinished releases and derivations name (relative paths), and the subjects
+    whose entry cannot be read (any staging folder of theirs is left to the person who reads it)."""
+    named, unreadable = set(), set()
+    for op, subject in pending(ws):
+        if op not in CREATES_VERSION:
+            continue
+        try:
+            staging = read_entry(ws, op, subject).state.get("staging")
+        except SynthregError:
+            unreadable.add(subject)
+            continue
+        if isinstance(staging, str):
+            named.add(staging)
+    return named, unreadable
+
+
+def scratch_held(folder: Path) -> bool | None:
+    """Whether a live process holds ``folder``'s scratch lock (``scratch_lock``); None when it has no lock
+    file (a folder made before scratch folders were locked)."""
+    try:
+        fd = os.open(folder / SCRATCH_LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return True  # not ours to judge (a link, no permission): never removed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+@contextlib.contextmanager
+def scratch_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s scratch lock while using it: ``stale_temporaries`` leaves a held one alone,
+    whatever pid its name carries (the kernel drops the lock when the process dies)."""
+    fd = os.open(folder / SCRATCH_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def stale_temporaries(ws: Path) -> list[Path]:
-    """Temporary folders of processes that are gone: staging folders and derive scratch folders."""
+    """Temporary folders no live operation uses. A staging folder (``releases/NAME/.X.Y.Z.tmp-PID``) is
+    judged by the journal: publishing makes it only under the release lock, inside a journalled
+    operation that names it, so one no unfinished entry names is left over, even when its pid now
+    belongs to another live process (issue 24); one an entry names is recovery's to finish or remove. A
+    derive scratch folder is judged by its lock (``scratch_lock``): it is made before the release lock
+    is taken, so no entry names it yet. Only one without a lock file falls back to its pid and age."""
     found = []
     root = ws / RELEASES
     if root.is_dir():
+        named, unreadable = _claimed_staging(ws)
         for dataset in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for p in sorted(dataset.iterdir()):
                 m = _STAGING.fullmatch(p.name)
-                if m and not _pid_alive(int(m["pid"])):
+                rel = p.relative_to(ws).as_posix()
+                if m and rel not in named and f"{dataset.name}@{m['version']}" not in unreadable:
                     found.append(p)
     tmp = ws / ".dvc" / "tmp"
     if tmp.is_dir():
         for p in sorted(tmp.glob(f"{DERIVE_TMP_PREFIX}*")):
+            held = scratch_held(p) if p.is_dir() and not p.is_symlink() else False
+            if held is False:
+                found.append(p)
+                continue
             m = _DERIVE_TMP.fullmatch(p.name)
-            if (m and not _pid_alive(int(m["pid"]))) or (
-                not m and time.time() - p.stat().st_mtime > _LEGACY_TMP_AGE
+            if held is None and (
+                (m and not _pid_alive(int(m["pid"])))
+                or (not m and time.time() - p.stat().st_mtime > _LEGACY_TMP_AGE)
             ):
                 found.append(p)
     return found
+
+
+def remove_temporary(path: Path) -> None:
+    """Remove a stale temporary folder; a link in its place is removed, never followed."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def needs_recovery(ws: Path) -> bool:
@@ -409,7 +482,7 @@ def recover(ws: Path) -> list[Recovered]:
                 "`synthreg doctor --repair`"
             ) from e
     for p in stale_temporaries(ws):
-        shutil.rmtree(p, ignore_errors=True)
+        remove_temporary(p)
     return done
 
 
@@ -423,9 +496,50 @@ def recover_if_idle(ws: Path) -> None:
             recover(ws)
 
 
+def _held_open(path: Path) -> bool:
+    """Whether a live process has ``path`` open (git keeps its lock file open while it holds it). Reads
+    /proc; where a process's descriptors cannot be read, it is counted as holding it."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True  # cannot tell: never remove
+    target = str(path)
+    for pid_dir in proc.iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+            continue
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except PermissionError:
+            return True
+        except OSError:
+            continue  # gone meanwhile
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == target:
+                    return True
+    return False
+
+
+def clear_stale_git_lock(ws: Path, entry: Entry) -> bool:
+    """Remove ``.git/index.lock`` when this unfinished operation's killed process left it, and only then:
+    the entry was in a step (``doing``) when it stopped, the lock file was made after that step began,
+    and no live process has it open. The caller holds the release lock, so the entry's process is gone
+    (whatever its pid now names). A lock another live git holds, or one older than the step, stays."""
+    lock_file = ws / ".git" / "index.lock"
+    began = entry.state.get("step_began")
+    if entry.doing is None or not isinstance(began, (int, float)) or not lock_file.is_file():
+        return False
+    if lock_file.is_symlink() or lock_file.stat().st_mtime < began - 1.0:  # 1 s: coarse file clocks
+        return False
+    if _held_open(lock_file.resolve()):
+        return False
+    lock_file.unlink(missing_ok=True)
+    return True
+
+
 def recover_one(ws: Path, op: str, subject: str) -> Recovered:
     """Finish or roll back one unfinished operation (the caller holds the lock)."""
     entry = read_entry(ws, op, subject)
+    clear_stale_git_lock(ws, entry)  # a git the kill interrupted would make every next git call fail
     desc = operation(op)
     if desc.roll_forward(ws, entry):
         _forward(ws, entry, desc)

@@ -21,6 +21,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from registry.core.errors import SigningError, TrustError
+from registry.core.names import shown
+from registry.records.dataset import DATASET_NAME
 from registry.records.policy import IgnoredWaiver, Waiver
 from registry.records.signed import WAIVER_TYPE, SignedWaiver
 
@@ -88,6 +90,12 @@ def load_signed(
             continue
         if w.rule_id not in known_rules:
             skip(f"rule {w.rule_id!r} is in none of the loaded policy packs")
+            continue
+        if w.scope != "*" and not DATASET_NAME.fullmatch(w.scope):  # signed before waive refused it
+            skip(
+                f"its scope {shown(w.scope)} is not a dataset name or '*', so it matches no dataset "
+                "(patterns are not supported); sign a new one with `synthreg waive --scope NAME`"
+            )
             continue
         applied.append(
             Waiver(

@@ -872,3 +872,26 @@ def test_a_manifest_synthreg_did_not_write_is_named_not_a_traceback(ws: Workspac
     result = CliRunner().invoke(app, ["validate", FILTERED, "--recipe", "recipe.yaml", "-w", str(ws.root)])
     assert result.exit_code == 1 and "internal error" not in result.output, result.output
     assert result.output.startswith(f"error: manifest {ws.manifest} ") and said in result.output
+
+
+def test_a_deny_pattern_that_backtracks_without_end_is_stopped_naming_the_rule(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 24, family 10: `(a+)+$` over a long `aaa...b` prompt backtracks for ever in `re`; validate hung
+    until killed. The rule's work is bounded (the `regex` module's timeout) and the error names the rule."""
+    import time
+
+    from policies.checks import prompt
+
+    monkeypatch.setattr(prompt, "DENY_BUDGET_S", 0.2)
+    evil = {"id": "deny.evil", "kind": "prompt-deny", "severity": "error", "description": "x"}
+    write_pack(ws.root / "hostile.yaml", evil | {"patterns": ["(a+)+$"]})
+    ws.rows[3]["prompt"] = "a" * 5000 + "b"
+    ws.write()
+    started = time.monotonic()
+    with pytest.raises(PolicyError) as err:
+        ws.validate(packs=["hostile.yaml"])
+    assert time.monotonic() - started < 30  # `re` would take longer than the universe's age
+    assert str(err.value).startswith("rule deny.evil: pattern '(a+)+$' took over 0.2 s on ")
+    assert str(err.value).endswith("(nested repetition such as (a+)+): rewrite it in the pack")
+    assert not any((ws.root / REPORT_DIR).rglob("*"))  # no report, so nothing to release on

@@ -5,7 +5,9 @@ writing refuses at once, naming the folder and the holder's pid; a killed holder
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,10 +51,14 @@ def cli(ws: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def busy(folder: str, command: str, pid: int) -> str:
+def busy(folder: str, command: str, pid: int, prefix: str = "error: ") -> str:
+    """The refusal as a pattern: it names the holder's pid, host, command and since when."""
     return (
-        f"error: output folder {folder} is in use by `synthreg {command}` (pid {pid}); "
-        "wait for it to finish or stop it, then run again\n"
+        re.escape(f"{prefix}output folder {folder} is in use by `synthreg {command}` (pid {pid} on host ")
+        + re.escape(socket.gethostname())
+        + r", since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\); "
+        + re.escape("wait for it to finish or stop it, then run again")
+        + "\n?"
     )
 
 
@@ -63,9 +69,11 @@ def test_a_second_generate_or_filter_into_a_busy_folder_refuses(workspace: Path)
     hold = holder(ws, "data/c", "data/f")
     try:
         gen = cli(ws, "generate", "recipe.yaml", "--out", "data/c")
-        assert (gen.returncode, gen.stdout, gen.stderr) == (1, "", busy("data/c", "generate", hold.pid))
+        assert (gen.returncode, gen.stdout) == (1, "") and re.fullmatch(
+            busy("data/c", "generate", hold.pid), gen.stderr
+        )
         filt = cli(ws, "filter", "data/c", "--out", "data/f")
-        assert (filt.returncode, filt.stderr) == (1, busy("data/f", "filter", hold.pid))
+        assert filt.returncode == 1 and re.fullmatch(busy("data/f", "filter", hold.pid), filt.stderr)
         assert not (ws / "data/f/manifest.parquet").exists()
     finally:
         hold.kill()  # SIGKILL: the kernel drops its locks; its lock files stay behind
@@ -84,10 +92,7 @@ def test_the_lock_is_released_and_removed_after_a_run_and_on_an_error(tmp_path: 
         assert (out / LOCK_NAME).is_file()
         with pytest.raises(FolderBusyError) as e, folder_lock(tmp_path, out, "generate"):
             pass  # the same process, another open: refused like anyone else
-        assert str(e.value) == (
-            f"output folder out is in use by `synthreg filter` (pid {os.getpid()}); "
-            "wait for it to finish or stop it, then run again"
-        )
+        assert re.fullmatch(busy("out", "filter", os.getpid(), prefix=""), str(e.value))
     assert not (out / LOCK_NAME).exists()
     with pytest.raises(RuntimeError), folder_lock(tmp_path, out, "filter"):
         raise RuntimeError("boom")
