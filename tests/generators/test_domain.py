@@ -227,7 +227,7 @@ def test_a_torchscript_classifier_that_always_answers_a_wrong_identity_rejects_e
     rows = run(scripted, {"identity": WRONG}, "data/pets/f-script")
     assert len(rows) == 16
     assert all(r == f"identity_mismatch: classifier says fox, not {i}" for i, _, r, *_ in rows.values()), rows
-    summary = json.loads((scripted / "data/pets/f-script/filter.json").read_text())
+    summary = json.loads((scripted / "data/pets/f-script/filter-info.json").read_text())
     model = summary["domain"]["identity_classifier"]
     assert model["model"] == "models/wrong.pt" and model["format"] == "torchscript"
     assert model["sha256"] == hashlib.sha256((scripted / "models/wrong.pt").read_bytes()).hexdigest()
@@ -337,7 +337,7 @@ def test_an_exact_copy_among_candidates_is_caught_as_an_embedding_near_duplicate
     assert caught == [(copy, original)], rows
     [reason] = [r for s, r, _ in rows if s == copy]
     assert reason.startswith(f"near_duplicate_embedding: of {original} (cosine similarity 1.0000 >= 0.9999)")
-    summary = json.loads((made / "data/pets/f-dup/filter.json").read_text())
+    summary = json.loads((made / "data/pets/f-dup/filter-info.json").read_text())
     assert summary["params"]["duplicate_similarity"] == 0.9999
     assert summary["params"]["memorised_similarity"] == 0.9999
 
@@ -356,7 +356,7 @@ def test_the_clip_score_is_recorded_and_a_threshold_above_it_rejects_every_image
     scores = clip_scores(rows)
     assert len(scores) == 16 and len(set(scores)) > 1  # measured per image, against its own prompt
     assert all("(no min_clip_score: not a filter)" in r for _, _, r, *_ in rows.values())
-    summary = json.loads((made / "data/pets/f-clip-off/filter.json").read_text())
+    summary = json.loads((made / "data/pets/f-clip-off/filter-info.json").read_text())
     assert summary["params"]["min_clip_score"] is None
     assert any("min_clip_score is not set, so no image was rejected" in w for w in summary["not_checked"])
     assert summary["domain"]["embedding"]["text_tower"] is True
@@ -382,7 +382,7 @@ def test_no_clip_score_without_a_text_tower_is_reported_not_run_and_a_threshold_
     domain = {"embedding": {"model": model, "reference": reference(scripted)}}
     rows = run(scripted, domain, "data/pets/f-no-text", memorised_similarity=0.9999)
     assert not any("clip score" in r for _, _, r, *_ in rows.values())
-    summary = json.loads((scripted / "data/pets/f-no-text/filter.json").read_text())
+    summary = json.loads((scripted / "data/pets/f-no-text/filter-info.json").read_text())
     assert summary["params"]["duplicate_similarity"] == 0.97  # the default it applied, written out
     assert "min_clip_score" not in summary["params"]
     [line] = [w for w in summary["not_checked"] if w.startswith("prompt-image agreement")]
@@ -395,7 +395,7 @@ def test_no_clip_score_without_a_text_tower_is_reported_not_run_and_a_threshold_
 def test_without_an_embedding_model_the_embedding_checks_are_not_run_and_a_threshold_is_refused(made: Path):
     rows = run(made, {"identity": {"model": "models/wrong"}}, "data/pets/f-no-emb")
     assert not any("clip score" in r for _, _, r, *_ in rows.values())
-    summary = json.loads((made / "data/pets/f-no-emb/filter.json").read_text())
+    summary = json.loads((made / "data/pets/f-no-emb/filter-info.json").read_text())
     assert any(
         w.startswith("near-duplicate check by embedding: the recipe's domain names no embedding")
         for w in summary["not_checked"]
