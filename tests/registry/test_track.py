@@ -377,3 +377,28 @@ def test_log_dataset_appends_an_audit_event(
     assert d["manifest_sha256"] == registry.load_release(copy, "digits@1.0.0").manifest_sha256
     assert audit.verify(copy) == []
     assert mlflow.get_run(run_id).data.tags[tracking.TAG_DATASET] == "digits@1.0.0"
+
+
+def test_the_store_is_opened_once_a_process_per_uri(
+    ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow.tracking
+
+    opened: list[str] = []
+    real = mlflow.tracking.MlflowClient
+
+    def counting(*args: object, **kwargs: object) -> object:
+        opened.append(str(kwargs.get("tracking_uri")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracking, "_CLIENTS", {})
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", counting)
+    uri = tracking.tracking_uri(ws)
+    first = tracking.client(ws)
+    assert tracking.client(ws) is first  # trace_model and trace_run share one store
+    assert opened == [uri]
+    other = f"sqlite:///{tmp_path}/other.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert tracking.client(ws) is not first  # another store is another client
+    assert opened == [uri, other]
+    assert mlflow.get_tracking_uri() == other  # the fluent API follows the store last asked for
