@@ -31,6 +31,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from registry.core.errors import TrackingError
 
@@ -102,18 +103,27 @@ def check_database(uri: str) -> None:
         ) from None
 
 
+_CLIENTS: dict[str, Any] = {}  # tracking URI -> MlflowClient: each store is opened once a process
+
+
 def client(ws: Path):
+    """The MlflowClient of the workspace's store, made (and the store opened) on first use in a process;
+    a later call with the same URI returns it again without a second connection test or store open."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(ws)
-    check_database(uri)
-    if uri.startswith(("http://", "https://")):
-        for k, v in HTTP_RETRIES.items():
-            os.environ.setdefault(k, v)  # read by MLflow at each request
-    mlflow.set_tracking_uri(uri)
+    c = _CLIENTS.get(uri)
+    if c is None:
+        from mlflow.tracking import MlflowClient
+
+        check_database(uri)
+        if uri.startswith(("http://", "https://")):
+            for k, v in HTTP_RETRIES.items():
+                os.environ.setdefault(k, v)  # read by MLflow at each request
+        c = _CLIENTS[uri] = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mlflow.set_tracking_uri(uri)  # the fluent API (mlflow.start_run) of the caller uses the same store
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return c
 
 
 @contextlib.contextmanager

@@ -428,6 +428,24 @@ def test_trace_image_exact_and_perceptual(world: World, ws: Path, tmp_path: Path
     assert p.images[0].distance <= 4 and p.versions == ["digits@1.0.0", "digits@2.0.0"]
 
 
+def test_tracing_an_image_imports_no_mlflow(world: World, ws: Path, tmp_path: Path) -> None:
+    """The release side of lineage reads signed releases and manifests only: a fresh process that traces
+    an image through the CLI never loads MLflow (seconds of imports)."""
+    import sys
+
+    exact = tmp_path / "found.png"
+    exact.write_bytes(world.image)
+    code = (
+        "import sys\nfrom registry.cli import app\n"
+        f"try:\n    app(['trace', 'image', {str(exact)!r}, '--json', '-w', {str(ws)!r}])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('MLFLOW', 'mlflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "digits-tiny-digits-00000" in out  # it really traced the image
+    assert out.rstrip().endswith("MLFLOW False")
+
+
 def test_an_image_in_no_version_is_an_error(ws: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.png"
     y, x = np.mgrid[0:32, 0:32]

@@ -442,3 +442,28 @@ def test_a_runs_claim_is_signed_only_when_a_signed_checkpoint_covers_synthregs_o
     assert "    UNSIGNED CLAIM: only the MLflow run says so" in "\n".join(format_models(list(rows.values())))
     out = runner.invoke(app, ["models", MODEL, "--json", "-w", str(copy)])
     assert out.exit_code == 0 and '"unsigned"' in out.stdout, out.output
+
+
+def test_the_store_is_opened_once_a_process_per_uri(
+    ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow.tracking
+
+    opened: list[str] = []
+    real = mlflow.tracking.MlflowClient
+
+    def counting(*args: object, **kwargs: object) -> object:
+        opened.append(str(kwargs.get("tracking_uri")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracking, "_CLIENTS", {})
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", counting)
+    uri = tracking.tracking_uri(ws)
+    first = tracking.client(ws)
+    assert tracking.client(ws) is first  # trace_model and trace_run share one store
+    assert opened == [uri]
+    other = f"sqlite:///{tmp_path}/other.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert tracking.client(ws) is not first  # another store is another client
+    assert opened == [uri, other]
+    assert mlflow.get_tracking_uri() == other  # the fluent API follows the store last asked for
