@@ -28,7 +28,7 @@ from typer.core import TyperGroup
 from registry.cli import keys, pipeline, reading, releases, tracing
 from registry.cli import trust as trust_cli
 from registry.cli.common import internal
-from registry.core.names import _CONTROL, shown
+from registry.core.names import CONTROL, shown
 
 
 class _OneLineArguments(TyperGroup):
@@ -39,13 +39,13 @@ class _OneLineArguments(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         for i, arg in enumerate(args):
-            if _CONTROL.search(arg):
+            if CONTROL.search(arg):
                 option, eq, value = arg.partition("=")
                 if eq and option.startswith("--"):
                     what, arg = option, value
                 else:
                     before = args[i - 1] if i else ""
-                    what = before if before.startswith("-") and not _CONTROL.search(before) else "argument"
+                    what = before if before.startswith("-") and not CONTROL.search(before) else "argument"
                 typer.echo(
                     f"error: {what} {shown(arg)} holds a newline or control character; give it as one line "
                     "of text",

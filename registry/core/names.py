@@ -43,14 +43,14 @@ def shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # a newline or control character
 
 
 def check_line(value: str | None, what: str) -> str | None:
     """``value`` (an actor, a reason, a name) when it is one line of printable text; a ReleaseError naming
     ``what`` otherwise. A newline or control character in it would forge a line of `synthreg log`,
     `list`, `show` or `verify` (issue 24); it is refused where it enters, before anything is written."""
-    if value is not None and _CONTROL.search(value):
+    if value is not None and CONTROL.search(value):
         raise ReleaseError(
             f"{what} {shown(value)} holds a newline or control character; give it as one line of text"
         )

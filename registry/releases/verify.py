@@ -310,6 +310,8 @@ def verify(
     flat = folder / "data" / mf.FLAT
     if images and f"data/{mf.FLAT}" in subjects and f"data/{mf.FLAT}" not in result.damaged:
         n = mf.flat_differences(manifest, flat, mf.released_shards(record.shards))
+        if n and mf.flat_differences(manifest, flat, None) == 0:
+            n = 0  # made before issue 23's released shard paths: the workspace's, as the signature says
         if n:  # signed, so as the releaser made it: but it must say what the manifest says
             result.problems.append(
                 f"data/{mf.FLAT} differs from the signed manifest in {n} row(s); it must be the manifest's "

@@ -138,7 +138,9 @@ def write_flat(manifest: Path, out: Path, shards: Mapping[str, str], batch_rows:
             writer.write_table(flat)
 
 
-def flat_differences(manifest: Path, flat: Path, shards: Mapping[str, str], batch_rows: int = 10_000) -> int:
+def flat_differences(
+    manifest: Path, flat: Path, shards: Mapping[str, str] | None, batch_rows: int = 10_000
+) -> int:
     """How many rows of ``flat`` are not exactly ``flat_table(manifest's row, shards)`` at the same
     position (a missing or extra row counts); every row when its schema (columns, types, metadata) is
     not the one ``write_flat`` writes, since `datasets` reads those too. 0 for the copy ``write_flat``
