@@ -381,6 +381,45 @@ def test_log_dataset_appends_an_audit_event(
     assert mlflow.get_run(run_id).data.tags[tracking.TAG_DATASET] == "digits@1.0.0"
 
 
+def test_the_source_reads_without_synthreg_as_the_guide_says(
+    world: World, copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23: in a process where synthreg cannot be imported, `mlflow.data.get_source` fails for a
+    synthreg input (a custom source type), and docs/guide/downstream.md's plain-JSON reading works."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path}/plain.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    exp = tracking.client(copy).create_experiment("plain", artifact_location=(tmp_path / "a").as_uri())
+    run_id = log_plain(copy, exp, "digits@1.0.0", world.ids[:3])
+    code = f"""
+import sys
+class NoSynthreg:
+    def find_spec(self, name, path=None, target=None):
+        if name == "registry" or name.startswith("registry."):
+            raise ImportError("synthreg is not installed here")
+sys.meta_path.insert(0, NoSynthreg())
+import json, mlflow
+mlflow.set_tracking_uri({uri!r})
+run = mlflow.get_run({run_id!r})
+for di in run.inputs.dataset_inputs:
+    d = di.dataset
+    if d.source_type == "synthreg":
+        print(d.name, json.loads(d.source)["uri"], sorted(json.loads(d.profile))[:1])
+        try:
+            mlflow.data.get_source(di)
+            print("get_source worked")
+        except Exception as e:
+            print("get_source failed:", type(e).__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("digits@1.0.0 synthreg://releases/digits/1.0.0"), out.stdout
+    assert lines[1].startswith("get_source failed"), out.stdout
+
+
 # --- issue 24: a run's claim is shown as unsigned unless a signed record backs it ---------------------
 
 
