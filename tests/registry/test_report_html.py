@@ -342,7 +342,11 @@ def test_a_key_the_root_does_not_hold_is_not_trusted_and_hostile_names_stay_text
 def test_the_report_lists_the_models_the_store_knows_with_their_evaluation_split(
     released_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    page = dataset_html(released_copy, "digits@1.0.0")  # no store anywhere
+    # No store anywhere: none named, and no mlflow.db (an earlier test may have made one in the shared
+    # released workspace this copy comes from, by asking it for models).
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (released_copy / "mlflow.db").unlink(missing_ok=True)
+    page = dataset_html(released_copy, "digits@1.0.0")
     models = section_of(page, "models")
     assert "No MLflow store configured: no model is known." in models
     uri = f"sqlite:///{tmp_path}/mlflow.db"
