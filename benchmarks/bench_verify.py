@@ -1,6 +1,6 @@
 """`synthreg verify` on 100 shards x 1,000 small PNGs against `sha256sum` over the same shard files.
 
-    python benchmarks/bench_verify.py [--shards 100] [--images 1000]
+    python benchmarks/bench_verify.py [--shards 100] [--images 1000] [--jobs N]
 
 Target (issue 4): verify's throughput at least 0.8 of `sha256sum`'s. verify does more than sha256sum (it
 also parses every tar and hashes every image against the manifest), so the comparison is on the same
