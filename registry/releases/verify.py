@@ -1,12 +1,13 @@
 """Verifying a release byte by byte: signature, record, manifest, every shard and every image.
 
-Shards are read once each: the file's sha256 is checked against the signed subject, and the tar is
-parsed once from the same bytes (plain ustar headers by hand, ``registry.store.shards.scan``) to
-check every member against the manifest's ``image_sha256`` and its XMP marking (compared byte for
-byte with the chunk generation writes). Measured on 100,000 small images in 100 shards
-(benchmarks/bench_verify.py): 0.87x the throughput of ``sha256sum`` over the same files before images
-were marked and shards held WebDataset sidecars; ~0.25x since (three members an image, a marking each),
-short of the 0.8x target.
+Shards are read once each, on worker processes (one a CPU, or ``threads``; issue 22), and the results
+merged in shard order, so the output is the same whatever the number of workers: the file's sha256 is
+checked against the signed subject, and the tar is parsed once from the same bytes (plain ustar headers
+by hand, ``registry.store.shards.scan``) to check every member against the manifest's ``image_sha256``,
+its XMP marking (compared byte for byte with the chunk generation writes) and its WebDataset sidecars
+(compared byte for byte with what the manifest row makes, built only for a shard that holds them). A
+shard's manifest rows reach its worker as Arrow columns. Measured with benchmarks/bench_verify.py: see
+benchmarks/README.md (issue 22: short of the 0.8x ``sha256sum`` target on the 2-CPU shared machine).
 
 C2PA (issue 12). When the release's recipe asked for C2PA content credentials, every image must carry a
 manifest that validates, chains to the organisation's anchor (``--c2pa-trust`` /
@@ -19,11 +20,12 @@ without C2PA verifies as fast as before.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import tarfile
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,8 +155,51 @@ class _C2pa:
 
 
 def _workers(threads: int | None) -> int:
-    """Threads for checking shards: as asked, else up to 4 (hashing releases the GIL; parsing does not)."""
-    return threads or min(4, os.cpu_count() or 1)
+    """Worker processes for checking shards: as asked, else one a CPU (issue 22: parsing a tar and the
+    per-image checks hold the GIL, so threads did not add up)."""
+    return threads or os.cpu_count() or 1
+
+
+def _pool(workers: int) -> Executor:
+    """Processes (forked where the platform can: no start-up import) for more than one worker; a single
+    thread otherwise, which costs nothing to start."""
+    if workers <= 1:
+        return ThreadPoolExecutor(max_workers=1)
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+_IMAGE_COLUMNS = ["member", "sample_id", "image_sha256", "generator_name", "weights_digest"]
+_COLUMNS = [*_IMAGE_COLUMNS, *(f for f in SIDECAR_FIELDS if f not in _IMAGE_COLUMNS)]  # each once
+
+
+def _shard_job(
+    path: Path, expected_sha: str, table: Any, classes: list[str] | None, c2pa: _C2pa
+) -> tuple[list[str], dict, dict, int]:
+    """One shard, in a worker: its manifest rows (an Arrow table of ``_COLUMNS``) made into what
+    ``_check_shard`` compares with the shard's bytes. Returns ``_check_shard``'s answer and the number
+    of distinct members the rows name."""
+    members, sids, shas, generators, weights = (table.column(c).to_pylist() for c in _IMAGE_COLUMNS)
+    ms = dict(zip(members, zip(sids, shas, strict=True), strict=True))
+    marks = dict(zip(sids, map(Marking, sids, generators, weights), strict=True))
+    cars = functools.partial(_table_sidecars, table, classes)
+    return (*_check_shard(path, expected_sha, ms, marks, c2pa, cars), len(ms))
+
+
+def _table_sidecars(table: Any, classes: list[str] | None) -> dict[str, tuple[str, bytes | None]]:
+    """``_sidecars`` of an Arrow table's rows; a map column (``attributes``) becomes the dict DuckDB's
+    rows held, so the ``.json`` bytes are the ones release wrote."""
+    import pyarrow as pa
+
+    values = {}
+    for name in table.column_names:
+        column = table.column(name).to_pylist()
+        if pa.types.is_map(table.schema.field(name).type):
+            column = [None if v is None else dict(v) for v in column]
+        values[name] = column
+    columns = [values[c] for c in (*_IMAGE_COLUMNS, *SIDECAR_FIELDS)]
+    return _sidecars(list(zip(*columns, strict=True)), classes)
 
 
 def _check_shard(
@@ -391,21 +436,21 @@ def _check_images(
     threads: int | None,
     progress: Callable[..., None] | None,
 ) -> None:
-    """Every shard of the manifest, a few in flight on threads (``_check_shard``), then the record and
-    the manifest naming the same shards with as many rows."""
+    """Every shard of the manifest, a few in flight on worker processes (``_shard_job``), then the
+    record and the manifest naming the same shards with as many rows."""
     by_source = {s.source: s for s in record.shards}
     if len(by_source) < len(record.shards) or len({s.path for s in record.shards}) < len(record.shards):
         result.problems.append("the record lists a shard twice (same source or same file)")
     visited: dict[str, int] = {}
     result.samples = con.execute("SELECT count(*) FROM manifest").fetchall()[0][0]
     workers = _workers(threads)
-    pending: deque[tuple[Path, int, Future]] = deque()
+    pending: deque[tuple[str, Path, int, Future]] = deque()
     checked = 0
 
     def collect() -> None:
         nonlocal checked
-        path, n, future = pending.popleft()
-        problems, bad, unmarked = future.result()
+        source, path, n, future = pending.popleft()
+        problems, bad, unmarked, visited[source] = future.result()
         result.problems += problems
         result.bad_samples.update(bad)
         result.unmarked.update(unmarked)
@@ -415,24 +460,19 @@ def _check_images(
         if progress:
             progress(checked, result.samples)
 
-    # Shard by shard, a few in flight: the manifest's rows as Python objects are held for those only
-    # (all of them at once grew verify by ~1.8 KB an image, issue 13).
-    columns = ["member", "sample_id", "image_sha256", "generator_name", "weights_digest", *SIDECAR_FIELDS]
+    # Shard by shard, a few in flight on worker processes, merged in shard order: each shard's rows go
+    # to its worker as Arrow columns, so the whole manifest is never held as Python objects (~1.8 KB
+    # an image, issue 13) and the main process makes none a row (issue 22).
     classes = list(record.recipe.identities) if record.recipe else None
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for shard, rows in mf.rows_by_shard(con, columns):
+    with _pool(min(workers, max(1, len(record.shards)))) as pool:
+        for shard, table in mf.tables_by_shard(con, _COLUMNS):
             ref_ = by_source.get(shard) if shard is not None else None
             if ref_ is None or subjects.get(f"data/{ref_.path}") != ref_.sha256:
                 result.problems.append(f"shard {shard} is not among the signed subjects")
                 continue
-            members, sids, shas, generators, weights = zip(*(r[:5] for r in rows), strict=True)
-            ms = dict(zip(members, zip(sids, shas, strict=True), strict=True))
-            marks = dict(zip(sids, map(Marking, sids, generators, weights), strict=True))
-            cars = functools.partial(_sidecars, rows, classes)
-            visited[ref_.source] = len(ms)
             path = folder / "data" / ref_.path
-            job = pool.submit(_check_shard, path, ref_.sha256, ms, marks, c2pa, cars)
-            pending.append((path, len(sids), job))
+            job = pool.submit(_shard_job, path, ref_.sha256, table, classes, c2pa)
+            pending.append((ref_.source, path, table.num_rows, job))
             result.shards += 1
             while len(pending) > 2 * workers:
                 collect()

@@ -19,6 +19,7 @@ credentials on top (registry.trust.credentials), signed after this packet is emb
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import zlib
@@ -56,20 +57,38 @@ def _quoteattr(value: str) -> str:
 
 def xmp_packet(m: Marking) -> str:
     """The XMP packet for ``m``: RDF/XML with the IPTC digital source type and synthreg's fields."""
-    return (
+    head, tail = _packet_parts(m.digital_source_type, m.generator, m.weights_digest)
+    return head + _quoteattr(m.sample_id) + tail
+
+
+@functools.lru_cache(maxsize=256)
+def _packet_parts(digital_source_type: str, generator: str, weights_digest: str) -> tuple[str, str]:
+    """The packet before and after the sample id's quoted value: the same for every image of a generator,
+    so verify quotes only the sample id per image (issue 22)."""
+    head = (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
         '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
         '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         '<rdf:Description rdf:about=""'
         ' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"'
         f' xmlns:synthreg="{NS_SYNTHREG}"'
-        f" Iptc4xmpExt:DigitalSourceType={_quoteattr(m.digital_source_type)}"
-        f" synthreg:sampleId={_quoteattr(m.sample_id)}"
-        f" synthreg:generator={_quoteattr(m.generator)}"
-        f" synthreg:weightsDigest={_quoteattr(m.weights_digest)}/>"
+        f" Iptc4xmpExt:DigitalSourceType={_quoteattr(digital_source_type)}"
+        " synthreg:sampleId="
+    )
+    tail = (
+        f" synthreg:generator={_quoteattr(generator)}"
+        f" synthreg:weightsDigest={_quoteattr(weights_digest)}/>"
         "</rdf:RDF></x:xmpmeta>"
         '<?xpacket end="r"?>'
     )
+    return head, tail
+
+
+@functools.lru_cache(maxsize=256)
+def _chunk_parts(digital_source_type: str, generator: str, weights_digest: str) -> tuple[bytes, bytes]:
+    """``_packet_parts`` as the bytes of the iTXt chunk body (type included) around the sample id."""
+    head, tail = _packet_parts(digital_source_type, generator, weights_digest)
+    return b"iTXt" + XMP_KEYWORD.encode() + b"\0\0\0\0\0" + head.encode(), tail.encode()
 
 
 def check_markable(m: Marking) -> None:
@@ -182,7 +201,8 @@ def read_marking(png: bytes | memoryview) -> Marking | None:
 def _chunk(m: Marking) -> bytes:
     """The iTXt chunk, header and CRC included, that generation writes for ``m`` (Pillow's ``add_itxt``
     uncompressed: keyword, NUL, flag 0, method 0, empty language and translated keyword)."""
-    body = b"iTXt" + XMP_KEYWORD.encode() + b"\0\0\0\0\0" + xmp_packet(m).encode()
+    head, tail = _chunk_parts(m.digital_source_type, m.generator, m.weights_digest)
+    body = head + _quoteattr(m.sample_id).encode() + tail
     return struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
 
 

@@ -87,6 +87,72 @@ def _header(data: bytes, at: int) -> tuple[bytes, bytes, int]:
 
 
 def index(data: bytes) -> dict[str, tuple[int, int]]:
+    """member name -> (offset of its bytes, size): ``_index_strict``'s answer, got faster (issue 22).
+
+    One walk reads each header's type, name and size and checks the fields that vary between members;
+    the fields that do not (magic, prefix, link name, mode, owner, time, device numbers) are checked the
+    first time a given set of their bytes is seen and then recognised byte for byte, and every header's
+    checksum is summed in one numpy pass. Anything the fast walk does not accept is handed to
+    ``_index_strict``, so what is accepted and every error message are exactly the strict parser's."""
+    try:
+        found = _index_fast(data)
+    except ShardFormatError:
+        found = None
+    return found if found is not None else _index_strict(data)
+
+
+def _index_fast(data: bytes) -> dict[str, tuple[int, int]] | None:
+    """``_index_strict``'s answer when the shard is well formed; None (or ShardFormatError) otherwise."""
+    import numpy as np
+
+    out: dict[str, tuple[int, int]] = {}
+    pos, n = 0, len(data)
+    if n % _BLOCK:
+        return None
+    seen: set[bytes] = set()  # the fixed fields of headers already checked strictly
+    headers: list[int] = []
+    path: bytes | None = None
+    while pos + _BLOCK <= n:
+        if data[pos : pos + _BLOCK] == _END:
+            if path is not None or data[pos:].strip(b"\0"):
+                return None
+            break
+        fixed = data[pos + 100 : pos + 124] + data[pos + 136 : pos + 148] + data[pos + 157 : pos + 500]
+        if fixed not in seen:
+            _header(data, pos)  # raises on any fault (the strict walk then says which)
+            seen.add(fixed)
+        headers.append(pos)
+        kind = data[pos + 156 : pos + 157]
+        field = _field_text(data[pos : pos + 100], "the name", pos)  # checked even under a PAX path
+        size = _octal(data[pos + 124 : pos + 136], "the size", pos)
+        start = pos + _BLOCK
+        if start + size > n:
+            return None
+        if kind == b"x" and path is None:
+            path = _pax_path(data[start : start + size], pos)
+        elif kind == b"0":
+            key = (path if path is not None else field).decode("utf-8", "surrogateescape")
+            if key in out:
+                return None
+            out[key] = (start, size)
+            path = None
+        else:
+            return None
+        pos = start + (size + _BLOCK - 1) // _BLOCK * _BLOCK
+    else:
+        return None  # no end-of-archive block
+    if headers:  # every checksum at once: the unsigned sum of the header with its checksum field as spaces
+        blocks = np.frombuffer(data, np.uint8).reshape(-1, _BLOCK)[np.asarray(headers) // _BLOCK]
+        sums = blocks.sum(axis=1, dtype=np.int64) - blocks[:, 148:156].sum(axis=1, dtype=np.int64) + 256
+        fields = [data[at + 148 : at + 156].rstrip(b"\0 ") for at in headers]
+        if not all(f.isdigit() and b"8" not in f and b"9" not in f for f in fields):
+            return None
+        if any(int(f, 8) != s for f, s in zip(fields, sums.tolist(), strict=True)):
+            return None
+    return out
+
+
+def _index_strict(data: bytes) -> dict[str, tuple[int, int]]:
     """member name -> (offset of its bytes, size), for a shard in the one format synthreg writes:
     POSIX ustar headers (checksums checked) of regular files ('0'), each optionally preceded by a PAX
     header ('x') holding only its ``path``; no prefix field, link name, other type or repeated name;

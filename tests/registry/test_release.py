@@ -690,3 +690,23 @@ def test_the_loader_compares_the_signed_record_with_the_record_it_loaded(release
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     with pytest.raises(ReleaseError, match=r"tag digits@v1\.0\.0 points at a commit whose .* differs"):
         admit(released_copy, "digits@1.0.0")
+
+
+def test_verify_on_worker_processes_says_exactly_what_one_worker_says(released_copy: Path) -> None:
+    """Issue 22: shards are checked on worker processes and merged in shard order, so a release with
+    damaged shards gets the same result, problems and order included, from one worker or several."""
+    ws = released_copy
+    shards = sorted((folder(ws, "1.0.0") / "data" / "shards").glob("*.tar"))
+    assert len(shards) >= 2
+    for path in shards:
+        path.chmod(0o644)
+    first = bytearray(shards[0].read_bytes())
+    first[700] ^= 0xFF  # inside the first image
+    shards[0].write_bytes(bytes(first))
+    last = shards[-1].read_bytes()
+    shards[-1].write_bytes(last[: len(last) // 2])
+    one = verify(ws, "digits@1.0.0", threads=1)
+    several = verify(ws, "digits@1.0.0", threads=3)
+    assert not one.ok and len(one.problems) >= 2 and one.bad_samples
+    assert several.to_json() == one.to_json()
+    assert several.damaged == one.damaged
