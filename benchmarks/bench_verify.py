@@ -50,10 +50,11 @@ from bench_validate import build_manifest  # noqa: E402
 
 from registry.records.dataset import IntendedUse  # noqa: E402
 from registry.records.release import Counts, Release, ShardRef  # noqa: E402
+from registry.records.signed import SIGNOFFS  # noqa: E402
 from registry.releases.verify import verify  # noqa: E402
 from registry.store import manifest as mf  # noqa: E402
 from registry.store.marking import XMP_KEYWORD, Marking, xmp_packet  # noqa: E402
-from registry.trust.approvals import ENVELOPE, SIGNOFFS, approval_state, make_signoff, read_signed  # noqa: E402
+from registry.trust.approvals import ENVELOPE, approval_state, make_signoff, read_signed  # noqa: E402
 from registry.trust.root import load_trust  # noqa: E402
 from registry.trust.signing import add_signature, keygen, load_signer, payload_of, sign, statement  # noqa: E402
 

@@ -80,7 +80,8 @@ def sign_by_hand(ws: Path, folder: Path, key: Path) -> None:
     import subprocess
 
     from registry.records.release import Release
-    from registry.trust.approvals import ENVELOPE, SIGNOFFS, make_signoff, releaser_roles
+    from registry.records.signed import SIGNOFFS
+    from registry.trust.approvals import ENVELOPE, make_signoff, releaser_roles
     from registry.trust.root import load_trust
     from registry.trust.signing import load_signer, payload_of, sign, statement
 

@@ -8,6 +8,7 @@ rewritten under it. Verifying them is ``registry.trust``; writing them, ``regist
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AwareDatetime, Field
@@ -16,6 +17,9 @@ from registry.records.audit import Checkpoint
 from registry.records.dataset import Sha256, Strict
 from registry.records.policy import RuleId
 from registry.records.trust import Role
+
+SIGNOFFS = "signoffs.json"  # beside release.dsse.json: a list of DSSE envelopes, payload a SignOff
+WAIVERS = Path("waivers")  # <rule>--<scope>--<keyid>-<time>.dsse.json, payload a SignedWaiver
 
 SIGNOFF_TYPE = "application/vnd.synthreg.signoff+json"
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from registry.core import vcs
 from registry.core.errors import ReleaseError
 from registry.records.journal import Entry
+from registry.records.signed import SIGNOFF_TYPE, SIGNOFFS
 from registry.records.trust import ROLES, Role
 from registry.releases.tagging import commit_message, signing_tags, status_line, tag_release
 from registry.store import audit, journal
 from registry.trust.approvals import (
     ENVELOPE,
-    SIGNOFFS,
     ApprovalState,
     approval_state,
     make_signoff,
@@ -27,6 +27,7 @@ from registry.trust.approvals import (
     require_untrusted_free,
     tag_name,
 )
+from registry.trust.checkpoints import Retirement, record_sha256
 
 
 def approve(
@@ -59,7 +60,8 @@ def approve(
     entry = trust.signing_key(signer.public_key.keyid, role)
     with journal.locked(ws):
         envelope, signoffs = read_signed(folder)
-        before = approval_state(trust, ref, envelope, signoffs)
+        retirement = Retirement(ws, trust)
+        before = approval_state(trust, ref, envelope, signoffs, retirement)
         if journal.finished_here(ws, ("approve",), ref) and any(
             s.keyid == entry.keyid for s in before.signers
         ):
@@ -85,8 +87,9 @@ def approve(
             )
         payload = payload_of(envelope, PAYLOAD_TYPE)
         new_env = add_signature(envelope, signer)
-        new_signoffs = [*signoffs, make_signoff(ws, ref, payload, signer, entry, [role], trust.version)]
-        after = approval_state(trust, ref, new_env, new_signoffs)
+        signoff = make_signoff(ws, ref, payload, signer, entry, [role], trust.version)
+        new_signoffs = [*signoffs, signoff]
+        after = approval_state(trust, ref, new_env, new_signoffs, retirement)
         rel = folder.relative_to(ws).as_posix()
         tag = tag_name(name, version)
         state = {
@@ -109,6 +112,8 @@ def approve(
                         "role": role,
                         "status": after.status,
                         **({"root_version": after.root_version} if after.root_version else {}),
+                        # the sign-off itself, so a checkpoint over this event vouches for it (issue 24)
+                        "record_sha256": record_sha256(signoff, SIGNOFF_TYPE),
                     },
                 }
             ],

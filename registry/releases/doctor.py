@@ -1,10 +1,11 @@
 """``synthreg doctor``: what interrupted or hand-made publishing left, and its repair.
 
     doctor(ws)               # -> DoctorReport: unfinished operations, stale temporary folders, version
-                             #    folders untracked in git or without tag or audit event, tags without folder
+                             #    folders untracked in git or without tag or audit event, tags without
+                             #    folder, withdrawn/ tags whose withdrawal record is gone
     doctor(ws, repair=True)  # finish or roll back unfinished operations (registry.store.journal), remove
-    stale
-                             # temporary folders, finish a version folder no journal explains if it verifies
+                             # stale temporary folders, finish a version folder no journal explains if it
+                             # verifies
 
 A folder that does not verify, or names another version, and a tag without its folder are reported with
 what to do, never changed: deciding about them needs a person.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from registry.core import vcs
 from registry.core.errors import SynthregError
+from registry.records.signed import WITHDRAWAL
 from registry.store.journal import (
     RELEASES,
     entry_path,
@@ -30,7 +32,8 @@ from registry.store.journal import (
 
 @dataclass
 class Finding:
-    kind: str  # journal, temporary, untracked, untagged, no-audit-event, tag-without-folder
+    kind: str  # journal, temporary, untracked, untagged, no-audit-event, tag-without-folder,
+    # withdrawal-without-record
     what: str
     repaired: bool = False
     hint: str = ""
@@ -75,7 +78,9 @@ def doctor(ws: Path, repair: bool = False) -> DoctorReport:
             report.findings.append(f)
         if not (ws / ".git").exists():
             return report
-        tags = set(vcs.git(ws, "tag", "--list", "*@v*").split())
+        listed = vcs.git(ws, "tag", "--list", "*@v*").split()
+        tags = {t for t in listed if "/" not in t}  # not withdrawn/NAME@vX.Y.Z: it marks a withdrawal
+        withdrawn = sorted(t for t in listed if t.startswith("withdrawn/"))
         tracked = (
             set(vcs.git(ws, "ls-files", "--", RELEASES.as_posix()).splitlines())
             if vcs.has_commits(ws)
@@ -118,6 +123,17 @@ def doctor(ws: Path, repair: bool = False) -> DoctorReport:
                     hint=f"restore the folder (`git checkout {tag} -- releases/{name}/{version}`)",
                 )
             )
+        for tag in withdrawn:  # its record gone: the withdrawal still counts, untrusted (issue 24)
+            name, _, version = tag.removeprefix("withdrawn/").partition("@v")
+            folder = ws / RELEASES / name / version
+            if not (folder / WITHDRAWAL).is_file() and not (folder / "withdrawal.json").is_file():
+                report.findings.append(
+                    Finding(
+                        "withdrawal-without-record",
+                        f"tag {tag} marks {name}@{version} withdrawn, but its withdrawal record is gone",
+                        hint=f"restore it from git (`git checkout {tag} -- releases/{name}/{version}`)",
+                    )
+                )
     return report
 
 

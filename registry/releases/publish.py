@@ -120,8 +120,10 @@ def publish(
     A failure before ``audit`` removes the folder and unstages it; later, the journal stays and the next
     command finishes the release. The audit log is append-only, so an event appended before a failure
     the live process undid stays (its subject names a version that was not made)."""
+    from registry.records.signed import SIGNOFF_TYPE, SIGNOFFS
     from registry.releases.report import pending_signatures
-    from registry.trust.approvals import ENVELOPE, SIGNOFFS, approval_state, make_signoff, releaser_roles
+    from registry.trust.approvals import ENVELOPE, approval_state, make_signoff, releaser_roles
+    from registry.trust.checkpoints import Retirement, record_sha256
     from registry.trust.root import load_trust
     from registry.trust.signing import payload_of
 
@@ -166,13 +168,15 @@ def publish(
             envelope = sign(statement(subjects, payload), signer)
             # Sign as releaser. The sign-off (who, roles, when, audit checkpoint) is signed too.
             signoffs = [make_signoff(ws, ref, payload_of(envelope), signer, entry, roles, trust.version)]
-            approval = approval_state(trust, ref, envelope, signoffs)
+            approval = approval_state(trust, ref, envelope, signoffs, Retirement(ws, trust))
             atomic_write_text(staging / ENVELOPE, json.dumps(envelope, indent=2) + "\n")
             atomic_write_text(staging / SIGNOFFS, json.dumps(signoffs, indent=2) + "\n")
             _fsync_tree(staging)
             signer_details: dict[str, Any] = {
                 "status": approval.status,
                 "signer": {"keyid": entry.keyid, "name": entry.name},
+                # the releaser's sign-off, so a checkpoint over this event vouches for it (issue 24)
+                "record_sha256": record_sha256(signoffs[0], SIGNOFF_TYPE),
             }
             if trust.version is not None:  # issue 20: the root version the release was signed under
                 signer_details["root_version"] = trust.version
@@ -287,7 +291,8 @@ def _committed(ws: Path, rel: str, files: list[str]) -> bool:
 
 
 def _step_tag(ws: Path, entry: Entry) -> None:
-    from registry.trust.approvals import ENVELOPE, SIGNOFFS
+    from registry.records.signed import SIGNOFFS
+    from registry.trust.approvals import ENVELOPE
 
     if not entry.state.get("tag_now", True):  # a candidate: `synthreg approve` tags it at its threshold
         return

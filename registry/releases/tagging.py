@@ -110,4 +110,12 @@ def tag_release(ws: Path, tag: str, commit: str, folder: Path) -> str:
     return make_tag(ws, tag, commit, message, signer)
 
 
-__all__ = ["commit_message", "signing_tags", "signoffs_of", "status_line", "tag_release"]
+def tag_other(ws: Path, tag: str, commit: str, message: str) -> str:
+    """An annotated tag that is not a release's (``withdrawn/NAME@vX.Y.Z``): signed by the key of
+    :func:`signing_tags` if any, else unsigned. Returns the tag object's id."""
+    from registry.trust.gitsign import make_tag
+
+    return make_tag(ws, tag, commit, message, _TAG_SIGNER.get())
+
+
+__all__ = ["commit_message", "signing_tags", "signoffs_of", "status_line", "tag_other", "tag_release"]

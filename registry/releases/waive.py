@@ -14,9 +14,9 @@ from registry.core import vcs
 from registry.core.errors import PolicyError
 from registry.core.names import check_line, shown
 from registry.records.dataset import DATASET_NAME
-from registry.records.signed import WAIVER_TYPE, SignedWaiver
+from registry.records.signed import WAIVER_TYPE, WAIVERS, SignedWaiver
 from registry.store import audit
-from registry.trust.waivers import WAIVERS
+from registry.trust.checkpoints import record_sha256
 
 
 def waive(
@@ -70,14 +70,16 @@ def waive(
     stamp = w.signed_at.strftime("%Y%m%dT%H%M%S%f")
     name = f"{rule_id}--{scope.replace('*', 'all')}--{entry.keyid[:12]}-{stamp}.dsse.json"
     path = no_links(ws, WAIVERS / name, "waiver file")  # waivers/ linked elsewhere is refused (issue 24)
-    atomic_write_text(path, json.dumps(sign(payload, signer, WAIVER_TYPE), indent=2) + "\n")
+    envelope = sign(payload, signer, WAIVER_TYPE)
+    atomic_write_text(path, json.dumps(envelope, indent=2) + "\n")
     rel = (WAIVERS / name).as_posix()
     try:
         audit.append(
             ws,
             "waiver",
             f"{scope}:{rule_id}",
-            w.model_dump(mode="json", exclude={"checkpoint"}) | {"file": rel},
+            w.model_dump(mode="json", exclude={"checkpoint"})
+            | {"file": rel, "record_sha256": record_sha256(envelope, WAIVER_TYPE)},
         )
     except BaseException:
         path.unlink(missing_ok=True)  # no waiver without its audit event

@@ -1,5 +1,5 @@
 """`synthreg withdraw`: a signed withdrawal beside the signed record (left as is), an audit event and a
-git commit, as a journalled transaction (``WITHDRAW``: record, audit, commit).
+git commit, as a journalled transaction (``WITHDRAW``: record, audit, commit, tag).
 
     withdraw(ws, "digits@1.0.0", "source withdrawn by its owner", key=...)
 
@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import Literal
 
 from registry.core import vcs
+from registry.core.digests import sha256_bytes
 from registry.core.errors import ReleaseError
 from registry.core.names import check_line
 from registry.records.dataset import DATASET_NAME
 from registry.records.journal import Entry
 from registry.records.lineage import WithdrawalState
 from registry.records.signed import WITHDRAWAL, WITHDRAWAL_TYPE, Withdrawal
+from registry.releases.tagging import signing_tags, tag_other
 from registry.store import audit, journal
 from registry.store.releases import PLAIN_SEMVER as SEMVER
 from registry.store.releases import load_release, parse_ref, release_folder
-from registry.trust.withdrawals import is_withdrawn
+from registry.trust.withdrawals import is_withdrawn, tag_message, withdrawn_tag
 
 
 def withdraw(
@@ -83,9 +85,10 @@ def withdraw(
         )
         payload = json.dumps(w.model_dump(mode="json"), sort_keys=True).encode()
         rel = path.relative_to(ws).as_posix()
+        envelope = sign(payload, signer, WITHDRAWAL_TYPE)
         state = {
             "record": rel,
-            "text": json.dumps(sign(payload, signer, WITHDRAWAL_TYPE), indent=2) + "\n",
+            "text": json.dumps(envelope, indent=2) + "\n",
             "events": [
                 {
                     "kind": "withdrawal",
@@ -97,6 +100,7 @@ def withdraw(
                         "keyid": keyid,
                         "signer": entry.name,
                         "role": role,
+                        "record_sha256": sha256_bytes(payload),
                     },
                 }
             ],
@@ -104,8 +108,10 @@ def withdraw(
             "audit_from": len(audit.read(ws)),
             "message": f"Withdraw {subject}: {w.reason}",
             "head": vcs.git(ws, "rev-parse", "HEAD") if vcs.has_commits(ws) else None,
+            "withdrawn_tag": withdrawn_tag(name, version),
+            "tag_message": tag_message(w, rel, sha256_bytes(payload)),
         }
-        with journal.transaction(ws, "withdraw", subject, state):
+        with signing_tags(signer), journal.transaction(ws, "withdraw", subject, state):
             pass  # every step is a forward step: the transaction runs them
     return WithdrawalState(**dict(w), trusted=True, why_untrusted=None)
 
@@ -132,6 +138,16 @@ def _step_commit(ws: Path, entry: Entry) -> None:
     vcs.git(ws, "commit", "-q", "-m", entry.state["message"], "--", rel, log)
 
 
+def _step_tag(ws: Path, entry: Entry) -> None:
+    """A tag on the withdrawal's commit: the withdrawal stays visible when its record and the log's
+    unsigned tail are deleted together (issue 24, family 8). An entry from before it has no tag."""
+    tag = entry.state.get("withdrawn_tag")
+    if tag is None or vcs.tagged(ws, tag):
+        return
+    commit = vcs.git(ws, "rev-list", "-1", "HEAD", "--", entry.state["record"])
+    tag_other(ws, tag, commit, entry.state["tag_message"])
+
+
 def _undo_withdraw(ws: Path, entry: Entry) -> None:
     """Before its audit event there is no withdrawal: remove the record (never one already committed)."""
 
@@ -145,8 +161,8 @@ def _undo_withdraw(ws: Path, entry: Entry) -> None:
 
 # Rolled forward once its audit event is in the log (the withdrawal is then on record), back before.
 WITHDRAW = journal.Operation(
-    steps=("record", "audit", "commit"),
-    forward={"record": _step_record, "audit": _step_audit, "commit": _step_commit},
+    steps=("record", "audit", "commit", "tag"),
+    forward={"record": _step_record, "audit": _step_audit, "commit": _step_commit, "tag": _step_tag},
     undo=_undo_withdraw,
     roll_forward=journal.logged,
     public=journal.logged,

@@ -212,6 +212,7 @@ def read_entry(ws: Path, op: str, subject: str) -> Entry:
         "record": f"{RELEASES.as_posix()}/{name}/{version}/withdrawal.dsse.json",
         "folder": f"{RELEASES.as_posix()}/{name}/{version}",
         "tag": f"{name}@v{version}",
+        "withdrawn_tag": f"withdrawn/{name}@v{version}",  # withdraw's (issue 24)
     }
     wrong = sorted(k for k, v in expected.items() if k in entry.state and entry.state[k] != v)
     signed = {f"{expected['final']}/{n}" for n in ("release.dsse.json", "signoffs.json")}  # approve's files
@@ -271,8 +272,11 @@ class Transaction:
 
 def _begin_step(ws: Path, entry: Entry, name: str) -> Entry:
     # When the step began (wall clock): a git lock made after it, by a git this step ran and a kill left
-    # behind, is this operation's to clear (``clear_stale_git_lock``).
-    state = entry.state | {"step_began": time.time()}
+    # behind, is this operation's to clear (``clear_stale_git_lock``). A retry of the step that failed
+    # (a `doctor --repair` that met the lock still held) keeps the first attempt's time: the lock that
+    # attempt's killed git left is still this operation's.
+    began = entry.state.get("step_began") if entry.doing == name else None
+    state = entry.state | {"step_began": began if isinstance(began, (int, float)) else time.time()}
     entry = entry.model_copy(update={"doing": name, "state": state})
     _save(ws, entry)
     crashpoint(f"before:{name}")

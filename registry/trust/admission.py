@@ -24,6 +24,7 @@ from pathlib import Path
 from registry.records.lineage import WithdrawalState
 from registry.store.releases import release_folder
 from registry.trust.approvals import ApprovalState, approval_state, binding_problems, read_signed
+from registry.trust.checkpoints import Retirement
 from registry.trust.root import Trust
 from registry.trust.signing import payload_of
 from registry.trust.withdrawals import is_withdrawn
@@ -90,7 +91,8 @@ def admission(ws: Path, name: str, version: str, trust: Trust | Callable[[], Tru
     ref = f"{name}@{version}"
     envelope, signoffs = read_signed(folder)
     statement = json.loads(payload_of(envelope))
-    state = approval_state(trust if isinstance(trust, Trust) else trust(), ref, envelope, signoffs)
+    trusted = trust if isinstance(trust, Trust) else trust()
+    state = approval_state(trusted, ref, envelope, signoffs, Retirement(ws, trusted))
     binding = binding_problems(ws, name, version, statement, state)
     record = json.loads((folder / "release.json").read_text())
     return Admission(

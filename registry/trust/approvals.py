@@ -28,13 +28,14 @@ from pydantic import ValidationError
 from registry.core import vcs
 from registry.core.digests import sha256_bytes
 from registry.core.errors import SigningError, UntrustedSignerError
-from registry.records.signed import SIGNOFF_TYPE, SignOff
+from registry.core.names import CONTROL, shown
+from registry.records.signed import SIGNOFF_TYPE, SIGNOFFS, SignOff
 from registry.records.trust import Role, TrustedKey
 from registry.store import audit
+from registry.trust.checkpoints import Retirement
 from registry.trust.root import Trust
 
 ENVELOPE = "release.dsse.json"
-SIGNOFFS = "signoffs.json"
 
 
 @dataclass
@@ -142,8 +143,14 @@ class ApprovalState:
         }
 
 
-def approval_state(trust: Trust, ref: str, envelope: dict, signoffs: list[dict]) -> ApprovalState:
+def approval_state(
+    trust: Trust, ref: str, envelope: dict, signoffs: list[dict], retirement: Retirement | None = None
+) -> ApprovalState:
     """Check every sign-off and envelope signature against the trust root; count them per role.
+
+    A sign-off by a key retired since (past its ``valid_until``) counts only when ``retirement`` (over
+    the workspace's audit log) finds a checkpoint made before the retirement by another key that covers
+    it; without one it is reported, not counted (issue 24: a retired key can backdate).
 
     Thresholds are not retroactive (issue 20). Under a versioned root, a release short of the current
     thresholds is judged again under the root version its sign-offs name (the highest one, when older
@@ -151,7 +158,8 @@ def approval_state(trust: Trust, ref: str, envelope: dict, signoffs: list[dict])
     was issued, the release is final under it (``older_root``), keys revoked since still failing it.
     Sign-offs that name no version (made under an unversioned root, or before issue 20) are judged
     against the current root, as before."""
-    state = _judge(trust, ref, envelope, signoffs)
+    retirement = retirement or Retirement(None, trust)
+    state = _judge(trust, ref, envelope, signoffs, retirement)
     state.root_version = state.current_version = trust.version
     state.current_thresholds = dict(trust.thresholds)
     if state.met or trust.version is None:
@@ -161,7 +169,7 @@ def approval_state(trust: Trust, ref: str, envelope: dict, signoffs: list[dict])
     then = trust.at_version(older) if older is not None else None
     if then is None or older is None:
         return state
-    old = _judge(then, ref, envelope, signoffs, before=trust.issued(older + 1))
+    old = _judge(then, ref, envelope, signoffs, retirement, before=trust.issued(older + 1))
     if not old.met or old.untrusted:
         return state
     old.root_version, old.current_version = older, trust.version
@@ -180,7 +188,12 @@ def _named_version(env: dict) -> int | None:
 
 
 def _judge(
-    trust: Trust, ref: str, envelope: dict, signoffs: list[dict], before: datetime | None = None
+    trust: Trust,
+    ref: str,
+    envelope: dict,
+    signoffs: list[dict],
+    retirement: Retirement,
+    before: datetime | None = None,
 ) -> ApprovalState:
     """The approval state under ``trust`` alone; with ``before``, sign-offs made at or after it are
     checked but not counted (they came after the root version judged was replaced)."""
@@ -193,11 +206,14 @@ def _judge(
     covered: set[str] = set()
     for i, env in enumerate(signoffs):
         try:
-            so = SignOff.model_validate_json(payload_of(env, SIGNOFF_TYPE))
+            so_payload = payload_of(env, SIGNOFF_TYPE)
+            so = SignOff.model_validate_json(so_payload)
         except (SigningError, ValidationError, ValueError) as e:
             state.problems.append(f"sign-off {i} in {SIGNOFFS} is not a valid sign-off: {str(e)[:200]}")
             continue
-        who = f"the sign-off by {so.name} (key {so.keyid[:16]})"
+        # A name with a newline, from any key, would forge a line of verify's output (issue 24).
+        name = shown(so.name) if CONTROL.search(so.name) else so.name
+        who = f"the sign-off by {name} (key {so.keyid[:16]})"
         if so.release != ref:
             state.problems.append(f"{who} approves {so.release}, not {ref} (replayed from another release)")
             continue
@@ -208,14 +224,14 @@ def _judge(
             )
             continue
         key = trust.root.key(so.keyid)
-        signer = Signer(so.keyid, so.name, list(so.roles), so.time)
+        signer = Signer(so.keyid, name, list(so.roles), so.time)
         state.signers.append(signer)
         covered.add(so.keyid)
         if key is None:
             signer.why_untrusted = f"key {so.keyid[:16]} is not in the trust root {trust.path}"
             continue
         if key.name != so.name:
-            signer.name = f"{key.name} (signed as {so.name!r})"
+            signer.name = f"{key.name} (signed as {shown(so.name)})"
         sslib = key.sslib_key()
         if not signature_verifies(env, so.keyid, sslib):
             state.problems.append(f"the release signature does not verify: {who} is forged or edited")
@@ -232,6 +248,8 @@ def _judge(
             if why:
                 signer.why_untrusted = why
                 break
+        else:
+            signer.why_untrusted = retirement.why_not(key, sha256_bytes(so_payload))
     for keyid in sorted(k for k in signed_keyids - covered if k):
         state.problems.append(
             f"the envelope holds a signature by key {str(keyid)[:16]} with no sign-off (who, role, when)"
@@ -338,7 +356,7 @@ def signers_of(ws: Path, name: str, version: str, trust: Trust) -> ApprovalState
     from registry.store.releases import release_folder
 
     envelope, signoffs = read_signed(release_folder(ws, name, version))
-    return approval_state(trust, f"{name}@{version}", envelope, signoffs)
+    return approval_state(trust, f"{name}@{version}", envelope, signoffs, Retirement(ws, trust))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -24,9 +24,8 @@ from registry.core.errors import SigningError, TrustError
 from registry.core.names import shown
 from registry.records.dataset import DATASET_NAME
 from registry.records.policy import IgnoredWaiver, Waiver
-from registry.records.signed import WAIVER_TYPE, SignedWaiver
-
-WAIVERS = Path("waivers")
+from registry.records.signed import WAIVER_TYPE, WAIVERS, SignedWaiver
+from registry.trust.checkpoints import Retirement, record_sha256
 
 
 def load_signed(
@@ -47,6 +46,7 @@ def load_signed(
             trust = load_trust(ws)
         except TrustError as e:
             why_no_trust = f"cannot be checked: {e}"
+    retirement = Retirement(ws, trust) if trust is not None else None
     applied: list[Waiver] = []
     ignored: list[IgnoredWaiver] = []
     for path in files:
@@ -84,6 +84,9 @@ def load_signed(
             continue
         if not signature_verifies(envelope, w.keyid, key.sslib_key()):
             skip(f"its signature by key {w.keyid[:16]} ({key.name}) does not verify (forged or edited)")
+            continue
+        if retirement and (why := retirement.why_not(key, record_sha256(envelope, WAIVER_TYPE))):
+            skip(f"not counted: {why}")  # a retired approver could backdate it (issue 24)
             continue
         if w.expires < today:
             skip(f"expired on {w.expires}")

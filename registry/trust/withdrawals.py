@@ -8,6 +8,7 @@ from another version, or a record deleted while the audit log still holds its ev
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from registry.core.errors import ReleaseError
@@ -56,7 +57,7 @@ def is_withdrawn(ws: Path, name: str, version: str) -> WithdrawalState | None:
         (e for e in reversed(audit.read(ws)) if e.kind == "withdrawal" and e.subject == subject), None
     )
     if event is None:
-        return None
+        return _from_tag(ws, name, version)
     return WithdrawalState(
         release=subject,
         reason=str(event.details.get("reason", "")),
@@ -65,6 +66,54 @@ def is_withdrawn(ws: Path, name: str, version: str) -> WithdrawalState | None:
         trusted=False,
         why_untrusted=f"the withdrawal record {path.relative_to(ws)} was deleted, but the audit log "
         f"records the withdrawal (seq {event.seq}); restore it from git",
+    )
+
+
+def withdrawn_tag(name: str, version: str) -> str:
+    """The git tag a withdrawal leaves beside its record and audit event (issue 24, family 8)."""
+    return f"withdrawn/{name}@v{version}"
+
+
+def tag_message(w: Withdrawal, record: str, record_sha256: str) -> str:
+    """The withdrawn tag's message: what :func:`_from_tag` reads back when the record is gone."""
+    from registry.trust.gitsign import one_line
+
+    return (
+        f"Withdraw {w.release}\n\n"
+        f"Reason:   {one_line(w.reason)}\n"
+        f"Time:     {w.time.isoformat()}\n"
+        f"Actor:    {one_line(w.actor)}\n"
+        f"Signer:   {one_line(w.signer)} as {w.role} (key {w.keyid[:16]})\n"
+        f"Record:   {record} sha256 {record_sha256}\n"
+    )
+
+
+def _from_tag(ws: Path, name: str, version: str) -> WithdrawalState | None:
+    """A withdrawal whose record and audit event are both gone, found by its tag (issue 24, family 8:
+    deleting the record with the log lines after the last signed checkpoint un-withdrew the release).
+    Untrusted, so it still counts, and says how to restore it."""
+    from registry.core import vcs
+
+    tag = withdrawn_tag(name, version)
+    proc = vcs.run_git(ws, "for-each-ref", "--format=%(contents)", f"refs/tags/{tag}")
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return None
+    fields = dict(
+        (k.strip().lower(), v.strip())
+        for k, _, v in (line.partition(":") for line in proc.stdout.splitlines())
+    )
+    try:
+        time = datetime.fromisoformat(fields.get("time", ""))
+    except ValueError:
+        time = datetime.fromtimestamp(0, UTC)
+    return WithdrawalState(
+        release=f"{name}@{version}",
+        reason=fields.get("reason") or "(not readable from the tag)",
+        time=time if time.tzinfo else time.replace(tzinfo=UTC),
+        actor=fields.get("actor") or "unknown",
+        trusted=False,
+        why_untrusted=f"its record and audit event were deleted, but the tag {tag} records the withdrawal; "
+        "restore them from git (`git log --all -- releases/`)",
     )
 
 

@@ -149,14 +149,18 @@ def test_a_forged_tail_event_is_named_unsigned_and_a_deleted_one_was_shown_as_a_
     text = json.dumps(forged, sort_keys=True, separators=(",", ":")) + "\n"
     (ws / audit.EVENTS / f"{forged['hash']}.json").write_text(text)
     code, report = verify_json(ws)
-    # Its hash and parent are valid: nothing in the log can tell it from a real one, but it is unsigned.
-    assert code == 0 and report["uncovered"] == 1
-    assert report["uncovered_events"] == [
-        f"event {forged['hash'][:12]} (release digits@9.9.9, {forged['time'][:19]}Z)"
+    # Its hash and parent are valid, so the log alone cannot tell it from a real one; but it claims a
+    # release no signed record in the workspace backs: it is named as not signed (issue 24, family 8).
+    described = f"event {forged['hash'][:12]} (release digits@9.9.9, {forged['time'][:19]}Z)"
+    assert code == 1 and report["uncovered"] == 1 and not report["intact"]
+    assert report["uncovered_events"] == [described]
+    assert report["problems"] == [
+        f"{described} is not signed: no checkpoint covers it and its record is not in the workspace signed "
+        "by a key of the trust root (a forged event, or its record deleted: restore it from git)"
     ]
     out = runner.invoke(app, ["log", "--verify", "-w", str(ws)]).stdout
     assert "unsigned: 1 of " in out and "deleting them cannot be detected" in out
-    assert "signed: all" not in out
+    assert "signed: all" not in out and "audit log: 1 problem(s)" in out
     strict = runner.invoke(app, ["log", "--verify", "--require-signed", "-w", str(ws)])
     assert strict.exit_code == 1 and strict.stdout.splitlines()[-1] == (
         "FAIL: --require-signed, and 1 event(s) are unsigned"

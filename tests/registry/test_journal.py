@@ -32,7 +32,7 @@ from registry.trust.withdrawals import is_withdrawn
 from tests.registry.conftest import ACTOR, DVC, Built, clone, folder, sh, strays, tags
 
 runner = CliRunner()
-WITHDRAW_STEPS = ("record", "audit", "commit")
+WITHDRAW_STEPS = ("record", "audit", "commit", "tag")
 # Run by default: roll back (stage not journalled), roll forward past a logged-but-unjournalled audit
 # event, a rename and a tag left to do; a withdrawal killed before and after its audit event.
 FAST = {
@@ -99,7 +99,8 @@ def assert_consistent(ws: Path, released: list[str], withdrawn: list[str]) -> No
     assert log.exit_code == 0 and log.output.startswith("audit log: intact"), log.output
     doc = runner.invoke(app, ["doctor", "-w", str(ws)])
     assert (doc.exit_code, doc.output) == (0, "doctor: nothing to repair\n")
-    assert tags(ws) == [f"digits@v{v}" for v in released]
+    marks = [f"withdrawn/digits@v{v}" for v in withdrawn]  # issue 24: a withdrawal leaves a tag too
+    assert tags(ws) == sorted([f"digits@v{v}" for v in released] + marks)
     assert sh(ws, "git", "status", "--porcelain", "--untracked-files=all") == ""
     events = audit.read(ws)
     made = [e.subject for e in events if e.kind in ("release", "derive")]

@@ -35,6 +35,7 @@ from registry.records.signed import WAIVER_TYPE, SignedWaiver
 from registry.records.trust import TrustedKey
 from registry.releases.approve import approve
 from registry.releases.catalog import list_status
+from registry.releases.checkpoint import sign_checkpoint
 from registry.releases.loader import open_release
 from registry.releases.release import release
 from registry.releases.verify import verify
@@ -224,12 +225,26 @@ def test_a_retired_key_still_verifies_what_it_signed_in_its_window(
 ):
     ws = released_copy
     new = keygen(tmp_path / "pub", tmp_path / "new.pem", name="New Key", trust=tmp_path / "scratch.yaml")
-    retired = _entry(solo_trust.trust, solo_trust.keyid) | {"valid_until": datetime.now(UTC).isoformat()}
-    rotated = write_trust(
-        tmp_path / "rotated.yaml", [retired, _entry(tmp_path / "scratch.yaml", new.keyid)], solo=True
+    old, fresh = _entry(solo_trust.trust, solo_trust.keyid), _entry(tmp_path / "scratch.yaml", new.keyid)
+    # Retired with nothing to vouch for the time its sign-off claims: reported, not counted (issue 24:
+    # a retired key can sign a backdated sign-off as easily as a real one).
+    retired = old | {"valid_until": datetime.now(UTC).isoformat()}
+    monkeypatch.setenv(
+        "SYNTHREG_TRUST", str(write_trust(tmp_path / "early.yaml", [retired, fresh], solo=True))
     )
+    early = verify(ws, "digits@1.0.0")
+    assert not early.ok and early.approval is not None and early.approval.status == "candidate"
+    why = early.approval.signers[0].why_untrusted or ""
+    assert why.startswith(f"key {solo_trust.keyid[:16]} (") and "was retired on " in why
+    assert "no audit checkpoint signed before then by another trusted key covers this record" in why
+    # The rotation as it should be done: the new key signs the log (covering the release) first...
+    monkeypatch.setenv("SYNTHREG_TRUST", str(write_trust(tmp_path / "both.yaml", [old, fresh], solo=True)))
+    sign_checkpoint(ws, key=tmp_path / "new.pem")
+    # ... then the old key is retired: what it signed inside its window still verifies.
+    retired = old | {"valid_until": datetime.now(UTC).isoformat()}
+    rotated = write_trust(tmp_path / "rotated.yaml", [retired, fresh], solo=True)
     monkeypatch.setenv("SYNTHREG_TRUST", str(rotated))
-    assert verify(ws, "digits@1.0.0").ok  # signed inside the old key's window
+    assert verify(ws, "digits@1.0.0").ok  # signed inside the old key's window, and vouched for
     assert len(open_release(ws, "digits@1.0.0")) > 0
     # ... but the retired key signs nothing new: refused before anything is written (bad input: expired key)
     before = clean(ws)

@@ -541,7 +541,8 @@ def _status(ws: Path, spec: ReleaseRef) -> str | None:
 
 
 def _signature(ws: Path, folder: Path) -> SynthregSignatureDatasetFacet | None:
-    from registry.trust.approvals import ENVELOPE, SIGNOFFS
+    from registry.records.signed import SIGNOFFS
+    from registry.trust.approvals import ENVELOPE
 
     path = folder / ENVELOPE
     if not path.is_file():
