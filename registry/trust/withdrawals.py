@@ -94,6 +94,8 @@ def _from_tag(ws: Path, name: str, version: str) -> WithdrawalState | None:
     Untrusted, so it still counts, and says how to restore it."""
     from registry.core import vcs
 
+    if not (ws / ".git").exists():  # a copy outside git (pulled, unpacked): no tags to read
+        return None
     tag = withdrawn_tag(name, version)
     proc = vcs.run_git(ws, "for-each-ref", "--format=%(contents)", f"refs/tags/{tag}")
     if proc.returncode != 0 or not proc.stdout.strip():
