@@ -46,6 +46,12 @@ def shown(value: Any, limit: int = 80) -> str:
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # a newline or control character
 
 
+def one_line(value: str) -> str:
+    """``value`` as is when it is one line of printable text, else escaped as :func:`shown` does: a
+    name read from a signed record (any key can sign one) cannot add a line to a message (issue 24)."""
+    return shown(value) if CONTROL.search(value) else value
+
+
 def check_line(value: str | None, what: str) -> str | None:
     """``value`` (an actor, a reason, a name) when it is one line of printable text; a ReleaseError naming
     ``what`` otherwise. A newline or control character in it would forge a line of `synthreg log`,

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from registry.core import vcs
 from registry.core.digests import sha256_bytes
 from registry.core.errors import SigningError, UntrustedSignerError
-from registry.core.names import CONTROL, shown
+from registry.core.names import one_line, shown
 from registry.records.signed import SIGNOFF_TYPE, SIGNOFFS, SignOff
 from registry.records.trust import Role, TrustedKey
 from registry.store import audit
@@ -212,10 +212,12 @@ def _judge(
             state.problems.append(f"sign-off {i} in {SIGNOFFS} is not a valid sign-off: {str(e)[:200]}")
             continue
         # A name with a newline, from any key, would forge a line of verify's output (issue 24).
-        name = shown(so.name) if CONTROL.search(so.name) else so.name
+        name = one_line(so.name)
         who = f"the sign-off by {name} (key {so.keyid[:16]})"
         if so.release != ref:
-            state.problems.append(f"{who} approves {so.release}, not {ref} (replayed from another release)")
+            state.problems.append(
+                f"{who} approves {one_line(so.release)}, not {ref} (replayed from another release)"
+            )
             continue
         if so.statement_sha256 != digest:
             state.problems.append(

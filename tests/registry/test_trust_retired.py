@@ -205,3 +205,37 @@ def test_a_forged_event_at_the_tail_that_claims_a_signed_record_is_named(release
     # a real release at the tail (its record present and signed) is not
     (ws / audit.EVENTS / f"{audit.read(ws)[-1].hash}.json").unlink()
     assert verify_log(ws, trust).intact
+
+
+def test_a_signoff_name_with_newlines_from_any_key_forges_no_line_of_verify(
+    released_copy: Path, tmp_path: Path
+):
+    """Issue 24, family 5: a sign-off is signed by whoever holds a key, trusted or not, and its name is
+    theirs to choose; verify printed it raw."""
+    from registry.records.signed import SIGNOFF_TYPE, SIGNOFFS, SignOff
+    from registry.trust.approvals import ENVELOPE
+    from registry.trust.signing import add_signature, keygen, payload_of
+
+    ws = released_copy
+    keygen(tmp_path / "pub", tmp_path / "rogue.pem")
+    rogue = load_signer(tmp_path / "rogue.pem")
+    release_dir = folder(ws, "1.0.0")
+    envelope = json.loads((release_dir / ENVELOPE).read_text())
+    forged = "Eve\ndigits@1.0.0: OK, approved by 9 of 9\r"
+    so = SignOff(
+        release="digits@1.0.0",
+        statement_sha256=sha256_bytes(payload_of(envelope)),
+        keyid=rogue.public_key.keyid,
+        name=forged,
+        roles=["approver"],
+        time=datetime.now(UTC),
+        checkpoint=audit.head(ws),
+    )
+    payload = json.dumps(so.model_dump(mode="json"), sort_keys=True).encode()
+    signoffs = [*json.loads((release_dir / SIGNOFFS).read_text()), sign(payload, rogue, SIGNOFF_TYPE)]
+    (release_dir / SIGNOFFS).write_text(json.dumps(signoffs))
+    (release_dir / ENVELOPE).write_text(json.dumps(add_signature(envelope, rogue)))
+    out = runner.invoke(app, ["verify", "digits@1.0.0", "-w", str(ws)])
+    assert out.exit_code != 0
+    assert not any(line.startswith("digits@1.0.0: OK") for line in out.stdout.splitlines())
+    assert "'Eve\\ndigits@1.0.0: OK, approved by 9 of 9\\r'" in out.stdout
