@@ -21,6 +21,14 @@ from registry.records.dataset import Recipe
 from registry.store.shards import iter_images
 
 EXACT_BELOW = 0.01  # RMS under which nearest_real recomputes the distance directly (no cancellation)
+DIGITS = 6  # decimals a score is stored with: the same on every CPU (see stable)
+
+
+def stable(value: float) -> float:
+    """A score rounded to ``DIGITS`` decimals. numpy's exp and a BLAS kernel's sums differ in the last
+    bits from one CPU to another (SIMD paths for AVX2 and AVX-512), and the filtered manifest, whose md5
+    dvc.lock records and the golden release compares, must be the same bytes on every machine."""
+    return round(float(value), DIGITS)
 
 
 class DigitsDomain:
@@ -57,24 +65,24 @@ class DigitsDomain:
         return classes, proba, proba.argmax(axis=1)
 
     def nearest_real(self, flat: np.ndarray) -> np.ndarray:
-        """RMS distance to the nearest real train image, by ||a||^2 + ||b||^2 - 2ab in chunks.
+        """RMS distance to the nearest real train image, by ||a||^2 + ||b||^2 - 2ab in chunks, in float64.
 
-        The expansion cancels catastrophically for near copies: an exact copy came out as 0.0001-0.0002
-        depending on the CPU's BLAS kernel (its summation order). Where it says under ``EXACT_BELOW``,
-        the distance to that nearest image is computed directly, so a copy is 0 on every machine;
-        above it the expansion is accurate to about 1e-6 and is kept (the filtered manifest's bytes,
-        which dvc.lock records, stay as they were)."""
-        t2 = (self.train**2).sum(1)
+        The sums a BLAS kernel makes depend on the CPU (AVX2 or AVX-512 order them differently): in
+        float32 the distances differed from one machine to another in the sixth digit, and an exact
+        copy read 0.0001-0.0002 (the expansion cancels). In float64 they differ in the fifteenth, which
+        :func:`stable` rounds away; where the expansion says under ``EXACT_BELOW`` the distance to that
+        nearest image is computed directly, so a copy is 0 on every machine."""
+        train = self.train.astype(np.float64)
+        t2 = (train**2).sum(1)
         out = np.empty(len(flat))
         for i in range(0, len(flat), 2048):
-            x = flat[i : i + 2048]
-            d2 = (x**2).sum(1)[:, None] + t2[None, :] - 2 * x @ self.train.T
+            x = flat[i : i + 2048].astype(np.float64)
+            d2 = (x**2).sum(1)[:, None] + t2[None, :] - 2 * x @ train.T
             nearest = d2.argmin(1)
             rms = np.sqrt(np.maximum(d2[np.arange(len(x)), nearest], 0) / flat.shape[1])
             close = np.flatnonzero(rms < EXACT_BELOW)
             if len(close):
-                diff = x[close] - self.train[nearest[close]]
-                rms[close] = np.sqrt((diff.astype(np.float64) ** 2).mean(1))
+                rms[close] = np.sqrt(((x[close] - train[nearest[close]]) ** 2).mean(1))
             out[i : i + 2048] = rms
         return out
 
@@ -90,10 +98,10 @@ class DigitsDomain:
         flat = grey.reshape(len(grey), -1).astype(np.float32) / 255.0
         classes, proba, top = self.identity(flat)
         conf: list[float | None] = [
-            float(proba[i, classes.index(identities[i])]) if identities[i] in classes else 0.0
+            stable(proba[i, classes.index(identities[i])]) if identities[i] in classes else 0.0
             for i in range(len(grey))
         ]
-        nn: list[float | None] = [float(d) for d in self.nearest_real(flat)]
+        nn: list[float | None] = [stable(d) for d in self.nearest_real(flat)]
         pred: list[str | None] = [classes[k] for k in top]
         return DomainScores(pred, conf, nn, list(self.observed(grey, identities)))
 
