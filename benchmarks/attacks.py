@@ -3,7 +3,7 @@ acceptances) and of issue 24 (its families, in ``attacks24.py``), and print the 
 
     python benchmarks/attacks.py            # several minutes on 2 cores
     python benchmarks/attacks.py -v         # one line per attack
-    python benchmarks/attacks.py --family 4 # issue 24's family 4 only (0: issue 14's attacks)
+    python benchmarks/attacks.py --family 4 # issue 24's family 4 only (0: issue 14's attacks; repeatable)
     python benchmarks/attacks.py --only verify   # attacks whose name holds "verify"
     python benchmarks/attacks.py --names-rows 1000000   # the names check's cost on a big manifest
 
@@ -491,11 +491,14 @@ def attempt(attack: Attack, source: Path, top: Path) -> tuple[str, str]:
     result = runner.invoke(app, [*args, "-w", str(ws)])
     out = result.output.strip().splitlines()
     first = out[0] if out else ""
-    line = (first if result.exit_code != 3 else out[-1])[:160]
+    errors = [line for line in out if line.startswith("error: ")]
+    line = (errors[0] if errors else out[-1] if result.exit_code and out else first)[:160]
     # verify's exits (registry.core.errors): 5 untrusted and 7 withdrawn refuse; 6 (a candidate) and 8
     # (final under an older root) accept the content
     accepted = result.exit_code in (0, 6, 8)
-    refused = first.startswith("error: ") or (result.exit_code in (1, 3, 5, 7) and "FAIL" in result.output)
+    refused = (  # an error line (some commands print what they found first), or a failing report
+        errors and result.exit_code != 0
+    ) or (result.exit_code in (1, 3, 5, 7) and "FAIL" in result.output)
     found = None
     if (
         result.exit_code == 70
@@ -554,7 +557,12 @@ def time_names(rows: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-v", "--verbose", action="store_true")
-    ap.add_argument("--family", type=int, help="only issue 24's family N (0: issue 14's attacks)")
+    ap.add_argument(
+        "--family",
+        type=int,
+        action="append",
+        help="only issue 24's family N (0: issue 14's attacks); repeatable",
+    )
     ap.add_argument("--only", help="only attacks whose name holds this text")
     ap.add_argument("--names-rows", type=int, help="only time the names check on a manifest of this size")
     args = ap.parse_args()
@@ -572,14 +580,13 @@ def main() -> None:
             (a, released if a.name.startswith(("derive", "verify digits", "show digits")) else base)
             for a in other_attacks(key)
         ]
-        attacks = [(a, s) for a, s in attacks if args.family in (None, 0)]
+        families = set(args.family or range(11))
+        attacks = [(a, s) for a, s in attacks if 0 in families]
         sources = {"base": base, "released": released}
-        if args.family != 0:  # issue 24's, each named "fN ..." after its family
+        if families - {0}:  # issue 24's, each named "fN ..." after its family
             sources |= attacks24.build(top, base)
             attacks += [
-                (a, sources[s])
-                for a, s in attacks24.attacks(key)
-                if args.family in (None, attacks24.family(a.name))
+                (a, sources[s]) for a, s in attacks24.attacks(key) if attacks24.family(a.name) in families
             ]
         attacks = [(a, s) for a, s in attacks if args.only is None or args.only in a.name]
         counts: Counter[str] = Counter()

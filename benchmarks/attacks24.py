@@ -276,7 +276,7 @@ def both(*checks: Callable[[Path, Any], tuple[str, str] | None]) -> Callable[[Pa
 def killed(ws: Path, args: list[str], at: str, env: dict[str, str] | None = None) -> None:
     """``synthreg ARGS`` in a subprocess, SIGKILLed by synthreg's own hook at step ``at``."""
     proc = subprocess.run(
-        [sys.executable, "-m", "registry.cli", *args, "-w", str(ws)],
+        [str(Path(sys.executable).parent / "synthreg"), *args, "-w", str(ws)],
         cwd=ws,
         env=os.environ | {"SYNTHREG_CRASH_AT": at} | (env or {}),
         capture_output=True,
@@ -340,6 +340,20 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
         return vargs
 
     a("base", "f1 a waiver file symlinked to a signed waiver outside: validate", waiver_linked)
+
+    def loader_linked(ws: Path) -> list[str]:
+        """The release loader over a data/ linked out (its verdict handed on as `loader` does below)."""
+        from registry.core.errors import SynthregError
+        from registry.releases.loader import open_release
+
+        _symlink_out(ws, f"{RELEASED}/data")
+        try:
+            sum(1 for _ in open_release(ws, "digits@1.0.0"))
+        except SynthregError as e:
+            return ["show", f"loader refused: {str(e)[:100]}"]
+        return ["show", "digits"]
+
+    a("released", f"f1 {RELEASED}/data symlinked out: the loader", loader_linked)
     a("released", "f1 verify (ordinary)", lambda ws: ["verify", "digits@1.0.0"], hostile=False)
 
     # 2. Private keys inside the workspace.
@@ -481,12 +495,10 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
     a("base", "f4 duplicate sample id: validate", dup(FILTERED, vargs))
     a("base", "f4 duplicate sample id: release", dup(FILTERED, release_args(key)), check=consistent)
 
-    def signed(
-        plant: Callable[[Path], None], args: list[str], raw: bool = False
-    ) -> Callable[[Path], list[str]]:
+    def signed(plant: Callable[[Path], None], args: list[str]) -> Callable[[Path], list[str]]:
         def fn(ws: Path) -> list[str]:
             plant(ws)
-            sign_anyway(ws, key, raw)
+            sign_anyway(ws, key)
             return args
 
         return fn
@@ -582,6 +594,17 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
         check=no_forged_line,
     )
     a("base", "f5 release --actor with a newline", lambda ws: [*release_args(key), "--actor", f"a\n{FORGED}"])
+    a(
+        "base",
+        "f5 waive --reason with a newline",
+        lambda ws: [*waive[:-4], f"r\n{FORGED}", *waive[-2:], "--key", str(key)],
+        check=no_forged_line,
+    )
+    a(
+        "released",
+        "f5 derive --reason with a U+2028 line separator",
+        lambda ws: ["derive", "digits@1.0.0", "--version", "1.0.1", "--reason", f"r\u2028{FORGED}"],
+    )
 
     def env_actor(args: list[str]) -> Callable[[Path], list[str]]:
         def fn(ws: Path) -> list[str]:
@@ -614,7 +637,7 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
 
         heads = audit.head(ws)
         body = {
-            "kind": "withdraw",
+            "kind": "withdrawal",
             "time": "2099-01-01T00:00:00Z",
             "actor": f"Mallory\n{FORGED}",
             "subject": f"digits@1.0.0\n{FORGED}",
@@ -709,6 +732,13 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
         hostile=None,
         check=says_unsigned,
     )
+    a(
+        "released",
+        "f6 a run claiming digits@1.0.0: impact --version",
+        mlflow_run(None, lambda r: ["impact", "--version", "digits@1.0.0"], claim=True),
+        hostile=None,
+        check=says_unsigned,
+    )
     a("released", "f6 run id ../../etc: trace run", lambda ws: ["trace", "run", "../../etc"])
 
     # 7. Markup in exports: a recipe whose generator name and prompt carry HTML, generated for real.
@@ -767,9 +797,15 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
     # 9. Concurrency and recovery.
     def second_filter(ws: Path) -> list[str]:
         from registry.core.locks import LOCK_NAME
-        from tests.registry.test_recovery import start, stop_once_locked
+        from tests.registry.test_recovery import stop_once_locked
 
-        first = start(ws, "filter", CANDIDATES)
+        first = subprocess.Popen(  # the installed command, as a user runs it in the workspace
+            [str(Path(sys.executable).parent / "synthreg"), "filter", CANDIDATES, "-w", str(ws)],
+            cwd=ws,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         stop_once_locked(first, ws / FILTERED / LOCK_NAME)
         held.append(first)
         return ["filter", CANDIDATES]
@@ -808,18 +844,10 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
 
         return fn
 
-    derive = [
-        "derive",
-        "digits@1.0.0",
-        "--version",
-        "1.0.1",
-        "--reason",
-        "r",
-        "--exclude-prompt",
-        "zzz*",
-        "--key",
-        str(key),
-    ]
+    def derive(ws: Path) -> list[str]:  # 1.0.1: 1.0.0 less its first sample
+        sid = mf.read_table(ws / RELEASED / "data/manifest.parquet")["sample_id"][0].as_py()
+        return ["derive", "digits@1.0.0", "--version", "1.0.1", "--reason", "r", "--exclude-sample", sid]
+
     for at in ("before:commit", "after:audit", "before:tag"):
         a(
             "base",
@@ -885,12 +913,12 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
     a("base", "f10 pack regex (a+)+$ over a long prompt: validate", slow_regex)
 
     def derive_lock(ws: Path) -> list[str]:
-        killed(ws, derive, "before:commit")
+        killed(ws, [*derive(ws), "--key", str(key)], "before:commit")
         (ws / ".git" / "index.lock").touch()
         return ["doctor", "--repair"]
 
     def rerun_derive(ws: Path, result: Any) -> tuple[str, str] | None:
-        again = cli(ws, *derive)
+        again = cli(ws, *derive(ws), "--key", str(key))
         if again.exit_code != 0 and "exists" not in again.output:
             return "inconsistent state", f"derive re-run: {again.output.strip()[-160:]!r}"
         return consistent(ws, result)
