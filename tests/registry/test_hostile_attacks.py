@@ -240,3 +240,33 @@ def test_verify_names_a_signed_manifest_row_with_a_null_digest(
         f"  sample {shown(rows[0]['sample_id'])}: image_sha256 is missing or not a sha256 (64 hex digits)"
         in result.output
     ), result.output
+
+
+# --- family 1: the journal folder linked out of the workspace ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("linked", "what"),
+    [
+        (".dvc/tmp/synthreg-journal", "journal folder .dvc/tmp/synthreg-journal"),
+        (".dvc/tmp", "journal folder .dvc/tmp/synthreg-journal"),
+    ],
+)
+def test_release_refuses_a_journal_folder_linked_out_and_writes_nothing_there(
+    fresh: Path, base: Built, tmp_path: Path, linked: str, what: str
+):
+    """The journal (and the release lock beside it) were written through a link: a release succeeded
+    with its journal entries outside the workspace, where recovery would also read planted ones."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (fresh / linked).parent.mkdir(parents=True, exist_ok=True)
+    if (fresh / linked).is_dir():
+        (fresh / linked).rename(tmp_path / "moved")
+    (fresh / linked).symlink_to(outside, target_is_directory=True)
+    result = cli(fresh, "release", "digits", "--version", "1.0.0", "--key", str(base.key))
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: {what}: {linked} is a symbolic link (to {outside})"), (
+        result.output
+    )
+    assert list(outside.iterdir()) == []
+    assert not folder(fresh, "1.0.0").exists()
