@@ -174,6 +174,7 @@ def name_attacks(key: Path) -> list[Attack]:
             with (
                 mock.patch("registry.releases.publish.check_manifest", lambda *a, **k: None, create=True),
                 mock.patch("registry.releases.publish.check_members", lambda d, e, n: ([], {})),
+                mock.patch("registry.releases.release._recheck", lambda *a, **k: None),
                 mock.patch(
                     "registry.releases.publish.inside", lambda ws, p, what: (ws / p).resolve(), create=True
                 ),
@@ -482,6 +483,7 @@ def attempt(attack: Attack, source: Path, top: Path) -> tuple[str, str]:
     ws = case / "ws"
     shutil.copytree(source, ws, symlinks=True)
     (case / "sentinel").mkdir()
+    os.chdir(case)  # a relative path an attack names lands beside the workspace (counted), never in the repo
     (case / "sentinel" / "keep.txt").write_text("untouched\n")
     try:
         args = attack.setup(ws)

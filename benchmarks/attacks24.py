@@ -332,6 +332,23 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
     a("base", "f1 waivers/ symlinked out: waive", linked("waivers", [*waive, "--key", str(key)]))
     a("base", "f1 audit/ symlinked out: release", linked("audit", release_args(key)))
 
+    a("base", "f1 waivers/ symlinked out: validate", linked("waivers", vargs))
+    a(
+        "base",
+        "f1 keys/ symlinked out: keygen",
+        linked(
+            "keys",
+            ["keygen", "--key", str(top / "eve.key"), "--name", "Eve", "--trust", str(top / "eve.yaml")],
+        ),
+    )
+
+    def journal_linked(ws: Path) -> list[str]:  # the journal folder (.dvc/tmp/synthreg-journal) elsewhere
+        (ws / ".dvc/tmp/synthreg-journal").mkdir(parents=True, exist_ok=True)
+        _symlink_out(ws, ".dvc/tmp/synthreg-journal")
+        return release_args(key)
+
+    a("base", "f1 the journal folder symlinked out: release", journal_linked)
+
     def waiver_linked(ws: Path) -> list[str]:  # a signed waiver outside, linked in under its own name
         first = sorted((ws / "waivers").glob("*.dsse.json"))[0]
         target = ws.parent / "sentinel" / first.name
