@@ -1,16 +1,20 @@
 """Re-run the hostile-input attacks of issue 14 (items 2, 4, 5 and the listed tracebacks and silent
-acceptances; not the kill, key or lock attacks, which other branches own) and print the counts.
+acceptances) and of issue 24 (its families, in ``attacks24.py``), and print the counts.
 
-    python benchmarks/attacks.py            # about two minutes on 2 cores
+    python benchmarks/attacks.py            # several minutes on 2 cores
     python benchmarks/attacks.py -v         # one line per attack
+    python benchmarks/attacks.py --family 4 # issue 24's family 4 only (0: issue 14's attacks; repeatable)
+    python benchmarks/attacks.py --only verify   # attacks whose name holds "verify"
     python benchmarks/attacks.py --names-rows 1000000   # the names check's cost on a big manifest
 
-Each attack runs the real CLI (in process, typer's CliRunner) on a fresh copy of a small released
-workspace (git + DVC, 12 images, digits 1.0.0), with a sentinel folder beside it, and is classified:
+Each attack runs the real CLI (in process, typer's CliRunner) on a fresh copy of a small workspace (git +
+DVC, 12 images: validated, or with digits 1.0.0 released, or with it a candidate of a team), signed
+under a trust root outside it, with a sentinel folder beside it, and is classified:
 
 - traceback: exit 70 (internal error) or a Python traceback in the output;
 - silent acceptance: a hostile input the command accepted (exit 0) where it should have refused;
-- inconsistent state: something was written beside the workspace, or a ``*.tmp`` file was left;
+- inconsistent state: something was written beside the workspace, or a ``*.tmp`` file was left, or what
+  the attack checks afterwards (``Attack.check``: doctor, a re-run, the output) does not hold;
 - clear error: refused with an ``error:`` line (exit 1) or a failing policy report (exit 3), as expected;
 - correct: an ordinary input that succeeded.
 """
@@ -33,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
+from typing import Any
 from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +67,11 @@ runner = CliRunner()
 class Attack:
     name: str
     setup: Callable[[Path], list[str]]  # prepares the copy; returns the CLI arguments (without -w)
-    hostile: bool = True  # True: it must be refused; False: it must succeed
+    hostile: bool | None = True  # True: it must be refused; False: it must succeed; None: either
     leak: str | None = None  # text of a file given to it that no message may repeat
+    # What must hold afterwards (issue 24: doctor finds nothing unfinished, a row is rejected, no line is
+    # forged): (verdict, why) when it does not, else None. Called with the workspace and typer's Result.
+    check: Callable[[Path, Any], tuple[str, str] | None] | None = None
 
 
 def sh(cwd: Path, *cmd: str) -> None:
@@ -71,51 +79,22 @@ def sh(cwd: Path, *cmd: str) -> None:
 
 
 def build(top: Path) -> tuple[Path, Path]:
-    """A released workspace (digits 1.0.0) and its signing key, made with the library."""
-    from generators.filter import filter_manifest
-    from generators.generate import generate
-    from policies.engine import validate
-    from registry.records.config import load_params
-    from registry.records.dataset import GenerateParams
+    """A validated workspace and a copy with digits 1.0.0 released, built as the tests build them
+    (``tests.registry.conftest.build_base``: waivers signed, a DVC remote beside it), under a solo trust
+    root outside it; ``$SYNTHREG_TRUST`` and ``$SYNTHREG_SIGNING_KEY`` name it and its key for the run. The
+    private key is ``top/key.pem``."""
     from registry.releases.release import release
     from registry.trust.signing import keygen
-    from tests.conftest import small_recipe, write_yaml
+    from tests.conftest import TrustSetup
+    from tests.registry.conftest import build_base, clone
 
-    ws = top / "base"
-    ws.mkdir()
-    sh(ws, "git", "init", "-q")
-    for k, v in {"user.name": "Attacker", "user.email": "a@example.org", "commit.gpgsign": "false"}.items():
-        sh(ws, "git", "config", k, v)
-    dvc = str(Path(sys.executable).parent / "dvc")
-    sh(ws, dvc, "init", "-q")
-    shutil.copytree(REPO / "generators/tiny_digits/model", ws / "generators/tiny_digits/model")
-    for part in ("policies/packs/default.yaml", "policies/packs/digits.yaml", "policies/licenses.yaml"):
-        (ws / part).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / part, ws / part)
-    recipe = small_recipe()
-    recipe["generator"]["path"] = "generators/tiny_digits/model"
-    write_yaml(ws / RECIPE, recipe)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["datasets"]["digits"]["recipe"] = RECIPE
-    write_yaml(ws / "params.yaml", params)
-    rules = ["bias.requested-balance", "bias.observed-collapse", "quality.identity-consistency"]
-    waivers = [
-        {"rule_id": r, "scope": "digits", "reason": "toy set", "approver": "qa", "expires": "2099-12-31"}
-        for r in [*rules, "quality.accepted-share"]
-    ]
-    write_yaml(ws / "waivers.yaml", {"waivers": waivers})
-    generate(Path(RECIPE), ws, CANDIDATES, GenerateParams(batch_size=6, shard_size=6, threads=1))
-    filter_manifest(CANDIDATES, ws, FILTERED)
-    v = load_params(ws / "params.yaml").dataset("digits").validate_
-    validate(FILTERED, ws, RECIPE, v.packs, waivers="waivers.yaml", licences=v.licences, out=POLICY)
-    key = top / "key.pem"
-    keygen(ws, key)
-    sh(ws, "git", "add", "-A")
-    sh(ws, "git", "commit", "-q", "-m", "base")
-    released = top / "released"
-    shutil.copytree(ws, released, symlinks=True)
-    release("digits", "1.0.0", released, key=key)
-    return ws, released
+    r = keygen(top / "pub", top / "key.pem", name="Attacker", trust=top / "trust.yaml")
+    assert r.trust is not None
+    os.environ["SYNTHREG_TRUST"], os.environ["SYNTHREG_SIGNING_KEY"] = str(r.trust), str(r.private)
+    base = build_base(top, TrustSetup(Path(r.private), r.trust, r.keyid, r.public)).ws
+    released = clone(base, top / "released")
+    release("digits", "1.0.0", released, key=r.private)
+    return base, released
 
 
 # --- the attacks ---------------------------------------------------------------------------------------
@@ -159,10 +138,14 @@ def plant(ws: Path, where: str, kind: str, value: str | None) -> None:
 
 
 def fake_report(ws: Path) -> None:
+    """The policy report edited to name the planted manifest, and both committed, as an insider would
+    (release refuses a manifest that git does not hold)."""
     report = ws / POLICY / "report.json"
     data = json.loads(report.read_text())
     data["manifest_sha256"] = sha256_file(ws / FILTERED / "manifest.parquet")
     report.write_text(json.dumps(data))
+    sh(ws, "git", "add", "-A")
+    sh(ws, "git", "commit", "-q", "-m", "planted")
 
 
 def name_attacks(key: Path) -> list[Attack]:
@@ -184,6 +167,8 @@ def name_attacks(key: Path) -> list[Attack]:
 
         def ver(ws: Path, kind: str = kind, value: str | None = value) -> list[str]:
             """Signed by a synthreg that did not check names (the checks switched off)."""
+            from attacks24 import sidecars_keeping_all
+
             from registry.releases.release import release
 
             plant(ws, FILTERED, kind, value)
@@ -191,6 +176,8 @@ def name_attacks(key: Path) -> list[Attack]:
             with (
                 mock.patch("registry.releases.publish.check_manifest", lambda *a, **k: None, create=True),
                 mock.patch("registry.releases.publish.check_members", lambda d, e, n: ([], {})),
+                mock.patch("registry.releases.release._recheck", lambda *a, **k: None),
+                mock.patch("registry.releases.publish.with_sidecars", sidecars_keeping_all),
                 mock.patch(
                     "registry.releases.publish.inside", lambda ws, p, what: (ws / p).resolve(), create=True
                 ),
@@ -499,6 +486,7 @@ def attempt(attack: Attack, source: Path, top: Path) -> tuple[str, str]:
     ws = case / "ws"
     shutil.copytree(source, ws, symlinks=True)
     (case / "sentinel").mkdir()
+    os.chdir(case)  # a relative path an attack names lands beside the workspace (counted), never in the repo
     (case / "sentinel" / "keep.txt").write_text("untouched\n")
     try:
         args = attack.setup(ws)
@@ -508,20 +496,35 @@ def attempt(attack: Attack, source: Path, top: Path) -> tuple[str, str]:
     result = runner.invoke(app, [*args, "-w", str(ws)])
     out = result.output.strip().splitlines()
     first = out[0] if out else ""
-    if result.exit_code == 70 or "Traceback" in result.output or result.exit_code not in (0, 1, 2, 3):
+    errors = [line for line in out if line.startswith("error: ")]
+    line = (errors[0] if errors else out[-1] if result.exit_code and out else first)[:160]
+    # verify's exits (registry.core.errors): 5 untrusted and 7 withdrawn refuse; 6 (a candidate) and 8
+    # (final under an older root) accept the content
+    accepted = result.exit_code in (0, 6, 8)
+    refused = (  # an error line (some commands print what they found first), or a failing report
+        errors and result.exit_code != 0
+    ) or (result.exit_code in (1, 3, 5, 7) and "FAIL" in result.output)
+    found = None
+    if (
+        result.exit_code == 70
+        or "Traceback" in result.output
+        or result.exit_code not in (0, 1, 2, 3, 5, 6, 7, 8)
+    ):
         verdict = "traceback"
     elif _outside(ws) != before or any(p.name.endswith(".tmp") or ".tmp-" in p.name for p in ws.rglob("*")):
         verdict = "inconsistent state"
-    elif (attack.hostile and result.exit_code == 0) or (attack.leak and attack.leak in result.output):
+    elif attack.check and (found := attack.check(ws, result)):
+        verdict, line = found
+    elif (attack.hostile and accepted) or (attack.leak and attack.leak in result.output):
         verdict = "silent acceptance"  # accepted, or refused but repeating the file it was given
-    elif not attack.hostile:
-        verdict = "correct" if result.exit_code == 0 else "inconsistent state"
-    elif first.startswith("error: ") or (result.exit_code in (1, 3) and "FAIL" in result.output):
+    elif attack.hostile is False or (attack.hostile is None and accepted):
+        verdict = "correct" if accepted else "inconsistent state"
+    elif refused:
         verdict = "clear error"
     else:
         verdict = "traceback"
     shutil.rmtree(case, ignore_errors=True)
-    return verdict, (first if result.exit_code != 3 else out[-1])[:160]
+    return verdict, line
 
 
 def time_names(rows: int) -> None:
@@ -559,11 +562,20 @@ def time_names(rows: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument(
+        "--family",
+        type=int,
+        action="append",
+        help="only issue 24's family N (0: issue 14's attacks); repeatable",
+    )
+    ap.add_argument("--only", help="only attacks whose name holds this text")
     ap.add_argument("--names-rows", type=int, help="only time the names check on a manifest of this size")
     args = ap.parse_args()
     if args.names_rows:
         time_names(args.names_rows)
         return
+    import attacks24
+
     with tempfile.TemporaryDirectory() as tmp:
         top = Path(tmp)
         os.environ["SYNTHREG_CRASH_DIR"] = str(top / "crashes")
@@ -573,12 +585,21 @@ def main() -> None:
             (a, released if a.name.startswith(("derive", "verify digits", "show digits")) else base)
             for a in other_attacks(key)
         ]
+        families = set(args.family or range(11))
+        attacks = [(a, s) for a, s in attacks if 0 in families]
+        sources = {"base": base, "released": released}
+        if families - {0}:  # issue 24's, each named "fN ..." after its family
+            sources |= attacks24.build(top, base)
+            attacks += [
+                (a, sources[s]) for a, s in attacks24.attacks(key) if attacks24.family(a.name) in families
+            ]
+        attacks = [(a, s) for a, s in attacks if args.only is None or args.only in a.name]
         counts: Counter[str] = Counter()
         for attack, source in attacks:
             verdict, line = run(attack, source, top)
             counts[verdict] += 1
             if args.verbose or verdict not in ("clear error", "correct"):
-                print(f"{verdict:18} {attack.name}: {line!r}")
+                print(f"{verdict:18} {attack.name}: {line!r}", flush=True)
     print(
         f"{sum(counts.values())} attempts: {counts['clear error']} clear errors, "
         f"{counts['correct']} correct, "
@@ -588,4 +609,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import attacks  # this file as the module attacks24 builds on, so both use one Attack class
+
+    attacks.main()

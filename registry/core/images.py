@@ -58,6 +58,38 @@ def decode(
         ) from None
 
 
+def png_problem(data: bytes | memoryview, max_pixels: int = MAX_PIXELS) -> str | None:
+    """What makes ``data`` a PNG ``decode`` would refuse, judged from its chunk headers alone (no pixel is
+    decoded), or None: the byte limit, the signature, an IHDR first with the pixel limit, and every chunk
+    whole up to IEND (a truncated file ends before it). Cheap enough for every image of a release:
+    release and verify run it on each image they check against its row (``shards.check_members``); before
+    issue 24 a bomb, a truncated file or a non-PNG with its digest updated reached a release whenever the
+    report's thumbnails (``decode``, a few images) did not happen to include it."""
+    view = memoryview(data)
+    if len(view) > MAX_BYTES:
+        return f"the image is {len(view)} bytes, over synthreg's limit of {MAX_BYTES}"
+    if view[:8] != PNG_SIGNATURE:
+        return "the image is not a PNG (no PNG signature)"
+    at = 8
+    while at + 8 <= len(view):
+        length, kind = struct.unpack_from(">I4s", view, at)
+        if at + 12 + length > len(view):
+            break
+        if at == 8:
+            if kind != b"IHDR" or length != 13:
+                return "the image is not a PNG (it does not start with an IHDR chunk)"
+            width, height = struct.unpack_from(">II", view, at + 8)
+            if width * height > max_pixels:
+                return (
+                    f"the image is {width}x{height} pixels, over synthreg's limit of {max_pixels} (a "
+                    "decompression bomb, or not an image synthreg made)"
+                )
+        if kind == b"IEND":
+            return None
+        at += 12 + length
+    return "the image is truncated (its PNG chunks end before IEND)"
+
+
 def _check_size(width: int, height: int, what: str, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ManifestError(

@@ -154,7 +154,17 @@ def unsafe_rows(con: Any, view: str = "manifest", limit: int = SHOWN) -> tuple[i
         f"WHERE {_sql_any(shard_test)} LIMIT ?",
         [bad, bad, limit],
     ).fetchall()
-    return (rows[0][2] if rows else 0), [(sid, problem) for sid, problem, _ in rows]
+    # A sample id names its member, its sidecars and its row: two rows of one id make two records of
+    # one image (a loader reads it twice, a row's label stands for another's), so it is refused with the
+    # unsafe names (issue 24: a duplicated id crashed filter and release's re-check).
+    twice = con.execute(
+        f"SELECT sample_id, count(*), sum(count(*)) OVER () FROM {view} WHERE sample_id IS NOT NULL "
+        "GROUP BY sample_id HAVING count(*) > 1 ORDER BY sample_id LIMIT ?",
+        [limit],
+    ).fetchall()
+    found = [(sid, problem) for sid, problem, _ in rows]
+    found += [(sid, f"sample id is not unique: {n} rows name it") for sid, n, _ in twice]
+    return (rows[0][2] if rows else 0) + (int(twice[0][2]) if twice else 0), found[:limit]
 
 
 def check_manifest(con: Any, what: str, view: str = "manifest") -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from registry.core.digests import sha256_bytes, sha256_file
 from registry.core.errors import ManifestError, ReleaseError
-from registry.core.names import check_manifest
+from registry.core.names import check_manifest, shown
 from registry.records.lineage import WithdrawalState
 from registry.records.release import Release
 from registry.store import manifest as mf
@@ -103,6 +103,11 @@ class ReleaseReader:
         )
         self.identities = sorted(set(self.table["identity"].to_pylist()))
         self._offsets: dict[str, dict[str, tuple[int, int]]] = {}
+        # Every member a shard may hold: each row's image (rejected rows' too) and its WebDataset sidecars.
+        self._listed: dict[str, set[str]] = {}
+        for shard, member in con.sql("SELECT shard, member FROM manifest").fetchall():
+            key = member.removesuffix(".png")
+            self._listed.setdefault(shard, set()).update((member, f"{key}.json", f"{key}.cls"))
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -123,12 +128,23 @@ class ReleaseReader:
                     f"signed sha256; run `synthreg verify {self.release.name}@{self.release.version}`"
                 )
             try:
-                self._offsets[shard] = index(data)
+                offsets = index(data)
             except ShardFormatError as e:  # signed, yet not a shard synthreg writes: verify names it too
                 raise ManifestError(
                     f"shard {shard} of {self.release.name}@{self.release.version} is not a plain tar of "
                     f"images ({e}); run `synthreg verify {self.release.name}@{self.release.version}`"
                 ) from e
+            # Signed, yet holding a member no row names (issue 24): a WebDataset reader of the same shard
+            # would yield a sample this loader never shows. verify names it; the loader refuses it too.
+            listed = self._listed.get(shard, set())
+            unlisted = sorted(m for m in offsets if m not in listed)
+            if unlisted:
+                raise ManifestError(
+                    f"shard {shard} of {self.release.name}@{self.release.version} holds {len(unlisted)} "
+                    f"member(s) no manifest row names, first {shown(unlisted[0])}; run `synthreg verify "
+                    f"{self.release.name}@{self.release.version}`"
+                )
+            self._offsets[shard] = offsets
         return self._offsets[shard]
 
     def image_bytes(self, i: int) -> bytes:

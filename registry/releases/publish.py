@@ -486,8 +486,8 @@ def _copy_shards(
         if bad_samples:
             bad = sorted(bad_samples)
             raise ReleaseError(
-                f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]}; "
-                "restore the shard (`dvc checkout`) or regenerate"
+                f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]} "
+                f"({bad_samples[bad[0]]}); restore the shard (`dvc checkout`) or regenerate"
             )
         members = len(expected)
         data = with_sidecars(data, sidecars, identities)  # WebDataset .json/.cls

@@ -63,6 +63,7 @@ from typing import Any
 
 from registry.core.errors import ReleaseError, SynthregError
 from registry.core.fsio import atomic_write_text
+from registry.core.workspace import no_links
 from registry.records.journal import Entry
 
 JOURNAL = Path(".dvc") / "tmp" / "synthreg-journal"
@@ -122,7 +123,7 @@ def crashpoint(point: str) -> None:
 def lock(ws: Path, wait: bool = True) -> Iterator[bool]:
     """The release lock (one publishing operation at a time). Yields False when ``wait`` is False and
     another process (or another open of it in this one) holds it."""
-    path = ws / LOCK
+    path = no_links(ws, LOCK, "release lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         try:
@@ -145,8 +146,14 @@ def locked(ws: Path) -> Iterator[None]:
         yield
 
 
+def _folder(ws: Path) -> Path:
+    """The journal folder, refused when it (or ``.dvc/tmp``) is a symbolic link: entries written through
+    one landed outside the workspace, and recovery would read entries planted there (issue 24)."""
+    return no_links(ws, JOURNAL, "journal folder")
+
+
 def entry_path(ws: Path, op: str, subject: str) -> Path:
-    return ws / JOURNAL / f"{op}--{subject}.json"
+    return _folder(ws) / f"{op}--{subject}.json"
 
 
 def _save(ws: Path, entry: Entry) -> None:
@@ -172,7 +179,7 @@ def _remove(ws: Path, entry: Entry) -> None:
 
 def pending(ws: Path) -> list[tuple[str, str]]:
     """(op, subject) of every unfinished operation, from the entries' names (no file is parsed)."""
-    folder = ws / JOURNAL
+    folder = _folder(ws)
     if not folder.is_dir():
         return []
     found = []

@@ -29,6 +29,7 @@ from xml.sax.saxutils import quoteattr
 
 from registry.core.errors import GeneratorError
 from registry.core.images import PNG_SIGNATURE
+from registry.core.names import shown
 from registry.records.lineage import ImageMatch, MarkingCheck
 
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -245,6 +246,21 @@ def marking_problems(png: bytes | memoryview, expected: Marking) -> list[str]:
         if got != want:
             problems.append(f"marking names {label} {got!r} but the record says {want!r}")
     return problems
+
+
+def foreign_sample(png: bytes | memoryview, sample_id: str) -> str | None:
+    """What is wrong when the marking of ``png`` names another sample than ``sample_id``, else None (also
+    None for a PNG without a marking, which verify reports apart). Issue 24: an insider put one sample's
+    image, marking and all, in another's row with its digest updated, and release signed it; the marking's
+    sample id must be the row's wherever an image is checked against its row (``shards.check_members``)."""
+    span = _first_xmp_span(png)
+    needle = b" synthreg:sampleId=" + _quoteattr(sample_id).encode() + b" "
+    if span is not None and needle in bytes(memoryview(png)[span[0] : span[1]]):
+        return None  # as generation writes it: the one quick look verify can afford per image
+    found = read_marking(png)
+    if found is None or found.sample_id == sample_id:
+        return None
+    return f"its marking names sample {shown(found.sample_id)}, not {shown(sample_id)}"
 
 
 def trace_marking(png: bytes, images: list[ImageMatch]) -> MarkingCheck:

@@ -12,8 +12,10 @@ from pathlib import Path
 from registry.core.digests import sha256_bytes
 from registry.core.errors import ManifestError
 from registry.core.fsio import atomic_path
+from registry.core.images import png_problem
 from registry.core.names import MEMBER, shown
 from registry.core.workspace import inside
+from registry.store.marking import foreign_sample
 
 _BLOCK = 512
 _MEMBER = re.compile(MEMBER)
@@ -248,6 +250,10 @@ def check_members(
             bad[sid] = f"missing from shard {name}"
         elif sha256_hex(found[member]) != sha:
             bad[sid] = f"corrupted: image bytes in {name} do not match the recorded sha256"
+        elif member.endswith(".png") and (
+            why := png_problem(found[member]) or foreign_sample(found[member], sid)
+        ):
+            bad[sid] = f"{why} in {name}"
     return problems, bad
 
 
