@@ -59,6 +59,7 @@ def keygen(
     ``synthreg trust init`` or ``trust add`` (``trust`` is then None in the result)."""
     from securesystemslib.signer import CryptoSigner
 
+    from registry.core.workspace import no_links
     from registry.records.trust import TrustedKey
     from registry.trust.root import add_key, history_dir, trust_path
 
@@ -77,6 +78,7 @@ def keygen(
                 f"{priv} exists already; pass --force to replace it (old releases stay verifiable "
                 "as long as the trust root keeps the old key)"
             )
+    no_links(ws, KEYS, "keys folder")  # linked elsewhere: refused before any key is made (issue 24)
     tfile = trust_path(trust) if name and add_to_trust else None
     if tfile is not None and history_dir(tfile).is_dir():
         tfile = None  # a versioned root changes only by signed versions (`synthreg trust add`)
@@ -102,7 +104,7 @@ def keygen(
         )
     if isinstance(priv, Path):
         write_private(priv, signer.private_bytes)
-    pub = ws / KEYS / f"{public.keyid}.pub.json"
+    pub = no_links(ws, KEYS / f"{public.keyid}.pub.json", "public key file")
     atomic_write_text(pub, public_key_text(public, name))
     if entry is not None and tfile is not None:
         add_key(tfile, entry, solo=len(entry.roles) == 2 if not tfile.exists() else None)

@@ -74,6 +74,19 @@ def test_release_refuses_keys_linked_elsewhere_before_writing(fresh: Path, base:
     assert not (fresh / "releases/digits").exists() and not (journal.is_dir() and any(journal.iterdir()))
 
 
+def test_keygen_refuses_keys_linked_elsewhere_before_making_a_key(fresh: Path, tmp_path: Path):
+    """keygen wrote the public key through a keys/ link to a folder outside (issue 24, family 1)."""
+    from registry.trust.signing import keygen
+
+    elsewhere = tmp_path / "elsewhere-keys"
+    shutil.move(fresh / "keys", elsewhere) if (fresh / "keys").exists() else elsewhere.mkdir()
+    (fresh / "keys").symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    with pytest.raises(WorkspaceError, match="keys folder keys: keys is a symbolic link"):
+        keygen(fresh, tmp_path / "new.pem")
+    assert sorted(p.name for p in elsewhere.iterdir()) == before and not (tmp_path / "new.pem").exists()
+
+
 def test_waive_refuses_a_waivers_folder_linked_elsewhere(fresh: Path, solo_trust: TrustSetup, tmp_path: Path):
     elsewhere = tmp_path / "elsewhere-waivers"
     shutil.move(fresh / "waivers", elsewhere)
