@@ -93,9 +93,8 @@ def perceptual_hashes(images: Sequence[Image.Image]) -> list[str]:
     if not images:
         return []
     side = 32  # imagehash.phash: hash_size 8 x highfreq_factor 4
-    pixels = np.stack(
-        [np.asarray(im.convert("L").resize((side, side), Image.Resampling.LANCZOS)) for im in images]
-    )
+    grey = [im if im.mode == "L" else im.convert("L") for im in images]  # imagehash's convert copies an L
+    pixels = np.stack([np.asarray(im.resize((side, side), Image.Resampling.LANCZOS)) for im in grey])
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)[:, :8, :8].reshape(len(images), 64)
     bits = dct > np.median(dct, axis=1, keepdims=True)
     return [row.tobytes().hex() for row in np.packbits(bits, axis=1)]
