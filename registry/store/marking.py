@@ -200,7 +200,7 @@ def read_marking(png: bytes | memoryview) -> Marking | None:
     )
 
 
-def xmp_chunk(m: Marking) -> bytes:
+def _chunk(m: Marking) -> bytes:
     """The iTXt chunk, header and CRC included, that generation writes for ``m`` (Pillow's ``add_itxt``
     uncompressed: keyword, NUL, flag 0, method 0, empty language and translated keyword). The parts
     around the sample id, and their CRC, are made once per generator; per image only the id is quoted
@@ -221,7 +221,7 @@ def mark_png(png: bytes, m: Marking) -> bytes:
     second encode. ``png`` must carry no ICC profile, as an image made from an array does not."""
     if png[:16] != PNG_SIGNATURE + b"\0\0\0\rIHDR":
         raise ValueError("mark_png needs a PNG that starts with its IHDR chunk")
-    return png[:_IHDR_END] + xmp_chunk(m) + png[_IHDR_END:]
+    return png[:_IHDR_END] + _chunk(m) + png[_IHDR_END:]
 
 
 def _first_xmp_span(png: bytes | memoryview) -> tuple[int, int] | None:
@@ -241,9 +241,9 @@ def marking_problems(png: bytes | memoryview, expected: Marking) -> list[str]:
     # Fast path for verify, which checks every image of a release: the marking is deterministic, so the
     # first XMP chunk is either byte for byte the one generation writes for this record, or it is parsed.
     # Generation puts it right after IHDR (offset 33), so that is looked at first.
-    chunk = xmp_chunk(expected)
+    chunk = _chunk(expected)
     data = memoryview(png)
-    if data[:16] == PNG_SIGNATURE + b"\0\0\0\rIHDR" and data[33 : 33 + len(chunk)] == chunk:
+    if data[:16] == PNG_SIGNATURE + b"\0\0\0\rIHDR" and data[_IHDR_END : _IHDR_END + len(chunk)] == chunk:
         return []
     span = _first_xmp_span(png)
     if span is not None and data[span[0] : span[1]] == chunk:
@@ -304,6 +304,5 @@ __all__ = [
     "read_marking",
     "trace_marking",
     "walk_chunks",
-    "xmp_chunk",
     "xmp_packet",
 ]
