@@ -13,6 +13,12 @@ Run from the repository root (``make bench`` does)::
    and the median of each is reported. Target: synthreg / bare <= 1.05.
 2. Throughput of the default recipe (recipes/digits.yaml, 1000 images) through ``generate()`` with
    the ``generate`` section of params.yaml: images/s.
+3. The load-test backend against its floor (issue 22). ``generate()`` makes M synthetic-pattern images
+   (recipes/load-test.yaml, 100 identities, batch and shard 1000 as bench_e2e.py) and is timed against
+   benchmarks/floor_generate.py's bare loop, which makes the same images, encodes, marks, hashes and
+   tars them. The two are checked to write byte-identical shards. Runs alternate floor, synthreg, ...;
+   the medians, their ratio (target <= 2) and ``uptime`` before and after are printed.
+   ``--load-test-only`` runs this part alone (about a minute at the default 10,000 images).
 
 Everything is written to a temporary workspace under the system temp folder (removed at the end):
 the recipes and a copy of the tiny-digits model folder; the repository's data/ is never touched.
@@ -27,6 +33,8 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
@@ -47,6 +55,10 @@ from registry.records.config import load_params, load_recipe
 from registry.records.dataset import GenerateParams, GenerationRequest
 from registry.store.shards import read_members
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the floor of part 3
+from floor_generate import floor_inputs, run_floor
+from floor_generate import make_workspace as make_load_test_workspace
+
 REPO = Path(__file__).resolve().parent.parent
 MODEL_REL = "generators/tiny_digits/model"
 DEFAULT_RECIPE = REPO / "recipes" / "digits.yaml"
@@ -54,6 +66,7 @@ THREADS = 2
 STROKES = ("thin", "bold")  # class = digit * 2 + stroke index
 NULL_CLASS = 20  # the unconditional class used for classifier-free guidance
 TARGET_RATIO = 1.05
+FLOOR_TARGET = 2.0  # issue 22: generate with the load-test backend within 2x of the bare loop
 
 
 # --- the bare diffusers loop (deliberately not synthreg's `sample`) -------------------------------
@@ -223,11 +236,23 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1000, help="images for the overhead benchmark (x10)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2, help="alternating bare/synthreg pairs")
+    ap.add_argument("--load-test-images", type=int, default=10_000, help="images for part 3 (x100)")
+    ap.add_argument("--load-test-repeats", type=int, default=2, help="alternating floor/synthreg pairs")
+    ap.add_argument("--load-test-only", action="store_true", help="run part 3 alone")
     args = ap.parse_args()
     if args.images < 10 or args.images % 10:
         ap.error("--images must be a positive multiple of 10 (10 digits x images per digit)")
-    if args.repeats < 1:
-        ap.error("--repeats must be >= 1")
+    if args.load_test_images < 100 or args.load_test_images % 100:
+        ap.error("--load-test-images must be a positive multiple of 100 (100 identities x images each)")
+    if args.repeats < 1 or args.load_test_repeats < 1:
+        ap.error("--repeats and --load-test-repeats must be >= 1")
+    if not args.load_test_only:
+        bench_overhead(args)
+    bench_floor(args.load_test_images, args.load_test_repeats)
+
+
+def bench_overhead(args: argparse.Namespace) -> None:
+    """Parts 1 and 2: generate() with tiny-digits against a bare diffusers loop, and the default recipe."""
 
     torch.set_num_threads(THREADS)
     diffusers_logging.set_verbosity_error()
@@ -321,6 +346,58 @@ def main() -> None:
         f"SUMMARY: synthreg/bare = {ratio:.3f} wall ({verdict} target {TARGET_RATIO}), {cpu_ratio:.3f} CPU; "
         f"bare {n / bare_wall:.1f} img/s, synthreg {n / synth_wall:.1f} img/s; "
         f"default recipe {default_n / default_t[0]:.1f} img/s"
+    )
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def bench_floor(images: int, repeats: int) -> None:
+    """Part 3: generate() with the load-test backend against floor_generate.py's bare loop."""
+    params = GenerateParams(batch_size=1000, shard_size=1000, threads=1)
+    print(f"\nload test against the floor: {images} images, batch and shard 1000, {repeats} repeat(s)")
+    with tempfile.TemporaryDirectory(prefix="synthreg-bench-floor-") as tmp:
+        top = Path(tmp).resolve()
+        ws, recipe = make_load_test_workspace(top, images)
+        inputs = floor_inputs(recipe, ws)  # the floor's inputs, read before any clock starts
+        # Untimed warm-up of both at 100 images, so neither pays for first imports and caches.
+        warm_ws, warm_recipe = make_load_test_workspace(top / "warm", 100)
+        run_floor(floor_inputs(warm_recipe, warm_ws), top / "warm" / "floor")
+        generate(warm_recipe, warm_ws, out="runs/warm", params=params)
+        print(f"  before: {uptime()}", flush=True)
+        floor_t: list[float] = []
+        synth_t: list[float] = []
+        for i in range(repeats):
+            start = time.perf_counter()
+            run_floor(inputs, top / f"floor-{i}")
+            floor_t.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            res = generate(recipe, ws, out=f"runs/synthreg-{i}", params=params)
+            synth_t.append(time.perf_counter() - start)
+            assert res.generated == images, f"synthreg generated {res.generated} of {images} images"
+            print(f"  repeat {i + 1}: floor {floor_t[-1]:7.2f} s  synthreg {synth_t[-1]:7.2f} s", flush=True)
+            ours = sorted((top / f"floor-{i}").glob("shard-*.tar"))
+            theirs = sorted((res.out_dir / "shards").glob("shard-*.tar"))
+            assert [p.name for p in ours] == [p.name for p in theirs], (
+                "the floor and synthreg shard differently"
+            )
+            for a, b in zip(ours, theirs, strict=True):  # untimed: the same bytes, so the same work
+                assert a.read_bytes() == b.read_bytes(), (
+                    f"{a.name}: the floor's shard differs from synthreg's"
+                )
+            shutil.rmtree(top / f"floor-{i}")
+            shutil.rmtree(res.out_dir)
+        print(f"  shards identical: the floor's {len(ours)} tars are synthreg's byte for byte")
+        print(f"  after:  {uptime()}\n")
+    floor_wall, synth_wall = statistics.median(floor_t), statistics.median(synth_t)
+    ratio = synth_wall / floor_wall
+    verdict = "within" if ratio <= FLOOR_TARGET else "ABOVE"
+    print(
+        f"SUMMARY load test: synthreg/floor = {ratio:.2f} ({verdict} target {FLOOR_TARGET}); "
+        f"floor {floor_wall:.2f} s ({images / floor_wall:.0f} img/s), "
+        f"synthreg {synth_wall:.2f} s ({images / synth_wall:.0f} img/s), "
+        f"{images} images, median of {repeats}"
     )
 
 

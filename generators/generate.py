@@ -8,8 +8,8 @@ Layout of an output folder (``data/<dataset>/candidates`` by default)::
     .work/                     while running: plan.json, batches/*.parquet, parts/*.parquet
 
 Resume. Shard j holds plan entries [j*S, (j+1)*S); batches never straddle shards. Each finished batch
-is checkpointed to ``.work/batches/`` (records + PNG bytes, one Parquet file written atomically);
-when a shard's batches are all there the shard tar is written (atomically) and then its manifest part;
+but a shard's last is checkpointed to ``.work/batches/`` (records + PNG bytes, one Parquet file written
+atomically); with the last one done the shard tar is written (atomically) and then its manifest part;
 a part's presence marks its shard done. A restarted run skips done shards and done batches and
 recomputes the rest; as every image depends only on its request and the weights, the result equals an
 uninterrupted run's (same ids, same image digests, byte-identical shards: tar members carry fixed

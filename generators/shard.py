@@ -10,6 +10,7 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -17,18 +18,17 @@ import pyarrow.parquet as pq
 
 from generators.backends import Backend
 from generators.plan import iter_plan
-from registry.core.digests import perceptual_hash, sha256_bytes
+from registry.core.digests import perceptual_hashes, sha256_bytes
 from registry.core.fsio import atomic_path
 from registry.core.workspace import relative
-from registry.records.dataset import (
-    GenerationRequest,
-    Recipe,
-    SampleRecord,
-)
+from registry.records.dataset import GenerationRequest, Recipe
 from registry.store import manifest as mf
-from registry.store.marking import XMP_KEYWORD, Marking, xmp_packet
+from registry.store.marking import Marking, mark_png
 from registry.store.shards import write_shard
 from registry.trust.credentials import Credentials
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def library_versions() -> dict[str, str]:
@@ -47,14 +47,21 @@ def encode_png(image: np.ndarray, marking: Marking | None = None) -> bytes:
     """The PNG of ``image``; with ``marking``, an XMP iTXt chunk saying it is AI-generated (IPTC
     trainedAlgorithmicMedia), which sample it is and which generator weights made it (registry.store.marking).
     Deterministic, so the digest covers the marking and reproduce still matches bit for bit."""
-    from PIL import Image, PngImagePlugin
+    png = _png(_picture(image))
+    return png if marking is None else mark_png(png, marking)
 
-    info = None
-    if marking is not None:
-        info = PngImagePlugin.PngInfo()
-        info.add_itxt(XMP_KEYWORD, xmp_packet(marking), zip=False)
+
+def _picture(image: np.ndarray) -> Image.Image:
+    from PIL import Image
+
+    return Image.fromarray(image, mode="L" if image.ndim == 2 else "RGB")
+
+
+def _png(picture: Image.Image) -> bytes:
+    """Pillow's PNG of ``picture``, unmarked: ``mark_png`` then splices the marking in after IHDR, the
+    bytes Pillow writes with the packet in a PngInfo, with no PngInfo built an image (issue 22)."""
     buf = io.BytesIO()
-    Image.fromarray(image, mode="L" if image.ndim == 2 else "RGB").save(buf, format="PNG", pnginfo=info)
+    picture.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -115,19 +122,24 @@ def make_shard(
     generated, tables = 0, []
     for b, s, e in batches:
         batch_file = job.work / "batches" / f"batch-{b:06d}.parquet"
-        if not batch_file.is_file():
+        if batch_file.is_file():
+            table = pq.read_table(batch_file)
+        else:
             requests = list(iter_plan(job.recipe, s, e))
             table = run_batch(backend, requests, b, job.recipe, job.shard_rel(j), versions, job.c2pa)
-            with atomic_path(batch_file) as tmp:
-                pq.write_table(table, tmp, compression="zstd")
             generated += e - s
-        tables.append(pq.read_table(batch_file))
+            # The shard is written straight from its last batch, so that one needs no checkpoint: a
+            # kill before the shard is written remakes it, as it would a batch killed mid-way.
+            if b != batches[-1][0]:
+                with atomic_path(batch_file) as tmp:
+                    pq.write_table(table, tmp, compression="zstd")
+        tables.append(table)
         if on_images:
             on_images(e - s)
     shard_table = pa.concat_tables(tables)
     write_shard(
         job.ws / job.shard_rel(j),
-        list(zip(shard_table["member"].to_pylist(), shard_table["png"].to_pylist(), strict=True)),
+        zip(shard_table["member"].to_pylist(), shard_table["png"].to_pylist(), strict=True),
     )
     mf.write_table(shard_table.drop_columns(["png"]), job.part(j))
     for b, _, _ in batches:
@@ -144,45 +156,51 @@ def run_batch(
     versions: dict[str, str],
     c2pa: Credentials | None = None,
 ) -> pa.Table:
-    """Generate one batch; return its manifest rows plus a ``png`` column of encoded images."""
+    """Generate one batch; return its manifest rows plus a ``png`` column of encoded images.
+
+    The rows are built as columns (``mf.columns_table``), not as a SampleRecord each: every value
+    comes from a validated request, the backend's spec or this batch, and the first row is validated
+    as a SampleRecord, which checks what the rows share (issue 22)."""
     images = backend.generate(requests)
     spec = backend.spec
-    signer = None
-    if c2pa is not None:
+    pictures = [_picture(image) for image in images]
+    pngs = [
+        mark_png(_png(picture), Marking(req.sample_id, spec.name, spec.weights_digest))
+        for req, picture in zip(requests, pictures, strict=True)
+    ]
+    if c2pa is not None:  # after the XMP, before the digest: the sha256 covers the manifest
         from registry.trust.credentials import PngSigner
 
         signer = PngSigner(c2pa)
-    rows, pngs = [], []
-    for req, image in zip(requests, images, strict=True):
-        marking = Marking(req.sample_id, spec.name, spec.weights_digest)
-        png = encode_png(image, marking)
-        if signer is not None:  # after the XMP, before the digest: the sha256 covers the manifest
-            png = signer.sign(png, marking)
-        phash = perceptual_hash(png)
-        digest = sha256_bytes(png)
-        rec = SampleRecord(
-            dataset=recipe.dataset,
-            **req.model_dump(),
-            generator_name=spec.name,
-            generator_backend=spec.backend,
-            generator_source=spec.source,
-            weights_digest=spec.weights_digest,
-            generator_licence=spec.licence,
-            pipeline_class=spec.pipeline_class,
-            scheduler=spec.scheduler,
-            scheduler_config_digest=spec.scheduler_config_digest,
-            image_sha256=digest,
-            phash=phash,
-            shard=shard,
-            member=f"{req.sample_id}.png",
-            batch=batch,
-            batch_size=len(requests),
-            library_versions=versions,
-            device=backend.device,
-        )
-        rows.append(rec)
-        pngs.append(png)
-    if signer is not None:
-        signer.close()
-    table = mf.to_table(rows)
+        try:
+            pngs = [
+                signer.sign(png, Marking(req.sample_id, spec.name, spec.weights_digest))
+                for req, png in zip(requests, pngs, strict=True)
+            ]
+        finally:
+            signer.close()
+    per_row = {name: [getattr(req, name) for req in requests] for name in GenerationRequest.model_fields}
+    per_row |= {
+        "image_sha256": [sha256_bytes(png) for png in pngs],
+        "phash": perceptual_hashes(pictures),  # the pixels the PNG holds, so no decode
+        "member": [f"{req.sample_id}.png" for req in requests],
+    }
+    shared = {
+        "dataset": recipe.dataset,
+        "generator_name": spec.name,
+        "generator_backend": spec.backend,
+        "generator_source": spec.source,
+        "weights_digest": spec.weights_digest,
+        "generator_licence": spec.licence,
+        "pipeline_class": spec.pipeline_class,
+        "scheduler": spec.scheduler,
+        "scheduler_config_digest": spec.scheduler_config_digest,
+        "shard": shard,
+        "batch": batch,
+        "batch_size": len(requests),
+        "library_versions": versions,
+        "device": backend.device,
+    }
+    table = mf.columns_table(len(requests), per_row, shared)
+    mf.records(table.slice(0, 1))  # validates the first row, and with it every shared value
     return table.append_column("png", pa.array(pngs, type=pa.binary()))

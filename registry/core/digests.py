@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry.core.errors import GeneratorError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Files that hold learned parameters, whatever the framework wrote them with.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".gguf", ".onnx", ".msgpack")
@@ -74,3 +78,23 @@ def perceptual_hash(png: bytes) -> str:
     from PIL import Image
 
     return str(imagehash.phash(Image.open(io.BytesIO(png))))
+
+
+def perceptual_hashes(images: Sequence[Image.Image]) -> list[str]:
+    """``perceptual_hash`` of each image, a batch at a time: imagehash.phash's own steps (grayscale, a
+    32x32 Lanczos resize, a 2-D DCT, the 8x8 lowest frequencies against their median), with the DCT,
+    the median and the hex text done for the whole batch in numpy rather than image by image (issue 22).
+    Generation hashes the pixels it encodes; PNG is lossless, so this equals ``perceptual_hash`` of the
+    PNG without decoding it (tests/registry/test_digests.py holds them equal)."""
+    import numpy as np
+    import scipy.fftpack
+    from PIL import Image
+
+    if not images:
+        return []
+    side = 32  # imagehash.phash: hash_size 8 x highfreq_factor 4
+    grey = [im if im.mode == "L" else im.convert("L") for im in images]  # imagehash's convert copies an L
+    pixels = np.stack([np.asarray(im.resize((side, side), Image.Resampling.LANCZOS)) for im in grey])
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)[:, :8, :8].reshape(len(images), 64)
+    bits = dct > np.median(dct, axis=1, keepdims=True)
+    return [row.tobytes().hex() for row in np.packbits(bits, axis=1)]

@@ -71,6 +71,33 @@ def to_table(records: Iterable[SampleRecord | dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
+def columns_table(rows: int, per_row: Mapping[str, Sequence[Any]], shared: Mapping[str, Any]) -> pa.Table:
+    """``to_table`` of ``rows`` records given as columns: ``per_row`` maps a field to its ``rows`` values,
+    ``shared`` to the one value every row has, and a field named in neither takes SampleRecord's default.
+    The same table ``to_table`` makes of the records, with no Python object or dict a row (issue 22:
+    generation writes a thousand rows a batch). The values are taken as given: the caller has validated
+    them (generation validates a batch's first row as a SampleRecord, so the shared values are checked)."""
+    unknown = sorted(set(per_row).union(shared).difference(SCHEMA.names))
+    if unknown:
+        raise ValueError(f"no manifest column {unknown[0]!r}; the columns are SampleRecord's fields")
+    columns = []
+    for f in SCHEMA:
+        if f.name in per_row:
+            values = list(per_row[f.name])
+            if len(values) != rows:
+                raise ValueError(f"column {f.name} has {len(values)} values for {rows} rows")
+        elif f.name in shared:
+            values = [shared[f.name]] * rows
+        elif SampleRecord.model_fields[f.name].is_required():
+            raise ValueError(f"column {f.name} has no values and SampleRecord gives it no default")
+        else:
+            values = [SampleRecord.model_fields[f.name].get_default(call_default_factory=True)] * rows
+        if pa.types.is_map(f.type):
+            values = [None if v is None else list(v.items()) for v in values]
+        columns.append(pa.array(values, type=f.type))
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
 def write_table(table: pa.Table, path: Path) -> None:
     """Write atomically: a crash leaves the old manifest (or none), never half of a new one."""
     if table.schema != SCHEMA:

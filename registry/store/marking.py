@@ -86,10 +86,12 @@ def _packet_parts(digital_source_type: str, generator: str, weights_digest: str)
 
 
 @functools.lru_cache(maxsize=256)
-def _chunk_parts(digital_source_type: str, generator: str, weights_digest: str) -> tuple[bytes, bytes]:
-    """``_packet_parts`` as the bytes of the iTXt chunk body (type included) around the sample id."""
+def _chunk_parts(digital_source_type: str, generator: str, weights_digest: str) -> tuple[bytes, int, bytes]:
+    """``_packet_parts`` as the bytes of the iTXt chunk body (type included) around the sample id, with
+    the CRC of the part before it (where every image's chunk CRC starts)."""
     head, tail = _packet_parts(digital_source_type, generator, weights_digest)
-    return b"iTXt" + XMP_KEYWORD.encode() + b"\0\0\0\0\0" + head.encode(), tail.encode()
+    chunk_head = b"iTXt" + XMP_KEYWORD.encode() + b"\0\0\0\0\0" + head.encode()
+    return chunk_head, zlib.crc32(chunk_head), tail.encode()
 
 
 def check_markable(m: Marking) -> None:
@@ -201,10 +203,26 @@ def read_marking(png: bytes | memoryview) -> Marking | None:
 
 def _chunk(m: Marking) -> bytes:
     """The iTXt chunk, header and CRC included, that generation writes for ``m`` (Pillow's ``add_itxt``
-    uncompressed: keyword, NUL, flag 0, method 0, empty language and translated keyword)."""
-    head, tail = _chunk_parts(m.digital_source_type, m.generator, m.weights_digest)
-    body = head + _quoteattr(m.sample_id).encode() + tail
-    return struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    uncompressed: keyword, NUL, flag 0, method 0, empty language and translated keyword). The parts
+    around the sample id, and their CRC, are made once per generator; per image only the id is quoted
+    and folded into the CRC (issue 22)."""
+    head, head_crc, tail = _chunk_parts(m.digital_source_type, m.generator, m.weights_digest)
+    sample_id = _quoteattr(m.sample_id).encode()
+    crc = zlib.crc32(tail, zlib.crc32(sample_id, head_crc))
+    length = len(head) + len(sample_id) + len(tail) - 4  # the chunk type is not counted
+    return struct.pack(">I", length) + head + sample_id + tail + struct.pack(">I", crc)
+
+
+_IHDR_END = len(PNG_SIGNATURE) + 8 + 13 + 4  # signature, then IHDR: length, type, 13 data bytes, CRC
+
+
+def mark_png(png: bytes, m: Marking) -> bytes:
+    """``png`` with ``m``'s chunk right after IHDR: the bytes Pillow writes when it saves the image with
+    the chunk in a ``PngInfo`` (it puts an iTXt there when no ICC profile comes first), made without a
+    second encode. ``png`` must carry no ICC profile, as an image made from an array does not."""
+    if png[:16] != PNG_SIGNATURE + b"\0\0\0\rIHDR":
+        raise ValueError("mark_png needs a PNG that starts with its IHDR chunk")
+    return png[:_IHDR_END] + _chunk(m) + png[_IHDR_END:]
 
 
 def _first_xmp_span(png: bytes | memoryview) -> tuple[int, int] | None:
@@ -226,7 +244,7 @@ def marking_problems(png: bytes | memoryview, expected: Marking) -> list[str]:
     # Generation puts it right after IHDR (offset 33), so that is looked at first.
     chunk = _chunk(expected)
     data = memoryview(png)
-    if data[:16] == PNG_SIGNATURE + b"\0\0\0\rIHDR" and data[33 : 33 + len(chunk)] == chunk:
+    if data[:16] == PNG_SIGNATURE + b"\0\0\0\rIHDR" and data[_IHDR_END : _IHDR_END + len(chunk)] == chunk:
         return []
     span = _first_xmp_span(png)
     if span is not None and data[span[0] : span[1]] == chunk:
@@ -297,6 +315,7 @@ __all__ = [
     "Marking",
     "check_markable",
     "describe",
+    "mark_png",
     "marking_problems",
     "read_marking",
     "trace_marking",

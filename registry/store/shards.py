@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from registry.core.digests import sha256_bytes
@@ -22,25 +21,53 @@ _MEMBER = re.compile(MEMBER)
 _END = bytes(_BLOCK)
 
 
-def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    """A member as synthreg writes it: no timestamp, owner or owner names, mode 0644."""
     info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    info.size, info.mtime, info.mode = size, 0, 0o644
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    return info, io.BytesIO(data)
+    return info
 
 
-def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+# The ustar header tarfile's PAX format writes for ``_tar_info``, the name and size then filled in per
+# member; tarfile pads the archive to whole records.
+_HEADER = _tar_info("", 0).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+_RECORD = tarfile.RECORDSIZE
+
+
+def _member_header(name: str, size: int) -> bytes:
+    """The header block(s) tarfile writes for member ``name`` of ``size`` bytes. A name that fits the
+    ustar field as ASCII (every ``<sample id>.png``) is filled into ``_HEADER``; anything else, such as
+    a long or non-ASCII name that needs a PAX header first, is left to tarfile itself."""
+    if not name.isascii() or len(name) >= 100 or size >= 8**11:
+        return _tar_info(name, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    h = bytearray(_HEADER)
+    h[: len(name)] = name.encode()
+    h[124:136] = b"%011o\0" % size
+    # tarfile sums the header with its checksum field as spaces, then writes six octal digits, NUL, space.
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
     """A tar of ``members`` (name, bytes) in that order. No timestamps or owners: the same members
-    give the same bytes, so a resumed or repeated run gives identical shards."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members:
-            tar.addfile(*_tar_member(name, data))
-    return buf.getvalue()
+    give the same bytes, so a resumed or repeated run gives identical shards. The bytes are those of
+    ``tarfile``'s PAX format, written here without a TarInfo and a file object a member (issue 22)."""
+    parts: list[bytes] = []
+    size = 0
+    for name, data in members:
+        header = _member_header(name, len(data))
+        pad = -len(data) % _BLOCK
+        parts += (header, data, bytes(pad))
+        size += len(header) + len(data) + pad
+    size += 2 * _BLOCK  # the end-of-archive blocks
+    parts.append(bytes(2 * _BLOCK + -size % _RECORD))
+    return b"".join(parts)
 
 
-def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
+def write_shard(path: Path, members: Iterable[tuple[str, bytes]]) -> None:
     """``tar_bytes(members)`` written atomically to ``path``."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(tar_bytes(members))

@@ -169,3 +169,63 @@ def test_the_dataset_card_of_a_load_test_says_it_is_not_data():
     card = render_card(make_release(report, generators=[pattern]), report)
     summary = card.split("### Dataset Summary\n\n", 1)[1]
     assert summary.startswith(f"> **{LOAD_TEST_WARNING}**\n")
+
+
+def test_a_batch_is_the_bytes_and_rows_of_the_image_by_image_path(pattern_ws: Path):
+    """Issue 22: ``run_batch`` encodes once and splices the marking in, hashes a batch's pixels at once
+    and builds its rows as columns. Its PNGs and rows are exactly what the image-by-image path made
+    before: Pillow with the marking in a PngInfo, imagehash over the decoded PNG, a SampleRecord a row."""
+    import io
+
+    import imagehash
+    from PIL import Image, PngImagePlugin
+
+    from generators.backends import load_backend
+    from generators.plan import plan
+    from generators.shard import library_versions, run_batch
+    from registry.core.digests import sha256_bytes
+    from registry.records.config import load_recipe
+    from registry.records.dataset import SampleRecord
+    from registry.store import manifest as mf
+    from registry.store.marking import XMP_KEYWORD, Marking, xmp_packet
+
+    recipe = load_recipe(pattern_ws / "recipe.yaml")
+    backend = load_backend(recipe.generator, pattern_ws)
+    spec, versions, shard = backend.spec, library_versions(), "data/a/shards/shard-00000.tar"
+    requests = plan(recipe)[3:9]
+    table = run_batch(backend, requests, 1, recipe, shard, versions)
+
+    records, pngs = [], []
+    for req, pixels in zip(requests, backend.generate(requests), strict=True):
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(
+            XMP_KEYWORD, xmp_packet(Marking(req.sample_id, spec.name, spec.weights_digest)), zip=False
+        )
+        buf = io.BytesIO()
+        Image.fromarray(pixels, mode="L").save(buf, format="PNG", pnginfo=info)
+        png = buf.getvalue()
+        pngs.append(png)
+        records.append(
+            SampleRecord(
+                dataset=recipe.dataset,
+                **req.model_dump(),
+                generator_name=spec.name,
+                generator_backend=spec.backend,
+                generator_source=spec.source,
+                weights_digest=spec.weights_digest,
+                generator_licence=spec.licence,
+                pipeline_class=spec.pipeline_class,
+                scheduler=spec.scheduler,
+                scheduler_config_digest=spec.scheduler_config_digest,
+                image_sha256=sha256_bytes(png),
+                phash=str(imagehash.phash(Image.open(io.BytesIO(png)))),
+                shard=shard,
+                member=f"{req.sample_id}.png",
+                batch=1,
+                batch_size=len(requests),
+                library_versions=versions,
+                device=backend.device,
+            )
+        )
+    assert table["png"].to_pylist() == pngs
+    assert table.drop_columns(["png"]).equals(mf.to_table(records))

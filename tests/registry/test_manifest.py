@@ -145,3 +145,27 @@ def test_the_flat_copy_names_each_rows_released_shard(tmp_path: Path):
     assert mf.flat_differences(manifest, flat, released) == 5
     with pytest.raises(ManifestError, match=r"shard 'data/d/shards/1\.tar' was not released"):
         mf.write_flat(manifest, flat, {"data/d/shards/0.tar": "data/shards/x.tar"})
+
+
+def test_a_table_built_from_columns_is_the_table_of_the_records():
+    """Issue 22: generation builds a batch's rows as columns; the table is the one the records make,
+    shared values and SampleRecord's defaults included."""
+    rows = [record(0), record(1), record(2).model_copy(update={"attributes": {"stroke": "bold", "b": "x"}})]
+    per_row = {
+        name: [getattr(r, name) for r in rows]
+        for name in ("sample_id", "index", "seed", "image_sha256", "member", "attributes")
+    }
+    shared = {
+        name: getattr(rows[0], name)
+        for name in mf.SCHEMA.names
+        if name not in per_row and name in rows[0].model_fields_set
+    }
+    table = mf.columns_table(3, per_row, shared)
+    assert table.equals(mf.to_table(rows)) and table.schema == mf.SCHEMA
+    assert mf.records(table) == rows
+    with pytest.raises(ValueError, match="no manifest column 'colour'"):
+        mf.columns_table(3, per_row, {**shared, "colour": "red"})
+    with pytest.raises(ValueError, match="column device has no values and SampleRecord gives it no default"):
+        mf.columns_table(3, per_row, {k: v for k, v in shared.items() if k != "device"})
+    with pytest.raises(ValueError, match="column sample_id has 3 values for 2 rows"):
+        mf.columns_table(2, per_row, shared)

@@ -19,8 +19,10 @@ from registry.releases.verify import _check_shard
 from registry.store import manifest as mf
 from registry.store.marking import (
     DIGITAL_SOURCE_TYPE,
+    XMP_KEYWORD,
     Marking,
     check_markable,
+    mark_png,
     marking_problems,
     read_marking,
     xmp_packet,
@@ -62,6 +64,32 @@ HOSTILE = [
     "x synthreg:weightsDigest='forged'",  # looks like an attribute; must stay inside its value
     'x synthreg:sampleId="forged"',
 ]
+
+
+def pillow_png(pixels: np.ndarray, m: Marking) -> bytes:
+    """How generation encoded a marked PNG before issue 22: Pillow with the packet in a PngInfo."""
+    import io
+
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(XMP_KEYWORD, xmp_packet(m), zip=False)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L" if pixels.ndim == 2 else "RGB").save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("value", ["digits-1-000001-0123abcd", *HOSTILE])
+def test_the_spliced_marking_is_the_chunk_pillow_writes(value: str) -> None:
+    """Issue 22: generation encodes once, unmarked, and splices the marking in after IHDR, the chunk
+    made once a generator with only the sample id filled in; the bytes are those Pillow writes with a
+    PngInfo, for grey and colour images and for values that need quoting."""
+    rgb = (np.random.default_rng(1).random((9, 12, 3)) * 255).astype(np.uint8)
+    for m in (Marking(value, "gen", WEIGHTS), Marking("id", value, WEIGHTS), Marking(value, value, WEIGHTS)):
+        for pixels in (image(), rgb):
+            assert encode_png(pixels, m) == pillow_png(pixels, m)
+    with pytest.raises(ValueError, match="needs a PNG that starts with its IHDR chunk"):
+        mark_png(b"GIF89a" + bytes(40), Marking("id", "gen", WEIGHTS))
 
 
 @pytest.mark.parametrize("value", HOSTILE)

@@ -176,3 +176,43 @@ def test_the_fast_walk_answers_exactly_as_the_strict_one(
                 h[148:156] = b" " * 8
                 data[at + 148 : at + 156] = b"%06o\0 " % sum(h)
     assert outcome(index, bytes(data)) == outcome(_index_strict, bytes(data))
+
+
+def tarfile_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """What ``tar_bytes`` wrote before issue 22: Python's tarfile, PAX format, fixed member metadata."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    members=st.lists(
+        st.tuples(
+            st.one_of(
+                st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=130),
+                st.text(min_size=1, max_size=40).filter(lambda s: "\0" not in s),
+            ),
+            st.binary(max_size=1500),
+        ),
+        max_size=6,
+        unique_by=lambda m: m[0],
+    )
+)
+def test_tar_bytes_are_the_bytes_tarfile_writes(members: list[tuple[str, bytes]]):
+    """Issue 22: shards are written header by header, not through tarfile; the bytes stay tarfile's,
+    for names that fit the ustar field and for long or non-ASCII ones that need a PAX header."""
+    assert tar_bytes(members) == tarfile_bytes(members)
+
+
+def test_a_shard_of_sample_images_is_byte_for_byte_tarfiles():
+    members = [(f"load-test-id{i:03d}-{i:06d}-0123abcd.png", bytes([i]) * (300 + 7 * i)) for i in range(50)]
+    members += [("x" * 99 + ".png", b"long"), ("ü.png", b""), ("a.png", b"a" * 512)]
+    assert tar_bytes(members) == tarfile_bytes(members)
+    assert tar_bytes([]) == tarfile_bytes([])
