@@ -29,9 +29,10 @@ passed. A threshold set for a check that cannot run is refused before any image 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ class FilterResult:
     accepted: int
     reasons: dict[str, int]
     not_checked: tuple[str, ...] = ()  # checks that did not run, with why (also in filter-info.json)
+    nodes: dict[str, int] = dataclasses.field(default_factory=dict)  # chunks per Ray node id (Ray only)
 
 
 def filter_manifest(
@@ -142,7 +144,7 @@ def _filter(
     params: FilterParams,
     progress: Progress | None,
 ) -> FilterResult:
-    key, domain = keyed
+    domain = keyed[1]
     counts: Counter[str] = Counter()
     dedup = _Duplicates(params.duplicate_distance, params.duplicate_cosine)
     done = 0
@@ -150,12 +152,7 @@ def _filter(
     created = not out_dir.exists()
     try:
         chunks = (_chunk(batch, in_path) for batch in source.iter_batches(batch_size=CHUNK))
-        if params.executor == "ray":
-            from generators.ray_executor import ScorePool
-
-            scored = ScorePool(ws, key if domain is not None else None, params).map(chunks)
-        else:
-            scored = ((t, measure(ws, *chunk_rows(t), domain)) for t in chunks)
+        scored, per_node = _scored(ws, chunks, keyed, params)
         with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
             for table, scores in scored:
                 table, reasons = _decide(table, scores, params, dedup)
@@ -170,6 +167,7 @@ def _filter(
                 out_dir.rmdir()
         raise
 
+    nodes = dict(sorted(per_node.items()))
     counts = Counter(dict(sorted(counts.items())))
     accepted = counts.get("ok", 0)
     clip = domain is not None and domain.clip_problem is None
@@ -205,9 +203,24 @@ def _filter(
             "total": n,
             "reasons": dict(counts),
             "params": params_dump,
+            **({"nodes": nodes} if nodes else {}),  # a Ray run: chunks per node id
         },
     )
-    return FilterResult(out_path, n, accepted, dict(counts), tuple(not_checked))
+    return FilterResult(out_path, n, accepted, dict(counts), tuple(not_checked), nodes)
+
+
+def _scored(
+    ws: Path, chunks: Iterator[pa.Table], keyed: tuple[DomainKey | None, Any], params: FilterParams
+) -> tuple[Iterator[tuple[pa.Table, Scores]], Counter[str]]:
+    """Each chunk with its scores, in manifest order, measured here or by Ray actors; and the chunks
+    measured per Ray node, counted as the iterator runs (none for the local executor)."""
+    key, domain = keyed
+    if params.executor != "ray":
+        return ((t, measure(ws, *chunk_rows(t), domain)) for t in chunks), Counter()
+    from generators.ray_executor import ScorePool
+
+    pool = ScorePool(ws, key if domain is not None else None, params)
+    return pool.map(chunks), pool.nodes
 
 
 def _not_checked(domain: Any, backends: list[str], params: FilterParams) -> list[str]:

@@ -36,7 +36,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,6 +78,7 @@ class GenerateResult:
     # Recipe fields changed since these images were made that need no new images (declarations); only
     # set when the run found the images already complete.
     declarations_changed: tuple[str, ...] = ()
+    nodes: dict[str, int] = field(default_factory=dict)  # shards made per Ray node id (Ray executor only)
 
 
 def default_out_dir(recipe: Recipe) -> str:
@@ -290,6 +291,7 @@ def _generate(
 
     started, started_at = time.perf_counter(), datetime.now(UTC)
     generated = pool.run(progress) if pool else _run_local(job, backend, progress)
+    nodes = dict(sorted(pool.nodes.items())) if pool else {}
     _finish(ws, recipe, out_dir, params, spec, job, manifest_path, summary_path)
     audit.append(
         ws,
@@ -307,6 +309,7 @@ def _generate(
             "seconds": round(time.perf_counter() - started, 3),
             "host": platform.node(),
             "device": backend.device,
+            **({"nodes": nodes} if nodes else {}),  # a Ray run: shards per node id
         },
     )
     return GenerateResult(
@@ -318,6 +321,7 @@ def _generate(
         time.perf_counter() - started,
         spec.weights_digest,
         spec.backend,
+        nodes=nodes,
     )
 
 

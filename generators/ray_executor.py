@@ -12,6 +12,10 @@ shard's checkpointed batches make the retry resume mid-shard. A shard that fails
 run with the shard named; what was written is only finished shards (atomic writes), never a manifest,
 and a rerun resumes. Progress is counted in the driver as shards come back from every worker.
 
+Where the work ran. Each shard (and each filter chunk) comes back with the id of the Ray node that made
+it; the pools count them (``nodes``), and the run's result and audit event carry the counts, so a run on
+a cluster shows that every node took part (tests/generators/test_ray_cluster.py asserts two).
+
 Ray is imported only here, and only when ``executor: ray`` is asked for (``pip install synthreg[ray]``).
 """
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,9 +92,11 @@ class ShardWorker:
                 f"not the planned {job.weights_digest}; give every node the same generator folder"
             )
         self.versions = library_versions()
+        self.node = _node_id()
 
-    def shard(self, j: int) -> int:
-        return make_shard(self.job, self.backend, j, self.versions)
+    def shard(self, j: int) -> tuple[int, str]:
+        """The images made for shard ``j``, and the Ray node that made them."""
+        return make_shard(self.job, self.backend, j, self.versions), self.node
 
 
 class ShardPool:
@@ -117,6 +123,7 @@ class ShardPool:
             max_task_retries=params.max_retries,
         )
         self.actors = [actor.remote(job, params) for _ in range(self.size)]
+        self.nodes: Counter[str] = Counter()  # shards made per Ray node id, for the run's audit event
 
     def run(self, progress: Progress | None = None) -> int:
         """Make every shard not yet done; return the images generated."""
@@ -136,13 +143,15 @@ class ShardPool:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
                 j, actor = pending.pop(ref)
                 try:
-                    generated += ray.get(ref)
+                    made, node = ray.get(ref)
                 except ray.exceptions.RayError as e:
                     raise GeneratorError(
                         f"shard {j} ({job.shard_rel(j)}) failed on every try "
                         f"({self.params.max_retries + 1}): {_cause(ray, e)}; finished shards are kept, "
                         "rerun to resume"
                     ) from e
+                generated += made
+                self.nodes[node] += 1
                 idle.append(actor)
                 done += _shard_len(job, j)
                 if progress:
@@ -151,6 +160,13 @@ class ShardPool:
             for actor in self.actors:
                 ray.kill(actor)
         return generated
+
+
+def _node_id() -> str:
+    """The Ray node this actor runs on (hex id); recorded so a run shows where its work went."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def _shard_len(job: Job, j: int) -> int:
@@ -176,13 +192,15 @@ class ScoreWorker:
 
         self.ws = ws
         self.domain = load_domain(ws, key) if key else None
+        self.node = _node_id()
 
     def measure(
         self, rows: list[tuple[str, str, str, str]], identities: list[str], prompts: list[str]
-    ) -> Any:
+    ) -> tuple[Any, str]:
+        """The chunk's scores, and the Ray node that measured them."""
         from generators.scoring import measure
 
-        return measure(self.ws, rows, identities, prompts, self.domain)
+        return measure(self.ws, rows, identities, prompts, self.domain), self.node
 
 
 class ScorePool:
@@ -196,6 +214,7 @@ class ScorePool:
             num_cpus=params.cpus_per_worker, max_restarts=2, max_task_retries=2
         )
         self.actors = [actor.remote(ws, key) for _ in range(params.workers or fits)]
+        self.nodes: Counter[str] = Counter()  # chunks measured per Ray node id
 
     def map(self, chunks: Iterator[Any]) -> Iterator[tuple[Any, Any]]:
         """(chunk, scores) for every chunk, in order; at most two chunks per actor in flight."""
@@ -217,13 +236,14 @@ class ScorePool:
             for actor in self.actors:
                 ray.kill(actor)
 
-    @staticmethod
-    def _get(ray: Any, ref: Any) -> Any:
+    def _get(self, ray: Any, ref: Any) -> Any:
         try:
-            return ray.get(ref)
+            scores, node = ray.get(ref)
         except ray.exceptions.RayTaskError as e:  # the worker's own error (a corrupted shard ...): as is
             if isinstance(e.cause, SynthregError):
                 raise e.cause from None
             raise GeneratorError(f"a filter worker failed: {_cause(ray, e)}; rerun") from e
         except ray.exceptions.RayError as e:
             raise GeneratorError(f"a filter worker failed on every try: {_cause(ray, e)}; rerun") from e
+        self.nodes[node] += 1
+        return scores

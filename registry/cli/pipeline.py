@@ -177,6 +177,8 @@ def generate(
                 "no new images: validate again to check them"
             )
         typer.echo(f"generator weights sha256 {res.weights_digest}")
+        if res.nodes:
+            typer.echo(f"shards per Ray node: {_per_node(res.nodes)}")
         if res.backend == LOAD_TEST_BACKEND:
             typer.echo(f"warning: {LOAD_TEST_WARNING}")
 
@@ -283,6 +285,13 @@ def filter_(
             why
         ) in res.not_checked:  # printed, not only in filter-info.json: a check that did not run is no pass
             typer.echo(f"  NOT RUN: {why}")
+        if res.nodes:
+            typer.echo(f"chunks per Ray node: {_per_node(res.nodes)}")
+
+
+def _per_node(nodes: dict[str, int]) -> str:
+    """``<node id, first 12 hex> <count>, ...``: where a Ray run's work went."""
+    return ", ".join(f"{node[:12]} {count}" for node, count in nodes.items())
 
 
 def reproduce(
