@@ -123,18 +123,26 @@ def doctor(ws: Path, repair: bool = False) -> DoctorReport:
                     hint=f"restore the folder (`git checkout {tag} -- releases/{name}/{version}`)",
                 )
             )
-        for tag in withdrawn:  # its record gone: the withdrawal still counts, untrusted (issue 24)
-            name, _, version = tag.removeprefix("withdrawn/").partition("@v")
-            folder = ws / RELEASES / name / version
-            if not (folder / WITHDRAWAL).is_file() and not (folder / "withdrawal.json").is_file():
-                report.findings.append(
-                    Finding(
-                        "withdrawal-without-record",
-                        f"tag {tag} marks {name}@{version} withdrawn, but its withdrawal record is gone",
-                        hint=f"restore it from git (`git checkout {tag} -- releases/{name}/{version}`)",
-                    )
-                )
+        report.findings += _lost_withdrawals(ws, withdrawn)
     return report
+
+
+def _lost_withdrawals(ws: Path, withdrawn: list[str]) -> list[Finding]:
+    """A ``withdrawn/`` tag whose release has no withdrawal record: it still counts, untrusted (issue
+    24), and a person restores the record."""
+    found = []
+    for tag in withdrawn:
+        name, _, version = tag.removeprefix("withdrawn/").partition("@v")
+        folder = ws / RELEASES / name / version
+        if not (folder / WITHDRAWAL).is_file() and not (folder / "withdrawal.json").is_file():
+            found.append(
+                Finding(
+                    "withdrawal-without-record",
+                    f"tag {tag} marks {name}@{version} withdrawn, but its withdrawal record is gone",
+                    hint=f"restore it from git (`git checkout {tag} -- releases/{name}/{version}`)",
+                )
+            )
+    return found
 
 
 def _is_final(ws: Path, name: str, version: str) -> bool:

@@ -34,7 +34,7 @@ def load_signed(
     """The signed waivers that count, and every other one with why it is ignored."""
     from registry.core.workspace import no_links
     from registry.trust.root import load_trust
-    from registry.trust.signing import payload_of, signature_verifies
+    from registry.trust.signing import payload_of
 
     folder = no_links(ws, WAIVERS, "waivers folder")  # a folder linked elsewhere is refused (issue 24)
     files = sorted(folder.glob("*.dsse.json")) if folder.is_dir() else []
@@ -78,15 +78,9 @@ def load_signed(
         if why_no_trust:
             skip(why_no_trust)
             continue
-        key, why = trust.check_signer(w.keyid, "approver", w.signed_at)
+        key, why = _signer_problem(trust, retirement, envelope, w)
         if why or key is None:
-            skip(f"not signed by a trusted approver: {why}")
-            continue
-        if not signature_verifies(envelope, w.keyid, key.sslib_key()):
-            skip(f"its signature by key {w.keyid[:16]} ({key.name}) does not verify (forged or edited)")
-            continue
-        if retirement and (why := retirement.why_not(key, record_sha256(envelope, WAIVER_TYPE))):
-            skip(f"not counted: {why}")  # a retired approver could backdate it (issue 24)
+            skip(why or "unknown key")
             continue
         if w.expires < today:
             skip(f"expired on {w.expires}")
@@ -112,3 +106,17 @@ def load_signed(
             )
         )
     return applied, ignored
+
+
+def _signer_problem(trust, retirement: Retirement | None, envelope: dict, w: SignedWaiver):
+    """(the approver's key, None) when the waiver's signer counts; else (key or None, why not)."""
+    from registry.trust.signing import signature_verifies
+
+    key, why = trust.check_signer(w.keyid, "approver", w.signed_at)
+    if why or key is None:
+        return key, f"not signed by a trusted approver: {why}"
+    if not signature_verifies(envelope, w.keyid, key.sslib_key()):
+        return key, f"its signature by key {w.keyid[:16]} ({key.name}) does not verify (forged or edited)"
+    if retirement and (why := retirement.why_not(key, record_sha256(envelope, WAIVER_TYPE))):
+        return key, f"not counted: {why}"  # a retired approver could backdate it (issue 24)
+    return key, None
