@@ -793,7 +793,7 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
         check=both(no_raw_markup, consistent),
     )
 
-    # 8. Retired keys and the unsigned tail (the lead's; the forged release event is attacks.py's).
+    # 8. Retired keys and the unsigned tail (the forged release event at the tail is attacks.py's).
     def withdrawal_deleted(ws: Path) -> list[str]:
         """The withdrawal and every event after the last signed checkpoint deleted: the release must not
         read as current."""
@@ -810,6 +810,68 @@ def attacks(key: Path) -> list[tuple[Attack, str]]:
         return ["verify", "digits@1.0.0"]
 
     a("released", "f8 withdrawal deleted with the unsigned tail: verify", withdrawal_deleted)
+
+    def retire_bob(ws: Path) -> None:
+        """A root in which Bob's approver key is retired as of now, made the one in force."""
+        from datetime import UTC, datetime
+
+        doc = yaml.safe_load((team / "team.yaml").read_text())
+        bob = next(k for k in doc["keys"] if k["name"] == "Bob")
+        bob["valid_until"] = datetime.now(UTC).isoformat()
+        retired = ws.parent / "bob-retired.yaml"
+        retired.write_text(yaml.safe_dump(doc, sort_keys=False))
+        os.environ["SYNTHREG_TRUST"] = str(retired)
+
+    def bob_approved(covered: bool) -> Callable[[Path], list[str]]:
+        """Bob approves (the candidate becomes final and tagged); with ``covered``, Carol signs the log
+        while his key is live; then his key is retired. To a verifier an approval nobody else vouched for
+        before the retirement is what one Bob backdated after it looks like."""
+
+        def setup(ws: Path) -> list[str]:
+            from registry.releases.approve import approve
+            from registry.releases.checkpoint import sign_checkpoint
+
+            os.environ["SYNTHREG_TRUST"] = str(team / "team.yaml")
+            approve(ws, "digits@1.0.0", team / "Bob.pem")
+            if covered:
+                sign_checkpoint(ws, key=team / "Carol.pem")
+            retire_bob(ws)
+            return ["verify", "digits@1.0.0"]
+
+        return setup
+
+    def bob_waived(ws: Path) -> list[str]:
+        """The only waiver of a failing rule is Bob's; then his key is retired."""
+        from datetime import date
+
+        from registry.releases.waive import waive
+
+        rule = "bias.observed-collapse"
+        for p in (ws / "waivers").glob(f"{rule}--*"):
+            p.unlink()
+        os.environ["SYNTHREG_TRUST"] = str(team / "team.yaml")
+        waive(ws, rule, "digits", "a toy set", date(2099, 1, 1), key=team / "Bob.pem")
+        retire_bob(ws)
+        return ["validate", FILTERED, "--out", POLICY]
+
+    a("candidate", "f8 retired approver's approval, vouched by nobody: verify", bob_approved(False))
+    a(
+        "candidate",
+        "f8 retired approver's approval under Carol's earlier checkpoint: verify",
+        bob_approved(True),
+        hostile=False,
+    )
+    a("base", "f8 retired approver's waiver, vouched by nobody: validate", bob_waived)
+
+    def forged_release_event(ws: Path) -> list[str]:
+        """A `release` event with a valid hash naming the heads, appended by hand, for a version no
+        signed record backs: plain `log --verify` (no --require-signed) must name it."""
+        from registry.store import audit
+
+        audit.append(ws, "release", "digits@9.9.9", {"manifest_sha256": "0" * 64}, actor="Release Tester")
+        return ["log", "--verify"]
+
+    a("released", "f8 forged release event at the tail: log --verify", forged_release_event)
 
     # 9. Concurrency and recovery.
     def second_filter(ws: Path) -> list[str]:

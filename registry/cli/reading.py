@@ -183,6 +183,8 @@ def _verify_log(ws: Path, trust: Path | None, as_json: bool, require_signed: boo
                 f"  {report.not_migrated} event(s) still in audit/events.jsonl: the next append migrates them"
             )
         typer.echo(f"{'unsigned' if report.uncovered else 'signed'}: {report.coverage()}")
+        if n:  # a CI log reader sees the verdict last, as verify prints it
+            typer.echo(f"FAIL: the audit log has {n} problem(s), listed above")
         if require_signed and report.uncovered:
             typer.echo(f"FAIL: --require-signed, and {report.uncovered} event(s) are unsigned")
     if report.problems or (require_signed and report.uncovered):
