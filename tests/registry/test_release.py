@@ -25,16 +25,18 @@ import yaml
 from typer.testing import CliRunner
 
 from registry.cli import app
+from registry.core.digests import sha256_bytes
 from registry.core.errors import ReleaseError
 from registry.records.policy import PolicyReport
 from registry.records.release import Release
+from registry.records.signed import SIGNOFF_TYPE, SIGNOFFS
 from registry.releases.catalog import diff, list_releases
 from registry.releases.release import release
 from registry.releases.verify import STEPS, verify
 from registry.store import audit
 from registry.store import manifest as mf
 from registry.store.releases import EXPORTS, load_release
-from registry.trust.signing import keygen
+from registry.trust.signing import keygen, payload_of
 from tests.conftest import REPO, TrustSetup
 from tests.registry.conftest import (
     ACTOR,
@@ -126,6 +128,8 @@ def test_release_writes_signs_commits_tags_and_verifies(released: Built, solo_tr
         "no_push": False,
         "status": "solo",
         "signer": {"keyid": solo_trust.keyid, "name": "Solo Tester"},
+        # the releaser's sign-off, which a checkpoint over this event vouches for (issue 24, family 8)
+        "record_sha256": sha256_bytes(payload_of(json.loads((out / SIGNOFFS).read_text())[0], SIGNOFF_TYPE)),
     }
     assert record.remote is not None and record.remote.startswith("storage /") and not record.no_push
     assert [e.kind for e in events].count("release") == 1
@@ -422,8 +426,9 @@ def test_a_damaged_audit_log_fails_log_verify(released_copy: Path, damage):
     # and the signed checkpoints that cover the damaged event name it (see test_audit_merge.py)
     assert any(f"event {events[1].hash[:12]} " in line and " covers it" in line for line in out)
     [summary] = [line for line in out if line.startswith("audit log: ")]
-    assert summary.startswith(f"audit log: {len(out) - 2} problem(s) ({ws / audit.LOG}): ")
-    assert out[-1].startswith(("unsigned: ", "signed: "))
+    assert summary.startswith(f"audit log: {len(out) - 3} problem(s) ({ws / audit.LOG}): ")
+    assert out[-2].startswith(("unsigned: ", "signed: "))
+    assert out[-1] == f"FAIL: the audit log has {len(out) - 3} problem(s), listed above"
 
 
 # --- two releases at once -----------------------------------------------------------------------------------
