@@ -31,8 +31,8 @@ trust root, named by its path, which the comparison masks), "filter checks not r
 trained on this dataset"; the manifest, the flat manifest and every shard are byte for byte as in 0.4.
 ``0.6`` (the baseline since) differs from 0.5 only in the manifests' two float scores of the digits
 domain, ``identity_confidence`` and ``nn_distance``: they are rounded to 6 decimals (computed in float64),
-because numpy's exp and a BLAS kernel's sums differ in the last bits between CPUs (0.5, made on an
-AVX-512 machine, differed from a release made on an AVX2 one only there); every shard, and every other
+because numpy's exp and a BLAS kernel's sums differ in the last bits between CPUs (0.5, made on another
+machine, differed from a release made on an AMD EPYC with AVX2 only there); every shard, and every other
 file as the comparison reads it, is as in 0.5.
 The maker drives only the command line (no library import), so the same script runs on the code before
 and after a change. The comparison is
