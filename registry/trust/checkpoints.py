@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from registry.core.digests import sha256_bytes
 from registry.core.errors import SigningError
 from registry.records.audit import AuditEvent, Checkpoint
+from registry.records.dataset import DATASET_NAME
 from registry.records.lineage import LogVerification
 from registry.records.signed import (
     CHECKPOINT_TYPE,
@@ -44,6 +45,7 @@ from registry.records.signed import (
 from registry.records.trust import TrustedKey
 from registry.store import audit
 from registry.store.audit import AuditLog, describe
+from registry.store.releases import PLAIN_SEMVER
 from registry.trust.root import Trust
 from registry.trust.signing import payload_of, signature_verifies
 
@@ -249,7 +251,7 @@ def _missing_under(log: AuditLog, checkpoints: list[tuple[Checkpoint, str]]) -> 
 
 # Events that say a signed record was made: each names it (``record_sha256``, since issue 24).
 CLAIMS = ("release", "derive", "approval", "withdrawal", "waiver")
-_REF = re.compile(r"([a-z0-9][a-z0-9_-]{0,63})@(\d+\.\d+\.\d+)")
+_REF = re.compile(rf"({DATASET_NAME.pattern})@({PLAIN_SEMVER.pattern})")
 
 
 def _unsigned_claims(ws: Path, events: list[AuditEvent], records: list[SignedRecord]) -> list[str]:
