@@ -319,31 +319,35 @@ def rows_by_shard(
 
 
 def tables_by_shard(
-    con: Any, columns: list[str], shards_per_query: int = 16
+    con: Any, columns: list[str], batch_rows: int = 1 << 16
 ) -> Iterator[tuple[str | None, pa.Table]]:
-    """``rows_by_shard`` with each shard's rows as an Arrow table (the same rows, in the same order):
-    verify hands a shard's columns to a worker process whole, with no Python object a row (issue 22)."""
-    found = [r[0] for r in con.execute("SELECT DISTINCT shard FROM manifest ORDER BY 1").fetchall()]
-    shards = [s for s in found if s is not None]
-    cols = ", ".join(columns)
-    for i in range(0, len(shards), shards_per_query):
-        batch = shards[i : i + shards_per_query]
-        table = con.sql(
-            f"SELECT shard, {cols} FROM manifest WHERE list_contains(?::VARCHAR[], shard)", params=[batch]
-        ).to_arrow_table()
-        names = table.column("shard").to_pylist()
-        rows = table.drop(["shard"])
-        runs: dict[str, list[tuple[int, int]]] = {s: [] for s in batch}  # each shard's stretches of rows
-        start = 0
-        for i in range(1, len(names) + 1):
-            if i == len(names) or names[i] != names[start]:
-                runs[names[start]].append((start, i - start))
-                start = i
-        for shard in batch:
-            parts = [rows.slice(at, n) for at, n in runs[shard]]  # zero-copy; no compute kernel to load
-            yield shard, pa.concat_tables(parts) if parts else rows.slice(0, 0)
-    if len(shards) < len(found):  # rows that name no shard: the caller says what is wrong with them
-        yield None, con.sql(f"SELECT {cols} FROM manifest WHERE shard IS NULL").to_arrow_table()
+    """(shard, its rows of ``columns`` as an Arrow table, in manifest order) for every shard, each given
+    once all its rows are read, from one pass over the manifest; rows that name no shard come last, as
+    shard None. verify hands a shard's columns to a worker process whole, with no Python object a row;
+    issue 22: a query for a few shards at a time re-read the whole manifest for each, quadratic in its
+    size. Held at any time: the shards whose rows are not all read yet, which for a manifest written
+    shard by shard (as generate, filter, release and derive write them) is one."""
+    import numpy as np
+
+    counts = dict(con.execute("SELECT shard, count(*) FROM manifest GROUP BY shard").fetchall())
+    parts: dict[str | None, list[pa.RecordBatch]] = {}
+    have: dict[str | None, int] = {}
+    reader = con.sql(f"SELECT shard, {', '.join(columns)} FROM manifest").to_arrow_reader(batch_rows)
+    for batch in reader:
+        if not batch.num_rows:
+            continue
+        encoded = pc.dictionary_encode(batch.column(0))
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        starts = [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist()]
+        rows = batch.drop_columns(["shard"])
+        for at, stop in zip(starts, [*starts[1:], batch.num_rows], strict=True):
+            shard = None if codes[at] < 0 else encoded.dictionary[codes[at]].as_py()
+            parts.setdefault(shard, []).append(rows.slice(at, stop - at))
+            have[shard] = have.get(shard, 0) + stop - at
+            if shard is not None and have[shard] == counts[shard]:
+                yield shard, pa.Table.from_batches(parts.pop(shard))
+    if None in parts:  # rows that name no shard: the caller says what is wrong with them
+        yield None, pa.Table.from_batches(parts.pop(None))
 
 
 def find_sample(path: Path, sample_id: str) -> SampleRecord:

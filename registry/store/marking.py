@@ -48,6 +48,9 @@ class Marking(NamedTuple):
 
 
 _PLAIN = re.compile(r"[^&<>\"'\n\r\t]*")
+_PLAIN_IDS = re.compile(
+    r"[A-Za-z0-9._-]+(?:\n[A-Za-z0-9._-]+)*"
+)  # ids quoted as themselves, a byte a character
 
 
 def _quoteattr(value: str) -> str:
@@ -211,6 +214,33 @@ def _chunk(m: Marking) -> bytes:
     crc = zlib.crc32(tail, zlib.crc32(sample_id, head_crc))
     length = len(head) + len(sample_id) + len(tail) - 4  # the chunk type is not counted
     return struct.pack(">I", length) + head + sample_id + tail + struct.pack(">I", crc)
+
+
+def all_marked(
+    data: bytes, starts: list[int], sample_ids: list[str], generators: list[str], weights: list[str]
+) -> bool:
+    """Whether each image held in ``data`` at ``starts`` (the offsets of the PNGs' first bytes) carries,
+    right after its IHDR, the chunk generation writes for its row's marking (sample id, generator,
+    weights digest): the first thing ``marking_problems`` and ``foreign_sample`` accept. Compared in
+    place, a shard at a time (issue 22): the length field, the chunk up to the end of the packet, each
+    from one template a generator. The chunk's CRC is not compared: a wrong one changes neither what the
+    marking says nor what the image-by-image check reports (it then parses the packet). False when any
+    differs, or when an id needs XML escaping; the caller then checks image by image. The caller has
+    checked that each image is whole (``images.all_whole``), so its chunks lie inside it."""
+    joined = "\n".join(sample_ids)  # no plain id holds a newline: it must split back into the ids
+    if not _PLAIN_IDS.fullmatch(joined) or joined.count("\n") != len(sample_ids) - 1:
+        return False
+    pack = struct.Struct(">I").pack
+    parts = {}
+    for pair in set(zip(generators, weights, strict=True)):
+        head, _, tail = _chunk_parts(DIGITAL_SOURCE_TYPE, *pair)
+        parts[pair] = (len(head) + len(tail) - 2, head + b'"', b'"' + tail)  # -4 for the type, +2 quotes
+    for at, sample_id, generator, weights_digest in zip(starts, sample_ids, generators, weights, strict=True):
+        size, head, tail = parts[generator, weights_digest]
+        quoted = sample_id.encode()
+        if not data.startswith(pack(size + len(quoted)) + head + quoted + tail, at + _IHDR_END):
+            return False
+    return True
 
 
 _IHDR_END = len(PNG_SIGNATURE) + 8 + 13 + 4  # signature, then IHDR: length, type, 13 data bytes, CRC

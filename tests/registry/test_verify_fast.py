@@ -1,0 +1,187 @@
+"""verify decides a shard at a time whether it is exactly as release made it (issue 22: ``_intact``, with
+``shards.spans``, ``images.all_whole`` and ``marking.all_marked``); only a shard it cannot accept goes
+through the image-by-image check. The batch checks must never accept what the image-by-image ones
+would report: each is fuzzed against its reference here, and a real release's shards must take the
+batch path (else the speed-up is not used)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from generators.shard import encode_png
+from registry.core.images import all_whole, png_problem
+from registry.releases.verify import _COLUMNS, _C2pa, _check_shard, _intact, _shard_job, verify
+from registry.store import manifest as mf
+from registry.store.marking import Marking, all_marked, foreign_sample, marking_problems
+from registry.store.shards import ShardFormatError, index, spans, tar_bytes
+from tests.registry.conftest import Built, folder
+
+WEIGHTS = "cd" * 32
+NO_C2PA = _C2pa(False, None)
+
+
+def pngs(n: int) -> list[bytes]:
+    rng = np.random.default_rng(1)
+    return [
+        encode_png((rng.random((8, 8)) * 255).astype(np.uint8), Marking(f"s-{i}", "gen", WEIGHTS))
+        for i in range(n)
+    ]
+
+
+def shard_tables(ws: Path) -> list[tuple[Path, str, pa.Table]]:
+    """(shard file, signed sha256, its manifest rows) for every shard of digits 1.0.0 in ``ws``."""
+    record_folder = folder(ws, "1.0.0")
+    import json
+
+    shards = json.loads((record_folder / "release.json").read_text())["shards"]
+    by_source = {s["source"]: s for s in shards}
+    con = mf.connect(record_folder / "data" / "manifest.parquet")
+    out = []
+    for shard, table in mf.tables_by_shard(con, _COLUMNS):
+        ref = by_source[shard]
+        out.append((record_folder / "data" / ref["path"], ref["sha256"], table))
+    return out
+
+
+def test_a_released_shard_takes_the_batch_path_and_verifies(released: Built) -> None:
+    shards = shard_tables(released.ws)
+    assert len(shards) == 2
+    for path, sha, table in shards:
+        data = path.read_bytes()
+        assert len(index(data)) == 3 * table.num_rows  # each image with its .json and .cls sidecars
+        classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
+        assert _intact(data, sha, table, classes, NO_C2PA), path.name
+        assert _intact(data, "0" * 64, table, classes, NO_C2PA) is False  # not the signed bytes
+        assert _intact(data, sha, table, classes, _C2pa(True, None)) is False  # C2PA asked: image by image
+    assert verify(released.ws, "digits@1.0.0").ok
+
+
+def test_the_stream_of_shard_tables_holds_every_row_once(released: Built, tmp_path: Path) -> None:
+    """``tables_by_shard`` reads the manifest once and gives each shard when its rows are all read, also
+    for a manifest whose shards are interleaved (rows of one shard apart from each other)."""
+    manifest = folder(released.ws, "1.0.0") / "data" / "manifest.parquet"
+    table = mf.read_table(manifest)
+    shuffled = table.take(np.random.default_rng(0).permutation(table.num_rows))
+    path = tmp_path / "m.parquet"
+    mf.write_table(shuffled, path)
+    got = dict(mf.tables_by_shard(mf.connect(path), ["sample_id"], batch_rows=3))
+    want = {}
+    for shard, sid in zip(
+        shuffled.column("shard").to_pylist(), shuffled.column("sample_id").to_pylist(), strict=True
+    ):
+        want.setdefault(shard, []).append(sid)
+    assert {s: t.column("sample_id").to_pylist() for s, t in got.items()} == want
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=3),
+    fix_checksums=st.booleans(),
+)
+def test_the_batch_path_never_accepts_what_the_full_check_reports(
+    released: Built, edits: list[tuple[int, int]], fix_checksums: bool
+) -> None:
+    """Fuzz: bytes of a released shard changed anywhere (tar checksums made right again or not), the
+    shard's sha256 taken as signed so the checks go past it: when ``_intact`` accepts the shard, the
+    image-by-image check finds nothing either; and the job's answer is the full check's."""
+    path, _, table = shard_tables(released.ws)[0]
+    classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
+    data = bytearray(path.read_bytes())
+    for position, value in edits:
+        data[position % len(data)] = value
+    if fix_checksums:
+        for at in range(0, len(data), 512):
+            if data[at + 257 : at + 262] == b"ustar":
+                h = data[at : at + 512]
+                h[148:156] = b" " * 8
+                data[at + 148 : at + 156] = b"%06o\0 " % sum(h)
+    blob = bytes(data)
+    sha = hashlib.sha256(blob).hexdigest()
+    members, sids, shas, generators, weights = (
+        table.column(c).to_pylist()
+        for c in ("member", "sample_id", "image_sha256", "generator_name", "weights_digest")
+    )
+    ms = dict(zip(members, zip(sids, shas, strict=True), strict=True))
+    marks = dict(zip(sids, map(Marking, sids, generators, weights), strict=True))
+    from registry.releases.verify import _table_sidecars
+
+    full = _check_shard(path, sha, ms, marks, NO_C2PA, _table_sidecars(table, classes), blob)
+    if _intact(blob, sha, table, classes, NO_C2PA):
+        assert full == ([], {}, {})
+
+
+@settings(max_examples=300, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), min_size=0, max_size=3))
+def test_spans_answer_as_index_or_not_at_all(edits: list[tuple[int, int]]) -> None:
+    images = pngs(3)
+    data = bytearray(tar_bytes([(f"s-{i}.png", png) for i, png in enumerate(images)]))
+    for position, value in edits:
+        data[position % len(data)] = value
+    blob = bytes(data)
+    found = spans(blob)
+    try:
+        want = index(blob)
+    except ShardFormatError:
+        assert found is None
+        return
+    if found is not None:
+        names, starts, sizes = found
+        assert dict(zip(names, zip(starts.tolist(), sizes.tolist(), strict=True), strict=True)) == want
+    if not edits:
+        assert found is not None  # what tar_bytes writes is what the batch walk is for
+
+
+@settings(max_examples=300, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), min_size=0, max_size=3))
+def test_all_whole_accepts_only_what_png_problem_accepts(edits: list[tuple[int, int]]) -> None:
+    images = [bytearray(p) for p in pngs(3)]
+    for position, value in edits:
+        victim = images[position % 3]
+        victim[position % len(victim)] = value
+    blob = b"".join(images)
+    starts = np.cumsum([0] + [len(p) for p in images[:-1]])
+    sizes = np.array([len(p) for p in images])
+    if all_whole(blob, starts, sizes):
+        assert all(png_problem(bytes(p)) is None for p in images)
+    if not edits:
+        assert all_whole(blob, starts, sizes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), min_size=0, max_size=2),
+    ids=st.lists(
+        st.sampled_from(["s-0", "s-1", "s-2", "s-10", 's-"0', "s&1", "s-0\ns-1"]), min_size=3, max_size=3
+    ),
+)
+def test_all_marked_accepts_only_what_the_marking_checks_accept(
+    edits: list[tuple[int, int]], ids: list[str]
+) -> None:
+    images = [bytearray(p) for p in pngs(3)]
+    for position, value in edits:
+        victim = images[position % 3]
+        victim[position % len(victim)] = value
+    blob = b"".join(images)
+    starts = np.cumsum([0] + [len(p) for p in images[:-1]]).tolist()
+    if all_marked(blob, starts, ids, ["gen"] * 3, [WEIGHTS] * 3):
+        for png, sid in zip(images, ids, strict=True):
+            assert marking_problems(bytes(png), Marking(sid, "gen", WEIGHTS)) == []
+            assert foreign_sample(bytes(png), sid) is None
+    if not edits and ids == ["s-0", "s-1", "s-2"]:
+        assert all_marked(blob, starts, ids, ["gen"] * 3, [WEIGHTS] * 3)
+    assert not all_marked(blob, starts, ids, ["gen"] * 3, ["ef" * 32] * 3)  # another generator's weights
+
+
+def test_a_shard_job_sent_to_a_process_reads_its_rows_from_arrow_ipc(released: Built) -> None:
+    from registry.releases.verify import _ipc
+
+    path, sha, table = shard_tables(released.ws)[0]
+    classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
+    assert _shard_job(path, sha, _ipc(table), classes, NO_C2PA) == ([], {}, {}, table.num_rows)
+    assert len(_ipc(table.slice(0, 1))) < len(_ipc(table))  # a slice sends its rows, not its batch
