@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from generators.shard import encode_png
 from registry.cli import app
 from registry.core.errors import GeneratorError
-from registry.releases.verify import _check_shard
+from registry.releases.shard_check import check_shard
 from registry.store import manifest as mf
 from registry.store.marking import (
     DIGITAL_SOURCE_TYPE,
@@ -212,7 +212,7 @@ def test_verify_notes_unmarked_images_whose_bytes_are_as_signed(tmp_path: Path) 
     path.write_bytes(data)
     members = {"s-1.png": ("s-1", sha256_of(plain)), "s-2.png": ("s-2", sha256_of(marked))}
     marks = {"s-1": Marking("s-1", "g", WEIGHTS), "s-2": Marking("s-2", "g", WEIGHTS)}
-    problems, bad, unmarked = _check_shard(path, sha256(path), members, marks)
+    problems, bad, unmarked = check_shard(path, sha256(path), members, marks)
     assert (problems, bad) == ([], {})
     assert unmarked == {"s-1": "carries no synthetic-media marking (no XMP DigitalSourceType in the PNG)"}
 
@@ -233,13 +233,13 @@ def test_verify_checks_the_sidecars_a_loader_reads_as_labels(tmp_path: Path) -> 
     cars = {"s-1.json": ("s-1", row_json), "s-1.cls": ("s-1", row_cls)}
     path = tmp_path / "shard.tar"
     path.write_bytes(tar_bytes([("s-1.png", png), ("s-1.json", row_json), ("s-1.cls", row_cls)]))
-    assert _check_shard(path, sha256(path), members, marks, sidecars=cars)[:2] == ([], {})
+    assert check_shard(path, sha256(path), members, marks, sidecars=cars)[:2] == ([], {})
     path.write_bytes(tar_bytes([("s-1.png", png), ("s-1.json", row_json), ("s-1.cls", b"7")]))
-    problems, bad, _ = _check_shard(path, sha256(path), members, marks, sidecars=cars)
+    problems, bad, _ = check_shard(path, sha256(path), members, marks, sidecars=cars)
     assert (problems, bad) == (
         [],
         {"s-1": "its sidecar s-1.cls in shard.tar differs from the manifest's record"},
     )
     path.write_bytes(tar_bytes([("s-1.png", png), ("s-1.json", row_json), ("s-9.png", png)]))
-    problems, bad, _ = _check_shard(path, sha256(path), members, marks, sidecars=cars)
+    problems, bad, _ = check_shard(path, sha256(path), members, marks, sidecars=cars)
     assert problems == ["shard shard.tar holds 1 member(s) no manifest row names, first 's-9.png'"]

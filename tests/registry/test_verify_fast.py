@@ -1,4 +1,4 @@
-"""verify decides a shard at a time whether it is exactly as release made it (issue 22: ``_intact``, with
+"""verify decides a shard at a time whether it is exactly as release made it (issue 22: ``intact``, with
 ``shards.spans``, ``images.all_whole`` and ``marking.all_marked``); only a shard it cannot accept goes
 through the image-by-image check. The batch checks must never accept what the image-by-image ones
 would report: each is fuzzed against its reference here, and a real release's shards must take the
@@ -16,14 +16,23 @@ from hypothesis import strategies as st
 
 from generators.shard import encode_png
 from registry.core.images import all_whole, png_problem
-from registry.releases.verify import _COLUMNS, _C2pa, _check_shard, _intact, _shard_job, verify
+from registry.releases.shard_check import (
+    COLUMNS,
+    C2pa,
+    check_shard,
+    intact,
+    shard_job,
+    table_sidecars,
+    to_ipc,
+)
+from registry.releases.verify import verify
 from registry.store import manifest as mf
 from registry.store.marking import Marking, all_marked, foreign_sample, marking_problems
 from registry.store.shards import ShardFormatError, index, spans, tar_bytes
 from tests.registry.conftest import Built, folder
 
 WEIGHTS = "cd" * 32
-NO_C2PA = _C2pa(False, None)
+NO_C2PA = C2pa(False, None)
 
 
 def pngs(n: int) -> list[bytes]:
@@ -43,7 +52,7 @@ def shard_tables(ws: Path) -> list[tuple[Path, str, pa.Table]]:
     by_source = {s["source"]: s for s in shards}
     con = mf.connect(record_folder / "data" / "manifest.parquet")
     out = []
-    for shard, table in mf.tables_by_shard(con, _COLUMNS):
+    for shard, table in mf.tables_by_shard(con, COLUMNS):
         ref = by_source[shard]
         out.append((record_folder / "data" / ref["path"], ref["sha256"], table))
     return out
@@ -56,9 +65,9 @@ def test_a_released_shard_takes_the_batch_path_and_verifies(released: Built) -> 
         data = path.read_bytes()
         assert len(index(data)) == 3 * table.num_rows  # each image with its .json and .cls sidecars
         classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
-        assert _intact(data, sha, table, classes, NO_C2PA), path.name
-        assert _intact(data, "0" * 64, table, classes, NO_C2PA) is False  # not the signed bytes
-        assert _intact(data, sha, table, classes, _C2pa(True, None)) is False  # C2PA asked: image by image
+        assert intact(data, sha, table, classes, NO_C2PA), path.name
+        assert intact(data, "0" * 64, table, classes, NO_C2PA) is False  # not the signed bytes
+        assert intact(data, sha, table, classes, C2pa(True, None)) is False  # C2PA asked: image by image
     assert verify(released.ws, "digits@1.0.0").ok
 
 
@@ -88,7 +97,7 @@ def test_the_batch_path_never_accepts_what_the_full_check_reports(
     released: Built, edits: list[tuple[int, int]], fix_checksums: bool
 ) -> None:
     """Fuzz: bytes of a released shard changed anywhere (tar checksums made right again or not), the
-    shard's sha256 taken as signed so the checks go past it: when ``_intact`` accepts the shard, the
+    shard's sha256 taken as signed so the checks go past it: when ``intact`` accepts the shard, the
     image-by-image check finds nothing either; and the job's answer is the full check's."""
     path, _, table = shard_tables(released.ws)[0]
     classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
@@ -109,10 +118,8 @@ def test_the_batch_path_never_accepts_what_the_full_check_reports(
     )
     ms = dict(zip(members, zip(sids, shas, strict=True), strict=True))
     marks = dict(zip(sids, map(Marking, sids, generators, weights), strict=True))
-    from registry.releases.verify import _table_sidecars
-
-    full = _check_shard(path, sha, ms, marks, NO_C2PA, _table_sidecars(table, classes), blob)
-    if _intact(blob, sha, table, classes, NO_C2PA):
+    full = check_shard(path, sha, ms, marks, NO_C2PA, table_sidecars(table, classes), blob)
+    if intact(blob, sha, table, classes, NO_C2PA):
         assert full == ([], {}, {})
 
 
@@ -169,7 +176,9 @@ def test_all_marked_accepts_only_what_the_marking_checks_accept(
         victim[position % len(victim)] = value
     blob = b"".join(images)
     starts = np.cumsum([0] + [len(p) for p in images[:-1]]).tolist()
-    if all_marked(blob, starts, ids, ["gen"] * 3, [WEIGHTS] * 3):
+    sizes = [len(p) for p in images]
+    whole = all_whole(blob, np.array(starts), np.array(sizes))  # what all_marked's caller checks first
+    if whole and all_marked(blob, starts, ids, ["gen"] * 3, [WEIGHTS] * 3):
         for png, sid in zip(images, ids, strict=True):
             assert marking_problems(bytes(png), Marking(sid, "gen", WEIGHTS)) == []
             assert foreign_sample(bytes(png), sid) is None
@@ -178,10 +187,8 @@ def test_all_marked_accepts_only_what_the_marking_checks_accept(
     assert not all_marked(blob, starts, ids, ["gen"] * 3, ["ef" * 32] * 3)  # another generator's weights
 
 
-def test_a_shard_job_sent_to_a_process_reads_its_rows_from_arrow_ipc(released: Built) -> None:
-    from registry.releases.verify import _ipc
-
+def test_ashard_job_sent_to_a_process_reads_its_rows_from_arrowto_ipc(released: Built) -> None:
     path, sha, table = shard_tables(released.ws)[0]
     classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
-    assert _shard_job(path, sha, _ipc(table), classes, NO_C2PA) == ([], {}, {}, table.num_rows)
-    assert len(_ipc(table.slice(0, 1))) < len(_ipc(table))  # a slice sends its rows, not its batch
+    assert shard_job(path, sha, to_ipc(table), classes, NO_C2PA) == ([], {}, {}, table.num_rows)
+    assert len(to_ipc(table.slice(0, 1))) < len(to_ipc(table))  # a slice sends its rows, not its batch
