@@ -16,7 +16,7 @@ from registry.core.images import all_whole
 from registry.core.names import shown
 from registry.store.marking import Marking, all_marked, marking_problems
 from registry.store.shards import check_members, safe_members, scan, sha256_hex, spans
-from registry.store.webdataset import SIDECAR_FIELDS, sidecar_members
+from registry.store.webdataset import SIDECAR_FIELDS, sidecar_members, sidecars
 from registry.trust.credentials import C2PA_CHUNK, has_c2pa
 
 
@@ -92,18 +92,20 @@ def intact(data: bytes, expected_sha: str, table: Any, classes: list[str] | None
 
 
 def table_sidecars(table: Any, classes: list[str] | None) -> dict[str, tuple[str, bytes | None]]:
-    """``sidecars_of`` of an Arrow table's rows; a map column (``attributes``) becomes the dict DuckDB's
-    rows held, so the ``.json`` bytes are the ones release wrote."""
-    import pyarrow as pa
-
-    values = {}
-    for name in table.column_names:
-        column = table.column(name).to_pylist()
-        if pa.types.is_map(table.schema.field(name).type):
-            column = [None if v is None else dict(v) for v in column]
-        values[name] = column
-    columns = [values[c] for c in (*IMAGE_COLUMNS, *SIDECAR_FIELDS)]
-    return sidecars_of(list(zip(*columns, strict=True)), classes)
+    """``sidecars_of`` of an Arrow table's rows (the same dict, bytes for bytes), built a column at a
+    time by ``webdataset.sidecars`` (issue 22)."""
+    columns = {name: table.column(name).to_pylist() for name in SIDECAR_FIELDS}
+    numbers: dict[Any, bytes] = {}
+    for i, identity in enumerate(classes or []):
+        numbers.setdefault(identity, str(i).encode())  # list.index: the first
+    out: dict[str, tuple[str, bytes | None]] = {}
+    members = table.column("member").to_pylist()
+    rows = zip(members, columns["sample_id"], sidecars(columns), columns["identity"], strict=True)
+    for member, sample_id, text, identity in rows:
+        key = member.removesuffix(".png")
+        out[f"{key}.json"] = (sample_id, text)
+        out[f"{key}.cls"] = (sample_id, numbers.get(identity, b"-1") if classes is not None else None)
+    return out
 
 
 def check_shard(

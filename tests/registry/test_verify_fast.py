@@ -29,6 +29,7 @@ from registry.releases.verify import verify
 from registry.store import manifest as mf
 from registry.store.marking import Marking, all_marked, foreign_sample, marking_problems
 from registry.store.shards import ShardFormatError, index, spans, tar_bytes
+from registry.store.webdataset import SIDECAR_FIELDS, sidecar, sidecars
 from tests.registry.conftest import Built, folder
 
 WEIGHTS = "cd" * 32
@@ -192,3 +193,33 @@ def test_ashard_job_sent_to_a_process_reads_its_rows_from_arrowto_ipc(released: 
     classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
     assert shard_job(path, sha, to_ipc(table), classes, NO_C2PA) == ([], {}, {}, table.num_rows)
     assert len(to_ipc(table.slice(0, 1))) < len(to_ipc(table))  # a slice sends its rows, not its batch
+
+
+TEXT = st.one_of(st.none(), st.text(max_size=12))
+ROW = st.fixed_dictionaries(
+    {
+        "sample_id": st.text(max_size=12),
+        "identity": TEXT,
+        "attributes": st.one_of(st.none(), st.lists(st.tuples(st.text(max_size=5), TEXT), max_size=3)),
+        "decision": TEXT,
+        "reason": TEXT,
+        "seed": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+        "prompt": TEXT,
+        "generator_name": TEXT,
+        "weights_digest": TEXT,
+    }
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(ROW, max_size=5))
+def test_sidecars_a_column_at_a_time_are_the_bytes_of_each_row(rows: list[dict]) -> None:
+    """``webdataset.sidecars`` (verify's batch) gives ``sidecar(row)`` for every row, for any text
+    (quotes, control characters, non-ASCII), None, large seeds and attribute maps (key order, a key
+    twice: the last wins, as in ``dict``)."""
+    columns = {name: [row[name] for row in rows] for name in SIDECAR_FIELDS}
+    want = [
+        sidecar({k: dict(v) if k == "attributes" and v is not None else v for k, v in row.items()})
+        for row in rows
+    ]
+    assert sidecars(columns) == want
