@@ -38,7 +38,7 @@ run: install  ## main job: generate, filter, validate, train the default dataset
 	fi
 
 test: install  ## the fast suite (what CI runs)
-	python -m pytest -q
+	python -m pytest -q --durations=30  # the 30 slowest, for keeping the suite under 15 minutes
 
 test-all: install  ## everything, slow tests included
 	python -m pytest -q -m ''

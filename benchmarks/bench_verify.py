@@ -54,6 +54,7 @@ from registry.records.signed import SIGNOFFS  # noqa: E402
 from registry.releases.verify import verify  # noqa: E402
 from registry.store import manifest as mf  # noqa: E402
 from registry.store.marking import XMP_KEYWORD, Marking, xmp_packet  # noqa: E402
+from registry.store.webdataset import SIDECAR_FIELDS, with_sidecars  # noqa: E402
 from registry.trust.approvals import ENVELOPE, approval_state, make_signoff, read_signed  # noqa: E402
 from registry.trust.root import load_trust  # noqa: E402
 from registry.trust.signing import add_signature, keygen, load_signer, payload_of, sign, statement  # noqa: E402
@@ -91,12 +92,17 @@ def shard_bytes(members: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def build(ws: Path, n_shards: int, per_shard: int) -> tuple[list[Path], int]:
-    """A signed release bench@1.0.0 in ``ws``; returns its shard files and their total size."""
+def build(ws: Path, n_shards: int, per_shard: int, sidecars: bool = False) -> tuple[list[Path], int]:
+    """A signed release bench@1.0.0 in ``ws``; returns its shard files and their total size. With
+    ``sidecars``, each shard holds the ``.json`` and ``.cls`` members release writes beside each image
+    (``webdataset.with_sidecars``), as a real release's shards do, and verify compares them."""
     folder = ws / "releases" / "bench" / "1.0.0"
     (folder / "data" / "shards").mkdir(parents=True)
     pngs = base_pngs(per_shard)
     n = n_shards * per_shard
+    manifest = folder / "data" / "manifest.parquet"
+    build_manifest(n, manifest)
+    rows = mf.read_table(manifest).select(list(SIDECAR_FIELDS)).to_pylist() if sidecars else []
     sources, members, digests, refs = [], [], [], []
     for s in range(n_shards):
         source = f"data/bench/candidates/shards/{s:06d}.tar"
@@ -106,6 +112,12 @@ def build(ws: Path, n_shards: int, per_shard: int) -> tuple[list[Path], int]:
             batch.append((f"digits-{s * per_shard + j}.png", data))  # <sample id>.png, as verify expects
             digests.append(hashlib.sha256(data).hexdigest())
         blob = shard_bytes(batch)
+        if sidecars:
+            named = {
+                name: {**row, "attributes": dict(row["attributes"] or [])} if row["attributes"] else row
+                for (name, _), row in zip(batch, rows[s * per_shard : (s + 1) * per_shard], strict=True)
+            }
+            blob = with_sidecars(blob, named, [])
         sha = hashlib.sha256(blob).hexdigest()
         (folder / "data" / "shards" / f"{sha}.tar").write_bytes(blob)
         refs.append(
@@ -113,8 +125,6 @@ def build(ws: Path, n_shards: int, per_shard: int) -> tuple[list[Path], int]:
         )
         sources += [source] * per_shard
         members += [name for name, _ in batch]
-    manifest = folder / "data" / "manifest.parquet"
-    build_manifest(n, manifest)
     table = mf.read_table(manifest)
     for col, values in (("shard", sources), ("member", members), ("image_sha256", digests)):
         table = table.set_column(table.schema.get_field_index(col), col, pa.array(values))
@@ -227,6 +237,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1000, help="images per shard")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the 1- vs 3-signature runs")
     ap.add_argument("--jobs", type=int, default=None, help="verify's worker processes (default: one a CPU)")
+    ap.add_argument(
+        "--sidecars", action="store_true", help="shards hold each image's .json and .cls, as a release's do"
+    )
     args = ap.parse_args()
     n = args.shards * args.images
     threads = args.jobs or os.cpu_count() or 1  # verify's worker processes (issue 22)
@@ -234,11 +247,13 @@ def main() -> None:
     outside = Path(tempfile.mkdtemp(prefix="synthreg-bench-keys-"))
     try:
         t = time.perf_counter()
-        files, size, st = build(ws, args.shards, args.images)
+        files, size, st = build(ws, args.shards, args.images, args.sidecars)
         trust1 = sign_variant(ws, st, 1, outside)
         mb = size / 1e6
         print(
-            f"built {args.shards} shards x {args.images:,} PNGs = {n:,} images, {mb:.1f} MB of shards, "
+            f"built {args.shards} shards x {args.images:,} PNGs = {n:,} images"
+            + (" (each with its .json and .cls sidecars)" if args.sidecars else "")
+            + f", {mb:.1f} MB of shards, "
             f"in {time.perf_counter() - t:.1f} s; {os.cpu_count()} CPUs, verify workers {threads}; "
             f"load average {os.getloadavg()[0]:.2f}"
         )
@@ -254,7 +269,7 @@ def main() -> None:
         secs, _ = warm(lambda: hash_only(files, threads))
         rows.append(("  floor: read + sha256 whole shards (as many threads)", secs))
         secs, count = warm(lambda: ustar_walk(files, threads))
-        assert count == n
+        assert count == (3 * n if args.sidecars else n)
         rows.append(("  not synthreg: per-image sha256, hand-read ustar", secs))
 
         print(f"\n{'':52} {'seconds':>8} {'MB/s':>8} {'images/s':>10} {'vs sha256sum':>13}")

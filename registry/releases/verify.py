@@ -19,6 +19,7 @@ without C2PA verifies as fast as before.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 from collections import deque
@@ -157,7 +158,11 @@ def _pool(workers: int) -> Executor:
         return ThreadPoolExecutor(max_workers=1)
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    # Forked now, while this is the process's only running thread: the workers must not inherit a lock
+    # held by DuckDB's threads, which run the names query and stream the manifest once the checks start.
+    pool.submit(int).result()
+    return pool
 
 
 def verify(
@@ -255,10 +260,8 @@ def verify(
         return _check_files(folder, record.shards, subjects, result, threads, progress)
     con = mf.connect(manifest)
     checked = VerifyResult(ref=result.ref)
-    with ThreadPoolExecutor(max_workers=1) as side:  # DuckDB's names query beside the image checks
-        names = side.submit(unsafe_rows, con.cursor())
-        _check_images(con, folder, record, subjects, checked, c2pa, threads, progress)
-        n_unsafe, unsafe = names.result()
+    names = functools.partial(unsafe_rows, con.cursor())  # DuckDB's query, run beside the image checks
+    n_unsafe, unsafe = _check_images(con, folder, record, subjects, checked, c2pa, threads, progress, names)
     since = len(result.problems)
     if n_unsafe:  # signed or not, a name that extraction would place outside its folder is a failure
         result.problems.append(f"{n_unsafe} sample(s) have unsafe names or digests in the manifest")
@@ -328,9 +331,11 @@ def _check_images(
     c2pa: C2pa,
     threads: int | None,
     progress: Callable[..., None] | None,
-) -> None:
+    beside: Callable[[], Any],
+) -> Any:
     """Every shard of the manifest, a few in flight on worker processes (``shard_job``), then the
-    record and the manifest naming the same shards with as many rows."""
+    record and the manifest naming the same shards with as many rows. ``beside`` runs on a thread
+    meanwhile, once the workers are started; returns its answer."""
     by_source = {s.source: s for s in record.shards}
     if len(by_source) < len(record.shards) or len({s.path for s in record.shards}) < len(record.shards):
         result.problems.append("the record lists a shard twice (same source or same file)")
@@ -356,7 +361,8 @@ def _check_images(
     # 22). The shards come in manifest order; their answers are merged in shard name order.
     classes = list(record.recipe.identities) if record.recipe else None
     unsigned = []
-    with _pool(min(workers, max(1, len(record.shards)))) as pool:
+    with _pool(min(workers, max(1, len(record.shards)))) as pool, ThreadPoolExecutor(1) as side:
+        answer = side.submit(beside)
         send = to_ipc if isinstance(pool, ProcessPoolExecutor) else (lambda t: t)
         for shard, table in mf.tables_by_shard(con, COLUMNS):
             ref_ = by_source.get(shard) if shard is not None else None
@@ -388,6 +394,7 @@ def _check_images(
                 f"shard {ref_.source}: the record says {ref_.members} members, the manifest names "
                 f"{visited[ref_.source]}"
             )
+    return answer.result()
 
 
 def _check_files(
