@@ -164,6 +164,7 @@ class Run:
 @dataclass
 class RegisteredModel:
     name: str
+    aliases: dict[str, int]  # alias -> version
 
 
 @dataclass
@@ -373,7 +374,16 @@ class Tables:
         )
         if len(found) != 1 or self._is_prompt(name):
             return self._mlflow().get_registered_model(name)  # MLflow's own error
-        return RegisteredModel(name)
+        return RegisteredModel(name, dict(self._aliases(name)))
+
+    def _aliases(self, name: str) -> list[tuple[str, int]]:
+        """(alias, version) of a registered model, as its ``registered_model_aliases`` load reads them."""
+        return self._rows(
+            "SELECT registered_model_aliases.alias, registered_model_aliases.version "
+            "FROM registered_model_aliases WHERE ? = registered_model_aliases.workspace "
+            "AND ? = registered_model_aliases.name",
+            [DEFAULT_WORKSPACE, name],
+        )
 
     def _versions(self, where: str, params: list[Any], order: str = "") -> list[ModelVersion]:
         rows = self._rows(
@@ -395,14 +405,7 @@ class Tables:
         if len(found) != 1 or PROMPT_TAG in found[0].tags:
             return self._mlflow().get_model_version(name, version)  # MLflow's own error
         mv = found[0]
-        mv.aliases = [
-            alias
-            for alias, v in self._rows(
-                "SELECT alias, version FROM registered_model_aliases WHERE workspace = ? AND name = ?",
-                [DEFAULT_WORKSPACE, name],
-            )
-            if v == mv.version
-        ]
+        mv.aliases = [alias for alias, v in self._aliases(name) if v == mv.version]
         return mv
 
     def search_model_versions(

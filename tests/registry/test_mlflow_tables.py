@@ -38,7 +38,8 @@ def _with_client(monkeypatch: pytest.MonkeyPatch) -> None:
 def _answers(ws: Path, world: World) -> list[str]:
     out = [trace_run(ws, run_id).model_dump_json() for run_id in sorted(world.runs.values())]
     out += [
-        trace_model(ws, ref).model_dump_json() for ref in ("digit-clf/1", "digit-clf/2", "digit-clf/latest")
+        trace_model(ws, ref).model_dump_json()
+        for ref in ("digit-clf/1", "digit-clf/2", "digit-clf/latest", "digit-clf@champion")
     ]
     for selector in (
         {"generator": "tiny-digits"},
@@ -58,6 +59,7 @@ def _errors(ws: Path) -> list[str]:
         lambda: trace_run(ws, "nope"),
         lambda: trace_model(ws, "clf/1"),
         lambda: trace_model(ws, "digit-clf/9"),
+        lambda: trace_model(ws, "digit-clf@nope"),  # names the aliases the model has
     ):
         with pytest.raises(TrackingError) as e:
             ask()
