@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from registry.core.errors import TrackingError
+from registry.downstream.mlflow_tables import open_tables
 
 TAG_DATASET = "synthreg.dataset"
 TAG_MANIFEST = "synthreg.manifest_sha256"
@@ -126,11 +128,37 @@ def client(ws: Path):
     return c
 
 
+_READERS: dict[tuple[str, int, int], Any] = {}  # (URI, device, inode of a SQLite file) -> reader
+
+
+def reader(ws: Path):
+    """What ``trace`` and ``impact`` read runs and models through: the store's own tables
+    (:mod:`registry.downstream.mlflow_tables`, no ``import mlflow``) when its schema is the one the
+    installed MLflow expects, else the MlflowClient of :func:`client`. Opened once a process for a
+    store file (a file replaced at the same path is opened again)."""
+    uri = tracking_uri(ws)
+    try:
+        st = os.stat(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    except OSError:
+        st = None
+    key = (uri, st.st_dev, st.st_ino) if st else (uri, 0, 0)
+    r = _READERS.get(key)
+    if r is None:
+        r = open_tables(uri, lambda: client(ws))
+        if r is None:
+            return client(ws)  # MLflow's client; it may create the store, so nothing is kept here
+        _READERS[key] = r
+    return r
+
+
 @contextlib.contextmanager
 def mlflow_errors(uri: str) -> Iterator[None]:
-    from mlflow.exceptions import MlflowException
-
+    """MLflow's errors as a TrackingError naming the store. An MlflowException can only have been
+    raised once MLflow is imported, so nothing is imported here (trace and impact may never need it)."""
     try:
         yield
-    except MlflowException as e:
+    except Exception as e:
+        exceptions = sys.modules.get("mlflow.exceptions")
+        if exceptions is None or not isinstance(e, exceptions.MlflowException):
+            raise
         raise TrackingError(f"MLflow at {uri}: {e.message.strip()}") from e

@@ -24,6 +24,7 @@ from registry.core.errors import SynthregError
 from registry.downstream import tracking
 from registry.downstream.claims import Claims
 from registry.downstream.claims import load as load_claims
+from registry.downstream.mlflow_tables import VIEW_ALL
 from registry.downstream.tracking import mlflow_errors
 from registry.lineage import working as lineage_working
 from registry.lineage.common import (
@@ -52,11 +53,9 @@ _COUNTS = "filename, count(*), count(*) FILTER (WHERE decision = 'accepted')"  #
 
 
 def _experiments(c: Any) -> list[str]:
-    from mlflow.entities import ViewType
-
     exp_ids, token = [], None
     while True:
-        page = c.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+        page = c.search_experiments(view_type=VIEW_ALL, max_results=1000, page_token=token)
         exp_ids += [e.experiment_id for e in page]
         token = page.token
         if not token:
@@ -393,7 +392,7 @@ def impact(
     if asked is not None:
         value = release_ref(asked)
     with mlflow_errors(uri):
-        c = tracking.client(ws)
+        c = tracking.reader(ws)
         exp_ids = _experiments(c)
         # a run on a working manifest never trained on a released version: none is looked for
         working, unresolved = (

@@ -257,12 +257,10 @@ def trace_run(ws: Path, run_id: str) -> RunTrace:
             "pass the id `mlflow runs list` or the MLflow UI shows"
         )
     with mlflow_errors(uri):
-        from mlflow.exceptions import MlflowException
-
-        c = tracking.client(ws)
+        c = tracking.reader(ws)
         try:
             run = c.get_run(run_id)
-        except MlflowException as e:
+        except Exception as e:  # MLflow's "not found", by its error code
             if _not_found(e):
                 raise TrackingError(f"run {run_id} not found in {uri}") from None
             raise
@@ -287,8 +285,6 @@ def _model_ref(ref: str) -> tuple[str, str]:
 
 
 def _model_version(c: Any, name: str, selector: str, uri: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
     if selector == "latest":
         found = list(c.search_model_versions(f"name = '{sql_quote(name)}'"))
         if not found:
@@ -298,7 +294,7 @@ def _model_version(c: Any, name: str, selector: str, uri: str) -> Any:
         alias = selector[1:]
         try:
             return c.get_model_version_by_alias(name, alias)
-        except MlflowException as e:
+        except Exception as e:
             if not _not_found(e) and getattr(e, "error_code", "") != "INVALID_PARAMETER_VALUE":
                 raise
             known = sorted(c.get_registered_model(name).aliases or {})
@@ -308,7 +304,7 @@ def _model_version(c: Any, name: str, selector: str, uri: str) -> Any:
             ) from None
     try:
         return c.get_model_version(name, selector)
-    except MlflowException as e:
+    except Exception as e:
         if not _not_found(e):
             raise
         known = sorted(
@@ -326,12 +322,10 @@ def trace_model(ws: Path, ref: str) -> RunTrace:
     name, selector = _model_ref(ref)
     uri = tracking.tracking_uri(ws)
     with mlflow_errors(uri):
-        from mlflow.exceptions import MlflowException
-
-        c = tracking.client(ws)
+        c = tracking.reader(ws)
         try:
             c.get_registered_model(name)
-        except MlflowException as e:
+        except Exception as e:
             if not _not_found(e):
                 raise
             known = sorted(m.name for m in c.search_registered_models(max_results=100))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.downstream import tracking
+from registry.downstream.mlflow_tables import VIEW_ALL
 from registry.lineage.common import source_warnings
 from registry.records.lineage import (
     FilterCounts,
@@ -306,15 +307,13 @@ def working_runs(c: Any, exp_ids: list[str]) -> list[Any]:
 def search_runs(c: Any, exp_ids: list[str], filters: list[str]) -> dict[str, Any]:
     """{run id: run} of every run, live or deleted, matching any of ``filters`` in ``exp_ids``, page by
     page (MLflow returns at most 1,000 runs a page and takes at most 100 experiments a search)."""
-    from mlflow.entities import ViewType
-
     runs: dict[str, Any] = {}
     for i in range(0, len(exp_ids), 100):
         for f in filters:
             token = None
             while True:
                 page = c.search_runs(
-                    exp_ids[i : i + 100], f, run_view_type=ViewType.ALL, max_results=1000, page_token=token
+                    exp_ids[i : i + 100], f, run_view_type=VIEW_ALL, max_results=1000, page_token=token
                 )
                 runs.update((r.info.run_id, r) for r in page)
                 token = page.token
