@@ -76,9 +76,10 @@ def intact(data: bytes, expected_sha: str, table: Any, classes: list[str] | None
         cars = table_sidecars(table, classes)
         if len(names) != len(members) + len(cars) or any(n not in cars for n in set(names) - set(members)):
             return False
-        for name, (_, want) in cars.items():
-            at, size = int(starts[where[name]]), int(sizes[where[name]])
-            if want is not None and data[at : at + size] != want:
+        offsets, lengths = starts.tolist(), sizes.tolist()
+        for name, (_, want) in cars.items():  # each is in the shard: the counts above say so
+            i = where[name]
+            if want is not None and (lengths[i] != len(want) or not data.startswith(want, offsets[i])):
                 return False
     elif len(names) != len(members):
         return False
