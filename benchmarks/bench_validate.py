@@ -1,17 +1,19 @@
-"""Validate every default pack on a 1,000,000-row manifest; compare the Great Expectations part with the
-same checks written in plain DuckDB.
+"""Validate every default pack on a 1,000,000-row manifest; compare it with the same provenance checks
+written in plain DuckDB, timed in the same run.
 
     python benchmarks/bench_validate.py [--rows 1000000]
 
-Target (issue 3): the whole validate under 10 s on the project's 2-core machine. The manifest is built
-column-wise with pyarrow (10 identities, thin/bold strokes, 20 distinct prompts, filter scores filled),
-so building it is not part of the figure.
+Target (issue 22): validate within 3x the DuckDB-only checks, and under 5 s on a quiet machine. The
+manifest is built column-wise with pyarrow (10 identities, thin/bold strokes, 20 distinct prompts, filter
+scores filled), so building it is not part of the figure. Importing Great Expectations is timed apart (a
+fresh `synthreg validate` pays it once); the load average is printed, since the machine may be shared.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import resource
 import shutil
 import sys
@@ -102,7 +104,8 @@ SELECT
   count(*) FILTER (WHERE seed < 0) AS bad_seed,
   count(*) FILTER (WHERE steps NOT BETWEEN 1 AND 1000) AS bad_steps,
   count(*) FILTER (WHERE guidance NOT BETWEEN 0 AND 100) AS bad_guidance,
-  count(*) FILTER (WHERE width NOT BETWEEN 1 AND 4096 OR height NOT BETWEEN 1 AND 4096) AS bad_size
+  count(*) FILTER (WHERE width NOT BETWEEN 1 AND 4096 OR height NOT BETWEEN 1 AND 4096) AS bad_size,
+  count(*) FILTER (WHERE ({SQL_PROBLEM}) IS NOT NULL) AS bad_names
 FROM manifest
 """
 
@@ -125,6 +128,11 @@ def main() -> None:
             f"({manifest.stat().st_size / 1e6:.1f} MB)"
         )
 
+        load_before = os.getloadavg()
+        t = time.perf_counter()
+        import great_expectations  # noqa: F401  (what a fresh process pays once, timed apart)
+
+        gx_import = time.perf_counter() - t
         t = time.perf_counter()
         report = validate("data/digits/filtered", ws, "recipe.yaml")
         total = time.perf_counter() - t
@@ -133,41 +141,32 @@ def main() -> None:
 
         con = mf.connect(manifest)
         t = time.perf_counter()
-        df = con.sql(
-            f"SELECT {', '.join(provenance.COLUMNS)}, {SQL_PROBLEM} AS name_problem FROM manifest"
-        ).df()
-        fetch = time.perf_counter() - t
-        t = time.perf_counter()
-        result = provenance.validate(df)
+        result = provenance.run_suite(con)
         gx_seconds = time.perf_counter() - t
         t = time.perf_counter()
-        duck = con.execute(DUCKDB_CHECKS).fetchone()
+        duck = con.execute(DUCKDB_CHECKS.replace("{SQL_PROBLEM}", SQL_PROBLEM)).fetchone()
         duck_seconds = time.perf_counter() - t
-        t = time.perf_counter()
-        pandas_nulls = int(df[provenance.COLUMNS].isna().sum().sum()) + int(
-            df["sample_id"].duplicated().sum()
-        )
-        pandas_regex = (
-            int((~df["weights_digest"].str.fullmatch(r"[0-9a-f]{64}")).sum())
-            + int((~df["image_sha256"].str.fullmatch(r"[0-9a-f]{64}")).sum())
-            + int((~df["phash"].str.fullmatch(r"[0-9a-f]{16}")).sum())
-        )
-        pandas_ranges = int((~df["steps"].between(1, 1000)).sum() + (~df["guidance"].between(0, 100)).sum())
-        pandas_seconds = time.perf_counter() - t
+        load_after = os.getloadavg()
         assert result["success"], [r["expectation_config"] for r in result["results"] if not r["success"]]
-        assert not any(duck) and not (pandas_nulls + pandas_regex + pandas_ranges), (duck, pandas_nulls)
+        assert not any(duck), duck
 
         n_exp = len(result["results"])
         print(
-            f"\nvalidate, all default packs ({len(report.results)} rules): {total:.2f} s  "
-            f"(target < 10 s) -> {statuses}; peak RSS so far {peak:.0f} MB (provenance on "
-            f"{-(-args.rows // provenance.PART_ROWS)} partition(s) of <= {provenance.PART_ROWS:,} rows)"
+            f"\nload average (1, 5, 15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
+            f"after {', '.join(f'{x:.2f}' for x in load_after)} ({os.cpu_count()} CPUs)"
         )
-        print(f"provenance suite, {n_exp} expectations on {args.rows:,} rows:")
-        print(f"  fetch columns to pandas (DuckDB)  {fetch:6.2f} s")
-        print(f"  Great Expectations                {gx_seconds:6.2f} s")
-        for name, secs in (("DuckDB", duck_seconds), ("pandas", pandas_seconds)):
-            print(f"  same checks in plain {name:13}{secs:6.2f} s   GX/{name} = {gx_seconds / secs:.1f}x")
+        print(f"import great_expectations                {gx_import:6.2f} s  (once per process)")
+        print(
+            f"validate, all default packs ({len(report.results)} rules)  {total:6.2f} s  "
+            f"(target < 5 s quiet) -> {statuses}; peak RSS so far {peak:.0f} MB"
+        )
+        print(f"  provenance suite alone, GX in DuckDB   {gx_seconds:6.2f} s  ({n_exp} expectations)")
+        print(f"  same checks in plain DuckDB            {duck_seconds:6.2f} s")
+        print(
+            f"validate / DuckDB-only = {total / duck_seconds:.1f}x (target <= 3x); with the import "
+            f"{(total + gx_import) / duck_seconds:.1f}x; provenance suite / DuckDB-only = "
+            f"{gx_seconds / duck_seconds:.1f}x"
+        )
     finally:
         shutil.rmtree(ws)
 

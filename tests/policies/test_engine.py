@@ -728,40 +728,45 @@ def test_a_manifest_of_another_dataset_is_refused(ws: Workspace):
     assert result.output.splitlines()[-1] == f"error: {message}"
 
 
-# --- issue 13: Great Expectations on partitions of a large manifest -----------------------------------
+# --- issue 22: Great Expectations runs in DuckDB (it ran on pandas partitions of the manifest, issue 13) ---
 
 
-def test_provenance_on_partitions_equals_the_whole(ws: Workspace, monkeypatch: pytest.MonkeyPatch):
-    """Above PART_ROWS rows the suite runs on hash partitions of sample_id (so 1M rows fit in memory);
-    counts, evidence and failures must be those of one pass over the whole manifest, and a duplicate id
-    is still caught (both its rows land in one partition)."""
+def test_provenance_runs_in_duckdb_with_the_evidence_of_one_pass(ws: Workspace):
+    """GX's SQL data source reads the manifest's own DuckDB view: no pandas frame, no partitions (so
+    nothing to merge), and the counts and first offending ids are those of one pass in manifest order.
+    A duplicate id is caught, and the names check (a precomputed column lined up by position) names the
+    right rows. Replaces issue 13's partition test: the partitions, and their merge, are gone."""
     ws.rows[5] |= {"sample_id": sid(40), "member": f"{sid(40)}.png"}  # a duplicate id
     ws.rows[42]["seed"] = None
     ws.rows[17]["phash"] = "not-a-phash"
-    whole = by_id(ws.write().validate())["provenance.complete"]
-    gx_whole = json.loads((ws.root / REPORT_DIR / "provenance.gx.json").read_text())
-    monkeypatch.setattr(provenance, "PART_ROWS", 7)  # 60 rows -> 9 partitions
-    parts = by_id(ws.validate())["provenance.complete"]
-    gx_parts = json.loads((ws.root / REPORT_DIR / "provenance.gx.json").read_text())
-    assert gx_parts["meta"]["synthreg_partitions"]["count"] == 9
-    assert whole.status == parts.status == "fail"
-    assert whole.evidence.details["failed_expectations"] == parts.evidence.details["failed_expectations"]
-    assert {e["expectation"] for e in parts.evidence.details["failed_expectations"]} == {
-        "expect_column_values_to_be_unique",
-        "expect_column_values_to_not_be_null",
-        "expect_column_values_to_match_regex",
-        "expect_column_values_to_be_null",  # registry/core/names.py flags the duplicate id too
+    ws.rows[23]["member"] = "../escape.png"  # a name extraction would put outside its folder
+    prov = by_id(ws.write().validate())["provenance.complete"]
+    gx = json.loads((ws.root / REPORT_DIR / "provenance.gx.json").read_text())
+    assert prov.status == "fail"
+    failed = {
+        (e["expectation"], e["column"]): e["unexpected"] for e in prov.evidence.details["failed_expectations"]
     }
-    assert whole.evidence.count == parts.evidence.count
-    assert sorted(whole.evidence.sample_ids) == sorted(parts.evidence.sample_ids)
-    assert gx_whole["statistics"] == gx_parts["statistics"]
-    for w, p in zip(gx_whole["results"], gx_parts["results"], strict=True):
-        assert w["success"] == p["success"], w["expectation_config"]
-        for key in ("element_count", "unexpected_count", "missing_count", "unexpected_percent"):
-            assert w["result"].get(key) == pytest.approx(p["result"].get(key)), (key, w["expectation_config"])
-        assert sorted(map(str, w["result"]["partial_unexpected_list"])) == sorted(
-            map(str, p["result"]["partial_unexpected_list"])
-        )
+    assert failed == {
+        ("expect_column_values_to_be_unique", "sample_id"): 2,
+        ("expect_column_values_to_be_null", "name_problem"): 2,  # names *and digests*: rows 17 and 23
+        ("expect_column_values_to_match_regex", "phash"): 1,
+        ("expect_column_values_to_not_be_null", "seed"): 1,
+    }
+    assert prov.evidence.count == 6
+    assert prov.evidence.sample_ids == [sid(40), sid(42), sid(17), sid(23)]
+    assert gx["meta"]["batch_spec"]["type"] == "table" and "synthreg_partitions" not in gx["meta"]
+    assert gx["meta"]["batch_markers"] == {}  # no pandas fingerprint, and GX's load time is dropped
+    assert gx["statistics"]["unsuccessful_expectations"] == 4
+    result = {
+        (r["expectation_config"]["type"], r["expectation_config"]["kwargs"]["column"]): r["result"]
+        for r in gx["results"]
+    }
+    assert result[("expect_column_values_to_match_regex", "phash")]["partial_unexpected_list"] == [
+        "not-a-phash"
+    ]
+    assert result[("expect_column_values_to_not_be_null", "seed")]["element_count"] == len(ws.rows)
+    names = result[("expect_column_values_to_be_null", "name_problem")]["partial_unexpected_index_list"]
+    assert [r["sample_id"] for r in names] == [sid(17), sid(23)]  # lined up by position: the right rows
 
 
 # --- checks that could not run (issue 21: "not run" is a status, never a pass) -------------------------
