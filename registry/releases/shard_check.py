@@ -67,6 +67,8 @@ def intact(data: bytes, expected_sha: str, table: Any, classes: list[str] | None
     names, starts, sizes = found
     where = {name: i for i, name in enumerate(names)}
     members, sids, shas, generators, weights = (table.column(c).to_pylist() for c in IMAGE_COLUMNS)
+    if None in sids or len(set(sids)) < len(sids):  # the full check holds one marking a sample id
+        return False
     picks = [where.get(m, -1) for m in members]
     if -1 in picks or len(set(picks)) < len(picks) or not safe_members(names):
         return False
@@ -94,7 +96,13 @@ def intact(data: bytes, expected_sha: str, table: Any, classes: list[str] | None
 
 def table_sidecars(table: Any, classes: list[str] | None) -> dict[str, tuple[str, bytes | None]]:
     """``sidecars_of`` of an Arrow table's rows (the same dict, bytes for bytes), built a column at a
-    time by ``webdataset.sidecars`` (issue 22)."""
+    time by ``webdataset.sidecars`` (issue 22) when the columns have the types synthreg writes (strings,
+    an int64 seed, a map of strings); a row at a time otherwise (a hostile manifest's float seed, whose
+    0.0 and -0.0 the batch would not tell apart, or a list where a map belongs)."""
+    from registry.store.manifest import SCHEMA
+
+    if any(table.schema.field(f).type != SCHEMA.field(f).type for f in SIDECAR_FIELDS):
+        return _sidecars_by_row(table, classes)
     columns = {name: table.column(name).to_pylist() for name in SIDECAR_FIELDS}
     numbers: dict[Any, bytes] = {}
     for i, identity in enumerate(classes or []):
@@ -107,6 +115,21 @@ def table_sidecars(table: Any, classes: list[str] | None) -> dict[str, tuple[str
         out[f"{key}.json"] = (sample_id, text)
         out[f"{key}.cls"] = (sample_id, numbers.get(identity, b"-1") if classes is not None else None)
     return out
+
+
+def _sidecars_by_row(table: Any, classes: list[str] | None) -> dict[str, tuple[str, bytes | None]]:
+    """``sidecars_of`` of an Arrow table's rows, a row at a time; a map column (``attributes``) becomes
+    the dict DuckDB's rows held, so the ``.json`` bytes are the ones release wrote."""
+    import pyarrow as pa
+
+    values = {}
+    for name in table.column_names:
+        column = table.column(name).to_pylist()
+        if pa.types.is_map(table.schema.field(name).type):
+            column = [None if v is None else dict(v) for v in column]
+        values[name] = column
+    columns = [values[c] for c in (*IMAGE_COLUMNS, *SIDECAR_FIELDS)]
+    return sidecars_of(list(zip(*columns, strict=True)), classes)
 
 
 def check_shard(

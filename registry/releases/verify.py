@@ -159,8 +159,9 @@ def _pool(workers: int) -> Executor:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    # Forked now, while this is the process's only running thread: the workers must not inherit a lock
-    # held by DuckDB's threads, which run the names query and stream the manifest once the checks start.
+    # Forked now, before the checks start DuckDB's work (the names query on a thread, the manifest
+    # stream): the process's other threads (DuckDB's scheduler, Arrow's and BLAS's pools) are idle, so
+    # no worker inherits a lock one of them holds mid-query. The workers never use DuckDB.
     pool.submit(int).result()
     return pool
 

@@ -326,7 +326,8 @@ def tables_by_shard(
     shard None. verify hands a shard's columns to a worker process whole, with no Python object a row;
     issue 22: a query for a few shards at a time re-read the whole manifest for each, quadratic in its
     size. Held at any time: the shards whose rows are not all read yet, which for a manifest written
-    shard by shard (as generate, filter, release and derive write them) is one."""
+    shard by shard (as generate, filter, release and derive write them) is one; a manifest whose shards
+    interleave holds more (all of it, at worst), and each shard's rows are given as one chunk."""
     import numpy as np
 
     counts = dict(con.execute("SELECT shard, count(*) FROM manifest GROUP BY shard").fetchall())
@@ -345,9 +346,9 @@ def tables_by_shard(
             parts.setdefault(shard, []).append(rows.slice(at, stop - at))
             have[shard] = have.get(shard, 0) + stop - at
             if shard is not None and have[shard] == counts[shard]:
-                yield shard, pa.Table.from_batches(parts.pop(shard))
+                yield shard, pa.Table.from_batches(parts.pop(shard)).combine_chunks()
     if None in parts:  # rows that name no shard: the caller says what is wrong with them
-        yield None, pa.Table.from_batches(parts.pop(None))
+        yield None, pa.Table.from_batches(parts.pop(None)).combine_chunks()
 
 
 def find_sample(path: Path, sample_id: str) -> SampleRecord:

@@ -220,25 +220,27 @@ def all_marked(
     data: bytes, starts: list[int], sample_ids: list[str], generators: list[str], weights: list[str]
 ) -> bool:
     """Whether each image held in ``data`` at ``starts`` (the offsets of the PNGs' first bytes) carries,
-    right after its IHDR, the chunk generation writes for its row's marking (sample id, generator,
-    weights digest): the first thing ``marking_problems`` and ``foreign_sample`` accept. Compared in
-    place, a shard at a time (issue 22): the length field, the chunk up to the end of the packet, each
-    from one template a generator. The chunk's CRC is not compared: a wrong one changes neither what the
-    marking says nor what the image-by-image check reports (it then parses the packet). False when any
-    differs, or when an id needs XML escaping; the caller then checks image by image. The caller has
-    checked that each image is whole (``images.all_whole``), so its chunks lie inside it."""
+    right after its IHDR, byte for byte the chunk generation writes for its row's marking (sample id,
+    generator, weights digest), CRC included: what ``marking_problems`` accepts first, and then
+    ``foreign_sample`` too. Compared in place, a shard at a time, from one template a generator (issue
+    22). False when any differs, or when an id needs XML escaping; the caller then checks image by image.
+    The caller has checked that each image is whole (``images.all_whole``), so its chunks lie inside it,
+    and that the sample ids are distinct (the image-by-image check holds one marking a sample id)."""
     joined = "\n".join(sample_ids)  # no plain id holds a newline: it must split back into the ids
     if not _PLAIN_IDS.fullmatch(joined) or joined.count("\n") != len(sample_ids) - 1:
         return False
     pack = struct.Struct(">I").pack
     parts = {}
     for pair in set(zip(generators, weights, strict=True)):
-        head, _, tail = _chunk_parts(DIGITAL_SOURCE_TYPE, *pair)
-        parts[pair] = (len(head) + len(tail) - 2, head + b'"', b'"' + tail)  # -4 for the type, +2 quotes
+        head, crc, tail = _chunk_parts(DIGITAL_SOURCE_TYPE, *pair)
+        quote = b'"'
+        # -4: the type is not counted; +2: the quotes. The CRC runs on from the head's, through the id.
+        parts[pair] = (len(head) + len(tail) - 2, head + quote, zlib.crc32(quote, crc), quote + tail)
     for at, sample_id, generator, weights_digest in zip(starts, sample_ids, generators, weights, strict=True):
-        size, head, tail = parts[generator, weights_digest]
-        quoted = sample_id.encode()
-        if not data.startswith(pack(size + len(quoted)) + head + quoted + tail, at + _IHDR_END):
+        size, head, crc, tail = parts[generator, weights_digest]
+        text = sample_id.encode()
+        chunk = pack(size + len(text)) + head + text + tail + pack(zlib.crc32(tail, zlib.crc32(text, crc)))
+        if not data.startswith(chunk, at + _IHDR_END):
             return False
     return True
 

@@ -223,3 +223,62 @@ def test_sidecars_a_column_at_a_time_are_the_bytes_of_each_row(rows: list[dict])
         for row in rows
     ]
     assert sidecars(columns) == want
+
+
+def test_what_a_review_found_goes_image_by_image(tmp_path: Path) -> None:
+    """A review's finds (issue 22): two rows of one sample id (the full check holds one marking a sample
+    id, so its note must come from there), and a marking whose CRC alone is wrong (the full check then
+    parses the packet, which a 64 KB cut can change) are never accepted in batch."""
+    images = pngs(2)
+    data = tar_bytes([("s-0.png", images[0]), ("s-1.png", images[1])])
+    shas = [hashlib.sha256(p).hexdigest() for p in images]
+    rows = {
+        "member": ["s-0.png", "s-1.png"],
+        "sample_id": ["s-0", "s-1"],
+        "image_sha256": shas,
+        "generator_name": ["gen", "gen"],
+        "weights_digest": [WEIGHTS, WEIGHTS],
+    }
+    rows |= {f: ["v", "w"] for f in SIDECAR_FIELDS if f not in rows}
+    rows |= {"seed": [1, 2]}
+    schema = pa.schema([mf.SCHEMA.field(c) for c in COLUMNS])
+    rows["attributes"] = pa.array([[("stroke", "thin")], []], schema.field("attributes").type)
+    table = pa.table(rows, schema=schema)
+    sha = hashlib.sha256(data).hexdigest()
+    assert intact(data, sha, table, None, NO_C2PA)
+    twice = table.set_column(1, "sample_id", pa.array(["s-0", "s-0"]))
+    assert not intact(data, sha, twice, None, NO_C2PA)
+    crc = bytearray(images[1])
+    crc[crc.index(b"IDAT") - 5] ^= 1  # the last byte of the marking chunk's CRC
+    broken = tar_bytes([("s-0.png", images[0]), ("s-1.png", bytes(crc))])
+    table = table.set_column(2, "image_sha256", pa.array([shas[0], hashlib.sha256(bytes(crc)).hexdigest()]))
+    assert not intact(broken, hashlib.sha256(broken).hexdigest(), table, None, NO_C2PA)
+
+
+def test_sidecars_of_other_column_types_are_built_row_by_row() -> None:
+    """A manifest whose sidecar columns are not the types synthreg writes (a float seed: 0.0 and -0.0;
+    a list where a map belongs) gets the sidecars the row-by-row builder makes, and no crash."""
+    base = {"member": ["s-0.png", "s-1.png"], "sample_id": ["s-0", "s-1"]}
+    base |= {f: ["x", "y"] for f in ("image_sha256", "generator_name", "weights_digest")}
+    base |= {f: ["v", "w"] for f in SIDECAR_FIELDS if f not in base}
+    for seed, attributes in (
+        (pa.array([0.0, -0.0]), pa.array([None, None], pa.map_(pa.string(), pa.string()))),
+        (pa.array([1, 2]), pa.array([["ab", "cd"], ["ef"]])),
+        (pa.array([1, 2]), pa.array([[("k", ["a"])], None], pa.map_(pa.string(), pa.list_(pa.string())))),
+    ):
+        table = pa.table(base | {"seed": seed, "attributes": attributes})
+        rows = [
+            {
+                k: dict(v)
+                if k == "attributes" and isinstance(v, list) and v and isinstance(v[0], tuple)
+                else v
+                for k, v in r.items()
+            }
+            for r in table.to_pylist()
+        ]
+        want = {}
+        for r in rows:
+            key = r["member"].removesuffix(".png")
+            want[f"{key}.json"] = (r["sample_id"], sidecar(r))
+            want[f"{key}.cls"] = (r["sample_id"], None)
+        assert table_sidecars(table, None) == want
