@@ -282,3 +282,15 @@ def test_sidecars_of_other_column_types_are_built_row_by_row() -> None:
             want[f"{key}.json"] = (r["sample_id"], sidecar(r))
             want[f"{key}.cls"] = (r["sample_id"], None)
         assert table_sidecars(table, None) == want
+
+
+def test_a_row_without_a_sample_id_is_reported_not_a_traceback(released: Built) -> None:
+    """A manifest row with no sample id (the names check names it) no longer crashes the shard's check
+    (before issue 22's review: a TypeError in the marking check); its image is then a member no row names."""
+    path, sha, table = shard_tables(released.ws)[0]
+    classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
+    sids = table.column("sample_id").to_pylist()
+    table = table.set_column(1, "sample_id", pa.array([None, *sids[1:]], pa.string()))
+    problems, _, _, named = shard_job(path, sha, table, classes, NO_C2PA)
+    assert named == table.num_rows
+    assert problems and "member(s) no manifest row names" in problems[0]
