@@ -101,6 +101,7 @@ def publish(
     op: str = "release",
     trust: Trust | Path | str | None = None,
     models: ModelsSeen | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Release:
     """Make ``releases/NAME/VERSION`` under the release lock, as a journalled transaction
     (``registry.store.journal``) of the steps in ``PUBLISH_STEPS``:
@@ -115,7 +116,8 @@ def publish(
 
     Signing: the releaser's key must be an ed25519 key the pinned trust root lists as ``releaser``
     (checked before anything is written). A candidate waits for ``synthreg approve``. ``models``: what the
-    MLflow store held, for the report (None: not asked; the report says so).
+    MLflow store held, for the report (None: not asked; the report says so). ``details``: more for the
+    release event's details (release's policy re-check: which outcomes it reused).
 
     A failure before ``audit`` removes the folder and unstages it; later, the journal stays and the next
     command finishes the release. The audit log is append-only, so an event appended before a failure
@@ -180,6 +182,7 @@ def publish(
             }
             if trust.version is not None:  # issue 20: the root version the release was signed under
                 signer_details["root_version"] = trust.version
+            signer_details |= details or {}
             # Final only when the thresholds are met; a candidate waits for `synthreg approve`. The commit
             # holds the signer's public key (a convenience copy; trust comes from the pinned root).
             txn.update(
