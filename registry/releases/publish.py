@@ -501,8 +501,8 @@ def _copy_shards(
                 f"({bad_samples[bad[0]]}); restore the shard (`dvc checkout`) or regenerate"
             )
         members = len(expected)
-        assert scanned is not None  # else check_members reported a problem
-        data = add_sidecars(data, sidecars, scanned[0])  # WebDataset .json/.cls
+        found = scanned[0] if scanned is not None else None  # None: check_members reported it
+        data = add_sidecars(data, sidecars, found)  # WebDataset .json/.cls
         digest = sha256_bytes(data)
         (out / "data" / "shards" / f"{digest}.tar").write_bytes(data)  # in staging: renamed whole
         shards.append(
