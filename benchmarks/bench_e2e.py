@@ -37,15 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SYNTHREG, DVC = str(BIN / "synthreg"), str(BIN / "dvc")
 NAME = "load-test"
-# Rules a pattern set cannot meet (the default pack measures tiny-digits' `stroke`; no domain, so nothing
-# observed and identity consistency not measured);
-# waived in the benchmark workspace, as a real load test would.
-WAIVED = [
-    "bias.requested-balance",
-    "bias.observed-balance",
-    "bias.observed-collapse",
-    "quality.identity-consistency",
-]
+# Rules a pattern set cannot meet (no domain, so identity consistency is not measured); waived in the
+# benchmark workspace, as a real load test would. The bias rules waived here before issue 19 are no
+# longer in the default pack (they moved to the digits pack), and `waive` refuses a rule no pack has.
+WAIVED = ["quality.identity-consistency"]
 
 
 def run(cwd: Path, label: str, cmd: list[str], roots: list[Path], rows: list, env: dict | None = None) -> str:

@@ -12,15 +12,18 @@ the recipe declares no such attribute), with why. A rule with ``require: ran`` f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from policies import reuse
 from policies.checks import licence, prompt, provenance, quality, representation
 from policies.context import Context, Outcome
+from policies.reuse import REUSABLE_KINDS
 from registry.core import yamlio
 from registry.core.digests import sha256_file
 from registry.core.errors import PolicyError
@@ -40,6 +43,7 @@ from registry.records.policy import (
     RepresentationRule,
     Rule,
     RuleResult,
+    ValidationStamp,
     Waiver,
     WaiverFile,
 )
@@ -129,17 +133,17 @@ def evaluate(
     today: date,
     evidence_dir: Path | None = None,
     progress: Callable[..., None] | None = None,
+    reuse: Mapping[str, RuleResult] | None = None,
 ) -> list[RuleResult]:
-    """Every rule of every pack, in order; ``progress(done, total, rule_id)`` before each rule."""
+    """Every rule of every pack, in order; ``progress(done, total, rule_id)`` before each rule. A rule
+    ``reusable`` from ``reuse`` (validate's results, when ``policies.reuse`` found the same inputs) keeps
+    its outcome, and only its waiver is decided again."""
     results: list[RuleResult] = []
     total = sum(len(pack.rules) for _, pack in packs)
     for _, pack in packs:
         for rule in pack.rules:
             if progress:
                 progress(len(results), total, rule.id)
-            check = CHECKS[rule.kind]
-            extra: dict[str, Any] = {"evidence_dir": evidence_dir} if rule.kind == "provenance" else {}
-            outcome = check(rule, ctx, **extra)
             waiver = next(
                 (
                     w
@@ -148,6 +152,12 @@ def evaluate(
                 ),
                 None,
             )
+            if (before := reusable(rule, pack, reuse)) is not None:
+                results.append(_waived_again(before, waiver))
+                continue
+            check = CHECKS[rule.kind]
+            extra: dict[str, Any] = {"evidence_dir": evidence_dir} if rule.kind == "provenance" else {}
+            outcome = check(rule, ctx, **extra)
             status = _status(rule, outcome, waiver)
             if not outcome.ran and rule.require == "ran":
                 outcome.message = f"required to run ({rule.id} has require: ran), but {outcome.message}"
@@ -170,6 +180,24 @@ def evaluate(
     return results
 
 
+def reusable(rule: Rule, pack: PolicyPack, reuse: Mapping[str, RuleResult] | None) -> RuleResult | None:
+    """Validate's result for ``rule`` when its outcome may be reused (its kind reads nothing the stamp
+    does not bind, and it is the same rule of the same pack), else None: the rule is checked again."""
+    before = reuse.get(rule.id) if reuse is not None and rule.kind in REUSABLE_KINDS else None
+    if before is None or (before.pack, before.kind, before.severity) != (pack.id, rule.kind, rule.severity):
+        return None
+    return before
+
+
+def _waived_again(before: RuleResult, waiver: Waiver | None) -> RuleResult:
+    """``before`` with its waiver decided again: a failing error rule (``fail`` or ``waived``, the only
+    statuses a waiver changes, see ``_status``) is waived by ``waiver`` now, or fails."""
+    if before.status not in ("fail", "waived"):
+        return before
+    status = "waived" if waiver else "fail"
+    return before.model_copy(update={"status": status, "waiver": waiver})
+
+
 def check(
     ws: Path,
     manifest_path: Path,
@@ -186,6 +214,82 @@ def check(
 
     ``manifest_name`` is what the report calls the manifest (default: its path in the workspace).
     """
+    return _checked(
+        ws, manifest_path, recipe, packs, waivers, licences, evidence_dir, today, manifest_name, progress
+    )[0]
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """What a re-check did: the rules whose outcome it reused from validate, those it checked again, and
+    why it could not reuse more (None: all it may reuse)."""
+
+    reused: list[str]
+    ran: list[str]
+    why: str | None
+
+    def summary(self) -> str:
+        """One line for a person, e.g. in `synthreg release`'s output."""
+        n = len(self.reused) + len(self.ran)
+        if not self.reused:
+            return f"policy re-check: ran all {n} rules again ({self.why or 'none may be reused'})"
+        head = (
+            f"policy re-check: reused validate's result for {len(self.reused)} of {n} rules (report.json as "
+            "validate wrote it in this clone; same manifest, packs, licence base, waivers file, recipe and "
+            "policy code)"
+        )
+        return head + (f"; ran again: {', '.join(self.ran)} (they read other files)" if self.ran else "")
+
+
+def recheck(
+    ws: Path,
+    manifest_path: Path,
+    recipe: Recipe,
+    report_text: str,
+    packs: Sequence[Path | str] | None = None,
+    waivers: Path | str | None = None,
+    licences: Path | str | None = None,
+    today: date | None = None,
+) -> tuple[PolicyReport, Recheck]:
+    """``check`` again for the report whose text is ``report_text``, reusing validate's outcomes where
+    ``policies.reuse`` finds that validate wrote exactly this report from the same inputs (issue 22)."""
+    from registry.core.digests import sha256_bytes
+
+    said = sha256_bytes(report_text.encode())
+    found = reuse.read_stamp(ws, said)
+    before = PolicyReport.model_validate_json(report_text) if found is not None else None
+    report, stamp = _checked(
+        ws, manifest_path, recipe, packs, waivers, licences, today=today, reuse_from=(found, before)
+    )
+    why = reuse.why_not(found, stamp)
+    earlier = {r.rule_id: r for r in before.results} if why is None and before is not None else {}
+    reused = [
+        r.rule_id
+        for r in report.results
+        if r.kind in REUSABLE_KINDS
+        and (e := earlier.get(r.rule_id)) is not None
+        and (e.pack, e.kind, e.severity) == (r.pack, r.kind, r.severity)
+    ]  # the rules ``reusable`` let evaluate reuse
+    ran = [r.rule_id for r in report.results if r.rule_id not in reused]
+    return report, Recheck(reused, ran, why)
+
+
+def _checked(
+    ws: Path,
+    manifest_path: Path,
+    recipe: Recipe,
+    packs: Sequence[Path | str] | None = None,
+    waivers: Path | str | None = None,
+    licences: Path | str | None = None,
+    evidence_dir: Path | None = None,
+    today: date | None = None,
+    manifest_name: str | None = None,
+    progress: Callable[..., None] | None = None,
+    reuse_from: tuple[ValidationStamp | None, PolicyReport | None] = (None, None),
+) -> tuple[PolicyReport, ValidationStamp]:
+    """``check``'s report, and the stamp of what made it (``report_sha256`` left empty); with
+    ``reuse_from`` (validate's stamp and report), the reusable outcomes of the report when the stamp
+    names the same inputs."""
     if recipe.intended_use is None:
         raise PolicyError(
             f"recipe for {recipe.dataset} declares no intended_use; add one (commercial: true|false, "
@@ -221,19 +325,32 @@ def check(
     ctx = Context(ws=ws, manifest=manifest_path, recipe=recipe, kb=kb, con=con)
     if evidence_dir is not None:  # only now: bad input above leaves no folder behind
         evidence_dir.mkdir(parents=True, exist_ok=True)
-    results = evaluate(ctx, loaded, signed, today or date.today(), evidence_dir, progress)
-    return PolicyReport(
-        dataset=recipe.dataset,
-        manifest=manifest_name or relative(ws, manifest_path),
+    inputs = ValidationStamp(
+        report_sha256="0" * 64,  # not known before the report is written; reuse.why_not ignores it
         manifest_sha256=sha256_file(manifest_path),
         packs={_name(ws, p): sha256_file(p) for p, _ in loaded},
         licence_kb_sha256=sha256_file(kb_path),
         waivers_sha256=sha256_file(waivers_path) if waivers_path and waivers_path.exists() else None,
+        recipe_sha256=reuse.recipe_sha256(recipe),
+        engine_sha256=reuse.engine_sha256(),
+    )
+    stamp, before = reuse_from
+    same = before is not None and stamp is not None and reuse.why_not(stamp, inputs) is None
+    earlier = {r.rule_id: r for r in before.results} if same and before is not None else None
+    results = evaluate(ctx, loaded, signed, today or date.today(), evidence_dir, progress, earlier)
+    report = PolicyReport(
+        dataset=recipe.dataset,
+        manifest=manifest_name or relative(ws, manifest_path),
+        manifest_sha256=inputs.manifest_sha256,
+        packs=inputs.packs,
+        licence_kb_sha256=inputs.licence_kb_sha256,
+        waivers_sha256=inputs.waivers_sha256,
         intended_use=recipe.intended_use,
         results=results,
         ignored_waivers=ignored,
         passed=not any(r.status == "fail" for r in results),
     )
+    return report, inputs
 
 
 def _attributes_declared(packs: list[tuple[Path, PolicyPack]], recipe: Recipe) -> None:
@@ -281,12 +398,14 @@ def validate(
     _same_dataset(manifest_path, recipe_model, recipe)
     out_dir = inside(ws, out or in_dir.parent / "policy", "report folder")  # symlinks included
     audit.log_path(ws)  # refused before anything is written
-    report = check(
+    report, stamp = _checked(
         ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today, progress=progress
     )
     atomic_write_text(out_dir / "report.json", report.to_json())
     atomic_write_text(out_dir / "report.md", render_markdown(report))
-    audit.append_validation(ws, report, relative(ws, out_dir), sha256_file(out_dir / "report.json"))
+    written = sha256_file(out_dir / "report.json")
+    reuse.write_stamp(ws, stamp.model_copy(update={"report_sha256": written}))  # for release's re-check
+    audit.append_validation(ws, report, relative(ws, out_dir), written)
     return report
 
 

@@ -102,6 +102,7 @@ def release(
         from registry.lineage.openlineage import File, Manifest, ReleaseRef, stage
         from registry.lineage.report import models_seen
         from registry.releases.catalog import release_status
+        from registry.releases.release import recheck_summary
         from registry.releases.release import release as run
         from registry.trust.admission import ReleaseStatus
 
@@ -134,6 +135,8 @@ def release(
             f"released {r.name}@{r.version}: {r.counts.accepted}/{r.counts.total} accepted, "
             f"{len(r.shards)} shard(s), manifest sha256 {r.manifest_sha256}; {what}"
         )
+        if (rechecked := recheck_summary(ws, r.name, r.version)) is not None:
+            typer.echo(rechecked)
 
 
 def derive(

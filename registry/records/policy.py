@@ -283,3 +283,20 @@ class PolicyReport(Strict):
     def to_json(self) -> str:
         """The report file's text: what validate writes, a release copies and both digest."""
         return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+
+
+class ValidationStamp(Strict):
+    """What ``synthreg validate`` leaves in the clone's git folder (never committed, never pushed) beside
+    each report.json it writes, so that release's policy re-check can reuse the rule outcomes instead of
+    computing them again (issue 22; ``policies.reuse``). Each digest is of a file's bytes; release
+    recomputes every one from the files it is about to sign and reuses nothing unless all are equal."""
+
+    report_sha256: Sha256 = Field(description="report.json exactly as validate wrote it")
+    manifest_sha256: Sha256
+    packs: dict[str, Sha256] = Field(description="pack file -> sha256, as the report names them")
+    licence_kb_sha256: Sha256
+    waivers_sha256: Sha256 | None = None
+    recipe_sha256: Sha256 = Field(description="the recipe as checked (its canonical JSON)")
+    engine_sha256: Sha256 = Field(
+        description="synthreg's policy code and the versions of the libraries its checks run on"
+    )

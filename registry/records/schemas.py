@@ -12,7 +12,14 @@ from registry.records.audit import AuditEvent
 from registry.records.config import Params
 from registry.records.dataset import GenerationRequest, GeneratorSpec, Recipe, SampleRecord, SourceRef
 from registry.records.journal import Entry
-from registry.records.policy import LicenceBase, PolicyPack, PolicyReport, WaiverFile, WithdrawnList
+from registry.records.policy import (
+    LicenceBase,
+    PolicyPack,
+    PolicyReport,
+    ValidationStamp,
+    WaiverFile,
+    WithdrawnList,
+)
 from registry.records.profile import DatasetProfile
 from registry.records.release import Release
 from registry.records.signed import LogCheckpoint, SignedWaiver, SignOff, Withdrawal
@@ -40,6 +47,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "signed-waiver": SignedWaiver,
     "withdrawal": Withdrawal,
     "log-checkpoint": LogCheckpoint,
+    "validation-stamp": ValidationStamp,
 }
 
 

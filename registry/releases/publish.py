@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -54,8 +55,8 @@ from registry.releases.tagging import commit_message, signing_tags, status_line,
 from registry.store import audit, journal
 from registry.store import manifest as mf
 from registry.store.releases import EXPORTS, RELEASES, load_release, release_folder, versions
-from registry.store.shards import check_members
-from registry.store.webdataset import SIDECAR_FIELDS, with_sidecars
+from registry.store.shards import check_members, scan
+from registry.store.webdataset import SIDECAR_FIELDS, add_sidecars, sidecars_of
 from registry.trust.root import Trust
 from registry.trust.signing import KEYS, public_key_file, sign, statement
 
@@ -101,6 +102,7 @@ def publish(
     op: str = "release",
     trust: Trust | Path | str | None = None,
     models: ModelsSeen | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Release:
     """Make ``releases/NAME/VERSION`` under the release lock, as a journalled transaction
     (``registry.store.journal``) of the steps in ``PUBLISH_STEPS``:
@@ -115,7 +117,8 @@ def publish(
 
     Signing: the releaser's key must be an ed25519 key the pinned trust root lists as ``releaser``
     (checked before anything is written). A candidate waits for ``synthreg approve``. ``models``: what the
-    MLflow store held, for the report (None: not asked; the report says so).
+    MLflow store held, for the report (None: not asked; the report says so). ``details``: more for the
+    release event's details (release's policy re-check: which outcomes it reused).
 
     A failure before ``audit`` removes the folder and unstages it; later, the journal stays and the next
     command finishes the release. The audit log is append-only, so an event appended before a failure
@@ -180,6 +183,7 @@ def publish(
             }
             if trust.version is not None:  # issue 20: the root version the release was signed under
                 signer_details["root_version"] = trust.version
+            signer_details |= details or {}
             # Final only when the thresholds are met; a candidate waits for `synthreg approve`. The commit
             # holds the signer's public key (a convenience copy; trust comes from the pinned root).
             txn.update(
@@ -468,19 +472,26 @@ def _copy_shards(
     WebDataset sidecars added, written under its own sha256 into ``out/data/shards``."""
     n_shards = con.execute("SELECT count(DISTINCT shard) FROM manifest").fetchall()[0][0]
     shards = []
-    # A few shards' rows at a time (mf.rows_by_shard): the whole manifest as Python objects was most of
-    # release's and derive's memory (~3 KB a row, issue 13).
-    for i, (shard, rows) in enumerate(
-        mf.rows_by_shard(con, ["member", "sample_id", "image_sha256", *SIDECAR_FIELDS])
+    # A few shards' rows at a time, as Arrow tables (mf.tables_by_shard): the whole manifest as Python
+    # objects was most of release's and derive's memory (~3 KB a row, issue 13).
+    for i, (shard, table) in enumerate(
+        mf.tables_by_shard(con, ["member", "image_sha256", *SIDECAR_FIELDS])  # sample_id among them
     ):
         if progress:  # (shards copied and checked, shards)
             progress(i, n_shards)
         assert shard is not None  # check_manifest refused a row without one
-        expected = {member: (sid, sha) for member, sid, sha, *_ in rows}
-        sidecars = {m: dict(zip(SIDECAR_FIELDS, values, strict=True)) for m, _, _, *values in rows}
-        del rows
+        ids = zip(
+            table.column("sample_id").to_pylist(), table.column("image_sha256").to_pylist(), strict=True
+        )
+        expected = dict(zip(table.column("member").to_pylist(), ids, strict=True))
+        sidecars = sidecars_of(table, identities)  # built column-wise (issue 22)
+        del table
         data = read_shard(shard, set(expected))
-        problems, bad_samples = check_members(data, expected, shard)
+        try:  # parsed once, for the check and the sidecars (issue 22: it was parsed twice)
+            scanned: tuple[dict[str, bytes | memoryview], list[str]] | None = scan(data)
+        except (tarfile.TarError, EOFError):
+            scanned = None  # check_members names the problem
+        problems, bad_samples = check_members(data, expected, shard, scanned)
         if problems:  # e.g. a truncated tar
             raise ReleaseError(f"{problems[0]}; restore the shard (`dvc checkout`) or regenerate")
         if bad_samples:
@@ -490,7 +501,8 @@ def _copy_shards(
                 f"({bad_samples[bad[0]]}); restore the shard (`dvc checkout`) or regenerate"
             )
         members = len(expected)
-        data = with_sidecars(data, sidecars, identities)  # WebDataset .json/.cls
+        found = scanned[0] if scanned is not None else None  # None: check_members reported it
+        data = add_sidecars(data, sidecars, found)  # WebDataset .json/.cls
         digest = sha256_bytes(data)
         (out / "data" / "shards" / f"{digest}.tar").write_bytes(data)  # in staging: renamed whole
         shards.append(

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from registry.core.digests import sha256_file
 from registry.core.errors import ReleaseError
@@ -25,6 +26,9 @@ from registry.records.release import FilterSettings, Release
 from registry.releases.publish import ShardReader, assemble, check_new_version, publish, resumed
 from registry.releases.report import ModelsReader
 from registry.trust.signing import load_signer
+
+if TYPE_CHECKING:
+    from policies.engine import Recheck
 
 
 def _gate(ws: Path, name: str, manifest: Path, report_path: Path, today: date) -> tuple[PolicyReport, str]:
@@ -136,7 +140,7 @@ def release(
     trusted = load_trust(ws, trust)
     trusted.signing_key(signer.public_key.keyid, "releaser")
     pushed_to = remote.require(ws, no_push)
-    _recheck(ws, name, manifest, recipe, report, today or date.today())
+    rechecked = _recheck(ws, name, manifest, recipe, report, report_text, today or date.today())
     seen = models(ws, name) if models is not None else None  # before the release lock is taken
 
     def build(staging: Path) -> tuple[Release, PolicyReport, str]:
@@ -162,18 +166,32 @@ def release(
         )
         return record, report, report_text
 
-    return publish(ws, name, version, signer, build, f"Release {name}@{version}", trust=trusted, models=seen)
+    return publish(
+        ws,
+        name,
+        version,
+        signer,
+        build,
+        f"Release {name}@{version}",
+        trust=trusted,
+        models=seen,
+        details={"policy_recheck": {"reused": rechecked.reused, "ran": rechecked.ran, "why": rechecked.why}},
+    )
 
 
-def _recheck(ws: Path, name: str, manifest: Path, recipe: Recipe, report: PolicyReport, today: date) -> None:
+def _recheck(
+    ws: Path, name: str, manifest: Path, recipe: Recipe, report: PolicyReport, report_text: str, today: date
+) -> Recheck:
     """Run the policy check again on the manifest, with the dataset's own settings, and refuse when
     ``report.json`` says otherwise: the report is a file anyone with write access can edit, the check is
-    not. Settings that differ from the ones the report was made with are named first."""
-    from policies.engine import check
+    not. Settings that differ from the ones the report was made with are named first. A rule's outcome is
+    reused from validate only when validate wrote exactly ``report_text`` from the same inputs
+    (``policies.reuse``); its waiver is decided again."""
+    from policies.engine import recheck
     from registry.records.config import load_params
 
     v = load_params(ws / "params.yaml").dataset(name).validate_
-    fresh = check(ws, manifest, recipe, v.packs, v.waivers, v.licences, today=today)
+    fresh, rechecked = recheck(ws, manifest, recipe, report_text, v.packs, v.waivers, v.licences, today)
     same_settings(report, fresh, f"params.yaml's datasets.{name}.validate")
     said = {r.rule_id: (r.status, r.waiver) for r in report.results}
     found = {r.rule_id: (r.status, r.waiver) for r in fresh.results}
@@ -186,6 +204,20 @@ def _recheck(ws: Path, name: str, manifest: Path, recipe: Recipe, report: Policy
                 + (f" (waived by {f[1].approver})" if f[1] else "")
                 + "; the report was edited or is out of date: run `synthreg validate` again"
             )
+    return rechecked
+
+
+def recheck_summary(ws: Path, name: str, version: str) -> str | None:
+    """What the policy re-check of ``name@version`` reused and ran again, in one line, as its release
+    event in the audit log records it (None: a release made before the event recorded it)."""
+    from policies.engine import Recheck
+    from registry.store import audit
+
+    for event in reversed(audit.read(ws)):
+        if event.kind == "release" and event.subject == f"{name}@{version}":
+            d = event.details.get("policy_recheck")
+            return Recheck(d["reused"], d["ran"], d["why"]).summary() if isinstance(d, dict) else None
+    return None
 
 
 def same_settings(report: PolicyReport, fresh: PolicyReport, where: str) -> None:

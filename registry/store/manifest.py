@@ -127,14 +127,10 @@ def flat_table(table: pa.Table, shards: Mapping[str, str] | None = None) -> pa.T
     """``table`` with every map column as a nullable string column of JSON objects, and, with
     ``shards`` (workspace shard path -> released path), the ``shard`` column as the released path (a
     shard ``shards`` does not name becomes null)."""
-    import json
-
     for i, f in enumerate(table.schema):
         if pa.types.is_map(f.type):
-            texts = [None if v is None else json.dumps(dict(v)) for v in table.column(i).to_pylist()]
-            table = table.set_column(
-                i, pa.field(f.name, pa.string(), f.nullable), pa.array(texts, pa.string())
-            )
+            texts = map_json_texts(table.column(i).combine_chunks())
+            table = table.set_column(i, pa.field(f.name, pa.string(), f.nullable), texts)
     if shards is not None:
         i = table.schema.get_field_index("shard")
         sources = pa.array(list(shards), pa.string())
@@ -142,6 +138,52 @@ def flat_table(table: pa.Table, shards: Mapping[str, str] | None = None) -> pa.T
         released = pc.take(pa.array(list(shards.values()), pa.string()), where)
         table = table.set_column(i, table.schema.field(i), released)
     return table
+
+
+# Separators of a map's entries in the text ``map_json_texts`` groups rows by; a map whose keys or values
+# hold one of them is written row by row instead, so that two different maps never share a text.
+_ENTRY, _PAIR = "\x1e", "\x1f"
+
+
+def map_json_texts(column: pa.Array, sort_keys: bool = False) -> pa.Array:
+    """``json.dumps(dict(v), sort_keys=sort_keys)`` of each map of ``column`` (None for a null map), as a
+    string array. The
+    maps of a manifest repeat (a few attribute combinations, one set of library versions), so the rows
+    are grouped by their entries in Arrow and each distinct map is written once (issue 22: a million
+    rows made a million Python dicts). The same text as row by row: equal entries, in order, are the
+    same dict and the same ``json.dumps``."""
+    import json
+
+    if not len(column):
+        return pa.array([], pa.string())
+    kv = column.type
+    entries_type = pa.list_(pa.struct([("key", kv.key_type), ("value", kv.item_type)]))
+    if not (pa.types.is_string(kv.key_type) and pa.types.is_string(kv.item_type)):
+        entries = None
+    else:
+        entries = column.cast(entries_type)
+        flat = pc.list_flatten(entries)
+        keys, values = flat.field("key"), flat.field("value")
+        if values.null_count or any(
+            pc.any(pc.match_substring(a, sep)).as_py() for a in (keys, values) for sep in (_ENTRY, _PAIR)
+        ):
+            entries = None
+    if entries is None:  # e.g. a null inside a map, or a separator in a key: row by row
+        return pa.array(
+            [None if v is None else json.dumps(dict(v), sort_keys=sort_keys) for v in column.to_pylist()],
+            pa.string(),
+        )
+    lengths = pc.fill_null(pc.list_value_length(entries), 0)
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(lengths).cast(pa.int32())])
+    pairs = pc.binary_join_element_wise(keys, values, _PAIR)
+    grouped = pc.binary_join(pa.ListArray.from_arrays(offsets, pairs), _ENTRY)
+    grouped = pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), grouped)
+    encoded = grouped.dictionary_encode()
+    first = pc.index_in(encoded.dictionary, value_set=grouped)  # a row holding each distinct map
+    texts = pa.array(
+        [json.dumps(dict(column[i].as_py()), sort_keys=sort_keys) for i in first.to_pylist()], pa.string()
+    )
+    return pc.take(texts, encoded.indices)
 
 
 def released_shards(shard_refs: Iterable[Any]) -> dict[str, str]:

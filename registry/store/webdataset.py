@@ -15,6 +15,8 @@ import json
 from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
+import pyarrow as pa
+
 from registry.store.shards import members_from_bytes, tar_bytes
 
 SIDECAR_FIELDS = (
@@ -72,15 +74,91 @@ def sidecar_members(member: str, row: dict[str, Any], classes: list[str]) -> lis
     return [(f"{key}.json", sidecar(row)), (f"{key}.cls", cls.encode())]
 
 
-def with_sidecars(data: bytes, rows: dict[str, dict[str, Any]], classes: list[str]) -> bytes:
+# A string json.dumps writes as itself between quotes: printable ASCII without '"' or '\\'.
+_NOT_PLAIN = r"[^\x20\x21\x23-\x5b\x5d-\x7e]"
+
+
+def sidecar_texts(table: pa.Table, classes: list[str]) -> tuple[pa.Array, pa.Array] | None:
+    """The ``.json`` and ``.cls`` texts of every row of ``table`` (the ``SIDECAR_FIELDS`` columns), built
+    column-wise in Arrow, byte for byte what ``sidecar_members`` makes a row at a time (issue 22: a dict
+    and a ``json.dumps`` a row); None when a string needs JSON escaping (non-ASCII, a quote, a control
+    character), which is then left to ``sidecar_members``."""
+    import pyarrow.compute as pc
+
+    from registry.store.manifest import map_json_texts
+
+    strings = [f for f in SIDECAR_FIELDS if f not in ("attributes", "seed")]
+    if not pa.types.is_integer(table.schema.field("seed").type) or any(
+        not pa.types.is_string(table.schema.field(f).type) for f in strings
+    ):
+        return None
+    if any(pc.any(pc.match_substring_regex(table.column(f), _NOT_PLAIN)).as_py() for f in strings):
+        return None
+
+    def quoted(field: str) -> pa.ChunkedArray:
+        col = table.column(field)
+        return pc.fill_null(pc.binary_join_element_wise('"', col, '"', ""), "null")
+
+    attributes = pc.fill_null(
+        map_json_texts(table.column("attributes").combine_chunks(), sort_keys=True), "null"
+    )
+    seed = pc.fill_null(table.column("seed").cast(pa.string()), "null")
+    parts: list[Any] = ["{"]
+    for i, field in enumerate(sorted(SIDECAR_FIELDS)):  # json.dumps(..., sort_keys=True)
+        value = attributes if field == "attributes" else seed if field == "seed" else quoted(field)
+        parts += [f'{", " if i else ""}"{field}": ', value]
+    texts = pc.binary_join_element_wise(*parts, "}", "")
+    where = pc.index_in(table.column("identity"), value_set=pa.array(classes, pa.string()))
+    return texts, pc.fill_null(where, -1).cast(pa.string())
+
+
+def sidecars_of(table: pa.Table, classes: list[str]) -> dict[str, tuple[bytes, bytes]]:
+    """Image member -> its ``.json`` and ``.cls`` bytes, for the rows of ``table`` (``member`` and the
+    ``SIDECAR_FIELDS`` columns): ``sidecar_texts``, or ``sidecar_members`` a row at a time when a string
+    needs escaping."""
+    members = table.column("member").to_pylist()
+    built = sidecar_texts(table, classes)
+    if built is not None:
+        texts, cls = built
+        return {
+            m: (t.encode(), c.encode())
+            for m, t, c in zip(members, texts.to_pylist(), cls.to_pylist(), strict=True)
+        }
+    rows = table.select(list(SIDECAR_FIELDS)).to_pylist(maps_as_pydicts="lossy")  # a map as a dict
+    out = {}
+    for member, row in zip(members, rows, strict=True):
+        (_, js), (_, cls_text) = sidecar_members(member, row, classes)
+        out[member] = (js, cls_text)
+    return out
+
+
+def with_sidecars(
+    data: bytes,
+    rows: dict[str, dict[str, Any]],
+    classes: list[str],
+    found: dict[str, bytes | memoryview] | None = None,
+) -> bytes:
     """The tar ``data`` rebuilt as: for each image the manifest names (``rows``: member -> row), in the
     tar's order, the image, its ``.json`` and its ``.cls``. Other members (earlier sidecars of a parent
-    version's shard) are dropped, so adding sidecars twice gives the same bytes."""
-    found = members_from_bytes(data)
+    version's shard) are dropped, so adding sidecars twice gives the same bytes. ``found``: the
+    members of ``data`` by name, when the caller has parsed it already."""
+    sidecars = {}
+    for member, row in rows.items():
+        (_, js), (_, cls_text) = sidecar_members(member, row, classes)
+        sidecars[member] = (js, cls_text)
+    return add_sidecars(data, sidecars, found)
+
+
+def add_sidecars(
+    data: bytes, sidecars: dict[str, tuple[bytes, bytes]], found: dict[str, bytes | memoryview] | None = None
+) -> bytes:
+    """``with_sidecars`` with each image's ``.json`` and ``.cls`` bytes made already (``sidecars_of``)."""
+    found = members_from_bytes(data) if found is None else found
     out: list[tuple[str, bytes]] = []
     for member, blob in found.items():
-        row = rows.get(member)
-        if row is None:
+        side = sidecars.get(member)
+        if side is None:
             continue
-        out += [(member, bytes(blob)), *sidecar_members(member, row, classes)]
+        key = member.removesuffix(".png")
+        out += [(member, bytes(blob)), (f"{key}.json", side[0]), (f"{key}.cls", side[1])]
     return tar_bytes(out)

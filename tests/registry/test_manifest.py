@@ -169,3 +169,31 @@ def test_a_table_built_from_columns_is_the_table_of_the_records():
         mf.columns_table(3, per_row, {k: v for k, v in shared.items() if k != "device"})
     with pytest.raises(ValueError, match="column sample_id has 3 values for 2 rows"):
         mf.columns_table(2, per_row, shared)
+
+
+MAPS = [
+    [("tone", "light"), ("texture", "fine")],
+    None,
+    [],
+    [("tone", "light"), ("texture", "fine")],
+    [("texture", "fine"), ("tone", "light")],  # the same dict in another order: another text
+    [("a", "1"), ("a", "2")],  # a repeated key: dict() keeps the last
+    [("é", 'ü\n"q"')],  # escaped by json.dumps
+    [("a", "1\x1eb")],  # a separator of the grouping: row by row
+    [("x", None)],  # a null value: row by row
+]
+
+
+@pytest.mark.parametrize("rows", [MAPS[:5], MAPS[:7], MAPS, [None, None], [], MAPS[2:3] * 4])
+@pytest.mark.parametrize("sort_keys", [False, True])
+def test_map_texts_made_per_distinct_map_equal_json_dumps_of_each_row(rows, sort_keys):
+    """issue 22: the flat manifest's map columns are written once per distinct map, not once a row; the
+    text is json.dumps of the row's dict, byte for byte, in every slice."""
+    import json
+
+    import pyarrow as pa
+
+    column = pa.array(rows, pa.map_(pa.string(), pa.string()))
+    for part in (column, column.slice(1), column.slice(2, 3)):
+        expected = [None if v is None else json.dumps(dict(v), sort_keys=sort_keys) for v in part.to_pylist()]
+        assert mf.map_json_texts(part, sort_keys).to_pylist() == expected

@@ -130,6 +130,13 @@ def test_release_writes_signs_commits_tags_and_verifies(released: Built, solo_tr
         "signer": {"keyid": solo_trust.keyid, "name": "Solo Tester"},
         # the releaser's sign-off, which a checkpoint over this event vouches for (issue 24, family 8)
         "record_sha256": sha256_bytes(payload_of(json.loads((out / SIGNOFFS).read_text())[0], SIGNOFF_TYPE)),
+        # validate wrote this report from these inputs: only the two rules that read other files ran
+        # again (tests/registry/test_release_recheck.py)
+        "policy_recheck": {
+            "reused": [r.rule_id for r in report.results if r.kind not in ("source-withdrawn", "leakage")],
+            "ran": ["sources.not-withdrawn", "leakage.eval-split"],
+            "why": None,
+        },
     }
     assert record.remote is not None and record.remote.startswith("storage /") and not record.no_push
     assert [e.kind for e in events].count("release") == 1

@@ -239,3 +239,24 @@ def test_the_guides_loading_example_runs_without_warnings(released: Built, tmp_p
     n = len(manifest_rows(released.ws))
     assert proc.stdout.split() == [str(n), str(n)]
     assert "Warning" not in proc.stderr and "warn" not in proc.stderr.lower(), proc.stderr
+
+
+@pytest.mark.parametrize("prompt_suffix", ["", ' "quoted" é\t'])  # the second: escaped, row by row
+def test_sidecars_built_column_wise_are_those_of_a_row_at_a_time(released: Built, prompt_suffix: str):
+    """issue 22: release builds the .json/.cls sidecars column-wise in Arrow; the bytes are those of
+    ``sidecar_members``, and an identity the classes lack is -1 as before."""
+    import pyarrow.compute as pc
+
+    from registry.store.webdataset import SIDECAR_FIELDS, sidecar_members, sidecars_of
+
+    con = mf.connect(folder(released.ws, "1.0.0") / "data/manifest.parquet")
+    table = con.sql(f"SELECT member, {', '.join(SIDECAR_FIELDS)} FROM manifest").to_arrow_table()
+    i = table.schema.get_field_index("prompt")
+    table = table.set_column(
+        i, "prompt", pc.binary_join_element_wise(table.column("prompt"), prompt_suffix, "")
+    )
+    classes = IDENTITIES[:2]  # "7" is absent: -1
+    rows = table.to_pylist(maps_as_pydicts="lossy")
+    expected = {r["member"]: tuple(b for _, b in sidecar_members(r["member"], r, classes)) for r in rows}
+    assert sidecars_of(table, classes) == expected
+    assert {cls for _, cls in expected.values()} == {b"0", b"1", b"-1"}
