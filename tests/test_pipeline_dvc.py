@@ -85,6 +85,7 @@ def test_a_failing_policy_stops_dvc_repro_at_validate(repo: Path):
     assert (repo / "data/digits/policy/report.json").is_file()
 
 
+@pytest.mark.slow  # about 45 s on 2 cores; CI runs it in .ci/run's slow list
 def test_dvc_exp_run_sweeps_the_synthetic_share(repo: Path):
     # The toy recipe fails rules a real dataset passes (too few images); waive them, as a team would.
     toy = ["bias.requested-balance", "bias.observed-collapse", "quality.identity-consistency"]

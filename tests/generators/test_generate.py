@@ -94,6 +94,7 @@ def _run_cli_until(workspace: Path, out: str, marker: str) -> None:
         proc.communicate()  # reaps the process and closes its pipe
 
 
+@pytest.mark.slow  # 30-50 s a case on 2 cores; CI runs it in .ci/run's slow list
 @pytest.mark.parametrize(
     "marker",
     [".work/batches/batch-000000.parquet", ".work/parts/shard-00000.parquet", ".work/batches/batch-000004*"],
