@@ -167,7 +167,7 @@ def name_attacks(key: Path) -> list[Attack]:
 
         def ver(ws: Path, kind: str = kind, value: str | None = value) -> list[str]:
             """Signed by a synthreg that did not check names (the checks switched off)."""
-            from attacks24 import sidecars_keeping_all
+            from attacks24 import sidecars_keeping_all, skipped_recheck
 
             from registry.releases.release import release
 
@@ -175,9 +175,9 @@ def name_attacks(key: Path) -> list[Attack]:
             fake_report(ws)
             with (
                 mock.patch("registry.releases.publish.check_manifest", lambda *a, **k: None, create=True),
-                mock.patch("registry.releases.publish.check_members", lambda d, e, n: ([], {})),
-                mock.patch("registry.releases.release._recheck", lambda *a, **k: None),
-                mock.patch("registry.releases.publish.with_sidecars", sidecars_keeping_all),
+                mock.patch("registry.releases.publish.check_members", lambda *a: ([], {})),
+                mock.patch("registry.releases.release._recheck", skipped_recheck),
+                mock.patch("registry.releases.publish.add_sidecars", sidecars_keeping_all),
                 mock.patch(
                     "registry.releases.publish.inside", lambda ws, p, what: (ws / p).resolve(), create=True
                 ),
