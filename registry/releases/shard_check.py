@@ -16,7 +16,8 @@ from registry.core.images import all_whole
 from registry.core.names import shown
 from registry.store.marking import Marking, all_marked, marking_problems
 from registry.store.shards import check_members, safe_members, scan, sha256_hex, spans
-from registry.store.webdataset import SIDECAR_FIELDS, sidecar_members, sidecars
+from registry.store.webdataset import SIDECAR_FIELDS, sidecar_members
+from registry.store.webdataset import sidecars_of as webdataset_sidecars
 from registry.trust.credentials import C2PA_CHUNK, has_c2pa
 
 
@@ -103,24 +104,21 @@ def intact(data: bytes, expected_sha: str, table: Any, classes: list[str] | None
 
 def table_sidecars(table: Any, classes: list[str] | None) -> dict[str, tuple[str, bytes | None]]:
     """``sidecars_of`` of an Arrow table's rows (the same dict, bytes for bytes), built a column at a
-    time by ``webdataset.sidecars`` (issue 22) when the columns have the types synthreg writes (strings,
-    an int64 seed, a map of strings); a row at a time otherwise (a hostile manifest's float seed, whose
-    0.0 and -0.0 the batch would not tell apart, or a list where a map belongs)."""
+    time by ``webdataset.sidecars_of``, release's own builder (issue 22), when the columns have the types
+    synthreg writes (strings, an int64 seed, a map of strings); a row at a time otherwise (a hostile
+    manifest's float seed, or a list where a map belongs)."""
     from registry.store.manifest import SCHEMA
 
     if any(table.schema.field(f).type != SCHEMA.field(f).type for f in SIDECAR_FIELDS):
         return _sidecars_by_row(table, classes)
-    columns = {name: table.column(name).to_pylist() for name in SIDECAR_FIELDS}
-    numbers: dict[Any, bytes] = {}
-    for i, identity in enumerate(classes or []):
-        numbers.setdefault(identity, str(i).encode())  # list.index: the first
+    built = webdataset_sidecars(table, classes or [])  # image member -> (.json, .cls)
     out: dict[str, tuple[str, bytes | None]] = {}
-    members = table.column("member").to_pylist()
-    rows = zip(members, columns["sample_id"], sidecars(columns), columns["identity"], strict=True)
-    for member, sample_id, text, identity in rows:
+    members, sample_ids = (table.column(c).to_pylist() for c in ("member", "sample_id"))
+    for member, sample_id in zip(members, sample_ids, strict=True):
+        text, number = built[member]
         key = member.removesuffix(".png")
         out[f"{key}.json"] = (sample_id, text)
-        out[f"{key}.cls"] = (sample_id, numbers.get(identity, b"-1") if classes is not None else None)
+        out[f"{key}.cls"] = (sample_id, number if classes is not None else None)
     return out
 
 

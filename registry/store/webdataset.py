@@ -12,7 +12,6 @@ WebDataset splits a name at its first dot, so sample ids must hold none (synthre
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
 import pyarrow as pa
@@ -35,34 +34,6 @@ SIDECAR_FIELDS = (
 def sidecar(row: dict[str, Any]) -> bytes:
     """The ``.json`` member for a manifest row (the fields above, keys sorted)."""
     return json.dumps({k: row[k] for k in SIDECAR_FIELDS}, sort_keys=True).encode()
-
-
-def sidecars(columns: dict[str, list[Any]]) -> list[bytes]:
-    """``sidecar(row)`` for every row of ``columns`` (each of ``SIDECAR_FIELDS`` -> its values, a map
-    column's values as Arrow's ``to_pylist`` gives them: lists of (key, value) pairs, or None), built a
-    column at a time (issue 22: verify compares every sidecar of a release; a ``json.dumps`` of each
-    row's dict cost ~30 us). Each value is encoded as ``json.dumps`` encodes it inside the row's dict
-    (same separators, ASCII escapes, keys sorted), so the bytes are ``sidecar``'s; a test holds them
-    equal."""
-    encoded = []
-    for name in sorted(SIDECAR_FIELDS):
-        known: dict[Any, str] = {}  # a value seen before (identities, decisions, attribute maps repeat)
-        column = []
-        for value in columns[name]:
-            key = tuple(value) if type(value) is list else value
-            text = known.get(key)
-            if text is None:
-                if type(value) is str:
-                    text = _string(value)  # what json.dumps writes for a str, without its overhead
-                elif type(value) is int:
-                    text = int.__repr__(value)
-                else:
-                    text = json.dumps(dict(value) if type(value) is list else value, sort_keys=True)
-                known[key] = text
-            column.append(text)
-        encoded.append(column)
-    template = "{" + ", ".join(f"{json.dumps(name)}: %s" for name in sorted(SIDECAR_FIELDS)) + "}"
-    return [(template % row).encode() for row in zip(*encoded, strict=True)]
 
 
 def sidecar_members(member: str, row: dict[str, Any], classes: list[str]) -> list[tuple[str, bytes]]:
@@ -124,9 +95,11 @@ def sidecars_of(table: pa.Table, classes: list[str]) -> dict[str, tuple[bytes, b
             m: (t.encode(), c.encode())
             for m, t, c in zip(members, texts.to_pylist(), cls.to_pylist(), strict=True)
         }
-    rows = table.select(list(SIDECAR_FIELDS)).to_pylist(maps_as_pydicts="lossy")  # a map as a dict
+    rows = table.select(list(SIDECAR_FIELDS)).to_pylist()
     out = {}
     for member, row in zip(members, rows, strict=True):
+        if isinstance(row["attributes"], list):  # a map as the dict DuckDB's rows held: a key twice, the last
+            row["attributes"] = dict(row["attributes"])
         (_, js), (_, cls_text) = sidecar_members(member, row, classes)
         out[member] = (js, cls_text)
     return out

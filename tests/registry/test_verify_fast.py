@@ -29,7 +29,7 @@ from registry.releases.verify import verify
 from registry.store import manifest as mf
 from registry.store.marking import Marking, all_marked, foreign_sample, marking_problems
 from registry.store.shards import ShardFormatError, index, spans, tar_bytes
-from registry.store.webdataset import SIDECAR_FIELDS, sidecar, sidecars
+from registry.store.webdataset import SIDECAR_FIELDS, sidecar, sidecars_of
 from tests.registry.conftest import Built, folder
 
 WEIGHTS = "cd" * 32
@@ -214,15 +214,17 @@ ROW = st.fixed_dictionaries(
 @settings(max_examples=200, deadline=None)
 @given(rows=st.lists(ROW, max_size=5))
 def test_sidecars_a_column_at_a_time_are_the_bytes_of_each_row(rows: list[dict]) -> None:
-    """``webdataset.sidecars`` (verify's batch) gives ``sidecar(row)`` for every row, for any text
-    (quotes, control characters, non-ASCII), None, large seeds and attribute maps (key order, a key
-    twice: the last wins, as in ``dict``)."""
-    columns = {name: [row[name] for row in rows] for name in SIDECAR_FIELDS}
+    """``webdataset.sidecars_of`` (what release writes and verify compares) gives ``sidecar(row)`` for
+    every row, for any text (quotes, control characters, non-ASCII), None, large seeds and attribute
+    maps (key order, a key twice: the last wins, as in ``dict``)."""
+    schema = pa.schema([mf.SCHEMA.field(f).with_nullable(True) for f in SIDECAR_FIELDS])
+    table = pa.table({f: pa.array([row[f] for row in rows], schema.field(f).type) for f in SIDECAR_FIELDS})
+    table = table.append_column("member", pa.array([f"m-{i}.png" for i in range(len(rows))], pa.string()))
     want = [
         sidecar({k: dict(v) if k == "attributes" and v is not None else v for k, v in row.items()})
         for row in rows
     ]
-    assert sidecars(columns) == want
+    assert [text for text, _ in sidecars_of(table, []).values()] == want
 
 
 def test_what_a_review_found_goes_image_by_image(tmp_path: Path) -> None:
