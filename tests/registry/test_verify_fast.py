@@ -31,6 +31,7 @@ from registry.store.marking import Marking, all_marked, foreign_sample, marking_
 from registry.store.shards import ShardFormatError, index, spans, tar_bytes
 from registry.store.webdataset import SIDECAR_FIELDS, sidecar, sidecars_of
 from tests.registry.conftest import Built, folder
+from tests.registry.conftest import fix_checksums as fix_tar_checksums
 
 WEIGHTS = "cd" * 32
 NO_C2PA = C2pa(False, None)
@@ -106,11 +107,7 @@ def test_the_batch_path_never_accepts_what_the_full_check_reports(
     for position, value in edits:
         data[position % len(data)] = value
     if fix_checksums:
-        for at in range(0, len(data), 512):
-            if data[at + 257 : at + 262] == b"ustar":
-                h = data[at : at + 512]
-                h[148:156] = b" " * 8
-                data[at + 148 : at + 156] = b"%06o\0 " % sum(h)
+        fix_tar_checksums(data)
     blob = bytes(data)
     sha = hashlib.sha256(blob).hexdigest()
     members, sids, shas, generators, weights = (
