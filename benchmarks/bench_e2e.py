@@ -3,21 +3,29 @@
 Run from the repository root::
 
     python benchmarks/bench_e2e.py --images 10000 [--images 100000 ...] [--keep]
+    python benchmarks/bench_e2e.py --direct --images 10000000      # the stages after generate
 
 For each N, a fresh git + DVC workspace under the system temp folder gets the load-test recipe
 (recipes/load-test.yaml: 100 identities x 4 attribute combinations, N/100 images each) and a local DVC
-remote, then runs, each as its own process (``synthreg ...`` or a peer tool):
+remote, then runs, each as its own process (``synthreg ...`` or a floor command):
 
     generate, filter, validate, release (signed, pushed to the remote by its push step), verify,
     derive (1% of the samples left out; pushed too), synthreg pull of the derived release into a
     fresh git clone and verify there, trace image, impact --generator
-    peers on the same shards: sha256sum, dvc add, dvc push
+    floors: the bare generate loop (floor_generate.py), the same checks as validate in plain DuckDB,
+    sha256sum, dvc add and dvc push of the candidate shards, and dvc pull of them into a fresh clone
+    followed by sha256sum there
 
 and prints per stage: wall seconds, peak RSS of the process (``ru_maxrss`` from ``wait4``, so the
 process's own waited-for children count, not this script) and files written (files under the
-workspace and the remote whose mtime is newer than the stage's start). The signer's key and trust
-root, and the signed waivers of the rules a pattern set cannot meet, are made before the first stage
-(not timed). Figures are printed, never asserted.
+workspace and the remote whose mtime is newer than the stage's start). It then prints each of issue
+22's targets as a ratio against its floor, measured in the same run. The signer's key and trust root,
+and the signed waivers of the rules a pattern set cannot meet, are made before the first stage (not
+timed). Figures are printed, never asserted.
+
+With ``--direct``, ``benchmarks/build_direct.py`` writes the candidates instead of ``synthreg generate``:
+the same bytes, made by a process a core (tests/generators/test_build_direct.py holds them equal).
+That build is shown but is not a stage, and generate and its floor are not run.
 """
 
 from __future__ import annotations
@@ -136,7 +144,7 @@ def workspace(top: Path, images: int) -> Path:
     return ws
 
 
-def bench(images: int, keep: bool) -> list:
+def bench(images: int, keep: bool, direct: bool) -> list:
     top = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{images}-"))
     rows: list = []
     print(f"  {images} images in {top}", flush=True)
@@ -145,7 +153,12 @@ def bench(images: int, keep: bool) -> list:
         ws = workspace(top, images)
         roots = [ws, top / "remote"]
         cand, filt = f"data/{NAME}/candidates", f"data/{NAME}/filtered"
-        run(ws, "generate", [SYNTHREG, "generate"], roots, rows)
+        if direct:
+            t = time.perf_counter()
+            subprocess.run([sys.executable, str(REPO / "benchmarks/build_direct.py"), str(ws)], check=True)
+            print(f"    {'(candidates built directly)':28} {time.perf_counter() - t:9.1f} s", flush=True)
+        else:
+            run(ws, "generate", [SYNTHREG, "generate"], roots, rows)
         run(ws, "filter", [SYNTHREG, "filter", cand], roots, rows)
         run(ws, "validate", [SYNTHREG, "validate", filt], roots, rows)
         # No dvc.yaml here: the filtered manifest is committed to git itself, which is how a release
@@ -189,41 +202,145 @@ def bench(images: int, keep: bool) -> list:
         pulled = [clone, top / "remote"]
         run(clone, "synthreg pull (fresh clone)", [SYNTHREG, "pull", f"{NAME}@1.0.1"], pulled, rows)
         run(clone, "verify after pull", [SYNTHREG, "verify", f"{NAME}@1.0.1"], pulled, rows)
+        shutil.rmtree(clone)  # its bytes are the release's again; at 10M the disk wants them back
         first = next((ws / cand / "shards").glob("*.tar"))
         member = sh(ws, "tar", "-tf", str(first)).split()[0]
         sh(ws, "tar", "-xf", str(first), "-C", str(top), member)
         run(ws, "trace image", [SYNTHREG, "trace", "image", str(top / member)], roots, rows)
         run(ws, "impact --generator", [SYNTHREG, "impact", "--generator", "synthetic-pattern"], roots, rows)
-        # Peers over the same shards.
-        shards = sorted(str(p) for p in (ws / cand / "shards").glob("*.tar"))
-        run(ws, "peer: sha256sum shards", ["sha256sum", *shards], roots, rows)
-        peer = top / "peer"
-        peer.mkdir()
-        sh(peer, "git", "init", "-q")
-        sh(peer, DVC, "init", "-q")
-        sh(peer, DVC, "config", "core.analytics", "false")
-        sh(peer, DVC, "remote", "add", "-d", "local", str(top / "peer-remote"))
-        shutil.copytree(ws / cand / "shards", peer / "shards")
-        run(peer, "peer: dvc add shards", [DVC, "add", "-q", "shards"], [peer], rows)
-        run(peer, "peer: dvc push shards", [DVC, "push", "-q"], [peer, top / "peer-remote"], rows)
+        floors(top, ws, images, direct, rows)
     finally:
         if not keep:
             shutil.rmtree(top, ignore_errors=True)
     return rows
 
 
+# The same checks as the provenance suite of validate, in one DuckDB query (bench_validate.py's).
+DUCKDB_FLOOR = """
+import sys, duckdb
+sys.path.insert(0, {bench!r})
+from bench_validate import DUCKDB_CHECKS
+from registry.core.names import SQL_PROBLEM
+con = duckdb.connect()
+con.execute("CREATE VIEW manifest AS SELECT * FROM read_parquet({manifest!r})")
+assert not any(con.execute(DUCKDB_CHECKS.replace("{{SQL_PROBLEM}}", SQL_PROBLEM)).fetchone())
+"""
+
+
+def floors(top: Path, ws: Path, images: int, direct: bool, rows: list) -> None:
+    """The floor commands, over the same shards and manifest as the stages."""
+    cand = ws / f"data/{NAME}/candidates"
+    manifest = ws / f"data/{NAME}/filtered/manifest.parquet"
+    code = DUCKDB_FLOOR.format(bench=str(REPO / "benchmarks"), manifest=str(manifest))
+    run(ws, "floor: DuckDB checks", [sys.executable, "-c", code], [], rows)
+    if not direct:
+        # The bare loop makes the same images in its own temporary workspace; its own clock starts
+        # after it has read the plan, so that time (printed) is the floor, not the process's wall.
+        out = run(
+            ws,
+            "floor: bare generate loop",
+            [sys.executable, str(REPO / "benchmarks/floor_generate.py"), "--images", str(images)],
+            [],
+            rows,
+        )
+        rows.append(("floor: bare generate loop (own clock)", float(out.split(" in ")[1].split()[0]), 0, 0))
+    shards = sorted(str(p) for p in (cand / "shards").glob("*.tar"))
+    run(ws, "floor: sha256sum shards", ["sha256sum", *shards], [], rows)
+    peer = top / "peer"
+    peer.mkdir()
+    sh(peer, "git", "init", "-q")
+    for k, v in {"user.name": "Bench", "user.email": "bench@example.org", "commit.gpgsign": "false"}.items():
+        sh(peer, "git", "config", k, v)
+    sh(peer, DVC, "init", "-q")
+    sh(peer, DVC, "config", "core.analytics", "false")
+    sh(peer, DVC, "remote", "add", "-d", "local", str(top / "peer-remote"))
+    shutil.copytree(cand / "shards", peer / "shards")
+    run(peer, "floor: dvc add shards", [DVC, "add", "-q", "shards"], [peer], rows)
+    run(peer, "floor: dvc push shards", [DVC, "push", "-q"], [peer, top / "peer-remote"], rows)
+    sh(peer, "git", "add", "-A")
+    sh(peer, "git", "commit", "-q", "-m", "shards")
+    clone = top / "peer-clone"
+    sh(top, "git", "clone", "-q", str(peer), str(clone))
+    shutil.rmtree(peer)
+    run(clone, "floor: dvc pull (fresh clone)", [DVC, "pull", "-q"], [clone], rows)
+    pulled = sorted(str(p) for p in (clone / "shards").glob("*.tar"))
+    run(clone, "floor: sha256sum after pull", ["sha256sum", *pulled], [], rows)
+    shutil.rmtree(clone)
+
+
+# Issue 22's targets: (what, stages, floors, how the two compare, target).
+TARGETS = [
+    ("verify", ["verify"], ["floor: sha256sum shards"], "throughput", 0.8),
+    (
+        "release (signed, pushed)",
+        ["release"],
+        ["floor: sha256sum shards", "floor: dvc add shards", "floor: dvc push shards"],
+        "time",
+        3.0,
+    ),
+    (
+        "derive (exclude 1%)",
+        ["derive (exclude 1%)"],
+        ["floor: sha256sum shards", "floor: dvc add shards", "floor: dvc push shards"],
+        "time",
+        3.0,
+    ),
+    ("validate (own process, GX import included)", ["validate"], ["floor: DuckDB checks"], "time", 3.0),
+    ("generate", ["generate"], ["floor: bare generate loop (own clock)"], "time", 2.0),
+    (
+        "pull + verify after pull",
+        ["synthreg pull (fresh clone)", "verify after pull"],
+        ["floor: dvc pull (fresh clone)", "floor: sha256sum after pull"],
+        "time",
+        1.5,
+    ),
+]
+
+
+def ratios(rows: list) -> list[tuple[str, str]]:
+    """Each target's ratio in one run: (what, "ratio (target)"); a stage not run reads `not run`."""
+    secs = {label: wall for label, wall, *_ in rows}
+    out = []
+    for what, stages, floor, how, target in TARGETS:
+        if not all(k in secs for k in stages + floor):
+            out.append((what, "not run"))
+            continue
+        mine, base = sum(secs[k] for k in stages), sum(secs[k] for k in floor)
+        if how == "throughput":
+            out.append((what, f"{base / mine:.2f}x {floor[0][7:]} throughput (target >= {target}x)"))
+        else:
+            ratio = f"{mine / base:.2f}x its floor, {mine:.1f} s / {base:.1f} s"
+            out.append((what, f"{ratio} (target <= {target}x)"))
+    peak = max((mb for label, _, mb, _ in rows if not label.startswith("floor")), default=0)
+    out.append(("peak memory of any stage", f"{peak:.0f} MB (target <= 1024 MB at 1M, flat from 100K)"))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, action="append", help="repeat; multiples of 100")
     ap.add_argument("--keep", action="store_true", help="keep the temporary workspaces")
+    ap.add_argument(
+        "--direct", action="store_true", help="build the candidates with build_direct.py; no generate"
+    )
     args = ap.parse_args()
-    results = {n: bench(n, args.keep) for n in args.images or [10_000]}
+    load = os.getloadavg()
+    results = {n: bench(n, args.keep, args.direct) for n in args.images or [10_000]}
     sizes = list(results)
+    print(
+        f"\nload average (1, 5, 15 min): before {', '.join(f'{x:.2f}' for x in load)}, "
+        f"after {', '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs"
+    )
     print("\n| stage | " + " | ".join(f"{n:,}: s / peak MB / files" for n in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
     for i, (label, *_) in enumerate(results[sizes[0]]):
         cells = [f"{results[n][i][1]:.1f} / {results[n][i][2]:.0f} / {results[n][i][3]}" for n in sizes]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\n| target | " + " | ".join(f"{n:,}" for n in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    by_size = {n: ratios(results[n]) for n in sizes}
+    for i, (what, _) in enumerate(by_size[sizes[0]]):
+        print(f"| {what} | " + " | ".join(by_size[n][i][1] for n in sizes) + " |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,51 @@
+"""benchmarks/build_direct.py, which makes bench_e2e.py's 10,000,000-image candidates, writes what
+``synthreg generate`` writes: the same shards, manifest and generation.json, byte for byte. Its figures
+stand for generate's output only while this holds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from benchmarks.build_direct import build
+from generators.generate import generate
+from registry.records.dataset import GenerateParams
+from registry.store import audit
+from tests.conftest import REPO, write_yaml
+from tests.generators.test_synthetic_pattern import load_test_recipe
+
+# Batches that do not line up with shards, a short last shard, and more shards than workers.
+PARAMS = {"batch_size": 7, "shard_size": 20, "min_shards": 1}
+
+
+def workspace(root: Path) -> Path:
+    shutil.copytree(REPO / "generators/synthetic_pattern", root / "generators/synthetic_pattern")
+    write_yaml(root / "recipe.yaml", load_test_recipe(identities=["a", "b", "c"], images_per_identity=30))
+    write_yaml(root / "params.yaml", {"recipe": "recipe.yaml", "generate": PARAMS})
+    return root
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_build_direct_writes_generates_bytes(tmp_path: Path):
+    made = workspace(tmp_path / "generate")
+    generate(Path("recipe.yaml"), made, None, GenerateParams(**PARAMS))
+    built = workspace(tmp_path / "direct")
+    out = build(built, workers=2)
+
+    expected = files(made / "data/load-test/candidates")
+    assert sorted(expected) == sorted(files(out))
+    assert len([k for k in expected if k.endswith(".tar")]) == 5  # 90 images, 20 a shard
+    assert files(out) == expected  # shards, manifest.parquet, generation.json
+    assert not (out / ".work").exists()
+
+    made_event, built_event = (audit.load(ws).events for ws in (made, built))
+    (made_event,), (built_event,) = made_event.values(), built_event.values()
+    assert built_event.details["built_by"] == "benchmarks/build_direct.py"
+    for key in ("images", "plan_digest", "weights_digest", "manifest_sha256"):
+        assert built_event.details[key] == made_event.details[key], key
+    summary = json.loads((out / "generation.json").read_text())
+    assert summary["plan_digest"] == made_event.details["plan_digest"]
