@@ -3,7 +3,8 @@
 
 :func:`open_tables` gives a :class:`Tables` only when MLflow would open the store without changing it:
 
-- the URI is ``sqlite:///PATH`` and the file exists (opened read-only, ``mode=ro``);
+- the URI is ``sqlite:///PATH`` and the file exists (opened read-only, ``mode=ro``); when it does not,
+  a :class:`NoStore` says there are no runs and no models, and nothing creates the file;
 - its ``alembic_version`` is the head revision of the installed MLflow's own migrations
   (:func:`head_revision` reads them from the package folder, without importing it): the check MLflow's
   ``SqlAlchemyStore`` makes on every open (``mlflow.store.db.utils._verify_schema``), done here for
@@ -62,13 +63,18 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1", "yes")
 
 
-def open_tables(uri: str, fallback: Callable[[], Any]) -> Tables | None:
-    """A :class:`Tables` over the store at ``uri`` when its schema is current (see the module); None
-    when MLflow's client must answer. ``fallback`` makes that client, for what Tables does not answer."""
+def open_tables(uri: str, fallback: Callable[[], Any]) -> Tables | NoStore | None:
+    """A :class:`Tables` over the store at ``uri`` when its schema is current (see the module), a
+    :class:`NoStore` when its file does not exist yet; None when MLflow's client must answer.
+    ``fallback`` makes that client, for what these do not answer."""
     if not uri.startswith("sqlite:///") or _truthy(os.environ.get("MLFLOW_ENABLE_WORKSPACES")):
         return None
     path = uri.removeprefix("sqlite:///")
-    if not path or path == ":memory:" or "?" in path or not Path(path).is_file():
+    if not path or path == ":memory:" or "?" in path:
+        return None
+    if not Path(path).exists():
+        return NoStore(fallback)
+    if not Path(path).is_file():
         return None
     try:
         db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
@@ -206,6 +212,31 @@ def _marks(n: int) -> str:
 
 def _quoted(listed: str) -> list[str]:
     return re.findall(_QUOTED, listed)
+
+
+class NoStore:
+    """A SQLite store whose file does not exist yet (nothing was ever tracked in this workspace): no
+    runs and no models. MLflow's client would create the file and run every migration (seconds) only
+    to find nothing, and a read would leave a store behind. Any other question, a run or a model asked
+    for by name included, goes to MLflow's client (``fallback``), whose error is MLflow's own."""
+
+    def __init__(self, fallback: Callable[[], Any]) -> None:
+        self._fallback = fallback
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._fallback()
+        return getattr(self._client, name)
+
+    def search_experiments(self, *args: Any, **kwargs: Any) -> Page:
+        return Page()
+
+    def search_runs(self, *args: Any, **kwargs: Any) -> Page:
+        return Page()
+
+    def search_model_versions(self, *args: Any, **kwargs: Any) -> Page:
+        return Page()
 
 
 class Tables:

@@ -147,6 +147,8 @@ def reader(ws: Path):
         r = open_tables(uri, lambda: client(ws))
         if r is None:
             return client(ws)  # MLflow's client; it may create the store, so nothing is kept here
+        if st is None:
+            return r  # a store not there yet (NoStore): a later call may find one
         _READERS[key] = r
     return r
 

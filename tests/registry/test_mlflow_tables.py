@@ -100,7 +100,9 @@ def test_a_store_that_is_not_current_is_read_by_mlflow(
     ws = copy_world(world, tmp_path / "ws", monkeypatch)
     uri = tracking.tracking_uri(ws)
     assert mlflow_tables.open_tables(uri, lambda: None) is not None
-    assert mlflow_tables.open_tables(uri.replace("mlflow.db", "absent.db"), lambda: None) is None
+    absent = mlflow_tables.open_tables(uri.replace("mlflow.db", "absent.db"), lambda: None)
+    assert isinstance(absent, mlflow_tables.NoStore)  # no store yet: no runs (the next test)
+    assert mlflow_tables.open_tables(f"sqlite:///{ws}", lambda: None) is None  # a folder, not a store
     assert mlflow_tables.open_tables("postgresql://u@localhost/db", lambda: None) is None
     monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
     assert mlflow_tables.open_tables(uri, lambda: None) is None
@@ -134,3 +136,33 @@ def test_trace_and_impact_on_a_current_store_import_no_mlflow(
     _with_client(monkeypatch)
     assert outs[0] == json.loads(trace_model(ws, "digit-clf/1").model_dump_json())
     assert outs[1] == json.loads(impact(ws, generator="tiny-digits").model_dump_json())
+
+
+def test_without_a_store_trace_and_impact_find_no_runs_and_create_none(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workspace that never tracked a run has no mlflow.db. `impact` answers from its releases alone, as
+    MLflow's client would on the empty store it creates, without importing MLflow or leaving a store;
+    `trace model` gets MLflow's own "not found" error, as before."""
+    ws = copy_world(world, tmp_path / "ws", monkeypatch)
+    (ws / "mlflow.db").unlink()
+    code = (
+        "import sys\nfrom registry.cli import app\n"
+        "try:\n    app(sys.argv[1:])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('MLFLOW', 'mlflow' in sys.modules)"
+    )
+    cmd = [sys.executable, "-c", code, "impact", "--generator", "tiny-digits", "--json", "-w", str(ws)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert out.rstrip().endswith("MLFLOW False")
+    answer = json.loads(out.rstrip().removesuffix("MLFLOW False"))
+    assert not (ws / "mlflow.db").exists()
+    assert answer["versions"] and answer["runs"] == [] and answer["model_versions"] == []
+    with pytest.raises(TrackingError) as no_store:
+        trace_model(ws, "digit-clf/1")
+    (ws / "mlflow.db").unlink()  # MLflow's client made one to say so; start again without it
+    _with_client(monkeypatch)
+    assert answer == json.loads(impact(ws, generator="tiny-digits").model_dump_json())
+    with pytest.raises(TrackingError) as by_client:
+        trace_model(ws, "digit-clf/1")
+    assert str(no_store.value) == str(by_client.value)
