@@ -1,0 +1,170 @@
+"""The provenance suite's queries (issue 22): GX's unexpected values and index lists are fetched only for
+an expectation whose unexpected count is not 0, and the validation result (the evidence file's content,
+the rule's counts and first ids) is what GX gives when it fetches them all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from policies.checks import _gx_duckdb, provenance
+from policies.context import Context, Outcome
+from policies.engine import load_kb
+from registry.records.dataset import Recipe
+from registry.records.policy import ProvenanceRule
+from registry.store import manifest as mf
+from tests.policies.test_engine import clean_recipe, clean_rows, sid, write_rows
+
+_SKIP = _gx_duckdb.skip_empty_row_lists  # the real one, for the tests that patch it away
+
+
+def suite_result(path: Path) -> tuple[dict, list[str]]:
+    """The suite's validation result on the manifest at ``path`` (GX's load time dropped), and the SQL
+    statements GX sent."""
+    sent: list[str] = []
+
+    def log(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", log)
+    con = mf.connect(path)
+    try:
+        result = provenance.run_suite(con)
+    finally:
+        event.remove(Engine, "before_cursor_execute", log)
+        con.close()
+    result["meta"]["batch_markers"].pop("ge_load_time", None)
+    return result, sent
+
+
+def fetch_every_list(m: pytest.MonkeyPatch) -> None:
+    """GX as it runs without the skip: every expectation's lists fetched, whatever its count."""
+    m.setattr(_gx_duckdb, "skip_empty_row_lists", lambda engine: None)
+
+
+def broken_rows() -> list[dict[str, Any]]:
+    """Five expectations fail: unique ids, null seed, phash regex, steps range, names."""
+    rows = clean_rows()
+    rows[5] |= {"sample_id": sid(40), "member": f"{sid(40)}.png"}  # a duplicate id
+    rows[42]["seed"] = None
+    rows[17]["phash"] = "not-a-phash"
+    rows[31]["steps"] = 5000
+    rows[23]["member"] = "../escape.png"
+    return rows
+
+
+@pytest.mark.parametrize("rows", [clean_rows, broken_rows], ids=["passing", "failing"])
+def test_the_result_is_the_one_of_fetching_every_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: Callable[[], list[dict[str, Any]]]
+):
+    path = tmp_path / "manifest.parquet"
+    write_rows(rows(), path)
+    skipped, sent = suite_result(path)
+    with monkeypatch.context() as m:
+        fetch_every_list(m)
+        everything, sent_all = suite_result(path)
+    assert skipped == everything  # every key of every result, passing or not
+    failing = [r for r in skipped["results"] if not r["success"]]
+    passing = len(skipped["results"]) - len(failing)
+    assert len(failing) == (5 if rows is broken_rows else 0)
+    assert len(sent_all) - len(sent) == 2 * passing  # a values and an index-list query per passing one
+    for r in failing:  # their lists were fetched, not assumed empty
+        n = r["result"]["unexpected_count"]
+        assert n > 0 and len(r["result"]["partial_unexpected_index_list"]) == min(n, 20)
+
+
+@pytest.mark.parametrize("rows", [clean_rows, broken_rows], ids=["passing", "failing"])
+def test_the_outcome_and_the_evidence_file_are_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: Callable[[], list[dict[str, Any]]]
+):
+    """The rule's verdict, counts, first ids and details, and provenance.gx.json byte for byte, are those
+    of GX fetching every list."""
+    path = tmp_path / "manifest.parquet"
+    write_rows(rows(), path)
+    recipe = Recipe.model_validate(clean_recipe())
+    rule = ProvenanceRule(id="provenance.complete", kind="provenance", severity="error", description="x")
+
+    def outcome(folder: str) -> tuple[Outcome, bytes]:
+        con = mf.connect(path)
+        try:
+            ctx = Context(ws=tmp_path, manifest=path, recipe=recipe, kb=load_kb(), con=con)
+            out = provenance.check(rule, ctx, evidence_dir=tmp_path / folder)
+        finally:
+            con.close()
+        return out, (tmp_path / folder / "provenance.gx.json").read_bytes()
+
+    skipped, evidence = outcome("skipped")
+    with monkeypatch.context() as m:
+        fetch_every_list(m)
+        assert outcome("everything") == (skipped, evidence)
+    if rows is clean_rows:
+        assert skipped.ok and skipped.message == "all 20 provenance expectations hold on 60 rows"
+        return
+    assert not skipped.ok and skipped.evidence.count == 7
+    assert skipped.evidence.sample_ids == [sid(40), sid(42), sid(17), sid(23), sid(31)]
+
+
+class FakeMetric:
+    def __init__(self, name: str, value_kwargs: dict[str, Any] | None = None) -> None:
+        from great_expectations.validator.metric_configuration import MetricConfiguration
+
+        self.metric_name = name
+        self.metric_domain_kwargs = {"batch_id": "b", "column": "c"}
+        self.metric_value_kwargs = value_kwargs or {}
+        self.id = MetricConfiguration(name, self.metric_domain_kwargs, self.metric_value_kwargs).id
+
+
+class FakeEngine:
+    """Resolves a metric to ``values[name]``, and records which it was asked for."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.asked: list[str] = []
+
+    def resolve_metrics(self, metrics_to_resolve: Any, metrics: Any = None, configuration: Any = None):
+        out = {}
+        for m in metrics_to_resolve:
+            self.asked.append(m.metric_name)
+            out[m.id] = self.values[m.metric_name]
+        return out
+
+
+FORMAT = {"result_format": {"result_format": "COMPLETE"}, "regex": "x"}
+
+
+@pytest.mark.parametrize(
+    ("count", "queried"), [(0, False), (3, True), (None, True)], ids=["zero", "some", "unknown"]
+)
+def test_a_list_is_skipped_only_when_its_count_is_zero(count: int | None, queried: bool):
+    """A count of 0 answers the list; a count above 0, or none known (after one round's wait), queries
+    it: a list is never assumed empty, so a check cannot read as passed without its rows looked at."""
+    values = "column_values.match_regex.unexpected_values"
+    engine = FakeEngine({values: ["bad"], "column_values.match_regex.unexpected_count": count})
+    _SKIP(engine)
+    known = {}
+    if count is not None:
+        c = FakeMetric("column_values.match_regex.unexpected_count", {"regex": "x"})
+        known[c.id] = count
+    m = FakeMetric(values, FORMAT)
+    first = engine.resolve_metrics([m], known)
+    if count is None:  # waits one round for the count, then queries
+        assert first == {} and engine.asked == []
+        first = engine.resolve_metrics([m], known)
+    assert first == {m.id: ["bad"] if queried else []}
+    assert engine.asked == ([values] if queried else [])
+
+
+def test_a_list_resolved_with_its_count_waits_for_it():
+    """The count and the list in one round (the unique expectation's): the count is resolved first."""
+    count = FakeMetric("column_values.unique.unexpected_count")
+    values = FakeMetric("column_values.unique.unexpected_index_list", {"result_format": "COMPLETE"})
+    for n, expected in ((0, []), (2, [{"sample_id": "a"}])):
+        engine = FakeEngine({values.metric_name: [{"sample_id": "a"}], count.metric_name: n})
+        _SKIP(engine)
+        assert engine.resolve_metrics([values, count], {}) == {count.id: n, values.id: expected}
+        assert engine.asked[0] == count.metric_name
