@@ -102,7 +102,7 @@ def publish(
     message: str,
     op: str = "release",
     trust: Trust | Path | str | None = None,
-    models: ModelsSeen | None = None,
+    models: ModelsSeen | Callable[[], ModelsSeen] | None = None,
     details: dict[str, Any] | None = None,
 ) -> Release:
     """Make ``releases/NAME/VERSION`` under the release lock, as a journalled transaction
@@ -118,7 +118,8 @@ def publish(
 
     Signing: the releaser's key must be an ed25519 key the pinned trust root lists as ``releaser``
     (checked before anything is written). A candidate waits for ``synthreg approve``. ``models``: what the
-    MLflow store held, for the report (None: not asked; the report says so). ``details``: more for the
+    MLflow store held, for the report, or the function that waits for it (release asks on a thread);
+    None: not asked, the report says so. ``details``: more for the
     release event's details (release's policy re-check: which outcomes it reused).
 
     A failure before ``audit`` removes the folder and unstages it; later, the journal stays and the next
@@ -166,7 +167,12 @@ def publish(
             # name the files it loads), and the card and report are what reviewers read.
             roles = releaser_roles(trust, entry)
             _write_exports(
-                staging, record, report, report_text, pending_signatures(trust, entry, roles), models
+                staging,
+                record,
+                report,
+                report_text,
+                pending_signatures(trust, entry, roles),
+                models() if callable(models) else models,  # asked on a thread meanwhile (release)
             )
             subjects |= {e: sha256_file(staging / e) for e in EXPORTS}
             envelope = sign(statement(subjects, payload), signer)
@@ -507,12 +513,13 @@ def _copy_shards(
 
 def _checked_members(
     data: bytes, shard: str, expected: dict[str, tuple[str, str]], rows: list[list[Any]]
-) -> dict[str, bytes | memoryview]:
+) -> dict[str, bytes | memoryview] | None:
     """Every member of shard ``data`` by name, in tar order, once each image the manifest names in it
     (``expected``: member -> (sample id, sha256); ``rows``: the ``IMAGE_COLUMNS``) is found whole, as
     recorded and marked; else a ReleaseError naming the first problem. A shard exactly as synthreg
     writes it is checked a shard at a time (``shard_check.images_intact``, issue 22); any other image
-    by image (``check_members``), which says what is wrong."""
+    by image (``check_members``), which says what is wrong; None when the shard could not be parsed and
+    that check still found nothing (``add_sidecars`` then parses it, and says why it cannot)."""
     walked = spans(data)
     if walked is not None and images_intact(data, walked, *rows):
         names, starts, sizes = walked
@@ -531,8 +538,7 @@ def _checked_members(
             f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]} "
             f"({bad_samples[bad[0]]}); restore the shard (`dvc checkout`) or regenerate"
         )
-    assert scanned is not None  # else check_members reported it
-    return scanned[0]
+    return scanned[0] if scanned is not None else None  # None: check_members reported it
 
 
 def _counts(con: Any) -> Counts:
