@@ -349,5 +349,6 @@ def test_release_copies_by_the_batch_check_only_what_the_member_check_accepts(
             _checked_members(blob, "s", expected, rows)
         return
     got = _checked_members(blob, "s", expected, rows)
+    assert got is not None
     want = {n: blob[s : s + k] for n, (s, k) in _index_strict(blob).items()}
     assert list(got) == list(want) and {n: bytes(v) for n, v in got.items()} == want
