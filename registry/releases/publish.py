@@ -51,11 +51,12 @@ from registry.records.journal import Entry
 from registry.records.lineage import ModelsSeen, SignaturesSeen
 from registry.records.policy import PolicyReport
 from registry.records.release import SEMVER, Counts, Derivation, GeneratorUse, Release, ShardRef
+from registry.releases.shard_check import IMAGE_COLUMNS, images_intact
 from registry.releases.tagging import commit_message, signing_tags, status_line, tag_release
 from registry.store import audit, journal
 from registry.store import manifest as mf
 from registry.store.releases import EXPORTS, RELEASES, load_release, release_folder, versions
-from registry.store.shards import check_members, scan
+from registry.store.shards import check_members, scan, spans
 from registry.store.webdataset import SIDECAR_FIELDS, add_sidecars, sidecars_of
 from registry.trust.root import Trust
 from registry.trust.signing import KEYS, public_key_file, sign, statement
@@ -101,7 +102,7 @@ def publish(
     message: str,
     op: str = "release",
     trust: Trust | Path | str | None = None,
-    models: ModelsSeen | None = None,
+    models: ModelsSeen | Callable[[], ModelsSeen] | None = None,
     details: dict[str, Any] | None = None,
 ) -> Release:
     """Make ``releases/NAME/VERSION`` under the release lock, as a journalled transaction
@@ -117,7 +118,8 @@ def publish(
 
     Signing: the releaser's key must be an ed25519 key the pinned trust root lists as ``releaser``
     (checked before anything is written). A candidate waits for ``synthreg approve``. ``models``: what the
-    MLflow store held, for the report (None: not asked; the report says so). ``details``: more for the
+    MLflow store held, for the report, or the function that waits for it (release asks on a thread);
+    None: not asked, the report says so. ``details``: more for the
     release event's details (release's policy re-check: which outcomes it reused).
 
     A failure before ``audit`` removes the folder and unstages it; later, the journal stays and the next
@@ -165,7 +167,12 @@ def publish(
             # name the files it loads), and the card and report are what reviewers read.
             roles = releaser_roles(trust, entry)
             _write_exports(
-                staging, record, report, report_text, pending_signatures(trust, entry, roles), models
+                staging,
+                record,
+                report,
+                report_text,
+                pending_signatures(trust, entry, roles),
+                models() if callable(models) else models,  # asked on a thread meanwhile (release)
             )
             subjects |= {e: sha256_file(staging / e) for e in EXPORTS}
             envelope = sign(statement(subjects, payload), signer)
@@ -480,28 +487,13 @@ def _copy_shards(
         if progress:  # (shards copied and checked, shards)
             progress(i, n_shards)
         assert shard is not None  # check_manifest refused a row without one
-        ids = zip(
-            table.column("sample_id").to_pylist(), table.column("image_sha256").to_pylist(), strict=True
-        )
-        expected = dict(zip(table.column("member").to_pylist(), ids, strict=True))
+        rows = [table.column(c).to_pylist() for c in IMAGE_COLUMNS]  # member, sample id, sha256, ...
+        expected = dict(zip(rows[0], zip(rows[1], rows[2], strict=True), strict=True))
         sidecars = sidecars_of(table, identities)  # built column-wise (issue 22)
         del table
         data = read_shard(shard, set(expected))
-        try:  # parsed once, for the check and the sidecars (issue 22: it was parsed twice)
-            scanned: tuple[dict[str, bytes | memoryview], list[str]] | None = scan(data)
-        except (tarfile.TarError, EOFError):
-            scanned = None  # check_members names the problem
-        problems, bad_samples = check_members(data, expected, shard, scanned)
-        if problems:  # e.g. a truncated tar
-            raise ReleaseError(f"{problems[0]}; restore the shard (`dvc checkout`) or regenerate")
-        if bad_samples:
-            bad = sorted(bad_samples)
-            raise ReleaseError(
-                f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]} "
-                f"({bad_samples[bad[0]]}); restore the shard (`dvc checkout`) or regenerate"
-            )
+        found = _checked_members(data, shard, expected, rows)
         members = len(expected)
-        found = scanned[0] if scanned is not None else None  # None: check_members reported it
         data = add_sidecars(data, sidecars, found)  # WebDataset .json/.cls
         digest = sha256_bytes(data)
         (out / "data" / "shards" / f"{digest}.tar").write_bytes(data)  # in staging: renamed whole
@@ -517,6 +509,36 @@ def _copy_shards(
     if progress:
         progress(n_shards, n_shards)
     return shards
+
+
+def _checked_members(
+    data: bytes, shard: str, expected: dict[str, tuple[str, str]], rows: list[list[Any]]
+) -> dict[str, bytes | memoryview] | None:
+    """Every member of shard ``data`` by name, in tar order, once each image the manifest names in it
+    (``expected``: member -> (sample id, sha256); ``rows``: the ``IMAGE_COLUMNS``) is found whole, as
+    recorded and marked; else a ReleaseError naming the first problem. A shard exactly as synthreg
+    writes it is checked a shard at a time (``shard_check.images_intact``, issue 22); any other image
+    by image (``check_members``), which says what is wrong; None when the shard could not be parsed and
+    that check still found nothing (``add_sidecars`` then parses it, and says why it cannot)."""
+    walked = spans(data)
+    if walked is not None and images_intact(data, walked, *rows):
+        names, starts, sizes = walked
+        view = memoryview(data)
+        return {n: view[a : a + k] for n, a, k in zip(names, starts.tolist(), sizes.tolist(), strict=True)}
+    try:  # parsed once, for the check and the sidecars (issue 22: it was parsed twice)
+        scanned: tuple[dict[str, bytes | memoryview], list[str]] | None = scan(data)
+    except (tarfile.TarError, EOFError):
+        scanned = None  # check_members names the problem
+    problems, bad_samples = check_members(data, expected, shard, scanned)
+    if problems:  # e.g. a truncated tar
+        raise ReleaseError(f"{problems[0]}; restore the shard (`dvc checkout`) or regenerate")
+    if bad_samples:
+        bad = sorted(bad_samples)
+        raise ReleaseError(
+            f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]} "
+            f"({bad_samples[bad[0]]}); restore the shard (`dvc checkout`) or regenerate"
+        )
+    return scanned[0] if scanned is not None else None  # None: check_members reported it
 
 
 def _counts(con: Any) -> Counts:

@@ -73,25 +73,46 @@ def intact(data: bytes, expected_sha: str, table: Any, classes: list[str] | None
     if found is None:
         return False
     names, starts, sizes = found
-    where = {name: i for i, name in enumerate(names)}
-    members, sids, shas, generators, weights = (table.column(c).to_pylist() for c in IMAGE_COLUMNS)
-    if None in sids or len(set(sids)) < len(sids):  # the full check holds one marking a sample id
-        return False
-    picks = [where.get(m, -1) for m in members]
-    if -1 in picks or len(set(picks)) < len(picks) or not safe_members(names):
-        return False
-    if not all(m.endswith(".png") for m in members):
+    members = table.column("member").to_pylist()
+    if not images_intact(data, found, *(table.column(c).to_pylist() for c in IMAGE_COLUMNS)):
         return False
     if len(names) > len(members):  # the sidecars release writes beside each image
         cars = table_sidecars(table, classes)
         if len(names) != len(members) + len(cars) or any(n not in cars for n in set(names) - set(members)):
             return False
+        where = {name: i for i, name in enumerate(names)}
         offsets, lengths = starts.tolist(), sizes.tolist()
         for name, (_, want) in cars.items():  # each is in the shard: the counts above say so
             i = where[name]
             if want is not None and (lengths[i] != len(want) or not data.startswith(want, offsets[i])):
                 return False
-    elif len(names) != len(members):
+    return True  # (no fewer names than members: images_intact found each member)
+
+
+def images_intact(
+    data: bytes,
+    walked: tuple[list[str], Any, Any],
+    members: list[str],
+    sids: list[str],
+    shas: list[str],
+    generators: list[str],
+    weights: list[str],
+) -> bool:
+    """Whether ``check_members`` finds nothing in shard ``data`` (walked by ``shards.spans``) against
+    these rows (member, sample id, image sha256, and the generator and weights digest the marking
+    names), decided a shard at a time (issue 22): every member there once, every name in the shard
+    safe, each member a PNG, whole (``images.all_whole``), of the recorded sha256, with the marking
+    generation writes right after its IHDR (``marking.all_marked``, which ``foreign_sample`` accepts
+    too). False for anything else; the caller then checks image by image, which says what it is. Used
+    by ``intact`` (verify) and by release and derive on the shards they copy."""
+    names, starts, sizes = walked
+    if None in sids or len(set(sids)) < len(sids):  # the full check holds one marking a sample id
+        return False
+    where = {name: i for i, name in enumerate(names)}
+    picks = [where.get(m, -1) for m in members]
+    if -1 in picks or len(set(picks)) < len(picks) or not safe_members(names):
+        return False
+    if not all(m.endswith(".png") for m in members):
         return False
     at, size = starts[picks], sizes[picks]
     if not all_whole(data, at, size):

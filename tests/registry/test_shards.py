@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from registry.store.shards import (
     ShardFormatError,
     _index_strict,
+    _member_header,
+    _member_headers,
     index,
     members_from_bytes,
     scan,
@@ -209,3 +211,25 @@ def test_a_shard_of_sample_images_is_byte_for_byte_tarfiles():
     members += [("x" * 99 + ".png", b"long"), ("ü.png", b""), ("a.png", b"a" * 512)]
     assert tar_bytes(members) == tarfile_bytes(members)
     assert tar_bytes([]) == tarfile_bytes([])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    members=st.lists(
+        st.tuples(
+            st.text(st.characters(min_codepoint=1, max_codepoint=127), min_size=1, max_size=99),
+            st.one_of(st.binary(max_size=1100), st.sampled_from([b"", b"x" * 511, b"y" * 512, b"z" * 513])),
+        ),
+        min_size=8,
+        max_size=40,
+        unique_by=lambda m: m[0],
+    )
+)
+def test_headers_made_at_once_are_tarfiles_headers(members: list[tuple[str, bytes]]):
+    """Issue 22: a shard's headers are made in numpy for all its members at once when every name fits the
+    ustar field as ASCII (8 or more members); the bytes are still tarfile's, header by header too."""
+    names, sizes = [n for n, _ in members], [len(d) for _, d in members]
+    assert [bytes(h) for h in _member_headers(names, sizes)] == [
+        _member_header(n, k) for n, k in zip(names, sizes, strict=True)
+    ]
+    assert tar_bytes(members) == tarfile_bytes(members)
