@@ -134,6 +134,8 @@ def build(ws: Path, workers: int | None = None, params_file: str = "params.yaml"
             f"build_direct makes {LOAD_TEST_BACKEND} images only; "
             f"{recipes[0]} uses {recipe.generator.backend}"
         )
+    if recipe.c2pa:  # generate signs every image then; this builder has no C2PA signer
+        raise SystemExit(f"{recipes[0]} asks for C2PA content credentials; build_direct makes none")
     gen = params.generate
     backend = CachedPattern(load_backend(recipe.generator, ws, gen.device))
     spec = backend.spec

@@ -142,8 +142,11 @@ def skip_empty_row_lists(engine: Any) -> None:
             n = known.get(count_id(m))
             if n is not None and n == 0:
                 resolved[m.id] = []
-            elif n is None and m.id not in waited:
-                waited.add(m.id)  # the count comes a round later (after its bundled query); not resolved now
+            elif n is None and metrics is not None and m.id not in waited:
+                # The count comes a round later (after its bundled query): not resolved now, and GX's
+                # validation graph (the only caller passing ``metrics``) asks again next round. A direct
+                # call (``metrics`` None) expects every metric back, so it is queried.
+                waited.add(m.id)
             else:
                 run.append(m)
         if run:

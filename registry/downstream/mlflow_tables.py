@@ -3,8 +3,9 @@
 
 :func:`open_tables` gives a :class:`Tables` only when MLflow would open the store without changing it:
 
-- the URI is ``sqlite:///PATH`` and the file exists (opened read-only, ``mode=ro``); when it does not,
-  a :class:`NoStore` says there are no runs and no models, and nothing creates the file;
+- the URI is ``sqlite:///PATH`` and the file exists (opened read-only, ``mode=ro``); when it does not
+  but its folder does, a :class:`NoStore` says there are no runs and no models, and nothing creates
+  the file;
 - its ``alembic_version`` is the head revision of the installed MLflow's own migrations
   (:func:`head_revision` reads them from the package folder, without importing it): the check MLflow's
   ``SqlAlchemyStore`` makes on every open (``mlflow.store.db.utils._verify_schema``), done here for
@@ -72,8 +73,8 @@ def open_tables(uri: str, fallback: Callable[[], Any]) -> Tables | NoStore | Non
     path = uri.removeprefix("sqlite:///")
     if not path or path == ":memory:" or "?" in path:
         return None
-    if not Path(path).exists():
-        return NoStore(fallback)
+    if not Path(path).exists() and Path(path).parent.is_dir():
+        return NoStore(fallback)  # (a folder that is not there either: MLflow's error names it)
     if not Path(path).is_file():
         return None
     try:

@@ -11,11 +11,13 @@ report. The folder's layout and the journalled publication are ``registry.releas
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import date
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from registry.core.digests import sha256_file
 from registry.core.errors import ReleaseError
@@ -27,6 +29,8 @@ from registry.records.release import FilterSettings, Release
 from registry.releases.publish import ShardReader, assemble, check_new_version, publish, resumed
 from registry.releases.report import ModelsReader
 from registry.trust.signing import load_signer
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from policies.engine import Recheck
@@ -141,49 +145,63 @@ def release(
     trusted = load_trust(ws, trust)
     trusted.signing_key(signer.public_key.keyid, "releaser")
     pushed_to = remote.require(ws, no_push)
-    # The MLflow store is asked on a thread, before the release lock is taken, while the policy re-check
-    # and the shard copies run; the report waits for its answer (issue 22: MLflow's import and its store
-    # check were 3-4 s of a release at 100,000 images, one after the other with the rest).
-    with ThreadPoolExecutor(1, thread_name_prefix="models-seen") as asking:
-        seen = asking.submit(models, ws, name) if models is not None else None
-        rechecked = _recheck(ws, name, manifest, recipe, report, report_text, today or date.today())
+    rechecked = _recheck(ws, name, manifest, recipe, report, report_text, today or date.today())
+    # Once the re-check has passed, the MLflow store is asked on a thread while the shards are copied,
+    # and the report waits for its answer (issue 22: MLflow's import and its store check were 3-4 s of a
+    # release at 100,000 images, one after the other with the rest). A refusal never asks it, and a
+    # release that fails or is interrupted does not wait for it. A store that hangs keeps the release
+    # lock until MLflow gives up (its own timeouts), since the report is written under that lock.
+    seen = _aside(partial(models, ws, name)) if models is not None else None
 
-        def build(staging: Path) -> tuple[Release, PolicyReport, str]:
-            record = assemble(
-                ws,
-                name,
-                version,
-                manifest,
-                report,
-                report_text,
-                recipe,
-                staging,
-                actor,
-                _workspace_shard(ws),
-                progress=progress,
-            ).model_copy(
-                update={
-                    "remote": pushed_to,
-                    "no_push": no_push,
-                    "recipe_changes": declared,
-                    "filter": _filter_settings(data / "filtered"),
-                }
-            )
-            return record, report, report_text
-
-        return publish(
+    def build(staging: Path) -> tuple[Release, PolicyReport, str]:
+        record = assemble(
             ws,
             name,
             version,
-            signer,
-            build,
-            f"Release {name}@{version}",
-            trust=trusted,
-            models=seen.result if seen is not None else None,
-            details={
-                "policy_recheck": {"reused": rechecked.reused, "ran": rechecked.ran, "why": rechecked.why}
-            },
+            manifest,
+            report,
+            report_text,
+            recipe,
+            staging,
+            actor,
+            _workspace_shard(ws),
+            progress=progress,
+        ).model_copy(
+            update={
+                "remote": pushed_to,
+                "no_push": no_push,
+                "recipe_changes": declared,
+                "filter": _filter_settings(data / "filtered"),
+            }
         )
+        return record, report, report_text
+
+    return publish(
+        ws,
+        name,
+        version,
+        signer,
+        build,
+        f"Release {name}@{version}",
+        trust=trusted,
+        models=seen,
+        details={"policy_recheck": {"reused": rechecked.reused, "ran": rechecked.ran, "why": rechecked.why}},
+    )
+
+
+def _aside(ask: Callable[[], T]) -> Callable[[], T]:
+    """Start ``ask`` on a daemon thread; the function returned waits for its answer, or raises its error.
+    Nothing joins the thread, so a release refused or interrupted meanwhile exits without waiting."""
+    answer: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            answer.set_result(ask())
+        except BaseException as e:  # handed to whoever waits, in the release's own thread
+            answer.set_exception(e)
+
+    threading.Thread(target=run, name="models-seen", daemon=True).start()
+    return answer.result
 
 
 def _recheck(

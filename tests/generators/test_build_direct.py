@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from benchmarks.build_direct import build
 from generators.generate import generate
 from registry.records.dataset import GenerateParams
@@ -19,10 +21,15 @@ from tests.generators.test_synthetic_pattern import load_test_recipe
 PARAMS = {"batch_size": 7, "shard_size": 20, "min_shards": 1}
 
 
-def workspace(root: Path) -> Path:
+def workspace(root: Path, form: str = "one dataset") -> Path:
     shutil.copytree(REPO / "generators/synthetic_pattern", root / "generators/synthetic_pattern")
     write_yaml(root / "recipe.yaml", load_test_recipe(identities=["a", "b", "c"], images_per_identity=30))
-    write_yaml(root / "params.yaml", {"recipe": "recipe.yaml", "generate": PARAMS})
+    if form == "one dataset":
+        params = {"recipe": "recipe.yaml", "generate": PARAMS}
+    else:  # as bench_e2e.py writes it
+        entry = {"recipe": "recipe.yaml", "generator": "generators/synthetic_pattern"}
+        params = {"generate": PARAMS, "datasets": {"load-test": entry}}
+    write_yaml(root / "params.yaml", params)
     return root
 
 
@@ -30,10 +37,11 @@ def files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_build_direct_writes_generates_bytes(tmp_path: Path):
+@pytest.mark.parametrize("form", ["one dataset", "datasets"])
+def test_build_direct_writes_generates_bytes(tmp_path: Path, form: str):
     made = workspace(tmp_path / "generate")
     generate(Path("recipe.yaml"), made, None, GenerateParams(**PARAMS))
-    built = workspace(tmp_path / "direct")
+    built = workspace(tmp_path / "direct", form)
     out = build(built, workers=2)
 
     expected = files(made / "data/load-test/candidates")
@@ -45,7 +53,19 @@ def test_build_direct_writes_generates_bytes(tmp_path: Path):
     made_event, built_event = (audit.load(ws).events for ws in (made, built))
     (made_event,), (built_event,) = made_event.values(), built_event.values()
     assert built_event.details["built_by"] == "benchmarks/build_direct.py"
-    for key in ("images", "plan_digest", "weights_digest", "manifest_sha256"):
+    same = ("images", "generated", "plan_digest", "generator", "weights_digest", "manifest_sha256", "device")
+    for key in same:
         assert built_event.details[key] == made_event.details[key], key
     summary = json.loads((out / "generation.json").read_text())
     assert summary["plan_digest"] == made_event.details["plan_digest"]
+
+
+def test_build_direct_refuses_a_recipe_asking_for_c2pa(tmp_path: Path):
+    ws = workspace(tmp_path)
+    write_yaml(
+        ws / "recipe.yaml",
+        load_test_recipe(identities=["a"], images_per_identity=2, marking={"c2pa": True}),
+    )
+    with pytest.raises(SystemExit, match="C2PA"):
+        build(ws, workers=1)
+    assert not (ws / "data").exists()

@@ -103,6 +103,8 @@ def test_a_store_that_is_not_current_is_read_by_mlflow(
     absent = mlflow_tables.open_tables(uri.replace("mlflow.db", "absent.db"), lambda: None)
     assert isinstance(absent, mlflow_tables.NoStore)  # no store yet: no runs (the next test)
     assert mlflow_tables.open_tables(f"sqlite:///{ws}", lambda: None) is None  # a folder, not a store
+    # a store in a folder that is not there (a typo in MLFLOW_TRACKING_URI): MLflow's error, not "no runs"
+    assert mlflow_tables.open_tables(f"sqlite:///{ws}/nowhere/mlflow.db", lambda: None) is None
     assert mlflow_tables.open_tables("postgresql://u@localhost/db", lambda: None) is None
     monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
     assert mlflow_tables.open_tables(uri, lambda: None) is None

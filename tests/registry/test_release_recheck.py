@@ -189,6 +189,33 @@ def test_a_flipped_status_in_the_report_is_refused(fresh: Path, base: Built, cou
     assert "provenance" in counted  # checked in full: the edited report has no stamp
 
 
+def test_a_refused_release_never_asks_mlflow_and_a_failing_reader_leaves_nothing(fresh: Path, base: Built):
+    """The MLflow store is asked on a thread only once the re-check has passed (issue 22); a refusal
+    never asks it. A reader that fails is the release's error, raised under the journal: no folder, no
+    tag, and the next release succeeds."""
+    asked: list[str] = []
+
+    def reader(ws: Path, name: str):
+        asked.append(name)
+        raise RuntimeError("the store fell over")
+
+    path = fresh / POLICY / "report.json"
+    good = path.read_text()
+    doc = json.loads(good)
+    next(r for r in doc["results"] if r["status"] == "waived").update(status="pass", waiver=None)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    with pytest.raises(ReleaseError):
+        release("digits", "1.0.0", fresh, key=base.key, models=reader)
+    assert asked == []
+    path.write_text(good)
+    with pytest.raises(RuntimeError, match="the store fell over"):
+        release("digits", "1.0.0", fresh, key=base.key, models=reader)
+    assert asked == ["digits"]
+    assert tags(fresh) == [] and not folder(fresh, "1.0.0").exists()
+    release("digits", "1.0.0", fresh, key=base.key)
+    assert tags(fresh) == ["digits@v1.0.0"]
+
+
 def test_a_changed_manifest_is_refused_before_any_check(fresh: Path, base: Built, counted: Counter):
     path = fresh / FILTERED / "manifest.parquet"
     before = sha256(path)
