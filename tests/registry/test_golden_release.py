@@ -6,6 +6,7 @@ changed the record; 0.1 was made before issue 18's move). The maker drives only 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -57,3 +58,23 @@ def test_the_comparison_sees_a_changed_file(tmp_path: Path):
         text=True,
     )
     assert compared.returncode == 1 and "differs: card.md" in compared.stdout
+
+
+def test_the_comparison_masks_the_release_day_and_nothing_else_of_the_report(tmp_path: Path):
+    """A release made on another day dates its lineage row by that day (CI runs on any day); any other
+    change to the report is still a difference."""
+    with tarfile.open(Path(__file__).parent / "fixtures" / "golden-release-0.6.tar.gz") as tar:
+        for side in ("a", "b", "c"):
+            tar.extractall(tmp_path / side, filter="data")
+    compare = [sys.executable, str(SCRIPT), "compare", str(tmp_path / "a" / "1.0.0")]
+    report = tmp_path / "b" / "1.0.0" / "report.html"
+    text = report.read_text()
+    row = re.search(r"<td>digits@1\.0\.0</td><td>(\d{4}-\d{2}-\d{2})</td>", text)
+    assert row is not None
+    report.write_text(text.replace(row.group(0), row.group(0).replace(row.group(1), "2031-01-02")))
+    same = subprocess.run([*compare, str(tmp_path / "b" / "1.0.0")], capture_output=True, text=True)
+    assert same.returncode == 0, same.stdout
+    other = tmp_path / "c" / "1.0.0" / "report.html"
+    other.write_text(other.read_text().replace("No model is known", "No model is said"))
+    differs = subprocess.run([*compare, str(tmp_path / "c" / "1.0.0")], capture_output=True, text=True)
+    assert differs.returncode == 1 and "differs: report.html" in differs.stdout
