@@ -215,20 +215,27 @@ def _quoted(listed: str) -> list[str]:
     return re.findall(_QUOTED, listed)
 
 
-class NoStore:
-    """A SQLite store whose file does not exist yet (nothing was ever tracked in this workspace): no
-    runs and no models. MLflow's client would create the file and run every migration (seconds) only
-    to find nothing, and a read would leave a store behind. Any other question, a run or a model asked
-    for by name included, goes to MLflow's client (``fallback``), whose error is MLflow's own."""
+class _Fallback:
+    """Passes every call it does not answer itself to MLflow's client, made by ``fallback`` on first need."""
 
     def __init__(self, fallback: Callable[[], Any]) -> None:
         self._fallback = fallback
         self._client: Any = None
 
-    def __getattr__(self, name: str) -> Any:
+    def _mlflow(self) -> Any:
         if self._client is None:
             self._client = self._fallback()
-        return getattr(self._client, name)
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:  # get_logged_model, download_artifacts, aliases...
+        return getattr(self._mlflow(), name)
+
+
+class NoStore(_Fallback):
+    """A SQLite store whose file does not exist yet (nothing was ever tracked in this workspace): no
+    runs and no models. MLflow's client would create the file and run every migration (seconds) only
+    to find nothing, and a read would leave a store behind. Any other question, a run or a model asked
+    for by name included, goes to MLflow's client, whose error is MLflow's own."""
 
     def search_experiments(self, *args: Any, **kwargs: Any) -> Page:
         return Page()
@@ -240,22 +247,13 @@ class NoStore:
         return Page()
 
 
-class Tables:
+class Tables(_Fallback):
     """The subset of ``MlflowClient`` that trace and impact call, read from the store's tables. A call
     it cannot answer exactly is passed to MLflow's client (``fallback``), made on first need."""
 
     def __init__(self, db: sqlite3.Connection, fallback: Callable[[], Any]) -> None:
+        super().__init__(fallback)
         self._db = db
-        self._fallback = fallback
-        self._client: Any = None
-
-    def _mlflow(self) -> Any:
-        if self._client is None:
-            self._client = self._fallback()
-        return self._client
-
-    def __getattr__(self, name: str) -> Any:  # get_logged_model, download_artifacts, aliases...
-        return getattr(self._mlflow(), name)
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         return self._db.execute(sql, tuple(params)).fetchall()
