@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from generators.duplicates import Duplicates, Names
 from generators.scoring import DomainKey, Scores, chunk_rows, domain_key, load_domain, measure
 from registry.core.digests import sha256_file
 from registry.core.errors import ConfigError, ManifestError
@@ -77,7 +77,8 @@ def filter_manifest(
     counts, numbers only, for `dvc metrics`) and ``out/filter-info.json`` (what they were measured with).
 
     Streams: the manifest is read and written ``CHUNK`` rows at a time, so memory does not grow with the
-    number of images (only the near-duplicate index does, by 8 bytes an accepted image). Names and
+    number of images (only the near-duplicate index does, by 16 bytes an accepted image at distance 0:
+    ``generators.duplicates``). Names and
     identities are checked first, over the whole file in DuckDB, before any name becomes a path."""
     params = params or FilterParams()
     in_dir, out_dir = inside(ws, candidates, "candidates folder"), inside(ws, out, "output folder")
@@ -146,16 +147,16 @@ def _filter(
 ) -> FilterResult:
     domain = keyed[1]
     counts: Counter[str] = Counter()
-    dedup = _Duplicates(params.duplicate_distance, params.duplicate_cosine)
+    dedup = Duplicates(params.duplicate_distance, params.duplicate_cosine, Names(source))
     done = 0
     out_path = out_dir / "manifest.parquet"
     created = not out_dir.exists()
     try:
-        chunks = (_chunk(batch, in_path) for batch in source.iter_batches(batch_size=CHUNK))
+        chunks = (_chunk(batch, in_path) for batch in mf.batches(source, CHUNK))
         scored, per_node = _scored(ws, chunks, keyed, params)
         with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
             for table, scores in scored:
-                table, reasons = _decide(table, scores, params, dedup)
+                table, reasons = _decide(table, scores, params, dedup, done)
                 writer.write_table(table)
                 counts.update(r.split(":")[0] for r in reasons)
                 done += table.num_rows
@@ -300,80 +301,6 @@ def _check_thresholds(params: FilterParams, domain: Any) -> None:
         )
 
 
-class _Duplicates:
-    """Accepted images per identity, in plan order: the first of a near-duplicate stays. Two measures:
-    perceptual hashes (every dataset) and, with an embedding model, the cosine similarity of embeddings.
-
-    At distance 0 (the default) a dict finds an equal hash in O(1); a larger distance, and the embedding
-    check, compare with every earlier accepted image of the identity, which grows as images x
-    accepted-per-identity (the embeddings take 4 bytes a dimension an accepted image)."""
-
-    def __init__(self, distance: int, similarity: float = 0.97) -> None:
-        self.distance, self.similarity = distance, similarity
-        self.exact: dict[tuple[str, str], str] = {}
-        self.kept: dict[str, tuple[list[str], list[np.ndarray]]] = {}
-        self.vectors: dict[str, tuple[list[str], np.ndarray]] = {}
-
-    def check(
-        self, identity: str, phash: str, sample_id: str, embedding: np.ndarray | None = None
-    ) -> tuple[str, str] | None:
-        """(the reason, the earlier image) for a near-duplicate, or None (then it is remembered)."""
-        mine = np.frombuffer(bytes.fromhex(phash), dtype=np.uint8)
-        hit = self._by_hash(identity, phash, mine)
-        if hit:
-            return f"near_duplicate: of {hit[0]} (phash distance {hit[1]})", hit[0]
-        near = self._by_embedding(identity, embedding) if embedding is not None else None
-        if near:
-            return (
-                f"near_duplicate_embedding: of {near[0]} (cosine similarity {near[1]:.4f} >= "
-                f"{self.similarity})",
-                near[0],
-            )
-        self._remember(identity, phash, mine, sample_id, embedding)
-        return None
-
-    def _by_hash(self, identity: str, phash: str, mine: np.ndarray) -> tuple[str, int] | None:
-        if self.distance < 0:
-            return None
-        if self.distance == 0:
-            first = self.exact.get((identity, phash))
-            return (first, 0) if first is not None else None
-        ids, bits = self.kept.get(identity, ([], []))
-        if bits:
-            dist = np.unpackbits(np.stack(bits) ^ mine, axis=1).sum(axis=1)
-            k = int(dist.argmin())
-            if dist[k] <= self.distance:
-                return ids[k], int(dist[k])
-        return None
-
-    def _by_embedding(self, identity: str, embedding: np.ndarray) -> tuple[str, float] | None:
-        ids, matrix = self.vectors.get(identity, ([], np.empty((0, 0), np.float32)))
-        if not ids:
-            return None
-        sims = matrix[: len(ids)] @ embedding
-        k = int(sims.argmax())  # the first of equals: deterministic
-        return (ids[k], float(sims[k])) if sims[k] >= self.similarity else None
-
-    def _remember(
-        self, identity: str, phash: str, mine: np.ndarray, sample_id: str, embedding: np.ndarray | None
-    ) -> None:
-        if self.distance == 0:
-            self.exact[(identity, phash)] = sample_id
-        elif self.distance > 0:
-            ids, bits = self.kept.setdefault(identity, ([], []))
-            ids.append(sample_id)
-            bits.append(mine)
-        if embedding is not None:
-            ids, matrix = self.vectors.get(identity, ([], np.empty((0, len(embedding)), np.float32)))
-            if len(ids) == len(matrix):  # grow by doubling: amortised O(1) a row
-                grown = np.empty((max(64, 2 * len(ids)), len(embedding)), np.float32)
-                grown[: len(ids)] = matrix[: len(ids)]
-                matrix = grown
-            matrix[len(ids)] = embedding
-            ids.append(sample_id)
-            self.vectors[identity] = (ids, matrix)
-
-
 def _reason(i: int, identity: str, scores: Scores, params: FilterParams) -> str | None:
     """Why row ``i`` is rejected by a check that needs no earlier image (None: it passed them all)."""
     c, d = scores.conf[i], scores.nn[i]
@@ -398,19 +325,21 @@ def _reason(i: int, identity: str, scores: Scores, params: FilterParams) -> str 
 
 
 def _decide(
-    table: pa.Table, scores: Scores, params: FilterParams, dedup: _Duplicates
+    table: pa.Table, scores: Scores, params: FilterParams, dedup: Duplicates, first_row: int
 ) -> tuple[pa.Table, list[str]]:
-    """Decision and reason for one chunk, in plan order (near-duplicates depend on earlier chunks)."""
+    """Decision and reason for one chunk (manifest rows ``first_row``..), in plan order (near-duplicates
+    depend on earlier chunks)."""
     ids, identities = table["sample_id"].to_pylist(), table["identity"].to_pylist()
     n = len(ids)
     reasons: list[str] = []
     duplicate_of: list[str | None] = [None] * n
-    for i, phash in enumerate(table["phash"].to_pylist()):
+    dedup.start(first_row, ids, identities, table["phash"].to_pylist())
+    for i in range(n):
         reason = _reason(i, identities[i], scores, params)
         if reason is None:
             # Near-duplicates among images that passed so far, per identity, in plan order.
             emb = scores.embedding[i] if scores.embedding is not None else None
-            dup = dedup.check(identities[i], phash, ids[i], emb)
+            dup = dedup.check(i, emb)
             if dup:
                 reason, duplicate_of[i] = dup
         reason = reason or "ok: passed every check"
@@ -419,6 +348,7 @@ def _decide(
             unset = " (no min_clip_score: not a filter)" if params.min_clip_score is None else ""
             reason += f"; clip score {scores.clip[i]:.4f}{unset}"
         reasons.append(reason)
+    dedup.end()
 
     decision = ["rejected" if not r.startswith("ok:") else "accepted" for r in reasons]
     updates = {

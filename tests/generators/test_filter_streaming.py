@@ -3,12 +3,14 @@ near-duplicate index must give the same answer at distance 0 (a dict) as the pai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from generators import filter as filt
+from generators.duplicates import Duplicates
 from generators.generate import generate
 from registry.records.dataset import FilterParams, GenerateParams
 from tests.generators.test_synthetic_pattern import pattern_ws  # noqa: F401  (fixture)
@@ -38,26 +40,64 @@ def test_chunk_size_does_not_change_a_decision(
         assert whole.reasons.get("near_duplicate", 0) > 0
 
 
+def checked(index: Duplicates, chunks: list[list[tuple]], first: int = 0) -> list:
+    """``index``'s answer for each (identity, phash, sample id[, embedding]) row, fed chunk by chunk."""
+    got = []
+    for chunk in chunks:
+        index.start(first, [r[2] for r in chunk], [r[0] for r in chunk], [r[1] for r in chunk])
+        got += [index.check(i, *r[3:]) for i, r in enumerate(chunk)]
+        index.end()
+        first += len(chunk)
+    return got
+
+
+def by_row(seq: list[tuple]) -> Callable[[int], str]:
+    return lambda row: seq[row][2]
+
+
 def test_exact_index_agrees_with_pairwise_comparison():
-    exact, pairwise = filt._Duplicates(0), filt._Duplicates(0)
-    pairwise.distance = 0.5  # type: ignore[assignment]  (forces the comparison path at distance 0)
     seq = [("a", "00ff00ff00ff00ff", "s1"), ("a", "00ff00ff00ff00ff", "s2"), ("b", "00ff00ff00ff00ff", "s3")]
     seq += [("a", "00ff00ff00ff00fe", "s4"), ("a", "00ff00ff00ff00fe", "s5")]
-    got = [exact.check(*x) for x in seq]
     dup = [(f"near_duplicate: of {s} (phash distance 0)", s) for s in ("s1", "s4")]
-    assert got == [None, dup[0], None, None, dup[1]]
-    assert [pairwise.check(*x) for x in seq] == got
+    for size in (1, 2, 5):  # earlier chunks (the sorted runs) and this chunk's rows
+        chunks = [seq[k : k + size] for k in range(0, len(seq), size)]
+        exact = Duplicates(0, 0.97, by_row(seq))
+        pairwise = Duplicates(0, 0.97, by_row(seq))
+        pairwise.distance = 0.5  # type: ignore[assignment]  (forces the comparison path at distance 0)
+        got = checked(exact, chunks)
+        assert got == [None, dup[0], None, None, dup[1]]
+        assert checked(pairwise, chunks) == got
+
+
+def test_exact_index_finds_the_first_accepted_image_across_many_runs():
+    """Random hashes with repeats, over identities, in chunks of 7: the sorted runs, merged as they
+    grow, give what a dict of (identity, hash) -> first sample gives, hash bytes 00 and ff included."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    pool = [f"{h:016x}" for h in rng.integers(0, 2**63, 40)] + ["0" * 16, "f" * 16, "00" * 7 + "01"]
+    seq = [(f"id{rng.integers(3)}", pool[rng.integers(len(pool))], f"s{k}") for k in range(700)]
+    first: dict[tuple[str, str], str] = {}
+    want = []
+    for identity, phash, sid in seq:
+        hit = first.setdefault((identity, phash), sid)
+        want.append(None if hit == sid else (f"near_duplicate: of {hit} (phash distance 0)", hit))
+    index = Duplicates(0, 0.97, by_row(seq))
+    assert checked(index, [seq[k : k + 7] for k in range(0, len(seq), 7)]) == want
+    assert len(index.runs) < 10  # merged: about log2(accepted / 7) runs, not one a chunk
 
 
 def test_embedding_index_keeps_the_first_of_near_duplicates_per_identity_as_it_grows():
     import numpy as np
 
-    index = filt._Duplicates(-1, similarity=0.99)  # perceptual hashes off: embeddings only
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(100, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    got = [index.check("a", "00" * 8, f"s{k}", v) for k, v in enumerate(vectors)]  # grows past 64 rows
-    assert got == [None] * 100  # random directions in 8 dimensions are never 0.99 alike
-    assert index.check("b", "00" * 8, "t0", vectors[70]) is None  # another identity: its own index
-    reason, first = index.check("a", "00" * 8, "copy", vectors[70])  # type: ignore[misc]
+    seq = [("a", "00" * 8, f"s{k}", v) for k, v in enumerate(vectors)]  # grows past 64 rows
+    seq += [("b", "00" * 8, "t0", vectors[70]), ("a", "00" * 8, "copy", vectors[70])]
+    index = Duplicates(-1, 0.99, by_row(seq))  # perceptual hashes off: embeddings only
+    got = checked(index, [seq[:50], seq[50:]])
+    assert got[:100] == [None] * 100  # random directions in 8 dimensions are never 0.99 alike
+    assert got[100] is None  # another identity: its own index
+    reason, first = got[101]  # type: ignore[misc]
     assert first == "s70" and reason == "near_duplicate_embedding: of s70 (cosine similarity 1.0000 >= 0.99)"
