@@ -180,9 +180,9 @@ def check_manifest(con: Any, what: str, view: str = "manifest") -> None:
 
 def check_table(table: Any, what: str) -> None:
     """``check_manifest`` over a pyarrow table."""
-    import duckdb
+    from registry.core import duck
 
-    con = duckdb.connect()
+    con = duck.connect()
     con.register("names_check", table)
     check_manifest(con, what, "names_check")
 

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from registry.core import duck
 from registry.core.errors import SynthregError, WorkspaceError
 from registry.exports.catalog_html import (
     CatalogData,
@@ -307,9 +308,8 @@ def _samples(con: Any, site: Path, hexes: int) -> None:
 def build_index(ws: Path, site: Path, versions: list[VersionEntry]) -> dict[str, Any]:
     """Write ``index/`` under ``site`` from every version's released manifest; return the search page's
     metadata (shard layout, releases, generators, versions not indexed and why)."""
-    import duckdb
 
-    con = duckdb.connect()
+    con = duck.connect()
     _load_rows(con, ws, versions)
     total = con.execute("SELECT count(*) FROM rows").fetchall()[0][0]
     hexes = sample_hex(total)

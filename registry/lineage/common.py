@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from registry.core import duck
 from registry.core.errors import ManifestError, SynthregError, WorkspaceError
 from registry.records.lineage import (
     FilterCounts,
@@ -68,7 +69,7 @@ def query_manifests(
         return []
     import duckdb
 
-    con = duckdb.connect()
+    con = duck.connect()
     sql = f"SELECT {select} FROM read_parquet($files, filename=true, union_by_name=true) {where}"
     try:
         return con.execute(sql, {"files": list(paths), **(params or {})}).fetchall()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from registry.core import duck
 from registry.core.errors import SynthregError, TrustError
 from registry.records.lineage import Change, ReleaseDiff, SampleChanges, SetChanges
 from registry.records.release import Release
@@ -90,11 +91,10 @@ def list_status(ws: Path, trust_file: Path | str | None = None) -> dict[str, lis
 
 def diff(ws: Path, a: str, b: str) -> ReleaseDiff:
     """Samples added and removed, counts per identity, changed generators, sources and policy results."""
-    import duckdb
 
     ra, rb = load_release(ws, a), load_release(ws, b)
     ma, mb = (_manifest(ws, r) for r in (ra, rb))
-    con = duckdb.connect()
+    con = duck.connect()
     con.execute(f"CREATE VIEW a AS SELECT * FROM read_parquet('{_sql(ma)}')")
     con.execute(f"CREATE VIEW b AS SELECT * FROM read_parquet('{_sql(mb)}')")
     added = con.execute("SELECT count(*) FROM b ANTI JOIN a USING (sample_id)").fetchall()[0][0]

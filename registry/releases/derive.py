@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from registry.core import duck
 from registry.core.errors import ReleaseError
 from registry.core.fsio import atomic_path
 from registry.core.names import check_line, read_id_file, shown
@@ -166,10 +167,9 @@ class Criteria:
         """The ids of the samples a prompt or generator criterion selects (identities go by identity)."""
         if not (self.prompts or self.generators):
             return []
-        import duckdb
 
         hexed = [d for g in self.generators if (d := _digest_prefix(g))]
-        con = duckdb.connect()
+        con = duck.connect()
         try:
             rows = con.execute(
                 "SELECT sample_id FROM read_parquet($m) WHERE "
@@ -367,27 +367,34 @@ def _removed(
 ) -> tuple[int, int]:
     """(rows, accepted rows) that leaving out ``samples`` and ``identities`` removes from the parent;
     a ReleaseError for an unknown sample, for nothing removed, or for nothing accepted left."""
-    # The parent verified above; only the columns that decide what is left out are held, the rows are
-    # streamed (_write_kept).
-    table = pq.read_table(parent_manifest, columns=["sample_id", "identity", "decision"])
-    wanted = pa.array(samples, pa.string())  # looked up in Arrow: no Python set of a million ids
-    unknown = sorted(pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=table["sample_id"]))).to_pylist())
+    # The parent verified above. Its rows are streamed, a batch of the three columns that decide what
+    # is left out at a time (issue 22: the whole columns, and a hash set of every sample id, took about
+    # 80 bytes a row); only the ids to exclude are held, with whether a batch named each.
+    wanted, idents = _lists(samples, identities)  # looked up in Arrow: no Python set of a million ids
+    seen = pa.array([False] * len(samples), pa.bool_())
+    removed_rows = removed_accepted = kept_accepted = 0
+    columns = ["sample_id", "identity", "decision"]
+    for batch in mf.batches(parent_manifest, 65536, columns):
+        table = pa.Table.from_batches([batch])
+        seen = pc.or_(seen, pc.is_in(wanted, value_set=table["sample_id"]))
+        drop = _drop(table, wanted, idents)
+        accepted = pc.equal(table["decision"], "accepted")
+        removed_rows += pc.sum(drop).as_py() or 0
+        removed_accepted += pc.sum(pc.and_(drop, accepted)).as_py() or 0
+        kept_accepted += pc.sum(pc.and_(pc.invert(drop), accepted)).as_py() or 0
+    unknown = sorted(pc.filter(wanted, pc.invert(seen)).to_pylist())
     if unknown:
         raise ReleaseError(
             f"{len(unknown)} sample(s) to exclude are not in {parent_ref}, first "
             f"{'one from ' + str(exclude_file) if unknown[0] in from_file else shown(unknown[0])}; "
             f"check the ids (`synthreg impact --sample ID` finds the versions that hold one)"
         )
-    drop = _drop(table, samples, identities)
-    accepted = pc.equal(table["decision"], "accepted")
-    removed_rows = pc.sum(drop).as_py() or 0
-    removed_accepted = pc.sum(pc.and_(drop, accepted)).as_py() or 0
     if removed_rows == 0:
         raise ReleaseError(
             f"{parent_ref} holds no sample of identities {sorted(identities)}, so there is nothing to leave "
             "out; check the source (`synthreg impact --source NAME`)"
         )
-    if pc.sum(pc.and_(pc.invert(drop), accepted)).as_py() in (None, 0):
+    if kept_accepted == 0:
         raise ReleaseError(
             f"excluding {removed_rows} sample(s) leaves no accepted sample of {parent_ref}; "
             "withdraw the version (`synthreg withdraw`) instead"
@@ -429,18 +436,24 @@ def _checked(
     return report
 
 
-def _drop(table: pa.Table, samples: list[str], identities: set[str]) -> pa.ChunkedArray:
+def _drop(table: pa.Table, samples: pa.Array, identities: pa.Array) -> pa.ChunkedArray:
     """True for the rows to leave out: the listed samples and every sample of the listed identities."""
     return pc.or_(
-        pc.is_in(table["sample_id"], value_set=pa.array(samples, pa.string())),
-        pc.is_in(table["identity"], value_set=pa.array(sorted(identities), pa.string())),
+        pc.is_in(table["sample_id"], value_set=samples),
+        pc.is_in(table["identity"], value_set=identities),
     )
+
+
+def _lists(samples: list[str], identities: set[str]) -> tuple[pa.Array, pa.Array]:
+    """The sample ids and identities to leave out, as Arrow arrays (made once, used a batch at a time)."""
+    return pa.array(samples, pa.string()), pa.array(sorted(identities), pa.string())
 
 
 def _write_kept(parent: Path, out: Path, samples: list[str], identities: set[str]) -> None:
     """The parent's rows minus the dropped ones, in order, a chunk at a time (memory flat in its size)."""
     source = pq.ParquetFile(parent)
+    wanted, idents = _lists(samples, identities)
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
-        for batch in source.iter_batches(batch_size=65536):
+        for batch in mf.batches(source, 65536):
             chunk = pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
-            writer.write_table(chunk.filter(pc.invert(_drop(chunk, samples, identities))))
+            writer.write_table(chunk.filter(pc.invert(_drop(chunk, wanted, idents))))

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -197,3 +198,24 @@ def test_map_texts_made_per_distinct_map_equal_json_dumps_of_each_row(rows, sort
     for part in (column, column.slice(1), column.slice(2, 3)):
         expected = [None if v is None else json.dumps(dict(v), sort_keys=sort_keys) for v in part.to_pylist()]
         assert mf.map_json_texts(part, sort_keys).to_pylist() == expected
+
+
+@pytest.mark.parametrize("batch_rows", [1, 3, 7, 10, 64])
+def test_batches_are_pyarrows_batches_read_a_row_group_at_a_time(tmp_path: Path, batch_rows: int):
+    """``mf.batches`` gives the batches of ``iter_batches`` over the whole file (rows and boundaries: a
+    writer makes a row group of each, so the bytes written from them stay the same), across row groups
+    of every size, a batch that spans several of them and a last one short."""
+    path = tmp_path / "m.parquet"
+    ids = [f"s{k:03d}" for k in range(47)]
+    table = pa.table({"sample_id": ids, "n": list(range(47)), "x": [str(k % 3) for k in range(47)]})
+    with pq.ParquetWriter(path, table.schema) as writer:
+        at = 0
+        for size in (5, 1, 20, 3, 18):  # row groups of uneven sizes
+            writer.write_table(table.slice(at, size))
+            at += size
+    assert pq.ParquetFile(path).num_row_groups == 5
+    whole = list(pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["sample_id", "n"]))
+    ours = list(mf.batches(path, batch_rows, ["sample_id", "n"]))
+    assert [b.num_rows for b in ours] == [b.num_rows for b in whole]
+    assert all(a.equals(b) for a, b in zip(ours, whole, strict=True))
+    assert pa.Table.from_batches(ours).column("sample_id").to_pylist() == ids
