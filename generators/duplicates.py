@@ -22,7 +22,6 @@ manifest (``Names``) only for a duplicate found, which is what the reason names.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -37,14 +36,16 @@ class Names:
     def __init__(self, source: pq.ParquetFile) -> None:
         sizes = [source.metadata.row_group(g).num_rows for g in range(source.metadata.num_row_groups)]
         self.source, self.starts = source, np.cumsum([0, *sizes])
+        self.held: dict[int, pa.Array] = {}  # the last two row groups read
 
     def __call__(self, row: int) -> str:
         group = int(np.searchsorted(self.starts, row, side="right")) - 1
-        return str(self._group(group)[row - int(self.starts[group])].as_py())
-
-    @lru_cache(maxsize=2)  # noqa: B019  (one index a filter run; the cache goes with it)
-    def _group(self, group: int) -> pa.Array:
-        return self.source.read_row_group(group, columns=["sample_id"]).column(0).combine_chunks()
+        if group not in self.held:
+            if len(self.held) >= 2:
+                del self.held[next(iter(self.held))]
+            ids = self.source.read_row_group(group, columns=["sample_id"]).column(0)
+            self.held[group] = ids.combine_chunks()
+        return str(self.held[group][row - int(self.starts[group])].as_py())
 
 
 class Duplicates:

@@ -191,10 +191,13 @@ def batches(
     source: Path | pq.ParquetFile, batch_rows: int, columns: Sequence[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
     """The batches ``pq.ParquetFile(source).iter_batches(batch_size=batch_rows, columns=columns)`` gives
-    (the same rows, the same boundaries, so what is written from them is the same bytes), read a row
-    group at a time. pyarrow 25's reader over a whole file holds decoded pages of the row groups ahead
-    of the batch it gives: about 100 bytes a row of a manifest, 100 MB at 1,000,000 rows and 1 GB at
-    10,000,000 (issue 22). Here at most one row group and one batch are held."""
+    for a manifest (the same rows, the same boundaries, so what is written from them is the same bytes;
+    pyarrow also ends a batch at each row group for a dictionary-encoded column, which a manifest does
+    not have), read a row group at a time. pyarrow 25's reader over a whole file holds decoded pages of
+    the row groups ahead of the batch it gives: about 100 bytes a row of a manifest, 100 MB at 1,000,000
+    rows and 1 GB at 10,000,000 (issue 22). Here at most one row group and one batch are held."""
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
     file = source if isinstance(source, pq.ParquetFile) else pq.ParquetFile(source)
     held: list[pa.RecordBatch] = []
     have = 0

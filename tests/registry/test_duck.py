@@ -32,11 +32,29 @@ def test_a_connection_is_capped_and_spills_outside_the_working_folder(
         "AS id FROM range(2000000) t(i)) GROUP BY id HAVING count(*) > 1)"
     ).fetchone()
     assert n == 0
-    spill = temp / f"synthreg-duckdb-{os.getpid()}"
+    (spill,) = temp.glob(f"synthreg-duckdb-{os.getpid()}-*")  # it did spill, under the temp folder
     assert list(ws.iterdir()) == []  # nothing in the working folder
-    assert spill.is_dir()  # it did spill, under the temp folder
+    other = duck.connect()  # a second connection spills to a folder of its own
+    other.execute("SELECT count(*) FROM (SELECT DISTINCT md5(i::VARCHAR) FROM range(2000000) t(i))")
+    assert len(list(temp.iterdir())) == 2
     con.close()
     assert not spill.exists()
+    other.close()
+    assert list(temp.iterdir()) == []
+
+
+def test_the_cap_follows_the_threads(monkeypatch: pytest.MonkeyPatch):
+    """64 MB a thread, a thread a core up to 8: each thread needs its own buffers (a sort of 10,000,000
+    rows failed with 16 threads in 512 MB)."""
+    monkeypatch.delenv("SYNTHREG_DUCKDB_MEMORY", raising=False)
+    for cores, threads in ((1, 1), (2, 2), (8, 8), (64, 8)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        con = duck.connect()
+        query = "SELECT current_setting('memory_limit'), current_setting('threads')"
+        limit, got = con.execute(query).fetchone()
+        con.close()
+        assert got == threads
+        assert abs(float(limit.split()[0]) - 64 * threads * 1e6 / 2**20) < 1  # DuckDB says MiB
 
 
 def test_a_bad_cap_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
