@@ -74,9 +74,11 @@ def errors() -> Iterator[None]:
         # The system refused a path the user gave (too long, a folder where a file goes, exists, busy;
         # found by tests/test_fuzz_inputs.py): an input error naming the path, not a bug.
         fail(f"{e.strerror or type(e).__name__}: {shown(str(e.filename))}; give another path")
-    except (
-        Exception
-    ) as e:  # a bug: one line and a saved traceback, never a traceback (registry/core/crash.py)
+    except Exception as e:  # a bug: one line and a saved traceback, never a traceback (core/crash.py)
+        from registry.core.duck import out_of_memory
+
+        if (why := out_of_memory(e)) is not None:  # a cap too small for this manifest: not a bug
+            fail(why)
         internal(e)
 
 

@@ -45,10 +45,22 @@ def connect() -> Any:
     }
     try:
         con = duckdb.connect(config=config)
-    except duckdb.Error as e:  # e.g. SYNTHREG_DUCKDB_MEMORY=lots
+        con.execute("SET enable_progress_bar = false")  # a long query would draw a bar over our output
+    except duckdb.Error as e:  # e.g. SYNTHREG_DUCKDB_MEMORY=lots, or 1KB
         raise ConfigError(
             f"cannot open DuckDB with memory_limit {config['memory_limit']!r} ({str(e).splitlines()[0]}); "
             "set SYNTHREG_DUCKDB_MEMORY to a size such as 512MB or 2GB, or unset it"
         ) from None
-    con.execute("SET enable_progress_bar = false")  # a long query would draw a bar over synthreg's output
     return con
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """What to tell the user when ``e`` is DuckDB running out of its cap (None for anything else)."""
+    kind = type(e)
+    if kind.__name__ != "OutOfMemoryException" or "duckdb" not in kind.__module__:
+        return None
+    cap = os.environ.get("SYNTHREG_DUCKDB_MEMORY") or "64MB a thread"
+    return (
+        f"DuckDB needed more memory than its cap ({cap}) and could not spill to disk "
+        f"({str(e).splitlines()[0]}); set SYNTHREG_DUCKDB_MEMORY higher (e.g. 1GB) and run it again"
+    )

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.core import duck
-from registry.core.errors import SynthregError, WorkspaceError
+from registry.core.errors import ConfigError, SynthregError, WorkspaceError
 from registry.exports.catalog_html import (
     CatalogData,
     SignerRow,
@@ -211,6 +211,8 @@ def _load_rows(con: Any, ws: Path, versions: list[VersionEntry]) -> None:
                 f"weights_digest, generator_licence, prompt, reason FROM read_parquet({_sql(manifest)})"
             )
         except duckdb.Error as e:
+            if (why := duck.out_of_memory(e)) is not None:  # not the manifest's fault
+                raise ConfigError(why) from None
             v.indexed = f"its manifest cannot be read ({str(e).splitlines()[0][:200]})"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.core import duck
-from registry.core.errors import ManifestError, SynthregError, WorkspaceError
+from registry.core.errors import ConfigError, ManifestError, SynthregError, WorkspaceError
 from registry.records.lineage import (
     FilterCounts,
     GeneratorInfo,
@@ -74,6 +74,8 @@ def query_manifests(
     try:
         return con.execute(sql, {"files": list(paths), **(params or {})}).fetchall()
     except duckdb.Error as e:
+        if (why := duck.out_of_memory(e)) is not None:  # not the manifests' fault
+            raise ConfigError(why) from None
         raise ManifestError(f"cannot query the release manifests: {e}") from e
     finally:
         con.close()

@@ -61,3 +61,22 @@ def test_a_bad_cap_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SYNTHREG_DUCKDB_MEMORY", "lots")
     with pytest.raises(ConfigError, match="SYNTHREG_DUCKDB_MEMORY to a size such as 512MB"):
         duck.connect()
+
+
+def test_a_query_over_the_cap_is_a_clear_error_not_an_internal_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """A cap too small for a query (a user's SYNTHREG_DUCKDB_MEMORY) fails as an input error naming the
+    variable, exit 1, rather than as a bug."""
+    import typer
+
+    from registry.cli.common import errors
+
+    monkeypatch.setenv("SYNTHREG_DUCKDB_MEMORY", "1KB")
+    con = duck.connect()
+    with pytest.raises(typer.Exit) as done, errors():
+        con.execute("SELECT list(i ORDER BY i DESC) FROM range(300000) t(i)").fetchall()
+    assert done.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert "DuckDB needed more memory than its cap (1KB)" in err and "SYNTHREG_DUCKDB_MEMORY higher" in err
+    assert duck.out_of_memory(ValueError("Out of Memory Error")) is None  # only DuckDB's own exception
