@@ -69,6 +69,10 @@ def errors() -> Iterator[None]:
     except (typer.Exit, typer.Abort, click.ClickException):
         raise
     except OSError as e:
+        from registry.core.duck import out_of_memory
+
+        if (why := out_of_memory(e)) is not None:  # DuckDB's cap, read through Arrow
+            fail(why)
         if e.filename is None:
             internal(e)
         # The system refused a path the user gave (too long, a folder where a file goes, exists, busy;

@@ -57,7 +57,10 @@ def connect() -> Any:
 def out_of_memory(e: BaseException) -> str | None:
     """What to tell the user when ``e`` is DuckDB running out of its cap (None for anything else)."""
     kind = type(e)
-    if kind.__name__ != "OutOfMemoryException" or "duckdb" not in kind.__module__:
+    own = kind.__name__ == "OutOfMemoryException" and "duckdb" in kind.__module__
+    # Read through Arrow (``to_arrow_reader``), DuckDB's error reaches Python as Arrow's OSError.
+    streamed = isinstance(e, OSError) and str(e).startswith("Out of Memory Error:")
+    if not (own or streamed):
         return None
     cap = os.environ.get("SYNTHREG_DUCKDB_MEMORY") or "64MB a thread"
     return (
