@@ -219,3 +219,20 @@ def test_batches_are_pyarrows_batches_read_a_row_group_at_a_time(tmp_path: Path,
     assert [b.num_rows for b in ours] == [b.num_rows for b in whole]
     assert all(a.equals(b) for a, b in zip(ours, whole, strict=True))
     assert pa.Table.from_batches(ours).column("sample_id").to_pylist() == ids
+
+
+def test_dataset_of_reads_the_column_a_batch_at_a_time_and_says_none_when_unsure(tmp_path: Path):
+    """The one dataset a manifest names, read in batches (issue 22: the whole column took 250 MB at 10M
+    rows); None for several, none, nulls only, no such column, not Parquet or no file."""
+    cases = {
+        "one.parquet": pa.table({"dataset": ["a", "a", None, "a"]}),
+        "two.parquet": pa.table({"dataset": ["a", "a", "a", "b"]}),  # the second name in a later group
+        "none.parquet": pa.table({"dataset": pa.array([], pa.string())}),
+        "nulls.parquet": pa.table({"dataset": pa.array([None, None], pa.string())}),
+        "other.parquet": pa.table({"x": [1]}),
+    }
+    for name, table in cases.items():
+        pq.write_table(table, tmp_path / name, row_group_size=1)
+    (tmp_path / "text.parquet").write_text("not parquet")
+    got = {n: mf.dataset_of(tmp_path / n) for n in [*cases, "text.parquet", "missing.parquet"]}
+    assert got == {n: ("a" if n == "one.parquet" else None) for n in got}
