@@ -43,10 +43,13 @@ def connect() -> Any:
         "memory_limit": os.environ.get("SYNTHREG_DUCKDB_MEMORY") or f"{PER_THREAD_MB * threads}MB",
         "temp_directory": str(spill),
     }
+    con = None
     try:
         con = duckdb.connect(config=config)
         con.execute("SET enable_progress_bar = false")  # a long query would draw a bar over our output
-    except duckdb.Error as e:  # e.g. SYNTHREG_DUCKDB_MEMORY=lots, or 1KB
+    except duckdb.Error as e:  # e.g. SYNTHREG_DUCKDB_MEMORY=lots
+        if con is not None:
+            con.close()
         raise ConfigError(
             f"cannot open DuckDB with memory_limit {config['memory_limit']!r} ({str(e).splitlines()[0]}); "
             "set SYNTHREG_DUCKDB_MEMORY to a size such as 512MB or 2GB, or unset it"
@@ -65,5 +68,6 @@ def out_of_memory(e: BaseException) -> str | None:
     cap = os.environ.get("SYNTHREG_DUCKDB_MEMORY") or "64MB a thread"
     return (
         f"DuckDB needed more memory than its cap ({cap}) and could not spill to disk "
-        f"({str(e).splitlines()[0]}); set SYNTHREG_DUCKDB_MEMORY higher (e.g. 1GB) and run it again"
+        f"({str(e).splitlines()[0]}); set SYNTHREG_DUCKDB_MEMORY higher (e.g. 1GB), or free space in the "
+        "system temp folder if it is full, and run it again"
     )

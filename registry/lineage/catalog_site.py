@@ -312,14 +312,16 @@ def build_index(ws: Path, site: Path, versions: list[VersionEntry]) -> dict[str,
     metadata (shard layout, releases, generators, versions not indexed and why)."""
 
     con = duck.connect()
-    _load_rows(con, ws, versions)
-    total = con.execute("SELECT count(*) FROM rows").fetchall()[0][0]
-    hexes = sample_hex(total)
-    chunks = _prompts(con, site)
-    generators = _generators(con)
-    if total:
-        _samples(con, site, hexes)  # every shard file, empty ones too
-    con.close()
+    try:
+        _load_rows(con, ws, versions)
+        total = con.execute("SELECT count(*) FROM rows").fetchall()[0][0]
+        hexes = sample_hex(total)
+        chunks = _prompts(con, site)
+        generators = _generators(con)
+        if total:
+            _samples(con, site, hexes)  # every shard file, empty ones too
+    finally:
+        con.close()
     return {
         "rows": total,
         "sample_hex": hexes,

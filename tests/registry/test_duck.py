@@ -88,3 +88,18 @@ def test_a_query_over_the_cap_is_a_clear_error_not_an_internal_one(
     assert "DuckDB needed more memory than its cap (1KB)" in capsys.readouterr().err
     assert duck.out_of_memory(ValueError("Out of Memory Error: x")) is None  # not DuckDB's
     assert duck.out_of_memory(OSError("No space left on device")) is None
+
+
+def test_lineage_queries_name_the_cap_not_the_manifests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Trace and impact query every release manifest at once; over the cap they say so (a ConfigError
+    naming SYNTHREG_DUCKDB_MEMORY), not that the manifests cannot be queried."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from registry.lineage.common import query_manifests
+
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"sample_id": [f"s{i}" for i in range(50000)]}), path)
+    monkeypatch.setenv("SYNTHREG_DUCKDB_MEMORY", "1KB")
+    with pytest.raises(ConfigError, match="SYNTHREG_DUCKDB_MEMORY higher"):
+        query_manifests({str(path): "d@1.0.0"}, "list(sample_id ORDER BY sample_id DESC)")
