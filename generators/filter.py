@@ -77,7 +77,7 @@ def filter_manifest(
     counts, numbers only, for `dvc metrics`) and ``out/filter-info.json`` (what they were measured with).
 
     Streams: the manifest is read and written ``CHUNK`` rows at a time, so memory does not grow with the
-    number of images (only the near-duplicate index does, by 16 bytes an accepted image at distance 0:
+    number of images (only the near-duplicate index does, by 20 bytes an accepted image at distance 0:
     ``generators.duplicates``). Names and
     identities are checked first, over the whole file in DuckDB, before any name becomes a path."""
     params = params or FilterParams()
