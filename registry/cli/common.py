@@ -69,26 +69,24 @@ def errors() -> Iterator[None]:
     except (typer.Exit, typer.Abort, click.ClickException):
         raise
     except OSError as e:
-        from registry.core.duck import out_of_memory
-
-        if (why := out_of_memory(e)) is not None:  # DuckDB's cap, read through Arrow
-            fail(why)
-        if e.filename is None:
+        if e.filename is None:  # DuckDB's out-of-memory read through Arrow comes here too
             internal(e)
         # The system refused a path the user gave (too long, a folder where a file goes, exists, busy;
         # found by tests/test_fuzz_inputs.py): an input error naming the path, not a bug.
         fail(f"{e.strerror or type(e).__name__}: {shown(str(e.filename))}; give another path")
     except Exception as e:  # a bug: one line and a saved traceback, never a traceback (core/crash.py)
-        from registry.core.duck import out_of_memory
-
-        if (why := out_of_memory(e)) is not None:  # a cap too small for this manifest: not a bug
-            fail(why)
         internal(e)
 
 
 def internal(e: BaseException) -> None:
+    """An error no command expected: one line and a saved traceback (exit 70), except DuckDB out of its
+    memory cap, which is the user's setting to raise, not a bug (exit 1)."""
     from registry.core.crash import internal_error_message
+    from registry.core.duck import out_of_memory
     from registry.core.errors import INTERNAL_ERROR_EXIT
+
+    if (why := out_of_memory(e)) is not None:
+        fail(why)
 
     fail(internal_error_message(e), INTERNAL_ERROR_EXIT)
 
