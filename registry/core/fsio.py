@@ -1,11 +1,15 @@
-"""Writing files so that a crash never leaves a half-written one: temporary name, fsync, rename."""
+"""Writing files so that a crash never leaves a half-written one: temporary name, fsync, rename. And
+reading a file so that it can later be linked, not copied, only while it is still what was read
+(``read_stamped``, ``link_unchanged``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -51,3 +55,48 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """A regular file as it was read: its path, and its device, inode, size and times then."""
+
+    path: Path
+    key: tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def read_stamped(path: Path) -> tuple[bytes, Stamp | None]:
+    """The bytes of file ``path``, and its ``Stamp`` when ``path`` itself is a regular file (not a link
+    to one) that nothing changed while it was read; None for the stamp otherwise."""
+    with open(path, "rb") as f:
+        before = os.fstat(f.fileno())
+        data = f.read()
+        after = os.fstat(f.fileno())
+    named = os.lstat(path)
+    whole = stat.S_ISREG(named.st_mode) and _key(before) == _key(after) == _key(named)
+    return data, Stamp(path, _key(after)) if whole and len(data) == after.st_size else None
+
+
+def link_unchanged(stamp: Stamp, dest: Path) -> bool:
+    """Hard-link the file ``stamp`` was taken of at ``dest``, while it is still that file, unchanged
+    since (its change time says so: a write, a chmod or a new time all move it): a second name for
+    bytes already on disk rather than a second copy of them. False, with nothing linked, when it
+    changed or moved, ``dest`` exists, or the file system cannot link there; then write the bytes.
+
+    A write to the file in the instant between the check and the link is not seen. It is the same as
+    a write to either name afterwards, which `synthreg verify` finds against the signed sha256."""
+    try:
+        if _key(os.lstat(stamp.path)) != stamp.key:
+            return False
+        os.link(stamp.path, dest, follow_symlinks=False)
+    except OSError:  # gone, moved, exists, another device, links not allowed
+        return False
+    now = os.lstat(dest)
+    if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != stamp.key[:4]:
+        dest.unlink()  # the path named another file by the time it was linked
+        return False
+    return True

@@ -36,13 +36,13 @@ import pyarrow.parquet as pq
 
 from registry.core import duck
 from registry.core.errors import ReleaseError
-from registry.core.fsio import atomic_path
+from registry.core.fsio import Stamp, atomic_path, read_stamped
 from registry.core.names import check_line, read_id_file, shown
 from registry.records.config import ValidateParams
 from registry.records.dataset import Recipe
 from registry.records.policy import PolicyReport
 from registry.records.release import Derivation, Release
-from registry.releases.publish import ShardReader, assemble, check_new_version, publish, resumed
+from registry.releases.publish import assemble, check_new_version, publish, resumed
 from registry.releases.verify import verify
 from registry.store import manifest as mf
 from registry.store.journal import DERIVE_TMP_PREFIX, scratch_lock
@@ -93,31 +93,43 @@ def excluded_identities(recipe: Recipe, source: str, ref: str) -> set[str]:
     return conditioned
 
 
-def _parent_shards(parent_dir: Path, parent: Release) -> ShardReader:
-    """Read the parent's content-addressed shard that the manifest calls ``shard``; when some of its
-    members were excluded, a new tar of the members kept, in their order."""
-    by_source = {s.source: parent_dir / "data" / s.path for s in parent.shards}
-    ref = f"{parent.name}@{parent.version}"
+class ParentShards:
+    """The parent's content-addressed shards by the name the manifest calls them (``shard``).
 
-    def read(shard: str, members: set[str]) -> bytes:
-        path = by_source.get(shard)
+    Called with a shard and the image members to keep, it gives a tar of those images, in their order
+    (the shard itself when it holds nothing else). ``linkable(shard, data)`` then names the parent's
+    file when ``data``, the shard as assembled with its sidecars, is that file's bytes as read, so
+    that ``assemble`` links it rather than writing a copy (a shard that lost nothing, issue 22)."""
+
+    def __init__(self, parent_dir: Path, parent: Release) -> None:
+        self.by_source = {s.source: parent_dir / "data" / s.path for s in parent.shards}
+        self.ref = f"{parent.name}@{parent.version}"
+        self.read: dict[str, tuple[bytes, Stamp]] = {}  # the last shard's file as read, and its stamp
+
+    def __call__(self, shard: str, members: set[str]) -> bytes:
+        path = self.by_source.get(shard)
         if path is None or not path.is_file():
             raise ReleaseError(
-                f"shard {shard} of {ref} is missing; run `dvc checkout` (or `dvc pull`), then "
-                f"`synthreg verify {ref}`"
+                f"shard {shard} of {self.ref} is missing; run `dvc checkout` (or `dvc pull`), then "
+                f"`synthreg verify {self.ref}`"
             )
-        data = path.read_bytes()
+        data, stamp = read_stamped(path)
         try:
             found = members_from_bytes(data)
         except (tarfile.TarError, EOFError) as e:
             raise ReleaseError(
-                f"shard {shard} of {ref} cannot be read ({e}); run `synthreg verify {ref}`"
+                f"shard {shard} of {self.ref} cannot be read ({e}); run `synthreg verify {self.ref}`"
             ) from e
+        self.read.clear()
         if set(found) == members:
             return data
+        if stamp is not None:
+            self.read[shard] = (data, stamp)
         return tar_bytes([(m, bytes(found[m])) for m in found if m in members])
 
-    return read
+    def linkable(self, shard: str, data: bytes) -> Stamp | None:
+        raw, stamp = self.read.pop(shard, (b"", None))
+        return stamp if stamp is not None and data == raw else None
 
 
 def _digest_prefix(generator: str) -> str | None:
@@ -329,6 +341,8 @@ def derive(
         report = _checked(ws, manifest, recipe, validate, today, name, version, parent.manifest_path)
         report_text = report.to_json()
 
+        shards = ParentShards(parent_dir, parent)
+
         def build(staging: Path) -> tuple[Release, PolicyReport, str]:
             record = assemble(
                 ws,
@@ -340,9 +354,10 @@ def derive(
                 recipe,
                 staging,
                 actor,
-                _parent_shards(parent_dir, parent),
+                shards,
                 derivation,
                 progress=progress,
+                linkable=shards.linkable,
             ).model_copy(update={"remote": pushed_to, "no_push": no_push, "filter": parent.filter})
             return record, report, report_text
 

@@ -43,7 +43,7 @@ from typing import Any
 from registry.core import vcs
 from registry.core.digests import sha256_bytes, sha256_file
 from registry.core.errors import ReleaseError
-from registry.core.fsio import atomic_write_text
+from registry.core.fsio import Stamp, atomic_write_text, link_unchanged
 from registry.core.names import check_manifest, shown
 from registry.core.workspace import no_links
 from registry.records.dataset import DATASET_NAME, Recipe, SourceRef
@@ -409,13 +409,17 @@ def assemble(
     read_shard: ShardReader,
     derivation: Derivation | None = None,
     progress: Callable[..., None] | None = None,
+    linkable: Callable[[str, bytes], Stamp | None] | None = None,
 ) -> Release:
     """Copy the manifest and content-addressed shards into ``out/data``; build the record.
 
     ``read_shard(shard, members)`` gives the bytes of the tar the manifest calls ``shard``, holding the
-    ``members`` it names. Everything is checked on the copies, under the release lock: the manifest copy
-    must be the one the policy report validated (a filter run since the gate would change it), and every
-    image in every copied shard must match its recorded sha256, so a corrupt shard is never signed.
+    ``members`` it names. ``linkable(shard, data)``, when given, names a file that holds exactly
+    ``data``, the shard as assembled (``fsio.read_stamped``): it is linked rather than written again
+    (a derived version's shards that lost nothing, issue 22). Everything is checked on
+    the copies, under the release lock: the manifest copy must be the one the policy report validated
+    (a filter run since the gate would change it), and every image in every copied shard must match its
+    recorded sha256, so a corrupt shard is never signed.
     """
     (out / "data" / "shards").mkdir(parents=True)
     released = out / "data" / "manifest.parquet"
@@ -425,7 +429,7 @@ def assemble(
         raise ReleaseError("the filtered manifest changed after validation; run `synthreg validate` again")
     con = mf.connect(released)
     check_manifest(con, f"manifest {manifest}")  # no unsafe name is signed
-    shards = _copy_shards(con, out, read_shard, list(recipe.identities), progress)
+    shards = _copy_shards(con, out, read_shard, list(recipe.identities), progress, linkable)
     # What Hugging Face `datasets` can load (issue 12), each row naming its released shard (issue 23).
     mf.write_flat(released, out / "data" / mf.FLAT, mf.released_shards(shards))
     flat_sha256 = sha256_file(out / "data" / mf.FLAT)
@@ -473,7 +477,12 @@ ShardReader = Callable[[str, set[str]], bytes]
 
 
 def _copy_shards(
-    con: Any, out: Path, read_shard: ShardReader, identities: list[str], progress: Callable[..., None] | None
+    con: Any,
+    out: Path,
+    read_shard: ShardReader,
+    identities: list[str],
+    progress: Callable[..., None] | None,
+    linkable: Callable[[str, bytes], Stamp | None] | None = None,
 ) -> list[ShardRef]:
     """Each shard the manifest names, checked member by member against the recorded digests, with its
     WebDataset sidecars added, written under its own sha256 into ``out/data/shards``."""
@@ -496,7 +505,10 @@ def _copy_shards(
         members = len(expected)
         data = add_sidecars(data, sidecars, found)  # WebDataset .json/.cls
         digest = sha256_bytes(data)
-        (out / "data" / "shards" / f"{digest}.tar").write_bytes(data)  # in staging: renamed whole
+        dest = out / "data" / "shards" / f"{digest}.tar"  # in staging: renamed whole
+        stamp = linkable(shard, data) if linkable else None
+        if stamp is None or not link_unchanged(stamp, dest):  # a second name for the same bytes
+            dest.write_bytes(data)
         shards.append(
             ShardRef(
                 path=f"shards/{digest}.tar",
