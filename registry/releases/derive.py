@@ -2,11 +2,11 @@
 
     derive(ws, "digits@1.0.0", "1.1.0", exclude_samples=["digits-7-000003-..."], reason="subject request")
 
-The new version is a release like any other (``registry.releases.publish``: signed, committed, tagged, DVC),
-made
-from the parent's released files, not from the workspace: its manifest is the parent's without the
-excluded rows (accepted and rejected alike), its shards are the parent's (a shard that lost members is
-rewritten without them, the others are shared byte for byte), and its recipe is the parent's without the
+The new version is a release like any other (``registry.releases.publish``: signed, committed, tagged,
+DVC), made from the parent's released files, not from the workspace: its manifest is the parent's without
+the excluded rows (accepted and rejected alike), its shards are the parent's (a shard that lost members is
+rewritten without them, the others are shared byte for byte: hard-linked to the parent's file where the
+file system allows, so that they take no second copy on disk), and its recipe is the parent's without the
 excluded sources. The policy packs of ``params.yaml`` are checked again on the new manifest (removing
 samples can unbalance it); a failing error rule stops the derivation and nothing is written. The record
 names its parent, what was excluded, how many rows that removed, and why (``Release.derived_from``).
