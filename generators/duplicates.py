@@ -9,8 +9,8 @@ it keeps an accepted image:
 
 - at distance 0 (the default): its hash, its identity's code and its row, 20 bytes, in sorted runs that
   merge as they grow (a log-structured index): a chunk's rows are looked up with one vectorised search
-  a run, and a run is merged with its neighbour when it is no bigger, so there are about log2(images)
-  runs and each row is sorted about that many times;
+  a run, and the newest run is merged into the one before it while that one is at most twice its size,
+  so there are about log2(images) runs and each row is sorted about that many times;
 - at a larger distance: its hash and row (16 bytes), compared with every earlier accepted image of its
   identity, which grows as images x accepted-per-identity;
 - with embeddings: its row and its vector (4 bytes a dimension), compared the same way.
