@@ -197,7 +197,10 @@ def bench(images: int, keep: bool, direct: bool, lean: bool = False) -> list:
         if lean:  # nothing after the release reads the candidates; at 10M that is 15 GB back
             shutil.rmtree(ws / cand / "shards")
         query = (CONCENTRATED if lean else SPREAD).format(m=f"{filt}/manifest.parquet")
-        code = f"import duckdb; [print(r[0]) for r in duckdb.sql({query!r}).fetchall()]"
+        code = (  # no progress bar: at 10M the query is slow enough for DuckDB to print one on stdout
+            "import duckdb; con = duckdb.connect(); con.execute('SET enable_progress_bar = false'); "
+            f"[print(r[0]) for r in con.sql({query!r}).fetchall()]"
+        )
         ids = sh(ws, sys.executable, "-c", code)
         (top / "exclude.txt").write_text(ids)
         run(

@@ -101,3 +101,24 @@ def test_embedding_index_keeps_the_first_of_near_duplicates_per_identity_as_it_g
     assert got[100] is None  # another identity: its own index
     reason, first = got[101]  # type: ignore[misc]
     assert first == "s70" and reason == "near_duplicate_embedding: of s70 (cosine similarity 1.0000 >= 0.99)"
+
+
+@pytest.mark.parametrize("sizes", [(0, 5), (7, 1), (4096, 4096), (10_000, 3), (1, 9000)])
+def test_merging_two_runs_is_sorting_their_union(sizes: tuple[int, int]):
+    """The merge without a sort (``_merged``, issue 22) gives what a concatenation and a stable sort
+    gave: every key once, in order, each with its row; hashes that share bytes with other keys and
+    end in zero bytes included (the keys are compared as 12 raw bytes)."""
+    import numpy as np
+
+    from generators.duplicates import _keys, _merged
+
+    rng = np.random.default_rng(sum(sizes))
+    n = sum(sizes)
+    hashes = rng.integers(0, 2**64, n, dtype=np.uint64) & np.uint64(0xFFFF_FF00_0000_FF00)
+    keys = _keys(hashes, rng.integers(0, 3, n).astype(np.uint32))
+    keys, first = np.unique(keys, return_index=True)  # accepted once: unique keys
+    rows = first.astype(np.int64) + 100
+    split = rng.random(len(keys)) < sizes[0] / n
+    runs = [(keys[m], rows[m]) for m in (split, ~split)]  # each sorted, as runs are
+    merged_keys, merged_rows = _merged(runs[0], runs[1])
+    assert merged_keys.tobytes() == keys.tobytes() and merged_rows.tolist() == rows.tolist()
