@@ -104,7 +104,7 @@ class ParentShards:
     def __init__(self, parent_dir: Path, parent: Release) -> None:
         self.by_source = {s.source: parent_dir / "data" / s.path for s in parent.shards}
         self.ref = f"{parent.name}@{parent.version}"
-        self.read: dict[str, tuple[bytes, Stamp]] = {}  # the last shard's file as read, and its stamp
+        self.last: tuple[str, bytes, Stamp] | None = None  # the last shard read: its file's bytes, stamp
 
     def __call__(self, shard: str, members: set[str]) -> bytes:
         path = self.by_source.get(shard)
@@ -120,16 +120,14 @@ class ParentShards:
             raise ReleaseError(
                 f"shard {shard} of {self.ref} cannot be read ({e}); run `synthreg verify {self.ref}`"
             ) from e
-        self.read.clear()
+        self.last = (shard, data, stamp) if stamp is not None else None
         if set(found) == members:
             return data
-        if stamp is not None:
-            self.read[shard] = (data, stamp)
         return tar_bytes([(m, bytes(found[m])) for m in found if m in members])
 
     def linkable(self, shard: str, data: bytes) -> Stamp | None:
-        raw, stamp = self.read.pop(shard, (b"", None))
-        return stamp if stamp is not None and data == raw else None
+        last, self.last = self.last, None
+        return last[2] if last is not None and last[0] == shard and data == last[1] else None
 
 
 def _digest_prefix(generator: str) -> str | None:
