@@ -9,6 +9,10 @@ to ``THREADS`` (8), and ``PER_THREAD_MB`` (64 MB) a thread: 128 MB on 2 cores, 5
 What does not fit spills to a folder of the connection under the system temp folder (never the
 workspace, DuckDB's default ``.tmp``), and DuckDB removes that folder when the connection closes.
 
+verify opens two connections, so two caps: the name and duplicate-id check runs beside the image
+checks' stream, and on one shared cap the stream's pinned row group starved it
+(``registry.releases.verify._connection``).
+
 The cap follows the threads because each thread needs its own buffers. Measured on a synthetic
 10,000,000-row Parquet manifest (2026-12-05): the duplicate-id check, an anti join of two manifests (as
 ``diff``), a sort of every row and the catalog's grouped lists all passed with 2 threads in 128 MB; the

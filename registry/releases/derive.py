@@ -463,10 +463,12 @@ def _lists(samples: list[str], identities: set[str]) -> tuple[pa.Array, pa.Array
 
 
 def _write_kept(parent: Path, out: Path, samples: list[str], identities: set[str]) -> None:
-    """The parent's rows minus the dropped ones, in order, a chunk at a time (memory flat in its size)."""
+    """The parent's rows minus the dropped ones, in order, a chunk at a time (memory flat in its size),
+    in row groups of at most ``mf.ROW_GROUP`` rows, as filter writes them."""
     source = pq.ParquetFile(parent)
     wanted, idents = _lists(samples, identities)
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
-        for batch in mf.batches(source, 65536):
+        for batch in mf.batches(source, 16 * mf.ROW_GROUP):
             chunk = pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
-            writer.write_table(chunk.filter(pc.invert(_drop(chunk, wanted, idents))))
+            kept = chunk.filter(pc.invert(_drop(chunk, wanted, idents)))
+            writer.write_table(kept, row_group_size=mf.ROW_GROUP)

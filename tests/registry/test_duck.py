@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from registry.core import duck
@@ -103,3 +104,43 @@ def test_lineage_queries_name_the_cap_not_the_manifests(tmp_path: Path, monkeypa
     monkeypatch.setenv("SYNTHREG_DUCKDB_MEMORY", "1KB")
     with pytest.raises(ConfigError, match="SYNTHREG_DUCKDB_MEMORY higher"):
         query_manifests({str(path): "d@1.0.0"}, "list(sample_id ORDER BY sample_id DESC)")
+
+
+def test_verify_checks_names_beside_a_paused_stream_of_large_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """verify streams the manifest shard by shard and checks names and duplicate ids beside it; the
+    stream, paused while workers check its shards, holds its row group pinned. On one capped database the
+    duplicate-id aggregate then failed for a manifest of large row groups (issue 22: a derived 10,000,000
+    image release); on verify's two connections it passes at the same cap."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from registry.core.names import unsafe_rows
+    from registry.releases.verify import _connection
+    from registry.store import manifest as mf
+
+    n = 200_000
+    ids = [f"ds-id{i % 100:03d}-{i:07d}-{(i * 2654435761) % 2**32:08x}" for i in range(n)]
+    path = tmp_path / "manifest.parquet"
+    table = pa.table(
+        {
+            "sample_id": ids,
+            "shard": [f"shards/shard-{i // 1000:05d}.tar" for i in range(n)],
+            "member": [f"{s}.png" for s in ids],
+            "image_sha256": [f"{i:064x}" for i in range(n)],
+            "phash": [f"{i:016x}" for i in range(n)],
+        }
+    )
+    pq.write_table(table, path, row_group_size=n)  # one row group, as mf.write_table writes up to 1M rows
+    monkeypatch.setenv("SYNTHREG_DUCKDB_MEMORY", "32MB")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    with _connection(path) as con, _connection(path) as side:
+        stream = mf.tables_by_shard(con, ["member", "sample_id", "image_sha256"])
+        next(stream)  # paused, as while the first shards are checked
+        assert unsafe_rows(side) == (0, [])
+        # The same query on a cursor of the stream's own database is what failed.
+        with pytest.raises(duckdb.OutOfMemoryException):
+            unsafe_rows(con.cursor())
+        assert sum(t.num_rows for _, t in stream) == n - 1000  # the stream goes on to the end

@@ -236,3 +236,19 @@ def test_dataset_of_reads_the_column_a_batch_at_a_time_and_says_none_when_unsure
     (tmp_path / "text.parquet").write_text("not parquet")
     got = {n: mf.dataset_of(tmp_path / n) for n in [*cases, "text.parquet", "missing.parquet"]}
     assert got == {n: ("a" if n == "one.parquet" else None) for n in got}
+
+
+def test_derive_writes_the_kept_rows_in_row_groups_as_filter_does(tmp_path: Path):
+    """Issue 22: derive wrote groups of 65,536 rows, and a reader holds a group of the columns it reads,
+    so verify of a derived release took more memory than of its parent (at 10,000,000 images, more than
+    DuckDB's cap). Now at most ``mf.ROW_GROUP`` rows a group, the same rows in the same order."""
+    from registry.releases.derive import _write_kept
+
+    rows = [record(i) for i in range(10_000)]
+    parent, out = tmp_path / "parent.parquet", tmp_path / "derived.parquet"
+    mf.write_manifest(rows, parent)  # one group of 10,000 rows
+    _write_kept(parent, out, [r.sample_id for r in rows[::3]], set())
+    meta = pq.ParquetFile(out).metadata
+    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert sizes == [mf.ROW_GROUP, 6666 - mf.ROW_GROUP]
+    assert pq.read_table(out).column("sample_id").to_pylist() == [r.sample_id for r in rows if r.index % 3]
