@@ -69,3 +69,26 @@ def test_build_direct_refuses_a_recipe_asking_for_c2pa(tmp_path: Path):
     with pytest.raises(SystemExit, match="C2PA"):
         build(ws, workers=1)
     assert not (ws / "data").exists()
+
+
+def test_generate_writes_row_groups_of_whole_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Issue 22: a row group a shard made the footer of a 10,000,000-image manifest about 380 MB in the
+    reader. Groups now hold whole shards, at least ``mf.ROW_GROUP`` rows each but the last."""
+    import pyarrow.parquet as pq
+
+    from registry.store import manifest as mf
+
+    def sizes(ws: Path) -> list[int]:
+        meta = pq.ParquetFile(ws / "data/load-test/candidates/manifest.parquet").metadata
+        return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+
+    one = workspace(tmp_path / "one")
+    generate(Path("recipe.yaml"), one, None, GenerateParams(**PARAMS))
+    assert sizes(one) == [90]  # five shards of 20 (the last 10), under 4,096 rows: one group
+    monkeypatch.setattr(mf, "ROW_GROUP", 30)
+    few = workspace(tmp_path / "few")
+    generate(Path("recipe.yaml"), few, None, GenerateParams(**PARAMS))
+    assert sizes(few) == [40, 40, 10]
+    assert pq.read_table(few / "data/load-test/candidates/manifest.parquet").equals(
+        pq.read_table(one / "data/load-test/candidates/manifest.parquet")
+    )
