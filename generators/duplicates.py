@@ -9,8 +9,9 @@ it keeps an accepted image:
 
 - at distance 0 (the default): its hash, its identity's code and its row, 20 bytes, in sorted runs that
   merge as they grow (a log-structured index): a chunk's rows are looked up with one vectorised search
-  a run, and the newest run is merged into the one before it while that one is at most twice its size,
-  so there are about log2(images) runs and each row is merged about that many times;
+  a run, and the newest run is merged into the one before it while that one is at most twice its size
+  and the result holds at most ``MAX_RUN`` (about a million) images, so there are about log2(images)
+  runs below that size and one a million above it, and each row is merged at most about 20 times;
 - at a larger distance: its hash and row (16 bytes), compared with every earlier accepted image of its
   identity, which grows as images x accepted-per-identity;
 - with embeddings: its row and its vector (4 bytes a dimension), compared the same way.
@@ -94,7 +95,7 @@ class Duplicates:
         keys = _keys(self.hashes[at], self.who[at])
         order = np.argsort(keys, kind="stable")
         self.runs.append((keys[order], at[order] + self.first))
-        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+        while len(self.runs) > 1 and _merges(len(self.runs[-2][0]), len(self.runs[-1][0])):
             newer = self.runs.pop()
             self.runs.append(_merged(self.runs.pop(), newer))
 
@@ -150,6 +151,18 @@ class Duplicates:
 
 _EMPTY_U64, _EMPTY_I64 = np.empty(0, np.uint64), np.empty(0, np.int64)
 _EMPTY_F32 = np.empty((0, 0), np.float32)
+
+
+MAX_RUN = 1 << 20  # accepted images a run holds at most (20 MB)
+
+
+def _merges(older: int, newer: int) -> bool:
+    """Whether the newest run merges into the one before it: while that one is at most twice its size,
+    and the merged run holds at most ``MAX_RUN`` images. A merge holds both runs and the result, so
+    without the cap the last merges held about twice the whole index (filter at 10,000,000 images rose
+    by 100 MB at one merge, issue 22); with it, a merge holds at most about 45 MB, and 10,000,000
+    accepted images are about 10 full runs and a few smaller, each searched once a chunk."""
+    return older <= 2 * newer and older + newer <= MAX_RUN
 
 
 def _merged(

@@ -122,3 +122,24 @@ def test_merging_two_runs_is_sorting_their_union(sizes: tuple[int, int]):
     runs = [(keys[m], rows[m]) for m in (split, ~split)]  # each sorted, as runs are
     merged_keys, merged_rows = _merged(runs[0], runs[1])
     assert merged_keys.tobytes() == keys.tobytes() and merged_rows.tolist() == rows.tolist()
+
+
+def test_runs_stop_merging_at_their_cap_and_give_the_same_answers(monkeypatch: pytest.MonkeyPatch):
+    """A merge holds both runs and the result: uncapped, the last merges held about twice the index
+    (issue 22). Runs merge up to ``MAX_RUN`` images; past it they stay apart, and every answer is the
+    one the uncapped index gives."""
+    import numpy as np
+
+    from generators import duplicates
+
+    rng = np.random.default_rng(2)
+    pool = [f"{h:016x}" for h in rng.integers(0, 2**63, 300)]
+    seq = [(f"id{rng.integers(3)}", pool[rng.integers(len(pool))], f"s{k}") for k in range(2000)]
+    chunks = [seq[k : k + 7] for k in range(0, len(seq), 7)]
+    uncapped = Duplicates(0, 0.97, by_row(seq))
+    want = checked(uncapped, chunks)
+    monkeypatch.setattr(duplicates, "MAX_RUN", 40)
+    capped = Duplicates(0, 0.97, by_row(seq))
+    assert checked(capped, chunks) == want
+    sizes = [len(keys) for keys, _ in capped.runs]
+    assert max(sizes) <= 40 < sum(sizes) and len(capped.runs) > len(uncapped.runs)
