@@ -44,7 +44,7 @@ from generators.duplicates import Duplicates, Names
 from generators.scoring import DomainKey, Scores, chunk_rows, domain_key, load_domain, measure
 from registry.core.digests import sha256_file
 from registry.core.errors import ConfigError, ManifestError
-from registry.core.fsio import atomic_path, atomic_write_text
+from registry.core.fsio import atomic_write_text
 from registry.core.locks import folder_lock
 from registry.core.names import check_manifest, shown
 from registry.core.workspace import inside, relative
@@ -154,10 +154,10 @@ def _filter(
     try:
         chunks = (_chunk(batch, in_path) for batch in mf.batches(source, CHUNK))
         scored, per_node = _scored(ws, chunks, keyed, params)
-        with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
+        with mf.grouped_writer(out_path, mf.SCHEMA, n) as writer:  # at most mf.MAX_GROUPS row groups
             for table, scores in scored:
                 table, reasons = _decide(table, scores, params, dedup, done)
-                writer.write_table(table)
+                writer.write(table)
                 counts.update(r.split(":")[0] for r in reasons)
                 done += table.num_rows
                 if progress:
@@ -240,7 +240,7 @@ def _not_checked(domain: Any, backends: list[str], params: FilterParams) -> list
     return out
 
 
-CHUNK = 4096  # rows scored at a time
+CHUNK = mf.ROW_GROUP  # rows scored at a time
 METRICS = "filter.json"  # numbers only: dvc.yaml's metrics of the filter stage
 INFO = "filter-info.json"  # candidates path and sha256, settings, scoring domain, checks not run
 

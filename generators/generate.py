@@ -341,10 +341,11 @@ def _run_local(job: Job, backend: Backend, progress: Progress | None) -> int:
 
 def _write_manifest(job: Job, path: Path) -> None:
     """Stream the parts into one manifest, checking each against the plan, in row groups of whole shards
-    of at least ``mf.ROW_GROUP`` rows (the last may hold fewer). A reader of a Parquet file holds the
+    of at least ``mf.group_rows`` rows (the last may hold fewer). A reader of a Parquet file holds the
     metadata of every row group: a group a shard (1,000 rows by default) made that about 380 MB for a
     10,000,000-image manifest, before filter read a row (issue 22)."""
     held: list[pa.Table] = []
+    group = mf.group_rows(job.images)
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
         for j in range(job.shards):
             batches = job.shard_batches(j)
@@ -356,6 +357,6 @@ def _write_manifest(job: Job, path: Path) -> None:
                     "delete it and rerun"
                 )
             held.append(part.cast(mf.SCHEMA))
-            if sum(t.num_rows for t in held) >= mf.ROW_GROUP or j == job.shards - 1:
+            if sum(t.num_rows for t in held) >= group or j == job.shards - 1:
                 writer.write_table(pa.concat_tables(held).combine_chunks())
                 held = []

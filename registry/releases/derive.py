@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from registry.core import duck
 from registry.core.errors import ReleaseError
-from registry.core.fsio import Stamp, atomic_path, read_stamped
+from registry.core.fsio import Stamp, read_stamped
 from registry.core.names import check_line, read_id_file, shown
 from registry.records.config import ValidateParams
 from registry.records.dataset import Recipe
@@ -464,11 +464,10 @@ def _lists(samples: list[str], identities: set[str]) -> tuple[pa.Array, pa.Array
 
 def _write_kept(parent: Path, out: Path, samples: list[str], identities: set[str]) -> None:
     """The parent's rows minus the dropped ones, in order, a chunk at a time (memory flat in its size),
-    in row groups of at most ``mf.ROW_GROUP`` rows, as filter writes them."""
+    in row groups of ``mf.group_rows`` rows, as filter writes them."""
     source = pq.ParquetFile(parent)
     wanted, idents = _lists(samples, identities)
-    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
+    with mf.grouped_writer(out, mf.SCHEMA, source.metadata.num_rows) as writer:
         for batch in mf.batches(source, 16 * mf.ROW_GROUP):
             chunk = pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
-            kept = chunk.filter(pc.invert(_drop(chunk, wanted, idents)))
-            writer.write_table(kept, row_group_size=mf.ROW_GROUP)
+            writer.write(chunk.filter(pc.invert(_drop(chunk, wanted, idents))))

@@ -7,6 +7,7 @@ million-row manifest is queried in DuckDB, not loaded into Python objects.
 
 from __future__ import annotations
 
+import contextlib
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -60,12 +61,66 @@ def _schema() -> pa.Schema:
 
 
 SCHEMA = _schema()
-# Rows a row group, as filter writes them (4,096 a chunk); derive writes at most as many, generate whole
-# shards of at least as many. A reader holds a row group of the columns it reads, so larger groups cost
-# more to stream (verify of a derived 1,000,000-image release written in groups of 65,536 rows peaked at
-# 505 MB, its parent at 363 MB), and the metadata of every group, so smaller ones cost more to open (a
-# group a 1,000-image shard: about 380 MB at 10,000,000 images) (issue 22).
+# Rows a row group, at least: filter scores 4,096 rows a chunk; derive and filter write groups of
+# ``group_rows`` rows, generate groups of whole shards of at least as many. A reader holds a row group of
+# the columns it reads, so larger groups cost more to stream (verify of a derived 1,000,000-image release
+# written in groups of 65,536 rows peaked at 505 MB, its parent at 363 MB), and the metadata of every
+# group, about 35 KB a group of these 39 columns in pyarrow and in DuckDB alike, so more groups cost more
+# to open: 2,440 groups of 4,096 rows made about 100 MB a reader of a 10,000,000-row manifest, and
+# derive, with a few readers of the parent and of the new manifest open, peaked at 1,058 MB (issue 22).
+# So a manifest has at most ``MAX_GROUPS`` groups (about 9 MB of metadata a reader), and its groups grow
+# past ``ROW_GROUP`` rows only past ``ROW_GROUP * MAX_GROUPS`` rows (1,048,576).
 ROW_GROUP = 4096
+MAX_GROUPS = 256
+
+
+def group_rows(rows: int) -> int:
+    """Rows a row group of a manifest of ``rows`` rows: ``ROW_GROUP``, or more where that would make more
+    than ``MAX_GROUPS`` groups (39,063 at 10,000,000 rows)."""
+    return max(ROW_GROUP, -(-rows // MAX_GROUPS))
+
+
+class GroupWriter:
+    """Writes the tables it is given to ``writer`` in row groups of exactly ``rows`` rows, however they
+    come (the last group may hold fewer, once ``flush`` is called): pyarrow starts a row group at every
+    ``write_table``. Holds at most one group's rows."""
+
+    def __init__(self, writer: pq.ParquetWriter, rows: int) -> None:
+        if rows < 1:
+            raise ValueError(f"a row group holds at least 1 row, not {rows}")
+        self.writer, self.rows = writer, rows
+        self.held: list[pa.Table] = []
+        self.have = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.held.append(table)
+        self.have += table.num_rows
+        if self.have < self.rows:
+            return
+        whole = pa.concat_tables(self.held) if len(self.held) > 1 else self.held[0]
+        full = whole.num_rows - whole.num_rows % self.rows
+        self.writer.write_table(whole.slice(0, full), row_group_size=self.rows)
+        rest = whole.slice(full)
+        self.held, self.have = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def flush(self) -> None:
+        if self.have:
+            whole = pa.concat_tables(self.held) if len(self.held) > 1 else self.held[0]
+            self.writer.write_table(whole, row_group_size=self.rows)
+        self.held, self.have = [], 0
+
+
+@contextlib.contextmanager
+def grouped_writer(path: Path, schema: pa.Schema, rows: int) -> Iterator[GroupWriter]:
+    """Write a Parquet file (zstd) at ``path`` atomically, in row groups of ``group_rows(rows)`` rows:
+    ``rows`` is the number the file will hold, or more. A crash, or an error in the ``with`` block, leaves
+    the old file (or none)."""
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        grouped = GroupWriter(writer, group_rows(rows))
+        yield grouped
+        grouped.flush()
+
+
 _NULLABLE = pa.schema([f.with_nullable(True) for f in SCHEMA])
 
 
@@ -228,12 +283,15 @@ def released_shards(shard_refs: Iterable[Any]) -> dict[str, str]:
 
 def write_flat(manifest: Path, out: Path, shards: Mapping[str, str], batch_rows: int = 10_000) -> None:
     """Write the flat copy of ``manifest`` (see ``FLAT``) to ``out``, row for row, ``batch_rows`` at a
-    time: a million-row manifest is never held whole (issue 13). ``shards``: workspace shard path ->
+    time, or ``group_rows`` where that is more: a million-row manifest is never held whole (issue 13),
+    and each batch is a row group. ``shards``: workspace shard path ->
     released path (``released_shards``); every shard the manifest names must be in it. The manifest is
     one synthreg wrote and validated (a release copies it only when its digest is the policy report's)."""
     schema = flat_table(SCHEMA.empty_table()).schema
+    source = pq.ParquetFile(manifest)
+    step = max(batch_rows, group_rows(source.metadata.num_rows))  # at most MAX_GROUPS row groups
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        for batch in batches(manifest, batch_rows, SCHEMA.names):
+        for batch in batches(source, step, SCHEMA.names):
             flat = flat_table(pa.Table.from_batches([batch]).cast(SCHEMA), shards)
             if flat.column("shard").null_count:
                 missing = pc.filter(batch.column("shard"), pc.is_null(flat.column("shard")))[0]

@@ -89,6 +89,38 @@ def test_generate_writes_row_groups_of_whole_shards(tmp_path: Path, monkeypatch:
     few = workspace(tmp_path / "few")
     generate(Path("recipe.yaml"), few, None, GenerateParams(**PARAMS))
     assert sizes(few) == [40, 40, 10]
-    assert pq.read_table(few / "data/load-test/candidates/manifest.parquet").equals(
-        pq.read_table(one / "data/load-test/candidates/manifest.parquet")
-    )
+    # More than MAX_GROUPS groups of ROW_GROUP rows: groups of whole shards of at least 90 / 2 rows.
+    monkeypatch.setattr(mf, "MAX_GROUPS", 2)
+    capped = workspace(tmp_path / "capped")
+    generate(Path("recipe.yaml"), capped, None, GenerateParams(**PARAMS))
+    assert sizes(capped) == [60, 30]
+    for ws in (few, capped):
+        assert pq.read_table(ws / "data/load-test/candidates/manifest.parquet").equals(
+            pq.read_table(one / "data/load-test/candidates/manifest.parquet")
+        )
+
+
+def test_filter_writes_at_most_max_groups_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Issue 22: every row group's metadata is held by every reader (about 100 MB for the 2,440 groups of a
+    10,000,000-row manifest). Filter writes groups of ``mf.group_rows`` rows, whatever its chunks: the
+    same rows, fewer groups."""
+    import pyarrow.parquet as pq
+
+    from generators import filter as filtering
+    from registry.store import manifest as mf
+
+    def run(name: str) -> tuple[list[int], object]:
+        ws = workspace(tmp_path / name)
+        generate(Path("recipe.yaml"), ws, None, GenerateParams(**PARAMS))
+        out = filtering.filter_manifest(ws / "data/load-test/candidates", ws, ws / "filtered").manifest
+        meta = pq.ParquetFile(out).metadata
+        return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)], pq.read_table(out)
+
+    sizes, table = run("one")
+    assert sizes == [90]  # under ROW_GROUP rows
+    monkeypatch.setattr(filtering, "CHUNK", 7)  # chunks of 7 rows, each once a row group of its own
+    monkeypatch.setattr(mf, "ROW_GROUP", 10)
+    monkeypatch.setattr(mf, "MAX_GROUPS", 4)
+    sizes, capped = run("capped")
+    assert sizes == [23, 23, 23, 21]  # ceil(90 / 4) rows a group, the last the rest
+    assert capped.equals(table)

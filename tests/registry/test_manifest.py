@@ -252,3 +252,60 @@ def test_derive_writes_the_kept_rows_in_row_groups_as_filter_does(tmp_path: Path
     sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
     assert sizes == [mf.ROW_GROUP, 6666 - mf.ROW_GROUP]
     assert pq.read_table(out).column("sample_id").to_pylist() == [r.sample_id for r in rows if r.index % 3]
+
+
+def test_derive_writes_at_most_max_groups_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Issue 22: every reader holds the metadata of every row group (derive of a 10,000,000-image release,
+    whose new manifest had 2,420 groups of 4,096 rows, peaked at 1,058 MB). Past ``ROW_GROUP *
+    MAX_GROUPS`` rows the groups grow instead: here the parent's 10,000 rows make groups of 2,500."""
+    from registry.releases.derive import _write_kept
+
+    monkeypatch.setattr(mf, "ROW_GROUP", 1000)
+    monkeypatch.setattr(mf, "MAX_GROUPS", 4)
+    rows = [record(i) for i in range(10_000)]
+    parent, out = tmp_path / "parent.parquet", tmp_path / "derived.parquet"
+    mf.write_manifest(rows, parent)
+    _write_kept(parent, out, [r.sample_id for r in rows[::3]], set())
+    meta = pq.ParquetFile(out).metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [2500, 2500, 1666]
+    assert pq.read_table(out).column("sample_id").to_pylist() == [r.sample_id for r in rows if r.index % 3]
+
+
+def test_group_rows_caps_the_groups_of_a_manifest():
+    assert mf.group_rows(0) == mf.group_rows(1) == mf.group_rows(mf.ROW_GROUP * mf.MAX_GROUPS) == mf.ROW_GROUP
+    assert mf.group_rows(10_000_000) == 39_063
+    for rows in (1, 4096, 4097, 1_048_577, 10_000_000, 123_456_789):
+        assert -(-rows // mf.group_rows(rows)) <= mf.MAX_GROUPS
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7, 10])
+def test_grouped_writer_writes_groups_of_exactly_its_rows_however_the_tables_come(tmp_path: Path, rows: int):
+    """pyarrow starts a row group at every ``write_table``; ``GroupWriter`` holds what it is given until a
+    whole group is there, so the groups do not follow the tables, and the rows are the same, in order."""
+    import random
+
+    rng = random.Random(rows)
+    sizes = [rng.choice([0, 1, 2, 5, 11, 23]) for _ in range(40)]
+    tables, start = [], 0
+    for n in sizes:
+        tables.append(pa.table({"i": pa.array(range(start, start + n), pa.int64())}))
+        start += n
+    path = tmp_path / "t.parquet"
+    with pq.ParquetWriter(path, tables[0].schema) as writer:
+        grouped = mf.GroupWriter(writer, rows)
+        for t in tables:
+            grouped.write(t)
+            assert grouped.have < rows  # never more than a group held
+        grouped.flush()
+    meta = pq.ParquetFile(path).metadata
+    got = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert got == [rows] * (start // rows) + ([start % rows] if start % rows else [])
+    assert pq.read_table(path).column("i").to_pylist() == list(range(start))
+
+
+def test_grouped_writer_leaves_no_file_when_its_block_fails(tmp_path: Path):
+    path = tmp_path / "m.parquet"
+    with pytest.raises(RuntimeError), mf.grouped_writer(path, mf.SCHEMA, 10) as writer:
+        writer.write(mf.to_table([record(0)]))
+        raise RuntimeError("killed mid-write")
+    assert not path.exists() and list(tmp_path.iterdir()) == []
