@@ -10,7 +10,7 @@ files as generate for the workspace's recipe and ``params.yaml``: ``data/<datase
 its shards, ``manifest.parquet`` and ``generation.json``, and generate's audit event.
 ``tests/generators/test_build_direct.py`` holds them equal to generate's, byte for byte, at a few
 thousand images. It gets there with generate's own code (the plan, ``run_batch``, ``write_shard``, the
-manifest parts and ``_finish``), with three differences that change no byte:
+manifest parts and ``finish``), with three differences that change no byte:
 
 - **The grating is drawn once.** The synthetic-pattern backend computes its grating again for every
   image, though the grating depends only on the identity, the attributes and the size. That is about
@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from generators.backends import load_backend
 from generators.backends import synthetic_pattern as sp
-from generators.generate import _canon, _finish, _start_work, default_out_dir
+from generators.generate import canon, default_out_dir, finish, start_work
 from generators.plan import iter_plan, plan_size
 from generators.shard import Job, library_versions, run_batch
 from registry.core.digests import sha256_file
@@ -103,13 +103,13 @@ def _make_shard(j: int) -> bytes:
     is simply run again); returns its requests as the plan digest takes them."""
     job, backend = _JOB, _BACKEND
     assert job is not None and backend is not None
-    spec, tables, canon = backend.spec, [], []
+    spec, tables, texts = backend.spec, [], []
     for b, s, e in job.shard_batches(j):
         requests = list(iter_plan(job.recipe, s, e))
         for req in requests:  # what plan_job checks of every request
             backend.check(req)
             check_markable(Marking(req.sample_id, spec.name, spec.weights_digest))
-            canon.append(_canon(req.model_dump()))
+            texts.append(canon(req.model_dump()))
         tables.append(run_batch(backend, requests, b, job.recipe, job.shard_rel(j), _VERSIONS))
     table = pa.concat_tables(tables)
     write_shard(
@@ -117,7 +117,7 @@ def _make_shard(j: int) -> bytes:
         zip(table["member"].to_pylist(), table["png"].to_pylist(), strict=True),
     )
     mf.write_table(table.drop_columns(["png"]), job.part(j))
-    return b",".join(canon)
+    return b",".join(texts)
 
 
 def build(ws: Path, workers: int | None = None, params_file: str = "params.yaml") -> Path:
@@ -142,20 +142,20 @@ def build(ws: Path, workers: int | None = None, params_file: str = "params.yaml"
     out_dir = ws / default_out_dir(recipe)
     shard_size = gen.shard_size_for(plan_size(recipe))
     job = Job(ws, out_dir, recipe, plan_size(recipe), gen.batch_size, shard_size, spec.weights_digest, "")
-    _start_work(job, out_dir / "manifest.parquet", out_dir / "generation.json")
+    start_work(job, out_dir / "manifest.parquet", out_dir / "generation.json")
     _JOB, _BACKEND, _VERSIONS = job, backend, library_versions()
 
     started, started_at = time.perf_counter(), datetime.now(UTC)
     h = hashlib.sha256()  # plan_job's digest, framed as it frames it (no C2PA: the load test has none)
-    h.update(b'{"batch_size":' + _canon(gen.batch_size) + b',"requests":[')
+    h.update(b'{"batch_size":' + canon(gen.batch_size) + b',"requests":[')
     with multiprocessing.get_context("fork").Pool(workers or os.cpu_count()) as pool:
         for j, chunk in enumerate(pool.imap(_make_shard, range(job.shards))):
             h.update((b"," if j else b"") + chunk)
-    h.update(b'],"scheduler":' + _canon(spec.scheduler_config_digest))
-    h.update(b',"shard_size":' + _canon(shard_size) + b',"weights":' + _canon(spec.weights_digest) + b"}")
+    h.update(b'],"scheduler":' + canon(spec.scheduler_config_digest))
+    h.update(b',"shard_size":' + canon(shard_size) + b',"weights":' + canon(spec.weights_digest) + b"}")
     job = replace(job, plan_digest=h.hexdigest())
 
-    _finish(ws, recipe, out_dir, gen, spec, job, out_dir / "manifest.parquet", out_dir / "generation.json")
+    finish(ws, recipe, out_dir, gen, spec, job, out_dir / "manifest.parquet", out_dir / "generation.json")
     audit.append(
         ws,
         "generate",

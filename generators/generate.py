@@ -103,16 +103,16 @@ def plan_job(
     spec = backend.spec
     shard_size = params.shard_size_for(plan_size(recipe))  # adapts so a release loads in parallel
     h = hashlib.sha256()
-    h.update(b'{"batch_size":' + _canon(params.batch_size))
+    h.update(b'{"batch_size":' + canon(params.batch_size))
     if c2pa is not None:  # keys in sorted order, as sha256_json would write them
-        h.update(b',"c2pa":' + _canon({"signer": c2pa.signer_sha256}))
+        h.update(b',"c2pa":' + canon({"signer": c2pa.signer_sha256}))
     h.update(b',"requests":[')
     for req in iter_plan(recipe):
         backend.check(req)
         check_markable(Marking(req.sample_id, spec.name, spec.weights_digest))  # as run_batch marks it
-        h.update((b"," if req.index else b"") + _canon(req.model_dump()))
-    h.update(b'],"scheduler":' + _canon(spec.scheduler_config_digest))
-    h.update(b',"shard_size":' + _canon(shard_size) + b',"weights":' + _canon(spec.weights_digest))
+        h.update((b"," if req.index else b"") + canon(req.model_dump()))
+    h.update(b'],"scheduler":' + canon(spec.scheduler_config_digest))
+    h.update(b',"shard_size":' + canon(shard_size) + b',"weights":' + canon(spec.weights_digest))
     h.update(b"}")
     return Job(
         ws,
@@ -127,7 +127,8 @@ def plan_job(
     )
 
 
-def _canon(obj: object) -> bytes:
+def canon(obj: object) -> bytes:
+    """Canonical JSON bytes of ``obj`` (sorted keys, no spaces), as the plan digest hashes it."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
@@ -185,7 +186,7 @@ def _c2pa_credentials(
     return creds
 
 
-def _start_work(job: Job, manifest_path: Path, summary_path: Path) -> None:
+def start_work(job: Job, manifest_path: Path, summary_path: Path) -> None:
     """The work folder for this plan (another plan's is removed), and no output of an older plan."""
     work = job.work
     plan_file = work / "plan.json"
@@ -199,7 +200,7 @@ def _start_work(job: Job, manifest_path: Path, summary_path: Path) -> None:
     atomic_write_text(plan_file, json.dumps({"plan_digest": job.plan_digest, "images": job.images}))
 
 
-def _finish(
+def finish(
     ws: Path,
     recipe: Recipe,
     out_dir: Path,
@@ -288,12 +289,12 @@ def _generate(
 
         pool = ShardPool(job, params)
 
-    _start_work(job, manifest_path, summary_path)
+    start_work(job, manifest_path, summary_path)
 
     started, started_at = time.perf_counter(), datetime.now(UTC)
     generated = pool.run(progress) if pool else _run_local(job, backend, progress)
     nodes = dict(sorted(pool.nodes.items())) if pool else {}
-    _finish(ws, recipe, out_dir, params, spec, job, manifest_path, summary_path)
+    finish(ws, recipe, out_dir, params, spec, job, manifest_path, summary_path)
     audit.append(
         ws,
         "generate",
