@@ -342,8 +342,8 @@ def ratios(rows: list) -> list[tuple[str, str]]:
     out = []
     for what, stages, wanted, how, target in TARGETS:
         floor = [k.lstrip("?") for k in wanted if not k.startswith("?") or k[1:] in secs]
-        if len(floor) < len(wanted):
-            what += " (no push, nor a push floor)"
+        if len(floor) < len(wanted):  # --lean: the stage pushed nothing, and its floor has no `dvc push`
+            what = what.replace("(signed, pushed)", "(signed)") + ", not pushed, floor without dvc push"
         if not all(k in secs for k in stages + floor):
             out.append((what, "not run"))
             continue

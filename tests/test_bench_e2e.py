@@ -1,0 +1,36 @@
+"""benchmarks/bench_e2e.py's ratios: each of issue 22's targets against its floor from the same run, and
+`not run` (never a ratio) for a stage or floor the run lacks."""
+
+from __future__ import annotations
+
+from benchmarks.bench_e2e import ratios
+
+FLOORS = [("floor: sha256sum release shards", 2.0, 15, 0), ("floor: dvc add shards", 3.0, 65, 0)]
+
+
+def test_ratios_name_a_run_without_pushes_as_such_and_leave_the_rest_not_run():
+    """--lean pushes nothing: release and derive are compared with `sha256sum` + `dvc add` alone, and
+    their lines say so rather than reading "pushed"."""
+    rows = [
+        ("release", 10.0, 300, 0),
+        ("derive (exclude 1%)", 20.0, 500, 0),
+        ("verify", 4.0, 310, 0),
+        *FLOORS,
+    ]
+    got = dict(ratios(rows))
+    assert got["release (signed), not pushed, floor without dvc push"].startswith(
+        "2.00x its floor, 10.0 s / 5.0 s"
+    )
+    assert got["derive (exclude 1%), not pushed, floor without dvc push"].startswith("4.00x its floor")
+    assert got["verify"] == "0.50x sha256sum release shards throughput (target >= 0.8x)"
+    for what in ("verify (derived)", "generate", "pull + verify after pull"):
+        assert got[what] == "not run"
+    assert "release (signed, pushed)" not in got
+    assert got["peak memory of any stage"].startswith("500 MB")  # floors' memory is not a stage's
+
+
+def test_ratios_with_a_push_floor_keep_the_targets_names():
+    rows = [("release", 10.0, 300, 0), *FLOORS, ("floor: dvc push shards", 5.0, 70, 0)]
+    got = dict(ratios(rows))
+    assert got["release (signed, pushed)"].startswith("1.00x its floor, 10.0 s / 10.0 s")
+    assert got["derive (exclude 1%)"] == "not run"
