@@ -463,11 +463,13 @@ def _lists(samples: list[str], identities: set[str]) -> tuple[pa.Array, pa.Array
 
 
 def _write_kept(parent: Path, out: Path, samples: list[str], identities: set[str]) -> None:
-    """The parent's rows minus the dropped ones, in order, a chunk at a time (memory flat in its size),
-    in row groups of ``mf.group_rows`` rows, as filter writes them."""
+    """The parent's rows minus the dropped ones, in order, ``mf.ROW_GROUP`` rows at a time (memory flat
+    in its size), in row groups of ``mf.group_rows`` rows, as filter writes them. Read in batches of
+    65,536 rows of every column from a 10,000,000-row parent's 39,063-row groups, this held 510 MB; in
+    batches of 4,096, 153 MB (issue 22)."""
     source = pq.ParquetFile(parent)
     wanted, idents = _lists(samples, identities)
     with mf.grouped_writer(out, mf.SCHEMA, source.metadata.num_rows) as writer:
-        for batch in mf.batches(source, 16 * mf.ROW_GROUP):
+        for batch in mf.batches(source, mf.ROW_GROUP):
             chunk = pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
             writer.write(chunk.filter(pc.invert(_drop(chunk, wanted, idents))))

@@ -283,20 +283,23 @@ def released_shards(shard_refs: Iterable[Any]) -> dict[str, str]:
 
 def write_flat(manifest: Path, out: Path, shards: Mapping[str, str], batch_rows: int = 10_000) -> None:
     """Write the flat copy of ``manifest`` (see ``FLAT``) to ``out``, row for row, ``batch_rows`` at a
-    time, or ``group_rows`` where that is more: a million-row manifest is never held whole (issue 13),
-    and each batch is a row group. ``shards``: workspace shard path ->
-    released path (``released_shards``); every shard the manifest names must be in it. The manifest is
-    one synthreg wrote and validated (a release copies it only when its digest is the policy report's)."""
+    time: a million-row manifest is never held whole (issue 13). Row groups of ``batch_rows`` rows, or
+    of ``group_rows`` where that is more (past 2,560,000 rows with the default). ``shards``: workspace
+    shard path -> released path (``released_shards``); every shard the manifest names must be in it. The
+    manifest is one synthreg wrote and validated (a release copies it only when its digest is the policy
+    report's)."""
     schema = flat_table(SCHEMA.empty_table()).schema
     source = pq.ParquetFile(manifest)
-    step = max(batch_rows, group_rows(source.metadata.num_rows))  # at most MAX_GROUPS row groups
-    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        for batch in batches(source, step, SCHEMA.names):
+    rows = max(batch_rows, group_rows(source.metadata.num_rows))  # at most MAX_GROUPS row groups
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as file:
+        writer = GroupWriter(file, rows)
+        for batch in batches(source, batch_rows, SCHEMA.names):
             flat = flat_table(pa.Table.from_batches([batch]).cast(SCHEMA), shards)
             if flat.column("shard").null_count:
                 missing = pc.filter(batch.column("shard"), pc.is_null(flat.column("shard")))[0]
                 raise ManifestError(f"manifest {manifest}: shard {shown(missing.as_py())} was not released")
-            writer.write_table(flat)
+            writer.write(flat)
+        writer.flush()
 
 
 def flat_differences(

@@ -81,6 +81,24 @@ def test_atomic_write_gives_normal_permissions(tmp_path: Path):
     assert (tmp_path / "x.json").stat().st_mode & 0o044  # readable by group/others, unlike mkstemp's 0600
 
 
+@pytest.mark.parametrize(("batch_rows", "groups"), [(4, [13, 13, 13, 11]), (20, [20, 20, 10])])
+def test_the_flat_copy_has_row_groups_of_its_batches_or_of_group_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_rows: int, groups: list[int]
+):
+    """Issue 22: the flat copy's readers hold every row group's metadata too. It is read ``batch_rows``
+    at a time and written in groups of as many rows, or of ``group_rows`` where that is more (here 50 rows,
+    at most 4 groups: 13)."""
+    monkeypatch.setattr(mf, "ROW_GROUP", 3)
+    monkeypatch.setattr(mf, "MAX_GROUPS", 4)
+    manifest, flat = tmp_path / "m.parquet", tmp_path / "f.parquet"
+    mf.write_manifest([record(i) for i in range(50)], manifest)
+    released = {"s.tar": f"data/shards/{'a' * 64}.tar"}
+    mf.write_flat(manifest, flat, released, batch_rows=batch_rows)
+    meta = pq.ParquetFile(flat).metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == groups
+    assert mf.flat_differences(manifest, flat, released) == 0
+
+
 def test_flat_differences_finds_a_flat_copy_that_says_something_else(tmp_path: Path):
     """The flat copy (for Hugging Face `datasets`) is signed as the releaser made it; verify also checks
     that it says what the manifest says, row for row, map columns included."""
