@@ -289,6 +289,26 @@ def test_derive_writes_at_most_max_groups_row_groups(tmp_path: Path, monkeypatch
     assert pq.read_table(out).column("sample_id").to_pylist() == [r.sample_id for r in rows if r.index % 3]
 
 
+def test_derive_decides_what_to_drop_over_many_batches_and_keeps_the_rest_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """What to drop is decided 16 batches at a time, the rows written a batch at a time: with batches of
+    7 rows, 1,000 rows take 9 decisions, the last one short; samples and a whole identity are dropped."""
+    from registry.releases.derive import _write_kept
+
+    monkeypatch.setattr(mf, "ROW_GROUP", 7)
+    rows = [record(i).model_copy(update={"identity": str(i % 4)}) for i in range(1000)]
+    parent, out = tmp_path / "parent.parquet", tmp_path / "derived.parquet"
+    mf.write_manifest(rows, parent)
+    dropped = {r.sample_id for r in rows[::5]}
+    _write_kept(parent, out, sorted(dropped), {"3"})
+    kept = [r.sample_id for r in rows if r.sample_id not in dropped and r.identity != "3"]
+    assert pq.read_table(out).column("sample_id").to_pylist() == kept
+    assert pq.read_table(out).equals(
+        pq.read_table(parent).filter(pa.array([r.sample_id in kept for r in rows]))
+    )
+
+
 def test_group_rows_caps_the_groups_of_a_manifest():
     assert mf.group_rows(0) == mf.group_rows(1) == mf.group_rows(mf.ROW_GROUP * mf.MAX_GROUPS) == mf.ROW_GROUP
     assert mf.group_rows(10_000_000) == 39_063
