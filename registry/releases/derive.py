@@ -474,16 +474,26 @@ def _write_kept(parent: Path, out: Path, samples: list[str], identities: set[str
     wanted, idents = _lists(samples, identities)
     per = 16  # row batches a decision covers
     decided = (
-        pc.invert(_drop(pa.Table.from_batches([b]), wanted, idents))
+        (b.column("sample_id"), pc.invert(_drop(pa.Table.from_batches([b]), wanted, idents)))
         for b in mf.batches(parent, per * mf.ROW_GROUP, ["sample_id", "identity"])
     )
-    keep: pa.ChunkedArray | None = None
+    changed = ReleaseError(f"{parent} changed while derive read it; derive again")
+    ids = keep = None
+    used = 0
     with mf.grouped_writer(out, mf.SCHEMA, source.metadata.num_rows) as writer:
         for i, batch in enumerate(mf.batches(source, mf.ROW_GROUP)):
             if i % per == 0:
-                keep = next(decided)
-            assert keep is not None
+                ids, keep = next(decided, (None, None))
+            at = (i % per) * mf.ROW_GROUP
+            # The two reads must be of the same rows: each batch's ids are those its decision was made on.
+            if (
+                ids is None
+                or keep is None
+                or not ids.slice(at, batch.num_rows).equals(batch.column("sample_id"))
+            ):
+                raise changed
             chunk = pa.Table.from_batches([batch]).select(mf.SCHEMA.names).cast(mf.SCHEMA)
-            writer.write(chunk.filter(keep.slice((i % per) * mf.ROW_GROUP, chunk.num_rows)))
-        if next(decided, None) is not None:  # both read the same rows: mf.batches gives whole batches
-            raise ReleaseError(f"{parent} changed while derive read it; derive again")
+            writer.write(chunk.filter(keep.slice(at, chunk.num_rows)))
+            used = at + chunk.num_rows
+        if (ids is not None and len(ids) != used) or next(decided, None) is not None:
+            raise changed

@@ -309,6 +309,39 @@ def test_derive_decides_what_to_drop_over_many_batches_and_keeps_the_rest_in_ord
     )
 
 
+@pytest.mark.parametrize("other", ["reordered", "shorter", "longer"])
+def test_derive_refuses_a_parent_that_reads_differently_the_second_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other: str
+):
+    """The parent is read twice (what to drop, then the rows): if the two reads do not give the same ids
+    in the same order, derive stops with what to do, and writes nothing."""
+    from registry.core.errors import ReleaseError
+    from registry.releases.derive import _write_kept
+
+    monkeypatch.setattr(mf, "ROW_GROUP", 7)
+    rows = [record(i) for i in range(200)]
+    changed = {"reordered": rows[::-1], "shorter": rows[:150], "longer": [*rows, record(200)]}[other]
+    parent, edited, out = (
+        tmp_path / "parent.parquet",
+        tmp_path / "edited.parquet",
+        tmp_path / "derived.parquet",
+    )
+    mf.write_manifest(rows, parent)
+    mf.write_manifest(changed, edited)
+    batches = mf.batches
+
+    def second_read_differs(source, batch_rows, columns=None):  # the decision's read sees the edited file
+        return batches(edited if columns == ["sample_id", "identity"] else source, batch_rows, columns)
+
+    monkeypatch.setattr(mf, "batches", second_read_differs)
+    with pytest.raises(ReleaseError, match="changed while derive read it; derive again"):
+        _write_kept(parent, out, [rows[3].sample_id], set())
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "edited.parquet",
+        "parent.parquet",
+    ]
+
+
 def test_group_rows_caps_the_groups_of_a_manifest():
     assert mf.group_rows(0) == mf.group_rows(1) == mf.group_rows(mf.ROW_GROUP * mf.MAX_GROUPS) == mf.ROW_GROUP
     assert mf.group_rows(10_000_000) == 39_063
