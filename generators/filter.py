@@ -154,7 +154,7 @@ def _filter(
     try:
         chunks = (_chunk(batch, in_path) for batch in mf.batches(source, CHUNK))
         scored, per_node = _scored(ws, chunks, keyed, params)
-        with mf.grouped_writer(out_path, mf.SCHEMA, n) as writer:  # at most mf.MAX_GROUPS row groups
+        with mf.grouped_writer(out_path, mf.SCHEMA, mf.group_rows(n)) as writer:  # <= mf.MAX_GROUPS groups
             for table, scores in scored:
                 table, reasons = _decide(table, scores, params, dedup, done)
                 writer.write(table)

@@ -92,12 +92,15 @@ class GroupWriter:
         self.held: list[pa.Table] = []
         self.have = 0
 
+    def _whole(self) -> pa.Table:
+        return pa.concat_tables(self.held) if len(self.held) > 1 else self.held[0]
+
     def write(self, table: pa.Table) -> None:
         self.held.append(table)
         self.have += table.num_rows
         if self.have < self.rows:
             return
-        whole = pa.concat_tables(self.held) if len(self.held) > 1 else self.held[0]
+        whole = self._whole()
         full = whole.num_rows - whole.num_rows % self.rows
         self.writer.write_table(whole.slice(0, full), row_group_size=self.rows)
         rest = whole.slice(full)
@@ -105,18 +108,17 @@ class GroupWriter:
 
     def flush(self) -> None:
         if self.have:
-            whole = pa.concat_tables(self.held) if len(self.held) > 1 else self.held[0]
-            self.writer.write_table(whole, row_group_size=self.rows)
+            self.writer.write_table(self._whole(), row_group_size=self.rows)
         self.held, self.have = [], 0
 
 
 @contextlib.contextmanager
 def grouped_writer(path: Path, schema: pa.Schema, rows: int) -> Iterator[GroupWriter]:
-    """Write a Parquet file (zstd) at ``path`` atomically, in row groups of ``group_rows(rows)`` rows:
-    ``rows`` is the number the file will hold, or more. A crash, or an error in the ``with`` block, leaves
-    the old file (or none)."""
+    """Write a Parquet file (zstd) at ``path`` atomically, in row groups of ``rows`` rows (for a manifest,
+    ``group_rows`` of the rows it will hold). A crash, or an error in the ``with`` block, leaves the old
+    file (or none)."""
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        grouped = GroupWriter(writer, group_rows(rows))
+        grouped = GroupWriter(writer, rows)
         yield grouped
         grouped.flush()
 
@@ -291,15 +293,13 @@ def write_flat(manifest: Path, out: Path, shards: Mapping[str, str], batch_rows:
     schema = flat_table(SCHEMA.empty_table()).schema
     source = pq.ParquetFile(manifest)
     rows = max(batch_rows, group_rows(source.metadata.num_rows))  # at most MAX_GROUPS row groups
-    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as file:
-        writer = GroupWriter(file, rows)
+    with grouped_writer(out, schema, rows) as writer:
         for batch in batches(source, batch_rows, SCHEMA.names):
             flat = flat_table(pa.Table.from_batches([batch]).cast(SCHEMA), shards)
             if flat.column("shard").null_count:
                 missing = pc.filter(batch.column("shard"), pc.is_null(flat.column("shard")))[0]
                 raise ManifestError(f"manifest {manifest}: shard {shown(missing.as_py())} was not released")
             writer.write(flat)
-        writer.flush()
 
 
 def flat_differences(

@@ -376,7 +376,7 @@ def test_grouped_writer_writes_groups_of_exactly_its_rows_however_the_tables_com
 
 def test_grouped_writer_leaves_no_file_when_its_block_fails(tmp_path: Path):
     path = tmp_path / "m.parquet"
-    with pytest.raises(RuntimeError), mf.grouped_writer(path, mf.SCHEMA, 10) as writer:
+    with pytest.raises(RuntimeError), mf.grouped_writer(path, mf.SCHEMA, mf.group_rows(10)) as writer:
         writer.write(mf.to_table([record(0)]))
         raise RuntimeError("killed mid-write")
     assert not path.exists() and list(tmp_path.iterdir()) == []
