@@ -1,0 +1,92 @@
+"""What `.ci/check-lock` compares (issue 9), kept out of the shell script so that a test can run it.
+
+generate@digits samples the tiny-digits model on the CPU, and torch's CPU kernels differ in the last
+bits between CPU kinds: an AMD EPYC with AVX2 and an Intel Xeon with AVX-512 give a few different
+pixels, so different shard bytes, and every entry downstream of them differs too (seen on CI's two
+kinds, 2026-12-05; forcing torch, MKL and oneDNN to AVX2 on the Intel did not give the AMD's bytes).
+dvc.lock is locked on one kind, which `.ci/lock-kind` names. On that kind the check is whole: a fresh
+clone's entries equal the committed ones. On another kind it cannot be, and the script says so and
+checks what still holds there:
+
+- `stale`: every entry's command, parameters and dependencies that are not pipeline data (code, the
+  recipe, the policies) carry the committed md5s, so dvc.lock is not stale for the code on HEAD;
+- `same`: two runs on this machine give the same entries, so outputs carry no per-run values.
+
+Usage: python .ci/check_lock.py kind
+       python .ci/check_lock.py whole|stale|same A B     (A, B: dvc.lock files; `HEAD` is git's)
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+STAGES = ("generate@digits", "filter@digits", "validate@digits")
+DATA = "data/"  # pipeline outputs, and the dependencies that are another stage's outputs
+
+
+def kind() -> str:
+    """The CPU kind that decides generate's bytes: the vendor, torch's CPU capability and version."""
+    import torch
+
+    vendor = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = cpuinfo.read_text().splitlines()
+        vendor = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("vendor_id")), vendor)
+    return f"{vendor} {torch.backends.cpu.get_cpu_capability()} torch {torch.__version__}"
+
+
+def read(lock: str) -> dict:
+    if lock == "HEAD":
+        text = subprocess.run(["git", "show", "HEAD:dvc.lock"], capture_output=True, text=True, check=True).stdout
+    else:
+        text = Path(lock).read_text()
+    stages = yaml.safe_load(text)["stages"]
+    return {s: stages.get(s) for s in STAGES}
+
+
+def code(entry: dict | None) -> dict | None:
+    """An entry without what the pipeline's data decides: its outputs and its data dependencies."""
+    if entry is None:
+        return None
+    deps = [d for d in entry.get("deps", []) if not d["path"].startswith(DATA)]
+    return {k: v for k, v in entry.items() if k not in ("deps", "outs")} | {"deps": deps}
+
+
+def differ(a: dict, b: dict, how: str) -> list[str]:
+    if how == "stale":
+        return [s for s in STAGES if code(a[s]) != code(b[s])]
+    return [s for s in STAGES if a[s] != b[s]]
+
+
+SAYS = {
+    "whole": "a fresh clone's {bad} differ from the committed entries; run `dvc repro` and commit dvc.lock, "
+    "and keep per-run values (times, hosts) out of stage outputs",
+    "stale": "the committed {bad} name other code, recipe, policies or parameters than HEAD's: dvc.lock is "
+    "stale; relock (CONTRIBUTING.md, 'Data and weights') and commit it",
+    "same": "two runs of {bad} on this machine differ: a stage output carries a per-run value (a time, a "
+    "host, a run id); keep those in the stage's audit event",
+}
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["kind"]:
+        print(kind())
+        return 0
+    if len(argv) != 3 or argv[0] not in SAYS:
+        sys.exit(__doc__)
+    how, a, b = argv
+    bad = differ(read(a), read(b), how)
+    if bad:
+        print("dvc.lock: " + SAYS[how].format(bad=", ".join(bad)), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
