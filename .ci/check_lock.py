@@ -43,7 +43,8 @@ def kind() -> str:
 
 def read(lock: str) -> dict:
     if lock == "HEAD":
-        text = subprocess.run(["git", "show", "HEAD:dvc.lock"], capture_output=True, text=True, check=True).stdout
+        git = ["git", "show", "HEAD:dvc.lock"]
+        text = subprocess.run(git, capture_output=True, text=True, check=True).stdout
     else:
         text = Path(lock).read_text()
     stages = yaml.safe_load(text)["stages"]
