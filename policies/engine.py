@@ -398,6 +398,7 @@ def validate(
     _same_dataset(manifest_path, recipe_model, recipe)
     out_dir = inside(ws, out or in_dir.parent / "policy", "report folder")  # symlinks included
     audit.log_path(ws)  # refused before anything is written
+    provenance.import_ahead()  # overlaps the checks before the provenance suite
     report, stamp = _checked(
         ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today, progress=progress
     )

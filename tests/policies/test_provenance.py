@@ -4,6 +4,8 @@ the rule's counts and first ids) is what GX gives when it fetches them all."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from policies.engine import load_kb
 from registry.records.dataset import Recipe
 from registry.records.policy import ProvenanceRule
 from registry.store import manifest as mf
+from tests.conftest import REPO
 from tests.policies.test_engine import clean_recipe, clean_rows, sid, write_rows
 
 _SKIP = _gx_duckdb.skip_empty_row_lists  # the real one, for the tests that patch it away
@@ -168,3 +171,37 @@ def test_a_list_resolved_with_its_count_waits_for_it():
         _SKIP(engine)
         assert engine.resolve_metrics([values, count], {}) == {count.id: n, values.id: expected}
         assert engine.asked[0] == count.metric_name
+
+
+def _fresh(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_validate_imports_gx_ahead_on_a_thread_and_the_suite_waits_for_it():
+    # A fresh process (GX not imported yet): the import runs beside the caller, on one thread, once.
+    done = _fresh(
+        "import sys, threading\n"
+        "from policies.checks import provenance as p\n"
+        "assert 'great_expectations' not in sys.modules\n"
+        "p.import_ahead(); p.import_ahead()\n"
+        "named = [t for t in threading.enumerate() if t.name == 'synthreg-import-gx']\n"
+        "assert len(named) == 1, named\n"
+        "p._context()\n"
+        "assert not p._importing.is_alive()\n"
+        "assert len(p.suite().expectations) == 20\n"
+        "print('ok')\n"
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_an_import_that_fails_on_the_thread_fails_in_the_suite_with_its_own_error():
+    # The thread swallows it; the suite's own import raises it, naming the missing module.
+    done = _fresh(
+        "import sys\n"
+        "sys.modules['great_expectations'] = None\n"
+        "from policies.checks import provenance as p\n"
+        "p.import_ahead()\n"
+        "p.suite()\n"
+    )
+    assert done.returncode != 0
+    assert "ModuleNotFoundError: import of great_expectations halted" in done.stderr, done.stderr[-2000:]
