@@ -94,7 +94,8 @@ def excluded_identities(recipe: Recipe, source: str, ref: str) -> set[str]:
 
 
 class ParentShards:
-    """The parent's content-addressed shards by the name the manifest calls them (``shard``).
+    """The parent's content-addressed shards by the name the manifest calls them (``shard``), a
+    ``publish.ShardSource``.
 
     Called with a shard and the image members to keep, it gives a tar of those images, in their order
     (the shard itself when it holds nothing else). ``linkable(shard, data)`` then names the parent's
@@ -355,7 +356,6 @@ def derive(
                 shards,
                 derivation,
                 progress=progress,
-                linkable=shards.linkable,
             ).model_copy(update={"remote": pushed_to, "no_push": no_push, "filter": parent.filter})
             return record, report, report_text
 

@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from registry.core import vcs
 from registry.core.digests import sha256_bytes, sha256_file
@@ -406,17 +406,14 @@ def assemble(
     recipe: Recipe,
     out: Path,
     actor: str | None,
-    read_shard: ShardReader,
+    shards: ShardSource,
     derivation: Derivation | None = None,
     progress: Callable[..., None] | None = None,
-    linkable: Callable[[str, bytes], Stamp | None] | None = None,
 ) -> Release:
     """Copy the manifest and content-addressed shards into ``out/data``; build the record.
 
-    ``read_shard(shard, members)`` gives the bytes of the tar the manifest calls ``shard``, holding the
-    ``members`` it names. ``linkable(shard, data)``, when given, names a file that holds exactly
-    ``data``, the shard as assembled (``fsio.read_stamped``): it is linked rather than written again
-    (a derived version's shards that lost nothing, issue 22). Everything is checked on
+    ``shards`` gives each shard the manifest names, and may name a file to link rather than write again
+    (``ShardSource``). Everything is checked on
     the copies, under the release lock: the manifest copy must be the one the policy report validated
     (a filter run since the gate would change it), and every image in every copied shard must match its
     recorded sha256, so a corrupt shard is never signed.
@@ -429,9 +426,9 @@ def assemble(
         raise ReleaseError("the filtered manifest changed after validation; run `synthreg validate` again")
     con = mf.connect(released)
     check_manifest(con, f"manifest {manifest}")  # no unsafe name is signed
-    shards = _copy_shards(con, out, read_shard, list(recipe.identities), progress, linkable)
+    refs = _copy_shards(con, out, shards, list(recipe.identities), progress)
     # What Hugging Face `datasets` can load (issue 12), each row naming its released shard (issue 23).
-    mf.write_flat(released, out / "data" / mf.FLAT, mf.released_shards(shards))
+    mf.write_flat(released, out / "data" / mf.FLAT, mf.released_shards(refs))
     flat_sha256 = sha256_file(out / "data" / mf.FLAT)
     counts = _counts(con)
     generators = [
@@ -452,7 +449,7 @@ def assemble(
         version=version,
         manifest_sha256=manifest_sha256,
         flat_manifest_sha256=flat_sha256,
-        shards=shards,
+        shards=refs,
         counts=counts,
         generators=generators,
         sources=sources,
@@ -473,16 +470,27 @@ def assemble(
     )
 
 
-ShardReader = Callable[[str, set[str]], bytes]
+class ShardSource(Protocol):
+    """Where ``assemble`` reads the shards a manifest names: the workspace's (release) or a parent
+    version's (derive)."""
+
+    def __call__(self, shard: str, members: set[str]) -> bytes:
+        """The bytes of the tar the manifest calls ``shard``, holding the ``members`` it names."""
+        ...
+
+    def linkable(self, shard: str, data: bytes) -> Stamp | None:
+        """A file that holds exactly ``data``, the shard as assembled (``fsio.read_stamped``), to be
+        linked rather than written again (a derived version's shards that lost nothing, issue 22); or
+        None."""
+        ...
 
 
 def _copy_shards(
     con: Any,
     out: Path,
-    read_shard: ShardReader,
+    read_shard: ShardSource,
     identities: list[str],
     progress: Callable[..., None] | None,
-    linkable: Callable[[str, bytes], Stamp | None] | None = None,
 ) -> list[ShardRef]:
     """Each shard the manifest names, checked member by member against the recorded digests, with its
     WebDataset sidecars added, written under its own sha256 into ``out/data/shards``."""
@@ -506,7 +514,7 @@ def _copy_shards(
         data = add_sidecars(data, sidecars, found)  # WebDataset .json/.cls
         digest = sha256_bytes(data)
         dest = out / "data" / "shards" / f"{digest}.tar"  # in staging: renamed whole
-        stamp = linkable(shard, data) if linkable else None
+        stamp = read_shard.linkable(shard, data)
         if stamp is None or not link_unchanged(stamp, dest):  # a second name for the same bytes
             dest.write_bytes(data)
         shards.append(

@@ -26,7 +26,7 @@ from registry.core.workspace import inside
 from registry.records.dataset import Recipe
 from registry.records.policy import PolicyReport
 from registry.records.release import FilterSettings, Release
-from registry.releases.publish import ShardReader, assemble, check_new_version, publish, resumed
+from registry.releases.publish import assemble, check_new_version, publish, resumed
 from registry.releases.report import ModelsReader
 from registry.trust.signing import load_signer
 
@@ -164,7 +164,7 @@ def release(
             recipe,
             staging,
             actor,
-            _workspace_shard(ws),
+            WorkspaceShards(ws),
             progress=progress,
         ).model_copy(
             update={
@@ -301,11 +301,18 @@ def _filter_settings(folder: Path) -> FilterSettings | None:
         ) from None
 
 
-def _workspace_shard(ws: Path) -> ShardReader:
-    def read(shard: str, members: set[str]) -> bytes:
-        src = inside(ws, shard, "shard")  # symlinks included
+class WorkspaceShards:
+    """The workspace's shards, by the path the manifest names (a ``publish.ShardSource``): read whole,
+    never linked (a release's shards gain their sidecars)."""
+
+    def __init__(self, ws: Path) -> None:
+        self.ws = ws
+
+    def __call__(self, shard: str, members: set[str]) -> bytes:
+        src = inside(self.ws, shard, "shard")  # symlinks included
         if not src.is_file():
             raise ReleaseError(f"shard {shard} is missing; restore it (`dvc checkout`) or regenerate")
         return src.read_bytes()
 
-    return read
+    def linkable(self, shard: str, data: bytes) -> None:
+        return None
