@@ -249,6 +249,35 @@ def test_verify_names_a_signed_manifest_row_with_a_null_digest(
     ), result.output
 
 
+def test_verify_fails_a_signed_flat_copy_that_says_another_prompt_under_signed_files(
+    fresh: Path, base: Built, monkeypatch: pytest.MonkeyPatch
+):
+    """The flat copy (what Hugging Face `datasets` reads) is signed as the releaser made it, so its
+    sha256 matches; an insider's copy that says another prompt than the signed manifest must still fail,
+    in the signed-files check, although verify now reads it beside the image checks."""
+    flat = mf.write_flat
+
+    def edited(manifest: Path, out: Path, shards: dict) -> None:
+        flat(manifest, out, shards)
+        table = pq.read_table(out)
+        i = table.schema.get_field_index("prompt")
+        prompts = table.column(i).to_pylist()
+        prompts[1] = "an insider's prompt"
+        pq.write_table(table.set_column(i, table.schema.field(i), pa.array(prompts, pa.string())), out)
+
+    monkeypatch.setattr("registry.releases.publish.mf.write_flat", edited)
+    sign_anyway(fresh, base.key, monkeypatch)
+    monkeypatch.undo()
+    result = cli(fresh, "verify", "digits@1.0.0", "--json")
+    assert result.exit_code == 1, result.output
+    checks = {c["check"]: c for c in json.loads(result.output)["checks"]}
+    assert checks["signed-files"]["status"] == "fail", checks
+    assert checks["signed-files"]["detail"].startswith(
+        f"data/{mf.FLAT} differs from the signed manifest in 1 row(s)"
+    ), checks
+    assert checks["images"]["status"] == "pass", checks  # the images are as signed
+
+
 # --- family 1: the journal folder linked out of the workspace ------------------------------------------
 
 

@@ -117,3 +117,26 @@ def test_derive_writes_a_copy_when_the_parent_changed_after_it_was_read(
     for ref in record.shards:
         assert sha256(folder(ws, "1.0.1") / "data" / ref.path) == ref.sha256
     assert verify(ws, "digits@1.0.1").ok
+
+
+def test_read_soon_asks_for_a_regular_file_and_never_blocks_on_anything_else(tmp_path: Path):
+    """verify asks the kernel for the shards it queues (``fsio.read_soon``); a FIFO in a shard's place
+    must not hang it (opening one for reading waits for a writer), nor a missing file raise."""
+    import threading
+
+    from registry.core.fsio import read_soon
+
+    shard = tmp_path / "s.tar"
+    shard.write_bytes(b"x" * 100_000)
+    fifo = tmp_path / "f.tar"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def ask() -> None:
+        for path in (shard, fifo, tmp_path / "missing.tar", tmp_path):
+            read_soon(path)
+        done.set()
+
+    threading.Thread(target=ask, daemon=True).start()
+    assert done.wait(10), "read_soon blocked"
+    assert shard.read_bytes() == b"x" * 100_000  # asked for, not changed
