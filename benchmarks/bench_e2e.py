@@ -23,6 +23,11 @@ workspace and the remote whose mtime is newer than the stage's start). It then p
 and the signed waivers of the rules a pattern set cannot meet, are made before the first stage (not
 timed). Figures are printed, never asserted.
 
+With ``--cold`` (Linux, root), the page cache is dropped before every stage and floor, so each reads
+its inputs from the disk; without it, a command finds in memory whatever the commands before it left
+there, which favours the floors that read what was just written (``dvc pull`` from the remote ``dvc
+push`` has just filled, say).
+
 With ``--direct``, ``benchmarks/build_direct.py`` writes the candidates instead of ``synthreg generate``:
 the same bytes, made by a process a core (tests/generators/test_build_direct.py holds them equal).
 That build is shown but is not a stage, and generate and its floor are not run.
@@ -61,17 +66,39 @@ NAME = "load-test"
 WAIVED = ["quality.identity-consistency"]
 
 
+DROP = Path("/proc/sys/vm/drop_caches")
+COLD = False  # --cold: every stage and floor starts with nothing of its files in the page cache
+
+
+def drop_caches() -> None:
+    """Write dirty pages out, then drop the page cache (Linux, root), so that the command timed next
+    reads its inputs from the disk: otherwise a floor that reads what the stage before it wrote finds it
+    in memory while the stage it is compared with did not (at 1,000,000 images the release's 3.4 GB of
+    shards fit in this machine's page cache; at 10,000,000 they do not)."""
+    os.sync()
+    try:
+        DROP.write_text("3\n")
+    except OSError as e:
+        raise SystemExit(
+            f"--cold: cannot drop the page cache ({e}); run as root on Linux, or without --cold"
+        ) from e
+
+
 def run(cwd: Path, label: str, cmd: list[str], roots: list[Path], rows: list, env: dict | None = None) -> str:
-    """Run ``cmd`` as its own process; record wall time, peak RSS and files written under ``roots``."""
+    """Run ``cmd`` as its own process; record wall time, peak RSS and files written under ``roots``.
+    With ``COLD``, the page cache is dropped first (not timed)."""
+    if COLD:
+        drop_caches()
     start = time.time()
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
         out.seek(0)
         text = out.read().decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
+    code = proc.returncode
     if code != 0:
         raise SystemExit(f"{label} failed ({code}): {' '.join(cmd)}\n{text[-3000:]}")
     written = sum(
@@ -366,13 +393,23 @@ def main() -> None:
         "--direct", action="store_true", help="build the candidates with build_direct.py; no generate"
     )
     ap.add_argument("--lean", action="store_true", help="one copy of the released bytes (see above)")
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before each stage and floor")
     args = ap.parse_args()
+    global COLD
+    COLD = args.cold
+    if COLD:
+        drop_caches()  # refused here, before any work, where it cannot be done
     load = os.getloadavg()
     results = {n: bench(n, args.keep, args.direct, args.lean) for n in args.images or [10_000]}
     sizes = list(results)
     print(
         f"\nload average (1, 5, 15 min): before {', '.join(f'{x:.2f}' for x in load)}, "
-        f"after {', '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs"
+        f"after {', '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs; "
+        + (
+            "page cache dropped before each stage and floor (--cold)"
+            if COLD
+            else "page cache as left (no --cold)"
+        )
     )
     print("\n| stage | " + " | ".join(f"{n:,}: s / peak MB / files" for n in sizes) + " |")
     print("|---|" + "---|" * len(sizes))

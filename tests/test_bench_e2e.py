@@ -34,3 +34,25 @@ def test_ratios_with_a_push_floor_keep_the_targets_names():
     got = dict(ratios(rows))
     assert got["release (signed, pushed)"].startswith("1.00x its floor, 10.0 s / 10.0 s")
     assert got["derive (exclude 1%)"] == "not run"
+
+
+def test_cold_drops_the_page_cache_before_each_command_and_says_why_it_cannot(tmp_path, monkeypatch):
+    """--cold: every stage and floor starts from the disk (a floor reading what was just written would
+    otherwise find it in memory); where the cache cannot be dropped, the run stops before any work."""
+    import sys
+
+    import pytest
+
+    from benchmarks import bench_e2e
+
+    drop = tmp_path / "drop_caches"
+    drop.write_text("0\n")
+    monkeypatch.setattr(bench_e2e, "DROP", drop)
+    monkeypatch.setattr(bench_e2e, "COLD", True)
+    rows: list = []
+    bench_e2e.run(tmp_path, "a command", [sys.executable, "-c", "pass"], [], rows)
+    assert drop.read_text() == "3\n" and rows[0][0] == "a command"
+    monkeypatch.setattr(bench_e2e, "DROP", tmp_path / "no" / "such" / "file")
+    with pytest.raises(SystemExit, match=r"--cold: cannot drop the page cache .* run as root on Linux"):
+        bench_e2e.run(tmp_path, "another", [sys.executable, "-c", "pass"], [], rows)
+    assert len(rows) == 1  # nothing ran
