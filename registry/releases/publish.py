@@ -410,14 +410,11 @@ def assemble(
     derivation: Derivation | None = None,
     progress: Callable[..., None] | None = None,
 ) -> Release:
-    """Copy the manifest and content-addressed shards into ``out/data``; build the record.
-
-    ``shards`` gives each shard the manifest names, and may name a file to link rather than write again
-    (``ShardSource``). Everything is checked on
-    the copies, under the release lock: the manifest copy must be the one the policy report validated
-    (a filter run since the gate would change it), and every image in every copied shard must match its
-    recorded sha256, so a corrupt shard is never signed.
-    """
+    """Copy the manifest and content-addressed shards into ``out/data``; build the record. ``shards``
+    gives each shard the manifest names, and may name a file to link rather than write (``ShardSource``).
+    Everything is checked on the copies, under the release lock: the manifest copy must be the one the
+    policy report validated (a filter run since the gate would change it), and every image in every
+    copied shard must match its recorded sha256, so a corrupt shard is never signed."""
     (out / "data" / "shards").mkdir(parents=True)
     released = out / "data" / "manifest.parquet"
     shutil.copyfile(manifest, released)
@@ -471,18 +468,14 @@ def assemble(
 
 
 class ShardSource(Protocol):
-    """Where ``assemble`` reads the shards a manifest names: the workspace's (release) or a parent
-    version's (derive)."""
+    """Where ``assemble`` reads a manifest's shards: the workspace's (release), a parent's (derive)."""
 
     def __call__(self, shard: str, members: set[str]) -> bytes:
         """The bytes of the tar the manifest calls ``shard``, holding the ``members`` it names."""
-        ...
 
     def linkable(self, shard: str, data: bytes) -> Stamp | None:
-        """A file that holds exactly ``data``, the shard as assembled (``fsio.read_stamped``), to be
-        linked rather than written again (a derived version's shards that lost nothing, issue 22); or
-        None."""
-        ...
+        """A file holding exactly ``data``, the shard as assembled (``fsio.read_stamped``), to link rather
+        than write again (a derived shard that lost nothing, issue 22); or None."""
 
 
 def _copy_shards(
