@@ -399,9 +399,12 @@ def validate(
     out_dir = inside(ws, out or in_dir.parent / "policy", "report folder")  # symlinks included
     audit.log_path(ws)  # refused before anything is written
     provenance.import_ahead()  # overlaps the checks before the provenance suite
-    report, stamp = _checked(
-        ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today, progress=progress
-    )
+    try:
+        report, stamp = _checked(
+            ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today, progress=progress
+        )
+    finally:  # no thread is left importing (a fork after validate would inherit its import locks)
+        provenance.imported()
     atomic_write_text(out_dir / "report.json", report.to_json())
     atomic_write_text(out_dir / "report.md", render_markdown(report))
     written = sha256_file(out_dir / "report.json")

@@ -46,7 +46,7 @@ def import_ahead() -> None:
     """Start importing Great Expectations on a thread, once a process, so that its import (about 2 s of
     Python on a quiet machine, most of a fresh `synthreg validate` at 1M rows) overlaps the DuckDB work
     that comes before the suite: the other packs' rules and the name check (DuckDB releases the GIL).
-    ``_imported`` waits for it; an import that fails there is left for the caller's own import to raise
+    ``imported`` waits for it; an import that fails there is left for the caller's own import to raise
     with its traceback. Not a daemon: a process that ends early waits for the import rather than
     tearing down a half-imported module."""
     global _importing
@@ -65,13 +65,14 @@ def import_ahead() -> None:
     _importing.start()
 
 
-def _imported() -> None:
+def imported() -> None:
+    """Wait for ``import_ahead``'s import, if one was started."""
     if _importing is not None:
         _importing.join()
 
 
 def suite():
-    _imported()
+    imported()
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -110,7 +111,7 @@ _PROBLEMS = "provenance_name_problems"
 
 def _context():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no network, ever
-    _imported()
+    imported()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

@@ -205,3 +205,27 @@ def test_an_import_that_fails_on_the_thread_fails_in_the_suite_with_its_own_erro
     )
     assert done.returncode != 0
     assert "ModuleNotFoundError: import of great_expectations halted" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_validate_refused_after_the_import_started_leaves_no_thread_importing(tmp_path: Path):
+    # A recipe without intended_use is refused inside the checks, after the import began: validate
+    # waits for it, so a fork that follows cannot inherit the thread's import locks.
+    code = (
+        "import sys, threading, yaml\n"
+        "from pathlib import Path\n"
+        "from policies.engine import validate\n"
+        "from policies.checks import provenance as p\n"
+        "from tests.policies.test_engine import clean_recipe\n"
+        f"ws = Path({str(tmp_path)!r})\n"
+        "recipe = clean_recipe(); recipe.pop('intended_use', None)\n"
+        "(ws / 'recipe.yaml').write_text(yaml.safe_dump(recipe))\n"
+        "try:\n"
+        "    validate('filtered', ws, 'recipe.yaml')\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+        "assert p._importing is not None and not p._importing.is_alive()\n"
+        "assert 'great_expectations.expectations' in sys.modules\n"
+    )
+    done = _fresh(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("PolicyError recipe for digits declares no intended_use"), done.stdout
