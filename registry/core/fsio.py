@@ -73,13 +73,15 @@ def read_soon(path: Path) -> None:
     """Ask the kernel to start reading regular file ``path`` into the page cache now
     (``posix_fadvise(WILLNEED)``), so that a read coming later finds it there: the shards queued for
     verify's workers come off the disk while the workers check the ones before them (issue 22: a
-    1,000,000-image verify from a cold cache read each shard only when a worker asked for it). Never
-    blocks on what is not a regular file (a FIFO in a shard's place is opened non-blocking, then
-    left), and does nothing where the platform has no fadvise or the file cannot be opened: the read
-    itself then says what is wrong."""
+    1,000,000-image verify from a cold cache read each shard only when a worker asked for it). Opens
+    only what is a regular file (a device in a shard's place may act on being opened), never blocks
+    (a FIFO swapped in after that check is opened non-blocking, then left), and does nothing where the
+    platform has no fadvise or the file cannot be opened: the read itself then says what is wrong."""
     if not hasattr(os, "posix_fadvise"):
         return
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return

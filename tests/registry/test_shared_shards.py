@@ -140,3 +140,24 @@ def test_read_soon_asks_for_a_regular_file_and_never_blocks_on_anything_else(tmp
     threading.Thread(target=ask, daemon=True).start()
     assert done.wait(10), "read_soon blocked"
     assert shard.read_bytes() == b"x" * 100_000  # asked for, not changed
+
+
+def test_read_soon_opens_no_device_a_shard_links_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A release's shard that is a link to a device (``/dev/watchdog`` acts on being opened) is never
+    opened by ``read_soon``; verify's workers do not open it either (``is_file`` is false)."""
+    from registry.core import fsio
+
+    opened: list[str] = []
+    real = os.open
+    monkeypatch.setattr(fsio.os, "open", lambda p, *a, **k: opened.append(str(p)) or real(p, *a, **k))
+    link = tmp_path / "s.tar"
+    link.symlink_to("/dev/null")
+    fifo = tmp_path / "f.tar"
+    os.mkfifo(fifo)
+    fsio.read_soon(link)
+    fsio.read_soon(fifo)
+    assert opened == []
+    regular = tmp_path / "r.tar"
+    regular.write_bytes(b"x")
+    fsio.read_soon(regular)
+    assert opened == [str(regular)]
