@@ -286,10 +286,13 @@ def _checked(
     manifest_name: str | None = None,
     progress: Callable[..., None] | None = None,
     reuse_from: tuple[ValidationStamp | None, PolicyReport | None] = (None, None),
+    ahead: bool = False,
 ) -> tuple[PolicyReport, ValidationStamp]:
     """``check``'s report, and the stamp of what made it (``report_sha256`` left empty); with
     ``reuse_from`` (validate's stamp and report), the reusable outcomes of the report when the stamp
-    names the same inputs."""
+    names the same inputs. With ``ahead``, once the packs are read and accepted and one has a provenance
+    rule, Great Expectations is imported on a thread (``provenance.import_ahead``; the caller waits for
+    it with ``provenance.imported``)."""
     if recipe.intended_use is None:
         raise PolicyError(
             f"recipe for {recipe.dataset} declares no intended_use; add one (commercial: true|false, "
@@ -300,6 +303,8 @@ def _checked(
     pack_paths = [inside(ws, p, "policy pack") for p in packs or []] or DEFAULT_PACKS
     loaded = load_packs(pack_paths)
     _attributes_declared(loaded, recipe)
+    if ahead and any(r.kind == "provenance" for _, pack in loaded for r in pack.rules):
+        provenance.import_ahead()  # overlaps the rest of the setup and the checks before the suite
     kb_path = inside(ws, licences, "licence knowledge base") if licences else DEFAULT_KB
     kb = load_kb(kb_path)
     waivers_path = inside(ws, waivers, "waivers file") if waivers else None
@@ -398,10 +403,18 @@ def validate(
     _same_dataset(manifest_path, recipe_model, recipe)
     out_dir = inside(ws, out or in_dir.parent / "policy", "report folder")  # symlinks included
     audit.log_path(ws)  # refused before anything is written
-    provenance.import_ahead()  # overlaps the checks before the provenance suite
     try:
         report, stamp = _checked(
-            ws, manifest_path, recipe_model, packs, waivers, licences, out_dir, today, progress=progress
+            ws,
+            manifest_path,
+            recipe_model,
+            packs,
+            waivers,
+            licences,
+            out_dir,
+            today,
+            progress=progress,
+            ahead=True,
         )
     finally:  # no thread is left importing (a fork after validate would inherit its import locks)
         provenance.imported()

@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
+
+from benchmarks import bench_e2e
 from benchmarks.bench_e2e import ratios
 
 FLOORS = [("floor: sha256sum release shards", 2.0, 15, 0), ("floor: dvc add shards", 3.0, 65, 0)]
@@ -39,12 +44,6 @@ def test_ratios_with_a_push_floor_keep_the_targets_names():
 def test_cold_drops_the_page_cache_before_each_command_and_says_why_it_cannot(tmp_path, monkeypatch):
     """--cold: every stage and floor starts from the disk (a floor reading what was just written would
     otherwise find it in memory); where the cache cannot be dropped, the run stops before any work."""
-    import sys
-
-    import pytest
-
-    from benchmarks import bench_e2e
-
     drop = tmp_path / "drop_caches"
     drop.write_text("0\n")
     monkeypatch.setattr(bench_e2e, "DROP", drop)

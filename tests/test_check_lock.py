@@ -97,15 +97,15 @@ def test_the_committed_lock_is_not_stale_for_this_trees_code_recipe_policies_or_
     out = subprocess.run(
         [dvc, "status", *check_lock.STAGES, "--json"], cwd=REPO, capture_output=True, text=True, check=True
     )
-    stale = {
-        stage: changed
-        for stage, entries in (json.loads(out.stdout or "{}") or {}).items()
-        for entry in entries
-        if isinstance(entry, dict)
-        and (
-            changed := {
+    stale: dict[str, object] = {}
+    for stage, entries in (json.loads(out.stdout or "{}") or {}).items():
+        for entry in entries:
+            if isinstance(entry, str):  # "changed command", "changed checksum": the stage itself
+                stale[stage] = entry
+                continue
+            changed = {
                 p: w for p, w in entry.get("changed deps", {}).items() if not p.startswith(check_lock.DATA)
             }
-        )
-    }
+            if changed:
+                stale[stage] = changed
     assert not stale, f"dvc.lock is stale for {stale}: relock (CONTRIBUTING.md, 'Data and weights')"

@@ -73,10 +73,11 @@ def read_soon(path: Path) -> None:
     """Ask the kernel to start reading regular file ``path`` into the page cache now
     (``posix_fadvise(WILLNEED)``), so that a read coming later finds it there: the shards queued for
     verify's workers come off the disk while the workers check the ones before them (issue 22: a
-    1,000,000-image verify from a cold cache read each shard only when a worker asked for it). Opens
-    only what is a regular file (a device in a shard's place may act on being opened), never blocks
-    (a FIFO swapped in after that check is opened non-blocking, then left), and does nothing where the
-    platform has no fadvise or the file cannot be opened: the read itself then says what is wrong."""
+    1,000,000-image verify from a cold cache read each shard only when a worker asked for it). Like the
+    workers (``is_file``, then the read), it opens only what is a regular file when it looks (a device
+    in a shard's place may act on being opened; one swapped in between the look and the open is not
+    seen, as by the workers), never blocks (a FIFO is opened non-blocking, then left), and does nothing
+    where the platform has no fadvise or the file cannot be opened: the read then says what is wrong."""
     if not hasattr(os, "posix_fadvise"):
         return
     try:

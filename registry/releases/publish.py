@@ -481,14 +481,14 @@ class ShardSource(Protocol):
 def _copy_shards(
     con: Any,
     out: Path,
-    read_shard: ShardSource,
+    shards: ShardSource,
     identities: list[str],
     progress: Callable[..., None] | None,
 ) -> list[ShardRef]:
     """Each shard the manifest names, checked member by member against the recorded digests, with its
     WebDataset sidecars added, written under its own sha256 into ``out/data/shards``."""
     n_shards = con.execute("SELECT count(DISTINCT shard) FROM manifest").fetchall()[0][0]
-    shards = []
+    refs = []
     # A few shards' rows at a time, as Arrow tables (mf.tables_by_shard): the whole manifest as Python
     # objects was most of release's and derive's memory (~3 KB a row, issue 13).
     for i, (shard, table) in enumerate(
@@ -501,16 +501,16 @@ def _copy_shards(
         expected = dict(zip(rows[0], zip(rows[1], rows[2], strict=True), strict=True))
         sidecars = sidecars_of(table, identities)  # built column-wise (issue 22)
         del table
-        data = read_shard(shard, set(expected))
+        data = shards(shard, set(expected))
         found = _checked_members(data, shard, expected, rows)
         members = len(expected)
         data = add_sidecars(data, sidecars, found)  # WebDataset .json/.cls
         digest = sha256_bytes(data)
         dest = out / "data" / "shards" / f"{digest}.tar"  # in staging: renamed whole
-        stamp = read_shard.linkable(shard, data)
+        stamp = shards.linkable(shard, data)
         if stamp is None or not link_unchanged(stamp, dest):  # a second name for the same bytes
             dest.write_bytes(data)
-        shards.append(
+        refs.append(
             ShardRef(
                 path=f"shards/{digest}.tar",
                 source=shard,
@@ -521,7 +521,7 @@ def _copy_shards(
         )
     if progress:
         progress(n_shards, n_shards)
-    return shards
+    return refs
 
 
 def _checked_members(

@@ -205,11 +205,12 @@ def test_an_import_that_fails_on_the_thread_fails_in_the_suite_with_its_own_erro
     )
     assert done.returncode != 0
     assert "ModuleNotFoundError: import of great_expectations halted" in done.stderr, done.stderr[-2000:]
+    assert "Exception in thread" not in done.stderr  # the thread kept it to itself
 
 
 def test_a_validate_refused_after_the_import_started_leaves_no_thread_importing(tmp_path: Path):
-    # A recipe without intended_use is refused inside the checks, after the import began: validate
-    # waits for it, so a fork that follows cannot inherit the thread's import locks.
+    # A licence knowledge base that does not exist is refused after the packs are read and the import
+    # began: validate waits for it, so a fork that follows cannot inherit the thread's import locks.
     code = (
         "import sys, threading, yaml\n"
         "from pathlib import Path\n"
@@ -217,10 +218,9 @@ def test_a_validate_refused_after_the_import_started_leaves_no_thread_importing(
         "from policies.checks import provenance as p\n"
         "from tests.policies.test_engine import clean_recipe\n"
         f"ws = Path({str(tmp_path)!r})\n"
-        "recipe = clean_recipe(); recipe.pop('intended_use', None)\n"
-        "(ws / 'recipe.yaml').write_text(yaml.safe_dump(recipe))\n"
+        "(ws / 'recipe.yaml').write_text(yaml.safe_dump(clean_recipe()))\n"
         "try:\n"
-        "    validate('filtered', ws, 'recipe.yaml')\n"
+        "    validate('filtered', ws, 'recipe.yaml', licences='missing.yaml')\n"
         "except Exception as e:\n"
         "    print(type(e).__name__, e)\n"
         "assert p._importing is not None and not p._importing.is_alive()\n"
@@ -228,4 +228,36 @@ def test_a_validate_refused_after_the_import_started_leaves_no_thread_importing(
     )
     done = _fresh(code)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("PolicyError recipe for digits declares no intended_use"), done.stdout
+    assert done.stdout.startswith("PolicyError") and "missing.yaml" in done.stdout, done.stdout
+
+
+def test_validate_imports_nothing_ahead_when_it_refuses_the_recipe_or_no_pack_has_a_provenance_rule(
+    tmp_path: Path,
+):
+    # Refused before the packs are read (no intended_use), or packs without a provenance rule: GX's
+    # import (about 2 s of CPU) would be wasted, so none starts.
+    rule = {"id": "licence.known", "kind": "licence-known", "severity": "error", "description": "known"}
+    pack = {"id": "licences-only", "description": "licences only", "rules": [rule]}
+    code = (
+        "import sys, yaml\n"
+        "from pathlib import Path\n"
+        "from policies.engine import validate\n"
+        "from policies.checks import provenance as p\n"
+        "from tests.policies.test_engine import clean_recipe\n"
+        f"ws = Path({str(tmp_path)!r})\n"
+        "recipe = clean_recipe(); recipe.pop('intended_use', None)\n"
+        "(ws / 'bare.yaml').write_text(yaml.safe_dump(recipe))\n"
+        "(ws / 'recipe.yaml').write_text(yaml.safe_dump(clean_recipe()))\n"
+        f"(ws / 'pack.yaml').write_text(yaml.safe_dump({pack!r}))\n"
+        "for recipe, packs in (('bare.yaml', None), ('recipe.yaml', ['pack.yaml'])):\n"
+        "    try:\n"
+        "        validate('filtered', ws, recipe, packs=packs)\n"
+        "    except Exception as e:\n"
+        "        print(type(e).__name__, str(e)[:300])\n"
+        "assert p._importing is None and 'great_expectations' not in sys.modules\n"
+    )
+    done = _fresh(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    refused = done.stdout.splitlines()
+    assert refused[0].startswith("PolicyError recipe for digits declares no intended_use"), refused
+    assert "manifest" in refused[1] and "does not exist" in refused[1], refused  # past the packs

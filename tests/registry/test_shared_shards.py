@@ -5,6 +5,7 @@ exactly what derive read and checked (``fsio.read_stamped``, ``fsio.link_unchang
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -122,8 +123,6 @@ def test_derive_writes_a_copy_when_the_parent_changed_after_it_was_read(
 def test_read_soon_asks_for_a_regular_file_and_never_blocks_on_anything_else(tmp_path: Path):
     """verify asks the kernel for the shards it queues (``fsio.read_soon``); a FIFO in a shard's place
     must not hang it (opening one for reading waits for a writer), nor a missing file raise."""
-    import threading
-
     from registry.core.fsio import read_soon
 
     shard = tmp_path / "s.tar"
@@ -142,14 +141,18 @@ def test_read_soon_asks_for_a_regular_file_and_never_blocks_on_anything_else(tmp
     assert shard.read_bytes() == b"x" * 100_000  # asked for, not changed
 
 
-def test_read_soon_opens_no_device_a_shard_links_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_read_soon_asks_only_for_what_is_a_regular_file_when_it_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """A release's shard that is a link to a device (``/dev/watchdog`` acts on being opened) is never
     opened by ``read_soon``; verify's workers do not open it either (``is_file`` is false)."""
     from registry.core import fsio
 
     opened: list[str] = []
-    real = os.open
+    advised: list[int] = []
+    real, advise = os.open, os.posix_fadvise
     monkeypatch.setattr(fsio.os, "open", lambda p, *a, **k: opened.append(str(p)) or real(p, *a, **k))
+    monkeypatch.setattr(fsio.os, "posix_fadvise", lambda fd, *a: advised.append(fd) or advise(fd, *a))
     link = tmp_path / "s.tar"
     link.symlink_to("/dev/null")
     fifo = tmp_path / "f.tar"
@@ -160,4 +163,4 @@ def test_read_soon_opens_no_device_a_shard_links_to(tmp_path: Path, monkeypatch:
     regular = tmp_path / "r.tar"
     regular.write_bytes(b"x")
     fsio.read_soon(regular)
-    assert opened == [str(regular)]
+    assert opened == [str(regular)] and len(advised) == 1  # the kernel was asked for it
