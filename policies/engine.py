@@ -290,9 +290,7 @@ def _checked(
 ) -> tuple[PolicyReport, ValidationStamp]:
     """``check``'s report, and the stamp of what made it (``report_sha256`` left empty); with
     ``reuse_from`` (validate's stamp and report), the reusable outcomes of the report when the stamp
-    names the same inputs. With ``ahead``, once the packs are read and accepted and one has a provenance
-    rule, Great Expectations is imported on a thread (``provenance.import_ahead``; the caller waits for
-    it with ``provenance.imported``)."""
+    names the same inputs. ``ahead``: ``provenance.import_ahead`` once the packs are accepted."""
     if recipe.intended_use is None:
         raise PolicyError(
             f"recipe for {recipe.dataset} declares no intended_use; add one (commercial: true|false, "
