@@ -177,6 +177,20 @@ def _fresh(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
+def _in_workspace(ws: Path) -> str:
+    """The start of a script for ``_fresh``: validate and the provenance module imported (GX not yet),
+    ``ws`` the workspace, holding the clean recipe as recipe.yaml."""
+    return (
+        "import sys, yaml\n"
+        "from pathlib import Path\n"
+        "from policies.engine import validate\n"
+        "from policies.checks import provenance as p\n"
+        "from tests.policies.test_engine import clean_recipe\n"
+        f"ws = Path({str(ws)!r})\n"
+        "(ws / 'recipe.yaml').write_text(yaml.safe_dump(clean_recipe()))\n"
+    )
+
+
 def test_validate_imports_gx_ahead_on_a_thread_and_the_suite_waits_for_it():
     # A fresh process (GX not imported yet): the import runs beside the caller, on one thread, once.
     done = _fresh(
@@ -211,14 +225,7 @@ def test_an_import_that_fails_on_the_thread_fails_in_the_suite_with_its_own_erro
 def test_a_validate_refused_after_the_import_started_leaves_no_thread_importing(tmp_path: Path):
     # A licence knowledge base that does not exist is refused after the packs are read and the import
     # began: validate waits for it, so a fork that follows cannot inherit the thread's import locks.
-    code = (
-        "import sys, threading, yaml\n"
-        "from pathlib import Path\n"
-        "from policies.engine import validate\n"
-        "from policies.checks import provenance as p\n"
-        "from tests.policies.test_engine import clean_recipe\n"
-        f"ws = Path({str(tmp_path)!r})\n"
-        "(ws / 'recipe.yaml').write_text(yaml.safe_dump(clean_recipe()))\n"
+    code = _in_workspace(tmp_path) + (
         "try:\n"
         "    validate('filtered', ws, 'recipe.yaml', licences='missing.yaml')\n"
         "except Exception as e:\n"
@@ -238,16 +245,9 @@ def test_validate_imports_nothing_ahead_when_it_refuses_the_recipe_or_no_pack_ha
     # import (about 2 s of CPU) would be wasted, so none starts.
     rule = {"id": "licence.known", "kind": "licence-known", "severity": "error", "description": "known"}
     pack = {"id": "licences-only", "description": "licences only", "rules": [rule]}
-    code = (
-        "import sys, yaml\n"
-        "from pathlib import Path\n"
-        "from policies.engine import validate\n"
-        "from policies.checks import provenance as p\n"
-        "from tests.policies.test_engine import clean_recipe\n"
-        f"ws = Path({str(tmp_path)!r})\n"
+    code = _in_workspace(tmp_path) + (
         "recipe = clean_recipe(); recipe.pop('intended_use', None)\n"
         "(ws / 'bare.yaml').write_text(yaml.safe_dump(recipe))\n"
-        "(ws / 'recipe.yaml').write_text(yaml.safe_dump(clean_recipe()))\n"
         f"(ws / 'pack.yaml').write_text(yaml.safe_dump({pack!r}))\n"
         "for recipe, packs in (('bare.yaml', None), ('recipe.yaml', ['pack.yaml'])):\n"
         "    try:\n"
