@@ -90,11 +90,22 @@ def png_problem(data: bytes | memoryview, max_pixels: int = MAX_PIXELS) -> str |
     return "the image is truncated (its PNG chunks end before IEND)"
 
 
-def all_whole(data: bytes, starts: Any, sizes: Any, max_pixels: int = MAX_PIXELS, rounds: int = 16) -> bool:
+def all_whole(
+    data: bytes,
+    starts: Any,
+    sizes: Any,
+    max_pixels: int = MAX_PIXELS,
+    rounds: int = 16,
+    without: bytes | None = None,
+) -> bool:
     """Whether ``png_problem`` finds nothing in any of the images held in ``data`` at ``starts`` (numpy
     offsets) with ``sizes``: the same walk over chunk headers, one step for every image at once (issue
     22: verify checks each image of a release). False when any image fails, and when one has more than
-    ``rounds`` chunks before IEND (the caller then asks ``png_problem`` image by image)."""
+    ``rounds`` chunks before IEND (the caller then asks ``png_problem`` image by image).
+
+    ``without``: a chunk type no image may hold (verify's C2PA ``caBX``, which only the image-by-image
+    check reads). Then an image must also end with its IEND, so that the walk has seen every chunk a
+    walk of the whole file (``marking.walk_chunks``) would."""
     import numpy as np
 
     buf = np.frombuffer(data, np.uint8)
@@ -117,13 +128,17 @@ def all_whole(data: bytes, starts: Any, sizes: Any, max_pixels: int = MAX_PIXELS
         return False
     at, end = starts + 8, ends
     iend = int.from_bytes(b"IEND", "big")
+    refused = None if without is None else int.from_bytes(without, "big")
     for _ in range(rounds):
         if (at + 8 > end).any():
             return False
         length = word(at)
         if (at + 12 + length > end).any():
             return False
-        done = word(at + 4) == iend
+        kind = word(at + 4)
+        done = kind == iend
+        if refused is not None and ((kind == refused).any() or (at + 12 + length != end)[done].any()):
+            return False
         at, end = at[~done] + 12 + length[~done], end[~done]
         if not len(at):
             return True

@@ -7,6 +7,7 @@ batch path (else the speed-up is not used)."""
 from __future__ import annotations
 
 import hashlib
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from registry.store.shards import (
     tar_bytes,
 )
 from registry.store.webdataset import SIDECAR_FIELDS, sidecar, sidecars_of
+from registry.trust.credentials import C2PA_CHUNK, has_c2pa
 from tests.registry.conftest import Built, folder
 from tests.registry.conftest import fix_checksums as fix_tar_checksums
 
@@ -352,3 +354,98 @@ def test_release_copies_by_the_batch_check_only_what_the_member_check_accepts(
     assert got is not None
     want = {n: blob[s : s + k] for n, (s, k) in _index_strict(blob).items()}
     assert list(got) == list(want) and {n: bytes(v) for n, v in got.items()} == want
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+def test_the_batch_walk_refuses_a_c2pa_chunk_wherever_the_full_check_would_find_it() -> None:
+    """verify's batch path leaves an image with a C2PA chunk to the image-by-image check, which reads
+    it (``credentials.has_c2pa``); the batch walk sees every chunk that walk would (issue 22: it
+    replaced a search of the whole shard for the chunk type), so one after IEND is refused too."""
+    png = pngs(1)[0]
+    iend = png.index(b"IEND") - 4
+    inside = png[:iend] + png_chunk(C2PA_CHUNK, b"jumbf") + png[iend:]
+    after = png + png_chunk(C2PA_CHUNK, b"jumbf")
+    trailing = png + b"\0"
+    for image in (png, inside, after, trailing):
+        one = (np.array([0]), np.array([len(image)]))
+        assert png_problem(image) is None and all_whole(image, *one)  # whole, as png_problem says
+        refused = not all_whole(image, *one, without=C2PA_CHUNK)
+        assert refused == (image != png)
+        assert has_c2pa(image) == (image in (inside, after))
+
+
+def test_a_shard_whose_image_carries_c2pa_unasked_goes_image_by_image() -> None:
+    images = pngs(2)
+    signed = images[1] + png_chunk(C2PA_CHUNK, b"jumbf")  # bytes as recorded: only the full check reads it
+    data = tar_bytes([("s-0.png", images[0]), ("s-1.png", signed)])
+    rows = {
+        "member": ["s-0.png", "s-1.png"],
+        "sample_id": ["s-0", "s-1"],
+        "image_sha256": [hashlib.sha256(p).hexdigest() for p in (images[0], signed)],
+        "generator_name": ["gen", "gen"],
+        "weights_digest": [WEIGHTS, WEIGHTS],
+    }
+    table = pa.table(rows, schema=pa.schema([mf.SCHEMA.field(c) for c in IMAGE_COLUMNS]))
+    sha = hashlib.sha256(data).hexdigest()
+    assert not intact(data, sha, table, None, NO_C2PA)
+    ms = {"s-0.png": ("s-0", rows["image_sha256"][0]), "s-1.png": ("s-1", rows["image_sha256"][1])}
+    marks = {s: Marking(s, "gen", WEIGHTS) for s in ("s-0", "s-1")}
+    problems, bad, unmarked = check_shard(Path("x.tar"), sha, ms, marks, NO_C2PA, None, data)
+    assert not problems and not bad and "C2PA" in unmarked["s-1"]  # noted, as the batch path cannot
+
+
+def test_sidecars_edited_in_a_released_shard_are_never_accepted_in_batch(released: Built) -> None:
+    """The sidecars compared as one run of bytes (``sidecars_intact``): a byte of a ``.json`` or a
+    ``.cls`` changed, two images' sidecars swapped, one more member: never accepted, and the full check
+    names a sample or the shard; a sidecar missing is not accepted either (the full check, which
+    compares the sidecars a shard holds, says nothing of it: its sha256 is as signed). Without a
+    recipe (no classes) the ``.cls`` is not compared, by either check."""
+    path, _, table = shard_tables(released.ws)[0]
+    classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
+    members = list(index(path.read_bytes()).items())
+    assert len(members) == 3 * table.num_rows  # an image, its .json and its .cls
+    found = dict(members)
+
+    def edited(change) -> bytes:
+        return tar_bytes([(n, change(n, bytes(path.read_bytes()[a : a + s]))) for n, (a, s) in members])
+
+    def flip(target: str):
+        return lambda n, b: (bytes([b[0] ^ 1]) + b[1:]) if n == target else b
+
+    first = table.column("member")[0].as_py().removesuffix(".png")
+    second = table.column("member")[1].as_py().removesuffix(".png")
+
+    def swap(n: str, b: bytes) -> bytes:
+        a0, s0 = found[f"{first}.json"]
+        a1, s1 = found[f"{second}.json"]
+        blob = path.read_bytes()
+        return {f"{first}.json": blob[a1 : a1 + s1], f"{second}.json": blob[a0 : a0 + s0]}.get(n, b)
+
+    rows = {c: table.column(c).to_pylist() for c in IMAGE_COLUMNS}
+    ms = dict(zip(rows["member"], zip(rows["sample_id"], rows["image_sha256"], strict=True), strict=True))
+    marks = {
+        s: Marking(s, g, w)
+        for s, g, w in zip(rows["sample_id"], rows["generator_name"], rows["weights_digest"], strict=True)
+    }
+    cases = [edited(flip(f"{first}.json")), edited(flip(f"{first}.cls")), edited(swap)]
+    blob = path.read_bytes()
+    cases.append(tar_bytes([*((n, blob[a : a + s]) for n, (a, s) in members), (f"{first}.txt", b"x")]))
+    for i, data in enumerate(cases):
+        sha = hashlib.sha256(data).hexdigest()
+        assert not intact(data, sha, table, classes, NO_C2PA), i
+        full = check_shard(path, sha, ms, marks, NO_C2PA, table_sidecars(table, classes), data)
+        assert full != ([], {}, {}), i
+    missing = tar_bytes([(n, blob[a : a + s]) for n, (a, s) in members if n != f"{first}.cls"])
+    assert not intact(missing, hashlib.sha256(missing).hexdigest(), table, classes, NO_C2PA)
+    cls_flipped = cases[1]
+    sha = hashlib.sha256(cls_flipped).hexdigest()
+    assert intact(cls_flipped, sha, table, None, NO_C2PA)  # no classes: a .cls is not compared
+    assert check_shard(path, sha, ms, marks, NO_C2PA, table_sidecars(table, None), cls_flipped) == (
+        [],
+        {},
+        {},
+    )
+    assert intact(blob, hashlib.sha256(blob).hexdigest(), table, classes, NO_C2PA)
