@@ -43,12 +43,23 @@ class Context:
     kb: LicenceBase
     con: Any  # a DuckDB connection with the manifest as view ``manifest``
 
+    # Query results more than one rule reads, by the name of what they are (``once``)
+    _read: dict[str, list] = field(default_factory=dict, repr=False)
+
+    def once(self, name: str, sql: str) -> list[tuple]:
+        """The rows of ``sql``, queried once for every rule that asks for ``name`` (issue 22: the three
+        licence rules and the three prompt rules each scanned the whole manifest for the same rows)."""
+        if name not in self._read:
+            self._read[name] = self.con.sql(sql).fetchall()
+        return list(self._read[name])
+
     def generators(self) -> list[dict]:
         """Generators that made the images, as recorded in the manifest, one row each."""
-        rows = self.con.sql(
+        rows = self.once(
+            "generators",
             "SELECT generator_name, generator_licence, weights_digest, count(*) AS n "
-            "FROM manifest GROUP BY ALL ORDER BY generator_name"
-        ).fetchall()
+            "FROM manifest GROUP BY ALL ORDER BY generator_name",
+        )
         return [dict(name=r[0], licence=r[1], weights_digest=r[2], images=r[3]) for r in rows]
 
     def sources(self, with_generator_training: bool = True) -> list[SourceRef]:

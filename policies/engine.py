@@ -301,8 +301,6 @@ def _checked(
     pack_paths = [inside(ws, p, "policy pack") for p in packs or []] or DEFAULT_PACKS
     loaded = load_packs(pack_paths)
     _attributes_declared(loaded, recipe)
-    if ahead and any(r.kind == "provenance" for _, pack in loaded for r in pack.rules):
-        provenance.import_ahead()  # overlaps the rest of the setup and the checks before the suite
     kb_path = inside(ws, licences, "licence knowledge base") if licences else DEFAULT_KB
     kb = load_kb(kb_path)
     waivers_path = inside(ws, waivers, "waivers file") if waivers else None
@@ -311,6 +309,8 @@ def _checked(
 
     known = {r.id for _, pack in loaded for r in pack.rules}
     signed, ignored = load_signed(ws, known, today or date.today())
+    if ahead and any(r.kind == "provenance" for _, pack in loaded for r in pack.rules):
+        provenance.import_ahead()  # after the waivers' securesystemslib: see ``import_ahead``
     plain = load_waivers(waivers_path)
     ignored = [
         IgnoredWaiver(

@@ -16,9 +16,11 @@ PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{7,}\d(?!\w)")
 
 
 def _prompts(ctx: Context) -> list[str]:
-    rows = ctx.con.sql(
-        "SELECT DISTINCT p FROM (SELECT prompt AS p FROM manifest UNION SELECT negative_prompt FROM manifest)"
-    ).fetchall()
+    rows = ctx.once(
+        "prompts",
+        "SELECT DISTINCT p FROM "
+        "(SELECT prompt AS p FROM manifest UNION SELECT negative_prompt FROM manifest)",
+    )
     return [r[0] for r in rows if r[0]]
 
 

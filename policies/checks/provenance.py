@@ -8,6 +8,7 @@ takes with GX 1.24), and its validation result is kept beside the policy report 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -48,7 +49,13 @@ def import_ahead() -> None:
     that comes before the suite: the other packs' rules and the name check (DuckDB releases the GIL).
     ``imported`` waits for it; an import that fails there is left for the caller's own import to raise
     with its traceback. Not a daemon: a process that ends early waits for the import rather than
-    tearing down a half-imported module."""
+    tearing down a half-imported module.
+
+    Call it once the caller has imported what it needs that GX imports too: importing a module that
+    another thread is importing waits for that thread (issue 22: the signed waivers' securesystemslib
+    brings boto3 and cryptography, and validate waited 1 s for them at 1,000,000 rows, until it read
+    the waivers before starting this). Modules GX loads for expectations the suite never runs are
+    deferred (``DEFERRED``)."""
     global _importing
     if _importing is not None or "great_expectations.expectations" in sys.modules:
         return
@@ -56,6 +63,8 @@ def import_ahead() -> None:
 
     def load() -> None:
         try:
+            for name in DEFERRED:
+                defer(name)
             import great_expectations.data_context.types.base
             import great_expectations.expectations  # noqa: F401
         except Exception:  # the caller's own import raises it, with its traceback
@@ -63,6 +72,30 @@ def import_ahead() -> None:
 
     _importing = threading.Thread(target=load, name="synthreg-import-gx")
     _importing.start()
+
+
+# Modules Great Expectations imports when it loads, for expectations this suite never runs: scipy.stats
+# (about 1 s of a quiet machine's CPU, half of GX's import) for its KL-divergence and KS-test
+# expectations, imported there as ``from scipy import stats`` and used only inside them (GX 1.24).
+DEFERRED = ("scipy.stats",)
+
+
+def defer(name: str) -> None:
+    """Make module ``name`` load when first used rather than now (``importlib.util.LazyLoader``): an
+    ``import`` of it, or ``from <parent> import <it>``, then costs nothing, and reading any of its
+    attributes runs it as a plain import would. Nothing when it is loaded already or not installed."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)  # imports the parent package, as an import of it would
+    if spec is None or spec.loader is None:
+        return
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)
 
 
 def imported() -> None:
@@ -73,6 +106,8 @@ def imported() -> None:
 
 def suite():
     imported()
+    for name in DEFERRED:  # when nothing imported GX ahead (validate called in process)
+        defer(name)
     import great_expectations as gx
     import great_expectations.expectations as gxe
 

@@ -208,6 +208,25 @@ def test_validate_imports_gx_ahead_on_a_thread_and_the_suite_waits_for_it():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def test_gx_loads_scipy_stats_only_when_an_expectation_uses_it():
+    # GX imports scipy.stats for its KL-divergence and KS-test expectations, which the suite never runs
+    # (about 1 s of CPU, issue 22): deferred, it is run on first use, as a plain import would.
+    done = _fresh(
+        "import sys, importlib\n"
+        "from policies.checks import provenance as p\n"
+        "p.import_ahead(); p._context()\n"
+        "assert len(p.suite().expectations) == 20\n"
+        "assert type(sys.modules['scipy.stats']).__name__ == '_LazyModule', 'scipy.stats was run'\n"
+        "assert 'scipy.sparse' not in sys.modules\n"
+        "kl = importlib.import_module('great_expectations.expectations.core.'\n"
+        "    'expect_column_kl_divergence_to_be_less_than')\n"
+        "assert abs(kl.stats.entropy([0.5, 0.5], [0.9, 0.1]) - 0.5108256) < 1e-6\n"
+        "assert type(sys.modules['scipy.stats']).__name__ == 'module'\n"
+        "print('ok')\n"
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_an_import_that_fails_on_the_thread_fails_in_the_suite_with_its_own_error():
     # The thread swallows it; the suite's own import raises it, naming the missing module.
     done = _fresh(
@@ -223,11 +242,13 @@ def test_an_import_that_fails_on_the_thread_fails_in_the_suite_with_its_own_erro
 
 
 def test_a_validate_refused_after_the_import_started_leaves_no_thread_importing(tmp_path: Path):
-    # A licence knowledge base that does not exist is refused after the packs are read and the import
-    # began: validate waits for it, so a fork that follows cannot inherit the thread's import locks.
+    # A waivers file that is not YAML is refused after the packs and the signed waivers are read and
+    # the import began: validate waits for it, so a fork that follows cannot inherit the thread's
+    # import locks.
     code = _in_workspace(tmp_path) + (
+        "(ws / 'waivers.yaml').write_text('waivers: [unclosed')\n"
         "try:\n"
-        "    validate('filtered', ws, 'recipe.yaml', licences='missing.yaml')\n"
+        "    validate('filtered', ws, 'recipe.yaml', waivers='waivers.yaml')\n"
         "except Exception as e:\n"
         "    print(type(e).__name__, e)\n"
         "assert p._importing is not None and not p._importing.is_alive()\n"
@@ -235,7 +256,7 @@ def test_a_validate_refused_after_the_import_started_leaves_no_thread_importing(
     )
     done = _fresh(code)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("PolicyError") and "missing.yaml" in done.stdout, done.stdout
+    assert done.stdout.startswith("PolicyError") and "waivers.yaml" in done.stdout, done.stdout
 
 
 def test_validate_imports_nothing_ahead_when_it_refuses_the_recipe_or_no_pack_has_a_provenance_rule(
