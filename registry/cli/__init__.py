@@ -18,9 +18,15 @@ commands, so ``--help`` imports none of them.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import sys
+import tempfile
+import threading
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 import typer
@@ -29,6 +35,8 @@ from typer.core import TyperGroup
 from registry.cli import keys, pipeline, reading, releases, tracing
 from registry.cli import trust as trust_cli
 from registry.cli.common import internal
+from registry.core.duck import SPILL_PREFIX
+from registry.core.errors import INTERNAL_ERROR_EXIT
 from registry.core.names import CONTROL, shown
 
 
@@ -124,18 +132,51 @@ def main() -> None:
     # with the C library's allocator, which Python and numpy share (issue 22). Read when pyarrow makes its
     # first buffer; a user's own ARROW_DEFAULT_MEMORY_POOL wins.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    code: object = INTERNAL_ERROR_EXIT
     try:
         app()
-    except (SystemExit, click.exceptions.Exit):
-        raise
+        code = 0
+    except SystemExit as done:  # how click ends every command, 0 included
+        code = done.code
+    except click.exceptions.Exit as done:
+        code = done.exit_code
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)
-        raise SystemExit(130) from None
+        code = 130
     except Exception as e:  # outside any command's errors(): still one line, never a traceback
         try:
             internal(e)
         except typer.Exit as done:
-            raise SystemExit(done.exit_code) from None
+            code = done.exit_code
+    leave(code)
+
+
+def leave(code: object) -> NoReturn:
+    """End the process as ``sys.exit(code)`` would, less the interpreter's teardown of its modules.
+
+    Everything a normal exit does that a command's results depend on runs first: the threads that are
+    not daemons are waited for, with what ``concurrent.futures`` registers (``threading._shutdown``),
+    then the ``atexit`` functions (temporary folders' finalizers, logging, Ray, MLflow), then stdout and
+    stderr are flushed. What is left is freeing every object of every module: 0.8 s after `synthreg
+    validate` (Great Expectations brings about 2,000 modules), a seventh of its time at 1,000,000 rows
+    (issue 22). synthreg writes its files whole and closes them (``fsio.atomic_write``), so none waits
+    for that. One exception: a DuckDB connection that spilled to its folder and is still open removes the
+    folder only when it is freed, so then the process ends the normal way."""
+    if any(Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}{os.getpid()}-*")):
+        sys.exit(code)  # type: ignore[arg-type]
+    threading._shutdown()  # type: ignore[attr-defined]  # what the interpreter's exit does first
+    atexit._run_exitfuncs()
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can reach it
+            stream.flush()
+    os._exit(status)
 
 
 __all__ = ["COMMANDS", "TRACE_COMMANDS", "app", "main"]

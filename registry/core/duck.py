@@ -31,6 +31,7 @@ from typing import Any
 from registry.core.errors import ConfigError
 
 PER_THREAD_MB = 64
+SPILL_PREFIX = "synthreg-duckdb-"  # + the process id, "-" and a random part: a connection's spill folder
 THREADS = 8  # more threads add little to synthreg's queries, and each needs its own memory
 
 
@@ -41,7 +42,7 @@ def connect() -> Any:
     threads = max(1, min(os.cpu_count() or 1, THREADS))
     # A folder of its own, made only if it spills: DuckDB removes one it made when the connection closes
     # (two connections sharing one left it behind).
-    spill = Path(tempfile.gettempdir()) / f"synthreg-duckdb-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    spill = Path(tempfile.gettempdir()) / f"{SPILL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     config: dict[str, str | bool | int | float | list[str]] = {
         "threads": threads,
         "memory_limit": os.environ.get("SYNTHREG_DUCKDB_MEMORY") or f"{PER_THREAD_MB * threads}MB",
