@@ -158,7 +158,7 @@ def leave(code: object) -> NoReturn:
     not daemons are waited for, with what ``concurrent.futures`` registers (``threading._shutdown``),
     then the ``atexit`` functions (temporary folders' finalizers, logging, Ray, MLflow), then stdout and
     stderr are flushed. What is left is freeing every object of every module: 0.8 s after `synthreg
-    validate` (Great Expectations brings about 2,000 modules), a seventh of its time at 1,000,000 rows
+    validate` (Great Expectations' import brings about 1,970 modules), a seventh of its time at 1,000,000 rows
     (issue 22). synthreg writes its files whole and closes them (``fsio.atomic_write``), so none waits
     for that. One exception: a DuckDB connection that spilled to its folder and is still open removes the
     folder only when it is freed, so then the process ends the normal way."""
