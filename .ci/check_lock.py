@@ -12,8 +12,13 @@ checks what still holds there:
   recipe, the policies) carry the committed md5s, so dvc.lock is not stale for the code on HEAD;
 - `same`: two runs on this machine give the same entries, so outputs carry no per-run values.
 
+`md5 STAGE PATH` prints what DVC records for a dependency of a stage that is not pipeline data, as
+`dvc commit` would hash it now (a folder's `.dir` md5 with its size and file count): for a change of
+code alone, whose outputs a run on any kind shows unchanged, on a machine of another kind than the lock's.
+
 Usage: python .ci/check_lock.py kind
        python .ci/check_lock.py whole|stale|same A B     (A, B: dvc.lock files; `HEAD` is git's)
+       python .ci/check_lock.py md5 STAGE PATH           (e.g. md5 validate@digits policies)
 """
 
 from __future__ import annotations
@@ -75,9 +80,30 @@ SAYS = {
 }
 
 
+def dependency_md5(stage: str, path: str, root: Path = Path(".")) -> dict:
+    """The entry DVC would write for dependency ``path`` of ``stage`` (md5, size, and a folder's file
+    count), hashed by DVC's own code from the files in ``root`` (``.dvcignore`` applies)."""
+    if path.startswith(DATA):
+        raise SystemExit(f"{path} is pipeline data: its md5 comes from a run, not from the tree")
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        for found in repo.index.stages:
+            if found.addressing == stage:
+                for dep in found.deps:
+                    if str(dep.def_path) == path:
+                        dep.save()
+                        out = {"path": path, "hash": "md5", "md5": dep.hash_info.value, "size": dep.meta.size}
+                        return out | ({"nfiles": dep.meta.nfiles} if dep.meta.isdir else {})
+    raise SystemExit(f"no dependency {path} of stage {stage} in dvc.yaml")
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["kind"]:
         print(kind())
+        return 0
+    if argv[:1] == ["md5"] and len(argv) == 3:
+        print(yaml.safe_dump([dependency_md5(argv[1], argv[2])], sort_keys=False), end="")
         return 0
     if len(argv) != 3 or argv[0] not in SAYS:
         sys.exit(__doc__)

@@ -109,3 +109,14 @@ def test_the_committed_lock_is_not_stale_for_this_trees_code_recipe_policies_or_
             if changed:
                 stale[stage] = changed
     assert not stale, f"dvc.lock is stale for {stale}: relock (CONTRIBUTING.md, 'Data and weights')"
+
+
+def test_a_dependency_md5_is_what_the_committed_lock_holds_for_this_tree():
+    """``md5 STAGE PATH``, DVC's own hashing of a code dependency (for relocking a change of code alone
+    on another CPU kind than the lock's), gives the committed entry for this tree: a folder and a file."""
+    committed = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    for stage, path in (("validate@digits", "policies"), ("generate@digits", "generators/generate.py")):
+        want = next(d for d in committed[stage]["deps"] if d["path"] == path)
+        assert check_lock.dependency_md5(stage, path, REPO) == want
+    with pytest.raises(SystemExit, match="pipeline data"):
+        check_lock.dependency_md5("validate@digits", "data/digits/filtered/manifest.parquet", REPO)
