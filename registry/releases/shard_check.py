@@ -271,7 +271,9 @@ def check_shard(
             )
         for member, (sid, want) in sidecars.items():
             got = found.get(member)
-            if got is not None and want is not None and bytes(got) != want and sid not in bad:
+            if got is None and sidecars and sid not in bad:  # a loader would read the image without it
+                bad[sid] = f"its sidecar {member} is missing from {path.name}"
+            elif got is not None and want is not None and bytes(got) != want and sid not in bad:
                 bad[sid] = f"its sidecar {member} in {path.name} differs from the manifest's record"
     return problems + shard_problems, bad, unmarked
 

@@ -400,9 +400,9 @@ def test_a_shard_whose_image_carries_c2pa_unasked_goes_image_by_image() -> None:
 def test_sidecars_edited_in_a_released_shard_are_never_accepted_in_batch(released: Built) -> None:
     """The sidecars compared as one run of bytes (``sidecars_intact``): a byte of a ``.json`` or a
     ``.cls`` changed, two images' sidecars swapped, one more member: never accepted, and the full check
-    names a sample or the shard; a sidecar missing is not accepted either (the full check, which
-    compares the sidecars a shard holds, says nothing of it: its sha256 is as signed). Without a
-    recipe (no classes) the ``.cls`` is not compared, by either check."""
+    names a sample or the shard, a missing sidecar included (before, the full check compared only the
+    sidecars a shard held). Without a recipe (no classes) the ``.cls`` is not compared, by either
+    check."""
     path, _, table = shard_tables(released.ws)[0]
     classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
     members = list(index(path.read_bytes()).items())
@@ -439,7 +439,11 @@ def test_sidecars_edited_in_a_released_shard_are_never_accepted_in_batch(release
         full = check_shard(path, sha, ms, marks, NO_C2PA, table_sidecars(table, classes), data)
         assert full != ([], {}, {}), i
     missing = tar_bytes([(n, blob[a : a + s]) for n, (a, s) in members if n != f"{first}.cls"])
-    assert not intact(missing, hashlib.sha256(missing).hexdigest(), table, classes, NO_C2PA)
+    sha = hashlib.sha256(missing).hexdigest()
+    assert not intact(missing, sha, table, classes, NO_C2PA)
+    _, bad, _ = check_shard(path, sha, ms, marks, NO_C2PA, table_sidecars(table, classes), missing)
+    sid = table.column("sample_id")[0].as_py()
+    assert bad == {sid: f"its sidecar {first}.cls is missing from {path.name}"}
     cls_flipped = cases[1]
     sha = hashlib.sha256(cls_flipped).hexdigest()
     assert intact(cls_flipped, sha, table, None, NO_C2PA)  # no classes: a .cls is not compared
