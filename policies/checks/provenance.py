@@ -83,10 +83,15 @@ DEFERRED = ("scipy.stats",)
 def defer(name: str) -> None:
     """Make module ``name`` load when first used rather than now (``importlib.util.LazyLoader``): an
     ``import`` of it, or ``from <parent> import <it>``, then costs nothing, and reading any of its
-    attributes runs it as a plain import would. Nothing when it is loaded already or not installed."""
+    attributes runs it as a plain import would. Nothing when it is loaded already or not installed.
+    On Python 3.11 the lazy module has no lock: two threads first using it at once could see it half
+    run. synthreg never uses scipy.stats; GX's expectations that would run in the suite's one thread."""
     if name in sys.modules:
         return
-    spec = importlib.util.find_spec(name)  # imports the parent package, as an import of it would
+    try:
+        spec = importlib.util.find_spec(name)  # imports the parent package, as an import of it would
+    except ModuleNotFoundError:  # the parent is not installed
+        return
     if spec is None or spec.loader is None:
         return
     spec.loader = importlib.util.LazyLoader(spec.loader)

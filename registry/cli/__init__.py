@@ -157,15 +157,16 @@ def leave(code: object) -> NoReturn:
     Everything a normal exit does that a command's results depend on runs first: the threads that are
     not daemons are waited for, with what ``concurrent.futures`` registers (``threading._shutdown``),
     then the ``atexit`` functions (temporary folders' finalizers, logging, Ray, MLflow), then stdout and
-    stderr are flushed. What is left is freeing every object of every module: 0.8 s after `synthreg
-    validate` (Great Expectations' import brings about 1,970 modules), a seventh of its time at 1,000,000 rows
-    (issue 22). synthreg writes its files whole and closes them (``fsio.atomic_write``), so none waits
-    for that. One exception: a DuckDB connection that spilled to its folder and is still open removes the
+    stderr are flushed; output that cannot be written ends the process with status 120, as the
+    interpreter does. What is left is freeing every object of every module: 0.8 s after `synthreg
+    validate` (GX's import brings about 1,970 modules), a seventh of its time at 1,000,000 rows (issue
+    22). synthreg writes its files whole and closes them (``fsio.atomic_write``), so none waits for
+    that. One exception: a DuckDB connection that spilled to its folder and is still open removes the
     folder only when it is freed, so then the process ends the normal way."""
-    if any(Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}{os.getpid()}-*")):
-        sys.exit(code)  # type: ignore[arg-type]
     threading._shutdown()  # type: ignore[attr-defined]  # what the interpreter's exit does first
     atexit._run_exitfuncs()
+    if any(Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}{os.getpid()}-*")):  # after both: they may spill
+        sys.exit(code)  # type: ignore[arg-type]
     if code is None:
         status = 0
     elif isinstance(code, int):
@@ -174,8 +175,14 @@ def leave(code: object) -> NoReturn:
         print(code, file=sys.stderr)
         status = 1
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can reach it
+        if stream is None or stream.closed:
+            continue
+        try:
             stream.flush()
+        except OSError as e:  # a full disk, a closed pipe: the interpreter's exit says 120
+            status = 120
+            with contextlib.suppress(OSError, ValueError):
+                os.write(2, f"error: the output could not be written ({e})\n".encode())
     os._exit(status)
 
 

@@ -78,7 +78,7 @@ def intact(data: bytes, expected_sha: str, table: Any, classes: list[str] | None
     if not images_intact(data, found, *columns, without=C2PA_CHUNK):  # a C2PA chunk: image by image
         return False
     if len(names) > len(members):  # the sidecars release writes beside each image
-        texts = sidecar_texts(table, classes or [])
+        texts = sidecar_texts(table, classes or []) if _synthreg_types(table) else None
         if texts is not None:
             return sidecars_intact(data, found, members, *texts, classes is not None)
         cars = table_sidecars(table, classes)
@@ -172,9 +172,7 @@ def table_sidecars(table: Any, classes: list[str] | None) -> dict[str, tuple[str
     time by ``webdataset.sidecars_of``, release's own builder (issue 22), when the columns have the types
     synthreg writes (strings, an int64 seed, a map of strings); a row at a time otherwise (a hostile
     manifest's float seed, or a list where a map belongs)."""
-    from registry.store.manifest import SCHEMA
-
-    if any(table.schema.field(f).type != SCHEMA.field(f).type for f in SIDECAR_FIELDS):
+    if not _synthreg_types(table):
         return _sidecars_by_row(table, classes)
     built = webdataset_sidecars(table, classes or [])  # image member -> (.json, .cls)
     out: dict[str, tuple[str, bytes | None]] = {}
@@ -185,6 +183,14 @@ def table_sidecars(table: Any, classes: list[str] | None) -> dict[str, tuple[str
         out[f"{key}.json"] = (sample_id, text)
         out[f"{key}.cls"] = (sample_id, number if classes is not None else None)
     return out
+
+
+def _synthreg_types(table: Any) -> bool:
+    """Whether the sidecar columns of ``table`` have the types synthreg writes (``manifest.SCHEMA``), which
+    the column-wise builders need (a string where the map belongs would fail there)."""
+    from registry.store.manifest import SCHEMA
+
+    return all(table.schema.field(f).type == SCHEMA.field(f).type for f in SIDECAR_FIELDS)
 
 
 def _sidecars_by_row(table: Any, classes: list[str] | None) -> dict[str, tuple[str, bytes | None]]:

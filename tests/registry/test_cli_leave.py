@@ -79,3 +79,19 @@ def test_the_command_line_keeps_its_exit_status_and_output(tmp_path: Path):
     assert helped.returncode == 0 and "verify" in helped.stdout and helped.stdout.rstrip().endswith("─╯")
     refused = subprocess.run([*cli, "verify", "x"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert refused.returncode == 1 and refused.stderr.startswith("error: "), refused.stderr
+
+
+def test_output_that_cannot_be_written_ends_with_status_120_as_the_interpreter_does(tmp_path: Path):
+    # A full disk under `synthreg show --json > record.json` must not end as a success.
+    code = "import sys\nfrom registry.cli import leave\nsys.stdout.write('x' * 10)\nleave(0)\n"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)},  # buffered, as a normal run is
+        )
+    assert done.returncode == 120 and "could not be written" in done.stderr, done.stderr

@@ -453,3 +453,16 @@ def test_sidecars_edited_in_a_released_shard_are_never_accepted_in_batch(release
         {},
     )
     assert intact(blob, hashlib.sha256(blob).hexdigest(), table, classes, NO_C2PA)
+
+
+def test_a_shard_whose_rows_type_the_attributes_otherwise_is_checked_not_a_crash(released: Built) -> None:
+    """A signed manifest whose ``attributes`` is a string column rather than a map (a review's find):
+    the batch path leaves it to the row-by-row builder, as before, rather than failing in Arrow."""
+    path, sha, table = shard_tables(released.ws)[0]
+    classes = list(released.record.recipe.identities) if released.record.recipe else None  # type: ignore[union-attr]
+    i = table.schema.get_field_index("attributes")
+    texts = pa.array([None if v is None else str(dict(v)) for v in table.column(i).to_pylist()], pa.string())
+    odd = table.set_column(i, pa.field("attributes", pa.string()), texts)
+    assert intact(path.read_bytes(), sha, odd, classes, NO_C2PA) is False
+    _, bad, _, named = shard_job(path, sha, odd, classes, NO_C2PA)
+    assert named == table.num_rows and bad and all("sidecar" in why for why in bad.values())
