@@ -182,7 +182,11 @@ def leave(code: object) -> NoReturn:
         except OSError as e:  # a full disk, a closed pipe: the interpreter's exit says 120
             status = 120
             with contextlib.suppress(OSError, ValueError):
-                os.write(2, f"error: the output could not be written ({e})\n".encode())
+                os.write(
+                    2,
+                    f"error: the output could not be written ({e}); free space where it goes, or "
+                    "send it elsewhere, and run the command again\n".encode(),
+                )
     os._exit(status)
 
 
