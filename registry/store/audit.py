@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
 import getpass
 import json
 import os
@@ -44,7 +43,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from registry.core import vcs
+from registry.core import collector, vcs
 from registry.core.digests import sha256_bytes, sha256_json
 from registry.core.errors import AuditError
 from registry.core.fsio import atomic_write_bytes
@@ -239,24 +238,13 @@ def _take(log: AuditLog, raw: bytes, where: str, name: str | None) -> None:
     log.events.setdefault(event.hash, event)
 
 
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    # Reading a log keeps one object per event alive: with the cyclic collector on, its full
-    # collections rescan them all again and again, and 100,000 events took 5x the time of 5,000 per
-    # event (benchmarks/bench_audit.py). Nothing read here forms a cycle.
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 def load(ws: Path) -> AuditLog:
     """Every event in ``audit/events/`` and (until it is migrated) ``audit/events.jsonl``. Hashes and
     file names are checked; links between events are ``AuditLog.structure``."""
-    with _no_gc():
+    # Reading a log keeps one object per event alive: with the cyclic collector on, its full
+    # collections rescan them all again and again, and 100,000 events took 5x the time of 5,000 per
+    # event (benchmarks/bench_audit.py). Nothing read here forms a cycle.
+    with collector.paused():
         return _load(ws)
 
 
