@@ -420,8 +420,9 @@ def dataset_of(path: Path) -> str | None:
     """The one dataset a manifest's rows name; None when the file is missing, unreadable, empty or names
     several (the command's own checks then say what is wrong with it)."""
     names: set[str] = set()
-    try:  # a batch at a time (issue 22: the whole column added about 95 MB at 10,000,000 rows)
-        file = pq.ParquetFile(path)
+    try:  # a batch at a time (issue 22: the whole column added about 95 MB at 10,000,000 rows), read as
+        # dictionary codes and their few values (1,000,000 rows: 0.08 s as strings, 0.03 s as codes)
+        file = pq.ParquetFile(path, read_dictionary=["dataset"])
         if "dataset" not in file.schema_arrow.names:
             return None
         for batch in batches(file, 65536, ["dataset"]):
@@ -431,6 +432,28 @@ def dataset_of(path: Path) -> str | None:
     except Exception:  # not Parquet, no such column, no such file: reported by the caller's own checks
         return None
     return names.pop() if len(names) == 1 else None
+
+
+def datasets_and_columns(path: Path) -> tuple[list[Any], list[str]] | None:
+    """(the distinct values of a manifest's ``dataset`` column, sorted, NULL last, as DuckDB's ``SELECT
+    DISTINCT dataset ... ORDER BY 1`` gives them; the manifest's columns), from its Parquet footer and
+    the column's dictionary codes, a row group at a time: without a DuckDB connection (issue 22: 0.03 s
+    at 1,000,000 rows, against 0.14 s). No datasets when the column is missing. None when pyarrow cannot
+    read the file: the caller's own DuckDB connection then says what is wrong with it."""
+    try:
+        columns = pq.ParquetFile(path).schema_arrow.names
+        if "dataset" not in columns:
+            return [], columns
+        file = pq.ParquetFile(path, read_dictionary=["dataset"])  # refused for a missing column
+        values: set[Any] = set()
+        null = False
+        for batch in batches(file, 65536, ["dataset"]):
+            column = batch.column(0)
+            null = null or column.null_count > 0
+            values.update(v for v in pc.unique(column).to_pylist() if v is not None)
+    except Exception:
+        return None
+    return sorted(values) + ([None] if null else []), columns
 
 
 def missing_columns(con: Any, view: str = "manifest") -> list[str]:

@@ -256,6 +256,41 @@ def test_dataset_of_reads_the_column_a_batch_at_a_time_and_says_none_when_unsure
     assert got == {n: ("a" if n == "one.parquet" else None) for n in got}
 
 
+def test_datasets_and_columns_are_what_duckdb_reads_and_none_when_pyarrow_cannot(tmp_path: Path):
+    """validate's dataset check reads the footer and the column's dictionary codes, not a DuckDB scan
+    (issue 22): the same distinct values in DuckDB's order (NULL last), and the same columns."""
+    import duckdb
+
+    cases = {
+        "one.parquet": (pa.table({"dataset": ["a", "a", None, "a"], "x": [1, 2, 3, 4]}), {}),
+        "several.parquet": (pa.table({"dataset": ["b", "a", "c", "a"]}), {}),
+        "plain.parquet": (pa.table({"dataset": ["b", None, "a"]}), {"use_dictionary": False}),
+        "numbers.parquet": (pa.table({"dataset": [3, 1, 3]}), {}),
+        "none.parquet": (pa.table({"dataset": pa.array([], pa.string())}), {}),
+        "nulls.parquet": (pa.table({"dataset": pa.array([None, None], pa.string())}), {}),
+        "other.parquet": (pa.table({"x": [1]}), {}),
+    }
+    con = duckdb.connect()
+    for name, (table, options) in cases.items():
+        path = tmp_path / name
+        pq.write_table(table, path, row_group_size=1, **options)
+        columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()]
+        expected = (
+            [
+                r[0]
+                for r in con.execute(
+                    f"SELECT DISTINCT dataset FROM read_parquet('{path}') ORDER BY 1"
+                ).fetchall()
+            ]
+            if "dataset" in columns
+            else []
+        )
+        assert mf.datasets_and_columns(path) == (expected, columns), name
+    (tmp_path / "text.parquet").write_text("not parquet")
+    assert mf.datasets_and_columns(tmp_path / "text.parquet") is None
+    assert mf.datasets_and_columns(tmp_path / "missing.parquet") is None
+
+
 def test_derive_writes_the_kept_rows_in_row_groups_as_filter_does(tmp_path: Path):
     """Issue 22: derive wrote groups of 65,536 rows, and a reader holds a group of the columns it reads,
     so verify of a derived release took more memory than of its parent (at 10,000,000 images, more than
