@@ -136,11 +136,12 @@ def evaluate(
     reuse: Mapping[str, RuleResult] | None = None,
 ) -> list[RuleResult]:
     """Every rule of every pack, its results in pack order; ``progress(done, total, rule_id)`` before each
-    rule. A rule ``reusable`` from ``reuse`` (validate's results, when ``policies.reuse`` found the same
-    inputs) keeps its outcome, and only its waiver is decided again.
+    rule is checked. A rule ``reusable`` from ``reuse`` (validate's results, when ``policies.reuse``
+    found the same inputs) keeps its outcome, and only its waiver is decided again.
 
-    Provenance rules are checked last: their Great Expectations suite waits for GX's import
-    (``provenance.import_ahead``), and the other rules' DuckDB queries run meanwhile."""
+    Provenance rules are checked last (and shown last by ``progress``): their Great Expectations suite
+    waits for GX's import (``provenance.import_ahead``), and the other rules' DuckDB queries run
+    meanwhile."""
     todo = [(pack, rule) for _, pack in packs for rule in pack.rules]
     done: dict[int, RuleResult] = {}
     for i in sorted(range(len(todo)), key=lambda i: todo[i][1].kind == "provenance"):  # a stable sort

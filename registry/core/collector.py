@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from collections.abc import Iterator
+
+_lock = threading.Lock()
+_pauses = 0  # how many ``paused`` blocks are open, in any thread
+_was_on = False  # whether the collector was on when the first of them began
 
 
 @contextlib.contextmanager
 def paused() -> Iterator[None]:
     """The cyclic collector off inside, and back on after if it was on before. The switch is the
-    process's: another thread's work inside is paused too (a nested or concurrent ``paused`` leaves it on
-    once the first that found it on has ended)."""
-    was = gc.isenabled()
-    gc.disable()
+    process's, so the blocks of every thread count together: the first to begin switches it off, and
+    the last to end puts it back as the first found it, however they overlap."""
+    global _pauses, _was_on
+    with _lock:
+        if _pauses == 0:
+            _was_on = gc.isenabled()
+            gc.disable()
+        _pauses += 1
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        with _lock:
+            _pauses -= 1
+            if _pauses == 0 and _was_on:
+                gc.enable()

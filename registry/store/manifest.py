@@ -255,8 +255,9 @@ def batches(
 ) -> Iterator[pa.RecordBatch]:
     """The batches ``pq.ParquetFile(source).iter_batches(batch_size=batch_rows, columns=columns)`` gives
     for a manifest (the same rows, the same boundaries, so what is written from them is the same bytes;
-    pyarrow also ends a batch at each row group for a dictionary-encoded column, which a manifest does
-    not have), read a row group at a time. pyarrow 25's reader over a whole file holds decoded pages of
+    pyarrow also ends a batch at each row group for a column read as dictionary codes, as only
+    ``dataset_of`` and ``datasets_and_columns`` read one, for its values alone), read a row group at a
+    time. pyarrow 25's reader over a whole file holds decoded pages of
     the row groups ahead of the batch it gives: about 100 bytes a row of a manifest, 100 MB at 1,000,000
     rows and 1 GB at 10,000,000 (issue 22). Here at most one row group and one batch are held."""
     if batch_rows < 1:
@@ -438,12 +439,20 @@ def datasets_and_columns(path: Path) -> tuple[list[Any], list[str]] | None:
     """(the distinct values of a manifest's ``dataset`` column, sorted, NULL last, as DuckDB's ``SELECT
     DISTINCT dataset ... ORDER BY 1`` gives them; the manifest's columns), from its Parquet footer and
     the column's dictionary codes, a row group at a time: without a DuckDB connection (issue 22: 0.03 s
-    at 1,000,000 rows, against 0.14 s). No datasets when the column is missing. None when pyarrow cannot
-    read the file: the caller's own DuckDB connection then says what is wrong with it."""
+    at 1,000,000 rows, against 0.14 s). No datasets when the column is missing. None where the answer
+    could differ from what the checks, which read through DuckDB, would see: a file pyarrow cannot read
+    (the caller's own DuckDB connection then says what is wrong with it), two columns whose names differ
+    only in case (DuckDB's names ignore case, so ``dataset`` may mean ``Dataset`` there), or a dataset
+    column that is not text (DuckDB sorts and compares numbers, NaN included, its own way)."""
     try:
-        columns = pq.ParquetFile(path).schema_arrow.names
+        schema = pq.ParquetFile(path).schema_arrow
+        columns = schema.names
+        if len({c.lower() for c in columns}) != len(columns):
+            return None
         if "dataset" not in columns:
             return [], columns
+        if not pa.types.is_string(schema.field("dataset").type):
+            return None
         file = pq.ParquetFile(path, read_dictionary=["dataset"])  # refused for a missing column
         values: set[Any] = set()
         null = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 
 import pytest
 
@@ -36,3 +37,31 @@ def test_a_collector_found_off_is_left_off_and_a_nested_pause_does_not_switch_it
     with collector.paused():
         pass
     assert not gc.isenabled()
+
+
+def test_blocks_of_two_threads_that_overlap_leave_the_collector_as_the_first_found_it():
+    # A begins, B begins, A ends (B still inside: off), B ends: on again. Each block on its own switched
+    # it on at A's end, under B, and a B that read "off" just before A's end left it off for good.
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def a() -> None:
+        with collector.paused():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(5)
+        with collector.paused():
+            b_in.set()
+            a_out.wait(5)
+            seen.append(gc.isenabled())
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == [False]  # off while B is inside, though A, which switched it off, had ended
+    assert gc.isenabled()
