@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import threading
 from collections.abc import Iterator
 
 _lock = threading.Lock()
-_pauses = 0  # how many ``paused`` blocks are open, in any thread
-_was_on = False  # whether the collector was on when the first of them began
+_open: dict[int, int] = {}  # thread id -> how many ``paused`` blocks it has open
+_was_on = False  # whether the collector was on when the first open block began
 
 
 @contextlib.contextmanager
@@ -24,16 +25,33 @@ def paused() -> Iterator[None]:
     """The cyclic collector off inside, and back on after if it was on before. The switch is the
     process's, so the blocks of every thread count together: the first to begin switches it off, and
     the last to end puts it back as the first found it, however they overlap."""
-    global _pauses, _was_on
+    global _was_on
+    me = threading.get_ident()
     with _lock:
-        if _pauses == 0:
+        if not _open:
             _was_on = gc.isenabled()
             gc.disable()
-        _pauses += 1
+        _open[me] = _open.get(me, 0) + 1
     try:
         yield
     finally:
         with _lock:
-            _pauses -= 1
-            if _pauses == 0 and _was_on:
+            _open[me] -= 1
+            if not _open[me]:
+                del _open[me]
+            if not _open and _was_on:
                 gc.enable()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: the blocks the other threads had open never end
+    there, so they are dropped (and the collector put back as they found it, if none of the forking
+    thread's own is open), and the lock, perhaps held at the fork, is a new one."""
+    global _lock, _open
+    _lock = threading.Lock()
+    _open = {t: n for t, n in _open.items() if t == threading.get_ident()}
+    if not _open and _was_on:
+        gc.enable()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

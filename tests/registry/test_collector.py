@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
 
 import pytest
@@ -64,4 +65,68 @@ def test_blocks_of_two_threads_that_overlap_leave_the_collector_as_the_first_fou
     for t in threads:
         t.join(10)
     assert seen == [False]  # off while B is inside, though A, which switched it off, had ended
+    assert gc.isenabled()
+
+
+def _in_child(run) -> bytes:
+    """Fork; in the child, ``run()``'s bytes go back through a pipe and the child ends."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, run())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    got = os.read(read, 64)
+    os.close(read)
+    return got
+
+
+def _child_state() -> bytes:
+    on = gc.isenabled()
+    with collector.paused():
+        off = not gc.isenabled()
+    return b"%d%d%d" % (on, off, gc.isenabled())
+
+
+def test_a_child_forked_while_another_thread_pauses_runs_with_the_collector_on():
+    # The child has only the forking thread: the other thread's pause never ends there.
+    inside, leave = threading.Event(), threading.Event()
+
+    def pausing() -> None:
+        with collector.paused():
+            inside.set()
+            leave.wait(10)
+
+    other = threading.Thread(target=pausing)
+    other.start()
+    inside.wait(5)
+    try:
+        assert not gc.isenabled()
+        assert _in_child(_child_state) == b"111"
+    finally:
+        leave.set()
+        other.join(10)
+    assert gc.isenabled()
+
+
+def test_a_child_forked_inside_its_own_pause_gets_the_collector_back_when_the_pause_ends():
+    read, write = os.pipe()
+    with collector.paused():
+        pid = os.fork()
+        if pid == 0:
+            os.write(write, b"%d" % gc.isenabled())  # its own block is still open: off
+    if pid == 0:
+        try:
+            os.write(write, b"%d" % gc.isenabled())  # the block ended: on again
+            os.write(write, _child_state())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    got = os.read(read, 64)
+    os.close(read)
+    assert got == b"01111"
     assert gc.isenabled()
