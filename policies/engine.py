@@ -384,7 +384,8 @@ def _attributes_declared(packs: list[tuple[Path, PolicyPack]], recipe: Recipe) -
 
 
 def _datasets_by_duckdb(manifest_path: Path) -> tuple[list, list[str]]:
-    """``mf.datasets_and_columns`` for a file pyarrow cannot read, by DuckDB: for a file that is not
+    """``mf.datasets_and_columns`` by DuckDB, for the files it leaves to DuckDB (one pyarrow cannot
+    read, names that differ only in case, a dataset column that is not text): for a file that is not
     Parquet, a ManifestError naming it."""
     con = mf.connect(manifest_path)
     try:
