@@ -419,20 +419,11 @@ def connect(path: Path, view: str = "manifest"):
 
 def dataset_of(path: Path) -> str | None:
     """The one dataset a manifest's rows name; None when the file is missing, unreadable, empty or names
-    several (the command's own checks then say what is wrong with it)."""
-    names: set[str] = set()
-    try:  # a batch at a time (issue 22: the whole column added about 95 MB at 10,000,000 rows), read as
-        # dictionary codes and their few values (1,000,000 rows: 0.08 s as strings, 0.03 s as codes)
-        file = pq.ParquetFile(path, read_dictionary=["dataset"])
-        if "dataset" not in file.schema_arrow.names:
-            return None
-        for batch in batches(file, 65536, ["dataset"]):
-            names.update(n for n in pc.unique(batch.column(0)).to_pylist() if isinstance(n, str))
-            if len(names) > 1:
-                return None
-    except Exception:  # not Parquet, no such column, no such file: reported by the caller's own checks
-        return None
-    return names.pop() if len(names) == 1 else None
+    several, or is one ``datasets_and_columns`` leaves to DuckDB (the command's own checks then say what
+    is wrong with it)."""
+    read = datasets_and_columns(path)
+    names = [n for n in read[0] if n is not None] if read else []
+    return names[0] if len(names) == 1 else None
 
 
 def datasets_and_columns(path: Path) -> tuple[list[Any], list[str]] | None:

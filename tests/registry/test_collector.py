@@ -77,6 +77,11 @@ def _in_child(run) -> bytes:
             os.write(write, run())
         finally:
             os._exit(0)
+    return _from_child(pid, read, write)
+
+
+def _from_child(pid: int, read: int, write: int) -> bytes:
+    """In the parent: what child ``pid`` wrote to the pipe, once it has ended."""
     os.close(write)
     os.waitpid(pid, 0)
     got = os.read(read, 64)
@@ -124,9 +129,5 @@ def test_a_child_forked_inside_its_own_pause_gets_the_collector_back_when_the_pa
             os.write(write, _child_state())
         finally:
             os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    got = os.read(read, 64)
-    os.close(read)
-    assert got == b"01111"
+    assert _from_child(pid, read, write) == b"01111"
     assert gc.isenabled()
