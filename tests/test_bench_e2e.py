@@ -55,3 +55,36 @@ def test_cold_drops_the_page_cache_before_each_command_and_says_why_it_cannot(tm
     with pytest.raises(SystemExit, match=r"--cold: cannot drop the page cache .* run as root on Linux"):
         bench_e2e.run(tmp_path, "another", [sys.executable, "-c", "pass"], [], rows)
     assert len(rows) == 1  # nothing ran
+
+
+HOLDERS = """
+import os, signal, time
+ready_r, ready_w = os.pipe()
+pids = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        held = bytes(range(256)) * (60 << 12)  # 60 MB, every page touched
+        os.write(ready_w, b"x")
+        time.sleep(60)
+        os._exit(0)
+    pids.append(pid)
+for _ in pids:
+    os.read(ready_r, 1)  # both hold their 60 MB from here
+time.sleep(1.5)  # several samples
+for pid in pids:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the tree is read from Linux's /proc")
+def test_a_stages_memory_counts_its_worker_processes_together(tmp_path):
+    """`ru_maxrss` is the largest one process: two workers holding 60 MB each read as one. The sampled
+    tree figure counts both, the parent's pages they share once."""
+    rows: list = []
+    bench_e2e.run(tmp_path, "two workers", [sys.executable, "-c", HOLDERS], [], rows)
+    _, _, largest, _, tree = rows[0]
+    assert 60 < largest < 100
+    assert tree > 120 and tree > largest + 40
+    assert dict(ratios(rows))["peak memory of any stage, all its processes"].startswith(f"{tree:.0f} MB")
