@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from registry.core import duck
+from registry.core import allocator, duck
 from registry.core.errors import ReleaseError
 from registry.core.fsio import Stamp, read_stamped
 from registry.core.names import check_line, read_id_file, shown
@@ -321,6 +321,7 @@ def derive(
     if not checked.ok:
         first = [*(f"sample {k}: {v}" for k, v in sorted(checked.bad_samples.items())), *checked.problems][0]
         raise ReleaseError(f"{parent_ref} does not verify ({first}); run `synthreg verify {parent_ref}`")
+    allocator.give_back()  # what verify's passes freed, before the next (issue 22)
     selected = sorted(set(samples) | set(criteria.sample_ids(parent_manifest)))  # by prompt or generator
     removed_rows, removed_accepted = _removed(
         parent_manifest, parent_ref, selected, identities, from_file, exclude_file
@@ -337,6 +338,7 @@ def derive(
     ):
         manifest = Path(tmp) / "manifest.parquet"
         _write_kept(parent_manifest, manifest, selected, identities)
+        allocator.give_back()
         report = _checked(ws, manifest, recipe, validate, today, name, version, parent.manifest_path)
         report_text = report.to_json()
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from registry.core import duck
+from registry.core import allocator, duck
 from registry.core.errors import ManifestError
 from registry.core.fsio import atomic_path
 from registry.core.names import shown
@@ -291,6 +291,7 @@ def write_flat(manifest: Path, out: Path, shards: Mapping[str, str], batch_rows:
     shard path -> released path (``released_shards``); every shard the manifest names must be in it. The
     manifest is one synthreg wrote and validated (a release copies it only when its digest is the policy
     report's)."""
+    allocator.give_back()  # what the pass before freed, not left under this one (issue 22)
     schema = flat_table(SCHEMA.empty_table()).schema
     source = pq.ParquetFile(manifest)
     rows = max(batch_rows, group_rows(source.metadata.num_rows))  # at most MAX_GROUPS row groups
@@ -498,6 +499,7 @@ def tables_by_shard(
     interleave holds more (all of it, at worst), and each shard's rows are given as one chunk."""
     import numpy as np
 
+    allocator.give_back()  # what the pass before freed, not left under this one (issue 22)
     counts = dict(con.execute("SELECT shard, count(*) FROM manifest GROUP BY shard").fetchall())
     parts: dict[str | None, list[pa.RecordBatch]] = {}
     have: dict[str | None, int] = {}
