@@ -81,10 +81,11 @@ for pid in pids:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the tree is read from Linux's /proc")
 def test_a_stages_memory_counts_its_worker_processes_together(tmp_path):
     """`ru_maxrss` is the largest one process: two workers holding 60 MB each read as one. The sampled
-    tree figure counts both, the parent's pages they share once."""
+    tree figure counts both, the parent's pages they share once: no one process holds 120 MB here.
+    (`ru_maxrss` is not compared: Linux gives a command the size of the process it was forked from, at
+    least, and under pytest that is the test worker's.)"""
     rows: list = []
     bench_e2e.run(tmp_path, "two workers", [sys.executable, "-c", HOLDERS], [], rows)
-    _, _, largest, _, tree = rows[0]
-    assert 60 < largest < 100
-    assert tree > 120 and tree > largest + 40
+    tree = rows[0][4]
+    assert 120 < tree < 400
     assert dict(ratios(rows))["peak memory of any stage, all its processes"].startswith(f"{tree:.0f} MB")
