@@ -349,7 +349,7 @@ def floors(top: Path, ws: Path, images: int, direct: bool, lean: bool, rows: lis
             rows,
         )
         clock = re.findall(r"^floor: \d+ images in ([0-9.]+) s", out, re.M)[-1]
-        rows.append(("floor: bare generate loop (own clock)", float(clock), 0, 0))
+        rows.append(("floor: bare generate loop (own clock)", float(clock), 0, 0, 0))
     shards = sorted(str(p) for p in (released / "shards").glob("*.tar"))
     run(ws, "floor: sha256sum release shards", ["sha256sum", *shards], [], rows)
     peer = top / "peer"
@@ -439,6 +439,21 @@ def ratios(rows: list) -> list[tuple[str, str]]:
     return out
 
 
+def stage_table(results: dict[int, list]) -> list[str]:
+    """The markdown table of every stage and floor at each size: seconds, largest process's MB, the
+    tree's MB (`-` for a row that has none, as a floor's own clock) and files written."""
+    sizes = list(results)
+    lines = ["| stage | " + " | ".join(f"{n:,}: s / peak MB / tree MB / files" for n in sizes) + " |"]
+    lines.append("|---|" + "---|" * len(sizes))
+    for i, (label, *_) in enumerate(results[sizes[0]]):
+        cells = []
+        for n in sizes:
+            _, wall, mb, files, *tree = results[n][i]
+            cells.append(f"{wall:.1f} / {mb:.0f} / {f'{tree[0]:.0f}' if tree else '-'} / {files}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, action="append", help="repeat; multiples of 100")
@@ -465,11 +480,7 @@ def main() -> None:
             else "page cache as left (no --cold)"
         )
     )
-    print("\n| stage | " + " | ".join(f"{n:,}: s / peak MB / tree MB / files" for n in sizes) + " |")
-    print("|---|" + "---|" * len(sizes))
-    for i, (label, *_) in enumerate(results[sizes[0]]):
-        cells = ["{1:.1f} / {2:.0f} / {4:.0f} / {3}".format(*results[n][i]) for n in sizes]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\n" + "\n".join(stage_table(results)))
     print("\n| target | " + " | ".join(f"{n:,}" for n in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
     by_size = {n: ratios(results[n]) for n in sizes}

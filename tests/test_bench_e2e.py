@@ -89,3 +89,12 @@ def test_a_stages_memory_counts_its_worker_processes_together(tmp_path):
     tree = rows[0][4]
     assert 120 < tree < 400
     assert dict(ratios(rows))["peak memory of any stage, all its processes"].startswith(f"{tree:.0f} MB")
+
+
+def test_the_stage_table_takes_rows_with_and_without_a_tree_figure():
+    """A floor's own clock has no process of its own to sample (the 1M run of 2026-12-06 ended in an
+    IndexError at that row, after every stage had run)."""
+    rows = [("verify", 4.0, 310.0, 2, 450.0), ("floor: bare generate loop (own clock)", 9.5, 0, 0)]
+    lines = bench_e2e.stage_table({1000: rows, 2000: rows})
+    assert lines[2] == "| verify | 4.0 / 310 / 450 / 2 | 4.0 / 310 / 450 / 2 |"
+    assert lines[3] == "| floor: bare generate loop (own clock) | 9.5 / 0 / - / 0 | 9.5 / 0 / - / 0 |"
