@@ -11,7 +11,12 @@ it keeps an accepted image:
   merge as they grow (a log-structured index): a chunk's rows are looked up with one vectorised search
   a run, and the newest run is merged into the one before it while that one is at most twice its size
   and the result holds at most ``MAX_RUN`` (about a million) images, so there are about log2(images)
-  runs below that size and one a million above it, and each row is merged at most about 20 times;
+  runs below that size and one a million above it, and each row is merged at most about 20 times.
+  Given a folder (``spill_to``; the filter gives its output folder), a run that reaches ``MAX_RUN / 2``
+  images goes to disk, into a file with no name that vanishes with the process, even a killed one
+  (``OnDisk``); it merges no more. So the memory the index holds stays under about ``MAX_RUN`` images
+  (20 MB, and a merge's copy) however many images there are (issue 22: 200 MB more at 10,000,000);
+  the disk holds 20 bytes an accepted image, and the kernel's page cache what it keeps of it;
 - at a larger distance: its hash and row (16 bytes), compared with every earlier accepted image of its
   identity, which grows as images x accepted-per-identity;
 - with embeddings: its row and its vector (4 bytes a dimension), compared the same way.
@@ -22,11 +27,17 @@ manifest (``Names``) only for a duplicate found, which is what the reason names.
 
 from __future__ import annotations
 
+import errno
+import mmap
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from registry.core.errors import WorkspaceError
 
 KEY = [("phash", ">u8"), ("who", ">u4")]  # sorted as bytes: hash first, then the identity's code
 
@@ -53,10 +64,14 @@ class Duplicates:
     """Near-duplicates among accepted images, chunk by chunk: ``start`` a chunk, ``check`` its rows in
     order (a row that passes is remembered), then ``end`` it."""
 
-    def __init__(self, distance: int, similarity: float, name_of: Callable[[int], str]) -> None:
+    def __init__(
+        self, distance: int, similarity: float, name_of: Callable[[int], str], spill_to: Path | None = None
+    ) -> None:
         self.distance, self.similarity, self.name_of = distance, similarity, name_of
+        self.spill_to = spill_to  # where full runs go (None: every run stays in memory)
         self.codes: dict[str, int] = {}  # identity -> its code in the keys
         self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (keys sorted, rows), older runs first
+        self.spilled: list[OnDisk] = []  # full runs, on disk, merged no more
         self.near: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}  # code -> (hashes, rows, used)
         self.vectors: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}  # code -> (vectors, rows, used)
 
@@ -98,6 +113,9 @@ class Duplicates:
         while len(self.runs) > 1 and _merges(len(self.runs[-2][0]), len(self.runs[-1][0])):
             newer = self.runs.pop()
             self.runs.append(_merged(self.runs.pop(), newer))
+        # Only the newest run grows (a merge makes the newest), so it is the only one that can be full.
+        if self.spill_to is not None and 2 * len(self.runs[-1][0]) >= MAX_RUN:
+            self.spilled.append(OnDisk(*self.runs.pop(), self.spill_to))
 
     def _name(self, row: int) -> str:
         local = row - self.first
@@ -109,9 +127,10 @@ class Duplicates:
         found = np.full(len(self.hashes), -1, np.int64)
         wanted = _keys(self.hashes, self.who)
         for keys, rows in self.runs:
-            at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-            hit = keys[at] == wanted
-            found[hit] = rows[at[hit]]
+            _found_in(keys, rows, wanted, found)
+        for run in self.spilled:  # keys are unique (a key is accepted once): the order does not matter
+            _found_in(run.keys, run.rows, wanted, found)
+            run.drop()
         return found
 
     def _by_hash(self, i: int) -> tuple[int, int] | None:
@@ -147,6 +166,44 @@ class Duplicates:
             self.near[who] = _appended(self.near.get(who), self.hashes[i], row)
         if embedding is not None:
             self.vectors[who] = _appended(self.vectors.get(who), embedding, row)
+
+
+def _found_in(keys: np.ndarray, rows: np.ndarray, wanted: np.ndarray, found: np.ndarray) -> None:
+    """``found[i]`` = the row of ``wanted[i]`` in the sorted run (``keys``, ``rows``), where it is there."""
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    hit = keys[at] == wanted
+    found[hit] = rows[at[hit]]
+
+
+class OnDisk:
+    """A full run in an unnamed temporary file in ``folder`` (``O_TMPFILE``: no name to clean up, none
+    left by a kill), mapped read-only. ``drop`` unmaps the pages a search touched from the process: they
+    stay in the kernel's page cache, which keeps or evicts them as memory allows, so they are not the
+    process's memory (its RSS and PSS) and a lookup costs at most re-mapping them."""
+
+    def __init__(self, keys: np.ndarray, rows: np.ndarray, folder: Path) -> None:
+        n = len(keys)
+        try:
+            with tempfile.TemporaryFile(dir=folder) as f:
+                f.write(np.ascontiguousarray(rows, np.int64).data)  # rows first: 8-byte aligned
+                f.write(np.ascontiguousarray(keys).data)
+                f.flush()
+                self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # keeps the file open
+        except OSError as e:
+            room = " (the disk is full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise WorkspaceError(
+                f"cannot write the near-duplicate index to {folder}{room}: {e.strerror or e}; it takes "
+                "20 bytes an accepted image: free space there and run filter again"
+            ) from e
+        self.rows = np.frombuffer(self.map, np.int64, n)
+        self.keys = np.frombuffer(self.map, keys.dtype, n, offset=8 * n)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def drop(self) -> None:
+        if hasattr(mmap, "MADV_DONTNEED"):  # Linux and the BSDs; elsewhere the kernel alone decides
+            self.map.madvise(mmap.MADV_DONTNEED)
 
 
 _EMPTY_U64, _EMPTY_I64 = np.empty(0, np.uint64), np.empty(0, np.int64)

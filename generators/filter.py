@@ -77,9 +77,10 @@ def filter_manifest(
     counts, numbers only, for `dvc metrics`) and ``out/filter-info.json`` (what they were measured with).
 
     Streams: the manifest is read and written ``CHUNK`` rows at a time, so memory does not grow with the
-    number of images (only the near-duplicate index does, by 20 bytes an accepted image at distance 0:
-    ``generators.duplicates``). Names and
-    identities are checked first, over the whole file in DuckDB, before any name becomes a path."""
+    number of images (the exact near-duplicate index, 20 bytes an accepted image at distance 0, goes to
+    disk in full runs; at a larger distance, or with embeddings, it is held: ``generators.duplicates``).
+    Names and identities are checked first, over the whole file in DuckDB, before any name becomes a
+    path."""
     params = params or FilterParams()
     in_dir, out_dir = inside(ws, candidates, "candidates folder"), inside(ws, out, "output folder")
     in_path = in_dir / "manifest.parquet"
@@ -147,7 +148,9 @@ def _filter(
 ) -> FilterResult:
     domain = keyed[1]
     counts: Counter[str] = Counter()
-    dedup = Duplicates(params.duplicate_distance, params.duplicate_cosine, Names(source))
+    # Full runs of the exact index go to disk beside the output (an unnamed file; the writer below makes
+    # the folder before the first run is full), so memory stays flat however many images there are.
+    dedup = Duplicates(params.duplicate_distance, params.duplicate_cosine, Names(source), spill_to=out_dir)
     done = 0
     out_path = out_dir / "manifest.parquet"
     created = not out_dir.exists()

@@ -143,3 +143,119 @@ def test_runs_stop_merging_at_their_cap_and_give_the_same_answers(monkeypatch: p
     assert checked(capped, chunks) == want
     sizes = [len(keys) for keys, _ in capped.runs]
     assert max(sizes) <= 40 < sum(sizes) and len(capped.runs) > len(uncapped.runs)
+
+
+def test_full_runs_go_to_disk_and_give_the_same_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Given a folder, a run of ``MAX_RUN / 2`` images or more goes to disk (issue 22: the index held
+    200 MB at 10,000,000 images): the answers are the in-memory index's, what stays in memory is a few
+    runs under half the cap, and the folder shows no file (unnamed, so a kill leaves none either)."""
+    import numpy as np
+
+    from generators import duplicates
+
+    rng = np.random.default_rng(3)
+    pool = [f"{h:016x}" for h in rng.integers(0, 2**63, 400)]
+    seq = [(f"id{rng.integers(3)}", pool[rng.integers(len(pool))], f"s{k}") for k in range(3000)]
+    chunks = [seq[k : k + 7] for k in range(0, len(seq), 7)]
+    want = checked(Duplicates(0, 0.97, by_row(seq)), chunks)
+    monkeypatch.setattr(duplicates, "MAX_RUN", 40)
+    spilling = Duplicates(0, 0.97, by_row(seq), spill_to=tmp_path)
+    assert checked(spilling, chunks) == want
+    assert len(spilling.spilled) > 3 and all(20 <= len(run) <= 40 for run in spilling.spilled)
+    assert sum(len(keys) for keys, _ in spilling.runs) < 40
+    assert list(tmp_path.iterdir()) == []
+    if Path("/proc/self/smaps").exists():  # each search gave its pages back (``OnDisk.drop``)
+        assert all(resident_mb(run.rows.__array_interface__["data"][0]) == 0 for run in spilling.spilled)
+
+
+def resident_mb(address: int) -> float:
+    """The resident size of the mapping of this process that holds ``address`` (/proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            low, high = (int(x, 16) for x in head.split("-"))
+            inside = low <= address < high
+        elif inside and head == "Rss:":
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_a_run_on_disk_leaves_the_process_after_each_search(tmp_path: Path):
+    """A search maps the pages of the run it touches; ``drop`` gives them back, so a run on disk is not
+    the process's memory between chunks (the page cache keeps what the kernel wants to)."""
+    import numpy as np
+
+    from generators.duplicates import OnDisk, _found_in, _keys
+
+    rng = np.random.default_rng(4)
+    n = 2_000_000  # 40 MB on disk
+    keys = np.sort(_keys(rng.integers(0, 2**64, n, dtype=np.uint64), np.zeros(n, np.uint32)))
+    run = OnDisk(keys, np.arange(n, dtype=np.int64), tmp_path)
+    del keys
+    found = np.full(50_000, -1, np.int64)
+    wanted = run.keys[rng.integers(0, n, 50_000)].copy()
+    _found_in(run.keys, run.rows, wanted, found)
+    assert (run.keys[found] == wanted).all()  # every key found, at its row
+    address = run.rows.__array_interface__["data"][0]
+    assert resident_mb(address) > 10  # the searched pages, mapped
+    run.drop()
+    assert resident_mb(address) < 1
+
+
+def test_no_room_for_the_index_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import errno
+    import tempfile
+
+    import numpy as np
+
+    from generators.duplicates import OnDisk, _keys
+    from registry.core.errors import WorkspaceError
+
+    def full(**_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    keys = _keys(np.arange(4, dtype=np.uint64), np.zeros(4, np.uint32))
+    with pytest.raises(WorkspaceError, match=r"the disk is full.*20 bytes an accepted image: free space"):
+        OnDisk(keys, np.arange(4, dtype=np.int64), tmp_path)
+
+
+def test_filter_with_its_index_on_disk_decides_the_same(
+    pattern_ws: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The filter spills its exact index into its output folder: with runs of a few images, the rows,
+    reasons and counts are the ones an index in memory gives, and only the filter's files are left.
+    Every four rows share a perceptual hash, so later ones are near-duplicates of rows in earlier runs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from generators import duplicates
+
+    generate(Path("recipe.yaml"), pattern_ws, "data/cand", GenerateParams(batch_size=5, shard_size=6))
+    path = pattern_ws / "data/cand/manifest.parquet"
+    table = pq.read_table(path)
+    hashes = table["phash"].to_pylist()
+    shared = pa.array([hashes[i - i % 4] for i in range(len(hashes))], table.schema.field("phash").type)
+    pq.write_table(table.set_column(table.schema.get_field_index("phash"), "phash", shared), path)
+    monkeypatch.setattr(filt, "CHUNK", 3)
+    held = filt.filter_manifest("data/cand", pattern_ws, "data/held")
+    monkeypatch.setattr(duplicates, "MAX_RUN", 4)
+    spilled: list[int] = []
+    real = duplicates.OnDisk.__init__
+
+    def counted(self: duplicates.OnDisk, *args: object) -> None:
+        real(self, *args)  # type: ignore[arg-type]
+        spilled.append(len(self))
+
+    monkeypatch.setattr(duplicates.OnDisk, "__init__", counted)
+    on_disk = filt.filter_manifest("data/cand", pattern_ws, "data/disk")
+    assert spilled, "no run went to disk"
+    assert held.reasons.get("near_duplicate", 0) >= 8, held.reasons  # 16 rows, at most 8 hashes
+    assert (held.total, held.accepted, held.reasons) == (on_disk.total, on_disk.accepted, on_disk.reasons)
+    assert decisions(pattern_ws / "data/held") == decisions(pattern_ws / "data/disk")
+    assert sorted(p.name for p in (pattern_ws / "data/disk").iterdir()) == sorted(
+        p.name for p in (pattern_ws / "data/held").iterdir()
+    )
