@@ -138,6 +138,29 @@ def test_flat_differences_finds_a_flat_copy_that_says_something_else(tmp_path: P
     assert mf.flat_differences(manifest, flat, released) == 5
 
 
+@pytest.mark.parametrize("batch_rows", [3, 8, 1000])
+def test_a_row_that_differs_in_several_columns_counts_once(tmp_path: Path, batch_rows: int):
+    """The columns are compared one at a time (a reader holds a row group of what it reads, issue 22);
+    each row that differs is marked once, wherever it falls in the batches and the bitmap's bytes."""
+    import pyarrow as pa
+
+    manifest, flat = tmp_path / "m.parquet", tmp_path / "f.parquet"
+    mf.write_manifest([record(i) for i in range(50)], manifest)
+    released = {"s.tar": f"data/shards/{'a' * 64}.tar"}
+    mf.write_flat(manifest, flat, released)
+    table = pq.read_table(flat)
+    for name, rows in {"prompt": [7, 8, 49], "seed": [8, 23], "identity_confidence": [8, 23, 0]}.items():
+        i = table.schema.get_field_index(name)
+        values = table.column(i).to_pylist()
+        for r in rows:
+            values[r] = "edited" if name == "prompt" else (values[r] or 0) + 1
+        table = table.set_column(i, table.schema.field(i), pa.array(values, table.schema.field(i).type))
+    pq.write_table(table, flat)
+    assert mf.flat_differences(manifest, flat, released, batch_rows=batch_rows) == 5  # rows 0, 7, 8, 23, 49
+    pq.write_table(table.slice(0, 40), flat)  # ten rows gone, row 49 with them
+    assert mf.flat_differences(manifest, flat, released, batch_rows=batch_rows) == 10 + 4
+
+
 def test_the_flat_copy_names_each_rows_released_shard(tmp_path: Path):
     """Issue 23: the flat copy's `shard` is the file inside the release folder, so a plain tool reads
     the image without a join through release.json; the manifest keeps its workspace path."""
