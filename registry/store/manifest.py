@@ -306,7 +306,7 @@ def write_flat(manifest: Path, out: Path, shards: Mapping[str, str], batch_rows:
 
 
 def flat_differences(
-    manifest: Path, flat: Path, shards: Mapping[str, str] | None, batch_rows: int = 65_536
+    manifest: Path, flat: Path, shards: Mapping[str, str] | None, batch_rows: int = 10_000
 ) -> int:
     """How many rows of ``flat`` are not exactly ``flat_table(manifest's row, shards)`` at the same
     position (a missing or extra row counts); every row when its schema (columns, types, metadata) is
