@@ -313,10 +313,11 @@ def flat_differences(
     not the one ``write_flat`` writes, since `datasets` reads those too. 0 for the copy ``write_flat``
     made. The JSON text of map columns is compared to the letter.
 
-    A column at a time, ``batch_rows`` rows at a time: a reader holds a row group of the columns it
-    reads, so reading them all at once held two whole row groups, which grow with the rows of a
-    manifest (``MAX_GROUPS``; issue 22: +190 MB at 10,000,000 rows against +120 MB at 1,000,000). A
-    row that differs is marked in a bitmap of the rows (1 bit a row), so it counts once."""
+    A few columns at a time (``_column_groups``), ``batch_rows`` rows at a time: a reader holds a row
+    group of the columns it reads, and a manifest's row groups grow with its rows (``MAX_GROUPS``), so
+    reading every column at once held two whole row groups (issue 22: verify at 10,000,000 images
+    788-794 MB for its whole process tree, 662-684 MB a few columns at a time). A row that differs is
+    marked in a bitmap of the rows (a bit a row), so it counts once."""
     ours_file = pq.ParquetFile(manifest)
     rows = ours_file.metadata.num_rows
     try:
@@ -327,50 +328,78 @@ def flat_differences(
         return max(1, rows)
     theirs_rows = theirs_file.metadata.num_rows
     differ = np.zeros(-(-min(rows, theirs_rows) // 8), np.uint8)  # rows both have: bit set = differs
-    for name in SCHEMA.names:
-        if not _column_differences(ours_file, theirs_file, name, shards, batch_rows, differ):
+    for names in _column_groups(ours_file):
+        if not _columns_differ(ours_file, theirs_file, names, shards, batch_rows, differ):
             return max(1, rows)
     return abs(rows - theirs_rows) + int(np.bitwise_count(differ).sum())
 
 
-def _column_differences(
+def _column_groups(file: pq.ParquetFile) -> list[list[str]]:
+    """``SCHEMA``'s columns, in order, in groups that each decode to about as much as the largest one
+    alone (by the first row group's uncompressed sizes): a few passes, each no larger than one column's."""
+    size = dict.fromkeys(SCHEMA.names, 0)
+    if file.metadata.num_row_groups:
+        group = file.metadata.row_group(0)
+        for i in range(group.num_columns):
+            name = group.column(i).path_in_schema.split(".")[0]
+            if name in size:
+                size[name] += group.column(i).total_uncompressed_size
+    cap = max(size.values())
+    groups: list[list[str]] = []
+    held = cap + 1
+    for name in SCHEMA.names:
+        if held + size[name] > cap:
+            groups.append([])
+            held = 0
+        groups[-1].append(name)
+        held += size[name]
+    return groups
+
+
+def _columns_differ(
     ours_file: pq.ParquetFile,
     theirs_file: pq.ParquetFile,
-    name: str,
+    names: list[str],
     shards: Mapping[str, str] | None,
     batch_rows: int,
     differ: np.ndarray,
 ) -> bool:
-    """Mark in ``differ`` the rows (of those both files have) whose column ``name`` differs; False when
-    the manifest's column cannot be read as synthreg's type (no row can match)."""
-    schema = pa.schema([_NULLABLE.field(name)])
-    theirs = batches(theirs_file, batch_rows, [name])
-    held: pa.Array | None = None
+    """Mark in ``differ`` the rows (of those both files have) where a column of ``names`` differs; False
+    when the manifest's columns cannot be read as synthreg's types (no row can match)."""
+    schema = pa.schema([_NULLABLE.field(name) for name in names])
+    theirs = batches(theirs_file, batch_rows, names)
+    held: pa.Table | None = None
     at = 0
-    for batch in batches(ours_file, batch_rows, [name]):
+    for batch in batches(ours_file, batch_rows, names):
         # Cast as read_table does, nulls allowed: verify compares a signed manifest that may hold a null
         # digest (issue 24: casting to SCHEMA raised, and verify ended in a traceback); the names check
         # names that row. A column of another type: no row can match.
         try:
             table = pa.Table.from_batches([batch]).cast(schema)
-            ours = flat_table(table, shards if name == "shard" else None).column(0).combine_chunks()
+            ours = flat_table(table, shards if "shard" in names else None)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             return False
-        while held is None or len(held) < len(ours):
+        while held is None or held.num_rows < ours.num_rows:
             more = next(theirs, None)
             if more is None:
                 break
-            held = more.column(0) if held is None else pa.concat_arrays([held, more.column(0)])
-        n = min(len(ours), len(held) if held is not None else 0)
-        if n <= 0:
+            more_t = pa.Table.from_batches([more])
+            held = more_t if held is None else pa.concat_tables([held, more_t])
+        n = min(ours.num_rows, held.num_rows if held is not None else 0)
+        if n == 0:
             break
         a, b = ours.slice(0, n), held.slice(0, n)  # type: ignore[union-attr]
         held = held.slice(n)  # type: ignore[union-attr]
-        if not a.equals(b):  # the usual case, in one pass: the same values and nulls (a NaN is unequal)
-            nulls_differ = pc.not_equal(pc.is_null(a), pc.is_null(b))
-            values_differ = pc.fill_null(pc.not_equal(a, b), False)
-            mask = pc.or_(nulls_differ, values_differ).to_numpy(zero_copy_only=False)
-            rows = np.flatnonzero(mask) + at
+        mask = None
+        for x, y in zip(a.columns, b.columns, strict=True):
+            if x.equals(y):  # the usual case, in one pass: the same values and nulls (a NaN is unequal)
+                continue
+            nulls_differ = pc.not_equal(pc.is_null(x), pc.is_null(y))
+            values_differ = pc.fill_null(pc.not_equal(x, y), False)
+            one = pc.or_(nulls_differ, values_differ)
+            mask = one if mask is None else pc.or_(mask, one)
+        if mask is not None:
+            rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False)) + at
             np.bitwise_or.at(differ, rows >> 3, np.left_shift(1, rows & 7).astype(np.uint8))
         at += n
     return True
