@@ -218,7 +218,8 @@ def _merges(older: int, newer: int) -> bool:
     and the merged run holds at most ``MAX_RUN`` images. A merge holds both runs and the result, so
     without the cap the last merges held about twice the whole index (filter at 10,000,000 images rose
     by 100 MB at one merge, issue 22); with it, a merge holds at most about 45 MB, and 10,000,000
-    accepted images are about 10 full runs and a few smaller, each searched once a chunk."""
+    accepted images are about 10 full runs and a few smaller, each searched once a chunk (spilled at
+    half the cap, as filter does: 10 to 20 runs on disk, one file descriptor each)."""
     return older <= 2 * newer and older + newer <= MAX_RUN
 
 
