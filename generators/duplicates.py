@@ -27,11 +27,13 @@ manifest (``Names``) only for a duplicate found, which is what the reason names.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -68,10 +70,9 @@ class Duplicates:
         self, distance: int, similarity: float, name_of: Callable[[int], str], spill_to: Path | None = None
     ) -> None:
         self.distance, self.similarity, self.name_of = distance, similarity, name_of
-        self.spill_to = spill_to  # where full runs go (None: every run stays in memory)
         self.codes: dict[str, int] = {}  # identity -> its code in the keys
         self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (keys sorted, rows), older runs first
-        self.spilled: list[OnDisk] = []  # full runs, on disk, merged no more
+        self.disk = OnDisk(spill_to) if spill_to is not None else None  # full runs, merged no more
         self.near: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}  # code -> (hashes, rows, used)
         self.vectors: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}  # code -> (vectors, rows, used)
 
@@ -114,8 +115,13 @@ class Duplicates:
             newer = self.runs.pop()
             self.runs.append(_merged(self.runs.pop(), newer))
         # Only the newest run grows (a merge makes the newest), so it is the only one that can be full.
-        if self.spill_to is not None and 2 * len(self.runs[-1][0]) >= MAX_RUN:
-            self.spilled.append(OnDisk(*self.runs.pop(), self.spill_to))
+        if self.disk is not None and 2 * len(self.runs[-1][0]) >= MAX_RUN:
+            self.disk.add(*self.runs.pop())
+
+    def close(self) -> None:
+        """Let go of the runs on disk (their file vanishes); the index answers no more after it."""
+        if self.disk is not None:
+            self.disk.close()
 
     def _name(self, row: int) -> str:
         local = row - self.first
@@ -128,9 +134,10 @@ class Duplicates:
         wanted = _keys(self.hashes, self.who)
         for keys, rows in self.runs:
             _found_in(keys, rows, wanted, found)
-        for run in self.spilled:  # keys are unique (a key is accepted once): the order does not matter
-            _found_in(run.keys, run.rows, wanted, found)
-            run.drop()
+        if self.disk is not None:  # keys are unique (a key is accepted once): the order does not matter
+            for run, (keys, rows) in enumerate(self.disk.runs):
+                _found_in(keys, rows, wanted, found)
+                self.disk.drop(run)
         return found
 
     def _by_hash(self, i: int) -> tuple[int, int] | None:
@@ -176,34 +183,65 @@ def _found_in(keys: np.ndarray, rows: np.ndarray, wanted: np.ndarray, found: np.
 
 
 class OnDisk:
-    """A full run in an unnamed temporary file in ``folder`` (``O_TMPFILE``: no name to clean up, none
-    left by a kill), mapped read-only. ``drop`` unmaps the pages a search touched from the process: they
-    stay in the kernel's page cache, which keeps or evicts them as memory allows, so they are not the
-    process's memory (its RSS and PSS) and a lookup costs at most re-mapping them."""
+    """The full runs of an index, one after another in one unnamed temporary file in ``folder``
+    (``O_TMPFILE``: no name to clean up, none left by a kill), mapped read-only as a whole: one file
+    and one mapping however many runs (a file each would take a file descriptor a run). ``drop``
+    unmaps the pages a search touched from the process: they stay in the kernel's page cache, which
+    keeps or evicts them as memory allows, so they are not the process's memory (its RSS and PSS) and
+    a lookup costs at most re-mapping them."""
 
-    def __init__(self, keys: np.ndarray, rows: np.ndarray, folder: Path) -> None:
-        n = len(keys)
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.file: Any = None  # opened at the first run
+        self.map: mmap.mmap | None = None
+        self.spans: list[tuple[int, int, np.dtype]] = []  # (offset, images, key dtype) a run
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (keys, rows) a run, views of the map
+
+    def add(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        """Append a run (its rows, then its keys) and map the file again with it."""
         try:
-            with tempfile.TemporaryFile(dir=folder) as f:
-                f.write(np.ascontiguousarray(rows, np.int64).data)  # rows first: 8-byte aligned
-                f.write(np.ascontiguousarray(keys).data)
-                f.flush()
-                self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # keeps the file open
+            if self.file is None:
+                self.file = tempfile.TemporaryFile(dir=self.folder)  # noqa: SIM115  (closed by close)
+            at = self.file.seek(0, 2)
+            self.file.write(np.ascontiguousarray(rows, np.int64).data)  # at a multiple of 8: aligned
+            self.file.write(np.ascontiguousarray(keys).data)
+            self.file.write(bytes(-self.file.tell() % 8))  # the next run's rows aligned too
+            self.file.flush()
+            whole = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as e:
             room = " (the disk is full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
             raise WorkspaceError(
-                f"cannot write the near-duplicate index to {folder}{room}: {e.strerror or e}; it takes "
-                "20 bytes an accepted image: free space there and run filter again"
+                f"cannot write the near-duplicate index to {self.folder}{room}: {e.strerror or e}; it "
+                "takes 20 bytes an accepted image: free space there and run filter again"
             ) from e
-        self.rows = np.frombuffer(self.map, np.int64, n)
-        self.keys = np.frombuffer(self.map, keys.dtype, n, offset=8 * n)
+        self.spans.append((at, len(keys), keys.dtype))
+        # The views of the old mapping go with it (it is unmapped once nothing refers to it).
+        self.map, self.runs = (
+            whole,
+            [
+                (np.frombuffer(whole, dtype, n, offset + 8 * n), np.frombuffer(whole, np.int64, n, offset))
+                for offset, n, dtype in self.spans
+            ],
+        )
 
-    def __len__(self) -> int:
-        return len(self.keys)
+    def drop(self, run: int) -> None:
+        """Unmap the pages of run number ``run`` from the process: a run at a time, after its search,
+        so that at most one run is the process's at any time."""
+        if self.map is None or not hasattr(mmap, "MADV_DONTNEED"):  # elsewhere the kernel decides
+            return
+        offset, n, dtype = self.spans[run]
+        start = offset - offset % mmap.PAGESIZE  # madvise takes whole pages (a neighbour's edge too)
+        self.map.madvise(mmap.MADV_DONTNEED, start, offset + n * (8 + dtype.itemsize) - start)
 
-    def drop(self) -> None:
-        if hasattr(mmap, "MADV_DONTNEED"):  # Linux and the BSDs; elsewhere the kernel alone decides
-            self.map.madvise(mmap.MADV_DONTNEED)
+    def close(self) -> None:
+        """Unmap and close the file (it goes with its last descriptor); no run is left to search."""
+        whole, self.map, self.runs, self.spans = self.map, None, [], []
+        if whole is not None:
+            with contextlib.suppress(BufferError):  # a caller still holds a view: unmapped with it
+                whole.close()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 _EMPTY_U64, _EMPTY_I64 = np.empty(0, np.uint64), np.empty(0, np.int64)
@@ -219,7 +257,7 @@ def _merges(older: int, newer: int) -> bool:
     without the cap the last merges held about twice the whole index (filter at 10,000,000 images rose
     by 100 MB at one merge, issue 22); with it, a merge holds at most about 45 MB, and 10,000,000
     accepted images are about 10 full runs and a few smaller, each searched once a chunk (spilled at
-    half the cap, as filter does: 10 to 20 runs on disk, one file descriptor each)."""
+    half the cap, as filter does: 10 to 20 runs on disk)."""
     return older <= 2 * newer and older + newer <= MAX_RUN
 
 

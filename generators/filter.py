@@ -170,6 +170,8 @@ def _filter(
             with contextlib.suppress(OSError):
                 out_dir.rmdir()
         raise
+    finally:
+        dedup.close()  # the index's file on disk, if any, goes (it has no name in the folder)
 
     nodes = dict(sorted(per_node.items()))
     counts = Counter(dict(sorted(counts.items())))

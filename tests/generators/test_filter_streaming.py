@@ -161,11 +161,14 @@ def test_full_runs_go_to_disk_and_give_the_same_answers(tmp_path: Path, monkeypa
     monkeypatch.setattr(duplicates, "MAX_RUN", 40)
     spilling = Duplicates(0, 0.97, by_row(seq), spill_to=tmp_path)
     assert checked(spilling, chunks) == want
-    assert len(spilling.spilled) > 3 and all(20 <= len(run) <= 40 for run in spilling.spilled)
+    assert spilling.disk is not None
+    on_disk = spilling.disk.runs
+    assert len(on_disk) > 3 and all(20 <= len(keys) <= 40 for keys, _ in on_disk)
     assert sum(len(keys) for keys, _ in spilling.runs) < 40
     assert list(tmp_path.iterdir()) == []
-    if Path("/proc/self/smaps").exists():  # each search gave its pages back (``OnDisk.drop``)
-        assert all(resident_mb(run.rows.__array_interface__["data"][0]) == 0 for run in spilling.spilled)
+    del on_disk
+    spilling.close()
+    assert spilling.disk.file is None and spilling.disk.map is None
 
 
 def resident_mb(address: int) -> float:
@@ -192,16 +195,45 @@ def test_a_run_on_disk_leaves_the_process_after_each_search(tmp_path: Path):
     rng = np.random.default_rng(4)
     n = 2_000_000  # 40 MB on disk
     keys = np.sort(_keys(rng.integers(0, 2**64, n, dtype=np.uint64), np.zeros(n, np.uint32)))
-    run = OnDisk(keys, np.arange(n, dtype=np.int64), tmp_path)
-    del keys
+    disk = OnDisk(tmp_path)
+    disk.add(keys[:1000], np.arange(1000, dtype=np.int64))  # a first run: the file is mapped again
+    disk.add(keys[1000:], np.arange(1000, n, dtype=np.int64))
     found = np.full(50_000, -1, np.int64)
-    wanted = run.keys[rng.integers(0, n, 50_000)].copy()
-    _found_in(run.keys, run.rows, wanted, found)
-    assert (run.keys[found] == wanted).all()  # every key found, at its row
-    address = run.rows.__array_interface__["data"][0]
+    wanted = keys[rng.integers(0, n, 50_000)]
+    del keys
+    for run_keys, rows in disk.runs:
+        _found_in(run_keys, rows, wanted, found)
+    assert (np.concatenate([k for k, _ in disk.runs])[found] == wanted).all()  # each found, at its row
+    address = disk.runs[0][1].__array_interface__["data"][0]  # the start of the mapping
     assert resident_mb(address) > 10  # the searched pages, mapped
-    run.drop()
-    assert resident_mb(address) < 1
+    disk.drop(1)
+    assert resident_mb(address) < 1  # what is left is the first run's 20 KB at most
+    disk.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_the_index_leaves_no_run_on_disk_in_the_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Each chunk searches every run on disk and gives each one's pages back after its search: once the
+    chunks are in, what the process holds of the file is at most a run and the kernel's read-around,
+    not the file (8 MB here)."""
+    import numpy as np
+
+    from generators import duplicates
+
+    monkeypatch.setattr(duplicates, "MAX_RUN", 100_000)
+    index = Duplicates(0, 0.97, lambda row: f"s{row}", spill_to=tmp_path)
+    rng = np.random.default_rng(5)
+    for first in range(0, 400_000, 20_000):
+        hashes = [f"{h:016x}" for h in rng.integers(0, 2**63, 20_000)]
+        index.start(first, [f"s{first + i}" for i in range(20_000)], ["a"] * 20_000, hashes)
+        assert all(index.check(i) is None for i in range(20_000))
+        index.end()
+    assert index.disk is not None and len(index.disk.runs) >= 4
+    address = index.disk.runs[0][1].__array_interface__["data"][0]
+    try:
+        assert resident_mb(address) < 1  # each run dropped after its search; kept, 4.5 MB here
+    finally:
+        index.close()
 
 
 def test_no_room_for_the_index_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -219,7 +251,7 @@ def test_no_room_for_the_index_is_a_clear_error(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(tempfile, "TemporaryFile", full)
     keys = _keys(np.arange(4, dtype=np.uint64), np.zeros(4, np.uint32))
     with pytest.raises(WorkspaceError, match=r"the disk is full.*20 bytes an accepted image: free space"):
-        OnDisk(keys, np.arange(4, dtype=np.int64), tmp_path)
+        OnDisk(tmp_path).add(keys, np.arange(4, dtype=np.int64))
 
 
 def test_filter_with_its_index_on_disk_decides_the_same(
@@ -229,6 +261,7 @@ def test_filter_with_its_index_on_disk_decides_the_same(
     """The filter spills its exact index into its output folder: with runs of a few images, the rows,
     reasons and counts are the ones an index in memory gives, and only the filter's files are left.
     Every four rows share a perceptual hash, so later ones are near-duplicates of rows in earlier runs."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -244,13 +277,13 @@ def test_filter_with_its_index_on_disk_decides_the_same(
     held = filt.filter_manifest("data/cand", pattern_ws, "data/held")
     monkeypatch.setattr(duplicates, "MAX_RUN", 4)
     spilled: list[int] = []
-    real = duplicates.OnDisk.__init__
+    real = duplicates.OnDisk.add
 
-    def counted(self: duplicates.OnDisk, *args: object) -> None:
-        real(self, *args)  # type: ignore[arg-type]
-        spilled.append(len(self))
+    def counted(self: duplicates.OnDisk, keys: np.ndarray, rows: np.ndarray) -> None:
+        real(self, keys, rows)
+        spilled.append(len(keys))
 
-    monkeypatch.setattr(duplicates.OnDisk, "__init__", counted)
+    monkeypatch.setattr(duplicates.OnDisk, "add", counted)
     on_disk = filt.filter_manifest("data/cand", pattern_ws, "data/disk")
     assert spilled, "no run went to disk"
     assert held.reasons.get("near_duplicate", 0) >= 8, held.reasons  # 16 rows, at most 8 hashes
