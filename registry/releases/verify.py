@@ -39,6 +39,7 @@ from registry.records.lineage import WithdrawalState
 from registry.records.release import Release, ShardRef
 from registry.releases.shard_check import COLUMNS, C2pa, shard_job, to_ipc
 from registry.store import manifest as mf
+from registry.store.flat_check import flat_differences
 from registry.store.releases import EXPORTS, load_release, parse_ref, release_folder
 from registry.trust.admission import EDITED, admission
 from registry.trust.approvals import ApprovalState
@@ -294,9 +295,9 @@ def verify(
 
 def _flat_problem(manifest: Path, flat: Path, record: Release) -> str | None:
     """What is wrong with the signed flat copy's rows: signed, so as the releaser made it, but it must
-    say what the manifest says (``mf.flat_differences``); None when it does."""
-    n = mf.flat_differences(manifest, flat, mf.released_shards(record.shards))
-    if n and mf.flat_differences(manifest, flat, None) == 0:
+    say what the manifest says (``flat_check.flat_differences``); None when it does."""
+    n = flat_differences(manifest, flat, mf.released_shards(record.shards))
+    if n and flat_differences(manifest, flat, None) == 0:
         n = 0  # made before issue 23's released shard paths: the workspace's, as the signature says
     if not n:
         return None

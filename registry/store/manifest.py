@@ -124,7 +124,7 @@ def grouped_writer(path: Path, schema: pa.Schema, rows: int) -> Iterator[GroupWr
         grouped.flush()
 
 
-_NULLABLE = pa.schema([f.with_nullable(True) for f in SCHEMA])
+NULLABLE = pa.schema([f.with_nullable(True) for f in SCHEMA])  # SCHEMA, nulls allowed (a read manifest)
 
 
 def to_table(records: Iterable[SampleRecord | dict]) -> pa.Table:
@@ -305,106 +305,6 @@ def write_flat(manifest: Path, out: Path, shards: Mapping[str, str], batch_rows:
             writer.write(flat)
 
 
-def flat_differences(
-    manifest: Path, flat: Path, shards: Mapping[str, str] | None, batch_rows: int = 10_000
-) -> int:
-    """How many rows of ``flat`` are not exactly ``flat_table(manifest's row, shards)`` at the same
-    position (a missing or extra row counts); every row when its schema (columns, types, metadata) is
-    not the one ``write_flat`` writes, since `datasets` reads those too. 0 for the copy ``write_flat``
-    made. The JSON text of map columns is compared to the letter.
-
-    A few columns at a time (``_column_groups``), ``batch_rows`` rows at a time: a reader holds a row
-    group of the columns it reads, and a manifest's row groups grow with its rows (``MAX_GROUPS``), so
-    reading every column at once held two whole row groups (issue 22: verify at 10,000,000 images
-    788-794 MB for its whole process tree, 662-684 MB a few columns at a time). A row that differs is
-    marked in a bitmap of the rows (a bit a row), so it counts once."""
-    ours_file = pq.ParquetFile(manifest)
-    rows = ours_file.metadata.num_rows
-    try:
-        if not pq.read_schema(flat).equals(flat_table(SCHEMA.empty_table()).schema, check_metadata=True):
-            return max(1, rows)
-        theirs_file = pq.ParquetFile(flat)
-    except (OSError, pa.ArrowException):  # not Parquet: nothing in it matches
-        return max(1, rows)
-    theirs_rows = theirs_file.metadata.num_rows
-    differ = np.zeros(-(-min(rows, theirs_rows) // 8), np.uint8)  # rows both have: bit set = differs
-    for names in _column_groups(ours_file):
-        if not _columns_differ(ours_file, theirs_file, names, shards, batch_rows, differ):
-            return max(1, rows)
-    return abs(rows - theirs_rows) + int(np.bitwise_count(differ).sum())
-
-
-def _column_groups(file: pq.ParquetFile) -> list[list[str]]:
-    """``SCHEMA``'s columns, in order, in groups that each decode to about as much as the largest one
-    alone (by the first row group's uncompressed sizes): a few passes, each no larger than one column's."""
-    size = dict.fromkeys(SCHEMA.names, 0)
-    if file.metadata.num_row_groups:
-        group = file.metadata.row_group(0)
-        for i in range(group.num_columns):
-            name = group.column(i).path_in_schema.split(".")[0]
-            if name in size:
-                size[name] += group.column(i).total_uncompressed_size
-    cap = max(size.values())
-    groups: list[list[str]] = []
-    held = cap + 1
-    for name in SCHEMA.names:
-        if held + size[name] > cap:
-            groups.append([])
-            held = 0
-        groups[-1].append(name)
-        held += size[name]
-    return groups
-
-
-def _columns_differ(
-    ours_file: pq.ParquetFile,
-    theirs_file: pq.ParquetFile,
-    names: list[str],
-    shards: Mapping[str, str] | None,
-    batch_rows: int,
-    differ: np.ndarray,
-) -> bool:
-    """Mark in ``differ`` the rows (of those both files have) where a column of ``names`` differs; False
-    when the manifest's columns cannot be read as synthreg's types (no row can match)."""
-    schema = pa.schema([_NULLABLE.field(name) for name in names])
-    theirs = batches(theirs_file, batch_rows, names)
-    held: pa.Table | None = None
-    at = 0
-    for batch in batches(ours_file, batch_rows, names):
-        # Cast as read_table does, nulls allowed: verify compares a signed manifest that may hold a null
-        # digest (issue 24: casting to SCHEMA raised, and verify ended in a traceback); the names check
-        # names that row. A column of another type: no row can match.
-        try:
-            table = pa.Table.from_batches([batch]).cast(schema)
-            ours = flat_table(table, shards if "shard" in names else None)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            return False
-        while held is None or held.num_rows < ours.num_rows:
-            more = next(theirs, None)
-            if more is None:
-                break
-            more_t = pa.Table.from_batches([more])
-            held = more_t if held is None else pa.concat_tables([held, more_t])
-        n = min(ours.num_rows, held.num_rows if held is not None else 0)
-        if n == 0:
-            break
-        a, b = ours.slice(0, n), held.slice(0, n)  # type: ignore[union-attr]
-        held = held.slice(n)  # type: ignore[union-attr]
-        mask = None
-        for x, y in zip(a.columns, b.columns, strict=True):
-            if x.equals(y):  # the usual case, in one pass: the same values and nulls (a NaN is unequal)
-                continue
-            nulls_differ = pc.not_equal(pc.is_null(x), pc.is_null(y))
-            values_differ = pc.fill_null(pc.not_equal(x, y), False)
-            one = pc.or_(nulls_differ, values_differ)
-            mask = one if mask is None else pc.or_(mask, one)
-        if mask is not None:
-            rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False)) + at
-            np.bitwise_or.at(differ, rows >> 3, np.left_shift(1, rows & 7).astype(np.uint8))
-        at += n
-    return True
-
-
 def read_table(path: Path) -> pa.Table:
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")
@@ -416,7 +316,7 @@ def read_table(path: Path) -> pa.Table:
     if missing:
         raise ManifestError(f"manifest {path} lacks columns {missing}; it was not written by synthreg")
     try:
-        table = table.select(SCHEMA.names).cast(_NULLABLE)
+        table = table.select(SCHEMA.names).cast(NULLABLE)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
         bad = [f.name for f in SCHEMA if not table.schema.field(f.name).type.equals(f.type)]
         raise ManifestError(
@@ -547,7 +447,6 @@ def tables_by_shard(
     size. Held at any time: the shards whose rows are not all read yet, which for a manifest written
     shard by shard (as generate, filter, release and derive write them) is one; a manifest whose shards
     interleave holds more (all of it, at worst), and each shard's rows are given as one chunk."""
-    import numpy as np
 
     allocator.give_back()  # what the pass before freed, not left under this one (issue 22)
     counts = dict(con.execute("SELECT shard, count(*) FROM manifest GROUP BY shard").fetchall())

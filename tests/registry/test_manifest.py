@@ -8,6 +8,7 @@ from registry.core.errors import ManifestError
 from registry.core.fsio import atomic_write_text
 from registry.records.dataset import SampleRecord
 from registry.store import manifest as mf
+from registry.store.flat_check import _column_groups, flat_differences
 
 
 def record(i: int) -> SampleRecord:
@@ -96,7 +97,7 @@ def test_the_flat_copy_has_row_groups_of_its_batches_or_of_group_rows(
     mf.write_flat(manifest, flat, released, batch_rows=batch_rows)
     meta = pq.ParquetFile(flat).metadata
     assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == groups
-    assert mf.flat_differences(manifest, flat, released) == 0
+    assert flat_differences(manifest, flat, released) == 0
 
 
 def test_flat_differences_finds_a_flat_copy_that_says_something_else(tmp_path: Path):
@@ -110,32 +111,32 @@ def test_flat_differences_finds_a_flat_copy_that_says_something_else(tmp_path: P
     mf.write_manifest([record(i) for i in range(5)], manifest)
     released = {"s.tar": f"data/shards/{'a' * 64}.tar"}
     mf.write_flat(manifest, flat, released, batch_rows=2)
-    assert mf.flat_differences(manifest, flat, released) == 0
+    assert flat_differences(manifest, flat, released) == 0
     table = pq.read_table(flat)
     attrs = table.column("attributes").to_pylist()
     attrs[3] = json.dumps({**json.loads(attrs[3]), "stroke": "edited"})
     i = table.schema.get_field_index("attributes")
     pq.write_table(table.set_column(i, table.schema.field(i), pa.array(attrs)), flat)
-    assert mf.flat_differences(manifest, flat, released, batch_rows=2) == 1
+    assert flat_differences(manifest, flat, released, batch_rows=2) == 1
     pq.write_table(table.slice(0, 4), flat)  # a row left out
-    assert mf.flat_differences(manifest, flat, released, batch_rows=3) == 1
+    assert flat_differences(manifest, flat, released, batch_rows=3) == 1
     pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), flat)  # a row added
-    assert mf.flat_differences(manifest, flat, released) == 1
+    assert flat_differences(manifest, flat, released) == 1
     pq.write_table(table.take([1, 0, 2, 3, 4]), flat)  # two rows swapped
-    assert mf.flat_differences(manifest, flat, released) == 2
+    assert flat_differences(manifest, flat, released) == 2
     # What `datasets` would read differently although DuckDB's casts would call it equal: the map's
     # JSON with a number, a column of another type, an extra column.
     attrs = table.column("attributes").to_pylist()
     attrs[0] = '{"stroke": 1}'
     pq.write_table(table.set_column(i, table.schema.field(i), pa.array(attrs)), flat)
-    assert mf.flat_differences(manifest, flat, released) == 1
+    assert flat_differences(manifest, flat, released) == 1
     g = table.schema.get_field_index("guidance")
     pq.write_table(table.set_column(g, "guidance", table.column(g).cast(pa.float32())), flat)
-    assert mf.flat_differences(manifest, flat, released) == 5  # another schema: every row
+    assert flat_differences(manifest, flat, released) == 5  # another schema: every row
     pq.write_table(table.append_column("label_override", pa.array(["x"] * 5)), flat)
-    assert mf.flat_differences(manifest, flat, released) == 5
+    assert flat_differences(manifest, flat, released) == 5
     flat.write_bytes(b"not parquet")
-    assert mf.flat_differences(manifest, flat, released) == 5
+    assert flat_differences(manifest, flat, released) == 5
 
 
 @pytest.mark.parametrize("batch_rows", [3, 8, 1000])
@@ -156,9 +157,57 @@ def test_a_row_that_differs_in_several_columns_counts_once(tmp_path: Path, batch
             values[r] = "edited" if name == "prompt" else (values[r] or 0) + 1
         table = table.set_column(i, table.schema.field(i), pa.array(values, table.schema.field(i).type))
     pq.write_table(table, flat)
-    assert mf.flat_differences(manifest, flat, released, batch_rows=batch_rows) == 5  # rows 0, 7, 8, 23, 49
+    assert flat_differences(manifest, flat, released, batch_rows=batch_rows) == 5  # rows 0, 7, 8, 23, 49
     pq.write_table(table.slice(0, 40), flat)  # ten rows gone, row 49 with them
-    assert mf.flat_differences(manifest, flat, released, batch_rows=batch_rows) == 10 + 4
+    assert flat_differences(manifest, flat, released, batch_rows=batch_rows) == 10 + 4
+
+
+def test_a_forged_row_count_in_the_flat_copys_footer_changes_nothing(tmp_path: Path):
+    """Rows are counted as read: a footer's ``num_rows`` is not checked against its row groups by any
+    reader, so a flat copy with rows dropped or added and the manifest's count in its footer is still
+    caught, and one whose footer says fewer rows than it has neither passes nor crashes."""
+    import pyarrow as pa
+
+    from tests.registry.forged_parquet import set_num_rows
+
+    manifest, flat = tmp_path / "m.parquet", tmp_path / "f.parquet"
+    mf.write_manifest([record(i) for i in range(30)], manifest)
+    released = {"s.tar": f"data/shards/{'a' * 64}.tar"}
+    mf.write_flat(manifest, flat, released)
+    table = pq.read_table(flat)
+    pq.write_table(table.slice(0, 20), flat, row_group_size=10)  # ten rows gone
+    set_num_rows(flat, 30)
+    assert pq.ParquetFile(flat).metadata.num_rows == 30 and pq.read_table(flat).num_rows == 20
+    assert flat_differences(manifest, flat, released, batch_rows=7) == 10
+    pq.write_table(pa.concat_tables([table, table.slice(0, 10)]), flat, row_group_size=10)  # ten added
+    set_num_rows(flat, 30)
+    assert flat_differences(manifest, flat, released, batch_rows=7) == 10
+    prompts = table.column("prompt").to_pylist()
+    prompts[27] = "edited"
+    i = table.schema.get_field_index("prompt")
+    pq.write_table(table.set_column(i, table.schema.field(i), pa.array(prompts)), flat, row_group_size=10)
+    for stated in (20, 0):
+        set_num_rows(flat, stated)
+        assert flat_differences(manifest, flat, released, batch_rows=7) == 1
+
+
+def test_every_manifest_batch_is_cast_also_past_the_end_of_the_flat_copy(tmp_path: Path):
+    """A manifest value that cannot be synthreg's type, after the rows the flat copy has: no row can
+    match, whatever the batch size."""
+    import pyarrow as pa
+
+    manifest, flat = tmp_path / "m.parquet", tmp_path / "f.parquet"
+    mf.write_manifest([record(i) for i in range(30)], manifest)
+    released = {"s.tar": f"data/shards/{'a' * 64}.tar"}
+    mf.write_flat(manifest, flat, released)
+    pq.write_table(pq.read_table(flat).slice(0, 10), flat)
+    table = pq.read_table(manifest)
+    i = table.schema.get_field_index("seed")
+    seeds = [float(s) for s in table.column(i).to_pylist()]
+    seeds[25] = 1.5  # not an integer: the cast to int64 fails at this row only
+    pq.write_table(table.set_column(i, pa.field("seed", pa.float64()), pa.array(seeds)), manifest)
+    for batch_rows in (7, 10, 1000):
+        assert flat_differences(manifest, flat, released, batch_rows=batch_rows) == 30
 
 
 def test_the_flat_comparison_reads_every_column_once_in_a_few_groups(tmp_path: Path):
@@ -167,7 +216,7 @@ def test_the_flat_comparison_reads_every_column_once_in_a_few_groups(tmp_path: P
     manifest = tmp_path / "m.parquet"
     mf.write_manifest([record(i) for i in range(50)], manifest)
     file = pq.ParquetFile(manifest)
-    groups = mf._column_groups(file)
+    groups = _column_groups(file)
     assert [name for group in groups for name in group] == mf.SCHEMA.names
     assert 1 < len(groups) < len(mf.SCHEMA.names)
     size = {file.schema_arrow.names[0]: 0}
@@ -193,16 +242,15 @@ def test_the_flat_copy_names_each_rows_released_shard(tmp_path: Path):
         f"data/shards/{'ab'[i % 2] * 64}.tar" for i in range(5)
     ]
     assert pq.read_table(manifest).column("shard").to_pylist() == [r.shard for r in rows]
-    assert mf.flat_differences(manifest, flat, released) == 0
+    assert flat_differences(manifest, flat, released) == 0
     # Another mapping (a shard said to be another file) and the workspace path both differ.
     assert (
-        mf.flat_differences(manifest, flat, dict(zip(released, reversed(released.values()), strict=True)))
-        == 5
+        flat_differences(manifest, flat, dict(zip(released, reversed(released.values()), strict=True))) == 5
     )
     table = pq.read_table(flat)
     i = table.schema.get_field_index("shard")
     pq.write_table(table.set_column(i, table.schema.field(i), pa.array([r.shard for r in rows])), flat)
-    assert mf.flat_differences(manifest, flat, released) == 5
+    assert flat_differences(manifest, flat, released) == 5
     with pytest.raises(ManifestError, match=r"shard 'data/d/shards/1\.tar' was not released"):
         mf.write_flat(manifest, flat, {"data/d/shards/0.tar": "data/shards/x.tar"})
 
