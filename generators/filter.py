@@ -166,12 +166,13 @@ def _filter(
                 if progress:
                     progress(done, n)
     except BaseException:
+        # The index's file first: where O_TMPFILE is missing (NFS), an open file keeps a name there.
+        dedup.close()
         if created:  # a failed first run leaves no empty output folder behind
             with contextlib.suppress(OSError):
                 out_dir.rmdir()
         raise
-    finally:
-        dedup.close()  # the index's file on disk, if any, goes (it has no name in the folder)
+    dedup.close()  # the index's file on disk, if any, goes (it has no name in the folder)
 
     nodes = dict(sorted(per_node.items()))
     counts = Counter(dict(sorted(counts.items())))
