@@ -149,7 +149,7 @@ def _filter(
     domain = keyed[1]
     counts: Counter[str] = Counter()
     # Full runs of the exact index go to disk beside the output (an unnamed file; the writer below makes
-    # the folder before the first run is full), so memory stays flat however many images there are.
+    # the folder before the first run is full), so the index holds under MAX_RUN images in memory.
     dedup = Duplicates(params.duplicate_distance, params.duplicate_cosine, Names(source), spill_to=out_dir)
     done = 0
     out_path = out_dir / "manifest.parquet"
