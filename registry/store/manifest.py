@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -447,6 +446,7 @@ def tables_by_shard(
     size. Held at any time: the shards whose rows are not all read yet, which for a manifest written
     shard by shard (as generate, filter, release and derive write them) is one; a manifest whose shards
     interleave holds more (all of it, at worst), and each shard's rows are given as one chunk."""
+    import numpy as np
 
     allocator.give_back()  # what the pass before freed, not left under this one (issue 22)
     counts = dict(con.execute("SELECT shard, count(*) FROM manifest GROUP BY shard").fetchall())
