@@ -87,10 +87,11 @@ def drop_caches() -> None:
         ) from e
 
 
-def _tree_pss_mb(pid: int) -> float:
-    """The proportional set size of ``pid`` and every process under it, in MB (Linux; 0 elsewhere): what
-    the tree holds together, a page its processes share (a forked worker's imports) counted once."""
-    total, stack = 0, [pid]
+def _tree_pss(pid: int) -> dict[int, float]:
+    """The proportional set size of ``pid`` and of every process under it, in MB, by process id, ``pid``
+    first (Linux; empty elsewhere): a page its processes share (a forked worker's imports) counts once
+    in their sum."""
+    parts, stack = {}, [pid]
     while stack:
         p = stack.pop()
         try:
@@ -98,10 +99,15 @@ def _tree_pss_mb(pid: int) -> float:
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     stack += [int(c) for c in f.read().split()]
             with open(f"/proc/{p}/smaps_rollup") as f:
-                total += next((int(x.split()[1]) for x in f if x.startswith("Pss:")), 0)
+                parts[p] = next((int(x.split()[1]) for x in f if x.startswith("Pss:")), 0) / 1024
         except (OSError, ValueError):  # gone meanwhile, or not Linux
             continue
-    return total / 1024
+    return parts
+
+
+def _tree_pss_mb(pid: int) -> float:
+    """What ``pid``'s whole tree holds together, in MB (``_tree_pss`` summed)."""
+    return sum(_tree_pss(pid).values())
 
 
 class TreeSampler(threading.Thread):

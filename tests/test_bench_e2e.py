@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 
 import pytest
@@ -98,3 +100,35 @@ def test_the_stage_table_takes_rows_with_and_without_a_tree_figure():
     lines = bench_e2e.stage_table({1000: rows, 2000: rows})
     assert lines[2] == "| verify | 4.0 / 310 / 450 / 2 | 4.0 / 310 / 450 / 2 |"
     assert lines[3] == "| floor: bare generate loop (own clock) | 9.5 / 0 / - / 0 | 9.5 / 0 / - / 0 |"
+
+
+def test_the_memory_timeline_says_which_process_held_the_peak(tmp_path):
+    """benchmarks/memory_timeline.py: the peak is the tree's, and its parts name each worker's 60 MB
+    beside the parent; the command's lines come through, timed, and its exit status is returned."""
+    script = HOLDERS + "print('holders done', flush=True)\nraise SystemExit(3)\n"
+    csv = tmp_path / "samples.csv"
+    tool = bench_e2e.REPO / "benchmarks/memory_timeline.py"
+    done = subprocess.run(
+        [sys.executable, str(tool), "--csv", str(csv), "--", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stderr
+    assert re.search(r"^\[ *[0-9.]+s\] holders done$", done.stdout, re.M)
+    last = done.stdout.strip().splitlines()[-1]
+    peak = re.match(r"exit 3, [0-9.]+ s; tree peak (\d+) MB at [0-9.]+ s \| (.*)$", last)
+    assert peak, last
+    parts = [float(p.split(":")[1]) for p in peak.group(2).split()]
+    assert len(parts) == 3  # the command's process, then its two workers
+    assert all(55 < p < 200 for p in parts[1:])
+    assert 120 < int(peak.group(1)) < 400
+    assert csv.read_text().startswith("seconds,total_mb,processes\n")
+    assert len(csv.read_text().splitlines()) > 3  # a sample every 0.25 s over 1.5 s and more
+
+
+def test_the_memory_timeline_refuses_no_command():
+    tool = bench_e2e.REPO / "benchmarks/memory_timeline.py"
+    done = subprocess.run([sys.executable, str(tool), "--"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "name the command to run after --" in done.stderr

@@ -1,0 +1,109 @@
+"""Where in a command its memory peaks: the whole process tree sampled over time, process by process.
+
+Run from a workspace (or anywhere the command runs)::
+
+    python benchmarks/memory_timeline.py [--every 0.25] [--csv FILE] -- synthreg verify NAME@VERSION
+
+``bench_e2e.py`` gives a stage's peak; this says when it came and which process held it. Every
+``--every`` seconds it reads the proportional set size of the command's process and of every process
+under it (``bench_e2e._tree_pss``: a page shared with a forked worker counts once), and prints, with
+the seconds since the start:
+
+- each line the command writes (its progress shows which phase is running);
+- a sample line whenever the tree's total reaches a new peak, and otherwise one every 2 seconds:
+  ``tree <MB> (peak <MB>) | <pid>:<MB> ...``, the command's own process first;
+
+and at the end the peak, when it came, and each process's share of it. ``--csv`` also writes every
+sample (seconds, total MB, then ``pid:MB`` pairs). A peak shorter than ``--every`` can be missed; the
+exit status is the command's. Figures are printed, never asserted. Issue 22 used it to find which
+phase of release, verify and derive holds their peak at 10,000,000 images (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_e2e import _tree_pss
+
+
+def _shown(parts: dict[int, float]) -> str:
+    return " ".join(f"{pid}:{mb:.0f}" for pid, mb in parts.items())
+
+
+class Timeline(threading.Thread):
+    """Samples the tree under ``pid`` every ``every`` seconds until ``stop``, printing as the module
+    says; ``peak``, ``peak_at`` and ``peak_parts`` describe the largest sample."""
+
+    def __init__(self, pid: int, t0: float, every: float, csv: Path | None) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.t0, self.every = pid, t0, every
+        self.peak, self.peak_at, self.peak_parts = 0.0, 0.0, {}
+        self.samples: list[tuple[float, float, dict[int, float]]] = []
+        self.csv = csv
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        shown = 0.0
+        while not self.done.is_set():
+            parts = _tree_pss(self.pid)
+            total, now = sum(parts.values()), time.perf_counter() - self.t0
+            if self.csv is not None:
+                self.samples.append((now, total, parts))
+            if total > self.peak:
+                self.peak, self.peak_at, self.peak_parts = total, now, parts
+            if total >= self.peak or now - shown >= 2:
+                print(
+                    f"[{now:8.1f}s] tree {total:6.0f} MB (peak {self.peak:.0f}) | {_shown(parts)}", flush=True
+                )
+                shown = now
+            self.done.wait(self.every)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+        if self.csv is not None:
+            lines = [f"{t:.2f},{m:.1f},{_shown(p)}" for t, m, p in self.samples]
+            self.csv.write_text("seconds,total_mb,processes\n" + "\n".join(lines) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--every", type=float, default=0.25, help="seconds between samples")
+    ap.add_argument("--csv", type=Path, help="also write every sample to this file")
+    ap.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    args = ap.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        ap.error("name the command to run after --")
+    if args.every <= 0:
+        ap.error(f"--every must be more than 0 seconds, not {args.every}")
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+    except OSError as e:
+        ap.error(f"cannot run {command[0]!r}: {e}")
+    timeline = Timeline(proc.pid, t0, args.every, args.csv)
+    timeline.start()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(f"[{time.perf_counter() - t0:8.1f}s] {line.rstrip()}", flush=True)
+    code = proc.wait()
+    timeline.stop()
+    print(
+        f"exit {code}, {time.perf_counter() - t0:.1f} s; tree peak {timeline.peak:.0f} MB at "
+        f"{timeline.peak_at:.1f} s | {_shown(timeline.peak_parts)}"
+    )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
