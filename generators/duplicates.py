@@ -73,12 +73,15 @@ class Duplicates:
         self.codes: dict[str, int] = {}  # identity -> its code in the keys
         self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (keys sorted, rows), older runs first
         self.disk = OnDisk(spill_to) if spill_to is not None else None  # full runs, merged no more
+        self.closed = False
         self.near: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}  # code -> (hashes, rows, used)
         self.vectors: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}  # code -> (vectors, rows, used)
 
     def start(self, first_row: int, sample_ids: list[str], identities: list[str], phashes: list[str]) -> None:
         """A chunk of rows ``first_row``.. in manifest order; its exact matches in earlier chunks are
         looked up now, all at once."""
+        if self.closed or (self.disk is not None and self.disk.closed):
+            raise RuntimeError("the near-duplicate index was closed; start a new index")
         self.first, self.ids = first_row, sample_ids
         self.who = np.array([self.codes.setdefault(i, len(self.codes)) for i in identities], np.uint32)
         self.hashes = np.frombuffer(bytes.fromhex("".join(phashes)), ">u8").astype(np.uint64)
@@ -119,7 +122,9 @@ class Duplicates:
             self.disk.add(*self.runs.pop())
 
     def close(self) -> None:
-        """Let go of the runs on disk (their file vanishes); the index answers no more after it."""
+        """Let go of the runs on disk (their file vanishes); the index answers no more after it: ``start``
+        refuses, rather than answering without the runs it no longer has."""
+        self.closed = True
         if self.disk is not None:
             self.disk.close()
 
@@ -196,9 +201,14 @@ class OnDisk:
         self.map: mmap.mmap | None = None
         self.spans: list[tuple[int, int, np.dtype]] = []  # (offset, images, key dtype) a run
         self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (keys, rows) a run, views of the map
+        self.closed = False
 
     def add(self, keys: np.ndarray, rows: np.ndarray) -> None:
-        """Append a run (its rows, then its keys) and map the file again with it."""
+        """Append a run (its rows, then its keys) and map the file again with it. A write that fails
+        (a full disk, often only at the flush) closes the whole index: the run is lost with it, so no
+        later lookup may answer without it (``closed``)."""
+        if self.closed:
+            raise RuntimeError("the near-duplicate index on disk was closed; start a new index")
         try:
             if self.file is None:
                 self.file = tempfile.TemporaryFile(dir=self.folder)  # noqa: SIM115  (closed by close)
@@ -209,11 +219,18 @@ class OnDisk:
             self.file.flush()
             whole = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as e:
-            room = " (the disk is full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-            raise WorkspaceError(
-                f"cannot write the near-duplicate index to {self.folder}{room}: {e.strerror or e}; it "
-                "takes 20 bytes an accepted image: free space there and run filter again"
-            ) from e
+            self.close()  # what it buffered is dropped, not written again at the close of a failed run
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                why = (
+                    " (the disk is full): it takes 20 bytes an accepted image; free space there and run "
+                    "filter again"
+                )
+            else:
+                why = (
+                    f": {e.strerror or e}; check that the folder exists and can be written, then run "
+                    "filter again"
+                )
+            raise WorkspaceError(f"cannot write the near-duplicate index to {self.folder}{why}") from e
         self.spans.append((at, len(keys), keys.dtype))
         # The views of the old mapping go with it (it is unmapped once nothing refers to it).
         self.map, self.runs = (
@@ -234,14 +251,18 @@ class OnDisk:
         self.map.madvise(mmap.MADV_DONTNEED, start, offset + n * (8 + dtype.itemsize) - start)
 
     def close(self) -> None:
-        """Unmap and close the file (it goes with its last descriptor); no run is left to search."""
+        """Unmap and close the file (it goes with its last descriptor); no run is left to search, and the
+        index takes no more (``add`` refuses). Never raises: it runs on error paths too, where a flush of
+        what a failed write left buffered would fail again and hide the first error."""
+        self.closed = True
         whole, self.map, self.runs, self.spans = self.map, None, [], []
         if whole is not None:
             with contextlib.suppress(BufferError):  # a caller still holds a view: unmapped with it
                 whole.close()
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        file, self.file = self.file, None
+        if file is not None:
+            with contextlib.suppress(OSError):  # the index is thrown away: its unwritten bytes too
+                file.close()
 
 
 _EMPTY_U64, _EMPTY_I64 = np.empty(0, np.uint64), np.empty(0, np.int64)

@@ -3,8 +3,12 @@ near-duplicate index must give the same answer at distance 0 (a dict) as the pai
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -250,8 +254,90 @@ def test_no_room_for_the_index_is_a_clear_error(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(tempfile, "TemporaryFile", full)
     keys = _keys(np.arange(4, dtype=np.uint64), np.zeros(4, np.uint32))
-    with pytest.raises(WorkspaceError, match=r"the disk is full.*20 bytes an accepted image: free space"):
+    with pytest.raises(
+        WorkspaceError, match=r"the disk is full\): it takes 20 bytes an accepted image; free space"
+    ):
         OnDisk(tmp_path).add(keys, np.arange(4, dtype=np.int64))
+
+
+class _Room(io.FileIO):
+    """A file on a disk with ``left`` bytes free: a write gets what fits, then ENOSPC."""
+
+    left = 0
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        if _Room.left <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        k = min(len(view), _Room.left)
+        _Room.left -= k
+        return super().write(view[:k])
+
+
+def _small_disk(**kw: Any) -> io.BufferedRandom:
+    return io.BufferedRandom(_Room(os.open(kw["dir"], os.O_RDWR | os.O_TMPFILE, 0o600), "r+b"))
+
+
+def test_a_disk_that_fills_while_the_index_spills_is_the_clear_error(
+    pattern_ws: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The write that fails is often the flush, with bytes left in the file's buffer: closing the index
+    on the way out must not flush them again and replace the clear error with the bare OSError, and the
+    new output folder goes (a helper's review found both, 2026-12-06)."""
+    import tempfile
+
+    from generators import duplicates
+    from registry.core.errors import WorkspaceError
+
+    generate(Path("recipe.yaml"), pattern_ws, "data/cand", GenerateParams(batch_size=5, shard_size=6))
+    monkeypatch.setattr(filt, "CHUNK", 3)
+    monkeypatch.setattr(duplicates, "MAX_RUN", 4)
+    monkeypatch.setattr(tempfile, "TemporaryFile", _small_disk)
+    _Room.left = 30  # the first run's rows and keys (2 images: 40 bytes) do not fit
+    with pytest.raises(WorkspaceError, match=r"near-duplicate index to .*data/out \(the disk is full\)"):
+        filt.filter_manifest("data/cand", pattern_ws, "data/out")
+    assert not (pattern_ws / "data/out").exists()
+
+
+def test_an_index_that_cannot_write_says_why_and_is_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Not every failed write is a full disk; and after one, the index refuses rather than answering
+    without the run it lost."""
+    import numpy as np
+
+    from generators import duplicates
+    from generators.duplicates import Duplicates
+    from registry.core.errors import WorkspaceError
+
+    monkeypatch.setattr(duplicates, "MAX_RUN", 4)
+    index = Duplicates(0, 0.9, lambda row: f"s{row}", spill_to=tmp_path / "missing")
+    index.start(0, ["s0", "s1"], ["a", "a"], ["00000000000000aa", "00000000000000bb"])
+    assert index.check(0) is None and index.check(1) is None
+    with pytest.raises(
+        WorkspaceError, match=r"missing: No such file or directory; check that the folder exists"
+    ):
+        index.end()  # two accepted images: half a run of 4, so it spills
+    with pytest.raises(RuntimeError, match="index on disk was closed"):
+        index.disk.add(np.zeros(1, np.uint64), np.zeros(1, np.int64))
+    with pytest.raises(RuntimeError, match="index was closed"):
+        index.start(2, ["s2"], ["a"], ["00000000000000aa"])
+
+
+def test_a_closed_index_refuses_rather_than_forgetting_its_runs_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from generators import duplicates
+    from generators.duplicates import Duplicates
+
+    monkeypatch.setattr(duplicates, "MAX_RUN", 4)
+    index = Duplicates(0, 0.9, lambda row: f"s{row}", spill_to=tmp_path)
+    index.start(0, ["s0", "s1"], ["a", "a"], ["00000000000000aa", "00000000000000bb"])
+    assert index.check(0) is None and index.check(1) is None
+    index.end()
+    assert index.disk is not None and len(index.disk.runs) == 1  # spilled
+    index.close()
+    with pytest.raises(RuntimeError, match="index was closed"):
+        index.start(2, ["s2"], ["a"], ["00000000000000aa"])  # s2 duplicates s0, on disk no more
 
 
 def test_filter_with_its_index_on_disk_decides_the_same(
