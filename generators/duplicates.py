@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import mmap
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -217,6 +218,9 @@ class OnDisk:
             self.file.write(np.ascontiguousarray(keys).data)
             self.file.write(bytes(-self.file.tell() % 8))  # the next run's rows aligned too
             self.file.flush()
+            # On disk before it is mapped: a file system that reports a failed write only later (NFS)
+            # would otherwise drop the pages and fault the search on bytes that never arrived.
+            os.fsync(self.file.fileno())
             whole = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as e:
             self.close()  # what it buffered is dropped, not written again at the close of a failed run

@@ -323,6 +323,25 @@ def test_an_index_that_cannot_write_says_why_and_is_closed(tmp_path: Path, monke
         index.start(2, ["s2"], ["a"], ["00000000000000aa"])
 
 
+def test_a_write_the_disk_reports_late_is_the_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A run goes to disk (fsync) before it is mapped: a file system that reports a failed write only
+    then (NFS) gives the clear error, not a fault in a later search."""
+    import numpy as np
+
+    from generators.duplicates import OnDisk, _keys
+    from registry.core.errors import WorkspaceError
+
+    def late(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", late)
+    disk = OnDisk(tmp_path)
+    keys = _keys(np.arange(4, dtype=np.uint64), np.zeros(4, np.uint32))
+    with pytest.raises(WorkspaceError, match=r"Input/output error; check that the folder exists"):
+        disk.add(keys, np.arange(4, dtype=np.int64))
+    assert disk.closed and disk.runs == [] and list(tmp_path.iterdir()) == []
+
+
 def test_a_closed_index_refuses_rather_than_forgetting_its_runs_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
