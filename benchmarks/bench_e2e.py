@@ -87,7 +87,7 @@ def drop_caches() -> None:
         ) from e
 
 
-def _tree_pss(pid: int) -> dict[int, float]:
+def tree_pss(pid: int) -> dict[int, float]:
     """The proportional set size of ``pid`` and of every process under it, in MB, by process id, ``pid``
     first (Linux; empty elsewhere): a page its processes share (a forked worker's imports) counts once
     in their sum."""
@@ -106,8 +106,8 @@ def _tree_pss(pid: int) -> dict[int, float]:
 
 
 def _tree_pss_mb(pid: int) -> float:
-    """What ``pid``'s whole tree holds together, in MB (``_tree_pss`` summed)."""
-    return sum(_tree_pss(pid).values())
+    """What ``pid``'s whole tree holds together, in MB (``tree_pss`` summed)."""
+    return sum(tree_pss(pid).values())
 
 
 class TreeSampler(threading.Thread):

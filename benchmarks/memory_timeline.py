@@ -6,7 +6,7 @@ Run from a workspace (or anywhere the command runs)::
 
 ``bench_e2e.py`` gives a stage's peak; this says when it came and which process held it. Every
 ``--every`` seconds it reads the proportional set size of the command's process and of every process
-under it (``bench_e2e._tree_pss``: a page shared with a forked worker counts once), and prints, with
+under it (``bench_e2e.tree_pss``: a page shared with a forked worker counts once), and prints, with
 the seconds since the start:
 
 - each line the command writes (its progress shows which phase is running);
@@ -24,35 +24,32 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_e2e import _tree_pss
+from bench_e2e import TreeSampler, tree_pss
 
 
 def _shown(parts: dict[int, float]) -> str:
     return " ".join(f"{pid}:{mb:.0f}" for pid, mb in parts.items())
 
 
-class Timeline(threading.Thread):
-    """Samples the tree under ``pid`` every ``every`` seconds until ``stop``, printing as the module
-    says; ``peak``, ``peak_at`` and ``peak_parts`` describe the largest sample."""
+class Timeline(TreeSampler):
+    """bench_e2e's sampler of a tree, printing as the module says; ``peak``, ``peak_at`` and
+    ``peak_parts`` describe the largest sample."""
 
     def __init__(self, pid: int, t0: float, every: float, csv: Path | None) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.t0, self.every = pid, t0, every
-        self.peak, self.peak_at, self.peak_parts = 0.0, 0.0, {}
+        super().__init__(pid, every)
+        self.t0, self.csv = t0, csv
+        self.peak_at, self.peak_parts = 0.0, {}
         self.samples: list[tuple[float, float, dict[int, float]]] = []
-        self.csv = csv
-        self.done = threading.Event()
 
     def run(self) -> None:
         shown = 0.0
         while not self.done.is_set():
-            parts = _tree_pss(self.pid)
+            parts = tree_pss(self.pid)
             total, now = sum(parts.values()), time.perf_counter() - self.t0
             if self.csv is not None:
                 self.samples.append((now, total, parts))
@@ -65,12 +62,12 @@ class Timeline(threading.Thread):
                 shown = now
             self.done.wait(self.every)
 
-    def stop(self) -> None:
-        self.done.set()
-        self.join()
+    def stop(self) -> float:
+        peak = super().stop()
         if self.csv is not None:
             lines = [f"{t:.2f},{m:.1f},{_shown(p)}" for t, m, p in self.samples]
             self.csv.write_text("seconds,total_mb,processes\n" + "\n".join(lines) + "\n")
+        return peak
 
 
 def main() -> int:
