@@ -35,6 +35,7 @@ from typer.core import TyperGroup
 from registry.cli import keys, pipeline, reading, releases, tracing
 from registry.cli import trust as trust_cli
 from registry.cli.common import internal
+from registry.core import allocator
 from registry.core.duck import SPILL_PREFIX
 from registry.core.errors import INTERNAL_ERROR_EXIT
 from registry.core.names import CONTROL, shown
@@ -127,11 +128,10 @@ app.add_typer(keys.keys_app, name="keys")
 
 
 def main() -> None:
-    # Arrow's default allocator (mimalloc) keeps what a stage freed for Arrow alone, so each pass over a
-    # manifest added to the process's size: derive of 1,000,000 images peaked at 984 MB with it, 672 MB
-    # with the C library's allocator, which Python and numpy share (issue 22). Read when pyarrow makes its
-    # first buffer; a user's own ARROW_DEFAULT_MEMORY_POOL wins.
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    # Not Arrow's default allocator (mimalloc), which keeps what a pass freed for Arrow alone: jemalloc, or
+    # the C library's (``allocator``, issue 22). Read when pyarrow makes its first buffer, and inherited by
+    # the workers; a user's own ARROW_DEFAULT_MEMORY_POOL wins.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", allocator.arrow_backend())
     code: object = INTERNAL_ERROR_EXIT
     try:
         app()

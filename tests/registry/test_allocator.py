@@ -1,4 +1,5 @@
-"""``registry.core.allocator.give_back``: free memory pinned below a live block goes back to the system."""
+"""``registry.core.allocator``: free memory pinned below a live block goes back to the system, and the
+CLI gives Arrow jemalloc where pyarrow has it."""
 
 from __future__ import annotations
 
@@ -62,3 +63,58 @@ def test_without_glibc_it_does_nothing(monkeypatch):
         assert allocator.give_back() is False
     finally:
         allocator._trim.cache_clear()
+
+
+def test_arrow_backend_is_jemalloc_exactly_where_this_pyarrow_has_it():
+    """The header ``arrow_backend`` reads agrees with what the installed pyarrow says it supports."""
+    import pyarrow as pa
+
+    from registry.core import allocator
+
+    has = "jemalloc" in pa.supported_memory_backends()
+    assert allocator.arrow_backend() == ("jemalloc" if has else "system")
+
+
+@pytest.mark.parametrize(
+    ("header", "backend"),
+    [
+        ("#define ARROW_JEMALLOC\n#define ARROW_JEMALLOC_VENDORED\n", "jemalloc"),
+        ("/* #undef ARROW_JEMALLOC */\n#define ARROW_MIMALLOC\n", "system"),
+        ("#define ARROW_JEMALLOC_VENDORED\n", "system"),  # a longer name is not the flag
+        (None, "system"),  # a build without the header: the allocator every build has
+    ],
+)
+def test_arrow_backend_reads_the_build_flag(tmp_path, monkeypatch, header, backend):
+    import importlib.machinery
+
+    from registry.core import allocator
+
+    package = tmp_path / "pyarrow"
+    (package / "include" / "arrow" / "util").mkdir(parents=True)
+    if header is not None:
+        (package / "include" / "arrow" / "util" / "config.h").write_text(header)
+    spec = importlib.machinery.ModuleSpec("pyarrow", None, origin=str(package / "__init__.py"))
+    monkeypatch.setattr(allocator.importlib.util, "find_spec", lambda name: spec)
+    assert allocator.arrow_backend() == backend
+
+
+def test_the_command_gives_arrow_that_backend_unless_the_user_chose():
+    """``synthreg`` sets ARROW_DEFAULT_MEMORY_POOL before Arrow's first buffer, Arrow takes it without a
+    warning, and a user's own choice wins."""
+    from registry.core import allocator
+
+    probe = (
+        "import atexit, sys\n"
+        "sys.argv = ['synthreg', '--help']\n"
+        "from registry.cli import main\n"
+        "atexit.register(lambda: print('pool', __import__('pyarrow').default_memory_pool().backend_name))\n"
+        "main()\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    for chosen, expected in ((None, allocator.arrow_backend()), ("mimalloc", "mimalloc")):
+        env = environ if chosen is None else {**environ, "ARROW_DEFAULT_MEMORY_POOL": chosen}
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+        )
+        assert out.stdout.splitlines()[-1] == f"pool {expected}"
+        assert "Unsupported backend" not in out.stderr, out.stderr
