@@ -437,7 +437,7 @@ def rows_by_shard(
 
 
 def tables_by_shard(
-    con: Any, columns: list[str], batch_rows: int = 1 << 16
+    con: Any, columns: list[str], batch_rows: int = 8192
 ) -> Iterator[tuple[str | None, pa.Table]]:
     """(shard, its rows of ``columns`` as an Arrow table, in manifest order) for every shard, each given
     once all its rows are read, from one pass over the manifest; rows that name no shard come last, as
@@ -445,7 +445,10 @@ def tables_by_shard(
     issue 22: a query for a few shards at a time re-read the whole manifest for each, quadratic in its
     size. Held at any time: the shards whose rows are not all read yet, which for a manifest written
     shard by shard (as generate, filter, release and derive write them) is one; a manifest whose shards
-    interleave holds more (all of it, at worst), and each shard's rows are given as one chunk."""
+    interleave holds more (all of it, at worst), and each shard's rows are given as one chunk. DuckDB's
+    batches of ``batch_rows`` rows: its stream of verify's columns over a 10,000,000-row manifest held
+    292 MB above the process's start in batches of 65,536 rows, 194 MB in batches of 8,192, against
+    131-135 MB either way at 1,000,000 rows (issue 22)."""
     import numpy as np
 
     allocator.give_back()  # what the pass before freed, not left under this one (issue 22)
