@@ -100,7 +100,7 @@ def test_arrow_backend_reads_the_build_flag(tmp_path, monkeypatch, header, backe
 
 def test_the_command_gives_arrow_that_backend_unless_the_user_chose():
     """``synthreg`` sets ARROW_DEFAULT_MEMORY_POOL before Arrow's first buffer, Arrow takes it without a
-    warning, and a user's own choice wins."""
+    warning, and a user's own choice wins; an empty variable is no choice (Arrow would take mimalloc)."""
     from registry.core import allocator
 
     probe = (
@@ -111,7 +111,8 @@ def test_the_command_gives_arrow_that_backend_unless_the_user_chose():
         "main()\n"
     )
     environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    for chosen, expected in ((None, allocator.arrow_backend()), ("mimalloc", "mimalloc")):
+    ours = allocator.arrow_backend()
+    for chosen, expected in ((None, ours), ("", ours), ("mimalloc", "mimalloc")):
         env = environ if chosen is None else {**environ, "ARROW_DEFAULT_MEMORY_POOL": chosen}
         out = subprocess.run(
             [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
