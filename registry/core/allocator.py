@@ -7,7 +7,7 @@ process (derive of 1,000,000 images: 984 MB, against 672 MB with the C library's
 (glibc) mixes Arrow's buffers with Python's and numpy's blocks in the same heaps, and its freed space
 fragments: writing the flat copy of a 10,000,000-row manifest climbed from 353 to 446 MB over its 31 s,
 with nothing live growing. jemalloc, with Arrow's own settings (freed pages go back after 1 s), held that
-pass flat at 330-358 MB in the same time, and 262 against 280 MB at 1,000,000 (issue 22). So the CLI
+pass flat at 326-357 MB in the same time, and 265 against 283 MB at 1,000,000 (issue 22). So the CLI
 gives Arrow jemalloc where this pyarrow has it (``arrow_backend``), the C library's otherwise.
 
 glibc's ``malloc`` keeps what is freed in its heaps for later requests, and gives back only what lies at
@@ -43,7 +43,8 @@ def arrow_backend() -> str:
     ``ARROW_DEFAULT_MEMORY_POOL``. Found without importing pyarrow (most commands never load it), from the
     build's own configuration header, which pyarrow's wheels ship (``include/arrow/util/config.h``): a
     backend Arrow lacks would be refused with a warning, and it would fall back to mimalloc. No header
-    (a build that keeps it elsewhere): ``system``, which every build has."""
+    (builds that leave the headers out of the package, as Nix's and Gentoo's do): ``system``, which
+    every build has, even where jemalloc is there too; set ARROW_DEFAULT_MEMORY_POOL to choose."""
     spec = importlib.util.find_spec("pyarrow")
     if spec is None or spec.origin is None:
         return "system"

@@ -447,8 +447,8 @@ def tables_by_shard(
     shard by shard (as generate, filter, release and derive write them) is one; a manifest whose shards
     interleave holds more (all of it, at worst), and each shard's rows are given as one chunk. DuckDB's
     batches of ``batch_rows`` rows: its stream of verify's columns over a 10,000,000-row manifest held
-    292 MB above the process's start in batches of 65,536 rows, 194 MB in batches of 8,192, against
-    131-135 MB either way at 1,000,000 rows (issue 22)."""
+    286-297 MB above the process's start in batches of 65,536 rows, 187-194 MB in batches of 8,192; at
+    1,000,000 rows 133-137 and 131 MB (issue 22)."""
     import numpy as np
 
     allocator.give_back()  # what the pass before freed, not left under this one (issue 22)

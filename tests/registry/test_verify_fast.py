@@ -105,6 +105,30 @@ def test_the_stream_of_shard_tables_holds_every_row_once(released: Built, tmp_pa
     assert {s: t.column("sample_id").to_pylist() for s, t in got.items()} == want
 
 
+def test_the_stream_of_shard_tables_is_the_same_in_any_batch_size(tmp_path: Path) -> None:
+    """Past the default batch (8,192 rows): 30,000 rows in groups of 7,000, a shard's rows apart from
+    each other and some naming no shard, give the same shards, rows and order, each shard as one chunk,
+    at the default batch as at batches of 1,000 and 65,536, and as the rows say."""
+    import pyarrow.parquet as pq
+
+    n = 30_000
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 40, n)
+    shards = [None if i % 97 == 0 else f"shards/{int(k):03d}.tar" for i, k in enumerate(codes)]
+    table = pa.table({"sample_id": [f"s{i:06d}" for i in range(n)], "shard": shards})
+    path = tmp_path / "m.parquet"
+    pq.write_table(table, path, row_group_size=7000)
+    want: dict[str | None, list[str]] = {}
+    for shard, sid in zip(shards, table.column("sample_id").to_pylist(), strict=True):
+        want.setdefault(shard, []).append(sid)
+    runs = [list(mf.tables_by_shard(mf.connect(path), ["sample_id"]))]
+    runs += [list(mf.tables_by_shard(mf.connect(path), ["sample_id"], batch_rows=b)) for b in (1000, 65_536)]
+    for got in runs:
+        assert [s for s, _ in got] == [s for s, _ in runs[0]] and got[-1][0] is None
+        assert {s: t.column("sample_id").to_pylist() for s, t in got} == want
+        assert all(t.column("sample_id").num_chunks == 1 for _, t in got)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=3),
