@@ -22,6 +22,7 @@ Ray is imported only here, and only when ``executor: ray`` is asked for (``pip i
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from generators.shard import Job, make_shard
+from registry.core import allocator
 from registry.core.errors import GeneratorError, SynthregError
 from registry.records.dataset import FilterParams, GenerateParams
 
@@ -68,6 +70,17 @@ def connect(address: str | None) -> Any:
             "start the cluster (`ray start --head`) or fix --address"
         ) from e
     return ray
+
+
+def worker_env() -> dict[str, Any]:
+    """The ``runtime_env`` of the pool's actors: Arrow's allocator as this process has it (the
+    ``synthreg`` command sets it, ``registry.core.allocator``), else as this machine's pyarrow would have
+    it. A local Ray's workers inherit this process's environment, but a cluster's have the environment
+    their node was started with (``ray start``), where Arrow's default, mimalloc, keeps what a pass frees
+    for Arrow alone (issue 22). Ray merges these variables with a job's own. A node whose pyarrow lacks
+    the named allocator warns once and uses mimalloc: the same bytes, more memory."""
+    pool = os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or allocator.arrow_backend()
+    return {"env_vars": {"ARROW_DEFAULT_MEMORY_POOL": pool}}
 
 
 class ShardWorker:
@@ -121,6 +134,7 @@ class ShardPool:
             num_gpus=params.gpus_per_worker,
             max_restarts=params.max_retries,
             max_task_retries=params.max_retries,
+            runtime_env=worker_env(),
         )
         self.actors = [actor.remote(job, params) for _ in range(self.size)]
         self.nodes: Counter[str] = Counter()  # shards made per Ray node id, for the run's audit event
@@ -211,7 +225,7 @@ class ScorePool:
         self.ray = ray = connect(params.ray_address)
         fits = max(1, int(ray.cluster_resources().get("CPU", 1) // params.cpus_per_worker))
         actor = ray.remote(ScoreWorker).options(
-            num_cpus=params.cpus_per_worker, max_restarts=2, max_task_retries=2
+            num_cpus=params.cpus_per_worker, max_restarts=2, max_task_retries=2, runtime_env=worker_env()
         )
         self.actors = [actor.remote(ws, key) for _ in range(params.workers or fits)]
         self.nodes: Counter[str] = Counter()  # chunks measured per Ray node id

@@ -74,6 +74,7 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
     ray = ray_command()
     assert ray, "the ray console script is not installed"
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env.pop("ARROW_DEFAULT_MEMORY_POOL", None)  # as a node an admin starts: Arrow's own default there
     with log.open("wb") as out:
         return subprocess.Popen(
             ["nice", ray, "start", "--block", "--num-cpus=1", "--object-store-memory=80000000", *args],

@@ -130,9 +130,9 @@ app.add_typer(keys.keys_app, name="keys")
 def main() -> None:
     # Not Arrow's default allocator (mimalloc), which keeps what a pass freed for Arrow alone: jemalloc, or
     # the C library's (``allocator``, issue 22). Read when pyarrow makes its first buffer, and inherited by
-    # the processes this one starts (verify's workers, a local Ray); a Ray cluster's workers have the
-    # cluster's environment. A user's own ARROW_DEFAULT_MEMORY_POOL wins (an empty one, which Arrow reads
-    # as its default, does not).
+    # the processes this one starts (verify's workers, a local Ray); a Ray cluster's actors are given it
+    # (``generators.ray_executor.worker_env``). A user's own ARROW_DEFAULT_MEMORY_POOL wins (an empty
+    # one, which Arrow reads as its default, does not).
     if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         os.environ["ARROW_DEFAULT_MEMORY_POOL"] = allocator.arrow_backend()
     code: object = INTERNAL_ERROR_EXIT

@@ -14,6 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from registry.cli import app
+from registry.core import allocator
+from registry.records.dataset import FilterParams
 from tests.conftest import MODEL, small_recipe, write_yaml
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'synthreg[ray]'")
@@ -66,6 +68,25 @@ def nodes_of(ws: Path, kind: str) -> dict[str, int]:
     return event.details.get("nodes", {})
 
 
+def arrow_pools(ws: Path, address: str) -> dict:
+    """Arrow's allocator in a bare Ray task, and in each actor of a filter's pool (one a node)."""
+    import pyarrow as pa
+
+    from generators.ray_executor import ScorePool
+
+    def backend(_actor: object = None) -> tuple[str, str]:
+        return pa.default_memory_pool().backend_name, ray.get_runtime_context().get_node_id()
+
+    pool = ScorePool(ws, None, FilterParams(executor="ray", ray_address=address, workers=2))
+    try:
+        named = ray.get([a.__ray_call__.remote(backend) for a in pool.actors])
+    finally:
+        for actor in pool.actors:
+            ray.kill(actor)
+    bare = ray.get(ray.remote(num_cpus=0)(backend).remote())[0]
+    return {"bare task": bare, "actors": {n for n, _ in named}, "nodes": {node for _, node in named}}
+
+
 @pytest.mark.slow
 def test_generate_and_filter_on_two_nodes_write_the_local_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -85,12 +106,17 @@ def test_generate_and_filter_on_two_nodes_write_the_local_bytes(
             try:
                 gen, filt_out = stages(ray_ws, "--executor", "ray", "--address", cluster.address)
                 alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+                pools = arrow_pools(ray_ws, cluster.address)
             finally:
                 ray.shutdown()  # the CLI joined the cluster in this process; leave it before it stops
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
     assert len(alive) == 2
+    # The nodes were started without ARROW_DEFAULT_MEMORY_POOL: a bare task there has Arrow's default,
+    # the pool's actors on both nodes the allocator this machine's pyarrow is given (issue 22).
+    assert pools["bare task"] == "mimalloc", pools
+    assert pools["actors"] == {allocator.arrow_backend()} and len(pools["nodes"]) == 2, pools
     made, measured = nodes_of(ray_ws, "generate"), nodes_of(ray_ws, "filter")
     assert sorted(made) == sorted(alive) and sum(made.values()) == 4, made  # 4 shards over both nodes
     assert sorted(measured) == sorted(alive) and sum(measured.values()) == 4, measured  # 4 chunks
