@@ -1,0 +1,190 @@
+"""The memory of each pass over a manifest, alone: what a stage's peak is made of, and how it grows.
+
+Run from the repository root, on a manifest synthreg wrote (a kept bench workspace's, say)::
+
+    python benchmarks/bench_manifest_memory.py MANIFEST [--times 10] [--group-rows N] [--pieces ...]
+
+``bench_e2e.py`` and ``memory_timeline.py`` give a stage's peak and when it comes; this measures the
+passes that make those peaks one at a time, each in a fresh process, as the process's peak resident
+set and that peak above its start (sampled every 20 ms), with the seconds it took:
+
+- ``flat-write:POOL``: ``manifest.write_flat``, the flat copy release and derive write, with Arrow on
+  the allocator ``POOL`` (``system``, ``jemalloc``; ``jemalloc:DECAY_MS`` also sets jemalloc's decay);
+- ``flat-compare``: ``flat_check.flat_differences`` of the manifest and that flat copy (verify);
+- ``stream:ROWS``: ``manifest.tables_by_shard`` of verify's columns, DuckDB batches of ``ROWS`` rows
+  (verify's image checks, the shard copy of release and derive);
+- ``names``: ``names.unsafe_rows``, the name and duplicate-id check (verify; DuckDB's capped aggregate).
+
+``--times K`` first writes a manifest K times as long (the rows again with their ids, member names,
+shards, indexes and perceptual hashes made distinct, in ``manifest.group_rows`` row groups, as synthreg
+writes it), to see how each pass grows from N to K x N rows without building K x N images.
+``--group-rows R`` writes it in row groups of R rows instead: the same rows in other groups, to
+tell what grows with the rows from what grows with the groups (issue 22). The derived files go to a
+temporary folder, removed at the end. The load average is printed before and after. Figures are
+printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PIECES = ["flat-write:system", "flat-write:jemalloc", "flat-compare", "stream:65536", "stream:8192", "names"]
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _shards(manifest: Path) -> dict[str, str]:
+    """Every shard the manifest names -> a released path, as release maps them."""
+    import duckdb
+
+    literal = str(manifest).replace("'", "''")
+    found = duckdb.sql(f"SELECT DISTINCT shard FROM read_parquet('{literal}') ORDER BY 1").fetchall()
+    return {s: f"data/shards/{i:06d}.tar" for i, (s,) in enumerate(found) if s is not None}
+
+
+def piece(name: str, manifest: Path, flat: Path) -> None:
+    """Run one piece in this process and print its line. Arrow's allocator is chosen by the caller, and
+    the shards' released paths are read from ``shards.json`` beside ``flat`` (the caller's DuckDB query
+    made them, so this process starts without DuckDB's cache of the manifest's footer)."""
+    import pyarrow as pa
+
+    if name.startswith("flat-write:jemalloc:"):
+        pa.jemalloc_set_decay_ms(int(name.rsplit(":", 1)[1]))
+    from registry.core import names
+    from registry.releases.shard_check import COLUMNS
+    from registry.store import flat_check
+    from registry.store import manifest as mf
+
+    shards = json.loads((flat.parent / "shards.json").read_text()) if name.startswith("flat") else {}
+    peak, stop = [_rss_mb()], threading.Event()
+    base = peak[0]
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    if name.startswith("flat-write"):
+        mf.write_flat(manifest, flat, shards)
+        what = f"{pa.default_memory_pool().backend_name}, {pq_groups(flat)}"
+    elif name == "flat-compare":
+        if not flat.is_file():
+            raise SystemExit("flat-compare compares the flat copy a flat-write piece before it wrote")
+        what = f"{flat_check.flat_differences(manifest, flat, shards)} rows differ"
+    elif name.startswith("stream:"):
+        con = mf.connect(manifest)
+        try:
+            rows = sum(t.num_rows for _, t in mf.tables_by_shard(con, COLUMNS, int(name.split(":")[1])))
+        finally:
+            con.close()
+        what = f"{rows:,} rows"
+    elif name == "names":
+        con = mf.connect(manifest)
+        try:
+            cap = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+            what = f"{names.unsafe_rows(con)[0]} unsafe rows, DuckDB's cap {cap}"
+        finally:
+            con.close()
+    else:
+        raise SystemExit(f"no piece {name!r}; pieces: {', '.join(PIECES)}, flat-write:jemalloc:DECAY_MS")
+    seconds = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    above = f"+{peak[0] - base:4.0f} above its start"
+    print(f"{name:20} peak {peak[0]:5.0f} MB, {above} {seconds:6.1f} s ({what})", flush=True)
+
+
+def pq_groups(path: Path) -> str:
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    return f"{meta.num_row_groups} groups of {meta.row_group(0).num_rows if meta.num_row_groups else 0} rows"
+
+
+def tiled(source: Path, out: Path, times: int, group_rows: int | None) -> Path:
+    """``source``'s rows ``times`` times over, each copy's sample ids (and member names), shards,
+    indexes and perceptual hashes made distinct, in ``group_rows`` (else ``manifest.group_rows``) row
+    groups."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from registry.store import manifest as mf
+
+    file = pq.ParquetFile(source)
+    n = file.metadata.num_rows
+    schema = mf.SCHEMA
+
+    def replaced(table: pa.Table, column: str, values: pa.Array) -> pa.Table:
+        return table.set_column(schema.get_field_index(column), schema.field(column), values)
+
+    with mf.grouped_writer(out, schema, group_rows or mf.group_rows(n * times)) as writer:
+        for copy in range(times):
+            for batch in mf.batches(file, 4096):
+                table = pa.Table.from_batches([batch]).cast(schema)
+                if copy:
+                    ids = pc.binary_join_element_wise(table["sample_id"], f"-{copy}", "")
+                    table = replaced(table, "sample_id", ids)
+                    member = pc.replace_substring_regex(table["member"], r"(\.[^.]+)$", f"-{copy}\\1")
+                    table = replaced(table, "member", member)  # <sample id>.<extension> still
+                    shard = pc.replace_substring_regex(table["shard"], r"(\.[^./]+)$", f"-{copy}\\1")
+                    table = replaced(table, "shard", shard)  # each copy its own shards, in order
+                    table = replaced(table, "index", pc.add(table["index"], copy * n))
+                    head = pc.utf8_slice_codeunits(table["phash"], 0, 14)  # of 16 hex digits
+                    tail = f"{copy % 256:02x}"
+                    table = replaced(table, "phash", pc.binary_join_element_wise(head, tail, ""))
+                writer.write(table)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("manifest", type=Path)
+    ap.add_argument("--times", type=int, default=1, help="measure a manifest this many times as long")
+    ap.add_argument("--group-rows", type=int, help="rows a row group of the measured manifest")
+    ap.add_argument("--pieces", nargs="+", default=PIECES, help=f"default: {' '.join(PIECES)}")
+    ap.add_argument("--piece", help=argparse.SUPPRESS)  # one piece, in this process (the child)
+    ap.add_argument("--flat", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    if args.piece:
+        piece(args.piece, args.manifest, args.flat)
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="bench-manifest-memory-"))
+    try:
+        manifest = args.manifest.resolve()
+        if args.times > 1 or args.group_rows:
+            started = time.perf_counter()
+            manifest = tiled(manifest, work / "manifest.parquet", args.times, args.group_rows)
+            print(f"wrote {args.times} x {args.manifest} in {time.perf_counter() - started:.0f} s")
+        print(f"{manifest}: {pq_groups(manifest)}; load average before {os.getloadavg()}")
+        flat = work / "flat.parquet"
+        (work / "shards.json").write_text(json.dumps(_shards(manifest)))
+        for name in args.pieces:
+            pool = name.split(":")[1] if name.startswith("flat-write:") else "jemalloc"
+            env = dict(os.environ, ARROW_DEFAULT_MEMORY_POOL=pool, PYTHONPATH=str(ROOT))
+            command = [sys.executable, __file__, str(manifest), "--piece", name, "--flat", str(flat)]
+            subprocess.run(command, env=env, check=True)
+        print(f"load average after {os.getloadavg()}; {os.cpu_count()} CPUs")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
