@@ -445,30 +445,44 @@ def tables_by_shard(
     issue 22: a query for a few shards at a time re-read the whole manifest for each, quadratic in its
     size. Held at any time: the shards whose rows are not all read yet, which for a manifest written
     shard by shard (as generate, filter, release and derive write them) is one; a manifest whose shards
-    interleave holds more (all of it, at worst), and each shard's rows are given as one chunk. DuckDB's
-    batches of ``batch_rows`` rows: its stream of verify's columns over a 10,000,000-row manifest held
-    286-297 MB above the process's start in batches of 65,536 rows, 187-194 MB in batches of 8,192; at
-    1,000,000 rows 133-137 and 131 MB (issue 22)."""
+    interleave holds more (all of it, at worst), and each shard's rows are given as one chunk.
+
+    DuckDB reads the manifest on one thread, on a cursor of ``con``, in batches of ``batch_rows`` rows,
+    and the database's own thread count is back once the stream ends or is left. On two threads a
+    stream held more the larger a manifest's row groups (``group_rows``), presumably as each thread
+    reads a group of its own and the order kept holds the group read ahead until the one before is
+    given. Issue 22, the stream of
+    verify's columns alone, peak of the process: at 1,000,000 rows (groups of 4,096) 228 MB on two
+    threads, 209 MB on one; at 10,000,000 (groups of 39,063) 279 MB in 3.5 s on two, 242 MB in 4.7 s on
+    one. In verify the stream runs beside the workers that hash the shards. Batches of 65,536 rows held
+    100 MB more than 8,192 at 10,000,000 rows."""
     import numpy as np
 
     allocator.give_back()  # what the pass before freed, not left under this one (issue 22)
     counts = dict(con.execute("SELECT shard, count(*) FROM manifest GROUP BY shard").fetchall())
     parts: dict[str | None, list[pa.RecordBatch]] = {}
     have: dict[str | None, int] = {}
-    reader = con.sql(f"SELECT shard, {', '.join(columns)} FROM manifest").to_arrow_reader(batch_rows)
-    for batch in reader:
-        if not batch.num_rows:
-            continue
-        encoded = pc.dictionary_encode(batch.column(0))
-        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
-        starts = [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist()]
-        rows = batch.drop_columns(["shard"])
-        for at, stop in zip(starts, [*starts[1:], batch.num_rows], strict=True):
-            shard = None if codes[at] < 0 else encoded.dictionary[codes[at]].as_py()
-            parts.setdefault(shard, []).append(rows.slice(at, stop - at))
-            have[shard] = have.get(shard, 0) + stop - at
-            if shard is not None and have[shard] == counts[shard]:
-                yield shard, pa.Table.from_batches(parts.pop(shard)).combine_chunks()
+    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+    stream = con.cursor()  # the same database; its open result leaves ``con`` free to set threads back
+    stream.execute("SET threads = 1")  # the database's setting, not the cursor's
+    try:
+        reader = stream.sql(f"SELECT shard, {', '.join(columns)} FROM manifest").to_arrow_reader(batch_rows)
+        for batch in reader:
+            if not batch.num_rows:
+                continue
+            encoded = pc.dictionary_encode(batch.column(0))
+            codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+            starts = [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist()]
+            rows = batch.drop_columns(["shard"])
+            for at, stop in zip(starts, [*starts[1:], batch.num_rows], strict=True):
+                shard = None if codes[at] < 0 else encoded.dictionary[codes[at]].as_py()
+                parts.setdefault(shard, []).append(rows.slice(at, stop - at))
+                have[shard] = have.get(shard, 0) + stop - at
+                if shard is not None and have[shard] == counts[shard]:
+                    yield shard, pa.Table.from_batches(parts.pop(shard)).combine_chunks()
+    finally:
+        con.execute(f"SET threads = {threads}")
+        stream.close()
     if None in parts:  # rows that name no shard: the caller says what is wrong with them
         yield None, pa.Table.from_batches(parts.pop(None)).combine_chunks()
 

@@ -129,6 +129,31 @@ def test_the_stream_of_shard_tables_is_the_same_in_any_batch_size(tmp_path: Path
         assert all(t.column("sample_id").num_chunks == 1 for _, t in got)
 
 
+def test_the_stream_reads_on_one_thread_and_gives_the_connection_its_threads_back(tmp_path: Path) -> None:
+    """One DuckDB thread while the stream runs (issue 22: two held the row group read ahead), and the
+    connection's own count again once it ends, whether it was read to the end or left midway."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "m.parquet"
+    pq.write_table(
+        pa.table({"sample_id": [f"s{i}" for i in range(50)], "shard": [f"{i // 10}.tar" for i in range(50)]}),
+        path,
+    )
+    con = mf.connect(path)
+    con.execute("SET threads = 3")
+
+    def threads() -> int:
+        return int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+
+    stream = mf.tables_by_shard(con, ["sample_id"], batch_rows=7)
+    assert next(stream)[0] == "0.tar" and threads() == 1
+    assert [s for s, _ in stream] == ["1.tar", "2.tar", "3.tar", "4.tar"] and threads() == 3
+    left = mf.tables_by_shard(con, ["sample_id"], batch_rows=7)
+    next(left)
+    left.close()  # a caller that stops early (an error in a shard, say)
+    assert threads() == 3
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=3),
