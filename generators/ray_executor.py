@@ -72,13 +72,20 @@ def connect(address: str | None) -> Any:
     return ray
 
 
-def worker_env() -> dict[str, Any]:
+def worker_env(ray: Any) -> dict[str, Any]:
     """The ``runtime_env`` of the pool's actors: Arrow's allocator as this process has it (the
     ``synthreg`` command sets it, ``registry.core.allocator``), else as this machine's pyarrow would have
     it. A local Ray's workers inherit this process's environment, but a cluster's have the environment
     their node was started with (``ray start``), where Arrow's default, mimalloc, keeps what a pass frees
-    for Arrow alone (issue 22). Ray merges these variables with a job's own. A node whose pyarrow lacks
-    the named allocator warns once and uses mimalloc: the same bytes, more memory."""
+    for Arrow alone (issue 22). Ray merges an actor's variables with the job's, the actor's winning a
+    clash, so a job that names the allocator itself (``ray.init(runtime_env={"env_vars": ...})``) is
+    left its choice: nothing is passed then. A variable set on ``ray start`` alone is overridden. A node
+    whose pyarrow lacks the named allocator uses mimalloc, with a warning in the worker's log: the same
+    bytes, more memory. Each actor then starts through Ray's runtime-env agent, a little slower (once
+    on a busy 2-core machine: about 0.9 s an actor against 0.2-0.6 s), once a pool."""
+    job = (ray.get_runtime_context().runtime_env or {}).get("env_vars") or {}
+    if "ARROW_DEFAULT_MEMORY_POOL" in job:
+        return {}
     pool = os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or allocator.arrow_backend()
     return {"env_vars": {"ARROW_DEFAULT_MEMORY_POOL": pool}}
 
@@ -134,7 +141,7 @@ class ShardPool:
             num_gpus=params.gpus_per_worker,
             max_restarts=params.max_retries,
             max_task_retries=params.max_retries,
-            runtime_env=worker_env(),
+            runtime_env=worker_env(ray),
         )
         self.actors = [actor.remote(job, params) for _ in range(self.size)]
         self.nodes: Counter[str] = Counter()  # shards made per Ray node id, for the run's audit event
@@ -225,7 +232,7 @@ class ScorePool:
         self.ray = ray = connect(params.ray_address)
         fits = max(1, int(ray.cluster_resources().get("CPU", 1) // params.cpus_per_worker))
         actor = ray.remote(ScoreWorker).options(
-            num_cpus=params.cpus_per_worker, max_restarts=2, max_task_retries=2, runtime_env=worker_env()
+            num_cpus=params.cpus_per_worker, max_restarts=2, max_task_retries=2, runtime_env=worker_env(ray)
         )
         self.actors = [actor.remote(ws, key) for _ in range(params.workers or fits)]
         self.nodes: Counter[str] = Counter()  # chunks measured per Ray node id

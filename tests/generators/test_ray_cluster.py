@@ -95,6 +95,7 @@ def test_generate_and_filter_on_two_nodes_write_the_local_bytes(
         pytest.skip("the `ray` console script is not installed, so no node can be started")
     from generators import filter as filt
 
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)  # the actors get this pyarrow's choice
     monkeypatch.setattr(filt, "CHUNK", 3)  # 4 chunks: the filter's work spreads over both nodes too
     local_ws, ray_ws = workspace_at(tmp_path / "local"), workspace_at(tmp_path / "ray")
     stages(local_ws)

@@ -94,6 +94,26 @@ def test_unreachable_address_is_refused_within_seconds_and_writes_nothing(worksp
     assert (bad.exit_code, bad.output.strip()) == (1, "error: --executor 'spark' is not one of: local, ray")
 
 
+def test_actors_get_the_commands_arrow_allocator_unless_the_job_names_one(monkeypatch: pytest.MonkeyPatch):
+    """``worker_env``: the driver's ARROW_DEFAULT_MEMORY_POOL, else this pyarrow's choice; nothing when
+    the job's own runtime_env names one (Ray would let the actor's value win that clash)."""
+    from types import SimpleNamespace
+
+    from generators.ray_executor import worker_env
+    from registry.core import allocator
+
+    def ray_with(job: dict) -> SimpleNamespace:
+        return SimpleNamespace(get_runtime_context=lambda: SimpleNamespace(runtime_env=job))
+
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    chosen = {"env_vars": {"ARROW_DEFAULT_MEMORY_POOL": allocator.arrow_backend()}}
+    assert worker_env(ray_with({})) == chosen
+    assert worker_env(ray_with({"env_vars": {"OTHER": "1"}})) == chosen
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+    assert worker_env(ray_with({})) == {"env_vars": {"ARROW_DEFAULT_MEMORY_POOL": "system"}}
+    assert worker_env(ray_with({"env_vars": {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}})) == {}
+
+
 @pytest.mark.slow
 def test_ray_writes_the_same_records_and_shards_as_local(workspace: Path, local_ray):
     seen: list[int] = []
