@@ -455,7 +455,13 @@ def tables_by_shard(
     verify's columns alone, peak of the process: at 1,000,000 rows (groups of 4,096) 228 MB on two
     threads, 209 MB on one; at 10,000,000 (groups of 39,063) 279 MB in 3.5 s on two, 242 MB in 4.7 s on
     one. In verify the stream runs beside the workers that hash the shards. Batches of 65,536 rows held
-    100 MB more than 8,192 at 10,000,000 rows."""
+    100 MB more than 8,192 at 10,000,000 rows (on two threads).
+
+    ``manifest`` must be a view of ``con``'s database (as ``connect`` makes it), not one connection's
+    own (a registered relation, a temporary view), since the cursor is another connection. The thread
+    count is the database's: its other connections read on one thread too while a stream runs, and two
+    streams at once on one database could leave it at one (none of synthreg's callers runs two)."""
+    import duckdb
     import numpy as np
 
     allocator.give_back()  # what the pass before freed, not left under this one (issue 22)
@@ -463,9 +469,10 @@ def tables_by_shard(
     parts: dict[str | None, list[pa.RecordBatch]] = {}
     have: dict[str | None, int] = {}
     threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
-    stream = con.cursor()  # the same database; its open result leaves ``con`` free to set threads back
-    stream.execute("SET threads = 1")  # the database's setting, not the cursor's
+    stream = None
     try:
+        stream = con.cursor()  # the same database; its open result leaves ``con`` free to set threads back
+        stream.execute("SET threads = 1")  # the database's setting, not the cursor's
         reader = stream.sql(f"SELECT shard, {', '.join(columns)} FROM manifest").to_arrow_reader(batch_rows)
         for batch in reader:
             if not batch.num_rows:
@@ -481,8 +488,10 @@ def tables_by_shard(
                 if shard is not None and have[shard] == counts[shard]:
                     yield shard, pa.Table.from_batches(parts.pop(shard)).combine_chunks()
     finally:
-        con.execute(f"SET threads = {threads}")
-        stream.close()
+        if stream is not None:
+            stream.close()
+        with contextlib.suppress(duckdb.ConnectionException):  # ``con`` closed first: nothing to restore
+            con.execute(f"SET threads = {threads}")
     if None in parts:  # rows that name no shard: the caller says what is wrong with them
         yield None, pa.Table.from_batches(parts.pop(None)).combine_chunks()
 

@@ -152,6 +152,10 @@ def test_the_stream_reads_on_one_thread_and_gives_the_connection_its_threads_bac
     next(left)
     left.close()  # a caller that stops early (an error in a shard, say)
     assert threads() == 3
+    orphan = mf.tables_by_shard(con, ["sample_id"], batch_rows=7)
+    next(orphan)
+    con.close()
+    orphan.close()  # its connection closed first: nothing to set back, and no error
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
