@@ -448,14 +448,14 @@ def tables_by_shard(
     interleave holds more (all of it, at worst), and each shard's rows are given as one chunk.
 
     DuckDB reads the manifest on one thread, on a cursor of ``con``, in batches of ``batch_rows`` rows,
-    and the database's own thread count is back once the stream ends or is left. On two threads a
-    stream held more the larger a manifest's row groups (``group_rows``), presumably as each thread
-    reads a group of its own and the order kept holds the group read ahead until the one before is
-    given. Issue 22, the stream of
-    verify's columns alone, peak of the process: at 1,000,000 rows (groups of 4,096) 228 MB on two
-    threads, 209 MB on one; at 10,000,000 (groups of 39,063) 279 MB in 3.5 s on two, 242 MB in 4.7 s on
-    one. In verify the stream runs beside the workers that hash the shards. Batches of 65,536 rows held
-    100 MB more than 8,192 at 10,000,000 rows (on two threads).
+    and the database's own thread count is back once the stream ends or is left. On two threads a stream
+    held more the larger a manifest's row groups (``group_rows``), presumably as each thread reads a group
+    of its own and the order kept holds the group read ahead until the one before is given. Issue 22, the
+    stream of verify's columns alone, peak of the process: at 1,000,000 rows (groups of 4,096) 228 MB on
+    two threads, 202-209 MB on one; at 10,000,000 (groups of 39,063) 279 MB in 3.5 s on two, 241-242 MB in
+    4.4-4.7 s on one (single runs on a busy machine). In verify the stream runs beside the workers that
+    hash the shards. Batches of 65,536 rows held 100 MB more than 8,192 at 10,000,000 rows (on two
+    threads).
 
     ``manifest`` must be a view of ``con``'s database (as ``connect`` makes it), not one connection's
     own (a registered relation, a temporary view), since the cursor is another connection. The thread

@@ -130,8 +130,9 @@ def test_the_stream_of_shard_tables_is_the_same_in_any_batch_size(tmp_path: Path
 
 
 def test_the_stream_reads_on_one_thread_and_gives_the_connection_its_threads_back(tmp_path: Path) -> None:
-    """One DuckDB thread while the stream runs (issue 22: two held the row group read ahead), and the
-    connection's own count again once it ends, whether it was read to the end or left midway."""
+    """One DuckDB thread while the stream runs (issue 22: on two a stream held more the larger the row
+    groups), and the connection's own count again once it ends, whether it was read to the end or left
+    midway; a stream whose connection closed first is left without an error."""
     import pyarrow.parquet as pq
 
     path = tmp_path / "m.parquet"
