@@ -22,7 +22,6 @@ Ray is imported only here, and only when ``executor: ray`` is asked for (``pip i
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -84,10 +83,9 @@ def worker_env(ray: Any) -> dict[str, Any]:
     bytes, more memory. Each actor then starts through Ray's runtime-env agent, a little slower (once
     on a busy 2-core machine: about 0.9 s an actor against 0.2-0.6 s), once a pool."""
     job = (ray.get_runtime_context().runtime_env or {}).get("env_vars") or {}
-    if "ARROW_DEFAULT_MEMORY_POOL" in job:
+    if allocator.POOL_VARIABLE in job:
         return {}
-    pool = os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or allocator.arrow_backend()
-    return {"env_vars": {"ARROW_DEFAULT_MEMORY_POOL": pool}}
+    return {"env_vars": {allocator.POOL_VARIABLE: allocator.arrow_pool()}}
 
 
 class ShardWorker:

@@ -133,8 +133,7 @@ def main() -> None:
     # the processes this one starts (verify's workers, a local Ray); a Ray cluster's actors are given it
     # (``generators.ray_executor.worker_env``). A user's own ARROW_DEFAULT_MEMORY_POOL wins (an empty
     # one, which Arrow reads as its default, does not).
-    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = allocator.arrow_backend()
+    os.environ[allocator.POOL_VARIABLE] = allocator.arrow_pool()
     code: object = INTERNAL_ERROR_EXIT
     try:
         app()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from functools import cache
@@ -53,6 +54,16 @@ def arrow_backend() -> str:
     except (OSError, UnicodeDecodeError):
         return "system"
     return "jemalloc" if "#define ARROW_JEMALLOC" in config.splitlines() else "system"
+
+
+POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def arrow_pool() -> str:
+    """The allocator synthreg gives Arrow, in its command and in its Ray actors: the user's own
+    ``ARROW_DEFAULT_MEMORY_POOL``, else ``arrow_backend``. An empty variable is no choice: Arrow would read
+    it as its default, mimalloc."""
+    return os.environ.get(POOL_VARIABLE) or arrow_backend()
 
 
 @cache
