@@ -13,14 +13,22 @@ set and that peak above its start (sampled every 20 ms), with the seconds it too
 - ``flat-compare``: ``flat_check.flat_differences`` of the manifest and that flat copy (verify);
 - ``stream:ROWS``: ``manifest.tables_by_shard`` of verify's columns, DuckDB batches of ``ROWS`` rows
   (verify's image checks, the shard copy of release and derive);
-- ``names``: ``names.unsafe_rows``, the name and duplicate-id check (verify; DuckDB's capped aggregate).
+- ``names``: ``names.unsafe_rows``, the name and duplicate-id check (verify; DuckDB's capped aggregate);
+- ``footers:list`` and ``footers:each`` (not in the default list): what DuckDB holds of the manifest's
+  Parquet footers once it has read them, with a query that reads nothing else (no row has seed -1, and
+  the footers' statistics say so): over all the files in one query, or file by file, each its own query,
+  on one connection.
 
 ``--times K`` first writes a manifest K times as long (the rows again with their ids, member names,
 shards and indexes made distinct; image digests and perceptual hashes repeat, which no piece here
 looks for), in ``manifest.group_rows`` row groups as synthreg writes them, to see how each pass grows
 from N to K x N rows without building K x N images.
 ``--group-rows R`` writes it in row groups of R rows instead: the same rows in other groups, to
-tell what grows with the rows from what grows with the groups (issue 22). The derived files go to a
+tell what grows with the rows from what grows with the groups (issue 22).
+``--parts`` writes each of the K copies as a file of its own in a folder (``part-00000.parquet``, ...,
+each in the row groups of one copy): a manifest in several files, as a design to flatten what grows.
+synthreg does not write one; the ``stream``, ``names`` and ``footers:list`` pieces read it through one
+DuckDB view of the list of its files, and ``footers:each`` file by file. The derived files go to a
 temporary folder, removed at the end. The load average is printed before and after. Figures are
 printed, never asserted.
 """
@@ -36,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +90,8 @@ def piece(name: str, manifest: Path, flat: Path) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.perf_counter()
+    if name.startswith("flat") and manifest.is_dir():
+        raise SystemExit(f"{name} reads one manifest file, not a folder of parts")
     if name.startswith("flat-write"):
         mf.write_flat(manifest, flat, shards)
         what = f"{pa.default_memory_pool().backend_name}, {pq_groups(flat)}"
@@ -89,21 +100,36 @@ def piece(name: str, manifest: Path, flat: Path) -> None:
             raise SystemExit("flat-compare compares the flat copy a flat-write piece before it wrote")
         what = f"{flat_check.flat_differences(manifest, flat, shards)} rows differ"
     elif name.startswith("stream:"):
-        con = mf.connect(manifest)
+        con = _connect(manifest)
         try:
             rows = sum(t.num_rows for _, t in mf.tables_by_shard(con, COLUMNS, int(name.split(":")[1])))
         finally:
             con.close()
         what = f"{rows:,} rows"
+    elif name.startswith("footers:"):
+        con = _connect(manifest)
+        try:
+            files = _files(manifest)
+            if name == "footers:list":
+                con.execute("SELECT count(*) FROM manifest WHERE seed = -1").fetchall()
+            else:
+                for f in files:
+                    con.execute("SELECT count(*) FROM read_parquet(?) WHERE seed = -1", [str(f)]).fetchall()
+            what = f"{len(files)} file(s)"
+        finally:
+            con.close()
     elif name == "names":
-        con = mf.connect(manifest)
+        con = _connect(manifest)
         try:
             cap = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
             what = f"{names.unsafe_rows(con)[0]} unsafe rows, DuckDB's cap {cap}"
         finally:
             con.close()
     else:
-        raise SystemExit(f"no piece {name!r}; pieces: {', '.join(PIECES)}, flat-write:jemalloc:DECAY_MS")
+        raise SystemExit(
+            f"no piece {name!r}; pieces: {', '.join(PIECES)}, flat-write:jemalloc:DECAY_MS, footers:list, "
+            "footers:each"
+        )
     seconds = time.perf_counter() - started
     stop.set()
     sampler.join()
@@ -111,16 +137,38 @@ def piece(name: str, manifest: Path, flat: Path) -> None:
     print(f"{name:20} peak {peak[0]:5.0f} MB, {above} {seconds:6.1f} s ({what})", flush=True)
 
 
+def _files(manifest: Path) -> list[Path]:
+    """The manifest's files: itself, or a folder's ``part-*.parquet`` in order."""
+    return sorted(manifest.glob("part-*.parquet")) if manifest.is_dir() else [manifest]
+
+
+def _connect(manifest: Path):
+    """``manifest.connect`` for a file; for a folder, the same connection with the view over its files
+    in one ``read_parquet`` list."""
+    from registry.core import duck
+    from registry.store import manifest as mf
+
+    if manifest.is_file():
+        return mf.connect(manifest)
+    con = duck.connect()
+    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in _files(manifest))
+    con.execute(f"CREATE VIEW manifest AS SELECT * FROM read_parquet([{listed}])")
+    return con
+
+
 def pq_groups(path: Path) -> str:
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(path).metadata
-    return f"{meta.num_row_groups} groups of {meta.row_group(0).num_rows if meta.num_row_groups else 0} rows"
+    metas = [pq.ParquetFile(f).metadata for f in _files(path)]
+    groups = sum(m.num_row_groups for m in metas)
+    first = metas[0].row_group(0).num_rows if groups else 0
+    return f"{len(metas)} file(s), {groups} groups of {first} rows"
 
 
-def tiled(source: Path, out: Path, times: int, group_rows: int | None) -> Path:
+def tiled(source: Path, out: Path, times: int, group_rows: int | None, parts: bool = False) -> Path:
     """``source``'s rows ``times`` times over, each copy's sample ids (and member names), shards and
-    indexes made distinct, in ``group_rows`` (else ``manifest.group_rows``) row groups."""
+    indexes made distinct, in ``group_rows`` (else ``manifest.group_rows``) row groups. ``parts``: each
+    copy a file of its own in the folder ``out``, in the row groups of one copy."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -134,18 +182,31 @@ def tiled(source: Path, out: Path, times: int, group_rows: int | None) -> Path:
     def replaced(table: pa.Table, column: str, values: pa.Array) -> pa.Table:
         return table.set_column(schema.get_field_index(column), schema.field(column), values)
 
+    def copy_of(copy: int) -> Iterator[pa.Table]:
+        for batch in mf.batches(file, 4096):
+            table = pa.Table.from_batches([batch]).cast(schema)
+            if copy:
+                ids = pc.binary_join_element_wise(table["sample_id"], f"-{copy}", "")
+                table = replaced(table, "sample_id", ids)
+                member = pc.replace_substring_regex(table["member"], r"(\.[^.]+)$", f"-{copy}\\1")
+                table = replaced(table, "member", member)  # <sample id>.<extension> still
+                shard = pc.replace_substring_regex(table["shard"], r"(\.[^./]+)$", f"-{copy}\\1")
+                table = replaced(table, "shard", shard)  # each copy its own shards, in order
+                table = replaced(table, "index", pc.add(table["index"], copy * n))
+            yield table
+
+    if parts:
+        out.mkdir()
+        for copy in range(times):
+            with mf.grouped_writer(
+                out / f"part-{copy:05d}.parquet", schema, group_rows or mf.group_rows(n)
+            ) as w:
+                for table in copy_of(copy):
+                    w.write(table)
+        return out
     with mf.grouped_writer(out, schema, group_rows or mf.group_rows(n * times)) as writer:
         for copy in range(times):
-            for batch in mf.batches(file, 4096):
-                table = pa.Table.from_batches([batch]).cast(schema)
-                if copy:
-                    ids = pc.binary_join_element_wise(table["sample_id"], f"-{copy}", "")
-                    table = replaced(table, "sample_id", ids)
-                    member = pc.replace_substring_regex(table["member"], r"(\.[^.]+)$", f"-{copy}\\1")
-                    table = replaced(table, "member", member)  # <sample id>.<extension> still
-                    shard = pc.replace_substring_regex(table["shard"], r"(\.[^./]+)$", f"-{copy}\\1")
-                    table = replaced(table, "shard", shard)  # each copy its own shards, in order
-                    table = replaced(table, "index", pc.add(table["index"], copy * n))
+            for table in copy_of(copy):
                 writer.write(table)
     return out
 
@@ -155,6 +216,7 @@ def main() -> int:
     ap.add_argument("manifest", type=Path)
     ap.add_argument("--times", type=int, default=1, help="measure a manifest this many times as long")
     ap.add_argument("--group-rows", type=int, help="rows a row group of the measured manifest")
+    ap.add_argument("--parts", action="store_true", help="each of the --times copies a file of its own")
     ap.add_argument("--pieces", nargs="+", default=PIECES, help=f"default: {' '.join(PIECES)}")
     ap.add_argument("--piece", help=argparse.SUPPRESS)  # one piece, in this process (the child)
     ap.add_argument("--flat", type=Path, help=argparse.SUPPRESS)
@@ -166,13 +228,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-manifest-memory-"))
     try:
         manifest = args.manifest.resolve()
-        if args.times > 1 or args.group_rows:
+        if args.times > 1 or args.group_rows or args.parts:
             started = time.perf_counter()
-            manifest = tiled(manifest, work / "manifest.parquet", args.times, args.group_rows)
+            manifest = tiled(manifest, work / "manifest.parquet", args.times, args.group_rows, args.parts)
             print(f"wrote {args.times} x {args.manifest} in {time.perf_counter() - started:.0f} s")
         print(f"{manifest}: {pq_groups(manifest)}; load average before {os.getloadavg()}")
         flat = work / "flat.parquet"
-        (work / "shards.json").write_text(json.dumps(_shards(manifest)))
+        (work / "shards.json").write_text(json.dumps({} if manifest.is_dir() else _shards(manifest)))
         for name in args.pieces:
             pool = name.split(":")[1] if name.startswith("flat-write:") else "jemalloc"
             env = dict(os.environ, ARROW_DEFAULT_MEMORY_POOL=pool, PYTHONPATH=str(ROOT))
