@@ -28,7 +28,8 @@ tell what grows with the rows from what grows with the groups (issue 22).
 ``--parts`` writes each of the K copies as a file of its own in a folder (``part-00000.parquet``, ...,
 each in the row groups of one copy): a manifest in several files, as a design to flatten what grows.
 synthreg does not write one; the ``stream``, ``names`` and ``footers:list`` pieces read it through one
-DuckDB view of the list of its files, and ``footers:each`` file by file. The derived files go to a
+DuckDB view of the list of its files, and ``footers:each`` file by file. The flat pieces read one file,
+so they are refused with ``--parts`` (name ``--pieces``). The derived files go to a
 temporary folder, removed at the end. The load average is printed before and after. Figures are
 printed, never asserted.
 """
@@ -46,6 +47,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PIECES = ["flat-write:system", "flat-write:jemalloc", "flat-compare", "stream:65536", "stream:8192", "names"]
@@ -78,6 +80,8 @@ def piece(name: str, manifest: Path, flat: Path) -> None:
     from registry.store import flat_check
     from registry.store import manifest as mf
 
+    if name.startswith("flat") and manifest.is_dir():
+        raise SystemExit(f"{name} reads one manifest file, not a folder of parts")
     shards = json.loads((flat.parent / "shards.json").read_text()) if name.startswith("flat") else {}
     peak, stop = [_rss_mb()], threading.Event()
     base = peak[0]
@@ -90,8 +94,6 @@ def piece(name: str, manifest: Path, flat: Path) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.perf_counter()
-    if name.startswith("flat") and manifest.is_dir():
-        raise SystemExit(f"{name} reads one manifest file, not a folder of parts")
     if name.startswith("flat-write"):
         mf.write_flat(manifest, flat, shards)
         what = f"{pa.default_memory_pool().backend_name}, {pq_groups(flat)}"
@@ -106,7 +108,7 @@ def piece(name: str, manifest: Path, flat: Path) -> None:
         finally:
             con.close()
         what = f"{rows:,} rows"
-    elif name.startswith("footers:"):
+    elif name in ("footers:list", "footers:each"):
         con = _connect(manifest)
         try:
             files = _files(manifest)
@@ -138,11 +140,16 @@ def piece(name: str, manifest: Path, flat: Path) -> None:
 
 
 def _files(manifest: Path) -> list[Path]:
-    """The manifest's files: itself, or a folder's ``part-*.parquet`` in order."""
-    return sorted(manifest.glob("part-*.parquet")) if manifest.is_dir() else [manifest]
+    """The manifest's files: itself, or a folder's ``part-*.parquet`` in order (nothing else in it)."""
+    if not manifest.is_dir():
+        return [manifest]
+    found = sorted(manifest.glob("part-*.parquet"))
+    if not found:
+        raise SystemExit(f"{manifest} is a folder with no part-*.parquet files; give a manifest or --parts")
+    return found
 
 
-def _connect(manifest: Path):
+def _connect(manifest: Path) -> Any:
     """``manifest.connect`` for a file; for a folder, the same connection with the view over its files
     in one ``read_parquet`` list."""
     from registry.core import duck
@@ -225,12 +232,18 @@ def main() -> int:
     if args.piece:
         piece(args.piece, args.manifest, args.flat)
         return 0
+    flat_pieces = [n for n in args.pieces if n.startswith("flat")]
+    if flat_pieces and (args.parts or args.manifest.is_dir()):  # refused before minutes of tiling
+        raise SystemExit(
+            f"{', '.join(flat_pieces)} read one manifest file, not a folder of parts: name other --pieces"
+        )
     work = Path(tempfile.mkdtemp(prefix="bench-manifest-memory-"))
     try:
         manifest = args.manifest.resolve()
         if args.times > 1 or args.group_rows or args.parts:
             started = time.perf_counter()
-            manifest = tiled(manifest, work / "manifest.parquet", args.times, args.group_rows, args.parts)
+            out = work / ("parts" if args.parts else "manifest.parquet")
+            manifest = tiled(manifest, out, args.times, args.group_rows, args.parts)
             print(f"wrote {args.times} x {args.manifest} in {time.perf_counter() - started:.0f} s")
         print(f"{manifest}: {pq_groups(manifest)}; load average before {os.getloadavg()}")
         flat = work / "flat.parquet"

@@ -1,9 +1,13 @@
-"""benchmarks/bench_manifest_memory.py's tiled manifests: the rows it measures are distinct, in one
-file or in several, so a piece's figure is that of a manifest synthreg could have written."""
+"""benchmarks/bench_manifest_memory.py's tiled manifests and its pieces over a folder of parts: the rows
+it measures are distinct, in one file or in several, each part in the row groups of one copy, and a
+piece that cannot read a folder says so."""
 
 from __future__ import annotations
 
+import sys
+
 import pyarrow.parquet as pq
+import pytest
 
 from benchmarks import bench_manifest_memory as bench
 from registry.core import names
@@ -17,21 +21,24 @@ def _source(tmp_path):
     return path
 
 
-def test_parts_are_one_file_a_copy_with_every_row_distinct(tmp_path):
-    manifest = bench.tiled(_source(tmp_path), tmp_path / "parts", 3, 8, parts=True)
+def test_parts_are_one_file_a_copy_with_every_row_distinct(tmp_path, monkeypatch):
+    source = _source(tmp_path)
+    monkeypatch.setattr(mf, "ROW_GROUP", 4)  # group_rows(30) = 15 rows, group_rows(90) = 45
+    monkeypatch.setattr(mf, "MAX_GROUPS", 2)
+    manifest = bench.tiled(source, tmp_path / "o'parts", 3, None, parts=True)  # a quote in the path
+    (manifest / "notes.parquet").write_bytes(b"not a part")  # neither is read
+    (manifest / "part-notes.txt").write_text("not a part")
     files = bench._files(manifest)
     assert [f.name for f in files] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert [pq.ParquetFile(f).metadata.num_rows for f in files] == [30, 30, 30]
-    assert pq.ParquetFile(files[1]).metadata.row_group(0).num_rows == 8
-    assert bench.pq_groups(manifest) == "3 file(s), 12 groups of 8 rows"
+    assert {pq.ParquetFile(f).metadata.row_group(0).num_rows for f in files} == {15}  # one copy's groups
+    assert bench.pq_groups(manifest) == "3 file(s), 6 groups of 15 rows"
     con = bench._connect(manifest)  # one view over the list, as the pieces read it
     try:
-        assert con.execute(
-            "SELECT count(*), count(DISTINCT sample_id), count(DISTINCT shard) FROM manifest"
-        ).fetchone() == (90, 90, 3)
-        assert con.execute(
-            "SELECT min(index), max(index), count(DISTINCT index) FROM manifest"
-        ).fetchone() == (0, 89, 90)
+        counts = "SELECT count(*), count(DISTINCT sample_id), count(DISTINCT shard) FROM manifest"
+        assert con.execute(counts).fetchone() == (90, 90, 3)
+        indexes = "SELECT min(index), max(index), count(DISTINCT index) FROM manifest"
+        assert con.execute(indexes).fetchone() == (0, 89, 90)
         assert names.unsafe_rows(con)[0] == 0  # every member <sample id>.png, no id twice
     finally:
         con.close()
@@ -49,3 +56,28 @@ def test_one_file_tiled_holds_the_same_rows_as_the_parts(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_the_footers_pieces_read_every_part(tmp_path, capsys):
+    parts = bench.tiled(_source(tmp_path), tmp_path / "parts", 3, None, parts=True)
+    for name in ("footers:list", "footers:each", "stream:8192", "names"):
+        bench.piece(name, parts, tmp_path / "flat.parquet")
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == ["footers:list", "footers:each", "stream:8192", "names"]
+    assert out[0].endswith("(3 file(s))") and out[1].endswith("(3 file(s))")
+    assert out[2].endswith("(90 rows)") and "(0 unsafe rows" in out[3]
+
+
+def test_a_folder_is_refused_where_a_piece_reads_one_file(tmp_path, monkeypatch):
+    parts = bench.tiled(_source(tmp_path), tmp_path / "parts", 2, None, parts=True)
+    with pytest.raises(SystemExit, match="not a folder of parts"):
+        bench.piece("flat-compare", parts, tmp_path / "flat.parquet")
+    with pytest.raises(SystemExit, match="no piece 'footers:some'"):
+        bench.piece("footers:some", parts, tmp_path / "flat.parquet")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"no part-\*\.parquet files"):
+        bench.piece("names", tmp_path / "empty", tmp_path / "flat.parquet")
+    argv = ["bench_manifest_memory.py", str(_source(tmp_path)), "--times", "2", "--parts"]
+    monkeypatch.setattr(sys, "argv", argv)  # the default pieces include the flat ones
+    with pytest.raises(SystemExit, match=r"flat-write:system, .* read one manifest file"):
+        bench.main()  # before any tiling: nothing written

@@ -65,11 +65,11 @@ SCHEMA = _schema()
 # ``group_rows`` rows, generate groups of whole shards of at least as many. A reader holds a row group of
 # the columns it reads, so larger groups cost more to stream (verify of a derived 1,000,000-image release
 # written in groups of 65,536 rows peaked at 505 MB, its parent at 363 MB), and the metadata of every
-# group, 65-75 KB a group of these 39 columns held in pyarrow and in DuckDB alike (16 and 18 MB for 245
-# groups; benchmarks/README.md, "A manifest in several files, tried"), so more groups cost more
+# group, 30-45 KB a group of these 39 columns (a 245-group footer kept: 7.7 MB in pyarrow, 10.8 MB in
+# DuckDB; benchmarks/README.md, "A manifest in several files, tried"), so more groups cost more
 # to open: 2,440 groups of 4,096 rows made about 100 MB a reader of a 10,000,000-row manifest, and
 # derive, with a few readers of the parent and of the new manifest open, peaked at 1,058 MB (issue 22).
-# So a manifest has at most ``MAX_GROUPS`` groups (about 16 MB of metadata a reader), and its groups grow
+# So a manifest has at most ``MAX_GROUPS`` groups (about 8-11 MB of metadata a reader), and its groups grow
 # past ``ROW_GROUP`` rows only past ``ROW_GROUP * MAX_GROUPS`` rows (1,048,576).
 ROW_GROUP = 4096
 MAX_GROUPS = 256
