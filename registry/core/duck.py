@@ -9,6 +9,10 @@ to ``THREADS`` (8), and ``PER_THREAD_MB`` (64 MB) a thread: 128 MB on 2 cores, 5
 What does not fit spills to a folder of the connection under the system temp folder (never the
 workspace, DuckDB's default ``.tmp``), and DuckDB removes that folder when the connection closes.
 
+A process killed while its connection had spilled (SIGKILL, the machine's out-of-memory killer) leaves
+its folder behind, with what it spilled: 42 MB of a 10,000,000-row name check killed midway, gigabytes
+at worst. The first ``connect`` of each process removes such folders (``remove_stale_spills``).
+
 verify opens two connections, so two caps: the name and duplicate-id check runs beside the image
 checks' stream, and on one shared cap the stream's pinned row group starved it
 (``registry.releases.verify._connection``).
@@ -23,7 +27,10 @@ sort failed with 16 threads in 512 MB and passed in 1 GB. The duplicate-id check
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,11 +40,57 @@ from registry.core.errors import ConfigError
 PER_THREAD_MB = 64
 SPILL_PREFIX = "synthreg-duckdb-"  # + the process id, "-" and a random part: a connection's spill folder
 THREADS = 8  # more threads add little to synthreg's queries, and each needs its own memory
+STALE_AFTER_S = 3600  # a spill folder untouched this long, of a process that is gone, is left over
+_swept = False  # remove_stale_spills has run in this process
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_spills(folder: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove the spill folders under ``folder`` (the system temp folder) that a synthreg process left
+    when it was killed; the folders removed. One is left over when it is a real folder of this user
+    (not a link), named for a process that no longer runs here, with nothing in it changed for
+    ``STALE_AFTER_S``: DuckDB writes its spill files as it goes, and a process whose id this machine
+    cannot see (another PID namespace sharing the folder) may still be using one that is recent. A
+    folder that cannot be read or removed is left as it is."""
+    folder = Path(tempfile.gettempdir()) if folder is None else folder
+    now = time.time() if now is None else now
+    removed = []
+    for found in folder.glob(f"{SPILL_PREFIX}*-*"):
+        pid = found.name[len(SPILL_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            continue
+        try:
+            st = found.lstat()
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            newest = max([st.st_mtime, *(f.lstat().st_mtime for f in found.iterdir())])
+        except OSError:
+            continue
+        if now - newest < STALE_AFTER_S:
+            continue
+        shutil.rmtree(found, ignore_errors=True)
+        if not found.exists():
+            removed.append(found)
+    return removed
 
 
 def connect() -> Any:
     """An in-memory DuckDB connection with its memory capped and its spill folder outside the workspace."""
     import duckdb
+
+    global _swept
+    if not _swept:  # once a process: what killed processes left (remove_stale_spills)
+        _swept = True
+        remove_stale_spills()
 
     threads = max(1, min(os.cpu_count() or 1, THREADS))
     # A folder of its own, made only if it spills: DuckDB removes one it made when the connection closes

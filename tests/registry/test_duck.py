@@ -144,3 +144,87 @@ def test_verify_checks_names_beside_a_paused_stream_of_large_row_groups(
         with pytest.raises(duckdb.OutOfMemoryException):
             unsafe_rows(con.cursor())
         assert sum(t.num_rows for _, t in stream) == n - 1000  # the stream goes on to the end
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended (reaped, so no longer running here)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_process_s_spill_folder_is_removed_by_the_next_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A process killed while its connection had spilled leaves its folder, spill files and all (DuckDB
+    removes it only when the connection closes). The next process's first connection removes it: only a
+    real folder of this user, named for a process gone, untouched for an hour."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp), SYNTHREG_DUCKDB_MEMORY="64MB")
+    code = (
+        "import os, signal\n"
+        "from registry.core import duck\n"
+        "con = duck.connect()\n"
+        "con.execute(\"SELECT count(*) FROM (SELECT 'sample-' || i::VARCHAR || md5(i::VARCHAR) AS id \"\n"
+        "            'FROM range(2000000) t(i)) GROUP BY id').fetchall()\n"  # spills past 64 MB
+        "os.kill(os.getpid(), signal.SIGKILL)\n"  # killed with the connection open
+    )
+    killed = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(duck.__file__).parents[2])
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = temp.iterdir()
+    assert any(left.iterdir())  # what it spilled is still there
+    later = time.time() + 2 * duck.STALE_AFTER_S
+
+    dead = _dead_pid()
+    recent = temp / f"{duck.SPILL_PREFIX}{dead}-recent"  # a process elsewhere may still be using it
+    recent.mkdir()
+    (recent / "spill.tmp").write_bytes(b"x")
+    os.utime(recent, (later - 60, later - 60))
+    (recent / "spill.tmp").touch()  # written just now, as `later` counts
+    os.utime(recent / "spill.tmp", (later - 60, later - 60))
+    running = temp / f"{duck.SPILL_PREFIX}{os.getppid()}-parent"  # its process still runs
+    running.mkdir()
+    mine = temp / f"{duck.SPILL_PREFIX}{os.getpid()}-mine"
+    mine.mkdir()
+    outside = tmp_path / "outside"  # a link named like a left-over folder: neither it nor its target goes
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    link = temp / f"{duck.SPILL_PREFIX}{dead}-link"
+    link.symlink_to(outside)
+    odd = temp / f"{duck.SPILL_PREFIX}notapid-x"
+    odd.mkdir()
+
+    assert duck.remove_stale_spills(temp, now=time.time()) == []  # nothing an hour old yet
+    assert duck.remove_stale_spills(temp, now=later) == [left]
+    assert sorted(p.name for p in temp.iterdir()) == sorted(
+        p.name for p in (recent, running, mine, link, odd)
+    )
+    assert (outside / "keep").read_text() == "keep"
+
+
+def test_the_first_connection_of_a_process_sweeps_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import time
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read TMPDIR again
+    stale = tmp_path / f"{duck.SPILL_PREFIX}{_dead_pid()}-old"
+    stale.mkdir()
+    (stale / "spill.tmp").write_bytes(b"x")
+    old = time.time() - 2 * duck.STALE_AFTER_S
+    for path in (stale / "spill.tmp", stale):
+        os.utime(path, (old, old))
+    monkeypatch.setattr(duck, "_swept", True)  # this process swept already: left alone
+    duck.connect().close()
+    assert stale.exists()
+    monkeypatch.setattr(duck, "_swept", False)
+    duck.connect().close()
+    assert not stale.exists()
