@@ -45,6 +45,7 @@ _swept = False  # remove_stale_spills has run in this process
 
 
 def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs here (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -66,7 +67,9 @@ def remove_stale_spills(folder: Path | None = None, now: float | None = None) ->
     removed = []
     for found in folder.glob(f"{SPILL_PREFIX}*-*"):
         pid = found.name[len(SPILL_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+        if not (pid.isascii() and pid.isdigit()) or not 0 < int(pid) < 2**22:  # not a process id
+            continue  # (Linux's largest is 2**22; os.kill fails otherwise, and anyone may name a folder)
+        if int(pid) == os.getpid() or _running(int(pid)):
             continue
         try:
             st = found.lstat()

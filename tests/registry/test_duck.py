@@ -202,11 +202,15 @@ def test_a_killed_process_s_spill_folder_is_removed_by_the_next_and_nothing_else
     link.symlink_to(outside)
     odd = temp / f"{duck.SPILL_PREFIX}notapid-x"
     odd.mkdir()
+    huge = temp / f"{duck.SPILL_PREFIX}{10**30}-x"  # os.kill would overflow on it
+    huge.mkdir()
+    other_digits = temp / f"{duck.SPILL_PREFIX}\u0661\u0662-x"  # digits, but not ASCII ones
+    other_digits.mkdir()
 
     assert duck.remove_stale_spills(temp, now=time.time()) == []  # nothing an hour old yet
     assert duck.remove_stale_spills(temp, now=later) == [left]
     assert sorted(p.name for p in temp.iterdir()) == sorted(
-        p.name for p in (recent, running, mine, link, odd)
+        p.name for p in (recent, running, mine, link, odd, huge, other_digits)
     )
     assert (outside / "keep").read_text() == "keep"
 
