@@ -36,23 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from registry.core.errors import ConfigError
+from registry.core.processes import running
 
 PER_THREAD_MB = 64
 SPILL_PREFIX = "synthreg-duckdb-"  # + the process id, "-" and a random part: a connection's spill folder
 THREADS = 8  # more threads add little to synthreg's queries, and each needs its own memory
 STALE_AFTER_S = 3600  # a spill folder untouched this long, of a process that is gone, is left over
 _swept = False  # remove_stale_spills has run in this process
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` runs here (one of another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def remove_stale_spills(folder: Path | None = None, now: float | None = None) -> list[Path]:
@@ -68,8 +58,8 @@ def remove_stale_spills(folder: Path | None = None, now: float | None = None) ->
     for found in folder.glob(f"{SPILL_PREFIX}*-*"):
         pid = found.name[len(SPILL_PREFIX) :].split("-", 1)[0]
         if not (pid.isascii() and pid.isdigit()) or not 0 < int(pid) < 2**22:  # not a process id
-            continue  # (Linux's largest is 2**22; os.kill fails otherwise, and anyone may name a folder)
-        if int(pid) == os.getpid() or _running(int(pid)):
+            continue  # (Linux's largest is 2**22, and anyone may name a folder)
+        if int(pid) == os.getpid() or running(int(pid)):
             continue
         try:
             st = found.lstat()

@@ -63,6 +63,7 @@ from typing import Any
 
 from registry.core.errors import ReleaseError, SynthregError
 from registry.core.fsio import atomic_write_text
+from registry.core.processes import running
 from registry.core.workspace import no_links
 from registry.records.journal import Entry
 
@@ -375,18 +376,6 @@ def finished_here(ws: Path, ops: tuple[str, ...], subject: str) -> bool:
     return any((ws, op, subject) in _FINISHED for op in ops)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _claimed_staging(ws: Path) -> tuple[set[str], set[str]]:
     """The staging folders unfinished releases and derivations name (relative paths), and the subjects
     whose entry cannot be read (any staging folder of theirs is left to the person who reads it)."""
@@ -460,7 +449,7 @@ def stale_temporaries(ws: Path) -> list[Path]:
                 continue
             m = _DERIVE_TMP.fullmatch(p.name)
             if held is None and (
-                (m and not _pid_alive(int(m["pid"])))
+                (m and not running(int(m["pid"])))
                 or (not m and time.time() - p.stat().st_mtime > _LEGACY_TMP_AGE)
             ):
                 found.append(p)

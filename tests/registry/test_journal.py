@@ -400,3 +400,16 @@ def test_doctor_finishes_a_publish_journalled_by_the_code_before_the_move(tmp_pa
     assert tags(ws) == ["digits@v1.0.0"] and not list((ws / journal.JOURNAL).glob("*.json"))
     res = cli(ws, key, ["verify", "digits@1.0.0"], env=env)
     assert res.returncode == 0 and "digits@1.0.0: OK (12 samples in 6 shards)" in res.stdout, res.stdout
+
+
+def test_a_scratch_folder_named_for_no_possible_process_is_left_over_not_a_crash(tmp_path: Path):
+    """A derive scratch folder without a lock file is judged by the pid in its name; one whose number no
+    process can have (anyone with write access may make such a folder) made os.kill overflow, and doctor
+    and recovery crashed on it. It is left over, as one of a process that is gone."""
+    from registry.core import processes
+
+    tmp = tmp_path / ".dvc" / "tmp"
+    huge = tmp / f"{journal.DERIVE_TMP_PREFIX}{10**30}-x"
+    huge.mkdir(parents=True)
+    assert journal.stale_temporaries(tmp_path) == [huge]
+    assert not processes.running(10**30) and processes.running(os.getpid())
