@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from policies.context import EVIDENCE_CAP, Context, Outcome
-from registry.core import collector
+from registry.core import collector, stack
 from registry.core.fsio import atomic_write_text
 from registry.core.names import SQL_ANY, SQL_PROBLEM
 from registry.records.policy import Evidence, ProvenanceRule
@@ -72,7 +72,8 @@ def import_ahead() -> None:
         except Exception:  # the caller's own import raises it, with its traceback
             return
 
-    _importing = threading.Thread(target=load, name="synthreg-import-gx")
+    # GX's import calls at the edge of a frame-stack chunk about 49,000 times (``stack``).
+    _importing = threading.Thread(target=stack.deep, args=(load,), name="synthreg-import-gx")
     _importing.start()
 
 

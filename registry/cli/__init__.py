@@ -35,7 +35,7 @@ from typer.core import TyperGroup
 from registry.cli import keys, pipeline, reading, releases, tracing
 from registry.cli import trust as trust_cli
 from registry.cli.common import internal
-from registry.core import allocator
+from registry.core import allocator, stack
 from registry.core.duck import SPILL_PREFIX
 from registry.core.errors import INTERNAL_ERROR_EXIT
 from registry.core.names import CONTROL, shown
@@ -136,7 +136,7 @@ def main() -> None:
     os.environ[allocator.POOL_VARIABLE] = allocator.arrow_pool()
     code: object = INTERNAL_ERROR_EXIT
     try:
-        app()
+        stack.deep(app)  # a command's frames in one chunk of the stack (``stack`` says why)
         code = 0
     except SystemExit as done:  # how click ends every command, 0 included
         code = done.code

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from registry.core import stack
 from registry.core.digests import sha256_file
 from registry.core.errors import ReleaseError
 from registry.core.names import check_line
@@ -200,7 +201,7 @@ def _aside(ask: Callable[[], T]) -> Callable[[], T]:
         except BaseException as e:  # handed to whoever waits, in the release's own thread
             answer.set_exception(e)
 
-    threading.Thread(target=run, name="models-seen", daemon=True).start()
+    threading.Thread(target=stack.deep, args=(run,), name="models-seen", daemon=True).start()
     return answer.result
 
 
