@@ -5,6 +5,7 @@ image, which says what is wrong. ``registry.releases.verify`` runs the workers a
 from __future__ import annotations
 
 import functools
+import hashlib
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from registry.core.digests import sha256_bytes
 from registry.core.images import all_whole
 from registry.core.names import shown
 from registry.store.marking import Marking, all_marked, marking_problems
-from registry.store.shards import check_members, safe_members, scan, sha256_hex, spans
+from registry.store.shards import check_members, safe_members, scan, spans
 from registry.store.webdataset import SIDECAR_FIELDS, sidecar_members, sidecar_texts
 from registry.store.webdataset import sidecars_of as webdataset_sidecars
 from registry.trust.credentials import C2PA_CHUNK, has_c2pa
@@ -108,11 +109,10 @@ def sidecars_intact(
     names, starts, sizes = walked
     if len(names) != 3 * len(members):
         return False
-    where = {name: i for i, name in enumerate(names)}
     keys = [m.removesuffix(".png") for m in members]  # each a .png: images_intact says so
-    for suffix, column, compared in ((".json", texts, True), (".cls", numbers, cls)):
-        picks = [where.get(key + suffix, -1) for key in keys]
-        if -1 in picks:  # with 3 names an image, every name is then an image or one of its sidecars
+    for step, (suffix, column, compared) in enumerate(((".json", texts, True), (".cls", numbers, cls)), 1):
+        picks = _positions(names, [key + suffix for key in keys], step)
+        if picks is None:  # with 3 names an image, every name is then an image or one of its sidecars
             return False
         if not compared:
             continue
@@ -152,19 +152,37 @@ def images_intact(
     names, starts, sizes = walked
     if None in sids or len(set(sids)) < len(sids):  # the full check holds one marking a sample id
         return False
-    where = {name: i for i, name in enumerate(names)}
-    picks = [where.get(m, -1) for m in members]
-    if -1 in picks or len(set(picks)) < len(picks) or not safe_members(names):
+    picks = _positions(names, members, 0)
+    if picks is None or not safe_members(names):
         return False
     if not all(m.endswith(".png") for m in members):
         return False
     at, size = starts[picks], sizes[picks]
     if not all_whole(data, at, size, without=without):
         return False
-    view, offsets, lengths = memoryview(data), at.tolist(), size.tolist()
-    if [sha256_hex(view[a : a + n]) for a, n in zip(offsets, lengths, strict=True)] != shas:
+    offsets, lengths = at.tolist(), size.tolist()
+    sha256 = hashlib.sha256  # of slices of bytes: a third faster than of a memoryview's (issue 22)
+    if [sha256(data[a : a + n]).hexdigest() for a, n in zip(offsets, lengths, strict=True)] != shas:
         return False
     return all_marked(data, offsets, sids, generators, weights)
+
+
+def _positions(names: list[str], wanted: list[str], first: int) -> slice | list[int] | None:
+    """Where each of ``wanted`` is among a shard's ``names`` (distinct, as ``spans`` gives them); None
+    when one is missing or named twice. Read off the layout first (issue 22: a dict of 3,000 names and
+    as many lookups cost verify 0.4 ms a shard): each at ``first`` among its image and two sidecars, as
+    release writes a shard (``first`` 0, 1, 2 for the image, the ``.json``, the ``.cls``), or as the
+    only names there are (images alone, as generate writes them; ``first`` 0)."""
+    n = len(wanted)
+    if first == 0 and names == wanted:
+        return slice(0, n)
+    if len(names) == 3 * n and names[first::3] == wanted:
+        return slice(first, 3 * n, 3)
+    where = {name: i for i, name in enumerate(names)}
+    picks = [where.get(m, -1) for m in wanted]
+    if -1 in picks or len(set(picks)) < len(picks):
+        return None
+    return picks
 
 
 def table_sidecars(table: Any, classes: list[str] | None) -> dict[str, tuple[str, bytes | None]]:

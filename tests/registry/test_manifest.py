@@ -228,6 +228,52 @@ def test_the_flat_comparison_reads_every_column_once_in_a_few_groups(tmp_path: P
     assert all(len(g) == 1 or sum(size[n] for n in g) <= largest for g in groups)
 
 
+def test_map_columns_are_compared_with_the_texts_write_flat_writes(tmp_path: Path):
+    """verify reads each distinct JSON text of a map column once and compares the maps it names (issue
+    22), with the answer the texts written a row at a time give: a map with a key twice is the text of
+    its last value, and any other spelling of the same map (no spaces, keys swapped, a key twice in the
+    text) is a text `datasets` would read differently, so it differs."""
+    import pyarrow as pa
+
+    manifest, flat = tmp_path / "m.parquet", tmp_path / "f.parquet"
+    mf.write_manifest([record(i) for i in range(6)], manifest)
+    table = pq.read_table(manifest)
+    i = table.schema.get_field_index("attributes")
+    maps = [[("stroke", "thin"), ("size", "big")]] * 6
+    maps[2] = [("stroke", "thin"), ("stroke", "bold")]  # a key twice: dict() keeps the last
+    maps[4] = []
+    pq.write_table(
+        table.set_column(i, table.schema.field(i), pa.array(maps, table.schema.field(i).type)), manifest
+    )
+    released = {"s.tar": f"data/shards/{'a' * 64}.tar"}
+    mf.write_flat(manifest, flat, released, batch_rows=4)
+    written = pq.read_table(flat)
+    assert written.column("attributes").to_pylist()[2:5] == [
+        '{"stroke": "bold"}',
+        '{"stroke": "thin", "size": "big"}',
+        "{}",
+    ]
+    assert flat_differences(manifest, flat, released) == 0
+    for row, text in {
+        0: '{"stroke":"thin","size":"big"}',  # no spaces
+        1: '{"size": "big", "stroke": "thin"}',  # keys swapped
+        2: '{"stroke": "thin", "stroke": "bold"}',  # the key twice, as the map holds it
+        3: '{"stroke": "thin", "size": 1}',  # a number
+        4: "null",  # for an empty map
+        5: "{}",
+    }.items():
+        texts = written.column("attributes").to_pylist()
+        texts[row] = text
+        j = written.schema.get_field_index("attributes")
+        pq.write_table(written.set_column(j, written.schema.field(j), pa.array(texts, pa.string())), flat)
+        assert flat_differences(manifest, flat, released, batch_rows=2) == 1, text  # rows 0-1 alone
+    k = written.schema.get_field_index("observed_attributes")  # nullable: null in every row here
+    texts = written.column(k).to_pylist()
+    texts[0], texts[1] = "null", "{}"  # a text where there is no map
+    pq.write_table(written.set_column(k, written.schema.field(k), pa.array(texts, pa.string())), flat)
+    assert flat_differences(manifest, flat, released) == 2
+
+
 def test_the_flat_copy_names_each_rows_released_shard(tmp_path: Path):
     """Issue 23: the flat copy's `shard` is the file inside the release folder, so a plain tool reads
     the image without a join through release.json; the manifest keeps its workspace path."""
@@ -325,6 +371,9 @@ def test_batches_are_pyarrows_batches_read_a_row_group_at_a_time(tmp_path: Path,
     ours = list(mf.batches(path, batch_rows, ["sample_id", "n"]))
     assert [b.num_rows for b in ours] == [b.num_rows for b in whole]
     assert all(a.equals(b) for a, b in zip(ours, whole, strict=True))
+    alone = list(mf.batches(path, batch_rows, ["sample_id", "n"], use_threads=False))  # verify's way
+    assert [b.num_rows for b in alone] == [b.num_rows for b in whole]
+    assert all(a.equals(b) for a, b in zip(alone, whole, strict=True))
     assert pa.Table.from_batches(ours).column("sample_id").to_pylist() == ids
 
 

@@ -520,3 +520,69 @@ def test_a_shard_whose_rows_type_the_attributes_otherwise_is_checked_not_a_crash
     assert intact(path.read_bytes(), sha, odd, classes, NO_C2PA) is False
     _, bad, _, named = shard_job(path, sha, odd, classes, NO_C2PA)
     assert named == table.num_rows and bad and all("sidecar" in why for why in bad.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(0, 6),
+    layout=st.sampled_from(["images", "release", "shuffled"]),
+    drop=st.integers(-1, 17),
+    twice=st.booleans(),
+)
+def test_positions_read_off_the_layout_are_the_positions_by_name(
+    n: int, layout: str, drop: int, twice: bool
+) -> None:
+    """issue 22: where each image and sidecar lies is read off the layout generate and release write,
+    else looked up by name; either way the answer is each wanted name's place among the names, and
+    None when one is missing or wanted twice."""
+    import random
+
+    from registry.releases.shard_check import _positions
+
+    keys = [f"s{i}" for i in range(n)]
+    names = [f"{k}.png" for k in keys]
+    if layout != "images":
+        names = [f"{k}{suffix}" for k in keys for suffix in (".png", ".json", ".cls")]
+    if layout == "shuffled":
+        random.Random(n).shuffle(names)
+    if 0 <= drop < len(names):
+        del names[drop]
+    for first, suffix in enumerate((".png", ".json", ".cls")):
+        wanted = [f"{k}{suffix}" for k in keys] + ([f"{keys[0]}{suffix}"] if twice and keys else [])
+        got = _positions(names, wanted, first)
+        where = {name: i for i, name in enumerate(names)}
+        if any(w not in where for w in wanted) or len(set(wanted)) < len(wanted):
+            assert got is None
+        else:
+            assert np.arange(len(names))[got].tolist() == [where[w] for w in wanted]  # as numpy indexes
+
+
+@pytest.mark.parametrize("nulls", [False, True])
+def test_sidecars_of_plain_strings_with_and_without_nulls_are_the_bytes_of_each_row(nulls: bool) -> None:
+    """The column-wise sidecars put each string's quotes in the text around it when no string is null
+    (issue 22), and quote each column otherwise: the bytes of ``sidecar(row)`` either way, for plain
+    strings that take that path (hypothesis's texts above mostly need escaping, and go row by row)."""
+    from registry.store.webdataset import sidecar_texts
+
+    rows = [
+        {
+            "sample_id": f"s-{i}",
+            "identity": "id7",
+            "attributes": [("tone", "dark"), ("size", str(i))] if i % 3 else None,
+            "decision": "accepted",
+            "reason": None if nulls and i == 1 else "",
+            "seed": i * 10**12 if i != 2 else None,
+            "prompt": "a plain prompt, with: punctuation! #1 (ok)",
+            "generator_name": "g",
+            "weights_digest": "ab" * 32,
+        }
+        for i in range(5)
+    ]
+    schema = pa.schema([mf.SCHEMA.field(f).with_nullable(True) for f in SIDECAR_FIELDS])
+    table = pa.table({f: pa.array([row[f] for row in rows], schema.field(f).type) for f in SIDECAR_FIELDS})
+    texts, _ = sidecar_texts(table, [])  # type: ignore[misc]
+    want = [
+        sidecar({k: dict(v) if k == "attributes" and v is not None else v for k, v in row.items()}).decode()
+        for row in rows
+    ]
+    assert texts.to_pylist() == want

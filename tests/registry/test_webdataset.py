@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from registry.store import manifest as mf
@@ -260,3 +261,30 @@ def test_sidecars_built_column_wise_are_those_of_a_row_at_a_time(released: Built
     expected = {r["member"]: tuple(b for _, b in sidecar_members(r["member"], r, classes)) for r in rows}
     assert sidecars_of(table, classes) == expected
     assert {cls for _, cls in expected.values()} == {b"0", b"1", b"-1"}
+
+
+def test_a_string_is_plain_exactly_when_json_writes_it_as_itself():
+    """issue 22: the column-wise sidecars need strings `json.dumps` writes unescaped; `_plain` tells them
+    by a table of bytes, every byte of a column at once. Each character up to U+00FF and a few beyond,
+    alone and inside a longer string, in a slice of a column (whose bytes outside it do not count);
+    bytes under a null only make it answer False, never True."""
+    import pyarrow as pa
+
+    from registry.store.webdataset import _plain
+
+    for code in [*range(0x100), 0x2028, 0x1F600]:
+        text = f"ab{chr(code)}cd"
+        expected = json.dumps(text) == f'"{text}"'
+        column = pa.chunked_array([pa.array(["plain", text, "plain"])])
+        assert _plain(column) is expected, hex(code)
+        inside = pa.array(["é", "plain", text, "plain", "\\"]).slice(1, 3)
+        assert _plain(pa.chunked_array([inside])) is expected, hex(code)
+        assert _plain(pa.chunked_array([pa.array(['"x']).slice(0, 0), pa.array([text])])) is expected
+    bad = pa.array(["x", "y\n"]).slice(0, 1)  # a slice that ends before the bad byte
+    assert _plain(pa.chunked_array([bad])) is True
+    assert _plain(pa.chunked_array([pa.array([None, "x"], pa.string())])) is True
+    validity = pa.py_buffer(bytes([0b10]))  # row 0 null, yet its offsets span a quote
+    offsets = pa.py_buffer(np.array([0, 1, 2], np.int32).tobytes())
+    under = pa.Array.from_buffers(pa.string(), 2, [validity, offsets, pa.py_buffer(b'"x')])
+    assert under.to_pylist() == [None, "x"]
+    assert _plain(pa.chunked_array([under])) is False  # the slower builder then escapes nothing wrongly
