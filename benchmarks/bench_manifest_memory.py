@@ -206,12 +206,14 @@ def tiled(source: Path, out: Path, times: int, group_rows: int | None, parts: bo
         out.mkdir()
         for copy in range(times):
             with mf.grouped_writer(
-                out / f"part-{copy:05d}.parquet", schema, group_rows or mf.group_rows(n)
+                out / f"part-{copy:05d}.parquet", schema, group_rows or mf.group_rows(n), manifest_rows=n
             ) as w:
                 for table in copy_of(copy):
                     w.write(table)
         return out
-    with mf.grouped_writer(out, schema, group_rows or mf.group_rows(n * times)) as writer:
+    with mf.grouped_writer(
+        out, schema, group_rows or mf.group_rows(n * times), manifest_rows=n * times
+    ) as writer:
         for copy in range(times):
             for table in copy_of(copy):
                 writer.write(table)

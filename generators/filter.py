@@ -157,7 +157,8 @@ def _filter(
     try:
         chunks = (_chunk(batch, in_path) for batch in mf.batches(source, CHUNK))
         scored, per_node = _scored(ws, chunks, keyed, params)
-        with mf.grouped_writer(out_path, mf.SCHEMA, mf.group_rows(n)) as writer:  # <= mf.MAX_GROUPS groups
+        # <= mf.MAX_GROUPS groups, in small pages where they are large
+        with mf.grouped_writer(out_path, mf.SCHEMA, mf.group_rows(n), manifest_rows=n) as writer:
             for table, scores in scored:
                 table, reasons = _decide(table, scores, params, dedup, done)
                 writer.write(table)

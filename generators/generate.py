@@ -347,7 +347,8 @@ def _write_manifest(job: Job, path: Path) -> None:
     10,000,000-image manifest, before filter read a row (issue 22)."""
     held: list[pa.Table] = []
     group = mf.group_rows(job.images)
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, compression="zstd") as writer:
+    options = mf.writer_options(job.images)  # small pages where the groups are large
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, mf.SCHEMA, **options) as writer:
         for j in range(job.shards):
             batches = job.shard_batches(j)
             expected = list(range(batches[0][1], batches[-1][2]))

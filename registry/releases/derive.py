@@ -482,7 +482,8 @@ def _write_kept(parent: Path, out: Path, samples: list[str], identities: set[str
     changed = ReleaseError(f"{parent} changed while derive read it; derive again")
     ids = keep = None
     used = 0
-    with mf.grouped_writer(out, mf.SCHEMA, mf.group_rows(source.metadata.num_rows)) as writer:
+    n = source.metadata.num_rows
+    with mf.grouped_writer(out, mf.SCHEMA, mf.group_rows(n), manifest_rows=n) as writer:
         for i, batch in enumerate(mf.batches(source, mf.ROW_GROUP)):
             if i % per == 0:
                 ids, keep = next(decided, (None, None))

@@ -81,6 +81,32 @@ def group_rows(rows: int) -> int:
     return max(ROW_GROUP, -(-rows // MAX_GROUPS))
 
 
+# Bytes of a data page and of a dictionary page in a ``large`` manifest, one whose row groups grow past
+# ``ROW_GROUP`` rows (about: Arrow's writer looks at the sizes every 1,024 values). Smaller manifests,
+# up to 1,048,576 rows, keep Arrow's 1 MiB of each, so their bytes are what they were. A reader holds
+# a page and a dictionary of each column it reads, and DuckDB also a group's column chunks read ahead,
+# unless ``connect`` turns that off. Issue 22, benchmarks/README.md, peak of a process above its start:
+# DuckDB's stream of verify's columns over the 1M filtered manifest in 26 groups of 39,063 rows took
+# 51-55 MB, 45-46 MB unprefetched, and 34 MB unprefetched in these pages, as in 245 groups of 4,096
+# (32-36 MB). At 10,000,000 rows (256 groups of 39,063) the stream went from 152 to 130 MB, the flat
+# write from 229 to 192 MB, and the flat comparison from 125 to 117 MB (1M: 112, 130 and 90 MB).
+SMALL_PAGE = 32 * 1024
+
+
+def large(rows: int) -> bool:
+    """Whether a manifest of ``rows`` rows has row groups of more than ``ROW_GROUP`` rows (``group_rows``:
+    past ``ROW_GROUP * MAX_GROUPS`` rows), so that it is written in pages of ``SMALL_PAGE`` bytes."""
+    return group_rows(rows) > ROW_GROUP
+
+
+def writer_options(rows: int) -> dict[str, Any]:
+    """``pq.ParquetWriter``'s settings for a manifest (or its flat copy) of ``rows`` rows: zstd, and pages
+    and dictionaries of at most ``SMALL_PAGE`` bytes where it is ``large``."""
+    if not large(rows):
+        return {"compression": "zstd"}
+    return {"compression": "zstd", "data_page_size": SMALL_PAGE, "dictionary_pagesize_limit": SMALL_PAGE}
+
+
 class GroupWriter:
     """Writes the tables it is given to ``writer`` in row groups of exactly ``rows`` rows, however they
     come (the last group may hold fewer, once ``flush`` is called): pyarrow starts a row group at every
@@ -114,11 +140,13 @@ class GroupWriter:
 
 
 @contextlib.contextmanager
-def grouped_writer(path: Path, schema: pa.Schema, rows: int) -> Iterator[GroupWriter]:
+def grouped_writer(path: Path, schema: pa.Schema, rows: int, *, manifest_rows: int) -> Iterator[GroupWriter]:
     """Write a Parquet file (zstd) at ``path`` atomically, in row groups of ``rows`` rows (for a manifest,
-    ``group_rows`` of the rows it will hold). A crash, or an error in the ``with`` block, leaves the old
-    file (or none)."""
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    ``group_rows`` of the rows it will hold), with ``writer_options(manifest_rows)``: ``manifest_rows``
+    is the rows of the manifest the groups were sized for. A crash, or an error in the ``with`` block,
+    leaves the old file (or none)."""
+    options = writer_options(manifest_rows)
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, **options) as writer:
         grouped = GroupWriter(writer, rows)
         yield grouped
         grouped.flush()
@@ -302,8 +330,9 @@ def write_flat(manifest: Path, out: Path, shards: Mapping[str, str], batch_rows:
     allocator.give_back()  # what the pass before freed, not left under this one (issue 22)
     schema = flat_table(SCHEMA.empty_table()).schema
     source = pq.ParquetFile(manifest)
-    rows = max(batch_rows, group_rows(source.metadata.num_rows))  # at most MAX_GROUPS row groups
-    with grouped_writer(out, schema, rows) as writer:
+    n = source.metadata.num_rows
+    rows = max(batch_rows, group_rows(n))  # at most MAX_GROUPS row groups
+    with grouped_writer(out, schema, rows, manifest_rows=n) as writer:
         for batch in batches(source, batch_rows, SCHEMA.names):
             flat = flat_table(pa.Table.from_batches([batch]).cast(SCHEMA), shards)
             if flat.column("shard").null_count:
@@ -355,7 +384,9 @@ def records(table: pa.Table) -> list[SampleRecord]:
 
 
 def connect(path: Path, view: str = "manifest"):
-    """A DuckDB connection with the manifest at ``path`` as a view named ``view``."""
+    """A DuckDB connection with the manifest at ``path`` as a view named ``view``; for a ``large`` one,
+    without DuckDB's prefetching of a row group's column chunks, so that a reader holds about a page of
+    each column it reads, as in 1M's groups (issue 22)."""
     import duckdb
 
     if not path.is_file():
@@ -365,6 +396,8 @@ def connect(path: Path, view: str = "manifest"):
     try:
         con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{literal}')")
         con.execute(f"DESCRIBE {view}").fetchall()  # reads the footer: a file that is not Parquet fails here
+        if _large_file(path):  # a page of a column at a time (``SMALL_PAGE``), not a group's chunks ahead
+            con.execute("SET GLOBAL disable_parquet_prefetching = true")  # GLOBAL: its cursors' too
     except duckdb.Error as e:
         con.close()
         first = str(e).splitlines()[0][:200]
@@ -373,6 +406,15 @@ def connect(path: Path, view: str = "manifest"):
             "make it again (`synthreg generate` / `synthreg filter`)"
         ) from None
     return con
+
+
+def _large_file(path: Path) -> bool:
+    """Whether the Parquet file at ``path`` holds a ``large`` manifest's rows (by its footer's count;
+    False for a footer pyarrow cannot read, which the caller's own reading then reports)."""
+    try:
+        return large(pq.read_metadata(path).num_rows)
+    except (OSError, pa.ArrowException):
+        return False
 
 
 def dataset_of(path: Path) -> str | None:

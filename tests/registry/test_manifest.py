@@ -552,7 +552,72 @@ def test_grouped_writer_writes_groups_of_exactly_its_rows_however_the_tables_com
 
 def test_grouped_writer_leaves_no_file_when_its_block_fails(tmp_path: Path):
     path = tmp_path / "m.parquet"
-    with pytest.raises(RuntimeError), mf.grouped_writer(path, mf.SCHEMA, mf.group_rows(10)) as writer:
+    with (
+        pytest.raises(RuntimeError),
+        mf.grouped_writer(path, mf.SCHEMA, mf.group_rows(10), manifest_rows=10) as writer,
+    ):
         writer.write(mf.to_table([record(0)]))
         raise RuntimeError("killed mid-write")
     assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def _dictionary_page_bytes(path: Path, column: str) -> int:
+    """The compressed bytes of the first row group's dictionary page of ``column`` (and its header)."""
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    for i in range(meta.num_columns):
+        chunk = meta.column(i)
+        if chunk.path_in_schema == column:
+            assert chunk.has_dictionary_page
+            return chunk.data_page_offset - chunk.dictionary_page_offset
+    raise AssertionError(column)
+
+
+def test_a_large_manifest_is_written_in_small_pages_and_read_without_prefetching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 22: past ``ROW_GROUP * MAX_GROUPS`` rows a manifest's row groups grow with it, and a reader
+    holds a page and a dictionary of each column it reads, and DuckDB a group's column chunks read ahead;
+    so a ``large`` manifest is written in pages and dictionaries of ``SMALL_PAGE`` bytes and read through
+    ``connect`` without DuckDB's prefetching (on every cursor of the connection). Below that size, and
+    for the flat copy of a manifest below it, the writer's settings are Arrow's defaults, as before, so
+    those bytes are unchanged. (Here ``MAX_GROUPS`` is 2: 8,192 rows are large.)"""
+    import json
+
+    monkeypatch.setattr(mf, "MAX_GROUPS", 2)
+    rows = 3 * mf.ROW_GROUP  # 12,288 rows: large, in 2 groups of 6,144
+    assert mf.large(rows) and not mf.large(mf.ROW_GROUP * mf.MAX_GROUPS)
+    assert mf.writer_options(100) == {"compression": "zstd"}
+    import hashlib
+
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(rows)]  # as incompressible
+    table = mf.to_table([record(i).model_copy(update={"image_sha256": d}) for i, d in enumerate(digests)])
+    written = {}
+    for name, n in (("small", rows // 2), ("large", rows)):
+        path = tmp_path / f"{name}.parquet"
+        with mf.grouped_writer(path, mf.SCHEMA, mf.group_rows(n), manifest_rows=n) as writer:
+            writer.write(table.slice(0, n))
+        written[name] = path
+    # 6,144 distinct 64-digit image digests: about 400 KB of dictionary under Arrow's 1 MiB limit, and
+    # in the large manifest one small page of it, then plain pages (the writer looks at the dictionary's
+    # size every 1,024 values, so a page can pass SMALL_PAGE by up to as many values).
+    assert _dictionary_page_bytes(written["small"], "image_sha256") > 4 * mf.SMALL_PAGE
+    assert _dictionary_page_bytes(written["large"], "image_sha256") <= 2 * mf.SMALL_PAGE
+    assert pq.read_table(written["large"]).equals(table)
+    prefetch = "SELECT current_setting('disable_parquet_prefetching')"
+    for name, disabled in (("small", False), ("large", True)):
+        con = mf.connect(written[name])
+        try:
+            assert con.execute(prefetch).fetchone()[0] is disabled
+            assert con.cursor().execute(prefetch).fetchone()[0] is disabled  # tables_by_shard's cursor
+            assert con.execute("SELECT count(*) FROM manifest").fetchone()[0] == (
+                rows if disabled else rows // 2
+            )
+        finally:
+            con.close()
+    # The flat copy takes its manifest's settings (its groups are at least 10,000 rows either way).
+    flat = tmp_path / "flat.parquet"
+    mf.write_flat(written["large"], flat, {"s.tar": f"data/shards/{'a' * 64}.tar"})
+    assert _dictionary_page_bytes(flat, "image_sha256") <= 2 * mf.SMALL_PAGE
+    assert json.loads(pq.read_table(flat).column("attributes")[0].as_py()) == {"stroke": "thin"}
+    mf.write_flat(written["small"], flat, {"s.tar": f"data/shards/{'a' * 64}.tar"})
+    assert _dictionary_page_bytes(flat, "image_sha256") > 4 * mf.SMALL_PAGE
