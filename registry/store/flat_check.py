@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -176,11 +177,12 @@ def _texts_differ(maps: pa.Array, texts: pa.Array) -> pa.Array | None:
             expected = None
         if expected is not None and expected.equals(maps):
             return None
-    written = map_json_texts(maps)
-    return pc.or_(
-        pc.not_equal(pc.is_null(written), pc.is_null(texts)),
-        pc.fill_null(pc.not_equal(written, texts), False),
-    )
+    return _rows_differ(map_json_texts(maps), texts)
+
+
+def _rows_differ(x: Any, y: Any) -> Any:
+    """A boolean mask of the rows where ``x`` and ``y`` (same length) differ in value or in being null."""
+    return pc.or_(pc.not_equal(pc.is_null(x), pc.is_null(y)), pc.fill_null(pc.not_equal(x, y), False))
 
 
 def _mark_differences(a: pa.Table, b: pa.Table, first: int, differ: _Bits) -> None:
@@ -190,14 +192,11 @@ def _mark_differences(a: pa.Table, b: pa.Table, first: int, differ: _Bits) -> No
     for x, y in zip(a.columns, b.columns, strict=True):
         if pa.types.is_map(x.type):
             one = _texts_differ(x.combine_chunks(), y.combine_chunks())
-            if one is not None:
-                mask = one if mask is None else pc.or_(mask, one)
-            continue
-        if x.equals(y):  # the usual case, in one pass: the same values and nulls (a NaN is unequal)
-            continue
-        nulls_differ = pc.not_equal(pc.is_null(x), pc.is_null(y))
-        values_differ = pc.fill_null(pc.not_equal(x, y), False)
-        one = pc.or_(nulls_differ, values_differ)
-        mask = one if mask is None else pc.or_(mask, one)
+        elif x.equals(y):  # the usual case, in one pass: the same values and nulls (a NaN is unequal)
+            one = None
+        else:
+            one = _rows_differ(x, y)
+        if one is not None:
+            mask = one if mask is None else pc.or_(mask, one)
     if mask is not None:
         differ.mark(np.flatnonzero(mask.to_numpy(zero_copy_only=False)) + first)
