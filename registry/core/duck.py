@@ -76,8 +76,10 @@ def remove_stale_spills(folder: Path | None = None, now: float | None = None) ->
     return removed
 
 
-def connect() -> Any:
-    """An in-memory DuckDB connection with its memory capped and its spill folder outside the workspace."""
+def connect(threads: int | None = None) -> Any:
+    """An in-memory DuckDB connection with its memory capped and its spill folder outside the workspace;
+    ``threads``: at most so many threads (and so ``PER_THREAD_MB`` each), for a query that runs beside
+    other work."""
     import duckdb
 
     global _swept
@@ -85,7 +87,7 @@ def connect() -> Any:
         _swept = True
         remove_stale_spills()
 
-    threads = max(1, min(os.cpu_count() or 1, THREADS))
+    threads = max(1, min(os.cpu_count() or 1, THREADS, threads or THREADS))
     # A folder of its own, made only if it spills: DuckDB removes one it made when the connection closes
     # (two connections sharing one left it behind).
     spill = Path(tempfile.gettempdir()) / f"{SPILL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"

@@ -383,15 +383,15 @@ def records(table: pa.Table) -> list[SampleRecord]:
     return out
 
 
-def connect(path: Path, view: str = "manifest"):
-    """A DuckDB connection with the manifest at ``path`` as a view named ``view``; for a ``large`` one,
-    without DuckDB's prefetching of a row group's column chunks, so that a reader holds about a page of
-    each column it reads, as in 1M's groups (issue 22)."""
+def connect(path: Path, view: str = "manifest", threads: int | None = None):
+    """A DuckDB connection (``duck.connect(threads)``) with the manifest at ``path`` as a view named
+    ``view``; for a ``large`` one, without DuckDB's prefetching of a row group's column chunks, so that a
+    reader holds about a page of each column it reads, as in 1M's groups (issue 22)."""
     import duckdb
 
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist; run `synthreg generate` (or `dvc repro`) first")
-    con = duck.connect()
+    con = duck.connect(threads)
     literal = str(path).replace("'", "''")  # CREATE VIEW cannot take a prepared parameter
     try:
         con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{literal}')")

@@ -56,6 +56,14 @@ def test_the_cap_follows_the_threads(monkeypatch: pytest.MonkeyPatch):
         con.close()
         assert got == threads
         assert abs(float(limit.split()[0]) - 64 * threads * 1e6 / 2**20) < 1  # DuckDB says MiB
+    # At most so many threads, for a query beside other work (verify's name check): the cap follows.
+    for cores, asked, threads in ((8, 1, 1), (8, 2, 2), (2, 4, 2), (64, 16, 8)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        con = duck.connect(threads=asked)
+        limit, got = con.execute(query).fetchone()
+        con.close()
+        assert got == threads
+        assert abs(float(limit.split()[0]) - 64 * threads * 1e6 / 2**20) < 1
 
 
 def test_a_bad_cap_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):

@@ -88,6 +88,30 @@ def test_a_released_shard_takes_the_batch_path_and_verifies(released: Built) -> 
     assert verify(released.ws, "digits@1.0.0").ok
 
 
+def test_verify_checks_names_on_a_connection_of_one_thread(
+    released: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name and duplicate-id check runs beside the workers on a connection of its own with one thread,
+    so one thread's cap (issue 22: 132 -> 85 MB at 10,000,000 rows); the stream keeps the default."""
+    import duckdb
+
+    from registry.core import names
+
+    made: list[int | None] = []
+    connect = mf.connect
+    monkeypatch.setattr(mf, "connect", lambda *a, **k: made.append(k.get("threads")) or connect(*a, **k))
+    seen: list[str] = []
+    unsafe_rows = names.unsafe_rows
+
+    def spied(con: duckdb.DuckDBPyConnection, *a: object) -> tuple:
+        seen.append(con.execute("SELECT current_setting('threads')").fetchone()[0])
+        return unsafe_rows(con, *a)
+
+    monkeypatch.setattr("registry.releases.verify.unsafe_rows", spied)
+    assert verify(released.ws, "digits@1.0.0").ok
+    assert sorted(made, key=str) == [1, None] and seen == [1]
+
+
 def test_the_stream_of_shard_tables_holds_every_row_once(released: Built, tmp_path: Path) -> None:
     """``tables_by_shard`` reads the manifest once and gives each shard when its rows are all read, also
     for a manifest whose shards are interleaved (rows of one shard apart from each other)."""
