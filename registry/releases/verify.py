@@ -22,6 +22,7 @@ without C2PA verifies as fast as before.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 from collections import deque
@@ -166,7 +167,13 @@ def _pool(workers: int) -> Executor:
     # Forked now, before the checks start DuckDB's work (the names query on a thread, the manifest
     # stream): the process's other threads (DuckDB's scheduler, Arrow's and BLAS's pools) are idle, so
     # no worker inherits a lock one of them holds mid-query. The workers never use DuckDB.
-    pool.submit(int).result()
+    # gc.freeze: a worker's collections then never walk the objects it inherited (the record, a
+    # ShardRef a shard, and every module), so their pages stay shared rather than copied into each worker.
+    gc.freeze()
+    try:
+        pool.submit(int).result()
+    finally:
+        gc.unfreeze()
     return pool
 
 
