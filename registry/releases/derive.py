@@ -330,6 +330,9 @@ def derive(
         parent, samples, sources, removed_rows, removed_accepted, reason, criteria
     )
 
+    shards = ParentShards(parent_dir, parent)
+    parent_filter, parent_manifest_path = parent.filter, parent.manifest_path
+    del parent, checked  # the parent's record (18 MB at 10,000 shards) is not held through publish (issue 22)
     tmp_root = ws / ".dvc" / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     with (
@@ -339,10 +342,8 @@ def derive(
         manifest = Path(tmp) / "manifest.parquet"
         _write_kept(parent_manifest, manifest, selected, identities)
         allocator.give_back()
-        report = _checked(ws, manifest, recipe, validate, today, name, version, parent.manifest_path)
+        report = _checked(ws, manifest, recipe, validate, today, name, version, parent_manifest_path)
         report_text = report.to_json()
-
-        shards = ParentShards(parent_dir, parent)
 
         def build(staging: Path) -> tuple[Release, PolicyReport, str]:
             record = assemble(
@@ -358,7 +359,7 @@ def derive(
                 shards,
                 derivation,
                 progress=progress,
-            ).model_copy(update={"remote": pushed_to, "no_push": no_push, "filter": parent.filter})
+            ).model_copy(update={"remote": pushed_to, "no_push": no_push, "filter": parent_filter})
             return record, report, report_text
 
         return publish(

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from registry.core import vcs
+from registry.core import allocator, vcs
 from registry.core.digests import sha256_bytes, sha256_file
 from registry.core.errors import ReleaseError
 from registry.core.fsio import Stamp, atomic_write_text, link_unchanged
@@ -200,7 +200,16 @@ def publish(
                 remote=record.remote,
                 pubkey=public_key_file(signer, entry.name),
             )
-    return record
+            # The steps after this one read what they need from the journal and the disk, and two run
+            # DVC's own process beside this one: the record (18 MB at 10,000 shards) and what was made
+            # from it go first, and come back from release.json once the version is made (issue 22).
+            del record, report, report_text, payload, subjects, envelope, signoffs
+    return _written(final)
+
+
+def _written(folder: Path) -> Release:
+    """The record in ``folder/release.json``, as ``publish`` wrote it."""
+    return Release.model_validate_json((folder / "release.json").read_text())
 
 
 PUBLISH_STEPS = ("stage", "rename", "dvc-add", "push", "audit", "commit", "tag")
@@ -248,14 +257,19 @@ def _step_rename(ws: Path, entry: Entry) -> None:
 
 
 def _step_dvc_add(ws: Path, entry: Entry) -> None:
-    data = ws / entry.state["final"] / "data"
-    record = Release.model_validate_json((ws / entry.state["final"] / "release.json").read_text())
-    missing = [s.path for s in record.shards if not (data / s.path).is_file()]
-    if missing or not (data / "manifest.parquet").is_file():  # never track a version short of a shard
+    _require_data(ws / entry.state["final"])
+    allocator.give_back()  # what the stage freed, before DVC's process runs beside this one (issue 22)
+    vcs.dvc(ws, "add", "-q", f"{entry.state['final']}/data")
+
+
+def _require_data(folder: Path) -> None:
+    """Refuse to track a version short of a shard or of its manifest."""
+    data = folder / "data"
+    missing = [s.path for s in _written(folder).shards if not (data / s.path).is_file()]
+    if missing or not (data / "manifest.parquet").is_file():
         raise ReleaseError(
             f"{data} lacks {', '.join(missing) or 'manifest.parquet'}; restore it, `dvc checkout`"
         )
-    vcs.dvc(ws, "add", "-q", f"{entry.state['final']}/data")
 
 
 def _step_push(ws: Path, entry: Entry) -> None:
@@ -265,8 +279,10 @@ def _step_push(ws: Path, entry: Entry) -> None:
 
     if entry.state.get("remote") is None:  # --no-push, recorded in the record and the audit event
         return
-    record = Release.model_validate_json((ws / entry.state["final"] / "release.json").read_text())
-    remote.push_release(ws, record, entry.state["remote"])
+    record = _written(ws / entry.state["final"])
+    name, version, derived = record.name, record.version, record.derived_from is not None
+    del record  # not held while DVC's process pushes (issue 22)
+    remote.push_release(ws, name, version, entry.state["remote"], derived=derived)
 
 
 def _step_audit(ws: Path, entry: Entry) -> None:

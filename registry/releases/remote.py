@@ -2,7 +2,8 @@
 exactly one release back from it.
 
     require(ws, no_push)          # -> "storage s3://bucket/path"; None with --no-push; RemoteError if none
-    push_release(ws, record)      # `dvc push` of the release's data (and, for a release, the outputs
+    push_release(ws, "digits", "1.0.0", remote, derived=False)
+                                  # `dvc push` of the release's data (and, for a release, the outputs
                                   #  of the pipeline stages it was made from)
     pull(ws, "digits@1.0.0")      # `dvc pull releases/digits/1.0.0/data.dvc`, then verify every byte
 
@@ -163,15 +164,16 @@ def push(ws: Path, targets: list[str], remote: str) -> None:
         )
 
 
-def push_release(ws: Path, record: Release, remote: str) -> None:
-    """Push the release's data, and for a release made from the workspace (not derived) the pipeline
-    outputs ``dvc.lock`` records for its dataset, so a clone's ``dvc pull`` finds them too."""
-    outputs = [] if record.derived_from else pipeline_outputs(ws, record.name)
+def push_release(ws: Path, name: str, version: str, remote: str, *, derived: bool) -> None:
+    """Push the data of release ``name@version``, and for a release made from the workspace (not
+    ``derived``) the pipeline outputs ``dvc.lock`` records for its dataset, so a clone's ``dvc pull``
+    finds them too."""
+    outputs = [] if derived else pipeline_outputs(ws, name)
     if outputs:
         # A call of its own: dvc 3.67 given `X.dvc` first and dvc.yaml outputs after it, whose objects
         # overlap (the release's shards are the candidates'), pushed only X's and reported success.
         push(ws, outputs, remote)
-    push(ws, [(RELEASES / record.name / record.version / "data.dvc").as_posix()], remote)
+    push(ws, [(RELEASES / name / version / "data.dvc").as_posix()], remote)
 
 
 def pull(
