@@ -389,3 +389,36 @@ def test_derive_leaves_out_by_prompt_generator_and_identity(released_copy: Path,
          "--exclude-generator", weights[:12], "-w", str(ws)],
     )  # fmt: skip
     assert cli.exit_code == 1 and "leaves no accepted sample of digits@1.0.0" in cli.stderr, cli.output
+
+
+def test_no_record_is_held_while_dvc_adds_and_pushes_the_version(
+    released_copy: Path, released: Built, monkeypatch: pytest.MonkeyPatch
+):
+    """DVC's own process adds and pushes the version beside derive's (and release's), so neither the
+    parent's record nor the new one is held then (issue 22: 18 MB each at 10,000 shards), and the heap
+    they freed is given back before `dvc add` starts."""
+    import gc
+    from collections import Counter
+
+    from registry.core import allocator, vcs
+    from registry.records.release import Release
+
+    def records() -> Counter[str]:
+        gc.collect()
+        return Counter(f"{o.name}@{o.version}" for o in gc.get_objects() if isinstance(o, Release))
+
+    already = records()  # the `released` fixture's own
+    events: list[tuple[str, list[str]]] = []
+    run_dvc, give_back = vcs.run_dvc, allocator.give_back
+    monkeypatch.setattr(allocator, "give_back", lambda: events.append(("give back", [])) or give_back())
+
+    def spied(ws: Path, *args: str, **kw: object):
+        if args[0] in ("add", "push"):
+            events.append((args[0], sorted((records() - already).elements())))
+        return run_dvc(ws, *args, **kw)
+
+    monkeypatch.setattr(vcs, "run_dvc", spied)
+    [gone] = [r["sample_id"] for r in parent_rows(released_copy)][:1]
+    record = derive(released_copy, "digits@1.0.0", "1.0.1", REASON, exclude_samples=[gone], key=released.key)
+    assert record.version == "1.0.1" and record.remote  # pushed, and read back whole
+    assert events[-3:] == [("give back", []), ("add", []), ("push", [])], events
