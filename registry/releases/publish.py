@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import tarfile
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -51,12 +50,11 @@ from registry.records.journal import Entry
 from registry.records.lineage import ModelsSeen, SignaturesSeen
 from registry.records.policy import PolicyReport
 from registry.records.release import SEMVER, Counts, Derivation, GeneratorUse, Release, ShardRef
-from registry.releases.shard_check import IMAGE_COLUMNS, images_intact
+from registry.releases.shard_check import IMAGE_COLUMNS, checked_members
 from registry.releases.tagging import commit_message, signing_tags, status_line, tag_release
 from registry.store import audit, journal
 from registry.store import manifest as mf
 from registry.store.releases import EXPORTS, RELEASES, load_release, release_folder, versions
-from registry.store.shards import check_members, scan, spans
 from registry.store.webdataset import SIDECAR_FIELDS, add_sidecars, sidecars_of
 from registry.trust.root import Trust
 from registry.trust.signing import KEYS, public_key_file, sign, statement
@@ -518,7 +516,7 @@ def _copy_shards(
         sidecars = sidecars_of(table, identities)  # built column-wise (issue 22)
         del table
         data = shards(shard, set(expected))
-        found = _checked_members(data, shard, expected, rows)
+        found = checked_members(data, shard, expected, rows)
         members = len(expected)
         data = add_sidecars(data, sidecars, found)  # WebDataset .json/.cls
         digest = sha256_bytes(data)
@@ -538,36 +536,6 @@ def _copy_shards(
     if progress:
         progress(n_shards, n_shards)
     return refs
-
-
-def _checked_members(
-    data: bytes, shard: str, expected: dict[str, tuple[str, str]], rows: list[list[Any]]
-) -> dict[str, bytes | memoryview] | None:
-    """Every member of shard ``data`` by name, in tar order, once each image the manifest names in it
-    (``expected``: member -> (sample id, sha256); ``rows``: the ``IMAGE_COLUMNS``) is found whole, as
-    recorded and marked; else a ReleaseError naming the first problem. A shard exactly as synthreg
-    writes it is checked a shard at a time (``shard_check.images_intact``, issue 22); any other image
-    by image (``check_members``), which says what is wrong; None when the shard could not be parsed and
-    that check still found nothing (``add_sidecars`` then parses it, and says why it cannot)."""
-    walked = spans(data)
-    if walked is not None and images_intact(data, walked, *rows):
-        names, starts, sizes = walked
-        view = memoryview(data)
-        return {n: view[a : a + k] for n, a, k in zip(names, starts.tolist(), sizes.tolist(), strict=True)}
-    try:  # parsed once, for the check and the sidecars (issue 22: it was parsed twice)
-        scanned: tuple[dict[str, bytes | memoryview], list[str]] | None = scan(data)
-    except (tarfile.TarError, EOFError):
-        scanned = None  # check_members names the problem
-    problems, bad_samples = check_members(data, expected, shard, scanned)
-    if problems:  # e.g. a truncated tar
-        raise ReleaseError(f"{problems[0]}; restore the shard (`dvc checkout`) or regenerate")
-    if bad_samples:
-        bad = sorted(bad_samples)
-        raise ReleaseError(
-            f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]} "
-            f"({bad_samples[bad[0]]}); restore the shard (`dvc checkout`) or regenerate"
-        )
-    return scanned[0] if scanned is not None else None  # None: check_members reported it
 
 
 def _counts(con: Any) -> Counts:

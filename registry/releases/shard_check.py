@@ -1,6 +1,7 @@
 """One shard of a release against its manifest rows, in a worker of ``verify`` (issue 22): ``intact``
 accepts a shard exactly as release made it in batch; any other goes through ``check_shard``, image by
-image, which says what is wrong. ``registry.releases.verify`` runs the workers and merges their answers."""
+image, which says what is wrong. ``registry.releases.verify`` runs the workers and merges their answers.
+``checked_members`` is release's and derive's check of each shard they copy, the same way round."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.core.digests import sha256_bytes
+from registry.core.errors import ReleaseError
 from registry.core.images import all_whole
 from registry.core.names import shown
 from registry.store.marking import Marking, all_marked, marking_problems
@@ -325,3 +327,34 @@ def sidecars_of(rows: list[tuple], classes: list[str] | None) -> dict[str, tuple
         out[json_name] = (row[1], json_bytes)
         out[cls_name] = (row[1], cls_bytes if classes is not None else None)
     return out
+
+
+def checked_members(
+    data: bytes, shard: str, expected: dict[str, tuple[str, str]], rows: list[list[Any]]
+) -> dict[str, bytes | memoryview] | None:
+    """Release's check of a shard it copies: every member of shard ``data`` by name, in tar order, once
+    each image the manifest names in it (``expected``: member -> (sample id, sha256); ``rows``: the
+    ``IMAGE_COLUMNS``) is found whole, as recorded and marked; else a ReleaseError naming the first
+    problem. A shard exactly as synthreg writes it is checked a shard at a time (``images_intact``,
+    issue 22); any other image by image (``check_members``), which says what is wrong; None when the
+    shard could not be parsed and that check still found nothing (``add_sidecars`` then parses it, and
+    says why it cannot)."""
+    walked = spans(data)
+    if walked is not None and images_intact(data, walked, *rows):
+        names, starts, sizes = walked
+        view = memoryview(data)
+        return {n: view[a : a + k] for n, a, k in zip(names, starts.tolist(), sizes.tolist(), strict=True)}
+    try:  # parsed once, for the check and the sidecars (issue 22: it was parsed twice)
+        scanned: tuple[dict[str, bytes | memoryview], list[str]] | None = scan(data)
+    except (tarfile.TarError, EOFError):
+        scanned = None  # check_members names the problem
+    problems, bad_samples = check_members(data, expected, shard, scanned)
+    if problems:  # e.g. a truncated tar
+        raise ReleaseError(f"{problems[0]}; restore the shard (`dvc checkout`) or regenerate")
+    if bad_samples:
+        bad = sorted(bad_samples)
+        raise ReleaseError(
+            f"shard {shard} does not hold the recorded images for {len(bad)} sample(s), first {bad[0]} "
+            f"({bad_samples[bad[0]]}); restore the shard (`dvc checkout`) or regenerate"
+        )
+    return scanned[0] if scanned is not None else None  # None: check_members reported it

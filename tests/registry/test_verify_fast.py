@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from generators.shard import encode_png
 from registry.core.errors import ReleaseError
 from registry.core.images import all_whole, png_problem
-from registry.releases.publish import _checked_members
 from registry.releases.shard_check import (
     COLUMNS,
     IMAGE_COLUMNS,
     C2pa,
     check_shard,
+    checked_members,
     images_intact,
     intact,
     shard_job,
@@ -441,9 +441,9 @@ def test_release_copies_by_the_batch_check_only_what_the_member_check_accepts(
         assert fast  # what release writes, and what generate writes, take the batch path
     if problems or bad:
         with pytest.raises(ReleaseError):
-            _checked_members(blob, "s", expected, rows)
+            checked_members(blob, "s", expected, rows)
         return
-    got = _checked_members(blob, "s", expected, rows)
+    got = checked_members(blob, "s", expected, rows)
     assert got is not None
     want = {n: blob[s : s + k] for n, (s, k) in _index_strict(blob).items()}
     assert list(got) == list(want) and {n: bytes(v) for n, v in got.items()} == want
