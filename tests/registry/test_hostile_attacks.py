@@ -27,7 +27,7 @@ from registry.releases.release import release
 from registry.store import manifest as mf
 from registry.store.shards import members_from_bytes, tar_bytes
 from registry.store.webdataset import add_sidecars
-from tests.registry.conftest import CANDIDATES, FILTERED, POLICY, Built, folder, sh
+from tests.registry.conftest import CANDIDATES, FILTERED, POLICY, Built, folder, sh, unchecked_members
 
 
 def skipped_recheck(*a, **k) -> Recheck:
@@ -88,7 +88,7 @@ def sign_anyway(ws: Path, key: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     past_the_gate(ws)
     with monkeypatch.context() as m:
         m.setattr("registry.releases.publish.check_manifest", lambda *a, **k: None)
-        m.setattr("registry.releases.publish.check_members", lambda *a: ([], {}))
+        m.setattr("registry.releases.publish.checked_members", unchecked_members)
         m.setattr("registry.releases.release._recheck", skipped_recheck)
         m.setattr("registry.releases.publish.add_sidecars", sidecars_keeping_all)
         release("digits", "1.0.0", ws, key=key)

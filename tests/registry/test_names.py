@@ -27,7 +27,7 @@ from registry.releases.loader import open_release
 from registry.releases.release import release
 from registry.store import manifest as mf
 from registry.store.shards import ShardFormatError, tar_bytes
-from tests.registry.conftest import CANDIDATES, FILTERED, POLICY, Built, commit_all, folder
+from tests.registry.conftest import CANDIDATES, FILTERED, POLICY, Built, commit_all, folder, unchecked_members
 
 
 def skipped_recheck(*a, **k) -> Recheck:
@@ -186,7 +186,7 @@ def test_verify_and_the_loader_refuse_a_hostile_release(
     monkeypatch.setattr("registry.releases.publish.check_manifest", lambda *a, **k: None)
     monkeypatch.setattr("registry.releases.release._recheck", skipped_recheck)
     if CASES[case][0] != "shard":
-        monkeypatch.setattr("registry.releases.publish.check_members", lambda *a: ([], {}))
+        monkeypatch.setattr("registry.releases.publish.checked_members", unchecked_members)
     # The shard reader's path check (publish's own checks are about the release folder, not the manifest).
     monkeypatch.setattr("registry.releases.release.inside", lambda ws, p, what: (ws / p).resolve())
     if case == "id-nul":  # issue 24's strict tar reader: a member name holding a NUL is no shard at all
