@@ -13,7 +13,9 @@ set and that peak above its start (sampled every 20 ms), with the seconds it too
 - ``flat-compare``: ``flat_check.flat_differences`` of the manifest and that flat copy (verify);
 - ``stream:ROWS``: ``manifest.tables_by_shard`` of verify's columns, DuckDB batches of ``ROWS`` rows
   (verify's image checks, the shard copy of release and derive);
-- ``names``: ``names.unsafe_rows``, the name and duplicate-id check (verify; DuckDB's capped aggregate);
+- ``names``: ``names.unsafe_rows``, the name and duplicate-id check (DuckDB's capped aggregate), on a
+  connection of a thread a core; ``names:THREADS`` on one of at most ``THREADS`` (``names:1`` is verify's,
+  which runs it beside its workers);
 - ``footers:list`` and ``footers:each`` (not in the default list): what DuckDB holds of the manifest's
   Parquet footers once it has read them, with a query that reads nothing else (no row has seed -1, and
   the footers' statistics say so): over all the files in one query, or file by file, each its own query,
@@ -50,7 +52,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PIECES = ["flat-write:system", "flat-write:jemalloc", "flat-compare", "stream:65536", "stream:8192", "names"]
+PIECES = [
+    "flat-write:system",
+    "flat-write:jemalloc",
+    "flat-compare",
+    "stream:65536",
+    "stream:8192",
+    "names",
+    "names:1",
+]
 
 
 def _rss_mb() -> float:
@@ -120,8 +130,8 @@ def piece(name: str, manifest: Path, flat: Path) -> None:
             what = f"{len(files)} file(s)"
         finally:
             con.close()
-    elif name == "names":
-        con = _connect(manifest)
+    elif name == "names" or name.startswith("names:"):
+        con = _connect(manifest, int(name.split(":")[1]) if ":" in name else None)
         try:
             cap = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
             what = f"{names.unsafe_rows(con)[0]} unsafe rows, DuckDB's cap {cap}"
@@ -149,15 +159,15 @@ def _files(manifest: Path) -> list[Path]:
     return found
 
 
-def _connect(manifest: Path) -> Any:
+def _connect(manifest: Path, threads: int | None = None) -> Any:
     """``manifest.connect`` for a file; for a folder, the same connection with the view over its files
-    in one ``read_parquet`` list."""
+    in one ``read_parquet`` list. ``threads``: as ``duck.connect`` takes it."""
     from registry.core import duck
     from registry.store import manifest as mf
 
     if manifest.is_file():
-        return mf.connect(manifest)
-    con = duck.connect()
+        return mf.connect(manifest, threads=threads)
+    con = duck.connect(threads)
     listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in _files(manifest))
     con.execute(f"CREATE VIEW manifest AS SELECT * FROM read_parquet([{listed}])")
     return con
