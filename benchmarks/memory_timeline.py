@@ -15,13 +15,17 @@ the seconds since the start:
 
 and at the end the peak, when it came, and each process's share of it. ``--csv`` also writes every
 sample (seconds, total MB, then ``pid:MB`` pairs). A peak shorter than ``--every`` can be missed; the
-exit status is the command's. Figures are printed, never asserted. Issue 22 used it to find which
+exit status is the command's. The last line also gives the command's own process's peak resident
+set as the kernel counted it (``ru_maxrss``), which no sampling misses: a stage of a few seconds can
+peak between two samples (validate at 1,000,000 images: 319 MB sampled every 0.25 s, 409-414 MB every
+0.05 s; benchmarks/README.md). Figures are printed, never asserted. Issue 22 used it to find which
 phase of release, verify and derive holds their peak at 10,000,000 images (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -93,11 +97,15 @@ def main() -> int:
     assert proc.stdout is not None
     for line in proc.stdout:
         print(f"[{time.perf_counter() - t0:8.1f}s] {line.rstrip()}", flush=True)
-    code = proc.wait()
-    timeline.stop()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timeline.stop()
+    proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
     print(
         f"exit {code}, {time.perf_counter() - t0:.1f} s; tree peak {timeline.peak:.0f} MB at "
-        f"{timeline.peak_at:.1f} s | {_shown(timeline.peak_parts)}"
+        f"{timeline.peak_at:.1f} s | {_shown(timeline.peak_parts)}; the command's own process peaked at "
+        f"{usage.ru_maxrss / 1024:.0f} MB RSS (the kernel's count, not a sample)"
     )
     return code
 

@@ -117,7 +117,7 @@ def test_the_memory_timeline_says_which_process_held_the_peak(tmp_path):
     assert done.returncode == 3, done.stderr
     assert re.search(r"^\[ *[0-9.]+s\] holders done$", done.stdout, re.M)
     last = done.stdout.strip().splitlines()[-1]
-    peak = re.match(r"exit 3, [0-9.]+ s; tree peak (\d+) MB at [0-9.]+ s \| (.*)$", last)
+    peak = re.match(r"exit 3, [0-9.]+ s; tree peak (\d+) MB at [0-9.]+ s \| (.*); the command's own", last)
     assert peak, last
     parts = [float(p.split(":")[1]) for p in peak.group(2).split()]
     assert len(parts) == 3  # the command's process, then its two workers
@@ -125,6 +125,24 @@ def test_the_memory_timeline_says_which_process_held_the_peak(tmp_path):
     assert 120 < int(peak.group(1)) < 400
     assert csv.read_text().startswith("seconds,total_mb,processes\n")
     assert len(csv.read_text().splitlines()) > 3  # a sample every 0.25 s over 1.5 s and more
+
+
+def test_the_memory_timeline_gives_the_kernels_peak_a_sample_misses(tmp_path):
+    """A peak of a few milliseconds between two samples a second apart: the sampled tree peak misses it,
+    the kernel's count of the command's process (``ru_maxrss``) does not."""
+    script = "import time\nb = bytearray(300_000_000)\ndel b\ntime.sleep(1.5)\n"
+    tool = bench_e2e.REPO / "benchmarks/memory_timeline.py"
+    done = subprocess.run(
+        [sys.executable, str(tool), "--every", "1", "--", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    found = re.search(r"tree peak (\d+) MB .* own process peaked at (\d+) MB RSS", last)
+    assert found, last
+    assert int(found.group(1)) < 200 < 280 < int(found.group(2)), last  # 300,000,000 bytes: 286 MiB
 
 
 def test_the_memory_timeline_refuses_no_command():
