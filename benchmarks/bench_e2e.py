@@ -87,11 +87,16 @@ def drop_caches() -> None:
         ) from e
 
 
-def tree_pss(pid: int) -> dict[int, float]:
-    """The proportional set size of ``pid`` and of every process under it, in MB, by process id, ``pid``
-    first (Linux; empty elsewhere): a page its processes share (a forked worker's imports) counts once
-    in their sum."""
-    parts, stack = {}, [pid]
+def tree_rollup(pid: int, *fields: str) -> dict[int, dict[str, float]]:
+    """Lines ``fields`` of ``smaps_rollup`` (``Pss``, ``Pss_Anon``, ...), in MB, of ``pid`` and of every
+    process under it, by process id, ``pid`` first (Linux; empty elsewhere). ``Pss``, the proportional
+    set size: a page its processes share (a forked worker's imports) counts once in their sum.
+    ``Pss_Anon``: the same of the processes' own memory (their heaps), without the pages of files
+    they map (libraries, a file read through a map), which other processes share and the kernel can
+    drop."""
+    parts: dict[int, dict[str, float]] = {}
+    stack = [pid]
+    keys = {f"{f}:": f for f in fields}
     while stack:
         p = stack.pop()
         try:
@@ -99,10 +104,16 @@ def tree_pss(pid: int) -> dict[int, float]:
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     stack += [int(c) for c in f.read().split()]
             with open(f"/proc/{p}/smaps_rollup") as f:
-                parts[p] = next((int(x.split()[1]) for x in f if x.startswith("Pss:")), 0) / 1024
-        except (OSError, ValueError):  # gone meanwhile, or not Linux
+                found = {keys[x.split()[0]]: int(x.split()[1]) / 1024 for x in f if x.split()[0] in keys}
+            parts[p] = {f: found.get(f, 0.0) for f in fields}
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not Linux
             continue
     return parts
+
+
+def tree_pss(pid: int) -> dict[int, float]:
+    """``tree_rollup``'s ``Pss`` of each process: what the tree holds, a shared page counted once."""
+    return {p: v["Pss"] for p, v in tree_rollup(pid, "Pss").items()}
 
 
 def _tree_pss_mb(pid: int) -> float:

@@ -6,14 +6,17 @@ Run from a workspace (or anywhere the command runs)::
 
 ``bench_e2e.py`` gives a stage's peak; this says when it came and which process held it. Every
 ``--every`` seconds it reads the proportional set size of the command's process and of every process
-under it (``bench_e2e.tree_pss``: a page shared with a forked worker counts once), and prints, with
+under it (``bench_e2e.tree_rollup``: a page shared with a forked worker counts once), and prints, with
 the seconds since the start:
 
 - each line the command writes (its progress shows which phase is running);
 - a sample line whenever the tree's total reaches a new peak, and otherwise one every 2 seconds:
   ``tree <MB> (peak <MB>) | <pid>:<MB> ...``, the command's own process first;
 
-and at the end the peak, when it came, and each process's share of it. ``--csv`` also writes every
+and at the end the peak, when it came, and each process's share of it, and the largest anonymous
+part of the tree sampled (``Pss_Anon``: its heaps, without the pages of mapped files, libraries and
+the files a stage maps, which the kernel can drop and other processes share, so that they vary with
+what else runs). ``--csv`` also writes every
 sample (seconds, total MB, then ``pid:MB`` pairs). A peak shorter than ``--every`` can be missed; the
 exit status is the command's. The last line also gives the command's own process's peak resident
 set as the kernel counted it (``ru_maxrss``), which no sampling misses: a stage of a few seconds can
@@ -33,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_e2e import TreeSampler, tree_pss
+from bench_e2e import TreeSampler, tree_rollup
 
 
 def _shown(parts: dict[int, float]) -> str:
@@ -48,13 +51,16 @@ class Timeline(TreeSampler):
         super().__init__(pid, every)
         self.t0, self.csv = t0, csv
         self.peak_at, self.peak_parts = 0.0, {}
+        self.anon = 0.0  # the largest Pss_Anon of the tree sampled (its own peak, not the total's)
         self.samples: list[tuple[float, float, dict[int, float]]] = []
 
     def run(self) -> None:
         shown = 0.0
         while not self.done.is_set():
-            parts = tree_pss(self.pid)
+            rollup = tree_rollup(self.pid, "Pss", "Pss_Anon")
+            parts = {p: v["Pss"] for p, v in rollup.items()}
             total, now = sum(parts.values()), time.perf_counter() - self.t0
+            self.anon = max(self.anon, sum(v["Pss_Anon"] for v in rollup.values()))
             if self.csv is not None:
                 self.samples.append((now, total, parts))
             if total > self.peak:
@@ -104,7 +110,8 @@ def main() -> int:
     proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
     print(
         f"exit {code}, {time.perf_counter() - t0:.1f} s; tree peak {timeline.peak:.0f} MB at "
-        f"{timeline.peak_at:.1f} s | {_shown(timeline.peak_parts)}; the command's own process peaked at "
+        f"{timeline.peak_at:.1f} s | {_shown(timeline.peak_parts)}; anonymous {timeline.anon:.0f} MB at "
+        "most; the command's own process peaked at "
         f"{usage.ru_maxrss / 1024:.0f} MB RSS (the kernel's count, not a sample)"
     )
     return code

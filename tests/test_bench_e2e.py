@@ -117,12 +117,17 @@ def test_the_memory_timeline_says_which_process_held_the_peak(tmp_path):
     assert done.returncode == 3, done.stderr
     assert re.search(r"^\[ *[0-9.]+s\] holders done$", done.stdout, re.M)
     last = done.stdout.strip().splitlines()[-1]
-    peak = re.match(r"exit 3, [0-9.]+ s; tree peak (\d+) MB at [0-9.]+ s \| (.*); the command's own", last)
+    peak = re.match(
+        r"exit 3, [0-9.]+ s; tree peak (\d+) MB at [0-9.]+ s \| (.*); "
+        r"anonymous (\d+) MB at most; the command's own",
+        last,
+    )
     assert peak, last
     parts = [float(p.split(":")[1]) for p in peak.group(2).split()]
     assert len(parts) == 3  # the command's process, then its two workers
     assert all(55 < p < 200 for p in parts[1:])
     assert 120 < int(peak.group(1)) < 400
+    assert 100 < int(peak.group(3)) <= int(peak.group(1))  # the workers' 60 MB each are their own heap
     assert csv.read_text().startswith("seconds,total_mb,processes\n")
     assert len(csv.read_text().splitlines()) > 3  # a sample every 0.25 s over 1.5 s and more
 
