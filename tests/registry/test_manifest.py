@@ -377,6 +377,45 @@ def test_batches_are_pyarrows_batches_read_a_row_group_at_a_time(tmp_path: Path,
     assert pa.Table.from_batches(ours).column("sample_id").to_pylist() == ids
 
 
+@pytest.mark.parametrize("batch_rows", [3, 4, 7, 10, 64])
+def test_batches_ask_pyarrow_for_at_most_read_rows_and_give_the_same_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_rows: int
+):
+    """issue 22: pyarrow's reader holds several times the batch it decodes, so ``mf.batches`` asks it for
+    at most ``READ_ROWS`` rows (a row group of a manifest up to 1,048,576 rows) and joins them: the same
+    rows and boundaries as one ``iter_batches`` of ``batch_rows`` over the whole file; the same values of
+    a column read as dictionary codes (whose batches pyarrow ends at each row group)."""
+    path = tmp_path / "m.parquet"
+    table = pa.table(
+        {
+            "sample_id": [f"s{k:03d}" for k in range(47)],
+            "x": pa.array([str(k % 3) for k in range(47)]).dictionary_encode(),
+        }
+    )
+    with pq.ParquetWriter(path, table.schema) as writer:
+        at = 0
+        for size in (5, 1, 20, 3, 18):
+            writer.write_table(table.slice(at, size))
+            at += size
+    whole = list(pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["sample_id"]))
+    asked: list[int] = []
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        asked.append(kwargs["batch_size"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(mf, "READ_ROWS", 4)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    ours = list(mf.batches(path, batch_rows, ["sample_id"]))
+    assert asked and max(asked) == min(batch_rows, 4)
+    assert [b.num_rows for b in ours] == [b.num_rows for b in whole]
+    assert all(a.equals(b) for a, b in zip(ours, whole, strict=True))
+    codes = pa.Table.from_batches(list(mf.batches(path, batch_rows, ["x"]))).column("x")
+    assert pa.types.is_dictionary(codes.type)
+    assert codes.to_pylist() == table.column("x").to_pylist()
+
+
 def test_dataset_of_reads_the_column_a_batch_at_a_time_and_says_none_when_unsure(tmp_path: Path):
     """The one dataset a manifest names, read in batches (issue 22: the whole column added about 95 MB at
     10M rows); None for several, none, nulls only, no such column, not Parquet or no file."""
