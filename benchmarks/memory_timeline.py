@@ -18,10 +18,11 @@ part of the tree sampled (``Pss_Anon``: its heaps, without the pages of mapped f
 the files a stage maps, which the kernel can drop and other processes share, so that they vary with
 what else runs). ``--csv`` also writes every
 sample (seconds, total MB, then ``pid:MB`` pairs). A peak shorter than ``--every`` can be missed; the
-exit status is the command's. The last line also gives the command's own process's peak resident
-set as the kernel counted it (``ru_maxrss``), which no sampling misses: a stage of a few seconds can
-peak between two samples (validate at 1,000,000 images: 319 MB sampled every 0.25 s, 409-414 MB every
-0.05 s; benchmarks/README.md). Figures are printed, never asserted. Issue 22 used it to find which
+exit status is the command's. The last line also gives the peak resident set of its largest process
+as the kernel counted it (``ru_maxrss`` of the command's process and of the children it waited for, a
+stage's joined workers say), which no sampling misses: a stage of a few seconds can peak between two
+samples (validate at 1,000,000 images: 319 MB sampled every 0.25 s in one run, 404-429 MB every
+0.05 s in five; benchmarks/README.md). Figures are printed, never asserted. Issue 22 used it to find which
 phase of release, verify and derive holds their peak at 10,000,000 images (benchmarks/README.md).
 """
 
@@ -101,18 +102,22 @@ def main() -> int:
     timeline = Timeline(proc.pid, t0, args.every, args.csv)
     timeline.start()
     assert proc.stdout is not None
-    for line in proc.stdout:
-        print(f"[{time.perf_counter() - t0:8.1f}s] {line.rstrip()}", flush=True)
     try:
+        for line in proc.stdout:
+            print(f"[{time.perf_counter() - t0:8.1f}s] {line.rstrip()}", flush=True)
         _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # interrupted, or our stdout closed: no command left running unreaped
+        proc.kill()
+        proc.wait()
+        raise
     finally:
         timeline.stop()
     proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
     print(
         f"exit {code}, {time.perf_counter() - t0:.1f} s; tree peak {timeline.peak:.0f} MB at "
         f"{timeline.peak_at:.1f} s | {_shown(timeline.peak_parts)}; anonymous {timeline.anon:.0f} MB at "
-        "most; the command's own process peaked at "
-        f"{usage.ru_maxrss / 1024:.0f} MB RSS (the kernel's count, not a sample)"
+        f"most; its largest process peaked at {usage.ru_maxrss / 1024:.0f} MB RSS (the kernel's count of the "
+        "command's process and of the children it waited for, not a sample)"
     )
     return code
 

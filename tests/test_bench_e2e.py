@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -119,7 +122,7 @@ def test_the_memory_timeline_says_which_process_held_the_peak(tmp_path):
     last = done.stdout.strip().splitlines()[-1]
     peak = re.match(
         r"exit 3, [0-9.]+ s; tree peak (\d+) MB at [0-9.]+ s \| (.*); "
-        r"anonymous (\d+) MB at most; the command's own",
+        r"anonymous (\d+) MB at most; its largest process",
         last,
     )
     assert peak, last
@@ -145,9 +148,49 @@ def test_the_memory_timeline_gives_the_kernels_peak_a_sample_misses(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     last = done.stdout.strip().splitlines()[-1]
-    found = re.search(r"tree peak (\d+) MB .* own process peaked at (\d+) MB RSS", last)
+    found = re.search(r"tree peak (\d+) MB .* largest process peaked at (\d+) MB RSS", last)
     assert found, last
     assert int(found.group(1)) < 200 < 280 < int(found.group(2)), last  # 300,000,000 bytes: 286 MiB
+
+
+def test_the_memory_timeline_stops_its_command_when_its_own_output_is_gone():
+    """Read into `head`, say: once memory_timeline cannot print, it kills and reaps the command rather
+    than leave it running (this command survives its own broken pipe)."""
+    script = (
+        "import os, time\n"
+        "print(os.getpid(), flush=True)\n"
+        "for _ in range(300):\n"
+        "    try:\n"
+        "        print('x', flush=True)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    time.sleep(0.1)\n"
+    )
+    tool = bench_e2e.REPO / "benchmarks/memory_timeline.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(tool), "--", sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        child = next(
+            int(m.group(1)) for line in proc.stdout if (m := re.match(r"^\[ *[0-9.]+s\] (\d+)$", line))
+        )
+    finally:
+        proc.stdout.close()
+    assert proc.wait(timeout=30) != 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"the command {child} was left running")
 
 
 def test_the_memory_timeline_refuses_no_command():

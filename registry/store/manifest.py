@@ -280,7 +280,8 @@ def map_json_texts(column: pa.Array, sort_keys: bool = False) -> pa.Array:
 
 
 # The most rows ``batches`` asks pyarrow's reader for at a time: a row group of a manifest up to
-# 1,048,576 rows (``ROW_GROUP``), so that a reader of a larger manifest holds no more than of a smaller.
+# 1,048,576 rows (``ROW_GROUP``), so that pyarrow decodes the same batches of a larger manifest as of a
+# smaller (it still reads each column chunk of the larger group whole; measured in ``batches``).
 READ_ROWS = ROW_GROUP
 
 
@@ -296,7 +297,8 @@ def batches(
     ``dataset_of`` and ``datasets_and_columns`` read one, for its values alone), read a row group at a
     time. pyarrow 25's reader over a whole file holds decoded pages of
     the row groups ahead of the batch it gives: about 100 bytes a row of a manifest, 100 MB at 1,000,000
-    rows and 1 GB at 10,000,000 (issue 22). Here at most one row group and one batch are held.
+    rows and 1 GB at 10,000,000 (issue 22). Here at most one row group's column chunks and about two
+    batches (the pieces and the batch joined from them) are held.
     pyarrow is asked for at most ``READ_ROWS`` rows at a time, joined here into ``batch_rows``: what
     its reader holds grows with the batch it decodes, several times the batch's own size (issue 22:
     every column of a 10,000,000-row flat copy, in groups of 39,063 rows, read in batches of 10,000
