@@ -392,14 +392,15 @@ def _check_images(
     result.samples = con.execute("SELECT count(*) FROM manifest").fetchall()[0][0]
     workers = _workers(threads)
     pending: deque[tuple[str, Path, int, Future]] = deque()
-    answers: dict[str, tuple[Path, list[str], dict, dict]] = {}
+    answers: dict[str, tuple[Path, list[str], dict, dict]] = {}  # the shards with a finding
     checked = 0
 
     def collect() -> None:
         nonlocal checked
         source, path, n, future = pending.popleft()
         problems, bad, unmarked, visited[source] = future.result()
-        answers[source] = (path, problems, bad, unmarked)
+        if problems or bad or unmarked:  # a clean shard adds nothing (issue 22: 7.7 MB at 10,000 shards)
+            answers[source] = (path, problems, bad, unmarked)
         checked += n
         if progress:
             progress(checked, result.samples)
