@@ -193,6 +193,27 @@ def test_the_memory_timeline_stops_its_command_when_its_own_output_is_gone():
         raise AssertionError(f"the command {child} was left running")
 
 
+@pytest.mark.slow
+def test_stages_at_scale_runs_every_stage_after_generate_under_the_timeline(tmp_path):
+    """benchmarks/stages_at_scale.sh at 2,000 images: a line a stage, each its timeline's last (exit 0,
+    the sampled peak, the kernel's); a folder that exists is refused, not written into."""
+    script = bench_e2e.REPO / "benchmarks/stages_at_scale.sh"
+    env = {**os.environ, "N": "2000", "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(script), str(tmp_path / "top")], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    stages = ["filter", "validate", "release", "verify", "derive", "verify-derived"]
+    lines = [line for line in done.stdout.splitlines() if line.split(":")[0] in stages]
+    assert [line.split(":")[0] for line in lines] == stages
+    assert all(re.search(r": exit 0, .* largest process peaked at \d+ MB RSS", line) for line in lines)
+    assert (tmp_path / "top" / "exclude.txt").read_text().count("\n") > 0
+    again = subprocess.run(
+        ["bash", str(script), str(tmp_path / "top")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert again.returncode == 2 and "exists; name a new folder" in again.stderr
+
+
 def test_the_memory_timeline_refuses_no_command():
     tool = bench_e2e.REPO / "benchmarks/memory_timeline.py"
     done = subprocess.run([sys.executable, str(tool), "--"], capture_output=True, text=True, timeout=60)
