@@ -16,6 +16,10 @@ TOP=${1:?usage: N=IMAGES bash benchmarks/stages_at_scale.sh NEW_FOLDER}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 N=${N:-1000000}
+if ! [[ $N =~ ^[1-9][0-9]*$ ]]; then
+  echo "N must be a whole number of images, such as 1000000, not '$N'" >&2
+  exit 2
+fi
 if [ -e "$TOP" ]; then
   echo "$TOP exists; name a new folder" >&2
   exit 2

@@ -212,6 +212,15 @@ def test_stages_at_scale_runs_every_stage_after_generate_under_the_timeline(tmp_
         ["bash", str(script), str(tmp_path / "top")], capture_output=True, text=True, env=env, timeout=60
     )
     assert again.returncode == 2 and "exists; name a new folder" in again.stderr
+    bad = subprocess.run(
+        ["bash", str(script), str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        env={**env, "N": "1e6"},
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "N must be a whole number of images" in bad.stderr
+    assert not (tmp_path / "other").exists()
 
 
 def test_the_memory_timeline_refuses_no_command():
