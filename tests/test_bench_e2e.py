@@ -193,7 +193,6 @@ def test_the_memory_timeline_stops_its_command_when_its_own_output_is_gone():
         raise AssertionError(f"the command {child} was left running")
 
 
-@pytest.mark.slow
 def test_stages_at_scale_runs_every_stage_after_generate_under_the_timeline(tmp_path):
     """benchmarks/stages_at_scale.sh at 2,000 images: a line a stage, each its timeline's last (exit 0,
     the sampled peak, the kernel's); a folder that exists is refused, not written into."""
