@@ -30,14 +30,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from registry.core.digests import sha256_file
 from registry.core.errors import ReleaseError, SigningError
 from registry.core.fsio import read_soon
 from registry.core.names import shown, unsafe_rows
 from registry.records.lineage import WithdrawalState
-from registry.records.release import Release, ShardRef
 from registry.releases.shard_check import COLUMNS, C2pa, shard_job, to_ipc
 from registry.store import manifest as mf
 from registry.store.flat_check import flat_differences
@@ -64,6 +63,16 @@ STEPS = [
     ("images", "every image in every shard matches its manifest digest, marking and sidecars"),
     ("c2pa", "every image's C2PA content credentials verify, and chain to the trust anchor"),
 ]
+
+
+class Shard(NamedTuple):
+    """What verify needs of a record's ``ShardRef``. Issue 22: a ``ShardRef`` is about 1.8 KB of Python
+    objects (18 MB for a release of 10,000 shards, held through the image checks), this about 0.4 KB."""
+
+    source: str
+    path: str
+    sha256: str
+    members: int
 
 
 @dataclass
@@ -167,8 +176,8 @@ def _pool(workers: int) -> Executor:
     # Forked now, before the checks start DuckDB's work (the names query on a thread, the manifest
     # stream): the process's other threads (DuckDB's scheduler, Arrow's and BLAS's pools) are idle, so
     # no worker inherits a lock one of them holds mid-query. The workers never use DuckDB.
-    # gc.freeze: a worker's collections then never walk the objects it inherited (the record, a
-    # ShardRef a shard, and every module), so their pages stay shared rather than copied into each worker.
+    # gc.freeze: a worker's collections then never walk the objects it inherited (a ``Shard`` a shard,
+    # and every module), so their pages stay shared rather than copied into each worker.
     gc.freeze()
     try:
         pool.submit(int).result()
@@ -203,6 +212,9 @@ def verify(
     result = VerifyResult(ref=f"{name}@{version}")
     record = load_release(ws, ref, bound=False)  # the binding is checked below, as a problem
     asked = bool(record.recipe and record.recipe.c2pa)
+    classes = list(record.recipe.identities) if record.recipe else None
+    shards = [Shard(s.source, s.path, s.sha256, s.members) for s in record.shards]
+    del record  # what is checked below is only ``shards`` and ``classes`` of it (issue 22)
     # Loaded only for a release that asked for C2PA (a bad $SYNTHREG_C2PA_TRUST does not break every
     # verify); an anchor the workspace holds is refused (an insider could commit one).
     anchors = load_anchors(c2pa_trust, ws) if images and asked else None
@@ -240,6 +252,9 @@ def verify(
     result.problems += a.binding
     result.mark("binding", since)
     subjects = a.subjects
+    # The signed statement holds the whole record again as parsed JSON (11.5 MB at 10,000 shards, issue
+    # 22): nothing below needs more of it than ``subjects``.
+    del a
     manifest = folder / "data" / "manifest.parquet"
     since = len(result.problems)
     if not manifest.is_file():
@@ -253,7 +268,7 @@ def verify(
         result.stopped = "the manifest is missing or not as signed, so no image can be checked against it"
         return result
     since = len(result.problems)
-    _check_signed_files(folder, record, subjects, result)
+    _check_signed_files(folder, shards, subjects, result)
     # The flat copy's rows against the manifest's: read beside the image checks (about 4 s of reading
     # both manifests at 1,000,000 rows, issue 22), and its problem added to this step once known.
     flat_rows = images and f"data/{mf.FLAT}" in subjects and f"data/{mf.FLAT}" not in result.damaged
@@ -262,16 +277,16 @@ def verify(
         result.stopped = (
             "a transfer's check (pull): each file whole against its signed sha256; no image opened"
         )
-        return _check_files(folder, record.shards, subjects, result, threads, progress)
+        return _check_files(folder, shards, subjects, result, threads, progress)
     checked = VerifyResult(ref=result.ref)
     with _connection(manifest) as con, _connection(manifest, threads=1) as other:
 
         def beside() -> tuple[Any, str | None]:  # run while the workers check the images
             found = unsafe_rows(other)  # DuckDB's query
-            return found, _flat_problem(manifest, folder / "data" / mf.FLAT, record) if flat_rows else None
+            return found, _flat_problem(manifest, folder / "data" / mf.FLAT, shards) if flat_rows else None
 
         (n_unsafe, unsafe), flat_problem = _check_images(
-            con, folder, record, subjects, checked, c2pa, threads, progress, beside
+            con, folder, shards, classes, subjects, checked, c2pa, threads, progress, beside
         )
     if flat_problem:  # the signed-files step's, found beside the images
         result.problems.append(flat_problem)
@@ -300,10 +315,10 @@ def verify(
     return result
 
 
-def _flat_problem(manifest: Path, flat: Path, record: Release) -> str | None:
+def _flat_problem(manifest: Path, flat: Path, shards: list[Shard]) -> str | None:
     """What is wrong with the signed flat copy's rows: signed, so as the releaser made it, but it must
     say what the manifest says (``flat_check.flat_differences``); None when it does."""
-    n = flat_differences(manifest, flat, mf.released_shards(record.shards))
+    n = flat_differences(manifest, flat, mf.released_shards(shards))
     if n and flat_differences(manifest, flat, None) == 0:
         n = 0  # made before issue 23's released shard paths: the workspace's, as the signature says
     if not n:
@@ -336,11 +351,11 @@ def _connection(manifest: Path, threads: int | None = None) -> Iterator[Any]:
 
 
 def _check_signed_files(
-    folder: Path, record: Release, subjects: dict[str, str], result: VerifyResult
+    folder: Path, shards: list[Shard], subjects: dict[str, str], result: VerifyResult
 ) -> None:
     """The signed files beside the manifest and the shards (the flat manifest, the exports) against their
     sha256, and no file in ``data/`` that nobody signed."""
-    shard_subjects = {f"data/{s.path}" for s in record.shards}
+    shard_subjects = {f"data/{s.path}" for s in shards}
     for rel, sha in sorted(subjects.items()):  # other signed files: data/manifest-flat.parquet, the exports
         if rel == "data/manifest.parquet" or rel in shard_subjects:
             continue
@@ -374,7 +389,8 @@ def _check_signed_files(
 def _check_images(
     con: Any,
     folder: Path,
-    record: Release,
+    shards: list[Shard],
+    classes: list[str] | None,
     subjects: dict[str, str],
     result: VerifyResult,
     c2pa: C2pa,
@@ -385,8 +401,8 @@ def _check_images(
     """Every shard of the manifest, a few in flight on worker processes (``shard_job``), then the
     record and the manifest naming the same shards with as many rows. ``beside`` runs on a thread
     meanwhile, once the workers are started; returns its answer."""
-    by_source = {s.source: s for s in record.shards}
-    if len(by_source) < len(record.shards) or len({s.path for s in record.shards}) < len(record.shards):
+    by_source = {s.source: s for s in shards}
+    if len(by_source) < len(shards) or len({s.path for s in shards}) < len(shards):
         result.problems.append("the record lists a shard twice (same source or same file)")
     visited: dict[str, int] = {}
     result.samples = con.execute("SELECT count(*) FROM manifest").fetchall()[0][0]
@@ -409,9 +425,8 @@ def _check_images(
     # columns (an IPC stream: a pickled slice carries its whole batch), so the whole manifest is never
     # held as Python objects (~1.8 KB an image, issue 13) and the main process makes none a row (issue
     # 22). The shards come in manifest order; their answers are merged in shard name order.
-    classes = list(record.recipe.identities) if record.recipe else None
     unsigned = []
-    with _pool(min(workers, max(1, len(record.shards)))) as pool, ThreadPoolExecutor(1) as side:
+    with _pool(min(workers, max(1, len(shards)))) as pool, ThreadPoolExecutor(1) as side:
         answer = side.submit(beside)
         send = to_ipc if isinstance(pool, ProcessPoolExecutor) else (lambda t: t)
         for shard, table in mf.tables_by_shard(con, COLUMNS):
@@ -437,7 +452,7 @@ def _check_images(
         result.unmarked.update(unmarked)
         if problems:
             result.damaged.append(path.relative_to(folder).as_posix())
-    for ref_ in record.shards:  # the record and the manifest must name the same shards, with as many rows
+    for ref_ in shards:  # the record and the manifest must name the same shards, with as many rows
         if ref_.source not in visited:
             result.problems.append(f"shard {ref_.source} is in the record but no manifest row names it")
         elif visited[ref_.source] != ref_.members:
@@ -450,7 +465,7 @@ def _check_images(
 
 def _check_files(
     folder: Path,
-    shards: list[ShardRef],
+    shards: list[Shard],
     subjects: dict[str, str],
     result: VerifyResult,
     threads: int | None,

@@ -128,6 +128,38 @@ def test_verify_keeps_no_answer_of_a_clean_shard(released: Built) -> None:
     assert held == [0, 0]  # two shards, both clean
 
 
+def test_verify_holds_neither_the_record_nor_the_signed_statement_through_the_image_checks(
+    released: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 22: at 10,000 shards the record is 18 MB of Python objects (1.8 KB a ``ShardRef``) and the
+    signed statement, the record again as parsed JSON, 11.5 MB; the image checks need of them only each
+    shard's source, file, sha256 and members (``Shard``), the classes and the signed subjects. Counted
+    with the garbage collector when the image checks start, against the count before verify."""
+    import gc
+
+    from registry.records.release import Release, ShardRef
+    from registry.releases import verify as module
+
+    def held() -> tuple[int, int]:
+        gc.collect()
+        objects = gc.get_objects()
+        records = sum(isinstance(o, Release | ShardRef) for o in objects)
+        statements = sum(isinstance(o, dict) and "predicateType" in o for o in objects)
+        return records, statements
+
+    during: list[tuple[int, int]] = []
+    check_images = module._check_images
+
+    def spied(*a: object, **k: object) -> object:
+        during.append(held())
+        return check_images(*a, **k)
+
+    monkeypatch.setattr(module, "_check_images", spied)
+    before = held()
+    assert verify(released.ws, "digits@1.0.0").ok
+    assert during == [before]
+
+
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
 def test_workers_leave_what_they_inherit_uncollected_so_its_pages_stay_shared() -> None:
     """Forked workers' collections skip the objects they inherited (``gc.freeze`` before the fork): a
