@@ -24,6 +24,8 @@ from registry.core.errors import ManifestError
 from registry.core.fsio import atomic_path
 from registry.core.names import shown
 from registry.records.dataset import SampleRecord
+from registry.store import groups
+from registry.store.groups import GroupWriter
 
 _SCALARS: dict[Any, pa.DataType] = {
     str: pa.string(),
@@ -107,49 +109,20 @@ def writer_options(rows: int) -> dict[str, Any]:
     return {"compression": "zstd", "data_page_size": SMALL_PAGE, "dictionary_pagesize_limit": SMALL_PAGE}
 
 
-class GroupWriter:
-    """Writes the tables it is given to ``writer`` in row groups of exactly ``rows`` rows, however they
-    come (the last group may hold fewer, once ``flush`` is called): pyarrow starts a row group at every
-    ``write_table``. Holds at most one group's rows."""
-
-    def __init__(self, writer: pq.ParquetWriter, rows: int) -> None:
-        if rows < 1:
-            raise ValueError(f"a row group holds at least 1 row, not {rows}")
-        self.writer, self.rows = writer, rows
-        self.held: list[pa.Table] = []
-        self.have = 0
-
-    def _whole(self) -> pa.Table:
-        return pa.concat_tables(self.held) if len(self.held) > 1 else self.held[0]
-
-    def write(self, table: pa.Table) -> None:
-        self.held.append(table)
-        self.have += table.num_rows
-        if self.have < self.rows:
-            return
-        whole = self._whole()
-        full = whole.num_rows - whole.num_rows % self.rows
-        self.writer.write_table(whole.slice(0, full), row_group_size=self.rows)
-        rest = whole.slice(full)
-        self.held, self.have = ([rest] if rest.num_rows else []), rest.num_rows
-
-    def flush(self) -> None:
-        if self.have:
-            self.writer.write_table(self._whole(), row_group_size=self.rows)
-        self.held, self.have = [], 0
-
-
 @contextlib.contextmanager
 def grouped_writer(path: Path, schema: pa.Schema, rows: int, *, manifest_rows: int) -> Iterator[GroupWriter]:
     """Write a Parquet file (zstd) at ``path`` atomically, in row groups of ``rows`` rows (for a manifest,
     ``group_rows`` of the rows it will hold), with ``writer_options(manifest_rows)``: ``manifest_rows``
-    is the rows of the manifest the groups were sized for. A crash, or an error in the ``with`` block,
-    leaves the old file (or none)."""
+    is the rows of the manifest the groups were sized for. In a ``large`` manifest, whose groups grow
+    with it, a group is held with its text as views (``groups.writing``: the same bytes in less memory;
+    the flat copy of 10,000,000 rows held 72 -> 57 MB of Arrow at most). A crash, or an error in the
+    ``with`` block, leaves the old file (or none)."""
     options = writer_options(manifest_rows)
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, **options) as writer:
-        grouped = GroupWriter(writer, rows)
+    with (
+        atomic_path(path) as tmp,
+        groups.writing(tmp, schema, rows, views=large(manifest_rows), **options) as grouped,
+    ):
         yield grouped
-        grouped.flush()
 
 
 NULLABLE = pa.schema([f.with_nullable(True) for f in SCHEMA])  # SCHEMA, nulls allowed (a read manifest)
