@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -44,7 +44,7 @@ from registry.records.lineage import (
     WithdrawalState,
 )  # fmt: skip
 from registry.records.policy import PolicyReport
-from registry.records.release import Release
+from registry.records.release import Release, ReleaseOutline
 
 THUMBS_PER_GROUP = 6  # samples shown per identity and decision: enough to see, bounded in size
 THUMB_MAX = 128  # larger images are scaled down for the contact sheet (the shards keep the originals)
@@ -386,7 +386,9 @@ def _label(text: str, n: int = 26) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _lineage(versions: list[tuple[Release, bool]], models: list[dict], note: str = "") -> str:
+def _lineage(
+    versions: Sequence[tuple[Release | ReleaseOutline, bool]], models: list[dict], note: str = ""
+) -> str:
     from registry.exports import charts
 
     sources: dict[str, tuple[str, str, str]] = {}
@@ -453,7 +455,8 @@ class ReportData:
     events: list[tuple[str, str, str, str]]  # the audit timeline: time, kind, subject, details
     audit_note: str | None = None  # why the audit log could not be read; None when it could
     withdrawal: WithdrawalState | None = None
-    others: list[tuple[Release, bool]] = field(default_factory=list)  # other versions, withdrawn or not
+    # other versions, withdrawn or not (what the lineage shows of them: ``store.releases.load_outline``)
+    others: list[tuple[Release | ReleaseOutline, bool]] = field(default_factory=list)
     signatures: SignaturesSeen | None = None  # None: the sign-offs were not read (said so)
     models: ModelsSeen | None = None  # what the MLflow store held; None: not asked (said so)
 

@@ -24,7 +24,7 @@ from registry.lineage.trace import trace_model
 from registry.records.lineage import ModelsSeen
 from registry.records.release import Release
 from registry.releases.report import licence_facts, read_report, report_data, signatures_seen, timeline
-from registry.store.releases import load_release, release_folder, versions
+from registry.store.releases import load_outline, load_release, release_folder, versions
 from registry.trust.withdrawals import is_withdrawn
 
 
@@ -63,7 +63,7 @@ def dataset_html(ws: Path, ref: str, trust: Path | str | None = None) -> str:
             f"{folder / 'policy-report.json'} is not a valid policy report ({e}); restore it from git"
         ) from None
     others = [
-        (load_release(ws, f"{record.name}@{v}"), is_withdrawn(ws, record.name, v) is not None)
+        (load_outline(ws, f"{record.name}@{v}"), is_withdrawn(ws, record.name, v) is not None)
         for v in versions(ws, record.name)
         if v != record.version
     ]

@@ -25,7 +25,7 @@ from registry.records.release import Release
 from registry.records.trust import Role, TrustedKey
 from registry.store import audit
 from registry.store import manifest as mf
-from registry.store.releases import load_release, versions
+from registry.store.releases import load_outline, versions
 from registry.store.shards import members_from_bytes
 
 
@@ -134,7 +134,7 @@ def release_html(
     ``signatures``: the releaser about to sign (``pending_signatures``); ``models``: what the MLflow store
     held when the release was made (None: not asked)."""
     ws = folder.parents[2]  # releases/NAME/<folder>
-    others = [(load_release(ws, f"{record.name}@{v}"), False) for v in versions(ws, record.name)]
+    others = [(load_outline(ws, f"{record.name}@{v}"), False) for v in versions(ws, record.name)]
     pending = [
         (record.created_at.isoformat()[:19], "release", f"{record.name}@{record.version}", "this release")
     ]

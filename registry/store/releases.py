@@ -3,6 +3,7 @@
     parse_ref("digits@1.0.0")          # -> ("digits", "1.0.0"), or a ReleaseError for anything unsafe
     versions(ws, "digits")             # released versions, oldest first
     load_release(ws, "digits@1.0.0")   # the Release record (a version still being made is not released)
+    load_outline(ws, "digits@1.0.0")   # what a page shows of another version (no shards, no excluded ids)
 
 The writers (``registry.releases``: release, derive, approve, withdraw) sit above this module and every
 reader (verify, the loader, the catalog, trace, train) imports it, never a writer: python-tuf keeps its
@@ -14,14 +15,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TypeVar
 
 from registry.core import vcs
 from registry.core.errors import ReleaseError
 from registry.core.names import shown
 from registry.records.dataset import DATASET_NAME
-from registry.records.release import SEMVER, Release
+from registry.records.release import SEMVER, Release, ReleaseOutline
 from registry.store import journal
 
+R = TypeVar("R", Release, ReleaseOutline)
 RELEASES = Path("releases")
 # X.Y.Z with no pre-release or build part: what withdraw and trace accept as a version
 PLAIN_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
@@ -99,6 +102,17 @@ def load_release(ws: Path, ref: str, bound: bool = True) -> Release:
     interrupted operation when the release lock is free; a version still being made is not released.
     With ``bound``, a record whose own name and version are not its folder's (a signed release copied
     over another) is refused."""
+    return _load(ws, ref, Release, bound)
+
+
+def load_outline(ws: Path, ref: str) -> ReleaseOutline:
+    """What a page shows of another version (``ReleaseOutline``), read as ``load_release`` reads the
+    record but without building the rest of it (issue 22: 18 MB of objects at 10,000 shards); the
+    fields it reads are checked as the record's are."""
+    return _load(ws, ref, ReleaseOutline, True)
+
+
+def _load(ws: Path, ref: str, model: type[R], bound: bool) -> R:
     journal.recover_if_idle(ws)
     name, version = parse_ref(ref)
     if version is not None and version in journal.unfinished_versions(ws, name):
@@ -115,7 +129,7 @@ def load_release(ws: Path, ref: str, bound: bool = True) -> Release:
     if not path.is_file():
         raise ReleaseError(f"{name}@{version} is not released; see `synthreg list`")
     try:
-        record = Release.model_validate_json(path.read_text())
+        record = model.model_validate_json(path.read_text())
     except ValueError as e:  # pydantic's ValidationError is a ValueError
         raise ReleaseError(f"{path} is not a valid release record ({e}); restore it from git") from None
     if bound and (record.name, record.version) != (name, version):
