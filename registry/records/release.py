@@ -153,9 +153,10 @@ class DerivationOutline(_Outline):
 
 class ReleaseOutline(_Outline):
     """What a dataset page shows of the dataset's other versions (its lineage: each version, when it was
-    made, its generators and sources, the version it was derived from), read from their records without
-    the rest. Issue 22: a record of 10,000 shards is 18 MB of objects (1.8 KB a ``ShardRef``), and a
-    derived one holds every excluded sample id; the report of a derive at 10,000,000 images held four."""
+    made, its generators and sources, the version it was derived from), kept of their records once each
+    is read and checked whole (``store.releases.load_outline``). Issue 22: a record of 10,000 shards is
+    18 MB of objects (1.8 KB a ``ShardRef``), and a derived one holds every excluded sample id; the
+    report of a derive at 10,000,000 images held four."""
 
     name: str
     version: SemVer

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TypeVar
 
 from registry.core import vcs
 from registry.core.errors import ReleaseError
@@ -24,7 +23,6 @@ from registry.records.dataset import DATASET_NAME
 from registry.records.release import SEMVER, Release, ReleaseOutline
 from registry.store import journal
 
-R = TypeVar("R", Release, ReleaseOutline)
 RELEASES = Path("releases")
 # X.Y.Z with no pre-release or build part: what withdraw and trace accept as a version
 PLAIN_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
@@ -102,17 +100,6 @@ def load_release(ws: Path, ref: str, bound: bool = True) -> Release:
     interrupted operation when the release lock is free; a version still being made is not released.
     With ``bound``, a record whose own name and version are not its folder's (a signed release copied
     over another) is refused."""
-    return _load(ws, ref, Release, bound)
-
-
-def load_outline(ws: Path, ref: str) -> ReleaseOutline:
-    """What a page shows of another version (``ReleaseOutline``), read as ``load_release`` reads the
-    record but without building the rest of it (issue 22: 18 MB of objects at 10,000 shards); the
-    fields it reads are checked as the record's are."""
-    return _load(ws, ref, ReleaseOutline, True)
-
-
-def _load(ws: Path, ref: str, model: type[R], bound: bool) -> R:
     journal.recover_if_idle(ws)
     name, version = parse_ref(ref)
     if version is not None and version in journal.unfinished_versions(ws, name):
@@ -129,7 +116,7 @@ def _load(ws: Path, ref: str, model: type[R], bound: bool) -> R:
     if not path.is_file():
         raise ReleaseError(f"{name}@{version} is not released; see `synthreg list`")
     try:
-        record = model.model_validate_json(path.read_text())
+        record = Release.model_validate_json(path.read_text())
     except ValueError as e:  # pydantic's ValidationError is a ValueError
         raise ReleaseError(f"{path} is not a valid release record ({e}); restore it from git") from None
     if bound and (record.name, record.version) != (name, version):
@@ -138,3 +125,11 @@ def _load(ws: Path, ref: str, model: type[R], bound: bool) -> R:
             f"copied over another?); run `synthreg verify {name}@{version}` and restore it from git"
         )
     return record
+
+
+def load_outline(ws: Path, ref: str) -> ReleaseOutline:
+    """What a page shows of another version (``ReleaseOutline``): its record, read and checked as
+    ``load_release`` does, of which only the outline is kept (issue 22: a record is 18 MB of objects at
+    10,000 shards, and a page read every version's), so a page holds one whole record at a time."""
+    record = load_release(ws, ref)
+    return ReleaseOutline.model_validate(record.model_dump(include=set(ReleaseOutline.model_fields)))

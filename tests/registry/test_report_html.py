@@ -471,8 +471,8 @@ def test_other_versions_are_read_as_outlines_for_the_lineage(
 ) -> None:
     """issue 22: the page shows of the dataset's other versions only their lineage, so they are read as
     ``ReleaseOutline`` (no shards, no excluded ids): the report of a derive at 10,000,000 images held four
-    whole records, 154 -> 49 MB of Python objects at its peak. The outline is the record's, and a record
-    copied into another version's folder is refused as ``load_release`` refuses it."""
+    whole records, 154 -> 49 MB of Python objects at its peak. The outline is the record's, and a damaged
+    record, or one copied into another version's folder, is refused as ``load_release`` refuses it."""
     from registry.core.errors import ReleaseError
     from registry.lineage import report as lineage_report
     from registry.records.release import ReleaseOutline
@@ -502,6 +502,10 @@ def test_other_versions_are_read_as_outlines_for_the_lineage(
         ("ReleaseOutline", "1.0.0"),
         ("ReleaseOutline", "1.0.1"),
     ]
+    # What load_release refuses, load_outline refuses: a review found a lenient outline read a damaged one.
+    (other / "release.json").write_text(json.dumps({**record, "version": "1.0.1", "shards": "garbage"}))
+    with pytest.raises(ReleaseError, match="is not a valid release record"):
+        load_outline(ws, "digits@1.0.1")
     (other / "release.json").write_text(json.dumps(record))  # 1.0.0's record in 1.0.1's folder
     with pytest.raises(ReleaseError, match=re.escape("is the record of digits@1.0.0, not digits@1.0.1")):
         load_outline(ws, "digits@1.0.1")
