@@ -2,8 +2,9 @@
 through one.
 
 By default DuckDB may hold up to 80% of the machine's memory, and it does: the check that no sample id
-appears twice (``registry.core.names.unsafe_rows``) is a hash aggregate over every id, about 110 MB at
-1,000,000 rows and 1.1 GB at 10,000,000 (issue 22). A connection from ``connect`` has a thread a core, up
+appears twice (``registry.core.names.unsafe_rows``), grouped at once, was a hash aggregate over every
+id, about 110 MB at 1,000,000 rows and 1.1 GB at 10,000,000 (issue 22; it now groups hashes in passes of
+about a million ids, ``names.duplicate_ids``). A connection from ``connect`` has a thread a core, up
 to ``THREADS`` (8), and ``PER_THREAD_MB`` (64 MB) a thread: 128 MB on 2 cores, 512 MB on 8 or more. Or
 ``$SYNTHREG_DUCKDB_MEMORY`` sets the cap, in DuckDB's units (``1GB``); keep it at 64 MB a thread or more.
 What does not fit spills to a folder of the connection under the system temp folder (never the

@@ -161,14 +161,46 @@ def unsafe_rows(con: Any, view: str = "manifest", limit: int = SHOWN) -> tuple[i
     # A sample id names its member, its sidecars and its row: two rows of one id make two records of
     # one image (a loader reads it twice, a row's label stands for another's), so it is refused with the
     # unsafe names (issue 24: a duplicated id crashed filter and release's re-check).
-    twice = con.execute(
-        f"SELECT sample_id, count(*), sum(count(*)) OVER () FROM {view} WHERE sample_id IS NOT NULL "
-        "GROUP BY sample_id HAVING count(*) > 1 ORDER BY sample_id LIMIT ?",
-        [limit],
-    ).fetchall()
+    n_twice, twice = duplicate_ids(con, view, limit)
     found = [(sid, problem) for sid, problem, _ in rows]
-    found += [(sid, f"sample id is not unique: {n} rows name it") for sid, n, _ in twice]
-    return (rows[0][2] if rows else 0) + (int(twice[0][2]) if twice else 0), found[:limit]
+    found += [(sid, f"sample id is not unique: {n} rows name it") for sid, n in twice]
+    return (rows[0][2] if rows else 0) + n_twice, found[:limit]
+
+
+# Sample ids a pass of ``duplicate_ids`` groups, at most about: so many fit DuckDB's one-thread cap.
+PASS_IDS = 1 << 20
+
+
+def duplicate_ids(con: Any, view: str = "manifest", limit: int = SHOWN) -> tuple[int, list[tuple[str, int]]]:
+    """(how many rows of ``view`` share their sample id with another row, the first ``limit`` such ids in
+    order, each with its count of rows).
+
+    A pass groups the 64-bit hashes of its ids (DuckDB's ``hash``), not the ids, and only the ids whose
+    hash came twice are grouped again, so that a hash that two different ids share counts for nothing.
+    The ids are cut by hash into a pass per ``PASS_IDS`` rows, so that no pass groups more than about
+    so many, whatever the manifest's length: grouping 10,000,000 ids at once reached one thread's cap and
+    spilled (+86 MB above the process's start, against +59 MB for 1,000,000); hashed, in 10 passes, +37 MB
+    against +34 MB, in 4.3 s against 2.4 s (issue 22, 2026-12-07; it runs beside verify's image checks).
+    A manifest whose ids were chosen to fall into one pass only makes that pass spill, as before."""
+    [(n_rows,)] = con.execute(f"SELECT count(*) FROM {view}").fetchall()
+    passes = max(1, -(-int(n_rows) // PASS_IDS))
+    total = 0
+    first: list[tuple[str, int]] = []
+    for part in range(passes):
+        mine = f"sample_id IS NOT NULL AND hash(sample_id) % {passes} = {part}"
+        hashes = f"SELECT hash(sample_id) AS h FROM {view} WHERE {mine}"
+        twice = f"SELECT h FROM ({hashes}) GROUP BY h HAVING count(*) > 1"
+        if con.execute(f"SELECT EXISTS ({twice})").fetchall() == [(False,)]:
+            continue  # the usual answer; the query below would group again to say the same
+        got = con.execute(
+            f"SELECT sample_id, count(*), sum(count(*)) OVER () FROM {view} "
+            f"WHERE {mine} AND hash(sample_id) IN ({twice}) "
+            "GROUP BY sample_id HAVING count(*) > 1 ORDER BY sample_id LIMIT ?",
+            [limit],
+        ).fetchall()
+        total += int(got[0][2]) if got else 0
+        first = sorted(first + [(sid, int(n)) for sid, n, _ in got])[:limit]
+    return total, first
 
 
 def check_manifest(con: Any, what: str, view: str = "manifest") -> None:

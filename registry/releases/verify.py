@@ -342,7 +342,8 @@ def _connection(manifest: Path, threads: int | None = None) -> Iterator[Any]:
     The side one has one thread (``threads=1``), so a cap of ``duck.PER_THREAD_MB``: it runs beside the
     workers, which keep the cores busy. Its duplicate-id aggregate, the process's peak above its start
     (issue 22, 2026-12-07): 1,000,000 rows 86 -> 57 MB, 10,000,000 rows 132 -> 85 MB (spilling), in
-    0.3 -> 0.5 s and 3.7 -> 4.4 s alone. 32 MB failed at 10M, 48 MB too."""
+    0.3 -> 0.5 s and 3.7 -> 4.4 s alone. 32 MB failed at 10M, 48 MB too. Since it groups hashes in
+    passes of about a million ids (``names.duplicate_ids``), +37 MB at 1M and +38 MB at 10M (4.5 s)."""
     con = mf.connect(manifest, threads=threads)
     try:
         yield con

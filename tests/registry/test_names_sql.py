@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -75,3 +76,25 @@ _text = st.one_of(
 def test_the_count_and_the_named_problem_agree_on_any_row(rows: list[dict]):
     for caught, named in _verdicts(rows):
         assert caught == (named is not None)
+
+
+_ids = st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d-1", "e.2"]), st.text(max_size=6)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ids=_ids, pass_ids=st.integers(1, 8), limit=st.integers(1, 5))
+def test_duplicate_ids_in_passes_are_the_ids_a_counter_finds_twice(ids, pass_ids, limit):
+    """However the ids are cut into passes (``PASS_IDS``), the count of rows whose id comes twice and
+    the first ids in order are those a plain count finds; NULL ids count for nothing."""
+    from collections import Counter
+
+    from registry.core import names
+
+    counts = Counter(i for i in ids if i is not None)
+    twice = sorted((i, n) for i, n in counts.items() if n > 1)
+    con = duckdb.connect()
+    con.register("manifest", pa.table({"sample_id": pa.array(ids, pa.string())}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(names, "PASS_IDS", pass_ids)
+        assert names.duplicate_ids(con, "manifest", limit) == (sum(n for _, n in twice), twice[:limit])
+    con.close()
