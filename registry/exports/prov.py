@@ -18,6 +18,7 @@ evaluation source is used by validate (the leakage check) but the dataset is not
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -216,7 +217,18 @@ def prov_document(release: Release) -> ProvDocument:
 
 
 def prov_json(release: Release) -> str:
-    """The release's PROV document as PROV-JSON (indented, keys sorted, stable for a given release)."""
-    text = prov_document(release).serialize(format="json", indent=2, sort_keys=True)
-    assert text is not None  # serialize returns the text when given no destination
-    return text
+    """The release's PROV document as PROV-JSON (indented, keys sorted, stable for a given release):
+    the text ``ProvDocument.serialize(format="json", indent=2, sort_keys=True)`` writes, made the way it
+    makes it (``encode_json_document``, then ``json.dumps`` with ``ProvJSONEncoder``), but with the
+    document let go between the two. Its records and its bundle refer to each other, so only a
+    collection frees them; the library's ``serialize`` held them while the text was written. Peak of
+    Python objects at 10,000 shards: 80 -> 64 MB (issue 22; the document alone is 47 MB)."""
+    import gc
+
+    from prov.serializers.provjson import ProvJSONEncoder, encode_json_document
+
+    doc = prov_document(release)
+    container = encode_json_document(doc)
+    del doc
+    gc.collect()
+    return json.dumps(container, cls=ProvJSONEncoder, indent=2, sort_keys=True)
