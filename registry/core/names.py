@@ -179,13 +179,14 @@ def duplicate_ids(con: Any, view: str = "manifest", limit: int = SHOWN) -> tuple
     hash came twice are grouped again, so that a hash that two different ids share counts for nothing.
     The ids are cut by hash into a pass per ``PASS_IDS`` rows, so that no pass groups more than about
     so many, whatever the manifest's length: grouping 10,000,000 ids at once reached one thread's cap and
-    spilled (+86 MB above the process's start, against +59 MB for 1,000,000); hashed, in 10 passes, +37 MB
-    against +34 MB, in 4.3 s against 2.4 s (issue 22, 2026-12-07; it runs beside verify's image checks).
+    spilled (+86 MB above the process's start, against +59 MB for 1,000,000); hashed, in 10 passes, +38 MB
+    against +37 MB for 1,000,000, in 4.5 s against 2.4 s (issue 22, 2026-12-07; beside verify's image
+    checks).
     A manifest whose ids were chosen to fall into one pass only makes that pass spill, as before; one
-    with many ids twice costs each such pass a second grouping (half the rows of 1,000,000 twice, in 10
-    passes: 0.05 -> 0.68 s). Ids are compared byte for byte, as text: a manifest's ``sample_id`` is a
-    VARCHAR without a collation (``hash`` ignores one, so two ids a collation calls equal would not be
-    found here), and the first ids are given in the order of their bytes."""
+    with many ids twice costs each such pass a second grouping (1,000,000 rows, half of them twice, in
+    10 passes forced: 0.05 -> 0.68 s). Ids are compared byte for byte, as text: a manifest's
+    ``sample_id`` is a VARCHAR without a collation (``hash`` ignores one, so two ids a collation calls
+    equal would not be found here), and the first ids are given in the order of their bytes."""
     [(n_rows,)] = con.execute(f"SELECT count(*) FROM {view}").fetchall()
     passes = max(1, -(-int(n_rows) // PASS_IDS))
     total = 0
