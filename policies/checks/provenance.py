@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 
 from policies.context import EVIDENCE_CAP, Context, Outcome
-from registry.core import collector, stack
+from registry.core import collector, duck, stack
+from registry.core.errors import PolicyError
 from registry.core.fsio import atomic_write_text
 from registry.core.names import SQL_ANY, SQL_PROBLEM
 from registry.records.policy import Evidence, ProvenanceRule
@@ -223,6 +224,8 @@ def check(rule: ProvenanceRule, ctx: Context, evidence_dir: Path | None = None) 
         )
     rows = ctx.one("SELECT count(*) FROM manifest")[0]
     result = run_suite(ctx.con)
+    if raised := _raised(result):
+        raise PolicyError(_not_checked(rule, raised))
     for r in result["results"]:  # COMPLETE lists every offending row; the first ids are evidence
         for key in ("unexpected_list", "unexpected_index_list"):
             if key in r["result"]:
@@ -263,3 +266,47 @@ def check(rule: ProvenanceRule, ctx: Context, evidence_dir: Path | None = None) 
             evidence=Evidence(count=total, sample_ids=ids, details={"failed_expectations": failed}),
         )
     return Outcome(True, f"all {n_exp} provenance expectations hold on {rows} rows", measured=0, threshold=0)
+
+
+OUT_OF_MEMORY = "Out of Memory Error:"  # how DuckDB's message starts, wherever GX wraps it
+
+
+def _raised(result: dict) -> list[tuple[str, str | None, str]]:
+    """Each expectation GX could not compute, as (expectation, column, an error's message). GX catches
+    an error raised by a metric's query (DuckDB out of its memory cap, a query DuckDB refuses) and reports
+    the expectation as failed with nothing unexpected, the traceback in ``exception_info`` (one entry a
+    metric; an expectation that ran has the entry itself, ``raised_exception`` false). Issue 22: at
+    10,000,000 rows on one DuckDB thread the unique-id expectation ran out of memory, and the rule read
+    "1 of 20 provenance expectations failed, first expect_column_values_to_be_unique on sample_id (0
+    rows); regenerate the affected samples": a check that did not run, reported as a finding about the
+    data."""
+    out = []
+    for r in result["results"]:
+        info = r.get("exception_info") or {}
+        entries = [info] if "raised_exception" in info else list(info.values())
+        messages = [
+            str(e.get("exception_message"))
+            for e in entries
+            if isinstance(e, dict) and e.get("raised_exception")
+        ]
+        if messages:  # one an expectation, out of memory first: its metrics may each have raised
+            cfg = r["expectation_config"]
+            message = next((m for m in messages if OUT_OF_MEMORY in m), messages[0])
+            out.append((cfg["type"], cfg["kwargs"].get("column"), message))
+    return out
+
+
+def _not_checked(rule: ProvenanceRule, raised: list[tuple[str, str | None, str]]) -> str:
+    """The error for a suite whose expectations in ``raised`` could not be computed: DuckDB's memory advice
+    where one ran out of memory, else the first error, with how many expectations it stopped. The rule
+    neither passes nor fails on a suite that did not run, and no evidence file is written for it."""
+    first = next(((e, c, m) for e, c, m in raised if OUT_OF_MEMORY in m), raised[0])
+    expectation, column, message = first
+    where = f"{expectation} on {column}" if column else expectation
+    head = f"{rule.id}: Great Expectations could not check {where}"
+    more = f" ({len(raised)} expectations could not be checked)" if len(raised) > 1 else ""
+    if OUT_OF_MEMORY in message:
+        error = message[message.index(OUT_OF_MEMORY) :].splitlines()[0]
+        return f"{head}{more}: {duck.memory_advice(error)}"
+    error = message.strip().splitlines()[0] if message.strip() else "no message"
+    return f"{head}{more}: {error[:300]}; nothing was written for this check, fix the cause and run it again"

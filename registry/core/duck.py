@@ -121,9 +121,14 @@ def out_of_memory(e: BaseException) -> str | None:
     streamed = isinstance(e, OSError) and str(e).startswith("Out of Memory Error:")
     if not (own or streamed):
         return None
+    return memory_advice(str(e).splitlines()[0])
+
+
+def memory_advice(error: str) -> str:
+    """What to tell the user about DuckDB's out-of-memory ``error`` (its first line)."""
     cap = os.environ.get("SYNTHREG_DUCKDB_MEMORY") or "64MB a thread"
     return (
         f"DuckDB needed more memory than its cap ({cap}) and could not spill to disk "
-        f"({str(e).splitlines()[0]}); set SYNTHREG_DUCKDB_MEMORY higher (e.g. 1GB), or free space in the "
+        f"({error}); set SYNTHREG_DUCKDB_MEMORY higher (e.g. 1GB), or free space in the "
         "system temp folder if it is full, and run it again"
     )

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from policies.checks import _gx_duckdb, provenance
 from policies.context import Context, Outcome
 from policies.engine import load_kb
+from registry.core.errors import PolicyError
 from registry.records.dataset import Recipe
 from registry.records.policy import ProvenanceRule
 from registry.store import manifest as mf
@@ -303,3 +304,109 @@ def test_validate_imports_nothing_ahead_when_it_refuses_the_recipe_or_no_pack_ha
     refused = done.stdout.splitlines()
     assert refused[0].startswith("PolicyError recipe for digits declares no intended_use"), refused
     assert "manifest" in refused[1] and "does not exist" in refused[1], refused  # past the packs
+
+
+class _Cursor:
+    """A DuckDB cursor whose statements containing ``fails_on`` raise ``error``, as DuckDB raises them."""
+
+    def __init__(self, cursor: Any, fails_on: str, error: Exception) -> None:
+        self._cursor, self._fails_on, self._error = cursor, fails_on, error
+
+    def execute(self, statement: str, *args: Any, **kwargs: Any) -> Any:
+        if self._fails_on in statement:
+            raise self._error
+        return self._cursor.execute(statement, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _FailingConnection:
+    """The manifest's connection, handing GX cursors that fail as ``_Cursor`` does; its own queries run."""
+
+    def __init__(self, con: Any, fails_on: str, error: Exception) -> None:
+        self._con, self._fails_on, self._error = con, fails_on, error
+
+    def cursor(self) -> _Cursor:
+        return _Cursor(self._con.cursor(), self._fails_on, self._error)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+def _oom() -> Exception:
+    import duckdb
+
+    return duckdb.OutOfMemoryException(
+        "Out of Memory Error: could not allocate block of size 256.0 KiB (60.8 MiB/61.0 MiB used)\n\n"
+        "Possible solutions:\n* Reducing the number of threads (SET threads=X)"
+    )
+
+
+def _conversion() -> Exception:
+    import duckdb
+
+    return duckdb.ConversionException("Conversion Error: Could not convert string 'x' to INT32")
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (_oom, "DuckDB needed more memory than its cap"),
+        (_conversion, "Conversion Error: Could not convert string 'x' to INT32; nothing was written"),
+    ],
+    ids=["out-of-memory", "another-error"],
+)
+def test_an_expectation_gx_could_not_compute_stops_the_check_and_is_never_a_finding(
+    tmp_path: Path, error: Callable[[], Exception], said: str
+):
+    """GX catches an error raised by a metric's query and reports the expectation as failed with 0
+    unexpected rows (issue 22: the unique-id query out of DuckDB's cap at 10,000,000 rows read "1 of 20
+    provenance expectations failed ... (0 rows); regenerate the affected samples"). The check raises
+    instead, naming the expectation and the error, and the evidence file from before is left as it was."""
+    path = tmp_path / "manifest.parquet"
+    write_rows(clean_rows(), path)
+    recipe = Recipe.model_validate(clean_recipe())
+    rule = ProvenanceRule(id="provenance.complete", kind="provenance", severity="error", description="x")
+    evidence = tmp_path / "policy"
+    evidence.mkdir()
+    (evidence / "provenance.gx.json").write_text("the evidence of the run before\n")
+    con = mf.connect(path)
+    try:
+        # the unique-id expectation's query: it counts the rows of each id (GX 1.24's subquery name)
+        failing = _FailingConnection(con, "column_values_count_per_value_subquery", error())
+        ctx = Context(ws=tmp_path, manifest=path, recipe=recipe, kb=load_kb(), con=failing)
+        with pytest.raises(PolicyError) as raised:
+            provenance.check(rule, ctx, evidence_dir=evidence)
+        message = str(raised.value)
+        assert message.startswith(
+            "provenance.complete: Great Expectations could not check expect_column_values_to_be_unique on "
+            "sample_id: "
+        ), message
+        assert said in message
+        assert "regenerate" not in message and "failed" not in message
+        assert (evidence / "provenance.gx.json").read_text() == "the evidence of the run before\n"
+        # the same connection without the failure: the suite runs and every expectation holds
+        assert provenance.check(rule, Context(tmp_path, path, recipe, load_kb(), con), evidence).ok
+    finally:
+        con.close()
+
+
+def test_raised_reads_both_shapes_of_gx_exception_info():
+    """An expectation that ran has its ``exception_info`` flat; one whose metrics raised has an entry a
+    metric. Only a raised one counts."""
+    ran = {"raised_exception": False, "exception_message": None, "exception_traceback": None}
+    config = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "seed"}}
+    result = {
+        "results": [
+            {"success": True, "expectation_config": config, "exception_info": ran},
+            {"success": False, "expectation_config": config, "exception_info": {"m1": ran, "m2": ran}},
+            {
+                "success": False,
+                "expectation_config": config,
+                "exception_info": {"m": {"raised_exception": True, "exception_message": "boom"}},
+            },
+            {"success": False, "expectation_config": config},  # GX leaves it out: nothing raised
+        ]
+    }
+    assert provenance._raised(result) == [("expect_column_values_to_not_be_null", "seed", "boom")]
