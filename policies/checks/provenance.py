@@ -19,7 +19,7 @@ from policies.context import EVIDENCE_CAP, Context, Outcome
 from registry.core import collector, duck, stack
 from registry.core.errors import PolicyError
 from registry.core.fsio import atomic_write_text
-from registry.core.names import SQL_ANY, SQL_PROBLEM
+from registry.core.names import SQL_ANY, SQL_PROBLEM, one_line
 from registry.records.policy import Evidence, ProvenanceRule
 
 HEX64 = r"^[0-9a-f]{64}$"
@@ -305,8 +305,9 @@ def _not_checked(rule: ProvenanceRule, raised: list[tuple[str, str | None, str]]
     where = f"{expectation} on {column}" if column else expectation
     head = f"{rule.id}: Great Expectations could not check {where}"
     more = f" ({len(raised)} expectations could not be checked)" if len(raised) > 1 else ""
+    # the error's first line, escaped where it is not printable (it may quote a value of the manifest)
     if OUT_OF_MEMORY in message:
-        error = message[message.index(OUT_OF_MEMORY) :].splitlines()[0]
+        error = one_line(message[message.index(OUT_OF_MEMORY) :].splitlines()[0][:300])
         return f"{head}{more}: {duck.memory_advice(error)}"
-    error = message.strip().splitlines()[0] if message.strip() else "no message"
-    return f"{head}{more}: {error[:300]}; nothing was written for this check, fix the cause and run it again"
+    error = one_line(message.strip().splitlines()[0][:300]) if message.strip() else "no message"
+    return f"{head}{more}: {error}; nothing was written for this check, fix the cause and run it again"

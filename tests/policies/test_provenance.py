@@ -392,6 +392,14 @@ def test_an_expectation_gx_could_not_compute_stops_the_check_and_is_never_a_find
         con.close()
 
 
+def test_an_error_quoting_a_hostile_value_is_shown_on_one_escaped_line():
+    """DuckDB's message may quote a manifest's value: a control character in it is shown escaped."""
+    rule = ProvenanceRule(id="provenance.complete", kind="provenance", severity="error", description="x")
+    raised = [("expect_column_values_to_be_between", "seed", "Conversion Error: 'x\x1b[2Jy' is no INT64")]
+    message = provenance._not_checked(rule, raised)
+    assert "\x1b" not in message and "\\x1b[2J" in message, message
+
+
 def test_raised_reads_both_shapes_of_gx_exception_info():
     """An expectation that ran has its ``exception_info`` flat; one whose metrics raised has an entry a
     metric. Only a raised one counts."""
