@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import sys
 import threading
@@ -163,6 +164,12 @@ def _context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # GX logs a query that failed with its traceback, for every retry (three, of the bundle and of each
+    # metric alone): with no handler of ours, Python printed 1,988 lines before synthreg's one-line error
+    # (a table-level query out of DuckDB's memory). The error itself reaches the rule (``_raised``).
+    gx_log = logging.getLogger("great_expectations")
+    if not any(isinstance(h, logging.NullHandler) for h in gx_log.handlers):
+        gx_log.addHandler(logging.NullHandler())
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
@@ -274,8 +281,9 @@ OUT_OF_MEMORY = "Out of Memory Error:"  # how DuckDB's message starts, wherever 
 def _raised(result: dict) -> list[tuple[str, str | None, str]]:
     """Each expectation GX could not compute, as (expectation, column, an error's message). GX catches
     an error raised by a metric's query (DuckDB out of its memory cap, a query DuckDB refuses) and reports
-    the expectation as failed with nothing unexpected, the traceback in ``exception_info`` (one entry a
-    metric; an expectation that ran has the entry itself, ``raised_exception`` false). Issue 22: at
+    the expectation as failed with nothing unexpected, the traceback in ``exception_info``: an entry a
+    metric, or the entry itself (``raised_exception`` false for an expectation that ran; true where GX
+    could not resolve its metrics or run it at all). Issue 22: at
     10,000,000 rows on one DuckDB thread the unique-id expectation ran out of memory, and the rule read
     "1 of 20 provenance expectations failed, first expect_column_values_to_be_unique on sample_id (0
     rows); regenerate the affected samples": a check that did not run, reported as a finding about the
@@ -284,16 +292,22 @@ def _raised(result: dict) -> list[tuple[str, str | None, str]]:
     for r in result["results"]:
         info = r.get("exception_info") or {}
         entries = [info] if "raised_exception" in info else list(info.values())
-        messages = [
-            str(e.get("exception_message"))
-            for e in entries
-            if isinstance(e, dict) and e.get("raised_exception")
-        ]
+        messages = [_message(e) for e in entries if isinstance(e, dict) and e.get("raised_exception")]
         if messages:  # one an expectation, out of memory first: its metrics may each have raised
             cfg = r["expectation_config"]
             message = next((m for m in messages if OUT_OF_MEMORY in m), messages[0])
             out.append((cfg["type"], cfg["kwargs"].get("column"), message))
     return out
+
+
+def _message(entry: dict) -> str:
+    """An ``exception_info`` entry's message, or where it is empty (a ``MemoryError``) the traceback's
+    last line, which names the error."""
+    message = str(entry.get("exception_message") or "").strip()
+    if message:
+        return message
+    lines = [line for line in str(entry.get("exception_traceback") or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def _not_checked(rule: ProvenanceRule, raised: list[tuple[str, str | None, str]]) -> str:

@@ -114,14 +114,21 @@ def connect(threads: int | None = None) -> Any:
 
 
 def out_of_memory(e: BaseException) -> str | None:
-    """What to tell the user when ``e`` is DuckDB running out of its cap (None for anything else)."""
-    kind = type(e)
-    own = kind.__name__ == "OutOfMemoryException" and "duckdb" in kind.__module__
-    # Read through Arrow (``to_arrow_reader``), DuckDB's error reaches Python as Arrow's OSError.
-    streamed = isinstance(e, OSError) and str(e).startswith("Out of Memory Error:")
-    if not (own or streamed):
-        return None
-    return memory_advice(str(e).splitlines()[0])
+    """What to tell the user when ``e``, or an error it was raised from, is DuckDB running out of its cap
+    (None for anything else). A library may wrap it: SQLAlchemy in its ``OperationalError``, Great
+    Expectations in its own error raised from that one."""
+    seen: set[int] = set()
+    found: BaseException | None = e
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        kind = type(found)
+        own = kind.__name__ == "OutOfMemoryException" and "duckdb" in kind.__module__
+        # Read through Arrow (``to_arrow_reader``), DuckDB's error reaches Python as Arrow's OSError.
+        streamed = isinstance(found, OSError) and str(found).startswith("Out of Memory Error:")
+        if own or streamed:
+            return memory_advice(str(found).splitlines()[0])
+        found = found.__cause__ or found.__context__
+    return None
 
 
 def memory_advice(error: str) -> str:

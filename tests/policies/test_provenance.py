@@ -4,6 +4,7 @@ the rule's counts and first ids) is what GX gives when it fetches them all."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Callable
@@ -385,6 +386,9 @@ def test_an_expectation_gx_could_not_compute_stops_the_check_and_is_never_a_find
         ), message
         assert said in message
         assert "regenerate" not in message and "failed" not in message
+        # GX's log of each failed query (a traceback a retry) goes nowhere: the error above is the output
+        gx_log = logging.getLogger("great_expectations")
+        assert any(isinstance(h, logging.NullHandler) for h in gx_log.handlers)
         assert (evidence / "provenance.gx.json").read_text() == "the evidence of the run before\n"
         # the same connection without the failure: the suite runs and every expectation holds
         assert provenance.check(rule, Context(tmp_path, path, recipe, load_kb(), con), evidence).ok
@@ -414,7 +418,27 @@ def test_raised_reads_both_shapes_of_gx_exception_info():
                 "expectation_config": config,
                 "exception_info": {"m": {"raised_exception": True, "exception_message": "boom"}},
             },
-            {"success": False, "expectation_config": config},  # GX leaves it out: nothing raised
+            {  # GX could not run the expectation at all: the entry itself
+                "success": False,
+                "expectation_config": config | {"kwargs": {"column": "prompt"}},
+                "exception_info": {"raised_exception": True, "exception_message": "flat"},
+            },
+            {  # an empty message: the traceback's last line names the error
+                "success": False,
+                "expectation_config": config | {"kwargs": {"column": "shard"}},
+                "exception_info": {
+                    "m": {
+                        "raised_exception": True,
+                        "exception_message": "",
+                        "exception_traceback": "Traceback (most recent call last):\n  ...\nMemoryError\n",
+                    }
+                },
+            },
+            {"success": False, "expectation_config": config},  # not a shape GX makes: read as nothing
         ]
     }
-    assert provenance._raised(result) == [("expect_column_values_to_not_be_null", "seed", "boom")]
+    assert provenance._raised(result) == [
+        ("expect_column_values_to_not_be_null", "seed", "boom"),
+        ("expect_column_values_to_not_be_null", "prompt", "flat"),
+        ("expect_column_values_to_not_be_null", "shard", "MemoryError"),
+    ]

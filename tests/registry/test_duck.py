@@ -99,6 +99,34 @@ def test_a_query_over_the_cap_is_a_clear_error_not_an_internal_one(
     assert duck.out_of_memory(OSError("No space left on device")) is None
 
 
+def test_duckdb_out_of_memory_is_found_under_the_errors_raised_from_it():
+    """SQLAlchemy wraps DuckDB's error in its own, and Great Expectations raises its own from that (its
+    test query on a connection out of memory): still the memory advice, not an internal error."""
+    import duckdb
+
+    def raised(outer: Exception, inner: BaseException, *, implicit: bool = False) -> Exception:
+        try:
+            try:
+                raise inner
+            except BaseException as e:
+                if implicit:
+                    raise outer  # noqa: B904 - the context, not the cause, as an ``except`` block makes
+                raise outer from e
+        except Exception as e:
+            return e
+
+    oom = duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block (60.8/61.0 MiB used)")
+    wrapped = raised(RuntimeError("test connection failed"), raised(RuntimeError("(OperationalError)"), oom))
+    assert "DuckDB needed more memory than its cap" in (duck.out_of_memory(wrapped) or "")
+    assert "60.8/61.0 MiB used" in (duck.out_of_memory(wrapped) or "")
+    assert duck.out_of_memory(raised(RuntimeError("x"), oom, implicit=True)) is not None
+    assert duck.out_of_memory(raised(RuntimeError("x"), ValueError("Out of Memory Error: x"))) is None
+    looped = RuntimeError("a")  # a chain that refers back to itself ends
+    looped.__cause__ = RuntimeError("b")
+    looped.__cause__.__cause__ = looped
+    assert duck.out_of_memory(looped) is None
+
+
 def test_lineage_queries_name_the_cap_not_the_manifests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Trace and impact query every release manifest at once; over the cap they say so (a ConfigError
     naming SYNTHREG_DUCKDB_MEMORY), not that the manifests cannot be queried."""
