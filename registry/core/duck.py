@@ -114,9 +114,10 @@ def connect(threads: int | None = None) -> Any:
 
 
 def out_of_memory(e: BaseException) -> str | None:
-    """What to tell the user when ``e``, or an error it was raised from, is DuckDB running out of its cap
-    (None for anything else). A library may wrap it: SQLAlchemy in its ``OperationalError``, Great
-    Expectations in its own error raised from that one."""
+    """What to tell the user when ``e``, or an error it was raised from (``raise ... from``), is DuckDB
+    running out of its cap (None for anything else). A library may wrap it: SQLAlchemy in its
+    ``OperationalError``, Great Expectations in its own error raised from that one. An error raised
+    while an out-of-memory error was being handled, but not from it, is not one: it may be a bug."""
     seen: set[int] = set()
     found: BaseException | None = e
     while found is not None and id(found) not in seen:
@@ -127,7 +128,7 @@ def out_of_memory(e: BaseException) -> str | None:
         streamed = isinstance(found, OSError) and str(found).startswith("Out of Memory Error:")
         if own or streamed:
             return memory_advice(str(found).splitlines()[0])
-        found = found.__cause__ or found.__context__
+        found = found.__cause__
     return None
 
 
