@@ -275,9 +275,6 @@ def check(rule: ProvenanceRule, ctx: Context, evidence_dir: Path | None = None) 
     return Outcome(True, f"all {n_exp} provenance expectations hold on {rows} rows", measured=0, threshold=0)
 
 
-OUT_OF_MEMORY = "Out of Memory Error:"  # how DuckDB's message starts, wherever GX wraps it
-
-
 def _raised(result: dict) -> list[tuple[str, str | None, str]]:
     """Each expectation GX could not compute, as (expectation, column, an error's message). GX catches
     an error raised by a metric's query (DuckDB out of its memory cap, a query DuckDB refuses) and reports
@@ -295,7 +292,7 @@ def _raised(result: dict) -> list[tuple[str, str | None, str]]:
         messages = [_message(e) for e in entries if isinstance(e, dict) and e.get("raised_exception")]
         if messages:  # one an expectation, out of memory first: its metrics may each have raised
             cfg = r["expectation_config"]
-            message = next((m for m in messages if OUT_OF_MEMORY in m), messages[0])
+            message = next((m for m in messages if duck.OUT_OF_MEMORY in m), messages[0])
             out.append((cfg["type"], cfg["kwargs"].get("column"), message))
     return out
 
@@ -314,14 +311,14 @@ def _not_checked(rule: ProvenanceRule, raised: list[tuple[str, str | None, str]]
     """The error for a suite whose expectations in ``raised`` could not be computed: DuckDB's memory advice
     where one ran out of memory, else the first error, with how many expectations it stopped. The rule
     neither passes nor fails on a suite that did not run, and no evidence file is written for it."""
-    first = next(((e, c, m) for e, c, m in raised if OUT_OF_MEMORY in m), raised[0])
+    first = next(((e, c, m) for e, c, m in raised if duck.OUT_OF_MEMORY in m), raised[0])
     expectation, column, message = first
     where = f"{expectation} on {column}" if column else expectation
     head = f"{rule.id}: Great Expectations could not check {where}"
     more = f" ({len(raised)} expectations could not be checked)" if len(raised) > 1 else ""
     # the error's first line, escaped where it is not printable (it may quote a value of the manifest)
-    if OUT_OF_MEMORY in message:
-        error = one_line(message[message.index(OUT_OF_MEMORY) :].splitlines()[0][:300])
+    if duck.OUT_OF_MEMORY in message:
+        error = one_line(message[message.index(duck.OUT_OF_MEMORY) :].splitlines()[0][:300])
         return f"{head}{more}: {duck.memory_advice(error)}"
     error = one_line(message.strip().splitlines()[0][:300]) if message.strip() else "no message"
     return f"{head}{more}: {error}; nothing was written for this check, fix the cause and run it again"

@@ -113,6 +113,9 @@ def connect(threads: int | None = None) -> Any:
     return con
 
 
+OUT_OF_MEMORY = "Out of Memory Error:"  # how DuckDB's out-of-memory message starts, however wrapped
+
+
 def out_of_memory(e: BaseException) -> str | None:
     """What to tell the user when ``e``, or an error it was raised from (``raise ... from``), is DuckDB
     running out of its cap (None for anything else). A library may wrap it: SQLAlchemy in its
@@ -125,7 +128,7 @@ def out_of_memory(e: BaseException) -> str | None:
         kind = type(found)
         own = kind.__name__ == "OutOfMemoryException" and "duckdb" in kind.__module__
         # Read through Arrow (``to_arrow_reader``), DuckDB's error reaches Python as Arrow's OSError.
-        streamed = isinstance(found, OSError) and str(found).startswith("Out of Memory Error:")
+        streamed = isinstance(found, OSError) and str(found).startswith(OUT_OF_MEMORY)
         if own or streamed:
             return memory_advice(str(found).splitlines()[0])
         found = found.__cause__
