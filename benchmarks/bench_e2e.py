@@ -20,7 +20,9 @@ and prints per stage: wall seconds, peak RSS of the process (``ru_maxrss`` from 
 one process of the stage's tree, its waited-for children included, not this script), the peak of
 the whole tree sampled every 0.25 s (the proportional set size of each process summed, so a worker
 process counts beside the main one and the pages they share count once) and files written (files under the
-workspace and the remote whose mtime is newer than the stage's start). It then prints each of issue
+workspace and the remote whose mtime is newer than the stage's start). With more than one size, it
+prints how each stage and floor grows from one size to the next: time and the largest process's memory,
+each as a ratio, so that a stage's growth reads beside its floors'. It then prints each of issue
 22's targets as a ratio against its floor, measured in the same run. The signer's key and trust root,
 and the signed waivers of the rules a pattern set cannot meet, are made before the first stage (not
 timed). Figures are printed, never asserted.
@@ -47,6 +49,7 @@ and ``dvc add`` only.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -471,6 +474,27 @@ def stage_table(results: dict[int, list]) -> list[str]:
     return lines
 
 
+def growth_table(results: dict[int, list]) -> list[str]:
+    """The markdown table of how each stage and floor grows from each size run to the next: its time as
+    a ratio, and its largest process's memory as a ratio with the megabytes it added, so that a stage's
+    growth reads beside its floors' from the same run. A row without a process of its own (a floor's
+    own clock) has no memory to compare: `-`."""
+    sizes = list(results)
+    steps = list(itertools.pairwise(sizes))
+    lines = ["| stage | " + " | ".join(f"{a:,} -> {b:,}: time / memory" for a, b in steps) + " |"]
+    lines.append("|---|" + "---|" * len(steps))
+    for i, (label, *_) in enumerate(results[sizes[0]]):
+        cells = []
+        for a, b in steps:
+            _, wall_a, mb_a, *_ = results[a][i]
+            _, wall_b, mb_b, *_ = results[b][i]
+            time_ratio = f"{wall_b / wall_a:.1f}x" if wall_a else "-"
+            memory = f"{mb_b / mb_a:.2f}x ({mb_b - mb_a:+.0f} MB)" if mb_a and mb_b else "-"
+            cells.append(f"{time_ratio} / {memory}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, action="append", help="repeat; multiples of 100")
@@ -498,6 +522,8 @@ def main() -> None:
         )
     )
     print("\n" + "\n".join(stage_table(results)))
+    if len(sizes) > 1:
+        print("\n" + "\n".join(growth_table(results)))
     print("\n| target | " + " | ".join(f"{n:,}" for n in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
     by_size = {n: ratios(results[n]) for n in sizes}

@@ -105,6 +105,18 @@ def test_the_stage_table_takes_rows_with_and_without_a_tree_figure():
     assert lines[3] == "| floor: bare generate loop (own clock) | 9.5 / 0 / - / 0 | 9.5 / 0 / - / 0 |"
 
 
+def test_the_growth_table_compares_each_size_with_the_one_before():
+    """Time and the largest process's memory as ratios from each size to the next, beside the floors'
+    own; a row without a process of its own has no memory ratio."""
+    small = [("filter", 10.0, 200.0, 5, 250.0), ("floor: bare generate loop (own clock)", 2.0, 0, 0)]
+    large = [("filter", 100.0, 250.0, 50, 300.0), ("floor: bare generate loop (own clock)", 21.0, 0, 0)]
+    larger = [("filter", 1000.0, 260.0, 500, 310.0), ("floor: bare generate loop (own clock)", 210.0, 0, 0)]
+    lines = bench_e2e.growth_table({1000: small, 10000: large, 100000: larger})
+    assert lines[0] == "| stage | 1,000 -> 10,000: time / memory | 10,000 -> 100,000: time / memory |"
+    assert lines[2] == "| filter | 10.0x / 1.25x (+50 MB) | 10.0x / 1.04x (+10 MB) |"
+    assert lines[3] == "| floor: bare generate loop (own clock) | 10.5x / - | 10.0x / - |"
+
+
 def test_the_memory_timeline_says_which_process_held_the_peak(tmp_path):
     """benchmarks/memory_timeline.py: the peak is the tree's, and its parts name each worker's 60 MB
     beside the parent; the command's lines come through, timed, and its exit status is returned."""
