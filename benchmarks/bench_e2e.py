@@ -478,16 +478,22 @@ def growth_table(results: dict[int, list]) -> list[str]:
     """The markdown table of how each stage and floor grows from each size run to the next: its time as
     a ratio, and its largest process's memory as a ratio with the megabytes it added, so that a stage's
     growth reads beside its floors' from the same run. A row without a process of its own (a floor's
-    own clock) has no memory to compare: `-`."""
+    own clock) has no memory to compare: `-`. Rows are matched by their label, so a row one of the two
+    sizes lacks reads `not run` rather than another row's figures."""
     sizes = list(results)
     steps = list(itertools.pairwise(sizes))
+    by_label = {n: {row[0]: row for row in results[n]} for n in sizes}
+    labels = list(dict.fromkeys(row[0] for n in sizes for row in results[n]))
     lines = ["| stage | " + " | ".join(f"{a:,} -> {b:,}: time / memory" for a, b in steps) + " |"]
     lines.append("|---|" + "---|" * len(steps))
-    for i, (label, *_) in enumerate(results[sizes[0]]):
+    for label in labels:
         cells = []
         for a, b in steps:
-            _, wall_a, mb_a, *_ = results[a][i]
-            _, wall_b, mb_b, *_ = results[b][i]
+            if label not in by_label[a] or label not in by_label[b]:
+                cells.append("not run")
+                continue
+            _, wall_a, mb_a, *_ = by_label[a][label]
+            _, wall_b, mb_b, *_ = by_label[b][label]
             time_ratio = f"{wall_b / wall_a:.1f}x" if wall_a else "-"
             memory = f"{mb_b / mb_a:.2f}x ({mb_b - mb_a:+.0f} MB)" if mb_a and mb_b else "-"
             cells.append(f"{time_ratio} / {memory}")

@@ -117,6 +117,18 @@ def test_the_growth_table_compares_each_size_with_the_one_before():
     assert lines[3] == "| floor: bare generate loop (own clock) | 10.5x / - | 10.0x / - |"
 
 
+def test_the_growth_table_matches_rows_by_label_and_says_which_did_not_run():
+    """A row one size lacks is `not run` there, never compared with the row that took its place."""
+    small = [("filter", 10.0, 200.0, 5), ("validate", 2.0, 300.0, 1)]
+    large = [("validate", 4.0, 330.0, 1), ("filter", 100.0, 250.0, 50), ("verify", 8.0, 310.0, 0)]
+    lines = bench_e2e.growth_table({1000: small, 10000: large})
+    assert lines[2:] == [
+        "| filter | 10.0x / 1.25x (+50 MB) |",
+        "| validate | 2.0x / 1.10x (+30 MB) |",
+        "| verify | not run |",
+    ]
+
+
 def test_the_memory_timeline_says_which_process_held_the_peak(tmp_path):
     """benchmarks/memory_timeline.py: the peak is the tree's, and its parts name each worker's 60 MB
     beside the parent; the command's lines come through, timed, and its exit status is returned."""
